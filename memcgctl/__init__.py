@@ -1,0 +1,3 @@
+"""memcgctl: strict-priority OOM handling for Linux memory cgroups."""
+
+__version__ = "0.1.0"

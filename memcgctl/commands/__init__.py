@@ -1,0 +1,1 @@
+"""Click commands: each module wires readers, policy and rendering together."""

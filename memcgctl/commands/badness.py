@@ -1,0 +1,238 @@
+"""``set-badness``/``get-badness`` and ``set-delay``/``get-delay``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from memcgctl.commands.common import dry_run_option, pass_env
+from memcgctl.env import Env
+from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
+from memcgctl.model import BADNESS_DEFAULT
+from memcgctl.render import Output, emit_json, output_options
+from memcgctl.snapshot import process_badness
+from memcgctl.store import (
+    BADNESS,
+    NAMESPACES,
+    OOM_DELAY,
+    Setting,
+    default_namespace,
+    read_setting,
+    write_setting,
+)
+from memcgctl.units import format_duration_ms, parse_badness, parse_delay
+
+namespace_option = click.option(
+    "--namespace",
+    type=click.Choice(["auto", *NAMESPACES]),
+    default="auto",
+    show_default=True,
+    help="xattr namespace: trusted (root) or user (delegated subtrees); auto picks by uid.",
+)
+
+
+def _fmt_badness(s: Setting) -> str:
+    return f"{BADNESS_DEFAULT} (default)" if s.value is None else f"{s.value} ({s.source})"
+
+
+def _fmt_delay(s: Setting) -> str:
+    return "off" if s.value is None else f"{format_duration_ms(s.value)} ({s.source})"
+
+
+def _print_lines(rows: list[list[str]]) -> None:
+    """Aligned columns without a table library: these are one-shot commands that must
+    start fast (SPEC §8)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
+
+
+def _change_cgroup_setting(
+    env: Env, name: str, key: str, value: int | None, namespace: str, dry_run: bool
+) -> tuple[str, Setting, Setting]:
+    cg = env.fs.resolve(name)
+    ns = default_namespace() if namespace == "auto" else namespace
+    before = read_setting(env.fs, cg, key)
+    if dry_run:
+        after = Setting(value, ns) if value is not None else Setting(None, "default")
+    else:
+        write_setting(env.fs, cg, key, value, ns)
+        after = read_setting(env.fs, cg, key)
+    return cg, before, after
+
+
+def _process_key(env: Env, pid: int) -> tuple[int, int, str]:
+    env.check_pid(pid)
+    try:
+        return pid, env.proc.start_time(pid), env.proc.comm(pid)
+    except Vanished:
+        raise NoSuchProcess(pid) from None
+
+
+def _process_setting(env: Env, pid: int) -> Setting:
+    entries = env.registry.load()
+    value, source = process_badness(
+        env.proc, pid, env.proc.oom_score_adj(pid), entries, frozenset(p for p, _ in entries)
+    )
+    return Setting(value, source)
+
+
+@click.command("set-badness")
+@click.argument("args", nargs=-1, metavar="[TARGET] VALUE")
+@click.option("--pid", type=int, default=None, help="Set the badness of process PID.")
+@namespace_option
+@dry_run_option
+@output_options
+@pass_env
+def set_badness(
+    env: Env, args: tuple[str, ...], pid: int | None, namespace: str, dry_run: bool, out: Output
+) -> None:
+    """Set the badness of a cgroup (TARGET) or a process (--pid PID).
+
+    VALUE is 0-1000 (lower = killed first, 1000 = never) or "default" to clear.
+    Cgroups keep it in the xattr trusted.memcgctl.badness (user.* for delegated
+    subtrees); processes in the registry in the state directory.
+    """
+    expected = 1 if pid is not None else 2
+    if len(args) != expected:
+        raise UsageProblem("usage: memcgctl set-badness CGROUP VALUE | set-badness --pid PID VALUE")
+    value = parse_badness(args[-1])
+    verb = "would set" if dry_run else "set"
+    doc: dict[str, Any]
+    if pid is not None:
+        pid, start, comm = _process_key(env, pid)
+        before = _process_setting(env, pid)
+        if not dry_run:
+            env.registry.update({(pid, start): value}, env.is_alive)
+            after = _process_setting(env, pid)
+        else:
+            after = Setting(value, "process") if value is not None else Setting(None, "default")
+        doc = {"pid": pid, "comm": comm, "start_time": start}
+        what = f"pid {pid} ({comm})"
+        before_txt, after_txt = _fmt_badness(before), _fmt_badness(after)
+    else:
+        cg, before, after = _change_cgroup_setting(env, args[0], BADNESS, value, namespace, dry_run)
+        doc = {"cgroup": cg}
+        what = cg
+        before_txt, after_txt = _fmt_badness(before), _fmt_badness(after)
+    doc.update(
+        {
+            "badness": after.value if after.value is not None else BADNESS_DEFAULT,
+            "badness_source": after.source,
+            "previous": before.value if before.value is not None else BADNESS_DEFAULT,
+            "previous_source": before.source,
+            "dry_run": dry_run,
+        }
+    )
+    if out.json:
+        emit_json(doc)
+    else:
+        click.echo(f"{what}: {verb} badness {after_txt}, was {before_txt}")
+
+
+@click.command("get-badness")
+@click.argument("targets", nargs=-1, metavar="[CGROUP]...")
+@click.option("--pid", "pids", type=int, multiple=True, help="Show process PID (repeatable).")
+@output_options
+@pass_env
+def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: Output) -> None:
+    """Show the badness of cgroups and processes.
+
+    Without arguments: every cgroup, and every process with a registered badness.
+    """
+    items: list[dict[str, Any]] = []
+    cgroups = [env.fs.resolve(t) for t in targets]
+    if not targets and not pids:
+        cgroups = list(env.fs.walk("/"))
+        registered = sorted({p for p, _ in env.registry.load()})
+        pids = tuple(p for p in registered if env.proc.exists(p))
+    for cg in cgroups:
+        try:
+            s = read_setting(env.fs, cg, BADNESS)
+        except Vanished:
+            continue
+        items.append(
+            {
+                "cgroup": cg,
+                "badness": s.value if s.value is not None else BADNESS_DEFAULT,
+                "badness_source": s.source,
+            }
+        )
+    for pid in pids:
+        _, _, comm = _process_key(env, pid)
+        try:
+            s = _process_setting(env, pid)
+        except Vanished:
+            raise NoSuchProcess(pid) from None
+        items.append({"pid": pid, "comm": comm, "badness": s.value, "badness_source": s.source})
+    if out.json:
+        emit_json(items)
+        return
+    if not items:
+        return
+    rows = [["TARGET", "BADNESS", "SOURCE"]]
+    for it in items:
+        target = it["cgroup"] if "cgroup" in it else f"pid {it['pid']} ({it['comm']})"
+        rows.append([target, str(it["badness"]), it["badness_source"]])
+    _print_lines(rows)
+
+
+@click.command("set-delay")
+@click.argument("cgroup")
+@click.argument("duration")
+@namespace_option
+@dry_run_option
+@output_options
+@pass_env
+def set_delay(
+    env: Env, cgroup: str, duration: str, namespace: str, dry_run: bool, out: Output
+) -> None:
+    """Set the OOM delay of CGROUP: how long the daemon lets the memcg's own job
+    manager react before it kills by priority.
+
+    DURATION: 500ms, 2s, 1m; 0 = the daemon decides at once; off = no delay
+    (the kernel alone decides).
+    """
+    value = parse_delay(duration)
+    cg, before, after = _change_cgroup_setting(env, cgroup, OOM_DELAY, value, namespace, dry_run)
+    if out.json:
+        emit_json(
+            {
+                "cgroup": cg,
+                "oom_delay_ms": after.value,
+                "oom_delay_source": after.source,
+                "previous_ms": before.value,
+                "dry_run": dry_run,
+            }
+        )
+    else:
+        verb = "would set" if dry_run else "set"
+        click.echo(f"{cg}: {verb} OOM delay {_fmt_delay(after)}, was {_fmt_delay(before)}")
+
+
+@click.command("get-delay")
+@click.argument("cgroups", nargs=-1, metavar="[CGROUP]...")
+@output_options
+@pass_env
+def get_delay(env: Env, cgroups: tuple[str, ...], out: Output) -> None:
+    """Show the OOM delay of cgroups (default: every cgroup in the hierarchy)."""
+    paths = [env.fs.resolve(c) for c in cgroups] if cgroups else list(env.fs.walk("/"))
+    items: list[dict[str, Any]] = []
+    for cg in paths:
+        try:
+            s = read_setting(env.fs, cg, OOM_DELAY)
+        except Vanished:
+            continue
+        items.append({"cgroup": cg, "oom_delay_ms": s.value, "oom_delay_source": s.source})
+    if out.json:
+        emit_json(items)
+        return
+    rows = [["CGROUP", "DELAY", "SOURCE"]]
+    rows += [
+        [i["cgroup"], format_duration_ms(i["oom_delay_ms"]), i["oom_delay_source"]] for i in items
+    ]
+    _print_lines(rows)
+
+
+COMMANDS = [set_badness, get_badness, set_delay, get_delay]

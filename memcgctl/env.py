@@ -1,0 +1,82 @@
+"""The environment of one invocation: roots, readers and the process registry.
+
+Built once by the root command into ``ctx.obj``; tests build their own with fixture
+roots.  Readers are created lazily, so ``--help`` touches nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
+from memcgctl.model import Snapshot
+from memcgctl.readers.cgroupfs import CgroupFs, Hierarchy, detect_hierarchy, hierarchy_at
+from memcgctl.readers.procfs import ProcFs
+from memcgctl.store import ProcessRegistry
+
+
+@dataclass
+class Env:
+    cgroup_root: Path | None = None
+    proc_root: Path = Path("/proc")
+    kmsg: str = "/dev/kmsg"
+    state_dir: Path = Path("/run/memcgctl")
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @cached_property
+    def hierarchy(self) -> Hierarchy:
+        if self.cgroup_root is not None:
+            return hierarchy_at(self.cgroup_root)
+        return detect_hierarchy(self.proc_root)
+
+    @cached_property
+    def fs(self) -> CgroupFs:
+        return CgroupFs(self.hierarchy)
+
+    @cached_property
+    def proc(self) -> ProcFs:
+        return ProcFs(self.proc_root)
+
+    @cached_property
+    def registry(self) -> ProcessRegistry:
+        return ProcessRegistry(self.state_dir, self.proc.boot_id())
+
+    def check_pid(self, pid: int) -> int:
+        if pid <= 0:
+            raise UsageProblem(f"pid {pid}: not a valid pid")
+        if not self.proc.exists(pid):
+            raise NoSuchProcess(pid)
+        return pid
+
+    def cgroup_of_pid(self, pid: int) -> str:
+        self.check_pid(pid)
+        try:
+            path = self.proc.memory_cgroup(pid, self.fs.version)
+        except Vanished:
+            raise NoSuchProcess(pid) from None
+        return self.fs.resolve(self.fs.from_proc_path(path))
+
+    def target_cgroup(self, name: str | None, pid: int | None, default: str = "/") -> str:
+        """A command's CG argument or ``--pid``: the validated hierarchy path."""
+        if name is not None and pid is not None:
+            raise UsageProblem("give a cgroup or --pid, not both")
+        if pid is not None:
+            return self.cgroup_of_pid(pid)
+        return self.fs.resolve(name if name is not None else default)
+
+    def is_alive(self, pid: int, start_time: int) -> bool:
+        try:
+            return self.proc.start_time(pid) == start_time
+        except (Vanished, ValueError):
+            return False
+
+    def snapshot(
+        self, root: str = "/", with_processes: bool = True, with_oom_score: bool = False
+    ) -> Snapshot:
+        from memcgctl.snapshot import take_snapshot
+
+        return take_snapshot(
+            self.fs, self.proc, self.registry, root, with_processes, with_oom_score
+        )

@@ -1,0 +1,349 @@
+"""The memory-cgroup hierarchy: detection, name resolution, and typed readers/writers.
+
+Every cgroup file name lives here as a constant.  A cgroup is addressed by its path
+inside the hierarchy (``/`` or ``/batch/job1``); :class:`CgroupFs` turns that into a
+file-system path under the mount it was built with, so tests use fixture trees.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from memcgctl.errors import (
+    VANISHED_ERRNOS,
+    NoSuchCgroup,
+    NotSupported,
+    UsageProblem,
+    Vanished,
+    from_oserror,
+)
+from memcgctl.readers.fileio import parse_flat_keyed, read_text, write_text
+
+# Both versions
+CGROUP_PROCS = "cgroup.procs"
+# cgroup v1 memory controller
+V1_USAGE = "memory.usage_in_bytes"
+V1_LIMIT = "memory.limit_in_bytes"
+V1_MEMSW_LIMIT = "memory.memsw.limit_in_bytes"
+V1_OOM_CONTROL = "memory.oom_control"
+V1_SWAPPINESS = "memory.swappiness"
+V1_EVENT_CONTROL = "cgroup.event_control"
+# cgroup v2
+V2_CONTROLLERS = "cgroup.controllers"
+V2_CURRENT = "memory.current"
+V2_MAX = "memory.max"
+V2_SWAP_MAX = "memory.swap.max"
+V2_EVENTS = "memory.events"
+V2_EVENTS_LOCAL = "memory.events.local"
+V2_OOM_GROUP = "memory.oom.group"
+V2_PRESSURE = "memory.pressure"
+V2_KILL = "cgroup.kill"
+V2_FREEZE = "cgroup.freeze"
+V2_CGROUP_EVENTS = "cgroup.events"
+
+# v1 reports "unlimited" as PAGE_COUNTER_MAX pages in bytes (LONG_MAX rounded down to a
+# page); anything at or above 2**62 bytes is treated as unlimited.
+_V1_UNLIMITED = 1 << 62
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """A mounted cgroup hierarchy that memcgctl works on."""
+
+    mount: Path
+    version: int  # 1 or 2
+    has_memory: bool
+    # The "root" field of mountinfo: the cgroup that is mounted there, as seen by the
+    # kernel ("/" except inside containers).  /proc/PID/cgroup paths are relative to it.
+    mount_cgroup: str = "/"
+
+
+def _unescape_mountinfo(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[tuple[str, str, str, str]]:
+    """Return (fstype, mountpoint, root, super_options) for every mount."""
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        lf, rf = left.split(), right.split()
+        if len(lf) < 5 or len(rf) < 3:
+            continue
+        mounts.append((rf[0], _unescape_mountinfo(lf[4]), _unescape_mountinfo(lf[3]), rf[2]))
+    return mounts
+
+
+def detect_hierarchy(proc_root: Path) -> Hierarchy:
+    """The cgroup2 mount with the memory controller, else the v1 ``memory`` mount."""
+    try:
+        text = read_text(str(proc_root / "self" / "mountinfo"))
+    except OSError as exc:
+        raise from_oserror(exc, str(proc_root / "self" / "mountinfo")) from exc
+    v1: Hierarchy | None = None
+    for fstype, mountpoint, root, options in parse_mountinfo(text):
+        if fstype == "cgroup2":
+            try:
+                controllers = read_text(os.path.join(mountpoint, V2_CONTROLLERS)).split()
+            except OSError:
+                continue
+            if "memory" in controllers:
+                return Hierarchy(Path(mountpoint), 2, True, root)
+        elif fstype == "cgroup" and v1 is None and "memory" in options.split(","):
+            v1 = Hierarchy(Path(mountpoint), 1, True, root)
+    if v1 is not None:
+        return v1
+    raise NotSupported("no memory cgroup hierarchy is mounted (see /proc/self/mountinfo)")
+
+
+def hierarchy_at(mount: Path) -> Hierarchy:
+    """Describe an explicitly given mount (``--cgroup-root``)."""
+    if not mount.is_dir():
+        raise NoSuchCgroup(str(mount), "cgroup root is not a directory")
+    controllers_file = mount / V2_CONTROLLERS
+    if controllers_file.exists():
+        try:
+            controllers = read_text(str(controllers_file)).split()
+        except OSError as exc:
+            raise from_oserror(exc) from exc
+        return Hierarchy(mount, 2, "memory" in controllers)
+    if (mount / V1_LIMIT).exists():
+        return Hierarchy(mount, 1, True)
+    raise NotSupported(f"{mount}: not a cgroup v2 mount or a v1 memory mount")
+
+
+def join_cgroup(parent: str, name: str) -> str:
+    return f"/{name}" if parent == "/" else f"{parent}/{name}"
+
+
+def parent_cgroup(cg: str) -> str | None:
+    if cg == "/":
+        return None
+    head = cg.rsplit("/", 1)[0]
+    return head or "/"
+
+
+class CgroupFs:
+    """Reads and writes one cgroup hierarchy rooted at ``hierarchy.mount``."""
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        self.hierarchy = hierarchy
+        self.mount = hierarchy.mount
+        self.version = hierarchy.version
+        self._mount_str = str(hierarchy.mount).rstrip("/") or "/"
+
+    # -- names -----------------------------------------------------------------
+    def path(self, cg: str) -> str:
+        return self._mount_str if cg == "/" else self._mount_str + cg
+
+    def resolve(self, name: str) -> str:
+        """Validate a user-supplied cgroup name and return its hierarchy path.
+
+        Accepts ``/``, ``/a/b``, ``a/b`` and absolute paths under the mount.  Refuses
+        ``..``, symlinks and anything on another mount (exit 2), and reports a
+        missing cgroup (exit 3).
+        """
+        if not name or "\0" in name:
+            raise UsageProblem("empty or invalid cgroup name")
+        rel = name
+        if name == self._mount_str or name.startswith(self._mount_str + "/"):
+            rel = name[len(self._mount_str) :] or "/"
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise UsageProblem(f"{name}: '..' would leave the cgroup hierarchy")
+        cg = "/" + "/".join(parts)
+        try:
+            root_dev = os.lstat(self._mount_str).st_dev
+        except OSError as exc:
+            raise from_oserror(exc, self._mount_str) from exc
+        current = self._mount_str
+        for part in parts:
+            current = f"{current}/{part}"
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                if name.startswith("/") and rel is name and os.path.isdir(name):
+                    raise UsageProblem(
+                        f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
+                    ) from None
+                raise NoSuchCgroup(cg) from None
+            except OSError as exc:
+                raise from_oserror(exc, current) from exc
+            if stat.S_ISLNK(st.st_mode):
+                raise UsageProblem(f"{name}: symbolic links are not followed")
+            if not stat.S_ISDIR(st.st_mode):
+                raise NoSuchCgroup(cg, "not a cgroup directory")
+            if st.st_dev != root_dev:
+                raise UsageProblem(f"{name}: crosses into another mount")
+        return cg
+
+    def from_proc_path(self, path: str) -> str:
+        """Turn a /proc/PID/cgroup path (relative to the mount's cgroup) into ours."""
+        root = self.hierarchy.mount_cgroup
+        if root not in ("", "/") and (path == root or path.startswith(root + "/")):
+            path = path[len(root) :] or "/"
+        return path or "/"
+
+    # -- tree ------------------------------------------------------------------
+    def exists(self, cg: str) -> bool:
+        return os.path.isdir(self.path(cg))
+
+    def children(self, cg: str) -> list[str]:
+        base = self.path(cg)
+        try:
+            with os.scandir(base) as it:
+                names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS or exc.errno == errno.ENOTDIR:
+                raise Vanished(cg) from exc
+            raise
+        return [join_cgroup(cg, n) for n in sorted(names)]
+
+    def walk(self, cg: str = "/") -> Iterator[str]:
+        """Pre-order walk; subtrees that vanish meanwhile are skipped."""
+        yield cg
+        try:
+            kids = self.children(cg)
+        except Vanished:
+            return
+        for kid in kids:
+            yield from self.walk(kid)
+
+    # -- raw files -------------------------------------------------------------
+    def read(self, cg: str, filename: str) -> str | None:
+        """The file's text; None when this kernel/controller lacks the file.
+
+        Raises :class:`Vanished` when the cgroup itself is gone.
+        """
+        try:
+            return read_text(f"{self.path(cg)}/{filename}")
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS:
+                if exc.errno == errno.ENOENT and os.path.isdir(self.path(cg)):
+                    return None
+                raise Vanished(cg) from exc
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return None
+            raise
+
+    def write(self, cg: str, filename: str, value: str) -> None:
+        path = f"{self.path(cg)}/{filename}"
+        try:
+            write_text(path, value)
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS and not os.path.isdir(self.path(cg)):
+                raise NoSuchCgroup(cg, "vanished") from exc
+            raise from_oserror(exc, path) from exc
+
+    def has_file(self, cg: str, filename: str) -> bool:
+        return os.path.exists(f"{self.path(cg)}/{filename}")
+
+    def _int(self, cg: str, filename: str) -> int | None:
+        text = self.read(cg, filename)
+        if text is None:
+            return None
+        text = text.strip()
+        if text == "max":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+    # -- typed readers ---------------------------------------------------------
+    def procs(self, cg: str) -> list[int]:
+        text = self.read(cg, CGROUP_PROCS)
+        if text is None:
+            raise Vanished(cg)
+        return [int(x) for x in text.split()]
+
+    def usage(self, cg: str) -> int | None:
+        return self._int(cg, V1_USAGE if self.version == 1 else V2_CURRENT)
+
+    def limit(self, cg: str) -> int | None:
+        """Memory limit in bytes; None = unlimited (or no limit file, e.g. v2 root)."""
+        if self.version == 1:
+            value = self._int(cg, V1_LIMIT)
+            return None if value is None or value >= _V1_UNLIMITED else value
+        return self._int(cg, V2_MAX)
+
+    def swap_limit(self, cg: str) -> int | None:
+        """Swap this memcg may use in bytes, on top of its memory limit; None = no limit.
+
+        v1: memsw limit minus memory limit (KERNEL_FACTS: totalpages); v2: memory.swap.max.
+        """
+        if self.version == 1:
+            memsw = self._int(cg, V1_MEMSW_LIMIT)
+            mem = self._int(cg, V1_LIMIT)
+            if memsw is None or memsw >= _V1_UNLIMITED or mem is None:
+                return None
+            return max(memsw - mem, 0)
+        return self._int(cg, V2_SWAP_MAX)
+
+    def swappiness(self, cg: str) -> int | None:
+        return self._int(cg, V1_SWAPPINESS) if self.version == 1 else None
+
+    def oom_control(self, cg: str) -> dict[str, int]:
+        """v1 ``memory.oom_control``: oom_kill_disable, under_oom, oom_kill (local)."""
+        text = self.read(cg, V1_OOM_CONTROL) if self.version == 1 else None
+        return parse_flat_keyed(text) if text is not None else {}
+
+    def events(self, cg: str, local: bool = False) -> dict[str, int]:
+        """v2 ``memory.events`` (hierarchical) or ``memory.events.local``; {} if absent."""
+        if self.version != 2:
+            return {}
+        text = self.read(cg, V2_EVENTS_LOCAL if local else V2_EVENTS)
+        return parse_flat_keyed(text) if text is not None else {}
+
+    def oom_group(self, cg: str) -> bool | None:
+        if self.version != 2:
+            return None
+        value = self._int(cg, V2_OOM_GROUP)
+        return None if value is None else value == 1
+
+    # -- ownership and extended attributes ---------------------------------------
+    def owner(self, cg: str) -> int:
+        try:
+            return os.lstat(self.path(cg)).st_uid
+        except OSError as exc:
+            raise Vanished(cg) from exc
+
+    def get_xattr(self, cg: str, name: str) -> bytes | None:
+        try:
+            return os.getxattr(self.path(cg), name, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
+                return None
+            if exc.errno in VANISHED_ERRNOS:
+                raise Vanished(cg) from exc
+            raise
+
+    def set_xattr(self, cg: str, name: str, value: bytes) -> None:
+        try:
+            os.setxattr(self.path(cg), name, value, follow_symlinks=False)
+        except OSError as exc:
+            raise from_oserror(exc, f"{self.path(cg)} ({name})") from exc
+
+    def remove_xattr(self, cg: str, name: str) -> None:
+        try:
+            os.removexattr(self.path(cg), name, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                return
+            raise from_oserror(exc, f"{self.path(cg)} ({name})") from exc

@@ -1,0 +1,161 @@
+"""/proc: processes, their memory and OOM knobs, host memory and counters.
+
+Pass the proc root in (``ProcFs(Path("/proc"))``); tests use a fixture tree.  A process
+that exits while we read it raises :class:`~memcgctl.errors.Vanished`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from memcgctl.errors import VANISHED_ERRNOS, Vanished
+from memcgctl.readers.fileio import parse_flat_keyed, read_bytes, read_text
+
+# /proc/PID/status keys we use, with the ProcStatus field they fill (values in kB).
+_KB_FIELDS = {
+    b"RssAnon": "rss_anon_kb",
+    b"RssFile": "rss_file_kb",
+    b"RssShmem": "rss_shmem_kb",
+    b"VmSwap": "swap_kb",
+    b"VmPTE": "pgtables_kb",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStatus:
+    """What /proc/PID/status tells about a process's memory."""
+
+    name: str
+    uid: int
+    has_mm: bool  # kernel threads and zombies have no mm: no Rss*/Vm* lines
+    kthread: bool
+    rss_anon_kb: int = 0
+    rss_file_kb: int = 0
+    rss_shmem_kb: int = 0
+    swap_kb: int = 0
+    pgtables_kb: int = 0
+
+
+def parse_status(data: bytes) -> ProcStatus:
+    name = ""
+    uid = -1
+    kthread = False
+    values: dict[str, int] = {}
+    for line in data.split(b"\n"):
+        key, _, rest = line.partition(b":")
+        field = _KB_FIELDS.get(key)
+        if field is not None:
+            values[field] = int(rest.split()[0])
+        elif key == b"Name":
+            # status escapes "\n" and "\\" in the name; keep it readable as is
+            name = rest.strip(b"\t ").decode("utf-8", "replace")
+        elif key == b"Uid":
+            uid = int(rest.split()[0])
+        elif key == b"Kthread":
+            kthread = rest.strip() == b"1"
+    return ProcStatus(name=name, uid=uid, has_mm="rss_anon_kb" in values, kthread=kthread, **values)
+
+
+def parse_stat_starttime(data: bytes) -> int:
+    """Field 22 of /proc/PID/stat.  The comm may contain ')' and spaces: split after
+    the *last* ')' (psutil learned this the hard way)."""
+    after = data[data.rindex(b")") + 2 :].split()
+    return int(after[19])  # after[0] is field 3 (state)
+
+
+def parse_stat_flags(data: bytes) -> int:
+    after = data[data.rindex(b")") + 2 :].split()
+    return int(after[6])  # field 9
+
+
+PF_KTHREAD = 0x00200000
+
+
+class ProcFs:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._root = str(root).rstrip("/") or "/"
+
+    def _pid_file(self, pid: int, name: str) -> bytes:
+        try:
+            return read_bytes(f"{self._root}/{pid}/{name}")
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS:
+                raise Vanished(f"pid {pid}") from exc
+            raise
+
+    def pids(self) -> list[int]:
+        return sorted(int(n) for n in os.listdir(self._root) if n.isdigit())
+
+    def exists(self, pid: int) -> bool:
+        return os.path.isdir(f"{self._root}/{pid}")
+
+    def status(self, pid: int) -> ProcStatus:
+        return parse_status(self._pid_file(pid, "status"))
+
+    def oom_score_adj(self, pid: int) -> int:
+        return int(self._pid_file(pid, "oom_score_adj"))
+
+    def oom_score(self, pid: int) -> int:
+        return int(self._pid_file(pid, "oom_score"))
+
+    def start_time(self, pid: int) -> int:
+        """Start time in clock ticks since boot: with the pid, a process identity
+        that survives pid reuse."""
+        return parse_stat_starttime(self._pid_file(pid, "stat"))
+
+    def is_kernel_thread(self, pid: int) -> bool:
+        return bool(parse_stat_flags(self._pid_file(pid, "stat")) & PF_KTHREAD)
+
+    def comm(self, pid: int) -> str:
+        return self._pid_file(pid, "comm").decode("utf-8", "replace").rstrip("\n")
+
+    def cgroup_lines(self, pid: int) -> list[tuple[str, list[str], str]]:
+        """/proc/PID/cgroup as (hierarchy id, controllers, path)."""
+        out = []
+        for line in self._pid_file(pid, "cgroup").decode("utf-8", "replace").splitlines():
+            hid, _, rest = line.partition(":")
+            controllers, _, path = rest.partition(":")
+            out.append((hid, controllers.split(",") if controllers else [], path))
+        return out
+
+    def memory_cgroup(self, pid: int, version: int) -> str:
+        """The path of PID's memory cgroup (v1: the ``memory`` line; v2: ``0::``)."""
+        for hid, controllers, path in self.cgroup_lines(pid):
+            if version == 2 and hid == "0" and not controllers:
+                return path
+            if version == 1 and "memory" in controllers:
+                return path
+        raise Vanished(f"pid {pid}")
+
+    def meminfo_kb(self) -> dict[str, int]:
+        out = {}
+        for line in read_text(f"{self._root}/meminfo").splitlines():
+            key, _, rest = line.partition(":")
+            fields = rest.split()
+            if fields and fields[0].isdigit():
+                out[key] = int(fields[0])
+        return out
+
+    def vmstat(self) -> dict[str, int]:
+        return parse_flat_keyed(read_text(f"{self._root}/vmstat"))
+
+    def boot_id(self) -> str:
+        try:
+            return read_text(f"{self._root}/sys/kernel/random/boot_id").strip()
+        except OSError:
+            return "unknown"
+
+    def kernel_release(self) -> str:
+        try:
+            return read_text(f"{self._root}/sys/kernel/osrelease").strip()
+        except OSError:
+            return os.uname().release
+
+    def sysctl(self, name: str) -> int | None:
+        try:
+            return int(read_text(f"{self._root}/sys/{name.replace('.', '/')}").split()[0])
+        except (OSError, ValueError, IndexError):
+            return None

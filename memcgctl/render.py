@@ -1,0 +1,87 @@
+"""Output: JSON documents, and tables drawn by rich on a terminal or tabulate when piped.
+
+rich and tabulate are imported only inside the functions that draw, so commands that
+print JSON or one line never pay for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Output:
+    json: bool = False
+    plain: bool = False
+
+    @property
+    def rich(self) -> bool:
+        return not self.json and not self.plain and sys.stdout.isatty()
+
+
+def output_options(func: F) -> F:
+    """Add ``--json`` and ``--plain``; the command receives ``out: Output``."""
+
+    @click.option("--plain", is_flag=True, help="Plain-text table even on a terminal.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_json: bool, plain: bool, **kwargs: Any) -> Any:
+        return func(*args, out=Output(json=as_json, plain=plain), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2))
+
+
+def emit_json_line(doc: Any) -> None:
+    click.echo(json.dumps(doc, separators=(",", ":")))
+
+
+def print_table(
+    out: Output,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+    right_align: Sequence[int] = (),
+) -> None:
+    if out.rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="right" if i in right_align else "left", no_wrap=i == 0)
+        for row in rows:
+            table.add_row(*(str(c) for c in row))
+        Console().print(table)
+        return
+    import tabulate as tabulate_module
+
+    if title:
+        click.echo(title)
+    aligns = ["right" if i in right_align else "left" for i in range(len(headers))]
+    cells = [[str(c) for c in row] for row in rows]
+    kwargs: dict[str, Any] = {
+        "headers": list(headers),
+        "tablefmt": "plain",
+        "colalign": aligns,
+        "disable_numparse": True,
+    }
+    # keep the tree guides' leading blanks: a keyword since tabulate 0.10, a global before
+    tabulate_module.PRESERVE_WHITESPACE = True
+    try:
+        text = tabulate_module.tabulate(cells, preserve_whitespace=True, **kwargs)
+    except TypeError:
+        text = tabulate_module.tabulate(cells, **kwargs)
+    click.echo(text)

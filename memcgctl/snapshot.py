@@ -1,0 +1,140 @@
+"""Fill an immutable :class:`~memcgctl.model.Snapshot` from the readers.
+
+Cgroups or processes that vanish while we read are left out, never an error.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from memcgctl.errors import Vanished
+from memcgctl.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.readers.cgroupfs import CgroupFs
+from memcgctl.readers.procfs import ProcFs
+from memcgctl.store import BADNESS, OOM_DELAY, ProcessRegistry, read_setting
+
+OOM_SCORE_ADJ_MIN = -1000
+
+
+def read_cgroup(fs: CgroupFs, cg: str) -> CgroupInfo:
+    """Raises Vanished if the cgroup disappears meanwhile."""
+    badness = read_setting(fs, cg, BADNESS)
+    delay = read_setting(fs, cg, OOM_DELAY)
+    if fs.version == 1:
+        control = fs.oom_control(cg)
+        events = MappingProxyType(dict(control))
+        events_local = MappingProxyType(
+            {"oom_kill": control["oom_kill"]} if "oom_kill" in control else {}
+        )
+        under_oom: bool | None = bool(control.get("under_oom", 0)) if control else None
+        kill_disable: bool | None = bool(control.get("oom_kill_disable", 0)) if control else None
+    else:
+        events = MappingProxyType(fs.events(cg))
+        events_local = MappingProxyType(fs.events(cg, local=True))
+        under_oom = kill_disable = None
+    return CgroupInfo(
+        path=cg,
+        usage_bytes=fs.usage(cg),
+        limit_bytes=fs.limit(cg),
+        badness=badness.value if badness.value is not None else BADNESS_DEFAULT,
+        badness_source=badness.source,
+        oom_delay_ms=delay.value,
+        oom_delay_source=delay.source,
+        oom_group=fs.oom_group(cg),
+        under_oom=under_oom,
+        oom_kill_disable=kill_disable,
+        pids=tuple(fs.procs(cg)),
+        children=tuple(fs.children(cg)),
+        swap_limit_bytes=fs.swap_limit(cg),
+        swappiness=fs.swappiness(cg),
+        events=events,
+        events_local=events_local,
+    )
+
+
+def process_badness(
+    proc: ProcFs,
+    pid: int,
+    oom_score_adj: int,
+    registry: dict[tuple[int, int], int],
+    registry_pids: frozenset[int],
+) -> tuple[int, str]:
+    if pid in registry_pids:
+        try:
+            value = registry.get((pid, proc.start_time(pid)))
+        except Vanished:
+            value = None
+        if value is not None:
+            return value, "process"
+    if oom_score_adj == OOM_SCORE_ADJ_MIN:
+        return BADNESS_NEVER, "oom_score_adj"
+    return BADNESS_DEFAULT, "default"
+
+
+def read_process(
+    proc: ProcFs,
+    pid: int,
+    cgroup: str,
+    registry: dict[tuple[int, int], int],
+    registry_pids: frozenset[int],
+    with_oom_score: bool = False,
+) -> ProcessInfo:
+    """Raises Vanished if the process exits meanwhile."""
+    st = proc.status(pid)
+    adj = proc.oom_score_adj(pid)
+    badness, source = process_badness(proc, pid, adj, registry, registry_pids)
+    return ProcessInfo(
+        pid=pid,
+        comm=st.name,
+        cgroup=cgroup,
+        uid=st.uid,
+        rss_anon_kb=st.rss_anon_kb,
+        rss_file_kb=st.rss_file_kb,
+        rss_shmem_kb=st.rss_shmem_kb,
+        swap_kb=st.swap_kb,
+        pgtables_kb=st.pgtables_kb,
+        oom_score_adj=adj,
+        badness=badness,
+        badness_source=source,
+        killable=st.has_mm and not st.kthread and pid != 1,
+        oom_score=proc.oom_score(pid) if with_oom_score else None,
+    )
+
+
+def take_snapshot(
+    fs: CgroupFs,
+    proc: ProcFs,
+    registry: ProcessRegistry | None,
+    root: str = "/",
+    with_processes: bool = True,
+    with_oom_score: bool = False,
+) -> Snapshot:
+    cgroups: dict[str, CgroupInfo] = {}
+    for cg in fs.walk(root):
+        try:
+            cgroups[cg] = read_cgroup(fs, cg)
+        except Vanished:
+            if cg == root:
+                raise
+    processes: dict[int, ProcessInfo] = {}
+    if with_processes:
+        entries = registry.load() if registry is not None else {}
+        registry_pids = frozenset(pid for pid, _ in entries)
+        for info in cgroups.values():
+            for pid in info.pids:
+                try:
+                    processes[pid] = read_process(
+                        proc, pid, info.path, entries, registry_pids, with_oom_score
+                    )
+                except (Vanished, ValueError):
+                    continue
+    meminfo = proc.meminfo_kb()
+    return Snapshot(
+        version=fs.version,
+        root=root,
+        cgroups=MappingProxyType(cgroups),
+        processes=MappingProxyType(processes),
+        mem_total_kb=meminfo.get("MemTotal", 0),
+        swap_total_kb=meminfo.get("SwapTotal", 0),
+        kernel_release=proc.kernel_release(),
+    )
