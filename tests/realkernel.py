@@ -1,0 +1,233 @@
+"""Real-kernel test support: one test-run parent cgroup at the hierarchy root, child
+memcgs with a limit set before anything allocates, processes we start ourselves, and
+unconditional cleanup.
+
+Safety (DEVELOPERS.md): we create cgroups only below ``memcgctl-test-<pid>-<hex>``,
+signal only pids we started (by pid), and never touch anything else in the hierarchy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HELPERS = Path(__file__).parent / "helpers"
+PREFIX = "memcgctl-test-"
+MAX_TEST_LIMIT = 256 << 20
+
+
+def v1_memory_mount() -> Path | None:
+    """The v1 memory mount, or the cgroup2 mount with memory (inside the test VM)."""
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return None
+    v1 = None
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        lf, rf = left.split(), right.split()
+        if len(rf) < 3:
+            continue
+        if rf[0] == "cgroup2":
+            ctl = Path(lf[4]) / "cgroup.controllers"
+            if ctl.exists() and "memory" in ctl.read_text().split():
+                return Path(lf[4])
+        if rf[0] == "cgroup" and "memory" in rf[2].split(","):
+            v1 = Path(lf[4])
+    return v1
+
+
+def unified_mount() -> Path | None:
+    """A cgroup2 mount (memory controller or not), for kill-all/freeze tests."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split()[:1] == ["cgroup2"]:
+            return Path(left.split()[4])
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class TestCgroups:
+    """Cgroups and processes of one test run on one hierarchy."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, mount: Path) -> None:
+        self.mount = mount
+        self.version = 2 if (mount / "cgroup.controllers").exists() else 1
+        self.name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+        self.parent = f"/{self.name}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.dirs: list[Path] = []
+        self._mkdir(self.parent)
+        if self.has_memory:
+            self.set_limit(self.parent, MAX_TEST_LIMIT)
+
+    @property
+    def has_memory(self) -> bool:
+        if self.version == 1:
+            return (self.mount / "memory.limit_in_bytes").exists()
+        ctl = self.mount / "cgroup.controllers"
+        return "memory" in ctl.read_text().split()
+
+    def path(self, cg: str) -> Path:
+        return self.mount / cg.lstrip("/")
+
+    def _mkdir(self, cg: str) -> Path:
+        d = self.path(cg)
+        d.mkdir()
+        self.dirs.append(d)
+        if self.version == 2:
+            # let children use the memory/pids controllers (when the root delegates them)
+            parent = d.parent
+            avail = (parent / "cgroup.controllers").read_text().split()
+            for ctl in ("memory", "pids"):
+                if ctl in avail:
+                    with contextlib.suppress(OSError):
+                        self.write(parent, "cgroup.subtree_control", f"+{ctl}")
+        return d
+
+    @staticmethod
+    def write(d: Path, name: str, value: str) -> None:
+        fd = os.open(d / name, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+    def set_limit(self, cg: str, limit: int) -> None:
+        assert limit <= MAX_TEST_LIMIT, "test limits stay small"
+        d = self.path(cg)
+        if self.version == 1:
+            self.write(d, "memory.limit_in_bytes", str(limit))
+        else:
+            self.write(d, "memory.max", str(limit))
+            with contextlib.suppress(OSError):
+                self.write(d, "memory.swap.max", "0")
+
+    def make(self, rel: str, limit: int | None = MAX_TEST_LIMIT) -> str:
+        """Create ``<parent>/<rel>`` (parents first), limit set before any process."""
+        cg = self.parent
+        for part in rel.strip("/").split("/"):
+            cg = f"{cg}/{part}"
+            if not self.path(cg).exists():
+                self._mkdir(cg)
+                if self.has_memory and limit is not None:
+                    self.set_limit(cg, limit)
+        return cg
+
+    def spawn(self, cg: str, argv: list[str], ready: bool = True) -> subprocess.Popen[bytes]:
+        """Start argv inside cg: the shell joins the cgroup, then execs (so the
+        process is in the memcg before it allocates anything)."""
+        procs_file = self.path(cg) / "cgroup.procs"
+        p = subprocess.Popen(
+            ["/bin/sh", "-c", f'echo $$ > "{procs_file}" && exec "$@"', "sh", *argv],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs.append(p)
+        if ready:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            assert line == b"ready\n", f"helper did not start: {line!r}"
+        return p
+
+    def hog(self, cg: str, mib: int = 0, adj: int | None = None) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, str(HELPERS / "hog.py"), str(mib)]
+        if adj is not None:
+            argv += ["--adj", str(adj)]
+        return self.spawn(cg, argv)
+
+    def sleeper(self, cg: str) -> subprocess.Popen[bytes]:
+        return self.spawn(cg, ["/bin/sh", "-c", "echo ready; exec sleep 3600"])
+
+    def pids(self, cg: str) -> list[int]:
+        return [int(x) for x in (self.path(cg) / "cgroup.procs").read_text().split()]
+
+    def subtree_pids(self, cg: str) -> list[int]:
+        out: list[int] = []
+        for d in sorted(self.path(cg).rglob("*")):
+            if d.is_dir():
+                out += [int(x) for x in (d / "cgroup.procs").read_text().split()]
+        return self.pids(cg) + out
+
+    def cleanup(self) -> None:
+        """Kill what we started (by pid, only inside our cgroups), then rmdir all."""
+        for p in self.procs:
+            with contextlib.suppress(OSError):
+                p.kill()
+        remove_tree(self.path(self.parent))
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=5)
+            if p.stdout:
+                p.stdout.close()
+
+
+def remove_tree(top: Path) -> None:
+    """Kill every task in our own test subtree ``top`` and remove its directories."""
+    if not top.exists() or not top.name.startswith(PREFIX):
+        return
+    freezer_thaw(top)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        dirs = sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts))
+        dirs.append(top)
+        busy = False
+        for d in dirs:
+            with contextlib.suppress(OSError):
+                if (d / "cgroup.freeze").exists():
+                    TestCgroups.write(d, "cgroup.freeze", "0")
+            with contextlib.suppress(OSError):
+                if (d / "memory.oom_control").exists() and d != top.parent:
+                    TestCgroups.write(d, "memory.oom_control", "0")
+            try:
+                pids = [int(x) for x in (d / "cgroup.procs").read_text().split()]
+            except OSError:
+                pids = []
+            for pid in pids:
+                busy = True
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if not pids:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        if not top.exists():
+            return
+        time.sleep(0.05 if busy else 0.02)
+
+
+def freezer_thaw(top: Path) -> None:
+    """Thaw our own test cgroups in the v1 freezer hierarchy, if a test froze them."""
+    freezer = Path("/sys/fs/cgroup/freezer") / top.name
+    if freezer.exists():
+        for d in [freezer, *freezer.rglob("*")]:
+            if d.is_dir() and (d / "freezer.state").exists():
+                with contextlib.suppress(OSError):
+                    TestCgroups.write(d, "freezer.state", "THAWED")
+
+
+def remove_stale(mount: Path) -> None:
+    """Remove test parents left by earlier runs whose creator process is gone."""
+    for d in mount.glob(PREFIX + "*"):
+        try:
+            creator = int(d.name[len(PREFIX) :].split("-")[0])
+        except ValueError:
+            continue
+        if not _pid_alive(creator):
+            remove_tree(d)
