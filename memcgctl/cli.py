@@ -19,6 +19,36 @@ from memcgctl.errors import MemcgctlError, from_oserror
 
 
 class MemcgctlGroup(click.Group):
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Like click's standalone mode, but every error is one line on stderr:
+        click's usage errors too (exit 2), without the usage banner."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            sub = exc.ctx.command_path.partition(" ")[2] if exc.ctx is not None else ""
+            where = f"{sub}: " if sub else ""
+            message = exc.format_message().rstrip(".")
+            click.echo(f"memcgctl: {where}{message} (see --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("memcgctl: aborted", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
