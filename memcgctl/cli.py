@@ -7,6 +7,7 @@ our exception types (:mod:`memcgctl.errors`); a stray OSError is mapped in one p
 from __future__ import annotations
 
 import errno
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ from memcgctl.errors import MemcgctlError, from_oserror
 
 
 class MemcgctlGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module_name, _, attr = target.partition(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
     def main(
         self,
         args: Any = None,
@@ -108,15 +120,16 @@ def cli(
     ctx.obj = Env(cgroup_root=cgroup_root, proc_root=proc_root, kmsg=kmsg, state_dir=state_dir)
 
 
-def _register() -> None:
-    from memcgctl.commands import badness, inspect
-
-    for module in (inspect, badness):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
+# Commands are imported only when used (or listed by --help), so a one-shot command
+# pays for its own module alone (SPEC §8 start-up budget).
+LAZY_COMMANDS: dict[str, str] = {
+    "tree": "memcgctl.commands.inspect:tree",
+    "ps": "memcgctl.commands.inspect:ps",
+    "set-badness": "memcgctl.commands.badness:set_badness",
+    "get-badness": "memcgctl.commands.badness:get_badness",
+    "set-delay": "memcgctl.commands.badness:set_delay",
+    "get-delay": "memcgctl.commands.badness:get_delay",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
