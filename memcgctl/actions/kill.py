@@ -1,0 +1,518 @@
+"""Killing processes and whole cgroup subtrees, race-free (SPEC §6).
+
+Mechanisms, strongest first, chosen for the target cgroup:
+
+* ``cgroup.kill`` (v2, 5.14+, SIGKILL only): the kernel kills the whole subtree,
+  including forks racing with it; we wait for ``populated 0`` in ``cgroup.events``.
+* ``cgroup.freeze`` (v2): freeze the subtree, wait for ``frozen 1``, signal every task
+  (nothing can fork meanwhile), thaw.
+* ``freezer`` (v1): the same with the v1 freezer hierarchy, used only when the freezer
+  cgroup with the same path provably holds the same processes as the memcg subtree.
+* ``procs``: rounds of signalling over ``cgroup.procs`` of the whole subtree until it is
+  empty, catching children forked in between.
+
+Every signal we send goes through a pidfd opened *before* re-checking that the process
+is still in the subtree: if the pid is recycled after the check, the pidfd still names
+the old (dead) process and the signal goes nowhere.  After SIGKILL, ``process_mrelease``
+gives the victim's memory back early (best effort).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from memcgctl.actions.signaller import Signaller
+from memcgctl.errors import NotSupported, UsageProblem, Vanished
+from memcgctl.journal import utc_now_iso
+from memcgctl.readers.cgroupfs import CgroupFs
+from memcgctl.readers.procfs import ProcFs
+
+KILL = "cgroup.kill"
+FREEZE_V2 = "cgroup.freeze"
+FREEZER_V1 = "freezer"
+PROCS = "procs"
+# --mechanism choices -> what they may resolve to
+CHOICES = ("auto", "kill", "freeze", "procs")
+
+# How long a freeze may take before we give up on it and fall back to rounds.
+FREEZE_WAIT_S = 2.0
+# Rounds: how long to wait for signalled processes to exit before listing again (new
+# forks are only seen by listing).
+ROUND_WAIT_S = 0.005
+# cgroup.kill: re-write it this often while the subtree stays populated (kernels before
+# 6.14 could let a racing fork escape).
+KILL_REWRITE_S = 0.5
+# Signals after which a stopped process also needs SIGCONT to act on them.
+_NO_CONT = frozenset(
+    {signal.SIGKILL, signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT}
+)
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def parse_signal(text: str) -> int:
+    """``KILL``, ``SIGKILL``, ``kill`` or ``9`` → 9."""
+    t = text.strip().upper()
+    if t.isdigit():
+        sig = int(t)
+        try:
+            signal.Signals(sig)
+        except ValueError:
+            raise UsageProblem(f"{text}: not a signal number") from None
+        return sig
+    name = t if t.startswith("SIG") else "SIG" + t
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise UsageProblem(f"{text}: unknown signal") from None
+
+
+def within(cg: str, top: str) -> bool:
+    return top == "/" or cg == top or cg.startswith(top + "/")
+
+
+@dataclass(frozen=True)
+class Target:
+    pid: int
+    comm: str
+    cgroup: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "comm": self.comm, "cgroup": self.cgroup}
+
+
+@dataclass(frozen=True)
+class Killed:
+    pid: int
+    comm: str
+    cgroup: str
+    signal: int
+    mechanism: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "comm": self.comm,
+            "cgroup": self.cgroup,
+            "signal": signal_name(self.signal),
+            "mechanism": self.mechanism,
+        }
+
+
+@dataclass
+class KillReport:
+    cgroup: str
+    signal: int
+    phases: list[tuple[int, str]] = field(default_factory=list)
+    killed: list[Killed] = field(default_factory=list)
+    survivors: list[Target] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def mechanism(self) -> str:
+        return self.phases[0][1] if self.phases else PROCS
+
+    @property
+    def empty(self) -> bool:
+        return not self.survivors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cgroup": self.cgroup,
+            "signal": signal_name(self.signal),
+            "mechanism": self.mechanism,
+            "phases": [{"signal": signal_name(s), "mechanism": m} for s, m in self.phases],
+            "killed": [k.to_json() for k in self.killed],
+            "survivors": [s.to_json() for s in self.survivors],
+            "skipped": [{"pid": p, "reason": r} for p, r in self.skipped],
+            "notes": list(self.notes),
+            "empty": self.empty,
+            "elapsed_s": round(self.elapsed_s, 6),
+        }
+
+
+def user_kill_records(report: KillReport, by: str = "kill-all") -> list[dict[str, Any]]:
+    """Journal records (SPEC §3.2 event keys) for the processes a kill-all killed."""
+    now = utc_now_iso()
+    return [
+        {
+            "time": now,
+            "kind": "user_kill",
+            "cgroup": k.cgroup,
+            "source": "journal",
+            "pid": k.pid,
+            "comm": k.comm,
+            "signal": signal_name(k.signal),
+            "mechanism": k.mechanism,
+            "target": report.cgroup,
+            "by": by,
+        }
+        for k in report.killed
+    ]
+
+
+@dataclass
+class _Run:
+    top: str
+    handles: dict[int, int] = field(default_factory=dict)  # pid -> handle, this phase
+    exited: set[int] = field(default_factory=set)  # handles seen exited
+    killed: dict[int, Killed] = field(default_factory=dict)
+    report: KillReport | None = None
+
+
+class Killer:
+    """Kills single processes and whole subtrees of one cgroup hierarchy.
+
+    ``freezer`` is the v1 freezer hierarchy (if mounted) for the ``freezer`` mechanism.
+    """
+
+    def __init__(
+        self,
+        fs: CgroupFs,
+        proc: ProcFs,
+        signaller: Signaller,
+        freezer: CgroupFs | None = None,
+        self_pid: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fs = fs
+        self.proc = proc
+        self.signaller = signaller
+        self.freezer = freezer
+        self.self_pid = os.getpid() if self_pid is None else self_pid
+        self.clock = clock
+
+    # -- membership ------------------------------------------------------------------
+    def cgroup_of(self, pid: int) -> str:
+        """PID's cgroup in our hierarchy, read now (raises Vanished)."""
+        return self.fs.from_proc_path(self.proc.memory_cgroup(pid, self.fs.version))
+
+    def listing(self, top: str) -> list[Target]:
+        out = []
+        for pid, cg in self.fs.subtree_procs(top):
+            try:
+                comm = self.proc.comm(pid)
+            except Vanished:
+                continue
+            out.append(Target(pid, comm, cg))
+        return out
+
+    def check_target(self, top: str, targets: list[Target]) -> None:
+        """Refuse what must never be done (exit 2)."""
+        if top == "/":
+            raise UsageProblem(
+                f"{self.fs.mount}: refusing to kill the whole hierarchy (the root cgroup)"
+            )
+        for t in targets:
+            if t.pid == self.self_pid:
+                raise UsageProblem(
+                    f"{top}: memcgctl itself (pid {t.pid}) runs inside {t.cgroup}; refusing "
+                    "to kill its own cgroup (run it from outside the subtree)"
+                )
+            if t.pid == 1:
+                raise UsageProblem(f"{top}: pid 1 (init) is in {t.cgroup}; refusing")
+
+    # -- mechanism choice ------------------------------------------------------------
+    def freezer_matches(self, top: str, pids: set[int]) -> bool:
+        """The v1 freezer cgroup with the same path holds exactly these processes."""
+        fz = self.freezer
+        if fz is None or self.fs.version != 1 or not fz.exists(top):
+            return False
+        if fz.freezer_state(top) != "THAWED":
+            return False
+        try:
+            return {p for p, _ in fz.subtree_procs(top)} == pids
+        except Vanished:
+            return False
+
+    def choose(self, top: str, sig: int, wanted: str = "auto") -> str:
+        if wanted not in CHOICES:
+            raise UsageProblem(f"{wanted}: unknown mechanism (use {', '.join(CHOICES)})")
+        v2 = self.fs.version == 2
+        can_kill = v2 and sig == signal.SIGKILL and self.fs.has_file(top, "cgroup.kill")
+        can_freeze_v2 = v2 and self.fs.has_file(top, "cgroup.freeze")
+        if wanted == "procs":
+            return PROCS
+        if wanted == "kill":
+            if not can_kill:
+                why = (
+                    "only sends SIGKILL"
+                    if v2 and sig != signal.SIGKILL
+                    else "needs cgroup v2, 5.14+"
+                )
+                raise NotSupported(f"{top}: the cgroup.kill mechanism {why}")
+            return KILL
+        if can_kill and wanted == "auto":
+            return KILL
+        if can_freeze_v2:
+            return FREEZE_V2
+        if self.fs.version == 1 and self.freezer_matches(
+            top, {p for p, _ in self.fs.subtree_procs(top)}
+        ):
+            return FREEZER_V1
+        if wanted == "freeze":
+            raise NotSupported(
+                f"{top}: no cgroup.freeze here, and no v1 freezer cgroup with the same path "
+                "holding the same processes"
+            )
+        return PROCS
+
+    # -- single processes (also used by the daemon) ------------------------------------
+    def kill_process(
+        self,
+        pid: int,
+        expected_cgroup: str,
+        sig: int = signal.SIGKILL,
+        start_time: int | None = None,
+        exact: bool = False,
+    ) -> bool:
+        """Signal PID only if it is (still) in ``expected_cgroup`` (or below it, unless
+        ``exact``) and, when given, still has ``start_time``.  False if it was gone,
+        left, or the pid now names another process."""
+        if pid in (1, self.self_pid):
+            raise UsageProblem(f"pid {pid}: refusing to signal init or memcgctl itself")
+        handle = self.signaller.open(pid)
+        if handle is None:
+            return False
+        try:
+            try:
+                cg = self.cgroup_of(pid)
+                if start_time is not None and self.proc.start_time(pid) != start_time:
+                    return False
+            except Vanished:
+                return False
+            if not (cg == expected_cgroup if exact else within(cg, expected_cgroup)):
+                return False
+            if not self.signaller.send(handle, sig):
+                return False
+            self._after_send(handle, sig)
+            return True
+        finally:
+            self.signaller.close(handle)
+
+    def _after_send(self, handle: int, sig: int) -> None:
+        if sig == signal.SIGKILL:
+            self.signaller.release(handle)
+        elif sig not in _NO_CONT:
+            self.signaller.send(handle, signal.SIGCONT)  # a stopped task must run to die
+
+    def _signal_one(self, run: _Run, pid: int, sig: int, mechanism: str) -> bool:
+        assert run.report is not None
+        if pid in (1, self.self_pid):
+            run.report.skipped.append((pid, "protected (init or memcgctl itself)"))
+            return False
+        handle = self.signaller.open(pid)
+        if handle is None:
+            return False
+        keep = False
+        try:
+            try:
+                cg = self.cgroup_of(pid)  # re-check *after* the pidfd pins the process
+                if not within(cg, run.top):
+                    run.report.skipped.append((pid, f"left the subtree (now in {cg})"))
+                    return False
+                comm = self.proc.comm(pid)
+            except Vanished:
+                return False
+            if not self.signaller.send(handle, sig):
+                return False
+            self._after_send(handle, sig)
+            run.handles[pid] = handle
+            keep = True
+            run.killed[pid] = Killed(pid, comm, cg, sig, mechanism)
+            return True
+        finally:
+            if not keep:
+                self.signaller.close(handle)
+
+    def _close_handles(self, run: _Run) -> None:
+        for handle in run.handles.values():
+            self.signaller.close(handle)
+        run.handles.clear()
+        run.exited.clear()
+
+    # -- mechanisms ---------------------------------------------------------------------
+    def _rounds(self, run: _Run, sig: int, until: float) -> bool:
+        """Signal every listed process not yet signalled, until the subtree is empty."""
+        while True:
+            try:
+                listed = self.fs.subtree_procs(run.top)
+            except Vanished:
+                return True
+            if not listed:
+                return True
+            fresh = False
+            for pid, _ in listed:
+                handle = run.handles.get(pid)
+                if handle is not None:
+                    if handle not in run.exited and not self.signaller.exited(handle):
+                        continue  # signalled, still dying
+                    # exited but listed again: the pid was recycled inside the subtree
+                    self.signaller.close(handle)
+                    run.exited.discard(handle)
+                    del run.handles[pid]
+                fresh |= self._signal_one(run, pid, sig, PROCS)
+            now = self.clock()
+            if now >= until:
+                return False
+            if not fresh:
+                pending = [h for h in run.handles.values() if h not in run.exited]
+                run.exited |= self.signaller.wait(pending, min(ROUND_WAIT_S, until - now))
+
+    def _via_kill(self, run: _Run, until: float) -> bool:
+        assert run.report is not None
+        targets = self.listing(run.top)
+        handles = []
+        for t in targets:  # pin them first, to give their memory back early afterwards
+            h = self.signaller.open(t.pid)
+            if h is not None:
+                handles.append(h)
+            run.killed[t.pid] = Killed(t.pid, t.comm, t.cgroup, signal.SIGKILL, KILL)
+        try:
+            self.fs.kill(run.top)
+            for h in handles:
+                self.signaller.release(h)
+        finally:
+            for h in handles:
+                self.signaller.close(h)
+        while True:
+            remaining = until - self.clock()
+            if self.fs.wait_cgroup_event(
+                run.top, "populated", 0, max(0.0, min(KILL_REWRITE_S, remaining))
+            ):
+                return True
+            if self.clock() >= until:
+                return False
+            self.fs.kill(run.top)  # a fork that raced with it (kernels before 6.14)
+
+    def _via_freeze_v2(self, run: _Run, sig: int, until: float) -> bool:
+        """Freeze, signal all, thaw.  False if it did not freeze in time (rounds follow)."""
+        assert run.report is not None
+        top = run.top
+        was_frozen = bool(self.fs.freeze_value(top))
+        if not was_frozen:
+            self.fs.set_freeze(top, True)
+        try:
+            wait = max(0.0, min(FREEZE_WAIT_S, until - self.clock()))
+            if not self.fs.wait_cgroup_event(top, "frozen", 1, wait):
+                run.report.notes.append(
+                    f"{top} did not freeze within {wait:.1f}s; signalling in rounds instead"
+                )
+                return False
+            for pid, _ in self.fs.subtree_procs(top):
+                self._signal_one(run, pid, sig, FREEZE_V2)
+        finally:
+            if not was_frozen:
+                self.fs.set_freeze(top, False)
+            elif sig != signal.SIGKILL:
+                run.report.notes.append(
+                    f"{top} was frozen before (cgroup.freeze 1) and stays frozen: "
+                    f"{signal_name(sig)} is delivered only when it is thawed"
+                )
+        return True
+
+    def _via_freezer_v1(self, run: _Run, sig: int, until: float) -> bool:
+        """The v1 freezer, with the same path, holding the same processes."""
+        assert run.report is not None and self.freezer is not None
+        fz, top = self.freezer, run.top
+        fz.set_freezer_state(top, "FROZEN")
+        try:
+            # v1 has no freeze notification: check the state with short sleeps
+            give_up = min(until, self.clock() + FREEZE_WAIT_S)
+            while fz.freezer_state(top) != "FROZEN":
+                if self.clock() >= give_up:
+                    run.report.notes.append(
+                        f"freezer {top} did not freeze in time; signalling in rounds instead"
+                    )
+                    return False
+                time.sleep(0.001)
+            mem = {p for p, _ in self.fs.subtree_procs(top)}
+            if {p for p, _ in fz.subtree_procs(top)} != mem:
+                run.report.notes.append(
+                    f"freezer {top} no longer holds the same processes as the memcg; "
+                    "signalling in rounds instead"
+                )
+                return False
+            for pid in sorted(mem):
+                self._signal_one(run, pid, sig, FREEZER_V1)
+        finally:
+            fz.set_freezer_state(top, "THAWED")
+        return True
+
+    def _phase(self, run: _Run, sig: int, mechanism: str, until: float) -> bool:
+        assert run.report is not None
+        run.report.phases.append((sig, mechanism))
+        self._close_handles(run)
+        if mechanism == KILL:
+            return self._via_kill(run, until)
+        if mechanism == FREEZE_V2:
+            self._via_freeze_v2(run, sig, until)
+        elif mechanism == FREEZER_V1:
+            self._via_freezer_v1(run, sig, until)
+        # after a frozen pass, rounds only catch stragglers (e.g. children that a
+        # TERM handler forks); without a freezer they do all the work
+        return self._rounds(run, sig, until)
+
+    # -- the whole subtree ------------------------------------------------------------------
+    def plan(
+        self, top: str, sig: int = signal.SIGKILL, grace: float | None = None, wanted: str = "auto"
+    ) -> tuple[list[Target], list[tuple[int, str]]]:
+        """What kill_all would signal, and the phases (signal, mechanism) it would use."""
+        targets = self.listing(top)
+        self.check_target(top, targets)
+        phases = [(sig, self.choose(top, sig, self._wanted_for(sig, grace, wanted)))]
+        if grace is not None and sig != signal.SIGKILL:
+            phases.append((signal.SIGKILL, self.choose(top, signal.SIGKILL, wanted)))
+        return targets, phases
+
+    @staticmethod
+    def _wanted_for(sig: int, grace: float | None, wanted: str) -> str:
+        # "--mechanism kill --grace": cgroup.kill is for the final SIGKILL phase
+        if wanted == "kill" and sig != signal.SIGKILL and grace is not None:
+            return "auto"
+        return wanted
+
+    def kill_all(
+        self,
+        top: str,
+        sig: int = signal.SIGKILL,
+        timeout: float = 30.0,
+        grace: float | None = None,
+        wanted: str = "auto",
+    ) -> KillReport:
+        """Kill every task in ``top``'s subtree; return when it is empty or at timeout
+        (then ``report.survivors`` names who is left)."""
+        start = self.clock()
+        _, phases = self.plan(top, sig, grace, wanted)
+        deadline = start + timeout
+        report = KillReport(cgroup=top, signal=sig)
+        run = _Run(top=top, report=report)
+        try:
+            first_sig, first_mech = phases[0]
+            until = (
+                min(deadline, start + grace) if len(phases) > 1 and grace is not None else deadline
+            )
+            empty = self._phase(run, first_sig, first_mech, until)
+            if not empty and len(phases) > 1:
+                # re-choose: the subtree may have changed during the grace period
+                mech = self.choose(top, signal.SIGKILL, wanted)
+                empty = self._phase(run, signal.SIGKILL, mech, deadline)
+        finally:
+            self._close_handles(run)
+        report.survivors = [] if empty else self.listing(top)
+        alive = {s.pid for s in report.survivors}
+        report.killed = [k for pid, k in run.killed.items() if pid not in alive]
+        report.elapsed_s = self.clock() - start
+        return report
