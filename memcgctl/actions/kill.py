@@ -209,12 +209,15 @@ class Killer:
             out.append(Target(pid, comm, cg))
         return out
 
-    def check_target(self, top: str, targets: list[Target]) -> None:
-        """Refuse what must never be done (exit 2)."""
+    def check_not_root(self, top: str) -> None:
         if top == "/":
             raise UsageProblem(
                 f"{self.fs.mount}: refusing to kill the whole hierarchy (the root cgroup)"
             )
+
+    def check_target(self, top: str, targets: list[Target]) -> None:
+        """Refuse what must never be done (exit 2)."""
+        self.check_not_root(top)
         for t in targets:
             if t.pid == self.self_pid:
                 raise UsageProblem(
@@ -470,6 +473,7 @@ class Killer:
         self, top: str, sig: int = signal.SIGKILL, grace: float | None = None, wanted: str = "auto"
     ) -> tuple[list[Target], list[tuple[int, str]]]:
         """What kill_all would signal, and the phases (signal, mechanism) it would use."""
+        self.check_not_root(top)
         targets = self.listing(top)
         self.check_target(top, targets)
         phases = [(sig, self.choose(top, sig, self._wanted_for(sig, grace, wanted)))]
