@@ -49,7 +49,6 @@ def test_rounds_kill_whole_subtree_and_spare_bystander(fake_v1: FakeHost) -> Non
     report = _killer(fake_v1, rec).kill_all("/job", timeout=5)
     assert sorted(rec.signalled()) == [201, 202, 203, 204]
     assert all(s == signal.SIGKILL for _, s in rec.sent)
-    assert sorted(rec.released) == [201, 202, 203, 204]  # process_mrelease after SIGKILL
     assert report.mechanism == PROCS and report.empty
     assert {k.pid: k.cgroup for k in report.killed} == {
         201: "/job",
@@ -58,6 +57,15 @@ def test_rounds_kill_whole_subtree_and_spare_bystander(fake_v1: FakeHost) -> Non
         204: "/job/a/b",
     }
     assert 300 in fake_v1.processes
+
+
+def test_sigkilled_processes_still_alive_get_mrelease(fake_v1: FakeHost) -> None:
+    _tree(fake_v1)
+    rec = RecordingSignaller(fake_v1, lethal=frozenset())  # they take their time dying
+    report = _killer(fake_v1, rec).kill_all("/job", timeout=0.05)
+    assert sorted(rec.released) == [201, 202, 203, 204]  # process_mrelease after SIGKILL
+    assert sorted(p for p, _ in rec.sent) == [201, 202, 203, 204]  # signalled once each
+    assert sorted(s.pid for s in report.survivors) == [201, 202, 203, 204]
 
 
 def test_children_forked_between_rounds_are_caught(fake_v1: FakeHost) -> None:

@@ -301,44 +301,76 @@ class Killer:
             if not self.signaller.send(handle, sig):
                 return False
             self._after_send(handle, sig)
+            if sig == signal.SIGKILL:
+                self.signaller.release(handle)
             return True
         finally:
             self.signaller.close(handle)
 
     def _after_send(self, handle: int, sig: int) -> None:
-        if sig == signal.SIGKILL:
-            self.signaller.release(handle)
-        elif sig not in _NO_CONT:
+        if sig not in _NO_CONT:
             self.signaller.send(handle, signal.SIGCONT)  # a stopped task must run to die
 
-    def _signal_one(self, run: _Run, pid: int, sig: int, mechanism: str) -> bool:
+    def _release(self, handles: list[int]) -> None:
+        """process_mrelease the SIGKILLed processes that have not exited yet.  Done
+        after a whole round is signalled, so that every victim is already dying while
+        we reap (reaping first would delay the signals to the rest)."""
+        for handle in handles:
+            if not self.signaller.exited(handle):
+                self.signaller.release(handle)
+
+    def _signal_batch(
+        self, run: _Run, pids: list[int], sig: int, mechanism: str, release: bool = True
+    ) -> list[int]:
+        """Signal these processes of the subtree, race-free against pid reuse.
+
+        1. Pin every pid with a pidfd.  2. Re-read the subtree's cgroup.procs (one read
+        per cgroup, not one /proc read per pid).  3. Signal through the pidfd only the
+        pids still listed.  A pid listed in step 2 is either the pinned process (still
+        in the subtree) or, if that one died and the pid was reused, the pidfd names a
+        dead process and the signal goes nowhere: nobody outside is ever hit.
+        Returns the handles of the processes signalled (kept in ``run.handles``).
+        """
         assert run.report is not None
-        if pid in (1, self.self_pid):
-            run.report.skipped.append((pid, "protected (init or memcgctl itself)"))
-            return False
-        handle = self.signaller.open(pid)
-        if handle is None:
-            return False
-        keep = False
+        pinned: list[tuple[int, int]] = []
+        for pid in pids:
+            if pid in (1, self.self_pid):
+                run.report.skipped.append((pid, "protected (init or memcgctl itself)"))
+                continue
+            handle = self.signaller.open(pid)
+            if handle is not None:
+                pinned.append((pid, handle))
+        if not pinned:
+            return []
         try:
+            members = dict(self.fs.subtree_procs(run.top))
+        except Vanished:
+            members = {}
+        sent: list[int] = []
+        for pid, handle in pinned:
+            keep = False
             try:
-                cg = self.cgroup_of(pid)  # re-check *after* the pidfd pins the process
-                if not within(cg, run.top):
-                    run.report.skipped.append((pid, f"left the subtree (now in {cg})"))
-                    return False
-                comm = self.proc.comm(pid)
-            except Vanished:
-                return False
-            if not self.signaller.send(handle, sig):
-                return False
-            self._after_send(handle, sig)
-            run.handles[pid] = handle
-            keep = True
-            run.killed[pid] = Killed(pid, comm, cg, sig, mechanism)
-            return True
-        finally:
-            if not keep:
-                self.signaller.close(handle)
+                cg = members.get(pid)
+                if cg is None:
+                    run.report.skipped.append((pid, "left the subtree before it was signalled"))
+                    continue
+                try:
+                    comm = self.proc.comm(pid)
+                except Vanished:
+                    continue
+                if not self.signaller.send(handle, sig):
+                    continue
+                self._after_send(handle, sig)
+                run.handles[pid] = handle
+                run.killed[pid] = Killed(pid, comm, cg, sig, mechanism)
+                sent.append(handle)
+                keep = True
+            finally:
+                if not keep:
+                    self.signaller.close(handle)
+        if release and sig == signal.SIGKILL:
+            self._release(sent)
+        return sent
 
     def _close_handles(self, run: _Run) -> None:
         for handle in run.handles.values():
@@ -356,7 +388,7 @@ class Killer:
                 return True
             if not listed:
                 return True
-            fresh = False
+            fresh: list[int] = []
             for pid, _ in listed:
                 handle = run.handles.get(pid)
                 if handle is not None:
@@ -366,11 +398,12 @@ class Killer:
                     self.signaller.close(handle)
                     run.exited.discard(handle)
                     del run.handles[pid]
-                fresh |= self._signal_one(run, pid, sig, PROCS)
+                fresh.append(pid)
+            sent = self._signal_batch(run, fresh, sig, PROCS)
             now = self.clock()
             if now >= until:
                 return False
-            if not fresh:
+            if not sent:
                 pending = [h for h in run.handles.values() if h not in run.exited]
                 run.exited |= self.signaller.wait(pending, min(ROUND_WAIT_S, until - now))
 
@@ -405,6 +438,7 @@ class Killer:
         assert run.report is not None
         top = run.top
         was_frozen = bool(self.fs.freeze_value(top))
+        sent: list[int] = []
         if not was_frozen:
             self.fs.set_freeze(top, True)
         try:
@@ -414,8 +448,9 @@ class Killer:
                     f"{top} did not freeze within {wait:.1f}s; signalling in rounds instead"
                 )
                 return False
-            for pid, _ in self.fs.subtree_procs(top):
-                self._signal_one(run, pid, sig, FREEZE_V2)
+            pids = [pid for pid, _ in self.fs.subtree_procs(top)]
+            # reap after the thaw: the victims exit in parallel meanwhile
+            sent = self._signal_batch(run, pids, sig, FREEZE_V2, release=False)
         finally:
             if not was_frozen:
                 self.fs.set_freeze(top, False)
@@ -424,12 +459,15 @@ class Killer:
                     f"{top} was frozen before (cgroup.freeze 1) and stays frozen: "
                     f"{signal_name(sig)} is delivered only when it is thawed"
                 )
+        if sig == signal.SIGKILL:
+            self._release(sent)
         return True
 
     def _via_freezer_v1(self, run: _Run, sig: int, until: float) -> bool:
         """The v1 freezer, with the same path, holding the same processes."""
         assert run.report is not None and self.freezer is not None
         fz, top = self.freezer, run.top
+        sent: list[int] = []
         fz.set_freezer_state(top, "FROZEN")
         try:
             # v1 has no freeze notification: check the state with short sleeps
@@ -448,10 +486,11 @@ class Killer:
                     "signalling in rounds instead"
                 )
                 return False
-            for pid in sorted(mem):
-                self._signal_one(run, pid, sig, FREEZER_V1)
+            sent = self._signal_batch(run, sorted(mem), sig, FREEZER_V1, release=False)
         finally:
             fz.set_freezer_state(top, "THAWED")
+        if sig == signal.SIGKILL:
+            self._release(sent)
         return True
 
     def _phase(self, run: _Run, sig: int, mechanism: str, until: float) -> bool:
@@ -470,11 +509,22 @@ class Killer:
 
     # -- the whole subtree ------------------------------------------------------------------
     def plan(
-        self, top: str, sig: int = signal.SIGKILL, grace: float | None = None, wanted: str = "auto"
+        self,
+        top: str,
+        sig: int = signal.SIGKILL,
+        grace: float | None = None,
+        wanted: str = "auto",
+        with_comm: bool = True,
     ) -> tuple[list[Target], list[tuple[int, str]]]:
-        """What kill_all would signal, and the phases (signal, mechanism) it would use."""
+        """What kill_all would signal, and the phases (signal, mechanism) it would use.
+
+        Raises UsageProblem for the root, init or memcgctl itself in the subtree."""
         self.check_not_root(top)
-        targets = self.listing(top)
+        targets = (
+            self.listing(top)
+            if with_comm
+            else [Target(pid, "", cg) for pid, cg in self.fs.subtree_procs(top)]
+        )
         self.check_target(top, targets)
         phases = [(sig, self.choose(top, sig, self._wanted_for(sig, grace, wanted)))]
         if grace is not None and sig != signal.SIGKILL:
@@ -499,7 +549,7 @@ class Killer:
         """Kill every task in ``top``'s subtree; return when it is empty or at timeout
         (then ``report.survivors`` names who is left)."""
         start = self.clock()
-        _, phases = self.plan(top, sig, grace, wanted)
+        _, phases = self.plan(top, sig, grace, wanted, with_comm=False)
         deadline = start + timeout
         report = KillReport(cgroup=top, signal=sig)
         run = _Run(top=top, report=report)
