@@ -418,8 +418,7 @@ class Killer:
             run.killed[t.pid] = Killed(t.pid, t.comm, t.cgroup, signal.SIGKILL, KILL)
         try:
             self.fs.kill(run.top)
-            for h in handles:
-                self.signaller.release(h)
+            self._release(handles)
         finally:
             for h in handles:
                 self.signaller.close(h)
