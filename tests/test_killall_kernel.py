@@ -202,3 +202,16 @@ def test_real_root_is_refused_in_dry_run(
     )
     assert r.exit_code == 2
     assert "refusing to kill the whole hierarchy" in r.output
+
+
+def test_big_victim_is_reaped_with_process_mrelease_path(
+    cgroups: TestCgroups, runner: CliRunner, tmp_path: Path
+) -> None:
+    """A victim above MRELEASE_MIN_RSS_KB goes through process_mrelease (best effort);
+    the kill must work the same."""
+    job = cgroups.make("job", limit=128 << 20)
+    hog = cgroups.hog(job, mib=48)
+    code, output = _invoke(runner, cgroups, tmp_path, job, "--json")
+    assert code == 0, output
+    assert [k["pid"] for k in json.loads(output)["killed"]] == [hog.pid]
+    assert cgroups.subtree_pids(job) == []

@@ -16,6 +16,7 @@ from memcgctl.actions.kill import (
     FREEZE_V2,
     FREEZER_V1,
     KILL,
+    MRELEASE_MIN_RSS_KB,
     PROCS,
     Killer,
     parse_signal,
@@ -59,11 +60,14 @@ def test_rounds_kill_whole_subtree_and_spare_bystander(fake_v1: FakeHost) -> Non
     assert 300 in fake_v1.processes
 
 
-def test_sigkilled_processes_still_alive_get_mrelease(fake_v1: FakeHost) -> None:
+def test_big_sigkilled_processes_still_alive_get_mrelease(fake_v1: FakeHost) -> None:
     _tree(fake_v1)
+    for pid, cg in ((202, "/job/a"), (204, "/job/a/b")):
+        fake_v1.process(pid, cg, comm="big", rss_anon_kb=MRELEASE_MIN_RSS_KB)
     rec = RecordingSignaller(fake_v1, lethal=frozenset())  # they take their time dying
     report = _killer(fake_v1, rec).kill_all("/job", timeout=0.05)
-    assert sorted(rec.released) == [201, 202, 203, 204]  # process_mrelease after SIGKILL
+    # process_mrelease after SIGKILL, for the big ones only (small ones free themselves)
+    assert sorted(rec.released) == [202, 204]
     assert sorted(p for p, _ in rec.sent) == [201, 202, 203, 204]  # signalled once each
     assert sorted(s.pid for s in report.survivors) == [201, 202, 203, 204]
 

@@ -47,6 +47,9 @@ ROUND_WAIT_S = 0.005
 # cgroup.kill: re-write it this often while the subtree stays populated (kernels before
 # 6.14 could let a racing fork escape).
 KILL_REWRITE_S = 0.5
+# process_mrelease only victims at least this big: reaping a small process from our one
+# thread is slower than letting the dying processes free their own memory in parallel.
+MRELEASE_MIN_RSS_KB = 32 << 10
 # Signals after which a stopped process also needs SIGCONT to act on them.
 _NO_CONT = frozenset(
     {signal.SIGKILL, signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT}
@@ -86,9 +89,10 @@ class Target:
     pid: int
     comm: str
     cgroup: str
+    rss_kb: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "comm": self.comm, "cgroup": self.cgroup}
+        return {"pid": self.pid, "comm": self.comm, "cgroup": self.cgroup, "rss_kb": self.rss_kb}
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,7 @@ class _Run:
     handles: dict[int, int] = field(default_factory=dict)  # pid -> handle, this phase
     exited: set[int] = field(default_factory=set)  # handles seen exited
     killed: dict[int, Killed] = field(default_factory=dict)
+    to_release: list[int] = field(default_factory=list)  # handles to reap after a thaw
     report: KillReport | None = None
 
 
@@ -203,10 +208,10 @@ class Killer:
         out = []
         for pid, cg in self.fs.subtree_procs(top):
             try:
-                comm = self.proc.comm(pid)
-            except Vanished:
+                comm, rss_kb = self.proc.comm_and_rss_kb(pid)
+            except (Vanished, ValueError, IndexError):
                 continue
-            out.append(Target(pid, comm, cg))
+            out.append(Target(pid, comm, cg, rss_kb))
         return out
 
     def check_not_root(self, top: str) -> None:
@@ -314,7 +319,8 @@ class Killer:
     def _release(self, handles: list[int]) -> None:
         """process_mrelease the SIGKILLed processes that have not exited yet.  Done
         after a whole round is signalled, so that every victim is already dying while
-        we reap (reaping first would delay the signals to the rest)."""
+        we reap (reaping first would delay the signals to the rest).  Callers pass only
+        victims of at least MRELEASE_MIN_RSS_KB."""
         for handle in handles:
             if not self.signaller.exited(handle):
                 self.signaller.release(handle)
@@ -347,6 +353,7 @@ class Killer:
         except Vanished:
             members = {}
         sent: list[int] = []
+        big: list[int] = []
         for pid, handle in pinned:
             keep = False
             try:
@@ -355,8 +362,8 @@ class Killer:
                     run.report.skipped.append((pid, "left the subtree before it was signalled"))
                     continue
                 try:
-                    comm = self.proc.comm(pid)
-                except Vanished:
+                    comm, rss_kb = self.proc.comm_and_rss_kb(pid)
+                except (Vanished, ValueError, IndexError):
                     continue
                 if not self.signaller.send(handle, sig):
                     continue
@@ -364,12 +371,17 @@ class Killer:
                 run.handles[pid] = handle
                 run.killed[pid] = Killed(pid, comm, cg, sig, mechanism)
                 sent.append(handle)
+                if rss_kb >= MRELEASE_MIN_RSS_KB:
+                    big.append(handle)
                 keep = True
             finally:
                 if not keep:
                     self.signaller.close(handle)
-        if release and sig == signal.SIGKILL:
-            self._release(sent)
+        if sig == signal.SIGKILL:
+            if release:
+                self._release(big)
+            else:
+                run.to_release.extend(big)
         return sent
 
     def _close_handles(self, run: _Run) -> None:
@@ -411,10 +423,11 @@ class Killer:
         assert run.report is not None
         targets = self.listing(run.top)
         handles = []
-        for t in targets:  # pin them first, to give their memory back early afterwards
-            h = self.signaller.open(t.pid)
-            if h is not None:
-                handles.append(h)
+        for t in targets:
+            if t.rss_kb >= MRELEASE_MIN_RSS_KB:  # pin big ones, to reap them early
+                h = self.signaller.open(t.pid)
+                if h is not None:
+                    handles.append(h)
             run.killed[t.pid] = Killed(t.pid, t.comm, t.cgroup, signal.SIGKILL, KILL)
         try:
             self.fs.kill(run.top)
@@ -437,7 +450,6 @@ class Killer:
         assert run.report is not None
         top = run.top
         was_frozen = bool(self.fs.freeze_value(top))
-        sent: list[int] = []
         if not was_frozen:
             self.fs.set_freeze(top, True)
         try:
@@ -449,7 +461,7 @@ class Killer:
                 return False
             pids = [pid for pid, _ in self.fs.subtree_procs(top)]
             # reap after the thaw: the victims exit in parallel meanwhile
-            sent = self._signal_batch(run, pids, sig, FREEZE_V2, release=False)
+            self._signal_batch(run, pids, sig, FREEZE_V2, release=False)
         finally:
             if not was_frozen:
                 self.fs.set_freeze(top, False)
@@ -458,15 +470,14 @@ class Killer:
                     f"{top} was frozen before (cgroup.freeze 1) and stays frozen: "
                     f"{signal_name(sig)} is delivered only when it is thawed"
                 )
-        if sig == signal.SIGKILL:
-            self._release(sent)
+        self._release(run.to_release)
+        run.to_release.clear()
         return True
 
     def _via_freezer_v1(self, run: _Run, sig: int, until: float) -> bool:
         """The v1 freezer, with the same path, holding the same processes."""
         assert run.report is not None and self.freezer is not None
         fz, top = self.freezer, run.top
-        sent: list[int] = []
         fz.set_freezer_state(top, "FROZEN")
         try:
             # v1 has no freeze notification: check the state with short sleeps
@@ -485,11 +496,11 @@ class Killer:
                     "signalling in rounds instead"
                 )
                 return False
-            sent = self._signal_batch(run, sorted(mem), sig, FREEZER_V1, release=False)
+            self._signal_batch(run, sorted(mem), sig, FREEZER_V1, release=False)
         finally:
             fz.set_freezer_state(top, "THAWED")
-        if sig == signal.SIGKILL:
-            self._release(sent)
+        self._release(run.to_release)
+        run.to_release.clear()
         return True
 
     def _phase(self, run: _Run, sig: int, mechanism: str, until: float) -> bool:
