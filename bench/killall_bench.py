@@ -8,6 +8,7 @@ cgroup2 hierarchy, and compares, each on a fresh subtree:
 
 * ``plain loop``: SIGKILL every pid in cgroup.procs of the subtree, re-list, until empty;
 * ``cgroup.kill by hand`` (cgroup2): write 1, poll cgroup.events until ``populated 0``;
+* ``memcgctl engine``: the kill machinery alone (Killer.kill_all);
 * ``memcgctl kill-all``: the command in-process (CliRunner: parsing, journal included),
   with each mechanism, and once as a subprocess (interpreter start-up included).
 
@@ -34,7 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from click.testing import CliRunner  # noqa: E402
 
+from memcgctl.actions.kill import Killer  # noqa: E402
+from memcgctl.actions.signaller import PidfdSignaller  # noqa: E402
 from memcgctl.cli import cli  # noqa: E402
+from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at  # noqa: E402
+from memcgctl.readers.procfs import ProcFs  # noqa: E402
 from tests.realkernel import TestCgroups, unified_mount, v1_memory_mount  # noqa: E402
 
 SHELLS = 4
@@ -110,6 +115,12 @@ def memcgctl_inproc(mechanism: str) -> Callable[[TestCgroups, str], None]:
     return run
 
 
+def memcgctl_engine(tc: TestCgroups, top: str) -> None:
+    """The kill machinery alone (no CLI parsing, JSON output or journal)."""
+    killer = Killer(CgroupFs(hierarchy_at(tc.mount)), ProcFs(Path("/proc")), PidfdSignaller())
+    assert killer.kill_all(top).empty
+
+
 def memcgctl_subprocess(tc: TestCgroups, top: str) -> None:
     with tempfile.TemporaryDirectory() as state:
         env = dict(os.environ, MEMCGCTL_STATE_DIR=state, MEMCGCTL_CGROUP_ROOT=str(tc.mount))
@@ -180,11 +191,13 @@ def main() -> int:
             [
                 ("plain SIGKILL loop", plain_loop),
                 ("memcgctl kill-all (auto)", memcgctl_inproc("auto")),
+                ("memcgctl engine (auto)", memcgctl_engine),
                 ("memcgctl kill-all, subprocess", memcgctl_subprocess),
             ],
             args,
         )
         ratio(res, "memcgctl kill-all (auto)", "plain SIGKILL loop")
+        ratio(res, "memcgctl engine (auto)", "plain SIGKILL loop")
         ratio(res, "memcgctl kill-all, subprocess", "plain SIGKILL loop")
 
     v2 = unified_mount()
@@ -196,6 +209,7 @@ def main() -> int:
                 ("plain SIGKILL loop", plain_loop),
                 ("cgroup.kill by hand", cgroup_kill_by_hand),
                 ("memcgctl kill-all (auto)", memcgctl_inproc("auto")),
+                ("memcgctl engine (auto)", memcgctl_engine),
                 ("memcgctl kill-all (freeze)", memcgctl_inproc("freeze")),
                 ("memcgctl kill-all (procs)", memcgctl_inproc("procs")),
                 ("memcgctl kill-all, subprocess", memcgctl_subprocess),
@@ -204,6 +218,7 @@ def main() -> int:
         )
         for name in (
             "memcgctl kill-all (auto)",
+            "memcgctl engine (auto)",
             "memcgctl kill-all (freeze)",
             "memcgctl kill-all (procs)",
             "memcgctl kill-all, subprocess",
