@@ -71,6 +71,7 @@ def parse_stat_flags(data: bytes) -> int:
 
 
 PF_KTHREAD = 0x00200000
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 class ProcFs:
@@ -111,6 +112,13 @@ class ProcFs:
 
     def comm(self, pid: int) -> str:
         return self._pid_file(pid, "comm").decode("utf-8", "replace").rstrip("\n")
+
+    def comm_and_rss_kb(self, pid: int) -> tuple[str, int]:
+        """comm and resident set size (kB) from one read of /proc/PID/stat."""
+        data = self._pid_file(pid, "stat")
+        comm = data[data.index(b"(") + 1 : data.rindex(b")")].decode("utf-8", "replace")
+        after = data[data.rindex(b")") + 2 :].split()
+        return comm, int(after[21]) * _PAGE_KB  # field 24: rss in pages
 
     def cgroup_lines(self, pid: int) -> list[tuple[str, list[str], str]]:
         """/proc/PID/cgroup as (hierarchy id, controllers, path)."""
