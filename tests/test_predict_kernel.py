@@ -113,7 +113,7 @@ class Kmsg:
         os.close(self.fd)
 
     def records(self) -> list[str]:
-        out = []
+        out: list[str] = []
         while True:
             try:
                 rec = os.read(self.fd, 8192)
