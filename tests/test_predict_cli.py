@@ -92,6 +92,7 @@ def test_kernel_explain_lists_caveats_and_top(fake_v1: FakeHost, runner: CliRunn
 def test_top_priority_runners_up(fake_v1: FakeHost, runner: CliRunner) -> None:
     _host(fake_v1)
     code, out, _ = _run(runner, fake_v1, "predict-victim", "--top", "5", "--json")
+    assert code == 0
     doc = json.loads(out)
     assert [r["victim"]["pid"] for r in doc["runners_up"]] == [11, 10, 12, 20]
     _, out, _ = _run(runner, fake_v1, "predict-victim", "--top", "3", "--plain")
