@@ -130,6 +130,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "set-delay": "memcgctl.commands.badness:set_delay",
     "get-delay": "memcgctl.commands.badness:get_delay",
     "kill-all": "memcgctl.commands.killall:kill_all",
+    "predict-victim": "memcgctl.commands.predict:predict_victim",
 }
 
 

@@ -241,6 +241,13 @@ class CgroupFs:
         for kid in kids:
             yield from self.walk(kid)
 
+    def inode(self, cg: str) -> int:
+        """The cgroup directory's inode number (kernfs: increases with creation)."""
+        try:
+            return os.lstat(self.path(cg)).st_ino
+        except OSError as exc:
+            raise Vanished(cg) from exc
+
     # -- raw files -------------------------------------------------------------
     def read(self, cg: str, filename: str) -> str | None:
         """The file's text; None when this kernel/controller lacks the file.
