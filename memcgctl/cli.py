@@ -79,9 +79,9 @@ def cli(
 
 
 def _register() -> None:
-    from memcgctl.commands import badness, inspect
+    from memcgctl.commands import badness, events, inspect
 
-    for module in (inspect, badness):
+    for module in (inspect, badness, events):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from memcgctl.events import in_subtree
@@ -54,7 +54,7 @@ def cgroup_counters(
     cg: str,
     local: Mapping[str, int] | None,
     hierarchical: Mapping[str, int] | None,
-    kills: list[Mapping[str, Any]],
+    kills: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     causes = by_cause(cg, kills)
     kernel_total = (hierarchical or {}).get("oom_kill")
