@@ -68,18 +68,24 @@ def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Eve
     """Kernel-log events plus journal records, each kill once (the ``dedup`` key), in
     time order.  Journal copies of kernel kills fill in what the ring has overwritten."""
     out: list[Event] = []
-    seen: set[str] = set()
-    for ev in kernel:
-        key = ev.get("dedup")
-        if key is not None:
-            seen.add(str(key))
-        out.append(ev)
+    journaled: dict[str, Event] = {}
     for rec in journal:
         key = rec.get("dedup")
-        if key is not None:
-            if str(key) in seen:
-                continue
-            seen.add(str(key))
+        if key is None:
+            ev = dict(rec)
+            ev.setdefault("source", "journal")
+            out.append(ev)
+        else:
+            journaled.setdefault(str(key), rec)
+    for ev in kernel:
+        key = ev.get("dedup")
+        known = journaled.pop(str(key), None) if key is not None else None
+        if known is not None:
+            # the journal copy may know more (e.g. the cgroup of a kill whose report was
+            # rate-limited, found live from the counters)
+            ev = {**known, **{k: v for k, v in ev.items() if v is not None}}
+        out.append(ev)
+    for rec in journaled.values():
         ev = dict(rec)
         ev.setdefault("source", "journal")
         out.append(ev)
@@ -183,6 +189,9 @@ class Follower:
         self.under_oom: set[str] = set()
         self.gone: set[str] = set()  # cgroups whose watch could not be set up
         self._next_rescan = 0.0
+        # kernel oom_kill counters of watched cgroups, to find the cgroup of a kill
+        # whose report (and summary line) the kernel rate-limited away
+        self.kill_counts: dict[str, int] = {}
         if kmsg is not None and kmsg.is_device:
             self.poller.register(kmsg.fileno(), select.POLLIN)
 
@@ -192,13 +201,41 @@ class Follower:
         out = []
         for rec in join_continuations(records):
             for ev in self.assembler.feed(rec):
-                if ev.get("cgroup"):
-                    ev["cgroup"] = self.fs.from_proc_path(ev["cgroup"])
+                for key in ("cgroup", "oom_memcg", "oom_group"):
+                    if ev.get(key):
+                        ev[key] = self.fs.from_proc_path(ev[key])
                 out.append(ev)
         if live:
             for ev in out:
+                if ev.get("kind") == "oom_kill":
+                    self._account_kill(ev)
                 self._emit(ev)
         return out
+
+    def _kill_count(self, cg: str) -> int | None:
+        try:
+            if self.fs.version == 1:
+                return self.fs.oom_control(cg).get("oom_kill")
+            return self.fs.events(cg, local=True).get("oom_kill")
+        except (Vanished, OSError):
+            return None
+
+    def _account_kill(self, ev: Event) -> None:
+        """Keep the per-cgroup kill counts in step; give a kill without a cgroup the
+        watched cgroup whose kernel counter went up."""
+        cg = ev.get("cgroup")
+        if cg and cg in self.kill_counts:
+            self.kill_counts[cg] += 1
+            return
+        if cg:
+            return
+        for other in sorted(self.kill_counts, key=lambda c: -c.count("/")):
+            now = self._kill_count(other)
+            if now is not None and now > self.kill_counts[other]:
+                self.kill_counts[other] += 1
+                ev["cgroup"] = other
+                ev["cgroup_from"] = "counters"
+                return
 
     def _emit(self, ev: Event) -> None:
         if matches(ev, self.root, None):
@@ -234,6 +271,9 @@ class Follower:
                     self.poller.register(w2.fileno(), select.POLLPRI | select.POLLERR)
             except (Vanished, OSError):
                 continue
+            count = self._kill_count(cg)
+            if count is not None:
+                self.kill_counts[cg] = count
 
     def _drop(self, cg: str) -> None:
         watch: OomControlWatch | EventsFileWatch | None = self.v1.pop(cg, None) or self.v2.pop(
@@ -243,6 +283,7 @@ class Follower:
             return
         fd = watch.fileno()
         self.by_fd.pop(fd, None)
+        self.kill_counts.pop(cg, None)
         with contextlib.suppress(KeyError, ValueError):
             self.poller.unregister(fd)
         watch.close()

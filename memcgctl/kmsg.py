@@ -406,6 +406,10 @@ class OomAssembler:
                 ctx.setdefault(key, value)
         else:
             self._group_ctx = {k: ctx[k] for k in ("constraint", "oom_memcg") if k in ctx}
+        if ctx.get("constraint") is None and message in _MEMCG_MESSAGES:
+            # no summary (the report is rate-limited, the kill line is not): a memcg
+            # OOM's message says so, and its constraint is CONSTRAINT_MEMCG
+            ctx["constraint"] = CONSTRAINT_MEMCG
         cgroup = ctx.get("task_memcg") or ctx.get("oom_group")
         ev = self._base(rec, "oom_kill", cgroup)
         ev.update(
