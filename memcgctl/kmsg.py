@@ -389,7 +389,7 @@ class OomAssembler:
                 "uid": summary["uid"],
             }
             self._summary = None
-        elif self._task_in is not None and (self._select is None or self._select["pid"] == pid):
+        elif self._task_in is not None:
             # 4.19: "Task in X killed as a result of limit of Y" names the chosen task's
             # memcg; a sacrificed child is usually in the same memcg
             ctx = {
@@ -397,6 +397,7 @@ class OomAssembler:
                 "task_memcg": self._task_in["task_memcg"],
                 "constraint": CONSTRAINT_MEMCG,
             }
+            self._task_in = None
         message = f.get("message")
         if message is None and self._select is not None:
             message = self._select.get("message")
