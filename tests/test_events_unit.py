@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -126,7 +127,7 @@ def test_split_records_of_a_dump_file() -> None:
 
 def test_merge_history_dedups_and_journal_fills_gaps() -> None:
     kernel = [{"time": "2024-01-01T00:00:02Z", "kind": "oom_kill", "dedup": "b:2", "cgroup": None}]
-    journal = [
+    journal: list[dict[str, Any]] = [
         {"time": "2024-01-01T00:00:02Z", "kind": "oom_kill", "dedup": "b:2", "cgroup": "/a"},
         {"time": "2024-01-01T00:00:01Z", "kind": "oom_kill", "dedup": "b:1", "cgroup": "/old"},
         {"time": "2024-01-01T00:00:03Z", "kind": "user_kill", "cgroup": "/a", "pid": 5},
@@ -145,7 +146,7 @@ def test_diff_counters_reports_increments_only() -> None:
 
 
 def test_by_cause_and_completeness() -> None:
-    kills = [
+    kills: list[dict[str, Any]] = [
         {"kind": "oom_kill", "cgroup": "/a/job", "constraint": "CONSTRAINT_MEMCG"},
         {"kind": "oom_kill", "cgroup": "/a", "constraint": "CONSTRAINT_NONE", "oom_memcg": "/"},
         {"kind": "oom_kill", "cgroup": "/ab", "constraint": "CONSTRAINT_MEMCG"},
