@@ -59,9 +59,9 @@ class Follow:
         return line, rest
 
     def wait_for(self, pred: Callable[[Event], bool], timeout: float = 20) -> Event:
-        for ev in self.events:
-            if pred(ev):
-                return ev
+        for seen in self.events:
+            if pred(seen):
+                return seen
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -70,7 +70,7 @@ class Follow:
             )
             if line is None:
                 break
-            ev = json.loads(line)
+            ev: Event = json.loads(line)
             self.events.append(ev)
             if pred(ev):
                 return ev
@@ -183,7 +183,7 @@ def test_removed_cgroup_while_watched_stream_continues(
     assert ev["cgroup"] == cg
     # a cgroup created after the start is picked up by the re-scan
     late = cgroups.make("late", limit=32 << 20)
-    time.sleep(2.0)
+    time.sleep(4.0)  # the follower re-scans every 1.5 s; leave room on a loaded host
     g2 = grower(cgroups, late)
     f.wait_for(lambda e: e["kind"] == "under_oom" and e["cgroup"] == late)
     f.wait_for(lambda e: e["kind"] == "oom_kill" and e.get("pid") == g2.pid)
