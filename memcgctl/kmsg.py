@@ -92,6 +92,19 @@ def parse_record(raw: bytes | str) -> KmsgRecord | None:
     )
 
 
+_KEYWORDS = (b"oom", b"Kill", b"Task", b"emory", b"swap:", b"kmem:", b"Out of")
+
+
+def may_matter(raw: bytes) -> bool:
+    """A cheap pre-filter: False only for records that cannot be part of an OOM report
+    (no keyword, and not a pr_cont fragment of an old kernel).  Most of the ring is
+    boot noise; skipping it keeps ``counters`` fast."""
+    head = raw[:48]
+    if b",-;" not in head and b",-," not in head:
+        return True  # flags other than "-" (a fragment), or an odd header: look closer
+    return any(k in raw for k in _KEYWORDS)
+
+
 def usec_to_iso(usec: int, boot_time: float) -> str:
     """A kmsg timestamp (µs since boot) as ISO 8601 UTC, given the boot time (epoch s)."""
     ts = boot_time + usec / 1e6
@@ -456,7 +469,7 @@ def parse_events(
 ) -> list[dict[str, Any]]:
     """Convenience: raw kmsg records → events."""
     asm = OomAssembler(boot_time, boot_id)
-    records = [r for r in (parse_record(raw) for raw in raws) if r is not None]
+    records = [r for r in (parse_record(raw) for raw in raws if may_matter(raw)) if r is not None]
     events: list[dict[str, Any]] = []
     for rec in join_continuations(records):
         events.extend(asm.feed(rec))
