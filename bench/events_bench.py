@@ -82,7 +82,7 @@ def main() -> int:
         t0 = time.monotonic()
         time.sleep(IDLE_S)
         c1 = proc.cpu_times()
-        idle_cpu = (c1.user + c1.system - c0.user - c0.system) / (time.monotonic() - t0)
+        idle_cpu = max(0.0, (c1.user + c1.system - c0.user - c0.system) / (time.monotonic() - t0))
 
         out = Lines(follower.stdout.fileno())
         latencies = []
