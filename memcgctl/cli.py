@@ -7,6 +7,7 @@ our exception types (:mod:`memcgctl.errors`); a stray OSError is mapped in one p
 from __future__ import annotations
 
 import errno
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,47 @@ from memcgctl.errors import MemcgctlError, from_oserror
 
 
 class MemcgctlGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module_name, _, attr = target.partition(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Like click's standalone mode, but every error is one line on stderr:
+        click's usage errors too (exit 2), without the usage banner."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            sub = exc.ctx.command_path.partition(" ")[2] if exc.ctx is not None else ""
+            where = f"{sub}: " if sub else ""
+            message = exc.format_message().rstrip(".")
+            click.echo(f"memcgctl: {where}{message} (see --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("memcgctl: aborted", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -78,15 +120,18 @@ def cli(
     ctx.obj = Env(cgroup_root=cgroup_root, proc_root=proc_root, kmsg=kmsg, state_dir=state_dir)
 
 
-def _register() -> None:
-    from memcgctl.commands import badness, events, inspect
-
-    for module in (inspect, badness, events):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
+# Commands are imported only when used (or listed by --help), so a one-shot command
+# pays for its own module alone (SPEC §8 start-up budget).
+LAZY_COMMANDS: dict[str, str] = {
+    "tree": "memcgctl.commands.inspect:tree",
+    "ps": "memcgctl.commands.inspect:ps",
+    "set-badness": "memcgctl.commands.badness:set_badness",
+    "get-badness": "memcgctl.commands.badness:get_badness",
+    "set-delay": "memcgctl.commands.badness:set_delay",
+    "get-delay": "memcgctl.commands.badness:get_delay",
+    "events": "memcgctl.commands.events:events",
+    "counters": "memcgctl.commands.events:counters",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,12 +9,14 @@ signal only pids we started (by pid), and never touch anything else in the hiera
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -231,3 +233,30 @@ def remove_stale(mount: Path) -> None:
             continue
         if not _pid_alive(creator):
             remove_tree(d)
+
+
+def as_uid(uid: int, fn: Callable[[], object]) -> object:
+    """Run ``fn`` in a forked child with real/effective uid and gid ``uid``; return its
+    (JSON-serialisable) result.  Used to test delegation and permission errors."""
+    rfd, wfd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        status = 0
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(wfd, json.dumps({"ok": fn()}).encode())
+        except BaseException as exc:
+            os.write(wfd, json.dumps({"error": repr(exc)}).encode())
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        data = f.read()
+    os.waitpid(child, 0)
+    doc = json.loads(data)
+    if "error" in doc:
+        raise AssertionError(f"child as uid {uid} failed: {doc['error']}")
+    return doc["ok"]

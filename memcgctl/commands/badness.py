@@ -233,6 +233,3 @@ def get_delay(env: Env, cgroups: tuple[str, ...], out: Output) -> None:
         [i["cgroup"], format_duration_ms(i["oom_delay_ms"]), i["oom_delay_source"]] for i in items
     ]
     _print_lines(rows)
-
-
-COMMANDS = [set_badness, get_badness, set_delay, get_delay]

@@ -145,6 +145,3 @@ def ps(
         ],
         right_align=(0, 3, 4, 6, 7),
     )
-
-
-COMMANDS = [tree, ps]
