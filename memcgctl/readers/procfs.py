@@ -7,6 +7,7 @@ that exits while we read it raises :class:`~memcgctl.errors.Vanished`.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,6 +173,22 @@ class ProcFs:
             return read_text(f"{self._root}/sys/kernel/random/boot_id").strip()
         except OSError:
             return "unknown"
+
+    def boot_time(self) -> float:
+        """The boot time (epoch seconds) that kernel-log timestamps count from.
+
+        On the live /proc: realtime minus CLOCK_MONOTONIC, which is what the printk
+        clock follows to within a millisecond (``btime`` in /proc/stat is whole
+        seconds).  On a fixture tree: ``btime`` from its ``stat``."""
+        if self._root == "/proc":
+            return time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+        try:
+            for line in read_text(f"{self._root}/stat").splitlines():
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0.0
 
     def kernel_release(self) -> str:
         try:
