@@ -32,8 +32,17 @@ class Follow:
 
     def __init__(self, state: Path, cg: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "memcgctl", "--state-dir", str(state), "events", cg,
-             "--follow", "--json"],
+            [
+                sys.executable,
+                "-m",
+                "memcgctl",
+                "--state-dir",
+                str(state),
+                "events",
+                cg,
+                "--follow",
+                "--json",
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -206,8 +215,6 @@ def test_v1_eventfd_under_oom_and_resolved(
         cgroups.set_limit(cg, 128 << 20)
         f.wait_for(lambda e: e["kind"] == "oom_resolved" and e["cgroup"] == cg)
         assert g.stdout is not None and g.stdout.readline() == b"survived\n"
-        assert not any(
-            e["kind"] == "oom_kill" and e.get("pid") == g.pid for e in f.events
-        )
+        assert not any(e["kind"] == "oom_kill" and e.get("pid") == g.pid for e in f.events)
     finally:
         TestCgroups.write(cgroups.path(cg), "memory.oom_control", "0")

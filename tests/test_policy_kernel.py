@@ -23,7 +23,9 @@ MIB = 1 << 20
 GIB_KB = 1 << 20
 
 
-def params(version: int = 1, mem_kb: int = 16 * GIB_KB, swap_kb: int = 0, **kw: Any) -> KernelParams:
+def params(
+    version: int = 1, mem_kb: int = 16 * GIB_KB, swap_kb: int = 0, **kw: Any
+) -> KernelParams:
     return KernelParams(
         page_size=4096, mem_total_kb=mem_kb, swap_total_kb=swap_kb, version=version, **kw
     )
@@ -162,8 +164,12 @@ def test_tie_goes_to_the_last_scanned_memcg_preorder_creation_order() -> None:
             "/j/z/deep": {"ino": 7},
             "/j/a": {"ino": 9},
         },
-        [P(30, "/j/z", rss=400), P(20, "/j/a", rss=400), P(25, "/j/z/deep", rss=400),
-         P(40, "/j", rss=400)],
+        [
+            P(30, "/j/z", rss=400),
+            P(20, "/j/a", rss=400),
+            P(25, "/j/z/deep", rss=400),
+            P(40, "/j", rss=400),
+        ],
         version=1,
     )
     order = [p.pid for p in scan_order(snap, "/j")]
@@ -182,8 +188,13 @@ def test_tie_on_host_goes_to_the_highest_pid() -> None:
 
 
 def test_host_oom_uses_ram_plus_swap() -> None:
-    snap = build({"/a": {"limit": 64 * MIB}}, [P(10, "/a", rss=4, adj=10)], version=1,
-                 mem_total_kb=GIB_KB, swap_total_kb=GIB_KB)
+    snap = build(
+        {"/a": {"limit": 64 * MIB}},
+        [P(10, "/a", rss=4, adj=10)],
+        version=1,
+        mem_total_kb=GIB_KB,
+        swap_total_kb=GIB_KB,
+    )
     p = KernelParams.of(snap, vm_swappiness=60)
     d = select_kernel(snap, "/", p)
     assert d.totalpages == 2 * GIB_KB // 4

@@ -37,7 +37,15 @@ def test_priority_json_shape(fake_v1: FakeHost, runner: CliRunner) -> None:
     code, out, _ = _run(runner, fake_v1, "predict-victim", "--json")
     assert code == 0
     doc = json.loads(out)
-    assert {"oom_root", "policy", "victim", "kill_group", "group_pids", "walk", "candidates"} <= set(doc)
+    assert {
+        "oom_root",
+        "policy",
+        "victim",
+        "kill_group",
+        "group_pids",
+        "walk",
+        "candidates",
+    } <= set(doc)
     assert doc["oom_root"] == "/" and doc["policy"] == "priority"
     assert doc["victim"]["pid"] == 11 and doc["victim"]["comm"] == "big"
     assert doc["kill_group"] is None and doc["group_pids"] == [11]
@@ -71,7 +79,9 @@ def test_explain_plain_reads_as_a_tree(fake_v1: FakeHost, runner: CliRunner) -> 
     assert lines[0].startswith("OOM root / — policy priority")
     assert any(line.startswith("├─ ► cgroup batch  badness 100 (trusted)") for line in lines)
     assert any("└─ the victim" in line for line in lines)
-    assert any("web  badness 900 (trusted)" in line and "badness 900 > 100" in line for line in lines)
+    assert any(
+        "web  badness 900 (trusted)" in line and "badness 900 > 100" in line for line in lines
+    )
     assert "skipped: init" in out
     assert "victim: pid 11 (big) in /batch/a" in out
     assert "Why:" in out

@@ -92,7 +92,9 @@ def test_set_badness_and_priority_prediction_agree(
 # -- the kernel log ----------------------------------------------------------------------
 
 KILLED = re.compile(r"Memory cgroup out of memory: Killed process (\d+) \((.*)\) total-vm")
-SUMMARY = re.compile(r"oom-kill:constraint=(\w+),.*oom_memcg=([^,]+),task_memcg=([^,]+),.*pid=(\d+)")
+SUMMARY = re.compile(
+    r"oom-kill:constraint=(\w+),.*oom_memcg=([^,]+),task_memcg=([^,]+),.*pid=(\d+)"
+)
 
 
 @dataclass
@@ -175,8 +177,7 @@ def scenario(seed: int) -> list[Holder]:
         if min(sizes) < 4:
             continue
         holders = [
-            Holder(rng.choice(PLACES), s, rng.choice([0, 0, 0, 50, 100, 150, 250]))
-            for s in sizes
+            Holder(rng.choice(PLACES), s, rng.choice([0, 0, 0, 50, 100, 150, 250])) for s in sizes
         ]
         ranked = sorted((h.expected_mib for h in holders), reverse=True)
         if ranked[0] - ranked[1] >= 10 and ranked[0] >= 55:
