@@ -70,7 +70,7 @@ class Daemon:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"no {kind} event; daemon said:\n" + "\n".join(l for _, l in self.lines)
+                        f"no {kind} event; daemon said:\n" + "\n".join(text for _, text in self.lines)
                     )
                 self._cv.wait(left)
 
@@ -140,7 +140,7 @@ def test_priority_victim_instead_of_the_kernels_choice(
     for cg in jobs.values():
         assert oom_control(cgroups, cg)["oom_kill"] == 0
     d.wait_for("oom_resolved", jobs["top"])
-    records = [json.loads(l) for l in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert any(
         r["kind"] == "user_kill" and r["pid"] == g.pid and r["by"] == "daemon" for r in records
     )
