@@ -64,8 +64,17 @@ def main() -> int:
     try:
         cg = tc.make("bench", limit=32 << 20)
         follower = subprocess.Popen(
-            [sys.executable, "-m", "memcgctl", "--state-dir", state, "events", tc.parent,
-             "--follow", "--json"],
+            [
+                sys.executable,
+                "-m",
+                "memcgctl",
+                "--state-dir",
+                state,
+                "events",
+                tc.parent,
+                "--follow",
+                "--json",
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -176,8 +176,10 @@ def main() -> int:
     finally:
         sleepers.cleanup()
     print()
-    print(f"python -c 'import click' start-up: {startup * 1000:.1f} ms "
-          "(CLI columns: raw, and minus this start-up)")
+    print(
+        f"python -c 'import click' start-up: {startup * 1000:.1f} ms "
+        "(CLI columns: raw, and minus this start-up)"
+    )
     hdr = (
         f"{'sleepers':>8} {'procs':>6} {'bare loop':>10} | {'lib predict':>12} "
         f"{'lib ps':>12} | {'cli predict':>18} {'cli ps':>18}"
@@ -198,7 +200,7 @@ def main() -> int:
         )
     if len(rows) >= 2:
         (_, n0, b0, l0, p0, *_), (_, n1, b1, l1, p1, *_) = rows[0], rows[-1]
-        growth = (n1 / n0)
+        growth = n1 / n0
         print()
         print(
             f"growth {n0} -> {n1} processes ({growth:.1f}x): bare loop {b1 / b0:.1f}x, "

@@ -70,7 +70,8 @@ class Daemon:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"no {kind} event; daemon said:\n" + "\n".join(text for _, text in self.lines)
+                        f"no {kind} event; daemon said:\n"
+                        + "\n".join(text for _, text in self.lines)
                     )
                 self._cv.wait(left)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 
@@ -13,6 +14,22 @@ from memcgctl.errors import UsageProblem
 from memcgctl.model import Snapshot
 from memcgctl.policy import Decision
 from memcgctl.units import parse_delay, parse_duration_ms
+
+
+def _mlockall() -> None:
+    """mlockall(MCL_CURRENT | MCL_FUTURE), best effort: an OOM handler must not wait for
+    its own pages to come back from reclaim in the middle of an OOM."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.mlockall(1 | 2) != 0:
+            click.echo(
+                f"<4>mlockall failed: {os.strerror(ctypes.get_errno())}; continuing", err=True
+            )
+    except OSError as exc:
+        click.echo(f"<4>mlockall unavailable: {exc}; continuing", err=True)
 
 
 def _seconds(text: str) -> float:
@@ -72,6 +89,12 @@ def _seconds(text: str) -> float:
     help="Restore oom_kill_disable on every memcg a (crashed) daemon paused, then exit "
     "(for ExecStopPost).",
 )
+@click.option(
+    "--no-mlock",
+    is_flag=True,
+    help="Do not lock the daemon's memory (by default it calls mlockall so that its own "
+    "pages are never reclaimed while it handles an OOM).",
+)
 @dry_run_option
 @pass_env
 def daemon(
@@ -85,6 +108,7 @@ def daemon(
     psi_window: str,
     rescan: str,
     release: bool,
+    no_mlock: bool,
     dry_run: bool,
 ) -> None:
     """Enforce the priority policy as a userspace OOM handler.
@@ -135,6 +159,8 @@ def daemon(
             return select_kernel(snap, oom_root, KernelParams.of(snap, vm_swappiness))
         return select_priority(snap, oom_root, exclude)
 
+    if not no_mlock:
+        _mlockall()
     settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
     loop = Loop(DaemonCore(ports, select, settings), ports, rescan_interval=_seconds(rescan))
     loop.install_signal_handlers()

@@ -76,6 +76,13 @@ class Watch:
     last_kill: float | None = None
     killed: list[int] = field(default_factory=list)
     adopted: bool = False  # found under OOM at start: resolve at once
+    # v1 has no notification when an OOM ends: after a kill, re-check soon, backing off
+    next_check: float | None = None
+    check_step: float = 0.0
+
+
+FIRST_CHECK = 0.002  # seconds after a kill before the first "still under OOM?" check
+MAX_CHECK = 0.1
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,13 @@ class DaemonCore:
                 self._emit("pressure", cg, delay_ms=w.delay_ms)
             w.last_signal = now
             return
+        if (
+            w.episode_start is not None
+            and w.last_kill is not None
+            and not self.ports.alive(w.killed)
+        ):
+            # a fresh OOM after our victims died: the last episode ended unseen
+            self._resolved(w, now)
         self._check_oom(w, now)
 
     def _handler_for(self, cg: str) -> bool:
@@ -162,18 +176,25 @@ class DaemonCore:
             w.episode_start = now
             self._emit("under_oom", w.cg, delay_ms=w.delay_ms, adopted=w.adopted)
         elif not under and w.episode_start is not None:
-            self._emit(
-                "oom_resolved",
-                w.cg,
-                by="daemon" if w.rounds else "userspace",
-                after_ms=round((now - w.episode_start) * 1000),
-                kills=w.rounds,
-            )
-            self._reset(w)
+            self._resolved(w, now)
+        elif under and w.next_check is not None and now >= w.next_check:
+            w.check_step = min(w.check_step * 2, MAX_CHECK)
+            w.next_check = now + w.check_step
+
+    def _resolved(self, w: Watch, now: float) -> None:
+        assert w.episode_start is not None
+        self._emit(
+            "oom_resolved",
+            w.cg,
+            by="daemon" if w.rounds else "userspace",
+            after_ms=round((now - w.episode_start) * 1000),
+            kills=w.rounds,
+        )
+        self._reset(w)
 
     @staticmethod
     def _reset(w: Watch) -> None:
-        w.episode_start = w.last_signal = w.last_kill = None
+        w.episode_start = w.last_signal = w.last_kill = w.next_check = None
         w.rounds = 0
         w.killed = []
         w.adopted = False
@@ -199,6 +220,8 @@ class DaemonCore:
                 self._act(w, now)
             if w.episode_start is not None:
                 deadlines.append(self._due(w))
+                if w.next_check is not None:
+                    deadlines.append(w.next_check)
                 if w.mode == "psi" and w.last_signal is not None:
                     deadlines.append(w.last_signal + self.settings.pressure_window)
         return min(deadlines) if deadlines else None
@@ -245,9 +268,14 @@ class DaemonCore:
         else:
             pids = self.ports.kill(decision)
             self._emit("daemon_kill", w.cg, killed=pids, **extra)
+        self._killed(w, now, pids)
+
+    def _killed(self, w: Watch, now: float, pids: list[int]) -> None:
         w.rounds += 1
         w.killed.extend(pids)
         w.last_kill = now
+        w.check_step = FIRST_CHECK
+        w.next_check = now + FIRST_CHECK
         if w.mode == "psi":
             # one kill per pressure episode; a new episode starts with new pressure
             self._reset(w)
@@ -261,11 +289,7 @@ class DaemonCore:
         else:
             pids = self.ports.kill_all(target)
             self._emit("daemon_escalated", w.cg, target=target, killed=pids, rounds=w.rounds)
-        w.rounds += 1
-        w.killed.extend(pids)
-        w.last_kill = now
-        if w.mode == "psi":
-            self._reset(w)
+        self._killed(w, now, pids)
 
     def _emit(self, kind: str, cg: str, **fields: Any) -> None:
         self.ports.emit({"kind": kind, "cgroup": cg, **fields})
