@@ -246,3 +246,41 @@ def test_lowest_priority_child(host: FakeHost) -> None:
     snap = host.env().snapshot("/jobs")
     assert lowest_priority_child(snap, "/jobs") == "/jobs/low"
     assert lowest_priority_child(snap, "/jobs/low") is None
+
+
+def test_oom_back_within_the_grace_continues_the_livelock(host: FakeHost) -> None:
+    ports = FakePorts(host, {"/jobs": 0})
+    core = DaemonCore(ports, select, Settings(grace=0.5, max_rounds=1))
+    core.rescan(0.0)
+    ports.oom.add("/jobs")
+    core.notify("/jobs", 0.0)
+    core.tick(0.0)
+    assert ports.killed == [10]
+    ports.dead.add(10)
+    host.remove_process(10)
+    ports.oom.clear()
+    core.tick(0.01)  # the victim's death freed a little: resolved for a moment
+    assert ports.events[-1]["kind"] == "oom_resolved"
+    ports.oom.add("/jobs")
+    core.notify("/jobs", 0.02)  # ...and OOM again at once
+    core.tick(0.3)
+    assert ports.killed_all == []  # the grace is not over yet
+    core.tick(0.5)
+    assert ports.killed_all == ["/jobs/low"]  # still holds pid 11, lowest badness
+
+
+def test_a_later_oom_starts_afresh(host: FakeHost) -> None:
+    ports = FakePorts(host, {"/jobs": 0})
+    core = DaemonCore(ports, select, Settings(grace=0.5, max_rounds=1))
+    core.rescan(0.0)
+    ports.oom.add("/jobs")
+    core.notify("/jobs", 0.0)
+    core.tick(0.0)
+    ports.dead.add(10)
+    host.remove_process(10)
+    ports.oom.clear()
+    core.tick(0.01)
+    ports.oom.add("/jobs")
+    core.notify("/jobs", 5.0)  # a new OOM long after: a new first round
+    core.tick(5.0)
+    assert ports.killed == [10, 11] and ports.killed_all == []

@@ -9,8 +9,11 @@ Per managed memcg (one with an OOM delay):
   the memcg instead of killing.  When the memcg is under OOM we emit ``under_oom`` at
   once, then wait until it is no longer under OOM (someone freed memory or raised the
   limit: ``oom_resolved`` by userspace) or the delay expires; then we kill the policy's
-  victim.  Still under OOM ``grace`` after a kill: the next victim; after
-  ``max_rounds`` kills, kill-all of the OOM root's lowest-priority child.
+  victim.  Still under OOM ``grace`` after a kill (or under OOM again within the
+  grace: the victim's death freed too little): the next victim; after ``max_rounds``
+  kills, kill-all of the OOM root's lowest-priority child.  v1 gives no notification
+  when an OOM ends, so after a kill the core re-checks ``under_oom`` soon (2 ms,
+  doubling up to 100 ms).
 * **v2 / host** (``mode = "psi"``): the kernel cannot pause, so we act before it: a
   pressure notification (PSI trigger, or ``memory.events`` max) starts a pressure
   episode; when pressure keeps firing for longer than the delay we kill the victim.
@@ -141,17 +144,10 @@ class DaemonCore:
             return
         if w.mode == "psi":
             if w.episode_start is None:
-                w.episode_start = now
+                self._begin(w, now)
                 self._emit("pressure", cg, delay_ms=w.delay_ms)
             w.last_signal = now
             return
-        if (
-            w.episode_start is not None
-            and w.last_kill is not None
-            and not self.ports.alive(w.killed)
-        ):
-            # a fresh OOM after our victims died: the last episode ended unseen
-            self._resolved(w, now)
         self._check_oom(w, now)
 
     def _handler_for(self, cg: str) -> bool:
@@ -173,13 +169,24 @@ class DaemonCore:
             if not w.adopted and not self.ports.at_limit(w.cg):
                 # an unmanaged ancestor's OOM: the kernel kills there, not our business
                 return
-            w.episode_start = now
+            self._begin(w, now)
             self._emit("under_oom", w.cg, delay_ms=w.delay_ms, adopted=w.adopted)
         elif not under and w.episode_start is not None:
             self._resolved(w, now)
         elif under and w.next_check is not None and now >= w.next_check:
             w.check_step = min(w.check_step * 2, MAX_CHECK)
             w.next_check = now + w.check_step
+
+    def _begin(self, w: Watch, now: float) -> None:
+        """Start an episode.  Within the grace after our last kill it continues that
+        kill history (the victim's death freed too little: a livelock); otherwise the
+        history is forgotten."""
+        window = self.settings.grace
+        if w.mode == "psi":
+            window = max(window, self.settings.pressure_window)
+        if w.last_kill is None or now - w.last_kill >= window:
+            w.rounds, w.killed, w.last_kill = 0, [], None
+        w.episode_start = now
 
     def _resolved(self, w: Watch, now: float) -> None:
         assert w.episode_start is not None
@@ -194,9 +201,8 @@ class DaemonCore:
 
     @staticmethod
     def _reset(w: Watch) -> None:
-        w.episode_start = w.last_signal = w.last_kill = w.next_check = None
-        w.rounds = 0
-        w.killed = []
+        """End the episode; the kill history stays for :meth:`_begin` to judge."""
+        w.episode_start = w.last_signal = w.next_check = None
         w.adopted = False
 
     # -- time --------------------------------------------------------------------------
@@ -228,11 +234,14 @@ class DaemonCore:
 
     def _due(self, w: Watch) -> float:
         assert w.episode_start is not None
-        if w.last_kill is not None:
-            return w.last_kill + self.settings.grace
         if w.adopted:
             return w.episode_start
-        return w.episode_start + w.delay_ms / 1000
+        start = w.episode_start + w.delay_ms / 1000
+        if w.last_kill is None:
+            return start
+        if w.mode == "oom":
+            return w.last_kill + self.settings.grace  # livelock: the next victim
+        return max(start, w.last_kill + self.settings.grace)
 
     def _act(self, w: Watch, now: float) -> None:
         # victims of earlier rounds still exiting: the kernel would wait too
