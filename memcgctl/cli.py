@@ -129,6 +129,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "get-badness": "memcgctl.commands.badness:get_badness",
     "set-delay": "memcgctl.commands.badness:set_delay",
     "get-delay": "memcgctl.commands.badness:get_delay",
+    "run": "memcgctl.commands.run:run",
 }
 
 
