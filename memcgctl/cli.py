@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ class MemcgctlGroup(click.Group):
     ) -> Any:
         """Like click's standalone mode, but every error is one line on stderr:
         click's usage errors too (exit 2), without the usage banner."""
+        if os.environ.get(complete_var or "_MEMCGCTL_COMPLETE"):
+            from memcgctl.completion import install
+
+            install()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
