@@ -16,7 +16,6 @@ from typing import Any
 import click
 
 from memcgctl import __version__
-from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, from_oserror
 
 
@@ -122,6 +121,8 @@ def cli(
     predict the OOM victim, set priorities and delays, kill whole cgroups, watch OOM
     events and counters.
     """
+    from memcgctl.env import Env  # not for --help/--version: SPEC §8 start-up budget
+
     ctx.obj = Env(cgroup_root=cgroup_root, proc_root=proc_root, kmsg=kmsg, state_dir=state_dir)
 
 

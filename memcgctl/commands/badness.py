@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.constants import BADNESS_DEFAULT
 from memcgctl.env import Env
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
-from memcgctl.model import BADNESS_DEFAULT
 from memcgctl.render import Output, emit_json, output_options
-from memcgctl.snapshot import process_badness
 from memcgctl.store import (
     BADNESS,
     NAMESPACES,
@@ -74,6 +73,8 @@ def _process_key(env: Env, pid: int) -> tuple[int, int, str]:
 
 
 def _process_setting(env: Env, pid: int) -> Setting:
+    from memcgctl.snapshot import process_badness  # only for --pid: keeps start-up short
+
     entries = env.registry.load()
     value, source = process_badness(
         env.proc, pid, env.proc.oom_score_adj(pid), entries, frozenset(p for p, _ in entries)
