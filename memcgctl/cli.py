@@ -135,6 +135,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "get-badness": "memcgctl.commands.badness:get_badness",
     "set-delay": "memcgctl.commands.badness:set_delay",
     "get-delay": "memcgctl.commands.badness:get_delay",
+    "kill-all": "memcgctl.commands.killall:kill_all",
+    "predict-victim": "memcgctl.commands.predict:predict_victim",
+    "events": "memcgctl.commands.events:events",
+    "counters": "memcgctl.commands.events:counters",
     "run": "memcgctl.commands.run:run",
 }
 

@@ -79,6 +79,9 @@ class CgroupInfo:
     children: tuple[str, ...]
     swap_limit_bytes: int | None = None
     swappiness: int | None = None
+    # The directory's inode number.  cgroupfs (kernfs) allocates them increasing, so it
+    # tracks creation order: the order the kernel's css iterator visits siblings in.
+    ino: int = 0
     # v1: memory.oom_control; v2: memory.events (hierarchical) and memory.events.local
     events: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     events_local: Mapping[str, int] = field(default_factory=lambda: _EMPTY)

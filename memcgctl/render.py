@@ -88,3 +88,42 @@ def print_table(
     except TypeError:
         text = tabulate_module.tabulate(cells, **kwargs)
     click.echo(text)
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    """A line of an explanation tree: ``label`` (plain text), an optional ``style``
+    for rich (e.g. "bold red"), and children."""
+
+    label: str
+    children: tuple[TreeNode, ...] = ()
+    style: str = ""
+
+
+def print_tree(out: Output, root: TreeNode) -> None:
+    """A rich Tree on a terminal; indented plain text with guides when piped/--plain."""
+    if out.rich:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.tree import Tree
+
+        def build(node: TreeNode, parent: Tree | None) -> Tree:
+            text = escape(node.label)
+            label = f"[{node.style}]{text}[/]" if node.style else text
+            tree = Tree(label) if parent is None else parent.add(label)
+            for child in node.children:
+                build(child, tree)
+            return tree
+
+        Console().print(build(root, None))
+        return
+    lines = [root.label]
+
+    def walk(node: TreeNode, guides: str) -> None:
+        for i, child in enumerate(node.children):
+            last = i == len(node.children) - 1
+            lines.append(guides + ("└─ " if last else "├─ ") + child.label)
+            walk(child, guides + ("   " if last else "│  "))
+
+    walk(root, "")
+    click.echo("\n".join(lines))

@@ -5,6 +5,7 @@ Cgroups or processes that vanish while we read are left out, never an error.
 
 from __future__ import annotations
 
+import os
 from types import MappingProxyType
 
 from memcgctl.errors import Vanished
@@ -49,6 +50,7 @@ def read_cgroup(fs: CgroupFs, cg: str) -> CgroupInfo:
         swappiness=fs.swappiness(cg),
         events=events,
         events_local=events_local,
+        ino=fs.inode(cg),
     )
 
 
@@ -136,5 +138,6 @@ def take_snapshot(
         processes=MappingProxyType(processes),
         mem_total_kb=meminfo.get("MemTotal", 0),
         swap_total_kb=meminfo.get("SwapTotal", 0),
+        page_size=os.sysconf("SC_PAGE_SIZE"),
         kernel_release=proc.kernel_release(),
     )

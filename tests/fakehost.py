@@ -158,7 +158,8 @@ class FakeHost:
         fields = (
             ["S", "1", str(pid), str(pid), "0", "-1", str(flags)] + ["0"] * 12 + [str(p.start_time)]
         )
-        (d / "stat").write_text(f"{pid} ({p.comm}) " + " ".join(fields) + " 0 0\n")
+        rss_pages = (p.rss_anon_kb + p.rss_file_kb + p.rss_shmem_kb) // 4
+        (d / "stat").write_text(f"{pid} ({p.comm}) " + " ".join(fields) + f" 0 {rss_pages}\n")
         line = f"4:memory:{cgroup}" if self.version == 1 else f"0::{cgroup}"
         (d / "cgroup").write_text(line + "\n")
         self._write_procs()

@@ -69,10 +69,14 @@ class TestCgroups:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, mount: Path) -> None:
+    def __init__(self, mount: Path, name: str | None = None) -> None:
+        """``name``: reuse another TestCgroups' name, to mirror its test parent on a
+        second hierarchy (e.g. the v1 freezer); it must be one of ours."""
         self.mount = mount
         self.version = 2 if (mount / "cgroup.controllers").exists() else 1
-        self.name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+        if name is not None:
+            assert name.startswith(f"{PREFIX}{os.getpid()}-"), "only our own test names"
+        self.name = name or f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         self.parent = f"/{self.name}"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.dirs: list[Path] = []

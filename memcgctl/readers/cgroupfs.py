@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,8 @@ V2_KILL = "cgroup.kill"
 V2_FREEZE = "cgroup.freeze"
 V2_CGROUP_EVENTS = "cgroup.events"
 V2_SUBTREE_CONTROL = "cgroup.subtree_control"
+# cgroup v1 freezer controller
+V1_FREEZER_STATE = "freezer.state"
 
 # v1 reports "unlimited" as PAGE_COUNTER_MAX pages in bytes (LONG_MAX rounded down to a
 # page); anything at or above 2**62 bytes is treated as unlimited.
@@ -111,6 +115,18 @@ def detect_hierarchy(proc_root: Path) -> Hierarchy:
     if v1 is not None:
         return v1
     raise NotSupported("no memory cgroup hierarchy is mounted (see /proc/self/mountinfo)")
+
+
+def find_v1_mount(proc_root: Path, controller: str) -> Hierarchy | None:
+    """The v1 mount of ``controller`` (e.g. ``freezer``), or None."""
+    try:
+        text = read_text(str(proc_root / "self" / "mountinfo"))
+    except OSError:
+        return None
+    for fstype, mountpoint, root, options in parse_mountinfo(text):
+        if fstype == "cgroup" and controller in options.split(","):
+            return Hierarchy(Path(mountpoint), 1, controller == "memory", root)
+    return None
 
 
 def hierarchy_at(mount: Path) -> Hierarchy:
@@ -225,6 +241,13 @@ class CgroupFs:
             return
         for kid in kids:
             yield from self.walk(kid)
+
+    def inode(self, cg: str) -> int:
+        """The cgroup directory's inode number (kernfs: increases with creation)."""
+        try:
+            return os.lstat(self.path(cg)).st_ino
+        except OSError as exc:
+            raise Vanished(cg) from exc
 
     # -- raw files -------------------------------------------------------------
     def read(self, cg: str, filename: str) -> str | None:
@@ -382,6 +405,87 @@ class CgroupFs:
             return None
         value = self._int(cg, V2_OOM_GROUP)
         return None if value is None else value == 1
+
+    def subtree_procs(self, cg: str) -> list[tuple[int, str]]:
+        """(pid, cgroup) of every process in cg's subtree, pre-order; cgroups that
+        vanish meanwhile are skipped."""
+        out: list[tuple[int, str]] = []
+        for sub in self.walk(cg):
+            try:
+                out.extend((pid, sub) for pid in self.procs(sub))
+            except Vanished:
+                continue
+        return out
+
+    # -- v2 cgroup core: cgroup.events, cgroup.kill, cgroup.freeze ----------------
+    def cgroup_events(self, cg: str) -> dict[str, int]:
+        """v2 ``cgroup.events`` (populated, frozen); {} on v1 or when absent."""
+        if self.version != 2:
+            return {}
+        text = self.read(cg, V2_CGROUP_EVENTS)
+        return parse_flat_keyed(text) if text is not None else {}
+
+    def wait_cgroup_event(self, cg: str, key: str, value: int, timeout: float) -> bool:
+        """Wait until ``cgroup.events`` shows ``key value`` (e.g. populated 0, frozen 1).
+
+        Sleeps in poll() for POLLPRI on the open file (the kernel wakes it on every
+        change; the file must be re-read to re-arm), never a busy loop.  A cgroup that
+        is removed meanwhile counts as ``populated 0``.  Returns False on timeout.
+        """
+        path = f"{self.path(cg)}/{V2_CGROUP_EVENTS}"
+        gone = key == "populated" and value == 0
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS:
+                if gone:
+                    return True
+                raise Vanished(cg) from exc
+            raise from_oserror(exc, path) from exc
+        deadline = time.monotonic() + timeout
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLPRI | select.POLLERR)
+            while True:
+                try:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    data = os.read(fd, 4096).decode()
+                except OSError as exc:
+                    if exc.errno in VANISHED_ERRNOS:
+                        if gone:
+                            return True
+                        raise Vanished(cg) from exc
+                    raise from_oserror(exc, path) from exc
+                if parse_flat_keyed(data).get(key) == value:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                poller.poll(max(1, int(remaining * 1000 + 0.999)))
+        finally:
+            os.close(fd)
+
+    def kill(self, cg: str) -> None:
+        """Write 1 to v2 ``cgroup.kill``: SIGKILL every task in the subtree (5.14+)."""
+        self.write(cg, V2_KILL, "1")
+
+    def freeze_value(self, cg: str) -> bool | None:
+        """v2 ``cgroup.freeze`` (what was asked, not whether it is done); None if absent."""
+        if self.version != 2:
+            return None
+        value = self._int(cg, V2_FREEZE)
+        return None if value is None else value == 1
+
+    def set_freeze(self, cg: str, frozen: bool) -> None:
+        self.write(cg, V2_FREEZE, "1" if frozen else "0")
+
+    def freezer_state(self, cg: str) -> str | None:
+        """v1 ``freezer.state`` (THAWED, FREEZING, FROZEN); None if absent."""
+        text = self.read(cg, V1_FREEZER_STATE) if self.version == 1 else None
+        return text.strip() if text is not None else None
+
+    def set_freezer_state(self, cg: str, state: str) -> None:
+        self.write(cg, V1_FREEZER_STATE, state)
 
     # -- ownership and extended attributes ---------------------------------------
     def owner(self, cg: str) -> int:

@@ -7,6 +7,7 @@ that exits while we read it raises :class:`~memcgctl.errors.Vanished`.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,24 +39,41 @@ class ProcStatus:
     pgtables_kb: int = 0
 
 
+# bytes.find per key instead of splitting ~55 lines in Python: this parse runs for
+# every process on the host (SPEC §8 "Scale", bench/predict_bench.py).
+_FIND_KB = tuple((b"\n" + key + b":", field) for key, field in _KB_FIELDS.items())
+
+
+def _first_int(data: bytes, key: bytes) -> int | None:
+    i = data.find(key)
+    if i < 0:
+        return None
+    start = i + len(key)
+    end = data.find(b"\n", start)
+    fields = data[start : end if end >= 0 else None].split()
+    return int(fields[0]) if fields and fields[0].isdigit() else None
+
+
 def parse_status(data: bytes) -> ProcStatus:
     name = ""
-    uid = -1
-    kthread = False
+    if data.startswith(b"Name:"):
+        end = data.find(b"\n")
+        # status escapes "\n" and "\\" in the name; keep it readable as is
+        name = data[5 : end if end >= 0 else None].strip(b"\t ").decode("utf-8", "replace")
+    uid = _first_int(data, b"\nUid:")
+    kthread = _first_int(data, b"\nKthread:") == 1
     values: dict[str, int] = {}
-    for line in data.split(b"\n"):
-        key, _, rest = line.partition(b":")
-        field = _KB_FIELDS.get(key)
-        if field is not None:
-            values[field] = int(rest.split()[0])
-        elif key == b"Name":
-            # status escapes "\n" and "\\" in the name; keep it readable as is
-            name = rest.strip(b"\t ").decode("utf-8", "replace")
-        elif key == b"Uid":
-            uid = int(rest.split()[0])
-        elif key == b"Kthread":
-            kthread = rest.strip() == b"1"
-    return ProcStatus(name=name, uid=uid, has_mm="rss_anon_kb" in values, kthread=kthread, **values)
+    for key, field in _FIND_KB:
+        value = _first_int(data, key)
+        if value is not None:
+            values[field] = value
+    return ProcStatus(
+        name=name,
+        uid=-1 if uid is None else uid,
+        has_mm="rss_anon_kb" in values,
+        kthread=kthread,
+        **values,
+    )
 
 
 def parse_stat_starttime(data: bytes) -> int:
@@ -71,6 +89,7 @@ def parse_stat_flags(data: bytes) -> int:
 
 
 PF_KTHREAD = 0x00200000
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 class ProcFs:
@@ -112,6 +131,13 @@ class ProcFs:
     def comm(self, pid: int) -> str:
         return self._pid_file(pid, "comm").decode("utf-8", "replace").rstrip("\n")
 
+    def comm_and_rss_kb(self, pid: int) -> tuple[str, int]:
+        """comm and resident set size (kB) from one read of /proc/PID/stat."""
+        data = self._pid_file(pid, "stat")
+        comm = data[data.index(b"(") + 1 : data.rindex(b")")].decode("utf-8", "replace")
+        after = data[data.rindex(b")") + 2 :].split()
+        return comm, int(after[21]) * _PAGE_KB  # field 24: rss in pages
+
     def cgroup_lines(self, pid: int) -> list[tuple[str, list[str], str]]:
         """/proc/PID/cgroup as (hierarchy id, controllers, path)."""
         out = []
@@ -147,6 +173,22 @@ class ProcFs:
             return read_text(f"{self._root}/sys/kernel/random/boot_id").strip()
         except OSError:
             return "unknown"
+
+    def boot_time(self) -> float:
+        """The boot time (epoch seconds) that kernel-log timestamps count from.
+
+        On the live /proc: realtime minus CLOCK_MONOTONIC, which is what the printk
+        clock follows to within a millisecond (``btime`` in /proc/stat is whole
+        seconds).  On a fixture tree: ``btime`` from its ``stat``."""
+        if self._root == "/proc":
+            return time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+        try:
+            for line in read_text(f"{self._root}/stat").splitlines():
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0.0
 
     def kernel_release(self) -> str:
         try:

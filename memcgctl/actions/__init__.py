@@ -1,0 +1,1 @@
+"""Actions that change the system (killing), behind small interfaces with fakes."""

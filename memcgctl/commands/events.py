@@ -1,0 +1,247 @@
+"""``events`` (OOM notifications: history and --follow) and ``counters`` (kill counters).
+
+Every kernel kill seen here is appended to the journal (deduplicated by boot id and the
+kmsg sequence number), so counters stay complete after the kernel's ring buffer rotates.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from memcgctl.commands.common import pass_env, pid_option
+from memcgctl.env import Env
+from memcgctl.errors import MemcgctlError, Vanished
+from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table
+
+Event = dict[str, Any]
+
+
+class _Recorder:
+    """Appends kernel kills to the journal; warns once if the state dir is not writable."""
+
+    def __init__(self, env: Env) -> None:
+        from memcgctl.journal import Journal
+
+        self.journal = Journal(env.state_dir)
+        self.warned = False
+
+    def record(self, events: list[Event]) -> None:
+        from memcgctl.events import journal_record
+
+        kills = [journal_record(e) for e in events if e.get("kind") == "oom_kill"]
+        if not kills:
+            return
+        try:
+            self.journal.append(kills)
+        except MemcgctlError as exc:
+            if not self.warned:
+                self.warned = True
+                click.echo(
+                    f"memcgctl: not journaling kernel kills: {exc.format_message()}", err=True
+                )
+
+
+def _open_kmsg(env: Env, quiet: bool = False) -> Any:
+    from memcgctl.readers.kmsg import KmsgReader
+
+    try:
+        return KmsgReader(env.kmsg).open()
+    except MemcgctlError as exc:
+        if not quiet:
+            click.echo(
+                f"memcgctl: kernel log unavailable, using the journal only: {exc.format_message()}",
+                err=True,
+            )
+        return None
+
+
+def kernel_history(env: Env, recorder: _Recorder, root: str = "/") -> tuple[Any, Any, list[Event]]:
+    """Open the kernel log, parse the ring's history, journal its kills.
+
+    Returns (reader, follower, events)."""
+    from memcgctl.events import Follower
+
+    reader = _open_kmsg(env)
+    follower = Follower(
+        env.fs,
+        root,
+        reader,
+        env.proc.boot_time(),
+        env.proc.boot_id(),
+        emit=lambda ev: None,
+        on_kernel_kill=lambda ev: recorder.record([ev]),
+    )
+    events: list[Event] = []
+    if reader is not None:
+        events = follower.feed_kmsg(reader.read_available(), live=False)
+        recorder.record(events)
+    return reader, follower, events
+
+
+@click.command()
+@click.argument("cgroup", required=False)
+@pid_option()
+@click.option("--follow", "-f", is_flag=True, help="Keep running and print new events live.")
+@click.option(
+    "--since",
+    metavar="DURATION",
+    help="Only events of the last DURATION (e.g. 10m, 2h).  With --follow: print these first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_env
+def events(
+    env: Env, cgroup: str | None, pid: int | None, follow: bool, since: str | None, as_json: bool
+) -> None:
+    """OOM events of CGROUP's subtree (default: the whole host).
+
+    Sources: the kernel log (kills with victim, memcg, constraint and sizes; oom.group,
+    reaper), v1 eventfd notifications (under_oom, oom_resolved), v2 memory.events
+    (oom, oom_kill, oom_group_kill, max, high) and the journal (kills done by memcgctl).
+    Without --follow: the history still in the kernel log plus the journal.  --follow
+    tails live; it prints history only with --since.
+    """
+    from memcgctl.events import format_event, iso_before, matches, merge_history
+    from memcgctl.units import parse_duration_ms
+
+    root = env.target_cgroup(cgroup, pid)
+    since_iso = None
+    if since is not None:
+        since_iso = iso_before(parse_duration_ms(since) / 1000)
+
+    def show(ev: Event) -> None:
+        if as_json:
+            emit_json_line(ev)
+        else:
+            click.echo(format_event(ev))
+
+    recorder = _Recorder(env)
+    reader, follower, kernel = kernel_history(env, recorder, root)
+    if not follow or since_iso is not None:
+        history = merge_history(kernel, recorder.journal.read())
+        shown = [ev for ev in history if matches(ev, root, since_iso)]
+        for ev in shown:
+            show(ev)
+        if not follow and not shown and not as_json:
+            click.echo(f"no OOM events for {root}", err=True)
+    if not follow:
+        return
+    follower.emit = show
+    follower.rescan()
+    click.echo(f"memcgctl: following OOM events of {root} (Ctrl-C to stop)", err=True)
+    try:
+        follower.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        follower.close()
+        if reader is not None:
+            reader.close()
+
+
+def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(local, hierarchical) kernel counters per cgroup (None where the kernel has none)."""
+    from memcgctl.counters import pick_kernel_counters, subtree_sum
+
+    fs = env.fs
+    local: dict[str, Any] = {}
+    hier: dict[str, Any] = {}
+    if fs.version == 1:
+        seen: dict[str, dict[str, int]] = {}
+        for cg in cgs:
+            for sub in fs.walk(cg):
+                if sub in seen:
+                    continue
+                try:
+                    seen[sub] = pick_kernel_counters(fs.oom_control(sub))
+                except Vanished:
+                    continue
+        for cg in cgs:
+            local[cg] = seen.get(cg)
+            hier[cg] = subtree_sum(cg, seen) if cg in seen else None
+        return local, hier
+    for cg in cgs:
+        try:
+            loc = pick_kernel_counters(fs.events(cg, local=True))
+            h = pick_kernel_counters(fs.events(cg))
+        except Vanished:
+            loc, h = {}, {}
+        local[cg] = loc or None
+        hier[cg] = h or None
+    return local, hier
+
+
+@click.command()
+@click.argument("cgroups", nargs=-1)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "prometheus"]),
+    default=None,
+    help="prometheus: the text exposition format for node_exporter's textfile collector.",
+)
+@output_options
+@pass_env
+def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -> None:
+    """OOM kill counters of each CGROUP (default: every memory cgroup).
+
+    local / hierarchical: the kernel's counters.  by_cause: kills of tasks in the
+    subtree seen in the kernel log and the journal — system (host-wide OOM), memcg (a
+    cgroup limit), user (kills done by memcgctl).  complete: whether the log and
+    journal still cover every kill the kernel counted.
+    """
+    from memcgctl.counters import cgroup_counters, prometheus
+    from memcgctl.events import merge_history
+    from memcgctl.kmsg import usec_to_iso
+
+    fs = env.fs
+    cgs = [fs.resolve(c) for c in cgroups] if cgroups else list(fs.walk("/"))
+    recorder = _Recorder(env)
+    reader, _, kernel = kernel_history(env, recorder)
+    if reader is not None:
+        reader.close()
+    boot_iso = usec_to_iso(0, env.proc.boot_time())
+    kills = [
+        ev
+        for ev in merge_history(kernel, recorder.journal.read())
+        if ev.get("kind") in ("oom_kill", "user_kill") and str(ev.get("time", "")) >= boot_iso
+    ]
+    local, hier = _kernel_counters(env, cgs)
+    doc: dict[str, Any] = {
+        "system": {"oom_kill": env.proc.vmstat().get("oom_kill", 0)},
+        "cgroups": [cgroup_counters(cg, local.get(cg), hier.get(cg), kills) for cg in cgs],
+    }
+    if fmt == "prometheus":
+        sys.stdout.write(prometheus(doc))
+        sys.stdout.flush()
+        return
+    if out.json or fmt == "json":
+        emit_json(doc)
+        return
+
+    def cell(values: dict[str, int] | None, key: str) -> str:
+        return "-" if not values or key not in values else str(values[key])
+
+    click.echo(f"host oom_kill (/proc/vmstat): {doc['system']['oom_kill']}")
+    print_table(
+        out,
+        ["CGROUP", "LOCAL", "HIER", "SYSTEM", "MEMCG", "USER", "COMPLETE"],
+        [
+            [
+                c["cgroup"],
+                cell(c["local"], "oom_kill"),
+                cell(c["hierarchical"], "oom_kill"),
+                c["by_cause"]["system"],
+                c["by_cause"]["memcg"],
+                c["by_cause"]["user"],
+                "yes" if c["complete"] else "no",
+            ]
+            for c in doc["cgroups"]
+        ],
+        right_align=(1, 2, 3, 4, 5),
+    )
+
+
+COMMANDS = [events, counters]

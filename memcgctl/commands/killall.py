@@ -1,0 +1,153 @@
+"""``kill-all``: empty a cgroup subtree, race-free (SPEC §6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from memcgctl.actions.kill import (
+    CHOICES,
+    Killer,
+    KillReport,
+    parse_signal,
+    signal_name,
+    user_kill_records,
+)
+from memcgctl.actions.signaller import PidfdSignaller
+from memcgctl.commands.common import dry_run_option, pass_env, pid_option
+from memcgctl.env import Env
+from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
+from memcgctl.journal import Journal
+from memcgctl.readers.cgroupfs import CgroupFs, find_v1_mount
+from memcgctl.render import Output, emit_json, output_options
+
+
+def make_killer(env: Env) -> Killer:
+    freezer = None
+    if env.fs.version == 1:
+        fz = find_v1_mount(env.proc_root, "freezer")
+        if fz is not None:
+            freezer = CgroupFs(fz)
+    return Killer(env.fs, env.proc, PidfdSignaller(), freezer=freezer)
+
+
+def _survivor_text(report: KillReport, limit: int = 10) -> str:
+    parts = [f"{s.pid} ({s.comm}) in {s.cgroup}" for s in report.survivors[:limit]]
+    more = len(report.survivors) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+@click.command("kill-all")
+@click.argument("cgroup", required=False)
+@pid_option("Kill the whole memory cgroup of PID.")
+@click.option(
+    "--signal",
+    "sig_text",
+    default="KILL",
+    show_default=True,
+    metavar="SIG",
+    help="Signal to send: KILL, TERM, INT, 9, ...",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Send --signal, wait up to SECONDS, then SIGKILL what is left.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up after SECONDS and exit 1 naming the survivors.",
+)
+@click.option(
+    "--mechanism",
+    type=click.Choice(CHOICES),
+    default="auto",
+    show_default=True,
+    help="Force a mechanism: kill (v2 cgroup.kill), freeze (v2 cgroup.freeze or the "
+    "matching v1 freezer), procs (rounds over cgroup.procs).",
+)
+@dry_run_option
+@output_options
+@pass_env
+def kill_all(
+    env: Env,
+    cgroup: str | None,
+    pid: int | None,
+    sig_text: str,
+    grace: float | None,
+    timeout: float,
+    mechanism: str,
+    dry_run: bool,
+    out: Output,
+) -> None:
+    """Kill every task in CGROUP's subtree; return when it is empty.
+
+    Uses the strongest mechanism the kernel has: cgroup.kill (v2, SIGKILL), freeze /
+    signal / thaw (v2 cgroup.freeze, or the v1 freezer when it holds exactly the same
+    processes), else rounds over cgroup.procs until empty.  Every signal goes through
+    a pidfd after re-checking that the process is still in the subtree.  Refuses the
+    hierarchy root, init, and a subtree that contains memcgctl itself.
+    """
+    if cgroup is None and pid is None:
+        raise UsageProblem("name a cgroup (or --pid PID)")
+    sig = parse_signal(sig_text)
+    top = env.target_cgroup(cgroup, pid)
+    killer = make_killer(env)
+    if dry_run:
+        targets, phases = killer.plan(top, sig, grace, mechanism)
+        if out.json:
+            emit_json(
+                {
+                    "cgroup": top,
+                    "hierarchy": {"mount": str(env.fs.mount), "version": env.fs.version},
+                    "signal": signal_name(sig),
+                    "mechanism": phases[0][1],
+                    "phases": [{"signal": signal_name(s), "mechanism": m} for s, m in phases],
+                    "would_signal": [t.to_json() for t in targets],
+                    "dry_run": True,
+                }
+            )
+            return
+        how = ", then ".join(f"{signal_name(s)} via {m}" for s, m in phases)
+        click.echo(f"{top}: would send {how} to {len(targets)} process(es):")
+        for t in targets:
+            click.echo(f"  {t.pid:>7}  {t.comm:<16}  {t.cgroup}")
+        return
+
+    report = killer.kill_all(top, sig, timeout=timeout, grace=grace, wanted=mechanism)
+    warning = _journal(env, report)
+    if out.json:
+        doc: dict[str, Any] = report.to_json()
+        doc["hierarchy"] = {"mount": str(env.fs.mount), "version": env.fs.version}
+        doc["dry_run"] = False
+        emit_json(doc)
+    else:
+        how = ", then ".join(f"{signal_name(s)} via {m}" for s, m in report.phases)
+        click.echo(
+            f"{top}: sent {how}; {len(report.killed)} process(es) gone in "
+            f"{report.elapsed_s:.3f}s; "
+            + ("subtree empty" if report.empty else f"{len(report.survivors)} survivor(s)")
+        )
+        for note in report.notes:
+            click.echo(f"  note: {note}")
+    if warning:
+        click.echo(f"memcgctl: warning: {warning}", err=True)
+    if not report.empty:
+        raise OperationFailed(
+            f"{top}: not empty after {timeout:g}s; survivors: {_survivor_text(report)}"
+        )
+
+
+def _journal(env: Env, report: KillReport) -> str | None:
+    """Record the kills; a journal problem is a warning, the kills did happen."""
+    try:
+        Journal(env.state_dir).append(user_kill_records(report))
+    except MemcgctlError as exc:
+        return f"kills not recorded in the journal: {exc.format_message()}"
+    return None

@@ -1,0 +1,369 @@
+"""OOM events: one stream merged from the kernel log, cgroup notifications and the journal.
+
+Pure helpers (filtering, merging, diffing counters, formatting) plus :class:`Follower`,
+the one ``poll()`` loop over every source: the kmsg fd, v1 eventfds, v2 memory.events
+fds, and a timeout that re-scans the hierarchy for new cgroups.  Nothing busy-waits:
+while idle the loop sleeps in ``poll()`` and wakes every ``rescan_s`` to look for new
+cgroups (a directory walk of the watched subtree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from memcgctl.errors import Vanished
+from memcgctl.journal import utc_now_iso
+from memcgctl.kmsg import OomAssembler, join_continuations, may_matter, parse_record
+from memcgctl.readers.cgroupfs import V2_EVENTS, V2_EVENTS_LOCAL, CgroupFs
+from memcgctl.readers.kmsg import KmsgReader
+from memcgctl.readers.notify import EventsFileWatch, OomControlWatch
+
+Event = dict[str, Any]
+
+# memory.events keys reported as events (SPEC §5), in this order
+V2_EVENT_KEYS = ("high", "max", "oom", "oom_kill", "oom_group_kill")
+KERNEL_KILL_KINDS = frozenset({"oom_kill"})
+
+
+def in_subtree(cgroup: str | None, root: str) -> bool:
+    if root == "/":
+        return True
+    if not cgroup:
+        return False
+    return cgroup == root or cgroup.startswith(root + "/")
+
+
+def event_cgroups(ev: Event) -> list[str]:
+    """Cgroups an event is about (for the CG filter): its cgroup, and for a kill also
+    the OOM domain and the oom.group."""
+    out = [ev.get("cgroup")]
+    if ev.get("kind") == "oom_kill" and not ev.get("cgroup"):
+        out += [ev.get("oom_group"), ev.get("oom_memcg")]
+    return [c for c in out if isinstance(c, str)]
+
+
+def matches(ev: Event, root: str, since_iso: str | None) -> bool:
+    if since_iso is not None and str(ev.get("time", "")) < since_iso:
+        return False
+    if root == "/":
+        return True
+    return any(in_subtree(c, root) for c in event_cgroups(ev))
+
+
+def iso_before(seconds: float, now: float | None = None) -> str:
+    ts = (time.time() if now is None else now) - seconds
+    return (
+        datetime.fromtimestamp(ts, timezone.utc)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Event]:
+    """Kernel-log events plus journal records, each kill once (the ``dedup`` key), in
+    time order.  Journal copies of kernel kills fill in what the ring has overwritten."""
+    out: list[Event] = []
+    journaled: dict[str, Event] = {}
+    for rec in journal:
+        key = rec.get("dedup")
+        if key is None:
+            ev = dict(rec)
+            ev.setdefault("source", "journal")
+            out.append(ev)
+        else:
+            journaled.setdefault(str(key), rec)
+    for ev in kernel:
+        key = ev.get("dedup")
+        known = journaled.pop(str(key), None) if key is not None else None
+        if known is not None:
+            # the journal copy may know more (e.g. the cgroup of a kill whose report was
+            # rate-limited, found live from the counters)
+            ev = {**known, **{k: v for k, v in ev.items() if v is not None}}
+        out.append(ev)
+    for rec in journaled.values():
+        ev = dict(rec)
+        ev.setdefault("source", "journal")
+        out.append(ev)
+    out.sort(key=lambda e: str(e.get("time", "")))
+    return out
+
+
+def journal_record(ev: Event) -> Event:
+    """The journal copy of a kernel kill (dedup = boot id : kmsg sequence number)."""
+    return {k: v for k, v in ev.items() if v is not None}
+
+
+def diff_counters(
+    cg: str, old: dict[str, int], new: dict[str, int], source: str, now_iso: str
+) -> list[Event]:
+    """Events for counters of memory.events that went up (a value that went down means
+    the file belongs to a new cgroup of the same name: take it as the new base)."""
+    out = []
+    for key in V2_EVENT_KEYS:
+        before, after = old.get(key), new.get(key)
+        if after is None or before is None or after <= before:
+            continue
+        out.append(
+            {
+                "time": now_iso,
+                "kind": key,
+                "cgroup": cg,
+                "source": source,
+                "count": after - before,
+                "total": after,
+            }
+        )
+    return out
+
+
+# -- rendering one event as a line -------------------------------------------------------
+
+
+def format_event(ev: Event) -> str:
+    """One readable line: time, kind, cgroup, then what the source knows."""
+    parts = [str(ev.get("time", "-")), f"{ev.get('kind', '?'):<16}", str(ev.get("cgroup") or "-")]
+    if ev.get("pid") is not None:
+        parts.append(f"pid {ev['pid']} ({ev.get('comm', '?')})")
+    details = []
+    for key, label in (
+        ("constraint", ""),
+        ("oom_memcg", "oom_memcg="),
+        ("oom_group", "oom_group="),
+        ("anon_rss_kb", "anon-rss="),
+        ("file_rss_kb", "file-rss="),
+        ("shmem_rss_kb", "shmem-rss="),
+        ("oom_score_adj", "oom_score_adj="),
+        ("count", "+"),
+        ("mechanism", "via "),
+        ("by", "by "),
+    ):
+        value = ev.get(key)
+        if value is None:
+            continue
+        suffix = "kB" if key.endswith("_kb") else ""
+        details.append(f"{label}{value}{suffix}")
+    if details:
+        parts.append(" ".join(details))
+    parts.append(f"[{ev.get('source', '?')}]")
+    return "  ".join(parts)
+
+
+# -- the follow loop --------------------------------------------------------------------
+
+
+class Follower:
+    """Tails every source of one subtree and calls ``emit`` for each new event.
+
+    ``on_kernel_kill`` is called (after ``emit``) for every kernel kill, to journal it.
+    """
+
+    def __init__(
+        self,
+        fs: CgroupFs,
+        root: str,
+        kmsg: KmsgReader | None,
+        boot_time: float,
+        boot_id: str,
+        emit: Callable[[Event], None],
+        on_kernel_kill: Callable[[Event], None] | None = None,
+        rescan_s: float = 1.5,
+        resolve_check_s: float = 0.1,
+    ) -> None:
+        self.fs = fs
+        self.root = root
+        self.kmsg = kmsg
+        self.emit = emit
+        self.on_kernel_kill = on_kernel_kill
+        self.rescan_s = rescan_s
+        self.resolve_check_s = resolve_check_s
+        self.assembler = OomAssembler(boot_time, boot_id)
+        self.poller = select.poll()
+        self.v1: dict[str, OomControlWatch] = {}
+        self.v2: dict[str, EventsFileWatch] = {}
+        self.by_fd: dict[int, OomControlWatch | EventsFileWatch] = {}
+        self.under_oom: set[str] = set()
+        self.gone: set[str] = set()  # cgroups whose watch could not be set up
+        self._next_rescan = 0.0
+        # kernel oom_kill counters of watched cgroups, to find the cgroup of a kill
+        # whose report (and summary line) the kernel rate-limited away
+        self.kill_counts: dict[str, int] = {}
+        if kmsg is not None and kmsg.is_device:
+            self.poller.register(kmsg.fileno(), select.POLLIN)
+
+    # -- kmsg ------------------------------------------------------------------------
+    def feed_kmsg(self, raws: list[bytes], live: bool = True) -> list[Event]:
+        records = [r for r in (parse_record(raw) for raw in raws if may_matter(raw)) if r]
+        out = []
+        for rec in join_continuations(records):
+            for ev in self.assembler.feed(rec):
+                for key in ("cgroup", "oom_memcg", "oom_group"):
+                    if ev.get(key):
+                        ev[key] = self.fs.from_proc_path(ev[key])
+                out.append(ev)
+        if live:
+            for ev in out:
+                if ev.get("kind") == "oom_kill":
+                    self._account_kill(ev)
+                self._emit(ev)
+        return out
+
+    def _kill_count(self, cg: str) -> int | None:
+        try:
+            if self.fs.version == 1:
+                return self.fs.oom_control(cg).get("oom_kill")
+            return self.fs.events(cg, local=True).get("oom_kill")
+        except (Vanished, OSError):
+            return None
+
+    def _account_kill(self, ev: Event) -> None:
+        """Keep the per-cgroup kill counts in step; give a kill without a cgroup the
+        watched cgroup whose kernel counter went up."""
+        cg = ev.get("cgroup")
+        if cg and cg in self.kill_counts:
+            self.kill_counts[cg] += 1
+            return
+        if cg:
+            return
+        for other in sorted(self.kill_counts, key=lambda c: -c.count("/")):
+            now = self._kill_count(other)
+            if now is not None and now > self.kill_counts[other]:
+                self.kill_counts[other] += 1
+                ev["cgroup"] = other
+                ev["cgroup_from"] = "counters"
+                return
+
+    def _emit(self, ev: Event) -> None:
+        if matches(ev, self.root, None):
+            self.emit(ev)
+        if ev.get("kind") in KERNEL_KILL_KINDS and self.on_kernel_kill is not None:
+            self.on_kernel_kill(ev)
+
+    # -- watches -----------------------------------------------------------------------
+    def rescan(self) -> None:
+        """Watch every cgroup of the subtree not watched yet (new cgroups)."""
+        try:
+            present = list(self.fs.walk(self.root))
+        except Vanished:
+            present = []
+        for cg in present:
+            if cg in self.v1 or cg in self.v2:
+                continue
+            try:
+                if self.fs.version == 1:
+                    if cg == "/":
+                        continue  # the root has no OOM notification
+                    w1 = OomControlWatch(self.fs, cg)
+                    self.v1[cg] = w1
+                    self.by_fd[w1.fileno()] = w1
+                    self.poller.register(w1.fileno(), select.POLLIN)
+                else:
+                    name = V2_EVENTS_LOCAL if self.fs.has_file(cg, V2_EVENTS_LOCAL) else V2_EVENTS
+                    if not self.fs.has_file(cg, name):
+                        continue
+                    w2 = EventsFileWatch(self.fs, cg, name)
+                    self.v2[cg] = w2
+                    self.by_fd[w2.fileno()] = w2
+                    self.poller.register(w2.fileno(), select.POLLPRI | select.POLLERR)
+            except (Vanished, OSError):
+                continue
+            count = self._kill_count(cg)
+            if count is not None:
+                self.kill_counts[cg] = count
+
+    def _drop(self, cg: str) -> None:
+        watch: OomControlWatch | EventsFileWatch | None = self.v1.pop(cg, None) or self.v2.pop(
+            cg, None
+        )
+        if watch is None:
+            return
+        fd = watch.fileno()
+        self.by_fd.pop(fd, None)
+        self.kill_counts.pop(cg, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(fd)
+        watch.close()
+        self.under_oom.discard(cg)
+
+    def _under_oom_now(self, cg: str) -> bool | None:
+        try:
+            return bool(self.fs.oom_control(cg).get("under_oom", 0))
+        except (Vanished, OSError):
+            return None
+
+    def on_eventfd(self, watch: OomControlWatch) -> None:
+        cg = watch.cg
+        watch.drain()
+        if not self.fs.exists(cg):
+            # the eventfd fires once when the cgroup is removed
+            if cg in self.under_oom:
+                self.emit(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
+            self._drop(cg)
+            return
+        state = self._under_oom_now(cg)
+        if cg not in self.under_oom:
+            self.emit(self._cg_event("under_oom", cg, "eventfd"))
+            self.under_oom.add(cg)
+        if not state:
+            self.check_resolved(cg)
+
+    def check_resolved(self, cg: str) -> None:
+        state = self._under_oom_now(cg)
+        if state is None:
+            self.emit(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
+            self._drop(cg)
+        elif not state:
+            self.under_oom.discard(cg)
+            self.emit(self._cg_event("oom_resolved", cg, "eventfd"))
+
+    def on_events_file(self, watch: EventsFileWatch) -> None:
+        try:
+            new = watch.read()
+        except (Vanished, OSError):
+            self._drop(watch.cg)
+            return
+        old, watch.values = watch.values, new
+        for ev in diff_counters(watch.cg, old, new, watch.filename, utc_now_iso()):
+            self.emit(ev)
+
+    @staticmethod
+    def _cg_event(kind: str, cg: str, source: str, **extra: Any) -> Event:
+        return {"time": utc_now_iso(), "kind": kind, "cgroup": cg, "source": source, **extra}
+
+    # -- the loop ------------------------------------------------------------------------
+    def step(self, now: float | None = None) -> None:
+        """Wait for one batch of readiness (at most until the next timer) and handle it."""
+        now = time.monotonic() if now is None else now
+        if now >= self._next_rescan:
+            self.rescan()
+            self._next_rescan = now + self.rescan_s
+        timeout = max(self._next_rescan - now, 0.0)
+        if self.under_oom:
+            timeout = min(timeout, self.resolve_check_s)
+        ready = self.poller.poll(timeout * 1000)
+        for fd, mask in ready:
+            if self.kmsg is not None and fd == self.kmsg.fileno():
+                self.feed_kmsg(self.kmsg.read_available())
+                continue
+            watch = self.by_fd.get(fd)
+            if isinstance(watch, OomControlWatch):
+                self.on_eventfd(watch)
+            elif isinstance(watch, EventsFileWatch):
+                self.on_events_file(watch)
+            elif mask & (select.POLLNVAL | select.POLLERR):
+                with contextlib.suppress(KeyError, ValueError):
+                    self.poller.unregister(fd)
+        for cg in list(self.under_oom):
+            self.check_resolved(cg)
+
+    def run(self, until: Callable[[], bool] = lambda: False) -> None:
+        while not until():
+            self.step()
+
+    def close(self) -> None:
+        for cg in list(self.v1) + list(self.v2):
+            self._drop(cg)

@@ -1,0 +1,236 @@
+"""Views of a :class:`~memcgctl.policy.Decision`: the JSON document (SPEC §3.2), the
+explanation tree (``--explain``) and the short text summary.  Pure: no I/O, no rich."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memcgctl.model import ProcessInfo, Snapshot
+from memcgctl.policy import KERNEL, Candidate, Decision, Level, Scored
+from memcgctl.render import TreeNode
+from memcgctl.units import format_bytes, format_kb
+
+CHOSEN = "►"
+
+
+def _base(path: str) -> str:
+    return path if path == "/" else path.rsplit("/", 1)[1]
+
+
+# -- JSON -----------------------------------------------------------------------------
+
+
+def candidate_json(c: Candidate) -> dict[str, Any]:
+    doc: dict[str, Any] = {"kind": c.kind, "badness": c.badness}
+    if c.process is not None:
+        p = c.process
+        doc.update(
+            {
+                "pid": p.pid,
+                "comm": p.comm,
+                "cgroup": p.cgroup,
+                "badness_source": p.badness_source,
+                "rss_kb": p.rss_kb,
+            }
+        )
+    elif c.cgroup is not None:
+        doc.update(
+            {
+                "cgroup": c.cgroup.path,
+                "badness_source": c.cgroup.badness_source,
+                "usage_bytes": c.cgroup.usage_bytes,
+            }
+        )
+    doc.update({"eligible": c.skip is None, "skipped": c.skip, "note": c.note})
+    return doc
+
+
+def level_json(level: Level) -> dict[str, Any]:
+    return {
+        "cgroup": level.cgroup,
+        "candidates": [candidate_json(c) for c in level.candidates],
+        "chosen": candidate_json(level.chosen) if level.chosen is not None else None,
+    }
+
+
+def scored_json(s: Scored) -> dict[str, Any]:
+    doc = s.process.to_json()
+    doc.update(
+        {
+            "points": s.points,
+            "scan_index": s.scan_index,
+            "rss_pages": s.rss_pages,
+            "swap_pages": s.swap_pages,
+            "pgtable_pages": s.pgtable_pages,
+            "adj_pages": s.adj_pages,
+        }
+    )
+    return doc
+
+
+def decision_json(
+    d: Decision, snap: Snapshot, top: int | None = None, runners_up: list[Decision] | None = None
+) -> dict[str, Any]:
+    victim: dict[str, Any] | None = None
+    if d.victim is not None:
+        victim = d.victim.to_json()
+        if d.policy == KERNEL:
+            victim["points"] = d.points
+    group = snap.cgroups.get(d.kill_group) if d.kill_group is not None else None
+    candidates = d.candidates if top is None else d.candidates[:top]
+    doc: dict[str, Any] = {
+        "oom_root": d.oom_root,
+        "policy": d.policy,
+        "victim": victim,
+        "kill_group": group.to_json() if group is not None else None,
+        "group_pids": list(d.group_pids),
+        "walk": [level_json(lv) for lv in d.walk],
+        "candidates": [scored_json(s) for s in candidates],
+        "totalpages": d.totalpages,
+        "reasons": list(d.reasons),
+        "caveats": list(d.caveats),
+    }
+    if runners_up is not None:
+        doc["runners_up"] = [
+            {
+                "victim": r.victim.to_json() if r.victim else None,
+                "kill_group": r.kill_group,
+                "group_pids": list(r.group_pids),
+            }
+            for r in runners_up
+        ]
+    return doc
+
+
+# -- text -----------------------------------------------------------------------------
+
+
+def describe_process(p: ProcessInfo) -> str:
+    return f"pid {p.pid} ({p.comm}) in {p.cgroup}"
+
+
+def summary_lines(d: Decision) -> list[str]:
+    if d.victim is None:
+        return [f"no killable victim below {d.oom_root} (policy {d.policy})"]
+    p = d.victim
+    detail = (
+        f"points {d.points}, oom_score_adj {p.oom_score_adj}, rss {format_kb(p.rss_kb)}"
+        if d.policy == KERNEL
+        else f"badness {p.badness} ({p.badness_source}), rss {format_kb(p.rss_kb)}"
+    )
+    lines = [f"victim: {describe_process(p)} — {detail}"]
+    if d.kill_group is not None:
+        pids = " ".join(str(x) for x in d.group_pids)
+        lines.append(
+            f"memory.oom.group: all of {d.kill_group} dies ({len(d.group_pids)} pids: {pids})"
+        )
+    return lines
+
+
+# -- the explanation tree -------------------------------------------------------------
+
+
+def _candidate_label(c: Candidate, chosen: bool) -> str:
+    mark = CHOSEN if chosen else " "
+    if c.process is not None:
+        what = f"pid {c.process.pid} ({c.process.comm})"
+        size = f"rss {format_kb(c.process.rss_kb)}"
+        src = "" if c.process.badness_source == "default" else f" ({c.process.badness_source})"
+    else:
+        assert c.cgroup is not None
+        what = f"cgroup {_base(c.cgroup.path)}"
+        size = f"usage {format_bytes(c.cgroup.usage_bytes)}"
+        src = "" if c.cgroup.badness_source == "default" else f" ({c.cgroup.badness_source})"
+    verdict = f"skipped: {c.skip}" if c.skip is not None else c.note
+    return f"{mark} {what}  badness {c.badness}{src} · {size} — {verdict}"
+
+
+def _level_nodes(walk: tuple[Level, ...], i: int, per_level: int) -> tuple[TreeNode, ...]:
+    level = walk[i]
+    nodes: list[TreeNode] = []
+    eligible = [c for c in level.candidates if c.skip is None]
+    skipped = [c for c in level.candidates if c.skip is not None]
+    shown = eligible[:per_level]
+    shown_skipped = skipped if len(skipped) <= per_level else []
+    for c in shown + shown_skipped:
+        is_chosen = level.chosen is not None and c is level.chosen
+        children: tuple[TreeNode, ...] = ()
+        style = "dim" if c.skip is not None else ""
+        if is_chosen and c.kind == "cgroup" and i + 1 < len(walk):
+            children = _level_nodes(walk, i + 1, per_level)
+            style = "bold"
+        elif is_chosen and c.kind == "process":
+            children = (TreeNode("the victim", style="bold red"),)
+            style = "bold red"
+        nodes.append(TreeNode(_candidate_label(c, is_chosen), children, style))
+    hidden = len(eligible) - len(shown)
+    if hidden > 0:
+        nodes.append(TreeNode(f"… {hidden} more (raise --top to see them)", style="dim"))
+    if skipped and not shown_skipped:
+        counts: dict[str, int] = {}
+        for c in skipped:
+            key = f"{c.kind}: {c.skip}"
+            counts[key] = counts.get(key, 0) + 1
+        summary = "; ".join(f"{n}× {k}" for k, n in sorted(counts.items()))
+        nodes.append(TreeNode(f"  {len(skipped)} skipped — {summary}", style="dim"))
+    if not level.candidates:
+        nodes.append(TreeNode("no candidates: no child cgroups and no processes", style="dim"))
+    return tuple(nodes)
+
+
+def explain_tree(d: Decision, per_level: int = 5) -> TreeNode:
+    """The walk drawn as a tree: each level's candidates, the chosen one marked ►
+    with the next level below it, the others with the reason they lost."""
+    if d.policy == KERNEL:
+        return _kernel_tree(d, per_level)
+    title = (
+        f"OOM root {d.oom_root} — policy priority: at each level the lowest badness is "
+        "killed first (cgroups before processes on a tie; 1000 = never)"
+    )
+    children = _level_nodes(d.walk, 0, per_level) if d.walk else ()
+    return TreeNode(title, children, "bold")
+
+
+def _kernel_tree(d: Decision, per_level: int) -> TreeNode:
+    scope = "host OOM" if d.oom_root == "/" else "memcg OOM"
+    per_adj = (d.totalpages or 0) // 1000
+    title = (
+        f"OOM root {d.oom_root} — policy kernel ({scope}): most points die; points = "
+        f"rss + swap + page-table pages + oom_score_adj × {per_adj} "
+        f"(totalpages {d.totalpages} / 1000)"
+    )
+    nodes: list[TreeNode] = []
+    top = d.candidates[0] if d.candidates else None
+    for i, s in enumerate(d.candidates[:per_level]):
+        p = s.process
+        formula = (
+            f"{s.points} = {s.rss_pages} rss + {s.swap_pages} swap + {s.pgtable_pages} pt"
+            f" {'+' if s.adj_pages >= 0 else '−'} {abs(s.adj_pages)} adj({p.oom_score_adj})"
+        )
+        if i == 0:
+            verdict = "chosen: the most points"
+            if len(d.candidates) > 1 and d.candidates[1].points == s.points:
+                verdict += " (tie: scanned last)"
+            label = f"{CHOSEN} {describe_process(p)}  points {formula} — {verdict}"
+            nodes.append(TreeNode(label, (TreeNode("the victim", style="bold red"),), "bold red"))
+        else:
+            assert top is not None
+            gap = top.points - s.points
+            verdict = f"{gap} points fewer" if gap else "same points, but scanned before the victim"
+            nodes.append(TreeNode(f"  {describe_process(p)}  points {formula} — {verdict}"))
+    hidden = len(d.candidates) - per_level
+    if hidden > 0:
+        nodes.append(TreeNode(f"… {hidden} more (raise --top to see them)", style="dim"))
+    if not d.candidates:
+        nodes.append(TreeNode("no eligible process", style="dim"))
+    return TreeNode(title, tuple(nodes), "bold")
+
+
+def footer_lines(d: Decision) -> list[str]:
+    """The decision in sentences, then where it may be wrong."""
+    lines = ["", "Why:"]
+    lines += [f"  {i}. {r}" for i, r in enumerate(d.reasons, 1)]
+    if d.caveats:
+        lines += ["", "Where userspace cannot be exact:"]
+        lines += [f"  - {c}" for c in d.caveats]
+    return lines

@@ -1,0 +1,488 @@
+"""The kernel log: /dev/kmsg records and the OOM killer's lines (pure functions, no I/O).
+
+Formats (mm/oom_kill.c, mm/memcontrol.c; see KERNEL_FACTS.md), 4.19 to 6.x:
+
+* ``COMM invoked oom-killer: gfp_mask=0x…(…), [nodemask=…, ]order=N, oom_score_adj=N``
+* 4.19 memcg report: ``Task in PATH killed as a result of limit of PATH``;
+  ``memory: usage NkB, limit NkB, failcnt N``; ``Memory cgroup stats for PATH:``
+* 5.0+ summary: ``oom-kill:constraint=C,nodemask=…[,cpuset=…,mems_allowed=…],
+  {oom_memcg=PATH|global_oom}[,task_memcg=PATH],task=COMM,pid=N,uid=N``
+* ``MSG: Killed process PID (COMM) total-vm:NkB, anon-rss:NkB, file-rss:NkB,
+  shmem-rss:NkB[, UID:N pgtables:NkB oom_score_adj:N]``; 4.19: ``MSG: Kill process PID
+  (COMM) score S or sacrifice child`` then an unprefixed ``Killed process …``
+* ``Tasks in PATH are going to be killed due to memory.oom.group set``
+* ``oom_reaper: reaped process PID (COMM), now anon-rss:…`` / ``oom_reaper: unable to
+  reap pid:PID (COMM)``
+* ``MSG: OOM victim PID (COMM) is already exiting. Skip killing the task``
+* ``Out of memory and no killable processes...``
+
+COMM is the task's comm: up to 15 bytes, any bytes but NUL, so it may hold spaces, commas
+and parentheses.  Where a fixed suffix follows it (`` total-vm:``, ``) score ``), the
+comm is everything up to that suffix, not up to the first ``)``.
+
+:class:`OomAssembler` turns the lines of one OOM (summary + kill line) into one
+``oom_kill`` event with SPEC §3.2 keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+# -- /dev/kmsg records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KmsgRecord:
+    """One /dev/kmsg record: ``PRIO,SEQ,USEC,FLAGS[,…];TEXT`` + `` KEY=VALUE`` lines."""
+
+    level: int
+    facility: int
+    seq: int
+    usec: int
+    flags: str
+    text: str
+    props: tuple[tuple[str, str], ...] = ()
+
+
+_HEX_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
+def _unescape(text: str) -> str:
+    # the kernel escapes non-printable bytes as \xNN (a tab in "\x09Tasks RCU …")
+    if "\\x" not in text:
+        return text
+    return _HEX_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def parse_record(raw: bytes | str) -> KmsgRecord | None:
+    """Parse one record as read() returns it; None if it is not a kmsg record."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    header, sep, rest = text.partition(";")
+    if not sep:
+        return None
+    fields = header.split(",")
+    if len(fields) < 3:
+        return None
+    try:
+        prio, seq, usec = int(fields[0]), int(fields[1]), int(fields[2])
+    except ValueError:
+        return None
+    if prio < 0 or seq < 0 or usec < 0:
+        return None
+    flags = fields[3] if len(fields) > 3 else "-"
+    lines = rest.split("\n")
+    message = lines[0]
+    props: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line.startswith(" "):
+            key, eq, value = line[1:].partition("=")
+            if eq:
+                props.append((key, _unescape(value)))
+    return KmsgRecord(
+        level=prio & 7,
+        facility=prio >> 3,
+        seq=seq,
+        usec=usec,
+        flags=flags,
+        text=_unescape(message),
+        props=tuple(props),
+    )
+
+
+_KEYWORDS = (b"oom", b"Kill", b"Task", b"emory", b"swap:", b"kmem:", b"Out of")
+
+
+def may_matter(raw: bytes) -> bool:
+    """A cheap pre-filter: False only for records that cannot be part of an OOM report
+    (no keyword, and not a pr_cont fragment of an old kernel).  Most of the ring is
+    boot noise; skipping it keeps ``counters`` fast."""
+    head = raw[:48]
+    if b",-;" not in head and b",-," not in head:
+        return True  # flags other than "-" (a fragment), or an odd header: look closer
+    return any(k in raw for k in _KEYWORDS)
+
+
+def usec_to_iso(usec: int, boot_time: float) -> str:
+    """A kmsg timestamp (µs since boot) as ISO 8601 UTC, given the boot time (epoch s)."""
+    ts = boot_time + usec / 1e6
+    try:
+        dt = datetime.fromtimestamp(ts, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        dt = datetime.fromtimestamp(0, timezone.utc)
+    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# -- OOM lines -----------------------------------------------------------------------
+
+_MSG = r"(?:(?P<msg>[^:]*?(?:out of memory|Out of memory)[^:]*): )?"
+
+_RE_INVOKED = re.compile(
+    r"^(?P<comm>.*) invoked oom-killer: gfp_mask=(?P<gfp>0x[0-9a-fA-F]+)(?:\((?P<gfp_flags>[^)]*)\))?"
+    r"(?:, nodemask=(?P<nodemask>.*?))?, order=(?P<order>-?\d+)"
+    r"(?:, oom_score_adj=(?P<adj>-?\d+))?"
+)
+_RE_TASK_IN = re.compile(
+    r"^Task in (?P<task_memcg>.*) killed as a result of limit of (?P<oom_memcg>.*)$"
+)
+_RE_MEMCG_USAGE = re.compile(
+    r"^(?P<counter>memory|memory\+swap|swap|kmem): usage (?P<usage>\d+)kB, limit (?P<limit>\d+)kB, failcnt (?P<failcnt>\d+)"
+)
+_RE_MEMCG_STATS = re.compile(r"^Memory cgroup stats for (?P<path>.*):$")
+_RE_SUMMARY = re.compile(
+    r"^oom-kill:constraint=(?P<constraint>[A-Z_]+),nodemask=(?P<nodemask>\(null\)|[0-9,\-]*?)"
+    r"(?:,cpuset=(?P<cpuset>.*?),mems_allowed=(?P<mems>[0-9,\-]*?))?"
+    r",(?:oom_memcg=(?P<oom_memcg>.*?)|(?P<global>global_oom))"
+    r"(?:,task_memcg=(?P<task_memcg>.*?))?"
+    r",task=(?P<comm>.*),pid=(?P<pid>\d+),uid=(?P<uid>\d+)$"
+)
+_RE_KILLED = re.compile(
+    r"^" + _MSG + r"Killed process (?P<pid>\d+) \((?P<comm>.*)\) total-vm:(?P<total_vm>\d+)kB, "
+    r"anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB, shmem-rss:(?P<shmem>\d+)kB"
+    r"(?:,? UID:(?P<uid>\d+))?(?: pgtables:(?P<pgtables>\d+)kB)?(?: oom_score_adj:(?P<adj>-?\d+))?"
+)
+_RE_KILL_419 = re.compile(
+    r"^"
+    + _MSG
+    + r"Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+) or sacrifice child$"
+)
+_RE_GROUP = re.compile(
+    r"^Tasks in (?P<path>.*) are going to be killed due to memory\.oom\.group set$"
+)
+_RE_REAPED = re.compile(
+    r"^oom_reaper: reaped process (?P<pid>\d+) \((?P<comm>.*)\), now anon-rss:(?P<anon>\d+)kB, "
+    r"file-rss:(?P<file>\d+)kB, shmem-rss:(?P<shmem>\d+)kB"
+)
+_RE_UNABLE = re.compile(r"^oom_reaper: unable to reap pid:(?P<pid>\d+) \((?P<comm>.*)\)$")
+_RE_EXITING = re.compile(
+    r"^"
+    + _MSG
+    + r"OOM victim (?P<pid>\d+) \((?P<comm>.*)\) is already exiting\. Skip killing the task$"
+)
+_RE_NO_KILLABLE = re.compile(r"^Out of memory and no killable processes")
+
+_MEMCG_MESSAGES = ("Memory cgroup out of memory",)
+
+
+@dataclass(frozen=True, slots=True)
+class OomLine:
+    """One understood line: ``what`` names the format, ``fields`` its values."""
+
+    what: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _ints(m: re.Match[str], *names: str) -> dict[str, int]:
+    out = {}
+    for name in names:
+        value = m.group(name)
+        if value is not None:
+            out[name] = int(value)
+    return out
+
+
+def parse_oom_line(text: str) -> OomLine | None:
+    """Recognise one OOM-related kernel log line; None for anything else.  Never raises
+    for any input."""
+    if not text:
+        return None
+    head = text[:40]
+    if "invoked oom-killer" in text:
+        m = _RE_INVOKED.match(text)
+        if m:
+            return OomLine(
+                "invoked",
+                {
+                    "comm": m.group("comm"),
+                    "gfp_mask": m.group("gfp"),
+                    **_ints(m, "order", "adj"),
+                },
+            )
+        return None
+    if head.startswith("oom-kill:"):
+        m = _RE_SUMMARY.match(text)
+        if not m:
+            return None
+        return OomLine(
+            "summary",
+            {
+                "constraint": m.group("constraint"),
+                "oom_memcg": m.group("oom_memcg") if not m.group("global") else None,
+                "global_oom": m.group("global") is not None,
+                "task_memcg": m.group("task_memcg"),
+                "cpuset": m.group("cpuset"),
+                "comm": m.group("comm"),
+                "pid": int(m.group("pid")),
+                "uid": int(m.group("uid")),
+            },
+        )
+    if "Killed process " in text:
+        m = _RE_KILLED.match(text)
+        if not m:
+            return None
+        f: dict[str, Any] = {
+            "message": m.group("msg"),
+            "pid": int(m.group("pid")),
+            "comm": m.group("comm"),
+            "total_vm_kb": int(m.group("total_vm")),
+            "anon_rss_kb": int(m.group("anon")),
+            "file_rss_kb": int(m.group("file")),
+            "shmem_rss_kb": int(m.group("shmem")),
+        }
+        for key, name in (("uid", "uid"), ("pgtables_kb", "pgtables"), ("oom_score_adj", "adj")):
+            if m.group(name) is not None:
+                f[key] = int(m.group(name))
+        return OomLine("killed", f)
+    if "Kill process " in text:
+        m = _RE_KILL_419.match(text)
+        if m:
+            return OomLine(
+                "kill_select",
+                {
+                    "message": m.group("msg"),
+                    "pid": int(m.group("pid")),
+                    "comm": m.group("comm"),
+                    "score": int(m.group("score")),
+                },
+            )
+        return None
+    if head.startswith("Tasks in "):
+        m = _RE_GROUP.match(text)
+        return OomLine("oom_group", {"cgroup": m.group("path")}) if m else None
+    if head.startswith("oom_reaper: "):
+        m = _RE_REAPED.match(text)
+        if m:
+            return OomLine(
+                "reaped",
+                {
+                    "pid": int(m.group("pid")),
+                    "comm": m.group("comm"),
+                    "anon_rss_kb": int(m.group("anon")),
+                    "file_rss_kb": int(m.group("file")),
+                    "shmem_rss_kb": int(m.group("shmem")),
+                },
+            )
+        m = _RE_UNABLE.match(text)
+        if m:
+            return OomLine("reap_failed", {"pid": int(m.group("pid")), "comm": m.group("comm")})
+        return None
+    if "is already exiting" in text:
+        m = _RE_EXITING.match(text)
+        if m:
+            return OomLine(
+                "already_exiting",
+                {"message": m.group("msg"), "pid": int(m.group("pid")), "comm": m.group("comm")},
+            )
+        return None
+    if _RE_NO_KILLABLE.match(text):
+        return OomLine("no_killable", {})
+    if head.startswith("Task in "):
+        m = _RE_TASK_IN.match(text)
+        if m:
+            return OomLine(
+                "task_in", {"task_memcg": m.group("task_memcg"), "oom_memcg": m.group("oom_memcg")}
+            )
+        return None
+    if head.startswith(("memory", "swap:", "kmem:")):
+        m = _RE_MEMCG_USAGE.match(text)
+        if m:
+            return OomLine(
+                "memcg_usage",
+                {"counter": m.group("counter"), **_ints(m, "usage", "limit", "failcnt")},
+            )
+        return None
+    if head.startswith("Memory cgroup stats for "):
+        m = _RE_MEMCG_STATS.match(text)
+        return OomLine("memcg_stats", {"cgroup": m.group("path")}) if m else None
+    return None
+
+
+# -- assembling events -----------------------------------------------------------------
+
+CONSTRAINT_MEMCG = "CONSTRAINT_MEMCG"
+CONSTRAINT_NONE = "CONSTRAINT_NONE"
+
+
+def cause_of(event: dict[str, Any]) -> str | None:
+    """``memcg`` (a cgroup limit) or ``system`` (host-wide, cpuset, mempolicy) for a
+    kernel kill event; None when unknown."""
+    constraint = event.get("constraint")
+    if constraint == CONSTRAINT_MEMCG:
+        return "memcg"
+    if event.get("oom_memcg") not in (None, "/"):
+        # 5.0-5.2 printed CONSTRAINT_NONE even for a memcg OOM; oom_memcg= tells
+        return "memcg"
+    if constraint:
+        return "system"
+    message = event.get("message")
+    if message is None:
+        return None
+    return "memcg" if message in _MEMCG_MESSAGES else "system"
+
+
+@dataclass
+class OomAssembler:
+    """Feed records in sequence order; get events (dicts with SPEC §3.2 keys).
+
+    State is only what one OOM report needs: the last summary (5.0+) or ``Task in``
+    line (4.19), the last ``Kill process`` line (4.19), and the memory.oom.group the
+    current OOM is killing.  A ``Killed process`` line without a summary (the report
+    is rate-limited, the kill line is not) still yields an event with what it says.
+    """
+
+    boot_time: float
+    boot_id: str = "unknown"
+    _summary: dict[str, Any] | None = None
+    _task_in: dict[str, Any] | None = None
+    _select: dict[str, Any] | None = None
+    _group: str | None = None
+    _group_ctx: dict[str, Any] | None = None
+
+    def feed(self, rec: KmsgRecord) -> list[dict[str, Any]]:
+        try:
+            line = parse_oom_line(rec.text)
+        except Exception:  # a parser bug must never stop the stream
+            return []
+        if line is None:
+            return []
+        f = line.fields
+        what = line.what
+        if what == "invoked":
+            self._summary = self._task_in = self._select = None
+            self._group = self._group_ctx = None
+            return []
+        if what == "summary":
+            self._summary = f
+            return []
+        if what == "task_in":
+            self._task_in = f
+            return []
+        if what == "kill_select":
+            self._select = f
+            return []
+        if what == "killed":
+            return [self._kill_event(rec, f)]
+        if what == "oom_group":
+            self._group = f["cgroup"]
+            ev = self._base(rec, "oom_group_kill", f["cgroup"])
+            ctx = self._group_ctx or {}
+            for key in ("constraint", "oom_memcg"):
+                if ctx.get(key) is not None:
+                    ev[key] = ctx[key]
+            return [ev]
+        if what in ("reaped", "reap_failed"):
+            ev = self._base(rec, "oom_reaped" if what == "reaped" else "oom_reap_failed", None)
+            ev.update(f)
+            return [ev]
+        if what == "already_exiting":
+            ev = self._base(rec, "oom_victim_exiting", None)
+            ev.update({k: v for k, v in f.items() if v is not None})
+            return [ev]
+        if what == "no_killable":
+            s = self._summary or {}
+            return [self._base(rec, "oom_no_victim", s.get("oom_memcg"))]
+        return []
+
+    def _base(self, rec: KmsgRecord, kind: str, cgroup: str | None) -> dict[str, Any]:
+        return {
+            "time": usec_to_iso(rec.usec, self.boot_time),
+            "kind": kind,
+            "cgroup": cgroup,
+            "source": "kmsg",
+            "seq": rec.seq,
+            "usec": rec.usec,
+            "dedup": f"{self.boot_id}:{rec.seq}",
+        }
+
+    def _kill_event(self, rec: KmsgRecord, f: dict[str, Any]) -> dict[str, Any]:
+        pid = f["pid"]
+        ctx: dict[str, Any] = {}
+        summary = self._summary
+        if summary is not None and summary["pid"] == pid:
+            ctx = {
+                "constraint": summary["constraint"],
+                "oom_memcg": "/" if summary["global_oom"] else summary["oom_memcg"],
+                "task_memcg": summary["task_memcg"],
+                "uid": summary["uid"],
+            }
+            self._summary = None
+        elif self._task_in is not None:
+            # 4.19: "Task in X killed as a result of limit of Y" names the chosen task's
+            # memcg; a sacrificed child is usually in the same memcg
+            ctx = {
+                "oom_memcg": self._task_in["oom_memcg"],
+                "task_memcg": self._task_in["task_memcg"],
+                "constraint": CONSTRAINT_MEMCG,
+            }
+            self._task_in = None
+        message = f.get("message")
+        if message is None and self._select is not None:
+            message = self._select.get("message")
+        if self._group is not None:
+            ctx.setdefault("oom_group", self._group)
+            for key, value in (self._group_ctx or {}).items():
+                ctx.setdefault(key, value)
+        else:
+            self._group_ctx = {k: ctx[k] for k in ("constraint", "oom_memcg") if k in ctx}
+        if ctx.get("constraint") is None and message in _MEMCG_MESSAGES:
+            # no summary (the report is rate-limited, the kill line is not): a memcg
+            # OOM's message says so, and its constraint is CONSTRAINT_MEMCG
+            ctx["constraint"] = CONSTRAINT_MEMCG
+        cgroup = ctx.get("task_memcg") or ctx.get("oom_group")
+        ev = self._base(rec, "oom_kill", cgroup)
+        ev.update(
+            {
+                "pid": pid,
+                "comm": f["comm"],
+                "oom_memcg": ctx.get("oom_memcg"),
+                "constraint": ctx.get("constraint"),
+                "anon_rss_kb": f["anon_rss_kb"],
+                "file_rss_kb": f["file_rss_kb"],
+                "shmem_rss_kb": f["shmem_rss_kb"],
+                "total_vm_kb": f["total_vm_kb"],
+                "oom_score_adj": f.get("oom_score_adj"),
+                "uid": f.get("uid", ctx.get("uid")),
+                "message": message,
+            }
+        )
+        if "pgtables_kb" in f:
+            ev["pgtables_kb"] = f["pgtables_kb"]
+        if "oom_group" in ctx:
+            ev["oom_group"] = ctx["oom_group"]
+        ev["cause"] = cause_of(ev)
+        return ev
+
+
+def join_continuations(records: list[KmsgRecord]) -> list[KmsgRecord]:
+    """Old kernels split ``pr_cont`` output into fragments: a record flagged ``c``
+    starts a line that records flagged ``+`` continue.  Join them into one record."""
+    out: list[KmsgRecord] = []
+    for rec in records:
+        if rec.flags == "+" and out and out[-1].flags in ("c", "+"):
+            prev = out[-1]
+            out[-1] = KmsgRecord(
+                prev.level,
+                prev.facility,
+                prev.seq,
+                prev.usec,
+                "+",
+                prev.text + rec.text,
+                prev.props,
+            )
+        else:
+            out.append(rec)
+    return out
+
+
+def parse_events(
+    raws: list[bytes], boot_time: float, boot_id: str = "unknown"
+) -> list[dict[str, Any]]:
+    """Convenience: raw kmsg records → events."""
+    asm = OomAssembler(boot_time, boot_id)
+    records = [r for r in (parse_record(raw) for raw in raws if may_matter(raw)) if r is not None]
+    events: list[dict[str, Any]] = []
+    for rec in join_continuations(records):
+        events.extend(asm.feed(rec))
+    return events

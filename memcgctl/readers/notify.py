@@ -1,0 +1,87 @@
+"""Kernel OOM notifications on cgroup files (the only code that opens them).
+
+* v1: an eventfd registered through ``cgroup.event_control`` on ``memory.oom_control``
+  fires when the memcg (or an ancestor) enters OOM, and once when the cgroup is removed.
+* v2: ``memory.events`` / ``memory.events.local`` wake ``poll()`` with POLLPRI|POLLERR
+  when a counter changes, until the file is read again (seek 0 and read).
+"""
+
+from __future__ import annotations
+
+import os
+
+from memcgctl.errors import VANISHED_ERRNOS, Vanished
+from memcgctl.readers.cgroupfs import V1_EVENT_CONTROL, V1_OOM_CONTROL, CgroupFs
+from memcgctl.readers.fileio import parse_flat_keyed, write_text
+
+
+class OomControlWatch:
+    """v1: an eventfd that counts OOM notifications of one memcg."""
+
+    def __init__(self, fs: CgroupFs, cg: str) -> None:
+        self.cg = cg
+        base = fs.path(cg)
+        try:
+            self._ctl = os.open(f"{base}/{V1_OOM_CONTROL}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS:
+                raise Vanished(cg) from exc
+            raise
+        self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            write_text(f"{base}/{V1_EVENT_CONTROL}", f"{self._efd} {self._ctl}")
+        except OSError as exc:
+            self.close()
+            if exc.errno in VANISHED_ERRNOS:
+                raise Vanished(cg) from exc
+            raise
+
+    def fileno(self) -> int:
+        return self._efd
+
+    def drain(self) -> int:
+        """Notifications since the last drain (0 if none)."""
+        try:
+            return os.eventfd_read(self._efd)
+        except BlockingIOError:
+            return 0
+
+    def close(self) -> None:
+        for fd in (self._efd, self._ctl):
+            if fd >= 0:
+                os.close(fd)
+        self._efd = self._ctl = -1
+
+
+class EventsFileWatch:
+    """v2: one open ``memory.events`` (or ``.local``) file and its last values."""
+
+    def __init__(self, fs: CgroupFs, cg: str, filename: str) -> None:
+        self.cg = cg
+        self.filename = filename
+        try:
+            self._fd = os.open(f"{fs.path(cg)}/{filename}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS:
+                raise Vanished(cg) from exc
+            raise
+        self.values = self.read()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self) -> dict[str, int]:
+        """Re-read the counters (this also re-arms the notification)."""
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            data = os.read(self._fd, 4096)
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS:
+                raise Vanished(self.cg) from exc
+            raise
+        return parse_flat_keyed(data.decode("ascii", "replace"))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,106 @@
+"""Build :class:`~memcgctl.model.Snapshot` objects directly, for policy unit tests.
+
+``build({"/a": dict(badness=100, usage=10), ...}, [P(10, "/a", rss=5), ...])`` — parents
+are created implicitly; children are ordered by creation (``ino``) = the dict order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from memcgctl.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+
+
+@dataclass
+class P:
+    pid: int
+    cgroup: str
+    rss: int = 0  # kB, anon
+    badness: int | None = None
+    adj: int = 0
+    killable: bool = True
+    file: int = 0
+    shmem: int = 0
+    swap: int = 0
+    pte: int = 0
+    comm: str = ""
+
+    def info(self) -> ProcessInfo:
+        if self.badness is not None:
+            badness, source = self.badness, "process"
+        elif self.adj == -1000:
+            badness, source = BADNESS_NEVER, "oom_score_adj"
+        else:
+            badness, source = BADNESS_DEFAULT, "default"
+        return ProcessInfo(
+            pid=self.pid,
+            comm=self.comm or f"p{self.pid}",
+            cgroup=self.cgroup,
+            uid=0,
+            rss_anon_kb=self.rss,
+            rss_file_kb=self.file,
+            rss_shmem_kb=self.shmem,
+            swap_kb=self.swap,
+            pgtables_kb=self.pte,
+            oom_score_adj=self.adj,
+            badness=badness,
+            badness_source=source,
+            killable=self.killable and self.pid != 1,
+        )
+
+
+def build(
+    cgroups: dict[str, dict[str, Any]],
+    procs: list[P],
+    version: int = 2,
+    mem_total_kb: int = 16 << 20,
+    swap_total_kb: int = 0,
+) -> Snapshot:
+    spec: dict[str, dict[str, Any]] = {"/": {}}
+    for path, attrs in cgroups.items():
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            spec.setdefault("/" + "/".join(parts[:i]), {})
+        spec[path] = attrs
+    order = list(spec)
+    children: dict[str, list[str]] = {p: [] for p in spec}
+    for path in order:
+        if path != "/":
+            parent = path.rsplit("/", 1)[0] or "/"
+            children[parent].append(path)
+    pids: dict[str, list[int]] = {p: [] for p in spec}
+    for pr in procs:
+        pids[pr.cgroup].append(pr.pid)
+    infos = {}
+    for ino, path in enumerate(order, start=100):
+        a = spec[path]
+        badness = a.get("badness")
+        infos[path] = CgroupInfo(
+            path=path,
+            usage_bytes=a.get("usage", 0),
+            limit_bytes=a.get("limit"),
+            badness=BADNESS_DEFAULT if badness is None else badness,
+            badness_source="default" if badness is None else "trusted",
+            oom_delay_ms=None,
+            oom_delay_source="default",
+            oom_group=a.get("oom_group", False if version == 2 else None),
+            under_oom=None,
+            oom_kill_disable=None,
+            pids=tuple(sorted(pids[path])),
+            # snapshot children come sorted by name, like the reader's
+            children=tuple(sorted(children[path])),
+            swap_limit_bytes=a.get("swap_limit"),
+            swappiness=a.get("swappiness", 60 if version == 1 else None),
+            ino=a.get("ino", ino),
+        )
+    return Snapshot(
+        version=version,
+        root="/",
+        cgroups=MappingProxyType(infos),
+        processes=MappingProxyType({p.pid: p.info() for p in procs}),
+        mem_total_kb=mem_total_kb,
+        swap_total_kb=swap_total_kb,
+        page_size=4096,
+    )

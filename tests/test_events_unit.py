@@ -1,0 +1,275 @@
+"""events / counters on fixture trees, the kmsg reader's EPIPE handling, merging."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from memcgctl.cli import cli
+from memcgctl.counters import by_cause, cgroup_counters, prometheus, subtree_sum
+from memcgctl.events import Follower, diff_counters, format_event, merge_history
+from memcgctl.journal import Journal
+from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.readers.kmsg import KmsgReader, split_records
+from tests.fakehost import FakeHost
+
+BTIME = 1_700_000_000
+
+KILL_A = (
+    "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
+    "oom_memcg=/a,task_memcg=/a/job,task=grow,pid={pid},uid=0\n"
+    "3,{seq},{usec},-;Memory cgroup out of memory: Killed process {pid} (grow) total-vm:1kB, "
+    "anon-rss:32000kB, file-rss:10kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0"
+)
+
+
+def kmsg_dump(host: FakeHost, *extra: str) -> None:
+    lines = [
+        "6,1,1000,-;Linux version 6.x",
+        " SUBSYSTEM=cpu",
+        "6,2,2000,-;" + KILL_A.format(pid=100, seq=3, usec=3000),
+        "4,4,4000,-;oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,"
+        "global_oom,task_memcg=/b,task=big app,pid=200,uid=1000",
+        "3,5,5000,-;Out of memory: Killed process 200 (big app) total-vm:1kB, anon-rss:1kB, "
+        "file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:4kB oom_score_adj:0",
+        *extra,
+    ]
+    (host.base / "kmsg").write_text("\n".join(lines) + "\n")
+    (host.proc / "stat").write_text(f"cpu 1 2 3\nbtime {BTIME}\n")
+
+
+def make_host(host: FakeHost) -> FakeHost:
+    host.cgroup("/a", oom_kill=0)
+    host.cgroup("/a/job", oom_kill=1)
+    host.cgroup("/b", oom_kill=1)
+    (host.proc / "vmstat").write_text("nr_free_pages 1\noom_kill 2\n")
+    kmsg_dump(host)
+    return host
+
+
+def run(host: FakeHost, *args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(cli, list(args), env=host.cli_env())
+    return r.exit_code, r.output
+
+
+# -- the kmsg reader ---------------------------------------------------------------------
+
+
+class ScriptedKmsg(KmsgReader):
+    """A kmsg device whose reads follow a script (records, EPIPE, EAGAIN)."""
+
+    def __init__(self, script: list[bytes | BaseException], fd: int = -1) -> None:
+        super().__init__("/fake/kmsg")
+        self.script = script
+        self.fd = fd
+        self.is_device = True
+
+    def _read_one(self) -> bytes:
+        if not self.script:
+            raise BlockingIOError
+        item = self.script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+def test_epipe_when_ring_overwrote_records_continues() -> None:
+    rec1 = b"6,1,1,-;one\n"
+    rec2 = b"6,9,9,-;after the gap\n"
+    reader = ScriptedKmsg([rec1, BrokenPipeError(), rec2, BlockingIOError(), b"6,10,10,-;x\n"])
+    assert reader.read_available() == [rec1, rec2]
+    assert reader.lost == 1
+    assert reader.read_available() == [b"6,10,10,-;x\n"]  # the follow-up read still works
+
+
+def test_follower_stream_continues_after_epipe(fake_v1: FakeHost) -> None:
+    fake_v1.cgroup("/a")
+    fake_v1.cgroup("/a/job")
+    fs = CgroupFs(hierarchy_at(fake_v1.cgroot))
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")  # make the fd readable so poll() wakes the follower
+        lines = KILL_A.format(pid=7, seq=21, usec=21000).split("\n")
+        reader = ScriptedKmsg(
+            [
+                BrokenPipeError(),
+                f"6,20,20000,-;{lines[0]}".encode(),
+                BrokenPipeError(),
+                lines[1].encode(),
+            ],
+            fd=r,
+        )
+        seen: list[dict[str, object]] = []
+        journaled: list[dict[str, object]] = []
+        follower = Follower(
+            fs, "/a", reader, BTIME, "boot", emit=seen.append, on_kernel_kill=journaled.append
+        )
+        follower.step(now=0.0)
+        assert reader.lost == 2
+        assert [(e["kind"], e["pid"], e["cgroup"]) for e in seen] == [("oom_kill", 7, "/a/job")]
+        assert journaled and journaled[0]["dedup"] == "boot:21"
+        follower.close()
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_split_records_of_a_dump_file() -> None:
+    assert split_records(b"6,1,1,-;a\n SUB=x\n6,2,2,-;b\n") == [b"6,1,1,-;a\n SUB=x", b"6,2,2,-;b"]
+
+
+# -- pure helpers ------------------------------------------------------------------------
+
+
+def test_merge_history_dedups_and_journal_fills_gaps() -> None:
+    kernel = [{"time": "2024-01-01T00:00:02Z", "kind": "oom_kill", "dedup": "b:2", "cgroup": None}]
+    journal: list[dict[str, Any]] = [
+        {"time": "2024-01-01T00:00:02Z", "kind": "oom_kill", "dedup": "b:2", "cgroup": "/a"},
+        {"time": "2024-01-01T00:00:01Z", "kind": "oom_kill", "dedup": "b:1", "cgroup": "/old"},
+        {"time": "2024-01-01T00:00:03Z", "kind": "user_kill", "cgroup": "/a", "pid": 5},
+    ]
+    merged = merge_history(kernel, journal)
+    assert [e.get("dedup") for e in merged] == ["b:1", "b:2", None]
+    assert merged[1]["cgroup"] == "/a"  # filled in from the journal copy
+    assert merged[0]["source"] == "journal"
+
+
+def test_diff_counters_reports_increments_only() -> None:
+    old = {"low": 0, "high": 1, "max": 5, "oom": 1, "oom_kill": 1, "oom_group_kill": 0}
+    new = {"low": 3, "high": 1, "max": 7, "oom": 2, "oom_kill": 0, "oom_group_kill": 0}
+    events = diff_counters("/a", old, new, "memory.events.local", "T")
+    assert [(e["kind"], e["count"]) for e in events] == [("max", 2), ("oom", 1)]
+
+
+def test_by_cause_and_completeness() -> None:
+    kills: list[dict[str, Any]] = [
+        {"kind": "oom_kill", "cgroup": "/a/job", "constraint": "CONSTRAINT_MEMCG"},
+        {"kind": "oom_kill", "cgroup": "/a", "constraint": "CONSTRAINT_NONE", "oom_memcg": "/"},
+        {"kind": "oom_kill", "cgroup": "/ab", "constraint": "CONSTRAINT_MEMCG"},
+        {"kind": "user_kill", "cgroup": "/a/job", "pid": 3},
+    ]
+    assert by_cause("/a", kills) == {"system": 1, "memcg": 1, "user": 1}
+    local = {"/a": {"oom_kill": 1}, "/a/job": {"oom_kill": 2}, "/ab": {"oom_kill": 9}}
+    assert subtree_sum("/a", local) == {"oom_kill": 3}
+    doc = cgroup_counters("/a", local["/a"], subtree_sum("/a", local), kills)
+    assert doc["complete"] is False  # the kernel counted 3, the log shows 2
+
+
+def test_prometheus_escapes_labels() -> None:
+    doc = {
+        "system": {"oom_kill": 4},
+        "cgroups": [
+            cgroup_counters('/we"ird\\name\n', {"oom_kill": 1}, {"oom_kill": 2}, []),
+        ],
+    }
+    text = prometheus(doc)
+    assert "# TYPE memcgctl_oom_kills_total counter" in text
+    assert 'memcgctl_oom_kills_total{cgroup="/we\\"ird\\\\name\\n",kind="local"} 1' in text
+    assert 'kind="hierarchical"} 2' in text
+    assert "memcgctl_host_oom_kills_total 4" in text
+    assert text.endswith("\n")
+
+
+def test_format_event_is_one_line() -> None:
+    line = format_event(
+        {"time": "T", "kind": "oom_kill", "cgroup": "/a", "source": "kmsg", "pid": 1, "comm": "x"}
+    )
+    assert "\n" not in line and "pid 1 (x)" in line and "[kmsg]" in line
+
+
+# -- the commands on a fixture host -------------------------------------------------------
+
+
+def test_events_history_json_and_cg_filter(fake_v1: FakeHost) -> None:
+    host = make_host(fake_v1)
+    code, out = run(host, "events", "--json")
+    assert code == 0, out
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["pid"], e["cgroup"], e["constraint"]) for e in events] == [
+        (100, "/a/job", "CONSTRAINT_MEMCG"),
+        (200, "/b", "CONSTRAINT_NONE"),
+    ]
+    assert events[0]["time"] == "2023-11-14T22:13:20.003000Z"
+    code, out = run(host, "events", "/a", "--json")
+    assert [json.loads(line)["pid"] for line in out.splitlines()] == [100]
+    code, out = run(host, "events", "/a")
+    assert code == 0 and "pid 100 (grow)" in out and "CONSTRAINT_MEMCG" in out
+    # --since: these records are from 2023
+    code, out = run(host, "events", "--since", "1h", "--json")
+    assert code == 0 and out == ""
+
+
+def test_kernel_kills_are_journaled_once(fake_v1: FakeHost) -> None:
+    host = make_host(fake_v1)
+    run(host, "events")
+    run(host, "counters", "--json")
+    records = list(Journal(host.state).read())
+    assert sorted(r["dedup"] for r in records) == ["fake-boot-id:3", "fake-boot-id:5"]
+    # after the ring rotated, the journal still has them
+    (host.base / "kmsg").write_text("6,50,50000,-;nothing about OOM\n")
+    _code, out = run(host, "events", "--json")
+    assert [json.loads(line)["pid"] for line in out.splitlines()] == [100, 200]
+
+
+def test_counters_json_v1(fake_v1: FakeHost) -> None:
+    host = make_host(fake_v1)
+    Journal(host.state).append(
+        [
+            {
+                "time": "2023-11-14T22:13:21.000000Z",
+                "kind": "user_kill",
+                "cgroup": "/a/job",
+                "source": "journal",
+                "pid": 300,
+                "comm": "x",
+                "mechanism": "cgroup.kill",
+                "by": "kill-all",
+            }
+        ]
+    )
+    code, out = run(host, "counters", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["system"] == {"oom_kill": 2}
+    by = {c["cgroup"]: c for c in doc["cgroups"]}
+    assert by["/a/job"]["local"] == {"oom_kill": 1}
+    assert by["/a"]["local"] == {"oom_kill": 0} and by["/a"]["hierarchical"] == {"oom_kill": 1}
+    assert by["/a"]["by_cause"] == {"system": 0, "memcg": 1, "user": 1}
+    assert by["/b"]["by_cause"] == {"system": 1, "memcg": 0, "user": 0}
+    assert by["/"]["hierarchical"] == {"oom_kill": 2} and by["/"]["complete"] is True
+    code, out = run(host, "counters", "/a", "--format", "prometheus")
+    assert 'memcgctl_oom_kills_total{cgroup="/a",kind="hierarchical"} 1' in out
+    assert 'memcgctl_oom_kills_total{cgroup="/a",kind="user"} 1' in out
+    assert "/b" not in out
+    code, out = run(host, "counters", "/a", "--plain")
+    assert code == 0 and "MEMCG" in out
+
+
+def test_counters_incomplete_when_log_lost_kills(fake_v1: FakeHost) -> None:
+    host = make_host(fake_v1)
+    host.cgroup("/b", oom_kill=5)
+    _code, out = run(host, "counters", "/b", "--json")
+    assert json.loads(out)["cgroups"][0]["complete"] is False
+
+
+def test_counters_v2_kernel_counters(fake_v2: FakeHost) -> None:
+    fake_v2.cgroup("/a", events={"oom": 2, "oom_kill": 3}, events_local={"oom": 1, "oom_kill": 1})
+    kmsg_dump(fake_v2)
+    code, out = run(fake_v2, "counters", "/a", "--json")
+    assert code == 0, out
+    c = json.loads(out)["cgroups"][0]
+    assert c["local"] == {"oom": 1, "oom_kill": 1, "oom_group_kill": 0}
+    assert c["hierarchical"] == {"oom": 2, "oom_kill": 3, "oom_group_kill": 0}
+    assert c["by_cause"]["memcg"] == 1 and c["complete"] is False
+
+
+def test_events_missing_kmsg_uses_journal(fake_v1: FakeHost, tmp_path: Path) -> None:
+    make_host(fake_v1)
+    (fake_v1.base / "kmsg").unlink()
+    r = CliRunner().invoke(cli, ["events", "--json"], env=fake_v1.cli_env())
+    assert r.exit_code == 0
+    assert "kernel log unavailable" in r.output
