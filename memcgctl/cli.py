@@ -137,6 +137,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "get-delay": "memcgctl.commands.badness:get_delay",
     "kill-all": "memcgctl.commands.killall:kill_all",
     "predict-victim": "memcgctl.commands.predict:predict_victim",
+    "daemon": "memcgctl.commands.daemon:daemon",
     "events": "memcgctl.commands.events:events",
     "counters": "memcgctl.commands.events:counters",
     "run": "memcgctl.commands.run:run",

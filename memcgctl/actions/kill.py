@@ -24,6 +24,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from memcgctl.actions.signaller import Signaller
@@ -580,3 +581,16 @@ class Killer:
         report.killed = [k for pid, k in run.killed.items() if pid not in alive]
         report.elapsed_s = self.clock() - start
         return report
+
+
+def make_killer(proc_root: Path, fs: CgroupFs, proc: ProcFs) -> Killer:
+    """The real killer for a hierarchy: pidfds, plus the v1 freezer when mounted."""
+    from memcgctl.actions.signaller import PidfdSignaller
+    from memcgctl.readers.cgroupfs import find_v1_mount
+
+    freezer = None
+    if fs.version == 1:
+        fz = find_v1_mount(proc_root, "freezer")
+        if fz is not None:
+            freezer = CgroupFs(fz)
+    return Killer(fs, proc, PidfdSignaller(), freezer=freezer)

@@ -8,28 +8,17 @@ import click
 
 from memcgctl.actions.kill import (
     CHOICES,
-    Killer,
     KillReport,
+    make_killer,
     parse_signal,
     signal_name,
     user_kill_records,
 )
-from memcgctl.actions.signaller import PidfdSignaller
 from memcgctl.commands.common import dry_run_option, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
 from memcgctl.journal import Journal
-from memcgctl.readers.cgroupfs import CgroupFs, find_v1_mount
 from memcgctl.render import Output, emit_json, output_options
-
-
-def make_killer(env: Env) -> Killer:
-    freezer = None
-    if env.fs.version == 1:
-        fz = find_v1_mount(env.proc_root, "freezer")
-        if fz is not None:
-            freezer = CgroupFs(fz)
-    return Killer(env.fs, env.proc, PidfdSignaller(), freezer=freezer)
 
 
 def _survivor_text(report: KillReport, limit: int = 10) -> str:
@@ -98,7 +87,7 @@ def kill_all(
         raise UsageProblem("name a cgroup (or --pid PID)")
     sig = parse_signal(sig_text)
     top = env.target_cgroup(cgroup, pid)
-    killer = make_killer(env)
+    killer = make_killer(env.proc_root, env.fs, env.proc)
     if dry_run:
         targets, phases = killer.plan(top, sig, grace, mechanism)
         if out.json:

@@ -85,3 +85,32 @@ class EventsFileWatch:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class PsiTrigger:
+    """A PSI trigger: ``some STALL_US WINDOW_US`` written to ``memory.pressure`` (or
+    ``/proc/pressure/memory``); the fd polls POLLPRI each time the stall exceeds the
+    threshold within a window, POLLERR once the cgroup is gone."""
+
+    def __init__(self, path: str, stall_us: int, window_us: int) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS:
+                raise Vanished(path) from exc
+            raise
+        try:
+            # /proc/pressure/* wants the trailing NUL (or newline)
+            os.write(self._fd, f"some {stall_us} {window_us}\0".encode())
+        except OSError:
+            self.close()
+            raise
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,276 @@
+"""The daemon against the real v1 kernel: OOM delay, priority victim, escalation, crash
+recovery.  The daemon always runs with --root set to our own test parent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.realkernel import HELPERS, TestCgroups
+
+REPO = Path(__file__).resolve().parent.parent
+MARK = "trusted.memcgctl.daemon_prev"
+
+
+class Daemon:
+    """`memcgctl daemon` as a subprocess; its stderr lines collected by a thread."""
+
+    def __init__(self, state: Path, root: str, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "memcgctl",
+                "--state-dir",
+                str(state),
+                "daemon",
+                "--root",
+                root,
+                "--rescan",
+                "200ms",
+                *extra,
+            ],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._cv = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cv:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self._cv.notify_all()
+
+    def wait_for(
+        self, kind: str, cgroup: str | None = None, timeout: float = 15.0
+    ) -> tuple[float, str]:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for t, line in self.lines:
+                    head = line.split(" ", 2)
+                    if head[0].endswith(">" + kind) and (
+                        cgroup is None or head[1] == f"cgroup={cgroup}"
+                    ):
+                        return t, line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"no {kind} event; daemon said:\n" + "\n".join(text for _, text in self.lines)
+                    )
+                self._cv.wait(left)
+
+    def kinds(self) -> list[str]:
+        with self._cv:
+            return [line.split(" ", 1)[0].split(">", 1)[1] for _, line in self.lines]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        if d.proc.poll() is None:
+            d.stop()
+
+
+def oom_control(tc: TestCgroups, cg: str) -> dict[str, int]:
+    text = (tc.path(cg) / "memory.oom_control").read_text()
+    return {k: int(v) for k, v in (line.split() for line in text.splitlines())}
+
+
+def set_xattr(tc: TestCgroups, cg: str, name: str, value: str) -> None:
+    os.setxattr(tc.path(cg), f"trusted.memcgctl.{name}", value.encode())
+
+
+def grower(tc: TestCgroups, cg: str, upto_mib: int = 512) -> subprocess.Popen[bytes]:
+    return tc.spawn(cg, [sys.executable, str(HELPERS / "grow.py"), "4096", str(upto_mib)])
+
+
+def wait_dead(p: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    return p.wait(timeout=timeout)
+
+
+@pytest.fixture
+def jobs(cgroups: TestCgroups) -> dict[str, str]:
+    """/jobs (96 MiB, managed) with low (badness 100) and high (badness 900)."""
+    top = cgroups.make("jobs", limit=96 << 20)
+    low = cgroups.make("jobs/low", limit=None)
+    high = cgroups.make("jobs/high", limit=None)
+    set_xattr(cgroups, low, "badness", "100")
+    set_xattr(cgroups, high, "badness", "900")
+    return {"top": top, "low": low, "high": high}
+
+
+def test_priority_victim_instead_of_the_kernels_choice(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    big = cgroups.hog(jobs["high"], mib=56)  # the kernel would kill this one
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 1
+    assert os.getxattr(cgroups.path(jobs["top"]), MARK) == b"0"
+    g = grower(cgroups, jobs["low"])
+    assert wait_dead(g) == -signal.SIGKILL
+    _, line = d.wait_for("daemon_kill", jobs["top"])
+    assert f"pid={g.pid}" in line
+    assert big.poll() is None  # the biggest process survives
+    # the kernel killed nobody in our memcgs
+    for cg in jobs.values():
+        assert oom_control(cgroups, cg)["oom_kill"] == 0
+    d.wait_for("oom_resolved", jobs["top"])
+    records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert any(
+        r["kind"] == "user_kill" and r["pid"] == g.pid and r["by"] == "daemon" for r in records
+    )
+    # SIGTERM restores what the daemon changed
+    assert d.stop() == 0
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 0
+    assert MARK not in os.listxattr(cgroups.path(jobs["top"]))
+
+
+def test_raising_the_limit_within_the_delay_saves_everyone(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "2000")
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["low"], upto_mib=120)  # needs more than 96 MiB, then stops
+    d.wait_for("under_oom", jobs["top"])
+    assert g.poll() is None
+    cgroups.set_limit(jobs["top"], 200 << 20)  # the job manager reacts in time
+    _, line = d.wait_for("oom_resolved", jobs["top"])
+    assert "by=userspace" in line
+    assert g.stdout is not None and g.stdout.readline() == b"survived\n"
+    assert "daemon_kill" not in d.kinds()
+
+
+def test_the_delay_expires_then_the_priority_victim_dies(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "2000")
+    big = cgroups.hog(jobs["high"], mib=40)
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["low"])
+    t_oom, _ = d.wait_for("under_oom", jobs["top"])
+    t_kill, line = d.wait_for("daemon_kill", jobs["top"])
+    assert 1.8 <= t_kill - t_oom <= 3.5, t_kill - t_oom
+    assert f"pid={g.pid}" in line
+    assert wait_dead(g) == -signal.SIGKILL
+    assert big.poll() is None
+
+
+def test_livelock_escalates_to_kill_all(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Killing the lowest-priority process frees too little: the OOM persists, so the
+    daemon escalates to kill-all of the lowest-priority child left."""
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    mid = cgroups.make("jobs/mid", limit=None)
+    set_xattr(cgroups, mid, "badness", "500")
+    tiny = cgroups.sleeper(jobs["low"])
+    big = cgroups.hog(jobs["high"], mib=24)
+    d = Daemon(tmp_path, cgroups.parent, "--max-rounds", "1", "--grace", "300ms")
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, mid)
+    assert wait_dead(g) == -signal.SIGKILL
+    assert tiny.wait(timeout=10) == -signal.SIGKILL
+    _, line = d.wait_for("daemon_escalated", jobs["top"])
+    assert f"target={mid}" in line
+    assert big.poll() is None
+
+
+def test_sigkilled_daemon_leaves_a_hung_memcg_that_a_restart_resolves(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "60000")
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["low"])
+    d.wait_for("under_oom", jobs["top"])
+    d.stop(signal.SIGKILL)
+    time.sleep(0.3)
+    # hung: paused by the dead daemon's oom_kill_disable
+    ctl = oom_control(cgroups, jobs["top"])
+    assert (ctl["oom_kill_disable"], ctl["under_oom"]) == (1, 1) and g.poll() is None
+    d2 = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d2)
+    _, line = d2.wait_for("under_oom", jobs["top"])
+    assert "adopted=True" in line
+    assert wait_dead(g, timeout=5) == -signal.SIGKILL  # no 60 s wait after a restart
+    assert d2.stop() == 0
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 0
+
+
+def test_release_after_a_crash_hands_the_oom_back_to_the_kernel(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "60000")
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["low"])
+    d.wait_for("under_oom", jobs["top"])
+    d.stop(signal.SIGKILL)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memcgctl",
+            "--state-dir",
+            str(tmp_path),
+            "daemon",
+            "--root",
+            cgroups.parent,
+            "--release",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"{jobs['top']}: restored oom_kill_disable" in r.stdout
+    assert wait_dead(g) == -signal.SIGKILL  # now the kernel's OOM killer acts
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 0
+    # v1 counts the kill on the victim's own memcg
+    assert oom_control(cgroups, jobs["low"])["oom_kill"] == 1
+    assert MARK not in os.listxattr(cgroups.path(jobs["top"]))
+
+
+def test_dry_run_changes_nothing_and_kills_nothing(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    d = Daemon(tmp_path, cgroups.parent, "--dry-run")
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 0
+    assert MARK not in os.listxattr(cgroups.path(jobs["top"]))
+    assert d.stop() == 0
