@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ from typing import Any
 import click
 
 from memcgctl import __version__
-from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, from_oserror
 
 
@@ -41,6 +41,10 @@ class MemcgctlGroup(click.Group):
     ) -> Any:
         """Like click's standalone mode, but every error is one line on stderr:
         click's usage errors too (exit 2), without the usage banner."""
+        if os.environ.get(complete_var or "_MEMCGCTL_COMPLETE"):
+            from memcgctl.completion import install
+
+            install()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
@@ -117,6 +121,8 @@ def cli(
     predict the OOM victim, set priorities and delays, kill whole cgroups, watch OOM
     events and counters.
     """
+    from memcgctl.env import Env  # not for --help/--version: SPEC §8 start-up budget
+
     ctx.obj = Env(cgroup_root=cgroup_root, proc_root=proc_root, kmsg=kmsg, state_dir=state_dir)
 
 
@@ -134,6 +140,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "daemon": "memcgctl.commands.daemon:daemon",
     "events": "memcgctl.commands.events:events",
     "counters": "memcgctl.commands.events:counters",
+    "run": "memcgctl.commands.run:run",
 }
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
-from memcgctl.model import Snapshot
 from memcgctl.readers.cgroupfs import CgroupFs, Hierarchy, detect_hierarchy, hierarchy_at
-from memcgctl.readers.procfs import ProcFs
 from memcgctl.store import ProcessRegistry
+
+if TYPE_CHECKING:
+    from memcgctl.model import Snapshot
+    from memcgctl.readers.procfs import ProcFs
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Env:
 
     @cached_property
     def proc(self) -> ProcFs:
+        from memcgctl.readers.procfs import ProcFs  # lazily: `get-badness CG` needs no /proc
+
         return ProcFs(self.proc_root)
 
     @cached_property

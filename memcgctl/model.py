@@ -10,9 +10,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-BADNESS_MIN = 0
-BADNESS_DEFAULT = 500
-BADNESS_NEVER = 1000
+from memcgctl.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
+
+__all__ = [
+    "BADNESS_DEFAULT",
+    "BADNESS_MIN",
+    "BADNESS_NEVER",
+    "CgroupInfo",
+    "ProcessInfo",
+    "Snapshot",
+]
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 

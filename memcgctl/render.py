@@ -7,7 +7,6 @@ print JSON or one line never pay for them.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,10 +40,14 @@ def output_options(func: F) -> F:
 
 
 def emit_json(doc: Any) -> None:
+    import json  # lazily: one-shot commands without --json skip it (SPEC §8)
+
     click.echo(json.dumps(doc, indent=2))
 
 
 def emit_json_line(doc: Any) -> None:
+    import json
+
     click.echo(json.dumps(doc, separators=(",", ":")))
 
 

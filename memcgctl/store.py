@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from memcgctl.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
 from memcgctl.errors import OperationFailed, PermissionDenied, from_oserror
-from memcgctl.model import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
 from memcgctl.readers.cgroupfs import CgroupFs, parent_cgroup
 from memcgctl.units import MAX_DELAY_MS
 
@@ -109,6 +108,8 @@ class ProcessRegistry:
     def load(self) -> dict[Key, int]:
         """Entries of this boot.  A missing or unreadable file means "none"."""
         try:
+            import json  # lazily, as only process badness needs it (SPEC §8)
+
             doc = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return {}
@@ -149,6 +150,8 @@ class ProcessRegistry:
         is_alive: Callable[[int, int], bool],
     ) -> None:
         """Apply changes (None removes) and prune entries whose process is gone."""
+        import json
+
         with self._locked():
             entries = self.load()
             for key, value in changes.items():

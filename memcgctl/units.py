@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from memcgctl.constants import BADNESS_MIN, BADNESS_NEVER
 from memcgctl.errors import UsageProblem
-from memcgctl.model import BADNESS_MIN, BADNESS_NEVER
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _FACTOR_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}

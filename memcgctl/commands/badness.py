@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from memcgctl.commands.common import dry_run_option, pass_env
+from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.constants import BADNESS_DEFAULT
 from memcgctl.env import Env
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
-from memcgctl.model import BADNESS_DEFAULT
 from memcgctl.render import Output, emit_json, output_options
-from memcgctl.snapshot import process_badness
 from memcgctl.store import (
     BADNESS,
     NAMESPACES,
@@ -22,6 +21,9 @@ from memcgctl.store import (
     write_setting,
 )
 from memcgctl.units import format_duration_ms, parse_badness, parse_delay
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 namespace_option = click.option(
     "--namespace",
@@ -71,6 +73,8 @@ def _process_key(env: Env, pid: int) -> tuple[int, int, str]:
 
 
 def _process_setting(env: Env, pid: int) -> Setting:
+    from memcgctl.snapshot import process_badness  # only for --pid: keeps start-up short
+
     entries = env.registry.load()
     value, source = process_badness(
         env.proc, pid, env.proc.oom_score_adj(pid), entries, frozenset(p for p, _ in entries)
@@ -78,8 +82,19 @@ def _process_setting(env: Env, pid: int) -> Setting:
     return Setting(value, source)
 
 
+def _complete_target(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """set-badness: a cgroup first (unless --pid), then the value."""
+    from click.shell_completion import CompletionItem
+
+    if ctx.params.get("pid") is None and not ctx.params.get("args"):
+        return CgroupName().shell_complete(ctx, param, incomplete)
+    return [CompletionItem(v) for v in ("default",) if v.startswith(incomplete)]
+
+
 @click.command("set-badness")
-@click.argument("args", nargs=-1, metavar="[TARGET] VALUE")
+@click.argument("args", nargs=-1, metavar="[TARGET] VALUE", shell_complete=_complete_target)
 @click.option("--pid", type=int, default=None, help="Set the badness of process PID.")
 @namespace_option
 @dry_run_option
@@ -132,7 +147,7 @@ def set_badness(
 
 
 @click.command("get-badness")
-@click.argument("targets", nargs=-1, metavar="[CGROUP]...")
+@click.argument("targets", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @click.option("--pid", "pids", type=int, multiple=True, help="Show process PID (repeatable).")
 @output_options
 @pass_env
@@ -179,7 +194,7 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
 
 
 @click.command("set-delay")
-@click.argument("cgroup")
+@click.argument("cgroup", type=CgroupName())
 @click.argument("duration")
 @namespace_option
 @dry_run_option
@@ -212,7 +227,7 @@ def set_delay(
 
 
 @click.command("get-delay")
-@click.argument("cgroups", nargs=-1, metavar="[CGROUP]...")
+@click.argument("cgroups", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @output_options
 @pass_env
 def get_delay(env: Env, cgroups: tuple[str, ...], out: Output) -> None:

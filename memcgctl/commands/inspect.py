@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from memcgctl.commands.common import pass_env, pid_option
+from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.model import CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.render import Output, emit_json, output_options, print_table
@@ -38,7 +38,7 @@ def tree_rows(snap: Snapshot, root: str) -> list[tuple[int, str, CgroupInfo]]:
 
 
 @click.command()
-@click.argument("cgroup", required=False)
+@click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @output_options
 @pass_env
@@ -102,7 +102,7 @@ _SORT_KEYS = {
 
 
 @click.command()
-@click.argument("cgroup", required=False)
+@click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @click.option(
     "--sort", "sort_key", type=click.Choice(sorted(_SORT_KEYS)), default="pid", show_default=True

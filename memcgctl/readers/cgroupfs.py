@@ -47,6 +47,7 @@ V2_PRESSURE = "memory.pressure"
 V2_KILL = "cgroup.kill"
 V2_FREEZE = "cgroup.freeze"
 V2_CGROUP_EVENTS = "cgroup.events"
+V2_SUBTREE_CONTROL = "cgroup.subtree_control"
 # cgroup v1 freezer controller
 V1_FREEZER_STATE = "freezer.state"
 
@@ -276,6 +277,71 @@ class CgroupFs:
 
     def has_file(self, cg: str, filename: str) -> bool:
         return os.path.exists(f"{self.path(cg)}/{filename}")
+
+    # -- creating and joining (``memcgctl run``) -----------------------------------
+    def resolve_new(self, name: str) -> tuple[str, list[str]]:
+        """Like :meth:`resolve` for a cgroup that may not exist yet.
+
+        Returns the hierarchy path and the cgroups that are missing, top-down (empty when
+        it exists).  The existing part is validated as :meth:`resolve` does (no ``..``,
+        symlinks or other mounts); the hierarchy root itself is refused.
+        """
+        if not name or "\0" in name:
+            raise UsageProblem("empty or invalid cgroup name")
+        rel = name
+        if name == self._mount_str or name.startswith(self._mount_str + "/"):
+            rel = name[len(self._mount_str) :] or "/"
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise UsageProblem(f"{name}: '..' would leave the cgroup hierarchy")
+        if not parts:
+            raise UsageProblem(f"{name}: the hierarchy root cannot be created or joined")
+        first = f"{self._mount_str}/{parts[0]}"
+        # "/sys/fs/cgroup/cpu/x" names a directory elsewhere, not a new "/sys/..." cgroup:
+        # refuse rather than create a surprising tree
+        if (
+            rel is name
+            and name.startswith("/")
+            and not os.path.lexists(first)
+            and os.path.lexists("/" + parts[0])
+        ):
+            raise UsageProblem(
+                f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
+                f" (to create a cgroup of that name, write it without the leading /)"
+            )
+        existing = len(parts)
+        while existing > 0:
+            candidate = "/" + "/".join(parts[:existing])
+            if os.path.lexists(self.path(candidate)):
+                break
+            existing -= 1
+        self.resolve("/" + "/".join(parts[:existing]))  # validates the existing part
+        missing = ["/" + "/".join(parts[: i + 1]) for i in range(existing, len(parts))]
+        return "/" + "/".join(parts), missing
+
+    def make(self, cg: str) -> None:
+        """Create cgroup ``cg`` (its parent must exist)."""
+        try:
+            os.mkdir(self.path(cg), 0o755)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise from_oserror(exc, self.path(cg)) from exc
+
+    def enable_memory_controller(self, parent: str) -> bool:
+        """v2: make the memory controller available to ``parent``'s children
+        (``+memory`` in cgroup.subtree_control).  True if it had to be written."""
+        if self.version != 2:
+            return False
+        current = self.read(parent, V2_SUBTREE_CONTROL)
+        if current is not None and "memory" in current.split():
+            return False
+        self.write(parent, V2_SUBTREE_CONTROL, "+memory")
+        return True
+
+    def attach(self, cg: str, pid: int) -> None:
+        """Move process ``pid`` into ``cg`` (write it to cgroup.procs)."""
+        self.write(cg, CGROUP_PROCS, str(pid))
 
     def _int(self, cg: str, filename: str) -> int | None:
         text = self.read(cg, filename)

@@ -1,0 +1,165 @@
+"""``run``: start a command in a memcg with its badness and OOM delay, like ``choom -n``
+or ``systemd-run -p``: create and join the cgroup, register the badness for this very
+process (pid and start time survive exec), then exec the command."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import sys
+
+import click
+
+from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.env import Env
+from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
+from memcgctl.store import NAMESPACES, OOM_DELAY, default_namespace, write_setting
+from memcgctl.units import format_duration_ms, parse_badness, parse_delay
+
+# As env(1), nice(1), chroot(1) and the shells: a command that is found but cannot be
+# executed exits 126, one that is not found 127 (POSIX "Utility Syntax").
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+
+class CommandNotRunnable(MemcgctlError):
+    """CMD cannot be started: exit 126 (not executable) or 127 (not found)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def find_command(cmd: str) -> str:
+    """The file that ``execvp`` would run, or raise :class:`CommandNotRunnable`."""
+    if "/" in cmd:
+        if not os.path.exists(cmd):
+            raise CommandNotRunnable(f"{cmd}: command not found", EXIT_NOT_FOUND)
+        if os.path.isdir(cmd) or not os.access(cmd, os.X_OK):
+            raise CommandNotRunnable(
+                f"{cmd}: cannot execute (permission denied)", EXIT_CANNOT_EXECUTE
+            )
+        return cmd
+    found = shutil.which(cmd)
+    if found is None:
+        raise CommandNotRunnable(f"{cmd}: command not found", EXIT_NOT_FOUND)
+    return found
+
+
+def _reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec, so restore the
+    defaults or ``memcgctl run -- yes | head`` would never end."""
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option(
+    "--cgroup",
+    "-c",
+    "cgroup",
+    type=CgroupName(),
+    default=None,
+    metavar="CG",
+    help="Run in memory cgroup CG, created (with its parents) if missing.",
+)
+@click.option(
+    "--badness",
+    "-b",
+    default=None,
+    metavar="N",
+    help="Badness of the command's process: 0-1000, lower = killed first.",
+)
+@click.option(
+    "--delay",
+    "-d",
+    default=None,
+    metavar="DURATION",
+    help="Set CG's OOM delay (500ms, 2s, 1m, 0, off); needs --cgroup.",
+)
+@click.option(
+    "--namespace",
+    type=click.Choice(["auto", *NAMESPACES]),
+    default="auto",
+    show_default=True,
+    help="xattr namespace for --delay: trusted (root) or user (delegated subtrees).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Say on stderr what was done before exec.")
+@dry_run_option
+@click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARG]...")
+@pass_env
+def run(
+    env: Env,
+    cgroup: str | None,
+    badness: str | None,
+    delay: str | None,
+    namespace: str,
+    verbose: bool,
+    dry_run: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run CMD in a memory cgroup with a badness and an OOM delay.
+
+    Creates CG (and missing parents) inside the hierarchy, sets its OOM delay, moves
+    this process into it, registers the badness for this process (pid and start time,
+    which exec keeps), then replaces itself with CMD.  Without --cgroup, CMD runs in
+    the current cgroup.  Exit status: CMD's own; 126 if CMD cannot be executed, 127 if
+    it is not found; memcgctl's codes (1-5) when setting up failed before CMD ran.
+    """
+    badness_value = parse_badness(badness) if badness is not None else None
+    delay_ms = parse_delay(delay) if delay is not None else None
+    if delay is not None and cgroup is None:
+        raise UsageProblem("--delay needs --cgroup (the delay belongs to a cgroup)")
+    path = find_command(command[0])
+
+    plan: list[str] = []
+    cg: str | None = None
+    missing: list[str] = []
+    if cgroup is not None:
+        cg, missing = env.fs.resolve_new(cgroup)
+        plan += [f"create cgroup {m}" for m in missing]
+        if delay is not None:
+            plan.append(f"set OOM delay of {cg} to {format_duration_ms(delay_ms)}")
+        plan.append(f"move pid {os.getpid()} into {cg}")
+    if badness_value is not None:
+        plan.append(f"register badness {badness_value} for pid {os.getpid()}")
+    plan.append(f"exec {path}" + "".join(f" {a}" for a in command[1:]))
+
+    if dry_run:
+        for step in plan:
+            click.echo(f"would {step}")
+        return
+
+    if cg is not None:
+        for m in missing:
+            env.fs.make(m)
+            parent = m.rsplit("/", 1)[0] or "/"
+            # v2: a new cgroup is a memcg only if its parent hands the controller down
+            if env.fs.version == 2 and not env.fs.has_file(m, "memory.max"):
+                env.fs.enable_memory_controller(parent)
+        if delay is not None:
+            ns = default_namespace() if namespace == "auto" else namespace
+            write_setting(env.fs, cg, OOM_DELAY, delay_ms, ns)
+        env.fs.attach(cg, os.getpid())
+    if badness_value is not None:
+        pid = os.getpid()
+        try:
+            start = env.proc.start_time(pid)
+        except Vanished:  # our own /proc entry: only with a foreign --proc-root
+            raise UsageProblem(f"pid {pid}: not in {env.proc_root}") from None
+        env.registry.update({(pid, start): badness_value}, env.is_alive)
+    if verbose:
+        for step in plan:
+            click.echo(f"memcgctl: {step}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _reset_signals()
+    try:
+        os.execv(path, list(command))
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+        raise CommandNotRunnable(f"{command[0]}: {exc.strerror}", code) from exc

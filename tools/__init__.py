@@ -1,0 +1,1 @@
+"""Generators for the completion scripts and the man page (run them after changing commands)."""
