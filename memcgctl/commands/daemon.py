@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import click
 
-from memcgctl.commands.common import dry_run_option, pass_env
+from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
 from memcgctl.errors import UsageProblem
 from memcgctl.model import Snapshot
@@ -40,6 +40,7 @@ def _seconds(text: str) -> float:
 @click.option(
     "--root",
     "root_name",
+    type=CgroupName(),
     default="/",
     show_default=True,
     help="Manage only memcgs below this cgroup.",

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from memcgctl.commands.common import pass_env, pid_option
+from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, Vanished
 from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table
@@ -82,7 +82,7 @@ def kernel_history(env: Env, recorder: _Recorder, root: str = "/") -> tuple[Any,
 
 
 @click.command()
-@click.argument("cgroup", required=False)
+@click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @click.option("--follow", "-f", is_flag=True, help="Keep running and print new events live.")
 @click.option(
@@ -174,7 +174,7 @@ def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str
 
 
 @click.command()
-@click.argument("cgroups", nargs=-1)
+@click.argument("cgroups", nargs=-1, type=CgroupName())
 @click.option(
     "--format",
     "fmt",

@@ -14,7 +14,7 @@ from memcgctl.actions.kill import (
     signal_name,
     user_kill_records,
 )
-from memcgctl.commands.common import dry_run_option, pass_env, pid_option
+from memcgctl.commands.common import CgroupName, dry_run_option, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
 from memcgctl.journal import Journal
@@ -28,7 +28,7 @@ def _survivor_text(report: KillReport, limit: int = 10) -> str:
 
 
 @click.command("kill-all")
-@click.argument("cgroup", required=False)
+@click.argument("cgroup", required=False, type=CgroupName())
 @pid_option("Kill the whole memory cgroup of PID.")
 @click.option(
     "--signal",

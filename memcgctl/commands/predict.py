@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from memcgctl.commands.common import pass_env, pid_option
+from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.explain import decision_json, explain_tree, footer_lines, summary_lines
 from memcgctl.policy import (
@@ -69,7 +69,7 @@ def _runners_up_rows(d: Decision, ranked: list[Decision], top: int) -> list[list
 
 
 @click.command("predict-victim")
-@click.argument("cgroup", required=False)
+@click.argument("cgroup", required=False, type=CgroupName())
 @pid_option("Use the memory cgroup of PID as the OOM root.")
 @click.option(
     "--policy",
