@@ -84,22 +84,28 @@ def read_process(
     """Raises Vanished if the process exits meanwhile."""
     st = proc.status(pid)
     adj = proc.oom_score_adj(pid)
-    badness, source = process_badness(proc, pid, adj, registry, registry_pids)
+    if pid in registry_pids:
+        badness, source = process_badness(proc, pid, adj, registry, registry_pids)
+    elif adj == OOM_SCORE_ADJ_MIN:
+        badness, source = BADNESS_NEVER, "oom_score_adj"
+    else:
+        badness, source = BADNESS_DEFAULT, "default"
+    # positional: this runs for every process on the host (SPEC §8 scale target)
     return ProcessInfo(
-        pid=pid,
-        comm=st.name,
-        cgroup=cgroup,
-        uid=st.uid,
-        rss_anon_kb=st.rss_anon_kb,
-        rss_file_kb=st.rss_file_kb,
-        rss_shmem_kb=st.rss_shmem_kb,
-        swap_kb=st.swap_kb,
-        pgtables_kb=st.pgtables_kb,
-        oom_score_adj=adj,
-        badness=badness,
-        badness_source=source,
-        killable=st.has_mm and not st.kthread and pid != 1,
-        oom_score=proc.oom_score(pid) if with_oom_score else None,
+        pid,
+        st.name,
+        cgroup,
+        st.uid,
+        st.rss_anon_kb,
+        st.rss_file_kb,
+        st.rss_shmem_kb,
+        st.swap_kb,
+        st.pgtables_kb,
+        adj,
+        badness,
+        source,
+        st.has_mm and not st.kthread and pid != 1,
+        proc.oom_score(pid) if with_oom_score else None,
     )
 
 
