@@ -6,7 +6,6 @@ roots.  Readers are created lazily, so ``--help`` touches nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,13 +19,22 @@ if TYPE_CHECKING:
     from memcgctl.readers.procfs import ProcFs
 
 
-@dataclass
+PROC = Path("/proc")
+STATE_DIR = Path("/run/memcgctl")
+
+
 class Env:
-    cgroup_root: Path | None = None
-    proc_root: Path = Path("/proc")
-    kmsg: str = "/dev/kmsg"
-    state_dir: Path = Path("/run/memcgctl")
-    extra: dict[str, object] = field(default_factory=dict)
+    def __init__(
+        self,
+        cgroup_root: Path | None = None,
+        proc_root: Path = PROC,
+        kmsg: str = "/dev/kmsg",
+        state_dir: Path = STATE_DIR,
+    ) -> None:
+        self.cgroup_root = cgroup_root
+        self.proc_root = proc_root
+        self.kmsg = kmsg
+        self.state_dir = state_dir
 
     @cached_property
     def hierarchy(self) -> Hierarchy:

@@ -27,15 +27,13 @@ comm is everything up to that suffix, not up to the first ``)``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 # -- /dev/kmsg records ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class KmsgRecord:
+class KmsgRecord(NamedTuple):
     """One /dev/kmsg record: ``PRIO,SEQ,USEC,FLAGS[,…];TEXT`` + `` KEY=VALUE`` lines."""
 
     level: int
@@ -92,7 +90,16 @@ def parse_record(raw: bytes | str) -> KmsgRecord | None:
     )
 
 
-_KEYWORDS = (b"oom", b"Kill", b"Task", b"emory", b"swap:", b"kmem:", b"Out of")
+# a literal that every line parse_oom_line understands contains
+_KEYWORDS = (
+    b"oom",  # invoked oom-killer, oom-kill:, oom_reaper, memory.oom.group
+    b"Kill",  # Killed process, Kill process (4.19)
+    b"Task in ",  # 4.19 memcg report
+    b": usage ",  # memory: / memory+swap: / swap: / kmem: usage
+    b"Memory cgroup",
+    b"Out of memory",
+    b"already exiting",
+)
 # one C-level scan per record instead of seven substring searches
 _KEYWORD_SCAN = re.compile(b"|".join(re.escape(k) for k in _KEYWORDS)).search
 
@@ -119,61 +126,77 @@ def usec_to_iso(usec: int, boot_time: float) -> str:
 
 # -- OOM lines -----------------------------------------------------------------------
 
+
+class _Pattern:
+    """A regular expression compiled on first use: most kernel logs hold no OOM report,
+    and ``counters`` is a one-shot command with a start-up budget (SPEC §8)."""
+
+    __slots__ = ("_rx", "_src")
+
+    def __init__(self, src: str) -> None:
+        self._src = src
+        self._rx: re.Pattern[str] | None = None
+
+    def match(self, text: str) -> re.Match[str] | None:
+        rx = self._rx
+        if rx is None:
+            rx = self._rx = re.compile(self._src)
+        return rx.match(text)
+
+
 _MSG = r"(?:(?P<msg>[^:]*?(?:out of memory|Out of memory)[^:]*): )?"
 
-_RE_INVOKED = re.compile(
+_RE_INVOKED = _Pattern(
     r"^(?P<comm>.*) invoked oom-killer: gfp_mask=(?P<gfp>0x[0-9a-fA-F]+)(?:\((?P<gfp_flags>[^)]*)\))?"
     r"(?:, nodemask=(?P<nodemask>.*?))?, order=(?P<order>-?\d+)"
     r"(?:, oom_score_adj=(?P<adj>-?\d+))?"
 )
-_RE_TASK_IN = re.compile(
+_RE_TASK_IN = _Pattern(
     r"^Task in (?P<task_memcg>.*) killed as a result of limit of (?P<oom_memcg>.*)$"
 )
-_RE_MEMCG_USAGE = re.compile(
+_RE_MEMCG_USAGE = _Pattern(
     r"^(?P<counter>memory|memory\+swap|swap|kmem): usage (?P<usage>\d+)kB, limit (?P<limit>\d+)kB, failcnt (?P<failcnt>\d+)"
 )
-_RE_MEMCG_STATS = re.compile(r"^Memory cgroup stats for (?P<path>.*):$")
-_RE_SUMMARY = re.compile(
+_RE_MEMCG_STATS = _Pattern(r"^Memory cgroup stats for (?P<path>.*):$")
+_RE_SUMMARY = _Pattern(
     r"^oom-kill:constraint=(?P<constraint>[A-Z_]+),nodemask=(?P<nodemask>\(null\)|[0-9,\-]*?)"
     r"(?:,cpuset=(?P<cpuset>.*?),mems_allowed=(?P<mems>[0-9,\-]*?))?"
     r",(?:oom_memcg=(?P<oom_memcg>.*?)|(?P<global>global_oom))"
     r"(?:,task_memcg=(?P<task_memcg>.*?))?"
     r",task=(?P<comm>.*),pid=(?P<pid>\d+),uid=(?P<uid>\d+)$"
 )
-_RE_KILLED = re.compile(
+_RE_KILLED = _Pattern(
     r"^" + _MSG + r"Killed process (?P<pid>\d+) \((?P<comm>.*)\) total-vm:(?P<total_vm>\d+)kB, "
     r"anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB, shmem-rss:(?P<shmem>\d+)kB"
     r"(?:,? UID:(?P<uid>\d+))?(?: pgtables:(?P<pgtables>\d+)kB)?(?: oom_score_adj:(?P<adj>-?\d+))?"
 )
-_RE_KILL_419 = re.compile(
+_RE_KILL_419 = _Pattern(
     r"^"
     + _MSG
     + r"Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+) or sacrifice child$"
 )
-_RE_GROUP = re.compile(
+_RE_GROUP = _Pattern(
     r"^Tasks in (?P<path>.*) are going to be killed due to memory\.oom\.group set$"
 )
-_RE_REAPED = re.compile(
+_RE_REAPED = _Pattern(
     r"^oom_reaper: reaped process (?P<pid>\d+) \((?P<comm>.*)\), now anon-rss:(?P<anon>\d+)kB, "
     r"file-rss:(?P<file>\d+)kB, shmem-rss:(?P<shmem>\d+)kB"
 )
-_RE_UNABLE = re.compile(r"^oom_reaper: unable to reap pid:(?P<pid>\d+) \((?P<comm>.*)\)$")
-_RE_EXITING = re.compile(
+_RE_UNABLE = _Pattern(r"^oom_reaper: unable to reap pid:(?P<pid>\d+) \((?P<comm>.*)\)$")
+_RE_EXITING = _Pattern(
     r"^"
     + _MSG
     + r"OOM victim (?P<pid>\d+) \((?P<comm>.*)\) is already exiting\. Skip killing the task$"
 )
-_RE_NO_KILLABLE = re.compile(r"^Out of memory and no killable processes")
 
 _MEMCG_MESSAGES = ("Memory cgroup out of memory",)
 
 
-@dataclass(frozen=True, slots=True)
-class OomLine:
+class OomLine(NamedTuple):
     """One understood line: ``what`` names the format, ``fields`` its values."""
 
     what: str
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any]
 
 
 def _ints(m: re.Match[str], *names: str) -> dict[str, int]:
@@ -278,7 +301,7 @@ def parse_oom_line(text: str) -> OomLine | None:
                 {"message": m.group("msg"), "pid": int(m.group("pid")), "comm": m.group("comm")},
             )
         return None
-    if _RE_NO_KILLABLE.match(text):
+    if text.startswith("Out of memory and no killable processes"):
         return OomLine("no_killable", {})
     if head.startswith("Task in "):
         m = _RE_TASK_IN.match(text)
@@ -324,7 +347,6 @@ def cause_of(event: dict[str, Any]) -> str | None:
     return "memcg" if message in _MEMCG_MESSAGES else "system"
 
 
-@dataclass
 class OomAssembler:
     """Feed records in sequence order; get events (dicts with SPEC §3.2 keys).
 
@@ -334,13 +356,14 @@ class OomAssembler:
     is rate-limited, the kill line is not) still yields an event with what it says.
     """
 
-    boot_time: float
-    boot_id: str = "unknown"
-    _summary: dict[str, Any] | None = None
-    _task_in: dict[str, Any] | None = None
-    _select: dict[str, Any] | None = None
-    _group: str | None = None
-    _group_ctx: dict[str, Any] | None = None
+    def __init__(self, boot_time: float, boot_id: str = "unknown") -> None:
+        self.boot_time = boot_time
+        self.boot_id = boot_id
+        self._summary: dict[str, Any] | None = None
+        self._task_in: dict[str, Any] | None = None
+        self._select: dict[str, Any] | None = None
+        self._group: str | None = None
+        self._group_ctx: dict[str, Any] | None = None
 
     def feed(self, rec: KmsgRecord) -> list[dict[str, Any]]:
         try:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(NamedTuple):
     json: bool = False
     plain: bool = False
 
@@ -90,8 +88,7 @@ def print_table(
     click.echo(text)
 
 
-@dataclass(frozen=True)
-class TreeNode:
+class TreeNode(NamedTuple):
     """A line of an explanation tree: ``label`` (plain text), an optional ``style``
     for rich (e.g. "bold red"), and children."""
 

@@ -16,8 +16,8 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from memcgctl.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
 from memcgctl.errors import OperationFailed, PermissionDenied, from_oserror
@@ -30,8 +30,7 @@ NAMESPACES = ("trusted", "user")
 _RANGES = {BADNESS: (BADNESS_MIN, BADNESS_NEVER), OOM_DELAY: (0, MAX_DELAY_MS)}
 
 
-@dataclass(frozen=True, slots=True)
-class Setting:
+class Setting(NamedTuple):
     value: int | None  # None: unset
     source: str  # trusted | user | default
 

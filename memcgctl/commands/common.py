@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from memcgctl.env import Env
+from memcgctl.env import PROC, Env
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -55,10 +55,7 @@ def complete_cgroup(ctx: click.Context, incomplete: str) -> list[str]:
     (``/batch/j``, ``batch/j``, or an absolute path under the mount)."""
     root = ctx.find_root()
     params = root.params
-    env = Env(
-        cgroup_root=params.get("cgroup_root"),
-        proc_root=params.get("proc_root") or Env.proc_root,
-    )
+    env = Env(cgroup_root=params.get("cgroup_root"), proc_root=params.get("proc_root") or PROC)
     fs = env.fs
     head, _, partial = incomplete.rpartition("/")
     if not head and incomplete.startswith("/"):

@@ -13,8 +13,8 @@ import select
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from memcgctl.errors import (
     VANISHED_ERRNOS,
@@ -56,8 +56,7 @@ V1_FREEZER_STATE = "freezer.state"
 _V1_UNLIMITED = 1 << 62
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     """A mounted cgroup hierarchy that memcgctl works on."""
 
     mount: Path
