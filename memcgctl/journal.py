@@ -13,16 +13,15 @@ kernel log (deduplicated by boot id + the kmsg sequence number, the ``dedup`` ke
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from memcgctl.errors import from_oserror
+from memcgctl.statedir import locked
 
 DEFAULT_MAX_BYTES = 4 << 20
 
@@ -40,19 +39,6 @@ class Journal:
         self.path = state_dir / self.FILE
         self.rotated = state_dir / (self.FILE + ".1")
         self.max_bytes = max_bytes
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-            fd = os.open(self.state_dir / self.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise from_oserror(exc, str(self.state_dir)) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def read(self) -> Iterator[dict[str, Any]]:
         """All records, oldest first (the rotated file, then the current one)."""
@@ -83,7 +69,7 @@ class Journal:
         records = list(records)
         if not records:
             return []
-        with self._locked():
+        with locked(self.state_dir, self.LOCK):
             if any("dedup" in r for r in records):
                 known = self._dedup_keys()
                 fresh = []

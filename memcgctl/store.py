@@ -12,16 +12,16 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import NamedTuple
 
 from memcgctl.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
-from memcgctl.errors import OperationFailed, PermissionDenied, from_oserror
+from memcgctl.errors import OperationFailed, PermissionDenied
 from memcgctl.readers.cgroupfs import CgroupFs, parent_cgroup
+from memcgctl.statedir import locked
 from memcgctl.units import MAX_DELAY_MS
 
 BADNESS = "memcgctl.badness"
@@ -130,19 +130,6 @@ class ProcessRegistry:
                 out[(pid, start)] = badness
         return out
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-            fd = os.open(self.state_dir / self.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise from_oserror(exc, str(self.state_dir)) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     def update(
         self,
         changes: dict[Key, int | None],
@@ -151,7 +138,7 @@ class ProcessRegistry:
         """Apply changes (None removes) and prune entries whose process is gone."""
         import json
 
-        with self._locked():
+        with locked(self.state_dir, self.LOCK):
             entries = self.load()
             for key, value in changes.items():
                 if value is None:

@@ -206,9 +206,11 @@ def test_livelock_escalates_to_kill_all(
     assert big.poll() is None
 
 
-def test_sigkilled_daemon_leaves_a_hung_memcg_that_a_restart_resolves(
+def crash_during_oom(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
-) -> None:
+) -> subprocess.Popen[bytes]:
+    """A daemon with a 60 s delay pauses an OOM in /jobs, then dies by SIGKILL.
+    Returns the grower, asleep in the paused OOM."""
     set_xattr(cgroups, jobs["top"], "oom_delay_ms", "60000")
     d = Daemon(tmp_path, cgroups.parent)
     daemons.append(d)
@@ -216,6 +218,13 @@ def test_sigkilled_daemon_leaves_a_hung_memcg_that_a_restart_resolves(
     g = grower(cgroups, jobs["low"])
     d.wait_for("under_oom", jobs["top"])
     d.stop(signal.SIGKILL)
+    return g
+
+
+def test_sigkilled_daemon_leaves_a_hung_memcg_that_a_restart_resolves(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    g = crash_during_oom(cgroups, jobs, tmp_path, daemons)
     time.sleep(0.3)
     # hung: paused by the dead daemon's oom_kill_disable
     ctl = oom_control(cgroups, jobs["top"])
@@ -232,13 +241,7 @@ def test_sigkilled_daemon_leaves_a_hung_memcg_that_a_restart_resolves(
 def test_release_after_a_crash_hands_the_oom_back_to_the_kernel(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:
-    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "60000")
-    d = Daemon(tmp_path, cgroups.parent)
-    daemons.append(d)
-    d.wait_for("daemon_took_over", jobs["top"])
-    g = grower(cgroups, jobs["low"])
-    d.wait_for("under_oom", jobs["top"])
-    d.stop(signal.SIGKILL)
+    g = crash_during_oom(cgroups, jobs, tmp_path, daemons)
     r = subprocess.run(
         [
             sys.executable,

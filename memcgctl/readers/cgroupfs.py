@@ -241,12 +241,15 @@ class CgroupFs:
         for kid in kids:
             yield from self.walk(kid)
 
-    def inode(self, cg: str) -> int:
-        """The cgroup directory's inode number (kernfs: increases with creation)."""
+    def _lstat(self, cg: str) -> os.stat_result:
         try:
-            return os.lstat(self.path(cg)).st_ino
+            return os.lstat(self.path(cg))
         except OSError as exc:
             raise Vanished(cg) from exc
+
+    def inode(self, cg: str) -> int:
+        """The cgroup directory's inode number (kernfs: increases with creation)."""
+        return self._lstat(cg).st_ino
 
     # -- raw files -------------------------------------------------------------
     def read(self, cg: str, filename: str) -> str | None:
@@ -488,10 +491,7 @@ class CgroupFs:
 
     # -- ownership and extended attributes ---------------------------------------
     def owner(self, cg: str) -> int:
-        try:
-            return os.lstat(self.path(cg)).st_uid
-        except OSError as exc:
-            raise Vanished(cg) from exc
+        return self._lstat(cg).st_uid
 
     def get_xattr(self, cg: str, name: str) -> bytes | None:
         try:
