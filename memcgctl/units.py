@@ -67,7 +67,8 @@ def format_bytes(n: int | None) -> str:
         return "-"
     value = float(n)
     for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
+        # 1023.96M would print as "1024.0M": promote it to "1.0G"
+        if value < (1024 if unit == "B" else 1023.95) or unit == "T":
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     return f"{n}B"  # pragma: no cover

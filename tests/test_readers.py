@@ -157,3 +157,22 @@ def test_parse_stat_comm_with_parens_and_spaces() -> None:
     fields = ["S"] + ["0"] * 18 + ["4242"] + ["0"] * 5
     data = b"77 (a ) (b) c) " + " ".join(fields).encode()
     assert parse_stat_starttime(data) == 4242
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (None, "-"),
+        (0, "0B"),
+        (1023, "1023B"),
+        (1024, "1.0K"),
+        (1073000000, "1023.3M"),
+        ((1 << 30) - 1, "1.0G"),
+        (5 << 30, "5.0G"),
+        (300 << 20, "300.0M"),
+    ],
+)
+def test_format_bytes(n: int | None, text: str) -> None:
+    from memcgctl.units import format_bytes
+
+    assert format_bytes(n) == text
