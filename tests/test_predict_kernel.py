@@ -268,7 +268,10 @@ def test_host_ranking_matches_kernel_oom_score(cgroups: TestCgroups, tmp_path: P
         if lo == hi:
             assert computed == kernel[s.process.pid]
             exact += 1
-    assert exact >= 1
+    # one oom_score step is totalpages*3/2000 pages: only when it is wider than the fuzz
+    # can some scores be exact (24 GiB host: yes; the 1 GiB v2 guest: no)
+    if total * 3 // 2000 > 2 * fuzz:
+        assert exact >= 1
 
 
 def _score_at(points: int, total: int) -> int:
