@@ -70,3 +70,12 @@ def unified_cgroups() -> Iterator[TestCgroups]:
         yield tc
     finally:
         tc.cleanup()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The cgroup v2 guest run's kernel, boot and suite time, so CI logs show them."""
+    from tests.test_v2_guest import SUMMARY
+
+    for line in SUMMARY:
+        terminalreporter.write_sep("-", "cgroup v2 guest")
+        terminalreporter.write_line(line)

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 RUNNER = REPO / "tests" / "vm" / "run-in-kernel"
 OUT = REPO / ".cache" / "v2"
 VM_FAILED = 125
-MIN_TESTS = 20  # tests/v2 has 22 with the default 5 oracle seeds
+MIN_TESTS = 20
+SUMMARY: list[str] = []  # the guest run, for the terminal summary  # tests/v2 has 22 with the default 5 oracle seeds
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _read_junit(run: GuestRun, path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def guest_run(request: pytest.FixtureRequest) -> GuestRun:
+def guest_run() -> GuestRun:
     why = _why_no_qemu()
     if why is not None:
         pytest.skip(why)
@@ -105,25 +106,22 @@ def guest_run(request: pytest.FixtureRequest) -> GuestRun:
         check=False,
     )
     run = GuestRun(p.returncode, p.stdout, p.stderr, time.monotonic() - start)
-    (OUT / "guest.log").write_text(run.describe())
     if (OUT / "kernel").exists():
         run.kernel = (OUT / "kernel").read_text().strip()
     if (OUT / "uptime").exists():
         run.boot_s = float((OUT / "uptime").read_text())
     if (OUT / "junit.xml").exists():
         _read_junit(run, OUT / "junit.xml")
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    (OUT / "guest.log").write_text(run.describe())
+    boot = f"{run.boot_s:.1f}" if run.boot_s is not None else "?"
     summary = (
         f"cgroup v2 guest: kernel {run.kernel}, exit {run.rc}, {run.tests} tests "
-        f"({len(run.failed)} failed, {len(run.skipped)} skipped); boot "
-        f"{run.boot_s if run.boot_s is not None else '?'} s (guest uptime at start), "
-        f"suite {run.suite_s or 0:.0f} s, total {run.wall_s:.0f} s; log {OUT / 'guest.log'}"
+        f"({len(run.failed)} failed, {len(run.skipped)} skipped); boot {boot} s "
+        f"(guest uptime at start), suite {run.suite_s or 0:.0f} s, total {run.wall_s:.0f} s; "
+        f"log {OUT / 'guest.log'}"
     )
-    if tr is not None:
-        tr.write_line("")
-        tr.write_line(summary)
-    else:
-        print(summary, file=sys.stderr)
+    SUMMARY.append(summary)  # printed at the end of the session (tests/conftest.py)
+    print(summary, file=sys.stderr)
     return run
 
 
