@@ -34,7 +34,7 @@ def test_psi_pressure_kills_the_priority_victim_not_the_biggest(
     assert "mode=psi" in line
     g = grower(cgroups, low, upto_mib=120)
     # throttled, not killed: memory.high stalls the grower in reclaim (PSI "some").
-    # Set once it runs: under TCG a python starting below memory.high stalls already.
+    # Set once it runs, so its start-up is never what stalls.
     TestCgroups.write(cgroups.path(low), "memory.high", str(40 * MIB))
     _, line = d.wait_for("pressure", top, timeout=90)
     _, line = d.wait_for("daemon_kill", top, timeout=90)
