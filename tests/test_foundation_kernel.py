@@ -21,31 +21,34 @@ def run(state: Path, *args: str) -> Result:
 
 
 def test_tree_and_ps_show_real_usage_and_pids(cgroups: TestCgroups, tmp_path: Path) -> None:
-    a = cgroups.make("a", limit=64 << 20)
+    # processes only in leaves, so this runs on v2 too (no internal processes there)
+    a = cgroups.make("a", limit=96 << 20)
     b = cgroups.make("a/b", limit=32 << 20)
-    big = cgroups.hog(a, mib=16)
+    c = cgroups.make("a/c", limit=64 << 20)
+    big = cgroups.hog(c, mib=16)
     small = cgroups.hog(b, mib=4)
     r = run(tmp_path, "tree", cgroups.parent, "--json")
     assert r.exit_code == 0, r.output
     by = {c["cgroup"]: c for c in json.loads(r.stdout)["cgroups"]}
-    assert list(by) == [cgroups.parent, a, b]
-    assert by[a]["limit_bytes"] == 64 << 20 and by[b]["limit_bytes"] == 32 << 20
-    # v1 usage is hierarchical: a includes b
+    assert list(by) == [cgroups.parent, a, b, c]
+    assert by[a]["limit_bytes"] == 96 << 20 and by[b]["limit_bytes"] == 32 << 20
+    # usage is hierarchical (v1 and v2): a includes b and c
     assert by[a]["usage_bytes"] >= (16 + 4) << 20
     assert by[b]["usage_bytes"] >= 4 << 20
-    assert (by[a]["nr_tasks"], by[b]["nr_tasks"]) == (1, 1)
-    assert by[a]["under_oom"] is False
+    assert (by[a]["nr_tasks"], by[b]["nr_tasks"], by[c]["nr_tasks"]) == (0, 1, 1)
+    # v1 reports under_oom; v2 has no such state (None)
+    assert by[a]["under_oom"] is (False if cgroups.version == 1 else None)
     r = run(tmp_path, "ps", cgroups.parent, "--json", "--sort", "rss")
     procs = json.loads(r.stdout)["processes"]
     assert [p["pid"] for p in procs] == [big.pid, small.pid]
-    assert procs[0]["cgroup"] == a and procs[0]["rss_kb"] >= 16 << 10
+    assert procs[0]["cgroup"] == c and procs[0]["rss_kb"] >= 16 << 10
     for p in procs:
         assert p["oom_score"] == int(Path(f"/proc/{p['pid']}/oom_score").read_text())
     # --pid names the memcg of a real process
     r = run(tmp_path, "ps", "--pid", str(small.pid), "--json")
     assert json.loads(r.stdout)["root"] == b
     r = run(tmp_path, "tree", cgroups.parent, "--plain")
-    assert r.exit_code == 0 and "└─ b" in r.stdout
+    assert r.exit_code == 0 and "├─ b" in r.stdout and "└─ c" in r.stdout
 
 
 def test_badness_and_delay_live_in_real_xattrs(cgroups: TestCgroups, tmp_path: Path) -> None:
@@ -105,7 +108,7 @@ def delegated(cgroups: TestCgroups) -> str:
     """A subtree owned by nobody, as a delegating manager would hand it out."""
     top = cgroups.make("deleg")
     d = cgroups.path(top)
-    for f in [d, *(d / n for n in ("cgroup.procs", "tasks", "cgroup.subtree_control"))]:
+    for f in [d, *(d / n for n in ("cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"))]:
         if f.exists():
             os.chown(f, NOBODY, NOBODY)
     return top

@@ -188,12 +188,29 @@ def scenario(seed: int) -> list[Holder]:
 def test_oracle_kernel_kills_the_predicted_process(
     cgroups: TestCgroups, runner: CliRunner, tmp_path: Path, index: int
 ) -> None:
-    seed = BASE_SEED + index
+    run_oracle(cgroups, runner, tmp_path, BASE_SEED + index)
+
+
+def run_oracle(
+    cgroups: TestCgroups,
+    runner: CliRunner,
+    tmp_path: Path,
+    seed: int,
+    leaf: dict[str, str] | None = None,
+) -> None:
+    """One oracle scenario.  ``leaf`` maps a place to the cgroup its holder runs in
+    (cgroup v2 has no processes in inner cgroups: tests/v2 maps "oom" to "oom/x")."""
+    where = leaf or {}
     holders = scenario(seed)
     oom = cgroups.make("oom", limit=LIMIT)
     for place in PLACES[1:]:
         cgroups.make(place)  # children keep the default 256 MiB: the parent's limit hits first
-    procs = {cgroups.hog(f"{cgroups.parent}/{h.place}", h.mib, h.adj).pid: h for h in holders}
+    for place in where.values():
+        cgroups.make(place)
+    procs = {
+        cgroups.hog(f"{cgroups.parent}/{where.get(h.place, h.place)}", h.mib, h.adj).pid: h
+        for h in holders
+    }
     context = f"seed {seed} (MEMCGCTL_ORACLE_SEED={BASE_SEED}): {holders}"
 
     code, out = _invoke(runner, ["predict-victim", oom, "--policy", "kernel", "--json"], tmp_path)
@@ -215,7 +232,8 @@ def test_oracle_kernel_kills_the_predicted_process(
     finally:
         kmsg.close()
     assert kill.pid == predicted, f"kernel killed {kill.pid}, predicted {predicted}; {context}"
-    assert kill.task_memcg == f"{cgroups.parent}/{procs[kill.pid].place}", context
+    place = procs[kill.pid].place
+    assert kill.task_memcg == f"{cgroups.parent}/{where.get(place, place)}", context
     with contextlib.suppress(OSError):
         trigger.kill()
 
@@ -250,7 +268,10 @@ def test_host_ranking_matches_kernel_oom_score(cgroups: TestCgroups, tmp_path: P
         if lo == hi:
             assert computed == kernel[s.process.pid]
             exact += 1
-    assert exact >= 1
+    # one oom_score step is totalpages*3/2000 pages: only when it is wider than the fuzz
+    # can some scores be exact (24 GiB host: yes; the 1 GiB v2 guest: no)
+    if total * 3 // 2000 > 2 * fuzz:
+        assert exact >= 1
 
 
 def _score_at(points: int, total: int) -> int:

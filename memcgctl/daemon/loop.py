@@ -57,7 +57,7 @@ class Loop:
                 poller = select.poll()
                 poller.register(self._wake_r, select.POLLIN)
                 for fd in fds:
-                    poller.register(fd, select.POLLIN | select.POLLPRI)
+                    poller.register(fd, self.ports.poll_events(fd))
                 for fd, mask in poller.poll(timeout_ms):
                     if fd == self._wake_r:
                         with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ run by systemd's ExecStopPost) knows exactly which memcgs it paused.
 from __future__ import annotations
 
 import contextlib
+import select
 import signal
 import sys
 from collections.abc import Iterable
@@ -157,6 +158,16 @@ class RealPorts:
     # -- notifications (for the loop) ----------------------------------------------------
     def fds(self) -> dict[int, str]:
         return {w.fileno(): cg for cg, ws in self.watches.items() for w in ws if w.fileno() >= 0}
+
+    def poll_events(self, fd: int) -> int:
+        """The poll mask to wait for on fd: POLLIN for a v1 eventfd; POLLPRI only for
+        PSI triggers and memory.events, whose poll() always reports POLLIN (the kernel's
+        DEFAULT_POLLMASK) and signals with POLLPRI."""
+        for ws in self.watches.values():
+            for w in ws:
+                if w.fileno() == fd:
+                    return select.POLLIN if isinstance(w, OomControlWatch) else select.POLLPRI
+        return select.POLLPRI
 
     def consume(self, cg: str, fd: int, error: bool) -> str:
         """Read what woke us on fd: "fired" (OOM or pressure for cg), "quiet" (nothing
