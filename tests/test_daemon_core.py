@@ -284,3 +284,44 @@ def test_a_later_oom_starts_afresh(host: FakeHost) -> None:
     core.notify("/jobs", 5.0)  # a new OOM long after: a new first round
     core.tick(5.0)
     assert ports.killed == [10, 11] and ports.killed_all == []
+
+
+def test_psi_delay_longer_than_the_trigger_window(host: FakeHost) -> None:
+    """A PSI trigger fires at most once per window (1 s here): a 3 s delay must see the
+    episode through those gaps and kill at 3 s."""
+    ports = FakePorts(host, {"/jobs": 3000}, mode="psi")
+    core = DaemonCore(ports, select, Settings(pressure_window=2.1))
+    core.rescan(0.0)
+    for t in (0.0, 1.0, 2.0):
+        core.notify("/jobs", t)
+        core.tick(t + 0.5)
+    assert ports.killed == []
+    core.notify("/jobs", 3.0)
+    core.tick(3.0)
+    assert ports.killed == [10]
+
+
+@pytest.mark.parametrize(
+    ("stall", "window", "privileged", "expected"),
+    [
+        (150_000, 1_000_000, True, (150_000, 1_000_000)),
+        (150_000, 1_000_000, False, (300_000, 2_000_000)),
+        (500_000, 4_000_000, False, (500_000, 4_000_000)),
+        (100_000, 2_500_000, False, (160_000, 4_000_000)),
+    ],
+)
+def test_psi_params_follow_the_kernels_rules(
+    stall: int, window: int, privileged: bool, expected: tuple[int, int]
+) -> None:
+    from memcgctl.daemon.ports import psi_params
+
+    assert psi_params(stall, window, privileged) == expected
+
+
+def test_capability_from_status(fake_v1: FakeHost) -> None:
+    status = fake_v1.proc / "100" / "status"
+    status.parent.mkdir()
+    status.write_text("Name:\tx\nCapEff:\t000001fffeffffff\n")  # this host: root without 24
+    proc = fake_v1.env().proc
+    assert proc.has_capability(21, 100) is True  # CAP_SYS_ADMIN
+    assert proc.has_capability(24, 100) is False  # CAP_SYS_RESOURCE

@@ -278,3 +278,28 @@ def test_dry_run_changes_nothing_and_kills_nothing(
     assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 0
     assert MARK not in os.listxattr(cgroups.path(jobs["top"]))
     assert d.stop() == 0
+
+
+def test_psi_trigger_wakes_only_on_pressure(unified_cgroups: TestCgroups) -> None:
+    """The daemon's v2/host trigger, on the real kernel (the unified hierarchy here has
+    PSI without the memory controller): poll() always reports POLLIN on a trigger fd, so
+    the daemon must wait for POLLPRI alone, which stays quiet while nothing stalls."""
+    import select
+
+    from memcgctl.daemon.ports import psi_params
+    from memcgctl.readers.notify import PsiTrigger
+    from memcgctl.readers.procfs import ProcFs
+
+    cg = unified_cgroups.make("idle", limit=None)
+    # root here lacks CAP_SYS_RESOURCE: the daemon rounds the window as the kernel wants
+    stall, window = psi_params(150_000, 1_000_000, ProcFs(Path("/proc")).has_capability(24))
+    trig = PsiTrigger(str(unified_cgroups.path(cg) / "memory.pressure"), stall, window)
+    try:
+        everything = select.poll()
+        everything.register(trig.fileno(), select.POLLIN | select.POLLPRI)
+        assert everything.poll(0), "the kernel reports POLLIN on a PSI trigger at once"
+        pri = select.poll()
+        pri.register(trig.fileno(), select.POLLPRI)
+        assert pri.poll(300) == []
+    finally:
+        trig.close()

@@ -108,7 +108,10 @@ def delegated(cgroups: TestCgroups) -> str:
     """A subtree owned by nobody, as a delegating manager would hand it out."""
     top = cgroups.make("deleg")
     d = cgroups.path(top)
-    for f in [d, *(d / n for n in ("cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"))]:
+    for f in [
+        d,
+        *(d / n for n in ("cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads")),
+    ]:
         if f.exists():
             os.chown(f, NOBODY, NOBODY)
     return top

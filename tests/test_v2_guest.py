@@ -29,7 +29,9 @@ RUNNER = REPO / "tests" / "vm" / "run-in-kernel"
 OUT = REPO / ".cache" / "v2"
 VM_FAILED = 125
 MIN_TESTS = 20
-SUMMARY: list[str] = []  # the guest run, for the terminal summary  # tests/v2 has 22 with the default 5 oracle seeds
+SUMMARY: list[
+    str
+] = []  # the guest run, for the terminal summary  # tests/v2 has 22 with the default 5 oracle seeds
 
 
 @dataclass

@@ -125,7 +125,7 @@ def daemon(
     from memcgctl.actions.kill import make_killer
     from memcgctl.daemon.core import DaemonCore, Settings
     from memcgctl.daemon.loop import Loop
-    from memcgctl.daemon.ports import RealPorts
+    from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
     from memcgctl.journal import Journal
     from memcgctl.policy import KernelParams, select_kernel, select_priority
 
@@ -137,6 +137,15 @@ def daemon(
     window_us = parse_duration_ms(psi_window) * 1000
     if not 500_000 <= window_us <= 10_000_000 or not 0 < stall_us <= window_us:
         raise UsageProblem("PSI: need 0 < --psi-stall <= --psi-window, window 500ms-10s")
+    privileged = env.proc.has_capability(CAP_SYS_RESOURCE)
+    stall_us, effective_us = psi_params(stall_us, window_us, privileged)
+    if effective_us != window_us:
+        click.echo(
+            f"<5>no CAP_SYS_RESOURCE: PSI window {window_us // 1000}ms rounded up to "
+            f"{effective_us // 1000}ms (stall {stall_us // 1000}ms), as the kernel requires",
+            err=True,
+        )
+        window_us = effective_us
     ports = RealPorts(
         env,
         make_killer(env.proc_root, env.fs, env.proc),
@@ -162,7 +171,14 @@ def daemon(
 
     if not no_mlock:
         _mlockall()
-    settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
+    settings = Settings(
+        grace=_seconds(grace),
+        max_rounds=max_rounds,
+        # a PSI trigger fires at most once per window: pressure has ended only after
+        # more than two windows of silence
+        pressure_window=2 * window_us / 1e6 + 0.1,
+        dry_run=dry_run,
+    )
     loop = Loop(DaemonCore(ports, select, settings), ports, rescan_interval=_seconds(rescan))
     loop.install_signal_handlers()
     ports.emit({"kind": "daemon_started", "cgroup": root, "policy": policy, "dry_run": dry_run})

@@ -92,7 +92,7 @@ MAX_CHECK = 0.1
 class Settings:
     grace: float = 0.5  # seconds after a kill before the next round
     max_rounds: int = 3  # victim kills before kill-all
-    pressure_window: float = 1.0  # psi: silence that ends a pressure episode
+    pressure_window: float = 2.1  # psi: silence that ends a pressure episode (> 2 PSI windows)
     dry_run: bool = False
 
 

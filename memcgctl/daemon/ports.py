@@ -33,6 +33,21 @@ AT_LIMIT_SLACK = 2 << 20
 _PRIORITY = {"daemon_kill": 4, "daemon_escalated": 4, "under_oom": 5, "no_victim": 3}
 
 
+CAP_SYS_RESOURCE = 24
+PSI_UNPRIVILEGED_STEP_US = 2_000_000
+
+
+def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, int]:
+    """The trigger the kernel will accept.  Without CAP_SYS_RESOURCE (root on some
+    hosts lacks it) the window must be a multiple of 2 s (kernel/sched/psi.c,
+    psi_trigger_create): round it up and scale the stall time with it."""
+    if privileged or window_us % PSI_UNPRIVILEGED_STEP_US == 0:
+        return stall_us, window_us
+    step = PSI_UNPRIVILEGED_STEP_US
+    window = (window_us + step - 1) // step * step
+    return stall_us * window // window_us, window
+
+
 class RealPorts:
     def __init__(
         self,

@@ -198,6 +198,17 @@ class ProcFs:
     def vmstat(self) -> dict[str, int]:
         return parse_flat_keyed(read_text(f"{self._root}/vmstat"))
 
+    def has_capability(self, cap: int, pid: int | str = "self") -> bool:
+        """Whether PID's effective capability set holds ``cap`` (e.g. 24,
+        CAP_SYS_RESOURCE), from the CapEff line of /proc/PID/status."""
+        try:
+            for line in read_text(f"{self._root}/{pid}/status").splitlines():
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+        except (OSError, ValueError, IndexError):
+            pass
+        return False
+
     def boot_id(self) -> str:
         try:
             return read_text(f"{self._root}/sys/kernel/random/boot_id").strip()

@@ -139,5 +139,3 @@ def test_oom_group_predicted_and_killed_exactly(
     assert events_file(cgroups, top, local=False)["oom_group_kill"] >= 1
     assert events_file(cgroups, top, local=False)["oom_kill"] >= len(group)
     assert events_file(cgroups, other, local=True)["oom_kill"] == 0
-
-
