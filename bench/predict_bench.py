@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from memcgctl.commands.predict import kernel_params  # noqa: E402
 from memcgctl.env import Env  # noqa: E402
 from memcgctl.policy import select_kernel  # noqa: E402
+from memcgctl.snapshot import kernel_params  # noqa: E402
 from tests.realkernel import TestCgroups, v1_memory_mount  # noqa: E402
 
 PER_MEMCG = 500
@@ -58,7 +58,7 @@ def lib_predict(state: Path) -> int:
     d = select_kernel(
         snap,
         "/",
-        kernel_params(env, snap.version, snap.page_size, snap.mem_total_kb, snap.swap_total_kb),
+        kernel_params(env.proc, snap),
     )
     return len(d.candidates)
 

@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from memcgctl.errors import Vanished
 from memcgctl.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.policy import KernelParams
 from memcgctl.readers.cgroupfs import CgroupFs
 from memcgctl.readers.procfs import ProcFs
 from memcgctl.store import BADNESS, OOM_DELAY, ProcessRegistry, read_setting
@@ -146,4 +147,16 @@ def take_snapshot(
         swap_total_kb=meminfo.get("SwapTotal", 0),
         page_size=os.sysconf("SC_PAGE_SIZE"),
         kernel_release=proc.kernel_release(),
+    )
+
+
+def kernel_params(proc: ProcFs, snap: Snapshot) -> KernelParams:
+    """The host's values for the kernel heuristic: the snapshot's memory sizes plus the
+    two sysctls it depends on (the only reads that policy needs beyond the snapshot)."""
+    from memcgctl.policy import KernelParams  # only for --policy kernel
+
+    return KernelParams.of(
+        snap,
+        vm_swappiness=proc.sysctl("vm.swappiness") or 0,
+        allocating_task=bool(proc.sysctl("vm.oom_kill_allocating_task")),
     )

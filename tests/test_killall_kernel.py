@@ -161,6 +161,12 @@ def test_v1_freezer_path_when_it_mirrors_the_memcg(
         join = f'echo $$ > "{fz.path(job)}/a/cgroup.procs" && '
         _sleepers(cgroups, f"{job}/a", 30, prefix=join)
         _fork_loop(cgroups, f"{job}/a", prefix=join)
+        # each helper joins the memcg first and the freezer cgroup second: wait until the
+        # freezer holds every process of the memcg, as the mechanism requires
+        deadline = time.monotonic() + 10
+        while set(cgroups.subtree_pids(job)) - set(fz.subtree_pids(job)):
+            assert time.monotonic() < deadline, "helpers did not join the freezer cgroup"
+            time.sleep(0.01)
         code, output = _invoke(runner, cgroups, tmp_path, job, "--json", "--timeout", "20")
         assert code == 0, output
         doc = json.loads(output)

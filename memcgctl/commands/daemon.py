@@ -127,7 +127,8 @@ def daemon(
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
     from memcgctl.journal import Journal
-    from memcgctl.policy import KernelParams, select_kernel, select_priority
+    from memcgctl.policy import select_kernel, select_priority
+    from memcgctl.snapshot import kernel_params
 
     root = env.fs.resolve(root_name)
     host_ms = parse_delay(host_delay) if host_delay is not None else None
@@ -165,8 +166,7 @@ def daemon(
 
     def select(snap: Snapshot, oom_root: str, exclude: Iterable[int]) -> Decision:
         if policy == "kernel":
-            vm_swappiness = env.proc.sysctl("vm.swappiness")
-            return select_kernel(snap, oom_root, KernelParams.of(snap, vm_swappiness))
+            return select_kernel(snap, oom_root, kernel_params(env.proc, snap))
         return select_priority(snap, oom_root, exclude)
 
     if not no_mlock:

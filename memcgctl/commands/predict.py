@@ -12,28 +12,13 @@ from memcgctl.policy import (
     POLICIES,
     PRIORITY,
     Decision,
-    KernelParams,
     rank_priority,
     select_kernel,
     select_priority,
 )
 from memcgctl.render import Output, emit_json, output_options, print_table, print_tree
+from memcgctl.snapshot import kernel_params
 from memcgctl.units import format_kb
-
-
-def kernel_params(
-    env: Env, version: int, page_size: int, mem_kb: int, swap_kb: int
-) -> KernelParams:
-    """The host's values for the kernel heuristic (the only reads this policy needs
-    beyond the snapshot)."""
-    return KernelParams(
-        page_size=page_size,
-        mem_total_kb=mem_kb,
-        swap_total_kb=swap_kb,
-        vm_swappiness=env.proc.sysctl("vm.swappiness") or 0,
-        oom_kill_allocating_task=bool(env.proc.sysctl("vm.oom_kill_allocating_task")),
-        version=version,
-    )
 
 
 def _runners_up_rows(d: Decision, ranked: list[Decision], top: int) -> list[list[object]]:
@@ -106,10 +91,7 @@ def predict_victim(
     snap = env.snapshot(root)
     ranked: list[Decision] = []
     if policy == KERNEL:
-        params = kernel_params(
-            env, snap.version, snap.page_size, snap.mem_total_kb, snap.swap_total_kb
-        )
-        decision = select_kernel(snap, root, params)
+        decision = select_kernel(snap, root, kernel_params(env.proc, snap))
     else:
         decision = select_priority(snap, root)
         if top is not None and decision.victim is not None:
