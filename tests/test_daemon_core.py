@@ -73,6 +73,19 @@ def select(snap: Snapshot, root: str, exclude: Iterable[int]) -> Decision:
     return select_priority(snap, root, exclude)
 
 
+def oom_at(
+    host: FakeHost, t: float, settings: Settings | None = None
+) -> tuple[FakePorts, DaemonCore]:
+    """/jobs managed with delay 0 goes under OOM at time t; the core has ticked once."""
+    ports = FakePorts(host, {"/jobs": 0})
+    core = DaemonCore(ports, select, settings or Settings())
+    core.rescan(0.0)
+    ports.oom.add("/jobs")
+    core.notify("/jobs", t)
+    core.tick(t)
+    return ports, core
+
+
 @pytest.fixture
 def host(fake_v1: FakeHost) -> FakeHost:
     fake_v1.cgroup("/jobs", limit=256 << 20, delay_ms=2000)
@@ -115,22 +128,12 @@ def test_oom_resolved_by_userspace_within_the_delay(host: FakeHost) -> None:
 
 
 def test_delay_zero_kills_at_once(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 0})
-    core = DaemonCore(ports, select)
-    core.rescan(0.0)
-    ports.oom.add("/jobs")
-    core.notify("/jobs", 1.0)
-    core.tick(1.0)
+    ports, _ = oom_at(host, 1.0)
     assert ports.killed == [10]
 
 
 def test_livelock_escalates_to_next_victims_then_kill_all(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 0})
-    core = DaemonCore(ports, select, Settings(grace=0.5, max_rounds=2))
-    core.rescan(0.0)
-    ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
-    core.tick(0.0)
+    ports, core = oom_at(host, 0.0, Settings(grace=0.5, max_rounds=2))
     assert ports.killed == [10]
     ports.dead.add(10)
     host.remove_process(10)
@@ -150,23 +153,13 @@ def test_livelock_escalates_to_next_victims_then_kill_all(host: FakeHost) -> Non
 
 
 def test_waits_while_the_previous_victim_is_still_exiting(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 0})
-    core = DaemonCore(ports, select, Settings(grace=0.5))
-    core.rescan(0.0)
-    ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
-    core.tick(0.0)
+    ports, core = oom_at(host, 0.0, Settings(grace=0.5))
     core.tick(0.6)  # victim 10 not dead yet: do not pile on
     assert ports.killed == [10]
 
 
 def test_dry_run_decides_but_kills_nothing(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 0})
-    core = DaemonCore(ports, select, Settings(dry_run=True))
-    core.rescan(0.0)
-    ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
-    core.tick(0.0)
+    ports, _ = oom_at(host, 0.0, Settings(dry_run=True))
     assert ports.killed == [] and ports.events[-1]["kind"] == "would_kill"
     assert ports.events[-1]["pid"] == 10
 
@@ -249,12 +242,7 @@ def test_lowest_priority_child(host: FakeHost) -> None:
 
 
 def test_oom_back_within_the_grace_continues_the_livelock(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 0})
-    core = DaemonCore(ports, select, Settings(grace=0.5, max_rounds=1))
-    core.rescan(0.0)
-    ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
-    core.tick(0.0)
+    ports, core = oom_at(host, 0.0, Settings(grace=0.5, max_rounds=1))
     assert ports.killed == [10]
     ports.dead.add(10)
     host.remove_process(10)
@@ -270,12 +258,7 @@ def test_oom_back_within_the_grace_continues_the_livelock(host: FakeHost) -> Non
 
 
 def test_a_later_oom_starts_afresh(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 0})
-    core = DaemonCore(ports, select, Settings(grace=0.5, max_rounds=1))
-    core.rescan(0.0)
-    ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
-    core.tick(0.0)
+    ports, core = oom_at(host, 0.0, Settings(grace=0.5, max_rounds=1))
     ports.dead.add(10)
     host.remove_process(10)
     ports.oom.clear()

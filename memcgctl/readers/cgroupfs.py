@@ -168,13 +168,9 @@ class CgroupFs:
     def path(self, cg: str) -> str:
         return self._mount_str if cg == "/" else self._mount_str + cg
 
-    def resolve(self, name: str) -> str:
-        """Validate a user-supplied cgroup name and return its hierarchy path.
-
-        Accepts ``/``, ``/a/b``, ``a/b`` and absolute paths under the mount.  Refuses
-        ``..``, symlinks and anything on another mount (exit 2), and reports a
-        missing cgroup (exit 3).
-        """
+    def _split(self, name: str) -> tuple[str, list[str]]:
+        """A user-supplied name as (its path relative to the mount, its components);
+        refuses empty names and ``..``."""
         if not name or "\0" in name:
             raise UsageProblem("empty or invalid cgroup name")
         rel = name
@@ -183,6 +179,16 @@ class CgroupFs:
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise UsageProblem(f"{name}: '..' would leave the cgroup hierarchy")
+        return rel, parts
+
+    def resolve(self, name: str) -> str:
+        """Validate a user-supplied cgroup name and return its hierarchy path.
+
+        Accepts ``/``, ``/a/b``, ``a/b`` and absolute paths under the mount.  Refuses
+        ``..``, symlinks and anything on another mount (exit 2), and reports a
+        missing cgroup (exit 3).
+        """
+        rel, parts = self._split(name)
         cg = "/" + "/".join(parts)
         try:
             root_dev = os.lstat(self._mount_str).st_dev
@@ -194,7 +200,7 @@ class CgroupFs:
             try:
                 st = os.lstat(current)
             except FileNotFoundError:
-                if name.startswith("/") and rel is name and os.path.isdir(name):
+                if name.startswith("/") and rel == name and os.path.isdir(name):
                     raise UsageProblem(
                         f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
                     ) from None
@@ -288,21 +294,14 @@ class CgroupFs:
         it exists).  The existing part is validated as :meth:`resolve` does (no ``..``,
         symlinks or other mounts); the hierarchy root itself is refused.
         """
-        if not name or "\0" in name:
-            raise UsageProblem("empty or invalid cgroup name")
-        rel = name
-        if name == self._mount_str or name.startswith(self._mount_str + "/"):
-            rel = name[len(self._mount_str) :] or "/"
-        parts = [p for p in rel.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise UsageProblem(f"{name}: '..' would leave the cgroup hierarchy")
+        rel, parts = self._split(name)
         if not parts:
             raise UsageProblem(f"{name}: the hierarchy root cannot be created or joined")
         first = f"{self._mount_str}/{parts[0]}"
         # "/sys/fs/cgroup/cpu/x" names a directory elsewhere, not a new "/sys/..." cgroup:
         # refuse rather than create a surprising tree
         if (
-            rel is name
+            rel == name
             and name.startswith("/")
             and not os.path.lexists(first)
             and os.path.lexists("/" + parts[0])
