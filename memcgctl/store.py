@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from memcgctl.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
-from memcgctl.errors import OperationFailed, PermissionDenied
+from memcgctl.errors import OperationFailed, PermissionDenied, Vanished
 from memcgctl.readers.cgroupfs import CgroupFs, parent_cgroup
 from memcgctl.statedir import locked
 from memcgctl.units import MAX_DELAY_MS
@@ -52,7 +52,7 @@ def delegation_allows_user(fs: CgroupFs, cg: str) -> bool:
     try:
         owner = fs.owner(cg)
         parent_owner = fs.owner(parent) if parent is not None else os.lstat(fs.mount.parent).st_uid
-    except Exception:
+    except (Vanished, OSError):  # gone meanwhile: nothing to honour
         return False
     return owner == parent_owner
 

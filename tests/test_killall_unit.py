@@ -309,3 +309,32 @@ def test_cli_bad_signal_is_usage_error(fake_v1: FakeHost, runner: CliRunner) -> 
     _tree(fake_v1)
     r = runner.invoke(cli, ["kill-all", "/job", "-n", "--signal", "BOGUS"], env=_cli_env(fake_v1))
     assert r.exit_code == 2
+
+
+def test_v1_freezer_match_tolerates_a_fork_between_the_reads(
+    fake_v1: FakeHost, tmp_path: Path
+) -> None:
+    """A child forked between the memcg read and the freezer read shows up in the
+    freezer (and in the second memcg read) only: still the same set of processes."""
+    _tree(fake_v1)
+    fz_root = tmp_path / "freezer"
+    for rel, pids in (("", ""), ("job", "201\n"), ("job/a", "202\n203\n"), ("job/a/b", "204\n")):
+        d = fz_root / rel
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cgroup.procs").write_text(pids)
+        (d / "freezer.state").write_text("THAWED\n")
+    env = fake_v1.env()
+    killer = Killer(
+        env.fs,
+        env.proc,
+        RecordingSignaller(fake_v1),
+        freezer=CgroupFs(Hierarchy(fz_root, 1, False)),
+        self_pid=1,
+    )
+    first_read = {201, 202, 203, 204}
+    (fz_root / "job/a/b/cgroup.procs").write_text("204\n205\n")  # the child, in the freezer
+    (fake_v1.cgroot / "job/a/b/cgroup.procs").write_text("204\n205\n")  # and the memcg now
+    assert killer.freezer_matches("/job", first_read)
+    # a process the memcg held in both reads but the freezer never did: not a mirror
+    (fake_v1.cgroot / "job/a/b/cgroup.procs").write_text("204\n205\n206\n")
+    assert not killer.freezer_matches("/job", first_read | {206})

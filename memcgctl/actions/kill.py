@@ -235,16 +235,25 @@ class Killer:
 
     # -- mechanism choice ------------------------------------------------------------
     def freezer_matches(self, top: str, pids: set[int]) -> bool:
-        """The v1 freezer cgroup with the same path holds exactly these processes."""
+        """The v1 freezer cgroup with the same path holds exactly the processes of the
+        memcg subtree (``pids``, read just before).
+
+        The two hierarchies cannot be read at one instant, and a fork loop changes both
+        between reads, so the memcg is read again afterwards: every process the freezer
+        holds must be in one of the two memcg reads, and every process in both memcg
+        reads must be in the freezer.  A long-lived process in only one of them fails
+        the check; a child born or reaped between the reads does not."""
         fz = self.freezer
         if fz is None or self.fs.version != 1 or not fz.exists(top):
             return False
         if fz.freezer_state(top) != "THAWED":
             return False
         try:
-            return {p for p, _ in fz.subtree_procs(top)} == pids
+            frozen_side = {p for p, _ in fz.subtree_procs(top)}
+            after = {p for p, _ in self.fs.subtree_procs(top)}
         except Vanished:
             return False
+        return frozen_side <= (pids | after) and (pids & after) <= frozen_side
 
     def choose(self, top: str, sig: int, wanted: str = "auto") -> str:
         if wanted not in CHOICES:

@@ -72,10 +72,13 @@ def _process_key(env: Env, pid: int) -> tuple[int, int, str]:
         raise NoSuchProcess(pid) from None
 
 
-def _process_setting(env: Env, pid: int) -> Setting:
+def _process_setting(
+    env: Env, pid: int, entries: dict[tuple[int, int], int] | None = None
+) -> Setting:
     from memcgctl.snapshot import process_badness  # only for --pid: keeps start-up short
 
-    entries = env.registry.load()
+    if entries is None:
+        entries = env.registry.load()
     value, source = process_badness(
         env.proc, pid, env.proc.oom_score_adj(pid), entries, frozenset(p for p, _ in entries)
     )
@@ -158,9 +161,11 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
     """
     items: list[dict[str, Any]] = []
     cgroups = [env.fs.resolve(t) for t in targets]
+    entries = env.registry.load() if pids or not targets else None
     if not targets and not pids:
         cgroups = list(env.fs.walk("/"))
-        registered = sorted({p for p, _ in env.registry.load()})
+        assert entries is not None
+        registered = sorted({p for p, _ in entries})
         pids = tuple(p for p in registered if env.proc.exists(p))
     for cg in cgroups:
         try:
@@ -177,7 +182,7 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
     for pid in pids:
         _, _, comm = _process_key(env, pid)
         try:
-            s = _process_setting(env, pid)
+            s = _process_setting(env, pid, entries)
         except Vanished:
             raise NoSuchProcess(pid) from None
         items.append({"pid": pid, "comm": comm, "badness": s.value, "badness_source": s.source})

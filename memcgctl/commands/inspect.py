@@ -19,15 +19,15 @@ def _badness_cell(value: int, source: str) -> str:
     return str(value) if source == "default" else f"{value} ({source})"
 
 
-def tree_rows(snap: Snapshot, root: str) -> list[tuple[int, str, CgroupInfo]]:
-    """(depth, display name with tree guides, cgroup) in pre-order."""
-    rows: list[tuple[int, str, CgroupInfo]] = []
+def tree_rows(snap: Snapshot, root: str) -> list[tuple[str, CgroupInfo]]:
+    """(display name with tree guides, cgroup) in pre-order."""
+    rows: list[tuple[str, CgroupInfo]] = []
 
     def visit(path: str, guides: str, last: bool, top: bool) -> None:
         cg = snap.cgroups[path]
         name = path if top else path.rsplit("/", 1)[1]
         label = name if top else guides + ("└─ " if last else "├─ ") + name
-        rows.append((0 if top else 1, label, cg))
+        rows.append((label, cg))
         kids = [k for k in cg.children if k in snap.cgroups]
         child_guides = "" if top else guides + ("   " if last else "│  ")
         for i, kid in enumerate(kids):
@@ -60,7 +60,7 @@ def tree(env: Env, cgroup: str | None, pid: int | None, out: Output) -> None:
         )
         return
     rows = []
-    for _, label, cg in tree_rows(snap, root):
+    for label, cg in tree_rows(snap, root):
         kills = cg.oom_kills_local
         rows.append(
             [
