@@ -99,10 +99,14 @@ def journal_record(ev: Event) -> Event:
 
 
 def diff_counters(
-    cg: str, old: dict[str, int], new: dict[str, int], source: str, now_iso: str
+    cg: str, old: dict[str, int], new: dict[str, int], filename: str, now_iso: str
 ) -> list[Event]:
     """Events for counters of memory.events that went up (a value that went down means
-    the file belongs to a new cgroup of the same name: take it as the new base)."""
+    the file belongs to a new cgroup of the same name: take it as the new base).
+
+    ``source`` is ``memory.events`` (SPEC §3.2) whichever of the two files was read;
+    ``file`` says which (``memory.events.local`` where the kernel has it, so that one
+    kill is reported once, on its own cgroup, not once per ancestor)."""
     out = []
     for key in V2_EVENT_KEYS:
         before, after = old.get(key), new.get(key)
@@ -113,7 +117,8 @@ def diff_counters(
                 "time": now_iso,
                 "kind": key,
                 "cgroup": cg,
-                "source": source,
+                "source": "memory.events",
+                "file": filename,
                 "count": after - before,
                 "total": after,
             }

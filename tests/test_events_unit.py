@@ -143,6 +143,7 @@ def test_diff_counters_reports_increments_only() -> None:
     new = {"low": 3, "high": 1, "max": 7, "oom": 2, "oom_kill": 0, "oom_group_kill": 0}
     events = diff_counters("/a", old, new, "memory.events.local", "T")
     assert [(e["kind"], e["count"]) for e in events] == [("max", 2), ("oom", 1)]
+    assert {(e["source"], e["file"]) for e in events} == {("memory.events", "memory.events.local")}
 
 
 def test_by_cause_and_completeness() -> None:

@@ -48,7 +48,8 @@ def test_memory_max_kill_counters_history_and_follow(
         lambda e: e["kind"] == "oom_kill" and e["cgroup"] == cg and e["source"] != "kmsg",
         timeout=30,
     )
-    assert oom["source"] == kill["source"] == "memory.events.local"
+    assert oom["source"] == kill["source"] == "memory.events"
+    assert oom["file"] == kill["file"] == "memory.events.local"
     assert kill["total"] == 1
     # the parent's own counters did not move: no event for it from memory.events.local
     assert not [e for e in f.events if e["cgroup"] == parent and e["source"] != "kmsg"]
