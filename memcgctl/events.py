@@ -18,7 +18,7 @@ from typing import Any
 
 from memcgctl.errors import Vanished
 from memcgctl.journal import utc_now_iso
-from memcgctl.kmsg import OomAssembler, join_continuations, may_matter, parse_record
+from memcgctl.kmsg import OomAssembler, join_continuations, parse_records
 from memcgctl.readers.cgroupfs import V2_EVENTS, V2_EVENTS_LOCAL, CgroupFs
 from memcgctl.readers.kmsg import KmsgReader
 from memcgctl.readers.notify import EventsFileWatch, OomControlWatch
@@ -202,7 +202,7 @@ class Follower:
 
     # -- kmsg ------------------------------------------------------------------------
     def feed_kmsg(self, raws: list[bytes], live: bool = True) -> list[Event]:
-        records = [r for r in (parse_record(raw) for raw in raws if may_matter(raw)) if r]
+        records = parse_records(raws)
         out = []
         for rec in join_continuations(records):
             for ev in self.assembler.feed(rec):

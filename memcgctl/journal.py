@@ -107,6 +107,37 @@ class Journal:
                 raise from_oserror(exc, str(self.path)) from exc
         return records
 
+    # -- the kernel-log cursor ------------------------------------------------------------
+    # Every kernel kill up to this kmsg sequence number (of this boot) is in the journal,
+    # so ``counters`` need not parse those records again: it still reads the ring, but
+    # parses only what came after (SPEC §8 start-up budget).
+
+    CURSOR = "kmsg.cursor"
+
+    def read_cursor(self, boot_id: str) -> int | None:
+        try:
+            doc = json.loads((self.state_dir / self.CURSOR).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("boot_id") != boot_id:
+            return None
+        seq = doc.get("seq")
+        return seq if isinstance(seq, int) else None
+
+    def write_cursor(self, boot_id: str, seq: int) -> None:
+        """Record that every kill up to ``seq`` is journaled (never moves backwards)."""
+        with locked(self.state_dir, self.LOCK):
+            current = self.read_cursor(boot_id)
+            if current is not None and current >= seq:
+                return
+            path = self.state_dir / self.CURSOR
+            tmp = path.with_name(f".{self.CURSOR}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(json.dumps({"boot_id": boot_id, "seq": seq}))
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise from_oserror(exc, str(path)) from exc
+
     def _rotate_if_needed(self) -> None:
         try:
             size = self.path.stat().st_size

@@ -104,14 +104,37 @@ _KEYWORDS = (
 _KEYWORD_SCAN = re.compile(b"|".join(re.escape(k) for k in _KEYWORDS)).search
 
 
+# a header whose flags are "-" (a whole record, not a pr_cont fragment of an old kernel)
+_PLAIN_HEAD = re.compile(rb"[^;]{0,44},-[;,]").match
+
+
 def may_matter(raw: bytes) -> bool:
     """A cheap pre-filter: False only for records that cannot be part of an OOM report
     (no keyword, and not a pr_cont fragment of an old kernel).  Most of the ring is
     boot noise; skipping it keeps ``counters`` fast."""
-    head = raw[:48]
-    if b",-;" not in head and b",-," not in head:
-        return True  # flags other than "-" (a fragment), or an odd header: look closer
-    return _KEYWORD_SCAN(raw) is not None
+    return _KEYWORD_SCAN(raw) is not None or _PLAIN_HEAD(raw) is None
+
+
+def record_seq(raw: bytes) -> int:
+    """The sequence number of a raw /dev/kmsg record (``PRIO,SEQ,…``); -1 if garbled."""
+    try:
+        return int(raw.split(b",", 2)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def parse_records(raws: list[bytes]) -> list[KmsgRecord]:
+    """The records of ``raws`` that may belong to an OOM report, parsed.  The filter
+    is inlined (two C-level scans per record, no Python call): a full ring holds
+    thousands of records and ``counters`` reads them all."""
+    scan, plain = _KEYWORD_SCAN, _PLAIN_HEAD
+    out = []
+    for raw in raws:
+        if scan(raw) is not None or plain(raw) is None:
+            rec = parse_record(raw)
+            if rec is not None:
+                out.append(rec)
+    return out
 
 
 def usec_to_iso(usec: int, boot_time: float) -> str:
@@ -506,7 +529,7 @@ def parse_events(
 ) -> list[dict[str, Any]]:
     """Convenience: raw kmsg records → events."""
     asm = OomAssembler(boot_time, boot_id)
-    records = [r for r in (parse_record(raw) for raw in raws if may_matter(raw)) if r is not None]
+    records = parse_records(raws)
     events: list[dict[str, Any]] = []
     for rec in join_continuations(records):
         events.extend(asm.feed(rec))

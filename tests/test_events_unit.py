@@ -274,3 +274,35 @@ def test_events_missing_kmsg_uses_journal(fake_v1: FakeHost, tmp_path: Path) -> 
     r = CliRunner().invoke(cli, ["events", "--json"], env=fake_v1.cli_env())
     assert r.exit_code == 0
     assert "kernel log unavailable" in r.output
+
+
+def test_counters_parse_only_what_came_after_the_cursor(fake_v1: FakeHost) -> None:
+    """Kills up to the cursor are in the journal; later runs parse only newer records,
+    and count the same."""
+    host = make_host(fake_v1)
+    journal = Journal(host.state)
+    _code, out = run(host, "counters", "/a", "/b", "--json")
+    first = json.loads(out)
+    assert journal.read_cursor("fake-boot-id") == 5  # the last kill line
+    assert journal.read_cursor("another-boot") is None
+    # the ring loses the old records: the journal still has those kills
+    (host.base / "kmsg").write_text("6,6,6000,-;nothing about OOM\n")
+    _code, out = run(host, "counters", "/a", "/b", "--json")
+    assert json.loads(out) == first
+    # a new kill after the cursor is parsed and counted
+    kmsg_dump(host, "6,7,7000,-;" + KILL_A.format(pid=101, seq=8, usec=8000))
+    host.cgroup("/a/job", oom_kill=2)
+    _code, out = run(host, "counters", "/a", "--json")
+    assert json.loads(out)["cgroups"][0]["by_cause"]["memcg"] == 2
+    assert journal.read_cursor("fake-boot-id") == 8
+    kills = [r for r in journal.read() if r.get("kind") == "oom_kill"]
+    assert sorted(r["pid"] for r in kills) == [100, 101, 200]  # each journaled once
+
+
+def test_cursor_never_moves_backwards(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.write_cursor("b", 10)
+    j.write_cursor("b", 7)
+    assert j.read_cursor("b") == 10
+    (tmp_path / "kmsg.cursor").write_text("{garbage")
+    assert j.read_cursor("b") is None

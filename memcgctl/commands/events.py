@@ -6,6 +6,7 @@ kmsg sequence number), so counters stay complete after the kernel's ring buffer 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -28,20 +29,23 @@ class _Recorder:
         self.journal = Journal(env.state_dir)
         self.warned = False
 
-    def record(self, events: list[Event]) -> None:
+    def record(self, events: list[Event]) -> bool:
+        """Journal the kills among events; False if that failed."""
         from memcgctl.events import journal_record
 
         kills = [journal_record(e) for e in events if e.get("kind") == "oom_kill"]
         if not kills:
-            return
+            return True
         try:
             self.journal.append(kills)
+            return True
         except MemcgctlError as exc:
             if not self.warned:
                 self.warned = True
                 click.echo(
                     f"memcgctl: not journaling kernel kills: {exc.format_message()}", err=True
                 )
+            return False
 
 
 def _open_kmsg(env: Env, quiet: bool = False) -> Any:
@@ -58,11 +62,17 @@ def _open_kmsg(env: Env, quiet: bool = False) -> Any:
         return None
 
 
-def kernel_history(env: Env, recorder: _Recorder, root: str = "/") -> tuple[Any, Any, list[Event]]:
-    """Open the kernel log, parse the ring's history, journal its kills.
+def kernel_history(
+    env: Env, recorder: _Recorder, root: str = "/", after_seq: int | None = None
+) -> tuple[Any, Any, list[Event]]:
+    """Open the kernel log, parse the ring's history (only records after ``after_seq``
+    when given), journal its kills.
 
     Returns (reader, follower, events)."""
     from memcgctl.events import Follower
+
+    def journal_kill(ev: Event) -> None:
+        recorder.record([ev])
 
     reader = _open_kmsg(env)
     follower = Follower(
@@ -72,11 +82,19 @@ def kernel_history(env: Env, recorder: _Recorder, root: str = "/") -> tuple[Any,
         env.proc.boot_time(),
         env.proc.boot_id(),
         emit=lambda ev: None,
-        on_kernel_kill=lambda ev: recorder.record([ev]),
+        on_kernel_kill=journal_kill,
     )
     events: list[Event] = []
     if reader is not None:
-        events = follower.feed_kmsg(reader.read_available(), live=False)
+        raws = reader.read_available()
+        if after_seq is not None:
+            from bisect import bisect_right
+
+            from memcgctl.kmsg import record_seq
+
+            # the ring is in sequence order: find the first record after the cursor
+            raws = raws[bisect_right(raws, after_seq, key=record_seq) :]
+        events = follower.feed_kmsg(raws, live=False)
         recorder.record(events)
     return reader, follower, events
 
@@ -199,9 +217,16 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
     fs = env.fs
     cgs = [fs.resolve(c) for c in cgroups] if cgroups else list(fs.walk("/"))
     recorder = _Recorder(env)
-    reader, _, kernel = kernel_history(env, recorder)
+    boot_id = env.proc.boot_id()
+    # kills up to the cursor are in the journal already: parse only what came after
+    cursor = recorder.journal.read_cursor(boot_id)
+    reader, _, kernel = kernel_history(env, recorder, after_seq=cursor)
     if reader is not None:
         reader.close()
+        last = max((int(ev["seq"]) for ev in kernel if ev.get("kind") == "oom_kill"), default=None)
+        if last is not None and not recorder.warned:
+            with contextlib.suppress(MemcgctlError):
+                recorder.journal.write_cursor(boot_id, last)
     boot_iso = usec_to_iso(0, env.proc.boot_time())
     kills = [
         ev

@@ -69,9 +69,10 @@ class KmsgReader:
             out, self._pending = self._pending, []
             return out
         out = []
+        read_one = self._read_one  # one record per read(2): thousands on a full ring
         while True:
             try:
-                data = self._read_one()
+                data = read_one()
             except BlockingIOError:
                 break
             except BrokenPipeError:
