@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from memcgctl.model import BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.units import format_bytes, format_kb
@@ -94,9 +94,9 @@ class Level:
     chosen: Candidate | None
 
 
-@dataclass(frozen=True)
-class Scored:
-    """A process as the kernel heuristic sees it."""
+class Scored(NamedTuple):
+    """A process as the kernel heuristic sees it.  (A NamedTuple: one per process on
+    the host, and tuples are cheap to build.)"""
 
     process: ProcessInfo
     points: int

@@ -83,8 +83,7 @@ def read_process(
     with_oom_score: bool = False,
 ) -> ProcessInfo:
     """Raises Vanished if the process exits meanwhile."""
-    st = proc.status(pid)
-    adj = proc.oom_score_adj(pid)
+    st, adj, score = proc.status_and_adj(pid, with_oom_score)
     if pid in registry_pids:
         badness, source = process_badness(proc, pid, adj, registry, registry_pids)
     elif adj == OOM_SCORE_ADJ_MIN:
@@ -106,7 +105,7 @@ def read_process(
         badness,
         source,
         st.has_mm and not st.kthread and pid != 1,
-        proc.oom_score(pid) if with_oom_score else None,
+        score,
     )
 
 
