@@ -197,14 +197,20 @@ def test_mechanism_choice_v2(fake_v2: FakeHost) -> None:
         killer.choose("/job", signal.SIGTERM, "kill")
 
 
-def test_v1_freezer_used_only_with_the_same_processes(fake_v1: FakeHost, tmp_path: Path) -> None:
-    _tree(fake_v1)
+def _mirror_freezer(tmp_path: Path) -> Path:
+    """A v1 freezer tree holding exactly the processes of _tree's /job subtree."""
     fz_root = tmp_path / "freezer"
     for rel, pids in (("", ""), ("job", "201\n"), ("job/a", "202\n203\n"), ("job/a/b", "204\n")):
         d = fz_root / rel
         d.mkdir(parents=True, exist_ok=True)
         (d / "cgroup.procs").write_text(pids)
         (d / "freezer.state").write_text("THAWED\n")
+    return fz_root
+
+
+def test_v1_freezer_used_only_with_the_same_processes(fake_v1: FakeHost, tmp_path: Path) -> None:
+    _tree(fake_v1)
+    fz_root = _mirror_freezer(tmp_path)
     env = fake_v1.env()
     freezer = CgroupFs(Hierarchy(fz_root, 1, False))
     killer = Killer(env.fs, env.proc, RecordingSignaller(fake_v1), freezer=freezer, self_pid=1)
@@ -317,12 +323,7 @@ def test_v1_freezer_match_tolerates_a_fork_between_the_reads(
     """A child forked between the memcg read and the freezer read shows up in the
     freezer (and in the second memcg read) only: still the same set of processes."""
     _tree(fake_v1)
-    fz_root = tmp_path / "freezer"
-    for rel, pids in (("", ""), ("job", "201\n"), ("job/a", "202\n203\n"), ("job/a/b", "204\n")):
-        d = fz_root / rel
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "cgroup.procs").write_text(pids)
-        (d / "freezer.state").write_text("THAWED\n")
+    fz_root = _mirror_freezer(tmp_path)
     env = fake_v1.env()
     killer = Killer(
         env.fs,
