@@ -37,10 +37,9 @@ def subtree_sum(cg: str, local: Mapping[str, Mapping[str, int]]) -> dict[str, in
 
 def by_cause(cg: str, kills: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     counts = {"system": 0, "memcg": 0, "user": 0}
-    prefix = cg + "/"
     for ev in kills:
         where = ev.get("cgroup")
-        if cg != "/" and where != cg and not (isinstance(where, str) and where.startswith(prefix)):
+        if not in_subtree(where if isinstance(where, str) else None, cg):
             continue
         kind = ev.get("kind")
         if kind == "user_kill":
