@@ -18,7 +18,8 @@ import pytest
 from tests.realkernel import HELPERS, TestCgroups
 
 REPO = Path(__file__).resolve().parent.parent
-MARK = "trusted.memcgctl.daemon_prev"
+MARK = "trusted.memcgctl.daemon"
+CLAIM = "trusted.memcgctl.daemon_root"
 
 
 class Daemon:
@@ -50,7 +51,7 @@ class Daemon:
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        for line in self.proc.stderr:  # the guardian's lines too (it shares stderr)
             with self._cv:
                 self.lines.append((time.monotonic(), line.rstrip("\n")))
                 self._cv.notify_all()
@@ -63,7 +64,7 @@ class Daemon:
             while True:
                 for t, line in self.lines:
                     head = line.split(" ", 2)
-                    if head[0].endswith(">" + kind) and (
+                    if (head[0].endswith(">" + kind) or head[0] == kind) and (
                         cgroup is None or head[1] == f"cgroup={cgroup}"
                     ):
                         return t, line
@@ -131,7 +132,8 @@ def test_priority_victim_instead_of_the_kernels_choice(
     daemons.append(d)
     d.wait_for("daemon_took_over", jobs["top"])
     assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 1
-    assert os.getxattr(cgroups.path(jobs["top"]), MARK) == b"0"
+    mark = json.loads(os.getxattr(cgroups.path(jobs["top"]), MARK))
+    assert mark["oom_kill_disable"] == 0 and mark["instance"].split("/")[1] == str(d.proc.pid)
     g = grower(cgroups, jobs["low"])
     assert wait_dead(g) == -signal.SIGKILL
     _, line = d.wait_for("daemon_kill", jobs["top"])
@@ -209,10 +211,10 @@ def test_livelock_escalates_to_kill_all(
 def crash_during_oom(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> subprocess.Popen[bytes]:
-    """A daemon with a 60 s delay pauses an OOM in /jobs, then dies by SIGKILL.
-    Returns the grower, asleep in the paused OOM."""
+    """A daemon with a 60 s delay and no guardian (as under systemd) pauses an OOM in
+    /jobs, then dies by SIGKILL.  Returns the grower, asleep in the paused OOM."""
     set_xattr(cgroups, jobs["top"], "oom_delay_ms", "60000")
-    d = Daemon(tmp_path, cgroups.parent)
+    d = Daemon(tmp_path, cgroups.parent, "--no-guardian")
     daemons.append(d)
     d.wait_for("daemon_took_over", jobs["top"])
     g = grower(cgroups, jobs["low"])
@@ -225,7 +227,6 @@ def test_sigkilled_daemon_leaves_a_hung_memcg_that_a_restart_resolves(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     g = crash_during_oom(cgroups, jobs, tmp_path, daemons)
-    time.sleep(0.3)
     # hung: paused by the dead daemon's oom_kill_disable
     ctl = oom_control(cgroups, jobs["top"])
     assert (ctl["oom_kill_disable"], ctl["under_oom"]) == (1, 1) and g.poll() is None
@@ -266,6 +267,91 @@ def test_release_after_a_crash_hands_the_oom_back_to_the_kernel(
     # v1 counts the kill on the victim's own memcg
     assert oom_control(cgroups, jobs["low"])["oom_kill"] == 1
     assert MARK not in os.listxattr(cgroups.path(jobs["top"]))
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "memcgctl", "--state-dir", str(tmp_path), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_guardian_releases_a_sigkilled_daemons_memcg(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Without systemd, SIGKILL must not leave the memcg paused (issue 12 #8)."""
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "60000")
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["low"])
+    d.wait_for("under_oom", jobs["top"])
+    d.stop(signal.SIGKILL)
+    assert wait_dead(g) == -signal.SIGKILL  # the kernel decides again, at once
+    _, line = d.wait_for("guardian:", None)
+    assert jobs["top"] in line and "oom_kill_disable=0" in line
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 0
+    assert MARK not in os.listxattr(cgroups.path(jobs["top"]))
+    assert CLAIM not in os.listxattr(cgroups.path(cgroups.parent))
+
+
+def test_one_daemon_per_subtree(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A second daemon on an overlapping subtree refuses; --release (also --dry-run)
+    leaves a running daemon's marks alone (issue 12 #5, #8)."""
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "1000")
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    for root in (cgroups.parent, jobs["top"]):
+        r = run_cli(tmp_path / "other", "daemon", "--root", root, "--no-mlock")
+        assert r.returncode == 1, r.stderr
+        assert f"pid {d.proc.pid}" in r.stderr and len(r.stderr.splitlines()) == 1
+    for extra in ((), ("--dry-run",)):
+        r = run_cli(tmp_path, "daemon", "--root", cgroups.parent, "--release", *extra)
+        assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 1
+    assert MARK in os.listxattr(cgroups.path(jobs["top"]))
+    assert d.stop() == 0
+    d2 = Daemon(tmp_path, jobs["top"])  # the claim went with the first daemon
+    daemons.append(d2)
+    d2.wait_for("daemon_took_over", jobs["top"])
+
+
+def test_release_dry_run_changes_nothing(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    g = crash_during_oom(cgroups, jobs, tmp_path, daemons)
+    r = run_cli(tmp_path, "daemon", "--root", cgroups.parent, "--release", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{jobs['top']}: would restore oom_kill_disable\n"
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 1
+    assert MARK in os.listxattr(cgroups.path(jobs["top"])) and g.poll() is None
+    r = run_cli(tmp_path, "daemon", "--root", cgroups.parent, "--release")
+    assert r.stdout == f"{jobs['top']}: restored oom_kill_disable=0\n"
+    assert wait_dead(g) == -signal.SIGKILL
+
+
+def test_oom_after_oom_each_takes_one_victim(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Five growers one after another beside an innocent process: each OOM is a new
+    episode at round 1 — never a livelock escalation (issue 12 #6)."""
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    innocent = cgroups.hog(jobs["high"], mib=8)
+    d = Daemon(tmp_path, cgroups.parent, "--max-rounds", "1", "--grace", "2s")
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    for _ in range(5):
+        g = grower(cgroups, jobs["low"])
+        assert wait_dead(g) == -signal.SIGKILL
+    assert innocent.poll() is None
+    assert d.kinds().count("daemon_kill") == 5
+    assert "daemon_escalated" not in d.kinds(), "\n".join(t for _, t in d.lines)
 
 
 def test_dry_run_changes_nothing_and_kills_nothing(

@@ -10,7 +10,7 @@ import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
-from memcgctl.errors import UsageProblem
+from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
 from memcgctl.model import Snapshot
 from memcgctl.policy import Decision
 from memcgctl.units import parse_delay, parse_duration_ms
@@ -68,27 +68,64 @@ def _seconds(text: str) -> float:
 @click.option(
     "--host-delay",
     default=None,
-    help="Also watch host memory pressure (/proc/pressure/memory) and kill the host-wide "
-    "priority victim when it lasts this long (e.g. 5s). Off by default.",
+    help="Also enforce the policy host-wide (needs --root /): when MemAvailable + SwapFree "
+    "falls below --host-short, wait this long (e.g. 1s, 0), then kill the host-wide "
+    "priority victim; below --host-critical at once. Off by default.",
+)
+@click.option(
+    "--host-short",
+    default="10%",
+    show_default=True,
+    help="Host: available memory (share of RAM + swap) that starts an OOM episode.",
+)
+@click.option(
+    "--host-critical",
+    default="4%",
+    show_default=True,
+    help="Host: available memory below which the delay is cut short.",
+)
+@click.option(
+    "--headroom",
+    default="10%",
+    show_default=True,
+    help="cgroup v2: the OOM valve (memory.high) sits this share of memory.max below it.",
+)
+@click.option(
+    "--freeze/--no-freeze",
+    default=True,
+    show_default=True,
+    help="cgroup v2: freeze the OOM domain (cgroup.freeze) when allocations outrun the "
+    "valve's throttling, until the victim has died.",
 )
 @click.option(
     "--psi-stall",
     default="150ms",
     show_default=True,
-    help="v2/host: stall time per window that counts as pressure (PSI 'some').",
+    help="Host: stall time per window (PSI 'some') that wakes a meminfo check early.",
 )
 @click.option(
     "--psi-window",
     default="1s",
     show_default=True,
-    help="v2/host: PSI window (500ms-10s).",
+    help="Host: PSI window (500ms-10s).",
 )
-@click.option("--rescan", default="2s", show_default=True, help="How often to look for new delays.")
+@click.option(
+    "--rescan",
+    default="2s",
+    show_default=True,
+    help="How often to look for new delays (at least 100ms).",
+)
 @click.option(
     "--release",
     is_flag=True,
-    help="Restore oom_kill_disable on every memcg a (crashed) daemon paused, then exit "
-    "(for ExecStopPost).",
+    help="Restore every knob a daemon that is no longer running changed (its marks), "
+    "then exit (for ExecStopPost). With --dry-run: only list them.",
+)
+@click.option("--guard", "guard", default=None, hidden=True)
+@click.option(
+    "--no-guardian",
+    is_flag=True,
+    help="Start no guardian process (under systemd the unit's ExecStopPost releases).",
 )
 @click.option(
     "--no-mlock",
@@ -105,32 +142,51 @@ def daemon(
     grace: str,
     max_rounds: int,
     host_delay: str | None,
+    host_short: str,
+    host_critical: str,
+    headroom: str,
+    freeze: bool,
     psi_stall: str,
     psi_window: str,
     rescan: str,
     release: bool,
+    guard: str | None,
+    no_guardian: bool,
     no_mlock: bool,
     dry_run: bool,
 ) -> None:
     """Enforce the priority policy as a userspace OOM handler.
 
-    Manages every memcg with an OOM delay (set-delay). cgroup v1: sets
-    oom_kill_disable=1 so an OOM pauses the memcg; reports under_oom at once; waits
-    until the OOM is resolved or the delay expires, then kills the policy's victim;
-    escalates if the OOM persists. cgroup v2 and the host: acts before the kernel
-    when PSI memory pressure lasts longer than the delay. Every decision is logged on
-    stderr and appended to the journal. On SIGTERM/SIGINT it restores everything it
-    changed; --dry-run decides and reports but kills and changes nothing.
+    Manages every memcg with an OOM delay (set-delay) below --root. cgroup v1: sets
+    oom_kill_disable=1 so an OOM pauses the memcg. cgroup v2: holds the memcg's OOM
+    domain back with memory.high below memory.max (the OOM valve), freezing it if
+    allocations outrun the throttling. The host (--host-delay): watches MemAvailable.
+    On an OOM it reports under_oom at once, waits until the OOM is resolved or the
+    delay expires, then kills the policy's victim, and escalates if the OOM persists.
+    Every decision is logged on stderr and journaled. SIGTERM/SIGINT restore every
+    knob it changed; a guardian process restores them if the daemon is killed.
+    --dry-run (shadow mode) changes nothing and reports, for each kernel OOM kill,
+    what the policy would have killed instead.
     """
     from memcgctl.actions.kill import make_killer
+    from memcgctl.daemon import owner
     from memcgctl.daemon.core import DaemonCore, Settings
     from memcgctl.daemon.loop import Loop
-    from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
+    from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, Tuning, psi_params
+    from memcgctl.daemon.valve import HostLines
     from memcgctl.journal import Journal
     from memcgctl.policy import select_kernel, select_priority
     from memcgctl.snapshot import kernel_params
 
     root = env.fs.resolve(root_name)
+    if guard is not None:
+        _guard(env, root, guard)
+        return
+    if release:
+        for cg, knobs in owner.release(env.fs, env.proc, root, dry_run=dry_run):
+            verb = "would restore" if dry_run else "restored"
+            click.echo(f"{cg}: {verb} {', '.join(knobs) or 'nothing (mark only)'}")
+        return
     host_ms = parse_delay(host_delay) if host_delay is not None else None
     if host_ms is not None and root != "/":
         raise UsageProblem("--host-delay needs --root / (the host is the whole hierarchy)")
@@ -138,15 +194,29 @@ def daemon(
     window_us = parse_duration_ms(psi_window) * 1000
     if not 500_000 <= window_us <= 10_000_000 or not 0 < stall_us <= window_us:
         raise UsageProblem("PSI: need 0 < --psi-stall <= --psi-window, window 500ms-10s")
+    rescan_s = _seconds(rescan)
+    if rescan_s < 0.1:
+        raise UsageProblem(f"--rescan {rescan}: at least 100ms")
+    share = _share(headroom, "--headroom", 0.01, 0.5)
+    short, critical = _share(host_short, "--host-short"), _share(host_critical, "--host-critical")
+    if not 0 < critical < short:
+        raise UsageProblem("need 0 < --host-critical < --host-short")
     privileged = env.proc.has_capability(CAP_SYS_RESOURCE)
     stall_us, effective_us = psi_params(stall_us, window_us, privileged)
-    if effective_us != window_us:
+    if effective_us != window_us and host_ms is not None:
         click.echo(
             f"<5>no CAP_SYS_RESOURCE: PSI window {window_us // 1000}ms rounded up to "
             f"{effective_us // 1000}ms (stall {stall_us // 1000}ms), as the kernel requires",
             err=True,
         )
-        window_us = effective_us
+    window_us = effective_us
+    instance = owner.instance_id(env.proc, os.getpid())
+    running = owner.running_overlap(env.fs, env.proc, root)
+    if running is not None:
+        raise OperationFailed(
+            f"{root}: a daemon is already running on {running[0]} "
+            f"(pid {owner.instance_pid(running[1])}); one daemon per subtree"
+        )
     ports = RealPorts(
         env,
         make_killer(env.proc_root, env.fs, env.proc),
@@ -154,33 +224,106 @@ def daemon(
         root=root,
         dry_run=dry_run,
         host_delay_ms=host_ms,
-        psi_stall_us=stall_us,
-        psi_window_us=window_us,
+        tuning=Tuning(
+            headroom=share,
+            freeze=freeze,
+            host=HostLines(short=short, critical=critical, recovered=min(short * 1.5, 0.9)),
+            psi_stall_us=stall_us,
+            psi_window_us=window_us,
+        ),
+        instance=instance,
         log=sys.stderr,
     )
-    if release:
-        released = [cg for cg in ports.marked() if ports.unpause(cg)]
-        for cg in released:
-            click.echo(f"{cg}: restored oom_kill_disable")
-        return
+    try:
+        owner.claim(env.fs, root, instance)
+    except MemcgctlError as exc:
+        click.echo(f"<4>cannot claim {root}: {exc}; a second daemon would not be refused", err=True)
 
     def select(snap: Snapshot, oom_root: str, exclude: Iterable[int]) -> Decision:
         if policy == "kernel":
             return select_kernel(snap, oom_root, kernel_params(env.proc, snap))
         return select_priority(snap, oom_root, exclude)
 
+    if not dry_run and not no_guardian:
+        _start_guardian(env, root, instance)
     if not no_mlock:
         _mlockall()
-    settings = Settings(
-        grace=_seconds(grace),
-        max_rounds=max_rounds,
-        # a PSI trigger fires at most once per window: pressure has ended only after
-        # more than two windows of silence
-        pressure_window=2 * window_us / 1e6 + 0.1,
-        dry_run=dry_run,
-    )
-    loop = Loop(DaemonCore(ports, select, settings), ports, rescan_interval=_seconds(rescan))
+    settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
+    core = DaemonCore(ports, select, settings)
+    loop = Loop(core, ports, rescan_interval=rescan_s)
     loop.install_signal_handlers()
-    ports.emit({"kind": "daemon_started", "cgroup": root, "policy": policy, "dry_run": dry_run})
-    loop.run()
-    ports.emit({"kind": "daemon_stopped", "cgroup": root})
+    ports.emit(
+        {
+            "kind": "daemon_started",
+            "cgroup": root,
+            "policy": policy,
+            "dry_run": dry_run,
+            "instance": instance,
+        }
+    )
+    try:
+        loop.run()
+    finally:
+        owner.unclaim(env.fs, root, instance)
+        summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
+        if dry_run:
+            summary["agreed"] = core.agreed
+        ports.emit({"kind": "daemon_stopped", "cgroup": root, **summary})
+
+
+def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float:
+    """``10%`` (or ``0.1``) → 0.1, within (low, high]."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        value = float("nan")
+    if not t.replace("%", "").replace(".", "", 1).isascii() or not low < value <= high:
+        raise UsageProblem(
+            f"{option} {text!r}: a share such as 10% (above {low:.0%}, at most {high:.0%})"
+        )
+    return value
+
+
+def _start_guardian(env: Env, root: str, instance: str) -> None:
+    """A small process that outlives a SIGKILLed daemon and restores its marks: it
+    holds a pidfd on the daemon and runs ``daemon --release`` for this instance once
+    the daemon is gone (an orderly stop has released everything: it finds nothing).
+    systemd's ExecStopPost does the same; this covers daemons run without systemd."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "memcgctl", "--proc-root", str(env.proc_root)]
+    if env.cgroup_root is not None:
+        argv += ["--cgroup-root", str(env.cgroup_root)]
+    argv += ["daemon", "--root", root, "--guard", instance]
+    try:
+        subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        click.echo(f"<4>no guardian ({exc}): a SIGKILL would leave marks until --release", err=True)
+
+
+def _guard(env: Env, root: str, instance: str) -> None:
+    """The guardian: wait for the daemon ``instance`` to die, then release its marks."""
+    import select as select_mod
+
+    from memcgctl.daemon import owner
+
+    pid = owner.instance_pid(instance)
+    if pid is None:
+        raise UsageProblem(f"--guard {instance!r}: not an instance id")
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        if owner.instance_alive(env.proc, instance):  # the pidfd is the daemon's
+            select_mod.select([fd], [], [])
+        os.close(fd)
+    for cg, knobs in owner.release(env.fs, env.proc, root, instance=instance):
+        click.echo(f"<4>guardian: daemon {pid} died; {cg}: restored {', '.join(knobs)}", err=True)

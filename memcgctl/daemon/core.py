@@ -3,34 +3,52 @@
 Everything it needs from the world goes through :class:`Ports` (real: ports.py; tests: a
 fake).  The victim comes from the *same* selection function ``predict-victim`` uses.
 
-Per managed memcg (one with an OOM delay):
+Every managed memcg (one with an OOM delay), and the host with ``--host-delay``, is a
+:class:`Watch` in one of three modes.  The ports report its :class:`Level`
+(valve.py): ``clear``, ``recovered``, ``short`` (out of memory, as far as userspace may
+let it get) or ``critical``:
 
-* **v1** (``mode = "oom"``): the port has set ``oom_kill_disable=1``, so an OOM pauses
-  the memcg instead of killing.  When the memcg is under OOM we emit ``under_oom`` at
-  once, then wait until it is no longer under OOM (someone freed memory or raised the
-  limit: ``oom_resolved`` by userspace) or the delay expires; then we kill the policy's
-  victim.  Still under OOM ``grace`` after a kill (or under OOM again within the
-  grace: the victim's death freed too little): the next victim; after ``max_rounds``
-  kills, kill-all of the OOM root's lowest-priority child.  v1 gives no notification
-  when an OOM ends, so after a kill the core re-checks ``under_oom`` soon (2 ms,
-  doubling up to 100 ms).
-* **v2 / host** (``mode = "psi"``): the kernel cannot pause, so we act before it: a
-  pressure notification (PSI trigger, or ``memory.events`` max) starts a pressure
-  episode; when pressure keeps firing for longer than the delay we kill the victim.
-  Pressure that stops for longer than ``pressure_window`` ends the episode.
+* **v1** (``oom``): the port has set ``oom_kill_disable=1``, so an OOM pauses the memcg;
+  ``short`` means under OOM.
+* **v2** (``valve``): the port holds the memcg's OOM domain back with ``memory.high``
+  below ``memory.max``; ``short`` means committed memory reached the valve, ``critical``
+  that throttling is being outrun: the domain is frozen until the victim has died.
+* **host** (``host``): ``MemAvailable`` (+ swap) against shares of RAM, polled
+  adaptively; ``critical`` cuts the delay short — the host cannot be paused.
+
+An episode starts at ``short``: emit ``under_oom`` at once, then wait until the level
+falls back (a job manager freed memory or raised the limit: ``oom_resolved`` by
+userspace) or the delay expires; then kill the policy's victim.  Still short ``grace``
+after a kill (the victim freed too little): the next victim; after ``max_rounds``
+kills, kill-all of the OOM root's lowest-priority child.  Escalation belongs to one
+continuous episode: once the domain has *recovered* (fallen well below the valve) a new
+OOM starts at round 1.  Watches are re-checked at the poll interval the ports ask for,
+and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from memcgctl.model import Snapshot
+from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
+from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision
 
 Event = dict[str, Any]
 Select = Callable[[Snapshot, str, Iterable[int]], Decision]
+
+
+class Level(NamedTuple):
+    state: str  # valve.CLEAR, RECOVERED, SHORT or CRITICAL
+    poll: float | None = None  # look again after this many seconds (None: on notification)
+
+
+class Managed(NamedTuple):
+    mode: str  # "oom" (v1), "valve" (v2), "host"
+    domain: str  # the OOM root victims are chosen in (where the limit is)
 
 
 class Ports(Protocol):
@@ -39,18 +57,21 @@ class Ports(Protocol):
     def managed(self) -> dict[str, int]:
         """Every memcg with an OOM delay (ms), including the host ("/") if asked."""
 
-    def take_over(self, cg: str, adopt_under_oom: bool) -> str | None:
-        """Start managing cg (v1: oom_kill_disable=1 + eventfd; v2: PSI trigger).
-        Returns the mode ("oom" or "psi"), or None when it cannot be managed."""
+    def take_over(self, cg: str) -> Managed | None:
+        """Start managing cg (v1: oom_kill_disable=1 + eventfd; v2: the valve on its
+        OOM domain; host: meminfo + a PSI trigger).  None when it cannot be managed."""
 
     def release(self, cg: str) -> None:
         """Stop managing cg and restore what take_over changed."""
 
-    def under_oom(self, cg: str) -> bool:
-        """v1: the memcg (or an ancestor) is under OOM right now."""
+    def level(self, cg: str) -> Level:
+        """How close cg's OOM domain is to an OOM right now."""
 
     def at_limit(self, cg: str) -> bool:
-        """The memcg's own usage is at its limit (its own OOM, not an ancestor's)."""
+        """v1: the memcg's own usage is at its limit (its own OOM, not an ancestor's)."""
+
+    def freeze(self, cg: str, frozen: bool) -> bool:
+        """v2: freeze (or thaw) cg's OOM domain; False when it cannot be done."""
 
     def snapshot(self, cg: str) -> Snapshot:
         """A fresh snapshot of cg's subtree."""
@@ -72,27 +93,29 @@ class Ports(Protocol):
 class Watch:
     cg: str
     delay_ms: int
-    mode: str  # "oom" (v1 pause) or "psi" (act before the kernel)
-    episode_start: float | None = None  # under OOM / under pressure since
-    last_signal: float | None = None  # psi: the last pressure notification
+    mode: str  # "oom" (v1 pause), "valve" (v2 memory.high), "host"
+    domain: str  # where victims are chosen
+    episode_start: float | None = None  # short since
     rounds: int = 0
     last_kill: float | None = None
     killed: list[int] = field(default_factory=list)
-    adopted: bool = False  # found under OOM at start: resolve at once
-    # v1 has no notification when an OOM ends: after a kill, re-check soon, backing off
+    recovered: bool = True  # seen recovered since the last kill
+    adopted: bool = False  # found out of memory at start: act at once
+    cut_short: bool = False  # host: critical, the delay no longer applies
+    frozen: bool = False  # v2: the domain is frozen by us
     next_check: float | None = None
     check_step: float = 0.0
 
 
-FIRST_CHECK = 0.002  # seconds after a kill before the first "still under OOM?" check
+FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
 MAX_CHECK = 0.1
+_SOURCE = {"oom": "memory.oom_control", "valve": "memory.events", "host": "meminfo"}
 
 
 @dataclass(frozen=True)
 class Settings:
     grace: float = 0.5  # seconds after a kill before the next round
     max_rounds: int = 3  # victim kills before kill-all
-    pressure_window: float = 2.1  # psi: silence that ends a pressure episode (> 2 PSI windows)
     dry_run: bool = False
 
 
@@ -102,6 +125,8 @@ class DaemonCore:
         self.select = select
         self.settings = settings
         self.watches: dict[str, Watch] = {}
+        self.kernel_kills = 0  # kernel OOM kills seen in our root (shadow: OOM episodes)
+        self.agreed = 0  # shadow mode: of those, where the policy would have killed the same
 
     # -- the managed set ---------------------------------------------------------------
     def rescan(self, now: float, starting: bool = False) -> None:
@@ -116,43 +141,37 @@ class DaemonCore:
                     self._emit("daemon_delay_changed", cg, delay_ms=delay, was_ms=w.delay_ms)
                     w.delay_ms = delay
                 continue
-            mode = self.ports.take_over(cg, adopt_under_oom=starting)
-            if mode is None:
+            m = self.ports.take_over(cg)
+            if m is None:
                 continue
-            w = Watch(cg, delay, mode)
+            w = Watch(cg, delay, m.mode, m.domain)
             self.watches[cg] = w
-            self._emit("daemon_took_over", cg, delay_ms=delay, mode=mode)
-            if mode == "oom" and self.ports.under_oom(cg):
-                # already under OOM when we arrive (e.g. after a crash): resolve at once
-                w.adopted = True
-                self.notify(cg, now)
+            extra = {"domain": m.domain} if m.domain != cg else {}
+            self._emit("daemon_took_over", cg, delay_ms=delay, mode=m.mode, **extra)
+            # already out of memory when we arrive (e.g. after a crash): act at once
+            self._check(w, now, adopt=starting)
 
     def release_all(self) -> None:
         for cg in sorted(self.watches):
             self._release(cg, "daemon stopping")
 
     def _release(self, cg: str, why: str) -> None:
-        self.watches.pop(cg, None)
+        w = self.watches.pop(cg, None)
+        if w is not None and w.frozen:
+            self.ports.freeze(cg, False)
         self.ports.release(cg)
         self._emit("daemon_released", cg, reason=why)
 
     # -- notifications -------------------------------------------------------------------
     def notify(self, cg: str, now: float) -> None:
-        """An OOM eventfd or a pressure trigger of cg fired."""
+        """A notification about cg fired (v1 eventfd, memory.events, PSI)."""
         w = self.watches.get(cg)
-        if w is None:
-            return
-        if w.mode == "psi":
-            if w.episode_start is None:
-                self._begin(w, now)
-                self._emit("pressure", cg, delay_ms=w.delay_ms)
-            w.last_signal = now
-            return
-        self._check_oom(w, now)
+        if w is not None:
+            self._check(w, now)
 
     def _handler_for(self, cg: str) -> bool:
         """True when cg itself is the OOMing memcg we should act on: not when a managed
-        ancestor is under OOM too (that watch handles the episode)."""
+        ancestor is out of memory too (that watch handles the episode)."""
         parts = cg.strip("/").split("/")
         for i in range(len(parts) - 1, 0, -1):
             anc = "/" + "/".join(parts[:i])
@@ -161,32 +180,72 @@ class DaemonCore:
                 return False
         return True
 
-    def _check_oom(self, w: Watch, now: float) -> None:
-        under = self.ports.under_oom(w.cg)
-        if under and w.episode_start is None:
+    def _check(self, w: Watch, now: float, adopt: bool = False) -> None:
+        level = self.ports.level(w.cg)
+        short = level.state in (SHORT, CRITICAL)
+        if level.state == RECOVERED and not w.recovered:
+            w.recovered = True
+        if short and w.episode_start is None:
             if not self._handler_for(w.cg):
                 return
-            if not w.adopted and not self.ports.at_limit(w.cg):
-                # an unmanaged ancestor's OOM: the kernel kills there, not our business
-                return
-            self._begin(w, now)
-            self._emit("under_oom", w.cg, delay_ms=w.delay_ms, adopted=w.adopted)
-        elif not under and w.episode_start is not None:
+            if w.mode == "oom" and not adopt and not self.ports.at_limit(w.cg):
+                return  # an unmanaged ancestor's OOM: the kernel kills there
+            self._begin(w, now, adopt)
+            self._emit(
+                "under_oom",
+                w.cg,
+                delay_ms=w.delay_ms,
+                adopted=adopt,
+                source=_SOURCE[w.mode],
+                **({"domain": w.domain} if w.domain != w.cg else {}),
+            )
+        elif not short and w.episode_start is not None:
             self._resolved(w, now)
-        elif under and w.next_check is not None and now >= w.next_check:
-            w.check_step = min(w.check_step * 2, MAX_CHECK)
-            w.next_check = now + w.check_step
+        if level.state == CRITICAL and w.episode_start is not None:
+            self._critical(w)
+        elif level.state != CRITICAL and w.frozen and (w.episode_start is None or w.rounds):
+            # thaw once the victim's death took the domain off the critical line
+            self._thaw(w)
+        self._schedule(w, now, level)
 
-    def _begin(self, w: Watch, now: float) -> None:
-        """Start an episode.  Within the grace after our last kill it continues that
-        kill history (the victim's death freed too little: a livelock); otherwise the
-        history is forgotten."""
-        window = self.settings.grace
-        if w.mode == "psi":
-            window = max(window, self.settings.pressure_window)
-        if w.last_kill is None or now - w.last_kill >= window:
+    def _critical(self, w: Watch) -> None:
+        if w.mode == "host":
+            if not w.cut_short:
+                w.cut_short = True
+                self._emit("delay_cut_short", w.cg, reason="MemAvailable below the critical line")
+            return
+        if w.frozen or self.settings.dry_run:
+            return
+        if self.ports.freeze(w.cg, True):
+            w.frozen = True
+            self._emit("valve_frozen", w.cg, domain=w.domain)
+
+    def _thaw(self, w: Watch) -> None:
+        if self.ports.freeze(w.cg, False):
+            self._emit("valve_thawed", w.cg, domain=w.domain)
+        w.frozen = False
+
+    def _schedule(self, w: Watch, now: float, level: Level) -> None:
+        """When to look again: as the ports ask, and after a kill soon (backing off)
+        until the domain recovered or the grace has passed."""
+        steps = []
+        if level.poll is not None and (w.episode_start is not None or w.mode == "host"):
+            steps.append(level.poll)
+        recent = w.last_kill is not None and now - w.last_kill < self.settings.grace
+        if not w.recovered and (recent or w.episode_start is not None):
+            w.check_step = min(max(w.check_step * 2, FIRST_CHECK), MAX_CHECK)
+            steps.append(w.check_step)
+        w.next_check = now + min(steps) if steps else None
+
+    def _begin(self, w: Watch, now: float, adopt: bool) -> None:
+        """Start an episode.  Within the grace after our last kill, and unless the
+        domain recovered since, it continues that kill history (the victim freed too
+        little: a livelock); otherwise the history is forgotten."""
+        if w.last_kill is None or w.recovered or now - w.last_kill >= self.settings.grace:
             w.rounds, w.killed, w.last_kill = 0, [], None
         w.episode_start = now
+        w.adopted = adopt
+        w.cut_short = False
 
     def _resolved(self, w: Watch, now: float) -> None:
         assert w.episode_start is not None
@@ -197,51 +256,34 @@ class DaemonCore:
             after_ms=round((now - w.episode_start) * 1000),
             kills=w.rounds,
         )
-        self._reset(w)
-
-    @staticmethod
-    def _reset(w: Watch) -> None:
-        """End the episode; the kill history stays for :meth:`_begin` to judge."""
-        w.episode_start = w.last_signal = w.next_check = None
-        w.adopted = False
+        w.episode_start = None
+        w.adopted = w.cut_short = False
+        if w.frozen:
+            self._thaw(w)
 
     # -- time --------------------------------------------------------------------------
     def tick(self, now: float) -> float | None:
         """Act on every episode whose time has come; return the next deadline."""
         deadlines: list[float] = []
         for w in list(self.watches.values()):
-            if w.mode == "oom" and w.episode_start is not None:
-                self._check_oom(w, now)
-            if w.episode_start is None:
-                continue
-            if (
-                w.mode == "psi"
-                and w.last_signal is not None
-                and now - w.last_signal > self.settings.pressure_window
-            ):
-                self._emit("pressure_ended", w.cg, kills=w.rounds)
-                self._reset(w)
-                continue
-            if now >= self._due(w):
+            due_check = w.next_check is not None and now >= w.next_check
+            if due_check or w.episode_start is not None:
+                self._check(w, now)
+            if w.episode_start is not None and now >= self._due(w):
                 self._act(w, now)
             if w.episode_start is not None:
                 deadlines.append(self._due(w))
-                if w.next_check is not None:
-                    deadlines.append(w.next_check)
-                if w.mode == "psi" and w.last_signal is not None:
-                    deadlines.append(w.last_signal + self.settings.pressure_window)
+            if w.next_check is not None:
+                deadlines.append(w.next_check)
         return min(deadlines) if deadlines else None
 
     def _due(self, w: Watch) -> float:
         assert w.episode_start is not None
-        if w.adopted:
+        if w.last_kill is not None:
+            return w.last_kill + self.settings.grace  # still short: the next victim
+        if w.adopted or w.cut_short:
             return w.episode_start
-        start = w.episode_start + w.delay_ms / 1000
-        if w.last_kill is None:
-            return start
-        if w.mode == "oom":
-            return w.last_kill + self.settings.grace  # livelock: the next victim
-        return max(start, w.last_kill + self.settings.grace)
+        return w.episode_start + w.delay_ms / 1000
 
     def _act(self, w: Watch, now: float) -> None:
         # victims of earlier rounds still exiting: the kernel would wait too
@@ -252,8 +294,8 @@ class DaemonCore:
         if w.rounds >= self.settings.max_rounds:
             self._escalate(w, now)
             return
-        snap = self.ports.snapshot(w.cg)
-        decision = self.select(snap, w.cg, w.killed)
+        snap = self.ports.snapshot(w.domain)
+        decision = self.select(snap, w.domain, w.killed)
         if decision.victim is None:
             self._emit("no_victim", w.cg, reasons=list(decision.reasons))
             self._escalate(w, now)
@@ -283,15 +325,13 @@ class DaemonCore:
         w.rounds += 1
         w.killed.extend(pids)
         w.last_kill = now
-        w.check_step = FIRST_CHECK
+        w.recovered = False
+        w.check_step = 0.0
         w.next_check = now + FIRST_CHECK
-        if w.mode == "psi":
-            # one kill per pressure episode; a new episode starts with new pressure
-            self._reset(w)
 
     def _escalate(self, w: Watch, now: float) -> None:
-        snap = self.ports.snapshot(w.cg)
-        target = lowest_priority_child(snap, w.cg) or w.cg
+        snap = self.ports.snapshot(w.domain)
+        target = lowest_priority_child(snap, w.domain) or w.domain
         if self.settings.dry_run:
             self._emit("would_escalate", w.cg, target=target, rounds=w.rounds)
             pids: list[int] = []
@@ -299,6 +339,38 @@ class DaemonCore:
             pids = self.ports.kill_all(target)
             self._emit("daemon_escalated", w.cg, target=target, killed=pids, rounds=w.rounds)
         self._killed(w, now, pids)
+
+    # -- the kernel's own kills ---------------------------------------------------------
+    def kernel_killed(self, domain: str, victim: ProcessInfo) -> None:
+        """The kernel log says the kernel killed ``victim`` in an OOM of ``domain``.
+        Live, that is a kill the daemon did not prevent; in shadow mode (dry run) it is
+        compared with the policy's choice in the same world (the victim put back)."""
+        self.kernel_kills += 1
+        fields: dict[str, Any] = {
+            "pid": victim.pid,
+            "comm": victim.comm,
+            "victim_cgroup": victim.cgroup,
+        }
+        if not self.settings.dry_run:
+            self._emit("kernel_kill", domain, **fields)
+            return
+        decision = self.select(with_process(self.ports.snapshot(domain), victim), domain, ())
+        pv = decision.victim
+        agree = pv is not None and (pv.pid == victim.pid or victim.pid in decision.group_pids)
+        self.agreed += agree
+        if pv is not None:
+            self._emit(
+                "would_kill",
+                domain,
+                pid=pv.pid,
+                comm=pv.comm,
+                victim_cgroup=pv.cgroup,
+                badness=pv.badness,
+                reasons=list(decision.reasons),
+            )
+        self._emit(
+            "kernel_kill", domain, **fields, would_kill_pid=pv.pid if pv else None, agree=agree
+        )
 
     def _emit(self, kind: str, cg: str, **fields: Any) -> None:
         self.ports.emit({"kind": kind, "cgroup": cg, **fields})
@@ -321,3 +393,16 @@ def lowest_priority_child(snap: Snapshot, cg: str) -> str | None:
         if best is None or key < best:
             best = key
     return best[2] if best else None
+
+
+def with_process(snap: Snapshot, p: ProcessInfo) -> Snapshot:
+    """snap plus a process that is no longer there (the kernel's victim, for shadow
+    mode), in its cgroup when the snapshot has it."""
+    cg = snap.cgroups.get(p.cgroup)
+    there = snap.processes.get(p.pid)
+    if cg is None or (there is not None and there.killable):
+        return snap  # outside the snapshot, or still alive and counted as it is
+    cgroups = dict(snap.cgroups)
+    if p.pid not in cg.pids:  # a zombie is listed already; a reaped victim is not
+        cgroups[p.cgroup] = dataclasses.replace(cg, pids=(*cg.pids, p.pid))
+    return dataclasses.replace(snap, cgroups=cgroups, processes={**snap.processes, p.pid: p})

@@ -39,9 +39,10 @@ class Loop:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
-        self.ports.release_orphans()
+        self.ports.open_kernel_log()
         now = self.clock()
         self.core.rescan(now, starting=True)
+        self.ports.release_orphans()
         next_rescan = now + self.rescan_interval
         try:
             while not self.stopping and not until():
@@ -65,6 +66,10 @@ class Loop:
                         continue
                     cg = fds.get(fd)
                     if cg is None:
+                        continue
+                    if cg == "":  # the kernel log
+                        for domain, victim in self.ports.kernel_kills():
+                            self.core.kernel_killed(domain, victim)
                         continue
                     error = bool(mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL))
                     what = self.ports.consume(cg, fd, error)

@@ -1,36 +1,63 @@
-"""The daemon's real ports: cgroup files, eventfds, PSI triggers, the killer, the journal.
+"""The daemon's real ports: cgroup files, eventfds, the OOM valve, the killer, the journal.
 
-Ownership: before setting ``oom_kill_disable=1`` on a v1 memcg we write the xattr
-``trusted.memcgctl.daemon_prev`` (the value we found).  Releasing restores that value and
-removes the mark, so after a crash a restarted daemon (or ``memcgctl daemon --release``,
-run by systemd's ExecStopPost) knows exactly which memcgs it paused.
+Ownership (owner.py): before changing a knob — v1 ``oom_kill_disable``, v2
+``memory.high`` (the valve) and ``cgroup.freeze`` — the port writes a mark holding the
+value it found and this instance's id; release restores exactly that and removes the
+mark, so after a crash the guardian, a restarted daemon or ``memcgctl daemon --release``
+(systemd's ExecStopPost) knows what to put back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import select
 import signal
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from memcgctl.actions.kill import Killer
-from memcgctl.daemon.core import Event
+from memcgctl.daemon import owner
+from memcgctl.daemon.core import Event, Level, Managed
+from memcgctl.daemon.valve import (
+    CLEAR,
+    RECOVERED,
+    SHORT,
+    HostLines,
+    Lines,
+    committed,
+    high_to_write,
+    host_available,
+    host_level,
+    host_poll_interval,
+    lines,
+    memcg_level,
+)
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, Vanished
 from memcgctl.journal import Journal, utc_now_iso
-from memcgctl.model import Snapshot
+from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision
-from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_PRESSURE
+from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
 from memcgctl.readers.notify import EventsFileWatch, OomControlWatch, PsiTrigger
-from memcgctl.store import OOM_DELAY, read_setting
 
-OWNER_MARK = "trusted.memcgctl.daemon_prev"
 HOST = "/"
 # v1: a memcg is "at its limit" (its own OOM, not an ancestor's) when usage is this close
 AT_LIMIT_SLACK = 2 << 20
-_PRIORITY = {"daemon_kill": 4, "daemon_escalated": 4, "under_oom": 5, "no_victim": 3}
+VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
+V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
+_PRIORITY = {
+    "daemon_kill": 4,
+    "daemon_escalated": 4,
+    "under_oom": 5,
+    "no_victim": 3,
+    "valve_frozen": 4,
+    "kernel_kill": 4,
+}
+_VALVE_EVENTS = ("high", "max", "oom")
 
 
 CAP_SYS_RESOURCE = 24
@@ -48,6 +75,41 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     return stall_us * window // window_us, window
 
 
+def log_value(value: object) -> str:
+    """A value for a ``key=value`` log line: quoted (JSON string rules, so control
+    characters are escaped) whenever it could be read as more than one field."""
+    import json
+
+    text = " / ".join(str(x) for x in value) if isinstance(value, list) else str(value)
+    if text and all(c.isprintable() and c not in " =\"'\\" for c in text):
+        return text
+    return json.dumps(text)
+
+
+class OwnedElsewhere(MemcgctlError):
+    """A knob is held by another running daemon."""
+
+
+@dataclass
+class Valve:
+    """v2: the valve a managed memcg holds on its OOM domain."""
+
+    cg: str
+    domain: str
+    lines: Lines
+    user_high: int | None  # the user's own memory.high (None = max)
+    written: int | None  # what we wrote to memory.high; None: the user's is lower
+
+
+@dataclass(frozen=True)
+class Tuning:
+    headroom: float = 0.10  # v2 valve: share of memory.max
+    freeze: bool = True  # v2: freeze the domain when throttling is outrun
+    host: HostLines = field(default_factory=HostLines)
+    psi_stall_us: int = 150_000
+    psi_window_us: int = 1_000_000
+
+
 class RealPorts:
     def __init__(
         self,
@@ -57,29 +119,56 @@ class RealPorts:
         root: str = "/",
         dry_run: bool = False,
         host_delay_ms: int | None = None,
-        psi_stall_us: int = 150_000,
-        psi_window_us: int = 1_000_000,
+        tuning: Tuning = Tuning(),
+        instance: str = "",
         log: TextIO | None = None,
     ) -> None:
         self.env = env
         self.fs = env.fs
+        self.proc = env.proc
         self.killer = killer
         self.journal = journal
         self.root = root
         self.dry_run = dry_run
         self.host_delay_ms = host_delay_ms
-        self.psi_stall_us = psi_stall_us
-        self.psi_window_us = psi_window_us
+        self.tuning = tuning
+        self.instance = instance
         self.log = log if log is not None else sys.stderr
         # cgroup -> the fds that notify about it, for the loop to poll
         self.watches: dict[str, list[OomControlWatch | PsiTrigger | EventsFileWatch]] = {}
+        self.valves: dict[str, Valve] = {}
+        self._noted: set[str] = set()  # cgroups we said we cannot manage (said once)
+        self.kernel_log: KernelLog | None = None
+
+    def open_kernel_log(self) -> None:
+        """Follow the kernel log for the kernel's own OOM kills (best effort)."""
+        try:
+            self.kernel_log = KernelLog(self.env)
+        except (MemcgctlError, OSError) as exc:
+            self._log(4, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc))
+
+    def kernel_kills(self) -> list[tuple[str, ProcessInfo]]:
+        """(OOM domain, victim) of every kernel OOM kill logged since the last call,
+        inside our root."""
+        if self.kernel_log is None:
+            return []
+        out = []
+        for ev in self.kernel_log.kills():
+            domain = self.fs.from_proc_path(str(ev.get("oom_memcg") or "/"))
+            task = self.fs.from_proc_path(str(ev.get("cgroup") or domain))
+            if not (domain == self.root or domain.startswith(self.root.rstrip("/") + "/")):
+                continue
+            out.append((domain, victim_info(ev, task)))
+        return out
 
     # -- the managed set ---------------------------------------------------------------
     def managed(self) -> dict[str, int]:
+        from memcgctl.store import OOM_DELAY, read_setting
+
         out: dict[str, int] = {}
         for cg in self.fs.walk(self.root):
             if cg == "/":
-                continue  # v1 cannot disable the root's OOM killer; the host is --host-delay
+                continue  # the root has no limit to hold; the host is --host-delay
             try:
                 delay = read_setting(self.fs, cg, OOM_DELAY).value
             except Vanished:
@@ -90,77 +179,184 @@ class RealPorts:
             out[HOST] = self.host_delay_ms
         return out
 
-    def marked(self) -> list[str]:
-        """Memcgs below root that carry our ownership mark (e.g. after a crash)."""
-        out = []
-        for cg in self.fs.walk(self.root):
-            try:
-                if self.fs.get_xattr(cg, OWNER_MARK) is not None:
-                    out.append(cg)
-            except Vanished:
-                continue
-        return out
-
-    def release_orphans(self) -> list[str]:
-        """Unpause marked memcgs that no longer have a delay (changed while we were
-        down); the others are adopted by the first rescan."""
-        wanted = self.managed()
-        released = [cg for cg in self.marked() if cg not in wanted and self.unpause(cg)]
-        for cg in released:
-            self.emit({"kind": "daemon_released", "cgroup": cg, "reason": "orphaned mark"})
-        return released
-
-    def take_over(self, cg: str, adopt_under_oom: bool) -> str | None:
+    def take_over(self, cg: str) -> Managed | None:
         try:
             if cg == HOST:
-                path = str(self.env.proc_root / "pressure" / "memory")
-                self.watches[cg] = [PsiTrigger(path, self.psi_stall_us, self.psi_window_us)]
-                return "psi"
+                return self._take_host()
             if self.fs.version == 2:
-                watches: list[OomControlWatch | PsiTrigger | EventsFileWatch] = [
-                    PsiTrigger(
-                        f"{self.fs.path(cg)}/{V2_PRESSURE}", self.psi_stall_us, self.psi_window_us
-                    )
-                ]
-                ev = EventsFileWatch(self.fs, cg, V2_EVENTS)
-                watches.append(ev)
-                self.watches[cg] = watches
-                return "psi"
+                return self._take_valve(cg)
             if not self.dry_run:
                 self._pause(cg)
             self.watches[cg] = [OomControlWatch(self.fs, cg)]
-            return "oom"
+            self._noted.discard(cg)
+            return Managed("oom", cg)
         except (Vanished, OSError, MemcgctlError) as exc:
-            self._log(3, "cannot_manage", cg, error=str(exc))
+            self._cannot(cg, str(exc))
             self._close(cg)
             return None
 
+    def _cannot(self, cg: str, why: str) -> None:
+        if cg not in self._noted:
+            self._noted.add(cg)
+            self._log(3, "cannot_manage", cg, error=why)
+
+    def _take_host(self) -> Managed:
+        watches: list[OomControlWatch | PsiTrigger | EventsFileWatch] = []
+        try:  # PSI wakes us between two meminfo polls; meminfo alone still works
+            path = str(self.env.proc_root / "pressure" / "memory")
+            t = self.tuning
+            watches.append(PsiTrigger(path, t.psi_stall_us, t.psi_window_us))
+        except (OSError, Vanished) as exc:
+            self._log(4, "no_psi_trigger", HOST, error=str(exc))
+        self.watches[HOST] = watches
+        return Managed("host", HOST)
+
+    def _domain(self, cg: str) -> str | None:
+        """The OOM domain of cg inside our root: cg or the nearest ancestor with a
+        memory.max."""
+        cur: str | None = cg
+        while cur is not None and cur != "/":
+            if self.fs.limit(cur) is not None:
+                return cur
+            if cur == self.root:
+                return None
+            cur = cur.rsplit("/", 1)[0] or "/"
+        return None
+
+    def _take_valve(self, cg: str) -> Managed | None:
+        domain = self._domain(cg)
+        if domain is None:
+            self._cannot(
+                cg,
+                f"no memory.max on it or an ancestor below {self.root}: "
+                "nothing to hold back (the host is --host-delay)",
+            )
+            return None
+        for v in self.valves.values():
+            if v.domain == domain:
+                self._cannot(cg, f"its OOM domain {domain} is managed through {v.cg}")
+                return None
+        valve = self._valve(cg, domain)
+        if not self.dry_run:
+            self._install(valve)
+            mark = owner.read_mark(self.fs, domain) or {}
+            if "cgroup.freeze" in mark:  # left frozen by a dead instance: thaw; the
+                self.freeze_domain(domain, False)  # core freezes again if still critical
+        self.valves[cg] = valve
+        self.watches[cg] = [EventsFileWatch(self.fs, domain, V2_EVENTS)]
+        self._noted.discard(cg)
+        return Managed("valve", domain)
+
+    def _valve(self, cg: str, domain: str) -> Valve:
+        limit = self.fs.limit(domain)
+        if limit is None:
+            raise Vanished(domain)
+        ln = lines(limit, self.tuning.headroom)
+        user = self.fs.high(domain)
+        return Valve(cg, domain, ln, user, high_to_write(user, ln.line))
+
+    def _install(self, v: Valve) -> None:
+        """Write memory.high, our mark first (crash-safe order)."""
+        mark = self._adopt_mark(v.domain)
+        if "memory.high" not in mark or v.user_high != self._marked_high(mark):
+            mark["memory.high"] = "max" if v.user_high is None else str(v.user_high)
+        if v.written is None:
+            mark.pop("valve", None)
+        else:
+            mark["valve"] = str(v.written)
+        owner.write_mark(self.fs, v.domain, mark)
+        if v.written is not None:
+            self.fs.write(v.domain, V2_HIGH, str(v.written))
+
+    def _adopt_mark(self, cg: str) -> dict[str, Any]:
+        """Our mark on cg: the existing one of this instance, a dead instance's taken
+        over with the values it recorded (they are the user's), or a new one.  A live
+        instance's mark means another daemon holds cg: refuse."""
+        mark = owner.read_mark(self.fs, cg)
+        if mark is None:
+            return {"instance": self.instance}
+        other = str(mark.get("instance", ""))
+        if other and other != self.instance and owner.instance_alive(self.proc, other):
+            raise OwnedElsewhere(f"{cg}: held by the running daemon {other}")
+        mark["instance"] = self.instance
+        return mark
+
+    @staticmethod
+    def _marked_high(mark: dict[str, Any]) -> int | None:
+        text = str(mark.get("memory.high", "max"))
+        return int(text) if text.isdigit() else None
+
+    def release_orphans(self) -> list[str]:
+        """At start: restore the marks of dead instances that no watch of ours adopted
+        (their delay was cleared while no daemon ran)."""
+        held = {v.domain for v in self.valves.values()}
+        held |= {cg for cg, ws in self.watches.items() if cg not in self.valves and cg != HOST}
+        released = []
+        for cg, mark in owner.releasable(self.fs, self.proc, self.root):
+            if cg in held:
+                continue
+            try:
+                knobs = owner.restore(self.fs, cg, mark)
+            except (Vanished, MemcgctlError):
+                continue
+            released.append(cg)
+            self.emit(
+                {
+                    "kind": "daemon_released",
+                    "cgroup": cg,
+                    "reason": "orphaned mark",
+                    "restored": knobs,
+                }
+            )
+        return released
+
+    def _refresh(self, v: Valve) -> Valve:
+        """Follow the user: a changed memory.max moves the valve; a memory.high written
+        by someone else becomes the user's own value."""
+        limit = self.fs.limit(v.domain)
+        high = self.fs.high(v.domain)
+        changed_high = high != (v.written if v.written is not None else v.user_high)
+        if limit is None:
+            raise Vanished(v.domain)
+        if limit == v.lines.limit and not changed_high:
+            return v
+        user = high if changed_high else v.user_high
+        ln = lines(limit, self.tuning.headroom)
+        new = dataclasses.replace(v, lines=ln, user_high=user, written=high_to_write(user, ln.line))
+        if not self.dry_run:
+            self._install(new)
+        self.valves[v.cg] = new
+        self._log(
+            5,
+            "valve_moved",
+            v.cg,
+            domain=v.domain,
+            limit=limit,
+            valve=ln.line,
+            memory_high=new.written if new.written is not None else user,
+        )
+        return new
+
     def _pause(self, cg: str) -> None:
-        """oom_kill_disable=1, with our mark written first (crash-safe order)."""
-        if self.fs.get_xattr(cg, OWNER_MARK) is None:
-            prev = self.fs.oom_control(cg).get("oom_kill_disable", 0)
-            self.fs.set_xattr(cg, OWNER_MARK, str(prev).encode())
+        """v1: oom_kill_disable=1, with our mark written first (crash-safe order)."""
+        mark = self._adopt_mark(cg)
+        if "oom_kill_disable" not in mark:
+            mark["oom_kill_disable"] = self.fs.oom_control(cg).get("oom_kill_disable", 0)
+        owner.write_mark(self.fs, cg, mark)
         self.fs.write(cg, V1_OOM_CONTROL, "1")
 
     def release(self, cg: str) -> None:
         self._close(cg)
-        if cg == HOST or self.fs.version != 1:
+        v = self.valves.pop(cg, None)
+        target = v.domain if v is not None else cg
+        if cg == HOST:
             return
-        self.unpause(cg)
-
-    def unpause(self, cg: str) -> bool:
-        """Restore oom_kill_disable from our mark and drop the mark; False if unmarked."""
         try:
-            raw = self.fs.get_xattr(cg, OWNER_MARK)
-            if raw is None:
-                return False
-            prev = "1" if raw.strip() == b"1" else "0"
-            # writing 0 also wakes the tasks sleeping in the OOM: the kernel decides again
-            self.fs.write(cg, V1_OOM_CONTROL, prev)
-            self.fs.remove_xattr(cg, OWNER_MARK)
-            return True
+            mark = owner.read_mark(self.fs, target)
+            if mark is not None and mark.get("instance") == self.instance:
+                owner.restore(self.fs, target, mark)
         except (Vanished, MemcgctlError):
-            return False
+            pass
 
     def _close(self, cg: str) -> None:
         for w in self.watches.pop(cg, []):
@@ -169,10 +365,17 @@ class RealPorts:
     def close_all(self) -> None:
         for cg in list(self.watches):
             self._close(cg)
+        if self.kernel_log is not None:
+            self.kernel_log.close()
+            self.kernel_log = None
 
     # -- notifications (for the loop) ----------------------------------------------------
     def fds(self) -> dict[int, str]:
-        return {w.fileno(): cg for cg, ws in self.watches.items() for w in ws if w.fileno() >= 0}
+        """fd -> the cgroup it notifies about ("" for the kernel log)."""
+        out = {w.fileno(): cg for cg, ws in self.watches.items() for w in ws if w.fileno() >= 0}
+        if self.kernel_log is not None and self.kernel_log.fileno() >= 0:
+            out[self.kernel_log.fileno()] = ""
+        return out
 
     def poll_events(self, fd: int) -> int:
         """The poll mask to wait for on fd: POLLIN for a v1 eventfd; POLLPRI only for
@@ -182,11 +385,13 @@ class RealPorts:
             for w in ws:
                 if w.fileno() == fd:
                     return select.POLLIN if isinstance(w, OomControlWatch) else select.POLLPRI
+        if self.kernel_log is not None and fd == self.kernel_log.fileno():
+            return select.POLLIN
         return select.POLLPRI
 
     def consume(self, cg: str, fd: int, error: bool) -> str:
-        """Read what woke us on fd: "fired" (OOM or pressure for cg), "quiet" (nothing
-        that matters, e.g. another memory.events counter), or "gone" (cgroup removed)."""
+        """Read what woke us on fd: "fired" (look at cg now), "quiet" (nothing that
+        matters, e.g. another memory.events counter), or "gone" (cgroup removed)."""
         for w in self.watches.get(cg, []):
             if w.fileno() != fd:
                 continue
@@ -202,17 +407,40 @@ class RealPorts:
                 except Vanished:
                     return "gone"
                 old, w.values = w.values, values
-                grew = any(values.get(k, 0) > old.get(k, 0) for k in ("max", "oom"))
+                grew = any(values.get(k, 0) > old.get(k, 0) for k in _VALVE_EVENTS)
                 return "fired" if grew else "quiet"
-            return "gone" if error else "fired"  # PSI: POLLERR means the trigger is gone
+            return "gone" if error and cg != HOST else "fired"  # PSI: POLLERR = gone
         return "quiet"
 
     # -- state ------------------------------------------------------------------------
-    def under_oom(self, cg: str) -> bool:
+    def level(self, cg: str) -> Level:
         try:
-            return bool(self.fs.oom_control(cg).get("under_oom", 0))
-        except Vanished:
-            return False
+            if cg == HOST:
+                avail, total = host_available(self.proc.meminfo_kb())
+                hl = self.tuning.host
+                return Level(host_level(avail, total, hl), host_poll_interval(avail, total, hl))
+            v = self.valves.get(cg)
+            if v is not None:
+                v = self._refresh(v)
+                used = committed(
+                    self.fs.usage(v.domain) or 0,
+                    self.fs.memory_stat(v.domain),
+                    self._swap_room(v.domain),
+                )
+                return Level(memcg_level(used, v.lines), VALVE_POLL)
+            if bool(self.fs.oom_control(cg).get("under_oom", 0)):
+                return Level(SHORT, V1_POLL)
+            usage, limit = self.fs.usage(cg), self.fs.limit(cg)
+            if usage is not None and limit is not None and usage < limit - limit // 16:
+                return Level(RECOVERED)
+            return Level(CLEAR)
+        except (Vanished, MemcgctlError, OSError):
+            return Level(CLEAR)
+
+    def _swap_room(self, domain: str) -> int:
+        own = self.fs.swap_room(domain)
+        host = self.proc.meminfo_kb().get("SwapFree", 0) * 1024
+        return host if own is None else min(own, host)
 
     def at_limit(self, cg: str) -> bool:
         try:
@@ -221,6 +449,34 @@ class RealPorts:
             return False
         return usage is not None and limit is not None and usage + AT_LIMIT_SLACK >= limit
 
+    def freeze(self, cg: str, frozen: bool) -> bool:
+        v = self.valves.get(cg)
+        if v is None or self.dry_run or (frozen and not self.tuning.freeze):
+            return False
+        return self.freeze_domain(v.domain, frozen)
+
+    def freeze_domain(self, domain: str, frozen: bool) -> bool:
+        """cgroup.freeze on domain, the previous value in our mark first."""
+        try:
+            mark = self._adopt_mark(domain)
+            if frozen:
+                own = os.getpid()
+                if any(pid == own for pid, _ in self.fs.subtree_procs(domain)):
+                    self._log(4, "cannot_freeze", domain, reason="the daemon runs inside it")
+                    return False
+                if "cgroup.freeze" not in mark:
+                    mark["cgroup.freeze"] = 1 if self.fs.freeze_value(domain) else 0
+                    owner.write_mark(self.fs, domain, mark)
+                self.fs.set_freeze(domain, True)
+            else:
+                prev = mark.pop("cgroup.freeze", 0)
+                self.fs.set_freeze(domain, str(prev) == "1")
+                owner.write_mark(self.fs, domain, mark)
+            return True
+        except (Vanished, MemcgctlError, OSError) as exc:
+            self._log(3, "freeze_failed", domain, error=str(exc))
+            return False
+
     def snapshot(self, cg: str) -> Snapshot:
         return self.env.snapshot(cg)
 
@@ -228,7 +484,7 @@ class RealPorts:
         out = []
         for pid in pids:
             try:
-                if self.env.proc.status(pid).has_mm:  # a zombie has given its memory back
+                if self.proc.status(pid).has_mm:  # a zombie has given its memory back
                     out.append(pid)
             except Vanished:
                 continue
@@ -295,13 +551,65 @@ class RealPorts:
             self._log(4, "journal_failed", "-", error=str(exc))
 
     def _log(self, prio: int, kind: str, cg: str, **fields: Any) -> None:
-        """One line per event on stderr, with a syslog priority prefix journald reads."""
-        parts = [f"<{prio}>{kind} cgroup={cg}"]
-        for k, v in fields.items():
-            if k == "reasons" and isinstance(v, list):
-                v = " / ".join(str(x) for x in v)
-            text = str(v)
-            parts.append(f"{k}={text!r}" if (" " in text or not text) else f"{k}={text}")
+        """One line per event on stderr, with a syslog priority prefix journald reads;
+        values another user controls (cgroup names, comm) are quoted."""
+        parts = [f"<{prio}>{kind} cgroup={log_value(cg)}"]
+        parts += [f"{k}={log_value(v)}" for k, v in fields.items()]
         with contextlib.suppress(OSError):  # stderr gone: keep enforcing anyway
             self.log.write(" ".join(parts) + "\n")
             self.log.flush()
+
+
+__all__ = ["CLEAR", "HOST", "RealPorts", "Tuning", "Valve", "log_value"]
+
+
+class KernelLog:
+    """The kernel log from now on (history skipped): OOM kills as they are logged, so
+    the daemon can report the kernel's own victims (shadow mode, and kills it lost)."""
+
+    def __init__(self, env: Env) -> None:
+        from memcgctl.kmsg import OomAssembler
+        from memcgctl.readers.kmsg import KmsgReader
+
+        self.reader = KmsgReader(env.kmsg).open()
+        self.reader.read_available()  # the history: not ours to report
+        self.asm = OomAssembler(env.proc.boot_time(), env.proc.boot_id())
+
+    def fileno(self) -> int:
+        return self.reader.fileno() if self.reader.is_device else -1
+
+    def kills(self) -> list[dict[str, Any]]:
+        from memcgctl.kmsg import join_continuations, may_matter, parse_records
+
+        raws = [r for r in self.reader.read_available() if may_matter(r)]
+        out: list[dict[str, Any]] = []
+        for rec in join_continuations(parse_records(raws)):
+            out += [e for e in self.asm.feed(rec) if e.get("kind") == "oom_kill"]
+        return out
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def victim_info(ev: dict[str, Any], cgroup: str) -> ProcessInfo:
+    """The kernel's victim as a process record, from its kill line (it is gone from
+    /proc by now).  Its process badness is not known any more: oom_score_adj -1000
+    counts as 1000, anything else as the default."""
+    from memcgctl.constants import BADNESS_DEFAULT, BADNESS_NEVER
+
+    adj = int(ev.get("oom_score_adj") or 0)
+    return ProcessInfo(
+        pid=int(ev["pid"]),
+        comm=str(ev.get("comm", "?")),
+        cgroup=cgroup,
+        uid=int(ev.get("uid") or 0),
+        rss_anon_kb=int(ev.get("anon_rss_kb") or 0),
+        rss_file_kb=int(ev.get("file_rss_kb") or 0),
+        rss_shmem_kb=int(ev.get("shmem_rss_kb") or 0),
+        swap_kb=0,
+        pgtables_kb=int(ev.get("pgtables_kb") or 0),
+        oom_score_adj=adj,
+        badness=BADNESS_NEVER if adj == -1000 else BADNESS_DEFAULT,
+        badness_source="oom_score_adj" if adj == -1000 else "default",
+        killable=True,
+    )

@@ -39,6 +39,9 @@ V1_EVENT_CONTROL = "cgroup.event_control"
 V2_CONTROLLERS = "cgroup.controllers"
 V2_CURRENT = "memory.current"
 V2_MAX = "memory.max"
+V2_HIGH = "memory.high"
+V2_STAT = "memory.stat"
+V2_SWAP_CURRENT = "memory.swap.current"
 V2_SWAP_MAX = "memory.swap.max"
 V2_EVENTS = "memory.events"
 V2_EVENTS_LOCAL = "memory.events.local"
@@ -372,6 +375,25 @@ class CgroupFs:
             value = self._int(cg, V1_LIMIT)
             return None if value is None or value >= _V1_UNLIMITED else value
         return self._int(cg, V2_MAX)
+
+    def high(self, cg: str) -> int | None:
+        """v2 ``memory.high`` in bytes; None = max (or absent)."""
+        return self._int(cg, V2_HIGH) if self.version == 2 else None
+
+    def memory_stat(self, cg: str) -> dict[str, int]:
+        """v2 ``memory.stat`` (anon, file, active_file, inactive_file, shmem, …)."""
+        text = self.read(cg, V2_STAT) if self.version == 2 else None
+        if text is None:
+            raise Vanished(cg)
+        return parse_flat_keyed(text)
+
+    def swap_room(self, cg: str) -> int | None:
+        """v2: bytes of swap this memcg may still use by its own memory.swap.max;
+        None when unlimited (the host's SwapFree bounds it)."""
+        limit = self._int(cg, V2_SWAP_MAX) if self.version == 2 else None
+        if limit is None:
+            return None
+        return max(limit - (self._int(cg, V2_SWAP_CURRENT) or 0), 0)
 
     def swap_limit(self, cg: str) -> int | None:
         """Swap this memcg may use in bytes, on top of its memory limit; None = no limit.

@@ -1,0 +1,194 @@
+"""Which daemon owns which knob: instance ids, marks, claims, release.
+
+Every daemon has an *instance id* ``BOOT_ID/PID/STARTTIME`` — alive exactly as long as
+that process is, never inherited by a recycled pid or a later boot.
+
+* **Marks.** Before the daemon changes a knob on a memcg (v1 ``oom_kill_disable``, v2
+  ``memory.high`` and ``cgroup.freeze``) it writes the xattr ``trusted.memcgctl.daemon``:
+  a JSON object with its instance id and the value it found for each knob it changed
+  (``{"instance": …, "memory.high": "max", "valve": "241172480"}``).  Release restores
+  exactly those values and removes the mark.  A knob the user changed meanwhile (its
+  value is no longer the one the daemon wrote) is left as the user set it.
+* **Claims.** A daemon claims its ``--root`` with the xattr
+  ``trusted.memcgctl.daemon_root`` (its instance id).  A second daemon whose root
+  overlaps (the same cgroup, an ancestor or a descendant) with a live claim refuses to
+  start; a claim of a dead instance is stale and taken over.
+* **Release** (``daemon --release``, the guardian, ExecStopPost) restores only the marks
+  of instances that are no longer running, or those of one named instance.
+
+The pre-1.x mark ``trusted.memcgctl.daemon_prev`` (the previous ``oom_kill_disable``
+alone, no instance) is still understood and counts as a dead instance's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from memcgctl.errors import MemcgctlError, Vanished
+from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH, CgroupFs
+from memcgctl.readers.procfs import ProcFs
+
+MARK = "trusted.memcgctl.daemon"
+LEGACY_MARK = "trusted.memcgctl.daemon_prev"
+CLAIM = "trusted.memcgctl.daemon_root"
+_MAX_MARK = 4096
+KNOBS = ("oom_kill_disable", "memory.high", "cgroup.freeze")
+
+
+def instance_id(proc: ProcFs, pid: int) -> str:
+    return f"{proc.boot_id()}/{pid}/{proc.start_time(pid)}"
+
+
+def instance_alive(proc: ProcFs, instance: str) -> bool:
+    try:
+        boot, pid, start = instance.split("/")
+        if boot != proc.boot_id():
+            return False
+        return proc.start_time(int(pid)) == int(start)
+    except (ValueError, Vanished, OSError):
+        return False
+
+
+def instance_pid(instance: str) -> int | None:
+    try:
+        return int(instance.split("/")[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def read_mark(fs: CgroupFs, cg: str) -> dict[str, Any] | None:
+    """Our mark on cg, or None.  A legacy or unreadable mark is returned as a dead
+    instance's ("instance": "") so that release still restores what it can."""
+    raw = fs.get_xattr(cg, MARK)
+    if raw is not None:
+        try:
+            doc = json.loads(raw[:_MAX_MARK].decode("utf-8", "replace"))
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            doc.setdefault("instance", "")
+            return {k: v for k, v in doc.items() if isinstance(v, (str, int))}
+        return {"instance": ""}
+    legacy = fs.get_xattr(cg, LEGACY_MARK)
+    if legacy is not None:
+        return {"instance": "", "oom_kill_disable": 1 if legacy.strip() == b"1" else 0}
+    return None
+
+
+def write_mark(fs: CgroupFs, cg: str, mark: dict[str, Any]) -> None:
+    fs.set_xattr(cg, MARK, json.dumps(mark, sort_keys=True).encode())
+
+
+def restore(fs: CgroupFs, cg: str, mark: dict[str, Any]) -> list[str]:
+    """Put back every knob the mark recorded, then remove the mark; what was restored,
+    as ``knob=value`` strings.  A knob whose current value is not the one the daemon
+    wrote was changed by the user since: it stays as it is."""
+    done: list[str] = []
+    if "cgroup.freeze" in mark:
+        prev = "1" if str(mark["cgroup.freeze"]) == "1" else "0"
+        fs.write(cg, V2_FREEZE, prev)
+        done.append(f"cgroup.freeze={prev}")
+    if "memory.high" in mark:
+        current = (fs.read(cg, V2_HIGH) or "").strip()
+        if "valve" not in mark or current == str(mark["valve"]):
+            prev = str(mark["memory.high"])
+            fs.write(cg, V2_HIGH, prev)
+            done.append(f"memory.high={prev}")
+    if "oom_kill_disable" in mark:
+        prev = "1" if str(mark["oom_kill_disable"]) == "1" else "0"
+        # writing 0 also wakes the tasks sleeping in the OOM: the kernel decides again
+        fs.write(cg, V1_OOM_CONTROL, prev)
+        done.append(f"oom_kill_disable={prev}")
+    fs.remove_xattr(cg, MARK)
+    fs.remove_xattr(cg, LEGACY_MARK)
+    return done
+
+
+def marked(fs: CgroupFs, root: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for cg in fs.walk(root):
+        try:
+            mark = read_mark(fs, cg)
+        except Vanished:
+            continue
+        if mark is not None:
+            yield cg, mark
+
+
+def releasable(
+    fs: CgroupFs, proc: ProcFs, root: str, instance: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Marks below root to release: those of ``instance``, or (None) of every instance
+    that is no longer running."""
+    out = []
+    for cg, mark in marked(fs, root):
+        owner = str(mark.get("instance", ""))
+        if instance is not None:
+            if owner == instance:
+                out.append((cg, mark))
+        elif not owner or not instance_alive(proc, owner):
+            out.append((cg, mark))
+    return out
+
+
+def release(
+    fs: CgroupFs, proc: ProcFs, root: str, instance: str | None = None, dry_run: bool = False
+) -> list[tuple[str, list[str]]]:
+    """Release the marks :func:`releasable` names (and a dead instance's claim on
+    root); what was (or, dry run, would be) restored per cgroup."""
+    out: list[tuple[str, list[str]]] = []
+    for cg, mark in releasable(fs, proc, root, instance):
+        if dry_run:
+            knobs: list[str] = [k for k in KNOBS if k in mark]
+            out.append((cg, knobs))
+            continue
+        try:
+            out.append((cg, restore(fs, cg, mark)))
+        except (Vanished, MemcgctlError):
+            continue
+    if not dry_run:
+        for cg in fs.walk(root):
+            try:
+                owner = claim_of(fs, cg)
+                if owner is not None and (
+                    owner == instance or (instance is None and not instance_alive(proc, owner))
+                ):
+                    fs.remove_xattr(cg, CLAIM)
+            except (Vanished, MemcgctlError):
+                continue
+    return out
+
+
+def claim_of(fs: CgroupFs, cg: str) -> str | None:
+    raw = fs.get_xattr(cg, CLAIM)
+    return raw[:256].decode("ascii", "replace") if raw is not None else None
+
+
+def _ancestors(cg: str) -> list[str]:
+    parts = [p for p in cg.split("/") if p]
+    return ["/" + "/".join(parts[:i]) for i in range(len(parts))]
+
+
+def running_overlap(fs: CgroupFs, proc: ProcFs, root: str) -> tuple[str, str] | None:
+    """(cgroup, instance) of a live daemon whose root overlaps ``root``, or None."""
+    for cg in [*_ancestors(root), *fs.walk(root)]:
+        try:
+            owner = claim_of(fs, cg)
+        except Vanished:
+            continue
+        if owner is not None and instance_alive(proc, owner):
+            return cg, owner
+    return None
+
+
+def claim(fs: CgroupFs, cg: str, instance: str) -> None:
+    fs.set_xattr(cg, CLAIM, instance.encode())
+
+
+def unclaim(fs: CgroupFs, cg: str, instance: str) -> None:
+    try:
+        if claim_of(fs, cg) == instance:
+            fs.remove_xattr(cg, CLAIM)
+    except (Vanished, MemcgctlError):
+        pass

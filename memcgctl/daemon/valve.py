@@ -1,0 +1,121 @@
+"""Where the daemon holds memory back, as pure arithmetic over numbers the ports read.
+
+cgroup v2 has no ``oom_kill_disable``: once a charge fails at ``memory.max`` the kernel
+kills within milliseconds.  The daemon therefore sets ``memory.high`` a *headroom*
+below ``memory.max`` (the OOM valve).  Over ``memory.high`` the kernel reclaims and
+throttles the allocating tasks (``mem_cgroup_handle_over_high``; the penalty grows with
+the square of the overage *relative to memory.high*, so the headroom is a share of the
+limit, not a fixed size) and raises a ``high`` event that wakes the daemon at once.
+
+Lines, from the top (``limit`` = memory.max of the OOM domain):
+
+* ``freeze_line`` = limit − headroom/4: throttling is being outrun; freeze the domain
+  (``cgroup.freeze``) until the victim has died, so the kernel never reaches the limit;
+* ``line`` = limit − headroom: the valve.  Committed memory at or above it is an OOM
+  episode (``under_oom``);
+* ``recovery_line`` = line − headroom/2: below it the domain has recovered, and the
+  next OOM starts a new episode at round 1.
+
+*Committed* memory is what reclaim cannot take back: usage minus the file LRU pages
+(page cache is reclaimed at memory.high long before an OOM) minus the anon pages that
+swap still has room for.  A job that streams through page cache sits at memory.high
+all day without ever being near an OOM; it never starts an episode.
+
+The host has no limit to throttle at: its lines are shares of ``MemTotal`` compared with
+``MemAvailable`` (+ ``SwapFree``), polled faster as memory runs out (as earlyoom does).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+MIB = 1 << 20
+
+# Levels, from the daemon's point of view
+CLEAR = "clear"  # above the valve's recovery line but not short (or v1: not under OOM)
+RECOVERED = "recovered"  # well below the valve: a new OOM is a new episode
+SHORT = "short"  # at the valve (v1: under OOM): an episode
+CRITICAL = "critical"  # throttling outrun: freeze (v2) or act now (host)
+
+
+class Lines(NamedTuple):
+    limit: int
+    line: int
+    freeze_line: int
+    recovery_line: int
+
+
+def headroom(limit: int, share: float, minimum: int = 4 * MIB) -> int:
+    """The valve's distance below the limit: ``share`` of it, at least ``minimum``,
+    at most half the limit."""
+    return min(max(int(limit * share), minimum), limit // 2)
+
+
+def lines(limit: int, share: float) -> Lines:
+    room = headroom(limit, share)
+    line = limit - room
+    return Lines(limit, line, limit - room // 4, line - room // 2)
+
+
+def high_to_write(user_high: int | None, line: int) -> int | None:
+    """What memory.high must be: the lower of the user's own and the valve; None when
+    the user's is already at or below the valve (nothing to write)."""
+    if user_high is not None and user_high <= line:
+        return None
+    return line
+
+
+def committed(usage: int, stat: dict[str, int], swap_room: int) -> int:
+    """Memory reclaim cannot give back: usage − file LRU − anon that fits in swap."""
+    file_lru = stat.get("active_file", 0) + stat.get("inactive_file", 0)
+    anon = stat.get("anon", 0)
+    return max(usage - file_lru - min(anon, max(swap_room, 0)), 0)
+
+
+def memcg_level(value: int, ln: Lines) -> str:
+    if value >= ln.freeze_line:
+        return CRITICAL
+    if value >= ln.line:
+        return SHORT
+    if value < ln.recovery_line:
+        return RECOVERED
+    return CLEAR
+
+
+class HostLines(NamedTuple):
+    """Shares of MemTotal (+ SwapTotal) that MemAvailable + SwapFree is compared with."""
+
+    short: float = 0.10  # an episode starts below 10 % available
+    critical: float = 0.04  # the delay is cut short below 4 %
+    recovered: float = 0.15  # a new episode after recovering above 15 %
+
+
+def host_available(meminfo_kb: dict[str, int]) -> tuple[int, int]:
+    """(available, total) in bytes: MemAvailable + SwapFree of MemTotal + SwapTotal."""
+    avail = meminfo_kb.get("MemAvailable", meminfo_kb.get("MemFree", 0))
+    avail += meminfo_kb.get("SwapFree", 0)
+    total = meminfo_kb.get("MemTotal", 0) + meminfo_kb.get("SwapTotal", 0)
+    return avail * 1024, max(total, 1) * 1024
+
+
+def host_level(available: int, total: int, hl: HostLines) -> str:
+    share = available / total
+    if share < hl.critical:
+        return CRITICAL
+    if share < hl.short:
+        return SHORT
+    if share >= hl.recovered:
+        return RECOVERED
+    return CLEAR
+
+
+# earlyoom's assumption: memory can fill at up to ~6 GB/s; poll so that the gap to the
+# critical line cannot be crossed between two looks.
+FILL_RATE = 6000 * MIB
+MIN_POLL = 0.002
+MAX_POLL = 1.0
+
+
+def host_poll_interval(available: int, total: int, hl: HostLines) -> float:
+    margin = available - total * hl.critical
+    return min(max(margin / FILL_RATE, MIN_POLL), MAX_POLL)
