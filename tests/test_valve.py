@@ -33,7 +33,8 @@ def test_headroom_is_a_share_with_a_floor_and_a_ceiling() -> None:
 def test_lines_are_ordered_below_the_limit() -> None:
     ln = lines(256 * MIB, 0.10)
     assert ln.recovery_line < ln.line < ln.freeze_line < ln.limit
-    room = ln.limit - ln.line
+    room = headroom(ln.limit, 0.10)
+    assert ln.line == (ln.limit - room) // 4096 * 4096  # memory.high is in whole pages
     assert ln.freeze_line == ln.limit - room // 4
     assert ln.recovery_line == ln.line - room // 2
 

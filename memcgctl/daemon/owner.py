@@ -90,9 +90,9 @@ def restore(fs: CgroupFs, cg: str, mark: dict[str, Any]) -> list[str]:
         prev = "1" if str(mark["cgroup.freeze"]) == "1" else "0"
         fs.write(cg, V2_FREEZE, prev)
         done.append(f"cgroup.freeze={prev}")
-    if "memory.high" in mark:
+    if "memory.high" in mark and "valve" in mark:  # no "valve": we never wrote it
         current = (fs.read(cg, V2_HIGH) or "").strip()
-        if "valve" not in mark or current == str(mark["valve"]):
+        if current == str(mark["valve"]):
             prev = str(mark["memory.high"])
             fs.write(cg, V2_HIGH, prev)
             done.append(f"memory.high={prev}")

@@ -51,9 +51,12 @@ def headroom(limit: int, share: float, minimum: int = 4 * MIB) -> int:
     return min(max(int(limit * share), minimum), limit // 2)
 
 
+PAGE = 4096  # memory.high reads back rounded down to whole pages
+
+
 def lines(limit: int, share: float) -> Lines:
     room = headroom(limit, share)
-    line = limit - room
+    line = (limit - room) // PAGE * PAGE
     return Lines(limit, line, limit - room // 4, line - room // 2)
 
 
