@@ -34,7 +34,9 @@ class MemcgctlError(click.ClickException):
 
     def show(self, file: IO[str] | None = None) -> None:
         stream = file if file is not None else sys.stderr
-        click.echo(f"memcgctl: {self.format_message()}", file=stream)
+        from memcgctl.safetext import printable
+
+        click.echo(printable(f"memcgctl: {self.format_message()}"), file=stream)
 
 
 class OperationFailed(MemcgctlError):

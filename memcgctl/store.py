@@ -39,7 +39,7 @@ def _parse(raw: bytes | None, key: str) -> int | None:
     if raw is None:
         return None
     text = raw.decode("ascii", "replace").strip().rstrip("\0")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # int() would also take "５"
         return None
     value = int(text)
     lo, hi = _RANGES[key]

@@ -15,7 +15,7 @@ import click
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, Vanished
-from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table
+from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
 
 Event = dict[str, Any]
 
@@ -133,7 +133,7 @@ def events(
         if as_json:
             emit_json_line(ev)
         else:
-            click.echo(format_event(ev))
+            say(format_event(ev))
 
     recorder = _Recorder(env)
     reader, follower, kernel = kernel_history(env, recorder, root)
@@ -143,12 +143,12 @@ def events(
         for ev in shown:
             show(ev)
         if not follow and not shown and not as_json:
-            click.echo(f"no OOM events for {root}", err=True)
+            say(f"no OOM events for {root}", err=True)
     if not follow:
         return
     follower.emit = show
     follower.rescan()
-    click.echo(f"memcgctl: following OOM events of {root} (Ctrl-C to stop)", err=True)
+    say(f"memcgctl: following OOM events of {root} (Ctrl-C to stop)", err=True)
     try:
         follower.run()
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ import click
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
+from memcgctl.render import say
 from memcgctl.store import NAMESPACES, OOM_DELAY, default_namespace, write_setting
 from memcgctl.units import format_duration_ms, parse_badness, parse_delay
 
@@ -131,7 +132,7 @@ def run(
 
     if dry_run:
         for step in plan:
-            click.echo(f"would {step}")
+            say(f"would {step}")
         return
 
     if cg is not None:
@@ -154,7 +155,7 @@ def run(
         env.registry.update({(pid, start): badness_value}, env.is_alive)
     if verbose:
         for step in plan:
-            click.echo(f"memcgctl: {step}", err=True)
+            say(f"memcgctl: {step}", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     _reset_signals()
