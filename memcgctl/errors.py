@@ -43,6 +43,10 @@ class OperationFailed(MemcgctlError):
     status = ExitStatus.FAILED
 
 
+class LockTimeout(OperationFailed):
+    """A state-directory lock stayed held longer than we wait (never forever)."""
+
+
 class UsageProblem(MemcgctlError):
     status = ExitStatus.USAGE
 
