@@ -135,10 +135,15 @@ def kill_all(
         )
 
 
+# The kills come first; journaling them afterwards waits for the lock this long at most.
+JOURNAL_WAIT_S = 2.0
+
+
 def _journal(env: Env, report: KillReport) -> str | None:
-    """Record the kills; a journal problem is a warning, the kills did happen."""
+    """Record the kills; a journal problem (a lock held too long, a refused state
+    directory) is a warning, the kills did happen."""
     try:
-        Journal(env.state_dir).append(user_kill_records(report))
+        Journal(env.state_dir).append(user_kill_records(report), timeout=JOURNAL_WAIT_S)
     except MemcgctlError as exc:
         return f"kills not recorded in the journal: {exc.format_message()}"
     return None
