@@ -110,7 +110,7 @@ class ProcessRegistry:
     A corrupt file (garbage, truncated, wrong types, huge or deeply nested) is reported
     once through ``warn`` and moved aside as ``badness.json.corrupt-TIME`` — never
     treated as empty and overwritten.  Malformed entries in an otherwise good file are
-    skipped with a warning; the next update saves the original aside before writing."""
+    skipped with a warning: the original is saved aside and the valid entries kept."""
 
     FILE = "badness.json"
     LOCK = "badness.lock"
@@ -193,12 +193,37 @@ class ProcessRegistry:
         except OSError:
             return {}
         if problem is not None:
-            self._warn_once(
-                "partial",
-                f"{self.path}: {problem}; the next change saves the original as "
-                f"{self.FILE}.corrupt-TIME",
-            )
+            self._repair(problem)
         return entries
+
+    def _document(self, entries: dict[Key, int]) -> bytes:
+        import json
+
+        doc = {
+            "version": 1,
+            "boot_id": self.boot_id,
+            "processes": [
+                {"pid": pid, "start_time": start, "badness": badness}
+                for (pid, start), badness in sorted(entries.items())
+            ],
+        }
+        return json.dumps(doc, indent=1).encode() + b"\n"
+
+    def _repair(self, problem: str) -> None:
+        """Keep the valid entries, save the original aside (under the lock, waiting
+        only briefly); warn once either way."""
+        where = "left in place (could not repair it now)"
+        with (
+            suppress(MemcgctlError, OSError, Corrupt),
+            locked(self.state_dir, self.LOCK, min(self.lock_timeout, 0.5)),
+        ):
+            entries, original, now = self._read()
+            if now is None or original is None:
+                return  # repaired meanwhile
+            target = set_aside(self.path, original)
+            write_atomic(self.path, self._document(entries))
+            where = f"the original is saved as {target.name}"
+        self._warn_once("partial", f"{self.path}: {problem}; {where}")
 
     def _set_aside_corrupt(self, reason: str) -> None:
         """Move a corrupt registry aside under the lock (waiting briefly), re-checking
@@ -224,8 +249,6 @@ class ProcessRegistry:
         """Apply changes (None removes) and prune entries whose process is gone.
 
         Waits for the lock at most ``lock_timeout`` (LockTimeout, exit 1)."""
-        import json
-
         with locked(self.state_dir, self.LOCK, self.lock_timeout):
             try:
                 try:
@@ -248,15 +271,7 @@ class ProcessRegistry:
                     else:
                         entries[key] = value
                 entries = {k: v for k, v in entries.items() if is_alive(*k)}
-                doc = {
-                    "version": 1,
-                    "boot_id": self.boot_id,
-                    "processes": [
-                        {"pid": pid, "start_time": start, "badness": badness}
-                        for (pid, start), badness in sorted(entries.items())
-                    ],
-                }
-                write_atomic(self.path, json.dumps(doc, indent=1).encode() + b"\n")
+                write_atomic(self.path, self._document(entries))
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                     raise PermissionDenied(f"{self.path}: cannot write ({exc.strerror})") from exc
