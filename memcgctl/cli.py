@@ -17,6 +17,7 @@ import click
 
 from memcgctl import __version__
 from memcgctl.errors import MemcgctlError, from_oserror
+from memcgctl.safetext import printable
 
 
 class MemcgctlGroup(click.Group):
@@ -53,7 +54,7 @@ class MemcgctlGroup(click.Group):
             sub = exc.ctx.command_path.partition(" ")[2] if exc.ctx is not None else ""
             where = f"{sub}: " if sub else ""
             message = exc.format_message().rstrip(".")
-            click.echo(f"memcgctl: {where}{message} (see --help)", err=True)
+            click.echo(printable(f"memcgctl: {where}{message} (see --help)"), err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             exc.show()

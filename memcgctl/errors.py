@@ -34,11 +34,17 @@ class MemcgctlError(click.ClickException):
 
     def show(self, file: IO[str] | None = None) -> None:
         stream = file if file is not None else sys.stderr
-        click.echo(f"memcgctl: {self.format_message()}", file=stream)
+        from memcgctl.safetext import printable
+
+        click.echo(printable(f"memcgctl: {self.format_message()}"), file=stream)
 
 
 class OperationFailed(MemcgctlError):
     status = ExitStatus.FAILED
+
+
+class LockTimeout(OperationFailed):
+    """A state-directory lock stayed held longer than we wait (never forever)."""
 
 
 class UsageProblem(MemcgctlError):

@@ -4,9 +4,15 @@ JSON lines, one event each: kills memcgctl performed (kill-all, daemon; ``kind:
 user_kill`` and daemon decisions) and every kernel OOM kill memcgctl has seen in the
 kernel log (deduplicated by boot id + the kmsg sequence number, the ``dedup`` key).
 
-* Concurrent writers: an flock on ``journal.lock`` around every append.
+* Concurrent writers: an flock on ``journal.lock`` around every append, taken with a
+  timeout (``LockTimeout``); a kill never waits on it for long.
 * Crash mid-write: a torn last line is skipped by readers, and the next writer starts
   on a fresh line.
+* Hostile or corrupt content (SPEC §10): lines that are not records of ours (garbage,
+  wrong types such as ``"kind": null``, huge or deeply nested) are skipped with one
+  warning; the good records are kept, and the original is saved aside as
+  ``journal.jsonl.corrupt-TIME`` while the file is rewritten with the good lines only.
+* Files are opened with ``O_NOFOLLOW`` and created ``0600``.
 * Bounded: when the file passes ``max_bytes`` it is renamed to ``journal.jsonl.1``
   (replacing the previous one) and a new file is started.
 """
@@ -14,16 +20,103 @@ kernel log (deduplicated by boot id + the kmsg sequence number, the ``dedup`` ke
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from memcgctl.errors import from_oserror
-from memcgctl.statedir import locked
+from memcgctl.errors import MemcgctlError, from_oserror
+from memcgctl.statedir import (
+    LOCK_TIMEOUT_S,
+    Corrupt,
+    Warn,
+    check_state_dir,
+    loads_bounded,
+    locked,
+    open_append,
+    read_bounded,
+    set_aside,
+    stderr_warning,
+    write_atomic,
+)
 
 DEFAULT_MAX_BYTES = 4 << 20
+# A journal is rotated at max_bytes; a file far larger than that is not one of ours.
+MAX_FILE_BYTES = 64 << 20
+MAX_LINE_BYTES = 64 << 10
+
+# The keys readers rely on, and their types (None allowed except for kind and time).
+_STR_KEYS = frozenset(
+    {
+        "cgroup", "comm", "source", "dedup", "constraint", "oom_memcg", "task_memcg",
+        "signal", "mechanism", "target", "by", "cause", "file",
+    }
+)  # fmt: skip
+_INT_KEYS = frozenset(
+    {
+        "pid", "uid", "seq", "anon_rss_kb", "file_rss_kb", "shmem_rss_kb",
+        "oom_score_adj", "total_vm_kb", "count",
+    }
+)  # fmt: skip
+
+
+def _finite(value: Any) -> bool:
+    """No NaN/Infinity anywhere (JSON readers of our output would choke on them)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def valid_record(rec: Any) -> bool:
+    """Whether a parsed line is a journal record readers can use safely."""
+    if not isinstance(rec, dict):
+        return False
+    if not isinstance(rec.get("kind"), str) or not isinstance(rec.get("time"), str):
+        return False
+    for key, value in rec.items():
+        if value is None:
+            continue
+        if key in _STR_KEYS and not isinstance(value, str):
+            return False
+        if key in _INT_KEYS and type(value) is not int:
+            return False
+    return _finite(rec)
+
+
+def _scan(data: bytes, torn_ok: bool) -> tuple[list[dict[str, Any]], list[bytes], int]:
+    """(good records, their lines, number of bad lines).  With ``torn_ok`` a last line
+    without its newline is skipped silently (a writer may be in the middle of it)."""
+    good: list[dict[str, Any]] = []
+    lines: list[bytes] = []
+    bad = 0
+    parts = data.split(b"\n")
+    tail = parts.pop()  # after the last newline: b"" or an unterminated line
+    if tail.strip() and not torn_ok:
+        parts.append(tail)
+    for line in parts:
+        if not line.strip():
+            continue
+        if len(line) > MAX_LINE_BYTES:
+            bad += 1
+            continue
+        try:
+            rec = loads_bounded(line)
+        except Corrupt:
+            bad += 1
+            continue
+        if valid_record(rec):
+            good.append(rec)
+            lines.append(line)
+        else:
+            bad += 1
+    return good, lines, bad
 
 
 def utc_now_iso() -> str:
@@ -34,42 +127,118 @@ class Journal:
     FILE = "journal.jsonl"
     LOCK = "journal.lock"
 
-    def __init__(self, state_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        warn: Warn | None = None,
+        lock_timeout: float = LOCK_TIMEOUT_S,
+    ) -> None:
         self.state_dir = state_dir
         self.path = state_dir / self.FILE
         self.rotated = state_dir / (self.FILE + ".1")
         self.max_bytes = max_bytes
+        self.warn = warn if warn is not None else stderr_warning
+        self.lock_timeout = lock_timeout
+        self._warned: set[str] = set()
+        self._held = False
+
+    @contextmanager
+    def _locked(self, timeout: float) -> Iterator[None]:
+        """The journal lock, re-entrant within this object (append → read → repair)."""
+        if self._held:
+            yield
+            return
+        with locked(self.state_dir, self.LOCK, timeout):
+            self._held = True
+            try:
+                yield
+            finally:
+                self._held = False
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warn(message)
+
+    def _load(self, path: Path, torn_ok: bool = True) -> tuple[list[dict[str, Any]], bytes, int]:
+        """(good records, the file's bytes, bad lines); Corrupt for a file that is not
+        a journal at all (a symlink, a FIFO, far too large)."""
+        try:
+            data = read_bounded(path, MAX_FILE_BYTES)
+        except OSError:
+            return [], b"", 0
+        if data is None:
+            return [], b"", 0
+        good, _, bad = _scan(data, torn_ok)
+        return good, data, bad
 
     def read(self) -> Iterator[dict[str, Any]]:
-        """All records, oldest first (the rotated file, then the current one)."""
+        """All records, oldest first (the rotated file, then the current one).  Bad
+        lines are skipped with one warning per file, and the file is repaired (best
+        effort: the original saved aside, the good lines kept)."""
+        if not check_state_dir(self.state_dir):
+            return iter(())
+        out: list[dict[str, Any]] = []
         for path in (self.rotated, self.path):
             try:
-                data = path.read_bytes()
-            except FileNotFoundError:
+                good, _, bad = self._load(path)
+            except Corrupt as exc:
+                self._set_aside_whole(path, exc.reason)
                 continue
-            except OSError:
-                continue
-            for line in data.split(b"\n"):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # a torn line from a crash mid-write
-                if isinstance(rec, dict):
-                    yield rec
+            out += good
+            if bad:
+                self._repair(path, bad, len(good))
+        return iter(out)
+
+    def _set_aside_whole(self, path: Path, reason: str) -> None:
+        where = "ignored (could not move it aside now)"
+        with (
+            suppress(MemcgctlError, OSError),
+            self._locked(min(self.lock_timeout, 0.5)),
+        ):
+            try:
+                self._load(path)
+                return  # replaced meanwhile
+            except Corrupt:
+                where = f"moved aside as {set_aside(path).name}"
+        self._warn_once(str(path), f"{path}: corrupt ({reason}); {where}")
+
+    def _repair(self, path: Path, bad: int, kept: int) -> None:
+        """Save the original aside and keep only the good lines (under the lock, which
+        we wait for only briefly: a reader must not hang on a writer)."""
+        noun = "record" if bad == 1 else "records"
+        where = "left in place (could not repair it now)"
+        with (
+            suppress(MemcgctlError, OSError),
+            self._locked(min(self.lock_timeout, 0.5)),
+        ):
+            data = read_bounded(path, MAX_FILE_BYTES)
+            if data is None:
+                return
+            _, lines, bad_now = _scan(data, torn_ok=False)
+            if not bad_now:
+                return
+            target = set_aside(path, data)
+            write_atomic(path, b"".join(line + b"\n" for line in lines))
+            where = f"the original is saved as {target.name}"
+        self._warn_once(str(path), f"{path}: skipped {bad} corrupt {noun}, kept {kept}; {where}")
 
     def _dedup_keys(self) -> set[str]:
         return {str(r["dedup"]) for r in self.read() if "dedup" in r}
 
-    def append(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    def append(
+        self, records: Iterable[dict[str, Any]], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
         """Append records; those whose ``dedup`` key is already present are dropped.
 
-        Returns the records actually written."""
+        Waits for the journal lock at most ``timeout`` seconds (default: the journal's
+        ``lock_timeout``), then raises LockTimeout.  Returns the records written."""
         records = list(records)
         if not records:
             return []
-        with locked(self.state_dir, self.LOCK):
+        wait = self.lock_timeout if timeout is None else timeout
+        with self._locked(wait):
             if any("dedup" in r for r in records):
                 known = self._dedup_keys()
                 fresh = []
@@ -89,17 +258,12 @@ class Journal:
             )
             try:
                 self._rotate_if_needed()
-                fd = os.open(
-                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
-                )
+                fd = open_append(self.path)
                 try:
                     size = os.fstat(fd).st_size
-                    if size:
-                        # start on a fresh line if a writer crashed mid-line
-                        with open(self.path, "rb") as f:
-                            f.seek(size - 1)
-                            if f.read(1) != b"\n":
-                                payload = b"\n" + payload
+                    # start on a fresh line if a writer crashed mid-line
+                    if size and os.pread(fd, 1, size - 1) != b"\n":
+                        payload = b"\n" + payload
                     os.write(fd, payload)
                 finally:
                     os.close(fd)
@@ -115,32 +279,54 @@ class Journal:
     CURSOR = "kmsg.cursor"
 
     def read_cursor(self, boot_id: str) -> int | None:
+        """The cursor of this boot, or None (missing, another boot's, or corrupt:
+        a corrupt one is reported once and moved aside)."""
+        path = self.state_dir / self.CURSOR
         try:
-            doc = json.loads((self.state_dir / self.CURSOR).read_bytes())
-        except (OSError, ValueError):
+            if not check_state_dir(self.state_dir):
+                return None
+            data = read_bounded(path, 4096)
+            if data is None:
+                return None
+            doc = loads_bounded(data)
+            if not isinstance(doc, dict) or not isinstance(doc.get("boot_id"), str):
+                raise Corrupt("not a cursor")
+            seq = doc.get("seq")
+            if type(seq) is not int or seq < 0:
+                raise Corrupt("the sequence number is not a whole number")
+        except OSError:
             return None
-        if not isinstance(doc, dict) or doc.get("boot_id") != boot_id:
+        except Corrupt as exc:
+            self.discard_cursor(exc.reason)
             return None
-        seq = doc.get("seq")
-        return seq if isinstance(seq, int) else None
+        return seq if doc["boot_id"] == boot_id else None
+
+    def discard_cursor(self, reason: str) -> None:
+        """Move a cursor that cannot be trusted aside (best effort), warning once."""
+        path = self.state_dir / self.CURSOR
+        where = "ignored"
+        with (
+            suppress(MemcgctlError, OSError),
+            self._locked(min(self.lock_timeout, 0.5)),
+        ):
+            where = f"moved aside as {set_aside(path).name}"
+        self._warn_once(str(path), f"{path}: {reason}; {where}")
 
     def write_cursor(self, boot_id: str, seq: int) -> None:
         """Record that every kill up to ``seq`` is journaled (never moves backwards)."""
-        with locked(self.state_dir, self.LOCK):
+        with self._locked(self.lock_timeout):
             current = self.read_cursor(boot_id)
             if current is not None and current >= seq:
                 return
             path = self.state_dir / self.CURSOR
-            tmp = path.with_name(f".{self.CURSOR}.{os.getpid()}.tmp")
             try:
-                tmp.write_text(json.dumps({"boot_id": boot_id, "seq": seq}))
-                os.replace(tmp, path)
+                write_atomic(path, json.dumps({"boot_id": boot_id, "seq": seq}).encode())
             except OSError as exc:
                 raise from_oserror(exc, str(path)) from exc
 
     def _rotate_if_needed(self) -> None:
         try:
-            size = self.path.stat().st_size
+            size = os.lstat(self.path).st_size
         except FileNotFoundError:
             return
         if size >= self.max_bytes:

@@ -2,6 +2,10 @@
 
 rich and tabulate are imported only inside the functions that draw, so commands that
 print JSON or one line never pay for them.
+
+Every cell, label and line drawn here may hold text another user controls (process
+names, cgroup names): it goes through :func:`memcgctl.safetext.printable`, and rich gets
+``Text`` objects, never markup, so ``[/evil]`` is printed as it is (SPEC §10).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import click
+
+from memcgctl.safetext import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +55,11 @@ def emit_json_line(doc: Any) -> None:
     click.echo(json.dumps(doc, separators=(",", ":")))
 
 
+def say(line: object = "", err: bool = False) -> None:
+    """One line of human output, unprintable characters replaced (``ps`` style)."""
+    click.echo(printable(line), err=err)
+
+
 def print_table(
     out: Output,
     headers: Sequence[str],
@@ -59,22 +70,30 @@ def print_table(
     if out.rich:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+        table = Table(
+            title=Text(printable(title)) if title else None,
+            box=None,
+            header_style="bold",
+            pad_edge=False,
+        )
         for i, h in enumerate(headers):
-            table.add_column(h, justify="right" if i in right_align else "left", no_wrap=i == 0)
+            table.add_column(
+                Text(printable(h)), justify="right" if i in right_align else "left", no_wrap=i == 0
+            )
         for row in rows:
-            table.add_row(*(str(c) for c in row))
+            table.add_row(*(Text(printable(c)) for c in row))
         Console().print(table)
         return
     import tabulate as tabulate_module
 
     if title:
-        click.echo(title)
+        click.echo(printable(title))
     aligns = ["right" if i in right_align else "left" for i in range(len(headers))]
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [[printable(c) for c in row] for row in rows]
     kwargs: dict[str, Any] = {
-        "headers": list(headers),
+        "headers": [printable(h) for h in headers],
         "tablefmt": "plain",
         "colalign": aligns,
         "disable_numparse": True,
@@ -101,12 +120,11 @@ def print_tree(out: Output, root: TreeNode) -> None:
     """A rich Tree on a terminal; indented plain text with guides when piped/--plain."""
     if out.rich:
         from rich.console import Console
-        from rich.markup import escape
+        from rich.text import Text
         from rich.tree import Tree
 
         def build(node: TreeNode, parent: Tree | None) -> Tree:
-            text = escape(node.label)
-            label = f"[{node.style}]{text}[/]" if node.style else text
+            label = Text(printable(node.label), style=node.style)
             tree = Tree(label) if parent is None else parent.add(label)
             for child in node.children:
                 build(child, tree)
@@ -114,12 +132,12 @@ def print_tree(out: Output, root: TreeNode) -> None:
 
         Console().print(build(root, None))
         return
-    lines = [root.label]
+    lines = [printable(root.label)]
 
     def walk(node: TreeNode, guides: str) -> None:
         for i, child in enumerate(node.children):
             last = i == len(node.children) - 1
-            lines.append(guides + ("└─ " if last else "├─ ") + child.label)
+            lines.append(guides + ("└─ " if last else "├─ ") + printable(child.label))
             walk(child, guides + ("   " if last else "│  "))
 
     walk(root, "")

@@ -7,7 +7,9 @@ import re
 from memcgctl.constants import BADNESS_MIN, BADNESS_NEVER
 from memcgctl.errors import UsageProblem
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+# ASCII digits only: Python's \d and int() also take "５" or "١", which no operator means
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$", re.ASCII)
+_SECONDS = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*$", re.ASCII)
 _FACTOR_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 # A delay longer than a day is certainly a typo; the daemon would hang a memcg that long.
 MAX_DELAY_MS = 86_400_000
@@ -37,6 +39,26 @@ def parse_delay(text: str) -> int | None:
     return parse_duration_ms(text)
 
 
+def parse_seconds(text: str, what: str = "seconds", maximum: float = MAX_DELAY_MS / 1000) -> float:
+    """A number of seconds for a timeout: ASCII digits with an optional fraction, finite,
+    not negative, at most ``maximum`` (``nan``, ``inf``, ``-1``, ``1e3``, ``٣`` are refused)."""
+    m = _SECONDS.match(text)
+    if not m:
+        raise UsageProblem(f"{text!r}: not a number of seconds (use e.g. 5 or 0.5)")
+    value = float(m.group(1))
+    if value > maximum:
+        raise UsageProblem(f"{text!r}: {what} longer than {maximum:g}s")
+    return value
+
+
+def parse_int_ascii(text: str, what: str) -> int:
+    """A non-negative decimal integer written in ASCII digits."""
+    t = text.strip()
+    if not re.fullmatch(r"[0-9]{1,18}", t, re.ASCII):
+        raise UsageProblem(f"{text!r}: {what} must be a whole number (digits 0-9)")
+    return int(t)
+
+
 def format_duration_ms(ms: int | None) -> str:
     if ms is None:
         return "off"
@@ -54,7 +76,7 @@ def parse_badness(text: str) -> int | None:
     t = text.strip().lower()
     if t == "default":
         return None
-    if not re.fullmatch(r"\d+", t):
+    if not re.fullmatch(r"[0-9]+", t, re.ASCII):
         raise UsageProblem(f"{text!r}: badness must be an integer 0-1000 or 'default'")
     value = int(t)
     if not BADNESS_MIN <= value <= BADNESS_NEVER:

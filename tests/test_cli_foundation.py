@@ -172,6 +172,21 @@ BAD = [
     (["set-delay", "/a/../..", "2s"], 2, "leave the cgroup hierarchy"),
     (["get-delay", "/nope"], 3, "/nope: no such cgroup"),
     (["tree", "/batch", "--pid", "200"], 2, "not both"),
+    # issue 12 item 9: values are parsed strictly (ASCII digits, finite numbers)
+    (["set-badness", "/batch", "５"], 2, "must be an integer"),
+    (["set-badness", "/batch", "٣"], 2, "must be an integer"),
+    (["set-badness", "--pid", "200", "٣"], 2, "must be an integer"),
+    (["set-delay", "/batch", "١s"], 2, "not a duration"),
+    (["set-delay", "/batch", "５00ms"], 2, "not a duration"),
+    (["ps", "--pid", "٢٠٠"], 2, "not a whole number"),
+    (["predict-victim", "--top", "٣"], 2, "not a whole number"),
+    (["kill-all", "/batch", "--timeout", "nan"], 2, "number of seconds"),
+    (["kill-all", "/batch", "--timeout", "inf"], 2, "number of seconds"),
+    (["kill-all", "/batch", "--timeout", "-1"], 2, "number of seconds"),
+    (["kill-all", "/batch", "--timeout", "1e9"], 2, "number of seconds"),
+    (["kill-all", "/batch", "--timeout", "90000"], 2, "longer than 86400s"),
+    (["kill-all", "/batch", "--grace", "NaN", "--signal", "TERM"], 2, "number of seconds"),
+    (["kill-all", "/batch", "--signal", "٩"], 2, "unknown signal"),
 ]
 
 

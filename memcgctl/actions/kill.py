@@ -67,7 +67,7 @@ def signal_name(sig: int) -> str:
 def parse_signal(text: str) -> int:
     """``KILL``, ``SIGKILL``, ``kill`` or ``9`` → 9."""
     t = text.strip().upper()
-    if t.isdigit():
+    if t.isascii() and t.isdigit():
         sig = int(t)
         try:
             signal.Signals(sig)
@@ -567,22 +567,26 @@ class Killer:
         wanted: str = "auto",
     ) -> KillReport:
         """Kill every task in ``top``'s subtree; return when it is empty or at timeout
-        (then ``report.survivors`` names who is left)."""
+        (then ``report.survivors`` names who is left).
+
+        With ``grace`` (and a signal other than SIGKILL): send ``sig``, wait up to
+        ``grace`` seconds for the subtree to empty, then SIGKILL what is left.  The
+        ``timeout`` bounds the last phase, so the SIGKILL phase always has real time
+        (``--signal TERM --grace 5 --timeout 3``: up to 5 s of TERM, then up to 3 s of
+        KILL); without a grace phase it bounds the whole run."""
         start = self.clock()
         _, phases = self.plan(top, sig, grace, wanted, with_comm=False)
-        deadline = start + timeout
         report = KillReport(cgroup=top, signal=sig)
         run = _Run(top=top, report=report)
         try:
             first_sig, first_mech = phases[0]
-            until = (
-                min(deadline, start + grace) if len(phases) > 1 and grace is not None else deadline
-            )
+            graceful = len(phases) > 1 and grace is not None
+            until = start + (grace if graceful and grace is not None else timeout)
             empty = self._phase(run, first_sig, first_mech, until)
             if not empty and len(phases) > 1:
                 # re-choose: the subtree may have changed during the grace period
                 mech = self.choose(top, signal.SIGKILL, wanted)
-                empty = self._phase(run, signal.SIGKILL, mech, deadline)
+                empty = self._phase(run, signal.SIGKILL, mech, self.clock() + timeout)
         finally:
             self._close_handles(run)
         report.survivors = [] if empty else self.listing(top)

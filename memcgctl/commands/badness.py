@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.commands.common import AsciiInt, CgroupName, dry_run_option, pass_env
 from memcgctl.constants import BADNESS_DEFAULT
 from memcgctl.env import Env
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
-from memcgctl.render import Output, emit_json, output_options
+from memcgctl.render import Output, emit_json, output_options, say
 from memcgctl.store import (
     BADNESS,
     NAMESPACES,
@@ -47,7 +47,7 @@ def _print_lines(rows: list[list[str]]) -> None:
     start fast (SPEC §8)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
+        say("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
 
 
 def _change_cgroup_setting(
@@ -98,7 +98,7 @@ def _complete_target(
 
 @click.command("set-badness")
 @click.argument("args", nargs=-1, metavar="[TARGET] VALUE", shell_complete=_complete_target)
-@click.option("--pid", type=int, default=None, help="Set the badness of process PID.")
+@click.option("--pid", type=AsciiInt(), default=None, help="Set the badness of process PID.")
 @namespace_option
 @dry_run_option
 @output_options
@@ -146,12 +146,14 @@ def set_badness(
     if out.json:
         emit_json(doc)
     else:
-        click.echo(f"{what}: {verb} badness {after_txt}, was {before_txt}")
+        say(f"{what}: {verb} badness {after_txt}, was {before_txt}")
 
 
 @click.command("get-badness")
 @click.argument("targets", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
-@click.option("--pid", "pids", type=int, multiple=True, help="Show process PID (repeatable).")
+@click.option(
+    "--pid", "pids", type=AsciiInt(), multiple=True, help="Show process PID (repeatable)."
+)
 @output_options
 @pass_env
 def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: Output) -> None:
@@ -228,7 +230,7 @@ def set_delay(
         )
     else:
         verb = "would set" if dry_run else "set"
-        click.echo(f"{cg}: {verb} OOM delay {_fmt_delay(after)}, was {_fmt_delay(before)}")
+        say(f"{cg}: {verb} OOM delay {_fmt_delay(after)}, was {_fmt_delay(before)}")
 
 
 @click.command("get-delay")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from memcgctl.env import PROC, Env
+from memcgctl.errors import UsageProblem
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -18,7 +19,7 @@ pass_env = click.make_pass_decorator(Env)
 
 
 def pid_option(help_text: str = "Use the memory cgroup of PID.") -> Callable[[F], F]:
-    return click.option("--pid", type=int, default=None, metavar="PID", help=help_text)
+    return click.option("--pid", type=AsciiInt(), default=None, metavar="PID", help=help_text)
 
 
 def dry_run_option(func: F) -> F:
@@ -29,8 +30,57 @@ def dry_run_option(func: F) -> F:
 
 if TYPE_CHECKING:  # click >= 8.2 makes ParamType generic; older click is not subscriptable
     _StrParamType = click.ParamType[str]
+    _IntParamType = click.ParamType[int]
+    _FloatParamType = click.ParamType[float]
 else:
-    _StrParamType = click.ParamType
+    _StrParamType = _IntParamType = _FloatParamType = click.ParamType
+
+
+class AsciiInt(_IntParamType):
+    """An integer in ASCII digits (click's INT takes whatever int() does: "٣", "1_0")."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int | None = None) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from memcgctl.units import parse_int_ascii
+
+        text = str(value)
+        negative = text.strip().startswith("-")
+        try:
+            number = (
+                -parse_int_ascii(text.strip()[1:], "it")
+                if negative
+                else parse_int_ascii(text, "it")
+            )
+        except UsageProblem:
+            self.fail(f"{text!r} is not a whole number (digits 0-9)", param, ctx)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"{number} is smaller than {self.minimum}", param, ctx)
+        return number
+
+
+class Seconds(_FloatParamType):
+    """A finite, non-negative number of seconds in ASCII digits ("nan", "inf", "-1" and
+    "1e9" are usage errors, where click's FLOAT accepts the first two)."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        from memcgctl.units import parse_seconds
+
+        try:
+            return parse_seconds(str(value), param.name if param and param.name else "seconds")
+        except UsageProblem as exc:
+            self.fail(exc.format_message(), param, ctx)
 
 
 class CgroupName(_StrParamType):

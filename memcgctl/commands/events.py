@@ -14,8 +14,8 @@ import click
 
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, Vanished
-from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table
+from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
+from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
 
 Event = dict[str, Any]
 
@@ -53,6 +53,8 @@ def _open_kmsg(env: Env, quiet: bool = False) -> Any:
 
     try:
         return KmsgReader(env.kmsg).open()
+    except UsageProblem:
+        raise  # --kmsg names something that is no kernel log: say so (exit 2)
     except MemcgctlError as exc:
         if not quiet:
             click.echo(
@@ -87,13 +89,20 @@ def kernel_history(
     events: list[Event] = []
     if reader is not None:
         raws = reader.read_available()
-        if after_seq is not None:
+        if after_seq is not None and raws:
             from bisect import bisect_right
 
             from memcgctl.kmsg import record_seq
 
-            # the ring is in sequence order: find the first record after the cursor
-            raws = raws[bisect_right(raws, after_seq, key=record_seq) :]
+            newest = record_seq(raws[-1])
+            if after_seq > newest:
+                # a cursor past the ring's end would hide every kill: forged or stale
+                recorder.journal.discard_cursor(
+                    f"seq {after_seq} is past the kernel log's newest record {newest}"
+                )
+            else:
+                # the ring is in sequence order: find the first record after the cursor
+                raws = raws[bisect_right(raws, after_seq, key=record_seq) :]
         events = follower.feed_kmsg(raws, live=False)
         recorder.record(events)
     return reader, follower, events
@@ -133,7 +142,7 @@ def events(
         if as_json:
             emit_json_line(ev)
         else:
-            click.echo(format_event(ev))
+            say(format_event(ev))
 
     recorder = _Recorder(env)
     reader, follower, kernel = kernel_history(env, recorder, root)
@@ -143,12 +152,12 @@ def events(
         for ev in shown:
             show(ev)
         if not follow and not shown and not as_json:
-            click.echo(f"no OOM events for {root}", err=True)
+            say(f"no OOM events for {root}", err=True)
     if not follow:
         return
     follower.emit = show
     follower.rescan()
-    click.echo(f"memcgctl: following OOM events of {root} (Ctrl-C to stop)", err=True)
+    say(f"memcgctl: following OOM events of {root} (Ctrl-C to stop)", err=True)
     try:
         follower.run()
     except KeyboardInterrupt:
@@ -219,7 +228,13 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
     recorder = _Recorder(env)
     boot_id = env.proc.boot_id()
     # kills up to the cursor are in the journal already: parse only what came after
+    journaled = list(recorder.journal.read())
     cursor = recorder.journal.read_cursor(boot_id)
+    if cursor is not None and f"{boot_id}:{cursor}" not in {str(r.get("dedup")) for r in journaled}:
+        # the cursor is written as the seq of a journaled kill: one that names none is
+        # not ours, and trusting it could hide kernel kills
+        recorder.journal.discard_cursor(f"seq {cursor} names no journaled kill")
+        cursor = None
     reader, _, kernel = kernel_history(env, recorder, after_seq=cursor)
     if reader is not None:
         reader.close()
@@ -230,7 +245,7 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
     boot_iso = usec_to_iso(0, env.proc.boot_time())
     kills = [
         ev
-        for ev in merge_history(kernel, recorder.journal.read())
+        for ev in merge_history(kernel, journaled)
         if ev.get("kind") in ("oom_kill", "user_kill") and str(ev.get("time", "")) >= boot_iso
     ]
     local, hier = _kernel_counters(env, cgs)

@@ -14,11 +14,11 @@ from memcgctl.actions.kill import (
     signal_name,
     user_kill_records,
 )
-from memcgctl.commands.common import CgroupName, dry_run_option, pass_env, pid_option
+from memcgctl.commands.common import CgroupName, Seconds, dry_run_option, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
 from memcgctl.journal import Journal
-from memcgctl.render import Output, emit_json, output_options
+from memcgctl.render import Output, emit_json, output_options, say
 
 
 def _survivor_text(report: KillReport, limit: int = 10) -> str:
@@ -40,18 +40,20 @@ def _survivor_text(report: KillReport, limit: int = 10) -> str:
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=None,
     metavar="SECONDS",
-    help="Send --signal, wait up to SECONDS, then SIGKILL what is left.",
+    help="Send --signal, wait up to SECONDS for the subtree to empty, then SIGKILL what "
+    "is left (the SIGKILL phase then has its own --timeout).",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
-    help="Give up after SECONDS and exit 1 naming the survivors.",
+    help="How long the last (SIGKILL, or the only) phase may take before giving up with "
+    "exit 1 naming the survivors; with --grace the whole run takes at most GRACE + TIMEOUT.",
 )
 @click.option(
     "--mechanism",
@@ -104,9 +106,9 @@ def kill_all(
             )
             return
         how = ", then ".join(f"{signal_name(s)} via {m}" for s, m in phases)
-        click.echo(f"{top}: would send {how} to {len(targets)} process(es):")
+        say(f"{top}: would send {how} to {len(targets)} process(es):")
         for t in targets:
-            click.echo(f"  {t.pid:>7}  {t.comm:<16}  {t.cgroup}")
+            say(f"  {t.pid:>7}  {t.comm:<16}  {t.cgroup}")
         return
 
     report = killer.kill_all(top, sig, timeout=timeout, grace=grace, wanted=mechanism)
@@ -118,25 +120,30 @@ def kill_all(
         emit_json(doc)
     else:
         how = ", then ".join(f"{signal_name(s)} via {m}" for s, m in report.phases)
-        click.echo(
+        say(
             f"{top}: sent {how}; {len(report.killed)} process(es) gone in "
             f"{report.elapsed_s:.3f}s; "
             + ("subtree empty" if report.empty else f"{len(report.survivors)} survivor(s)")
         )
         for note in report.notes:
-            click.echo(f"  note: {note}")
+            say(f"  note: {note}")
     if warning:
-        click.echo(f"memcgctl: warning: {warning}", err=True)
+        say(f"memcgctl: warning: {warning}", err=True)
     if not report.empty:
         raise OperationFailed(
-            f"{top}: not empty after {timeout:g}s; survivors: {_survivor_text(report)}"
+            f"{top}: not empty after {report.elapsed_s:.1f}s; survivors: {_survivor_text(report)}"
         )
 
 
+# The kills come first; journaling them afterwards waits for the lock this long at most.
+JOURNAL_WAIT_S = 2.0
+
+
 def _journal(env: Env, report: KillReport) -> str | None:
-    """Record the kills; a journal problem is a warning, the kills did happen."""
+    """Record the kills; a journal problem (a lock held too long, a refused state
+    directory) is a warning, the kills did happen."""
     try:
-        Journal(env.state_dir).append(user_kill_records(report))
+        Journal(env.state_dir).append(user_kill_records(report), timeout=JOURNAL_WAIT_S)
     except MemcgctlError as exc:
         return f"kills not recorded in the journal: {exc.format_message()}"
     return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from memcgctl.commands.common import CgroupName, pass_env, pid_option
+from memcgctl.commands.common import AsciiInt, CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.explain import decision_json, explain_tree, footer_lines, summary_lines
 from memcgctl.policy import (
@@ -16,7 +16,7 @@ from memcgctl.policy import (
     select_kernel,
     select_priority,
 )
-from memcgctl.render import Output, emit_json, output_options, print_table, print_tree
+from memcgctl.render import Output, emit_json, output_options, print_table, print_tree, say
 from memcgctl.snapshot import kernel_params
 from memcgctl.units import format_kb
 
@@ -66,7 +66,7 @@ def _runners_up_rows(d: Decision, ranked: list[Decision], top: int) -> list[list
 @click.option("--explain", is_flag=True, help="Show the walk level by level, as a tree.")
 @click.option(
     "--top",
-    type=click.IntRange(min=1),
+    type=AsciiInt(minimum=1),
     default=None,
     metavar="N",
     help="Also show the N first in line (runners-up); with --explain, N candidates per level.",
@@ -107,7 +107,7 @@ def predict_victim(
             print_tree(out, explain_tree(decision, per_level=top or 5))
             click.echo("")
         for line in summary_lines(decision):
-            click.echo(line)
+            say(line)
         if top is not None and decision.victim is not None:
             click.echo("")
             print_table(
@@ -127,8 +127,8 @@ def predict_victim(
             )
         if explain:
             for line in footer_lines(decision):
-                click.echo(line)
+                say(line)
     if decision.victim is None:
         if not out.json:
-            click.echo(f"memcgctl: {root}: no killable victim", err=True)
+            say(f"memcgctl: {root}: no killable victim", err=True)
         raise click.exceptions.Exit(1)

@@ -4,17 +4,21 @@ process (pid and start time survive exec), then exec the command."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
+from memcgctl.errors import MemcgctlError, PermissionDenied, UsageProblem, Vanished
+from memcgctl.render import say
 from memcgctl.store import NAMESPACES, OOM_DELAY, default_namespace, write_setting
 from memcgctl.units import format_duration_ms, parse_badness, parse_delay
 
@@ -46,6 +50,26 @@ def find_command(cmd: str) -> str:
     if found is None:
         raise CommandNotRunnable(f"{cmd}: command not found", EXIT_NOT_FOUND)
     return found
+
+
+def _check_cgroup_access(env: Env, cg: str, missing: list[str]) -> None:
+    """Refuse (exit 4) before any change when we could not create or join ``cg``."""
+    if missing:
+        parent = missing[0].rsplit("/", 1)[0] or "/"
+        where = env.fs.path(parent)
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise PermissionDenied(f"{where}: permission denied (cannot create {missing[0]})")
+        return
+    procs = os.path.join(env.fs.path(cg), "cgroup.procs")
+    if not os.access(procs, os.W_OK):
+        raise PermissionDenied(f"{procs}: permission denied (cannot join {cg})")
+
+
+def _restore_xattr(env: Env, cg: str, name: str, previous: bytes | None) -> None:
+    if previous is None:
+        env.fs.remove_xattr(cg, name)
+    else:
+        env.fs.set_xattr(cg, name, previous)
 
 
 def _reset_signals() -> None:
@@ -131,30 +155,51 @@ def run(
 
     if dry_run:
         for step in plan:
-            click.echo(f"would {step}")
+            say(f"would {step}")
         return
 
-    if cg is not None:
-        for m in missing:
-            env.fs.make(m)
-            parent = m.rsplit("/", 1)[0] or "/"
-            # v2: a new cgroup is a memcg only if its parent hands the controller down
-            if env.fs.version == 2 and not env.fs.has_file(m, "memory.max"):
-                env.fs.enable_memory_controller(parent)
-        if delay is not None:
-            ns = default_namespace() if namespace == "auto" else namespace
-            write_setting(env.fs, cg, OOM_DELAY, delay_ms, ns)
-        env.fs.attach(cg, os.getpid())
+    # Check everything that can be checked before changing anything (an unprivileged
+    # user without a usable state directory must not be left half set up), then undo
+    # what was done if a later step still fails: either complete or change nothing.
+    pid = os.getpid()
+    start = 0
     if badness_value is not None:
-        pid = os.getpid()
         try:
             start = env.proc.start_time(pid)
         except Vanished:  # our own /proc entry: only with a foreign --proc-root
             raise UsageProblem(f"pid {pid}: not in {env.proc_root}") from None
-        env.registry.update({(pid, start): badness_value}, env.is_alive)
+        env.registry.check_writable()
+    if cg is not None:
+        _check_cgroup_access(env, cg, missing)
+    undo: list[Callable[[], None]] = []
+    try:
+        if cg is not None:
+            for m in missing:
+                env.fs.make(m)
+                undo.append(functools.partial(os.rmdir, env.fs.path(m)))
+                parent = m.rsplit("/", 1)[0] or "/"
+                # v2: a new cgroup is a memcg only if its parent hands the controller down
+                if env.fs.version == 2 and not env.fs.has_file(m, "memory.max"):
+                    env.fs.enable_memory_controller(parent)
+            if delay is not None:
+                ns = default_namespace() if namespace == "auto" else namespace
+                name = f"{ns}.{OOM_DELAY}"
+                previous = env.fs.get_xattr(cg, name)
+                write_setting(env.fs, cg, OOM_DELAY, delay_ms, ns)
+                undo.append(lambda: _restore_xattr(env, cg, name, previous))
+            old_cg = env.fs.from_proc_path(env.proc.memory_cgroup(pid, env.fs.version))
+            env.fs.attach(cg, pid)
+            undo.append(lambda: env.fs.attach(old_cg, pid))
+        if badness_value is not None:
+            env.registry.update({(pid, start): badness_value}, env.is_alive)
+    except BaseException:
+        for revert in reversed(undo):
+            with contextlib.suppress(Exception):
+                revert()
+        raise
     if verbose:
         for step in plan:
-            click.echo(f"memcgctl: {step}", err=True)
+            say(f"memcgctl: {step}", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     _reset_signals()

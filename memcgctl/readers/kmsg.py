@@ -14,9 +14,14 @@ import errno
 import os
 import stat
 
-from memcgctl.errors import from_oserror
+from memcgctl.errors import UsageProblem, from_oserror
 
 _RECORD_MAX = 8192  # the kernel's CONSOLE_EXT_LOG_MAX; a smaller buffer gets EINVAL
+# /dev/kmsg is character device 1:11 (drivers/char/mem.c); anything else that is not a
+# regular file (/dev/zero, a FIFO, a socket) would be read forever or block.
+KMSG_DEVICE = (1, 11)
+# A saved ring is a few MiB; refuse to slurp anything far larger (/proc/kcore, a disk).
+MAX_DUMP_BYTES = 256 << 20
 
 
 def split_records(data: bytes) -> list[bytes]:
@@ -43,17 +48,30 @@ class KmsgReader:
     def open(self) -> KmsgReader:
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            self.is_device = not stat.S_ISREG(os.fstat(self.fd).st_mode)
+            st = os.fstat(self.fd)
         except OSError as exc:
             raise from_oserror(exc, self.path) from exc
+        self.is_device = not stat.S_ISREG(st.st_mode)
+        if self.is_device and not (
+            stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == KMSG_DEVICE
+        ):
+            self.close()
+            raise UsageProblem(
+                f"{self.path}: not a kernel log (the /dev/kmsg device or a saved dump file)"
+            )
         if not self.is_device:
-            data = b""
+            parts: list[bytes] = []
+            total = 0
             while True:
                 chunk = os.read(self.fd, 1 << 20)
                 if not chunk:
                     break
-                data += chunk
-            self._pending = split_records(data)
+                total += len(chunk)
+                if total > MAX_DUMP_BYTES:
+                    self.close()
+                    raise UsageProblem(f"{self.path}: larger than {MAX_DUMP_BYTES >> 20} MiB")
+                parts.append(chunk)
+            self._pending = split_records(b"".join(parts))
         return self
 
     def fileno(self) -> int:
