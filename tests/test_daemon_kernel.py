@@ -298,6 +298,45 @@ def test_the_guardian_releases_a_sigkilled_daemons_memcg(
     assert CLAIM not in os.listxattr(cgroups.path(cgroups.parent))
 
 
+def test_a_held_journal_lock_never_delays_a_kill(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """SPEC §7: a kill never waits on the journal.  A process holds the journal lock
+    through the whole OOM; the daemon kills at once and journals once it is free."""
+    from memcgctl.journal import Journal
+
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    holder = subprocess.Popen(
+        ["flock", "-x", str(tmp_path / Journal.LOCK), "-c", "echo held; exec sleep 30"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # flock's child holds the lock too: kill the group
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        g = grower(cgroups, jobs["low"])
+        t0 = time.monotonic()
+        assert wait_dead(g) == -signal.SIGKILL
+        _, line = d.wait_for("daemon_kill", jobs["top"])
+        assert int(line.split("waited_ms=")[1].split()[0]) < 1000, line
+        assert time.monotonic() - t0 < 10
+        d.wait_for("journal_failed", None, timeout=15)  # said once, records kept
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
+        if any(r["kind"] == "user_kill" and r.get("pid") == g.pid for r in records):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the kill was never journaled after the lock was freed")
+    assert d.stop() == 0
+
+
 def test_one_daemon_per_subtree(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:

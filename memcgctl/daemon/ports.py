@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import queue
 import select
 import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -43,6 +45,7 @@ from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision
 from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
 from memcgctl.readers.notify import EventsFileWatch, OomControlWatch, PsiTrigger
+from memcgctl.safetext import log_value
 
 HOST = "/"
 # v1: a memcg is "at its limit" (its own OOM, not an ancestor's) when usage is this close
@@ -73,17 +76,6 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     step = PSI_UNPRIVILEGED_STEP_US
     window = (window_us + step - 1) // step * step
     return stall_us * window // window_us, window
-
-
-def log_value(value: object) -> str:
-    """A value for a ``key=value`` log line: quoted (JSON string rules, so control
-    characters are escaped) whenever it could be read as more than one field."""
-    import json
-
-    text = " / ".join(str(x) for x in value) if isinstance(value, list) else str(value)
-    if text and all(c.isprintable() and c not in " =\"'\\" for c in text):
-        return text
-    return json.dumps(text)
 
 
 class OwnedElsewhere(MemcgctlError):
@@ -139,6 +131,9 @@ class RealPorts:
         self.valves: dict[str, Valve] = {}
         self._noted: set[str] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
+        self.writer = JournalWriter(
+            journal, lambda text: self._log(4, "journal_failed", "-", error=text)
+        )
 
     def open_kernel_log(self) -> None:
         """Follow the kernel log for the kernel's own OOM kills (best effort)."""
@@ -363,6 +358,7 @@ class RealPorts:
             w.close()
 
     def close_all(self) -> None:
+        self.writer.close()
         for cg in list(self.watches):
             self._close(cg)
         if self.kernel_log is not None:
@@ -545,22 +541,83 @@ class RealPorts:
         self._append([record])
 
     def _append(self, records: list[dict[str, Any]]) -> None:
-        try:
-            self.journal.append(records)
-        except MemcgctlError as exc:
-            self._log(4, "journal_failed", "-", error=str(exc))
+        """Hand records to the journal writer: a kill never waits on the journal."""
+        self.writer.put(records)
 
     def _log(self, prio: int, kind: str, cg: str, **fields: Any) -> None:
         """One line per event on stderr, with a syslog priority prefix journald reads;
         values another user controls (cgroup names, comm) are quoted."""
         parts = [f"<{prio}>{kind} cgroup={log_value(cg)}"]
-        parts += [f"{k}={log_value(v)}" for k, v in fields.items()]
+        parts += [
+            f"{k}={log_value(' / '.join(map(str, v)) if isinstance(v, list) else v)}"
+            for k, v in fields.items()
+        ]
         with contextlib.suppress(OSError):  # stderr gone: keep enforcing anyway
             self.log.write(" ".join(parts) + "\n")
             self.log.flush()
 
 
-__all__ = ["CLEAR", "HOST", "RealPorts", "Tuning", "Valve", "log_value"]
+__all__ = ["CLEAR", "HOST", "JournalWriter", "RealPorts", "Tuning", "Valve", "log_value"]
+
+
+class JournalWriter:
+    """Appends to the journal from a thread of its own, so that a held journal lock
+    (another user cannot hold it: statedir.py; a slow disk can) delays the record, never
+    the next kill.  Records wait in memory (at most MAX_PENDING) and are retried; on
+    close, what is left gets one last bounded try."""
+
+    MAX_PENDING = 10_000
+    TIMEOUT = 2.0
+
+    def __init__(self, journal: Journal, warn: Callable[[str], None]) -> None:
+        self.journal = journal
+        self.warn = warn
+        self._queue: queue.SimpleQueue[list[dict[str, Any]] | None] = queue.SimpleQueue()
+        self._pending: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self._thread.start()
+
+    def put(self, records: list[dict[str, Any]]) -> None:
+        self._queue.put(records)
+
+    def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0 if self._pending else None)
+            except queue.Empty:
+                item = []
+            if item is None:
+                self._flush(failing)
+                return
+            self._pending += item
+            while True:  # take whatever else is queued: one append for a burst
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._flush(failing)
+                    return
+                self._pending += more
+            failing = not self._flush(failing)
+
+    def _flush(self, failing: bool) -> bool:
+        if not self._pending:
+            return True
+        try:
+            self.journal.append(self._pending, timeout=self.TIMEOUT)
+        except (MemcgctlError, OSError) as exc:
+            if not failing:
+                self.warn(f"{exc}; {len(self._pending)} record(s) kept for a retry")
+            del self._pending[: max(len(self._pending) - self.MAX_PENDING, 0)]
+            return False
+        self._pending = []
+        return True
+
+    def close(self, timeout: float = 2 * TIMEOUT + 1) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
 
 
 class KernelLog:
