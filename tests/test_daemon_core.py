@@ -394,3 +394,34 @@ def test_with_process_puts_a_reaped_victim_back(host: FakeHost) -> None:
     back = with_process(after, big)
     assert back.processes[20] == big and 20 in back.cgroups["/jobs/high"].pids
     assert with_process(snap, big) is snap  # still there: unchanged
+
+
+def test_the_victim_is_chosen_just_before_the_deadline(host: FakeHost) -> None:
+    """With a clock, the snapshot and selection run ahead of the deadline, so the kill
+    is only a signal; a planned victim that exits meanwhile is chosen again."""
+    now = [0.0]
+    ports = FakePorts(host, {"/jobs": 1000})
+    snapshots: list[float] = []
+    real_snapshot = ports.snapshot
+
+    def counting(cg: str) -> Snapshot:
+        snapshots.append(now[0])
+        return real_snapshot(cg)
+
+    ports.snapshot = counting  # type: ignore[method-assign]
+    core = DaemonCore(ports, select, clock=lambda: now[0])
+    core.rescan(0.0)
+    ports.oom.add("/jobs")
+    core.notify("/jobs", 0.0)
+    wake = core.tick(0.5)
+    # twice the last selection's time ahead (5 ms before any was measured)
+    assert wake is not None and wake == pytest.approx(0.99)
+    now[0] = 0.99
+    core.tick(0.99)
+    assert snapshots == [0.99] and ports.killed == []
+    ports.dead.add(10)  # the planned victim exits on its own
+    host.remove_process(10)
+    now[0] = 1.0
+    core.tick(1.0)
+    assert ports.killed == [11] and snapshots == [0.99, 1.0]
+    assert ports.events[-1]["late_ms"] == 0.0

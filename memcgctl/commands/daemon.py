@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable
 
 import click
@@ -249,7 +250,7 @@ def daemon(
     if not no_mlock:
         _mlockall()
     settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
-    core = DaemonCore(ports, select, settings)
+    core = DaemonCore(ports, select, settings, clock=time.monotonic)
     loop = Loop(core, ports, rescan_interval=rescan_s)
     loop.install_signal_handlers()
     ports.emit(

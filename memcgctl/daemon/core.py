@@ -105,6 +105,7 @@ class Watch:
     frozen: bool = False  # v2: the domain is frozen by us
     next_check: float | None = None
     check_step: float = 0.0
+    plan: Decision | None = None  # the victim chosen just before the deadline
 
 
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
@@ -120,11 +121,19 @@ class Settings:
 
 
 class DaemonCore:
-    def __init__(self, ports: Ports, select: Select, settings: Settings = Settings()) -> None:
+    def __init__(
+        self,
+        ports: Ports,
+        select: Select,
+        settings: Settings = Settings(),
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.ports = ports
+        self.clock = clock  # to report how long a decision took; None: not reported
         self.select = select
         self.settings = settings
         self.watches: dict[str, Watch] = {}
+        self.prep_s = 0.005  # how long the last snapshot + selection took
         self.kernel_kills = 0  # kernel OOM kills seen in our root (shadow: OOM episodes)
         self.agreed = 0  # shadow mode: of those, where the policy would have killed the same
 
@@ -257,6 +266,7 @@ class DaemonCore:
             kills=w.rounds,
         )
         w.episode_start = None
+        w.plan = None
         w.adopted = w.cut_short = False
         if w.frozen:
             self._thaw(w)
@@ -271,8 +281,12 @@ class DaemonCore:
                 self._check(w, now)
             if w.episode_start is not None and now >= self._due(w):
                 self._act(w, now)
+            elif w.episode_start is not None and w.plan is None and now >= self._prep_at(w):
+                w.plan = self._decide(w)
             if w.episode_start is not None:
                 deadlines.append(self._due(w))
+                if w.plan is None and self.clock is not None:
+                    deadlines.append(self._prep_at(w))
             if w.next_check is not None:
                 deadlines.append(w.next_check)
         return min(deadlines) if deadlines else None
@@ -285,6 +299,20 @@ class DaemonCore:
             return w.episode_start
         return w.episode_start + w.delay_ms / 1000
 
+    def _prep_at(self, w: Watch) -> float:
+        """When to choose the victim ahead of the deadline: twice the time the last
+        choice took before it (5 ms - 0.5 s), so the kill itself is only a signal."""
+        if self.clock is None:
+            return float("inf")
+        return self._due(w) - min(max(2 * self.prep_s, 0.005), 0.5)
+
+    def _decide(self, w: Watch) -> Decision:
+        t0 = self.clock() if self.clock is not None else 0.0
+        decision = self.select(self.ports.snapshot(w.domain), w.domain, w.killed)
+        if self.clock is not None:
+            self.prep_s = self.clock() - t0
+        return decision
+
     def _act(self, w: Watch, now: float) -> None:
         # victims of earlier rounds still exiting: the kernel would wait too
         still = self.ports.alive(w.killed)
@@ -294,14 +322,38 @@ class DaemonCore:
         if w.rounds >= self.settings.max_rounds:
             self._escalate(w, now)
             return
-        snap = self.ports.snapshot(w.domain)
-        decision = self.select(snap, w.domain, w.killed)
-        if decision.victim is None:
-            self._emit("no_victim", w.cg, reasons=list(decision.reasons))
-            self._escalate(w, now)
-            return
+        decision, w.plan = w.plan, None
+        if decision is not None and (
+            decision.victim is None or not self.ports.alive([decision.victim.pid])
+        ):
+            decision = None  # planned, but the world moved: choose again
+        for attempt in range(2):
+            if decision is None:
+                decision = self._decide(w)
+            if decision.victim is None:
+                self._emit("no_victim", w.cg, reasons=list(decision.reasons))
+                self._escalate(w, now)
+                return
+            if self.settings.dry_run:
+                self._emit("would_kill", w.cg, **self._kill_fields(w, now, decision))
+                self._killed(w, now, [decision.victim.pid])
+                return
+            pids = self.ports.kill(decision)
+            if pids or attempt:
+                break
+            decision = None  # the victim left between the choice and the signal
+        assert decision is not None
+        fields = self._kill_fields(w, now, decision)
+        if self.clock is not None:  # from the deadline to the signal, for the bench
+            fields["late_ms"] = round((self.clock() - self._due(w)) * 1000, 1)
+        self._emit("daemon_kill", w.cg, killed=pids, **fields)
+        self._killed(w, now, pids)
+
+    @staticmethod
+    def _kill_fields(w: Watch, now: float, decision: Decision) -> dict[str, Any]:
         victim = decision.victim
-        extra: dict[str, Any] = {
+        assert victim is not None
+        fields: dict[str, Any] = {
             "pid": victim.pid,
             "comm": victim.comm,
             "victim_cgroup": victim.cgroup,
@@ -311,17 +363,12 @@ class DaemonCore:
             "reasons": list(decision.reasons),
         }
         if decision.kill_group is not None:
-            extra["kill_group"] = decision.kill_group
-            extra["group_pids"] = list(decision.group_pids)
-        if self.settings.dry_run:
-            self._emit("would_kill", w.cg, **extra)
-            pids = [victim.pid]
-        else:
-            pids = self.ports.kill(decision)
-            self._emit("daemon_kill", w.cg, killed=pids, **extra)
-        self._killed(w, now, pids)
+            fields["kill_group"] = decision.kill_group
+            fields["group_pids"] = list(decision.group_pids)
+        return fields
 
     def _killed(self, w: Watch, now: float, pids: list[int]) -> None:
+        w.plan = None
         w.rounds += 1
         w.killed.extend(pids)
         w.last_kill = now
