@@ -393,6 +393,43 @@ def test_oom_after_oom_each_takes_one_victim(
     assert "daemon_escalated" not in d.kinds(), "\n".join(t for _, t in d.lines)
 
 
+def test_a_cgroup_name_cannot_forge_log_fields(
+    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A delegated user names a cgroup ``x delay_ms=0 mode=valve``: one field still."""
+    import shlex
+
+    cg = cgroups.make("x delay_ms=0 mode=valve", limit=64 << 20)
+    set_xattr(cgroups, cg, "oom_delay_ms", "1000")
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    _, line = d.wait_for("daemon_took_over")
+    fields = dict(t.split("=", 1) for t in shlex.split(line)[1:])
+    assert fields == {"cgroup": cg, "delay_ms": "1000", "mode": "oom"}, line
+
+
+def test_shadow_mode_compares_the_kernels_victim_with_the_policys(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """--dry-run on a real OOM: the kernel kills the biggest; the daemon reports whom
+    the policy would have killed instead, and a summary when it stops."""
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    small = cgroups.hog(jobs["low"], mib=8)
+    d = Daemon(tmp_path, cgroups.parent, "--dry-run")
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["high"])
+    assert wait_dead(g) == -signal.SIGKILL  # the kernel's own pick
+    _, would = d.wait_for("would_kill", jobs["top"])
+    _, kernel = d.wait_for("kernel_kill", jobs["top"])
+    assert f"pid={small.pid}" in would
+    assert f"pid={g.pid}" in kernel and "agree=False" in kernel
+    assert small.poll() is None
+    assert d.stop() == 0
+    _, line = d.wait_for("daemon_stopped", cgroups.parent)
+    assert "kernel_kills=1" in line and "agreed=0" in line
+
+
 def test_dry_run_changes_nothing_and_kills_nothing(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:
