@@ -349,6 +349,18 @@ def test_valve_critical_freezes_the_domain_and_thaws_after_the_kill(host: FakeHo
     assert ports.kinds()[-2:] == ["oom_resolved", "valve_thawed"]
 
 
+def test_a_refused_freeze_is_not_retried_within_the_episode(host: FakeHost) -> None:
+    ports = FakePorts(host, {"/jobs": 1000}, mode="valve")
+    ports.freeze = lambda cg, frozen: bool(ports.frozen.append((cg, frozen)))  # type: ignore[method-assign,func-returns-value]
+    core = DaemonCore(ports, select)
+    core.rescan(0.0)
+    ports.oom.add("/jobs")
+    ports.state["/jobs"] = CRITICAL
+    for t in (0.0, 0.01, 0.02, 0.03):
+        core.notify("/jobs", t)
+    assert ports.frozen == [("/jobs", True)] and "valve_frozen" not in ports.kinds()
+
+
 def test_host_critical_cuts_the_delay_short(host: FakeHost) -> None:
     ports = FakePorts(host, {"/jobs": 5000}, mode="host")
     core = DaemonCore(ports, select)

@@ -103,6 +103,7 @@ class Watch:
     adopted: bool = False  # found out of memory at start: act at once
     cut_short: bool = False  # host: critical, the delay no longer applies
     frozen: bool = False  # v2: the domain is frozen by us
+    freeze_failed: bool = False  # v2: freezing was refused in this episode: not again
     next_check: float | None = None
     check_step: float = 0.0
     plan: Decision | None = None  # the victim chosen just before the deadline
@@ -223,11 +224,13 @@ class DaemonCore:
                 w.cut_short = True
                 self._emit("delay_cut_short", w.cg, reason="MemAvailable below the critical line")
             return
-        if w.frozen or self.settings.dry_run:
+        if w.frozen or w.freeze_failed or self.settings.dry_run:
             return
         if self.ports.freeze(w.cg, True):
             w.frozen = True
             self._emit("valve_frozen", w.cg, domain=w.domain)
+        else:
+            w.freeze_failed = True
 
     def _thaw(self, w: Watch) -> None:
         if self.ports.freeze(w.cg, False):
@@ -254,7 +257,7 @@ class DaemonCore:
             w.rounds, w.killed, w.last_kill = 0, [], None
         w.episode_start = now
         w.adopted = adopt
-        w.cut_short = False
+        w.cut_short = w.freeze_failed = False
 
     def _resolved(self, w: Watch, now: float) -> None:
         assert w.episode_start is not None

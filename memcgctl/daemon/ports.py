@@ -310,7 +310,8 @@ class RealPorts:
         by someone else becomes the user's own value."""
         limit = self.fs.limit(v.domain)
         high = self.fs.high(v.domain)
-        changed_high = high != (v.written if v.written is not None else v.user_high)
+        ours = v.written if v.written is not None and not self.dry_run else v.user_high
+        changed_high = high != ours
         if limit is None:
             raise Vanished(v.domain)
         if limit == v.lines.limit and not changed_high:
