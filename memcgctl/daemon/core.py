@@ -120,10 +120,10 @@ class Settings:
 
 
 class DaemonCore:
-    def __init__(self, ports: Ports, select: Select, settings: Settings = Settings()) -> None:
+    def __init__(self, ports: Ports, select: Select, settings: Settings | None = None) -> None:
         self.ports = ports
         self.select = select
-        self.settings = settings
+        self.settings = settings if settings is not None else Settings()
         self.watches: dict[str, Watch] = {}
         self.kernel_kills = 0  # kernel OOM kills seen in our root (shadow: OOM episodes)
         self.agreed = 0  # shadow mode: of those, where the policy would have killed the same
