@@ -11,6 +11,11 @@ adding commands:
 
     python3 tools/gen_man.py               # writes man/memcgctl.1
     python3 tools/gen_man.py --out FILE    # elsewhere (the staleness test)
+
+Why not click-man: it formats options with click's get_help_record (the layout that
+changed in click 8.5), writes one page per subcommand with no EXIT STATUS, ENVIRONMENT,
+FILES or EXAMPLES, stamps the build date into the page, and walks Group.commands, which
+misses memcgctl's lazily loaded commands.
 """
 
 from __future__ import annotations
