@@ -125,6 +125,9 @@ def option_record(option: click.Option) -> tuple[str, str] | None:
     if option.show_default and not callable(default) and default not in (None, (), []):
         if isinstance(option.show_default, str):
             extras.append(f"default: {option.show_default}")
+        elif option.is_flag and option.secondary_opts:  # --freeze/--no-freeze: the name
+            chosen = option.opts if default else option.secondary_opts
+            extras.append(f"default: {chosen[0].lstrip('-')}")
         elif not (option.is_flag and default is False):
             extras.append(f"default: {default}")
     described = _range(option)
