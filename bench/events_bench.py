@@ -48,9 +48,15 @@ class Lines:
         return line
 
 
-def main() -> int:
-    import psutil
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` from /proc/PID/stat (fields 14 and 15, after
+    the ')' that ends comm)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+def main() -> int:
     if os.geteuid() != 0:
         print("events_bench: needs root", file=sys.stderr)
         return 2
@@ -85,13 +91,12 @@ def main() -> int:
         if line is None or b"following" not in line:
             print(f"events_bench: follower did not start: {line!r}", file=sys.stderr)
             return 1
-        proc = psutil.Process(follower.pid)
         time.sleep(0.5)
-        c0 = proc.cpu_times()
+        c0 = cpu_seconds(follower.pid)
         t0 = time.monotonic()
         time.sleep(IDLE_S)
-        c1 = proc.cpu_times()
-        idle_cpu = max(0.0, (c1.user + c1.system - c0.user - c0.system) / (time.monotonic() - t0))
+        c1 = cpu_seconds(follower.pid)
+        idle_cpu = max(0.0, (c1 - c0) / (time.monotonic() - t0))
 
         out = Lines(follower.stdout.fileno())
         latencies = []

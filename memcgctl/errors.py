@@ -27,10 +27,17 @@ class MemcgctlError(click.ClickException):
     """Base class: a message naming what is involved, and an exit status."""
 
     status: ExitStatus = ExitStatus.FAILED
+    # click >= 8.5 types ClickException.exit_code as a ClassVar: set per class, never on
+    # an instance (each subclass that names a status gets the matching exit code).
+    exit_code = int(ExitStatus.FAILED)
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        if "status" in cls.__dict__:
+            cls.exit_code = int(cls.status)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.exit_code = int(self.status)
 
     def show(self, file: IO[str] | None = None) -> None:
         stream = file if file is not None else sys.stderr

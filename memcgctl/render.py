@@ -100,8 +100,8 @@ def print_table(
     }
     # keep the tree guides' leading blanks: a keyword since tabulate 0.10, a global before
     tabulate_module.PRESERVE_WHITESPACE = True
-    try:
-        text = tabulate_module.tabulate(cells, preserve_whitespace=True, **kwargs)
+    try:  # (through kwargs: the stubs for tabulate 0.9 lack the keyword)
+        text = tabulate_module.tabulate(cells, **{**kwargs, "preserve_whitespace": True})
     except TypeError:
         text = tabulate_module.tabulate(cells, **kwargs)
     click.echo(text)

@@ -17,6 +17,33 @@ from tests.realkernel import TestCgroups, remove_stale, unified_mount, v1_memory
 collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2"]
 
 
+# Fixtures that reach the machine's real cgroup hierarchy (directly or through fixtures
+# that depend on them).  A test that uses one is a real-kernel test: it gets the
+# ``kernel`` marker automatically, so ``-m "not kernel and not vm"`` deselects it even
+# when its author forgot the marker.  tests/v2 (only collected inside the guest) gets
+# ``vm``.  The fixtures also refuse to run for a test without either marker (a test that
+# reaches them through request.getfixturevalue, which collection cannot see).
+KERNEL_FIXTURES = frozenset({"memory_mount", "cgroups", "unified_cgroups"})
+V2_DIR = Path(__file__).parent / "v2"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if V2_DIR in Path(str(item.path)).parents:
+        item.add_marker(pytest.mark.vm)
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if fixtures & KERNEL_FIXTURES and item.get_closest_marker("vm") is None:
+        item.add_marker(pytest.mark.kernel)
+
+
+def _require_marker(request: pytest.FixtureRequest) -> None:
+    node = request.node
+    if node.get_closest_marker("kernel") is None and node.get_closest_marker("vm") is None:
+        pytest.fail(
+            f"{node.nodeid} uses the real kernel ({request.fixturename}) without the "
+            "`kernel` marker: add @pytest.mark.kernel"
+        )
+
+
 @pytest.fixture
 def fake_v1(tmp_path: Path) -> FakeHost:
     return FakeHost(tmp_path, version=1)
@@ -48,8 +75,9 @@ def memory_mount() -> Path:
 
 
 @pytest.fixture
-def cgroups(memory_mount: Path) -> Iterator[TestCgroups]:
+def cgroups(memory_mount: Path, request: pytest.FixtureRequest) -> Iterator[TestCgroups]:
     """A fresh test-run parent on the memory hierarchy, removed afterwards."""
+    _require_marker(request)
     tc = TestCgroups(memory_mount)
     try:
         yield tc
@@ -58,8 +86,9 @@ def cgroups(memory_mount: Path) -> Iterator[TestCgroups]:
 
 
 @pytest.fixture
-def unified_cgroups() -> Iterator[TestCgroups]:
+def unified_cgroups(request: pytest.FixtureRequest) -> Iterator[TestCgroups]:
     """A test-run parent on the plain cgroup2 hierarchy (no memory controller needed)."""
+    _require_marker(request)
     _require_root()
     mount = unified_mount()
     if mount is None:

@@ -18,6 +18,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 HELPERS = Path(__file__).parent / "helpers"
 PREFIX = "memcgctl-test-"
@@ -52,6 +55,34 @@ def unified_mount() -> Path | None:
         if right.split()[:1] == ["cgroup2"]:
             return Path(left.split()[4])
     return None
+
+
+def wait_until(cond: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
+    """Poll ``cond`` until it returns something truthy and return that; fail naming
+    ``what`` after ``timeout`` seconds.  Kernel tests wait on the condition they need
+    (a pid in cgroup.procs, a counter value, a file the follower holds open) with this,
+    never with a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def open_files(pid: int) -> list[str]:
+    """The paths process ``pid`` holds open (its /proc/PID/fd links)."""
+    out: list[str] = []
+    fd_dir = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                out.append(os.readlink(fd))
+    return out
 
 
 def _pid_alive(pid: int) -> bool:

@@ -226,7 +226,7 @@ def crash_during_oom(
 def test_sigkilled_daemon_leaves_a_hung_memcg_that_a_restart_resolves(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:
-    g = crash_during_oom(cgroups, jobs, tmp_path, daemons)
+    g = crash_during_oom(cgroups, jobs, tmp_path, daemons)  # returns once the daemon is reaped
     # hung: paused by the dead daemon's oom_kill_disable
     ctl = oom_control(cgroups, jobs["top"])
     assert (ctl["oom_kill_disable"], ctl["under_oom"]) == (1, 1) and g.poll() is None

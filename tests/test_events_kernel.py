@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from memcgctl.cli import cli
 from memcgctl.journal import Journal, utc_now_iso
-from tests.realkernel import HELPERS, TestCgroups
+from tests.realkernel import HELPERS, TestCgroups, open_files, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 Event = dict[str, Any]
@@ -106,6 +106,14 @@ def follow(tmp_path: Path) -> Iterator[Callable[[str], Follow]]:
             f.stop()
 
 
+def watching(f: Follow, cgroups: TestCgroups, cg: str) -> None:
+    """Wait until the follower holds cg's notification file open (v1: the
+    memory.oom_control its eventfd is registered on; v2: memory.events)."""
+    name = "memory.oom_control" if cgroups.version == 1 else "memory.events"
+    target = str(cgroups.path(cg) / name)
+    wait_until(lambda: target in open_files(f.proc.pid), f"the follower to watch {cg}")
+
+
 def grower(cgroups: TestCgroups, cg: str, max_mib: int = 200) -> subprocess.Popen[bytes]:
     return cgroups.spawn(cg, [sys.executable, str(HELPERS / "grow.py"), "1024", str(max_mib)])
 
@@ -183,16 +191,21 @@ def test_removed_cgroup_while_watched_stream_continues(
     doomed = cgroups.make("doomed", limit=32 << 20)
     cg = cgroups.make("job", limit=32 << 20)
     f = follow(cgroups.parent)
-    time.sleep(0.3)  # the first scan registered both eventfds before "following"
+    watching(f, cgroups, doomed)
+    watching(f, cgroups, cg)
     cgroups.path(doomed).rmdir()
-    time.sleep(0.5)
+    # the follower lets go of the removed cgroup and goes on
+    wait_until(
+        lambda: not any(f"/{Path(doomed).name}/" in p for p in open_files(f.proc.pid)),
+        f"the follower to drop its watch on the removed {doomed}",
+    )
     assert f.proc.poll() is None
     g = grower(cgroups, cg)
     ev = f.wait_for(lambda e: e["kind"] == "oom_kill" and e.get("pid") == g.pid)
     assert ev["cgroup"] == cg
     # a cgroup created after the start is picked up by the re-scan
     late = cgroups.make("late", limit=32 << 20)
-    time.sleep(4.0)  # the follower re-scans every 1.5 s; leave room on a loaded host
+    watching(f, cgroups, late)  # the follower re-scans every 1.5 s
     g2 = grower(cgroups, late)
     f.wait_for(lambda e: e["kind"] == "under_oom" and e["cgroup"] == late)
     f.wait_for(lambda e: e["kind"] == "oom_kill" and e.get("pid") == g2.pid)

@@ -576,12 +576,28 @@ def test_term_grace_then_kill_gets_real_time_and_is_journaled(
     assert len(recs) == 3 and {x["signal"] for x in recs} == {"SIGKILL"}
 
 
+def _import_everything() -> None:
+    """Import every memcgctl module (and what they import lazily) while still root.
+    nobody may not be able to read the code: a clone under a ``mktemp -d`` directory
+    (0700), a venv inside it, or an interpreter under /root (0700 here)."""
+    import importlib
+    import pkgutil
+
+    import memcgctl
+
+    for mod in pkgutil.walk_packages(memcgctl.__path__, "memcgctl."):
+        importlib.import_module(mod.name)
+    for name in ("rich.console", "rich.table", "rich.tree", "tabulate"):
+        importlib.import_module(name)
+
+
 def _as_nobody(fn: object) -> tuple[int, str, str]:
     """Run a CliRunner invocation in a fork that dropped to nobody."""
     rfd, wfd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child
         try:
+            _import_everything()
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)

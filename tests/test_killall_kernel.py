@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from memcgctl.cli import cli
 from memcgctl.journal import Journal
-from tests.realkernel import TestCgroups
+from tests.realkernel import TestCgroups, wait_until
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
 
@@ -38,7 +38,8 @@ def _invoke(runner: CliRunner, tc: TestCgroups, state: Path, *args: str) -> tupl
 
 def _assert_stays_empty(tc: TestCgroups, cg: str) -> None:
     assert tc.subtree_pids(cg) == []
-    time.sleep(0.3)  # nothing sneaks back (a fork that raced with the kill)
+    # Not a synchronisation: a window for a fork that raced with the kill to show up.
+    time.sleep(0.3)
     assert tc.subtree_pids(cg) == []
 
 
@@ -163,10 +164,11 @@ def test_v1_freezer_path_when_it_mirrors_the_memcg(
         _fork_loop(cgroups, f"{job}/a", prefix=join)
         # each helper joins the memcg first and the freezer cgroup second: wait until the
         # freezer holds every process of the memcg, as the mechanism requires
-        deadline = time.monotonic() + 10
-        while set(cgroups.subtree_pids(job)) - set(fz.subtree_pids(job)):
-            assert time.monotonic() < deadline, "helpers did not join the freezer cgroup"
-            time.sleep(0.01)
+        wait_until(
+            lambda: not set(cgroups.subtree_pids(job)) - set(fz.subtree_pids(job)),
+            "the helpers to join the freezer cgroup",
+            timeout=10,
+        )
         code, output = _invoke(runner, cgroups, tmp_path, job, "--json", "--timeout", "20")
         assert code == 0, output
         doc = json.loads(output)

@@ -258,7 +258,8 @@ def _cli_env(host: FakeHost) -> dict[str, str]:
 
 def test_cli_refuses_root_on_fixture_tree(fake_v1: FakeHost, runner: CliRunner) -> None:
     _tree(fake_v1)
-    for extra in ([], ["--dry-run"]):
+    extras: tuple[list[str], ...] = ([], ["--dry-run"])
+    for extra in extras:
         r = runner.invoke(cli, ["kill-all", "/", *extra], env=_cli_env(fake_v1))
         assert r.exit_code == 2, r.output
         assert "refusing to kill the whole hierarchy" in r.output

@@ -19,7 +19,6 @@ import random
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from click.testing import CliRunner
 from memcgctl.cli import cli
 from memcgctl.env import Env
 from memcgctl.policy import KernelParams, host_totalpages, proc_oom_score, select_kernel
-from tests.realkernel import HELPERS, TestCgroups
+from tests.realkernel import HELPERS, TestCgroups, wait_until
 
 MIB = 1 << 20
 BASE_SEED = int(os.environ.get("MEMCGCTL_ORACLE_SEED", random.SystemRandom().randrange(10**6)))
@@ -130,8 +129,8 @@ class Kmsg:
     def wait_kill(self, pids: set[int], memcg: str, timeout: float = 15.0) -> Kill:
         """The first kill of one of ``pids`` by a memcg OOM of ``memcg``."""
         summaries: dict[int, tuple[str, str]] = {}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def logged() -> Kill | None:
             for text in self.records():
                 m = SUMMARY.search(text)
                 if m and int(m.group(4)) in pids:
@@ -143,8 +142,11 @@ class Kmsg:
                     if oom_memcg not in (None, memcg):
                         continue
                     return Kill(pid, oom_memcg, task_memcg)
-            time.sleep(0.02)
-        raise AssertionError(f"no OOM kill of {sorted(pids)} in {memcg} logged within {timeout}s")
+            return None
+
+        return wait_until(
+            logged, f"an OOM kill of {sorted(pids)} in {memcg} in the kernel log", timeout
+        )
 
 
 # -- oracle scenarios ------------------------------------------------------------------

@@ -5,10 +5,17 @@ in tools/man_sections.roff.
 The template's placeholders are filled from the commands: @VERSION@, @SYNOPSIS@ (one
 line per command), @GLOBAL_OPTIONS@, @COMMANDS@ (a subsection per command with its
 help and options) and @ENVIRONMENT@ (every option that reads an environment variable).
-Re-run after adding commands:
+It reads the parameters themselves (names, metavar, type, default, help), never
+click's help formatter, whose layout changes between click releases.  Re-run after
+adding commands:
 
     python3 tools/gen_man.py               # writes man/memcgctl.1
     python3 tools/gen_man.py --out FILE    # elsewhere (the staleness test)
+
+Why not click-man: it formats options with click's get_help_record (the layout that
+changed in click 8.5), writes one page per subcommand with no EXIT STATUS, ENVIRONMENT,
+FILES or EXAMPLES, stamps the build date into the page, and walks Group.commands, which
+misses memcgctl's lazily loaded commands.
 """
 
 from __future__ import annotations
@@ -67,14 +74,91 @@ def help_roff(help_text: str | None) -> list[str]:
     return out
 
 
+# The page is built from the documented attributes of click's Option/Argument objects
+# (opts, metavar, type, default, envvar, help), never from click's help formatter
+# (get_help_record, collect_usage_pieces, make_metavar): their layout changes between
+# click releases (8.5 added positional arguments to the help records), and the committed
+# page must be the same under every click that pyproject.toml allows.
+
+
+def _type_metavar(param: click.Parameter) -> str:
+    ptype = param.type
+    if isinstance(ptype, click.Choice):
+        return "[" + "|".join(str(c) for c in ptype.choices) + "]"
+    return ptype.name.upper()
+
+
+def _range(param: click.Parameter) -> str | None:
+    """``1<=x<=100``, ``x>=0``: the bounds of an IntRange/FloatRange."""
+    ptype = param.type
+    if not isinstance(ptype, click.IntRange | click.FloatRange):
+        return None
+    lo = None if ptype.min is None else f"{ptype.min}{'<' if ptype.min_open else '<='}"
+    hi = None if ptype.max is None else f"{'<' if ptype.max_open else '<='}{ptype.max}"
+    if lo and hi:
+        text = f"{lo}x{hi}"
+    elif lo:
+        text = f"x{'>' if ptype.min_open else '>='}{ptype.min}"
+    elif hi:
+        text = f"x{hi}"
+    else:
+        return None
+    return f"{text} clamped" if ptype.clamp else text
+
+
+def option_record(option: click.Option) -> tuple[str, str] | None:
+    """(names and metavar, help with [default: …; range] / [required]) of an option."""
+    if option.hidden:
+        return None
+
+    def names(opts: list[str]) -> str:  # short options first, as --help shows them
+        return ", ".join(sorted(opts, key=lambda o: len(o) - len(o.lstrip("-"))))
+
+    spec = names(option.opts)
+    if option.secondary_opts:
+        spec += " / " + names(option.secondary_opts)
+    if not option.is_flag and not option.count:
+        metavar = option.metavar or _type_metavar(option)
+        spec += f" {metavar}" + ("..." if option.nargs != 1 else "")
+    extras: list[str] = []
+    default = option.default
+    if option.show_default and not callable(default) and default not in (None, (), []):
+        if isinstance(option.show_default, str):
+            extras.append(f"default: {option.show_default}")
+        elif option.is_flag and option.secondary_opts:  # --freeze/--no-freeze: the name
+            chosen = option.opts if default else option.secondary_opts
+            extras.append(f"default: {chosen[0].lstrip('-')}")
+        elif not (option.is_flag and default is False):
+            extras.append(f"default: {default}")
+    described = _range(option)
+    if described is not None:
+        extras.append(described)
+    if option.required:
+        extras.append("required")
+    help_text = " ".join((option.help or "").split())
+    if extras:
+        help_text = f"{help_text} [{'; '.join(extras)}]".strip()
+    return spec, help_text
+
+
+def argument_usage(argument: click.Argument) -> str:
+    """How an argument appears in a synopsis: ``CGROUP``, ``[CGROUP]...``."""
+    if argument.metavar is not None:
+        return argument.metavar
+    var = (argument.name or "").upper()
+    if not argument.required:
+        var = f"[{var}]"
+    return var + ("..." if argument.nargs != 1 else "")
+
+
 def options_roff(command: click.Command, ctx: click.Context) -> list[str]:
     out: list[str] = []
     for param in command.get_params(ctx):
-        record = param.get_help_record(ctx)
-        if record is None:
+        record = option_record(param) if isinstance(param, click.Option) else None
+        if record is None:  # arguments are in the synopsis, not in the option list
             continue
         names, help_text = record
-        out += [".TP", f"\\fB{esc(names)}\\fR", line(" ".join(help_text.split()) or "")]
+        out += [".TP", f"\\fB{esc(names)}\\fR", line(help_text)]
     return out
 
 
@@ -89,9 +173,10 @@ def commands(ctx: click.Context) -> list[tuple[str, click.Command]]:
     return found
 
 
-def usage(name: str, command: click.Command, ctx: click.Context) -> str:
-    sub = click.Context(command, info_name=name, parent=ctx)
-    pieces = " ".join(command.collect_usage_pieces(sub))
+def usage(name: str, command: click.Command) -> str:
+    pieces = " ".join(
+        ["[OPTIONS]"] + [argument_usage(p) for p in command.params if isinstance(p, click.Argument)]
+    )
     return f"\\fB{PROG} {esc(name)}\\fR {esc(pieces)}"
 
 
@@ -101,8 +186,8 @@ def render() -> str:
     sections: list[str] = []
     for name, command in commands(ctx):
         sub = click.Context(command, info_name=name, parent=ctx, **command.context_settings)
-        synopsis += [usage(name, command, ctx), ".br"]
-        sections += [f'.SS "{PROG} {esc(name)}"', usage(name, command, ctx), ".PP"]
+        synopsis += [usage(name, command), ".br"]
+        sections += [f'.SS "{PROG} {esc(name)}"', usage(name, command), ".PP"]
         sections += help_roff(command.help)
         sections += options_roff(command, sub)
     environment: list[str] = []

@@ -28,15 +28,9 @@ def dry_run_option(func: F) -> F:
     )(func)
 
 
-if TYPE_CHECKING:  # click >= 8.2 makes ParamType generic; older click is not subscriptable
-    _StrParamType = click.ParamType[str]
-    _IntParamType = click.ParamType[int]
-    _FloatParamType = click.ParamType[float]
-else:
-    _StrParamType = _IntParamType = _FloatParamType = click.ParamType
-
-
-class AsciiInt(_IntParamType):
+# click >= 8.4 makes ParamType generic (ParamType[int] etc.); before 8.4 it is not
+# subscriptable, and mypy cannot tell the versions apart: hence the version-proof ignores.
+class AsciiInt(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     """An integer in ASCII digits (click's INT takes whatever int() does: "٣", "1_0")."""
 
     name = "integer"
@@ -64,7 +58,7 @@ class AsciiInt(_IntParamType):
         return number
 
 
-class Seconds(_FloatParamType):
+class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     """A finite, non-negative number of seconds in ASCII digits ("nan", "inf", "-1" and
     "1e9" are usage errors, where click's FLOAT accepts the first two)."""
 
@@ -83,7 +77,7 @@ class Seconds(_FloatParamType):
             self.fail(exc.format_message(), param, ctx)
 
 
-class CgroupName(_StrParamType):
+class CgroupName(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     """A cgroup argument: a plain string for the command (which validates it with
     ``env.fs.resolve``), completed from the live hierarchy in the shell."""
 

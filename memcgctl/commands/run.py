@@ -31,24 +31,30 @@ EXIT_NOT_FOUND = 127
 class CommandNotRunnable(MemcgctlError):
     """CMD cannot be started: exit 126 (not executable) or 127 (not found)."""
 
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.exit_code = code
+    @staticmethod
+    def make(message: str, code: int) -> CommandNotRunnable:
+        return CommandNotFound(message) if code == EXIT_NOT_FOUND else CommandNotExecutable(message)
+
+
+class CommandNotFound(CommandNotRunnable):
+    exit_code = EXIT_NOT_FOUND
+
+
+class CommandNotExecutable(CommandNotRunnable):
+    exit_code = EXIT_CANNOT_EXECUTE
 
 
 def find_command(cmd: str) -> str:
     """The file that ``execvp`` would run, or raise :class:`CommandNotRunnable`."""
     if "/" in cmd:
         if not os.path.exists(cmd):
-            raise CommandNotRunnable(f"{cmd}: command not found", EXIT_NOT_FOUND)
+            raise CommandNotFound(f"{cmd}: command not found")
         if os.path.isdir(cmd) or not os.access(cmd, os.X_OK):
-            raise CommandNotRunnable(
-                f"{cmd}: cannot execute (permission denied)", EXIT_CANNOT_EXECUTE
-            )
+            raise CommandNotExecutable(f"{cmd}: cannot execute (permission denied)")
         return cmd
     found = shutil.which(cmd)
     if found is None:
-        raise CommandNotRunnable(f"{cmd}: command not found", EXIT_NOT_FOUND)
+        raise CommandNotFound(f"{cmd}: command not found")
     return found
 
 
@@ -207,4 +213,4 @@ def run(
         os.execv(path, list(command))
     except OSError as exc:
         code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
-        raise CommandNotRunnable(f"{command[0]}: {exc.strerror}", code) from exc
+        raise CommandNotRunnable.make(f"{command[0]}: {exc.strerror}", code) from exc

@@ -126,13 +126,13 @@ class DaemonCore:
         self,
         ports: Ports,
         select: Select,
-        settings: Settings = Settings(),
+        settings: Settings | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.ports = ports
         self.clock = clock  # to report how long a decision took; None: not reported
         self.select = select
-        self.settings = settings
+        self.settings = settings if settings is not None else Settings()
         self.watches: dict[str, Watch] = {}
         self.prep_s = 0.005  # how long the last snapshot + selection took
         self.kernel_kills = 0  # kernel OOM kills seen in our root (shadow: OOM episodes)

@@ -69,7 +69,7 @@ def read_mark(fs: CgroupFs, cg: str) -> dict[str, Any] | None:
             doc = None
         if isinstance(doc, dict):
             doc.setdefault("instance", "")
-            return {k: v for k, v in doc.items() if isinstance(v, (str, int))}
+            return {k: v for k, v in doc.items() if isinstance(v, str | int)}
         return {"instance": ""}
     legacy = fs.get_xattr(cg, LEGACY_MARK)
     if legacy is not None:

@@ -111,7 +111,7 @@ class RealPorts:
         root: str = "/",
         dry_run: bool = False,
         host_delay_ms: int | None = None,
-        tuning: Tuning = Tuning(),
+        tuning: Tuning | None = None,
         instance: str = "",
         log: TextIO | None = None,
     ) -> None:
@@ -123,7 +123,7 @@ class RealPorts:
         self.root = root
         self.dry_run = dry_run
         self.host_delay_ms = host_delay_ms
-        self.tuning = tuning
+        self.tuning = tuning if tuning is not None else Tuning()
         self.instance = instance
         self.log = log if log is not None else sys.stderr
         # cgroup -> the fds that notify about it, for the loop to poll

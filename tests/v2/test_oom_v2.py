@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 
 from memcgctl.cli import cli
 from memcgctl.readers.fileio import parse_flat_keyed
-from tests.realkernel import HELPERS, TestCgroups
+from tests.realkernel import HELPERS, TestCgroups, wait_until
 from tests.test_events_kernel import Follow, cli_json, follow, grower
 from tests.test_predict_kernel import KILLED, Kmsg
 
@@ -120,13 +119,15 @@ def test_oom_group_predicted_and_killed_exactly(
         for p in members:
             assert p.wait(timeout=60) == -signal.SIGKILL
         logged: set[int] = set()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not group <= logged:
+
+        def all_logged() -> bool:
             for text in kmsg.records():
                 m = KILLED.search(text)
                 if m:
                     logged.add(int(m.group(1)))
-            time.sleep(0.05)
+            return group <= logged
+
+        wait_until(all_logged, f"the kernel log to show the kills of {sorted(group)}", 10)
     finally:
         kmsg.close()
     ours = {bystander.pid, trigger.pid, *group}
