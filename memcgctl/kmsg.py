@@ -196,7 +196,9 @@ _RE_KILLED = _Pattern(
 )
 # a kill line cut short (a truncated paste, a full ring): what it still says
 _RE_KILLED_PARTIAL = _Pattern(
-    r"^" + _MSG + r"Killed process (?P<pid>\d+)(?:, UID (?P<uid0>\d+),)? \((?P<comm>.*?)\)(?P<tail>.*)$"
+    r"^"
+    + _MSG
+    + r"Killed process (?P<pid>\d+)(?:, UID (?P<uid0>\d+),)? \((?P<comm>.*?)\)(?P<tail>.*)$"
 )
 _KILLED_TAILS = (" total-vm:", ", UID ", " vsz:")
 
@@ -205,6 +207,8 @@ def _truncated_tail(tail: str) -> bool:
     """What follows ``(COMM)`` on a kill line cut short: nothing, or the start of the
     sizes (never other text: that is some other message)."""
     return not tail or any(tail.startswith(t) or t.startswith(tail) for t in _KILLED_TAILS)
+
+
 _RE_TASKS_HEADER = _Pattern(r"^\[ *pid *\] +uid +tgid +(?P<cols>.*)$")
 _RE_TASK_ROW = _Pattern(r"^\[ *(?P<pid>\d+)\] +(?P<rest>-?\d+ .*)$")
 _RE_CPU = _Pattern(
@@ -380,7 +384,12 @@ def parse_oom_line(text: str) -> OomLine | None:
         m = _RE_CPU.match(text)
         if m:
             return OomLine(
-                "cpu", {"pid": int(m.group("pid")), "comm": m.group("comm"), "release": m.group("release")}
+                "cpu",
+                {
+                    "pid": int(m.group("pid")),
+                    "comm": m.group("comm"),
+                    "release": m.group("release"),
+                },
             )
         return None
     if head.startswith("Tasks state"):

@@ -66,7 +66,9 @@ _ISO = re.compile(
     r"(Z|[+-]\d\d:?\d\d)? "
 )
 # syslog / journalctl short: "Nov 30 13:52:52[.123456] " (any locale: a word of letters)
-_SYSLOG = re.compile(r"(?:<\d{1,3}>)?([^\W\d_]{2,12}\.?) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? ")
+_SYSLOG = re.compile(
+    r"(?:<\d{1,3}>)?([^\W\d_]{2,12}\.?) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? "
+)
 # after the time: "[HOST ]kernel[: ]" (journalctl: "kernel:", rsyslog: "kernel:")
 _KERNEL_TAG = re.compile(r"(?:(\S+) )?kernel: ?")
 
@@ -76,7 +78,9 @@ def _year_for(month: int, now: datetime) -> int:
     return now.year if month <= now.month else now.year - 1
 
 
-def _local_epoch(y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str | None) -> float | None:
+def _local_epoch(
+    y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str | None
+) -> float | None:
     try:
         dt = datetime(y, mo, d, h, mi, s)  # the log's local time: this machine's zone
         return dt.timestamp() + (float("0." + frac) if frac else 0.0)

@@ -117,7 +117,7 @@ def parse_task_row(
         return None
     try:
         uid, tgid = int(parts[0]), int(parts[1])
-        values = {c: int(v) for c, v in zip(columns[:-1], parts[2 : n + 2])}
+        values = {c: int(v) for c, v in zip(columns[:-1], parts[2 : n + 2], strict=True)}
     except ValueError:
         return None
     name = parts[n + 2]
@@ -314,3 +314,66 @@ def collect(
             if ev.get("kind") == "oom_kill":
                 kills += 1
     return col.chosen, kills
+
+
+# -- --since / --until on the log's own clock --------------------------------------------
+
+
+class LogBound:
+    """A ``--since``/``--until`` value for a saved log: a date and time (ISO 8601; without
+    a zone it is this machine's local time, as the log's local timestamps are read), a
+    duration before now (``2h``), or seconds since boot (``1234.5``, for ``dmesg`` and
+    kmsg timestamps)."""
+
+    def __init__(self, text: str) -> None:
+        from memcgctl.errors import UsageProblem
+
+        self.text = text
+        self.uptime: float | None = None
+        self.iso: str | None = None
+        value = text.strip()
+        if value.replace(".", "", 1).isdigit() and value.isascii():
+            self.uptime = float(value)
+            return
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            dt = None
+        if dt is not None:
+            ts = dt.timestamp()  # naive: local time
+            self.iso = epoch_to_iso(ts)
+            return
+        from memcgctl.units import parse_duration_ms
+
+        try:
+            ms = parse_duration_ms(value)
+        except UsageProblem:
+            raise UsageProblem(
+                f"{text!r}: not a time (give a date and time like 2026-11-30T13:00, a "
+                "duration like 2h, or seconds since boot like 1234.5)"
+            ) from None
+        import time
+
+        self.iso = epoch_to_iso(time.time() - ms / 1000)
+
+    def after(self, ev: Event) -> bool | None:
+        """Whether ``ev`` is at or after the bound; None if the event lacks that clock."""
+        if self.uptime is not None:
+            up = ev.get("uptime_s")
+            return None if up is None else float(up) >= self.uptime
+        t = ev.get("time")
+        return None if t is None else str(t) >= str(self.iso)
+
+    def before(self, ev: Event) -> bool | None:
+        if self.uptime is not None:
+            up = ev.get("uptime_s")
+            return None if up is None else float(up) <= self.uptime
+        t = ev.get("time")
+        return None if t is None else str(t) <= str(self.iso)
+
+
+def within(ev: Event, since: LogBound | None, until: LogBound | None) -> bool:
+    """An event without the bound's clock is kept: the log cannot say it is outside."""
+    if since is not None and since.after(ev) is False:
+        return False
+    return not (until is not None and until.before(ev) is False)
