@@ -252,6 +252,7 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
         "report": x.report.to_json(),
         "kills": x.report.kills,
         "oom_root": x.oom_root,
+        "memcg_oom": x.memcg_oom,
         "kernel_rules": {
             "version": f"{x.rules.version[0]}.{x.rules.version[1]}",
             "source": x.rules.source,
@@ -274,11 +275,21 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
 def kill_summary_lines(x: KillExplanation) -> list[str]:
     r = x.report
     when = r.time or r.log_time or (f"[{r.uptime_s:.6f}]" if r.uptime_s is not None else "?")
-    scope = "host OOM" if x.oom_root == "/" else f"memcg OOM of {x.oom_root}"
-    kills = ", ".join(f"pid {k.get('pid')} ({k.get('comm')})" for k in r.kills) or "nobody"
+    if x.oom_root != "/":
+        scope = f"memcg OOM of {x.oom_root}"
+    elif x.memcg_oom:
+        scope = "memcg OOM (the log does not name the memcg)"
+    else:
+        scope = "host OOM"
+    kills = ", ".join(f"pid {k.get('pid')} ({k.get('comm')})" for k in r.kills)
+    if not kills and r.summary is not None:
+        kills = (
+            f"pid {r.summary['pid']} ({r.summary['comm']}), per the summary line "
+            "(the log ends before the kill line)"
+        )
     lines = [
         f"OOM report at line {r.first_line} ({when}): {scope}; kernel "
-        f"{r.release or 'release unknown'}; killed: {kills}",
+        f"{r.release or 'release unknown'}; killed: {kills or 'nobody'}",
     ]
     verdicts = {
         "matches": "the kernel's victim is the top of the rebuilt ranking",

@@ -377,6 +377,9 @@ def parse_oom_line(text: str) -> OomLine | None:
     if text.endswith(" pages RAM"):
         n = text[: -len(" pages RAM")].strip()
         return OomLine("ram_pages", {"pages": int(n)}) if n.isdigit() else None
+    if text.endswith(" pages reserved"):
+        n = text[: -len(" pages reserved")].strip()
+        return OomLine("reserved_pages", {"pages": int(n)}) if n.isdigit() else None
     if text.startswith("Total swap = ") and text.endswith("kB"):
         n = text[len("Total swap = ") : -2].strip()
         return OomLine("swap_total", {"kb": int(n)}) if n.isdigit() else None

@@ -56,6 +56,7 @@ _MONTHS = {
     )
 }
 
+_QUOTE = re.compile(r"^(?:> ?)+")
 _KMSG = re.compile(r"(\d+),(\d+),(\d+)(?:,[^;]*)?;")
 _DMESG_X = re.compile(r"[a-z]+ *:[a-z]+ *: ")
 _UPTIME = re.compile(r"\[ *(\d+)\.(\d+)\] ?")
@@ -162,6 +163,8 @@ def _json_line(line: str, lineno: int) -> LogLine | None:
 def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLine:
     """One input line as a :class:`LogLine`."""
     line = line.rstrip("\r\n")
+    if line[:1] == ">":  # quoted in a mail or a ticket
+        line = _QUOTE.sub("", line, count=1)
     if line[:1] == "{":
         js = _json_line(line, lineno)
         if js is not None:
@@ -190,7 +193,7 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
             clock = m.group(1)
             wall = _ctime_epoch(m.group(1), now or datetime.now())
             return LogLine(lineno, wall, None, rest[m.end() :], True, clock)
-        return LogLine(lineno, None, None, rest, prefixed)
+        return LogLine(lineno, None, None, rest.strip(), prefixed)
     m = _ISO.match(rest) if rest[:1].isdigit() else None
     if m:
         wall = _parse_iso(m)
@@ -225,6 +228,8 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
         if m:
             uptime = int(m.group(1)) + float("0." + m.group(2))
             rest = rest[m.end() :]
+    if not prefixed:
+        rest = rest.strip()  # a paste: indented, or the second half of a wrapped line
     return LogLine(lineno, wall, uptime, rest, prefixed, clock)
 
 
@@ -233,34 +238,54 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
 # One C-level scan per raw line keeps a 100 MB log of unrelated lines fast (SPEC §8).
 _INTERESTING = re.compile(
     rb"oom|Kill|Task|: usage |Memory cgroup|Out of memory|already exiting|pages RAM|"
-    rb"Total swap|\[ *pid *\]|\[ *\d+\] +\d+ +\d+ +\d+|CPU: \d+ |killed as a result"
+    rb"Total swap|pages reserved|\[ *pid *\]|\[ *\d+\] +\d+ +\d+ +\d+|CPU: \d+ |killed as a result"
 ).search
 
 
-def _wrap_join(cur: LogLine, nxt: LogLine) -> LogLine | None:
-    """``cur`` is a line the parser did not understand; if ``nxt`` continues it (a wrapped
-    paste, or an old kernel's ``Task in X`` / `` killed as a result of…`` pieces), the
-    joined line, else None."""
-    if not nxt.text:
+_TABLE_START = re.compile(r"\[ *(?:pid|\d+) *\]").match
+_MAX_JOINS = 3  # a wrapped paste rarely splits one kernel line in more pieces
+
+
+def _broken(text: str, row_tokens: int) -> bool:
+    """A line the parser does not (fully) understand that the next line may continue:
+    an OOM line cut by wrapping, or a task-table header or row with too few columns."""
+    line = parse_oom_line(text)
+    if line is None:
+        return (
+            text.startswith(("Task in ", "oom-kill:"))
+            or _TABLE_START(text) is not None
+            or "Killed process " in text
+            or "Kill process " in text
+            or "invoked oom-killer" in text
+            or ": usage " in text
+        )
+    what, f = line.what, line.fields
+    if what == "killed":
+        return bool(f.get("partial"))
+    if what == "task_in":
+        return not f["oom_memcg"]
+    if what == "tasks_header":
+        return not f["columns"] or f["columns"][-1] != "name"
+    if what == "task_row":
+        return row_tokens > 0 and len(f["rest"].split()) < row_tokens
+    return False
+
+
+def _join(cur: LogLine, nxt: LogLine) -> LogLine | None:
+    """``cur`` continued by ``nxt`` (a wrapped paste, or an old kernel's ``Task in X`` /
+    `` killed as a result of…`` / ``Y`` pieces), or None if ``nxt`` starts a line."""
+    text = nxt.text.strip()
+    if not text:
         return None
+    if parse_oom_line(text) is not None:
+        return None  # a line of its own
     if nxt.prefixed and not (
-        cur.text.startswith("Task in ") and "killed as a result of limit of" in nxt.text
+        cur.text.startswith("Task in ")
+        and ("killed as a result of limit of" in text or text.startswith("/"))
     ):
         return None
-    for sep in ("", " "):
-        text = cur.text + sep + nxt.text.lstrip() if sep else cur.text + nxt.text
-        if parse_oom_line(text) is not None:
-            return cur._replace(text=text)
-    return None
-
-
-def _could_be_broken(text: str) -> bool:
-    return parse_oom_line(text) is None and (
-        text.startswith(("Task in ", "Killed process", "oom-kill:"))
-        or "Killed process " in text
-        or "Kill process " in text
-        or "invoked oom-killer" in text
-    )
+    sep = "" if cur.text.endswith(" ") else " "
+    return cur._replace(text=cur.text + sep + text)
 
 
 def read_lines(chunks: Iterable[bytes], now: datetime | None = None) -> Iterator[LogLine]:
@@ -269,22 +294,41 @@ def read_lines(chunks: Iterable[bytes], now: datetime | None = None) -> Iterator
     interesting = _INTERESTING
     lineno = 0
     tail = b""
-    pending: LogLine | None = None  # an unparsed OOM line that the next line may continue
-    for chunk in chunks:
-        if not chunk:
-            continue
-        data = tail + chunk
-        lines = data.split(b"\n")
-        tail = lines.pop()
+    pending: LogLine | None = None  # a broken OOM line that the next lines may continue
+    joins = 0
+    row_tokens = 0  # tokens after "[ pid ]" in a row of the current table
+
+    def settle(ll: LogLine) -> LogLine:
+        nonlocal row_tokens
+        if ll.text[:1] == "[":
+            line = parse_oom_line(ll.text)
+            if line is not None and line.what == "tasks_header":
+                row_tokens = len(line.fields["columns"]) + 2
+        return ll
+
+    for chunk in _with_tail(chunks):
+        if chunk is None:  # the end: a last line without a newline
+            lines = [tail] if tail else []
+            tail = b""
+        else:
+            data = tail + chunk
+            lines = data.split(b"\n")
+            tail = lines.pop()
         for raw in lines:
             lineno += 1
             if pending is not None:
                 nxt = normalise(raw.decode("utf-8", "replace"), lineno, now)
-                joined = _wrap_join(pending, nxt)
-                pending = None
+                joined = _join(pending, nxt)
                 if joined is not None:
-                    yield joined
+                    joins += 1
+                    if joins < _MAX_JOINS and _broken(joined.text, row_tokens):
+                        pending = joined
+                        continue
+                    pending = None
+                    yield settle(joined)
                     continue
+                yield settle(pending)  # as it is: the parser takes what it can
+                pending = None
                 if interesting(raw) is None:
                     continue
                 ll = nxt
@@ -292,18 +336,16 @@ def read_lines(chunks: Iterable[bytes], now: datetime | None = None) -> Iterator
                 continue
             else:
                 ll = normalise(raw.decode("utf-8", "replace"), lineno, now)
-            if _could_be_broken(ll.text):
-                pending = ll
+            if _broken(ll.text, row_tokens):
+                pending, joins = ll, 0
                 continue
-            yield ll
-    if tail:
-        lineno += 1
-        ll = normalise(tail.decode("utf-8", "replace"), lineno, now)
-        if pending is not None:
-            joined = _wrap_join(pending, ll)
-            if joined is not None:
-                yield joined
-                return
-        yield ll
-    elif pending is not None:
-        yield pending
+            yield settle(ll)
+    if pending is not None:
+        yield settle(pending)
+
+
+def _with_tail(chunks: Iterable[bytes]) -> Iterator[bytes | None]:
+    for chunk in chunks:
+        if chunk:
+            yield chunk
+    yield None

@@ -158,6 +158,7 @@ class OomReport:
     memcg: dict[str, dict[str, int]] = field(default_factory=dict)  # counter -> usage/limit
     stats_cgroup: str | None = None
     ram_pages: int | None = None
+    reserved_pages: int | None = None
     swap_total_kb: int | None = None
     columns: list[str] | None = None
     tasks: list[TaskRow] = field(default_factory=list)
@@ -193,6 +194,7 @@ class OomReport:
             "invoked_by": (self.invoked or {}).get("comm"),
             "memcg_counters": self.memcg,
             "ram_pages": self.ram_pages,
+            "reserved_pages": self.reserved_pages,
             "swap_total_kb": self.swap_total_kb,
             "table_layout": self.layout,
             "tasks": len(self.tasks),
@@ -237,8 +239,12 @@ class ReportCollector:
         if what == "invoked":
             rep = self._start(ll)
             rep.invoked = f
-        elif rep is None and what in ("killed", "kill_select", "summary", "task_in"):
-            rep = self._start(ll)  # the report was rate-limited: only its last lines
+        elif what in ("killed", "kill_select", "summary", "task_in") and (
+            rep is None or (rep.kills and rep.group is None)
+        ):
+            # the report was rate-limited (only its last lines), or a new OOM's lines
+            # follow a finished one without an "invoked oom-killer" line
+            rep = self._start(ll)
         if rep is not None:
             self._note(rep, what, f)
         events = self.asm.feed(rec)
@@ -277,10 +283,14 @@ class ReportCollector:
             rep.stats_cgroup = f["cgroup"]
         elif what == "ram_pages" and rep.ram_pages is None:
             rep.ram_pages = f["pages"]
+        elif what == "reserved_pages" and rep.reserved_pages is None:
+            rep.reserved_pages = f["pages"]
         elif what == "swap_total" and rep.swap_total_kb is None:
             rep.swap_total_kb = f["kb"]
         elif what == "summary":
             rep.summary = f
+            if self.pid is None or f["pid"] == self.pid:
+                self.chosen = rep  # a log cut after the summary still names the kill
         elif what == "task_in":
             rep.task_in = f
         elif what == "kill_select":

@@ -24,7 +24,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -42,7 +42,7 @@ Version = tuple[int, int]
 @dataclass(frozen=True)
 class KernelRules:
     version: Version
-    source: str  # "release" (from the report) or what the layout proves
+    source: str  # "release" (from the report), or how it was inferred
     root_bonus: str | None  # "adj30" | "pct3" | None
     clamp_to_one: bool
     ties_to_last: bool
@@ -59,7 +59,7 @@ def rules_for(report: OomReport) -> KernelRules:
     v = parse_release(report.release)
     source = "release"
     if v is None:
-        source = "inferred"
+        source = "inferred from the report's layout"
         v = (3, 0)
         layout = report.layout
         kill = report.kills[0] if report.kills else {}
@@ -146,10 +146,12 @@ def totalpages(report: OomReport) -> tuple[int | None, list[str]]:
         return pages or 1, notes
     if report.ram_pages is None:
         return None, ["host OOM without a 'N pages RAM' line: totalpages unknown"]
-    pages = report.ram_pages + (swap_total or 0)
+    ram = report.ram_pages - (report.reserved_pages or 0)
+    pages = ram + (swap_total or 0)
     notes.append(
-        f"host OOM: totalpages = {report.ram_pages} pages RAM + {swap_total or 0} swap pages"
-        " ('pages RAM' counts present pages, the kernel uses managed pages: slightly fewer)"
+        f"host OOM: totalpages = {report.ram_pages} pages RAM - "
+        f"{report.reserved_pages or 0} reserved + {swap_total or 0} swap pages = {pages} "
+        "(the kernel counts managed pages; RAM minus reserved is their estimate)"
     )
     if swap_total is None:
         notes.append("the report shows no 'Total swap' line: no swap counted")
@@ -282,6 +284,7 @@ class KillExplanation:
     report: OomReport
     rules: KernelRules
     oom_root: str
+    memcg_oom: bool
     kernel_pid: int | None  # the task the kernel chose (before any sacrifice/group)
     killed: tuple[int, ...]
     decision: Decision  # the rebuilt kernel ranking (policy kernel)
@@ -412,6 +415,21 @@ def build_snapshot(
     return Snapshot(1, root, MappingProxyType(cgroups), MappingProxyType(processes)), notes
 
 
+def _match_printed_score(report: OomReport, total: int, rules: KernelRules) -> KernelRules:
+    """Without the kernel release, the root bonus of the kernel that wrote the report is
+    the one that reproduces the score it printed for its victim (3.x-4.x)."""
+    assert report.select is not None
+    row = next((r for r in report.tasks if r.pid == report.select["pid"]), None)
+    if row is None:
+        return rules
+    for bonus in (rules.root_bonus, "pct3", "adj30", None):
+        trial = replace(rules, root_bonus=bonus)
+        points, _ = row_points(row, total, trial)
+        if points * 1000 // total == int(report.select["score"]):
+            return replace(trial, source=rules.source + ", root bonus matched to the printed score")
+    return rules
+
+
 def explain_report(
     report: OomReport,
     badness: BadnessMap | None = None,
@@ -423,6 +441,8 @@ def explain_report(
     kernel_pid = _kernel_pid(report)
     killed = tuple(int(k["pid"]) for k in report.kills)
     total, notes = totalpages(report)
+    if total is not None and report.select is not None and rules.source != "release":
+        rules = _match_printed_score(report, total, rules)
     task_memcg = _task_memcg(report)
     placement: dict[int, str] = {}
     if kernel_pid is not None and task_memcg is not None:
@@ -437,7 +457,7 @@ def explain_report(
         + (
             " (from the report's stack header)"
             if rules.source == "release"
-            else " or later (inferred from the report's layout; no stack header)"
+            else f" or later ({rules.source}; no stack header)"
         )
         + (
             f"; root bonus {'adj -= 30' if rules.root_bonus == 'adj30' else '3%'} for uid 0"
@@ -525,7 +545,12 @@ def explain_report(
         chosen = next((s for s in scored if s.process.pid == report.select["pid"]), top)
         mine_score = chosen.points * 1000 // total
         score_check = {"printed": printed, "rebuilt": mine_score, "agrees": printed == mine_score}
-        if not score_check["agrees"]:
+        if score_check["agrees"]:
+            reasons.append(
+                f"the kernel printed score {printed} for its victim; the rebuilt points give "
+                "the same (points × 1000 / totalpages): totalpages and rules check out"
+            )
+        else:
             reasons.append(
                 f"the kernel printed score {printed} for its victim; rebuilt: {mine_score} "
                 "(points × 1000 / totalpages) — totalpages or the counters differ"
@@ -553,6 +578,7 @@ def explain_report(
         report=report,
         rules=rules,
         oom_root=root,
+        memcg_oom=is_memcg_oom(report),
         kernel_pid=kernel_pid,
         killed=killed,
         decision=decision,
