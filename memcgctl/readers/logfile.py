@@ -14,10 +14,8 @@ CHUNK = 1 << 20
 
 
 def open_log(path: str) -> int:
-    """An fd for ``path`` (``-``: standard input).  A directory, a device or a missing
+    """An fd for the file ``path``.  A directory, a device or a missing
     file is a usage error naming the file."""
-    if path == "-":
-        return sys.stdin.fileno()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -37,6 +35,16 @@ def open_log(path: str) -> int:
 
 def read_chunks(path: str) -> Iterator[bytes]:
     """The bytes of a saved log, chunk by chunk; a read error names the file."""
+    if path == "-":
+        stream = sys.stdin.buffer
+        while True:
+            try:
+                chunk = stream.read(CHUNK)
+            except OSError as exc:
+                raise from_oserror(exc, "standard input") from exc
+            if not chunk:
+                return
+            yield chunk
     fd = open_log(path)
     try:
         while True:
@@ -48,5 +56,4 @@ def read_chunks(path: str) -> Iterator[bytes]:
                 return
             yield chunk
     finally:
-        if path != "-":
-            os.close(fd)
+        os.close(fd)
