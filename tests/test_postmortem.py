@@ -494,3 +494,29 @@ def test_real_report_explained(name: str) -> None:
     assert x.victim_is_top is True
     if x.score_check is not None:
         assert x.score_check["agrees"], x.score_check
+
+
+def test_a_victim_that_is_not_the_top_is_called_out() -> None:
+    lines = [*LAYOUT_4X[:-2]]
+    lines += [
+        "Out of memory: Kill process 3941 (bash) score 0 or sacrifice child",
+        "Killed process 3941 (bash) total-vm:115520kB, anon-rss:496kB, file-rss:0kB, shmem-rss:0kB",
+    ]
+    report, _ = collect(read_lines([_log("dmesg", lines)]))
+    assert report is not None
+    x = explain_report(report)
+    assert x.verdict == "differs" and x.victim_is_top is False
+    assert x.decision.candidates[0].process.pid == 3963
+    assert any("not the top pid 3963" in w for w in x.why)
+
+
+def test_no_killable_process() -> None:
+    lines = [
+        "x invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=-1000",
+        "memory: usage 4096kB, limit 4096kB, failcnt 1",
+        "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+        "[      9]     0     9     1000      900     4096        0         -1000 x",
+        "Out of memory and no killable processes...",
+    ]
+    evs = list(saved_events(read_lines([_log("dmesg", lines)])))
+    assert [e["kind"] for e in evs] == ["oom_no_victim"]
