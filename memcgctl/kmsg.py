@@ -15,6 +15,11 @@ Formats (mm/oom_kill.c, mm/memcontrol.c; see KERNEL_FACTS.md), 4.19 to 6.x:
   reap pid:PID (COMM)``
 * ``MSG: OOM victim PID (COMM) is already exiting. Skip killing the task``
 * ``Out of memory and no killable processes...``
+* the report's context, for ``explain-kill``: ``Tasks state (memory values in pages):``, the
+  ``[ pid ]`` header and its rows (any column layout since 3.x), ``N pages RAM``,
+  ``N pages reserved``, ``Total swap = NkB``, and the stack dump's ``CPU: N PID: N Comm: C
+  … RELEASE`` line; 3.x-4.x vendor kill lines ``Killed process N (C), UID U,`` and
+  ``Killed process N, UID U, (C)``; a kill line cut short yields pid and comm (``partial``)
 
 COMM is the task's comm: up to 15 bytes, any bytes but NUL, so it may hold spaces, commas
 and parentheses.  Where a fixed suffix follows it (`` total-vm:``, ``) score ``), the

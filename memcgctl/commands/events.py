@@ -115,7 +115,8 @@ def kernel_history(
 @click.option(
     "--since",
     metavar="DURATION",
-    help="Only events of the last DURATION (e.g. 10m, 2h).  With --follow: print these first.",
+    help="Only events of the last DURATION (e.g. 10m, 2h).  With --follow: print these "
+    "first.  With --from: also a date and time (2026-11-30T13:00) or seconds since boot.",
 )
 @click.option(
     "--from",
@@ -127,7 +128,8 @@ def kernel_history(
 @click.option(
     "--until",
     metavar="TIME",
-    help="With --from: only events up to TIME (see --since).",
+    help="With --from: only events up to TIME (a date and time, a duration before now, or "
+    "seconds since boot).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_env
