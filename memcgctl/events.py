@@ -131,7 +131,8 @@ def diff_counters(
 
 def format_event(ev: Event) -> str:
     """One readable line: time, kind, cgroup, then what the source knows."""
-    parts = [str(ev.get("time", "-")), f"{ev.get('kind', '?'):<16}", str(ev.get("cgroup") or "-")]
+    when = ev.get("time") or ev.get("log_time") or "-"  # a saved log may lack a wall clock
+    parts = [str(when), f"{ev.get('kind', '?'):<16}", str(ev.get("cgroup") or "-")]
     if ev.get("pid") is not None:
         parts.append(f"pid {ev['pid']} ({ev.get('comm', '?')})")
     details = []

@@ -3,12 +3,15 @@ explanation tree (``--explain``) and the short text summary.  Pure: no I/O, no r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import KERNEL, Candidate, Decision, Level, Scored
 from memcgctl.render import TreeNode
 from memcgctl.units import format_bytes, format_kb
+
+if TYPE_CHECKING:
+    from memcgctl.postmortem import KillExplanation
 
 CHOSEN = "►"
 
@@ -233,4 +236,85 @@ def footer_lines(d: Decision) -> list[str]:
     if d.caveats:
         lines += ["", "Where userspace cannot be exact:"]
         lines += [f"  - {c}" for c in d.caveats]
+    return lines
+
+
+# -- explain-kill (a kill rebuilt from a saved report) -----------------------------------
+
+
+def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
+    """``explain-kill --json``: the report, the rebuilt kernel ranking (the
+    ``predict-victim --policy kernel`` shape), the verdict and the priority policy's
+    choice (the ``predict-victim`` shape), or null without a task table."""
+    kernel = decision_json(x.decision, x.snapshot)
+    kernel["group_pids"] = list(x.killed)
+    return {
+        "report": x.report.to_json(),
+        "kills": x.report.kills,
+        "oom_root": x.oom_root,
+        "memcg_oom": x.memcg_oom,
+        "kernel_rules": {
+            "version": f"{x.rules.version[0]}.{x.rules.version[1]}",
+            "source": x.rules.source,
+            "root_bonus": x.rules.root_bonus,
+            "clamp_to_one": x.rules.clamp_to_one,
+            "ties_to_last": x.rules.ties_to_last,
+        },
+        "kernel_victim_pid": x.kernel_pid,
+        "killed_pids": list(x.killed),
+        "kernel": kernel,
+        "verdict": x.verdict,
+        "victim_is_top": x.victim_is_top,
+        "why": list(x.why),
+        "score_check": x.score_check,
+        "priority": decision_json(x.priority, x.snapshot) if x.priority is not None else None,
+        "priority_notes": list(x.priority_notes),
+    }
+
+
+def kill_summary_lines(x: KillExplanation) -> list[str]:
+    r = x.report
+    when = r.time or r.log_time or (f"[{r.uptime_s:.6f}]" if r.uptime_s is not None else "?")
+    if x.oom_root != "/":
+        scope = f"memcg OOM of {x.oom_root}"
+    elif x.memcg_oom:
+        scope = "memcg OOM (the log does not name the memcg)"
+    else:
+        scope = "host OOM"
+    kills = ", ".join(f"pid {k.get('pid')} ({k.get('comm')})" for k in r.kills)
+    if not kills and r.summary is not None:
+        kills = (
+            f"pid {r.summary['pid']} ({r.summary['comm']}), per the summary line "
+            "(the log ends before the kill line)"
+        )
+    lines = [
+        f"OOM report at line {r.first_line} ({when}): {scope}; kernel "
+        f"{r.release or 'release unknown'}; killed: {kills or 'nobody'}",
+    ]
+    verdicts = {
+        "matches": "the kernel's victim is the top of the rebuilt ranking",
+        "differs": "the kernel's victim is NOT the top of the rebuilt ranking",
+        "no_table": "cannot rebuild the ranking",
+        "incomplete": "the task table is incomplete",
+        "exiting": "no new kill: a victim was still exiting",
+        "no_victim": "nothing was killable",
+    }
+    lines.append(f"verdict: {verdicts.get(x.verdict, x.verdict)}")
+    lines += [f"  - {w}" for w in x.why]
+    return lines
+
+
+def priority_lines(x: KillExplanation) -> list[str]:
+    d = x.priority
+    if d is None:
+        return ["priority policy: no task table, no counterfactual"]
+    if d.victim is None:
+        return [f"priority policy: no killable victim below {d.oom_root}"]
+    p = d.victim
+    same = p.pid in x.killed
+    lines = [
+        f"priority policy would have killed: {describe_process(p)} — badness {p.badness} "
+        f"({p.badness_source})" + (" — the same task" if same else ""),
+    ]
+    lines += [f"  - {n}" for n in x.priority_notes]
     return lines

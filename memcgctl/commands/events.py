@@ -115,12 +115,33 @@ def kernel_history(
 @click.option(
     "--since",
     metavar="DURATION",
-    help="Only events of the last DURATION (e.g. 10m, 2h).  With --follow: print these first.",
+    help="Only events of the last DURATION (e.g. 10m, 2h).  With --follow: print these "
+    "first.  With --from: also a date and time (2026-11-30T13:00) or seconds since boot.",
+)
+@click.option(
+    "--from",
+    "from_file",
+    metavar="FILE",
+    help="Read a saved kernel log instead (- for standard input): dmesg, dmesg -T/-x, "
+    "syslog, journalctl -k (short, short-iso, short-precise, -o json) or kmsg records.",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    help="With --from: only events up to TIME (a date and time, a duration before now, or "
+    "seconds since boot).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_env
 def events(
-    env: Env, cgroup: str | None, pid: int | None, follow: bool, since: str | None, as_json: bool
+    env: Env,
+    cgroup: str | None,
+    pid: int | None,
+    follow: bool,
+    since: str | None,
+    from_file: str | None,
+    until: str | None,
+    as_json: bool,
 ) -> None:
     """OOM events of CGROUP's subtree (default: the whole host).
 
@@ -129,7 +150,19 @@ def events(
     (oom, oom_kill, oom_group_kill, max, high) and the journal (kills done by memcgctl).
     Without --follow: the history still in the kernel log plus the journal.  --follow
     tails live; it prints history only with --since.
+
+    --from FILE reads a saved log (any common format, several mixed); CGROUP is then
+    matched against the paths as the log wrote them, and --since/--until use the log's
+    own clock: a date and time (2026-11-30T13:00, local time unless a zone is given), a
+    duration before now (2h), or seconds since boot (1234.5) for dmesg timestamps.
     """
+    if from_file is not None:
+        if follow or pid is not None:
+            raise UsageProblem("--from reads a saved log: no --follow or --pid")
+        _events_from_file(from_file, cgroup, since, until, as_json)
+        return
+    if until is not None:
+        raise UsageProblem("--until needs --from (a saved log)")
     from memcgctl.events import format_event, iso_before, matches, merge_history
     from memcgctl.units import parse_duration_ms
 
@@ -166,6 +199,30 @@ def events(
         follower.close()
         if reader is not None:
             reader.close()
+
+
+def _events_from_file(
+    path: str, cgroup: str | None, since: str | None, until: str | None, as_json: bool
+) -> None:
+    from memcgctl.events import format_event, matches
+    from memcgctl.logtext import read_lines
+    from memcgctl.oomreport import LogBound, saved_events, within
+    from memcgctl.readers.logfile import read_chunks
+
+    root = "/" if not cgroup else "/" + cgroup.strip("/")
+    lo = LogBound(since) if since is not None else None
+    hi = LogBound(until) if until is not None else None
+    shown = 0
+    for ev in saved_events(read_lines(read_chunks(path)), path):
+        if not matches(ev, root, None) or not within(ev, lo, hi):
+            continue
+        shown += 1
+        if as_json:
+            emit_json_line(ev)
+        else:
+            say(format_event(ev))
+    if not shown and not as_json:
+        say(f"no OOM events for {root} in {path}", err=True)
 
 
 def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
