@@ -1,6 +1,7 @@
 """Saved kernel logs (SPEC §11): ``events --from`` in every format and layout, and
-``explain-kill`` rebuilding the kernel's decision.  Logs written here, plus real public
-reports under ``tests/data/oom-reports`` (each names its source on its first line)."""
+``explain-kill`` rebuilding the kernel's decision, on logs written here in the layouts of
+each kernel era.  Real reports come from real kernels: tests/test_postmortem_kernel.py
+saves a live OOM in every format and reads it back."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ from memcgctl.cli import cli
 from memcgctl.logtext import normalise, read_lines
 from memcgctl.oomreport import LogBound, collect, saved_events, within
 from memcgctl.postmortem import BadnessMap, explain_report
-
-REPORTS = Path(__file__).parent / "data" / "oom-reports"
 
 # one 5.x memcg OOM report, message texts only
 REPORT_5X = [
@@ -419,81 +418,6 @@ def test_events_from_imports_no_table_library(tmp_path: Path) -> None:
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-
-
-# -- real reports that nobody on the project wrote ----------------------------------
-
-# file: (kills as (pid, comm, constraint, oom_memcg, task memcg, anon_rss_kb, adj), the
-# kernel's victim ranked first where the task table is complete: True / None = no table)
-REAL: dict[str, tuple[list[tuple[Any, ...]], bool | None]] = {
-    "lkml-2015-xfs084-4.0-host-dmesg-quoted.log": (
-        [(4342, "resvtest", None, None, None, 764636, None)],
-        True,
-    ),
-    "ltp-2021-memcg-5.8-v1-quoted.log": (
-        [(19289, "memcg_process", "CONSTRAINT_MEMCG", "/ltp_19257", "/ltp_19257", 84, 0)],
-        True,
-    ),
-    "devto-dzeban-3.x-lxc-memcg-dmesg.log": (
-        [(9252, "big_alloc", "CONSTRAINT_MEMCG", "/lxc/foo", "/lxc/foo", 2396, None)],
-        True,
-    ),
-    "lkml-2024-mglru-6.8-memcg-v1-dmesgT-wrapped.log": ([], True),
-    "ltp-issue1080-rhel-syslog-vendor.log": (
-        [(42452, "memcg_test_1", None, None, None, 96, None)]
-        + [
-            (pid, "memcg_test_1", "CONSTRAINT_MEMCG", None, None, 96, None)
-            for pid in (42453, 42474, 42471, 42468)
-        ],
-        None,
-    ),
-    "doris-issue3525-syslog-sacrifice-child.log": (
-        [(18177, "palo_be", "CONSTRAINT_MEMCG", None, None, 45563572, None)],
-        None,
-    ),
-}
-
-
-def test_every_real_report_is_listed_and_names_its_source() -> None:
-    files = sorted(p.name for p in REPORTS.glob("*.log"))
-    assert files == sorted(REAL)
-    for name in files:
-        first = (REPORTS / name).read_text().splitlines()[0]
-        assert first.startswith("# source: https://"), name
-
-
-@pytest.mark.parametrize("name", sorted(REAL))
-def test_real_report_kills(name: str) -> None:
-    expected, _ = REAL[name]
-    evs = _events((REPORTS / name).read_bytes(), split=1 << 16)
-    got = [
-        (
-            e["pid"],
-            e["comm"],
-            e["constraint"],
-            e["oom_memcg"],
-            e["cgroup"],
-            e["anon_rss_kb"],
-            e["oom_score_adj"],
-        )
-        for e in evs
-    ]
-    assert got == expected
-
-
-@pytest.mark.parametrize("name", sorted(REAL))
-def test_real_report_explained(name: str) -> None:
-    _, top = REAL[name]
-    report, _ = collect(read_lines([(REPORTS / name).read_bytes()]))
-    assert report is not None
-    x = explain_report(report)
-    if top is None:
-        assert x.verdict == "no_table"
-        return
-    assert x.verdict == "matches", x.why
-    assert x.victim_is_top is True
-    if x.score_check is not None:
-        assert x.score_check["agrees"], x.score_check
 
 
 def test_a_victim_that_is_not_the_top_is_called_out() -> None:
