@@ -216,7 +216,9 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
 
     local / hierarchical: the kernel's counters.  by_cause: kills of tasks in the
     subtree seen in the kernel log and the journal — system (host-wide OOM), memcg (a
-    cgroup limit), user (kills done by memcgctl).  complete: whether the log and
+    cgroup limit), user (kills memcgctl did while handling an OOM: the daemon's, and
+    kill-all of a memcg under OOM; a kill-all of a healthy memcg is a manual_kill,
+    counted nowhere).  complete: whether the log and
     journal still cover every kill the kernel counted.
     """
     from memcgctl.counters import cgroup_counters, prometheus
