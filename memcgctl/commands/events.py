@@ -146,6 +146,9 @@ def events(
 
     recorder = _Recorder(env)
     reader, follower, kernel = kernel_history(env, recorder, root)
+    if follow:
+        # from here on, kills appended by the daemon and kill-all are printed live
+        follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
         history = merge_history(kernel, recorder.journal.read())
         shown = [ev for ev in history if matches(ev, root, since_iso)]
