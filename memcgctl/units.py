@@ -15,12 +15,16 @@ _FACTOR_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 MAX_DELAY_MS = 86_400_000
 
 
-def parse_duration_ms(text: str) -> int:
+DELAY_EXAMPLES = "500ms, 2s, 1m, 0 or off"
+
+
+def parse_duration_ms(text: str, examples: str = DELAY_EXAMPLES) -> int:
     """``500ms``, ``2s``, ``1.5s``, ``1m``, ``0`` → milliseconds.  A bare number other
-    than 0 needs a unit (``500`` could mean ms or s)."""
+    than 0 needs a unit (``500`` could mean ms or s).  ``examples`` is the hint shown
+    for a word that is no duration (``off`` is one only where it means something)."""
     m = _DURATION.match(text)
     if not m:
-        raise UsageProblem(f"{text!r}: not a duration (use e.g. 500ms, 2s, 1m, 0 or off)")
+        raise UsageProblem(f"{text!r}: not a duration (use e.g. {examples})")
     number, unit = m.group(1), m.group(2)
     if unit is None:
         if float(number) != 0:
@@ -64,6 +68,8 @@ def format_duration_ms(ms: int | None) -> str:
         return "off"
     if ms == 0:
         return "0"
+    if ms % 3_600_000 == 0:
+        return f"{ms // 3_600_000}h"
     if ms % 60_000 == 0:
         return f"{ms // 60_000}m"
     if ms % 1000 == 0:

@@ -267,5 +267,5 @@ def test_v1_kill_all_under_oom_is_user_kill_healthy_is_manual_kill(
     env = {"MEMCGCTL_STATE_DIR": str(tmp_path), "MEMCGCTL_CGROUP_ROOT": str(cgroups.mount)}
     r = runner.invoke(cli, ["events", healthy, "--json"], env=env)
     assert r.exit_code == 0, r.output
-    shown = [line for line in r.stdout.splitlines() if '"manual_kill"' in line]
-    assert shown and str(calm.pid) in shown[0]
+    shown = [e for e in json.loads(r.stdout)["events"] if e["kind"] == "manual_kill"]
+    assert [e["pid"] for e in shown] == [calm.pid]

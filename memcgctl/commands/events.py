@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from memcgctl.commands.common import CgroupName, pass_env, pid_option
+from memcgctl.commands.common import AsciiInt, CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
 from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
@@ -117,29 +117,47 @@ def kernel_history(
     metavar="DURATION",
     help="Only events of the last DURATION (e.g. 10m, 2h).  With --follow: print these first.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON document ({root, since, events: [...]}); with --follow, a stream: "
+    "one object per line.",
+)
+@click.option("--json-lines", "json_lines", is_flag=True, help="One JSON object per line.")
 @pass_env
 def events(
-    env: Env, cgroup: str | None, pid: int | None, follow: bool, since: str | None, as_json: bool
+    env: Env,
+    cgroup: str | None,
+    pid: int | None,
+    follow: bool,
+    since: str | None,
+    as_json: bool,
+    json_lines: bool,
 ) -> None:
     """OOM events of CGROUP's subtree (default: the whole host).
 
     Sources: the kernel log (kills with victim, memcg, constraint and sizes; oom.group,
     reaper), v1 eventfd notifications (under_oom, oom_resolved), v2 memory.events
-    (oom, oom_kill, oom_group_kill, max, high) and the journal (kills done by memcgctl).
-    Without --follow: the history still in the kernel log plus the journal.  --follow
-    tails live; it prints history only with --since.
+    (oom, oom_kill, oom_group_kill, max, high) and the journal (kills done by memcgctl:
+    user_kill while handling an OOM, manual_kill otherwise).  Without --follow: the
+    history still in the kernel log plus the journal.  --follow tails live, the journal
+    too; it prints history only with --since.
     """
     from memcgctl.events import format_event, iso_before, matches, merge_history
     from memcgctl.units import parse_duration_ms
 
+    if as_json and json_lines:
+        raise UsageProblem("--json and --json-lines: give one of them")
     root = env.target_cgroup(cgroup, pid)
     since_iso = None
     if since is not None:
-        since_iso = iso_before(parse_duration_ms(since) / 1000)
+        since_iso = iso_before(parse_duration_ms(since, "10m, 2h or 24h") / 1000)
+    # a stream is one object per line; a history with --json is one document
+    lines = json_lines or (as_json and follow)
 
     def show(ev: Event) -> None:
-        if as_json:
+        if lines:
             emit_json_line(ev)
         else:
             say(format_event(ev))
@@ -152,9 +170,12 @@ def events(
     if not follow or since_iso is not None:
         history = merge_history(kernel, recorder.journal.read())
         shown = [ev for ev in history if matches(ev, root, since_iso)]
-        for ev in shown:
-            show(ev)
-        if not follow and not shown and not as_json:
+        if as_json and not follow:
+            emit_json({"root": root, "since": since_iso, "events": shown})
+        else:
+            for ev in shown:
+                show(ev)
+        if not follow and not shown and not (as_json or json_lines):
             say(f"no OOM events for {root}", err=True)
     if not follow:
         return
@@ -206,6 +227,14 @@ def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str
 @click.command()
 @click.argument("cgroups", nargs=-1, type=CgroupName())
 @click.option(
+    "--pid",
+    "pids",
+    type=AsciiInt(),
+    multiple=True,
+    metavar="PID",
+    help="Also show the memory cgroup of PID (repeatable).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json", "prometheus"]),
@@ -214,7 +243,9 @@ def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str
 )
 @output_options
 @pass_env
-def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -> None:
+def counters(
+    env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], fmt: str | None, out: Output
+) -> None:
     """OOM kill counters of each CGROUP (default: every memory cgroup).
 
     local / hierarchical: the kernel's counters.  by_cause: kills of tasks in the
@@ -228,8 +259,17 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
     from memcgctl.events import merge_history
     from memcgctl.kmsg import usec_to_iso
 
+    if fmt == "prometheus" and (out.json or out.plain):
+        raise UsageProblem(
+            "--format prometheus prints the exposition format: not with --json or --plain"
+        )
+    if fmt == "json" and out.plain:
+        raise UsageProblem("--format json and --plain: give one of them")
     fs = env.fs
-    cgs = [fs.resolve(c) for c in cgroups] if cgroups else list(fs.walk("/"))
+    cgs = [fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
+    if not cgroups and not pids:
+        cgs = list(fs.walk("/"))
+    cgs = list(dict.fromkeys(cgs))
     recorder = _Recorder(env)
     boot_id = env.proc.boot_id()
     # kills up to the cursor are in the journal already: parse only what came after
