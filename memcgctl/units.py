@@ -77,6 +77,22 @@ def format_duration_ms(ms: int | None) -> str:
     return f"{ms}ms"
 
 
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.ASCII | re.I)
+_SIZE_FACTOR = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """``64M``, ``1.5G``, ``512KiB``, ``1048576`` (bytes) → bytes, as ``systemd-run -p
+    MemoryMax=`` takes them (binary multiples)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise UsageProblem(f"{text!r}: {what} is not a size (use e.g. 64M, 1.5G, 512K)")
+    value = int(float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()])
+    if value <= 0:
+        raise UsageProblem(f"{text!r}: {what} must be more than 0")
+    return value
+
+
 def parse_badness(text: str) -> int | None:
     """0–1000, or ``default`` (None) to clear."""
     t = text.strip().lower()

@@ -49,3 +49,23 @@ def test_v2_kill_all_at_memory_high_is_user_kill(cgroups: TestCgroups, tmp_path:
     assert r.exit_code == 0, r.output
     users = [c["by_cause"]["user"] for c in json.loads(r.stdout)["cgroups"]]
     assert users == [1, 0]
+
+
+def test_v2_run_sets_memory_max_and_high_before_cmd(cgroups: TestCgroups, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    job = cgroups.parent + "/runjob"
+    d = cgroups.path(job)
+    p = subprocess.run(
+        [
+            sys.executable, "-m", "memcgctl", "run", "-c", job, "--memory-max", "48M",
+            "--memory-high", "32M", "--", "sh", "-c", f"cat {d}/memory.max {d}/memory.high",
+        ],
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        env={**os.environ, "MEMCGCTL_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(48 * MIB), str(32 * MIB)]
