@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from memcgctl.commands.common import AsciiInt, CgroupName, dry_run_option, pass_env, pid_option
+from memcgctl.commands.common import (
+    CgroupName,
+    PidParam,
+    dry_run_option,
+    pass_env,
+    pid_option,
+)
 from memcgctl.constants import BADNESS_DEFAULT
 from memcgctl.env import Env
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
@@ -116,7 +122,7 @@ def _complete_target(
 
 @click.command("set-badness")
 @click.argument("args", nargs=-1, metavar="[TARGET] VALUE", shell_complete=_complete_target)
-@click.option("--pid", type=AsciiInt(), default=None, help="Set the badness of process PID.")
+@click.option("--pid", type=PidParam(), default=None, help="Set the badness of process PID.")
 @namespace_option
 @dry_run_option
 @output_options
@@ -172,7 +178,7 @@ def set_badness(
 @click.command("get-badness")
 @click.argument("targets", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @click.option(
-    "--pid", "pids", type=AsciiInt(), multiple=True, help="Show process PID (repeatable)."
+    "--pid", "pids", type=PidParam(), multiple=True, help="Show process PID (repeatable)."
 )
 @output_options
 @pass_env
@@ -294,7 +300,7 @@ def set_delay(
 @click.option(
     "--pid",
     "pids",
-    type=AsciiInt(),
+    type=PidParam(),
     multiple=True,
     metavar="PID",
     help="Show the memory cgroup of PID (repeatable).",

@@ -14,7 +14,14 @@ from memcgctl.actions.kill import (
     signal_name,
     user_kill_records,
 )
-from memcgctl.commands.common import CgroupName, Seconds, dry_run_option, pass_env, pid_option
+from memcgctl.commands.common import (
+    CgroupName,
+    Seconds,
+    complete_signal,
+    dry_run_option,
+    pass_env,
+    pid_option,
+)
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
 from memcgctl.journal import Journal
@@ -36,6 +43,7 @@ def _survivor_text(report: KillReport, limit: int = 10) -> str:
     default="KILL",
     show_default=True,
     metavar="SIG",
+    shell_complete=complete_signal,
     help="Signal to send: KILL, TERM, INT, 9, ...",
 )
 @click.option(
