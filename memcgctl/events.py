@@ -31,6 +31,9 @@ KERNEL_KILL_KINDS = frozenset({"oom_kill"})
 # cgroup notifications the follower sees itself; the journal's copies (the daemon
 # journals them too) would print each twice
 LIVE_NOTIFICATION_KINDS = frozenset({"under_oom", "oom_resolved", *V2_EVENT_KEYS}) - {"oom_kill"}
+# notifications wait this long for the kernel log's record of the same OOM (flush())
+NOTIFICATION_HOLD_S = 0.03
+HELD_SOURCES = frozenset({"eventfd", "memory.events"})
 # without inotify, how often --follow looks at the journal file
 JOURNAL_POLL_S = 0.25
 
@@ -211,7 +214,8 @@ class Follower:
         # kernel oom_kill counters of watched cgroups, to find the cgroup of a kill
         # whose report (and summary line) the kernel rate-limited away
         self.kill_counts: dict[str, int] = {}
-        self.pending: list[Event] = []
+        # (event, monotonic time it may be emitted): see flush()
+        self.pending: list[tuple[Event, float]] = []
         self.seen_dedup: set[str] = set()
         self.last_signal: dict[str, float] = {}  # cg -> monotonic time of its last eventfd
         self._in_step = False
@@ -296,14 +300,37 @@ class Follower:
                 return
             self.seen_dedup.add(str(key))
         if matches(ev, self.root, None):
-            self.pending.append(ev)
+            held = self.kmsg is not None and ev.get("source") in HELD_SOURCES
+            self.pending.append((ev, time.monotonic() + (NOTIFICATION_HOLD_S if held else 0.0)))
 
-    def flush(self) -> None:
-        """Emit the queued events in time order."""
-        batch, self.pending = self.pending, []
-        batch.sort(key=lambda e: str(e.get("time", "")))
-        for ev in batch:
+    def flush(self, force: bool = False) -> None:
+        """Emit the queued events that are due, in time order.
+
+        A cgroup notification is stamped when it is read, a few ms after the kernel
+        signalled it, and the kill the kernel logs meanwhile may reach the kmsg fd after
+        it: notifications wait ``NOTIFICATION_HOLD_S`` for the kernel log to catch up,
+        and nothing stamped later than a waiting one is emitted before it."""
+        now = time.monotonic()
+        waiting = [str(ev.get("time", "")) for ev, due in self.pending if due > now and not force]
+        cutoff = min(waiting) if waiting else None
+        out: list[Event] = []
+        keep: list[tuple[Event, float]] = []
+        for ev, due in self.pending:
+            ready = force or due <= now
+            if ready and (cutoff is None or str(ev.get("time", "")) < cutoff):
+                out.append(ev)
+            else:
+                keep.append((ev, due))
+        self.pending = keep
+        out.sort(key=lambda e: str(e.get("time", "")))
+        for ev in out:
             self.emit(ev)
+
+    def next_due(self) -> float | None:
+        """Seconds until the next queued event is due (None: nothing queued)."""
+        if not self.pending:
+            return None
+        return max(min(due for _, due in self.pending) - time.monotonic(), 0.0)
 
     # -- watches -----------------------------------------------------------------------
     def rescan(self) -> None:
@@ -408,6 +435,9 @@ class Follower:
             timeout = min(timeout, self.resolve_check_s)
         if self.journal_tail is not None and self.journal_watch is None:
             timeout = min(timeout, JOURNAL_POLL_S)  # no inotify: look at the file
+        due = self.next_due()
+        if due is not None:
+            timeout = min(timeout, due)
         ready = self.poller.poll(timeout * 1000)
         self._in_step = True
         try:
@@ -445,6 +475,7 @@ class Follower:
             self.step()
 
     def close(self) -> None:
+        self.flush(force=True)
         for cg in list(self.v1) + list(self.v2):
             self._drop(cg)
         if self.journal_watch is not None:
