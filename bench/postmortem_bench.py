@@ -112,7 +112,7 @@ def main() -> int:
             reports = generate(log, mb)
             size = log.stat().st_size / 1e6
             for name, args in (
-                ("events --from --json", ["events", "--from", str(log), "--json"]),
+                ("events --from --json-lines", ["events", "--from", str(log), "--json-lines"]),
                 ("explain-kill --from --json", ["explain-kill", "--from", str(log), "--json"]),
             ):
                 wall, rss, lines = run(args)

@@ -368,14 +368,22 @@ def _run(args: list[str], stdin: bytes | None = None) -> Any:
 
 
 def test_events_from_stdin_json_lines(tmp_path: Path) -> None:
-    r = _run(["events", "--from", "-", "--json"], _log("syslog"))
+    r = _run(["events", "--from", "-", "--json-lines"], _log("syslog"))
     assert r.exit_code == 0
     docs = [json.loads(line) for line in r.output.splitlines()]
     assert [d["pid"] for d in docs if d["kind"] == "oom_kill"] == [4242]
-    r = _run(["events", "/batch", "--from", "-", "--json"], _log("syslog"))
+    r = _run(["events", "/batch", "--from", "-", "--json-lines"], _log("syslog"))
     assert r.output.strip()
-    r = _run(["events", "/other", "--from", "-", "--json"], _log("syslog"))
+    r = _run(["events", "/other", "--from", "-", "--json-lines"], _log("syslog"))
     assert r.output.strip() == ""
+
+
+def test_events_from_json_is_one_document() -> None:
+    doc = json.loads(_run(["events", "--from", "-", "--json"], _log("syslog")).output)
+    assert doc["from"] == "-" and doc["root"] == "/"
+    assert [e["pid"] for e in doc["events"] if e["kind"] == "oom_kill"] == [4242]
+    doc = json.loads(_run(["events", "/other", "--from", "-", "--json"], _log("syslog")).output)
+    assert doc["events"] == []
 
 
 def test_events_from_usage_errors(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_saved_logs_give_the_live_kill(cgroups: TestCgroups, tmp_path: Path) -> 
     for name, data in saved.items():
         path = tmp_path / f"{name}.log"
         path.write_bytes(data)
-        r = CliRunner().invoke(cli, ["events", "--from", str(path), "--json"])
+        r = CliRunner().invoke(cli, ["events", "--from", str(path), "--json-lines"])
         assert r.exit_code == 0, r.output
         assert _kills(r.output, grower.pid) == want, name
         x = CliRunner().invoke(
