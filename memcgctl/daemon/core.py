@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT
+from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision
 
@@ -106,12 +106,9 @@ class Watch:
     freeze_failed: bool = False  # v2: freezing was refused in this episode: not again
     next_check: float | None = None
     check_step: float = 0.0
-    plan: Decision | None = None  # the victim chosen ahead of the deadline
-    plan_at: float = 0.0
+    plan: Decision | None = None  # the victim chosen just before the deadline
 
 
-PLAN_EVERY = 0.25  # a standing plan outside an episode is refreshed this often at most
-PLAN_MAX_AGE = 1.0  # an older plan is not used
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
 MAX_CHECK = 0.1
 _SOURCE = {"oom": "memory.oom_control", "valve": "memory.events", "host": "meminfo"}
@@ -219,13 +216,6 @@ class DaemonCore:
         elif level.state != CRITICAL and w.frozen and (w.episode_start is None or w.rounds):
             # thaw once the victim's death took the domain off the critical line
             self._thaw(w)
-        if level.state == CLEAR and w.episode_start is None and self.clock is not None:
-            # close to the line (only the host is watched there): keep a victim ready,
-            # refreshed at most every ten selection times (at least every 250 ms)
-            if w.plan is None or now - w.plan_at > max(PLAN_EVERY, 10 * self.prep_s):
-                w.plan, w.plan_at = self._decide(w), now
-        elif level.state == RECOVERED:
-            w.plan = None
         self._schedule(w, now, level)
 
     def _critical(self, w: Watch) -> None:
@@ -268,8 +258,6 @@ class DaemonCore:
         w.episode_start = now
         w.adopted = adopt
         w.cut_short = w.freeze_failed = False
-        if w.delay_ms and not adopt:
-            w.plan = None  # there is time to choose afresh just before the deadline
 
     def _resolved(self, w: Watch, now: float) -> None:
         assert w.episode_start is not None
@@ -297,7 +285,7 @@ class DaemonCore:
             if w.episode_start is not None and now >= self._due(w):
                 self._act(w, now)
             elif w.episode_start is not None and w.plan is None and now >= self._prep_at(w):
-                w.plan, w.plan_at = self._decide(w), now
+                w.plan = self._decide(w)
             if w.episode_start is not None:
                 deadlines.append(self._due(w))
                 if w.plan is None and self.clock is not None:
@@ -339,9 +327,7 @@ class DaemonCore:
             return
         decision, w.plan = w.plan, None
         if decision is not None and (
-            decision.victim is None
-            or now - w.plan_at > PLAN_MAX_AGE
-            or not self.ports.alive([decision.victim.pid])
+            decision.victim is None or not self.ports.alive([decision.victim.pid])
         ):
             decision = None  # planned, but the world moved: choose again
         for attempt in range(2):
