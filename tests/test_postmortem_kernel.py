@@ -71,7 +71,7 @@ def test_saved_logs_give_the_live_kill(cgroups: TestCgroups, tmp_path: Path) -> 
     grower = cgroups.spawn(cg, [sys.executable, str(HELPERS / "grow.py"), "1024", "200"])
     assert grower.wait(timeout=60) == -9
     state = ["--state-dir", str(tmp_path / "state")]
-    live = CliRunner().invoke(cli, [*state, "events", cg, "--json"])
+    live = CliRunner().invoke(cli, [*state, "events", cg, "--json-lines"])
     assert live.exit_code == 0, live.output
     want = _kills(live.output, grower.pid)
     assert len(want) == 1 and want[0]["cgroup"] == cg
