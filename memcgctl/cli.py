@@ -142,6 +142,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "events": "memcgctl.commands.events:events",
     "counters": "memcgctl.commands.events:counters",
     "run": "memcgctl.commands.run:run",
+    "kube": "memcgctl.commands.kube:kube",
 }
 
 

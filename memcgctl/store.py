@@ -78,6 +78,14 @@ def read_setting(fs: CgroupFs, cg: str, key: str) -> Setting:
     return Setting(None, "default")
 
 
+def read_namespace(fs: CgroupFs, cg: str, key: str, namespace: str) -> int | None:
+    """The value of ``<namespace>.<key>`` alone (None: unset or not a valid value);
+    for a writer that owns that one attribute (``memcgctl kube``)."""
+    if namespace not in NAMESPACES:
+        raise ValueError(namespace)
+    return _parse(fs.get_xattr(cg, f"{namespace}.{key}"), key)
+
+
 def default_namespace() -> str:
     """trusted.* needs CAP_SYS_ADMIN; everyone else writes user.* on what they own."""
     return "trusted" if os.geteuid() == 0 else "user"
