@@ -208,3 +208,15 @@ def test_agent_follows_pods_and_survives_the_kubelet_going_away(
     assert len([ln for ln in lines if "reachable again" in ln]) == 1
     assert "Traceback" not in err
     assert f"for {late.label}" in out
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b"[" * 100_000, b'{"kind": "NodeList", "items": []}']
+)
+def test_garbage_from_the_source_is_one_line(
+    fake_v1: FakeHost, token_file: Path, body: bytes
+) -> None:
+    with fake_kubelet([body], TOKEN) as k:
+        code, out, err = run(fake_v1, k.url + "/pods", token_file)
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("memcgctl: ")

@@ -7,6 +7,7 @@ by the kubelet (about hourly), so a token read once at start-up would expire.
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import urllib.error
 import urllib.parse
@@ -88,7 +89,8 @@ class PodSource:
             raise SourceUnavailable(f"{where}: HTTP {exc.code} {exc.reason}") from exc
         except urllib.error.URLError as exc:
             raise SourceUnavailable(f"{where}: {exc.reason}") from exc
-        except (OSError, ValueError) as exc:  # timeouts, resets, a malformed URL
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # timeouts, resets, a truncated body, a malformed URL
             raise SourceUnavailable(f"{where}: {exc}") from exc
         if len(data) > MAX_RESPONSE:
             raise SourceUnavailable(f"{where}: response larger than {MAX_RESPONSE >> 20} MiB")
