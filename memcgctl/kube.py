@@ -39,6 +39,8 @@ from memcgctl.errors import UsageProblem
 
 ANNOTATION_BADNESS = "memcgctl.io/badness"
 ANNOTATION_DELAY = "memcgctl.io/oom-delay"
+# memcgctl.io/badness.<container name>: the badness of one container's cgroup
+ANNOTATION_CONTAINER_PREFIX = ANNOTATION_BADNESS + "."
 # A static pod's mirror in the API server has its own uid; the kubelet (and the pod's
 # cgroup) know the static pod by the hash this annotation holds.
 ANNOTATION_MIRROR = "kubernetes.io/config.mirror"
@@ -70,6 +72,7 @@ class Pod:
     priority_class: str
     qos: str
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    containers: Mapping[str, str] = field(default_factory=dict, compare=False)  # name -> id
 
     @property
     def label(self) -> str:
@@ -101,6 +104,16 @@ def parse_pod(item: object) -> Pod:
     priority = spec.get("priority")
     if priority is not None and (type(priority) is not int or abs(priority) > 2**31):
         raise ValueError(f"spec.priority {priority!r} is not a 32-bit integer")
+    containers: dict[str, str] = {}
+    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        statuses = status.get(key)
+        for st in statuses if isinstance(statuses, list) else []:
+            if not isinstance(st, dict):
+                continue
+            name, cid = _str(st.get("name")), _str(st.get("containerID"))
+            m = _CONTAINER_ID.fullmatch(cid.partition("://")[2])
+            if name and m is not None:
+                containers[name] = m.group(0).lower()
     return Pod(
         uid=uid.lower(),
         namespace=_str(meta.get("namespace")),
@@ -109,6 +122,7 @@ def parse_pod(item: object) -> Pod:
         priority_class=_str(spec.get("priorityClassName")),
         qos=_str(status.get("qosClass")),
         annotations=annotations,
+        containers=containers,
     )
 
 
@@ -186,6 +200,7 @@ class PodSettings:
     badness_source: str  # "annotation" | "priority"
     delay_ms: int | None  # None: no delay (the xattr is removed)
     problems: tuple[str, ...] = ()
+    containers: Mapping[str, int] = field(default_factory=dict)  # container name -> badness
 
 
 def pod_settings(pod: Pod) -> PodSettings:
@@ -206,7 +221,15 @@ def pod_settings(pod: Pod) -> PodSettings:
             delay = parse_delay_annotation(raw)
         except ValueError as exc:
             problems.append(f"{pod.label}: {exc}; no delay")
-    return PodSettings(badness, source, delay, tuple(problems))
+    containers: dict[str, int] = {}
+    for key, raw in sorted(pod.annotations.items()):
+        if key.startswith(ANNOTATION_CONTAINER_PREFIX):
+            name = key[len(ANNOTATION_CONTAINER_PREFIX) :]
+            try:
+                containers[name] = parse_badness_annotation(raw)
+            except ValueError:
+                problems.append(f"{pod.label}: {key}={raw!r}: not an integer 0-1000; ignored")
+    return PodSettings(badness, source, delay, tuple(problems), containers)
 
 
 # -- pod cgroups of both kubelet drivers --------------------------------------------
@@ -220,6 +243,18 @@ _SYSTEMD_POD = re.compile(
 # cgroupfs driver: kubepods/burstable/pod<uid>, kubepods/pod<uid>
 _CGROUPFS_POD = re.compile(r"pod([0-9a-fA-F][0-9a-fA-F-]{7,63})", re.ASCII)
 _TIER = {"burstable": QOS_BURSTABLE, "besteffort": QOS_BESTEFFORT}
+# A container's id in status.containerStatuses ("containerd://<id>") and its cgroup below
+# the pod's: <runtime>-<id>.scope (systemd driver), <id> or crio-<id> (cgroupfs)
+_CONTAINER_ID = re.compile(r"[0-9a-fA-F]{12,128}", re.ASCII)
+_CONTAINER_DIR = re.compile(
+    r"(?:(?:cri-containerd|docker|crio|cri-o)-)?([0-9a-f]{12,128})(?:\.scope)?", re.ASCII
+)
+
+
+def parse_container_dir(name: str) -> str | None:
+    """The container id a cgroup directory below a pod cgroup is named after."""
+    m = _CONTAINER_DIR.fullmatch(name)
+    return m.group(1) if m is not None else None
 
 
 @dataclass(frozen=True)
@@ -229,6 +264,7 @@ class PodCgroup:
     qos: str  # the QoS tier the kubelet put it in
     driver: str  # "systemd" | "cgroupfs"
     tier: str | None  # the QoS-tier cgroup holding it (None: Guaranteed, directly in kubepods)
+    containers: tuple[tuple[str, str], ...] = ()  # (container id, its cgroup path)
 
 
 def parse_pod_cgroup(path: str) -> PodCgroup | None:
@@ -301,8 +337,9 @@ class Plan:
 def reconcile(
     pods: Iterable[Pod], cgroups: Iterable[PodCgroup], current: Mapping[str, Current]
 ) -> Plan:
-    """The changes that make every pod cgroup carry its pod's settings, and every QoS
-    tier cgroup the lowest badness among the pods it holds (so that the hierarchical
+    """The changes that make every pod cgroup carry its pod's settings, every container
+    cgroup the badness its ``memcgctl.io/badness.<name>`` annotation asks for (none
+    without one), and every QoS tier cgroup the lowest badness among the pods it holds (so that the hierarchical
     walk descends into the tier that holds the node's lowest-priority pod).
 
     A cgroup whose uid is not in ``pods`` (a pod not yet listed, or gone) is left
@@ -326,6 +363,14 @@ def reconcile(
             changes.append(Change(pc.path, BADNESS_KEY, now.badness, want.badness, why))
         if now.delay_ms != want.delay_ms:
             changes.append(Change(pc.path, DELAY_KEY, now.delay_ms, want.delay_ms, pod.label))
+        by_id = {cid: name for name, cid in pod.containers.items()}
+        for cid, path in pc.containers:
+            name = by_id.get(cid)
+            wanted = want.containers.get(name) if name is not None else None
+            held = current.get(path, Current(None, None)).badness
+            if held != wanted:
+                why = f"{pod.label} container {name or cid[:12]}"
+                changes.append(Change(path, BADNESS_KEY, held, wanted, why))
         if pc.tier is not None:
             best = tier_min.get(pc.tier)
             if best is None or want.badness < best[0]:

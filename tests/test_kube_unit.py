@@ -268,3 +268,64 @@ def test_reconcile_sets_pods_and_tiers_and_nothing_else() -> None:
         (f"/kubepods/burstable/pod{high.uid}", DELAY_KEY, None),
         (tier, BADNESS_KEY, b(high).badness),
     }
+
+
+# -- containers, by annotation ----------------------------------------------------
+
+CID = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    "name,cid",
+    [
+        (f"cri-containerd-{CID}.scope", CID),
+        (f"docker-{CID}.scope", CID),
+        (f"crio-{CID}.scope", CID),
+        (CID, CID),
+        (f"crio-{CID}", CID),
+        ("cri-containerd-xyz.scope", None),
+        ("init.scope", None),
+        (f"{CID}.slice", None),
+    ],
+)
+def test_container_dirs(name: str, cid: str | None) -> None:
+    from memcgctl.kube import parse_container_dir
+
+    assert parse_container_dir(name) == cid
+
+
+def test_container_badness_by_annotation() -> None:
+    item = {
+        "metadata": {
+            "uid": "aaaaaaaa-0001",
+            "name": "web",
+            "namespace": "ns",
+            "annotations": {"memcgctl.io/badness.sidecar": "20", "memcgctl.io/badness.app": "x"},
+        },
+        "status": {
+            "qosClass": "Burstable",
+            "containerStatuses": [
+                {"name": "app", "containerID": f"containerd://{CID}"},
+                {"name": "sidecar", "containerID": "containerd://" + "f" * 64},
+                {"name": "waiting"},  # no id yet
+            ],
+        },
+    }
+    pods, _ = parse_pod_list({"items": [item]})
+    (pod,) = pods
+    assert pod.containers == {"app": CID, "sidecar": "f" * 64}
+    s = pod_settings(pod)
+    assert s.containers == {"sidecar": 20} and len(s.problems) == 1
+    base = f"/kubepods/burstable/pod{pod.uid}"
+    pc = _cg(base)
+    sidecar, app, sandbox = f"{base}/{'f' * 64}", f"{base}/{CID}", f"{base}/{'e' * 64}"
+    pc = PodCgroup(
+        pc.path, pc.uid, pc.qos, pc.driver, pc.tier,
+        (("f" * 64, sidecar), (CID, app), ("e" * 64, sandbox)),
+    )  # fmt: skip
+    current = {app: Current(7, None), sandbox: Current(None, None)}
+    got = {
+        (c.cgroup, c.new) for c in reconcile([pod], [pc], current).changes if c.key == BADNESS_KEY
+    }
+    assert (sidecar, 20) in got and (app, None) in got  # set; a stale value removed
+    assert not any(cg == sandbox for cg, _ in got)

@@ -11,9 +11,17 @@ cgroups below the pods are never visited.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from memcgctl.errors import NoSuchCgroup, Vanished
-from memcgctl.kube import BADNESS_KEY, Change, Current, PodCgroup, parse_pod_cgroup
+from memcgctl.kube import (
+    BADNESS_KEY,
+    Change,
+    Current,
+    PodCgroup,
+    parse_container_dir,
+    parse_pod_cgroup,
+)
 from memcgctl.readers.cgroupfs import CgroupFs
 from memcgctl.store import BADNESS, OOM_DELAY, read_namespace, write_setting
 
@@ -45,19 +53,29 @@ def find_kubepods_roots(fs: CgroupFs, depth: int = SEARCH_DEPTH) -> list[str]:
     return sorted(roots)
 
 
+def _with_containers(fs: CgroupFs, pc: PodCgroup) -> PodCgroup:
+    containers = []
+    for kid in _children(fs, pc.path):
+        cid = parse_container_dir(_name(kid))
+        if cid is not None:
+            containers.append((cid, kid))
+    return replace(pc, containers=tuple(containers))
+
+
 def discover_pod_cgroups(fs: CgroupFs) -> list[PodCgroup]:
-    """Every pod cgroup of either driver under every kubelet root found."""
+    """Every pod cgroup of either driver under every kubelet root found, with the
+    container cgroups directly below it."""
     found: list[PodCgroup] = []
     for root in find_kubepods_roots(fs):
         for kid in _children(fs, root):
             pc = parse_pod_cgroup(kid)
             if pc is not None:
-                found.append(pc)
+                found.append(_with_containers(fs, pc))
                 continue
             for grandkid in _children(fs, kid):  # a QoS tier
                 pc = parse_pod_cgroup(grandkid)
                 if pc is not None:
-                    found.append(pc)
+                    found.append(_with_containers(fs, pc))
     return found
 
 

@@ -101,6 +101,7 @@ class Agent:
         fs = self.env.fs
         cgroups = discover_pod_cgroups(fs)
         paths = {c.path for c in cgroups} | {c.tier for c in cgroups if c.tier is not None}
+        paths |= {path for c in cgroups for _, path in c.containers}
         plan = reconcile(self.pods, cgroups, read_current(fs, sorted(paths), self.namespace))
         for problem in plan.problems:
             self._warn_once(problem)
