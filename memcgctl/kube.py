@@ -307,7 +307,18 @@ def is_kubepods_dir(name: str) -> bool:
 
 # -- reconcile ----------------------------------------------------------------------
 
-BADNESS_KEY, DELAY_KEY = "badness", "oom_delay_ms"
+BADNESS_KEY, DELAY_KEY, POD_KEY = "badness", "oom_delay_ms", "pod"
+POD_LABEL_MAX = 320
+
+
+def pod_label_ok(label: str) -> bool:
+    """A label ``predict-victim --explain`` will show: ASCII, printable, one slash."""
+    return (
+        len(label) <= POD_LABEL_MAX
+        and label.isascii()
+        and label.isprintable()
+        and label.count("/") == 1
+    )
 
 
 @dataclass(frozen=True)
@@ -316,14 +327,15 @@ class Current:
 
     badness: int | None
     delay_ms: int | None
+    pod: str | None = None
 
 
 @dataclass(frozen=True)
 class Change:
     cgroup: str
-    key: str  # BADNESS_KEY | DELAY_KEY
-    old: int | None
-    new: int | None  # None: remove
+    key: str  # BADNESS_KEY | DELAY_KEY | POD_KEY
+    old: int | str | None
+    new: int | str | None  # None: remove
     why: str  # the pod (namespace/name) or the tier's reason
 
 
@@ -363,6 +375,8 @@ def reconcile(
             changes.append(Change(pc.path, BADNESS_KEY, now.badness, want.badness, why))
         if now.delay_ms != want.delay_ms:
             changes.append(Change(pc.path, DELAY_KEY, now.delay_ms, want.delay_ms, pod.label))
+        if now.pod != pod.label and pod_label_ok(pod.label):
+            changes.append(Change(pc.path, POD_KEY, now.pod, pod.label, pod.label))
         by_id = {cid: name for name, cid in pod.containers.items()}
         for cid, path in pc.containers:
             name = by_id.get(cid)

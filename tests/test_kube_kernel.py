@@ -62,6 +62,7 @@ def test_kube_once_on_the_real_hierarchy(cgroups: TestCgroups, tmp_path: Path, d
         want = pod_settings(by_label[label])
         d = root / rel
         assert int(os.getxattr(d, "trusted.memcgctl.badness")) == want.badness, label
+        assert os.getxattr(d, "trusted.memcgctl.pod") == label.encode()
         if want.delay_ms is not None:
             assert int(os.getxattr(d, "trusted.memcgctl.oom_delay_ms")) == want.delay_ms
         container = root / container_dir(driver, rel)
@@ -76,3 +77,8 @@ def test_kube_once_on_the_real_hierarchy(cgroups: TestCgroups, tmp_path: Path, d
     assert r.returncode == 0, r.stderr
     victim = json.loads(r.stdout)["victim"]
     assert victim["pid"] == small.pid, victim
+    # --explain names the pods next to their cgroups
+    r = memcgctl(root, "predict-victim", "--explain", "--plain")
+    assert r.returncode == 0, r.stderr
+    chosen = [ln for ln in r.stdout.splitlines() if "(pod " in ln and "chosen" in ln]
+    assert len(chosen) == 1 and f"(pod {lowest})" in chosen[0], r.stdout

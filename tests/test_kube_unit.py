@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from memcgctl.kube import (
     BADNESS_KEY,
     DELAY_KEY,
+    POD_KEY,
     QOS_BESTEFFORT,
     QOS_BURSTABLE,
     QOS_GUARANTEED,
@@ -20,6 +22,7 @@ from memcgctl.kube import (
     SYSTEM_NODE_CRITICAL,
     USER_PRIORITY_MAX,
     USER_PRIORITY_MIN,
+    Change,
     Current,
     Pod,
     PodCgroup,
@@ -245,22 +248,19 @@ def test_reconcile_sets_pods_and_tiers_and_nothing_else() -> None:
     plan = reconcile([low, high, guaranteed], cgs, {})
     got = {(c.cgroup, c.key): c.new for c in plan.changes}
     b = pod_settings
+    pods = [low, high, guaranteed]
     assert got == {
         (f"/kubepods/burstable/pod{low.uid}", BADNESS_KEY): b(low).badness,
         (f"/kubepods/burstable/pod{high.uid}", BADNESS_KEY): b(high).badness,
         (f"/kubepods/burstable/pod{high.uid}", DELAY_KEY): 1000,
         (f"/kubepods/pod{guaranteed.uid}", BADNESS_KEY): b(guaranteed).badness,
         (tier, BADNESS_KEY): b(low).badness,
+        **{(c.path, POD_KEY): p.label for c, p in zip(cgs, pods, strict=False)},
     }
     assert set(plan.matched) == {c.path for c in cgs[:3]}
     # once applied, nothing more to do
-    current = {cg: Current(None, None) for cg, _ in got}
-    for (cg, key), new in got.items():
-        old = current[cg]
-        current[cg] = (
-            Current(new, old.delay_ms) if key == BADNESS_KEY else Current(old.badness, new)
-        )
-    assert reconcile([low, high, guaranteed], cgs, current).changes == []
+    current = applied({}, plan.changes)
+    assert reconcile(pods, cgs, current).changes == []
     # the delay annotation removed: the delay goes; the pod gone: its tier follows the rest
     high2 = _pod(high.uid, prio=1000, qos=QOS_BURSTABLE)
     changes = reconcile([high2, guaranteed], cgs, current).changes
@@ -268,6 +268,30 @@ def test_reconcile_sets_pods_and_tiers_and_nothing_else() -> None:
         (f"/kubepods/burstable/pod{high.uid}", DELAY_KEY, None),
         (tier, BADNESS_KEY, b(high).badness),
     }
+
+
+def applied(current: dict[str, Current], changes: list[Change]) -> dict[str, Current]:
+    out = dict(current)
+    for c in changes:
+        now = out.get(c.cgroup, Current(None, None))
+        if c.key == POD_KEY:
+            assert c.new is None or isinstance(c.new, str)
+            out[c.cgroup] = replace(now, pod=c.new)
+        else:
+            assert c.new is None or isinstance(c.new, int)
+            if c.key == BADNESS_KEY:
+                out[c.cgroup] = replace(now, badness=c.new)
+            else:
+                out[c.cgroup] = replace(now, delay_ms=c.new)
+    return out
+
+
+def test_pod_labels_only_when_sane() -> None:
+    from memcgctl.kube import pod_label_ok
+
+    assert pod_label_ok("kube-system/coredns-5dd5756b68-2zrhr")
+    for bad in ("a/b/c", "noslash", "ns/\x1b[31mred", "ns/" + "x" * 400, "ns/ünï"):
+        assert not pod_label_ok(bad)
 
 
 # -- containers, by annotation ----------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import replace
 from memcgctl.errors import NoSuchCgroup, Vanished
 from memcgctl.kube import (
     BADNESS_KEY,
+    POD_KEY,
     Change,
     Current,
     PodCgroup,
@@ -23,7 +24,7 @@ from memcgctl.kube import (
     parse_pod_cgroup,
 )
 from memcgctl.readers.cgroupfs import CgroupFs
-from memcgctl.store import BADNESS, OOM_DELAY, read_namespace, write_setting
+from memcgctl.store import BADNESS, OOM_DELAY, POD, read_namespace, read_pod, write_setting
 
 KUBEPODS_ROOTS = ("kubepods", "kubepods.slice")
 SEARCH_DEPTH = 3  # how deep below the hierarchy root a kubelet root may sit
@@ -87,6 +88,7 @@ def read_current(fs: CgroupFs, cgroups: Iterable[str], namespace: str) -> dict[s
             out[cg] = Current(
                 read_namespace(fs, cg, BADNESS, namespace),
                 read_namespace(fs, cg, OOM_DELAY, namespace),
+                read_pod(fs, cg, namespace),
             )
         except Vanished:
             continue
@@ -95,9 +97,19 @@ def read_current(fs: CgroupFs, cgroups: Iterable[str], namespace: str) -> dict[s
 
 def apply_change(fs: CgroupFs, change: Change, namespace: str) -> bool:
     """Write one change; False when the cgroup vanished meanwhile (the pod went)."""
-    key = _XATTR_KEY.get(change.key, OOM_DELAY)
     try:
-        write_setting(fs, change.cgroup, key, change.new, namespace)
+        if change.key == POD_KEY:
+            name = f"{namespace}.{POD}"
+            if change.new is None:
+                fs.remove_xattr(change.cgroup, name)
+            else:
+                fs.set_xattr(change.cgroup, name, str(change.new).encode("ascii"))
+        else:
+            value = change.new
+            assert value is None or isinstance(value, int)
+            write_setting(
+                fs, change.cgroup, _XATTR_KEY.get(change.key, OOM_DELAY), value, namespace
+            )
     except (NoSuchCgroup, Vanished):
         return False
     return True

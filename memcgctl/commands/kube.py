@@ -20,7 +20,7 @@ from memcgctl.actions.kubesync import apply_change, discover_pod_cgroups, read_c
 from memcgctl.commands.common import Seconds, dry_run_option, pass_env
 from memcgctl.env import Env
 from memcgctl.errors import UsageProblem
-from memcgctl.kube import BADNESS_KEY, Change, Pod, reconcile
+from memcgctl.kube import BADNESS_KEY, POD_KEY, Change, Pod, reconcile
 from memcgctl.readers.kubeapi import (
     DEFAULT_KUBELET_URL,
     SERVICE_ACCOUNT_DIR,
@@ -40,19 +40,23 @@ def log(priority: int, message: str) -> None:
     click.echo(printable(f"<{priority}>kube: {message}"), err=True)
 
 
-def _fmt(change: Change, value: int | None) -> str:
-    if change.key == BADNESS_KEY:
-        return "unset" if value is None else str(value)
-    return "off" if value is None else format_duration_ms(value)
+def _fmt(change: Change, value: int | str | None) -> str:
+    if value is None:
+        return "off" if change.key not in (BADNESS_KEY, POD_KEY) else "unset"
+    if isinstance(value, str) or change.key == BADNESS_KEY:
+        return str(value)
+    return format_duration_ms(value)
+
+
+_WHAT = {BADNESS_KEY: "badness", POD_KEY: "pod label"}
 
 
 def describe(change: Change, dry_run: bool) -> str:
     verb = "would set" if dry_run else "set"
-    what = "badness" if change.key == BADNESS_KEY else "OOM delay"
-    return (
-        f"{change.cgroup}: {verb} {what} {_fmt(change, change.new)}"
-        f" (was {_fmt(change, change.old)}) for {change.why}"
-    )
+    what = _WHAT.get(change.key, "OOM delay")
+    line = f"{change.cgroup}: {verb} {what} {_fmt(change, change.new)}"
+    line += f" (was {_fmt(change, change.old)})"
+    return line if change.key == POD_KEY else f"{line} for {change.why}"
 
 
 class Agent:

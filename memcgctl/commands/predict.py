@@ -104,7 +104,11 @@ def predict_victim(
         )
     else:
         if explain:
-            print_tree(out, explain_tree(decision, per_level=top or 5))
+            from memcgctl.store import pod_labels
+
+            walked = [c.cgroup.path for lv in decision.walk for c in lv.candidates if c.cgroup]
+            pods = pod_labels(env.fs, walked)
+            print_tree(out, explain_tree(decision, per_level=top or 5, pods=pods))
             click.echo("")
         for line in summary_lines(decision):
             say(line)
