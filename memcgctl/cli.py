@@ -143,6 +143,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "counters": "memcgctl.commands.events:counters",
     "run": "memcgctl.commands.run:run",
     "explain-kill": "memcgctl.commands.postmortem:explain_kill",
+    "kube": "memcgctl.commands.kube:kube",
 }
 
 

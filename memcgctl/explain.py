@@ -3,6 +3,7 @@ explanation tree (``--explain``) and the short text summary.  Pure: no I/O, no r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from memcgctl.model import ProcessInfo, Snapshot
@@ -133,7 +134,7 @@ def summary_lines(d: Decision) -> list[str]:
 # -- the explanation tree -------------------------------------------------------------
 
 
-def _candidate_label(c: Candidate, chosen: bool) -> str:
+def _candidate_label(c: Candidate, chosen: bool, pods: Mapping[str, str]) -> str:
     mark = CHOSEN if chosen else " "
     if c.process is not None:
         what = f"pid {c.process.pid} ({c.process.comm})"
@@ -142,13 +143,18 @@ def _candidate_label(c: Candidate, chosen: bool) -> str:
     else:
         assert c.cgroup is not None
         what = f"cgroup {_base(c.cgroup.path)}"
+        pod = pods.get(c.cgroup.path)
+        if pod is not None:
+            what += f" (pod {pod})"
         size = f"usage {format_bytes(c.cgroup.usage_bytes)}"
         src = "" if c.cgroup.badness_source == "default" else f" ({c.cgroup.badness_source})"
     verdict = f"skipped: {c.skip}" if c.skip is not None else c.note
     return f"{mark} {what}  badness {c.badness}{src} · {size} — {verdict}"
 
 
-def _level_nodes(walk: tuple[Level, ...], i: int, per_level: int) -> tuple[TreeNode, ...]:
+def _level_nodes(
+    walk: tuple[Level, ...], i: int, per_level: int, pods: Mapping[str, str]
+) -> tuple[TreeNode, ...]:
     level = walk[i]
     nodes: list[TreeNode] = []
     eligible = [c for c in level.candidates if c.skip is None]
@@ -160,12 +166,12 @@ def _level_nodes(walk: tuple[Level, ...], i: int, per_level: int) -> tuple[TreeN
         children: tuple[TreeNode, ...] = ()
         style = "dim" if c.skip is not None else ""
         if is_chosen and c.kind == "cgroup" and i + 1 < len(walk):
-            children = _level_nodes(walk, i + 1, per_level)
+            children = _level_nodes(walk, i + 1, per_level, pods)
             style = "bold"
         elif is_chosen and c.kind == "process":
             children = (TreeNode("the victim", style="bold red"),)
             style = "bold red"
-        nodes.append(TreeNode(_candidate_label(c, is_chosen), children, style))
+        nodes.append(TreeNode(_candidate_label(c, is_chosen, pods), children, style))
     hidden = len(eligible) - len(shown)
     if hidden > 0:
         nodes.append(TreeNode(f"… {hidden} more (raise --top to see them)", style="dim"))
@@ -181,16 +187,19 @@ def _level_nodes(walk: tuple[Level, ...], i: int, per_level: int) -> tuple[TreeN
     return tuple(nodes)
 
 
-def explain_tree(d: Decision, per_level: int = 5) -> TreeNode:
+def explain_tree(
+    d: Decision, per_level: int = 5, pods: Mapping[str, str] | None = None
+) -> TreeNode:
     """The walk drawn as a tree: each level's candidates, the chosen one marked ►
-    with the next level below it, the others with the reason they lost."""
+    with the next level below it, the others with the reason they lost.  ``pods``:
+    cgroup → "namespace/name" where ``memcgctl kube`` labelled a pod cgroup."""
     if d.policy == KERNEL:
         return _kernel_tree(d, per_level)
     title = (
         f"OOM root {d.oom_root} — policy priority: at each level the lowest badness is "
         "killed first (cgroups before processes on a tie; 1000 = never)"
     )
-    children = _level_nodes(d.walk, 0, per_level) if d.walk else ()
+    children = _level_nodes(d.walk, 0, per_level, pods or {}) if d.walk else ()
     return TreeNode(title, children, "bold")
 
 

@@ -152,7 +152,11 @@ def predict_victim(
         emit_json(predict_json(decision, snap, top, ranked))
     else:
         if explain:
-            print_tree(out, explain_tree(decision, per_level=top or 5))
+            from memcgctl.store import pod_labels
+
+            walked = [c.cgroup.path for lv in decision.walk for c in lv.candidates if c.cgroup]
+            pods = pod_labels(env.fs, walked)
+            print_tree(out, explain_tree(decision, per_level=top or 5, pods=pods))
             click.echo("")
         if decision.victim is not None:
             for line in summary_lines(decision):
