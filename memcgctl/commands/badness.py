@@ -12,6 +12,7 @@ from memcgctl.commands.common import (
     dry_run_option,
     pass_env,
     pid_option,
+    pids_option,
 )
 from memcgctl.constants import BADNESS_DEFAULT
 from memcgctl.env import Env
@@ -297,14 +298,7 @@ def set_delay(
 
 @click.command("get-delay")
 @click.argument("cgroups", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
-@click.option(
-    "--pid",
-    "pids",
-    type=PidParam(),
-    multiple=True,
-    metavar="PID",
-    help="Show the memory cgroup of PID (repeatable).",
-)
+@pids_option("Show the memory cgroup of PID (repeatable).")
 @output_options
 @pass_env
 def get_delay(env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], out: Output) -> None:

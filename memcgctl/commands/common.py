@@ -22,6 +22,13 @@ def pid_option(help_text: str = "Use the memory cgroup of PID.") -> Callable[[F]
     return click.option("--pid", type=PidParam(), default=None, metavar="PID", help=help_text)
 
 
+def pids_option(help_text: str) -> Callable[[F], F]:
+    """``--pid PID``, repeatable, into the parameter ``pids``."""
+    return click.option(
+        "--pid", "pids", type=PidParam(), multiple=True, metavar="PID", help=help_text
+    )
+
+
 def dry_run_option(func: F) -> F:
     return click.option(
         "--dry-run", "-n", is_flag=True, help="Say what would change; change nothing."

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from memcgctl.commands.common import CgroupName, PidParam, pass_env, pid_option
+from memcgctl.commands.common import CgroupName, pass_env, pid_option, pids_option
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
 from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
@@ -292,14 +292,7 @@ def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str
 
 @click.command()
 @click.argument("cgroups", nargs=-1, type=CgroupName())
-@click.option(
-    "--pid",
-    "pids",
-    type=PidParam(),
-    multiple=True,
-    metavar="PID",
-    help="Also show the memory cgroup of PID (repeatable).",
-)
+@pids_option("Also show the memory cgroup of PID (repeatable).")
 @click.option(
     "--format",
     "fmt",
