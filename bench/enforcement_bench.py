@@ -270,7 +270,8 @@ def in_guest(args: argparse.Namespace) -> int:
         if args.only in (None, "memcg") and not args.no_bare:
             for pause in RATES.values():
                 bare.append(bare_cell(tc, pause, args.episodes))
-        for host in (False, True):
+                print(json.dumps(bare[-1]), file=sys.stderr, flush=True)
+        for host in (False, True) if not args.bare_only else ():
             if args.only and args.only != ("host" if host else "memcg"):
                 continue
             for delay in args.delays or DELAYS:
@@ -297,6 +298,11 @@ def in_guest(args: argparse.Namespace) -> int:
             f"{ms(r['late_p50_ms']) + ' / ' + ms(r['late_p99_ms']):>20} "
             f"{ms(r['p50_ms']) + ' / ' + ms(r['p99_ms']):>18}"
         )
+    for b in bare:
+        print(
+            f"bare handler (memory.high set by hand, first high event -> SIGKILL -> pidfd, "
+            f"{b['rate']}): p50 {ms(b['p50_ms'])}, p99 {ms(b['p99_ms'])}"
+        )
     return 0
 
 
@@ -312,6 +318,7 @@ def main() -> int:
     ap.add_argument("--rate", choices=list(RATES), help="one growth rate only")
     ap.add_argument("--logs", type=Path, help="keep each cell's daemon log in this directory")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare-handler floor")
+    ap.add_argument("--bare-only", action="store_true", help="only the bare-handler floor")
     args = ap.parse_args()
     if os.environ.get("MEMCGCTL_IN_VM"):
         return in_guest(args)
