@@ -170,10 +170,7 @@ def test_prometheus_escapes_labels() -> None:
     }
     text = prometheus(doc)
     assert "# TYPE memcgctl_oom_kills_total counter" in text
-    assert (
-        'memcgctl_kernel_oom_kills_total{cgroup="/we\\"ird\\\\name\\n",scope="local"} 1'
-        in text
-    )
+    assert 'memcgctl_kernel_oom_kills_total{cgroup="/we\\"ird\\\\name\\n",scope="local"} 1' in text
     assert 'scope="hierarchical"} 2' in text
     families = parse_exposition(text)
     assert families["memcgctl_kernel_oom_kills"][('/we"ird\\name\n', "local")] == 1
