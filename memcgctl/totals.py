@@ -53,6 +53,7 @@ def empty(boot_id: str | None = None, created: float | None = None) -> Totals:
         "kills": {},
         "last_cause": {},
         "unattributed": 0,
+        "unattributed_by_cause": dict.fromkeys(CAUSES[:2], 0),
         "attributed": {},
         "seqs": {},
         "keys": [],
@@ -93,6 +94,14 @@ def validate(doc: Any) -> Totals:
         raise Corrupt("attributed holds a bad count")
     if not _is_count(doc.get("unattributed")) or not _is_count(doc.get("records")):
         raise Corrupt("a count is not a whole number")
+    pool = doc.get("unattributed_by_cause")
+    if (
+        not isinstance(pool, dict)
+        or set(pool) != set(CAUSES[:2])
+        or not all(_is_count(v) for v in pool.values())
+        or sum(pool.values()) > doc["unattributed"]
+    ):
+        raise Corrupt("unattributed_by_cause is not counts of system and memcg")
     seqs = doc.get("seqs")
     if not isinstance(seqs, dict) or not all(
         isinstance(v, list) and all(_is_count(s) for s in v) for v in seqs.values()
@@ -168,10 +177,14 @@ def kmsg_seq_known(doc: Totals, boot_id: str, seq: int) -> bool:
 # -- counting ----------------------------------------------------------------------------
 
 
-def _cause(rec: Mapping[str, Any], doc: Totals, cg: str) -> str:
+def _cause_of(rec: Mapping[str, Any]) -> str | None:
     from memcgctl.kmsg import cause_of
 
-    cause = rec.get("cause") or cause_of(dict(rec))
+    return cause_of(dict(rec))
+
+
+def _cause(rec: Mapping[str, Any], doc: Totals, cg: str) -> str:
+    cause = rec.get("cause") or _cause_of(rec)
     if cause in ("system", "memcg"):
         return str(cause)
     # a kill given its cgroup from the kernel's counters (its report rate-limited
@@ -187,7 +200,11 @@ def count(doc: Totals, rec: Mapping[str, Any]) -> None:
     cg = rec.get("cgroup")
     if kind == "oom_kill":
         if not isinstance(cg, str) or not cg.startswith("/"):
+            # the "Killed process" line still says why ("Memory cgroup out of memory")
             doc["unattributed"] += 1
+            known = rec.get("cause") or _cause_of(rec)
+            if known in CAUSES[:2]:
+                doc["unattributed_by_cause"][known] += 1
             return
         cause = _cause(rec, doc, cg)
         if rec.get("constraint") is not None or rec.get("cause") in CAUSES:
@@ -255,8 +272,17 @@ def attribute(doc: Totals, local_kills: Mapping[str, int]) -> int:
         if missing <= 0:
             continue
         n = min(missing, doc["unattributed"])
-        cause = _cause({}, doc, cg)
-        slot[cause] += n
+        # the causes the kill lines gave, the one of the storm's reports first
+        pool: dict[str, int] = doc["unattributed_by_cause"]
+        preferred = _cause({}, doc, cg)
+        left = n
+        for cause in (preferred, *(c for c in CAUSES[:2] if c != preferred)):
+            take = min(left, pool[cause])
+            pool[cause] -= take
+            slot[cause] += take
+            left -= take
+        if left:  # kill lines that said nothing about the cause
+            slot[preferred] += left
         doc["kills"][cg] = slot
         doc["attributed"][cg] = doc["attributed"].get(cg, 0) + n
         doc["unattributed"] -= n
