@@ -251,6 +251,11 @@ def subtree(doc: Totals, cg: str) -> dict[str, int]:
     from memcgctl.events import in_subtree
 
     out = dict.fromkeys(CAUSES, 0)
+    if cg == "/":
+        # kills not given a cgroup yet are somewhere on the host: count the ones whose
+        # cause is known (attributing them later moves them, it does not add)
+        for cause, n in doc["unattributed_by_cause"].items():
+            out[cause] += n
     for other, causes in doc["kills"].items():
         if in_subtree(other, cg):
             for cause in CAUSES:

@@ -162,6 +162,17 @@ def test_rate_limited_kills_are_attributed_from_the_kernel_counters(fake_v1: Fak
     assert doc is not None and doc["unattributed"] == 0 and doc["attributed"] == {"/a/job": 3}
 
 
+def test_the_root_counts_kills_without_a_cgroup_once(fake_v1: FakeHost) -> None:
+    """Before attribution the root counts the storm's bare kill lines; after it the
+    same number, now also in the cgroup: the root never jumps or falls."""
+    host = _host(fake_v1, _storm_kmsg())
+    host.cgroup("/a/job", oom_kill=2)  # the kernel's counter not read yet: 2 of 5
+    assert _by_cause(host, "/")["memcg"] == 5
+    host.cgroup("/a/job", oom_kill=5)
+    assert _by_cause(host, "/")["memcg"] == 5
+    assert _by_cause(host, "/a/job")["memcg"] == 5
+
+
 def test_attribution_never_invents_kills(fake_v1: FakeHost) -> None:
     """The kernel counted more than the log shows, but no unattributed kill line was
     journaled: nothing is attributed, and complete says so."""
