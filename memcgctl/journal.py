@@ -265,17 +265,32 @@ class Journal:
             return None
 
     def _totals_locked(
-        self, boot_id: str | None = None, boot_iso: str | None = None
+        self, boot_id: str | None = None, boot_time: float | None = None
     ) -> tuple[dict[str, Any], bool]:
-        """(totals, whether they were rebuilt), under the lock.  Rebuilt from the whole
-        journal (once) when missing or corrupt, or, with ``boot_id``, of another boot."""
+        """(totals, whether they changed and must be saved), under the lock.  Rebuilt
+        from the whole journal (once) when missing or corrupt, or, with ``boot_id``,
+        of another boot.  Totals of no known boot (begun by a writer that did not know
+        it) that began after ``boot_time`` are this boot's: adopted, not rebuilt."""
         from memcgctl import totals
 
         doc = self._load_totals()
         if doc is not None and (boot_id is None or doc.get("boot_id") == boot_id):
             return doc, False
+        if (
+            doc is not None
+            and doc.get("boot_id") is None
+            and boot_time is not None
+            and doc["created"] >= boot_time
+        ):
+            doc["boot_id"] = boot_id
+            return doc, True
         if doc is None and not self.path.exists() and not self.rotated.exists():
             return totals.empty(boot_id or self.boot_id), True
+        boot_iso = None
+        if boot_time is not None:
+            from memcgctl.kmsg import usec_to_iso
+
+            boot_iso = usec_to_iso(0, boot_time)
         return totals.rebuild(self.read(), boot_id, boot_iso), True
 
     def _save_totals(self, doc: dict[str, Any]) -> None:
@@ -287,7 +302,7 @@ class Journal:
         except OSError as exc:
             self._warn_once(f"save:{path}", f"{path}: could not save the kill totals: {exc}")
 
-    def totals(self, boot_id: str | None = None, boot_iso: str | None = None) -> dict[str, Any]:
+    def totals(self, boot_id: str | None = None, boot_time: float | None = None) -> dict[str, Any]:
         """The running kill totals (a new epoch, rebuilt from this boot's journal
         records, when they belong to another boot or were lost).  Without a state
         directory: empty totals, nothing created."""
@@ -300,8 +315,8 @@ class Journal:
             return doc
         try:
             with self._locked(self.lock_timeout):
-                doc, rebuilt = self._totals_locked(boot_id, boot_iso)
-                if rebuilt:
+                doc, changed = self._totals_locked(boot_id, boot_time)
+                if changed:
                     self._save_totals(doc)
                 return doc
         except OSError as exc:

@@ -196,6 +196,25 @@ def test_corrupt_totals_are_set_aside_and_rebuilt(fake_v1: FakeHost) -> None:
     assert totals.load(host.state) is not None
 
 
+def test_totals_begun_this_boot_by_a_writer_that_knew_no_boot_are_adopted(
+    fake_v1: FakeHost,
+) -> None:
+    """The daemon and kill-all append without knowing the boot: their totals are kept
+    (not rebuilt from a journal that may have rotated since), created unchanged."""
+    host = _host(fake_v1)
+    Journal(host.state).append([_kill(1), _kill(2)])
+    doc = totals.load(host.state)
+    assert doc is not None and doc["boot_id"] is None
+    doc["kills"]["/a/job"]["memcg"] = 7  # more than the journal holds: rotated away
+    (host.state / totals.FILE).write_bytes(totals.dumps(doc))
+    r = _run(host, "counters", "/a", "--json")
+    out = json.loads(r.stdout)
+    assert out["cgroups"][0]["by_cause"]["memcg"] == 7
+    assert out["counting_since"] == doc["created"]
+    again = totals.load(host.state)
+    assert again is not None and again["boot_id"] == BOOT
+
+
 def test_a_new_boot_starts_a_new_epoch(fake_v1: FakeHost) -> None:
     host = _host(fake_v1)
     journal = Journal(host.state)

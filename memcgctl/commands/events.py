@@ -245,12 +245,13 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
     recorder = _Recorder(env)
     journal = recorder.journal
     boot_id = env.proc.boot_id()
-    boot_iso = usec_to_iso(0, env.proc.boot_time())
+    boot_time = env.proc.boot_time()
+    boot_iso = usec_to_iso(0, boot_time)
     journal.boot_id = boot_id
     # the running totals (memcgctl.totals): a new epoch at a new boot
     totals: dict[str, Any] | None = None
     try:
-        totals = journal.totals(boot_id, boot_iso)
+        totals = journal.totals(boot_id, boot_time)
     except MemcgctlError as exc:
         recorder.warn(exc)
     # kills up to the cursor are in the journal already: parse only what came after
@@ -276,7 +277,7 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
     since: float | None = None
     if totals is not None and not recorder.warned:
         with contextlib.suppress(MemcgctlError):
-            totals = journal.totals(boot_id, boot_iso)  # with what was just appended
+            totals = journal.totals(boot_id, boot_time)  # with what was just appended
             if totals["unattributed"]:
                 # kills whose report the kernel rate-limited: find their cgroups
                 totals = journal.attribute(_local_kills(env))
