@@ -322,14 +322,22 @@ class Journal:
         except OSError as exc:
             raise from_oserror(exc, str(self.state_dir)) from exc
 
-    def attribute(self, local_kills: dict[str, int]) -> dict[str, Any]:
+    def attribute(
+        self, local_kills: dict[str, int], attempt: list[int] | None = None
+    ) -> dict[str, Any]:
         """Give unattributed kernel kills their cgroups from the kernel's per-cgroup
-        counters (:func:`memcgctl.totals.attribute`); returns the totals."""
+        counters (:func:`memcgctl.totals.attribute`); returns the totals.  ``attempt``
+        (journal records, host oom_kill) is remembered: while neither moves, another
+        try cannot attribute more, and callers skip it."""
         from memcgctl import totals
 
         with self._locked(self.lock_timeout):
             doc, _ = self._totals_locked()
-            if totals.attribute(doc, local_kills):
+            changed = totals.attribute(doc, local_kills) > 0
+            if attempt is not None and doc.get("attempt") != attempt:
+                doc["attempt"] = attempt
+                changed = True
+            if changed:
                 self._save_totals(doc)
             return doc
 

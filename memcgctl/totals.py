@@ -16,6 +16,8 @@ kept in this small file, under the journal's lock:
 * ``seqs`` / ``keys``: a bounded deduplication index — the last :data:`SEQ_WINDOW`
   kmsg sequence numbers of each boot (they only increase) and the last
   :data:`KEY_WINDOW` other dedup keys — so an append never re-reads the journal.
+* ``attempt``: the journal's record count and the host's ``oom_kill`` at the last
+  attribution attempt (while neither moves, another cannot find more).
 * ``boot_id`` / ``created``: the boot these totals count and when counting started
   (Unix time).  A new boot, or a lost or corrupt file, starts a new epoch: the totals
   are rebuilt from the journal records of this boot and ``created`` moves, which is
@@ -107,6 +109,11 @@ def validate(doc: Any) -> Totals:
         isinstance(v, list) and all(_is_count(s) for s in v) for v in seqs.values()
     ):
         raise Corrupt("seqs is not lists of sequence numbers")
+    attempt = doc.get("attempt")
+    if attempt is not None and (
+        not isinstance(attempt, list) or len(attempt) != 2 or not all(map(_is_count, attempt))
+    ):
+        raise Corrupt("attempt is not two counts")
     keys = doc.get("keys")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise Corrupt("keys is not a list of strings")

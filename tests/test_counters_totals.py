@@ -169,8 +169,34 @@ def test_the_root_counts_kills_without_a_cgroup_once(fake_v1: FakeHost) -> None:
     host.cgroup("/a/job", oom_kill=2)  # the kernel's counter not read yet: 2 of 5
     assert _by_cause(host, "/")["memcg"] == 5
     host.cgroup("/a/job", oom_kill=5)
+    (host.proc / "vmstat").write_text("oom_kill 5\n")
     assert _by_cause(host, "/")["memcg"] == 5
     assert _by_cause(host, "/a/job")["memcg"] == 5
+
+
+def test_attribution_is_not_retried_while_nothing_moved(
+    fake_v1: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill line whose cgroup is gone stays unattributed; counters does not walk
+    the hierarchy for it again until the journal or the host's kill count moves."""
+    host = _host(fake_v1)
+    Journal(host.state).append([{**_kill(1), "cgroup": None, "constraint": None}])
+    calls: list[int] = []
+    import memcgctl.commands.events as cmd
+
+    real = cmd._local_kills
+
+    def counting(env: Any) -> dict[str, int]:
+        calls.append(1)
+        return real(env)
+
+    monkeypatch.setattr(cmd, "_local_kills", counting)
+    for _ in range(3):
+        assert _by_cause(host, "/a")["memcg"] == 0
+    assert len(calls) == 1
+    (host.proc / "vmstat").write_text("oom_kill 1\n")
+    host.cgroup("/a/job", oom_kill=1)
+    assert _by_cause(host, "/a")["memcg"] == 1 and len(calls) == 2
 
 
 def test_attribution_never_invents_kills(fake_v1: FakeHost) -> None:

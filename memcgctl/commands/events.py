@@ -274,13 +274,16 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
         if last is not None and not recorder.warned:
             with contextlib.suppress(MemcgctlError):
                 journal.write_cursor(boot_id, last)
+    host_kills = env.proc.vmstat().get("oom_kill", 0)
     since: float | None = None
     if totals is not None and not recorder.warned:
         with contextlib.suppress(MemcgctlError):
             totals = journal.totals(boot_id, boot_time)  # with what was just appended
-            if totals["unattributed"]:
-                # kills whose report the kernel rate-limited: find their cgroups
-                totals = journal.attribute(_local_kills(env))
+            # kills whose report the kernel rate-limited: find their cgroups, unless
+            # neither the journal nor the kernel's kill count moved since the last try
+            attempt = [totals["records"], host_kills]
+            if totals["unattributed"] and totals.get("attempt") != attempt:
+                totals = journal.attribute(_local_kills(env), attempt)
         since = float(totals["created"])
         causes = {cg: tot.subtree(totals, cg) for cg in cgs}
     else:
@@ -293,7 +296,7 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
         causes = {cg: by_cause(cg, kills) for cg in cgs}
     local, hier = _kernel_counters(env, cgs)
     doc: dict[str, Any] = {
-        "system": {"oom_kill": env.proc.vmstat().get("oom_kill", 0)},
+        "system": {"oom_kill": host_kills},
         "counting_since": since,
         "cgroups": [entry(cg, local.get(cg), hier.get(cg), causes[cg]) for cg in cgs],
     }
