@@ -123,7 +123,9 @@ def mem_available() -> int:
     return 0
 
 
-def cell(tc: TestCgroups, host: bool, delay_ms: int, pause: float, n: int) -> dict[str, object]:
+def cell(
+    tc: TestCgroups, host: bool, delay_ms: int, pause: float, n: int, log_dir: Path | None = None
+) -> dict[str, object]:
     name = f"{'host' if host else 'memcg'}-{delay_ms}-{pause}"
     top = tc.make(name, limit=None if host else 256 * MIB)
     low = tc.make(f"{name}/low", limit=None)
@@ -190,6 +192,8 @@ def cell(tc: TestCgroups, host: bool, delay_ms: int, pause: float, n: int) -> di
             seen = (resolved[0] + 1) if resolved else len(d.lines)
     finally:
         d.stop()
+        if log_dir is not None:
+            (log_dir / f"daemon-{name}.log").write_text("\n".join(t for _, t in d.lines) + "\n")
         for pid in ballast:
             reap(pid)
         for attr in ("trusted.memcgctl.oom_delay_ms", "trusted.memcgctl.badness"):
@@ -263,15 +267,17 @@ def in_guest(args: argparse.Namespace) -> int:
     rows = []
     bare = []
     try:
-        if args.only in (None, "memcg"):
+        if args.only in (None, "memcg") and not args.no_bare:
             for pause in RATES.values():
                 bare.append(bare_cell(tc, pause, args.episodes))
         for host in (False, True):
             if args.only and args.only != ("host" if host else "memcg"):
                 continue
-            for delay in DELAYS:
+            for delay in args.delays or DELAYS:
                 for pause in RATES.values():
-                    rows.append(cell(tc, host, delay, pause, args.episodes))
+                    if args.rate and RATES[args.rate] != pause:
+                        continue
+                    rows.append(cell(tc, host, delay, pause, args.episodes, args.logs))
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
         tc.cleanup()
@@ -302,20 +308,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--only", choices=["memcg", "host"])
+    ap.add_argument("--delays", type=int, nargs="*", help="delays in ms (default 0 300 1000)")
+    ap.add_argument("--rate", choices=list(RATES), help="one growth rate only")
+    ap.add_argument("--logs", type=Path, help="keep each cell's daemon log in this directory")
+    ap.add_argument("--no-bare", action="store_true", help="skip the bare-handler floor")
     args = ap.parse_args()
     if os.environ.get("MEMCGCTL_IN_VM"):
         return in_guest(args)
     if os.geteuid() != 0:
         print("needs root (it boots the cgroup v2 guest)", file=sys.stderr)
         return 2
-    argv = [
-        str(ROOT / "tests" / "vm" / "run-in-kernel"),
-        sys.executable,
-        __file__,
-        "--episodes",
-        str(args.episodes),
-        *(["--only", args.only] if args.only else []),
-    ]
+    argv = [str(ROOT / "tests" / "vm" / "run-in-kernel"), sys.executable, *sys.argv]
     return subprocess.run(
         argv, cwd=ROOT, env={**os.environ, "MEMCGCTL_IN_VM": "1"}, check=False
     ).returncode

@@ -142,6 +142,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "events": "memcgctl.commands.events:events",
     "counters": "memcgctl.commands.events:counters",
     "run": "memcgctl.commands.run:run",
+    "explain-kill": "memcgctl.commands.postmortem:explain_kill",
+    "kube": "memcgctl.commands.kube:kube",
 }
 
 

@@ -5,7 +5,7 @@
   ``memory.events``: oom, oom_kill, oom_group_kill where present).
 * ``by_cause``: kills of tasks in the subtree, from the kernel log and the journal —
   ``system`` (a host-wide OOM: CONSTRAINT_NONE / global_oom, cpuset, mempolicy),
-  ``memcg`` (a cgroup limit: CONSTRAINT_MEMCG), ``user`` (memcgctl's own kills).
+  ``memcg`` (a cgroup limit: CONSTRAINT_MEMCG), ``user`` (kills memcgctl did while handling an OOM; not ``manual_kill``).
 * ``complete``: whether the log and journal still hold every kill the kernel counted in
   the subtree (system + memcg >= the kernel's hierarchical oom_kill).
 """

@@ -17,17 +17,25 @@ from datetime import datetime, timezone
 from typing import Any
 
 from memcgctl.errors import Vanished
-from memcgctl.journal import utc_now_iso
+from memcgctl.journal import Journal, JournalTail, utc_now_iso
 from memcgctl.kmsg import OomAssembler, join_continuations, parse_records
 from memcgctl.readers.cgroupfs import V2_EVENTS, V2_EVENTS_LOCAL, CgroupFs
 from memcgctl.readers.kmsg import KmsgReader
-from memcgctl.readers.notify import EventsFileWatch, OomControlWatch
+from memcgctl.readers.notify import DirWatch, EventsFileWatch, OomControlWatch
 
 Event = dict[str, Any]
 
 # memory.events keys reported as events (SPEC §5), in this order
 V2_EVENT_KEYS = ("high", "max", "oom", "oom_kill", "oom_group_kill")
 KERNEL_KILL_KINDS = frozenset({"oom_kill"})
+# cgroup notifications the follower sees itself; the journal's copies (the daemon
+# journals them too) would print each twice
+LIVE_NOTIFICATION_KINDS = frozenset({"under_oom", "oom_resolved", *V2_EVENT_KEYS}) - {"oom_kill"}
+# notifications wait this long for the kernel log's record of the same OOM (flush())
+NOTIFICATION_HOLD_S = 0.03
+HELD_SOURCES = frozenset({"eventfd", "memory.events"})
+# without inotify, how often --follow looks at the journal file
+JOURNAL_POLL_S = 0.25
 
 
 def in_subtree(cgroup: str | None, root: str) -> bool:
@@ -131,7 +139,8 @@ def diff_counters(
 
 def format_event(ev: Event) -> str:
     """One readable line: time, kind, cgroup, then what the source knows."""
-    parts = [str(ev.get("time", "-")), f"{ev.get('kind', '?'):<16}", str(ev.get("cgroup") or "-")]
+    when = ev.get("time") or ev.get("log_time") or "-"  # a saved log may lack a wall clock
+    parts = [str(when), f"{ev.get('kind', '?'):<16}", str(ev.get("cgroup") or "-")]
     if ev.get("pid") is not None:
         parts.append(f"pid {ev['pid']} ({ev.get('comm', '?')})")
     details = []
@@ -165,6 +174,15 @@ class Follower:
     """Tails every source of one subtree and calls ``emit`` for each new event.
 
     ``on_kernel_kill`` is called (after ``emit``) for every kernel kill, to journal it.
+
+    Each event is emitted once and, within what one wake-up of ``poll()`` brought, in
+    time order: before cgroup notifications are emitted the kernel log is drained, so an
+    ``oom_kill`` the kernel logged before an ``oom_resolved`` comes first.  A kill seen
+    both in the kernel log and in the journal (the same ``dedup`` key) is emitted once.
+    A v1 memcg is reported ``oom_resolved`` only once ``under_oom`` has been clear and
+    its eventfd quiet for ``resolve_check_s``: the kernel signals the eventfd on every
+    OOM invocation, and one OOM episode makes several (one kill, a victim exiting…),
+    which must not print as several ``under_oom`` / ``oom_resolved`` pairs.
     """
 
     def __init__(
@@ -197,8 +215,33 @@ class Follower:
         # kernel oom_kill counters of watched cgroups, to find the cgroup of a kill
         # whose report (and summary line) the kernel rate-limited away
         self.kill_counts: dict[str, int] = {}
+        # (event, monotonic time it may be emitted): see flush()
+        self.pending: list[tuple[Event, float]] = []
+        self.seen_dedup: set[str] = set()
+        self.last_signal: dict[str, float] = {}  # cg -> monotonic time of its last eventfd
+        self._in_step = False
+        self.journal_tail: JournalTail | None = None
+        self.journal_watch: DirWatch | None = None
         if kmsg is not None and kmsg.is_device:
             self.poller.register(kmsg.fileno(), select.POLLIN)
+
+    def tail_journal(self, journal: Journal) -> None:
+        """Also emit what is appended to the journal from now on (the daemon's and
+        kill-all's kills), woken by inotify on the state directory where it can."""
+        self.journal_tail = JournalTail(journal)
+        self.journal_watch = DirWatch.open(str(journal.state_dir))
+        if self.journal_watch is not None:
+            self.poller.register(self.journal_watch.fileno(), select.POLLIN)
+
+    def read_journal(self) -> None:
+        if self.journal_tail is None:
+            return
+        for rec in self.journal_tail.read_new():
+            if rec.get("kind") in LIVE_NOTIFICATION_KINDS:
+                continue  # the daemon's copy of what the eventfd / memory.events said
+            ev = dict(rec)
+            ev.setdefault("source", "journal")
+            self._out(ev)
 
     # -- kmsg ------------------------------------------------------------------------
     def feed_kmsg(self, raws: list[bytes], live: bool = True) -> list[Event]:
@@ -215,6 +258,8 @@ class Follower:
                 if ev.get("kind") == "oom_kill":
                     self._account_kill(ev)
                 self._emit(ev)
+            if not self._in_step:
+                self.flush()
         return out
 
     def _kill_count(self, cg: str) -> int | None:
@@ -243,10 +288,50 @@ class Follower:
                 return
 
     def _emit(self, ev: Event) -> None:
-        if matches(ev, self.root, None):
-            self.emit(ev)
+        """A kernel-log event: out, then journaled if it is a kill."""
+        self._out(ev)
         if ev.get("kind") in KERNEL_KILL_KINDS and self.on_kernel_kill is not None:
             self.on_kernel_kill(ev)
+
+    def _out(self, ev: Event) -> None:
+        """Queue an event of the subtree for :meth:`flush`, once per ``dedup`` key."""
+        key = ev.get("dedup")
+        if key is not None:
+            if str(key) in self.seen_dedup:
+                return
+            self.seen_dedup.add(str(key))
+        if matches(ev, self.root, None):
+            held = self.kmsg is not None and ev.get("source") in HELD_SOURCES
+            self.pending.append((ev, time.monotonic() + (NOTIFICATION_HOLD_S if held else 0.0)))
+
+    def flush(self, force: bool = False) -> None:
+        """Emit the queued events that are due, in time order.
+
+        A cgroup notification is stamped when it is read, a few ms after the kernel
+        signalled it, and the kill the kernel logs meanwhile may reach the kmsg fd after
+        it: notifications wait ``NOTIFICATION_HOLD_S`` for the kernel log to catch up,
+        and nothing stamped later than a waiting one is emitted before it."""
+        now = time.monotonic()
+        waiting = [str(ev.get("time", "")) for ev, due in self.pending if due > now and not force]
+        cutoff = min(waiting) if waiting else None
+        out: list[Event] = []
+        keep: list[tuple[Event, float]] = []
+        for ev, due in self.pending:
+            ready = force or due <= now
+            if ready and (cutoff is None or str(ev.get("time", "")) < cutoff):
+                out.append(ev)
+            else:
+                keep.append((ev, due))
+        self.pending = keep
+        out.sort(key=lambda e: str(e.get("time", "")))
+        for ev in out:
+            self.emit(ev)
+
+    def next_due(self) -> float | None:
+        """Seconds until the next queued event is due (None: nothing queued)."""
+        if not self.pending:
+            return None
+        return max(min(due for _, due in self.pending) - time.monotonic(), 0.0)
 
     # -- watches -----------------------------------------------------------------------
     def rescan(self) -> None:
@@ -306,24 +391,24 @@ class Follower:
         if not self.fs.exists(cg):
             # the eventfd fires once when the cgroup is removed
             if cg in self.under_oom:
-                self.emit(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
+                self._out(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
             self._drop(cg)
             return
-        state = self._under_oom_now(cg)
+        self.last_signal[cg] = time.monotonic()
         if cg not in self.under_oom:
-            self.emit(self._cg_event("under_oom", cg, "eventfd"))
+            self._out(self._cg_event("under_oom", cg, "eventfd"))
             self.under_oom.add(cg)
-        if not state:
-            self.check_resolved(cg)
 
-    def check_resolved(self, cg: str) -> None:
+    def check_resolved(self, cg: str, now: float | None = None) -> None:
         state = self._under_oom_now(cg)
         if state is None:
-            self.emit(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
+            self._out(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
             self._drop(cg)
-        elif not state:
+            return
+        now = time.monotonic() if now is None else now
+        if not state and now - self.last_signal.get(cg, 0.0) >= self.resolve_check_s:
             self.under_oom.discard(cg)
-            self.emit(self._cg_event("oom_resolved", cg, "eventfd"))
+            self._out(self._cg_event("oom_resolved", cg, "eventfd"))
 
     def on_events_file(self, watch: EventsFileWatch) -> None:
         try:
@@ -333,7 +418,7 @@ class Follower:
             return
         old, watch.values = watch.values, new
         for ev in diff_counters(watch.cg, old, new, watch.filename, utc_now_iso()):
-            self.emit(ev)
+            self._out(ev)
 
     @staticmethod
     def _cg_event(kind: str, cg: str, source: str, **extra: Any) -> Event:
@@ -349,10 +434,27 @@ class Follower:
         timeout = max(self._next_rescan - now, 0.0)
         if self.under_oom:
             timeout = min(timeout, self.resolve_check_s)
+        if self.journal_tail is not None and self.journal_watch is None:
+            timeout = min(timeout, JOURNAL_POLL_S)  # no inotify: look at the file
+        due = self.next_due()
+        if due is not None:
+            timeout = min(timeout, due)
         ready = self.poller.poll(timeout * 1000)
+        self._in_step = True
+        try:
+            self._handle(ready)
+        finally:
+            self._in_step = False
+        self.flush()
+
+    def _handle(self, ready: list[tuple[int, int]]) -> None:
+        journal_fd = self.journal_watch.fileno() if self.journal_watch is not None else None
         for fd, mask in ready:
             if self.kmsg is not None and fd == self.kmsg.fileno():
                 self.feed_kmsg(self.kmsg.read_available())
+                continue
+            if fd == journal_fd and self.journal_watch is not None:
+                self.journal_watch.drain()
                 continue
             watch = self.by_fd.get(fd)
             if isinstance(watch, OomControlWatch):
@@ -364,11 +466,19 @@ class Follower:
                     self.poller.unregister(fd)
         for cg in list(self.under_oom):
             self.check_resolved(cg)
+        # the journal after the kernel log: a journaled kernel kill is a duplicate
+        if self.pending and self.kmsg is not None:
+            self.feed_kmsg(self.kmsg.read_available())
+        self.read_journal()
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         while not until():
             self.step()
 
     def close(self) -> None:
+        self.flush(force=True)
         for cg in list(self.v1) + list(self.v2):
             self._drop(cg)
+        if self.journal_watch is not None:
+            self.journal_watch.close()
+            self.journal_watch = None

@@ -3,12 +3,16 @@ explanation tree (``--explain``) and the short text summary.  Pure: no I/O, no r
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import KERNEL, Candidate, Decision, Level, Scored
 from memcgctl.render import TreeNode
 from memcgctl.units import format_bytes, format_kb
+
+if TYPE_CHECKING:
+    from memcgctl.postmortem import KillExplanation
 
 CHOSEN = "►"
 
@@ -130,7 +134,7 @@ def summary_lines(d: Decision) -> list[str]:
 # -- the explanation tree -------------------------------------------------------------
 
 
-def _candidate_label(c: Candidate, chosen: bool) -> str:
+def _candidate_label(c: Candidate, chosen: bool, pods: Mapping[str, str]) -> str:
     mark = CHOSEN if chosen else " "
     if c.process is not None:
         what = f"pid {c.process.pid} ({c.process.comm})"
@@ -139,13 +143,18 @@ def _candidate_label(c: Candidate, chosen: bool) -> str:
     else:
         assert c.cgroup is not None
         what = f"cgroup {_base(c.cgroup.path)}"
+        pod = pods.get(c.cgroup.path)
+        if pod is not None:
+            what += f" (pod {pod})"
         size = f"usage {format_bytes(c.cgroup.usage_bytes)}"
         src = "" if c.cgroup.badness_source == "default" else f" ({c.cgroup.badness_source})"
     verdict = f"skipped: {c.skip}" if c.skip is not None else c.note
     return f"{mark} {what}  badness {c.badness}{src} · {size} — {verdict}"
 
 
-def _level_nodes(walk: tuple[Level, ...], i: int, per_level: int) -> tuple[TreeNode, ...]:
+def _level_nodes(
+    walk: tuple[Level, ...], i: int, per_level: int, pods: Mapping[str, str]
+) -> tuple[TreeNode, ...]:
     level = walk[i]
     nodes: list[TreeNode] = []
     eligible = [c for c in level.candidates if c.skip is None]
@@ -157,12 +166,12 @@ def _level_nodes(walk: tuple[Level, ...], i: int, per_level: int) -> tuple[TreeN
         children: tuple[TreeNode, ...] = ()
         style = "dim" if c.skip is not None else ""
         if is_chosen and c.kind == "cgroup" and i + 1 < len(walk):
-            children = _level_nodes(walk, i + 1, per_level)
+            children = _level_nodes(walk, i + 1, per_level, pods)
             style = "bold"
         elif is_chosen and c.kind == "process":
             children = (TreeNode("the victim", style="bold red"),)
             style = "bold red"
-        nodes.append(TreeNode(_candidate_label(c, is_chosen), children, style))
+        nodes.append(TreeNode(_candidate_label(c, is_chosen, pods), children, style))
     hidden = len(eligible) - len(shown)
     if hidden > 0:
         nodes.append(TreeNode(f"… {hidden} more (raise --top to see them)", style="dim"))
@@ -178,16 +187,19 @@ def _level_nodes(walk: tuple[Level, ...], i: int, per_level: int) -> tuple[TreeN
     return tuple(nodes)
 
 
-def explain_tree(d: Decision, per_level: int = 5) -> TreeNode:
+def explain_tree(
+    d: Decision, per_level: int = 5, pods: Mapping[str, str] | None = None
+) -> TreeNode:
     """The walk drawn as a tree: each level's candidates, the chosen one marked ►
-    with the next level below it, the others with the reason they lost."""
+    with the next level below it, the others with the reason they lost.  ``pods``:
+    cgroup → "namespace/name" where ``memcgctl kube`` labelled a pod cgroup."""
     if d.policy == KERNEL:
         return _kernel_tree(d, per_level)
     title = (
         f"OOM root {d.oom_root} — policy priority: at each level the lowest badness is "
         "killed first (cgroups before processes on a tie; 1000 = never)"
     )
-    children = _level_nodes(d.walk, 0, per_level) if d.walk else ()
+    children = _level_nodes(d.walk, 0, per_level, pods or {}) if d.walk else ()
     return TreeNode(title, children, "bold")
 
 
@@ -233,4 +245,85 @@ def footer_lines(d: Decision) -> list[str]:
     if d.caveats:
         lines += ["", "Where userspace cannot be exact:"]
         lines += [f"  - {c}" for c in d.caveats]
+    return lines
+
+
+# -- explain-kill (a kill rebuilt from a saved report) -----------------------------------
+
+
+def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
+    """``explain-kill --json``: the report, the rebuilt kernel ranking (the
+    ``predict-victim --policy kernel`` shape), the verdict and the priority policy's
+    choice (the ``predict-victim`` shape), or null without a task table."""
+    kernel = decision_json(x.decision, x.snapshot)
+    kernel["group_pids"] = list(x.killed)
+    return {
+        "report": x.report.to_json(),
+        "kills": x.report.kills,
+        "oom_root": x.oom_root,
+        "memcg_oom": x.memcg_oom,
+        "kernel_rules": {
+            "version": f"{x.rules.version[0]}.{x.rules.version[1]}",
+            "source": x.rules.source,
+            "root_bonus": x.rules.root_bonus,
+            "clamp_to_one": x.rules.clamp_to_one,
+            "ties_to_last": x.rules.ties_to_last,
+        },
+        "kernel_victim_pid": x.kernel_pid,
+        "killed_pids": list(x.killed),
+        "kernel": kernel,
+        "verdict": x.verdict,
+        "victim_is_top": x.victim_is_top,
+        "why": list(x.why),
+        "score_check": x.score_check,
+        "priority": decision_json(x.priority, x.snapshot) if x.priority is not None else None,
+        "priority_notes": list(x.priority_notes),
+    }
+
+
+def kill_summary_lines(x: KillExplanation) -> list[str]:
+    r = x.report
+    when = r.time or r.log_time or (f"[{r.uptime_s:.6f}]" if r.uptime_s is not None else "?")
+    if x.oom_root != "/":
+        scope = f"memcg OOM of {x.oom_root}"
+    elif x.memcg_oom:
+        scope = "memcg OOM (the log does not name the memcg)"
+    else:
+        scope = "host OOM"
+    kills = ", ".join(f"pid {k.get('pid')} ({k.get('comm')})" for k in r.kills)
+    if not kills and r.summary is not None:
+        kills = (
+            f"pid {r.summary['pid']} ({r.summary['comm']}), per the summary line "
+            "(the log ends before the kill line)"
+        )
+    lines = [
+        f"OOM report at line {r.first_line} ({when}): {scope}; kernel "
+        f"{r.release or 'release unknown'}; killed: {kills or 'nobody'}",
+    ]
+    verdicts = {
+        "matches": "the kernel's victim is the top of the rebuilt ranking",
+        "differs": "the kernel's victim is NOT the top of the rebuilt ranking",
+        "no_table": "cannot rebuild the ranking",
+        "incomplete": "the task table is incomplete",
+        "exiting": "no new kill: a victim was still exiting",
+        "no_victim": "nothing was killable",
+    }
+    lines.append(f"verdict: {verdicts.get(x.verdict, x.verdict)}")
+    lines += [f"  - {w}" for w in x.why]
+    return lines
+
+
+def priority_lines(x: KillExplanation) -> list[str]:
+    d = x.priority
+    if d is None:
+        return ["priority policy: no task table, no counterfactual"]
+    if d.victim is None:
+        return [f"priority policy: no killable victim below {d.oom_root}"]
+    p = d.victim
+    same = p.pid in x.killed
+    lines = [
+        f"priority policy would have killed: {describe_process(p)} — badness {p.badness} "
+        f"({p.badness_source})" + (" — the same task" if same else ""),
+    ]
+    lines += [f"  - {n}" for n in x.priority_notes]
     return lines

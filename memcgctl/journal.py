@@ -451,3 +451,56 @@ class Journal:
             return
         if size >= self.max_bytes:
             os.replace(self.path, self.rotated)
+
+
+class JournalTail:
+    """New records appended to the journal since the last call (``events --follow``):
+    whole lines only (a line being written waits for its newline), from the end of the
+    file as it was when the tail was made.  Follows a rotation: what was appended to
+    the old file before it was renamed is read from ``journal.jsonl.1`` first."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.ino, self.offset = self._stat(journal.path)
+        self.partial = b""
+
+    @staticmethod
+    def _stat(path: Path) -> tuple[int | None, int]:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None, 0
+        return st.st_ino, st.st_size
+
+    def _read_from(self, path: Path, offset: int) -> tuple[bytes, int]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return b"", offset
+        try:
+            data = os.pread(fd, MAX_FILE_BYTES, offset)
+        finally:
+            os.close(fd)
+        return data, offset + len(data)
+
+    def read_new(self) -> list[dict[str, Any]]:
+        ino, size = self._stat(self.journal.path)
+        data = b""
+        if ino != self.ino:
+            old_ino, _ = self._stat(self.journal.rotated)
+            if self.ino is not None and old_ino == self.ino:
+                data, _ = self._read_from(self.journal.rotated, self.offset)
+            self.ino, self.offset, self.partial = ino, 0, b""
+            if data and not data.endswith(b"\n"):
+                data += b"\n"  # the old file's torn tail ends here
+        elif size < self.offset:  # rewritten (repaired) in place: start over at its end
+            self.offset, self.partial = size, b""
+            return []
+        if ino is not None:
+            more, self.offset = self._read_from(self.journal.path, self.offset)
+            data += more
+        data = self.partial + data
+        cut = data.rfind(b"\n") + 1
+        self.partial = data[cut:]
+        good, _, _ = _scan(data[:cut], torn_ok=True)
+        return good

@@ -15,6 +15,11 @@ Formats (mm/oom_kill.c, mm/memcontrol.c; see KERNEL_FACTS.md), 4.19 to 6.x:
   reap pid:PID (COMM)``
 * ``MSG: OOM victim PID (COMM) is already exiting. Skip killing the task``
 * ``Out of memory and no killable processes...``
+* the report's context, for ``explain-kill``: ``Tasks state (memory values in pages):``, the
+  ``[ pid ]`` header and its rows (any column layout since 3.x), ``N pages RAM``,
+  ``N pages reserved``, ``Total swap = NkB``, and the stack dump's ``CPU: N PID: N Comm: C
+  … RELEASE`` line; 3.x-4.x vendor kill lines ``Killed process N (C), UID U,`` and
+  ``Killed process N, UID U, (C)``; a kill line cut short yields pid and comm (``partial``)
 
 COMM is the task's comm: up to 15 bytes, any bytes but NUL, so it may hold spaces, commas
 and parentheses.  Where a fixed suffix follows it (`` total-vm:``, ``) score ``), the
@@ -182,16 +187,38 @@ _RE_MEMCG_USAGE = _Pattern(
 )
 _RE_MEMCG_STATS = _Pattern(r"^Memory cgroup stats for (?P<path>.*):$")
 _RE_SUMMARY = _Pattern(
-    r"^oom-kill:constraint=(?P<constraint>[A-Z_]+),nodemask=(?P<nodemask>\(null\)|[0-9,\-]*?)"
+    r"^oom-kill:constraint=(?P<constraint>[A-Za-z_]*),nodemask=(?P<nodemask>\(null\)|[0-9,\-]*?)"
     r"(?:,cpuset=(?P<cpuset>.*?),mems_allowed=(?P<mems>[0-9,\-]*?))?"
     r",(?:oom_memcg=(?P<oom_memcg>.*?)|(?P<global>global_oom))"
     r"(?:,task_memcg=(?P<task_memcg>.*?))?"
     r",task=(?P<comm>.*),pid=(?P<pid>\d+),uid=(?P<uid>\d+)$"
 )
 _RE_KILLED = _Pattern(
-    r"^" + _MSG + r"Killed process (?P<pid>\d+) \((?P<comm>.*)\) total-vm:(?P<total_vm>\d+)kB, "
-    r"anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB, shmem-rss:(?P<shmem>\d+)kB"
+    r"^" + _MSG + r"Killed process (?P<pid>\d+)(?:, UID (?P<uid0>\d+),)? \((?P<comm>.*)\)"
+    r"(?:,? UID (?P<uid1>\d+),)? (?:total-vm|vsz):(?P<total_vm>\d+)kB, "
+    r"anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB(?:, shmem-rss:(?P<shmem>\d+)kB)?"
     r"(?:,? UID:(?P<uid>\d+))?(?: pgtables:(?P<pgtables>\d+)kB)?(?: oom_score_adj:(?P<adj>-?\d+))?"
+)
+# a kill line cut short (a truncated paste, a full ring): what it still says
+_RE_KILLED_PARTIAL = _Pattern(
+    r"^"
+    + _MSG
+    + r"Killed process (?P<pid>\d+)(?:, UID (?P<uid0>\d+),)? \((?P<comm>.*?)\)(?P<tail>.*)$"
+)
+_KILLED_TAILS = (" total-vm:", ", UID ", " vsz:")
+
+
+def _truncated_tail(tail: str) -> bool:
+    """What follows ``(COMM)`` on a kill line cut short: nothing, or the start of the
+    sizes (never other text: that is some other message)."""
+    return not tail or any(tail.startswith(t) or t.startswith(tail) for t in _KILLED_TAILS)
+
+
+_RE_TASKS_HEADER = _Pattern(r"^\[ *pid *\] +uid +tgid +(?P<cols>.*)$")
+_RE_TASK_ROW = _Pattern(r"^\[ *(?P<pid>\d+)\] +(?P<rest>-?\d+ .*)$")
+_RE_CPU = _Pattern(
+    r"^CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.*?) "
+    r"(?:Not tainted|Tainted: [^0-9]*?) *(?P<release>\d+\.\d+[\w.+~-]*)"
 )
 _RE_KILL_419 = _Pattern(
     r"^"
@@ -269,7 +296,19 @@ def parse_oom_line(text: str) -> OomLine | None:
     if "Killed process " in text:
         m = _RE_KILLED.match(text)
         if not m:
-            return None
+            m = _RE_KILLED_PARTIAL.match(text)
+            if not m or not _truncated_tail(m.group("tail")):
+                return None
+            uid0 = m.group("uid0")
+            part: dict[str, Any] = {
+                "message": m.group("msg"),
+                "pid": int(m.group("pid")),
+                "comm": m.group("comm"),
+                "partial": True,
+            }
+            if uid0 is not None:
+                part["uid"] = int(uid0)
+            return OomLine("killed", part)
         f: dict[str, Any] = {
             "message": m.group("msg"),
             "pid": int(m.group("pid")),
@@ -277,9 +316,15 @@ def parse_oom_line(text: str) -> OomLine | None:
             "total_vm_kb": int(m.group("total_vm")),
             "anon_rss_kb": int(m.group("anon")),
             "file_rss_kb": int(m.group("file")),
-            "shmem_rss_kb": int(m.group("shmem")),
+            "shmem_rss_kb": int(m.group("shmem")) if m.group("shmem") is not None else None,
         }
-        for key, name in (("uid", "uid"), ("pgtables_kb", "pgtables"), ("oom_score_adj", "adj")):
+        for key, name in (
+            ("uid", "uid0"),
+            ("uid", "uid1"),
+            ("uid", "uid"),
+            ("pgtables_kb", "pgtables"),
+            ("oom_score_adj", "adj"),
+        ):
             if m.group(name) is not None:
                 f[key] = int(m.group(name))
         return OomLine("killed", f)
@@ -326,6 +371,37 @@ def parse_oom_line(text: str) -> OomLine | None:
         return None
     if text.startswith("Out of memory and no killable processes"):
         return OomLine("no_killable", {})
+    if text[:1] == "[":
+        m = _RE_TASK_ROW.match(text)
+        if m:
+            return OomLine("task_row", {"pid": int(m.group("pid")), "rest": m.group("rest")})
+        m = _RE_TASKS_HEADER.match(text)
+        if m:
+            return OomLine("tasks_header", {"columns": m.group("cols").split()})
+        return None
+    if text.endswith(" pages RAM"):
+        n = text[: -len(" pages RAM")].strip()
+        return OomLine("ram_pages", {"pages": int(n)}) if n.isdigit() else None
+    if text.endswith(" pages reserved"):
+        n = text[: -len(" pages reserved")].strip()
+        return OomLine("reserved_pages", {"pages": int(n)}) if n.isdigit() else None
+    if text.startswith("Total swap = ") and text.endswith("kB"):
+        n = text[len("Total swap = ") : -2].strip()
+        return OomLine("swap_total", {"kb": int(n)}) if n.isdigit() else None
+    if head.startswith("CPU: "):
+        m = _RE_CPU.match(text)
+        if m:
+            return OomLine(
+                "cpu",
+                {
+                    "pid": int(m.group("pid")),
+                    "comm": m.group("comm"),
+                    "release": m.group("release"),
+                },
+            )
+        return None
+    if head.startswith("Tasks state"):
+        return OomLine("tasks_state", {})
     if head.startswith("Task in "):
         m = _RE_TASK_IN.match(text)
         if m:
@@ -486,10 +562,10 @@ class OomAssembler:
                 "comm": f["comm"],
                 "oom_memcg": ctx.get("oom_memcg"),
                 "constraint": ctx.get("constraint"),
-                "anon_rss_kb": f["anon_rss_kb"],
-                "file_rss_kb": f["file_rss_kb"],
-                "shmem_rss_kb": f["shmem_rss_kb"],
-                "total_vm_kb": f["total_vm_kb"],
+                "anon_rss_kb": f.get("anon_rss_kb"),
+                "file_rss_kb": f.get("file_rss_kb"),
+                "shmem_rss_kb": f.get("shmem_rss_kb"),
+                "total_vm_kb": f.get("total_vm_kb"),
                 "oom_score_adj": f.get("oom_score_adj"),
                 "uid": f.get("uid", ctx.get("uid")),
                 "message": message,

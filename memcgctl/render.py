@@ -25,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Output(NamedTuple):
     json: bool = False
     plain: bool = False
+    wide: bool = False
 
     @property
     def rich(self) -> bool:
@@ -60,13 +61,95 @@ def say(line: object = "", err: bool = False) -> None:
     click.echo(printable(line), err=err)
 
 
+class Column(NamedTuple):
+    """One column of a table that fits the terminal (:func:`print_columns`).
+
+    ``priority`` 0 is never dropped (names and numbers); higher values go first when the
+    terminal is narrow.  ``short``/``short_cells`` are the abbreviated header and cells
+    used before anything is dropped."""
+
+    header: str
+    cells: Sequence[str]
+    right: bool = False
+    priority: int = 0
+    short: str | None = None
+    short_cells: Sequence[str] | None = None
+
+    def width(self, abbreviated: bool) -> int:
+        header = (self.short or self.header) if abbreviated else self.header
+        cells = self.short_cells if abbreviated and self.short_cells is not None else self.cells
+        return max([len(printable(header))] + [len(printable(c)) for c in cells])
+
+    def abbreviated(self) -> Column:
+        return self._replace(
+            header=self.short or self.header,
+            cells=self.short_cells if self.short_cells is not None else self.cells,
+        )
+
+
+COLUMN_GAP = 2  # spaces between columns, as both renderers draw them
+
+
+def table_width(columns: Sequence[Column], abbreviated: bool = False) -> int:
+    return sum(c.width(abbreviated) for c in columns) + COLUMN_GAP * max(len(columns) - 1, 0)
+
+
+def fit_columns(columns: Sequence[Column], width: int | None) -> list[Column]:
+    """The columns to draw in ``width`` characters (None: all of them), the way ``ps``
+    and ``systemd-cgls`` fit a terminal: nothing is ever truncated; first the
+    abbreviated headers and cells, then the lowest-value columns (highest ``priority``)
+    are dropped.  Columns of priority 0 always stay, even if the line then overflows."""
+    cols = list(columns)
+    if width is None or table_width(cols) <= width:
+        return cols
+    cols = [c.abbreviated() for c in cols]
+    for priority in sorted({c.priority for c in cols if c.priority > 0}, reverse=True):
+        if table_width(cols) <= width:
+            break
+        # drop this priority's columns one at a time, rightmost first
+        for victim in [c for c in reversed(cols) if c.priority == priority]:
+            if table_width(cols) <= width:
+                break
+            cols.remove(victim)
+    return cols
+
+
+def terminal_width(out: Output) -> int | None:
+    """Width to fit tables in: the terminal's, or None (everything) when piped or --wide."""
+    if out.wide or out.json or not sys.stdout.isatty():
+        return None
+    import shutil
+
+    return shutil.get_terminal_size().columns
+
+
+def print_columns(out: Output, columns: Sequence[Column], title: str | None = None) -> None:
+    """A table fitted to the terminal (see :func:`fit_columns`); never truncates a cell."""
+    width = terminal_width(out)
+    cols = fit_columns(columns, width)
+    nrows = max((len(c.cells) for c in cols), default=0)
+    rows = [[c.cells[i] for c in cols] for i in range(nrows)]
+    print_table(
+        out,
+        [c.header for c in cols],
+        rows,
+        title=title,
+        right_align=[i for i, c in enumerate(cols) if c.right],
+        min_width=table_width(cols),
+    )
+
+
 def print_table(
     out: Output,
     headers: Sequence[str],
     rows: Sequence[Sequence[Any]],
     title: str | None = None,
     right_align: Sequence[int] = (),
+    min_width: int | None = None,
 ) -> None:
+    """A table; with ``min_width`` (from :func:`print_columns`) rich draws it at least
+    that wide and wraps nothing, so a line longer than the terminal overflows instead of
+    truncating a cell."""
     if out.rich:
         from rich.console import Console
         from rich.table import Table
@@ -80,11 +163,17 @@ def print_table(
         )
         for i, h in enumerate(headers):
             table.add_column(
-                Text(printable(h)), justify="right" if i in right_align else "left", no_wrap=i == 0
+                Text(printable(h)),
+                justify="right" if i in right_align else "left",
+                no_wrap=i == 0 or min_width is not None,
+                overflow="fold" if min_width is not None else "ellipsis",
             )
         for row in rows:
             table.add_row(*(Text(printable(c)) for c in row))
-        Console().print(table)
+        console = Console()
+        if min_width is not None and min_width > console.width:
+            console = Console(width=min_width)
+        console.print(table)
         return
     import tabulate as tabulate_module
 

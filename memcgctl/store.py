@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +37,9 @@ from memcgctl.units import MAX_DELAY_MS
 
 BADNESS = "memcgctl.badness"
 OOM_DELAY = "memcgctl.oom_delay_ms"
+# "namespace/name" of the Kubernetes pod a cgroup belongs to, written by `memcgctl kube`
+POD = "memcgctl.pod"
+POD_MAX = 320  # a namespace (63) and a pod name (253), with the slash
 NAMESPACES = ("trusted", "user")
 _RANGES = {BADNESS: (BADNESS_MIN, BADNESS_NEVER), OOM_DELAY: (0, MAX_DELAY_MS)}
 
@@ -76,6 +79,40 @@ def read_setting(fs: CgroupFs, cg: str, key: str) -> Setting:
     if value is not None and delegation_allows_user(fs, cg):
         return Setting(value, "user")
     return Setting(None, "default")
+
+
+def read_namespace(fs: CgroupFs, cg: str, key: str, namespace: str) -> int | None:
+    """The value of ``<namespace>.<key>`` alone (None: unset or not a valid value);
+    for a writer that owns that one attribute (``memcgctl kube``)."""
+    if namespace not in NAMESPACES:
+        raise ValueError(namespace)
+    return _parse(fs.get_xattr(cg, f"{namespace}.{key}"), key)
+
+
+def read_pod(fs: CgroupFs, cg: str, namespace: str = "trusted") -> str | None:
+    """The pod label on ``cg`` (None: none, or not a sane label)."""
+    raw = fs.get_xattr(cg, f"{namespace}.{POD}")
+    if raw is None or len(raw) > POD_MAX:
+        return None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() and text.count("/") == 1 else None
+
+
+def pod_labels(fs: CgroupFs, cgroups: Iterable[str]) -> dict[str, str]:
+    """cgroup → pod label for those that carry a trusted one (only root, through
+    ``memcgctl kube``, can write it; a user.* label would be anyone's claim)."""
+    out: dict[str, str] = {}
+    for cg in cgroups:
+        try:
+            label = read_pod(fs, cg)
+        except (Vanished, OSError):
+            continue
+        if label is not None:
+            out[cg] = label
+    return out
 
 
 def default_namespace() -> str:

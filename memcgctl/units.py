@@ -15,12 +15,16 @@ _FACTOR_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 MAX_DELAY_MS = 86_400_000
 
 
-def parse_duration_ms(text: str) -> int:
+DELAY_EXAMPLES = "500ms, 2s, 1m, 0 or off"
+
+
+def parse_duration_ms(text: str, examples: str = DELAY_EXAMPLES) -> int:
     """``500ms``, ``2s``, ``1.5s``, ``1m``, ``0`` → milliseconds.  A bare number other
-    than 0 needs a unit (``500`` could mean ms or s)."""
+    than 0 needs a unit (``500`` could mean ms or s).  ``examples`` is the hint shown
+    for a word that is no duration (``off`` is one only where it means something)."""
     m = _DURATION.match(text)
     if not m:
-        raise UsageProblem(f"{text!r}: not a duration (use e.g. 500ms, 2s, 1m, 0 or off)")
+        raise UsageProblem(f"{text!r}: not a duration (use e.g. {examples})")
     number, unit = m.group(1), m.group(2)
     if unit is None:
         if float(number) != 0:
@@ -64,11 +68,29 @@ def format_duration_ms(ms: int | None) -> str:
         return "off"
     if ms == 0:
         return "0"
+    if ms % 3_600_000 == 0:
+        return f"{ms // 3_600_000}h"
     if ms % 60_000 == 0:
         return f"{ms // 60_000}m"
     if ms % 1000 == 0:
         return f"{ms // 1000}s"
     return f"{ms}ms"
+
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.ASCII | re.I)
+_SIZE_FACTOR = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """``64M``, ``1.5G``, ``512KiB``, ``1048576`` (bytes) → bytes, as ``systemd-run -p
+    MemoryMax=`` takes them (binary multiples)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise UsageProblem(f"{text!r}: {what} is not a size (use e.g. 64M, 1.5G, 512K)")
+    value = int(float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()])
+    if value <= 0:
+        raise UsageProblem(f"{text!r}: {what} must be more than 0")
+    return value
 
 
 def parse_badness(text: str) -> int | None:

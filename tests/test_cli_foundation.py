@@ -78,9 +78,10 @@ def test_set_and_get_badness_cgroup(host: FakeHost) -> None:
     assert r.stdout.strip() == "/batch/job1: set badness 7 (trusted), was 500 (default)"
     assert os.getxattr(host.cgroot / "batch/job1", "trusted.memcgctl.badness") == b"7"
     r = run(host, "get-badness", "/batch/job1", "--json")
-    assert json.loads(r.stdout) == [
-        {"cgroup": "/batch/job1", "badness": 7, "badness_source": "trusted"}
-    ]
+    assert json.loads(r.stdout) == {
+        "cgroups": [{"cgroup": "/batch/job1", "badness": 7, "badness_source": "trusted"}],
+        "processes": [],
+    }
     r = run(host, "set-badness", "/batch/job1", "default")
     assert "set badness 500 (default), was 7 (trusted)" in r.stdout
     assert "trusted.memcgctl.badness" not in os.listxattr(host.cgroot / "batch/job1")
@@ -99,7 +100,8 @@ def test_set_and_get_badness_process(host: FakeHost) -> None:
     doc = json.loads(r.stdout)
     assert (doc["badness"], doc["badness_source"], doc["start_time"]) == (20, "process", 1200)
     r = run(host, "get-badness", "--pid", "200", "--pid", "300", "--json")
-    assert [(i["pid"], i["badness"], i["badness_source"]) for i in json.loads(r.stdout)] == [
+    procs = json.loads(r.stdout)["processes"]
+    assert [(i["pid"], i["badness"], i["badness_source"]) for i in procs] == [
         (200, 20, "process"),
         (300, 1000, "oom_score_adj"),
     ]
@@ -115,7 +117,7 @@ def test_recycled_pid_does_not_inherit(host: FakeHost) -> None:
     host.remove_process(200)
     host.process(200, "/batch/job1", comm="newcomer", start_time=99999)
     r = run(host, "get-badness", "--pid", "200", "--json")
-    assert json.loads(r.stdout)[0]["badness_source"] == "default"
+    assert json.loads(r.stdout)["processes"][0]["badness_source"] == "default"
 
 
 def test_get_badness_all(host: FakeHost) -> None:
@@ -131,7 +133,7 @@ def test_delay_roundtrip(host: FakeHost) -> None:
     r = run(host, "set-delay", "/batch", "1.5s")
     assert r.stdout.strip() == "/batch: set OOM delay 1500ms (trusted), was off"
     r = run(host, "get-delay", "/batch", "/svc", "--json")
-    assert [(i["cgroup"], i["oom_delay_ms"]) for i in json.loads(r.stdout)] == [
+    assert [(i["cgroup"], i["oom_delay_ms"]) for i in json.loads(r.stdout)["cgroups"]] == [
         ("/batch", 1500),
         ("/svc", 2000),
     ]

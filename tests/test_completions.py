@@ -158,3 +158,23 @@ def test_fish_script_works_in_fish(memcgctl_on_path: Path, host: FakeHost) -> No
     lines = p.stdout.splitlines()
     assert lines[0].split("\t")[0] == "tree"
     assert lines[1:] == ["/batch/job1", "/batch/job2"]
+
+
+def test_bash_completes_signal_names_and_pids(memcgctl_on_path: Path, host: FakeHost) -> None:
+    env = host.cli_env()
+    got = bash_complete(memcgctl_on_path, ["memcgctl", "kill-all", "--signal", "K"], env)
+    assert got == ["KILL"]
+    got = bash_complete(memcgctl_on_path, ["memcgctl", "kill-all", "--signal", "T"], env)
+    assert "TERM" in got and "TRAP" in got
+    host.process(200, "/batch/job1", comm="worker")
+    host.process(2001, "/svc", comm="api")
+    host.process(2, "/", comm="kthreadd", kthread=True)
+    for pid in (200, 2001):
+        (host.proc / str(pid) / "cmdline").write_bytes(b"prog\x00")
+    (host.proc / "2" / "cmdline").write_bytes(b"")  # a kernel thread
+    assert bash_complete(memcgctl_on_path, ["memcgctl", "ps", "--pid", "2"], env) == [
+        "200",
+        "2001",
+    ]
+    got = bash_complete(memcgctl_on_path, ["memcgctl", "set-delay", "--pid", "20"], env)
+    assert got == ["200", "2001"]

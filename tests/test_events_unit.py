@@ -192,18 +192,24 @@ def test_events_history_json_and_cg_filter(fake_v1: FakeHost) -> None:
     host = make_host(fake_v1)
     code, out = run(host, "events", "--json")
     assert code == 0, out
-    events = [json.loads(line) for line in out.splitlines()]
+    doc = json.loads(out)  # one document (SPEC §3)
+    assert doc["root"] == "/" and doc["since"] is None
+    events = doc["events"]
     assert [(e["pid"], e["cgroup"], e["constraint"]) for e in events] == [
         (100, "/a/job", "CONSTRAINT_MEMCG"),
         (200, "/b", "CONSTRAINT_NONE"),
     ]
     assert events[0]["time"] == "2023-11-14T22:13:20.003000Z"
     code, out = run(host, "events", "/a", "--json")
+    assert [e["pid"] for e in json.loads(out)["events"]] == [100]
+    code, out = run(host, "events", "/a", "--json-lines")
     assert [json.loads(line)["pid"] for line in out.splitlines()] == [100]
     code, out = run(host, "events", "/a")
     assert code == 0 and "pid 100 (grow)" in out and "CONSTRAINT_MEMCG" in out
     # --since: these records are from 2023
     code, out = run(host, "events", "--since", "1h", "--json")
+    assert code == 0 and json.loads(out)["events"] == []
+    code, out = run(host, "events", "--since", "1h", "--json-lines")
     assert code == 0 and out == ""
 
 
@@ -216,7 +222,7 @@ def test_kernel_kills_are_journaled_once(fake_v1: FakeHost) -> None:
     # after the ring rotated, the journal still has them
     (host.base / "kmsg").write_text("6,50,50000,-;nothing about OOM\n")
     _code, out = run(host, "events", "--json")
-    assert [json.loads(line)["pid"] for line in out.splitlines()] == [100, 200]
+    assert [e["pid"] for e in json.loads(out)["events"]] == [100, 200]
 
 
 def test_counters_json_v1(fake_v1: FakeHost) -> None:

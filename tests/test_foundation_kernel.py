@@ -138,13 +138,19 @@ def test_delegated_user_ranks_inside_but_not_its_root(
     assert os.getxattr(inner_dir, "user.memcgctl.badness") == b"5"
     assert os.getxattr(cgroups.path(delegated), "user.memcgctl.badness") == b"5"
     r = run(tmp_path, "get-badness", inner, delegated, "--json")
-    got = {i["cgroup"]: (i["badness"], i["badness_source"]) for i in json.loads(r.stdout)}
+    got = {
+        i["cgroup"]: (i["badness"], i["badness_source"]) for i in json.loads(r.stdout)["cgroups"]
+    }
     # honoured inside the subtree, ignored on the subtree's own root
     assert got == {inner: (5, "user"), delegated: (500, "default")}
     # trusted.* wins
     run(tmp_path, "set-badness", inner, "900")
     r = run(tmp_path, "get-badness", inner, "--json")
-    assert json.loads(r.stdout)[0] == {"cgroup": inner, "badness": 900, "badness_source": "trusted"}
+    assert json.loads(r.stdout)["cgroups"][0] == {
+        "cgroup": inner,
+        "badness": 900,
+        "badness_source": "trusted",
+    }
 
 
 def test_unprivileged_write_on_root_owned_cgroup_is_exit_4(

@@ -470,7 +470,7 @@ def test_malformed_entries_are_skipped_valid_ones_kept(host: FakeHost) -> None:
     doc = {"boot_id": "fake-boot-id", "processes": [good, {"pid": "x"}, 5, {**good, "pid": True}]}
     (host.state / "badness.json").write_text(json.dumps(doc))
     r = run(host, "get-badness", "--pid", "200", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)[0]["badness"] == 42
+    assert r.exit_code == 0 and json.loads(r.stdout)["processes"][0]["badness"] == 42
     assert "3 malformed entries skipped, 1 kept" in one_line(r.stderr)
     aside = [p for p in host.state.iterdir() if p.name.startswith("badness.json.corrupt-")]
     assert len(aside) == 1 and json.loads(aside[0].read_text()) == doc
@@ -499,7 +499,7 @@ def test_corrupt_journal_lines_skipped_good_ones_kept(host: FakeHost) -> None:
     r = run(host, "events", "--json")
     assert_clean(r)
     assert r.exit_code == 0, r.output
-    assert [json.loads(x)["pid"] for x in r.stdout.splitlines()] == [7, 8]
+    assert [e["pid"] for e in json.loads(r.stdout)["events"]] == [7, 8]
     line = one_line(r.stderr)
     assert "journal.jsonl: skipped 6 corrupt records, kept 2" in line
     aside = [p for p in host.state.iterdir() if p.name.startswith("journal.jsonl.corrupt-")]
@@ -572,7 +572,7 @@ def test_term_grace_then_kill_gets_real_time_and_is_journaled(
     doc = json.loads(r.stdout)
     assert doc["empty"] and [p["signal"] for p in doc["phases"]] == ["SIGTERM", "SIGKILL"]
     assert cgroups.subtree_pids(job) == []
-    recs = [x for x in Journal(state).read() if x["kind"] == "user_kill"]
+    recs = [x for x in Journal(state).read() if x["kind"] == "manual_kill"]
     assert len(recs) == 3 and {x["signal"] for x in recs} == {"SIGKILL"}
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from click.testing import CliRunner
 
 from memcgctl.cli import cli
 from memcgctl.journal import Journal
-from tests.realkernel import TestCgroups, wait_until
+from tests.realkernel import HELPERS, TestCgroups, wait_until
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
 
@@ -68,7 +70,7 @@ def test_v1_kills_200_sleepers_and_fork_loop_spares_bystander(
     assert bystander.poll() is None, "the bystander in a sibling cgroup must survive"
     assert cgroups.pids(f"{cgroups.parent}/bystander") == [bystander.pid]
 
-    records = [r for r in Journal(tmp_path).read() if r.get("kind") == "user_kill"]
+    records = [r for r in Journal(tmp_path).read() if r.get("kind") == "manual_kill"]
     assert {r["pid"] for r in records} == killed
     rec = next(r for r in records if r["pid"] == loop.pid)
     assert rec["cgroup"] == f"{cgroups.parent}/job/b"
@@ -108,7 +110,7 @@ def test_v2_kill_and_freeze_paths_with_fork_loop(
     if expected == "cgroup.freeze":
         assert (tc.path(job) / "cgroup.freeze").read_text().strip() == "0"  # thawed again
     assert bystander.poll() is None
-    records = [r for r in Journal(tmp_path).read() if r.get("kind") == "user_kill"]
+    records = [r for r in Journal(tmp_path).read() if r.get("kind") == "manual_kill"]
     assert {r["mechanism"] for r in records} == {expected}
 
 
@@ -223,3 +225,49 @@ def test_big_victim_is_reaped_with_process_mrelease_path(
     assert code == 0, output
     assert [k["pid"] for k in json.loads(output)["killed"]] == [hog.pid]
     assert cgroups.subtree_pids(job) == []
+
+
+def _counters_user(runner: CliRunner, tc: TestCgroups, state: Path, cg: str) -> int:
+    env = {"MEMCGCTL_STATE_DIR": str(state), "MEMCGCTL_CGROUP_ROOT": str(tc.mount)}
+    r = runner.invoke(cli, ["counters", cg, "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    return int(json.loads(r.stdout)["cgroups"][0]["by_cause"]["user"])
+
+
+def test_v1_kill_all_under_oom_is_user_kill_healthy_is_manual_kill(
+    cgroups: TestCgroups, runner: CliRunner, tmp_path: Path
+) -> None:
+    """SPEC §4: a kill-all of a memcg paused in OOM (v1 under_oom) counts as ``user``;
+    the same kill-all of a healthy memcg is a ``manual_kill``, shown by events, counted
+    nowhere."""
+    healthy = cgroups.make("healthy", limit=32 << 20)
+    calm = cgroups.sleeper(healthy)
+    stuck = cgroups.make("stuck", limit=16 << 20)
+    # the kernel's OOM killer off for this memcg only: the grower sleeps in the OOM
+    cgroups.write(cgroups.path(stuck), "memory.oom_control", "1")
+    grower = cgroups.spawn(stuck, [sys.executable, str(HELPERS / "grow.py"), "1024", "64"])
+    deadline = time.monotonic() + 15
+    while "under_oom 1" not in (cgroups.path(stuck) / "memory.oom_control").read_text():
+        assert time.monotonic() < deadline, "the grower never reached its limit"
+        time.sleep(0.02)
+
+    code, output = _invoke(runner, cgroups, tmp_path, stuck, "--json")
+    assert code == 0, output
+    doc = json.loads(output)
+    assert doc["under_oom"] is True and doc["recorded_as"] == "user_kill"
+    assert grower.wait(timeout=10) == -signal.SIGKILL
+    code, output = _invoke(runner, cgroups, tmp_path, healthy, "--json")
+    assert code == 0, output
+    doc = json.loads(output)
+    assert doc["under_oom"] is False and doc["recorded_as"] == "manual_kill"
+    assert calm.wait(timeout=10) == -signal.SIGKILL
+
+    kinds = {r["pid"]: r["kind"] for r in Journal(tmp_path).read() if "pid" in r}
+    assert kinds[grower.pid] == "user_kill" and kinds[calm.pid] == "manual_kill"
+    assert _counters_user(runner, cgroups, tmp_path, stuck) == 1
+    assert _counters_user(runner, cgroups, tmp_path, healthy) == 0
+    env = {"MEMCGCTL_STATE_DIR": str(tmp_path), "MEMCGCTL_CGROUP_ROOT": str(cgroups.mount)}
+    r = runner.invoke(cli, ["events", healthy, "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    shown = [e for e in json.loads(r.stdout)["events"] if e["kind"] == "manual_kill"]
+    assert [e["pid"] for e in shown] == [calm.pid]

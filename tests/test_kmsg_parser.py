@@ -137,7 +137,7 @@ LINES: list[tuple[str, str | None, dict[str, Any]]] = [
     ("oom_control is deprecated and will be removed.", None, {}),
     ("Killed process 12 (x) and more garbage", None, {}),
     ("oom-kill:garbage", None, {}),
-    ("Tasks state (memory values in pages):", None, {}),
+    ("Tasks state (memory values in pages):", "tasks_state", {}),
     ("", None, {}),
 ]
 

@@ -51,7 +51,9 @@ def test_priority_json_shape(fake_v1: FakeHost, runner: CliRunner) -> None:
     assert doc["kill_group"] is None and doc["group_pids"] == [11]
     assert [lv["cgroup"] for lv in doc["walk"]] == ["/", "/batch", "/batch/a"]
     assert doc["walk"][0]["chosen"]["cgroup"] == "/batch"
-    assert doc["candidates"] == []
+    # the victim alone is ranked without --top; the same entry keys as the kernel's
+    assert [(c["rank"], c["pid"], c["points"]) for c in doc["candidates"]] == [(1, 11, None)]
+    assert "runners_up" not in doc
 
 
 def test_kernel_json_ranked_with_points(fake_v1: FakeHost, runner: CliRunner) -> None:
@@ -105,6 +107,27 @@ def test_top_priority_runners_up(fake_v1: FakeHost, runner: CliRunner) -> None:
     assert code == 0
     doc = json.loads(out)
     assert [r["victim"]["pid"] for r in doc["runners_up"]] == [11, 10, 12, 20]
+    assert [c["pid"] for c in doc["candidates"]] == [11, 10, 12, 20]
+
+
+def test_both_policies_have_the_same_keys(fake_v1: FakeHost, runner: CliRunner) -> None:
+    _host(fake_v1)
+    docs = {}
+    for policy in ("priority", "kernel"):
+        code, out, _ = _run(
+            runner, fake_v1, "predict-victim", "--policy", policy, "--top", "2", "--json"
+        )
+        assert code == 0
+        docs[policy] = json.loads(out)
+    assert set(docs["priority"]) == set(docs["kernel"])
+    for key in ("candidates", "runners_up"):
+        shapes = {p: [set(c) for c in docs[p][key]] for p in docs}
+        assert len(shapes["kernel"]) == 2 and len(shapes["priority"]) == 2
+        assert shapes["priority"][0] <= shapes["kernel"][0]
+    assert {"rank", "points", "kill_group", "group_pids", "pid"} <= set(
+        docs["priority"]["candidates"][0]
+    )
+    assert set(docs["priority"]["runners_up"][0]) == set(docs["kernel"]["runners_up"][0])
     _, out, _ = _run(runner, fake_v1, "predict-victim", "--top", "3", "--plain")
     assert "next in line" in out
 

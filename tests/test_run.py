@@ -36,17 +36,21 @@ def tree_of(host: FakeHost) -> list[str]:
 
 def test_dry_run_prints_the_plan_and_changes_nothing(host: FakeHost) -> None:
     before = tree_of(host)
-    r = run(host, "run", "-n", "-c", "batch/new/job", "-b", "10", "-d", "2s", "--", "sh", "-c", "x")
+    r = run(
+        host, "run", "-n", "-c", "batch/new/job", "-b", "10", "-d", "2s", "-m", "64M",
+        "--", "sh", "-c", "x",
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert lines[:3] == [
+    assert lines[:4] == [
         "would create cgroup /batch/new",
         "would create cgroup /batch/new/job",
+        "would set memory.limit_in_bytes of /batch/new/job to 64.0M",
         "would set OOM delay of /batch/new/job to 2s",
     ]
-    assert lines[3].startswith("would move pid ") and lines[3].endswith(" into /batch/new/job")
-    assert lines[4].startswith("would register badness 10 for pid ")
-    assert lines[5].startswith("would exec /") and lines[5].endswith("sh -c x")
+    assert lines[4].startswith("would move pid ") and lines[4].endswith(" into /batch/new/job")
+    assert lines[5].startswith("would register badness 10 for pid ")
+    assert lines[6].startswith("would exec /") and lines[6].endswith("sh -c x")
     assert tree_of(host) == before
     assert not (host.state / "badness.json").exists()
 
@@ -68,6 +72,11 @@ def test_dry_run_existing_cgroup_creates_nothing(host: FakeHost) -> None:
         (["--badness", "low"], 2, "badness"),
         (["--delay", "2s"], 2, "--delay needs --cgroup"),
         (["--cgroup", "svc", "--delay", "soon"], 2, "not a duration"),
+        (["--cgroup", "batch/new"], 2, "new v1 memcg without a limit"),
+        (["--cgroup", "svc", "--memory-max", "lots"], 2, "not a size"),
+        (["--memory-max", "64M"], 2, "need --cgroup"),
+        (["--cgroup", "svc", "--memory-high", "32M"], 5, "cgroup v2 only"),
+        (["--cgroup", "batch/new", "-m", "64M", "--no-limit"], 2, "give one of them"),
     ],
 )
 def test_refusals(host: FakeHost, args: list[str], code: int, needle: str) -> None:
@@ -77,6 +86,24 @@ def test_refusals(host: FakeHost, args: list[str], code: int, needle: str) -> No
     assert needle in r.stderr
     assert "Traceback" not in r.output
     assert tree_of(host) == before
+
+
+def test_no_limit_plan(host: FakeHost) -> None:
+    r = run(host, "run", "-n", "-c", "batch/new", "--no-limit", "--", "true")
+    assert r.exit_code == 0, r.output
+    assert "would create cgroup /batch/new" in r.stdout and "memory" not in r.stdout
+
+
+def test_v2_memory_high_plan(fake_v2: FakeHost) -> None:
+    fake_v2.cgroup("/work")
+    r = run(fake_v2, "run", "-n", "-c", "work/job", "--memory-max", "1G", "--memory-high",
+            "512MiB", "--", "true")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "would set memory.max of /work/job to 1.0G" in r.stdout
+    assert "would set memory.high of /work/job to 512.0M" in r.stdout
+    # v2: a new memcg without a limit is fine (the parent's limits and memory.events apply)
+    r = run(fake_v2, "run", "-n", "-c", "work/other", "--", "true")
+    assert r.exit_code == 0, r.output
 
 
 def test_symlink_in_the_existing_part_is_refused(host: FakeHost) -> None:
@@ -155,6 +182,7 @@ def test_exec_without_cgroup_keeps_exit_status_and_default_sigpipe(host: FakeHos
 @pytest.mark.kernel
 def test_run_joins_a_new_memcg_and_registers_badness(cgroups: TestCgroups, tmp_path: Path) -> None:
     job = cgroups.parent + "/job"
+    limit_file = cgroups.path(job) / "memory.limit_in_bytes"
     state = tmp_path / "state"
     p = subprocess.Popen(
         [
@@ -166,10 +194,13 @@ def test_run_joins_a_new_memcg_and_registers_badness(cgroups: TestCgroups, tmp_p
             job,
             "--badness",
             "10",
+            "--memory-max",
+            "48M",
             "--",
             "sh",
             "-c",
-            "cat /proc/self/cgroup; echo pid $$; echo ready; exec sleep 60",
+            f"cat /proc/self/cgroup; echo pid $$; echo limit $(cat {limit_file});"
+            " echo ready; exec sleep 60",
         ],
         cwd=ROOT,
         env={**os.environ, "MEMCGCTL_STATE_DIR": str(state)},
@@ -187,6 +218,7 @@ def test_run_joins_a_new_memcg_and_registers_badness(cgroups: TestCgroups, tmp_p
     memory_lines = [ln for ln in lines if ":memory:" in ln]
     assert memory_lines == [f"{memory_lines[0].split(':')[0]}:memory:{job}"], lines
     assert f"pid {p.pid}" in lines  # the shell is the memcgctl process, exec'd
+    assert f"limit {48 << 20}" in lines  # set before CMD started
     assert cgroups.path(job).is_dir()
     assert cgroups.pids(job) == [p.pid]
 
@@ -211,7 +243,19 @@ def test_run_joins_a_new_memcg_and_registers_badness(cgroups: TestCgroups, tmp_p
 def test_run_sets_the_delay_on_a_real_memcg(cgroups: TestCgroups, tmp_path: Path) -> None:
     job = cgroups.parent + "/a/b"
     p = subprocess.run(
-        [sys.executable, "-m", "memcgctl", "run", "-c", job, "-d", "1500ms", "--", "true"],
+        [
+            sys.executable,
+            "-m",
+            "memcgctl",
+            "run",
+            "-c",
+            job,
+            "-d",
+            "1500ms",
+            "--no-limit",
+            "--",
+            "true",
+        ],
         cwd=ROOT,
         env={**os.environ, "MEMCGCTL_STATE_DIR": str(tmp_path)},
         capture_output=True,

@@ -59,9 +59,10 @@ def test_get_badness_json_still_works(fake_v1: FakeHost) -> None:
         text=True,
         check=True,
     )
-    assert json.loads(p.stdout) == [
-        {"cgroup": "/batch", "badness": 100, "badness_source": "trusted"}
-    ]
+    assert json.loads(p.stdout) == {
+        "cgroups": [{"cgroup": "/batch", "badness": 100, "badness_source": "trusted"}],
+        "processes": [],
+    }
 
 
 def test_version_loads_no_command(fake_v1: FakeHost, tmp_path: Path) -> None:

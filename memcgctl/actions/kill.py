@@ -148,13 +148,17 @@ class KillReport:
         }
 
 
-def user_kill_records(report: KillReport, by: str = "kill-all") -> list[dict[str, Any]]:
-    """Journal records (SPEC §3.2 event keys) for the processes a kill-all killed."""
+def user_kill_records(
+    report: KillReport, by: str = "kill-all", kind: str = "user_kill"
+) -> list[dict[str, Any]]:
+    """Journal records (SPEC §3.2 event keys) for the processes a kill-all killed:
+    ``user_kill`` when the target was under OOM (counted as ``user``), ``manual_kill``
+    for a healthy cgroup torn down (counted nowhere; SPEC §4)."""
     now = utc_now_iso()
     return [
         {
             "time": now,
-            "kind": "user_kill",
+            "kind": kind,
             "cgroup": k.cgroup,
             "source": "journal",
             "pid": k.pid,

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from memcgctl.commands.common import AsciiInt, CgroupName, dry_run_option, pass_env
+from memcgctl.commands.common import (
+    CgroupName,
+    PidParam,
+    dry_run_option,
+    pass_env,
+    pid_option,
+    pids_option,
+)
 from memcgctl.constants import BADNESS_DEFAULT
 from memcgctl.env import Env
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
@@ -21,6 +28,9 @@ from memcgctl.store import (
     write_setting,
 )
 from memcgctl.units import format_duration_ms, parse_badness, parse_delay
+
+# A v1 memcg in its OOM delay is paused (oom_kill_disable): its tasks sleep that long.
+V1_LONG_DELAY_MS = 60_000
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -72,6 +82,21 @@ def _process_key(env: Env, pid: int) -> tuple[int, int, str]:
         raise NoSuchProcess(pid) from None
 
 
+def _check_victim_candidate(env: Env, pid: int, comm: str) -> None:
+    """init and kernel threads are never OOM victims: a badness for them would be a
+    silent no-op, so it is refused."""
+    if pid == 1:
+        raise UsageProblem(f"pid 1 ({comm}): init is never an OOM victim; no badness to set")
+    try:
+        kthread = env.proc.is_kernel_thread(pid)
+    except Vanished:
+        raise NoSuchProcess(pid) from None
+    if kthread:
+        raise UsageProblem(
+            f"pid {pid} ({comm}): a kernel thread is never an OOM victim; no badness to set"
+        )
+
+
 def _process_setting(
     env: Env, pid: int, entries: dict[tuple[int, int], int] | None = None
 ) -> Setting:
@@ -98,7 +123,7 @@ def _complete_target(
 
 @click.command("set-badness")
 @click.argument("args", nargs=-1, metavar="[TARGET] VALUE", shell_complete=_complete_target)
-@click.option("--pid", type=AsciiInt(), default=None, help="Set the badness of process PID.")
+@click.option("--pid", type=PidParam(), default=None, help="Set the badness of process PID.")
 @namespace_option
 @dry_run_option
 @output_options
@@ -120,6 +145,8 @@ def set_badness(
     doc: dict[str, Any]
     if pid is not None:
         pid, start, comm = _process_key(env, pid)
+        if value is not None:
+            _check_victim_candidate(env, pid, comm)
         before = _process_setting(env, pid)
         if not dry_run:
             env.registry.update({(pid, start): value}, env.is_alive)
@@ -152,7 +179,7 @@ def set_badness(
 @click.command("get-badness")
 @click.argument("targets", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @click.option(
-    "--pid", "pids", type=AsciiInt(), multiple=True, help="Show process PID (repeatable)."
+    "--pid", "pids", type=PidParam(), multiple=True, help="Show process PID (repeatable)."
 )
 @output_options
 @pass_env
@@ -189,7 +216,12 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
             raise NoSuchProcess(pid) from None
         items.append({"pid": pid, "comm": comm, "badness": s.value, "badness_source": s.source})
     if out.json:
-        emit_json(items)
+        emit_json(
+            {
+                "cgroups": [i for i in items if "cgroup" in i],
+                "processes": [i for i in items if "pid" in i],
+            }
+        )
         return
     if not items:
         return
@@ -200,24 +232,55 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
     _print_lines(rows)
 
 
+def _complete_delay_args(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """set-delay: a cgroup first (unless --pid), then the duration."""
+    from click.shell_completion import CompletionItem
+
+    if ctx.params.get("pid") is None and not ctx.params.get("args"):
+        return CgroupName().shell_complete(ctx, param, incomplete)
+    return [
+        CompletionItem(v) for v in ("0", "500ms", "2s", "1m", "off") if v.startswith(incomplete)
+    ]
+
+
 @click.command("set-delay")
-@click.argument("cgroup", type=CgroupName())
-@click.argument("duration")
+@click.argument("args", nargs=-1, metavar="[CGROUP] DURATION", shell_complete=_complete_delay_args)
+@pid_option("Set the OOM delay of the memory cgroup of PID.")
 @namespace_option
 @dry_run_option
 @output_options
 @pass_env
 def set_delay(
-    env: Env, cgroup: str, duration: str, namespace: str, dry_run: bool, out: Output
+    env: Env,
+    args: tuple[str, ...],
+    pid: int | None,
+    namespace: str,
+    dry_run: bool,
+    out: Output,
 ) -> None:
-    """Set the OOM delay of CGROUP: how long the daemon lets the memcg's own job
-    manager react before it kills by priority.
+    """Set the OOM delay of CGROUP (or of the memcg of --pid PID): how long the daemon
+    lets the memcg's own job manager react before it kills by priority.
 
-    DURATION: 500ms, 2s, 1m; 0 = the daemon decides at once; off = no delay
-    (the kernel alone decides).
+    DURATION: 500ms, 2s, 1m, up to 24h; 0 = the daemon decides at once; off = no
+    delay (the kernel alone decides).  On cgroup v1 the memcg is paused for the
+    whole delay, so more than a minute draws a warning.
     """
-    value = parse_delay(duration)
+    expected = 1 if pid is not None else 2
+    if len(args) != expected:
+        raise UsageProblem(
+            "usage: memcgctl set-delay CGROUP DURATION | set-delay --pid PID DURATION"
+        )
+    value = parse_delay(args[-1])
+    cgroup = env.cgroup_of_pid(pid) if pid is not None else args[0]
     cg, before, after = _change_cgroup_setting(env, cgroup, OOM_DELAY, value, namespace, dry_run)
+    if value is not None and value > V1_LONG_DELAY_MS and env.fs.version == 1:
+        say(
+            f"memcgctl: warning: {cg}: on cgroup v1 the daemon pauses an OOM for the whole "
+            f"delay ({format_duration_ms(value)}): the memcg's tasks may hang that long",
+            err=True,
+        )
     if out.json:
         emit_json(
             {
@@ -235,11 +298,14 @@ def set_delay(
 
 @click.command("get-delay")
 @click.argument("cgroups", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
+@pids_option("Show the memory cgroup of PID (repeatable).")
 @output_options
 @pass_env
-def get_delay(env: Env, cgroups: tuple[str, ...], out: Output) -> None:
+def get_delay(env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], out: Output) -> None:
     """Show the OOM delay of cgroups (default: every cgroup in the hierarchy)."""
-    paths = [env.fs.resolve(c) for c in cgroups] if cgroups else list(env.fs.walk("/"))
+    paths = [env.fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
+    if not cgroups and not pids:
+        paths = list(env.fs.walk("/"))
     items: list[dict[str, Any]] = []
     for cg in paths:
         try:
@@ -248,7 +314,7 @@ def get_delay(env: Env, cgroups: tuple[str, ...], out: Output) -> None:
             continue
         items.append({"cgroup": cg, "oom_delay_ms": s.value, "oom_delay_source": s.source})
     if out.json:
-        emit_json(items)
+        emit_json({"cgroups": items})
         return
     rows = [["CGROUP", "DELAY", "SOURCE"]]
     rows += [

@@ -19,7 +19,14 @@ pass_env = click.make_pass_decorator(Env)
 
 
 def pid_option(help_text: str = "Use the memory cgroup of PID.") -> Callable[[F], F]:
-    return click.option("--pid", type=AsciiInt(), default=None, metavar="PID", help=help_text)
+    return click.option("--pid", type=PidParam(), default=None, metavar="PID", help=help_text)
+
+
+def pids_option(help_text: str) -> Callable[[F], F]:
+    """``--pid PID``, repeatable, into the parameter ``pids``."""
+    return click.option(
+        "--pid", "pids", type=PidParam(), multiple=True, metavar="PID", help=help_text
+    )
 
 
 def dry_run_option(func: F) -> F:
@@ -56,6 +63,53 @@ class AsciiInt(click.ParamType):  # type: ignore[type-arg,unused-ignore]
         if self.minimum is not None and number < self.minimum:
             self.fail(f"{number} is smaller than {self.minimum}", param, ctx)
         return number
+
+
+class PidParam(AsciiInt):
+    """A pid: an :class:`AsciiInt`, completed in the shell from the processes running
+    (kernel threads left out), each with its command name as the description."""
+
+    name = "pid"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        try:
+            return [CompletionItem(str(p), help=c) for p, c in complete_pid(ctx, incomplete)]
+        except Exception:  # completion must never fail: no candidates instead
+            return []
+
+
+def complete_pid(ctx: click.Context, incomplete: str) -> list[tuple[int, str]]:
+    import os
+
+    proc = str(ctx.find_root().params.get("proc_root") or PROC)
+    out: list[tuple[int, str]] = []
+    for name in os.listdir(proc):
+        if not (name.isascii() and name.isdigit() and name.startswith(incomplete)):
+            continue
+        try:
+            with open(f"{proc}/{name}/cmdline", "rb") as f:
+                if not f.read(1):
+                    continue  # a kernel thread (or a zombie): nothing to name
+            with open(f"{proc}/{name}/comm", "rb") as f:
+                comm = f.read().decode(errors="replace").strip()
+        except OSError:
+            continue
+        out.append((int(name), comm))
+    return sorted(out)
+
+
+def complete_signal(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Signal names as ``kill -l`` spells them without SIG (KILL, TERM, …)."""
+    import signal
+
+    names = sorted(
+        {s.name[3:] for s in signal.Signals if s.name.startswith("SIG") and "_" not in s.name}
+    )
+    return [n for n in names if n.startswith(incomplete.upper())]
 
 
 class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]

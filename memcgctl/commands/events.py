@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from memcgctl.commands.common import CgroupName, pass_env, pid_option
+from memcgctl.commands.common import CgroupName, pass_env, pid_option, pids_option
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
 from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
@@ -116,43 +116,97 @@ def kernel_history(
 @click.option(
     "--since",
     metavar="DURATION",
-    help="Only events of the last DURATION (e.g. 10m, 2h).  With --follow: print these first.",
+    help="Only events of the last DURATION (e.g. 10m, 2h).  With --follow: print these "
+    "first.  With --from: also a date and time (2026-11-30T13:00) or seconds since boot.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--from",
+    "from_file",
+    metavar="FILE",
+    help="Read a saved kernel log instead (- for standard input): dmesg, dmesg -T/-x, "
+    "syslog, journalctl -k (short, short-iso, short-precise, -o json) or kmsg records.",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    help="With --from: only events up to TIME (a date and time, a duration before now, or "
+    "seconds since boot).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON document ({root, since, events: [...]}); with --follow, a stream: "
+    "one object per line.",
+)
+@click.option("--json-lines", "json_lines", is_flag=True, help="One JSON object per line.")
 @pass_env
 def events(
-    env: Env, cgroup: str | None, pid: int | None, follow: bool, since: str | None, as_json: bool
+    env: Env,
+    cgroup: str | None,
+    pid: int | None,
+    follow: bool,
+    since: str | None,
+    from_file: str | None,
+    until: str | None,
+    as_json: bool,
+    json_lines: bool,
 ) -> None:
     """OOM events of CGROUP's subtree (default: the whole host).
 
     Sources: the kernel log (kills with victim, memcg, constraint and sizes; oom.group,
     reaper), v1 eventfd notifications (under_oom, oom_resolved), v2 memory.events
-    (oom, oom_kill, oom_group_kill, max, high) and the journal (kills done by memcgctl).
-    Without --follow: the history still in the kernel log plus the journal.  --follow
-    tails live; it prints history only with --since.
+    (oom, oom_kill, oom_group_kill, max, high) and the journal (kills done by memcgctl:
+    user_kill while handling an OOM, manual_kill otherwise).  Without --follow: the
+    history still in the kernel log plus the journal.  --follow tails live, the journal
+    too; it prints history only with --since.
+
+    --from FILE reads a saved log (any common format, several mixed); CGROUP is then
+    matched against the paths as the log wrote them, and --since/--until use the log's
+    own clock: a date and time (2026-11-30T13:00, local time unless a zone is given), a
+    duration before now (2h), or seconds since boot (1234.5) for dmesg timestamps.
     """
+    if from_file is not None:
+        if follow or pid is not None:
+            raise UsageProblem("--from reads a saved log: no --follow or --pid")
+        if as_json and json_lines:
+            raise UsageProblem("--json and --json-lines: give one of them")
+        _events_from_file(from_file, cgroup, since, until, as_json, json_lines)
+        return
+    if until is not None:
+        raise UsageProblem("--until needs --from (a saved log)")
     from memcgctl.events import format_event, iso_before, matches, merge_history
     from memcgctl.units import parse_duration_ms
 
+    if as_json and json_lines:
+        raise UsageProblem("--json and --json-lines: give one of them")
     root = env.target_cgroup(cgroup, pid)
     since_iso = None
     if since is not None:
-        since_iso = iso_before(parse_duration_ms(since) / 1000)
+        since_iso = iso_before(parse_duration_ms(since, "10m, 2h or 24h") / 1000)
+    # a stream is one object per line; a history with --json is one document
+    lines = json_lines or (as_json and follow)
 
     def show(ev: Event) -> None:
-        if as_json:
+        if lines:
             emit_json_line(ev)
         else:
             say(format_event(ev))
 
     recorder = _Recorder(env)
     reader, follower, kernel = kernel_history(env, recorder, root)
+    if follow:
+        # from here on, kills appended by the daemon and kill-all are printed live
+        follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
         history = merge_history(kernel, recorder.journal.read())
         shown = [ev for ev in history if matches(ev, root, since_iso)]
-        for ev in shown:
-            show(ev)
-        if not follow and not shown and not as_json:
+        if as_json and not follow:
+            emit_json({"root": root, "since": since_iso, "events": shown})
+        else:
+            for ev in shown:
+                show(ev)
+        if not follow and not shown and not (as_json or json_lines):
             say(f"no OOM events for {root}", err=True)
     if not follow:
         return
@@ -167,6 +221,42 @@ def events(
         follower.close()
         if reader is not None:
             reader.close()
+
+
+def _events_from_file(
+    path: str,
+    cgroup: str | None,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+    json_lines: bool,
+) -> None:
+    """One JSON document with --json (the events in a named array, as for the live
+    history), one object per line with --json-lines (a 100 MB log streams)."""
+    from memcgctl.events import format_event, matches
+    from memcgctl.logtext import read_lines
+    from memcgctl.oomreport import LogBound, saved_events, within
+    from memcgctl.readers.logfile import read_chunks
+
+    root = "/" if not cgroup else "/" + cgroup.strip("/")
+    lo = LogBound(since) if since is not None else None
+    hi = LogBound(until) if until is not None else None
+    kept: list[dict[str, Any]] = []
+    count = 0
+    for ev in saved_events(read_lines(read_chunks(path)), path):
+        if not matches(ev, root, None) or not within(ev, lo, hi):
+            continue
+        count += 1
+        if json_lines:
+            emit_json_line(ev)
+        elif as_json:
+            kept.append(ev)
+        else:
+            say(format_event(ev))
+    if as_json:
+        emit_json({"root": root, "from": path, "since": since, "until": until, "events": kept})
+    elif not json_lines and not count:
+        say(f"no OOM events for {root} in {path}", err=True)
 
 
 def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -218,6 +308,7 @@ def _local_kills(env: Env) -> dict[str, int]:
 
 @click.command()
 @click.argument("cgroups", nargs=-1, type=CgroupName())
+@pids_option("Also show the memory cgroup of PID (repeatable).")
 @click.option(
     "--format",
     "fmt",
@@ -227,12 +318,16 @@ def _local_kills(env: Env) -> dict[str, int]:
 )
 @output_options
 @pass_env
-def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -> None:
+def counters(
+    env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], fmt: str | None, out: Output
+) -> None:
     """OOM kill counters of each CGROUP (default: every memory cgroup).
 
     local / hierarchical: the kernel's counters.  by_cause: kills of tasks in the
     subtree seen in the kernel log and the journal — system (host-wide OOM), memcg (a
-    cgroup limit), user (kills done by memcgctl).  complete: whether the log and
+    cgroup limit), user (kills memcgctl did while handling an OOM: the daemon's, and
+    kill-all of a memcg under OOM; a kill-all of a healthy memcg is a manual_kill,
+    counted nowhere).  complete: whether the log and
     journal still cover every kill the kernel counted.
     """
     from memcgctl import totals as tot
@@ -240,8 +335,17 @@ def counters(env: Env, cgroups: tuple[str, ...], fmt: str | None, out: Output) -
     from memcgctl.events import merge_history
     from memcgctl.kmsg import usec_to_iso
 
+    if fmt == "prometheus" and (out.json or out.plain):
+        raise UsageProblem(
+            "--format prometheus prints the exposition format: not with --json or --plain"
+        )
+    if fmt == "json" and out.plain:
+        raise UsageProblem("--format json and --plain: give one of them")
     fs = env.fs
-    cgs = [fs.resolve(c) for c in cgroups] if cgroups else list(fs.walk("/"))
+    cgs = [fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
+    if not cgroups and not pids:
+        cgs = list(fs.walk("/"))
+    cgs = list(dict.fromkeys(cgs))
     recorder = _Recorder(env)
     journal = recorder.journal
     boot_id = env.proc.boot_id()

@@ -14,7 +14,14 @@ from memcgctl.actions.kill import (
     signal_name,
     user_kill_records,
 )
-from memcgctl.commands.common import CgroupName, Seconds, dry_run_option, pass_env, pid_option
+from memcgctl.commands.common import (
+    CgroupName,
+    Seconds,
+    complete_signal,
+    dry_run_option,
+    pass_env,
+    pid_option,
+)
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
 from memcgctl.journal import Journal
@@ -36,6 +43,7 @@ def _survivor_text(report: KillReport, limit: int = 10) -> str:
     default="KILL",
     show_default=True,
     metavar="SIG",
+    shell_complete=complete_signal,
     help="Signal to send: KILL, TERM, INT, 9, ...",
 )
 @click.option(
@@ -111,10 +119,17 @@ def kill_all(
             say(f"  {t.pid:>7}  {t.comm:<16}  {t.cgroup}")
         return
 
+    from memcgctl import oomstate
+
+    before = oomstate.sample(env.fs, top)
     report = killer.kill_all(top, sig, timeout=timeout, grace=grace, wanted=mechanism)
-    warning = _journal(env, report)
+    under_oom = oomstate.was_under_oom(before, oomstate.sample(env.fs, top))
+    kind = "user_kill" if under_oom else "manual_kill"
+    warning = _journal(env, report, kind)
     if out.json:
         doc: dict[str, Any] = report.to_json()
+        doc["under_oom"] = under_oom
+        doc["recorded_as"] = kind
         doc["hierarchy"] = {"mount": str(env.fs.mount), "version": env.fs.version}
         doc["dry_run"] = False
         emit_json(doc)
@@ -124,6 +139,7 @@ def kill_all(
             f"{top}: sent {how}; {len(report.killed)} process(es) gone in "
             f"{report.elapsed_s:.3f}s; "
             + ("subtree empty" if report.empty else f"{len(report.survivors)} survivor(s)")
+            + ("; it was under OOM (counted as user kills)" if under_oom else "")
         )
         for note in report.notes:
             say(f"  note: {note}")
@@ -139,11 +155,13 @@ def kill_all(
 JOURNAL_WAIT_S = 2.0
 
 
-def _journal(env: Env, report: KillReport) -> str | None:
+def _journal(env: Env, report: KillReport, kind: str) -> str | None:
     """Record the kills; a journal problem (a lock held too long, a refused state
     directory) is a warning, the kills did happen."""
+    if not report.killed:
+        return None
     try:
-        Journal(env.state_dir).append(user_kill_records(report), timeout=JOURNAL_WAIT_S)
+        Journal(env.state_dir).append(user_kill_records(report, kind=kind), timeout=JOURNAL_WAIT_S)
     except MemcgctlError as exc:
         return f"kills not recorded in the journal: {exc.format_message()}"
     return None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from memcgctl.commands.common import AsciiInt, CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.explain import decision_json, explain_tree, footer_lines, summary_lines
+from memcgctl.model import Snapshot
 from memcgctl.policy import (
     KERNEL,
     POLICIES,
@@ -53,6 +56,55 @@ def _runners_up_rows(d: Decision, ranked: list[Decision], top: int) -> list[list
     return rows
 
 
+def _candidate_entry(
+    rank: int, process: dict[str, Any], points: int | None, group: str | None, pids: list[int]
+) -> dict[str, Any]:
+    return {**process, "rank": rank, "points": points, "kill_group": group, "group_pids": pids}
+
+
+def predict_json(
+    decision: Decision, snap: Snapshot, top: int | None, ranked: list[Decision]
+) -> dict[str, Any]:
+    """The one predict-victim document, with the same keys for both policies (SPEC
+    §3.2): ``candidates`` ranked, the victim first (kernel: every eligible process, or
+    the first ``--top``; priority: the first ``--top`` in line, the victim alone
+    without it) with ``rank, points (kernel; null for priority), kill_group,
+    group_pids``; and with ``--top``, ``runners_up``: the same first N as
+    ``{victim, kill_group, group_pids}``."""
+    doc = decision_json(decision, snap, top)
+    if decision.policy == KERNEL:
+        cands = [
+            _candidate_entry(
+                i,
+                c,
+                c["points"],
+                decision.kill_group if i == 1 else None,
+                list(decision.group_pids) if i == 1 else [c["pid"]],
+            )
+            for i, c in enumerate(doc["candidates"], 1)
+        ]
+    else:
+        line = ranked or ([decision] if decision.victim is not None else [])
+        cands = [
+            _candidate_entry(i, d.victim.to_json(), None, d.kill_group, list(d.group_pids))
+            for i, d in enumerate(line, 1)
+            if d.victim is not None
+        ]
+    doc["candidates"] = cands
+    if top is not None:
+        doc["runners_up"] = [
+            {
+                "victim": {
+                    k: v for k, v in c.items() if k not in ("rank", "kill_group", "group_pids")
+                },
+                "kill_group": c["kill_group"],
+                "group_pids": c["group_pids"],
+            }
+            for c in cands[:top]
+        ]
+    return doc
+
+
 @click.command("predict-victim")
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option("Use the memory cgroup of PID as the OOM root.")
@@ -97,17 +149,18 @@ def predict_victim(
         if top is not None and decision.victim is not None:
             ranked = rank_priority(snap, root, top)
     if out.json:
-        emit_json(
-            decision_json(
-                decision, snap, top, ranked if policy == PRIORITY and top is not None else None
-            )
-        )
+        emit_json(predict_json(decision, snap, top, ranked))
     else:
         if explain:
-            print_tree(out, explain_tree(decision, per_level=top or 5))
+            from memcgctl.store import pod_labels
+
+            walked = [c.cgroup.path for lv in decision.walk for c in lv.candidates if c.cgroup]
+            pods = pod_labels(env.fs, walked)
+            print_tree(out, explain_tree(decision, per_level=top or 5, pods=pods))
             click.echo("")
-        for line in summary_lines(decision):
-            say(line)
+        if decision.victim is not None:
+            for line in summary_lines(decision):
+                say(line)
         if top is not None and decision.victim is not None:
             click.echo("")
             print_table(
@@ -129,6 +182,7 @@ def predict_victim(
             for line in footer_lines(decision):
                 say(line)
     if decision.victim is None:
+        # found nothing: one line on stderr (SPEC §3.1), not a copy on stdout too
         if not out.json:
-            say(f"memcgctl: {root}: no killable victim", err=True)
+            say(f"memcgctl: {summary_lines(decision)[0]}", err=True)
         raise click.exceptions.Exit(1)

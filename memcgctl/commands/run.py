@@ -17,10 +17,17 @@ import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, PermissionDenied, UsageProblem, Vanished
+from memcgctl.errors import (
+    MemcgctlError,
+    NotSupported,
+    PermissionDenied,
+    UsageProblem,
+    Vanished,
+)
+from memcgctl.readers.cgroupfs import V1_LIMIT, V2_HIGH, V2_MAX
 from memcgctl.render import say
 from memcgctl.store import NAMESPACES, OOM_DELAY, default_namespace, write_setting
-from memcgctl.units import format_duration_ms, parse_badness, parse_delay
+from memcgctl.units import format_bytes, format_duration_ms, parse_badness, parse_delay, parse_size
 
 # As env(1), nice(1), chroot(1) and the shells: a command that is found but cannot be
 # executed exits 126, one that is not found 127 (POSIX "Utility Syntax").
@@ -71,6 +78,28 @@ def _check_cgroup_access(env: Env, cg: str, missing: list[str]) -> None:
         raise PermissionDenied(f"{procs}: permission denied (cannot join {cg})")
 
 
+def _limits(
+    env: Env, cgroup: str | None, memory_max: str | None, memory_high: str | None, no_limit: bool
+) -> list[tuple[str, int]]:
+    """(file, bytes) to write before CMD starts; usage errors first."""
+    if (memory_max or memory_high or no_limit) and cgroup is None:
+        raise UsageProblem("--memory-max/--memory-high/--no-limit need --cgroup")
+    if memory_max is not None and no_limit:
+        raise UsageProblem("--memory-max and --no-limit: give one of them")
+    out: list[tuple[str, int]] = []
+    high = parse_size(memory_high, "--memory-high") if memory_high is not None else None
+    limit = parse_size(memory_max, "--memory-max") if memory_max is not None else None
+    if high is not None and env.fs.version != 2:
+        raise NotSupported("--memory-high: memory.high exists on cgroup v2 only")
+    if high is not None and limit is not None and high > limit:
+        raise UsageProblem("--memory-high is above --memory-max: it would never act")
+    if limit is not None:
+        out.append((V1_LIMIT if env.fs.version == 1 else V2_MAX, limit))
+    if high is not None:
+        out.append((V2_HIGH, high))
+    return out
+
+
 def _restore_xattr(env: Env, cg: str, name: str, previous: bytes | None) -> None:
     if previous is None:
         env.fs.remove_xattr(cg, name)
@@ -118,6 +147,28 @@ def _reset_signals() -> None:
     show_default=True,
     help="xattr namespace for --delay: trusted (root) or user (delegated subtrees).",
 )
+@click.option(
+    "--memory-max",
+    "-m",
+    "memory_max",
+    default=None,
+    metavar="SIZE",
+    help="Set CG's memory limit (64M, 1G; v1 memory.limit_in_bytes, v2 memory.max) "
+    "before CMD starts; needs --cgroup.",
+)
+@click.option(
+    "--memory-high",
+    "memory_high",
+    default=None,
+    metavar="SIZE",
+    help="cgroup v2: set CG's memory.high (the throttling point) before CMD starts.",
+)
+@click.option(
+    "--no-limit",
+    is_flag=True,
+    help="Create a new v1 memcg without --memory-max anyway (it then has no OOM of its "
+    "own: only its ancestors' limits or the host's).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Say on stderr what was done before exec.")
 @dry_run_option
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARG]...")
@@ -128,13 +179,17 @@ def run(
     badness: str | None,
     delay: str | None,
     namespace: str,
+    memory_max: str | None,
+    memory_high: str | None,
+    no_limit: bool,
     verbose: bool,
     dry_run: bool,
     command: tuple[str, ...],
 ) -> None:
-    """Run CMD in a memory cgroup with a badness and an OOM delay.
+    """Run CMD in a memory cgroup with a badness, an OOM delay and a memory limit.
 
-    Creates CG (and missing parents) inside the hierarchy, sets its OOM delay, moves
+    Creates CG (and missing parents) inside the hierarchy, sets its memory limit
+    (--memory-max; --memory-high on v2) and OOM delay, moves
     this process into it, registers the badness for this process (pid and start time,
     which exec keeps), then replaces itself with CMD.  Without --cgroup, CMD runs in
     the current cgroup.  Exit status: CMD's own; 126 if CMD cannot be executed, 127 if
@@ -144,6 +199,7 @@ def run(
     delay_ms = parse_delay(delay) if delay is not None else None
     if delay is not None and cgroup is None:
         raise UsageProblem("--delay needs --cgroup (the delay belongs to a cgroup)")
+    limits = _limits(env, cgroup, memory_max, memory_high, no_limit)
     path = find_command(command[0])
 
     plan: list[str] = []
@@ -151,7 +207,13 @@ def run(
     missing: list[str] = []
     if cgroup is not None:
         cg, missing = env.fs.resolve_new(cgroup)
+        if missing and env.fs.version == 1 and memory_max is None and not no_limit:
+            raise UsageProblem(
+                f"{cg}: a new v1 memcg without a limit has no OOM of its own; "
+                "give --memory-max SIZE (or --no-limit)"
+            )
         plan += [f"create cgroup {m}" for m in missing]
+        plan += [f"set {name} of {cg} to {format_bytes(value)}" for name, value in limits]
         if delay is not None:
             plan.append(f"set OOM delay of {cg} to {format_duration_ms(delay_ms)}")
         plan.append(f"move pid {os.getpid()} into {cg}")
@@ -187,6 +249,11 @@ def run(
                 # v2: a new cgroup is a memcg only if its parent hands the controller down
                 if env.fs.version == 2 and not env.fs.has_file(m, "memory.max"):
                     env.fs.enable_memory_controller(parent)
+            for name, value in limits:  # before anything runs in it
+                old = env.fs.read(cg, name)
+                env.fs.write(cg, name, str(value))
+                if old is not None and not missing:
+                    undo.append(functools.partial(env.fs.write, cg, name, old.strip()))
             if delay is not None:
                 ns = default_namespace() if namespace == "auto" else namespace
                 name = f"{ns}.{OOM_DELAY}"

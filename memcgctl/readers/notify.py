@@ -114,3 +114,53 @@ class PsiTrigger:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+# inotify(7) masks: a file written, created or renamed into the watched directory
+_IN_MODIFY = 0x2
+_IN_MOVED_TO = 0x80
+_IN_CREATE = 0x100
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+
+
+class DirWatch:
+    """inotify on one directory (the state directory, for the journal): its fd becomes
+    readable when a file in it is written, created or renamed in.  Through libc, since
+    the standard library has no inotify; :meth:`open` returns None where that fails
+    (then the caller checks the file on its own timer)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def open(cls, directory: str) -> DirWatch | None:
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = int(libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
+        except (OSError, AttributeError):
+            return None
+        if fd < 0:
+            return None
+        mask = _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO
+        if int(libc.inotify_add_watch(fd, os.fsencode(directory), mask)) < 0:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -70,7 +70,7 @@ def test_memory_max_kill_counters_history_and_follow(
 
     # history: the kernel ring (and the follower's journal copy), once
     out = cli_json(state, "events", parent, "--json")
-    kills = [json.loads(line) for line in out.splitlines()]
+    kills = json.loads(out)["events"]
     ours = [k for k in kills if k["kind"] == "oom_kill"]
     assert [k["pid"] for k in ours] == [g.pid]
     assert ours[0]["cgroup"] == cg and ours[0]["constraint"] == "CONSTRAINT_MEMCG"

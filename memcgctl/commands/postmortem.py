@@ -1,0 +1,170 @@
+"""``explain-kill``: why the kernel killed what it killed, rebuilt from its OOM report."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from memcgctl.commands.common import AsciiInt, pass_env
+from memcgctl.env import Env
+from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
+from memcgctl.render import Output, emit_json, output_options, print_tree, say
+
+if TYPE_CHECKING:
+    from memcgctl.oomreport import OomReport, TaskRow
+    from memcgctl.postmortem import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
+
+
+def _live_report(env: Env, pid: int | None) -> OomReport | None:
+    """The report of the kill of ``pid`` (default: the last kill) in the live kernel
+    log: every record, since task-table rows carry no OOM keyword."""
+    from memcgctl.kmsg import join_continuations, parse_record
+    from memcgctl.logtext import LogLine
+    from memcgctl.oomreport import ReportCollector
+    from memcgctl.readers.kmsg import KmsgReader
+
+    reader = KmsgReader(env.kmsg).open()
+    try:
+        raws = reader.read_available()
+    finally:
+        reader.close()
+    boot = env.proc.boot_time()
+    records = [r for r in (parse_record(raw) for raw in raws) if r is not None]
+    col = ReportCollector(env.kmsg)
+    col.pid = pid
+    for rec in join_continuations(records):
+        col.feed(LogLine(rec.seq, boot + rec.usec / 1e6, rec.usec / 1e6, rec.text, True, ""))
+    return col.chosen
+
+
+def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
+    """Badness of the report's processes and cgroups that still exist on this machine."""
+    from memcgctl.postmortem import LiveInfo
+    from memcgctl.store import BADNESS, read_setting
+
+    registry: dict[tuple[int, int], int] | None = None
+
+    def process(row: TaskRow) -> LiveInfo | None:
+        nonlocal registry
+        try:
+            if not env.proc.exists(row.pid) or env.proc.comm(row.pid) != row.name:
+                return None  # gone, or the pid was recycled
+            cg = env.cgroup_of_pid(row.pid)
+            if registry is None:
+                registry = env.registry.load()
+            entry = registry.get((row.pid, env.proc.start_time(row.pid)))
+        except (MemcgctlError, Vanished, OSError):
+            return None
+        if entry is not None:
+            return LiveInfo(cg, entry, "process")
+        return LiveInfo(cg, None)
+
+    def cgroup(path: str) -> LiveInfo | None:
+        try:
+            setting = read_setting(env.fs, env.fs.resolve(path), BADNESS)
+        except (MemcgctlError, Vanished, OSError):
+            return None
+        if setting.value is None:
+            return None
+        return LiveInfo(path, setting.value, setting.source)
+
+    return process, cgroup
+
+
+def _badness_map(path: str | None) -> BadnessMap:
+    from memcgctl.postmortem import BadnessMap
+
+    if path is None:
+        return BadnessMap()
+    from memcgctl.readers.logfile import read_chunks
+
+    data = b"".join(read_chunks(path))
+    return BadnessMap.parse(data.decode("utf-8", "replace"), path)
+
+
+@click.command("explain-kill")
+@click.argument("pid", required=False, type=AsciiInt(minimum=1))
+@click.option(
+    "--from",
+    "from_file",
+    metavar="FILE",
+    help="A saved kernel log (- for standard input) instead of this machine's.",
+)
+@click.option(
+    "--badness",
+    "badness_file",
+    metavar="FILE",
+    help="Badness for the counterfactual: 'PATTERN BADNESS' lines; /cgroup/path "
+    "(wildcards allowed) or a process-name pattern.",
+)
+@click.option(
+    "--top",
+    type=AsciiInt(minimum=1),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="Candidates shown.",
+)
+@output_options
+@pass_env
+def explain_kill(
+    env: Env,
+    pid: int | None,
+    from_file: str | None,
+    badness_file: str | None,
+    top: int,
+    out: Output,
+) -> None:
+    """Why the kernel killed PID (default: the last OOM kill in the log).
+
+    Rebuilds the kernel's ranking from the OOM report's task table (points = rss +
+    swap + page tables + oom_score_adj × totalpages/1000, under the rules of the kernel
+    that wrote it), says whether its victim is the top and, if not, why (oom.group,
+    sacrifice child, exiting victim, incomplete table), then what the priority policy
+    would have killed with the badness known (live for what still exists, or
+    --badness FILE).  Exit status 1 when the log holds no such kill.
+    """
+    from memcgctl.explain import (
+        explain_tree,
+        footer_lines,
+        kill_explanation_json,
+        kill_summary_lines,
+        priority_lines,
+    )
+    from memcgctl.postmortem import explain_report
+
+    badness = _badness_map(badness_file)
+    live: LiveLookup | None = None
+    live_cg: CgroupLookup | None = None
+    if from_file is not None:
+        from memcgctl.logtext import read_lines
+        from memcgctl.oomreport import collect
+        from memcgctl.readers.logfile import read_chunks
+
+        report, _ = collect(read_lines(read_chunks(from_file)), pid, from_file)
+        where = from_file
+    else:
+        try:
+            report = _live_report(env, pid)
+        except UsageProblem:
+            raise
+        live, live_cg = _live_lookups(env)
+        where = env.kmsg
+    if report is None:
+        what = f"no OOM kill of pid {pid}" if pid is not None else "no OOM kill"
+        raise OperationFailed(f"{where}: {what} in the log")
+    x = explain_report(report, badness, live, live_cg)
+    if out.json:
+        emit_json(kill_explanation_json(x))
+        return
+    for line in kill_summary_lines(x):
+        say(line)
+    if x.decision.candidates:
+        say("")
+        print_tree(out, explain_tree(x.decision, per_level=top))
+        for line in footer_lines(x.decision):
+            say(line)
+    say("")
+    for line in priority_lines(x):
+        say(line)
