@@ -57,14 +57,24 @@ def cgroup_counters(
     hierarchical: Mapping[str, int] | None,
     kills: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    causes = by_cause(cg, kills)
+    """Counters of one cgroup with by_cause recounted from kill records."""
+    return entry(cg, local, hierarchical, by_cause(cg, kills))
+
+
+def entry(
+    cg: str,
+    local: Mapping[str, int] | None,
+    hierarchical: Mapping[str, int] | None,
+    causes: Mapping[str, int],
+) -> dict[str, Any]:
+    """Counters of one cgroup with by_cause given (from the running totals)."""
     kernel_total = (hierarchical or {}).get("oom_kill")
     complete = kernel_total is None or causes["system"] + causes["memcg"] >= kernel_total
     return {
         "cgroup": cg,
         "local": dict(local) if local is not None else None,
         "hierarchical": dict(hierarchical) if hierarchical is not None else None,
-        "by_cause": causes,
+        "by_cause": dict(causes),
         "complete": complete,
     }
 
@@ -73,55 +83,85 @@ def cgroup_counters(
 
 
 def _label(value: str) -> str:
+    """A label value escaped per the text exposition format (\\, \", \n)."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+# (family, help) of the kernel's counters, per scope
+_KERNEL_FAMILIES = {
+    "oom_kill": (
+        "memcgctl_kernel_oom_kills_total",
+        "OOM-killer victims the kernel counted in the memory cgroup (scope=local: tasks"
+        " of the cgroup itself; scope=hierarchical: of its subtree). Do not sum over scope"
+        " or over nested cgroups.",
+    ),
+    "oom": (
+        "memcgctl_kernel_oom_events_total",
+        "Times the memory cgroup hit its limit and the OOM killer was about to run"
+        " (v2 memory.events oom; scope as for memcgctl_kernel_oom_kills_total).",
+    ),
+    "oom_group_kill": (
+        "memcgctl_kernel_oom_group_kills_total",
+        "Group OOM kills (v2 memory.oom.group; scope as for memcgctl_kernel_oom_kills_total).",
+    ),
+}
+
+
 def prometheus(doc: Mapping[str, Any]) -> str:
-    """The counters document in the Prometheus text format (node_exporter textfile)."""
+    """The counters document in the Prometheus text format (node_exporter textfile).
+
+    Families that are never summed with each other: the host counter, the kernel's
+    per-cgroup counters (label ``scope``), the kills by cause (label ``cause``: sum
+    over it for all kills of a subtree), their start time (``_created``, a reset
+    marker) and whether the log covered every kill (a gauge)."""
     lines = [
         "# HELP memcgctl_host_oom_kills_total OOM-killer victims on the host (/proc/vmstat oom_kill).",
         "# TYPE memcgctl_host_oom_kills_total counter",
         f"memcgctl_host_oom_kills_total {doc['system'].get('oom_kill', 0)}",
-        "# HELP memcgctl_oom_kills_total OOM kills per memory cgroup: kernel counters"
-        " (kind=local|hierarchical) and kills by cause (kind=system|memcg|user).",
-        "# TYPE memcgctl_oom_kills_total counter",
     ]
-    extra: dict[str, list[str]] = {"oom": [], "oom_group_kill": []}
-    complete = []
+    kernel: dict[str, list[str]] = {key: [] for key in _KERNEL_FAMILIES}
+    causes: list[str] = []
+    created: list[str] = []
+    complete: list[str] = []
+    since = doc.get("counting_since")
     for c in doc["cgroups"]:
         cg = _label(c["cgroup"])
         for scope in ("local", "hierarchical"):
-            values = c.get(scope)
-            if not values:
-                continue
-            if "oom_kill" in values:
-                lines.append(
-                    f'memcgctl_oom_kills_total{{cgroup="{cg}",kind="{scope}"}} {values["oom_kill"]}'
-                )
-            for key in extra:
+            values = c.get(scope) or {}
+            for key in _KERNEL_FAMILIES:
                 if key in values:
-                    extra[key].append(f'{{cgroup="{cg}",scope="{scope}"}} {values[key]}')
+                    kernel[key].append(f'{{cgroup="{cg}",scope="{scope}"}} {values[key]}')
         for cause in ("system", "memcg", "user"):
-            lines.append(
-                f'memcgctl_oom_kills_total{{cgroup="{cg}",kind="{cause}"}} {c["by_cause"][cause]}'
-            )
-        complete.append(f'memcgctl_oom_kill_log_complete{{cgroup="{cg}"}} {int(c["complete"])}')
-    if extra["oom"]:
-        lines += [
-            "# HELP memcgctl_oom_events_total Times the memcg hit its limit and was about to OOM.",
-            "# TYPE memcgctl_oom_events_total counter",
-            *(f"memcgctl_oom_events_total{s}" for s in extra["oom"]),
-        ]
-    if extra["oom_group_kill"]:
-        lines += [
-            "# HELP memcgctl_oom_group_kills_total Group OOM kills (memory.oom.group).",
-            "# TYPE memcgctl_oom_group_kills_total counter",
-            *(f"memcgctl_oom_group_kills_total{s}" for s in extra["oom_group_kill"]),
-        ]
+            causes.append(f'{{cgroup="{cg}",cause="{cause}"}} {c["by_cause"][cause]}')
+            if since is not None:
+                created.append(f'{{cgroup="{cg}",cause="{cause}"}} {since:.3f}')
+        complete.append(f'{{cgroup="{cg}"}} {int(c["complete"])}')
+    for key, (name, help_text) in _KERNEL_FAMILIES.items():
+        if kernel[key]:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            lines += [f"{name}{s}" for s in kernel[key]]
+    name = "memcgctl_oom_kills_total"
     lines += [
-        "# HELP memcgctl_oom_kill_log_complete 1 if the kernel log and journal still hold"
-        " every kill the kernel counted in the subtree.",
-        "# TYPE memcgctl_oom_kill_log_complete gauge",
-        *complete,
+        f"# HELP {name} Kills of tasks in the memory cgroup's subtree by cause:"
+        " system (host-wide OOM), memcg (a cgroup limit), user (memcgctl killed while"
+        " handling an OOM). Running totals: they survive journal rotation; they restart"
+        " only with a new epoch (see memcgctl_oom_kills_created).",
+        f"# TYPE {name} counter",
+        *(f"{name}{s}" for s in causes),
+    ]
+    if created:
+        name = "memcgctl_oom_kills_created"
+        lines += [
+            f"# HELP {name} Unix time the running totals of memcgctl_oom_kills_total"
+            " started counting (moves at a reboot or when the totals were lost).",
+            f"# TYPE {name} gauge",
+            *(f"{name}{s}" for s in created),
+        ]
+    name = "memcgctl_oom_kill_log_complete"
+    lines += [
+        f"# HELP {name} 1 if the kernel log and journal still hold every kill the kernel"
+        " counted in the subtree.",
+        f"# TYPE {name} gauge",
+        *(f"{name}{s}" for s in complete),
     ]
     return "\n".join(lines) + "\n"

@@ -44,6 +44,7 @@ from memcgctl.statedir import (
 )
 
 DEFAULT_MAX_BYTES = 4 << 20
+MAX_BYTES_ENV = "MEMCGCTL_JOURNAL_MAX_BYTES"
 # A journal is rotated at max_bytes; a file far larger than that is not one of ours.
 MAX_FILE_BYTES = 64 << 20
 MAX_LINE_BYTES = 64 << 10
@@ -119,6 +120,24 @@ def _scan(data: bytes, torn_ok: bool) -> tuple[list[dict[str, Any]], list[bytes]
     return good, lines, bad
 
 
+def max_bytes_from_env() -> int:
+    """The journal's size cap: ``MEMCGCTL_JOURNAL_MAX_BYTES`` (bytes, or with a unit:
+    64K, 4M), else 4 MiB.  A value that is no size is a usage error (exit 2)."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    from memcgctl.errors import UsageProblem
+
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = raw.rstrip("KMGkmgiB"), raw[len(raw.rstrip("KMGkmgiB")) :]
+    unit = unit.upper().removesuffix("IB").removesuffix("B")
+    if not number.isdigit() or unit not in units or int(number) * units[unit] < 4096:
+        raise UsageProblem(
+            f"{MAX_BYTES_ENV}={raw}: not a size of at least 4096 bytes (e.g. 65536, 64K, 4M)"
+        )
+    return min(int(number) * units[unit], MAX_FILE_BYTES // 2)
+
+
 def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -130,14 +149,17 @@ class Journal:
     def __init__(
         self,
         state_dir: Path,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int | None = None,
         warn: Warn | None = None,
         lock_timeout: float = LOCK_TIMEOUT_S,
+        boot_id: str | None = None,
     ) -> None:
         self.state_dir = state_dir
+        # the boot fresh totals are for (None: whoever reads them first decides)
+        self.boot_id = boot_id
         self.path = state_dir / self.FILE
         self.rotated = state_dir / (self.FILE + ".1")
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes if max_bytes is not None else max_bytes_from_env()
         self.warn = warn if warn is not None else stderr_warning
         self.lock_timeout = lock_timeout
         self._warned: set[str] = set()
@@ -224,32 +246,127 @@ class Journal:
             where = f"the original is saved as {target.name}"
         self._warn_once(str(path), f"{path}: skipped {bad} corrupt {noun}, kept {kept}; {where}")
 
-    def _dedup_keys(self) -> set[str]:
-        return {str(r["dedup"]) for r in self.read() if "dedup" in r}
+    # -- the running totals (counters.json, memcgctl.totals) ----------------------------
+
+    def _load_totals(self) -> dict[str, Any] | None:
+        """The totals file, or None (missing; corrupt: warned once and moved aside)."""
+        from memcgctl import totals
+
+        path = self.state_dir / totals.FILE
+        try:
+            return totals.load(self.state_dir)
+        except OSError:
+            return None
+        except Corrupt as exc:
+            where = "ignored (could not move it aside)"
+            with suppress(OSError):
+                where = f"moved aside as {set_aside(path).name}"
+            self._warn_once(str(path), f"{path}: corrupt ({exc.reason}); {where}; rebuilt")
+            return None
+
+    def _totals_locked(
+        self, boot_id: str | None = None, boot_time: float | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """(totals, whether they changed and must be saved), under the lock.  Rebuilt
+        from the whole journal (once) when missing or corrupt, or, with ``boot_id``,
+        of another boot.  Totals of no known boot (begun by a writer that did not know
+        it) that began after ``boot_time`` are this boot's: adopted, not rebuilt."""
+        from memcgctl import totals
+
+        doc = self._load_totals()
+        if doc is not None and (boot_id is None or doc.get("boot_id") == boot_id):
+            return doc, False
+        if (
+            doc is not None
+            and doc.get("boot_id") is None
+            and boot_time is not None
+            and doc["created"] >= boot_time
+        ):
+            doc["boot_id"] = boot_id
+            return doc, True
+        if doc is None and not self.path.exists() and not self.rotated.exists():
+            return totals.empty(boot_id or self.boot_id), True
+        boot_iso = None
+        if boot_time is not None:
+            from memcgctl.kmsg import usec_to_iso
+
+            boot_iso = usec_to_iso(0, boot_time)
+        return totals.rebuild(self.read(), boot_id, boot_iso), True
+
+    def _save_totals(self, doc: dict[str, Any]) -> None:
+        from memcgctl import totals
+
+        path = self.state_dir / totals.FILE
+        try:
+            write_atomic(path, totals.dumps(doc))
+        except OSError as exc:
+            self._warn_once(f"save:{path}", f"{path}: could not save the kill totals: {exc}")
+
+    def totals(self, boot_id: str | None = None, boot_time: float | None = None) -> dict[str, Any]:
+        """The running kill totals (a new epoch, rebuilt from this boot's journal
+        records, when they belong to another boot or were lost).  Without a state
+        directory: empty totals, nothing created."""
+        from memcgctl import totals
+
+        if not check_state_dir(self.state_dir):
+            return totals.empty(boot_id)
+        doc = self._load_totals()
+        if doc is not None and (boot_id is None or doc.get("boot_id") == boot_id):
+            return doc
+        try:
+            with self._locked(self.lock_timeout):
+                doc, changed = self._totals_locked(boot_id, boot_time)
+                if changed:
+                    self._save_totals(doc)
+                return doc
+        except OSError as exc:
+            raise from_oserror(exc, str(self.state_dir)) from exc
+
+    def attribute(
+        self, local_kills: dict[str, int], attempt: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Give unattributed kernel kills their cgroups from the kernel's per-cgroup
+        counters (:func:`memcgctl.totals.attribute`); returns the totals.  ``attempt``
+        (journal records, host oom_kill) is remembered: while neither moves, another
+        try cannot attribute more, and callers skip it."""
+        from memcgctl import totals
+
+        with self._locked(self.lock_timeout):
+            doc, _ = self._totals_locked()
+            changed = totals.attribute(doc, local_kills) > 0
+            if attempt is not None and doc.get("attempt") != attempt:
+                doc["attempt"] = attempt
+                changed = True
+            if changed:
+                self._save_totals(doc)
+            return doc
 
     def append(
         self, records: Iterable[dict[str, Any]], timeout: float | None = None
     ) -> list[dict[str, Any]]:
-        """Append records; those whose ``dedup`` key is already present are dropped.
+        """Append records; those whose ``dedup`` key was journaled already are dropped
+        (the bounded index of the totals file: no journal scan), and add them to the
+        running totals.
 
         Waits for the journal lock at most ``timeout`` seconds (default: the journal's
         ``lock_timeout``), then raises LockTimeout.  Returns the records written."""
+        from memcgctl import totals
+
         records = list(records)
         if not records:
             return []
         wait = self.lock_timeout if timeout is None else timeout
         with self._locked(wait):
-            if any("dedup" in r for r in records):
-                known = self._dedup_keys()
-                fresh = []
-                for r in records:
-                    key = r.get("dedup")
-                    if key is not None:
-                        if str(key) in known:
-                            continue
-                        known.add(str(key))
-                    fresh.append(r)
-                records = fresh
+            doc, _ = self._totals_locked()
+            fresh = []
+            for r in records:
+                key = r.get("dedup")
+                if key is not None:
+                    if totals.seen(doc, str(key)):
+                        continue
+                    totals.remember(doc, str(key))
+                fresh.append(r)
+            records = fresh
             if not records:
                 return []
             payload = b"".join(
@@ -269,6 +386,9 @@ class Journal:
                     os.close(fd)
             except OSError as exc:
                 raise from_oserror(exc, str(self.path)) from exc
+            for r in records:
+                totals.count(doc, r)
+            self._save_totals(doc)
         return records
 
     # -- the kernel-log cursor ------------------------------------------------------------

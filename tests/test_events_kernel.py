@@ -182,7 +182,7 @@ def test_real_oom_kill_follow_history_counters(
     doc = json.loads(cli_json(state, "counters", parent, "--json"))
     assert doc["cgroups"][0]["by_cause"] == {"system": 0, "memcg": 1, "user": 1}
     prom = cli_json(state, "counters", parent, "--format", "prometheus")
-    assert f'memcgctl_oom_kills_total{{cgroup="{parent}",kind="hierarchical"}} 1' in prom
+    assert f'memcgctl_kernel_oom_kills_total{{cgroup="{parent}",scope="hierarchical"}} 1' in prom
 
 
 def test_removed_cgroup_while_watched_stream_continues(

@@ -16,6 +16,7 @@ from memcgctl.journal import Journal
 from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
 from memcgctl.readers.kmsg import KmsgReader, split_records
 from tests.fakehost import FakeHost
+from tests.promtext import parse_exposition
 
 BTIME = 1_700_000_000
 
@@ -169,8 +170,10 @@ def test_prometheus_escapes_labels() -> None:
     }
     text = prometheus(doc)
     assert "# TYPE memcgctl_oom_kills_total counter" in text
-    assert 'memcgctl_oom_kills_total{cgroup="/we\\"ird\\\\name\\n",kind="local"} 1' in text
-    assert 'kind="hierarchical"} 2' in text
+    assert 'memcgctl_kernel_oom_kills_total{cgroup="/we\\"ird\\\\name\\n",scope="local"} 1' in text
+    assert 'scope="hierarchical"} 2' in text
+    families = parse_exposition(text)
+    assert families["memcgctl_kernel_oom_kills"][('/we"ird\\name\n', "local")] == 1
     assert "memcgctl_host_oom_kills_total 4" in text
     assert text.endswith("\n")
 
@@ -249,8 +252,9 @@ def test_counters_json_v1(fake_v1: FakeHost) -> None:
     assert by["/b"]["by_cause"] == {"system": 1, "memcg": 0, "user": 0}
     assert by["/"]["hierarchical"] == {"oom_kill": 2} and by["/"]["complete"] is True
     code, out = run(host, "counters", "/a", "--format", "prometheus")
-    assert 'memcgctl_oom_kills_total{cgroup="/a",kind="hierarchical"} 1' in out
-    assert 'memcgctl_oom_kills_total{cgroup="/a",kind="user"} 1' in out
+    assert 'memcgctl_kernel_oom_kills_total{cgroup="/a",scope="hierarchical"} 1' in out
+    assert 'memcgctl_oom_kills_total{cgroup="/a",cause="user"} 1' in out
+    parse_exposition(out)
     assert "/b" not in out
     code, out = run(host, "counters", "/a", "--plain")
     assert code == 0 and "MEMCG" in out

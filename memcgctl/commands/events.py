@@ -40,12 +40,13 @@ class _Recorder:
             self.journal.append(kills)
             return True
         except MemcgctlError as exc:
-            if not self.warned:
-                self.warned = True
-                click.echo(
-                    f"memcgctl: not journaling kernel kills: {exc.format_message()}", err=True
-                )
+            self.warn(exc)
             return False
+
+    def warn(self, exc: MemcgctlError) -> None:
+        if not self.warned:
+            self.warned = True
+            click.echo(f"memcgctl: not journaling kernel kills: {exc.format_message()}", err=True)
 
 
 def _open_kmsg(env: Env, quiet: bool = False) -> Any:
@@ -290,6 +291,21 @@ def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str
     return local, hier
 
 
+def _local_kills(env: Env) -> dict[str, int]:
+    """The kernel's local oom_kill counter of every memory cgroup (v1
+    memory.oom_control, v2 memory.events.local; cgroups without one left out)."""
+    fs = env.fs
+    out: dict[str, int] = {}
+    for cg in fs.walk("/"):
+        try:
+            values = fs.oom_control(cg) if fs.version == 1 else fs.events(cg, local=True)
+        except (Vanished, OSError):
+            continue
+        if "oom_kill" in values:
+            out[cg] = values["oom_kill"]
+    return out
+
+
 @click.command()
 @click.argument("cgroups", nargs=-1, type=CgroupName())
 @pids_option("Also show the memory cgroup of PID (repeatable).")
@@ -314,7 +330,8 @@ def counters(
     counted nowhere).  complete: whether the log and
     journal still cover every kill the kernel counted.
     """
-    from memcgctl.counters import cgroup_counters, prometheus
+    from memcgctl import totals as tot
+    from memcgctl.counters import by_cause, entry, prometheus
     from memcgctl.events import merge_history
     from memcgctl.kmsg import usec_to_iso
 
@@ -330,32 +347,62 @@ def counters(
         cgs = list(fs.walk("/"))
     cgs = list(dict.fromkeys(cgs))
     recorder = _Recorder(env)
+    journal = recorder.journal
     boot_id = env.proc.boot_id()
+    boot_time = env.proc.boot_time()
+    boot_iso = usec_to_iso(0, boot_time)
+    journal.boot_id = boot_id
+    # the running totals (memcgctl.totals): a new epoch at a new boot
+    totals: dict[str, Any] | None = None
+    try:
+        totals = journal.totals(boot_id, boot_time)
+    except MemcgctlError as exc:
+        recorder.warn(exc)
     # kills up to the cursor are in the journal already: parse only what came after
-    journaled = list(recorder.journal.read())
-    cursor = recorder.journal.read_cursor(boot_id)
-    if cursor is not None and f"{boot_id}:{cursor}" not in {str(r.get("dedup")) for r in journaled}:
+    cursor = journal.read_cursor(boot_id)
+    if (
+        cursor is not None
+        and totals is not None
+        and not tot.kmsg_seq_known(totals, boot_id, cursor)
+    ):
         # the cursor is written as the seq of a journaled kill: one that names none is
         # not ours, and trusting it could hide kernel kills
-        recorder.journal.discard_cursor(f"seq {cursor} names no journaled kill")
+        journal.discard_cursor(f"seq {cursor} names no journaled kill")
         cursor = None
-    reader, _, kernel = kernel_history(env, recorder, after_seq=cursor)
+    reader, _, kernel = kernel_history(
+        env, recorder, after_seq=cursor if totals is not None else None
+    )
     if reader is not None:
         reader.close()
         last = max((int(ev["seq"]) for ev in kernel if ev.get("kind") == "oom_kill"), default=None)
         if last is not None and not recorder.warned:
             with contextlib.suppress(MemcgctlError):
-                recorder.journal.write_cursor(boot_id, last)
-    boot_iso = usec_to_iso(0, env.proc.boot_time())
-    kills = [
-        ev
-        for ev in merge_history(kernel, journaled)
-        if ev.get("kind") in ("oom_kill", "user_kill") and str(ev.get("time", "")) >= boot_iso
-    ]
+                journal.write_cursor(boot_id, last)
+    host_kills = env.proc.vmstat().get("oom_kill", 0)
+    since: float | None = None
+    if totals is not None and not recorder.warned:
+        with contextlib.suppress(MemcgctlError):
+            totals = journal.totals(boot_id, boot_time)  # with what was just appended
+            # kills whose report the kernel rate-limited: find their cgroups, unless
+            # neither the journal nor the kernel's kill count moved since the last try
+            attempt = [totals["records"], host_kills]
+            if totals["unattributed"] and totals.get("attempt") != attempt:
+                totals = journal.attribute(_local_kills(env), attempt)
+        since = float(totals["created"])
+        causes = {cg: tot.subtree(totals, cg) for cg in cgs}
+    else:
+        # the state directory cannot be written: recount what the log and journal hold
+        kills = [
+            ev
+            for ev in merge_history(kernel, journal.read())
+            if ev.get("kind") in ("oom_kill", "user_kill") and str(ev.get("time", "")) >= boot_iso
+        ]
+        causes = {cg: by_cause(cg, kills) for cg in cgs}
     local, hier = _kernel_counters(env, cgs)
     doc: dict[str, Any] = {
-        "system": {"oom_kill": env.proc.vmstat().get("oom_kill", 0)},
-        "cgroups": [cgroup_counters(cg, local.get(cg), hier.get(cg), kills) for cg in cgs],
+        "system": {"oom_kill": host_kills},
+        "counting_since": since,
+        "cgroups": [entry(cg, local.get(cg), hier.get(cg), causes[cg]) for cg in cgs],
     }
     if fmt == "prometheus":
         sys.stdout.write(prometheus(doc))
