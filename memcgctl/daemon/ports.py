@@ -248,6 +248,10 @@ class RealPorts:
             raise Vanished(domain)
         ln = lines(limit, self.tuning.headroom)
         user = self.fs.high(domain)
+        mark = owner.read_mark(self.fs, domain)
+        if mark is not None and "valve" in mark and str(user) == str(mark["valve"]):
+            # a valve a (dead) daemon left: the user's own value is the one it marked
+            user = self._marked_high(mark)
         return Valve(cg, domain, ln, user, high_to_write(user, ln.line))
 
     def _install(self, v: Valve) -> None:

@@ -1,0 +1,64 @@
+"""The daemon's real ports on a cgroup v2 fixture tree: the valve's marks, adoption of
+a dead instance's valve, and release (what no guest kernel is needed to show)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+from memcgctl.actions.kill import make_killer
+from memcgctl.daemon import owner
+from memcgctl.daemon.ports import RealPorts
+from memcgctl.journal import Journal
+from tests.fakehost import FakeHost
+
+MIB = 1 << 20
+LIMIT = 256 * MIB
+VALVE = (LIMIT - int(LIMIT * 0.10)) // 4096 * 4096
+
+
+def ports(host: FakeHost, tmp_path: Path, instance: str) -> RealPorts:
+    env = host.env()
+    return RealPorts(
+        env,
+        make_killer(env.proc_root, env.fs, env.proc),
+        Journal(tmp_path / "state"),
+        instance=instance,
+        log=io.StringIO(),
+    )
+
+
+def test_a_dead_instances_valve_is_adopted_with_the_users_value(
+    fake_v2: FakeHost, tmp_path: Path
+) -> None:
+    """A daemon SIGKILLed with the valve in place (memory.high = its valve) and no
+    guardian: the next daemon must keep the *user's* value (in the mark) to restore,
+    not take the dead valve for the user's."""
+    d = fake_v2.cgroup("/jobs", limit=LIMIT, delay_ms=0)
+    (d / "memory.high").write_text(f"{VALVE}\n")
+    dead = {"instance": "no-such-boot/1/1", "memory.high": str(250 * MIB), "valve": str(VALVE)}
+    os.setxattr(d, owner.MARK, json.dumps(dead).encode())
+    p = ports(fake_v2, tmp_path, "this-boot/2/2")
+    m = p.take_over("/jobs")
+    assert m is not None and (m.mode, m.domain) == ("valve", "/jobs")
+    mark = json.loads(os.getxattr(d, owner.MARK))
+    assert mark == {"instance": "this-boot/2/2", "memory.high": str(250 * MIB), "valve": str(VALVE)}
+    p.release("/jobs")
+    assert (d / "memory.high").read_text().strip() == str(250 * MIB)
+    assert owner.MARK not in os.listxattr(d)
+
+
+def test_a_live_instances_valve_is_not_taken(fake_v2: FakeHost, tmp_path: Path) -> None:
+    d = fake_v2.cgroup("/jobs", limit=LIMIT, delay_ms=0)
+    (d / "memory.high").write_text("max\n")
+    fake_v2.process(4242, "/", comm="memcgctl")  # the other daemon, alive
+    env = fake_v2.env()
+    live = {"instance": owner.instance_id(env.proc, 4242), "memory.high": "max"}
+    os.setxattr(d, owner.MARK, json.dumps(live).encode())
+    p = ports(fake_v2, tmp_path, "this-boot/2/2")
+    assert p.take_over("/jobs") is None
+    log = p.log
+    assert isinstance(log, io.StringIO) and "held by the running daemon" in log.getvalue()
+    assert (d / "memory.high").read_text().strip() == "max"
