@@ -130,7 +130,8 @@ class DaemonCore:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.ports = ports
-        self.clock = clock  # to report how long a decision took; None: not reported
+        # choosing the victim ahead of the deadline, and late_ms; None: neither
+        self.clock = clock
         self.select = select
         self.settings = settings if settings is not None else Settings()
         self.watches: dict[str, Watch] = {}
