@@ -235,7 +235,9 @@ def run_oracle(
         kmsg.close()
     assert kill.pid == predicted, f"kernel killed {kill.pid}, predicted {predicted}; {context}"
     place = procs[kill.pid].place
-    assert kill.task_memcg == f"{cgroups.parent}/{where.get(place, place)}", context
+    if kill.task_memcg is not None:  # None: the kernel rate-limited its report (10 per
+        # 5 s, e.g. right after another test's OOM storm): the kill line names no memcg
+        assert kill.task_memcg == f"{cgroups.parent}/{where.get(place, place)}", context
     with contextlib.suppress(OSError):
         trigger.kill()
 
