@@ -30,6 +30,17 @@ def _badness_short(value: int, source: str) -> str:
     return str(value) if source == "default" else f"{value}{source[0]}"
 
 
+def _badness_column(rows: list[tuple[int, str]]) -> Column:
+    """BADNESS with its source, narrowed to ``BAD`` / ``900t`` on a small terminal."""
+    return Column(
+        "BADNESS",
+        [_badness_cell(value, source) for value, source in rows],
+        priority=1,
+        short="BAD",
+        short_cells=[_badness_short(value, source) for value, source in rows],
+    )
+
+
 def wide_option(func: F) -> F:
     return click.option(
         "--wide",
@@ -96,13 +107,7 @@ def tree(env: Env, cgroup: str | None, pid: int | None, wide: bool, out: Output)
                 ["max" if cg.limit_bytes is None else format_bytes(cg.limit_bytes) for cg in cgs],
                 right=True,
             ),
-            Column(
-                "BADNESS",
-                [_badness_cell(cg.badness, cg.badness_source) for cg in cgs],
-                priority=1,
-                short="BAD",
-                short_cells=[_badness_short(cg.badness, cg.badness_source) for cg in cgs],
-            ),
+            _badness_column([(cg.badness, cg.badness_source) for cg in cgs]),
             Column("DELAY", [format_duration_ms(cg.oom_delay_ms) for cg in cgs], priority=4),
             Column("OOM.GROUP", [_yesno(cg.oom_group) for cg in cgs], priority=5, short="GRP"),
             Column("UNDER_OOM", [_yesno(cg.under_oom) for cg in cgs], priority=2, short="OOM"),
@@ -184,13 +189,7 @@ def ps(
             Column("COMM", [p.comm for p in procs], priority=2),
             Column("RSS", [format_kb(p.rss_kb) for p in procs], right=True),
             Column("SWAP", [format_kb(p.swap_kb) for p in procs], right=True, priority=3),
-            Column(
-                "BADNESS",
-                [_badness_cell(p.badness, p.badness_source) for p in procs],
-                priority=1,
-                short="BAD",
-                short_cells=[_badness_short(p.badness, p.badness_source) for p in procs],
-            ),
+            _badness_column([(p.badness, p.badness_source) for p in procs]),
             Column(
                 "OOM_ADJ",
                 [str(p.oom_score_adj) for p in procs],
