@@ -74,7 +74,7 @@ def validate(doc: Any) -> Totals:
     if not (doc.get("boot_id") is None or isinstance(doc.get("boot_id"), str)):
         raise Corrupt("boot_id is not a string")
     created = doc.get("created")
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
+    if not isinstance(created, int | float) or isinstance(created, bool):
         raise Corrupt("created is not a time")
     if not 0 <= created < 1e11:
         raise Corrupt("created is not a time")
