@@ -131,6 +131,7 @@ class RealPorts:
         self.valves: dict[str, Valve] = {}
         self._noted: set[str] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
+        self._has_swap = True  # until managed() has looked
         self.writer = JournalWriter(
             journal, lambda text: self._log(4, "journal_failed", "-", error=text)
         )
@@ -160,6 +161,9 @@ class RealPorts:
     def managed(self) -> dict[str, int]:
         from memcgctl.store import OOM_DELAY, read_setting
 
+        # swapon/swapoff are rare: whether there is swap at all is looked at per rescan,
+        # not per valve check (most hosts have none, and then nothing more is read)
+        self._has_swap = self.proc.meminfo_kb().get("SwapTotal", 0) > 0
         out: dict[str, int] = {}
         for cg in self.fs.walk(self.root):
             if cg == "/":
@@ -439,6 +443,8 @@ class RealPorts:
             return Level(CLEAR)
 
     def _swap_room(self, domain: str) -> int:
+        if not self._has_swap:
+            return 0
         own = self.fs.swap_room(domain)
         host = self.proc.meminfo_kb().get("SwapFree", 0) * 1024
         return host if own is None else min(own, host)
