@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -72,6 +72,23 @@ def wait_until(cond: Callable[[], T | None], what: str, timeout: float = 20.0) -
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def journaled(state: Path, kind: str, pid: int, timeout: float = 15.0) -> dict[str, Any]:
+    """The journal record of ``kind`` for ``pid``, once it is there.  The daemon journals
+    from a thread of its own (a held journal lock must never delay a kill), so a record
+    may land after the log line that announced the kill: wait for it, never read once."""
+
+    def find() -> dict[str, Any] | None:
+        path = state / "journal.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        for line in lines:
+            rec = json.loads(line)
+            if rec.get("kind") == kind and rec.get("pid") == pid:
+                return cast(dict[str, Any], rec)
+        return None
+
+    return wait_until(find, f"a {kind} record for pid {pid} in {state}/journal.jsonl", timeout)
 
 
 def open_files(pid: int) -> list[str]:

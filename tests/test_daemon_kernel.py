@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realkernel import HELPERS, TestCgroups
+from tests.realkernel import HELPERS, TestCgroups, journaled
 
 REPO = Path(__file__).resolve().parent.parent
 MARK = "trusted.memcgctl.daemon"
@@ -143,10 +143,7 @@ def test_priority_victim_instead_of_the_kernels_choice(
     for cg in jobs.values():
         assert oom_control(cgroups, cg)["oom_kill"] == 0
     d.wait_for("oom_resolved", jobs["top"])
-    records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
-    assert any(
-        r["kind"] == "user_kill" and r["pid"] == g.pid and r["by"] == "daemon" for r in records
-    )
+    assert journaled(tmp_path, "user_kill", g.pid)["by"] == "daemon"
     # SIGTERM restores what the daemon changed
     assert d.stop() == 0
     assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 0
@@ -326,14 +323,7 @@ def test_a_held_journal_lock_never_delays_a_kill(
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
-        if any(r["kind"] == "user_kill" and r.get("pid") == g.pid for r in records):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the kill was never journaled after the lock was freed")
+    journaled(tmp_path, "user_kill", g.pid)  # journaled once the lock was freed
     assert d.stop() == 0
 
 

@@ -5,7 +5,6 @@ run here only: the guest's own RAM is the "host" and the VM is thrown away."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realkernel import HELPERS, TestCgroups
+from tests.realkernel import HELPERS, TestCgroups, journaled
 from tests.test_daemon_kernel import CLAIM, MARK, Daemon, daemons, run_cli, set_xattr
 from tests.v2.test_oom_v2 import events_file
 
@@ -97,8 +96,7 @@ def test_the_priority_victim_dies_before_the_kernel_acts(
     g.wait(timeout=30)
     assert big.poll() is None
     no_kernel_kill(cgroups, top)
-    records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
-    assert any(r["kind"] == "user_kill" and r["pid"] == small.pid for r in records)
+    journaled(tmp_path, "user_kill", small.pid)
     assert d.stop() == 0
     # everything the valve touched is as it was
     assert high(cgroups, top) == "max"
