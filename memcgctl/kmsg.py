@@ -426,7 +426,6 @@ def parse_oom_line(text: str) -> OomLine | None:
 # -- assembling events -----------------------------------------------------------------
 
 CONSTRAINT_MEMCG = "CONSTRAINT_MEMCG"
-CONSTRAINT_NONE = "CONSTRAINT_NONE"
 
 
 def cause_of(event: dict[str, Any]) -> str | None:

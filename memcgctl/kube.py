@@ -298,13 +298,6 @@ def parse_pod_cgroup(path: str) -> PodCgroup | None:
     return None
 
 
-def is_kubepods_dir(name: str) -> bool:
-    """A kubelet root or QoS-tier directory, to walk into while discovering."""
-    return name in ("kubepods", "kubepods.slice", "burstable", "besteffort") or bool(
-        re.fullmatch(r"kubepods-(burstable|besteffort)\.slice", name, re.ASCII)
-    )
-
-
 # -- reconcile ----------------------------------------------------------------------
 
 BADNESS_KEY, DELAY_KEY, POD_KEY = "badness", "oom_delay_ms", "pod"

@@ -128,9 +128,6 @@ class Snapshot:
     page_size: int = 4096
     kernel_release: str = ""
 
-    def cgroup(self, path: str) -> CgroupInfo:
-        return self.cgroups[path]
-
     def walk(self, path: str | None = None) -> Iterator[CgroupInfo]:
         """Pre-order, children sorted by name (the order the snapshot was read in)."""
         start = self.cgroups.get(path if path is not None else self.root)
@@ -151,6 +148,3 @@ class Snapshot:
 
     def subtree_processes(self, path: str) -> list[ProcessInfo]:
         return [p for cg in self.walk(path) for p in self.processes_in(cg.path)]
-
-    def depth(self, path: str) -> int:
-        return 0 if path == "/" else path.count("/")

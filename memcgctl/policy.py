@@ -247,7 +247,7 @@ def _size(c: Candidate) -> str:
     return f"usage {format_bytes(c.usage_bytes)}"
 
 
-def _verdict(c: Candidate, chosen: Candidate, viable: _Viability, others: list[Candidate]) -> str:
+def _verdict(c: Candidate, chosen: Candidate, others: list[Candidate]) -> str:
     """Why ``c`` lost to ``chosen`` (or, for ``chosen`` itself, why it won against
     ``others``, the other eligible candidates)."""
     if c is chosen:
@@ -255,7 +255,7 @@ def _verdict(c: Candidate, chosen: Candidate, viable: _Viability, others: list[C
             return "chosen: the only killable candidate"
         beat = any(o.kind == "cgroup" for o in others)
         tie = _tie_detail(chosen, [chosen, *others])
-        return "chosen: " + _win_reason(chosen, viable, beat) + (f"; {tie}" if tie else "")
+        return "chosen: " + _win_reason(chosen, beat) + (f"; {tie}" if tie else "")
     if c.badness != chosen.badness:
         return f"badness {c.badness} > {chosen.badness}"
     if c.kind != chosen.kind:
@@ -269,7 +269,7 @@ def _verdict(c: Candidate, chosen: Candidate, viable: _Viability, others: list[C
     return "same badness and rss: higher pid"
 
 
-def _win_reason(chosen: Candidate, viable: _Viability, beat_cgroups: bool = False) -> str:
+def _win_reason(chosen: Candidate, beat_cgroups: bool = False) -> str:
     parts = [f"lowest badness ({chosen.badness})"]
     if chosen.kind == "process" and beat_cgroups:
         parts.append("strictly lower than every sibling cgroup")
@@ -334,7 +334,7 @@ def select_priority(snap: Snapshot, oom_root: str, exclude: Iterable[int] = ()) 
             reasons.append(f"{level.path}: no killable candidate")
             return Decision(PRIORITY, oom_root, None, walk=tuple(walk), reasons=tuple(reasons))
         chosen = eligible[0]
-        noted = [_with_note(c, _verdict(c, chosen, viable, eligible[1:])) for c in eligible]
+        noted = [_with_note(c, _verdict(c, chosen, eligible[1:])) for c in eligible]
         chosen_noted = noted[0]
         walk.append(
             Level(
@@ -347,7 +347,7 @@ def select_priority(snap: Snapshot, oom_root: str, exclude: Iterable[int] = ()) 
         reasons.append(
             f"{level.path}: {len(eligible)} killable of {len(cands)} candidates; "
             f"{chosen.kind} {chosen.name} has the "
-            + _win_reason(chosen, viable, any(o.kind == "cgroup" for o in eligible[1:]))
+            + _win_reason(chosen, any(o.kind == "cgroup" for o in eligible[1:]))
             + (f" ({tie})" if tie else "")
         )
         if chosen.process is not None:

@@ -433,6 +433,3 @@ def counters(
         ],
         right_align=(1, 2, 3, 4, 5),
     )
-
-
-COMMANDS = [events, counters]

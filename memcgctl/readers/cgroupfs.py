@@ -46,7 +46,6 @@ V2_SWAP_MAX = "memory.swap.max"
 V2_EVENTS = "memory.events"
 V2_EVENTS_LOCAL = "memory.events.local"
 V2_OOM_GROUP = "memory.oom.group"
-V2_PRESSURE = "memory.pressure"
 V2_KILL = "cgroup.kill"
 V2_FREEZE = "cgroup.freeze"
 V2_CGROUP_EVENTS = "cgroup.events"
@@ -441,13 +440,6 @@ class CgroupFs:
         return out
 
     # -- v2 cgroup core: cgroup.events, cgroup.kill, cgroup.freeze ----------------
-    def cgroup_events(self, cg: str) -> dict[str, int]:
-        """v2 ``cgroup.events`` (populated, frozen); {} on v1 or when absent."""
-        if self.version != 2:
-            return {}
-        text = self.read(cg, V2_CGROUP_EVENTS)
-        return parse_flat_keyed(text) if text is not None else {}
-
     def wait_cgroup_event(self, cg: str, key: str, value: int, timeout: float) -> bool:
         """Wait until ``cgroup.events`` shows ``key value`` (e.g. populated 0, frozen 1).
 

@@ -167,9 +167,6 @@ class ProcFs:
             raise
         return parse_status(status), adj, score
 
-    def pids(self) -> list[int]:
-        return sorted(int(n) for n in os.listdir(self._root) if n.isdigit())
-
     def exists(self, pid: int) -> bool:
         return os.path.isdir(f"{self._root}/{pid}")
 
