@@ -292,6 +292,35 @@ def _tie_detail(chosen: Candidate, ranked: list[Candidate]) -> str | None:
     return "tie on badness: the largest rss"
 
 
+def _cgroup_candidates(snap: Snapshot, level: CgroupInfo, viable: _Viability) -> list[Candidate]:
+    """``level``'s child cgroups as candidates; skipped: badness 1000 and nothing to kill."""
+    cands: list[Candidate] = []
+    for kid in kids(snap, level):
+        skip = None
+        if kid.badness >= BADNESS_NEVER:
+            skip = "badness 1000: never"
+        elif viable.min_pid(kid) is None:
+            skip = "nothing killable inside"
+        cands.append(Candidate("cgroup", kid.badness, cgroup=kid, skip=skip))
+    return cands
+
+
+def lowest_priority_child(snap: Snapshot, path: str) -> str | None:
+    """The child cgroup of ``path`` that the priority ranking puts first among the child
+    cgroups (the daemon's kill-all target when escalation runs out of rounds); None if
+    no child holds anything killable."""
+    level = snap.cgroups.get(path)
+    if level is None:
+        return None
+    viable = _Viability(snap, frozenset())
+    eligible = [c for c in _cgroup_candidates(snap, level, viable) if c.skip is None]
+    if not eligible:
+        return None
+    first = min(eligible, key=lambda c: _rank_key(c, viable)).cgroup
+    assert first is not None
+    return first.path
+
+
 def select_priority(snap: Snapshot, oom_root: str, exclude: Iterable[int] = ()) -> Decision:
     """The strict-priority victim below ``oom_root`` (SPEC §2.1).
 
@@ -315,14 +344,7 @@ def select_priority(snap: Snapshot, oom_root: str, exclude: Iterable[int] = ()) 
     reasons: list[str] = []
     level = start
     while True:
-        cands: list[Candidate] = []
-        for kid in kids(snap, level):
-            skip = None
-            if kid.badness >= BADNESS_NEVER:
-                skip = "badness 1000: never"
-            elif viable.min_pid(kid) is None:
-                skip = "nothing killable inside"
-            cands.append(Candidate("cgroup", kid.badness, cgroup=kid, skip=skip))
+        cands = _cgroup_candidates(snap, level, viable)
         for p in snap.processes_in(level.path):
             cands.append(Candidate("process", p.badness, process=p, skip=_process_skip(p, gone)))
         eligible = sorted((c for c in cands if c.skip is None), key=lambda c: _rank_key(c, viable))

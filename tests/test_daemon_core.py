@@ -12,12 +12,11 @@ from memcgctl.daemon.core import (
     Level,
     Managed,
     Settings,
-    lowest_priority_child,
     with_process,
 )
 from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT
 from memcgctl.model import Snapshot
-from memcgctl.policy import Decision, select_priority
+from memcgctl.policy import Decision, lowest_priority_child, select_priority
 from tests.fakehost import FakeHost
 
 

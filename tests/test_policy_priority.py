@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from memcgctl.policy import rank_priority, select_priority
+from memcgctl.policy import lowest_priority_child, rank_priority, select_priority
 from tests.snapbuild import P, build
 
 # (id, cgroups, processes, oom root, expected victim pid or None, expected walk levels)
@@ -270,3 +270,31 @@ def test_exclude_and_rank_give_next_in_line() -> None:
 def test_missing_root_is_no_victim() -> None:
     d = select_priority(build({}, []), "/nope")
     assert d.victim is None
+
+
+@pytest.mark.parametrize(
+    ("cgroups", "procs", "expected"),
+    [
+        # the same order as the walk: lowest badness, then largest usage, then lowest pid
+        (
+            {"/a": {"badness": 100, "usage": 1}, "/b": {"usage": 9}},
+            [P(11, "/a"), P(12, "/b")],
+            "/a",
+        ),
+        ({"/a": {"usage": 1}, "/b": {"usage": 9}}, [P(11, "/a"), P(12, "/b")], "/b"),
+        ({"/a": {"usage": 5}, "/b": {"usage": 5}}, [P(40, "/a"), P(30, "/b")], "/b"),
+        # never: badness 1000, nothing inside, only never-processes, only a never-cgroup
+        ({"/a": {"badness": 1000, "usage": 9}, "/b": {}}, [P(11, "/a"), P(12, "/b")], "/b"),
+        ({"/a": {"badness": 1}, "/b": {}}, [P(12, "/b")], "/b"),
+        ({"/a": {"badness": 1}, "/b": {}}, [P(11, "/a", adj=-1000), P(12, "/b")], "/b"),
+        ({"/a": {"badness": 1}, "/a/n": {"badness": 1000}}, [P(11, "/a/n")], None),
+    ],
+)
+def test_lowest_priority_child_ranks_as_the_walk_does(
+    cgroups: dict[str, dict[str, Any]], procs: list[P], expected: str | None
+) -> None:
+    snap = build(cgroups, procs)
+    assert lowest_priority_child(snap, "/") == expected
+    if expected is not None:  # the walk descends into the same child
+        assert select_priority(snap, "/").walk[1].cgroup == expected
+    assert lowest_priority_child(snap, "/nowhere") is None

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, Protocol
 
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.model import ProcessInfo, Snapshot
-from memcgctl.policy import Decision
+from memcgctl.policy import Decision, lowest_priority_child
 
 Event = dict[str, Any]
 Select = Callable[[Snapshot, str, Iterable[int]], Decision]
@@ -425,25 +425,6 @@ class DaemonCore:
 
     def _emit(self, kind: str, cg: str, **fields: Any) -> None:
         self.ports.emit({"kind": kind, "cgroup": cg, **fields})
-
-
-def lowest_priority_child(snap: Snapshot, cg: str) -> str | None:
-    """The child cgroup of cg that the priority policy ranks first (lowest badness,
-    then largest usage), among those with a killable process; None if none."""
-    info = snap.cgroups.get(cg)
-    if info is None:
-        return None
-    best: tuple[int, int, str] | None = None
-    for child in info.children:
-        c = snap.cgroups.get(child)
-        if c is None or c.badness >= 1000:
-            continue
-        if not any(p.killable for p in snap.subtree_processes(child)):
-            continue
-        key = (c.badness, -(c.usage_bytes or 0), child)
-        if best is None or key < best:
-            best = key
-    return best[2] if best else None
 
 
 def with_process(snap: Snapshot, p: ProcessInfo) -> Snapshot:
