@@ -1,5 +1,9 @@
 """The thin loop around :class:`~memcgctl.daemon.core.DaemonCore`: poll every
-notification fd, feed the core, sleep until its next deadline, rescan now and then."""
+notification fd, feed the core, sleep until its next deadline, rescan now and then.
+
+It sees the core and the world only through two protocols, :class:`Core` and
+:class:`Ports` (real: :class:`~memcgctl.daemon.ports.RealPorts`), so tests drive it with
+fakes and real pipes."""
 
 from __future__ import annotations
 
@@ -9,16 +13,63 @@ import select
 import signal
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from memcgctl.daemon.core import DaemonCore
-from memcgctl.daemon.ports import RealPorts
+from memcgctl.model import ProcessInfo
+
+
+class Core(Protocol):
+    """What the loop drives (:class:`~memcgctl.daemon.core.DaemonCore`)."""
+
+    def rescan(self, now: float, starting: bool = False) -> None:
+        """Take over new managed memcgs, release those that are no longer."""
+
+    def tick(self, now: float) -> float | None:
+        """Act on what is due; the next deadline (None: only a notification)."""
+
+    def notify(self, cg: str, now: float) -> None:
+        """A notification fd of cg fired."""
+
+    def kernel_killed(self, domain: str, victim: ProcessInfo) -> None:
+        """The kernel log reported an OOM kill in domain."""
+
+    def release_all(self) -> None:
+        """Release every managed memcg (on the way out)."""
+
+
+class Ports(Protocol):
+    """What the loop needs from the world, beside what the core needs from it
+    (:class:`~memcgctl.daemon.core.Ports`): the fds to wait on and what to wait for on
+    each, what woke it, the kernel log's kills, and the start and end of a run."""
+
+    def open_kernel_log(self) -> None:
+        """Start following the kernel log (its fd then shows in :meth:`fds`)."""
+
+    def release_orphans(self) -> list[str]:
+        """At start, after the first rescan: release what dead instances left held."""
+
+    def fds(self) -> dict[int, str]:
+        """fd -> the cgroup it notifies about ("" for the kernel log)."""
+
+    def poll_events(self, fd: int) -> int:
+        """The poll mask to wait for on fd.  It must not include an event the fd always
+        reports (POLLIN on a cgroup file or PSI trigger), or the loop never sleeps."""
+
+    def consume(self, cg: str, fd: int, error: bool) -> str:
+        """Read what woke the loop on fd: "fired", "quiet" or "gone"."""
+
+    def kernel_kills(self) -> list[tuple[str, ProcessInfo]]:
+        """(OOM domain, victim) of every kernel OOM kill logged since the last call."""
+
+    def close_all(self) -> None:
+        """Close every fd (on the way out)."""
 
 
 class Loop:
     def __init__(
         self,
-        core: DaemonCore,
-        ports: RealPorts,
+        core: Core,
+        ports: Ports,
         rescan_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

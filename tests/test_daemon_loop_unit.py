@@ -1,0 +1,235 @@
+"""The daemon's loop (daemon/loop.py) with a fake core and fake ports over real fds:
+what it calls at start and end, what each kind of wake-up leads to, and that it sleeps
+(a loop that spins burns a CPU while nothing happens: it once did, see
+test_a_file_that_always_polls_readable)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from memcgctl.daemon.loop import Loop
+from memcgctl.model import ProcessInfo
+from tests.snapbuild import P
+
+# A loop that sleeps between deadlines wakes a handful of times in a window this long;
+# one that spins wakes thousands of times.
+WINDOW = 0.3
+SLEEPING = 20  # more wake-ups than this in WINDOW: spinning
+
+
+class FakeCore:
+    def __init__(self, calls: list[str], deadline: Callable[[float], float | None]) -> None:
+        self.calls = calls
+        self.deadline = deadline
+        self.ticks: list[float] = []
+        self.notified: list[str] = []
+        self.rescans: list[float] = []
+        self.kernel: list[tuple[str, int]] = []
+
+    def rescan(self, now: float, starting: bool = False) -> None:
+        self.calls.append("rescan(starting)" if starting else "rescan")
+        if not starting:
+            self.rescans.append(now)
+
+    def tick(self, now: float) -> float | None:
+        self.ticks.append(now)
+        return self.deadline(now)
+
+    def notify(self, cg: str, now: float) -> None:
+        self.notified.append(cg)
+
+    def kernel_killed(self, domain: str, victim: ProcessInfo) -> None:
+        self.kernel.append((domain, victim.pid))
+
+    def release_all(self) -> None:
+        self.calls.append("release_all")
+
+
+class FakePorts:
+    """Watched fds are real (pipes, files); ``results`` says what consume reports."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.watched: dict[int, str] = {}
+        self.masks: dict[int, int] = {}
+        self.results: dict[int, str] = {}
+        self.consumed: list[tuple[str, bool]] = []
+        self.kills: list[tuple[str, ProcessInfo]] = []
+
+    def watch(self, fd: int, cg: str, mask: int = select.POLLIN, result: str = "fired") -> None:
+        self.watched[fd] = cg
+        self.masks[fd] = mask
+        self.results[fd] = result
+
+    def open_kernel_log(self) -> None:
+        self.calls.append("open_kernel_log")
+
+    def release_orphans(self) -> list[str]:
+        self.calls.append("release_orphans")
+        return []
+
+    def fds(self) -> dict[int, str]:
+        return dict(self.watched)
+
+    def poll_events(self, fd: int) -> int:
+        return self.masks[fd]
+
+    def consume(self, cg: str, fd: int, error: bool) -> str:
+        self.consumed.append((cg, error))
+        with contextlib.suppress(OSError):
+            os.read(fd, 64)
+        result = self.results[fd]
+        if result == "gone":
+            del self.watched[fd]
+        return result
+
+    def kernel_kills(self) -> list[tuple[str, ProcessInfo]]:
+        self.calls.append("kernel_kills")
+        out, self.kills = self.kills, []
+        return out
+
+    def close_all(self) -> None:
+        self.calls.append("close_all")
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    yield r, w
+    for fd in (r, w):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def make(
+    deadline: Callable[[float], float | None] = lambda now: None,
+) -> tuple[list[str], FakeCore, FakePorts]:
+    calls: list[str] = []
+    return calls, FakeCore(calls, deadline), FakePorts(calls)
+
+
+def run_for(loop: Loop, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+    """Run the loop for ``seconds`` at most (stop() wakes it from poll()), or until."""
+    end = time.monotonic() + seconds
+    stopper = threading.Timer(seconds, loop.stop)
+    stopper.start()
+    try:
+        loop.run(until=lambda: until() or time.monotonic() >= end)
+    finally:
+        stopper.cancel()
+
+
+def test_start_and_end_in_order() -> None:
+    calls, core, ports = make(deadline=lambda now: now)
+    loop = Loop(core, ports, rescan_interval=60)
+    loop.run(until=lambda: len(core.ticks) >= 1)
+    assert calls == [
+        "open_kernel_log",
+        "rescan(starting)",
+        "release_orphans",
+        "release_all",
+        "close_all",
+    ]
+    assert len(core.ticks) == 1
+
+
+def test_the_core_and_ports_are_released_when_the_core_raises() -> None:
+    calls, core, ports = make()
+
+    def boom(now: float) -> float | None:
+        raise RuntimeError("core bug")
+
+    core.deadline = boom
+    with pytest.raises(RuntimeError):
+        Loop(core, ports).run()
+    assert calls[-2:] == ["release_all", "close_all"]
+
+
+@pytest.mark.parametrize(
+    ("result", "notified", "rescanned"),
+    [("fired", ["/a"], 0), ("quiet", [], 0), ("gone", [], 1)],
+)
+def test_what_a_wake_up_leads_to(
+    pipe: tuple[int, int], result: str, notified: list[str], rescanned: int
+) -> None:
+    r, w = pipe
+    _, core, ports = make()
+    ports.watch(r, "/a", result=result)
+    os.write(w, b"x")
+    run_for(Loop(core, ports, rescan_interval=60), 5, until=lambda: bool(ports.consumed))
+    assert ports.consumed == [("/a", False)]
+    assert core.notified == notified and len(core.rescans) == rescanned
+
+
+def test_a_hung_up_fd_is_consumed_as_an_error(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.close(w)  # POLLHUP on the read end, whatever the mask
+    _, core, ports = make()
+    ports.watch(r, "/a", mask=select.POLLPRI, result="gone")
+    run_for(Loop(core, ports, rescan_interval=60), WINDOW)
+    assert ports.consumed == [("/a", True)] and len(core.rescans) == 1
+    assert len(core.ticks) < SLEEPING
+
+
+def test_the_kernel_log_fd_reports_the_kernels_kills(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    calls, core, ports = make()
+    ports.watch(r, "")
+    ports.kills = [("/jobs", P(42, "/jobs/a").info())]
+    os.write(w, b"x")
+    run_for(Loop(core, ports, rescan_interval=60), 5, until=lambda: bool(core.kernel))
+    assert core.kernel == [("/jobs", 42)]
+    assert "kernel_kills" in calls and ports.consumed == []  # not a cgroup notification
+
+
+def test_stop_wakes_a_loop_asleep_without_deadline() -> None:
+    _, core, ports = make()
+    loop = Loop(core, ports, rescan_interval=60)
+    threading.Timer(0.1, loop.stop).start()
+    start = time.monotonic()
+    loop.run()
+    assert time.monotonic() - start < 2
+    assert len(core.ticks) == 1  # slept in poll() until stop(), did not spin
+
+
+def test_sleeps_until_the_cores_deadline() -> None:
+    _, core, ports = make(deadline=lambda now: now + 0.05)
+    run_for(Loop(core, ports, rescan_interval=60), 5, until=lambda: len(core.ticks) >= 5)
+    assert len(core.ticks) == 5
+    gaps = [b - a for a, b in zip(core.ticks, core.ticks[1:], strict=False)]
+    assert min(gaps) >= 0.045  # woken at the deadline, not before
+
+
+def test_rescans_at_the_interval() -> None:
+    _, core, ports = make()
+    run_for(Loop(core, ports, rescan_interval=0.05), 5, until=lambda: len(core.rescans) >= 3)
+    assert len(core.rescans) == 3 and len(core.ticks) <= 4  # one tick per wake-up
+    gaps = [b - a for a, b in zip(core.rescans, core.rescans[1:], strict=False)]
+    assert min(gaps) >= 0.045
+
+
+@pytest.mark.parametrize(("mask", "spins"), [(select.POLLPRI, False), (select.POLLIN, True)])
+def test_a_file_that_always_polls_readable(tmp_path: Path, mask: int, spins: bool) -> None:
+    """A cgroup event file (memory.events, a PSI trigger) always polls POLLIN and
+    signals with POLLPRI: waiting for POLLIN on it made the loop spin.  A plain file
+    polls the same way, so it stands in for one.  (The POLLIN case shows that this
+    test sees a spin when there is one.)"""
+    f = tmp_path / "memory.events"
+    f.write_text("oom 0\n")
+    fd = os.open(f, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _, core, ports = make()
+        ports.watch(fd, "/a", mask=mask, result="quiet")
+        run_for(Loop(core, ports, rescan_interval=60), WINDOW)
+    finally:
+        os.close(fd)
+    assert (len(core.ticks) >= SLEEPING) is spins, len(core.ticks)
+    assert core.notified == []
