@@ -1,0 +1,149 @@
+"""RealPorts' notification side on fixture trees: the poll mask per kind of fd, what
+``consume`` reports, and the real loop over real ports sleeping while nothing happens.
+
+The fixture's cgroup files are plain files, which poll() always reports readable
+(POLLIN), as the kernel does for memory.events and PSI triggers: waiting for POLLIN on
+them is the busy loop the daemon once had."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import shutil
+import time
+from pathlib import Path
+
+from memcgctl.actions.kill import make_killer
+from memcgctl.daemon.loop import Loop
+from memcgctl.daemon.ports import HOST, RealPorts
+from memcgctl.journal import Journal
+from memcgctl.readers.notify import EventsFileWatch, OomControlWatch, PsiTrigger
+from tests.fakehost import FakeHost
+from tests.test_daemon_loop_unit import SLEEPING, WINDOW, make, run_for
+
+MIB = 1 << 20
+
+
+def ports(host: FakeHost, tmp_path: Path) -> RealPorts:
+    env = host.env()
+    return RealPorts(
+        env,
+        make_killer(env.proc_root, env.fs, env.proc),
+        Journal(tmp_path / "state"),
+        dry_run=True,  # nothing written to the fixture's knobs
+        instance="this-boot/1/1",
+        log=io.StringIO(),
+    )
+
+
+def only_fd(p: RealPorts, cg: str) -> int:
+    (w,) = p.watches[cg]
+    return w.fileno()
+
+
+def v1_ports(host: FakeHost, tmp_path: Path) -> RealPorts:
+    d = host.cgroup("/jobs", limit=256 * MIB, delay_ms=0)
+    (d / "cgroup.event_control").touch()  # the eventfd registration lands in a file
+    p = ports(host, tmp_path)
+    assert p.take_over("/jobs") is not None
+    assert isinstance(p.watches["/jobs"][0], OomControlWatch)
+    return p
+
+
+def v2_ports(host: FakeHost, tmp_path: Path) -> tuple[RealPorts, Path]:
+    d = host.cgroup("/jobs", limit=256 * MIB, delay_ms=0, events={"oom": 0, "low": 0})
+    p = ports(host, tmp_path)
+    assert p.take_over("/jobs") is not None
+    assert isinstance(p.watches["/jobs"][0], EventsFileWatch)
+    return p, d / "memory.events"
+
+
+def test_v1_eventfd_waits_for_pollin_and_counts_notifications(
+    fake_v1: FakeHost, tmp_path: Path
+) -> None:
+    p = v1_ports(fake_v1, tmp_path)
+    fd = only_fd(p, "/jobs")
+    assert p.fds() == {fd: "/jobs"}
+    assert p.poll_events(fd) == select.POLLIN
+    assert p.consume("/jobs", fd, False) == "quiet"  # nothing counted yet
+    os.eventfd_write(fd, 1)  # what the kernel does on an OOM
+    assert p.consume("/jobs", fd, False) == "fired"
+    assert p.consume("/jobs", fd, False) == "quiet"  # drained
+    shutil.rmtree(fake_v1.path("/jobs"))
+    os.eventfd_write(fd, 1)  # v1 also fires once when the cgroup is removed
+    assert p.consume("/jobs", fd, False) == "gone"
+    p.close_all()
+    assert p.fds() == {}
+
+
+def test_v2_memory_events_waits_for_pollpri_only(fake_v2: FakeHost, tmp_path: Path) -> None:
+    p, _ = v2_ports(fake_v2, tmp_path)
+    fd = only_fd(p, "/jobs")
+    mask = p.poll_events(fd)
+    assert mask == select.POLLPRI and not mask & select.POLLIN
+    poller = select.poll()
+    poller.register(fd, mask)
+    assert poller.poll(0) == []  # the always-readable file does not wake the loop
+    p.close_all()
+
+
+def test_v2_consume_fires_only_when_an_oom_counter_grows(fake_v2: FakeHost, tmp_path: Path) -> None:
+    p, events = v2_ports(fake_v2, tmp_path)
+    fd = only_fd(p, "/jobs")
+    assert p.consume("/jobs", fd, True) == "quiet"  # kernfs wakes with POLLERR too
+    events.write_text("oom 0\nlow 5\n")
+    assert p.consume("/jobs", fd, True) == "quiet"  # another counter
+    events.write_text("oom 0\nlow 5\nhigh 1\n")
+    assert p.consume("/jobs", fd, True) == "fired"
+    events.write_text("oom 1\nlow 5\nhigh 1\n")
+    assert p.consume("/jobs", fd, True) == "fired"
+    assert p.consume("/jobs", fd, True) == "quiet"  # read already
+    p.close_all()
+
+
+def test_host_psi_trigger_waits_for_pollpri_and_fires(fake_v1: FakeHost, tmp_path: Path) -> None:
+    (fake_v1.proc / "pressure").mkdir()
+    (fake_v1.proc / "pressure" / "memory").touch()  # the trigger is written into it
+    p = ports(fake_v1, tmp_path)
+    assert p.take_over(HOST) is not None
+    assert isinstance(p.watches[HOST][0], PsiTrigger)
+    fd = only_fd(p, HOST)
+    assert p.poll_events(fd) == select.POLLPRI
+    assert p.consume(HOST, fd, False) == "fired"
+    assert p.consume(HOST, fd, True) == "fired"  # the host never goes away
+    p.close_all()
+
+
+def test_an_unknown_fd_is_quiet(fake_v2: FakeHost, tmp_path: Path) -> None:
+    p, _ = v2_ports(fake_v2, tmp_path)
+    fd = only_fd(p, "/jobs")
+    assert p.consume("/elsewhere", fd, False) == "quiet"
+    assert p.consume("/jobs", fd + 1000, False) == "quiet"
+    assert p.poll_events(fd + 1000) == select.POLLPRI
+    p.close_all()
+
+
+def test_the_loop_over_real_ports_sleeps_on_memory_events(
+    fake_v2: FakeHost, tmp_path: Path
+) -> None:
+    """The regression test for the busy loop: real Loop, real ports, a v2 watch on a
+    file that always polls readable, no deadline.  The loop must sleep in poll()."""
+    p, _ = v2_ports(fake_v2, tmp_path)
+    _, core, _ = make()
+    start = time.monotonic()
+    run_for(Loop(core, p, rescan_interval=60), WINDOW)
+    assert time.monotonic() - start >= WINDOW * 0.9
+    assert len(core.ticks) < SLEEPING, len(core.ticks)
+    assert core.notified == [] and p.fds() == {}  # closed on the way out
+
+
+def test_the_loop_over_real_ports_wakes_once_per_v1_notification(
+    fake_v1: FakeHost, tmp_path: Path
+) -> None:
+    p = v1_ports(fake_v1, tmp_path)
+    os.eventfd_write(only_fd(p, "/jobs"), 1)
+    _, core, _ = make()
+    run_for(Loop(core, p, rescan_interval=60), WINDOW)
+    assert core.notified == ["/jobs"]
+    assert len(core.ticks) < SLEEPING, len(core.ticks)
