@@ -1,4 +1,4 @@
-"""Benchmark: `events --follow` latency and idle CPU (SPEC §5: ≤ 100 ms, CPU near 0).
+"""Benchmark: `events --follow` latency and idle CPU (target: ≤ 100 ms, CPU near 0).
 
 Run as root on a host with the v1 memory controller: ``python3 bench/events_bench.py``.
 It creates a test memcg (tests/realkernel.py, limit 32 MiB), starts

@@ -1,4 +1,5 @@
-"""Benchmark: time to empty a subtree of N sleepers plus a running fork loop (SPEC §8).
+"""Benchmark: time to empty a subtree of N sleepers plus a running fork loop (target: at most
+2x writing cgroup.kill by hand where that exists).
 
     python3 bench/killall_bench.py [--tasks 200] [--repeat 5]
 

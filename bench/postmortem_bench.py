@@ -1,5 +1,5 @@
 """Benchmark: `events --from` and `explain-kill --from` on a 100 MB saved kernel log
-(SPEC §8: under 5 s, memory flat).
+(target: under 5 s, memory flat).
 
 No root needed: ``python3 bench/postmortem_bench.py [--mb 100]``.  It writes a syslog-style
 log to a temp dir — mostly unrelated kernel and daemon lines, with a memcg OOM report
@@ -121,7 +121,7 @@ def main() -> int:
     for log_desc, name, wall, rss, lines in rows:
         print(f"{log_desc:<24} {name:<28} {wall:>7.2f} {rss:>13.1f} {lines:>9}")
     worst = max(r[2] for r in rows)
-    print(f"\nSPEC §8: under 5 s for 100 MB — worst {worst:.2f} s")
+    print(f"\ntarget: under 5 s for 100 MB — worst {worst:.2f} s")
     return 0 if worst < 5 else 1
 
 

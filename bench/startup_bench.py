@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Start-up cost of one-shot commands against ``python -c "import click"`` (SPEC §8:
+"""Start-up cost of one-shot commands against ``python -c "import click"`` (target:
 at most 1.25x).
 
 Runs are interleaved (baseline, command, baseline, command, ...) so that drift in the

@@ -1,4 +1,4 @@
-"""Kill counters (SPEC §4): the kernel's counters and kills by cause.  Pure functions.
+"""Kill counters: the kernel's counters and kills by cause.  Pure functions.
 
 * ``local`` / ``hierarchical``: the kernel's own counters (v1: ``memory.oom_control``
   oom_kill is local only, hierarchical is the subtree sum; v2: ``memory.events.local`` /

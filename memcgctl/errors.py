@@ -1,4 +1,5 @@
-"""Our exception types and the one place that maps them to exit codes (SPEC §3.1).
+"""Our exception types and the one place that maps them to exit codes (0 ok, 1 failed
+or found nothing, 2 usage, 3 no such cgroup or process, 4 permission, 5 unsupported).
 
 Every error carries the cgroup, pid or file it is about, and prints as one line on
 stderr.  Commands raise these; :func:`from_oserror` turns a stray ``OSError`` into one.

@@ -25,7 +25,7 @@ from memcgctl.readers.notify import DirWatch, EventsFileWatch, OomControlWatch
 
 Event = dict[str, Any]
 
-# memory.events keys reported as events (SPEC §5), in this order
+# memory.events keys reported as events, in this order
 V2_EVENT_KEYS = ("high", "max", "oom", "oom_kill", "oom_group_kill")
 KERNEL_KILL_KINDS = frozenset({"oom_kill"})
 # cgroup notifications the follower sees itself; the journal's copies (the daemon
@@ -112,7 +112,7 @@ def diff_counters(
     """Events for counters of memory.events that went up (a value that went down means
     the file belongs to a new cgroup of the same name: take it as the new base).
 
-    ``source`` is ``memory.events`` (SPEC §3.2) whichever of the two files was read;
+    ``source`` is ``memory.events`` whichever of the two files was read;
     ``file`` says which (``memory.events.local`` where the kernel has it, so that one
     kill is reported once, on its own cgroup, not once per ancestor)."""
     out = []

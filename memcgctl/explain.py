@@ -1,4 +1,4 @@
-"""Views of a :class:`~memcgctl.policy.Decision`: the JSON document (SPEC §3.2), the
+"""Views of a :class:`~memcgctl.policy.Decision`: the JSON document, the
 explanation tree (``--explain``) and the short text summary.  Pure: no I/O, no rich."""
 
 from __future__ import annotations

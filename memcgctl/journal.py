@@ -1,4 +1,4 @@
-"""The append-only journal in the state directory (SPEC §4).
+"""The append-only journal in the state directory.
 
 JSON lines, one event each: kills memcgctl performed (kill-all, daemon; ``kind:
 user_kill`` and daemon decisions) and every kernel OOM kill memcgctl has seen in the
@@ -8,7 +8,7 @@ kernel log (deduplicated by boot id + the kmsg sequence number, the ``dedup`` ke
   timeout (``LockTimeout``); a kill never waits on it for long.
 * Crash mid-write: a torn last line is skipped by readers, and the next writer starts
   on a fresh line.
-* Hostile or corrupt content (SPEC §10): lines that are not records of ours (garbage,
+* Hostile or corrupt content: lines that are not records of ours (garbage,
   wrong types such as ``"kind": null``, huge or deeply nested) are skipped with one
   warning; the good records are kept, and the original is saved aside as
   ``journal.jsonl.corrupt-TIME`` while the file is rewritten with the good lines only.
@@ -394,7 +394,7 @@ class Journal:
     # -- the kernel-log cursor ------------------------------------------------------------
     # Every kernel kill up to this kmsg sequence number (of this boot) is in the journal,
     # so ``counters`` need not parse those records again: it still reads the ring, but
-    # parses only what came after (SPEC §8 start-up budget).
+    # parses only what came after (counters must start fast).
 
     CURSOR = "kmsg.cursor"
 

@@ -1,6 +1,6 @@
 """The kernel log: /dev/kmsg records and the OOM killer's lines (pure functions, no I/O).
 
-Formats (mm/oom_kill.c, mm/memcontrol.c; see KERNEL_FACTS.md), 4.19 to 6.x:
+Formats (mm/oom_kill.c, mm/memcontrol.c), 4.19 to 6.x:
 
 * ``COMM invoked oom-killer: gfp_mask=0x…(…), [nodemask=…, ]order=N, oom_score_adj=N``
 * 4.19 memcg report: ``Task in PATH killed as a result of limit of PATH``;
@@ -26,7 +26,8 @@ and parentheses.  Where a fixed suffix follows it (`` total-vm:``, ``) score ``)
 comm is everything up to that suffix, not up to the first ``)``.
 
 :class:`OomAssembler` turns the lines of one OOM (summary + kill line) into one
-``oom_kill`` event with SPEC §3.2 keys.
+``oom_kill`` event (time, kind, cgroup, source, pid, comm, oom_memcg, constraint, the rss
+sizes, oom_score_adj, uid, as far as the log tells).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def usec_to_iso(usec: int, boot_time: float) -> str:
 
 class _Pattern:
     """A regular expression compiled on first use: most kernel logs hold no OOM report,
-    and ``counters`` is a one-shot command with a start-up budget (SPEC §8)."""
+    and ``counters`` is a one-shot command that must start fast."""
 
     __slots__ = ("_rx", "_src")
 
@@ -446,7 +447,7 @@ def cause_of(event: dict[str, Any]) -> str | None:
 
 
 class OomAssembler:
-    """Feed records in sequence order; get events (dicts with SPEC §3.2 keys).
+    """Feed records in sequence order; get events (dicts with the event keys).
 
     State is only what one OOM report needs: the last summary (5.0+) or ``Task in``
     line (4.19), the last ``Kill process`` line (4.19), and the memory.oom.group the

@@ -2,7 +2,7 @@
 
 :func:`saved_events` feeds the normalised lines of :mod:`memcgctl.logtext` to the same
 :class:`~memcgctl.kmsg.OomAssembler` the live log uses, so a saved log yields the same
-event objects (SPEC §3.2), with the log's own clock: ``time`` (ISO 8601 UTC) where the
+event objects, with the log's own clock: ``time`` (ISO 8601 UTC) where the
 log has a wall clock, ``uptime_s`` where it has kernel timestamps, ``line`` the line
 number in the input.
 

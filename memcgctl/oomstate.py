@@ -1,5 +1,6 @@
-"""Was a cgroup under OOM when memcgctl killed in it?  (SPEC §4: ``user`` counts only
-kills done while handling an OOM; a kill-all of a healthy cgroup is a ``manual_kill``.)
+"""Was a cgroup under OOM when memcgctl killed in it?  (The ``user`` kill counter counts
+only kills done while handling an OOM; a kill-all of a healthy cgroup is a
+``manual_kill``, counted nowhere.)
 
 Under OOM means, for the target or any cgroup of its subtree:
 

@@ -2,8 +2,8 @@
 
 Two policies, one function each, shared by ``predict-victim`` and the daemon:
 
-* :func:`select_priority` — memcgctl's strict-priority walk (SPEC §2.1);
-* :func:`select_kernel` — the stock kernel heuristic of ``mm/oom_kill.c`` (SPEC §2.2),
+* :func:`select_priority` — memcgctl's strict-priority walk;
+* :func:`select_kernel` — the stock kernel heuristic of ``mm/oom_kill.c``,
   reproduced as exactly as userspace allows.
 
 Nothing here reads a file: every input is in the snapshot or passed as a plain value
@@ -191,7 +191,7 @@ def _victim_group(
     )
 
 
-# -- policy "priority" (SPEC §2.1) ---------------------------------------------------
+# -- policy "priority" ---------------------------------------------------------------
 
 
 def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> str | None:
@@ -322,7 +322,7 @@ def lowest_priority_child(snap: Snapshot, path: str) -> str | None:
 
 
 def select_priority(snap: Snapshot, oom_root: str, exclude: Iterable[int] = ()) -> Decision:
-    """The strict-priority victim below ``oom_root`` (SPEC §2.1).
+    """The strict-priority victim below ``oom_root``.
 
     At each level L (starting at the OOM root) the candidates are L's child cgroups and
     the processes attached to L.  The lowest badness dies first; ties among cgroups go
@@ -406,7 +406,7 @@ def rank_priority(snap: Snapshot, oom_root: str, n: int) -> list[Decision]:
     return out
 
 
-# -- policy "kernel" (SPEC §2.2, mm/oom_kill.c) ---------------------------------------
+# -- policy "kernel" (mm/oom_kill.c: oom_badness, select_bad_process) ------------------
 
 
 @dataclass(frozen=True)
@@ -515,7 +515,7 @@ def scan_order(snap: Snapshot, oom_root: str) -> Iterator[ProcessInfo]:
 
 
 def select_kernel(snap: Snapshot, oom_root: str, params: KernelParams) -> Decision:
-    """The kernel's own choice if ``oom_root`` ran out of memory (SPEC §2.2).
+    """The kernel's own choice if ``oom_root`` ran out of memory.
 
     ``oom_root == "/"`` is a host OOM (totalpages = RAM + swap, every process); any
     other cgroup is a memcg OOM of that cgroup (totalpages from its limit, the

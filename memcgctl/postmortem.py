@@ -1,8 +1,8 @@
 """``explain-kill``: the kernel's decision rebuilt from an OOM report (pure, no I/O).
 
 From a report's task table (:class:`~memcgctl.oomreport.OomReport`) and the rules of the
-kernel that wrote it (``mm/oom_kill.c`` ``oom_badness`` and ``select_bad_process``, see
-KERNEL_FACTS.md), every candidate's points, the ranking, and a verdict: is the kernel's
+kernel that wrote it (``mm/oom_kill.c`` ``oom_badness`` and ``select_bad_process``),
+every candidate's points, the ranking, and a verdict: is the kernel's
 victim the top of the ranking, and if not, why.  Then the counterfactual: the victim
 the priority policy (:func:`~memcgctl.policy.select_priority`) would have chosen on a
 snapshot built from the report, with the badness the caller knows.
@@ -15,7 +15,8 @@ report's layout proves):
 * root bonus (CAP_SYS_ADMIN, approximated by uid 0): before 3.14 ``adj -= 30``,
   3.14-4.16 ``points -= points * 3 / 100``; gone in 4.17;
 * an eligible task scores at least 1 before 5.9;
-* ties: the first scanned wins before 5.3, the last one since (KERNEL_FACTS.md);
+* ties: the first scanned wins before 5.3, the last one since (``oom_evaluate_task``
+  passes a task over only when its points are strictly lower);
 * ``oom_score_adj == -1000`` is never chosen; the table's order is the scan order.
 """
 

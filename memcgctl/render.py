@@ -5,7 +5,7 @@ print JSON or one line never pay for them.
 
 Every cell, label and line drawn here may hold text another user controls (process
 names, cgroup names): it goes through :func:`memcgctl.safetext.printable`, and rich gets
-``Text`` objects, never markup, so ``[/evil]`` is printed as it is (SPEC §10).
+``Text`` objects, never markup, so ``[/evil]`` is printed as it is.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def output_options(func: F) -> F:
 
 
 def emit_json(doc: Any) -> None:
-    import json  # lazily: one-shot commands without --json skip it (SPEC §8)
+    import json  # lazily: one-shot commands without --json skip it (start-up time)
 
     click.echo(json.dumps(doc, indent=2))
 

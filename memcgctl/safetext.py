@@ -1,4 +1,5 @@
-"""Text that other users control, made safe to print (SPEC §10).
+"""Text that other users control, made safe to print: shown literally, control
+characters and escape sequences replaced (as ``ps`` does), ``key=value`` values quoted.
 
 Process names (``comm``, set by any process with ``prctl(PR_SET_NAME)``), cgroup names
 (chosen by a delegated user) and kernel-log text reach our terminal output and our

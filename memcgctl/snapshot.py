@@ -90,7 +90,7 @@ def read_process(
         badness, source = BADNESS_NEVER, "oom_score_adj"
     else:
         badness, source = BADNESS_DEFAULT, "default"
-    # positional: this runs for every process on the host (SPEC §8 scale target)
+    # positional: this runs for every process on the host (bench/predict_bench.py)
     return ProcessInfo(
         pid,
         st.name,

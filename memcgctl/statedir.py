@@ -1,6 +1,5 @@
 """The state directory (default /run/memcgctl): what the registry, the journal and the
-kernel-log cursor share, hardened against other users and against corrupt files
-(SPEC §10).
+kernel-log cursor share, hardened against other users and against corrupt files.
 
 * The directory: created ``0700``; accepted only when owned by the invoker or root and
   writable by nobody else (a group- or world-writable one, or one owned by another user,
@@ -220,7 +219,7 @@ def set_aside(path: Path, original: bytes | None = None) -> Path:
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: a ``mkstemp`` file (``0600``, ``O_EXCL``, a
     random name) in the same directory, fsynced, renamed over it.  Raises OSError."""
-    import tempfile  # lazily: only writers pay for it (SPEC §8 start-up)
+    import tempfile  # lazily: only writers pay for it (start-up time)
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

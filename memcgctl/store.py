@@ -1,4 +1,4 @@
-"""Where badness and OOM delay live (SPEC §2.3).
+"""Where badness and OOM delay live.
 
 * Cgroups: extended attributes of the cgroup directory — ``trusted.memcgctl.*`` (root)
   and ``user.memcgctl.*`` (delegated subtrees).  A ``user.*`` value on cgroup C counts

@@ -1,4 +1,5 @@
-"""Running kill totals (SPEC §4): ``counters.json`` next to the journal.
+"""Running kill totals (by cause: system, memcg, user): ``counters.json`` next to the
+journal.
 
 The journal rotates (``journal.jsonl`` → ``journal.jsonl.1``, the older file dropped),
 so counts recomputed from it would fall at every rotation, and reading it costs time and
@@ -23,7 +24,7 @@ kept in this small file, under the journal's lock:
   are rebuilt from the journal records of this boot and ``created`` moves, which is
   how a Prometheus user tells a real reset (``memcgctl_oom_kills_created``).
 
-Same safety rules as the journal (SPEC §10): ``0600``, ``O_NOFOLLOW``, replaced through
+Same safety rules as the journal: ``0600``, ``O_NOFOLLOW``, replaced through
 ``mkstemp`` + rename; a corrupt file gives one warning, is moved aside, and is rebuilt.
 """
 

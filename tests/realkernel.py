@@ -2,7 +2,7 @@
 memcgs with a limit set before anything allocates, processes we start ourselves, and
 unconditional cleanup.
 
-Safety (DEVELOPERS.md): we create cgroups only below ``memcgctl-test-<pid>-<hex>``,
+Safety: we create cgroups only below ``memcgctl-test-<pid>-<hex>``,
 signal only pids we started (by pid), and never touch anything else in the hierarchy.
 """
 

@@ -298,7 +298,7 @@ def test_the_guardian_releases_a_sigkilled_daemons_memcg(
 def test_a_held_journal_lock_never_delays_a_kill(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:
-    """SPEC §7: a kill never waits on the journal.  A process holds the journal lock
+    """A kill never waits on the journal.  A process holds the journal lock
     through the whole OOM; the daemon kills at once and journals once it is free."""
     from memcgctl.journal import Journal
 

@@ -192,7 +192,7 @@ def test_events_history_json_and_cg_filter(fake_v1: FakeHost) -> None:
     host = make_host(fake_v1)
     code, out = run(host, "events", "--json")
     assert code == 0, out
-    doc = json.loads(out)  # one document (SPEC §3)
+    doc = json.loads(out)  # --json is one document
     assert doc["root"] == "/" and doc["since"] is None
     events = doc["events"]
     assert [(e["pid"], e["cgroup"], e["constraint"]) for e in events] == [

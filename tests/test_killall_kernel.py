@@ -237,7 +237,7 @@ def _counters_user(runner: CliRunner, tc: TestCgroups, state: Path, cg: str) -> 
 def test_v1_kill_all_under_oom_is_user_kill_healthy_is_manual_kill(
     cgroups: TestCgroups, runner: CliRunner, tmp_path: Path
 ) -> None:
-    """SPEC §4: a kill-all of a memcg paused in OOM (v1 under_oom) counts as ``user``;
+    """A kill-all of a memcg paused in OOM (v1 under_oom) counts as ``user``;
     the same kill-all of a healthy memcg is a ``manual_kill``, shown by events, counted
     nowhere."""
     healthy = cgroups.make("healthy", limit=32 << 20)

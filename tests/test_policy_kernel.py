@@ -1,4 +1,4 @@
-"""The kernel heuristic (SPEC §2.2, KERNEL_FACTS "Victim selection") on hand-built
+"""The kernel heuristic (mm/oom_kill.c oom_badness, select_bad_process) on hand-built
 snapshots: points, totalpages, skip rules, scan order and the tie rule."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The strict-priority walk (SPEC §2.1), rule by rule, on hand-built snapshots."""
+"""The strict-priority walk, rule by rule, on hand-built snapshots."""
 
 from __future__ import annotations
 

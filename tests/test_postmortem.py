@@ -1,4 +1,4 @@
-"""Saved kernel logs (SPEC §11): ``events --from`` in every format and layout, and
+"""Saved kernel logs: ``events --from`` in every format and layout, and
 ``explain-kill`` rebuilding the kernel's decision, on logs written here in the layouts of
 each kernel era.  Real reports come from real kernels: tests/test_postmortem_kernel.py
 saves a live OOM in every format and reads it back."""

@@ -1,4 +1,4 @@
-"""The import path stays short (SPEC §8): no rich/tabulate/psutil unless a table is drawn."""
+"""The import path stays short: no rich/tabulate/psutil unless a table is drawn."""
 
 from __future__ import annotations
 

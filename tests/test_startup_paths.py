@@ -1,4 +1,4 @@
-"""What a one-shot command loads (SPEC §8): no snapshot dataclasses, /proc reader or
+"""What a one-shot command loads (it must start fast): no snapshot dataclasses, /proc reader or
 json for ``get-badness CG``; nothing of the commands for ``--version``."""
 
 from __future__ import annotations

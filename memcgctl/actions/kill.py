@@ -1,4 +1,4 @@
-"""Killing processes and whole cgroup subtrees, race-free (SPEC §6).
+"""Killing processes and whole cgroup subtrees, race-free against forks and pid reuse.
 
 Mechanisms, strongest first, chosen for the target cgroup:
 
@@ -151,9 +151,10 @@ class KillReport:
 def user_kill_records(
     report: KillReport, by: str = "kill-all", kind: str = "user_kill"
 ) -> list[dict[str, Any]]:
-    """Journal records (SPEC §3.2 event keys) for the processes a kill-all killed:
-    ``user_kill`` when the target was under OOM (counted as ``user``), ``manual_kill``
-    for a healthy cgroup torn down (counted nowhere; SPEC §4)."""
+    """Journal records (the event keys: time, kind, cgroup, source, pid, comm, ...) for
+    the processes a kill-all killed: ``user_kill`` when the target was under OOM
+    (counted as ``user``), ``manual_kill`` for a healthy cgroup torn down (counted
+    nowhere)."""
     now = utc_now_iso()
     return [
         {

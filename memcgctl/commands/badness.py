@@ -54,7 +54,7 @@ def _fmt_delay(s: Setting) -> str:
 
 def _print_lines(rows: list[list[str]]) -> None:
     """Aligned columns without a table library: these are one-shot commands that must
-    start fast (SPEC §8)."""
+    start fast."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         say("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())

@@ -1,4 +1,4 @@
-"""``memcgctl daemon``: the userspace OOM handler (SPEC §7)."""
+"""``memcgctl daemon``: the userspace OOM handler."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``kill-all``: empty a cgroup subtree, race-free (SPEC §6)."""
+"""``kill-all``: empty a cgroup subtree, race-free."""
 
 from __future__ import annotations
 

@@ -65,8 +65,8 @@ def _candidate_entry(
 def predict_json(
     decision: Decision, snap: Snapshot, top: int | None, ranked: list[Decision]
 ) -> dict[str, Any]:
-    """The one predict-victim document, with the same keys for both policies (SPEC
-    §3.2): ``candidates`` ranked, the victim first (kernel: every eligible process, or
+    """The one predict-victim document, with the same keys for both policies:
+    ``candidates`` ranked, the victim first (kernel: every eligible process, or
     the first ``--top``; priority: the first ``--top`` in line, the victim alone
     without it) with ``rank, points (kernel; null for priority), kill_group,
     group_pids``; and with ``--top``, ``runners_up``: the same first N as
@@ -182,7 +182,7 @@ def predict_victim(
             for line in footer_lines(decision):
                 say(line)
     if decision.victim is None:
-        # found nothing: one line on stderr (SPEC §3.1), not a copy on stdout too
+        # found nothing: exit 1 with one line on stderr, not a copy on stdout too
         if not out.json:
             say(f"memcgctl: {summary_lines(decision)[0]}", err=True)
         raise click.exceptions.Exit(1)

@@ -1,1 +1,1 @@
-"""The userspace OOM handler (SPEC §7): a pure ``tick``-driven core, real ports, a loop."""
+"""The userspace OOM handler: a pure ``tick``-driven core, real ports, a loop."""

@@ -397,7 +397,9 @@ class CgroupFs:
     def swap_limit(self, cg: str) -> int | None:
         """Swap this memcg may use in bytes, on top of its memory limit; None = no limit.
 
-        v1: memsw limit minus memory limit (KERNEL_FACTS: totalpages); v2: memory.swap.max.
+        v1: memsw limit minus memory limit; v2: memory.swap.max.  What a memcg OOM adds
+        to the limit for totalpages (mm/oom_kill.c constrained_alloc() ->
+        mem_cgroup_get_max(), capped at the host's swap, only when swappiness != 0).
         """
         if self.version == 1:
             memsw = self._int(cg, V1_MEMSW_LIMIT)

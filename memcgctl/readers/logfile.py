@@ -1,5 +1,5 @@
 """A saved kernel log (a file or standard input), read in chunks: never slurped, so a
-100 MB ``kern.log`` costs the same memory as a small one (SPEC §8)."""
+100 MB ``kern.log`` costs the same memory as a small one."""
 
 from __future__ import annotations
 

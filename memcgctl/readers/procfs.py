@@ -41,7 +41,7 @@ class ProcStatus(NamedTuple):
 
 
 # bytes.find per key instead of splitting ~55 lines in Python: this parse runs for
-# every process on the host (SPEC §8 "Scale", bench/predict_bench.py).
+# every process on the host (at most 1.5x a bare Python loop: bench/predict_bench.py).
 _FIND_KB = tuple((b"\n" + key + b":", field) for key, field in _KB_FIELDS.items())
 
 
@@ -140,7 +140,7 @@ class ProcFs:
     ) -> tuple[ProcStatus, int, int | None]:
         """status, oom_score_adj and (if asked) oom_score together: the reads a
         host-wide snapshot makes for every process, without the per-file call
-        overhead (SPEC §8 scale target)."""
+        overhead (bench/predict_bench.py)."""
         base = f"{self._root}/{pid}/"
         flags = os.O_RDONLY | os.O_CLOEXEC
         score: int | None = None

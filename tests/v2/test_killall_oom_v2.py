@@ -1,4 +1,4 @@
-"""v2 side of SPEC §4: a kill-all of a memcg held at its memory.high valve is a
+"""v2 side of the ``user`` counter: a kill-all of a memcg held at its memory.high valve is a
 ``user_kill`` (counted as ``user``); of a healthy memcg, a ``manual_kill``."""
 
 from __future__ import annotations
