@@ -162,7 +162,6 @@ class OomReport:
     swap_total_kb: int | None = None
     columns: list[str] | None = None
     tasks: list[TaskRow] = field(default_factory=list)
-    bad_rows: int = 0
     summary: dict[str, Any] | None = None
     task_in: dict[str, Any] | None = None
     select: dict[str, Any] | None = None
@@ -264,9 +263,7 @@ class ReportCollector:
                 row = parse_task_row(
                     rep.columns, f["pid"], f["rest"], len(rep.tasks), self.page_size
                 )
-                if row is None:
-                    rep.bad_rows += 1
-                else:
+                if row is not None:  # a row it cannot read is left out
                     rep.tasks.append(row)
             return
         self._in_table = False
