@@ -23,14 +23,20 @@ import fcntl
 import os
 import re
 import stat
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from memcgctl.errors import LockTimeout, OperationFailed, PermissionDenied, from_oserror
+from memcgctl.diag import warning
+from memcgctl.errors import (
+    LockTimeout,
+    Malformed,
+    OperationFailed,
+    PermissionDenied,
+    from_oserror,
+)
 
 # How long a command waits for a lock held by another memcgctl before giving up.
 LOCK_TIMEOUT_S = 5.0
@@ -42,23 +48,15 @@ MAX_JSON_DEPTH = 32
 Warn = Callable[[str], None]
 
 
-class Corrupt(Exception):
+class Corrupt(Malformed):
     """A state file that is not what memcgctl writes (garbage, truncated, wrong types,
     too large or too deeply nested, a symlink, not a regular file)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def stderr_warning(message: str) -> None:
     """The default warning sink: one line on stderr, never an exception (a kill must
     not wait on, or die of, a closed stderr)."""
-    from memcgctl.safetext import printable
-
-    with suppress(OSError, ValueError):
-        sys.stderr.write(f"memcgctl: warning: {printable(message)}\n")
-        sys.stderr.flush()
+    warning(message)
 
 
 # -- the directory --------------------------------------------------------------------

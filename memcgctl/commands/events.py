@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from memcgctl.commands.common import CgroupName, pass_env, pid_option, pids_option
+from memcgctl.diag import diagnostic
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
 from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
@@ -46,7 +47,7 @@ class _Recorder:
     def warn(self, exc: MemcgctlError) -> None:
         if not self.warned:
             self.warned = True
-            click.echo(f"memcgctl: not journaling kernel kills: {exc.format_message()}", err=True)
+            diagnostic(f"not journaling kernel kills: {exc.message}")
 
 
 def _open_kmsg(env: Env, quiet: bool = False) -> Any:
@@ -58,10 +59,7 @@ def _open_kmsg(env: Env, quiet: bool = False) -> Any:
         raise  # --kmsg names something that is no kernel log: say so (exit 2)
     except MemcgctlError as exc:
         if not quiet:
-            click.echo(
-                f"memcgctl: kernel log unavailable, using the journal only: {exc.format_message()}",
-                err=True,
-            )
+            diagnostic(f"kernel log unavailable, using the journal only: {exc.message}")
         return None
 
 
@@ -212,7 +210,7 @@ def events(
         return
     follower.emit = show
     follower.rescan()
-    say(f"memcgctl: following OOM events of {root} (Ctrl-C to stop)", err=True)
+    diagnostic(f"following OOM events of {root} (Ctrl-C to stop)")
     try:
         follower.run()
     except KeyboardInterrupt:

@@ -39,7 +39,7 @@ from memcgctl.daemon.valve import (
     memcg_level,
 )
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, Vanished
+from memcgctl.errors import MemcgctlError, OwnedElsewhere, Vanished
 from memcgctl.journal import Journal, utc_now_iso
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision
@@ -76,10 +76,6 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     step = PSI_UNPRIVILEGED_STEP_US
     window = (window_us + step - 1) // step * step
     return stall_us * window // window_us, window
-
-
-class OwnedElsewhere(MemcgctlError):
-    """A knob is held by another running daemon."""
 
 
 @dataclass
