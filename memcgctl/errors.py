@@ -1,7 +1,8 @@
 """Our exception types: plain exceptions, no UI (psutil's ``_exceptions.py`` is the model).
 
-Every error carries an exit status (SPEC §3.1) and what it is about — the cgroup, pid,
-file and errno where known — as attributes, and its one-line message as ``str(exc)``.
+Every error carries an exit status (README "Exit codes") and what it is about — the
+cgroup, pid, file and errno where known — as attributes, and its one-line message as
+``str(exc)``.
 Commands and readers raise these; :func:`from_oserror` turns a stray ``OSError`` into
 one.  Only :mod:`memcgctl.cli` turns them into a stderr line and an exit code.
 """
