@@ -30,13 +30,17 @@ from typing import Any, TypedDict, cast
 # -- the clock ----------------------------------------------------------------------------
 
 
-def utc_iso(ts: float) -> str | None:
-    """Epoch seconds as the records' time string; None if no datetime can hold it."""
+def _utc(ts: float) -> datetime | None:
     try:
-        dt = datetime.fromtimestamp(ts, timezone.utc)
+        return datetime.fromtimestamp(ts, timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
-    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def utc_iso(ts: float) -> str | None:
+    """Epoch seconds as the records' time string; None if no datetime can hold it."""
+    dt = _utc(ts)
+    return None if dt is None else dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def utc_now_iso() -> str:
@@ -54,6 +58,12 @@ def parse_utc_iso(text: str) -> float:
     if dt.tzinfo is None:
         raise ValueError(f"{text!r}: no time zone")
     return dt.timestamp()
+
+
+def utc_file_stamp(ts: float | None = None) -> str:
+    """The same clock, compact, for file names (``journal.jsonl.corrupt-20261130T130000Z``)."""
+    dt = _utc(time.time() if ts is None else ts) or datetime.fromtimestamp(0, timezone.utc)
+    return dt.strftime("%Y%m%dT%H%M%SZ")
 
 
 EPOCH_ISO = "1970-01-01T00:00:00.000000Z"
@@ -116,32 +126,39 @@ class UserKill(_Record, total=False):
 
 
 class DaemonRecord(_Record, total=False):
-    by: str
+    by: str  # daemon (the journal copy); under_oom/oom_resolved: who ended the episode
+    # daemon_started / daemon_stopped
+    policy: str
+    dry_run: bool
+    instance: str
+    kernel_kills: int
+    agreed: int
+    # daemon_took_over, daemon_delay_changed, daemon_released, under_oom, oom_resolved
     delay_ms: int
     was_ms: int
-    mode: str
+    mode: str  # oom (v1), valve (v2), host
     domain: str
     reason: str
     restored: list[str]
     adopted: bool
     after_ms: int
     kills: int
-    killed: list[int]
-    target: str | None
-    rounds: int
-    reasons: list[str]
+    # daemon_kill, would_kill, kernel_kill, no_victim, daemon_escalated, would_escalate
     pid: int
     comm: str
     victim_cgroup: str
     badness: int
+    round: int
+    waited_ms: int
     late_ms: float
+    reasons: list[str]
+    kill_group: str
+    group_pids: list[int]
+    killed: list[int]
+    target: str
+    rounds: int
     would_kill_pid: int | None
     agree: bool
-    policy: str
-    dry_run: bool
-    instance: str
-    kernel_kills: int
-    agreed: int
 
 
 Event = KernelEvent | Notification | CounterEvent | UserKill | DaemonRecord
