@@ -188,7 +188,9 @@ def loads_bounded(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 
 def _fresh_name(path: Path) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    from memcgctl.records import utc_file_stamp
+
+    stamp = utc_file_stamp()
     base = f"{path.name}.corrupt-{stamp}"
     name, n = base, 0
     while os.path.lexists(path.with_name(name)):

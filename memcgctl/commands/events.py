@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -16,9 +17,8 @@ from memcgctl.commands.common import CgroupName, pass_env, pid_option, pids_opti
 from memcgctl.diag import diagnostic
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
+from memcgctl.records import Event, KernelEvent
 from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
-
-Event = dict[str, Any]
 
 
 class _Recorder:
@@ -30,11 +30,11 @@ class _Recorder:
         self.journal = Journal(env.state_dir)
         self.warned = False
 
-    def record(self, events: list[Event]) -> bool:
+    def record(self, events: Sequence[Event]) -> bool:
         """Journal the kills among events; False if that failed."""
-        from memcgctl.events import journal_record
+        from memcgctl.records import journal_copy
 
-        kills = [journal_record(e) for e in events if e.get("kind") == "oom_kill"]
+        kills = [journal_copy(e) for e in events if e.get("kind") == "oom_kill"]
         if not kills:
             return True
         try:
@@ -65,7 +65,7 @@ def _open_kmsg(env: Env, quiet: bool = False) -> Any:
 
 def kernel_history(
     env: Env, recorder: _Recorder, root: str = "/", after_seq: int | None = None
-) -> tuple[Any, Any, list[Event]]:
+) -> tuple[Any, Any, list[KernelEvent]]:
     """Open the kernel log, parse the ring's history (only records after ``after_seq``
     when given), journal its kills.
 
@@ -85,7 +85,7 @@ def kernel_history(
         emit=lambda ev: None,
         on_kernel_kill=journal_kill,
     )
-    events: list[Event] = []
+    events: list[KernelEvent] = []
     if reader is not None:
         raws = reader.read_available()
         if after_seq is not None and raws:
@@ -173,7 +173,8 @@ def events(
         return
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
-    from memcgctl.events import format_event, iso_before, matches, merge_history
+    from memcgctl.events import format_event, matches, merge_history
+    from memcgctl.records import utc_iso_before
     from memcgctl.units import parse_duration_ms
 
     if as_json and json_lines:
@@ -181,7 +182,7 @@ def events(
     root = env.target_cgroup(cgroup, pid)
     since_iso = None
     if since is not None:
-        since_iso = iso_before(parse_duration_ms(since, "10m, 2h or 24h") / 1000)
+        since_iso = utc_iso_before(parse_duration_ms(since, "10m, 2h or 24h") / 1000)
     # a stream is one object per line; a history with --json is one document
     lines = json_lines or (as_json and follow)
 
@@ -239,7 +240,7 @@ def _events_from_file(
     root = "/" if not cgroup else "/" + cgroup.strip("/")
     lo = LogBound(since) if since is not None else None
     hi = LogBound(until) if until is not None else None
-    kept: list[dict[str, Any]] = []
+    kept: list[Event] = []
     count = 0
     for ev in saved_events(read_lines(read_chunks(path)), path):
         if not matches(ev, root, None) or not within(ev, lo, hi):
