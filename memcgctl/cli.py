@@ -1,7 +1,8 @@
 """The ``memcgctl`` command group: global options and wiring only.
 
 Commands live in :mod:`memcgctl.commands`; each module registers its own.  Errors are
-our exception types (:mod:`memcgctl.errors`); a stray OSError is mapped in one place.
+our exception types (:mod:`memcgctl.errors`, no click there): this module alone turns
+them, click's own errors and a stray OSError into one stderr line and an exit code.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 import click
 
 from memcgctl import __version__
+from memcgctl.diag import diagnostic
 from memcgctl.errors import MemcgctlError, from_oserror
-from memcgctl.safetext import printable
 
 
 class MemcgctlGroup(click.Group):
@@ -40,8 +41,9 @@ class MemcgctlGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        """Like click's standalone mode, but every error is one line on stderr:
-        click's usage errors too (exit 2), without the usage banner."""
+        """Like click's standalone mode, but every error is one line on stderr: ours
+        (:class:`MemcgctlError`, its status as exit code) and click's usage errors
+        too (exit 2), without the usage banner."""
         if os.environ.get(complete_var or "_MEMCGCTL_COMPLETE"):
             from memcgctl.completion import install
 
@@ -54,13 +56,16 @@ class MemcgctlGroup(click.Group):
             sub = exc.ctx.command_path.partition(" ")[2] if exc.ctx is not None else ""
             where = f"{sub}: " if sub else ""
             message = exc.format_message().rstrip(".")
-            click.echo(printable(f"memcgctl: {where}{message} (see --help)"), err=True)
+            diagnostic(f"{where}{message} (see --help)")
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
+        except MemcgctlError as exc:
+            diagnostic(exc.message)
+            sys.exit(int(exc.status))
         except click.Abort:
-            click.echo("memcgctl: aborted", err=True)
+            diagnostic("aborted")
             sys.exit(1)
         except KeyboardInterrupt:
             sys.exit(130)

@@ -1,18 +1,17 @@
-"""Our exception types and the one place that maps them to exit codes (0 ok, 1 failed
-or found nothing, 2 usage, 3 no such cgroup or process, 4 permission, 5 unsupported).
+"""Our exception types: plain exceptions, no UI (psutil's ``_exceptions.py`` is the model).
 
-Every error carries the cgroup, pid or file it is about, and prints as one line on
-stderr.  Commands raise these; :func:`from_oserror` turns a stray ``OSError`` into one.
+Every error carries an exit status (README "Exit codes") and what it is about — the
+cgroup, pid, file and errno where known — as attributes, and its one-line message as
+``str(exc)``.
+Commands and readers raise these; :func:`from_oserror` turns a stray ``OSError`` into
+one.  Only :mod:`memcgctl.cli` turns them into a stderr line and an exit code.
 """
 
 from __future__ import annotations
 
 import errno
-import sys
 from enum import IntEnum
-from typing import IO
-
-import click
+from typing import ClassVar
 
 
 class ExitStatus(IntEnum):
@@ -22,29 +21,35 @@ class ExitStatus(IntEnum):
     NOT_FOUND = 3
     PERMISSION = 4
     NOT_SUPPORTED = 5
+    # `memcgctl run` only, as env(1), nice(1), chroot(1) and the shells (POSIX "Utility
+    # Syntax"): CMD found but not executable, CMD not found.
+    CANNOT_EXECUTE = 126
+    COMMAND_NOT_FOUND = 127
 
 
-class MemcgctlError(click.ClickException):
-    """Base class: a message naming what is involved, and an exit status."""
+class MemcgctlError(Exception):
+    """Base class: a one-line message naming what is involved, and an exit status."""
 
-    status: ExitStatus = ExitStatus.FAILED
-    # click >= 8.5 types ClickException.exit_code as a ClassVar: set per class, never on
-    # an instance (each subclass that names a status gets the matching exit code).
-    exit_code = int(ExitStatus.FAILED)
+    status: ClassVar[ExitStatus] = ExitStatus.FAILED
 
-    def __init_subclass__(cls) -> None:
-        super().__init_subclass__()
-        if "status" in cls.__dict__:
-            cls.exit_code = int(cls.status)
-
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        cgroup: str | None = None,
+        pid: int | None = None,
+        path: str | None = None,
+        errno: int | None = None,
+    ) -> None:
         super().__init__(message)
+        self.message = message
+        self.cgroup = cgroup
+        self.pid = pid
+        self.path = path
+        self.errno = errno
 
-    def show(self, file: IO[str] | None = None) -> None:
-        stream = file if file is not None else sys.stderr
-        from memcgctl.safetext import printable
-
-        click.echo(printable(f"memcgctl: {self.format_message()}"), file=stream)
+    def __str__(self) -> str:
+        return self.message
 
 
 class OperationFailed(MemcgctlError):
@@ -55,6 +60,27 @@ class LockTimeout(OperationFailed):
     """A state-directory lock stayed held longer than we wait (never forever)."""
 
 
+class OwnedElsewhere(OperationFailed):
+    """A knob is held by another running daemon."""
+
+
+class NoSuchFile(OperationFailed):
+    """A file or directory we need that is not a cgroup (``/proc/self/mountinfo``, a
+    state file, a device) is missing: the operation failed (exit 1), not "no such
+    cgroup" (exit 3)."""
+
+    def __init__(
+        self,
+        path: str,
+        detail: str = "no such file or directory",
+        *,
+        name: str | None = None,
+        errno: int | None = None,
+    ) -> None:
+        """``name``: what the message names when not the path."""
+        super().__init__(f"{name or path}: {detail}", path=path, errno=errno)
+
+
 class UsageProblem(MemcgctlError):
     status = ExitStatus.USAGE
 
@@ -62,17 +88,32 @@ class UsageProblem(MemcgctlError):
 class NoSuchCgroup(MemcgctlError):
     status = ExitStatus.NOT_FOUND
 
-    def __init__(self, cgroup: str, detail: str = "no such cgroup") -> None:
-        self.cgroup = cgroup
-        super().__init__(f"{cgroup}: {detail}")
+    def __init__(
+        self,
+        cgroup: str,
+        detail: str = "no such cgroup",
+        *,
+        name: str | None = None,
+        path: str | None = None,
+        errno: int | None = None,
+    ) -> None:
+        """``name``: what the message names when not the cgroup (its directory)."""
+        super().__init__(f"{name or cgroup}: {detail}", cgroup=cgroup, path=path, errno=errno)
 
 
 class NoSuchProcess(MemcgctlError):
     status = ExitStatus.NOT_FOUND
 
-    def __init__(self, pid: int, detail: str = "no such process") -> None:
-        self.pid = pid
-        super().__init__(f"pid {pid}: {detail}")
+    def __init__(
+        self,
+        pid: int | None,
+        detail: str = "no such process",
+        *,
+        name: str | None = None,
+        errno: int | None = None,
+    ) -> None:
+        """``name``: what the message names when not ``pid N`` (e.g. a syscall)."""
+        super().__init__(f"{name or f'pid {pid}'}: {detail}", pid=pid, errno=errno)
 
 
 class PermissionDenied(MemcgctlError):
@@ -81,6 +122,20 @@ class PermissionDenied(MemcgctlError):
 
 class NotSupported(MemcgctlError):
     status = ExitStatus.NOT_SUPPORTED
+
+
+class CommandNotRunnable(MemcgctlError):
+    """``run``: CMD cannot be started (126 not executable, 127 not found)."""
+
+    status = ExitStatus.CANNOT_EXECUTE
+
+
+class CommandNotFound(CommandNotRunnable):
+    status = ExitStatus.COMMAND_NOT_FOUND
+
+
+class CommandNotExecutable(CommandNotRunnable):
+    status = ExitStatus.CANNOT_EXECUTE
 
 
 class Vanished(Exception):
@@ -92,17 +147,42 @@ class Vanished(Exception):
         self.what = what
 
 
+class Malformed(Exception):
+    """A document that is not what we expect (a state file, a pod list).  Not an error
+    of its own: the caller warns and goes on, or raises a :class:`MemcgctlError` that
+    names the source."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 VANISHED_ERRNOS = frozenset({errno.ENOENT, errno.ESRCH, errno.ENODEV})
 
 
-def from_oserror(exc: OSError, what: str | None = None) -> MemcgctlError:
-    """Map an OSError to our error with the right exit status."""
-    name = what or exc.filename or "operation"
+def from_oserror(
+    exc: OSError, what: str | None = None, *, cgroup: str | None = None, pid: int | None = None
+) -> MemcgctlError:
+    """Map an OSError to our error with the right exit status.
+
+    ``what`` is what the message names (default: the file); ``cgroup``/``pid`` say what
+    the operation was about, so that a missing file is told apart from a missing
+    cgroup (exit 3) or process (exit 3): a file that is neither is exit 1.
+    """
+    path = str(exc.filename) if exc.filename is not None else None
+    name = what or path or (f"pid {pid}" if pid is not None else cgroup) or "operation"
     reason = exc.strerror or str(exc)
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return PermissionDenied(f"{name}: permission denied ({reason})")
-    if exc.errno in VANISHED_ERRNOS:
-        return NoSuchCgroup(str(name), reason.lower())
-    if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
-        return NotSupported(f"{name}: not supported here ({reason})")
-    return OperationFailed(f"{name}: {reason}")
+    code = exc.errno
+    if code in VANISHED_ERRNOS:
+        if pid is not None or code == errno.ESRCH:
+            return NoSuchProcess(pid, reason.lower(), name=name, errno=code)
+        if cgroup is not None:
+            return NoSuchCgroup(cgroup, reason.lower(), name=name, path=path, errno=code)
+        return NoSuchFile(path or name, reason.lower(), name=name, errno=code)
+    cls: type[MemcgctlError] = OperationFailed
+    message = f"{name}: {reason}"
+    if code in (errno.EACCES, errno.EPERM):
+        cls, message = PermissionDenied, f"{name}: permission denied ({reason})"
+    elif code in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
+        cls, message = NotSupported, f"{name}: not supported here ({reason})"
+    return cls(message, cgroup=cgroup, pid=pid, path=path, errno=code)

@@ -13,20 +13,26 @@ import contextlib
 import select
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
-from typing import Any
 
 from memcgctl.errors import Vanished
-from memcgctl.journal import Journal, JournalTail, utc_now_iso
+from memcgctl.journal import Journal, JournalTail
 from memcgctl.kmsg import OomAssembler, join_continuations, parse_records
 from memcgctl.readers.cgroupfs import V2_EVENTS, V2_EVENTS_LOCAL, CgroupFs
 from memcgctl.readers.kmsg import KmsgReader
 from memcgctl.readers.notify import DirWatch, EventsFileWatch, OomControlWatch
-
-Event = dict[str, Any]
+from memcgctl.records import (
+    COUNTER_KINDS,
+    Event,
+    KernelEvent,
+    counter_event,
+    merged,
+    notification,
+    utc_now_iso,
+    with_source,
+)
 
 # memory.events keys reported as events, in this order
-V2_EVENT_KEYS = ("high", "max", "oom", "oom_kill", "oom_group_kill")
+V2_EVENT_KEYS = COUNTER_KINDS
 KERNEL_KILL_KINDS = frozenset({"oom_kill"})
 # cgroup notifications the follower sees itself; the journal's copies (the daemon
 # journals them too) would print each twice
@@ -49,7 +55,7 @@ def in_subtree(cgroup: str | None, root: str) -> bool:
 def event_cgroups(ev: Event) -> list[str]:
     """Cgroups an event is about (for the CG filter): its cgroup, and for a kill also
     the OOM domain and the oom.group."""
-    out = [ev.get("cgroup")]
+    out: list[object] = [ev.get("cgroup")]
     if ev.get("kind") == "oom_kill" and not ev.get("cgroup"):
         out += [ev.get("oom_group"), ev.get("oom_memcg")]
     return [c for c in out if isinstance(c, str)]
@@ -63,15 +69,6 @@ def matches(ev: Event, root: str, since_iso: str | None) -> bool:
     return any(in_subtree(c, root) for c in event_cgroups(ev))
 
 
-def iso_before(seconds: float, now: float | None = None) -> str:
-    ts = (time.time() if now is None else now) - seconds
-    return (
-        datetime.fromtimestamp(ts, timezone.utc)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z")
-    )
-
-
 def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Event]:
     """Kernel-log events plus journal records, each kill once (the ``dedup`` key), in
     time order.  Journal copies of kernel kills fill in what the ring has overwritten."""
@@ -80,9 +77,7 @@ def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Eve
     for rec in journal:
         key = rec.get("dedup")
         if key is None:
-            ev = dict(rec)
-            ev.setdefault("source", "journal")
-            out.append(ev)
+            out.append(with_source(rec, "journal"))
         else:
             journaled.setdefault(str(key), rec)
     for ev in kernel:
@@ -91,19 +86,12 @@ def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Eve
         if known is not None:
             # the journal copy may know more (e.g. the cgroup of a kill whose report was
             # rate-limited, found live from the counters)
-            ev = {**known, **{k: v for k, v in ev.items() if v is not None}}
+            ev = merged(known, ev)
         out.append(ev)
     for rec in journaled.values():
-        ev = dict(rec)
-        ev.setdefault("source", "journal")
-        out.append(ev)
+        out.append(with_source(rec, "journal"))
     out.sort(key=lambda e: str(e.get("time", "")))
     return out
-
-
-def journal_record(ev: Event) -> Event:
-    """The journal copy of a kernel kill (dedup = boot id : kmsg sequence number)."""
-    return {k: v for k, v in ev.items() if v is not None}
 
 
 def diff_counters(
@@ -115,22 +103,12 @@ def diff_counters(
     ``source`` is ``memory.events`` whichever of the two files was read;
     ``file`` says which (``memory.events.local`` where the kernel has it, so that one
     kill is reported once, on its own cgroup, not once per ancestor)."""
-    out = []
+    out: list[Event] = []
     for key in V2_EVENT_KEYS:
         before, after = old.get(key), new.get(key)
         if after is None or before is None or after <= before:
             continue
-        out.append(
-            {
-                "time": now_iso,
-                "kind": key,
-                "cgroup": cg,
-                "source": "memory.events",
-                "file": filename,
-                "count": after - before,
-                "total": after,
-            }
-        )
+        out.append(counter_event(key, cg, filename, after - before, after, now_iso))
     return out
 
 
@@ -141,8 +119,9 @@ def format_event(ev: Event) -> str:
     """One readable line: time, kind, cgroup, then what the source knows."""
     when = ev.get("time") or ev.get("log_time") or "-"  # a saved log may lack a wall clock
     parts = [str(when), f"{ev.get('kind', '?'):<16}", str(ev.get("cgroup") or "-")]
-    if ev.get("pid") is not None:
-        parts.append(f"pid {ev['pid']} ({ev.get('comm', '?')})")
+    pid = ev.get("pid")
+    if pid is not None:
+        parts.append(f"pid {pid} ({ev.get('comm', '?')})")
     details = []
     for key, label in (
         ("constraint", ""),
@@ -239,19 +218,21 @@ class Follower:
         for rec in self.journal_tail.read_new():
             if rec.get("kind") in LIVE_NOTIFICATION_KINDS:
                 continue  # the daemon's copy of what the eventfd / memory.events said
-            ev = dict(rec)
-            ev.setdefault("source", "journal")
-            self._out(ev)
+            self._out(with_source(rec, "journal"))
 
     # -- kmsg ------------------------------------------------------------------------
-    def feed_kmsg(self, raws: list[bytes], live: bool = True) -> list[Event]:
+    def feed_kmsg(self, raws: list[bytes], live: bool = True) -> list[KernelEvent]:
         records = parse_records(raws)
         out = []
+        fs = self.fs
         for rec in join_continuations(records):
             for ev in self.assembler.feed(rec):
-                for key in ("cgroup", "oom_memcg", "oom_group"):
-                    if ev.get(key):
-                        ev[key] = self.fs.from_proc_path(ev[key])
+                if ev.get("cgroup"):
+                    ev["cgroup"] = fs.from_proc_path(str(ev["cgroup"]))
+                if ev.get("oom_memcg"):
+                    ev["oom_memcg"] = fs.from_proc_path(str(ev["oom_memcg"]))
+                if ev.get("oom_group"):
+                    ev["oom_group"] = fs.from_proc_path(str(ev["oom_group"]))
                 out.append(ev)
         if live:
             for ev in out:
@@ -270,7 +251,7 @@ class Follower:
         except (Vanished, OSError):
             return None
 
-    def _account_kill(self, ev: Event) -> None:
+    def _account_kill(self, ev: KernelEvent) -> None:
         """Keep the per-cgroup kill counts in step; give a kill without a cgroup the
         watched cgroup whose kernel counter went up."""
         cg = ev.get("cgroup")
@@ -287,7 +268,7 @@ class Follower:
                 ev["cgroup_from"] = "counters"
                 return
 
-    def _emit(self, ev: Event) -> None:
+    def _emit(self, ev: KernelEvent) -> None:
         """A kernel-log event: out, then journaled if it is a kill."""
         self._out(ev)
         if ev.get("kind") in KERNEL_KILL_KINDS and self.on_kernel_kill is not None:
@@ -391,24 +372,24 @@ class Follower:
         if not self.fs.exists(cg):
             # the eventfd fires once when the cgroup is removed
             if cg in self.under_oom:
-                self._out(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
+                self._out(notification("oom_resolved", cg, "eventfd", removed=True))
             self._drop(cg)
             return
         self.last_signal[cg] = time.monotonic()
         if cg not in self.under_oom:
-            self._out(self._cg_event("under_oom", cg, "eventfd"))
+            self._out(notification("under_oom", cg, "eventfd"))
             self.under_oom.add(cg)
 
     def check_resolved(self, cg: str, now: float | None = None) -> None:
         state = self._under_oom_now(cg)
         if state is None:
-            self._out(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
+            self._out(notification("oom_resolved", cg, "eventfd", removed=True))
             self._drop(cg)
             return
         now = time.monotonic() if now is None else now
         if not state and now - self.last_signal.get(cg, 0.0) >= self.resolve_check_s:
             self.under_oom.discard(cg)
-            self._out(self._cg_event("oom_resolved", cg, "eventfd"))
+            self._out(notification("oom_resolved", cg, "eventfd"))
 
     def on_events_file(self, watch: EventsFileWatch) -> None:
         try:
@@ -419,10 +400,6 @@ class Follower:
         old, watch.values = watch.values, new
         for ev in diff_counters(watch.cg, old, new, watch.filename, utc_now_iso()):
             self._out(ev)
-
-    @staticmethod
-    def _cg_event(kind: str, cg: str, source: str, **extra: Any) -> Event:
-        return {"time": utc_now_iso(), "kind": kind, "cgroup": cg, "source": source, **extra}
 
     # -- the loop ------------------------------------------------------------------------
     def step(self, now: float | None = None) -> None:

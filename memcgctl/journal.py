@@ -20,15 +20,14 @@ kernel log (deduplicated by boot id + the kmsg sequence number, the ``dedup`` ke
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from memcgctl.errors import MemcgctlError, from_oserror
+from memcgctl.records import Event, parse_record
 from memcgctl.statedir import (
     LOCK_TIMEOUT_S,
     Corrupt,
@@ -49,52 +48,11 @@ MAX_BYTES_ENV = "MEMCGCTL_JOURNAL_MAX_BYTES"
 MAX_FILE_BYTES = 64 << 20
 MAX_LINE_BYTES = 64 << 10
 
-# The keys readers rely on, and their types (None allowed except for kind and time).
-_STR_KEYS = frozenset(
-    {
-        "cgroup", "comm", "source", "dedup", "constraint", "oom_memcg", "task_memcg",
-        "signal", "mechanism", "target", "by", "cause", "file",
-    }
-)  # fmt: skip
-_INT_KEYS = frozenset(
-    {
-        "pid", "uid", "seq", "anon_rss_kb", "file_rss_kb", "shmem_rss_kb",
-        "oom_score_adj", "total_vm_kb", "count",
-    }
-)  # fmt: skip
 
-
-def _finite(value: Any) -> bool:
-    """No NaN/Infinity anywhere (JSON readers of our output would choke on them)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    return True
-
-
-def valid_record(rec: Any) -> bool:
-    """Whether a parsed line is a journal record readers can use safely."""
-    if not isinstance(rec, dict):
-        return False
-    if not isinstance(rec.get("kind"), str) or not isinstance(rec.get("time"), str):
-        return False
-    for key, value in rec.items():
-        if value is None:
-            continue
-        if key in _STR_KEYS and not isinstance(value, str):
-            return False
-        if key in _INT_KEYS and type(value) is not int:
-            return False
-    return _finite(rec)
-
-
-def _scan(data: bytes, torn_ok: bool) -> tuple[list[dict[str, Any]], list[bytes], int]:
+def _scan(data: bytes, torn_ok: bool) -> tuple[list[Event], list[bytes], int]:
     """(good records, their lines, number of bad lines).  With ``torn_ok`` a last line
     without its newline is skipped silently (a writer may be in the middle of it)."""
-    good: list[dict[str, Any]] = []
+    good: list[Event] = []
     lines: list[bytes] = []
     bad = 0
     parts = data.split(b"\n")
@@ -112,8 +70,9 @@ def _scan(data: bytes, torn_ok: bool) -> tuple[list[dict[str, Any]], list[bytes]
         except Corrupt:
             bad += 1
             continue
-        if valid_record(rec):
-            good.append(rec)
+        record = parse_record(rec)
+        if record is not None:
+            good.append(record)
             lines.append(line)
         else:
             bad += 1
@@ -136,10 +95,6 @@ def max_bytes_from_env() -> int:
             f"{MAX_BYTES_ENV}={raw}: not a size of at least 4096 bytes (e.g. 65536, 64K, 4M)"
         )
     return min(int(number) * units[unit], MAX_FILE_BYTES // 2)
-
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Journal:
@@ -183,7 +138,7 @@ class Journal:
             self._warned.add(key)
             self.warn(message)
 
-    def _load(self, path: Path, torn_ok: bool = True) -> tuple[list[dict[str, Any]], bytes, int]:
+    def _load(self, path: Path, torn_ok: bool = True) -> tuple[list[Event], bytes, int]:
         """(good records, the file's bytes, bad lines); Corrupt for a file that is not
         a journal at all (a symlink, a FIFO, far too large)."""
         try:
@@ -195,13 +150,13 @@ class Journal:
         good, _, bad = _scan(data, torn_ok)
         return good, data, bad
 
-    def read(self) -> Iterator[dict[str, Any]]:
+    def read(self) -> Iterator[Event]:
         """All records, oldest first (the rotated file, then the current one).  Bad
         lines are skipped with one warning per file, and the file is repaired (best
         effort: the original saved aside, the good lines kept)."""
         if not check_state_dir(self.state_dir):
             return iter(())
-        out: list[dict[str, Any]] = []
+        out: list[Event] = []
         for path in (self.rotated, self.path):
             try:
                 good, _, bad = self._load(path)
@@ -341,9 +296,7 @@ class Journal:
                 self._save_totals(doc)
             return doc
 
-    def append(
-        self, records: Iterable[dict[str, Any]], timeout: float | None = None
-    ) -> list[dict[str, Any]]:
+    def append(self, records: Iterable[Event], timeout: float | None = None) -> list[Event]:
         """Append records; those whose ``dedup`` key was journaled already are dropped
         (the bounded index of the totals file: no journal scan), and add them to the
         running totals.
@@ -483,7 +436,7 @@ class JournalTail:
             os.close(fd)
         return data, offset + len(data)
 
-    def read_new(self) -> list[dict[str, Any]]:
+    def read_new(self) -> list[Event]:
         ino, size = self._stat(self.journal.path)
         data = b""
         if ino != self.ino:

@@ -33,8 +33,10 @@ sizes, oom_score_adj, uid, as far as the log tells).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import Any, NamedTuple
+
+from memcgctl.records import EPOCH_ISO, KernelEvent, add_fields, kernel_event, utc_iso
 
 # -- /dev/kmsg records ---------------------------------------------------------------
 
@@ -145,12 +147,7 @@ def parse_records(raws: list[bytes]) -> list[KmsgRecord]:
 
 def usec_to_iso(usec: int, boot_time: float) -> str:
     """A kmsg timestamp (µs since boot) as ISO 8601 UTC, given the boot time (epoch s)."""
-    ts = boot_time + usec / 1e6
-    try:
-        dt = datetime.fromtimestamp(ts, timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        dt = datetime.fromtimestamp(0, timezone.utc)
-    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_iso(boot_time + usec / 1e6) or EPOCH_ISO
 
 
 # -- OOM lines -----------------------------------------------------------------------
@@ -429,7 +426,7 @@ def parse_oom_line(text: str) -> OomLine | None:
 CONSTRAINT_MEMCG = "CONSTRAINT_MEMCG"
 
 
-def cause_of(event: dict[str, Any]) -> str | None:
+def cause_of(event: Mapping[str, Any]) -> str | None:
     """``memcg`` (a cgroup limit) or ``system`` (host-wide, cpuset, mempolicy) for a
     kernel kill event; None when unknown."""
     constraint = event.get("constraint")
@@ -464,7 +461,7 @@ class OomAssembler:
         self._group: str | None = None
         self._group_ctx: dict[str, Any] | None = None
 
-    def feed(self, rec: KmsgRecord) -> list[dict[str, Any]]:
+    def feed(self, rec: KmsgRecord) -> list[KernelEvent]:
         try:
             line = parse_oom_line(rec.text)
         except Exception:  # a parser bug must never stop the stream
@@ -492,35 +489,28 @@ class OomAssembler:
             self._group = f["cgroup"]
             ev = self._base(rec, "oom_group_kill", f["cgroup"])
             ctx = self._group_ctx or {}
-            for key in ("constraint", "oom_memcg"):
-                if ctx.get(key) is not None:
-                    ev[key] = ctx[key]
+            add_fields(
+                ev, {k: ctx[k] for k in ("constraint", "oom_memcg") if ctx.get(k) is not None}
+            )
             return [ev]
         if what in ("reaped", "reap_failed"):
             ev = self._base(rec, "oom_reaped" if what == "reaped" else "oom_reap_failed", None)
-            ev.update(f)
+            add_fields(ev, f)
             return [ev]
         if what == "already_exiting":
             ev = self._base(rec, "oom_victim_exiting", None)
-            ev.update({k: v for k, v in f.items() if v is not None})
+            add_fields(ev, {k: v for k, v in f.items() if v is not None})
             return [ev]
         if what == "no_killable":
             s = self._summary or {}
             return [self._base(rec, "oom_no_victim", s.get("oom_memcg"))]
         return []
 
-    def _base(self, rec: KmsgRecord, kind: str, cgroup: str | None) -> dict[str, Any]:
-        return {
-            "time": usec_to_iso(rec.usec, self.boot_time),
-            "kind": kind,
-            "cgroup": cgroup,
-            "source": "kmsg",
-            "seq": rec.seq,
-            "usec": rec.usec,
-            "dedup": f"{self.boot_id}:{rec.seq}",
-        }
+    def _base(self, rec: KmsgRecord, kind: str, cgroup: str | None) -> KernelEvent:
+        time = usec_to_iso(rec.usec, self.boot_time)
+        return kernel_event(kind, cgroup, time, rec.seq, rec.usec, f"{self.boot_id}:{rec.seq}")
 
-    def _kill_event(self, rec: KmsgRecord, f: dict[str, Any]) -> dict[str, Any]:
+    def _kill_event(self, rec: KmsgRecord, f: dict[str, Any]) -> KernelEvent:
         pid = f["pid"]
         ctx: dict[str, Any] = {}
         summary = self._summary
@@ -556,7 +546,8 @@ class OomAssembler:
             ctx["constraint"] = CONSTRAINT_MEMCG
         cgroup = ctx.get("task_memcg") or ctx.get("oom_group")
         ev = self._base(rec, "oom_kill", cgroup)
-        ev.update(
+        add_fields(
+            ev,
             {
                 "pid": pid,
                 "comm": f["comm"],
@@ -569,7 +560,7 @@ class OomAssembler:
                 "oom_score_adj": f.get("oom_score_adj"),
                 "uid": f.get("uid", ctx.get("uid")),
                 "message": message,
-            }
+            },
         )
         if "pgtables_kb" in f:
             ev["pgtables_kb"] = f["pgtables_kb"]
@@ -602,11 +593,11 @@ def join_continuations(records: list[KmsgRecord]) -> list[KmsgRecord]:
 
 def parse_events(
     raws: list[bytes], boot_time: float, boot_id: str = "unknown"
-) -> list[dict[str, Any]]:
+) -> list[KernelEvent]:
     """Convenience: raw kmsg records → events."""
     asm = OomAssembler(boot_time, boot_id)
     records = parse_records(raws)
-    events: list[dict[str, Any]] = []
+    events: list[KernelEvent] = []
     for rec in join_continuations(records):
         events.extend(asm.feed(rec))
     return events

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from memcgctl.constants import BADNESS_NEVER
-from memcgctl.errors import UsageProblem
+from memcgctl.errors import Malformed, UsageProblem
 
 ANNOTATION_BADNESS = "memcgctl.io/badness"
 ANNOTATION_DELAY = "memcgctl.io/oom-delay"
@@ -59,7 +59,7 @@ BAND_USER_LO, BAND_USER_LEVELS = 100, 425  # 100 + 2 * 424 + 1 = 949
 BAND_BESTEFFORT_LO, BAND_BESTEFFORT_LEVELS = 10, 90  # 10 .. 99
 
 
-class PodListError(Exception):
+class PodListError(Malformed):
     """The document is not a pod list at all (a single bad item is only skipped)."""
 
 
@@ -191,7 +191,7 @@ def parse_delay_annotation(text: str) -> int | None:
     try:
         return parse_delay(text)
     except UsageProblem as exc:
-        raise ValueError(f"{ANNOTATION_DELAY}={text!r}: {exc.format_message()}") from None
+        raise ValueError(f"{ANNOTATION_DELAY}={text!r}: {exc.message}") from None
 
 
 @dataclass(frozen=True)

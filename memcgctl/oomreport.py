@@ -17,21 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from memcgctl.kmsg import KmsgRecord, OomAssembler, parse_oom_line
 from memcgctl.logtext import LogLine
-
-Event = dict[str, Any]
-
-
-def epoch_to_iso(ts: float) -> str | None:
-    try:
-        dt = datetime.fromtimestamp(ts, timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
+from memcgctl.records import KernelEvent, kernel_event, utc_iso
 
 
 class SavedLogAssembler(OomAssembler):
@@ -42,18 +33,12 @@ class SavedLogAssembler(OomAssembler):
         self.source = source
         self.line: LogLine | None = None
 
-    def _base(self, rec: KmsgRecord, kind: str, cgroup: str | None) -> dict[str, Any]:
+    def _base(self, rec: KmsgRecord, kind: str, cgroup: str | None) -> KernelEvent:
         ll = self.line
-        ev: dict[str, Any] = {
-            "time": epoch_to_iso(ll.wall) if ll is not None and ll.wall is not None else None,
-            "kind": kind,
-            "cgroup": cgroup,
-            "source": "kmsg",
-            "seq": rec.seq,
-            "usec": rec.usec if rec.usec >= 0 else None,
-            "dedup": f"{self.source}:{rec.seq}",
-            "line": rec.seq,
-        }
+        wall = utc_iso(ll.wall) if ll is not None and ll.wall is not None else None
+        usec = rec.usec if rec.usec >= 0 else None
+        ev = kernel_event(kind, cgroup, wall, rec.seq, usec, f"{self.source}:{rec.seq}")
+        ev["line"] = rec.seq
         if ll is not None:
             if ll.uptime is not None:
                 ev["uptime_s"] = round(ll.uptime, 6)
@@ -168,7 +153,7 @@ class OomReport:
     group: str | None = None
     exiting: dict[str, Any] | None = None
     no_killable: bool = False
-    kills: list[Event] = field(default_factory=list)
+    kills: list[KernelEvent] = field(default_factory=list)
 
     @property
     def layout(self) -> str | None:
@@ -216,7 +201,7 @@ class ReportCollector:
     def _start(self, ll: LogLine) -> OomReport:
         rep = OomReport(
             first_line=ll.lineno,
-            time=epoch_to_iso(ll.wall) if ll.wall is not None else None,
+            time=utc_iso(ll.wall) if ll.wall is not None else None,
             uptime_s=ll.uptime,
             log_time=ll.clock,
         )
@@ -224,7 +209,7 @@ class ReportCollector:
         self._in_table = False
         return rep
 
-    def feed(self, ll: LogLine) -> list[Event]:
+    def feed(self, ll: LogLine) -> list[KernelEvent]:
         self.asm.line = ll
         rec = _record(ll)
         try:
@@ -300,7 +285,7 @@ class ReportCollector:
             rep.no_killable = True
 
 
-def saved_events(lines: Iterable[LogLine], source: str = "-") -> Iterator[Event]:
+def saved_events(lines: Iterable[LogLine], source: str = "-") -> Iterator[KernelEvent]:
     """The events of a saved log, in log order."""
     asm = SavedLogAssembler(source)
     for ll in lines:
@@ -348,7 +333,7 @@ class LogBound:
             dt = None
         if dt is not None:
             ts = dt.timestamp()  # naive: local time
-            self.iso = epoch_to_iso(ts)
+            self.iso = utc_iso(ts)
             return
         from memcgctl.units import parse_duration_ms
 
@@ -361,9 +346,9 @@ class LogBound:
             ) from None
         import time
 
-        self.iso = epoch_to_iso(time.time() - ms / 1000)
+        self.iso = utc_iso(time.time() - ms / 1000)
 
-    def after(self, ev: Event) -> bool | None:
+    def after(self, ev: KernelEvent) -> bool | None:
         """Whether ``ev`` is at or after the bound; None if the event lacks that clock."""
         if self.uptime is not None:
             up = ev.get("uptime_s")
@@ -371,7 +356,7 @@ class LogBound:
         t = ev.get("time")
         return None if t is None else str(t) >= str(self.iso)
 
-    def before(self, ev: Event) -> bool | None:
+    def before(self, ev: KernelEvent) -> bool | None:
         if self.uptime is not None:
             up = ev.get("uptime_s")
             return None if up is None else float(up) <= self.uptime
@@ -379,7 +364,7 @@ class LogBound:
         return None if t is None else str(t) <= str(self.iso)
 
 
-def within(ev: Event, since: LogBound | None, until: LogBound | None) -> bool:
+def within(ev: KernelEvent, since: LogBound | None, until: LogBound | None) -> bool:
     """An event without the bound's clock is kept: the log cannot say it is outside."""
     if since is not None and since.after(ev) is False:
         return False

@@ -63,14 +63,14 @@ def rules_for(report: OomReport) -> KernelRules:
         source = "inferred from the report's layout"
         v = (3, 0)
         layout = report.layout
-        kill = report.kills[0] if report.kills else {}
+        kill = report.kills[0] if report.kills else None
         if layout == "nr_pmds":
             v = (4, 1)
         elif layout == "pgtables_bytes":
             v = (4, 19)
         if report.summary is not None:
             v = max(v, (5, 0))
-        if kill.get("oom_score_adj") is not None:
+        if kill is not None and kill.get("oom_score_adj") is not None:
             v = max(v, (5, 4))
         if layout == "rss_anon":
             v = max(v, (6, 8))

@@ -22,14 +22,20 @@ import fcntl
 import os
 import re
 import stat
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from memcgctl.errors import LockTimeout, OperationFailed, PermissionDenied, from_oserror
+from memcgctl.diag import warning
+from memcgctl.errors import (
+    LockTimeout,
+    Malformed,
+    OperationFailed,
+    PermissionDenied,
+    from_oserror,
+)
 
 # How long a command waits for a lock held by another memcgctl before giving up.
 LOCK_TIMEOUT_S = 5.0
@@ -41,23 +47,15 @@ MAX_JSON_DEPTH = 32
 Warn = Callable[[str], None]
 
 
-class Corrupt(Exception):
+class Corrupt(Malformed):
     """A state file that is not what memcgctl writes (garbage, truncated, wrong types,
     too large or too deeply nested, a symlink, not a regular file)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def stderr_warning(message: str) -> None:
     """The default warning sink: one line on stderr, never an exception (a kill must
     not wait on, or die of, a closed stderr)."""
-    from memcgctl.safetext import printable
-
-    with suppress(OSError, ValueError):
-        sys.stderr.write(f"memcgctl: warning: {printable(message)}\n")
-        sys.stderr.flush()
+    warning(message)
 
 
 # -- the directory --------------------------------------------------------------------
@@ -189,7 +187,9 @@ def loads_bounded(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 
 def _fresh_name(path: Path) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    from memcgctl.records import utc_file_stamp
+
+    stamp = utc_file_stamp()
     base = f"{path.name}.corrupt-{stamp}"
     name, n = base, 0
     while os.path.lexists(path.with_name(name)):

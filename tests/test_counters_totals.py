@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from memcgctl import totals
 from memcgctl.cli import cli
 from memcgctl.journal import Journal
+from memcgctl.records import KernelEvent, UserKill
 from tests.fakehost import FakeHost
 from tests.promtext import parse_exposition
 
@@ -37,7 +38,7 @@ def _run(host: FakeHost, *args: str, **env: str) -> Result:
     return CliRunner().invoke(cli, list(args), env={**host.cli_env(), **env})
 
 
-def _kill(seq: int, cg: str = "/a/job", boot: str = BOOT) -> dict[str, Any]:
+def _kill(seq: int, cg: str = "/a/job", boot: str = BOOT) -> KernelEvent:
     return {
         "time": f"2023-11-14T22:{13 + seq // 60000:02d}:{20 + (seq // 1000) % 40:02d}.{seq % 1000:06d}Z",
         "kind": "oom_kill",
@@ -118,10 +119,13 @@ def test_the_dedup_window_is_bounded() -> None:
 
 def test_manual_kill_counts_nowhere_user_kill_counts_as_user(fake_v1: FakeHost) -> None:
     host = _host(fake_v1)
-    base = {"time": "2023-11-14T22:14:00.000000Z", "cgroup": "/a/job", "source": "journal"}
-    Journal(host.state).append(
-        [{**base, "kind": "user_kill", "pid": 5}, {**base, "kind": "manual_kill", "pid": 6}]
-    )
+    base: UserKill = {
+        "time": "2023-11-14T22:14:00.000000Z",
+        "kind": "user_kill",
+        "cgroup": "/a/job",
+        "source": "journal",
+    }
+    Journal(host.state).append([{**base, "pid": 5}, {**base, "kind": "manual_kill", "pid": 6}])
     assert _by_cause(host) == {"system": 0, "memcg": 0, "user": 1}
 
 

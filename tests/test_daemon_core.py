@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -17,6 +17,7 @@ from memcgctl.daemon.core import (
 from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT
 from memcgctl.model import Snapshot
 from memcgctl.policy import Decision, lowest_priority_child, select_priority
+from memcgctl.records import DaemonRecord
 from tests.fakehost import FakeHost
 
 
@@ -78,8 +79,8 @@ class FakePorts:
     def alive(self, pids: Iterable[int]) -> list[int]:
         return [p for p in pids if p not in self.dead]
 
-    def emit(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+    def emit(self, event: DaemonRecord) -> None:
+        self.events.append(cast("dict[str, Any]", event))
 
     def kinds(self) -> list[str]:
         return [e["kind"] for e in self.events]

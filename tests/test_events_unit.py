@@ -15,6 +15,7 @@ from memcgctl.events import Follower, diff_counters, format_event, merge_history
 from memcgctl.journal import Journal
 from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
 from memcgctl.readers.kmsg import KmsgReader, split_records
+from memcgctl.records import Event
 from tests.fakehost import FakeHost
 from tests.promtext import parse_exposition
 
@@ -104,15 +105,15 @@ def test_follower_stream_continues_after_epipe(fake_v1: FakeHost) -> None:
             ],
             fd=r,
         )
-        seen: list[dict[str, object]] = []
-        journaled: list[dict[str, object]] = []
+        seen: list[Event] = []
+        journaled: list[Event] = []
         follower = Follower(
             fs, "/a", reader, BTIME, "boot", emit=seen.append, on_kernel_kill=journaled.append
         )
         follower.step(now=0.0)
         assert reader.lost == 2
-        assert [(e["kind"], e["pid"], e["cgroup"]) for e in seen] == [("oom_kill", 7, "/a/job")]
-        assert journaled and journaled[0]["dedup"] == "boot:21"
+        assert [(e["kind"], e.get("pid"), e["cgroup"]) for e in seen] == [("oom_kill", 7, "/a/job")]
+        assert journaled and journaled[0].get("dedup") == "boot:21"
         follower.close()
     finally:
         os.close(r)
@@ -127,8 +128,10 @@ def test_split_records_of_a_dump_file() -> None:
 
 
 def test_merge_history_dedups_and_journal_fills_gaps() -> None:
-    kernel = [{"time": "2024-01-01T00:00:02Z", "kind": "oom_kill", "dedup": "b:2", "cgroup": None}]
-    journal: list[dict[str, Any]] = [
+    kernel: list[Event] = [
+        {"time": "2024-01-01T00:00:02Z", "kind": "oom_kill", "dedup": "b:2", "cgroup": None}
+    ]
+    journal: list[Event] = [
         {"time": "2024-01-01T00:00:02Z", "kind": "oom_kill", "dedup": "b:2", "cgroup": "/a"},
         {"time": "2024-01-01T00:00:01Z", "kind": "oom_kill", "dedup": "b:1", "cgroup": "/old"},
         {"time": "2024-01-01T00:00:03Z", "kind": "user_kill", "cgroup": "/a", "pid": 5},
@@ -143,8 +146,10 @@ def test_diff_counters_reports_increments_only() -> None:
     old = {"low": 0, "high": 1, "max": 5, "oom": 1, "oom_kill": 1, "oom_group_kill": 0}
     new = {"low": 3, "high": 1, "max": 7, "oom": 2, "oom_kill": 0, "oom_group_kill": 0}
     events = diff_counters("/a", old, new, "memory.events.local", "T")
-    assert [(e["kind"], e["count"]) for e in events] == [("max", 2), ("oom", 1)]
-    assert {(e["source"], e["file"]) for e in events} == {("memory.events", "memory.events.local")}
+    assert [(e["kind"], e.get("count")) for e in events] == [("max", 2), ("oom", 1)]
+    assert {(e["source"], e.get("file")) for e in events} == {
+        ("memory.events", "memory.events.local")
+    }
 
 
 def test_by_cause_and_completeness() -> None:
@@ -218,7 +223,7 @@ def test_kernel_kills_are_journaled_once(fake_v1: FakeHost) -> None:
     run(host, "events")
     run(host, "counters", "--json")
     records = list(Journal(host.state).read())
-    assert sorted(r["dedup"] for r in records) == ["fake-boot-id:3", "fake-boot-id:5"]
+    assert sorted(str(r.get("dedup")) for r in records) == ["fake-boot-id:3", "fake-boot-id:5"]
     # after the ring rotated, the journal still has them
     (host.base / "kmsg").write_text("6,50,50000,-;nothing about OOM\n")
     _code, out = run(host, "events", "--json")
@@ -306,7 +311,7 @@ def test_counters_parse_only_what_came_after_the_cursor(fake_v1: FakeHost) -> No
     assert json.loads(out)["cgroups"][0]["by_cause"]["memcg"] == 2
     assert journal.read_cursor("fake-boot-id") == 8
     kills = [r for r in journal.read() if r.get("kind") == "oom_kill"]
-    assert sorted(r["pid"] for r in kills) == [100, 101, 200]  # each journaled once
+    assert sorted(int(str(r.get("pid"))) for r in kills) == [100, 101, 200]  # each journaled once
 
 
 def test_cursor_never_moves_backwards(tmp_path: Path) -> None:

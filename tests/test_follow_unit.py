@@ -9,6 +9,7 @@ from typing import Any
 from memcgctl.events import NOTIFICATION_HOLD_S, Follower
 from memcgctl.journal import Journal, JournalTail
 from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.records import Event
 from tests.fakehost import FakeHost
 
 
@@ -31,7 +32,7 @@ class FileKmsg:
         return []
 
 
-def follower(host: FakeHost, seen: list[dict[str, Any]], kmsg: Any = None) -> Follower:
+def follower(host: FakeHost, seen: list[Event], kmsg: Any = None) -> Follower:
     return Follower(
         CgroupFs(hierarchy_at(host.cgroot)), "/", kmsg, 1_700_000_000, "boot", seen.append
     )
@@ -39,7 +40,7 @@ def follower(host: FakeHost, seen: list[dict[str, Any]], kmsg: Any = None) -> Fo
 
 def test_a_burst_of_eventfd_signals_is_one_pair(fake_v1: FakeHost) -> None:
     fake_v1.cgroup("/job", under_oom=False)
-    seen: list[dict[str, Any]] = []
+    seen: list[Event] = []
     f = follower(fake_v1, seen)
     watch = StubWatch("/job")
     t0 = time.monotonic()
@@ -53,7 +54,7 @@ def test_a_burst_of_eventfd_signals_is_one_pair(fake_v1: FakeHost) -> None:
 
 
 def test_flush_orders_by_time_and_dedups(fake_v1: FakeHost) -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[Event] = []
     f = follower(fake_v1, seen)
     f._out({"time": "2024-01-01T00:00:02Z", "kind": "user_kill", "source": "journal"})
     f._out({"time": "2024-01-01T00:00:01Z", "kind": "oom_kill", "source": "kmsg", "dedup": "b:1"})
@@ -67,7 +68,7 @@ def test_flush_orders_by_time_and_dedups(fake_v1: FakeHost) -> None:
 def test_notifications_wait_for_the_kernel_log(fake_v1: FakeHost) -> None:
     """An eventfd notification read before the kernel logged the kill is held back
     briefly, and a later-stamped event does not overtake it."""
-    seen: list[dict[str, Any]] = []
+    seen: list[Event] = []
     f = follower(fake_v1, seen, kmsg=FileKmsg())  # a kernel log exists: hold
     f._out({"time": "2024-01-01T00:00:05Z", "kind": "under_oom", "source": "eventfd"})
     f._out({"time": "2024-01-01T00:00:06Z", "kind": "user_kill", "source": "journal"})
@@ -89,15 +90,15 @@ def test_journal_tail_reads_whole_new_lines_and_follows_rotation(tmp_path: Path)
     tail = JournalTail(j)
     assert tail.read_new() == []  # only what comes after the tail was made
     j.append([{"time": "2024-01-01T00:00:01Z", "kind": "manual_kill", "pid": 2}])
-    assert [r["pid"] for r in tail.read_new()] == [2]
+    assert [r.get("pid") for r in tail.read_new()] == [2]
     with open(j.path, "ab") as fh:  # a writer in the middle of a line
         fh.write(b'{"time": "2024-01-01T00:00:02Z", "kind": "user_kill"')
     assert tail.read_new() == []
     with open(j.path, "ab") as fh:
         fh.write(b', "pid": 3}\n')
-    assert [r["pid"] for r in tail.read_new()] == [3]
+    assert [r.get("pid") for r in tail.read_new()] == [3]
     # enough to rotate: the tail reads the rest of the old file, then the new one
     for pid in range(4, 12):
         j.append([{"time": "2024-01-01T00:00:03Z", "kind": "user_kill", "pid": pid}])
     assert j.rotated.exists()
-    assert [r["pid"] for r in tail.read_new()] == list(range(4, 12))
+    assert [r.get("pid") for r in tail.read_new()] == list(range(4, 12))

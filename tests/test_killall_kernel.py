@@ -71,11 +71,11 @@ def test_v1_kills_200_sleepers_and_fork_loop_spares_bystander(
     assert cgroups.pids(f"{cgroups.parent}/bystander") == [bystander.pid]
 
     records = [r for r in Journal(tmp_path).read() if r.get("kind") == "manual_kill"]
-    assert {r["pid"] for r in records} == killed
-    rec = next(r for r in records if r["pid"] == loop.pid)
+    assert {r.get("pid") for r in records} == killed
+    rec = next(r for r in records if r.get("pid") == loop.pid)
     assert rec["cgroup"] == f"{cgroups.parent}/job/b"
-    assert rec["source"] == "journal" and rec["by"] == "kill-all"
-    assert rec["mechanism"] == "procs" and rec["comm"] == "sh"
+    assert rec["source"] == "journal" and rec.get("by") == "kill-all"
+    assert rec.get("mechanism") == "procs" and rec.get("comm") == "sh"
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_v2_kill_and_freeze_paths_with_fork_loop(
         assert (tc.path(job) / "cgroup.freeze").read_text().strip() == "0"  # thawed again
     assert bystander.poll() is None
     records = [r for r in Journal(tmp_path).read() if r.get("kind") == "manual_kill"]
-    assert {r["mechanism"] for r in records} == {expected}
+    assert {r.get("mechanism") for r in records} == {expected}
 
 
 def test_v2_term_with_grace_escalates(
@@ -262,7 +262,7 @@ def test_v1_kill_all_under_oom_is_user_kill_healthy_is_manual_kill(
     assert doc["under_oom"] is False and doc["recorded_as"] == "manual_kill"
     assert calm.wait(timeout=10) == -signal.SIGKILL
 
-    kinds = {r["pid"]: r["kind"] for r in Journal(tmp_path).read() if "pid" in r}
+    kinds = {r.get("pid"): r["kind"] for r in Journal(tmp_path).read() if "pid" in r}
     assert kinds[grower.pid] == "user_kill" and kinds[calm.pid] == "manual_kill"
     assert _counters_user(runner, cgroups, tmp_path, stuck) == 1
     assert _counters_user(runner, cgroups, tmp_path, healthy) == 0

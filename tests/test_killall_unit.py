@@ -231,7 +231,7 @@ def test_user_kill_records(fake_v1: FakeHost) -> None:
     r = recs[0]
     assert r["kind"] == "user_kill" and r["source"] == "journal" and r["by"] == "kill-all"
     assert r["mechanism"] == PROCS and r["target"] == "/job/a"
-    assert r["time"].endswith("Z") and r["comm"] and r["cgroup"].startswith("/job/a")
+    assert str(r["time"]).endswith("Z") and r["comm"] and str(r["cgroup"]).startswith("/job/a")
 
 
 @pytest.mark.parametrize(

@@ -29,14 +29,16 @@ from typing import Any
 
 from memcgctl.actions.signaller import Signaller
 from memcgctl.errors import NotSupported, UsageProblem, Vanished
-from memcgctl.journal import utc_now_iso
 from memcgctl.readers.cgroupfs import CgroupFs
 from memcgctl.readers.procfs import ProcFs
+from memcgctl.records import UserKill, user_kill, utc_now_iso
 
 KILL = "cgroup.kill"
 FREEZE_V2 = "cgroup.freeze"
 FREEZER_V1 = "freezer"
 PROCS = "procs"
+# one process signalled through its pidfd (the daemon's victim; not a kill-all mechanism)
+PIDFD = "pidfd"
 # --mechanism choices -> what they may resolve to
 CHOICES = ("auto", "kill", "freeze", "procs")
 
@@ -150,25 +152,24 @@ class KillReport:
 
 def user_kill_records(
     report: KillReport, by: str = "kill-all", kind: str = "user_kill"
-) -> list[dict[str, Any]]:
+) -> list[UserKill]:
     """Journal records (the event keys: time, kind, cgroup, source, pid, comm, ...) for
     the processes a kill-all killed: ``user_kill`` when the target was under OOM
     (counted as ``user``), ``manual_kill`` for a healthy cgroup torn down (counted
     nowhere)."""
     now = utc_now_iso()
     return [
-        {
-            "time": now,
-            "kind": kind,
-            "cgroup": k.cgroup,
-            "source": "journal",
-            "pid": k.pid,
-            "comm": k.comm,
-            "signal": signal_name(k.signal),
-            "mechanism": k.mechanism,
-            "target": report.cgroup,
-            "by": by,
-        }
+        user_kill(
+            time=now,
+            kind=kind,
+            cgroup=k.cgroup,
+            pid=k.pid,
+            comm=k.comm,
+            signal=signal_name(k.signal),
+            mechanism=k.mechanism,
+            target=report.cgroup,
+            by=by,
+        )
         for k in report.killed
     ]
 

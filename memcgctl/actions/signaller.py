@@ -57,7 +57,7 @@ class PidfdSignaller:
             # ESRCH: gone; EINVAL: pid is a thread, not a process (cannot be in cgroup.procs)
             if exc.errno in (errno.ESRCH, errno.EINVAL):
                 return None
-            raise from_oserror(exc, f"pid {pid}") from exc
+            raise from_oserror(exc, f"pid {pid}", pid=pid) from exc
 
     def send(self, handle: int, sig: int) -> bool:
         try:

@@ -15,6 +15,7 @@ from memcgctl.commands.common import (
     pids_option,
 )
 from memcgctl.constants import BADNESS_DEFAULT
+from memcgctl.diag import warning
 from memcgctl.env import Env
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
 from memcgctl.render import Output, emit_json, output_options, say
@@ -276,10 +277,9 @@ def set_delay(
     cgroup = env.cgroup_of_pid(pid) if pid is not None else args[0]
     cg, before, after = _change_cgroup_setting(env, cgroup, OOM_DELAY, value, namespace, dry_run)
     if value is not None and value > V1_LONG_DELAY_MS and env.fs.version == 1:
-        say(
-            f"memcgctl: warning: {cg}: on cgroup v1 the daemon pauses an OOM for the whole "
-            f"delay ({format_duration_ms(value)}): the memcg's tasks may hang that long",
-            err=True,
+        warning(
+            f"{cg}: on cgroup v1 the daemon pauses an OOM for the whole "
+            f"delay ({format_duration_ms(value)}): the memcg's tasks may hang that long"
         )
     if out.json:
         emit_json(

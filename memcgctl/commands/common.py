@@ -128,7 +128,7 @@ class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]
         try:
             return parse_seconds(str(value), param.name if param and param.name else "seconds")
         except UsageProblem as exc:
-            self.fail(exc.format_message(), param, ctx)
+            self.fail(exc.message, param, ctx)
 
 
 class CgroupName(click.ParamType):  # type: ignore[type-arg,unused-ignore]

@@ -177,6 +177,7 @@ def daemon(
     from memcgctl.daemon.valve import HostLines
     from memcgctl.journal import Journal
     from memcgctl.policy import select_kernel, select_priority
+    from memcgctl.records import daemon_record
     from memcgctl.snapshot import kernel_params
 
     root = env.fs.resolve(root_name)
@@ -254,13 +255,7 @@ def daemon(
     loop = Loop(core, ports, rescan_interval=rescan_s)
     loop.install_signal_handlers()
     ports.emit(
-        {
-            "kind": "daemon_started",
-            "cgroup": root,
-            "policy": policy,
-            "dry_run": dry_run,
-            "instance": instance,
-        }
+        daemon_record("daemon_started", root, policy=policy, dry_run=dry_run, instance=instance)
     )
     try:
         loop.run()
@@ -269,7 +264,7 @@ def daemon(
         summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
         if dry_run:
             summary["agreed"] = core.agreed
-        ports.emit({"kind": "daemon_stopped", "cgroup": root, **summary})
+        ports.emit(daemon_record("daemon_stopped", root, **summary))
 
 
 def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from memcgctl.commands.common import CgroupName, pass_env, pid_option, pids_option
+from memcgctl.diag import diagnostic
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
+from memcgctl.records import Event, KernelEvent
 from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
-
-Event = dict[str, Any]
 
 
 class _Recorder:
@@ -29,11 +30,11 @@ class _Recorder:
         self.journal = Journal(env.state_dir)
         self.warned = False
 
-    def record(self, events: list[Event]) -> bool:
+    def record(self, events: Sequence[Event]) -> bool:
         """Journal the kills among events; False if that failed."""
-        from memcgctl.events import journal_record
+        from memcgctl.records import journal_copy
 
-        kills = [journal_record(e) for e in events if e.get("kind") == "oom_kill"]
+        kills = [journal_copy(e) for e in events if e.get("kind") == "oom_kill"]
         if not kills:
             return True
         try:
@@ -46,7 +47,7 @@ class _Recorder:
     def warn(self, exc: MemcgctlError) -> None:
         if not self.warned:
             self.warned = True
-            click.echo(f"memcgctl: not journaling kernel kills: {exc.format_message()}", err=True)
+            diagnostic(f"not journaling kernel kills: {exc.message}")
 
 
 def _open_kmsg(env: Env, quiet: bool = False) -> Any:
@@ -58,16 +59,13 @@ def _open_kmsg(env: Env, quiet: bool = False) -> Any:
         raise  # --kmsg names something that is no kernel log: say so (exit 2)
     except MemcgctlError as exc:
         if not quiet:
-            click.echo(
-                f"memcgctl: kernel log unavailable, using the journal only: {exc.format_message()}",
-                err=True,
-            )
+            diagnostic(f"kernel log unavailable, using the journal only: {exc.message}")
         return None
 
 
 def kernel_history(
     env: Env, recorder: _Recorder, root: str = "/", after_seq: int | None = None
-) -> tuple[Any, Any, list[Event]]:
+) -> tuple[Any, Any, list[KernelEvent]]:
     """Open the kernel log, parse the ring's history (only records after ``after_seq``
     when given), journal its kills.
 
@@ -87,7 +85,7 @@ def kernel_history(
         emit=lambda ev: None,
         on_kernel_kill=journal_kill,
     )
-    events: list[Event] = []
+    events: list[KernelEvent] = []
     if reader is not None:
         raws = reader.read_available()
         if after_seq is not None and raws:
@@ -175,7 +173,8 @@ def events(
         return
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
-    from memcgctl.events import format_event, iso_before, matches, merge_history
+    from memcgctl.events import format_event, matches, merge_history
+    from memcgctl.records import utc_iso_before
     from memcgctl.units import parse_duration_ms
 
     if as_json and json_lines:
@@ -183,7 +182,7 @@ def events(
     root = env.target_cgroup(cgroup, pid)
     since_iso = None
     if since is not None:
-        since_iso = iso_before(parse_duration_ms(since, "10m, 2h or 24h") / 1000)
+        since_iso = utc_iso_before(parse_duration_ms(since, "10m, 2h or 24h") / 1000)
     # a stream is one object per line; a history with --json is one document
     lines = json_lines or (as_json and follow)
 
@@ -212,7 +211,7 @@ def events(
         return
     follower.emit = show
     follower.rescan()
-    say(f"memcgctl: following OOM events of {root} (Ctrl-C to stop)", err=True)
+    diagnostic(f"following OOM events of {root} (Ctrl-C to stop)")
     try:
         follower.run()
     except KeyboardInterrupt:
@@ -241,7 +240,7 @@ def _events_from_file(
     root = "/" if not cgroup else "/" + cgroup.strip("/")
     lo = LogBound(since) if since is not None else None
     hi = LogBound(until) if until is not None else None
-    kept: list[dict[str, Any]] = []
+    kept: list[Event] = []
     count = 0
     for ev in saved_events(read_lines(read_chunks(path)), path):
         if not matches(ev, root, None) or not within(ev, lo, hi):

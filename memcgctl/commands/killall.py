@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from memcgctl import diag
 from memcgctl.actions.kill import (
     CHOICES,
     KillReport,
@@ -144,7 +145,7 @@ def kill_all(
         for note in report.notes:
             say(f"  note: {note}")
     if warning:
-        say(f"memcgctl: warning: {warning}", err=True)
+        diag.warning(warning)
     if not report.empty:
         raise OperationFailed(
             f"{top}: not empty after {report.elapsed_s:.1f}s; survivors: {_survivor_text(report)}"
@@ -163,5 +164,5 @@ def _journal(env: Env, report: KillReport, kind: str) -> str | None:
     try:
         Journal(env.state_dir).append(user_kill_records(report, kind=kind), timeout=JOURNAL_WAIT_S)
     except MemcgctlError as exc:
-        return f"kills not recorded in the journal: {exc.format_message()}"
+        return f"kills not recorded in the journal: {exc.message}"
     return None

@@ -82,12 +82,11 @@ class Agent:
             pods, problems = self.source.fetch()
         except SourceUnavailable as exc:
             if self.pods is None and not self.unreachable:
-                log(3, f"{exc.format_message()}; no pod list yet, nothing to reconcile")
+                log(3, f"{exc.message}; no pod list yet, nothing to reconcile")
             elif not self.unreachable:
                 log(
                     4,
-                    f"{exc.format_message()}; keeping the last known state"
-                    f" ({len(self.pods or [])} pods)",
+                    f"{exc.message}; keeping the last known state ({len(self.pods or [])} pods)",
                 )
             self.unreachable = True
             return

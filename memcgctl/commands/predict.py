@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from memcgctl.commands.common import AsciiInt, CgroupName, pass_env, pid_option
+from memcgctl.diag import diagnostic
 from memcgctl.env import Env
 from memcgctl.explain import decision_json, explain_tree, footer_lines, summary_lines
 from memcgctl.model import Snapshot
@@ -184,5 +185,5 @@ def predict_victim(
     if decision.victim is None:
         # found nothing: exit 1 with one line on stderr, not a copy on stdout too
         if not out.json:
-            say(f"memcgctl: {summary_lines(decision)[0]}", err=True)
+            diagnostic(summary_lines(decision)[0])
         raise click.exceptions.Exit(1)

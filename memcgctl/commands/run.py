@@ -16,9 +16,11 @@ from collections.abc import Callable
 import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.diag import diagnostic
 from memcgctl.env import Env
 from memcgctl.errors import (
-    MemcgctlError,
+    CommandNotExecutable,
+    CommandNotFound,
     NotSupported,
     PermissionDenied,
     UsageProblem,
@@ -29,30 +31,10 @@ from memcgctl.render import say
 from memcgctl.store import NAMESPACES, OOM_DELAY, default_namespace, write_setting
 from memcgctl.units import format_bytes, format_duration_ms, parse_badness, parse_delay, parse_size
 
-# As env(1), nice(1), chroot(1) and the shells: a command that is found but cannot be
-# executed exits 126, one that is not found 127 (POSIX "Utility Syntax").
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
-
-
-class CommandNotRunnable(MemcgctlError):
-    """CMD cannot be started: exit 126 (not executable) or 127 (not found)."""
-
-    @staticmethod
-    def make(message: str, code: int) -> CommandNotRunnable:
-        return CommandNotFound(message) if code == EXIT_NOT_FOUND else CommandNotExecutable(message)
-
-
-class CommandNotFound(CommandNotRunnable):
-    exit_code = EXIT_NOT_FOUND
-
-
-class CommandNotExecutable(CommandNotRunnable):
-    exit_code = EXIT_CANNOT_EXECUTE
-
 
 def find_command(cmd: str) -> str:
-    """The file that ``execvp`` would run, or raise :class:`CommandNotRunnable`."""
+    """The file that ``execvp`` would run, or raise :class:`CommandNotFound` (127) or
+    :class:`CommandNotExecutable` (126)."""
     if "/" in cmd:
         if not os.path.exists(cmd):
             raise CommandNotFound(f"{cmd}: command not found")
@@ -272,12 +254,12 @@ def run(
         raise
     if verbose:
         for step in plan:
-            say(f"memcgctl: {step}", err=True)
+            diagnostic(step)
     sys.stdout.flush()
     sys.stderr.flush()
     _reset_signals()
     try:
         os.execv(path, list(command))
     except OSError as exc:
-        code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
-        raise CommandNotRunnable.make(f"{command[0]}: {exc.strerror}", code) from exc
+        cls = CommandNotFound if exc.errno == errno.ENOENT else CommandNotExecutable
+        raise cls(f"{command[0]}: {exc.strerror}") from exc

@@ -36,8 +36,8 @@ from typing import Any, NamedTuple, Protocol
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision, lowest_priority_child
+from memcgctl.records import DaemonRecord, daemon_record
 
-Event = dict[str, Any]
 Select = Callable[[Snapshot, str, Iterable[int]], Decision]
 
 
@@ -85,7 +85,7 @@ class Ports(Protocol):
     def alive(self, pids: Iterable[int]) -> list[int]:
         """Those of pids that have not exited yet."""
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: DaemonRecord) -> None:
         """Report a decision (stderr log, journal)."""
 
 
@@ -424,7 +424,7 @@ class DaemonCore:
         )
 
     def _emit(self, kind: str, cg: str, **fields: Any) -> None:
-        self.ports.emit({"kind": kind, "cgroup": cg, **fields})
+        self.ports.emit(daemon_record(kind, cg, **fields))
 
 
 def with_process(snap: Snapshot, p: ProcessInfo) -> Snapshot:

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from memcgctl.actions.kill import Killer
+from memcgctl.actions.kill import PIDFD, Killer
 from memcgctl.daemon import owner
-from memcgctl.daemon.core import Event, Level, Managed
+from memcgctl.daemon.core import Level, Managed
 from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
@@ -39,12 +39,21 @@ from memcgctl.daemon.valve import (
     memcg_level,
 )
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, Vanished
-from memcgctl.journal import Journal, utc_now_iso
+from memcgctl.errors import MemcgctlError, OwnedElsewhere, Vanished
+from memcgctl.journal import Journal
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision
 from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
 from memcgctl.readers.notify import EventsFileWatch, OomControlWatch, PsiTrigger
+from memcgctl.records import (
+    DaemonRecord,
+    Event,
+    KernelEvent,
+    daemon_record,
+    journaled,
+    user_kill,
+    utc_now_iso,
+)
 from memcgctl.safetext import log_value
 
 HOST = "/"
@@ -76,10 +85,6 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     step = PSI_UNPRIVILEGED_STEP_US
     window = (window_us + step - 1) // step * step
     return stall_us * window // window_us, window
-
-
-class OwnedElsewhere(MemcgctlError):
-    """A knob is held by another running daemon."""
 
 
 @dataclass
@@ -303,14 +308,7 @@ class RealPorts:
             except (Vanished, MemcgctlError):
                 continue
             released.append(cg)
-            self.emit(
-                {
-                    "kind": "daemon_released",
-                    "cgroup": cg,
-                    "reason": "orphaned mark",
-                    "restored": knobs,
-                }
-            )
+            self.emit(daemon_record("daemon_released", cg, reason="orphaned mark", restored=knobs))
         return released
 
     def _refresh(self, v: Valve) -> Valve:
@@ -511,7 +509,7 @@ class RealPorts:
             return []
         if not ok:
             return []
-        self._journal_kills([(victim.pid, victim.comm, victim.cgroup)], decision.oom_root)
+        self._journal_kills([(victim.pid, victim.comm, victim.cgroup, PIDFD)], decision.oom_root)
         return [victim.pid]
 
     def kill_all(self, cg: str) -> list[int]:
@@ -520,29 +518,29 @@ class RealPorts:
         except MemcgctlError as exc:
             self._log(3, "kill_all_failed", cg, error=str(exc))
             return []
-        self._journal_kills([(k.pid, k.comm, k.cgroup) for k in report.killed], cg)
+        self._journal_kills([(k.pid, k.comm, k.cgroup, k.mechanism) for k in report.killed], cg)
         return [k.pid for k in report.killed]
 
-    def _journal_kills(self, killed: list[tuple[int, str, str]], target: str) -> None:
+    def _journal_kills(self, killed: list[tuple[int, str, str, str]], target: str) -> None:
+        """(pid, comm, cgroup, mechanism) of each process killed (SIGKILL)."""
         now = utc_now_iso()
-        records = [
-            {
-                "time": now,
-                "kind": "user_kill",
-                "cgroup": cg,
-                "source": "journal",
-                "pid": pid,
-                "comm": comm,
-                "signal": "SIGKILL",
-                "target": target,
-                "by": "daemon",
-            }
-            for pid, comm, cg in killed
+        records: list[Event] = [
+            user_kill(
+                time=now,
+                cgroup=cg,
+                pid=pid,
+                comm=comm,
+                signal="SIGKILL",
+                mechanism=mechanism,
+                target=target,
+                by="daemon",
+            )
+            for pid, comm, cg, mechanism in killed
         ]
         self._append(records)
 
-    def emit(self, event: Event) -> None:
-        record = {"time": utc_now_iso(), "source": "journal", "by": "daemon", **event}
+    def emit(self, event: DaemonRecord) -> None:
+        record = journaled(event)
         self._log(
             _PRIORITY.get(str(event["kind"]), 6),
             str(event["kind"]),
@@ -551,7 +549,7 @@ class RealPorts:
         )
         self._append([record])
 
-    def _append(self, records: list[dict[str, Any]]) -> None:
+    def _append(self, records: list[Event]) -> None:
         """Hand records to the journal writer: a kill never waits on the journal."""
         self.writer.put(records)
 
@@ -583,12 +581,12 @@ class JournalWriter:
     def __init__(self, journal: Journal, warn: Callable[[str], None]) -> None:
         self.journal = journal
         self.warn = warn
-        self._queue: queue.SimpleQueue[list[dict[str, Any]] | None] = queue.SimpleQueue()
-        self._pending: list[dict[str, Any]] = []
+        self._queue: queue.SimpleQueue[list[Event] | None] = queue.SimpleQueue()
+        self._pending: list[Event] = []
         self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
         self._thread.start()
 
-    def put(self, records: list[dict[str, Any]]) -> None:
+    def put(self, records: list[Event]) -> None:
         self._queue.put(records)
 
     def _run(self) -> None:
@@ -646,11 +644,11 @@ class KernelLog:
     def fileno(self) -> int:
         return self.reader.fileno() if self.reader.is_device else -1
 
-    def kills(self) -> list[dict[str, Any]]:
+    def kills(self) -> list[KernelEvent]:
         from memcgctl.kmsg import join_continuations, may_matter, parse_records
 
         raws = [r for r in self.reader.read_available() if may_matter(r)]
-        out: list[dict[str, Any]] = []
+        out: list[KernelEvent] = []
         for rec in join_continuations(parse_records(raws)):
             out += [e for e in self.asm.feed(rec) if e.get("kind") == "oom_kill"]
         return out
@@ -659,7 +657,7 @@ class KernelLog:
         self.reader.close()
 
 
-def victim_info(ev: dict[str, Any], cgroup: str) -> ProcessInfo:
+def victim_info(ev: KernelEvent, cgroup: str) -> ProcessInfo:
     """The kernel's victim as a process record, from its kill line (it is gone from
     /proc by now).  Its process badness is not known any more: oom_score_adj -1000
     counts as 1000, anything else as the default."""

@@ -195,7 +195,7 @@ class CgroupFs:
         try:
             root_dev = os.lstat(self._mount_str).st_dev
         except OSError as exc:
-            raise from_oserror(exc, self._mount_str) from exc
+            raise from_oserror(exc, self._mount_str, cgroup="/") from exc
         current = self._mount_str
         for part in parts:
             current = f"{current}/{part}"
@@ -208,7 +208,7 @@ class CgroupFs:
                     ) from None
                 raise NoSuchCgroup(cg) from None
             except OSError as exc:
-                raise from_oserror(exc, current) from exc
+                raise from_oserror(exc, current, cgroup=cg) from exc
             if stat.S_ISLNK(st.st_mode):
                 raise UsageProblem(f"{name}: symbolic links are not followed")
             if not stat.S_ISDIR(st.st_mode):
@@ -329,7 +329,7 @@ class CgroupFs:
         except FileExistsError:
             return
         except OSError as exc:
-            raise from_oserror(exc, self.path(cg)) from exc
+            raise from_oserror(exc, self.path(cg), cgroup=cg) from exc
 
     def enable_memory_controller(self, parent: str) -> bool:
         """v2: make the memory controller available to ``parent``'s children
@@ -522,7 +522,7 @@ class CgroupFs:
         try:
             os.setxattr(self.path(cg), name, value, follow_symlinks=False)
         except OSError as exc:
-            raise from_oserror(exc, f"{self.path(cg)} ({name})") from exc
+            raise from_oserror(exc, f"{self.path(cg)} ({name})", cgroup=cg) from exc
 
     def remove_xattr(self, cg: str, name: str) -> None:
         try:
@@ -530,4 +530,4 @@ class CgroupFs:
         except OSError as exc:
             if exc.errno == errno.ENODATA:
                 return
-            raise from_oserror(exc, f"{self.path(cg)} ({name})") from exc
+            raise from_oserror(exc, f"{self.path(cg)} ({name})", cgroup=cg) from exc

@@ -15,8 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from memcgctl.errors import OperationFailed
-from memcgctl.kube import Pod, PodListError, parse_pod_list
+from memcgctl.errors import Malformed, OperationFailed
+from memcgctl.kube import Pod, parse_pod_list
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_KUBELET_URL = "https://127.0.0.1:10250/pods"
@@ -99,10 +99,10 @@ class PodSource:
     def fetch(self) -> tuple[list[Pod], list[str]]:
         """(pods, problems with single items).  SourceUnavailable for anything that
         leaves us without a pod list."""
-        from memcgctl.statedir import Corrupt, loads_bounded
+        from memcgctl.statedir import loads_bounded
 
         data = self.fetch_bytes()
         try:
             return parse_pod_list(loads_bounded(data))
-        except (Corrupt, PodListError) as exc:
+        except Malformed as exc:  # statedir.Corrupt, kube.PodListError
             raise SourceUnavailable(f"{self.describe()}: {exc}") from exc
