@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.errors import Vanished
 from memcgctl.journal import Journal, JournalTail, utc_now_iso
 from memcgctl.kmsg import OomAssembler, join_continuations, parse_records
@@ -38,12 +39,9 @@ HELD_SOURCES = frozenset({"eventfd", "memory.events"})
 JOURNAL_POLL_S = 0.25
 
 
-def in_subtree(cgroup: str | None, root: str) -> bool:
-    if root == "/":
-        return True
-    if not cgroup:
-        return False
-    return cgroup == root or cgroup.startswith(root + "/")
+def in_subtree(cgroup: str | None, root: CgroupPath) -> bool:
+    """``cgroup`` (a record's field: any text, or None) is ``root`` or below it."""
+    return root.is_root or (cgroup is not None and root.contains(cgroup))
 
 
 def event_cgroups(ev: Event) -> list[str]:
@@ -55,7 +53,7 @@ def event_cgroups(ev: Event) -> list[str]:
     return [c for c in out if isinstance(c, str)]
 
 
-def matches(ev: Event, root: str, since_iso: str | None) -> bool:
+def matches(ev: Event, root: CgroupPath, since_iso: str | None) -> bool:
     if since_iso is not None and str(ev.get("time", "")) < since_iso:
         return False
     if root == "/":
@@ -107,7 +105,7 @@ def journal_record(ev: Event) -> Event:
 
 
 def diff_counters(
-    cg: str, old: dict[str, int], new: dict[str, int], filename: str, now_iso: str
+    cg: CgroupPath, old: dict[str, int], new: dict[str, int], filename: str, now_iso: str
 ) -> list[Event]:
     """Events for counters of memory.events that went up (a value that went down means
     the file belongs to a new cgroup of the same name: take it as the new base).
@@ -188,7 +186,7 @@ class Follower:
     def __init__(
         self,
         fs: CgroupFs,
-        root: str,
+        root: CgroupPath,
         kmsg: KmsgReader | None,
         boot_time: float,
         boot_id: str,
@@ -206,15 +204,15 @@ class Follower:
         self.resolve_check_s = resolve_check_s
         self.assembler = OomAssembler(boot_time, boot_id)
         self.poller = select.poll()
-        self.v1: dict[str, OomControlWatch] = {}
-        self.v2: dict[str, EventsFileWatch] = {}
+        self.v1: dict[CgroupPath, OomControlWatch] = {}
+        self.v2: dict[CgroupPath, EventsFileWatch] = {}
         self.by_fd: dict[int, OomControlWatch | EventsFileWatch] = {}
-        self.under_oom: set[str] = set()
+        self.under_oom: set[CgroupPath] = set()
         self.gone: set[str] = set()  # cgroups whose watch could not be set up
         self._next_rescan = 0.0
         # kernel oom_kill counters of watched cgroups, to find the cgroup of a kill
         # whose report (and summary line) the kernel rate-limited away
-        self.kill_counts: dict[str, int] = {}
+        self.kill_counts: dict[CgroupPath, int] = {}
         # (event, monotonic time it may be emitted): see flush()
         self.pending: list[tuple[Event, float]] = []
         self.seen_dedup: set[str] = set()
@@ -262,7 +260,7 @@ class Follower:
                 self.flush()
         return out
 
-    def _kill_count(self, cg: str) -> int | None:
+    def _kill_count(self, cg: CgroupPath) -> int | None:
         try:
             if self.fs.version == 1:
                 return self.fs.oom_control(cg).get("oom_kill")
@@ -365,7 +363,7 @@ class Follower:
             if count is not None:
                 self.kill_counts[cg] = count
 
-    def _drop(self, cg: str) -> None:
+    def _drop(self, cg: CgroupPath) -> None:
         watch: OomControlWatch | EventsFileWatch | None = self.v1.pop(cg, None) or self.v2.pop(
             cg, None
         )
@@ -379,7 +377,7 @@ class Follower:
         watch.close()
         self.under_oom.discard(cg)
 
-    def _under_oom_now(self, cg: str) -> bool | None:
+    def _under_oom_now(self, cg: CgroupPath) -> bool | None:
         try:
             return bool(self.fs.oom_control(cg).get("under_oom", 0))
         except (Vanished, OSError):
@@ -399,7 +397,7 @@ class Follower:
             self._out(self._cg_event("under_oom", cg, "eventfd"))
             self.under_oom.add(cg)
 
-    def check_resolved(self, cg: str, now: float | None = None) -> None:
+    def check_resolved(self, cg: CgroupPath, now: float | None = None) -> None:
         state = self._under_oom_now(cg)
         if state is None:
             self._out(self._cg_event("oom_resolved", cg, "eventfd", removed=True))
@@ -421,7 +419,7 @@ class Follower:
             self._out(ev)
 
     @staticmethod
-    def _cg_event(kind: str, cg: str, source: str, **extra: Any) -> Event:
+    def _cg_event(kind: str, cg: CgroupPath, source: str, **extra: Any) -> Event:
         return {"time": utc_now_iso(), "kind": kind, "cgroup": cg, "source": source, **extra}
 
     # -- the loop ------------------------------------------------------------------------
