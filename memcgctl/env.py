@@ -72,9 +72,7 @@ class Env:
             raise NoSuchProcess(pid) from None
         return self.fs.resolve(self.fs.from_proc_path(path))
 
-    def target_cgroup(
-        self, name: str | None, pid: int | None, default: str = "/"
-    ) -> CgroupPath:
+    def target_cgroup(self, name: str | None, pid: int | None, default: str = "/") -> CgroupPath:
         """A command's CG argument or ``--pid``: the validated hierarchy path."""
         if name is not None and pid is not None:
             raise UsageProblem("give a cgroup or --pid, not both")

@@ -264,7 +264,9 @@ class PodCgroup:
     uid: str  # lower case, with dashes
     qos: str  # the QoS tier the kubelet put it in
     driver: str  # "systemd" | "cgroupfs"
-    tier: CgroupPath | None  # the QoS-tier cgroup holding it (None: Guaranteed, directly in kubepods)
+    tier: (
+        CgroupPath | None
+    )  # the QoS-tier cgroup holding it (None: Guaranteed, directly in kubepods)
     containers: tuple[tuple[str, CgroupPath], ...] = ()  # (container id, its cgroup)
 
 

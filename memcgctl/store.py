@@ -121,7 +121,9 @@ def default_namespace() -> str:
     return "trusted" if os.geteuid() == 0 else "user"
 
 
-def write_setting(fs: CgroupFs, cg: CgroupPath, key: str, value: int | None, namespace: str) -> None:
+def write_setting(
+    fs: CgroupFs, cg: CgroupPath, key: str, value: int | None, namespace: str
+) -> None:
     """Set (or with None, remove) ``<namespace>.<key>`` on cgroup ``cg``."""
     if namespace not in NAMESPACES:
         raise ValueError(namespace)

@@ -12,7 +12,7 @@ from memcgctl.cgpath import HOST, ROOT, CgroupPath, HostScope
 
 # cgroup names: anything kernfs accepts (no "/", no NUL, not "." or "..")
 names = st.text(
-    alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=["Cs"]),
     min_size=1,
     max_size=8,
 ).filter(lambda n: n not in (".", ".."))

@@ -263,9 +263,7 @@ def _events_from_file(
         say(f"no OOM events for {root} in {path}", err=True)
 
 
-def _kernel_counters(
-    env: Env, cgs: list[CgroupPath]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _kernel_counters(env: Env, cgs: list[CgroupPath]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(local, hierarchical) kernel counters per cgroup (None where the kernel has none)."""
     from memcgctl.counters import pick_kernel_counters, subtree_sum
 

@@ -166,9 +166,7 @@ def claim_of(fs: CgroupFs, cg: CgroupPath) -> str | None:
     return raw[:256].decode("ascii", "replace") if raw is not None else None
 
 
-def running_overlap(
-    fs: CgroupFs, proc: ProcFs, root: CgroupPath
-) -> tuple[CgroupPath, str] | None:
+def running_overlap(fs: CgroupFs, proc: ProcFs, root: CgroupPath) -> tuple[CgroupPath, str] | None:
     """(cgroup, instance) of a live daemon whose root overlaps ``root``, or None."""
     for cg in [*reversed(root.ancestors()), *fs.walk(root)]:
         try:

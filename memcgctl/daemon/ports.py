@@ -294,9 +294,7 @@ class RealPorts:
         (their delay was cleared while no daemon ran)."""
         held = {v.domain for v in self.valves.values()}
         held |= {
-            cg
-            for cg in self.watches
-            if cg not in self.valves and not isinstance(cg, HostScope)
+            cg for cg in self.watches if cg not in self.valves and not isinstance(cg, HostScope)
         }
         released = []
         for cg, mark in owner.releasable(self.fs, self.proc, self.root):
@@ -531,9 +529,7 @@ class RealPorts:
         self._journal_kills([(k.pid, k.comm, k.cgroup) for k in report.killed], cg)
         return [k.pid for k in report.killed]
 
-    def _journal_kills(
-        self, killed: list[tuple[int, str, CgroupPath]], target: CgroupPath
-    ) -> None:
+    def _journal_kills(self, killed: list[tuple[int, str, CgroupPath]], target: CgroupPath) -> None:
         now = utc_now_iso()
         records = [
             {
