@@ -86,9 +86,10 @@ class CgroupPath(str):
     def child(self, name: str) -> CgroupPath:
         """The child cgroup ``name``: one component, not empty, ``.``, ``..``, and
         without ``/`` or NUL (ValueError).  (Not ``join``: that is ``str.join``.)"""
-        if not name or name in _BAD_PARTS or "/" in name or "\0" in name:
+        if not name or "/" in name or "\0" in name or name in _BAD_PARTS:
             raise ValueError(f"{name!r}: not a cgroup name")
-        return _trusted(("/" if len(self) == 1 else self + "/") + name)
+        # str.__new__ directly: a host-wide walk names every cgroup through here
+        return _new(CgroupPath, ("/" if len(self) == 1 else self + "/") + name)
 
     def ancestors(self) -> list[CgroupPath]:
         """Every cgroup above this one, nearest first, ending with the root."""
@@ -116,6 +117,9 @@ class CgroupPath(str):
         if len(base) == 1 or not base.contains(self):
             return self
         return _trusted(self[len(base) :] or "/")
+
+
+_new = str.__new__
 
 
 def _trusted(text: str) -> CgroupPath:

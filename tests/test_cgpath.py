@@ -127,3 +127,21 @@ def test_ancestors_end_at_the_root(p: CgroupPath) -> None:
     assert len(anc) == p.depth
     assert all(x.contains(p) for x in anc)
     assert (anc[-1] if anc else p) == ROOT
+
+
+def test_proc_paths_become_cgroup_paths() -> None:
+    from pathlib import Path
+
+    from memcgctl.errors import UsageProblem
+    from memcgctl.readers.cgroupfs import CgroupFs, Hierarchy
+
+    fs = CgroupFs(Hierarchy(Path("/nonexistent"), 2, True, "/pod1"))
+    assert fs.from_proc_path("/pod1/app") == "/app"
+    assert isinstance(fs.from_proc_path("/pod1/app"), CgroupPath)
+    assert fs.from_proc_path("/pod1") is not None and fs.from_proc_path("/pod1").is_root
+    assert fs.from_proc_path("/pod10/x") == "/pod10/x"
+    # inside a cgroup namespace the mount's root may lie above ours: "/.." is stripped
+    ns = CgroupFs(Hierarchy(Path("/nonexistent"), 2, True, "/.."))
+    assert ns.from_proc_path("/../sibling") == "/sibling"
+    with pytest.raises(UsageProblem, match=r"'\.\.' would leave"):
+        fs.from_proc_path("/../elsewhere")
