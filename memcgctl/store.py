@@ -21,7 +21,7 @@ from typing import NamedTuple
 from memcgctl.cgpath import CgroupPath
 from memcgctl.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
 from memcgctl.errors import MemcgctlError, OperationFailed, PermissionDenied, Vanished
-from memcgctl.readers.cgroupfs import CgroupFs, parent_cgroup
+from memcgctl.readers.cgroupfs import CgroupFs
 from memcgctl.statedir import (
     LOCK_TIMEOUT_S,
     Corrupt,
@@ -63,7 +63,7 @@ def _parse(raw: bytes | None, key: str) -> int | None:
 
 def delegation_allows_user(fs: CgroupFs, cg: CgroupPath) -> bool:
     """True when C's parent directory has the same owner as C (see module doc)."""
-    parent = parent_cgroup(cg)
+    parent = cg.parent
     try:
         owner = fs.owner(cg)
         parent_owner = fs.owner(parent) if parent is not None else os.lstat(fs.mount.parent).st_uid

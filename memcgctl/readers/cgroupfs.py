@@ -148,14 +148,6 @@ def hierarchy_at(mount: Path) -> Hierarchy:
     raise NotSupported(f"{mount}: not a cgroup v2 mount or a v1 memory mount")
 
 
-def join_cgroup(parent: CgroupPath, name: str) -> CgroupPath:
-    return parent.child(name)
-
-
-def parent_cgroup(cg: CgroupPath) -> CgroupPath | None:
-    return cg.parent
-
-
 class CgroupFs:
     """Reads and writes one cgroup hierarchy rooted at ``hierarchy.mount``."""
 
