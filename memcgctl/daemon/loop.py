@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from memcgctl.cgpath import CgroupPath, HostScope
 from memcgctl.daemon.core import DaemonCore
 from memcgctl.daemon.ports import RealPorts
 
@@ -67,7 +68,7 @@ class Loop:
                     cg = fds.get(fd)
                     if cg is None:
                         continue
-                    if cg == "":  # the kernel log
+                    if not isinstance(cg, (CgroupPath, HostScope)):  # "": the kernel log
                         for domain, victim in self.ports.kernel_kills():
                             self.core.kernel_killed(domain, victim)
                         continue
