@@ -38,6 +38,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from memcgctl.actions.kill import Killer  # noqa: E402
 from memcgctl.actions.signaller import PidfdSignaller  # noqa: E402
+from memcgctl.cgpath import CgroupPath  # noqa: E402
 from memcgctl.cli import cli  # noqa: E402
 from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at  # noqa: E402
 from memcgctl.readers.procfs import ProcFs  # noqa: E402
@@ -119,7 +120,7 @@ def memcgctl_inproc(mechanism: str) -> Callable[[TestCgroups, str], None]:
 def memcgctl_engine(tc: TestCgroups, top: str) -> None:
     """The kill machinery alone (no CLI parsing, JSON output or journal)."""
     killer = Killer(CgroupFs(hierarchy_at(tc.mount)), ProcFs(Path("/proc")), PidfdSignaller())
-    assert killer.kill_all(top).empty
+    assert killer.kill_all(CgroupPath(top)).empty
 
 
 def memcgctl_subprocess(tc: TestCgroups, top: str) -> None:

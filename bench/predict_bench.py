@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from memcgctl.cgpath import CgroupPath  # noqa: E402
 from memcgctl.env import Env  # noqa: E402
 from memcgctl.policy import select_kernel  # noqa: E402
 from memcgctl.snapshot import kernel_params  # noqa: E402
@@ -54,10 +55,10 @@ def bare_loop() -> int:
 
 def lib_predict(state: Path) -> int:
     env = Env(state_dir=state)
-    snap = env.snapshot("/")
+    snap = env.snapshot(CgroupPath("/"))
     d = select_kernel(
         snap,
-        "/",
+        CgroupPath("/"),
         kernel_params(env.proc, snap),
     )
     return len(d.candidates)
@@ -65,8 +66,8 @@ def lib_predict(state: Path) -> int:
 
 def lib_ps(state: Path) -> int:
     env = Env(state_dir=state)
-    snap = env.snapshot("/", with_oom_score=True)
-    return len([p.to_json() for p in snap.subtree_processes("/")])
+    snap = env.snapshot(CgroupPath("/"), with_oom_score=True)
+    return len([p.to_json() for p in snap.subtree_processes(CgroupPath("/"))])
 
 
 def cli(args: list[str], state: Path) -> Callable[[], int]:

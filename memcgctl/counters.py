@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.events import in_subtree
 from memcgctl.kmsg import cause_of
 
@@ -25,7 +26,7 @@ def pick_kernel_counters(values: Mapping[str, int]) -> dict[str, int]:
     return {k: values[k] for k in KERNEL_KEYS if k in values}
 
 
-def subtree_sum(cg: str, local: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+def subtree_sum(cg: CgroupPath, local: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
     """v1 hierarchical counters: the sum of the local counters of cg and its descendants."""
     out: dict[str, int] = {}
     for other, values in local.items():
@@ -35,7 +36,7 @@ def subtree_sum(cg: str, local: Mapping[str, Mapping[str, int]]) -> dict[str, in
     return out
 
 
-def by_cause(cg: str, kills: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+def by_cause(cg: CgroupPath, kills: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     counts = {"system": 0, "memcg": 0, "user": 0}
     for ev in kills:
         where = ev.get("cgroup")
@@ -52,7 +53,7 @@ def by_cause(cg: str, kills: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def cgroup_counters(
-    cg: str,
+    cg: CgroupPath,
     local: Mapping[str, int] | None,
     hierarchical: Mapping[str, int] | None,
     kills: Sequence[Mapping[str, Any]],
@@ -62,7 +63,7 @@ def cgroup_counters(
 
 
 def entry(
-    cg: str,
+    cg: CgroupPath,
     local: Mapping[str, int] | None,
     hierarchical: Mapping[str, int] | None,
     causes: Mapping[str, int],

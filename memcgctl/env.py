@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
 from memcgctl.readers.cgroupfs import CgroupFs, Hierarchy, detect_hierarchy, hierarchy_at
 from memcgctl.store import ProcessRegistry
@@ -63,7 +64,7 @@ class Env:
             raise NoSuchProcess(pid)
         return pid
 
-    def cgroup_of_pid(self, pid: int) -> str:
+    def cgroup_of_pid(self, pid: int) -> CgroupPath:
         self.check_pid(pid)
         try:
             path = self.proc.memory_cgroup(pid, self.fs.version)
@@ -71,7 +72,7 @@ class Env:
             raise NoSuchProcess(pid) from None
         return self.fs.resolve(self.fs.from_proc_path(path))
 
-    def target_cgroup(self, name: str | None, pid: int | None, default: str = "/") -> str:
+    def target_cgroup(self, name: str | None, pid: int | None, default: str = "/") -> CgroupPath:
         """A command's CG argument or ``--pid``: the validated hierarchy path."""
         if name is not None and pid is not None:
             raise UsageProblem("give a cgroup or --pid, not both")
@@ -86,7 +87,7 @@ class Env:
             return False
 
     def snapshot(
-        self, root: str = "/", with_processes: bool = True, with_oom_score: bool = False
+        self, root: CgroupPath = ROOT, with_processes: bool = True, with_oom_score: bool = False
     ) -> Snapshot:
         from memcgctl.snapshot import take_snapshot
 

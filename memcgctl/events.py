@@ -14,6 +14,7 @@ import select
 import time
 from collections.abc import Callable, Iterable
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.errors import Vanished
 from memcgctl.journal import Journal, JournalTail
 from memcgctl.kmsg import OomAssembler, join_continuations, parse_records
@@ -44,12 +45,9 @@ HELD_SOURCES = frozenset({"eventfd", "memory.events"})
 JOURNAL_POLL_S = 0.25
 
 
-def in_subtree(cgroup: str | None, root: str) -> bool:
-    if root == "/":
-        return True
-    if not cgroup:
-        return False
-    return cgroup == root or cgroup.startswith(root + "/")
+def in_subtree(cgroup: str | None, root: CgroupPath) -> bool:
+    """``cgroup`` (a record's field: any text, or None) is ``root`` or below it."""
+    return root.is_root or (cgroup is not None and root.contains(cgroup))
 
 
 def event_cgroups(ev: Event) -> list[str]:
@@ -61,7 +59,7 @@ def event_cgroups(ev: Event) -> list[str]:
     return [c for c in out if isinstance(c, str)]
 
 
-def matches(ev: Event, root: str, since_iso: str | None) -> bool:
+def matches(ev: Event, root: CgroupPath, since_iso: str | None) -> bool:
     if since_iso is not None and str(ev.get("time", "")) < since_iso:
         return False
     if root == "/":
@@ -95,7 +93,7 @@ def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Eve
 
 
 def diff_counters(
-    cg: str, old: dict[str, int], new: dict[str, int], filename: str, now_iso: str
+    cg: CgroupPath, old: dict[str, int], new: dict[str, int], filename: str, now_iso: str
 ) -> list[Event]:
     """Events for counters of memory.events that went up (a value that went down means
     the file belongs to a new cgroup of the same name: take it as the new base).
@@ -167,7 +165,7 @@ class Follower:
     def __init__(
         self,
         fs: CgroupFs,
-        root: str,
+        root: CgroupPath,
         kmsg: KmsgReader | None,
         boot_time: float,
         boot_id: str,
@@ -185,15 +183,15 @@ class Follower:
         self.resolve_check_s = resolve_check_s
         self.assembler = OomAssembler(boot_time, boot_id)
         self.poller = select.poll()
-        self.v1: dict[str, OomControlWatch] = {}
-        self.v2: dict[str, EventsFileWatch] = {}
+        self.v1: dict[CgroupPath, OomControlWatch] = {}
+        self.v2: dict[CgroupPath, EventsFileWatch] = {}
         self.by_fd: dict[int, OomControlWatch | EventsFileWatch] = {}
-        self.under_oom: set[str] = set()
+        self.under_oom: set[CgroupPath] = set()
         self.gone: set[str] = set()  # cgroups whose watch could not be set up
         self._next_rescan = 0.0
         # kernel oom_kill counters of watched cgroups, to find the cgroup of a kill
         # whose report (and summary line) the kernel rate-limited away
-        self.kill_counts: dict[str, int] = {}
+        self.kill_counts: dict[CgroupPath, int] = {}
         # (event, monotonic time it may be emitted): see flush()
         self.pending: list[tuple[Event, float]] = []
         self.seen_dedup: set[str] = set()
@@ -243,7 +241,7 @@ class Follower:
                 self.flush()
         return out
 
-    def _kill_count(self, cg: str) -> int | None:
+    def _kill_count(self, cg: CgroupPath) -> int | None:
         try:
             if self.fs.version == 1:
                 return self.fs.oom_control(cg).get("oom_kill")
@@ -254,7 +252,8 @@ class Follower:
     def _account_kill(self, ev: KernelEvent) -> None:
         """Keep the per-cgroup kill counts in step; give a kill without a cgroup the
         watched cgroup whose kernel counter went up."""
-        cg = ev.get("cgroup")
+        raw = ev.get("cgroup")
+        cg = CgroupPath.parse(raw) if raw else None  # "" would parse as the root
         if cg and cg in self.kill_counts:
             self.kill_counts[cg] += 1
             return
@@ -346,7 +345,7 @@ class Follower:
             if count is not None:
                 self.kill_counts[cg] = count
 
-    def _drop(self, cg: str) -> None:
+    def _drop(self, cg: CgroupPath) -> None:
         watch: OomControlWatch | EventsFileWatch | None = self.v1.pop(cg, None) or self.v2.pop(
             cg, None
         )
@@ -360,7 +359,7 @@ class Follower:
         watch.close()
         self.under_oom.discard(cg)
 
-    def _under_oom_now(self, cg: str) -> bool | None:
+    def _under_oom_now(self, cg: CgroupPath) -> bool | None:
         try:
             return bool(self.fs.oom_control(cg).get("under_oom", 0))
         except (Vanished, OSError):
@@ -380,7 +379,7 @@ class Follower:
             self._out(notification("under_oom", cg, "eventfd"))
             self.under_oom.add(cg)
 
-    def check_resolved(self, cg: str, now: float | None = None) -> None:
+    def check_resolved(self, cg: CgroupPath, now: float | None = None) -> None:
         state = self._under_oom_now(cg)
         if state is None:
             self._out(notification("oom_resolved", cg, "eventfd", removed=True))

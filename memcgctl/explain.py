@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import KERNEL, Candidate, Decision, Level, Scored
 from memcgctl.render import TreeNode
@@ -17,8 +18,8 @@ if TYPE_CHECKING:
 CHOSEN = "►"
 
 
-def _base(path: str) -> str:
-    return path if path == "/" else path.rsplit("/", 1)[1]
+def _base(path: CgroupPath) -> str:
+    return path.name
 
 
 # -- JSON -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.constants import BADNESS_NEVER
 from memcgctl.errors import Malformed, UsageProblem
 
@@ -259,23 +260,25 @@ def parse_container_dir(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class PodCgroup:
-    path: str  # in the hierarchy, e.g. /kubepods.slice/kubepods-pod<uid_>.slice
+    path: CgroupPath  # in the hierarchy, e.g. /kubepods.slice/kubepods-pod<uid_>.slice
     uid: str  # lower case, with dashes
     qos: str  # the QoS tier the kubelet put it in
     driver: str  # "systemd" | "cgroupfs"
-    tier: str | None  # the QoS-tier cgroup holding it (None: Guaranteed, directly in kubepods)
-    containers: tuple[tuple[str, str], ...] = ()  # (container id, its cgroup path)
+    tier: (
+        CgroupPath | None
+    )  # the QoS-tier cgroup holding it (None: Guaranteed, directly in kubepods)
+    containers: tuple[tuple[str, CgroupPath], ...] = ()  # (container id, its cgroup)
 
 
-def parse_pod_cgroup(path: str) -> PodCgroup | None:
+def parse_pod_cgroup(path: CgroupPath) -> PodCgroup | None:
     """The pod a cgroup path belongs to, when it is a kubelet pod cgroup of either
     driver, exactly where the kubelet puts them; None for anything else."""
-    parts = path.strip("/").split("/")
-    if len(parts) < 2:
+    parts = path.parts
+    head = path.parent
+    if len(parts) < 2 or head is None:
         return None
     name, parent = parts[-1], parts[-2]
     grand = parts[-3] if len(parts) >= 3 else None
-    head = "/" + "/".join(parts[:-1])
     m = _SYSTEMD_POD.fullmatch(name)
     if m is not None:
         tier_name, uid = m.group(1), m.group(2).replace("_", "-").lower()
@@ -325,7 +328,7 @@ class Current:
 
 @dataclass(frozen=True)
 class Change:
-    cgroup: str
+    cgroup: CgroupPath
     key: str  # BADNESS_KEY | DELAY_KEY | POD_KEY
     old: int | str | None
     new: int | str | None  # None: remove
@@ -340,7 +343,7 @@ class Plan:
 
 
 def reconcile(
-    pods: Iterable[Pod], cgroups: Iterable[PodCgroup], current: Mapping[str, Current]
+    pods: Iterable[Pod], cgroups: Iterable[PodCgroup], current: Mapping[CgroupPath, Current]
 ) -> Plan:
     """The changes that make every pod cgroup carry its pod's settings, every container
     cgroup the badness its ``memcgctl.io/badness.<name>`` annotation asks for (none
@@ -354,7 +357,7 @@ def reconcile(
     changes: list[Change] = []
     matched: dict[str, Pod] = {}
     problems: list[str] = []
-    tier_min: dict[str, tuple[int, str]] = {}
+    tier_min: dict[CgroupPath, tuple[int, str]] = {}
     for pc in sorted(cgroups, key=lambda c: c.path):
         pod = by_uid.get(pc.uid)
         if pod is None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
 
 __all__ = [
@@ -30,7 +31,7 @@ class ProcessInfo(NamedTuple):
 
     pid: int
     comm: str
-    cgroup: str
+    cgroup: CgroupPath
     uid: int
     rss_anon_kb: int
     rss_file_kb: int
@@ -67,7 +68,7 @@ class ProcessInfo(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class CgroupInfo:
-    path: str
+    path: CgroupPath
     usage_bytes: int | None
     limit_bytes: int | None  # None = unlimited
     badness: int
@@ -78,7 +79,7 @@ class CgroupInfo:
     under_oom: bool | None  # v1 only
     oom_kill_disable: bool | None  # v1 only
     pids: tuple[int, ...]
-    children: tuple[str, ...]
+    children: tuple[CgroupPath, ...]
     swap_limit_bytes: int | None = None
     swappiness: int | None = None
     # The directory's inode number.  cgroupfs (kernfs) allocates them increasing, so it
@@ -120,15 +121,15 @@ class Snapshot:
     """Everything memcgctl knows at one moment, below ``root``."""
 
     version: int
-    root: str
-    cgroups: Mapping[str, CgroupInfo]
+    root: CgroupPath
+    cgroups: Mapping[CgroupPath, CgroupInfo]
     processes: Mapping[int, ProcessInfo]
     mem_total_kb: int = 0
     swap_total_kb: int = 0
     page_size: int = 4096
     kernel_release: str = ""
 
-    def walk(self, path: str | None = None) -> Iterator[CgroupInfo]:
+    def walk(self, path: CgroupPath | None = None) -> Iterator[CgroupInfo]:
         """Pre-order, children sorted by name (the order the snapshot was read in)."""
         start = self.cgroups.get(path if path is not None else self.root)
         if start is None:
@@ -139,12 +140,12 @@ class Snapshot:
             yield cg
             stack.extend(self.cgroups[c] for c in reversed(cg.children) if c in self.cgroups)
 
-    def processes_in(self, path: str) -> list[ProcessInfo]:
+    def processes_in(self, path: CgroupPath) -> list[ProcessInfo]:
         """Processes attached directly to ``path``."""
         cg = self.cgroups.get(path)
         if cg is None:
             return []
         return [self.processes[p] for p in cg.pids if p in self.processes]
 
-    def subtree_processes(self, path: str) -> list[ProcessInfo]:
+    def subtree_processes(self, path: CgroupPath) -> list[ProcessInfo]:
         return [p for cg in self.walk(path) for p in self.processes_in(cg.path)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.errors import Vanished
 from memcgctl.readers.cgroupfs import CgroupFs
 
@@ -31,14 +32,14 @@ class OomSample(NamedTuple):
     counters: dict[str, int]  # pressure counters summed over the subtree
 
 
-def _subtree(fs: CgroupFs, top: str) -> list[str]:
+def _subtree(fs: CgroupFs, top: CgroupPath) -> list[CgroupPath]:
     try:
         return list(fs.walk(top))
     except Vanished:
         return []
 
 
-def sample(fs: CgroupFs, top: str) -> OomSample:
+def sample(fs: CgroupFs, top: CgroupPath) -> OomSample:
     """The OOM state of ``top``'s subtree now."""
     counters: dict[str, int] = {}
     under = False

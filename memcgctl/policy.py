@@ -18,11 +18,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.model import BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.units import format_bytes, format_kb
 
 OOM_SCORE_ADJ_MIN = -1000
-ROOT = "/"
 
 PRIORITY = "priority"
 KERNEL = "kernel"
@@ -89,7 +89,7 @@ class Level:
     """One step of the priority walk: the candidates at cgroup ``cgroup`` (ranked: the
     chosen one first, then the other eligible ones in order, then the skipped ones)."""
 
-    cgroup: str
+    cgroup: CgroupPath
     candidates: tuple[Candidate, ...]
     chosen: Candidate | None
 
@@ -110,10 +110,10 @@ class Scored(NamedTuple):
 @dataclass(frozen=True)
 class Decision:
     policy: str
-    oom_root: str
+    oom_root: CgroupPath
     victim: ProcessInfo | None
     # memory.oom.group: the highest group from the victim's cgroup up to the OOM root
-    kill_group: str | None = None
+    kill_group: CgroupPath | None = None
     # every pid that dies: the victim, or the whole group (minus -1000 and init)
     group_pids: tuple[int, ...] = ()
     walk: tuple[Level, ...] = ()  # priority
@@ -137,16 +137,12 @@ def kids_in_creation_order(snap: Snapshot, cg: CgroupInfo) -> list[CgroupInfo]:
     return sorted(kids(snap, cg), key=lambda c: (c.ino, c.path))
 
 
-def is_descendant(path: str, ancestor: str) -> bool:
-    return ancestor == ROOT or path == ancestor or path.startswith(ancestor + "/")
-
-
-def oom_group_of(snap: Snapshot, victim: ProcessInfo, oom_root: str) -> str | None:
+def oom_group_of(snap: Snapshot, victim: ProcessInfo, oom_root: CgroupPath) -> CgroupPath | None:
     """``mem_cgroup_get_oom_group``: walking from the victim's memcg up to the OOM
     domain (inclusive), the highest memcg with ``memory.oom.group`` set, if any.
     v1 never group-kills (``oom_group`` is None there); the root memcg never counts."""
-    cg: str | None = victim.cgroup
-    if cg == ROOT or not is_descendant(victim.cgroup, oom_root):
+    cg: CgroupPath | None = victim.cgroup
+    if cg == ROOT or not oom_root.contains(victim.cgroup):
         return None
     group = None
     while cg is not None and cg != ROOT:
@@ -155,11 +151,11 @@ def oom_group_of(snap: Snapshot, victim: ProcessInfo, oom_root: str) -> str | No
             group = cg
         if cg == oom_root:
             break
-        cg = cg.rsplit("/", 1)[0] or ROOT
+        cg = cg.parent
     return group
 
 
-def group_kill_pids(snap: Snapshot, group: str) -> tuple[int, ...]:
+def group_kill_pids(snap: Snapshot, group: CgroupPath) -> tuple[int, ...]:
     """Every pid the kernel signals for a group kill (``oom_kill_memcg_member``): the
     subtree's processes except ``oom_score_adj == -1000`` and init."""
     return tuple(
@@ -172,8 +168,8 @@ def group_kill_pids(snap: Snapshot, group: str) -> tuple[int, ...]:
 
 
 def _victim_group(
-    snap: Snapshot, victim: ProcessInfo, oom_root: str
-) -> tuple[str | None, tuple[int, ...], list[str]]:
+    snap: Snapshot, victim: ProcessInfo, oom_root: CgroupPath
+) -> tuple[CgroupPath | None, tuple[int, ...], list[str]]:
     group = oom_group_of(snap, victim, oom_root)
     if group is None:
         return None, (victim.pid,), []
@@ -305,7 +301,7 @@ def _cgroup_candidates(snap: Snapshot, level: CgroupInfo, viable: _Viability) ->
     return cands
 
 
-def lowest_priority_child(snap: Snapshot, path: str) -> str | None:
+def lowest_priority_child(snap: Snapshot, path: CgroupPath) -> CgroupPath | None:
     """The child cgroup of ``path`` that the priority ranking puts first among the child
     cgroups (the daemon's kill-all target when escalation runs out of rounds); None if
     no child holds anything killable."""
@@ -321,7 +317,7 @@ def lowest_priority_child(snap: Snapshot, path: str) -> str | None:
     return first.path
 
 
-def select_priority(snap: Snapshot, oom_root: str, exclude: Iterable[int] = ()) -> Decision:
+def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int] = ()) -> Decision:
     """The strict-priority victim below ``oom_root``.
 
     At each level L (starting at the OOM root) the candidates are L's child cgroups and
@@ -392,7 +388,7 @@ def _with_note(c: Candidate, note: str) -> Candidate:
     return Candidate(c.kind, c.badness, c.cgroup, c.process, c.skip, note)
 
 
-def rank_priority(snap: Snapshot, oom_root: str, n: int) -> list[Decision]:
+def rank_priority(snap: Snapshot, oom_root: CgroupPath, n: int) -> list[Decision]:
     """The first ``n`` victims in priority order: each one as if the earlier ones (and
     their groups) were already gone."""
     out: list[Decision] = []
@@ -497,7 +493,7 @@ def proc_oom_score(p: ProcessInfo, params: KernelParams) -> int:
     return _c_div((1000 + _c_div(points * 1000, total)) * 2, 3)
 
 
-def scan_order(snap: Snapshot, oom_root: str) -> Iterator[ProcessInfo]:
+def scan_order(snap: Snapshot, oom_root: CgroupPath) -> Iterator[ProcessInfo]:
     """The processes in the order the kernel scans them (approximated, see
     SCAN_ORDER_*): host OOM by pid; memcg OOM by memcg pre-order (creation order),
     then pid within a memcg."""
@@ -514,7 +510,7 @@ def scan_order(snap: Snapshot, oom_root: str) -> Iterator[ProcessInfo]:
         stack.extend(reversed(kids_in_creation_order(snap, cg)))
 
 
-def select_kernel(snap: Snapshot, oom_root: str, params: KernelParams) -> Decision:
+def select_kernel(snap: Snapshot, oom_root: CgroupPath, params: KernelParams) -> Decision:
     """The kernel's own choice if ``oom_root`` ran out of memory.
 
     ``oom_root == "/"`` is a host OOM (totalpages = RAM + swap, every process); any

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.oomreport import OomReport, TaskRow
 from memcgctl.policy import KERNEL, Decision, Scored, select_priority
@@ -81,20 +82,25 @@ def rules_for(report: OomReport) -> KernelRules:
 # -- totalpages ----------------------------------------------------------------------
 
 
-def oom_root(report: OomReport) -> str:
+def _path(text: object) -> CgroupPath:
+    """A cgroup path the report printed (the root if it is none: the log is text)."""
+    return CgroupPath.parse(str(text)) or ROOT
+
+
+def oom_root(report: OomReport) -> CgroupPath:
     """The OOM domain: the memcg that hit its limit, or ``/`` for a host OOM."""
     s = report.summary
     if s is not None:
         if s.get("global_oom"):
-            return "/"
+            return ROOT
         if s.get("oom_memcg"):
-            return str(s["oom_memcg"])
+            return _path(s["oom_memcg"])
     if report.task_in is not None:
-        return str(report.task_in["oom_memcg"])
+        return _path(report.task_in["oom_memcg"])
     for k in report.kills:
         if k.get("oom_memcg"):
-            return str(k["oom_memcg"])
-    return "/"
+            return _path(k["oom_memcg"])
+    return ROOT
 
 
 def is_memcg_oom(report: OomReport) -> bool:
@@ -178,7 +184,7 @@ def row_points(row: TaskRow, total: int, rules: KernelRules) -> tuple[int, int]:
 
 
 def row_process(
-    row: TaskRow, cgroup: str, badness: int = BADNESS_DEFAULT, source: str = "default"
+    row: TaskRow, cgroup: CgroupPath, badness: int = BADNESS_DEFAULT, source: str = "default"
 ) -> ProcessInfo:
     anon = row.rss_anon if row.rss_anon is not None else row.rss
     return ProcessInfo(
@@ -199,7 +205,7 @@ def row_process(
 
 
 def rank(
-    report: OomReport, total: int, rules: KernelRules, cgroup_of: Callable[[TaskRow], str]
+    report: OomReport, total: int, rules: KernelRules, cgroup_of: Callable[[TaskRow], CgroupPath]
 ) -> tuple[list[Scored], int]:
     """Eligible rows, the kernel's choice first; and how many were never eligible."""
     scored: list[Scored] = []
@@ -268,13 +274,13 @@ class BadnessMap:
 class LiveInfo:
     """What this machine still knows about a process or cgroup of the report."""
 
-    cgroup: str | None = None
+    cgroup: CgroupPath | None = None
     badness: int | None = None
     source: str = "default"
 
 
 LiveLookup = Callable[[TaskRow], LiveInfo | None]
-CgroupLookup = Callable[[str], LiveInfo | None]
+CgroupLookup = Callable[[CgroupPath], LiveInfo | None]
 
 
 # -- the explanation -------------------------------------------------------------------
@@ -284,7 +290,7 @@ CgroupLookup = Callable[[str], LiveInfo | None]
 class KillExplanation:
     report: OomReport
     rules: KernelRules
-    oom_root: str
+    oom_root: CgroupPath
     memcg_oom: bool
     kernel_pid: int | None  # the task the kernel chose (before any sacrifice/group)
     killed: tuple[int, ...]
@@ -310,38 +316,37 @@ def _kernel_pid(report: OomReport) -> int | None:
     return None
 
 
-def _task_memcg(report: OomReport) -> str | None:
+def _task_memcg(report: OomReport) -> CgroupPath | None:
     if report.summary is not None and report.summary.get("task_memcg"):
-        return str(report.summary["task_memcg"])
+        return _path(report.summary["task_memcg"])
     if report.task_in is not None:
-        return str(report.task_in["task_memcg"])
+        return _path(report.task_in["task_memcg"])
     return None
 
 
-def _chain(path: str, root: str) -> list[str]:
+def _chain(path: CgroupPath, root: CgroupPath) -> list[CgroupPath]:
     """``root`` and every cgroup between it and ``path`` (inclusive)."""
     out = [root]
-    if path == root or not (root == "/" or path.startswith(root + "/")):
+    if path == root or not root.contains(path):
         return out
-    rel = path[len(root) :].strip("/").split("/")
     cur = root
-    for part in rel:
-        cur = (cur.rstrip("/") + "/" + part) if cur != "/" else "/" + part
+    for part in path.parts[root.depth :]:
+        cur = cur.child(part)
         out.append(cur)
     return out
 
 
 def build_snapshot(
     report: OomReport,
-    root: str,
-    placement: dict[int, str],
+    root: CgroupPath,
+    placement: dict[int, CgroupPath],
     badness: BadnessMap,
     live: LiveLookup | None,
     live_cgroup: CgroupLookup | None,
 ) -> tuple[Snapshot, list[str]]:
     notes: list[str] = []
     processes: dict[int, ProcessInfo] = {}
-    paths: set[str] = {root}
+    paths: set[CgroupPath] = {root}
     for row in report.tasks:
         if row.pid in processes:
             continue
@@ -360,20 +365,19 @@ def build_snapshot(
                 value, source = BADNESS_NEVER, "oom_score_adj"
             else:
                 value, source = BADNESS_DEFAULT, "default"
-        if root != "/" and not (cg == root or cg.startswith(root + "/")):
+        if not root.contains(cg):
             cg = root
         paths.update(_chain(cg, root))
         processes[row.pid] = row_process(row, cg, value, source)
-    children: dict[str, list[str]] = {p: [] for p in paths}
+    children: dict[CgroupPath, list[CgroupPath]] = {p: [] for p in paths}
     for p in sorted(paths):
         if p == root:
             continue
-        parent = p.rsplit("/", 1)[0] or "/"
-        children.setdefault(parent, []).append(p)
-    pids: dict[str, list[int]] = {p: [] for p in paths}
+        children.setdefault(p.parent or ROOT, []).append(p)
+    pids: dict[CgroupPath, list[int]] = {p: [] for p in paths}
     for proc in processes.values():
         pids.setdefault(proc.cgroup, []).append(proc.pid)
-    cgroups: dict[str, CgroupInfo] = {}
+    cgroups: dict[CgroupPath, CgroupInfo] = {}
     for p in sorted(paths):
         value = badness.cgroup(p)
         source = "file"
@@ -387,7 +391,7 @@ def build_snapshot(
             (processes[pid].rss_anon_kb + processes[pid].rss_shmem_kb + processes[pid].swap_kb)
             * 1024
             for q in paths
-            if q == p or q.startswith(p.rstrip("/") + "/")
+            if p.contains(q)
             for pid in pids.get(q, [])
         )
         limit = None
@@ -445,12 +449,12 @@ def explain_report(
     if total is not None and report.select is not None and rules.source != "release":
         rules = _match_printed_score(report, total, rules)
     task_memcg = _task_memcg(report)
-    placement: dict[int, str] = {}
+    placement: dict[int, CgroupPath] = {}
     if kernel_pid is not None and task_memcg is not None:
         placement[kernel_pid] = task_memcg
     for k in report.kills:
         if k.get("cgroup"):
-            placement.setdefault(int(k["pid"]), str(k["cgroup"]))
+            placement.setdefault(int(k["pid"]), _path(k["cgroup"]))
     why: list[str] = []
     reasons = list(notes)
     reasons.append(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from types import MappingProxyType
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.errors import Vanished
 from memcgctl.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.policy import KernelParams
@@ -18,7 +19,7 @@ from memcgctl.store import BADNESS, OOM_DELAY, ProcessRegistry, read_setting
 OOM_SCORE_ADJ_MIN = -1000
 
 
-def read_cgroup(fs: CgroupFs, cg: str) -> CgroupInfo:
+def read_cgroup(fs: CgroupFs, cg: CgroupPath) -> CgroupInfo:
     """Raises Vanished if the cgroup disappears meanwhile."""
     badness = read_setting(fs, cg, BADNESS)
     delay = read_setting(fs, cg, OOM_DELAY)
@@ -77,7 +78,7 @@ def process_badness(
 def read_process(
     proc: ProcFs,
     pid: int,
-    cgroup: str,
+    cgroup: CgroupPath,
     registry: dict[tuple[int, int], int],
     registry_pids: frozenset[int],
     with_oom_score: bool = False,
@@ -113,11 +114,11 @@ def take_snapshot(
     fs: CgroupFs,
     proc: ProcFs,
     registry: ProcessRegistry | None,
-    root: str = "/",
+    root: CgroupPath = ROOT,
     with_processes: bool = True,
     with_oom_score: bool = False,
 ) -> Snapshot:
-    cgroups: dict[str, CgroupInfo] = {}
+    cgroups: dict[CgroupPath, CgroupInfo] = {}
     for cg in fs.walk(root):
         try:
             cgroups[cg] = read_cgroup(fs, cg)

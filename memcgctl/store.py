@@ -18,9 +18,10 @@ from contextlib import suppress
 from pathlib import Path
 from typing import NamedTuple
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
 from memcgctl.errors import MemcgctlError, OperationFailed, PermissionDenied, Vanished
-from memcgctl.readers.cgroupfs import CgroupFs, parent_cgroup
+from memcgctl.readers.cgroupfs import CgroupFs
 from memcgctl.statedir import (
     LOCK_TIMEOUT_S,
     Corrupt,
@@ -60,9 +61,9 @@ def _parse(raw: bytes | None, key: str) -> int | None:
     return value if lo <= value <= hi else None
 
 
-def delegation_allows_user(fs: CgroupFs, cg: str) -> bool:
+def delegation_allows_user(fs: CgroupFs, cg: CgroupPath) -> bool:
     """True when C's parent directory has the same owner as C (see module doc)."""
-    parent = parent_cgroup(cg)
+    parent = cg.parent
     try:
         owner = fs.owner(cg)
         parent_owner = fs.owner(parent) if parent is not None else os.lstat(fs.mount.parent).st_uid
@@ -71,7 +72,7 @@ def delegation_allows_user(fs: CgroupFs, cg: str) -> bool:
     return owner == parent_owner
 
 
-def read_setting(fs: CgroupFs, cg: str, key: str) -> Setting:
+def read_setting(fs: CgroupFs, cg: CgroupPath, key: str) -> Setting:
     value = _parse(fs.get_xattr(cg, f"trusted.{key}"), key)
     if value is not None:
         return Setting(value, "trusted")
@@ -81,7 +82,7 @@ def read_setting(fs: CgroupFs, cg: str, key: str) -> Setting:
     return Setting(None, "default")
 
 
-def read_namespace(fs: CgroupFs, cg: str, key: str, namespace: str) -> int | None:
+def read_namespace(fs: CgroupFs, cg: CgroupPath, key: str, namespace: str) -> int | None:
     """The value of ``<namespace>.<key>`` alone (None: unset or not a valid value);
     for a writer that owns that one attribute (``memcgctl kube``)."""
     if namespace not in NAMESPACES:
@@ -89,7 +90,7 @@ def read_namespace(fs: CgroupFs, cg: str, key: str, namespace: str) -> int | Non
     return _parse(fs.get_xattr(cg, f"{namespace}.{key}"), key)
 
 
-def read_pod(fs: CgroupFs, cg: str, namespace: str = "trusted") -> str | None:
+def read_pod(fs: CgroupFs, cg: CgroupPath, namespace: str = "trusted") -> str | None:
     """The pod label on ``cg`` (None: none, or not a sane label)."""
     raw = fs.get_xattr(cg, f"{namespace}.{POD}")
     if raw is None or len(raw) > POD_MAX:
@@ -101,7 +102,7 @@ def read_pod(fs: CgroupFs, cg: str, namespace: str = "trusted") -> str | None:
     return text if text.isprintable() and text.count("/") == 1 else None
 
 
-def pod_labels(fs: CgroupFs, cgroups: Iterable[str]) -> dict[str, str]:
+def pod_labels(fs: CgroupFs, cgroups: Iterable[CgroupPath]) -> dict[str, str]:
     """cgroup → pod label for those that carry a trusted one (only root, through
     ``memcgctl kube``, can write it; a user.* label would be anyone's claim)."""
     out: dict[str, str] = {}
@@ -120,7 +121,9 @@ def default_namespace() -> str:
     return "trusted" if os.geteuid() == 0 else "user"
 
 
-def write_setting(fs: CgroupFs, cg: str, key: str, value: int | None, namespace: str) -> None:
+def write_setting(
+    fs: CgroupFs, cg: CgroupPath, key: str, value: int | None, namespace: str
+) -> None:
     """Set (or with None, remove) ``<namespace>.<key>`` on cgroup ``cg``."""
     if namespace not in NAMESPACES:
         raise ValueError(namespace)
@@ -131,7 +134,7 @@ def write_setting(fs: CgroupFs, cg: str, key: str, value: int | None, namespace:
         fs.set_xattr(cg, name, str(value).encode())
 
 
-def cgroup_badness(fs: CgroupFs, cg: str) -> tuple[int, str]:
+def cgroup_badness(fs: CgroupFs, cg: CgroupPath) -> tuple[int, str]:
     s = read_setting(fs, cg, BADNESS)
     return (s.value, s.source) if s.value is not None else (BADNESS_DEFAULT, "default")
 

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.statedir import Corrupt, loads_bounded, read_bounded
 
 FILE = "counters.json"
@@ -254,7 +255,7 @@ def rebuild(
     return doc
 
 
-def subtree(doc: Totals, cg: str) -> dict[str, int]:
+def subtree(doc: Totals, cg: CgroupPath) -> dict[str, int]:
     """Kills by cause of tasks in ``cg``'s subtree."""
     from memcgctl.events import in_subtree
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 
 
@@ -37,7 +38,7 @@ class P:
         return ProcessInfo(
             pid=self.pid,
             comm=self.comm or f"p{self.pid}",
-            cgroup=self.cgroup,
+            cgroup=CgroupPath(self.cgroup),
             uid=0,
             rss_anon_kb=self.rss,
             rss_file_kb=self.file,
@@ -58,21 +59,20 @@ def build(
     mem_total_kb: int = 16 << 20,
     swap_total_kb: int = 0,
 ) -> Snapshot:
-    spec: dict[str, dict[str, Any]] = {"/": {}}
-    for path, attrs in cgroups.items():
-        parts = path.strip("/").split("/")
-        for i in range(1, len(parts)):
-            spec.setdefault("/" + "/".join(parts[:i]), {})
+    spec: dict[CgroupPath, dict[str, Any]] = {ROOT: {}}
+    for name, attrs in cgroups.items():
+        path = CgroupPath(name)
+        for anc in reversed(path.ancestors()):
+            spec.setdefault(anc, {})
         spec[path] = attrs
     order = list(spec)
-    children: dict[str, list[str]] = {p: [] for p in spec}
+    children: dict[CgroupPath, list[CgroupPath]] = {p: [] for p in spec}
     for path in order:
-        if path != "/":
-            parent = path.rsplit("/", 1)[0] or "/"
-            children[parent].append(path)
-    pids: dict[str, list[int]] = {p: [] for p in spec}
+        if path.parent is not None:
+            children[path.parent].append(path)
+    pids: dict[CgroupPath, list[int]] = {p: [] for p in spec}
     for pr in procs:
-        pids[pr.cgroup].append(pr.pid)
+        pids[CgroupPath(pr.cgroup)].append(pr.pid)
     infos = {}
     for ino, path in enumerate(order, start=100):
         a = spec[path]
@@ -97,7 +97,7 @@ def build(
         )
     return Snapshot(
         version=version,
-        root="/",
+        root=ROOT,
         cgroups=MappingProxyType(infos),
         processes=MappingProxyType({p.pid: p.info() for p in procs}),
         mem_total_kb=mem_total_kb,

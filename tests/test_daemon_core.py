@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import pytest
 
+from memcgctl.cgpath import CgroupPath, Scope
 from memcgctl.daemon.core import (
     DaemonCore,
     Level,
@@ -39,31 +40,31 @@ class FakePorts:
         self.dead: set[int] = set()
         self.refuse: set[str] = set()
 
-    def managed(self) -> dict[str, int]:
-        return dict(self.delays)
+    def managed(self) -> dict[Scope, int]:
+        return {CgroupPath(cg): delay for cg, delay in self.delays.items()}
 
-    def take_over(self, cg: str) -> Managed | None:
+    def take_over(self, cg: Scope) -> Managed | None:
         if cg in self.refuse:
             return None
         self.taken.append(cg)
-        return Managed(self.mode, cg)
+        return Managed(self.mode, CgroupPath(cg))
 
-    def release(self, cg: str) -> None:
+    def release(self, cg: Scope) -> None:
         self.released.append(cg)
 
-    def level(self, cg: str) -> Level:
+    def level(self, cg: Scope) -> Level:
         if cg in self.oom:
             return Level(self.state.get(cg, SHORT), 0.01 if self.mode != "oom" else None)
         return Level(RECOVERED if cg in self.recovered else CLEAR)
 
-    def freeze(self, cg: str, frozen: bool) -> bool:
+    def freeze(self, cg: Scope, frozen: bool) -> bool:
         self.frozen.append((cg, frozen))
         return self.mode == "valve"
 
-    def at_limit(self, cg: str) -> bool:
+    def at_limit(self, cg: Scope) -> bool:
         return cg not in self.not_at_limit
 
-    def snapshot(self, cg: str) -> Snapshot:
+    def snapshot(self, cg: CgroupPath) -> Snapshot:
         return self.host.env().snapshot(cg)
 
     def kill(self, decision: Decision) -> list[int]:
@@ -72,7 +73,7 @@ class FakePorts:
         self.killed += pids
         return pids
 
-    def kill_all(self, cg: str) -> list[int]:
+    def kill_all(self, cg: CgroupPath) -> list[int]:
         self.killed_all.append(cg)
         return [p.pid for p in self.snapshot(cg).subtree_processes(cg)]
 
@@ -86,7 +87,7 @@ class FakePorts:
         return [e["kind"] for e in self.events]
 
 
-def select(snap: Snapshot, root: str, exclude: Iterable[int]) -> Decision:
+def select(snap: Snapshot, root: CgroupPath, exclude: Iterable[int]) -> Decision:
     return select_priority(snap, root, exclude)
 
 
@@ -98,7 +99,7 @@ def oom_at(
     core = DaemonCore(ports, select, settings or Settings())
     core.rescan(0.0)
     ports.oom.add("/jobs")
-    core.notify("/jobs", t)
+    core.notify(CgroupPath("/jobs"), t)
     core.tick(t)
     return ports, core
 
@@ -120,7 +121,7 @@ def test_waits_for_the_delay_then_kills_the_priority_victim(host: FakeHost) -> N
     core.rescan(0.0)
     assert ports.taken == ["/jobs"]
     ports.oom.add("/jobs")
-    core.notify("/jobs", 1.0)
+    core.notify(CgroupPath("/jobs"), 1.0)
     assert ports.kinds()[-1] == "under_oom"
     assert core.tick(1.5) == pytest.approx(3.0)  # the delay runs out at 3.0
     assert ports.killed == []
@@ -135,7 +136,7 @@ def test_oom_resolved_by_userspace_within_the_delay(host: FakeHost) -> None:
     core = DaemonCore(ports, select)
     core.rescan(0.0)
     ports.oom.add("/jobs")
-    core.notify("/jobs", 1.0)
+    core.notify(CgroupPath("/jobs"), 1.0)
     ports.oom.clear()  # someone raised the limit
     core.tick(2.0)
     core.tick(5.0)
@@ -187,7 +188,7 @@ def test_ancestor_oom_not_ours_is_left_to_the_kernel(host: FakeHost) -> None:
     core = DaemonCore(ports, select)
     core.rescan(0.0)
     ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
+    core.notify(CgroupPath("/jobs"), 0.0)
     core.tick(0.0)
     assert ports.killed == [] and "under_oom" not in ports.kinds()
 
@@ -197,8 +198,8 @@ def test_nested_managed_memcgs_the_outer_episode_wins(host: FakeHost) -> None:
     core = DaemonCore(ports, select)
     core.rescan(0.0)
     ports.oom.update({"/jobs", "/jobs/low"})  # the kernel marks the subtree under OOM
-    core.notify("/jobs", 0.0)
-    core.notify("/jobs/low", 0.0)
+    core.notify(CgroupPath("/jobs"), 0.0)
+    core.notify(CgroupPath("/jobs/low"), 0.0)
     core.tick(0.0)
     assert ports.killed == []  # /jobs handles it, after its own delay
     core.tick(1.0)
@@ -229,9 +230,9 @@ def test_rescan_takes_over_and_releases(host: FakeHost) -> None:
 
 
 def test_lowest_priority_child(host: FakeHost) -> None:
-    snap = host.env().snapshot("/jobs")
-    assert lowest_priority_child(snap, "/jobs") == "/jobs/low"
-    assert lowest_priority_child(snap, "/jobs/low") is None
+    snap = host.env().snapshot(CgroupPath("/jobs"))
+    assert lowest_priority_child(snap, CgroupPath("/jobs")) == CgroupPath("/jobs/low")
+    assert lowest_priority_child(snap, CgroupPath("/jobs/low")) is None
 
 
 def test_oom_back_within_the_grace_continues_the_livelock(host: FakeHost) -> None:
@@ -243,7 +244,7 @@ def test_oom_back_within_the_grace_continues_the_livelock(host: FakeHost) -> Non
     core.tick(0.01)  # the victim's death freed a little: resolved for a moment
     assert ports.events[-1]["kind"] == "oom_resolved"
     ports.oom.add("/jobs")
-    core.notify("/jobs", 0.02)  # ...and OOM again at once
+    core.notify(CgroupPath("/jobs"), 0.02)  # ...and OOM again at once
     core.tick(0.3)
     assert ports.killed_all == []  # the grace is not over yet
     core.tick(0.5)
@@ -257,7 +258,7 @@ def test_a_later_oom_starts_afresh(host: FakeHost) -> None:
     ports.oom.clear()
     core.tick(0.01)
     ports.oom.add("/jobs")
-    core.notify("/jobs", 5.0)  # a new OOM long after: a new first round
+    core.notify(CgroupPath("/jobs"), 5.0)  # a new OOM long after: a new first round
     core.tick(5.0)
     assert ports.killed == [10, 11] and ports.killed_all == []
 
@@ -302,7 +303,7 @@ def test_a_recovered_domain_starts_the_next_oom_at_round_one(host: FakeHost) -> 
         ports.dead.clear()
         ports.killed.clear()
         ports.oom.add("/jobs")
-        core.notify("/jobs", t + 0.01)
+        core.notify(CgroupPath("/jobs"), t + 0.01)
         core.tick(t + 0.01)
         assert ports.killed == [10], i  # the priority victim again, never kill-all
     assert ports.killed_all == [] and "daemon_escalated" not in ports.kinds()
@@ -330,7 +331,7 @@ def test_valve_critical_freezes_the_domain_and_thaws_after_the_kill(host: FakeHo
     core = DaemonCore(ports, select)
     core.rescan(0.0)
     ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
+    core.notify(CgroupPath("/jobs"), 0.0)
     assert ports.kinds()[-1] == "under_oom" and ports.events[-1]["source"] == "memory.events"
     ports.state["/jobs"] = CRITICAL  # throttling outrun
     next_at = core.tick(0.01)
@@ -357,7 +358,7 @@ def test_a_refused_freeze_is_not_retried_within_the_episode(host: FakeHost) -> N
     ports.oom.add("/jobs")
     ports.state["/jobs"] = CRITICAL
     for t in (0.0, 0.01, 0.02, 0.03):
-        core.notify("/jobs", t)
+        core.notify(CgroupPath("/jobs"), t)
     assert ports.frozen == [("/jobs", True)] and "valve_frozen" not in ports.kinds()
 
 
@@ -366,7 +367,7 @@ def test_host_critical_cuts_the_delay_short(host: FakeHost) -> None:
     core = DaemonCore(ports, select)
     core.rescan(0.0)
     ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
+    core.notify(CgroupPath("/jobs"), 0.0)
     core.tick(0.1)
     assert ports.killed == []
     ports.state["/jobs"] = CRITICAL
@@ -378,14 +379,14 @@ def test_host_critical_cuts_the_delay_short(host: FakeHost) -> None:
 def test_shadow_mode_compares_the_kernels_victim(host: FakeHost) -> None:
     ports = FakePorts(host, {})
     core = DaemonCore(ports, select, Settings(dry_run=True))
-    big = host.env().snapshot("/jobs").processes[20]
+    big = host.env().snapshot(CgroupPath("/jobs")).processes[20]
     host.remove_process(20)  # the kernel killed the biggest: gone from /proc
-    core.kernel_killed("/jobs", big)
+    core.kernel_killed(CgroupPath("/jobs"), big)
     would, kernel = ports.events[-2], ports.events[-1]
     assert (would["kind"], would["pid"]) == ("would_kill", 10)
     assert (kernel["kind"], kernel["pid"], kernel["agree"]) == ("kernel_kill", 20, False)
     assert kernel["would_kill_pid"] == 10
-    core.kernel_killed("/jobs", host.env().snapshot("/jobs").processes[10])
+    core.kernel_killed(CgroupPath("/jobs"), host.env().snapshot(CgroupPath("/jobs")).processes[10])
     assert ports.events[-1]["agree"] is True
     assert (core.kernel_kills, core.agreed) == (2, 1)
 
@@ -393,18 +394,18 @@ def test_shadow_mode_compares_the_kernels_victim(host: FakeHost) -> None:
 def test_live_mode_reports_a_kernel_kill_it_did_not_prevent(host: FakeHost) -> None:
     ports = FakePorts(host, {})
     core = DaemonCore(ports, select)
-    core.kernel_killed("/jobs", host.env().snapshot("/jobs").processes[20])
+    core.kernel_killed(CgroupPath("/jobs"), host.env().snapshot(CgroupPath("/jobs")).processes[20])
     assert ports.kinds() == ["kernel_kill"] and core.kernel_kills == 1
 
 
 def test_with_process_puts_a_reaped_victim_back(host: FakeHost) -> None:
-    snap = host.env().snapshot("/jobs")
+    snap = host.env().snapshot(CgroupPath("/jobs"))
     big = snap.processes[20]
     host.remove_process(20)
-    after = host.env().snapshot("/jobs")
+    after = host.env().snapshot(CgroupPath("/jobs"))
     assert 20 not in after.processes
     back = with_process(after, big)
-    assert back.processes[20] == big and 20 in back.cgroups["/jobs/high"].pids
+    assert back.processes[20] == big and 20 in back.cgroups[CgroupPath("/jobs/high")].pids
     assert with_process(snap, big) is snap  # still there: unchanged
 
 
@@ -416,7 +417,7 @@ def test_the_victim_is_chosen_just_before_the_deadline(host: FakeHost) -> None:
     snapshots: list[float] = []
     real_snapshot = ports.snapshot
 
-    def counting(cg: str) -> Snapshot:
+    def counting(cg: CgroupPath) -> Snapshot:
         snapshots.append(now[0])
         return real_snapshot(cg)
 
@@ -424,7 +425,7 @@ def test_the_victim_is_chosen_just_before_the_deadline(host: FakeHost) -> None:
     core = DaemonCore(ports, select, clock=lambda: now[0])
     core.rescan(0.0)
     ports.oom.add("/jobs")
-    core.notify("/jobs", 0.0)
+    core.notify(CgroupPath("/jobs"), 0.0)
     wake = core.tick(0.5)
     # twice the last selection's time ahead (5 ms before any was measured)
     assert wake is not None and wake == pytest.approx(0.99)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from memcgctl.cgpath import CgroupPath, Scope
 from memcgctl.daemon.loop import Loop
 from memcgctl.model import ProcessInfo
 from tests.snapbuild import P
@@ -23,6 +24,7 @@ from tests.snapbuild import P
 # one that spins wakes thousands of times.
 WINDOW = 0.3
 SLEEPING = 20  # more wake-ups than this in WINDOW: spinning
+A = CgroupPath("/a")
 
 
 class FakeCore:
@@ -30,9 +32,9 @@ class FakeCore:
         self.calls = calls
         self.deadline = deadline
         self.ticks: list[float] = []
-        self.notified: list[str] = []
+        self.notified: list[Scope] = []
         self.rescans: list[float] = []
-        self.kernel: list[tuple[str, int]] = []
+        self.kernel: list[tuple[CgroupPath, int]] = []
 
     def rescan(self, now: float, starting: bool = False) -> None:
         self.calls.append("rescan(starting)" if starting else "rescan")
@@ -43,10 +45,10 @@ class FakeCore:
         self.ticks.append(now)
         return self.deadline(now)
 
-    def notify(self, cg: str, now: float) -> None:
+    def notify(self, cg: Scope, now: float) -> None:
         self.notified.append(cg)
 
-    def kernel_killed(self, domain: str, victim: ProcessInfo) -> None:
+    def kernel_killed(self, domain: CgroupPath, victim: ProcessInfo) -> None:
         self.kernel.append((domain, victim.pid))
 
     def release_all(self) -> None:
@@ -58,13 +60,16 @@ class FakePorts:
 
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls
-        self.watched: dict[int, str] = {}
+        self.watched: dict[int, Scope | str] = {}
         self.masks: dict[int, int] = {}
         self.results: dict[int, str] = {}
-        self.consumed: list[tuple[str, bool]] = []
-        self.kills: list[tuple[str, ProcessInfo]] = []
+        self.consumed: list[tuple[Scope, bool]] = []
+        self.kills: list[tuple[CgroupPath, ProcessInfo]] = []
 
-    def watch(self, fd: int, cg: str, mask: int = select.POLLIN, result: str = "fired") -> None:
+    def watch(
+        self, fd: int, cg: Scope | str, mask: int = select.POLLIN, result: str = "fired"
+    ) -> None:
+        """Watch fd for cg (a plain \"\" for the kernel log)."""
         self.watched[fd] = cg
         self.masks[fd] = mask
         self.results[fd] = result
@@ -72,17 +77,17 @@ class FakePorts:
     def open_kernel_log(self) -> None:
         self.calls.append("open_kernel_log")
 
-    def release_orphans(self) -> list[str]:
+    def release_orphans(self) -> list[CgroupPath]:
         self.calls.append("release_orphans")
         return []
 
-    def fds(self) -> dict[int, str]:
+    def fds(self) -> dict[int, Scope | str]:
         return dict(self.watched)
 
     def poll_events(self, fd: int) -> int:
         return self.masks[fd]
 
-    def consume(self, cg: str, fd: int, error: bool) -> str:
+    def consume(self, cg: Scope, fd: int, error: bool) -> str:
         self.consumed.append((cg, error))
         with contextlib.suppress(OSError):
             os.read(fd, 64)
@@ -91,7 +96,7 @@ class FakePorts:
             del self.watched[fd]
         return result
 
-    def kernel_kills(self) -> list[tuple[str, ProcessInfo]]:
+    def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         self.calls.append("kernel_kills")
         out, self.kills = self.kills, []
         return out
@@ -155,17 +160,17 @@ def test_the_core_and_ports_are_released_when_the_core_raises() -> None:
 
 @pytest.mark.parametrize(
     ("result", "notified", "rescanned"),
-    [("fired", ["/a"], 0), ("quiet", [], 0), ("gone", [], 1)],
+    [("fired", [A], 0), ("quiet", [], 0), ("gone", [], 1)],
 )
 def test_what_a_wake_up_leads_to(
-    pipe: tuple[int, int], result: str, notified: list[str], rescanned: int
+    pipe: tuple[int, int], result: str, notified: list[Scope], rescanned: int
 ) -> None:
     r, w = pipe
     _, core, ports = make()
-    ports.watch(r, "/a", result=result)
+    ports.watch(r, A, result=result)
     os.write(w, b"x")
     run_for(Loop(core, ports, rescan_interval=60), 5, until=lambda: bool(ports.consumed))
-    assert ports.consumed == [("/a", False)]
+    assert ports.consumed == [(A, False)]
     assert core.notified == notified and len(core.rescans) == rescanned
 
 
@@ -173,9 +178,9 @@ def test_a_hung_up_fd_is_consumed_as_an_error(pipe: tuple[int, int]) -> None:
     r, w = pipe
     os.close(w)  # POLLHUP on the read end, whatever the mask
     _, core, ports = make()
-    ports.watch(r, "/a", mask=select.POLLPRI, result="gone")
+    ports.watch(r, A, mask=select.POLLPRI, result="gone")
     run_for(Loop(core, ports, rescan_interval=60), WINDOW)
-    assert ports.consumed == [("/a", True)] and len(core.rescans) == 1
+    assert ports.consumed == [(A, True)] and len(core.rescans) == 1
     assert len(core.ticks) < SLEEPING
 
 
@@ -183,7 +188,7 @@ def test_the_kernel_log_fd_reports_the_kernels_kills(pipe: tuple[int, int]) -> N
     r, w = pipe
     calls, core, ports = make()
     ports.watch(r, "")
-    ports.kills = [("/jobs", P(42, "/jobs/a").info())]
+    ports.kills = [(CgroupPath("/jobs"), P(42, "/jobs/a").info())]
     os.write(w, b"x")
     run_for(Loop(core, ports, rescan_interval=60), 5, until=lambda: bool(core.kernel))
     assert core.kernel == [("/jobs", 42)]
@@ -227,7 +232,7 @@ def test_a_file_that_always_polls_readable(tmp_path: Path, mask: int, spins: boo
     fd = os.open(f, os.O_RDONLY | os.O_CLOEXEC)
     try:
         _, core, ports = make()
-        ports.watch(fd, "/a", mask=mask, result="quiet")
+        ports.watch(fd, A, mask=mask, result="quiet")
         run_for(Loop(core, ports, rescan_interval=60), WINDOW)
     finally:
         os.close(fd)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from memcgctl.actions.kill import make_killer
+from memcgctl.cgpath import CgroupPath
 from memcgctl.daemon import owner
 from memcgctl.daemon.ports import RealPorts
 from memcgctl.journal import Journal
@@ -41,11 +42,11 @@ def test_a_dead_instances_valve_is_adopted_with_the_users_value(
     dead = {"instance": "no-such-boot/1/1", "memory.high": str(250 * MIB), "valve": str(VALVE)}
     os.setxattr(d, owner.MARK, json.dumps(dead).encode())
     p = ports(fake_v2, tmp_path, "this-boot/2/2")
-    m = p.take_over("/jobs")
+    m = p.take_over(CgroupPath("/jobs"))
     assert m is not None and (m.mode, m.domain) == ("valve", "/jobs")
     mark = json.loads(os.getxattr(d, owner.MARK))
     assert mark == {"instance": "this-boot/2/2", "memory.high": str(250 * MIB), "valve": str(VALVE)}
-    p.release("/jobs")
+    p.release(CgroupPath("/jobs"))
     assert (d / "memory.high").read_text().strip() == str(250 * MIB)
     assert owner.MARK not in os.listxattr(d)
 
@@ -58,7 +59,7 @@ def test_a_live_instances_valve_is_not_taken(fake_v2: FakeHost, tmp_path: Path) 
     live = {"instance": owner.instance_id(env.proc, 4242), "memory.high": "max"}
     os.setxattr(d, owner.MARK, json.dumps(live).encode())
     p = ports(fake_v2, tmp_path, "this-boot/2/2")
-    assert p.take_over("/jobs") is None
+    assert p.take_over(CgroupPath("/jobs")) is None
     log = p.log
     assert isinstance(log, io.StringIO) and "held by the running daemon" in log.getvalue()
     assert (d / "memory.high").read_text().strip() == "max"

@@ -15,14 +15,16 @@ import time
 from pathlib import Path
 
 from memcgctl.actions.kill import make_killer
+from memcgctl.cgpath import HOST, CgroupPath, Scope
 from memcgctl.daemon.loop import Loop
-from memcgctl.daemon.ports import HOST, RealPorts
+from memcgctl.daemon.ports import RealPorts
 from memcgctl.journal import Journal
 from memcgctl.readers.notify import EventsFileWatch, OomControlWatch, PsiTrigger
 from tests.fakehost import FakeHost
 from tests.test_daemon_loop_unit import SLEEPING, WINDOW, make, run_for
 
 MIB = 1 << 20
+JOBS = CgroupPath("/jobs")
 
 
 def ports(host: FakeHost, tmp_path: Path) -> RealPorts:
@@ -37,7 +39,7 @@ def ports(host: FakeHost, tmp_path: Path) -> RealPorts:
     )
 
 
-def only_fd(p: RealPorts, cg: str) -> int:
+def only_fd(p: RealPorts, cg: Scope) -> int:
     (w,) = p.watches[cg]
     return w.fileno()
 
@@ -46,16 +48,16 @@ def v1_ports(host: FakeHost, tmp_path: Path) -> RealPorts:
     d = host.cgroup("/jobs", limit=256 * MIB, delay_ms=0)
     (d / "cgroup.event_control").touch()  # the eventfd registration lands in a file
     p = ports(host, tmp_path)
-    assert p.take_over("/jobs") is not None
-    assert isinstance(p.watches["/jobs"][0], OomControlWatch)
+    assert p.take_over(JOBS) is not None
+    assert isinstance(p.watches[JOBS][0], OomControlWatch)
     return p
 
 
 def v2_ports(host: FakeHost, tmp_path: Path) -> tuple[RealPorts, Path]:
     d = host.cgroup("/jobs", limit=256 * MIB, delay_ms=0, events={"oom": 0, "low": 0})
     p = ports(host, tmp_path)
-    assert p.take_over("/jobs") is not None
-    assert isinstance(p.watches["/jobs"][0], EventsFileWatch)
+    assert p.take_over(JOBS) is not None
+    assert isinstance(p.watches[JOBS][0], EventsFileWatch)
     return p, d / "memory.events"
 
 
@@ -63,23 +65,23 @@ def test_v1_eventfd_waits_for_pollin_and_counts_notifications(
     fake_v1: FakeHost, tmp_path: Path
 ) -> None:
     p = v1_ports(fake_v1, tmp_path)
-    fd = only_fd(p, "/jobs")
-    assert p.fds() == {fd: "/jobs"}
+    fd = only_fd(p, JOBS)
+    assert p.fds() == {fd: JOBS}
     assert p.poll_events(fd) == select.POLLIN
-    assert p.consume("/jobs", fd, False) == "quiet"  # nothing counted yet
+    assert p.consume(JOBS, fd, False) == "quiet"  # nothing counted yet
     os.eventfd_write(fd, 1)  # what the kernel does on an OOM
-    assert p.consume("/jobs", fd, False) == "fired"
-    assert p.consume("/jobs", fd, False) == "quiet"  # drained
+    assert p.consume(JOBS, fd, False) == "fired"
+    assert p.consume(JOBS, fd, False) == "quiet"  # drained
     shutil.rmtree(fake_v1.path("/jobs"))
     os.eventfd_write(fd, 1)  # v1 also fires once when the cgroup is removed
-    assert p.consume("/jobs", fd, False) == "gone"
+    assert p.consume(JOBS, fd, False) == "gone"
     p.close_all()
     assert p.fds() == {}
 
 
 def test_v2_memory_events_waits_for_pollpri_only(fake_v2: FakeHost, tmp_path: Path) -> None:
     p, _ = v2_ports(fake_v2, tmp_path)
-    fd = only_fd(p, "/jobs")
+    fd = only_fd(p, JOBS)
     mask = p.poll_events(fd)
     assert mask == select.POLLPRI and not mask & select.POLLIN
     poller = select.poll()
@@ -90,15 +92,15 @@ def test_v2_memory_events_waits_for_pollpri_only(fake_v2: FakeHost, tmp_path: Pa
 
 def test_v2_consume_fires_only_when_an_oom_counter_grows(fake_v2: FakeHost, tmp_path: Path) -> None:
     p, events = v2_ports(fake_v2, tmp_path)
-    fd = only_fd(p, "/jobs")
-    assert p.consume("/jobs", fd, True) == "quiet"  # kernfs wakes with POLLERR too
+    fd = only_fd(p, JOBS)
+    assert p.consume(JOBS, fd, True) == "quiet"  # kernfs wakes with POLLERR too
     events.write_text("oom 0\nlow 5\n")
-    assert p.consume("/jobs", fd, True) == "quiet"  # another counter
+    assert p.consume(JOBS, fd, True) == "quiet"  # another counter
     events.write_text("oom 0\nlow 5\nhigh 1\n")
-    assert p.consume("/jobs", fd, True) == "fired"
+    assert p.consume(JOBS, fd, True) == "fired"
     events.write_text("oom 1\nlow 5\nhigh 1\n")
-    assert p.consume("/jobs", fd, True) == "fired"
-    assert p.consume("/jobs", fd, True) == "quiet"  # read already
+    assert p.consume(JOBS, fd, True) == "fired"
+    assert p.consume(JOBS, fd, True) == "quiet"  # read already
     p.close_all()
 
 
@@ -117,9 +119,9 @@ def test_host_psi_trigger_waits_for_pollpri_and_fires(fake_v1: FakeHost, tmp_pat
 
 def test_an_unknown_fd_is_quiet(fake_v2: FakeHost, tmp_path: Path) -> None:
     p, _ = v2_ports(fake_v2, tmp_path)
-    fd = only_fd(p, "/jobs")
-    assert p.consume("/elsewhere", fd, False) == "quiet"
-    assert p.consume("/jobs", fd + 1000, False) == "quiet"
+    fd = only_fd(p, JOBS)
+    assert p.consume(CgroupPath("/elsewhere"), fd, False) == "quiet"
+    assert p.consume(JOBS, fd + 1000, False) == "quiet"
     assert p.poll_events(fd + 1000) == select.POLLPRI
     p.close_all()
 
@@ -142,8 +144,8 @@ def test_the_loop_over_real_ports_wakes_once_per_v1_notification(
     fake_v1: FakeHost, tmp_path: Path
 ) -> None:
     p = v1_ports(fake_v1, tmp_path)
-    os.eventfd_write(only_fd(p, "/jobs"), 1)
+    os.eventfd_write(only_fd(p, JOBS), 1)
     _, core, _ = make()
     run_for(Loop(core, p, rescan_interval=60), WINDOW)
-    assert core.notified == ["/jobs"]
+    assert core.notified == [JOBS]
     assert len(core.ticks) < SLEEPING, len(core.ticks)

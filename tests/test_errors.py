@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from memcgctl import diag
+from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import MemcgctlGroup, cli
 from memcgctl.errors import (
     CommandNotExecutable,
@@ -112,7 +113,7 @@ def test_other_errnos(code: int, cls: type[MemcgctlError], text: str) -> None:
 def test_make_under_a_missing_parent_is_no_such_cgroup(fake_v1: FakeHost) -> None:
     fs = fake_v1.env().fs
     with pytest.raises(NoSuchCgroup) as info:
-        fs.make("/gone/child")
+        fs.make(CgroupPath("/gone/child"))
     assert info.value.cgroup == "/gone/child" and info.value.status == 3
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import cli
 from memcgctl.counters import by_cause, cgroup_counters, prometheus, subtree_sum
 from memcgctl.events import Follower, diff_counters, format_event, merge_history
@@ -108,7 +109,13 @@ def test_follower_stream_continues_after_epipe(fake_v1: FakeHost) -> None:
         seen: list[Event] = []
         journaled: list[Event] = []
         follower = Follower(
-            fs, "/a", reader, BTIME, "boot", emit=seen.append, on_kernel_kill=journaled.append
+            fs,
+            CgroupPath("/a"),
+            reader,
+            BTIME,
+            "boot",
+            emit=seen.append,
+            on_kernel_kill=journaled.append,
         )
         follower.step(now=0.0)
         assert reader.lost == 2
@@ -145,7 +152,7 @@ def test_merge_history_dedups_and_journal_fills_gaps() -> None:
 def test_diff_counters_reports_increments_only() -> None:
     old = {"low": 0, "high": 1, "max": 5, "oom": 1, "oom_kill": 1, "oom_group_kill": 0}
     new = {"low": 3, "high": 1, "max": 7, "oom": 2, "oom_kill": 0, "oom_group_kill": 0}
-    events = diff_counters("/a", old, new, "memory.events.local", "T")
+    events = diff_counters(CgroupPath("/a"), old, new, "memory.events.local", "T")
     assert [(e["kind"], e.get("count")) for e in events] == [("max", 2), ("oom", 1)]
     assert {(e["source"], e.get("file")) for e in events} == {
         ("memory.events", "memory.events.local")
@@ -159,10 +166,12 @@ def test_by_cause_and_completeness() -> None:
         {"kind": "oom_kill", "cgroup": "/ab", "constraint": "CONSTRAINT_MEMCG"},
         {"kind": "user_kill", "cgroup": "/a/job", "pid": 3},
     ]
-    assert by_cause("/a", kills) == {"system": 1, "memcg": 1, "user": 1}
+    assert by_cause(CgroupPath("/a"), kills) == {"system": 1, "memcg": 1, "user": 1}
     local = {"/a": {"oom_kill": 1}, "/a/job": {"oom_kill": 2}, "/ab": {"oom_kill": 9}}
-    assert subtree_sum("/a", local) == {"oom_kill": 3}
-    doc = cgroup_counters("/a", local["/a"], subtree_sum("/a", local), kills)
+    assert subtree_sum(CgroupPath("/a"), local) == {"oom_kill": 3}
+    doc = cgroup_counters(
+        CgroupPath("/a"), local[CgroupPath("/a")], subtree_sum(CgroupPath("/a"), local), kills
+    )
     assert doc["complete"] is False  # the kernel counted 3, the log shows 2
 
 
@@ -170,7 +179,7 @@ def test_prometheus_escapes_labels() -> None:
     doc = {
         "system": {"oom_kill": 4},
         "cgroups": [
-            cgroup_counters('/we"ird\\name\n', {"oom_kill": 1}, {"oom_kill": 2}, []),
+            cgroup_counters(CgroupPath('/we"ird\\name\n'), {"oom_kill": 1}, {"oom_kill": 2}, []),
         ],
     }
     text = prometheus(doc)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.events import NOTIFICATION_HOLD_S, Follower
 from memcgctl.journal import Journal, JournalTail
 from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
@@ -34,7 +35,12 @@ class FileKmsg:
 
 def follower(host: FakeHost, seen: list[Event], kmsg: Any = None) -> Follower:
     return Follower(
-        CgroupFs(hierarchy_at(host.cgroot)), "/", kmsg, 1_700_000_000, "boot", seen.append
+        CgroupFs(hierarchy_at(host.cgroot)),
+        CgroupPath("/"),
+        kmsg,
+        1_700_000_000,
+        "boot",
+        seen.append,
     )
 
 
@@ -45,10 +51,10 @@ def test_a_burst_of_eventfd_signals_is_one_pair(fake_v1: FakeHost) -> None:
     watch = StubWatch("/job")
     t0 = time.monotonic()
     f.on_eventfd(watch)  # type: ignore[arg-type]
-    f.check_resolved("/job", now=t0 + 0.01)  # under_oom already 0, but too soon
+    f.check_resolved(CgroupPath("/job"), now=t0 + 0.01)  # under_oom already 0, but too soon
     f.on_eventfd(watch)  # type: ignore[arg-type]  # the same OOM signals again
-    f.check_resolved("/job", now=t0 + 0.02)
-    f.check_resolved("/job", now=time.monotonic() + f.resolve_check_s)
+    f.check_resolved(CgroupPath("/job"), now=t0 + 0.02)
+    f.check_resolved(CgroupPath("/job"), now=time.monotonic() + f.resolve_check_s)
     f.flush(force=True)
     assert [e["kind"] for e in seen] == ["under_oom", "oom_resolved"]
 

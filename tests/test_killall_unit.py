@@ -22,6 +22,7 @@ from memcgctl.actions.kill import (
     parse_signal,
     user_kill_records,
 )
+from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import cli
 from memcgctl.errors import NotSupported, UsageProblem
 from memcgctl.readers.cgroupfs import CgroupFs, Hierarchy
@@ -47,7 +48,7 @@ def _killer(host: FakeHost, sig: RecordingSignaller, self_pid: int = 999_999) ->
 def test_rounds_kill_whole_subtree_and_spare_bystander(fake_v1: FakeHost) -> None:
     _tree(fake_v1)
     rec = RecordingSignaller(fake_v1)
-    report = _killer(fake_v1, rec).kill_all("/job", timeout=5)
+    report = _killer(fake_v1, rec).kill_all(CgroupPath("/job"), timeout=5)
     assert sorted(rec.signalled()) == [201, 202, 203, 204]
     assert all(s == signal.SIGKILL for _, s in rec.sent)
     assert report.mechanism == PROCS and report.empty
@@ -65,7 +66,7 @@ def test_big_sigkilled_processes_still_alive_get_mrelease(fake_v1: FakeHost) -> 
     for pid, cg in ((202, "/job/a"), (204, "/job/a/b")):
         fake_v1.process(pid, cg, comm="big", rss_anon_kb=MRELEASE_MIN_RSS_KB)
     rec = RecordingSignaller(fake_v1, lethal=frozenset())  # they take their time dying
-    report = _killer(fake_v1, rec).kill_all("/job", timeout=0.05)
+    report = _killer(fake_v1, rec).kill_all(CgroupPath("/job"), timeout=0.05)
     # process_mrelease after SIGKILL, for the big ones only (small ones free themselves)
     assert sorted(rec.released) == [202, 204]
     assert sorted(p for p, _ in rec.sent) == [201, 202, 203, 204]  # signalled once each
@@ -84,7 +85,7 @@ def test_children_forked_between_rounds_are_caught(fake_v1: FakeHost) -> None:
             fake_v1.process(child, "/job/a/b", comm="child")
 
     rec = RecordingSignaller(fake_v1, on_send=fork_on_signal)
-    report = _killer(fake_v1, rec).kill_all("/job", timeout=5)
+    report = _killer(fake_v1, rec).kill_all(CgroupPath("/job"), timeout=5)
     assert forked == [210, 211]
     assert {210, 211} <= set(rec.signalled())
     assert report.empty and not fake_v1.path("/job").joinpath("a/b/cgroup.procs").read_text()
@@ -98,7 +99,7 @@ def test_pid_that_left_the_subtree_is_not_signalled(fake_v1: FakeHost) -> None:
             fake_v1.process(203, "/other", comm="sleep", start_time=1203)
 
     rec = RecordingSignaller(fake_v1, on_open=move)
-    report = _killer(fake_v1, rec).kill_all("/job", timeout=5)
+    report = _killer(fake_v1, rec).kill_all(CgroupPath("/job"), timeout=5)
     assert 203 not in rec.signalled()
     assert 203 in fake_v1.processes
     assert any(pid == 203 and "left the subtree" in why for pid, why in report.skipped)
@@ -114,7 +115,7 @@ def test_recycled_pid_is_not_signalled(fake_v1: FakeHost) -> None:
             fake_v1.process(202, "/other", comm="innocent", start_time=99_999)
 
     rec = RecordingSignaller(fake_v1, on_open=recycle)
-    _killer(fake_v1, rec).kill_all("/job", timeout=5)
+    _killer(fake_v1, rec).kill_all(CgroupPath("/job"), timeout=5)
     assert 202 not in rec.signalled()
     assert fake_v1.processes[202].comm == "innocent"
 
@@ -123,22 +124,24 @@ def test_kill_process_checks_cgroup_and_start_time(fake_v1: FakeHost) -> None:
     _tree(fake_v1)
     rec = RecordingSignaller(fake_v1)
     killer = _killer(fake_v1, rec)
-    assert not killer.kill_process(202, "/other")
-    assert not killer.kill_process(204, "/job/a", exact=True)
-    assert not killer.kill_process(202, "/job", start_time=12345)  # recycled: other start
-    assert not killer.kill_process(4242, "/job")  # no such process
+    assert not killer.kill_process(202, CgroupPath("/other"))
+    assert not killer.kill_process(204, CgroupPath("/job/a"), exact=True)
+    assert not killer.kill_process(
+        202, CgroupPath("/job"), start_time=12345
+    )  # recycled: other start
+    assert not killer.kill_process(4242, CgroupPath("/job"))  # no such process
     assert rec.sent == []
-    assert killer.kill_process(204, "/job/a")
-    assert killer.kill_process(202, "/job/a", start_time=1202, exact=True)
+    assert killer.kill_process(204, CgroupPath("/job/a"))
+    assert killer.kill_process(202, CgroupPath("/job/a"), start_time=1202, exact=True)
     assert rec.sent == [(204, signal.SIGKILL), (202, signal.SIGKILL)]
     with pytest.raises(UsageProblem):
-        killer.kill_process(1, "/")
+        killer.kill_process(1, CgroupPath("/"))
 
 
 def test_timeout_names_survivors(fake_v1: FakeHost) -> None:
     _tree(fake_v1)
     rec = RecordingSignaller(fake_v1, lethal=frozenset({signal.SIGKILL}))
-    report = _killer(fake_v1, rec).kill_all("/job", sig=signal.SIGTERM, timeout=0.05)
+    report = _killer(fake_v1, rec).kill_all(CgroupPath("/job"), sig=signal.SIGTERM, timeout=0.05)
     assert not report.empty
     assert sorted(s.pid for s in report.survivors) == [201, 202, 203, 204]
     assert report.killed == []
@@ -159,7 +162,9 @@ def test_grace_escalates_to_sigkill(fake_v1: FakeHost) -> None:
             fake_v1.remove_process(203)
 
     rec.on_send = die_on_kill
-    report = _killer(fake_v1, rec).kill_all("/job", sig=signal.SIGTERM, grace=0.05, timeout=5)
+    report = _killer(fake_v1, rec).kill_all(
+        CgroupPath("/job"), sig=signal.SIGTERM, grace=0.05, timeout=5
+    )
     assert report.empty
     assert report.phases == [(signal.SIGTERM, PROCS), (signal.SIGKILL, PROCS)]
     assert (203, signal.SIGKILL) in rec.sent
@@ -172,29 +177,29 @@ def test_refusals(fake_v1: FakeHost) -> None:
     _tree(fake_v1)
     rec = RecordingSignaller(fake_v1)
     with pytest.raises(UsageProblem, match="root"):
-        _killer(fake_v1, rec).kill_all("/")
+        _killer(fake_v1, rec).kill_all(CgroupPath("/"))
     fake_v1.process(1, "/job/a", comm="init")
     with pytest.raises(UsageProblem, match="pid 1"):
-        _killer(fake_v1, rec).kill_all("/job")
+        _killer(fake_v1, rec).kill_all(CgroupPath("/job"))
     fake_v1.remove_process(1)
     with pytest.raises(UsageProblem, match="memcgctl itself"):
-        _killer(fake_v1, rec, self_pid=204).kill_all("/job")
+        _killer(fake_v1, rec, self_pid=204).kill_all(CgroupPath("/job"))
     assert rec.sent == []
 
 
 def test_mechanism_choice_v2(fake_v2: FakeHost) -> None:
     fake_v2.cgroup("/job")
     killer = _killer(fake_v2, RecordingSignaller(fake_v2))
-    assert killer.choose("/job", signal.SIGKILL) == PROCS  # no cgroup.kill/freeze files
+    assert killer.choose(CgroupPath("/job"), signal.SIGKILL) == PROCS  # no cgroup.kill/freeze files
     (fake_v2.path("/job") / "cgroup.freeze").write_text("0\n")
-    assert killer.choose("/job", signal.SIGKILL) == FREEZE_V2
+    assert killer.choose(CgroupPath("/job"), signal.SIGKILL) == FREEZE_V2
     (fake_v2.path("/job") / "cgroup.kill").write_text("")
-    assert killer.choose("/job", signal.SIGKILL) == KILL
-    assert killer.choose("/job", signal.SIGTERM) == FREEZE_V2
-    assert killer.choose("/job", signal.SIGKILL, "freeze") == FREEZE_V2
-    assert killer.choose("/job", signal.SIGKILL, "procs") == PROCS
+    assert killer.choose(CgroupPath("/job"), signal.SIGKILL) == KILL
+    assert killer.choose(CgroupPath("/job"), signal.SIGTERM) == FREEZE_V2
+    assert killer.choose(CgroupPath("/job"), signal.SIGKILL, "freeze") == FREEZE_V2
+    assert killer.choose(CgroupPath("/job"), signal.SIGKILL, "procs") == PROCS
     with pytest.raises(NotSupported):
-        killer.choose("/job", signal.SIGTERM, "kill")
+        killer.choose(CgroupPath("/job"), signal.SIGTERM, "kill")
 
 
 def _mirror_freezer(tmp_path: Path) -> Path:
@@ -214,18 +219,18 @@ def test_v1_freezer_used_only_with_the_same_processes(fake_v1: FakeHost, tmp_pat
     env = fake_v1.env()
     freezer = CgroupFs(Hierarchy(fz_root, 1, False))
     killer = Killer(env.fs, env.proc, RecordingSignaller(fake_v1), freezer=freezer, self_pid=1)
-    assert killer.choose("/job", signal.SIGKILL) == FREEZER_V1
+    assert killer.choose(CgroupPath("/job"), signal.SIGKILL) == FREEZER_V1
     (fz_root / "job/a/b/cgroup.procs").write_text("204\n777\n")  # one more than the memcg
-    assert killer.choose("/job", signal.SIGKILL) == PROCS
+    assert killer.choose(CgroupPath("/job"), signal.SIGKILL) == PROCS
     (fz_root / "job/a/b/cgroup.procs").write_text("")  # one fewer
-    assert killer.choose("/job", signal.SIGKILL) == PROCS
+    assert killer.choose(CgroupPath("/job"), signal.SIGKILL) == PROCS
     with pytest.raises(NotSupported):
-        killer.choose("/job", signal.SIGKILL, "freeze")
+        killer.choose(CgroupPath("/job"), signal.SIGKILL, "freeze")
 
 
 def test_user_kill_records(fake_v1: FakeHost) -> None:
     _tree(fake_v1)
-    report = _killer(fake_v1, RecordingSignaller(fake_v1)).kill_all("/job/a", timeout=5)
+    report = _killer(fake_v1, RecordingSignaller(fake_v1)).kill_all(CgroupPath("/job/a"), timeout=5)
     recs = user_kill_records(report)
     assert sorted(r["pid"] for r in recs) == [202, 203, 204]
     r = recs[0]
@@ -336,7 +341,7 @@ def test_v1_freezer_match_tolerates_a_fork_between_the_reads(
     first_read = {201, 202, 203, 204}
     (fz_root / "job/a/b/cgroup.procs").write_text("204\n205\n")  # the child, in the freezer
     (fake_v1.cgroot / "job/a/b/cgroup.procs").write_text("204\n205\n")  # and the memcg now
-    assert killer.freezer_matches("/job", first_read)
+    assert killer.freezer_matches(CgroupPath("/job"), first_read)
     # a process the memcg held in both reads but the freezer never did: not a mirror
     (fake_v1.cgroot / "job/a/b/cgroup.procs").write_text("204\n205\n206\n")
-    assert not killer.freezer_matches("/job", first_read | {206})
+    assert not killer.freezer_matches(CgroupPath("/job"), first_read | {206})

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.kube import (
     BADNESS_KEY,
     DELAY_KEY,
@@ -200,7 +201,9 @@ UID_ = UID.replace("-", "_")
     ],
 )
 def test_pod_cgroup_paths(path: str, qos: str, driver: str, tier: str | None) -> None:
-    assert parse_pod_cgroup(path) == PodCgroup(path, UID, qos, driver, tier)
+    cg = CgroupPath(path)
+    want = PodCgroup(cg, UID, qos, driver, CgroupPath(tier) if tier is not None else None)
+    assert parse_pod_cgroup(cg) == want
 
 
 @pytest.mark.parametrize(
@@ -222,14 +225,14 @@ def test_pod_cgroup_paths(path: str, qos: str, driver: str, tier: str | None) ->
     ],
 )
 def test_not_pod_cgroups(path: str) -> None:
-    assert parse_pod_cgroup(path) is None
+    assert parse_pod_cgroup(CgroupPath(path)) is None
 
 
 # -- reconcile --------------------------------------------------------------------
 
 
 def _cg(path: str) -> PodCgroup:
-    pc = parse_pod_cgroup(path)
+    pc = parse_pod_cgroup(CgroupPath(path))
     assert pc is not None
     return pc
 
@@ -255,7 +258,7 @@ def test_reconcile_sets_pods_and_tiers_and_nothing_else() -> None:
         (f"/kubepods/burstable/pod{high.uid}", DELAY_KEY): 1000,
         (f"/kubepods/pod{guaranteed.uid}", BADNESS_KEY): b(guaranteed).badness,
         (tier, BADNESS_KEY): b(low).badness,
-        **{(c.path, POD_KEY): p.label for c, p in zip(cgs, pods, strict=False)},
+        **{(str(c.path), POD_KEY): p.label for c, p in zip(cgs, pods, strict=False)},
     }
     assert set(plan.matched) == {c.path for c in cgs[:3]}
     # once applied, nothing more to do
@@ -270,7 +273,7 @@ def test_reconcile_sets_pods_and_tiers_and_nothing_else() -> None:
     }
 
 
-def applied(current: dict[str, Current], changes: list[Change]) -> dict[str, Current]:
+def applied(current: dict[CgroupPath, Current], changes: list[Change]) -> dict[CgroupPath, Current]:
     out = dict(current)
     for c in changes:
         now = out.get(c.cgroup, Current(None, None))
@@ -342,7 +345,7 @@ def test_container_badness_by_annotation() -> None:
     assert s.containers == {"sidecar": 20} and len(s.problems) == 1
     base = f"/kubepods/burstable/pod{pod.uid}"
     pc = _cg(base)
-    sidecar, app, sandbox = f"{base}/{'f' * 64}", f"{base}/{CID}", f"{base}/{'e' * 64}"
+    sidecar, app, sandbox = pc.path.child("f" * 64), pc.path.child(CID), pc.path.child("e" * 64)
     pc = PodCgroup(
         pc.path, pc.uid, pc.qos, pc.driver, pc.tier,
         (("f" * 64, sidecar), (CID, app), ("e" * 64, sandbox)),

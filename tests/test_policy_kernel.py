@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.model import CgroupInfo
 from memcgctl.policy import (
     KernelParams,
@@ -130,7 +131,7 @@ def test_skip_rules() -> None:
         ],
         version=1,
     )
-    d = select_kernel(snap, "/j", params())
+    d = select_kernel(snap, CgroupPath("/j"), params())
     assert d.victim is not None and d.victim.pid == 12
     assert [s.process.pid for s in d.candidates] == [12]
     assert "3 never eligible" in d.reasons[1]
@@ -138,7 +139,7 @@ def test_skip_rules() -> None:
 
 def test_negative_points_can_still_be_chosen() -> None:
     snap = build({"/j": {"limit": 256 * MIB}}, [P(12, "/j", rss=4, adj=-999)], version=1)
-    d = select_kernel(snap, "/j", params())
+    d = select_kernel(snap, CgroupPath("/j"), params())
     assert d.victim is not None and d.points is not None and d.points < 0
 
 
@@ -149,7 +150,7 @@ def test_adj_can_outweigh_size() -> None:
         [P(10, "/j/a", rss=40 * 1024), P(11, "/j/b", rss=1024, adj=200)],
         version=1,
     )
-    d = select_kernel(snap, "/j", params())
+    d = select_kernel(snap, CgroupPath("/j"), params())
     assert d.victim is not None and d.victim.pid == 11
     assert d.totalpages == LIMIT_PAGES
     assert d.candidates[0].adj_pages == 200 * (LIMIT_PAGES // 1000)
@@ -172,9 +173,9 @@ def test_tie_goes_to_the_last_scanned_memcg_preorder_creation_order() -> None:
         ],
         version=1,
     )
-    order = [p.pid for p in scan_order(snap, "/j")]
+    order = [p.pid for p in scan_order(snap, CgroupPath("/j"))]
     assert order == [40, 30, 25, 20]
-    d = select_kernel(snap, "/j", params())
+    d = select_kernel(snap, CgroupPath("/j"), params())
     assert d.victim is not None and d.victim.pid == 20
     assert [s.process.pid for s in d.candidates] == [20, 25, 30, 40]
     assert any("scans last" in r for r in d.reasons)
@@ -182,7 +183,7 @@ def test_tie_goes_to_the_last_scanned_memcg_preorder_creation_order() -> None:
 
 def test_tie_on_host_goes_to_the_highest_pid() -> None:
     snap = build({"/a": {}, "/b": {}}, [P(300, "/a", rss=800), P(200, "/b", rss=800)], version=1)
-    d = select_kernel(snap, "/", params())
+    d = select_kernel(snap, CgroupPath("/"), params())
     assert d.victim is not None and d.victim.pid == 300
     assert "pid order" in d.caveats[0]
 
@@ -196,7 +197,7 @@ def test_host_oom_uses_ram_plus_swap() -> None:
         swap_total_kb=GIB_KB,
     )
     p = KernelParams.of(snap, vm_swappiness=60)
-    d = select_kernel(snap, "/", p)
+    d = select_kernel(snap, CgroupPath("/"), p)
     assert d.totalpages == 2 * GIB_KB // 4
     assert d.points == 1 + 10 * (d.totalpages // 1000)
 
@@ -204,8 +205,8 @@ def test_host_oom_uses_ram_plus_swap() -> None:
 def test_oom_kill_allocating_task_is_a_caveat_for_host_ooms_only() -> None:
     snap = build({"/a": {"limit": 64 * MIB}}, [P(10, "/a", rss=4)], version=1)
     p = params(oom_kill_allocating_task=True)
-    assert "oom_kill_allocating_task" in select_kernel(snap, "/", p).caveats[0]
-    assert not any("allocating" in c for c in select_kernel(snap, "/a", p).caveats)
+    assert "oom_kill_allocating_task" in select_kernel(snap, CgroupPath("/"), p).caveats[0]
+    assert not any("allocating" in c for c in select_kernel(snap, CgroupPath("/a"), p).caveats)
 
 
 def test_group_kill_v2() -> None:
@@ -213,14 +214,14 @@ def test_group_kill_v2() -> None:
         {"/svc": {"limit": 64 * MIB, "oom_group": True}, "/svc/w": {}},
         [P(10, "/svc/w", rss=900), P(11, "/svc", rss=1), P(12, "/svc", adj=-1000)],
     )
-    d = select_kernel(snap, "/svc", params(version=2))
+    d = select_kernel(snap, CgroupPath("/svc"), params(version=2))
     assert d.victim is not None and d.victim.pid == 10
     assert d.kill_group == "/svc" and d.group_pids == (10, 11)
 
 
 def test_no_candidates() -> None:
     snap = build({"/j": {"limit": 64 * MIB}}, [P(10, "/j", adj=-1000)], version=1)
-    d = select_kernel(snap, "/j", params())
+    d = select_kernel(snap, CgroupPath("/j"), params())
     assert d.victim is None and d.candidates == ()
 
 

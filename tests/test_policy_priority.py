@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.policy import lowest_priority_child, rank_priority, select_priority
 from tests.snapbuild import P, build
 
@@ -182,7 +183,7 @@ def test_priority_rules(
     victim: int | None,
     levels: list[str],
 ) -> None:
-    d = select_priority(build(cgroups, procs), root)
+    d = select_priority(build(cgroups, procs), CgroupPath(root))
     assert (d.victim.pid if d.victim else None) == victim
     assert [lv.cgroup for lv in d.walk] == levels
     if victim is not None:
@@ -198,7 +199,7 @@ def test_walk_lists_every_candidate_with_verdicts() -> None:
         {"/a": {"badness": 100, "usage": 5}, "/b": {"badness": 1000}, "/c": {"usage": 50}},
         [P(10, "/a"), P(20, "/b"), P(30, "/c"), P(40, "/", rss=9, badness=100)],
     )
-    d = select_priority(snap, "/")
+    d = select_priority(snap, CgroupPath("/"))
     top = d.walk[0]
     names = [c.name for c in top.candidates]
     # eligible in rank order (cgroup /a before the process at equal badness), skipped last
@@ -240,7 +241,7 @@ def test_oom_group_kill(
             P(13, "/svc", adj=-1000),
         ],
     )
-    d = select_priority(snap, root)
+    d = select_priority(snap, CgroupPath(root))
     assert d.victim is not None and d.victim.pid == 10
     assert d.kill_group == group
     assert d.group_pids == pids
@@ -250,7 +251,7 @@ def test_oom_group_kill(
 
 def test_v1_never_group_kills() -> None:
     snap = build({"/svc": {}}, [P(10, "/svc"), P(11, "/svc")], version=1)
-    d = select_priority(snap, "/")
+    d = select_priority(snap, CgroupPath("/"))
     assert d.kill_group is None and d.group_pids == (10,)
 
 
@@ -259,8 +260,12 @@ def test_exclude_and_rank_give_next_in_line() -> None:
         {"/a": {"badness": 100}, "/b": {"badness": 200}},
         [P(10, "/a", rss=5), P(11, "/a", rss=9), P(20, "/b")],
     )
-    assert [d.victim.pid for d in rank_priority(snap, "/", 5) if d.victim] == [11, 10, 20]
-    d = select_priority(snap, "/", exclude={11, 10})
+    assert [d.victim.pid for d in rank_priority(snap, CgroupPath("/"), 5) if d.victim] == [
+        11,
+        10,
+        20,
+    ]
+    d = select_priority(snap, CgroupPath("/"), exclude={11, 10})
     assert d.victim is not None and d.victim.pid == 20
     # /a is now empty of candidates and says so
     skipped = {c.name: c.skip for c in d.walk[0].candidates}
@@ -268,7 +273,7 @@ def test_exclude_and_rank_give_next_in_line() -> None:
 
 
 def test_missing_root_is_no_victim() -> None:
-    d = select_priority(build({}, []), "/nope")
+    d = select_priority(build({}, []), CgroupPath("/nope"))
     assert d.victim is None
 
 
@@ -294,7 +299,7 @@ def test_lowest_priority_child_ranks_as_the_walk_does(
     cgroups: dict[str, dict[str, Any]], procs: list[P], expected: str | None
 ) -> None:
     snap = build(cgroups, procs)
-    assert lowest_priority_child(snap, "/") == expected
+    assert lowest_priority_child(snap, ROOT) == expected
     if expected is not None:  # the walk descends into the same child
-        assert select_priority(snap, "/").walk[1].cgroup == expected
-    assert lowest_priority_child(snap, "/nowhere") is None
+        assert select_priority(snap, ROOT).walk[1].cgroup == expected
+    assert lowest_priority_child(snap, CgroupPath("/nowhere")) is None

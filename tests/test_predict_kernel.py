@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import cli
 from memcgctl.env import Env
 from memcgctl.policy import KernelParams, host_totalpages, proc_oom_score, select_kernel
@@ -250,9 +251,9 @@ def test_host_ranking_matches_kernel_oom_score(cgroups: TestCgroups, tmp_path: P
     spec = [(0, 0), (48, 0), (24, 120), (8, 300), (64, 60)]
     pids = {cgroups.hog(job, mib, adj).pid for mib, adj in spec}
     env = Env(state_dir=tmp_path)
-    snap = env.snapshot("/")
+    snap = env.snapshot(CgroupPath("/"))
     params = KernelParams.of(snap, env.proc.sysctl("vm.swappiness"))
-    d = select_kernel(snap, "/", params)
+    d = select_kernel(snap, CgroupPath("/"), params)
     total = host_totalpages(params)
     ours = [s for s in d.candidates if s.process.pid in pids]
     assert {s.process.pid for s in ours} == pids

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.errors import NoSuchCgroup, NotSupported, UsageProblem
 from memcgctl.readers.cgroupfs import detect_hierarchy, parse_mountinfo
 from memcgctl.readers.procfs import parse_stat_starttime, parse_status
@@ -95,14 +96,14 @@ def test_v1_snapshot_reads_limits_oom_state_and_members(fake_v1: FakeHost) -> No
     fake_v1.process(100, "/batch", comm="job", rss_anon_kb=1000, rss_file_kb=20, swap_kb=5)
     fake_v1.process(2, "/", comm="kthreadd", kthread=True)
     snap = fake_v1.env().snapshot()
-    b = snap.cgroups["/batch"]
+    b = snap.cgroups[CgroupPath("/batch")]
     assert (b.limit_bytes, b.usage_bytes, b.under_oom, b.oom_kills_local) == (
         64 << 20,
         10 << 20,
         True,
         2,
     )
-    assert snap.cgroups["/"].limit_bytes is None  # v1 "unlimited"
+    assert snap.cgroups[CgroupPath("/")].limit_bytes is None  # v1 "unlimited"
     assert b.pids == (100,)
     p = snap.processes[100]
     assert (p.comm, p.cgroup, p.rss_kb, p.swap_kb, p.killable) == ("job", "/batch", 1020, 5, True)
@@ -118,10 +119,10 @@ def test_v2_snapshot_reads_events_and_oom_group(fake_v2: FakeHost) -> None:
         events_local={"oom_kill": 1},
     )
     snap = fake_v2.env().snapshot()
-    s = snap.cgroups["/svc"]
+    s = snap.cgroups[CgroupPath("/svc")]
     assert (s.limit_bytes, s.oom_group, s.under_oom) == (1 << 30, True, None)
     assert s.events["oom"] == 3 and s.oom_kills_local == 1
-    assert snap.cgroups["/"].limit_bytes is None  # the v2 root has no memory.max
+    assert snap.cgroups[CgroupPath("/")].limit_bytes is None  # the v2 root has no memory.max
 
 
 def test_init_and_kernel_threads_are_not_killable(fake_v1: FakeHost) -> None:

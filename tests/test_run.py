@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import cli
 from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
 from tests.fakehost import FakeHost
@@ -144,12 +145,12 @@ def test_v2_new_cgroup_gets_the_memory_controller(fake_v2: FakeHost) -> None:
     fake_v2.cgroup("/work")
     (fake_v2.cgroot / "work" / "cgroup.subtree_control").write_text("pids\n")
     fs = CgroupFs(hierarchy_at(fake_v2.cgroot))
-    fs.make("/work/job")
+    fs.make(CgroupPath("/work/job"))
     assert (fake_v2.cgroot / "work" / "job").is_dir()
-    assert fs.enable_memory_controller("/work") is True
+    assert fs.enable_memory_controller(CgroupPath("/work")) is True
     assert (fake_v2.cgroot / "work" / "cgroup.subtree_control").read_text().startswith("+memory")
     (fake_v2.cgroot / "work" / "cgroup.subtree_control").write_text("memory pids\n")
-    assert fs.enable_memory_controller("/work") is False
+    assert fs.enable_memory_controller(CgroupPath("/work")) is False
 
 
 def test_exec_without_cgroup_keeps_exit_status_and_default_sigpipe(host: FakeHost) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.store import (
     BADNESS,
     OOM_DELAY,
@@ -23,17 +24,17 @@ from tests.fakehost import FakeHost
 def test_unset_is_default(fake_v1: FakeHost) -> None:
     fake_v1.cgroup("/a")
     fs = fake_v1.env().fs
-    assert cgroup_badness(fs, "/a") == (500, "default")
-    assert read_setting(fs, "/a", OOM_DELAY).value is None
+    assert cgroup_badness(fs, CgroupPath("/a")) == (500, "default")
+    assert read_setting(fs, CgroupPath("/a"), OOM_DELAY).value is None
 
 
 def test_trusted_wins_over_user(fake_v1: FakeHost) -> None:
     d = fake_v1.cgroup("/a")
     os.setxattr(d, "user.memcgctl.badness", b"10")
     fs = fake_v1.env().fs
-    assert cgroup_badness(fs, "/a") == (10, "user")
+    assert cgroup_badness(fs, CgroupPath("/a")) == (10, "user")
     os.setxattr(d, "trusted.memcgctl.badness", b"700")
-    assert cgroup_badness(fs, "/a") == (700, "trusted")
+    assert cgroup_badness(fs, CgroupPath("/a")) == (700, "trusted")
 
 
 def test_user_value_ignored_when_parent_has_another_owner(fake_v1: FakeHost) -> None:
@@ -45,25 +46,25 @@ def test_user_value_ignored_when_parent_has_another_owner(fake_v1: FakeHost) -> 
     os.setxattr(top, "user.memcgctl.badness", b"999")
     os.setxattr(d, "user.memcgctl.badness", b"5")
     fs = fake_v1.env().fs
-    assert cgroup_badness(fs, "/deleg") == (500, "default")  # its parent is root's
-    assert cgroup_badness(fs, "/deleg/inner") == (5, "user")
+    assert cgroup_badness(fs, CgroupPath("/deleg")) == (500, "default")  # its parent is root's
+    assert cgroup_badness(fs, CgroupPath("/deleg/inner")) == (5, "user")
 
 
 @pytest.mark.parametrize("raw", [b"abc", b"-1", b"1001", b""])
 def test_malformed_values_are_ignored(fake_v1: FakeHost, raw: bytes) -> None:
     d = fake_v1.cgroup("/a")
     os.setxattr(d, "trusted.memcgctl.badness", raw)
-    assert cgroup_badness(fake_v1.env().fs, "/a") == (500, "default")
+    assert cgroup_badness(fake_v1.env().fs, CgroupPath("/a")) == (500, "default")
 
 
 def test_write_and_clear(fake_v1: FakeHost) -> None:
     fake_v1.cgroup("/a")
     fs = fake_v1.env().fs
-    write_setting(fs, "/a", BADNESS, 42, "trusted")
+    write_setting(fs, CgroupPath("/a"), BADNESS, 42, "trusted")
     assert os.getxattr(fake_v1.cgroot / "a", "trusted.memcgctl.badness") == b"42"
-    write_setting(fs, "/a", BADNESS, None, "trusted")
-    write_setting(fs, "/a", BADNESS, None, "trusted")  # clearing twice is fine
-    assert cgroup_badness(fs, "/a") == (500, "default")
+    write_setting(fs, CgroupPath("/a"), BADNESS, None, "trusted")
+    write_setting(fs, CgroupPath("/a"), BADNESS, None, "trusted")  # clearing twice is fine
+    assert cgroup_badness(fs, CgroupPath("/a")) == (500, "default")
 
 
 def _alive(pid: int, start: int) -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from memcgctl.actions.signaller import Signaller
+from memcgctl.cgpath import CgroupPath
 from memcgctl.errors import NotSupported, UsageProblem, Vanished
 from memcgctl.readers.cgroupfs import CgroupFs
 from memcgctl.readers.procfs import ProcFs
@@ -83,15 +84,11 @@ def parse_signal(text: str) -> int:
         raise UsageProblem(f"{text}: unknown signal") from None
 
 
-def within(cg: str, top: str) -> bool:
-    return top == "/" or cg == top or cg.startswith(top + "/")
-
-
 @dataclass(frozen=True)
 class Target:
     pid: int
     comm: str
-    cgroup: str
+    cgroup: CgroupPath
     rss_kb: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -102,7 +99,7 @@ class Target:
 class Killed:
     pid: int
     comm: str
-    cgroup: str
+    cgroup: CgroupPath
     signal: int
     mechanism: str
 
@@ -118,7 +115,7 @@ class Killed:
 
 @dataclass
 class KillReport:
-    cgroup: str
+    cgroup: CgroupPath
     signal: int
     phases: list[tuple[int, str]] = field(default_factory=list)
     killed: list[Killed] = field(default_factory=list)
@@ -176,7 +173,7 @@ def user_kill_records(
 
 @dataclass
 class _Run:
-    top: str
+    top: CgroupPath
     handles: dict[int, int] = field(default_factory=dict)  # pid -> handle, this phase
     exited: set[int] = field(default_factory=set)  # handles seen exited
     killed: dict[int, Killed] = field(default_factory=dict)
@@ -211,7 +208,7 @@ class Killer:
         """PID's cgroup in our hierarchy, read now (raises Vanished)."""
         return self.fs.from_proc_path(self.proc.memory_cgroup(pid, self.fs.version))
 
-    def listing(self, top: str) -> list[Target]:
+    def listing(self, top: CgroupPath) -> list[Target]:
         out = []
         for pid, cg in self.fs.subtree_procs(top):
             try:
@@ -221,13 +218,13 @@ class Killer:
             out.append(Target(pid, comm, cg, rss_kb))
         return out
 
-    def check_not_root(self, top: str) -> None:
+    def check_not_root(self, top: CgroupPath) -> None:
         if top == "/":
             raise UsageProblem(
                 f"{self.fs.mount}: refusing to kill the whole hierarchy (the root cgroup)"
             )
 
-    def check_target(self, top: str, targets: list[Target]) -> None:
+    def check_target(self, top: CgroupPath, targets: list[Target]) -> None:
         """Refuse what must never be done (exit 2)."""
         self.check_not_root(top)
         for t in targets:
@@ -240,7 +237,7 @@ class Killer:
                 raise UsageProblem(f"{top}: pid 1 (init) is in {t.cgroup}; refusing")
 
     # -- mechanism choice ------------------------------------------------------------
-    def freezer_matches(self, top: str, pids: set[int]) -> bool:
+    def freezer_matches(self, top: CgroupPath, pids: set[int]) -> bool:
         """The v1 freezer cgroup with the same path holds exactly the processes of the
         memcg subtree (``pids``, read just before).
 
@@ -261,7 +258,7 @@ class Killer:
             return False
         return frozen_side <= (pids | after) and (pids & after) <= frozen_side
 
-    def choose(self, top: str, sig: int, wanted: str = "auto") -> str:
+    def choose(self, top: CgroupPath, sig: int, wanted: str = "auto") -> str:
         if wanted not in CHOICES:
             raise UsageProblem(f"{wanted}: unknown mechanism (use {', '.join(CHOICES)})")
         v2 = self.fs.version == 2
@@ -297,7 +294,7 @@ class Killer:
     def kill_process(
         self,
         pid: int,
-        expected_cgroup: str,
+        expected_cgroup: CgroupPath,
         sig: int = signal.SIGKILL,
         start_time: int | None = None,
         exact: bool = False,
@@ -317,7 +314,7 @@ class Killer:
                     return False
             except Vanished:
                 return False
-            if not (cg == expected_cgroup if exact else within(cg, expected_cgroup)):
+            if not (cg == expected_cgroup if exact else expected_cgroup.contains(cg)):
                 return False
             if not self.signaller.send(handle, sig):
                 return False
@@ -536,7 +533,7 @@ class Killer:
     # -- the whole subtree ------------------------------------------------------------------
     def plan(
         self,
-        top: str,
+        top: CgroupPath,
         sig: int = signal.SIGKILL,
         grace: float | None = None,
         wanted: str = "auto",
@@ -566,7 +563,7 @@ class Killer:
 
     def kill_all(
         self,
-        top: str,
+        top: CgroupPath,
         sig: int = signal.SIGKILL,
         timeout: float = 30.0,
         grace: float | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.errors import NoSuchCgroup, Vanished
 from memcgctl.kube import (
     BADNESS_KEY,
@@ -31,25 +32,21 @@ SEARCH_DEPTH = 3  # how deep below the hierarchy root a kubelet root may sit
 _XATTR_KEY = {BADNESS_KEY: BADNESS}
 
 
-def _name(cg: str) -> str:
-    return cg.rsplit("/", 1)[-1]
-
-
-def _children(fs: CgroupFs, cg: str) -> list[str]:
+def _children(fs: CgroupFs, cg: CgroupPath) -> list[CgroupPath]:
     try:
         return fs.children(cg)
     except Vanished:
         return []
 
 
-def find_kubepods_roots(fs: CgroupFs, depth: int = SEARCH_DEPTH) -> list[str]:
-    roots: list[str] = []
-    level = ["/"]
+def find_kubepods_roots(fs: CgroupFs, depth: int = SEARCH_DEPTH) -> list[CgroupPath]:
+    roots: list[CgroupPath] = []
+    level = [ROOT]
     for _ in range(depth):
-        below: list[str] = []
+        below: list[CgroupPath] = []
         for cg in level:
             for kid in _children(fs, cg):
-                (roots if _name(kid) in KUBEPODS_ROOTS else below).append(kid)
+                (roots if kid.name in KUBEPODS_ROOTS else below).append(kid)
         level = below
     return sorted(roots)
 
@@ -57,7 +54,7 @@ def find_kubepods_roots(fs: CgroupFs, depth: int = SEARCH_DEPTH) -> list[str]:
 def _with_containers(fs: CgroupFs, pc: PodCgroup) -> PodCgroup:
     containers = []
     for kid in _children(fs, pc.path):
-        cid = parse_container_dir(_name(kid))
+        cid = parse_container_dir(kid.name)
         if cid is not None:
             containers.append((cid, kid))
     return replace(pc, containers=tuple(containers))
@@ -80,9 +77,11 @@ def discover_pod_cgroups(fs: CgroupFs) -> list[PodCgroup]:
     return found
 
 
-def read_current(fs: CgroupFs, cgroups: Iterable[str], namespace: str) -> dict[str, Current]:
+def read_current(
+    fs: CgroupFs, cgroups: Iterable[CgroupPath], namespace: str
+) -> dict[CgroupPath, Current]:
     """What each cgroup carries in ``namespace`` (cgroups gone meanwhile are left out)."""
-    out: dict[str, Current] = {}
+    out: dict[CgroupPath, Current] = {}
     for cg in cgroups:
         try:
             out[cg] = Current(

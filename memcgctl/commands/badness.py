@@ -193,7 +193,7 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
     cgroups = [env.fs.resolve(t) for t in targets]
     entries = env.registry.load() if pids or not targets else None
     if not targets and not pids:
-        cgroups = list(env.fs.walk("/"))
+        cgroups = list(env.fs.walk())
         assert entries is not None
         registered = sorted({p for p, _ in entries})
         pids = tuple(p for p in registered if env.proc.exists(p))
@@ -305,7 +305,7 @@ def get_delay(env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], out: Ou
     """Show the OOM delay of cgroups (default: every cgroup in the hierarchy)."""
     paths = [env.fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
     if not cgroups and not pids:
-        paths = list(env.fs.walk("/"))
+        paths = list(env.fs.walk())
     items: list[dict[str, Any]] = []
     for cg in paths:
         try:

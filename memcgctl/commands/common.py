@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from memcgctl.cgpath import ROOT
 from memcgctl.env import PROC, Env
 from memcgctl.errors import UsageProblem
 
@@ -158,9 +159,7 @@ def complete_cgroup(ctx: click.Context, incomplete: str) -> list[str]:
     head, _, partial = incomplete.rpartition("/")
     if not head and incomplete.startswith("/"):
         head = "/"
-    base = fs.resolve(head) if head else "/"
+    base = fs.resolve(head) if head else ROOT
     prefix = "" if not head else (head if head.endswith("/") else head + "/")
-    names = sorted(
-        c.rsplit("/", 1)[1] for c in fs.children(base) if c.rsplit("/", 1)[1].startswith(partial)
-    )
+    names = sorted(c.name for c in fs.children(base) if c.name.startswith(partial))
     return [prefix + n for n in names]

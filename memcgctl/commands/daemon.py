@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import click
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
@@ -190,7 +191,7 @@ def daemon(
             click.echo(f"{cg}: {verb} {', '.join(knobs) or 'nothing (mark only)'}")
         return
     host_ms = parse_delay(host_delay) if host_delay is not None else None
-    if host_ms is not None and root != "/":
+    if host_ms is not None and not root.is_root:
         raise UsageProblem("--host-delay needs --root / (the host is the whole hierarchy)")
     stall_us = parse_duration_ms(psi_stall) * 1000
     window_us = parse_duration_ms(psi_window) * 1000
@@ -241,7 +242,7 @@ def daemon(
     except MemcgctlError as exc:
         click.echo(f"<4>cannot claim {root}: {exc}; a second daemon would not be refused", err=True)
 
-    def select(snap: Snapshot, oom_root: str, exclude: Iterable[int]) -> Decision:
+    def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
         if policy == "kernel":
             return select_kernel(snap, oom_root, kernel_params(env.proc, snap))
         return select_priority(snap, oom_root, exclude)
@@ -281,7 +282,7 @@ def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float
     return value
 
 
-def _start_guardian(env: Env, root: str, instance: str) -> None:
+def _start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
     """A small process that outlives a SIGKILLed daemon and restores its marks: it
     holds a pidfd on the daemon and runs ``daemon --release`` for this instance once
     the daemon is gone (an orderly stop has released everything: it finds nothing).
@@ -304,7 +305,7 @@ def _start_guardian(env: Env, root: str, instance: str) -> None:
         click.echo(f"<4>no guardian ({exc}): a SIGKILL would leave marks until --release", err=True)
 
 
-def _guard(env: Env, root: str, instance: str) -> None:
+def _guard(env: Env, root: CgroupPath, instance: str) -> None:
     """The guardian: wait for the daemon ``instance`` to die, then release its marks."""
     import select as select_mod
 

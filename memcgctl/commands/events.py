@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.commands.common import CgroupName, pass_env, pid_option, pids_option
 from memcgctl.diag import diagnostic
 from memcgctl.env import Env
@@ -64,7 +65,7 @@ def _open_kmsg(env: Env, quiet: bool = False) -> Any:
 
 
 def kernel_history(
-    env: Env, recorder: _Recorder, root: str = "/", after_seq: int | None = None
+    env: Env, recorder: _Recorder, root: CgroupPath = ROOT, after_seq: int | None = None
 ) -> tuple[Any, Any, list[KernelEvent]]:
     """Open the kernel log, parse the ring's history (only records after ``after_seq``
     when given), journal its kills.
@@ -237,7 +238,10 @@ def _events_from_file(
     from memcgctl.oomreport import LogBound, saved_events, within
     from memcgctl.readers.logfile import read_chunks
 
-    root = "/" if not cgroup else "/" + cgroup.strip("/")
+    try:  # matched against the log's own paths: not resolved in this hierarchy
+        root = CgroupPath(cgroup or "/")
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
     lo = LogBound(since) if since is not None else None
     hi = LogBound(until) if until is not None else None
     kept: list[Event] = []
@@ -258,7 +262,7 @@ def _events_from_file(
         say(f"no OOM events for {root} in {path}", err=True)
 
 
-def _kernel_counters(env: Env, cgs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _kernel_counters(env: Env, cgs: list[CgroupPath]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(local, hierarchical) kernel counters per cgroup (None where the kernel has none)."""
     from memcgctl.counters import pick_kernel_counters, subtree_sum
 
@@ -295,7 +299,7 @@ def _local_kills(env: Env) -> dict[str, int]:
     memory.oom_control, v2 memory.events.local; cgroups without one left out)."""
     fs = env.fs
     out: dict[str, int] = {}
-    for cg in fs.walk("/"):
+    for cg in fs.walk():
         try:
             values = fs.oom_control(cg) if fs.version == 1 else fs.events(cg, local=True)
         except (Vanished, OSError):
@@ -343,7 +347,7 @@ def counters(
     fs = env.fs
     cgs = [fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
     if not cgroups and not pids:
-        cgs = list(fs.walk("/"))
+        cgs = list(fs.walk())
     cgs = list(dict.fromkeys(cgs))
     recorder = _Recorder(env)
     journal = recorder.journal

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.model import CgroupInfo, ProcessInfo, Snapshot
@@ -50,13 +51,13 @@ def wide_option(func: F) -> F:
     )(func)
 
 
-def tree_rows(snap: Snapshot, root: str) -> list[tuple[str, CgroupInfo]]:
+def tree_rows(snap: Snapshot, root: CgroupPath) -> list[tuple[str, CgroupInfo]]:
     """(display name with tree guides, cgroup) in pre-order."""
     rows: list[tuple[str, CgroupInfo]] = []
 
-    def visit(path: str, guides: str, last: bool, top: bool) -> None:
+    def visit(path: CgroupPath, guides: str, last: bool, top: bool) -> None:
         cg = snap.cgroups[path]
-        name = path if top else path.rsplit("/", 1)[1]
+        name = path if top else path.name
         label = name if top else guides + ("└─ " if last else "├─ ") + name
         rows.append((label, cg))
         kids = [k for k in cg.children if k in snap.cgroups]
@@ -122,7 +123,7 @@ def tree(env: Env, cgroup: str | None, pid: int | None, wide: bool, out: Output)
     )
 
 
-def _require_memory(env: Env, cg: str) -> None:
+def _require_memory(env: Env, cg: CgroupPath) -> None:
     """A cgroup2 mount (or cgroup) without the memory controller has no usage or limit
     to show: say so rather than print ``max`` everywhere."""
     from memcgctl.errors import NotSupported
@@ -132,7 +133,7 @@ def _require_memory(env: Env, cg: str) -> None:
             f"{env.fs.mount}: this cgroup2 mount has no memory controller "
             "(give the memory hierarchy with --cgroup-root)"
         )
-    if env.fs.version == 2 and cg != "/" and not env.fs.has_file(cg, "memory.current"):
+    if env.fs.version == 2 and not cg.is_root and not env.fs.has_file(cg, "memory.current"):
         raise NotSupported(
             f"{cg}: the memory controller is not enabled here "
             "(see cgroup.subtree_control of its parent)"

@@ -12,6 +12,7 @@ from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem, Vanish
 from memcgctl.render import Output, emit_json, output_options, print_tree, say
 
 if TYPE_CHECKING:
+    from memcgctl.cgpath import CgroupPath
     from memcgctl.oomreport import OomReport, TaskRow
     from memcgctl.postmortem import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
 
@@ -60,7 +61,7 @@ def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
             return LiveInfo(cg, entry, "process")
         return LiveInfo(cg, None)
 
-    def cgroup(path: str) -> LiveInfo | None:
+    def cgroup(path: CgroupPath) -> LiveInfo | None:
         try:
             setting = read_setting(env.fs, env.fs.resolve(path), BADNESS)
         except (MemcgctlError, Vanished, OSError):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import click
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.diag import diagnostic
 from memcgctl.env import Env
@@ -47,10 +48,10 @@ def find_command(cmd: str) -> str:
     return found
 
 
-def _check_cgroup_access(env: Env, cg: str, missing: list[str]) -> None:
+def _check_cgroup_access(env: Env, cg: CgroupPath, missing: list[CgroupPath]) -> None:
     """Refuse (exit 4) before any change when we could not create or join ``cg``."""
     if missing:
-        parent = missing[0].rsplit("/", 1)[0] or "/"
+        parent = missing[0].parent or ROOT
         where = env.fs.path(parent)
         if not os.access(where, os.W_OK | os.X_OK):
             raise PermissionDenied(f"{where}: permission denied (cannot create {missing[0]})")
@@ -82,7 +83,7 @@ def _limits(
     return out
 
 
-def _restore_xattr(env: Env, cg: str, name: str, previous: bytes | None) -> None:
+def _restore_xattr(env: Env, cg: CgroupPath, name: str, previous: bytes | None) -> None:
     if previous is None:
         env.fs.remove_xattr(cg, name)
     else:
@@ -185,8 +186,8 @@ def run(
     path = find_command(command[0])
 
     plan: list[str] = []
-    cg: str | None = None
-    missing: list[str] = []
+    cg: CgroupPath | None = None
+    missing: list[CgroupPath] = []
     if cgroup is not None:
         cg, missing = env.fs.resolve_new(cgroup)
         if missing and env.fs.version == 1 and memory_max is None and not no_limit:
@@ -227,7 +228,7 @@ def run(
             for m in missing:
                 env.fs.make(m)
                 undo.append(functools.partial(os.rmdir, env.fs.path(m)))
-                parent = m.rsplit("/", 1)[0] or "/"
+                parent = m.parent or ROOT
                 # v2: a new cgroup is a memcg only if its parent hands the controller down
                 if env.fs.version == 2 and not env.fs.has_file(m, "memory.max"):
                     env.fs.enable_memory_controller(parent)

@@ -33,12 +33,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from memcgctl.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision, lowest_priority_child
 from memcgctl.records import DaemonRecord, daemon_record
 
-Select = Callable[[Snapshot, str, Iterable[int]], Decision]
+Select = Callable[[Snapshot, CgroupPath, Iterable[int]], Decision]
 
 
 class Level(NamedTuple):
@@ -48,38 +49,38 @@ class Level(NamedTuple):
 
 class Managed(NamedTuple):
     mode: str  # "oom" (v1), "valve" (v2), "host"
-    domain: str  # the OOM root victims are chosen in (where the limit is)
+    domain: CgroupPath  # the OOM root victims are chosen in (where the limit is)
 
 
 class Ports(Protocol):
     """What the core needs from the world."""
 
-    def managed(self) -> dict[str, int]:
-        """Every memcg with an OOM delay (ms), including the host ("/") if asked."""
+    def managed(self) -> dict[Scope, int]:
+        """Every memcg with an OOM delay (ms), including the host (HOST) if asked."""
 
-    def take_over(self, cg: str) -> Managed | None:
+    def take_over(self, cg: Scope) -> Managed | None:
         """Start managing cg (v1: oom_kill_disable=1 + eventfd; v2: the valve on its
         OOM domain; host: meminfo + a PSI trigger).  None when it cannot be managed."""
 
-    def release(self, cg: str) -> None:
+    def release(self, cg: Scope) -> None:
         """Stop managing cg and restore what take_over changed."""
 
-    def level(self, cg: str) -> Level:
+    def level(self, cg: Scope) -> Level:
         """How close cg's OOM domain is to an OOM right now."""
 
-    def at_limit(self, cg: str) -> bool:
+    def at_limit(self, cg: Scope) -> bool:
         """v1: the memcg's own usage is at its limit (its own OOM, not an ancestor's)."""
 
-    def freeze(self, cg: str, frozen: bool) -> bool:
+    def freeze(self, cg: Scope, frozen: bool) -> bool:
         """v2: freeze (or thaw) cg's OOM domain; False when it cannot be done."""
 
-    def snapshot(self, cg: str) -> Snapshot:
+    def snapshot(self, cg: CgroupPath) -> Snapshot:
         """A fresh snapshot of cg's subtree."""
 
     def kill(self, decision: Decision) -> list[int]:
         """Kill the decision's victim (or its whole oom.group); the pids signalled."""
 
-    def kill_all(self, cg: str) -> list[int]:
+    def kill_all(self, cg: CgroupPath) -> list[int]:
         """Kill every task below cg; the pids signalled."""
 
     def alive(self, pids: Iterable[int]) -> list[int]:
@@ -91,10 +92,10 @@ class Ports(Protocol):
 
 @dataclass
 class Watch:
-    cg: str
+    cg: Scope
     delay_ms: int
     mode: str  # "oom" (v1 pause), "valve" (v2 memory.high), "host"
-    domain: str  # where victims are chosen
+    domain: CgroupPath  # where victims are chosen
     episode_start: float | None = None  # short since
     rounds: int = 0
     last_kill: float | None = None
@@ -134,7 +135,7 @@ class DaemonCore:
         self.clock = clock
         self.select = select
         self.settings = settings if settings is not None else Settings()
-        self.watches: dict[str, Watch] = {}
+        self.watches: dict[Scope, Watch] = {}
         self.prep_s = 0.005  # how long the last snapshot + selection took
         self.kernel_kills = 0  # kernel OOM kills seen in our root (shadow: OOM episodes)
         self.agreed = 0  # shadow mode: of those, where the policy would have killed the same
@@ -166,7 +167,7 @@ class DaemonCore:
         for cg in sorted(self.watches):
             self._release(cg, "daemon stopping")
 
-    def _release(self, cg: str, why: str) -> None:
+    def _release(self, cg: Scope, why: str) -> None:
         w = self.watches.pop(cg, None)
         if w is not None and w.frozen:
             self.ports.freeze(cg, False)
@@ -174,18 +175,18 @@ class DaemonCore:
         self._emit("daemon_released", cg, reason=why)
 
     # -- notifications -------------------------------------------------------------------
-    def notify(self, cg: str, now: float) -> None:
+    def notify(self, cg: Scope, now: float) -> None:
         """A notification about cg fired (v1 eventfd, memory.events, PSI)."""
         w = self.watches.get(cg)
         if w is not None:
             self._check(w, now)
 
-    def _handler_for(self, cg: str) -> bool:
+    def _handler_for(self, cg: Scope) -> bool:
         """True when cg itself is the OOMing memcg we should act on: not when a managed
-        ancestor is out of memory too (that watch handles the episode)."""
-        parts = cg.strip("/").split("/")
-        for i in range(len(parts) - 1, 0, -1):
-            anc = "/" + "/".join(parts[:i])
+        ancestor (below the root) is out of memory too (that watch handles the episode)."""
+        if isinstance(cg, HostScope):
+            return True
+        for anc in cg.ancestors()[:-1]:
             aw = self.watches.get(anc)
             if aw is not None and aw.mode == "oom" and aw.episode_start is not None:
                 return False
@@ -392,7 +393,7 @@ class DaemonCore:
         self._killed(w, now, pids)
 
     # -- the kernel's own kills ---------------------------------------------------------
-    def kernel_killed(self, domain: str, victim: ProcessInfo) -> None:
+    def kernel_killed(self, domain: CgroupPath, victim: ProcessInfo) -> None:
         """The kernel log says the kernel killed ``victim`` in an OOM of ``domain``.
         Live, that is a kill the daemon did not prevent; in shadow mode (dry run) it is
         compared with the policy's choice in the same world (the victim put back)."""
@@ -423,7 +424,7 @@ class DaemonCore:
             "kernel_kill", domain, **fields, would_kill_pid=pv.pid if pv else None, agree=agree
         )
 
-    def _emit(self, kind: str, cg: str, **fields: Any) -> None:
+    def _emit(self, kind: str, cg: Scope, **fields: Any) -> None:
         self.ports.emit(daemon_record(kind, cg, **fields))
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from memcgctl.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.model import ProcessInfo
 
 
@@ -27,10 +28,10 @@ class Core(Protocol):
     def tick(self, now: float) -> float | None:
         """Act on what is due; the next deadline (None: only a notification)."""
 
-    def notify(self, cg: str, now: float) -> None:
+    def notify(self, cg: Scope, now: float) -> None:
         """A notification fd of cg fired."""
 
-    def kernel_killed(self, domain: str, victim: ProcessInfo) -> None:
+    def kernel_killed(self, domain: CgroupPath, victim: ProcessInfo) -> None:
         """The kernel log reported an OOM kill in domain."""
 
     def release_all(self) -> None:
@@ -45,20 +46,20 @@ class Ports(Protocol):
     def open_kernel_log(self) -> None:
         """Start following the kernel log (its fd then shows in :meth:`fds`)."""
 
-    def release_orphans(self) -> list[str]:
+    def release_orphans(self) -> list[CgroupPath]:
         """At start, after the first rescan: release what dead instances left held."""
 
-    def fds(self) -> dict[int, str]:
-        """fd -> the cgroup it notifies about ("" for the kernel log)."""
+    def fds(self) -> dict[int, Scope | str]:
+        """fd -> the memcg or host it notifies about (a plain "" for the kernel log)."""
 
     def poll_events(self, fd: int) -> int:
         """The poll mask to wait for on fd.  It must not include an event the fd always
         reports (POLLIN on a cgroup file or PSI trigger), or the loop never sleeps."""
 
-    def consume(self, cg: str, fd: int, error: bool) -> str:
+    def consume(self, cg: Scope, fd: int, error: bool) -> str:
         """Read what woke the loop on fd: "fired", "quiet" or "gone"."""
 
-    def kernel_kills(self) -> list[tuple[str, ProcessInfo]]:
+    def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call."""
 
     def close_all(self) -> None:
@@ -118,7 +119,7 @@ class Loop:
                     cg = fds.get(fd)
                     if cg is None:
                         continue
-                    if cg == "":  # the kernel log
+                    if not isinstance(cg, (CgroupPath, HostScope)):  # "": the kernel log
                         for domain, victim in self.ports.kernel_kills():
                             self.core.kernel_killed(domain, victim)
                         continue

@@ -26,6 +26,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.errors import MemcgctlError, Vanished
 from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH, CgroupFs
 from memcgctl.readers.procfs import ProcFs
@@ -58,7 +59,7 @@ def instance_pid(instance: str) -> int | None:
         return None
 
 
-def read_mark(fs: CgroupFs, cg: str) -> dict[str, Any] | None:
+def read_mark(fs: CgroupFs, cg: CgroupPath) -> dict[str, Any] | None:
     """Our mark on cg, or None.  A legacy or unreadable mark is returned as a dead
     instance's ("instance": "") so that release still restores what it can."""
     raw = fs.get_xattr(cg, MARK)
@@ -77,11 +78,11 @@ def read_mark(fs: CgroupFs, cg: str) -> dict[str, Any] | None:
     return None
 
 
-def write_mark(fs: CgroupFs, cg: str, mark: dict[str, Any]) -> None:
+def write_mark(fs: CgroupFs, cg: CgroupPath, mark: dict[str, Any]) -> None:
     fs.set_xattr(cg, MARK, json.dumps(mark, sort_keys=True).encode())
 
 
-def restore(fs: CgroupFs, cg: str, mark: dict[str, Any]) -> list[str]:
+def restore(fs: CgroupFs, cg: CgroupPath, mark: dict[str, Any]) -> list[str]:
     """Put back every knob the mark recorded, then remove the mark; what was restored,
     as ``knob=value`` strings.  A knob whose current value is not the one the daemon
     wrote was changed by the user since: it stays as it is."""
@@ -106,7 +107,7 @@ def restore(fs: CgroupFs, cg: str, mark: dict[str, Any]) -> list[str]:
     return done
 
 
-def marked(fs: CgroupFs, root: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def marked(fs: CgroupFs, root: CgroupPath) -> Iterator[tuple[CgroupPath, dict[str, Any]]]:
     for cg in fs.walk(root):
         try:
             mark = read_mark(fs, cg)
@@ -117,8 +118,8 @@ def marked(fs: CgroupFs, root: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def releasable(
-    fs: CgroupFs, proc: ProcFs, root: str, instance: str | None = None
-) -> list[tuple[str, dict[str, Any]]]:
+    fs: CgroupFs, proc: ProcFs, root: CgroupPath, instance: str | None = None
+) -> list[tuple[CgroupPath, dict[str, Any]]]:
     """Marks below root to release: those of ``instance``, or (None) of every instance
     that is no longer running."""
     out = []
@@ -133,11 +134,11 @@ def releasable(
 
 
 def release(
-    fs: CgroupFs, proc: ProcFs, root: str, instance: str | None = None, dry_run: bool = False
-) -> list[tuple[str, list[str]]]:
+    fs: CgroupFs, proc: ProcFs, root: CgroupPath, instance: str | None = None, dry_run: bool = False
+) -> list[tuple[CgroupPath, list[str]]]:
     """Release the marks :func:`releasable` names (and a dead instance's claim on
     root); what was (or, dry run, would be) restored per cgroup."""
-    out: list[tuple[str, list[str]]] = []
+    out: list[tuple[CgroupPath, list[str]]] = []
     for cg, mark in releasable(fs, proc, root, instance):
         if dry_run:
             knobs: list[str] = [k for k in KNOBS if k in mark]
@@ -160,19 +161,14 @@ def release(
     return out
 
 
-def claim_of(fs: CgroupFs, cg: str) -> str | None:
+def claim_of(fs: CgroupFs, cg: CgroupPath) -> str | None:
     raw = fs.get_xattr(cg, CLAIM)
     return raw[:256].decode("ascii", "replace") if raw is not None else None
 
 
-def _ancestors(cg: str) -> list[str]:
-    parts = [p for p in cg.split("/") if p]
-    return ["/" + "/".join(parts[:i]) for i in range(len(parts))]
-
-
-def running_overlap(fs: CgroupFs, proc: ProcFs, root: str) -> tuple[str, str] | None:
+def running_overlap(fs: CgroupFs, proc: ProcFs, root: CgroupPath) -> tuple[CgroupPath, str] | None:
     """(cgroup, instance) of a live daemon whose root overlaps ``root``, or None."""
-    for cg in [*_ancestors(root), *fs.walk(root)]:
+    for cg in [*reversed(root.ancestors()), *fs.walk(root)]:
         try:
             owner = claim_of(fs, cg)
         except Vanished:
@@ -182,11 +178,11 @@ def running_overlap(fs: CgroupFs, proc: ProcFs, root: str) -> tuple[str, str] | 
     return None
 
 
-def claim(fs: CgroupFs, cg: str, instance: str) -> None:
+def claim(fs: CgroupFs, cg: CgroupPath, instance: str) -> None:
     fs.set_xattr(cg, CLAIM, instance.encode())
 
 
-def unclaim(fs: CgroupFs, cg: str, instance: str) -> None:
+def unclaim(fs: CgroupFs, cg: CgroupPath, instance: str) -> None:
     try:
         if claim_of(fs, cg) == instance:
             fs.remove_xattr(cg, CLAIM)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from memcgctl.actions.kill import PIDFD, Killer
+from memcgctl.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
 from memcgctl.daemon import owner
 from memcgctl.daemon.core import Level, Managed
 from memcgctl.daemon.valve import (
@@ -56,7 +57,6 @@ from memcgctl.records import (
 )
 from memcgctl.safetext import log_value
 
-HOST = "/"
 # v1: a memcg is "at its limit" (its own OOM, not an ancestor's) when usage is this close
 AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
@@ -91,8 +91,8 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
 class Valve:
     """v2: the valve a managed memcg holds on its OOM domain."""
 
-    cg: str
-    domain: str
+    cg: CgroupPath
+    domain: CgroupPath
     lines: Lines
     user_high: int | None  # the user's own memory.high (None = max)
     written: int | None  # what we wrote to memory.high; None: the user's is lower
@@ -113,7 +113,7 @@ class RealPorts:
         env: Env,
         killer: Killer,
         journal: Journal,
-        root: str = "/",
+        root: CgroupPath = ROOT,
         dry_run: bool = False,
         host_delay_ms: int | None = None,
         tuning: Tuning | None = None,
@@ -132,9 +132,9 @@ class RealPorts:
         self.instance = instance
         self.log = log if log is not None else sys.stderr
         # cgroup -> the fds that notify about it, for the loop to poll
-        self.watches: dict[str, list[OomControlWatch | PsiTrigger | EventsFileWatch]] = {}
-        self.valves: dict[str, Valve] = {}
-        self._noted: set[str] = set()  # cgroups we said we cannot manage (said once)
+        self.watches: dict[Scope, list[OomControlWatch | PsiTrigger | EventsFileWatch]] = {}
+        self.valves: dict[Scope, Valve] = {}
+        self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
         self._has_swap = True  # until managed() has looked
         self.writer = JournalWriter(
@@ -148,7 +148,7 @@ class RealPorts:
         except (MemcgctlError, OSError) as exc:
             self._log(4, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc))
 
-    def kernel_kills(self) -> list[tuple[str, ProcessInfo]]:
+    def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call,
         inside our root."""
         if self.kernel_log is None:
@@ -157,21 +157,21 @@ class RealPorts:
         for ev in self.kernel_log.kills():
             domain = self.fs.from_proc_path(str(ev.get("oom_memcg") or "/"))
             task = self.fs.from_proc_path(str(ev.get("cgroup") or domain))
-            if not (domain == self.root or domain.startswith(self.root.rstrip("/") + "/")):
+            if not self.root.contains(domain):
                 continue
             out.append((domain, victim_info(ev, task)))
         return out
 
     # -- the managed set ---------------------------------------------------------------
-    def managed(self) -> dict[str, int]:
+    def managed(self) -> dict[Scope, int]:
         from memcgctl.store import OOM_DELAY, read_setting
 
         # swapon/swapoff are rare: whether there is swap at all is looked at per rescan,
         # not per valve check (most hosts have none, and then nothing more is read)
         self._has_swap = self.proc.meminfo_kb().get("SwapTotal", 0) > 0
-        out: dict[str, int] = {}
+        out: dict[Scope, int] = {}
         for cg in self.fs.walk(self.root):
-            if cg == "/":
+            if cg.is_root:
                 continue  # the root has no limit to hold; the host is --host-delay
             try:
                 delay = read_setting(self.fs, cg, OOM_DELAY).value
@@ -179,13 +179,13 @@ class RealPorts:
                 continue
             if delay is not None:
                 out[cg] = delay
-        if self.host_delay_ms is not None and self.root == "/":
+        if self.host_delay_ms is not None and self.root.is_root:
             out[HOST] = self.host_delay_ms
         return out
 
-    def take_over(self, cg: str) -> Managed | None:
+    def take_over(self, cg: Scope) -> Managed | None:
         try:
-            if cg == HOST:
+            if isinstance(cg, HostScope):
                 return self._take_host()
             if self.fs.version == 2:
                 return self._take_valve(cg)
@@ -199,7 +199,7 @@ class RealPorts:
             self._close(cg)
             return None
 
-    def _cannot(self, cg: str, why: str) -> None:
+    def _cannot(self, cg: Scope, why: str) -> None:
         if cg not in self._noted:
             self._noted.add(cg)
             self._log(3, "cannot_manage", cg, error=why)
@@ -213,21 +213,21 @@ class RealPorts:
         except (OSError, Vanished) as exc:
             self._log(4, "no_psi_trigger", HOST, error=str(exc))
         self.watches[HOST] = watches
-        return Managed("host", HOST)
+        return Managed("host", ROOT)  # the host's victims are chosen in the whole hierarchy
 
-    def _domain(self, cg: str) -> str | None:
+    def _domain(self, cg: CgroupPath) -> CgroupPath | None:
         """The OOM domain of cg inside our root: cg or the nearest ancestor with a
         memory.max."""
-        cur: str | None = cg
-        while cur is not None and cur != "/":
+        cur: CgroupPath | None = cg
+        while cur is not None and not cur.is_root:
             if self.fs.limit(cur) is not None:
                 return cur
             if cur == self.root:
                 return None
-            cur = cur.rsplit("/", 1)[0] or "/"
+            cur = cur.parent
         return None
 
-    def _take_valve(self, cg: str) -> Managed | None:
+    def _take_valve(self, cg: CgroupPath) -> Managed | None:
         domain = self._domain(cg)
         if domain is None:
             self._cannot(
@@ -251,7 +251,7 @@ class RealPorts:
         self._noted.discard(cg)
         return Managed("valve", domain)
 
-    def _valve(self, cg: str, domain: str) -> Valve:
+    def _valve(self, cg: CgroupPath, domain: CgroupPath) -> Valve:
         limit = self.fs.limit(domain)
         if limit is None:
             raise Vanished(domain)
@@ -276,7 +276,7 @@ class RealPorts:
         if v.written is not None:
             self.fs.write(v.domain, V2_HIGH, str(v.written))
 
-    def _adopt_mark(self, cg: str) -> dict[str, Any]:
+    def _adopt_mark(self, cg: CgroupPath) -> dict[str, Any]:
         """Our mark on cg: the existing one of this instance, a dead instance's taken
         over with the values it recorded (they are the user's), or a new one.  A live
         instance's mark means another daemon holds cg: refuse."""
@@ -294,11 +294,13 @@ class RealPorts:
         text = str(mark.get("memory.high", "max"))
         return int(text) if text.isdigit() else None
 
-    def release_orphans(self) -> list[str]:
+    def release_orphans(self) -> list[CgroupPath]:
         """At start: restore the marks of dead instances that no watch of ours adopted
         (their delay was cleared while no daemon ran)."""
         held = {v.domain for v in self.valves.values()}
-        held |= {cg for cg, ws in self.watches.items() if cg not in self.valves and cg != HOST}
+        held |= {
+            cg for cg in self.watches if cg not in self.valves and not isinstance(cg, HostScope)
+        }
         released = []
         for cg, mark in owner.releasable(self.fs, self.proc, self.root):
             if cg in held:
@@ -339,7 +341,7 @@ class RealPorts:
         )
         return new
 
-    def _pause(self, cg: str) -> None:
+    def _pause(self, cg: CgroupPath) -> None:
         """v1: oom_kill_disable=1, with our mark written first (crash-safe order)."""
         mark = self._adopt_mark(cg)
         if "oom_kill_disable" not in mark:
@@ -347,12 +349,12 @@ class RealPorts:
         owner.write_mark(self.fs, cg, mark)
         self.fs.write(cg, V1_OOM_CONTROL, "1")
 
-    def release(self, cg: str) -> None:
+    def release(self, cg: Scope) -> None:
         self._close(cg)
         v = self.valves.pop(cg, None)
-        target = v.domain if v is not None else cg
-        if cg == HOST:
+        if isinstance(cg, HostScope):
             return
+        target = v.domain if v is not None else cg
         try:
             mark = owner.read_mark(self.fs, target)
             if mark is not None and mark.get("instance") == self.instance:
@@ -360,7 +362,7 @@ class RealPorts:
         except (Vanished, MemcgctlError):
             pass
 
-    def _close(self, cg: str) -> None:
+    def _close(self, cg: Scope) -> None:
         for w in self.watches.pop(cg, []):
             w.close()
 
@@ -373,9 +375,11 @@ class RealPorts:
             self.kernel_log = None
 
     # -- notifications (for the loop) ----------------------------------------------------
-    def fds(self) -> dict[int, str]:
+    def fds(self) -> dict[int, Scope | str]:
         """fd -> the cgroup it notifies about ("" for the kernel log)."""
-        out = {w.fileno(): cg for cg, ws in self.watches.items() for w in ws if w.fileno() >= 0}
+        out: dict[int, Scope | str] = {
+            w.fileno(): cg for cg, ws in self.watches.items() for w in ws if w.fileno() >= 0
+        }
         if self.kernel_log is not None and self.kernel_log.fileno() >= 0:
             out[self.kernel_log.fileno()] = ""
         return out
@@ -392,7 +396,7 @@ class RealPorts:
             return select.POLLIN
         return select.POLLPRI
 
-    def consume(self, cg: str, fd: int, error: bool) -> str:
+    def consume(self, cg: Scope, fd: int, error: bool) -> str:
         """Read what woke us on fd: "fired" (look at cg now), "quiet" (nothing that
         matters, e.g. another memory.events counter), or "gone" (cgroup removed)."""
         for w in self.watches.get(cg, []):
@@ -402,7 +406,7 @@ class RealPorts:
                 # v1 also fires once when the cgroup is removed
                 if w.drain() == 0:
                     return "quiet"
-                return "fired" if self.fs.exists(cg) else "gone"
+                return "fired" if isinstance(cg, HostScope) or self.fs.exists(cg) else "gone"
             if isinstance(w, EventsFileWatch):
                 # kernfs wakes with POLLPRI|POLLERR on every change: compare counters
                 try:
@@ -412,13 +416,13 @@ class RealPorts:
                 old, w.values = w.values, values
                 grew = any(values.get(k, 0) > old.get(k, 0) for k in _VALVE_EVENTS)
                 return "fired" if grew else "quiet"
-            return "gone" if error and cg != HOST else "fired"  # PSI: POLLERR = gone
+            return "gone" if error and not isinstance(cg, HostScope) else "fired"  # PSI: POLLERR
         return "quiet"
 
     # -- state ------------------------------------------------------------------------
-    def level(self, cg: str) -> Level:
+    def level(self, cg: Scope) -> Level:
         try:
-            if cg == HOST:
+            if isinstance(cg, HostScope):
                 avail, total = host_available(self.proc.meminfo_kb())
                 hl = self.tuning.host
                 return Level(host_level(avail, total, hl), host_poll_interval(avail, total, hl))
@@ -440,27 +444,29 @@ class RealPorts:
         except (Vanished, MemcgctlError, OSError):
             return Level(CLEAR)
 
-    def _swap_room(self, domain: str) -> int:
+    def _swap_room(self, domain: CgroupPath) -> int:
         if not self._has_swap:
             return 0
         own = self.fs.swap_room(domain)
         host = self.proc.meminfo_kb().get("SwapFree", 0) * 1024
         return host if own is None else min(own, host)
 
-    def at_limit(self, cg: str) -> bool:
+    def at_limit(self, cg: Scope) -> bool:
+        if isinstance(cg, HostScope):
+            return False  # the host has no limit (the core asks only in v1 "oom" mode)
         try:
             usage, limit = self.fs.usage(cg), self.fs.limit(cg)
         except Vanished:
             return False
         return usage is not None and limit is not None and usage + AT_LIMIT_SLACK >= limit
 
-    def freeze(self, cg: str, frozen: bool) -> bool:
+    def freeze(self, cg: Scope, frozen: bool) -> bool:
         v = self.valves.get(cg)
         if v is None or self.dry_run or (frozen and not self.tuning.freeze):
             return False
         return self.freeze_domain(v.domain, frozen)
 
-    def freeze_domain(self, domain: str, frozen: bool) -> bool:
+    def freeze_domain(self, domain: CgroupPath, frozen: bool) -> bool:
         """cgroup.freeze on domain, the previous value in our mark first."""
         try:
             mark = self._adopt_mark(domain)
@@ -482,7 +488,7 @@ class RealPorts:
             self._log(3, "freeze_failed", domain, error=str(exc))
             return False
 
-    def snapshot(self, cg: str) -> Snapshot:
+    def snapshot(self, cg: CgroupPath) -> Snapshot:
         return self.env.snapshot(cg)
 
     def alive(self, pids: Iterable[int]) -> list[int]:
@@ -512,7 +518,7 @@ class RealPorts:
         self._journal_kills([(victim.pid, victim.comm, victim.cgroup, PIDFD)], decision.oom_root)
         return [victim.pid]
 
-    def kill_all(self, cg: str) -> list[int]:
+    def kill_all(self, cg: CgroupPath) -> list[int]:
         try:
             report = self.killer.kill_all(cg, timeout=5.0)
         except MemcgctlError as exc:
@@ -521,7 +527,9 @@ class RealPorts:
         self._journal_kills([(k.pid, k.comm, k.cgroup, k.mechanism) for k in report.killed], cg)
         return [k.pid for k in report.killed]
 
-    def _journal_kills(self, killed: list[tuple[int, str, str, str]], target: str) -> None:
+    def _journal_kills(
+        self, killed: list[tuple[int, str, CgroupPath, str]], target: CgroupPath
+    ) -> None:
         """(pid, comm, cgroup, mechanism) of each process killed (SIGKILL)."""
         now = utc_now_iso()
         records: list[Event] = [
@@ -657,7 +665,7 @@ class KernelLog:
         self.reader.close()
 
 
-def victim_info(ev: KernelEvent, cgroup: str) -> ProcessInfo:
+def victim_info(ev: KernelEvent, cgroup: CgroupPath) -> ProcessInfo:
     """The kernel's victim as a process record, from its kill line (it is gone from
     /proc by now).  Its process badness is not known any more: oom_score_adj -1000
     counts as 1000, anything else as the default."""

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.errors import (
     VANISHED_ERRNOS,
     NoSuchCgroup,
@@ -146,17 +147,6 @@ def hierarchy_at(mount: Path) -> Hierarchy:
     raise NotSupported(f"{mount}: not a cgroup v2 mount or a v1 memory mount")
 
 
-def join_cgroup(parent: str, name: str) -> str:
-    return f"/{name}" if parent == "/" else f"{parent}/{name}"
-
-
-def parent_cgroup(cg: str) -> str | None:
-    if cg == "/":
-        return None
-    head = cg.rsplit("/", 1)[0]
-    return head or "/"
-
-
 class CgroupFs:
     """Reads and writes one cgroup hierarchy rooted at ``hierarchy.mount``."""
 
@@ -167,7 +157,7 @@ class CgroupFs:
         self._mount_str = str(hierarchy.mount).rstrip("/") or "/"
 
     # -- names -----------------------------------------------------------------
-    def path(self, cg: str) -> str:
+    def path(self, cg: CgroupPath) -> str:
         return self._mount_str if cg == "/" else self._mount_str + cg
 
     def _split(self, name: str) -> tuple[str, list[str]]:
@@ -183,7 +173,7 @@ class CgroupFs:
             raise UsageProblem(f"{name}: '..' would leave the cgroup hierarchy")
         return rel, parts
 
-    def resolve(self, name: str) -> str:
+    def resolve(self, name: str) -> CgroupPath:
         """Validate a user-supplied cgroup name and return its hierarchy path.
 
         Accepts ``/``, ``/a/b``, ``a/b`` and absolute paths under the mount.  Refuses
@@ -191,7 +181,7 @@ class CgroupFs:
         missing cgroup (exit 3).
         """
         rel, parts = self._split(name)
-        cg = "/" + "/".join(parts)
+        cg = CgroupPath("/".join(parts))
         try:
             root_dev = os.lstat(self._mount_str).st_dev
         except OSError as exc:
@@ -217,18 +207,24 @@ class CgroupFs:
                 raise UsageProblem(f"{name}: crosses into another mount")
         return cg
 
-    def from_proc_path(self, path: str) -> str:
-        """Turn a /proc/PID/cgroup path (relative to the mount's cgroup) into ours."""
+    def from_proc_path(self, path: str) -> CgroupPath:
+        """Turn a /proc/PID/cgroup path (relative to the mount's cgroup) into ours.
+
+        Text, not paths: inside a cgroup namespace both may start with ``/..``; what is
+        still outside the mount after stripping is refused as :meth:`resolve` does."""
         root = self.hierarchy.mount_cgroup
         if root not in ("", "/") and (path == root or path.startswith(root + "/")):
             path = path[len(root) :] or "/"
-        return path or "/"
+        try:
+            return CgroupPath(path)
+        except ValueError:
+            raise UsageProblem(f"{path}: '..' would leave the cgroup hierarchy") from None
 
     # -- tree ------------------------------------------------------------------
-    def exists(self, cg: str) -> bool:
+    def exists(self, cg: CgroupPath) -> bool:
         return os.path.isdir(self.path(cg))
 
-    def children(self, cg: str) -> list[str]:
+    def children(self, cg: CgroupPath) -> list[CgroupPath]:
         base = self.path(cg)
         try:
             with os.scandir(base) as it:
@@ -237,9 +233,9 @@ class CgroupFs:
             if exc.errno in VANISHED_ERRNOS or exc.errno == errno.ENOTDIR:
                 raise Vanished(cg) from exc
             raise
-        return [join_cgroup(cg, n) for n in sorted(names)]
+        return [cg.child(n) for n in sorted(names)]
 
-    def walk(self, cg: str = "/") -> Iterator[str]:
+    def walk(self, cg: CgroupPath = ROOT) -> Iterator[CgroupPath]:
         """Pre-order walk; subtrees that vanish meanwhile are skipped."""
         yield cg
         try:
@@ -249,18 +245,18 @@ class CgroupFs:
         for kid in kids:
             yield from self.walk(kid)
 
-    def _lstat(self, cg: str) -> os.stat_result:
+    def _lstat(self, cg: CgroupPath) -> os.stat_result:
         try:
             return os.lstat(self.path(cg))
         except OSError as exc:
             raise Vanished(cg) from exc
 
-    def inode(self, cg: str) -> int:
+    def inode(self, cg: CgroupPath) -> int:
         """The cgroup directory's inode number (kernfs: increases with creation)."""
         return self._lstat(cg).st_ino
 
     # -- raw files -------------------------------------------------------------
-    def read(self, cg: str, filename: str) -> str | None:
+    def read(self, cg: CgroupPath, filename: str) -> str | None:
         """The file's text; None when this kernel/controller lacks the file.
 
         Raises :class:`Vanished` when the cgroup itself is gone.
@@ -276,7 +272,7 @@ class CgroupFs:
                 return None
             raise
 
-    def write(self, cg: str, filename: str, value: str) -> None:
+    def write(self, cg: CgroupPath, filename: str, value: str) -> None:
         path = f"{self.path(cg)}/{filename}"
         try:
             write_text(path, value)
@@ -285,11 +281,11 @@ class CgroupFs:
                 raise NoSuchCgroup(cg, "vanished") from exc
             raise from_oserror(exc, path) from exc
 
-    def has_file(self, cg: str, filename: str) -> bool:
+    def has_file(self, cg: CgroupPath, filename: str) -> bool:
         return os.path.exists(f"{self.path(cg)}/{filename}")
 
     # -- creating and joining (``memcgctl run``) -----------------------------------
-    def resolve_new(self, name: str) -> tuple[str, list[str]]:
+    def resolve_new(self, name: str) -> tuple[CgroupPath, list[CgroupPath]]:
         """Like :meth:`resolve` for a cgroup that may not exist yet.
 
         Returns the hierarchy path and the cgroups that are missing, top-down (empty when
@@ -314,15 +310,15 @@ class CgroupFs:
             )
         existing = len(parts)
         while existing > 0:
-            candidate = "/" + "/".join(parts[:existing])
+            candidate = CgroupPath("/".join(parts[:existing]))
             if os.path.lexists(self.path(candidate)):
                 break
             existing -= 1
         self.resolve("/" + "/".join(parts[:existing]))  # validates the existing part
-        missing = ["/" + "/".join(parts[: i + 1]) for i in range(existing, len(parts))]
-        return "/" + "/".join(parts), missing
+        missing = [CgroupPath("/".join(parts[: i + 1])) for i in range(existing, len(parts))]
+        return CgroupPath("/".join(parts)), missing
 
-    def make(self, cg: str) -> None:
+    def make(self, cg: CgroupPath) -> None:
         """Create cgroup ``cg`` (its parent must exist)."""
         try:
             os.mkdir(self.path(cg), 0o755)
@@ -331,7 +327,7 @@ class CgroupFs:
         except OSError as exc:
             raise from_oserror(exc, self.path(cg), cgroup=cg) from exc
 
-    def enable_memory_controller(self, parent: str) -> bool:
+    def enable_memory_controller(self, parent: CgroupPath) -> bool:
         """v2: make the memory controller available to ``parent``'s children
         (``+memory`` in cgroup.subtree_control).  True if it had to be written."""
         if self.version != 2:
@@ -342,11 +338,11 @@ class CgroupFs:
         self.write(parent, V2_SUBTREE_CONTROL, "+memory")
         return True
 
-    def attach(self, cg: str, pid: int) -> None:
+    def attach(self, cg: CgroupPath, pid: int) -> None:
         """Move process ``pid`` into ``cg`` (write it to cgroup.procs)."""
         self.write(cg, CGROUP_PROCS, str(pid))
 
-    def _int(self, cg: str, filename: str) -> int | None:
+    def _int(self, cg: CgroupPath, filename: str) -> int | None:
         text = self.read(cg, filename)
         if text is None:
             return None
@@ -359,34 +355,34 @@ class CgroupFs:
             return None
 
     # -- typed readers ---------------------------------------------------------
-    def procs(self, cg: str) -> list[int]:
+    def procs(self, cg: CgroupPath) -> list[int]:
         text = self.read(cg, CGROUP_PROCS)
         if text is None:
             raise Vanished(cg)
         return [int(x) for x in text.split()]
 
-    def usage(self, cg: str) -> int | None:
+    def usage(self, cg: CgroupPath) -> int | None:
         return self._int(cg, V1_USAGE if self.version == 1 else V2_CURRENT)
 
-    def limit(self, cg: str) -> int | None:
+    def limit(self, cg: CgroupPath) -> int | None:
         """Memory limit in bytes; None = unlimited (or no limit file, e.g. v2 root)."""
         if self.version == 1:
             value = self._int(cg, V1_LIMIT)
             return None if value is None or value >= _V1_UNLIMITED else value
         return self._int(cg, V2_MAX)
 
-    def high(self, cg: str) -> int | None:
+    def high(self, cg: CgroupPath) -> int | None:
         """v2 ``memory.high`` in bytes; None = max (or absent)."""
         return self._int(cg, V2_HIGH) if self.version == 2 else None
 
-    def memory_stat(self, cg: str) -> dict[str, int]:
+    def memory_stat(self, cg: CgroupPath) -> dict[str, int]:
         """v2 ``memory.stat`` (anon, file, active_file, inactive_file, shmem, …)."""
         text = self.read(cg, V2_STAT) if self.version == 2 else None
         if text is None:
             raise Vanished(cg)
         return parse_flat_keyed(text)
 
-    def swap_room(self, cg: str) -> int | None:
+    def swap_room(self, cg: CgroupPath) -> int | None:
         """v2: bytes of swap this memcg may still use by its own memory.swap.max;
         None when unlimited (the host's SwapFree bounds it)."""
         limit = self._int(cg, V2_SWAP_MAX) if self.version == 2 else None
@@ -394,7 +390,7 @@ class CgroupFs:
             return None
         return max(limit - (self._int(cg, V2_SWAP_CURRENT) or 0), 0)
 
-    def swap_limit(self, cg: str) -> int | None:
+    def swap_limit(self, cg: CgroupPath) -> int | None:
         """Swap this memcg may use in bytes, on top of its memory limit; None = no limit.
 
         v1: memsw limit minus memory limit; v2: memory.swap.max.  What a memcg OOM adds
@@ -409,31 +405,31 @@ class CgroupFs:
             return max(memsw - mem, 0)
         return self._int(cg, V2_SWAP_MAX)
 
-    def swappiness(self, cg: str) -> int | None:
+    def swappiness(self, cg: CgroupPath) -> int | None:
         return self._int(cg, V1_SWAPPINESS) if self.version == 1 else None
 
-    def oom_control(self, cg: str) -> dict[str, int]:
+    def oom_control(self, cg: CgroupPath) -> dict[str, int]:
         """v1 ``memory.oom_control``: oom_kill_disable, under_oom, oom_kill (local)."""
         text = self.read(cg, V1_OOM_CONTROL) if self.version == 1 else None
         return parse_flat_keyed(text) if text is not None else {}
 
-    def events(self, cg: str, local: bool = False) -> dict[str, int]:
+    def events(self, cg: CgroupPath, local: bool = False) -> dict[str, int]:
         """v2 ``memory.events`` (hierarchical) or ``memory.events.local``; {} if absent."""
         if self.version != 2:
             return {}
         text = self.read(cg, V2_EVENTS_LOCAL if local else V2_EVENTS)
         return parse_flat_keyed(text) if text is not None else {}
 
-    def oom_group(self, cg: str) -> bool | None:
+    def oom_group(self, cg: CgroupPath) -> bool | None:
         if self.version != 2:
             return None
         value = self._int(cg, V2_OOM_GROUP)
         return None if value is None else value == 1
 
-    def subtree_procs(self, cg: str) -> list[tuple[int, str]]:
+    def subtree_procs(self, cg: CgroupPath) -> list[tuple[int, CgroupPath]]:
         """(pid, cgroup) of every process in cg's subtree, pre-order; cgroups that
         vanish meanwhile are skipped."""
-        out: list[tuple[int, str]] = []
+        out: list[tuple[int, CgroupPath]] = []
         for sub in self.walk(cg):
             try:
                 out.extend((pid, sub) for pid in self.procs(sub))
@@ -442,7 +438,7 @@ class CgroupFs:
         return out
 
     # -- v2 cgroup core: cgroup.events, cgroup.kill, cgroup.freeze ----------------
-    def wait_cgroup_event(self, cg: str, key: str, value: int, timeout: float) -> bool:
+    def wait_cgroup_event(self, cg: CgroupPath, key: str, value: int, timeout: float) -> bool:
         """Wait until ``cgroup.events`` shows ``key value`` (e.g. populated 0, frozen 1).
 
         Sleeps in poll() for POLLPRI on the open file (the kernel wakes it on every
@@ -482,33 +478,33 @@ class CgroupFs:
         finally:
             os.close(fd)
 
-    def kill(self, cg: str) -> None:
+    def kill(self, cg: CgroupPath) -> None:
         """Write 1 to v2 ``cgroup.kill``: SIGKILL every task in the subtree (5.14+)."""
         self.write(cg, V2_KILL, "1")
 
-    def freeze_value(self, cg: str) -> bool | None:
+    def freeze_value(self, cg: CgroupPath) -> bool | None:
         """v2 ``cgroup.freeze`` (what was asked, not whether it is done); None if absent."""
         if self.version != 2:
             return None
         value = self._int(cg, V2_FREEZE)
         return None if value is None else value == 1
 
-    def set_freeze(self, cg: str, frozen: bool) -> None:
+    def set_freeze(self, cg: CgroupPath, frozen: bool) -> None:
         self.write(cg, V2_FREEZE, "1" if frozen else "0")
 
-    def freezer_state(self, cg: str) -> str | None:
+    def freezer_state(self, cg: CgroupPath) -> str | None:
         """v1 ``freezer.state`` (THAWED, FREEZING, FROZEN); None if absent."""
         text = self.read(cg, V1_FREEZER_STATE) if self.version == 1 else None
         return text.strip() if text is not None else None
 
-    def set_freezer_state(self, cg: str, state: str) -> None:
+    def set_freezer_state(self, cg: CgroupPath, state: str) -> None:
         self.write(cg, V1_FREEZER_STATE, state)
 
     # -- ownership and extended attributes ---------------------------------------
-    def owner(self, cg: str) -> int:
+    def owner(self, cg: CgroupPath) -> int:
         return self._lstat(cg).st_uid
 
-    def get_xattr(self, cg: str, name: str) -> bytes | None:
+    def get_xattr(self, cg: CgroupPath, name: str) -> bytes | None:
         try:
             return os.getxattr(self.path(cg), name, follow_symlinks=False)
         except OSError as exc:
@@ -518,13 +514,13 @@ class CgroupFs:
                 raise Vanished(cg) from exc
             raise
 
-    def set_xattr(self, cg: str, name: str, value: bytes) -> None:
+    def set_xattr(self, cg: CgroupPath, name: str, value: bytes) -> None:
         try:
             os.setxattr(self.path(cg), name, value, follow_symlinks=False)
         except OSError as exc:
             raise from_oserror(exc, f"{self.path(cg)} ({name})", cgroup=cg) from exc
 
-    def remove_xattr(self, cg: str, name: str) -> None:
+    def remove_xattr(self, cg: CgroupPath, name: str) -> None:
         try:
             os.removexattr(self.path(cg), name, follow_symlinks=False)
         except OSError as exc:

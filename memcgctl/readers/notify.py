@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from memcgctl.cgpath import CgroupPath
 from memcgctl.errors import VANISHED_ERRNOS, Vanished
 from memcgctl.readers.cgroupfs import V1_EVENT_CONTROL, V1_OOM_CONTROL, CgroupFs
 from memcgctl.readers.fileio import parse_flat_keyed, write_text
@@ -18,7 +19,7 @@ from memcgctl.readers.fileio import parse_flat_keyed, write_text
 class OomControlWatch:
     """v1: an eventfd that counts OOM notifications of one memcg."""
 
-    def __init__(self, fs: CgroupFs, cg: str) -> None:
+    def __init__(self, fs: CgroupFs, cg: CgroupPath) -> None:
         self.cg = cg
         base = fs.path(cg)
         try:
@@ -56,7 +57,7 @@ class OomControlWatch:
 class EventsFileWatch:
     """v2: one open ``memory.events`` (or ``.local``) file and its last values."""
 
-    def __init__(self, fs: CgroupFs, cg: str, filename: str) -> None:
+    def __init__(self, fs: CgroupFs, cg: CgroupPath, filename: str) -> None:
         self.cg = cg
         self.filename = filename
         try:
