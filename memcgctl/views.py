@@ -144,3 +144,53 @@ def change_line(what: str, setting: str, dry_run: bool, before: str, after: str)
     """``/a: set badness 100 (trusted), was 500 (default)`` (``would set`` on a dry run)."""
     verb = "would set" if dry_run else "set"
     return f"{what}: {verb} {setting} {after}, was {before}"
+
+
+# -- predict-victim --top: the next in line ---------------------------------------------
+
+
+class RunnerUp(NamedTuple):
+    rank: int
+    process: ProcessInfo
+    value: int  # kernel: points; priority: badness
+    group_size: int = 1  # pids that die with it (memory.oom.group)
+
+
+def runner_up_fields(kernel: bool) -> tuple[Field[RunnerUp], ...]:
+    def rss(r: RunnerUp) -> str:
+        extra = f" +{r.group_size - 1} (oom.group)" if r.group_size > 1 else ""
+        return format_kb(r.process.rss_kb) + extra
+
+    return (
+        Field("#", lambda r: str(r.rank), right=True),
+        Field("PID", lambda r: str(r.process.pid), right=True),
+        Field("COMM", lambda r: r.process.comm),
+        Field("CGROUP", lambda r: r.process.cgroup),
+        Field("POINTS" if kernel else "BADNESS", lambda r: str(r.value), right=True),
+        Field("OOM_ADJ", lambda r: str(r.process.oom_score_adj), right=True),
+        Field("RSS", rss, right=True),
+    )
+
+
+# -- counters: one row per cgroup of its JSON document -------------------------------------
+
+
+def _oom_kill(header: str, key: str) -> Field[Mapping[str, Any]]:
+    """The ``oom_kill`` count of the ``key`` counters, ``-`` where the kernel has none."""
+
+    def cell(entry: Mapping[str, Any]) -> str:
+        values = entry[key]
+        return "-" if not values or "oom_kill" not in values else str(values["oom_kill"])
+
+    return Field(header, cell, right=True)
+
+
+COUNTER_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (
+    Field("CGROUP", lambda c: str(c["cgroup"])),
+    _oom_kill("LOCAL", "local"),
+    _oom_kill("HIER", "hierarchical"),
+    Field("SYSTEM", lambda c: str(c["by_cause"]["system"]), right=True),
+    Field("MEMCG", lambda c: str(c["by_cause"]["memcg"]), right=True),
+    Field("USER", lambda c: str(c["by_cause"]["user"]), right=True),
+    Field("COMPLETE", lambda c: "yes" if c["complete"] else "no"),
+)

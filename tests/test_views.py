@@ -19,11 +19,14 @@ from memcgctl.store import Setting
 from memcgctl.views import (
     BADNESS_FIELDS,
     CGROUP_FIELDS,
+    COUNTER_FIELDS,
     DELAY_FIELDS,
     PROCESS_FIELDS,
+    RunnerUp,
     badness_setting,
     change_line,
     delay_setting,
+    runner_up_fields,
     tree_rows,
 )
 from tests.snapbuild import P, build
@@ -124,3 +127,28 @@ def test_change_lines() -> None:
         delay_setting(Setting(2000, "user")),
     )  # fmt: skip
     assert line == "/a: would set OOM delay 2s (user), was off"
+
+
+def test_runner_up_fields_name_the_value_by_policy_and_show_the_group() -> None:
+    snap = build({"/a": {}}, [P(10, "/a", rss=2048)])
+    (p,) = snap.subtree_processes("/a")
+    cols = columns_of(runner_up_fields(kernel=False), [RunnerUp(1, p, 500, group_size=3)])
+    assert [c.header for c in cols] == ["#", "PID", "COMM", "CGROUP", "BADNESS", "OOM_ADJ", "RSS"]
+    assert [c.cells[0] for c in cols] == ["1", "10", "p10", "/a", "500", "0", "2.0M +2 (oom.group)"]
+    assert [i for i, c in enumerate(cols) if c.right] == [0, 1, 4, 5, 6]
+    assert columns_of(runner_up_fields(kernel=True), [])[4].header == "POINTS"
+
+
+def test_counter_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    entry = {
+        "cgroup": "/a",
+        "local": {"oom_kill": 2},
+        "hierarchical": None,
+        "by_cause": {"system": 1, "memcg": 0, "user": 3},
+        "complete": False,
+    }
+    print_aligned(COUNTER_FIELDS, [entry])
+    assert capsys.readouterr().out.splitlines() == [
+        "CGROUP  LOCAL  HIER  SYSTEM  MEMCG  USER  COMPLETE",
+        "/a          2     -       1      0     3  no",
+    ]
