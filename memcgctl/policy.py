@@ -11,7 +11,7 @@ Nothing here reads a file: every input is in the snapshot or passed as a plain v
 group that would die with it (``memory.oom.group``), the reasoning step by step (the
 priority walk, or the kernel's ranked candidates), and the reasons as data
 (:mod:`memcgctl.reasons`: a code and the numbers) — the words are the rendering layer's
-(:mod:`memcgctl.explain`).
+(:mod:`memcgctl.reasontext`).
 """
 
 from __future__ import annotations

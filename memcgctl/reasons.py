@@ -1,8 +1,9 @@
 """The reasons behind a victim choice, as data: a code and the numbers involved.
 
 :mod:`memcgctl.policy` returns these and never builds a sentence; the words are made in
-the rendering layer (:mod:`memcgctl.explain`), for ``predict-victim --explain`` and
-``--json``, ``explain-kill`` and the daemon's journal.  Pure data, no imports.
+the rendering layer (:mod:`memcgctl.reasontext`, used by :mod:`memcgctl.explain`), for
+``predict-victim --explain`` and ``--json``, ``explain-kill`` and the daemon's journal.
+Pure data.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class NoKillableAt:
 @dataclass(frozen=True)
 class LevelChoice:
     """Priority walk: at ``cgroup``, ``eligible`` of ``candidates`` could die and the
-    ``kind`` ``name`` (a cgroup path, or a pid and comm) won."""
+    chosen one (a cgroup ``path``, or a process ``pid`` and ``comm``) won."""
 
     cgroup: str
     eligible: int
