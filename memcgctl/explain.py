@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from memcgctl.cgpath import CgroupPath
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import KERNEL, Candidate, Decision, Level, Scored
+from memcgctl.reasontext import SKIP_TEXT, caveat_lines, reason_lines, verdict_text
 from memcgctl.render import TreeNode
 from memcgctl.units import format_bytes, format_kb
 
@@ -46,7 +47,8 @@ def candidate_json(c: Candidate) -> dict[str, Any]:
                 "usage_bytes": c.cgroup.usage_bytes,
             }
         )
-    doc.update({"eligible": c.skip is None, "skipped": c.skip, "note": c.note})
+    skipped = SKIP_TEXT[c.skip] if c.skip is not None else None
+    doc.update({"eligible": c.skip is None, "skipped": skipped, "note": verdict_text(c.verdict)})
     return doc
 
 
@@ -92,8 +94,8 @@ def decision_json(
         "walk": [level_json(lv) for lv in d.walk],
         "candidates": [scored_json(s) for s in candidates],
         "totalpages": d.totalpages,
-        "reasons": list(d.reasons),
-        "caveats": list(d.caveats),
+        "reasons": reason_lines(d.reasons),
+        "caveats": caveat_lines(d.caveats),
     }
     if runners_up is not None:
         doc["runners_up"] = [
@@ -149,7 +151,7 @@ def _candidate_label(c: Candidate, chosen: bool, pods: Mapping[str, str]) -> str
             what += f" (pod {pod})"
         size = f"usage {format_bytes(c.cgroup.usage_bytes)}"
         src = "" if c.cgroup.badness_source == "default" else f" ({c.cgroup.badness_source})"
-    verdict = f"skipped: {c.skip}" if c.skip is not None else c.note
+    verdict = f"skipped: {SKIP_TEXT[c.skip]}" if c.skip is not None else verdict_text(c.verdict)
     return f"{mark} {what}  badness {c.badness}{src} · {size} — {verdict}"
 
 
@@ -179,7 +181,7 @@ def _level_nodes(
     if skipped and not shown_skipped:
         counts: dict[str, int] = {}
         for c in skipped:
-            key = f"{c.kind}: {c.skip}"
+            key = f"{c.kind}: {SKIP_TEXT[c.skip] if c.skip is not None else None}"
             counts[key] = counts.get(key, 0) + 1
         summary = "; ".join(f"{n}× {k}" for k, n in sorted(counts.items()))
         nodes.append(TreeNode(f"  {len(skipped)} skipped — {summary}", style="dim"))
@@ -242,10 +244,10 @@ def _kernel_tree(d: Decision, per_level: int) -> TreeNode:
 def footer_lines(d: Decision) -> list[str]:
     """The decision in sentences, then where it may be wrong."""
     lines = ["", "Why:"]
-    lines += [f"  {i}. {r}" for i, r in enumerate(d.reasons, 1)]
+    lines += [f"  {i}. {r}" for i, r in enumerate(reason_lines(d.reasons), 1)]
     if d.caveats:
         lines += ["", "Where userspace cannot be exact:"]
-        lines += [f"  - {c}" for c in d.caveats]
+        lines += [f"  - {c}" for c in caveat_lines(d.caveats)]
     return lines
 
 

@@ -9,7 +9,9 @@ Two policies, one function each, shared by ``predict-victim`` and the daemon:
 Nothing here reads a file: every input is in the snapshot or passed as a plain value
 (:class:`KernelParams`).  The result is a frozen :class:`Decision` with the victim, the
 group that would die with it (``memory.oom.group``), the reasoning step by step (the
-priority walk, or the kernel's ranked candidates), and human-readable reasons.
+priority walk, or the kernel's ranked candidates), and the reasons as data
+(:mod:`memcgctl.reasons`: a code and the numbers) — the words are the rendering layer's
+(:mod:`memcgctl.reasontext`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,26 @@ from typing import Literal, NamedTuple
 
 from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.model import BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
-from memcgctl.units import format_bytes, format_kb
+from memcgctl.reasons import (
+    Caveat,
+    GroupKill,
+    HostPages,
+    LevelChoice,
+    Lost,
+    MemcgPages,
+    MostPoints,
+    NoKillableAt,
+    NoKillableProcess,
+    NoLimit,
+    NotInSnapshot,
+    PointsTie,
+    Reason,
+    ScoredCount,
+    Skip,
+    Tie,
+    Verdict,
+    Win,
+)
 
 OOM_SCORE_ADJ_MIN = -1000
 
@@ -30,24 +51,10 @@ POLICIES = (PRIORITY, KERNEL)
 
 # Where userspace cannot be exact (README "predict-victim"); shown by --explain.
 KERNEL_CAVEATS = (
-    "rss comes from /proc/PID/status, which since Linux 6.2 reads per-CPU counters "
-    "approximately; the kernel sums them exactly (off by at most ~64 pages per CPU)",
-    "processes sharing one mm (CLONE_VM without threads, vfork children) die together; "
-    "vfork children and mms the OOM reaper already skipped are never chosen — "
-    "invisible from /proc",
-    "if a process in scope is already an OOM victim and still exiting, the kernel kills "
-    "nothing new and waits",
-    "a task running swapoff or KSM unmerge (oom_task_origin) is always chosen first",
-)
-SCAN_ORDER_MEMCG = (
-    "scan order: the OOM memcg first, then its descendants in pre-order, siblings in "
-    "creation order (approximated by the cgroup directory's inode number, which kernfs "
-    "allocates increasing), the processes of one memcg in pid order (the kernel: the "
-    "order they joined it)"
-)
-SCAN_ORDER_HOST = (
-    "scan order: every process in creation order (for_each_process), approximated by "
-    "pid order — wrong only after pids wrapped around"
+    Caveat.RSS_APPROXIMATE,
+    Caveat.SHARED_MM,
+    Caveat.VICTIM_EXITING,
+    Caveat.TASK_ORIGIN,
 )
 
 
@@ -63,17 +70,10 @@ class Candidate:
     badness: int
     cgroup: CgroupInfo | None = None
     process: ProcessInfo | None = None
-    # None if eligible; else why it can never be chosen ("badness 1000 (never)", ...)
-    skip: str | None = None
-    # The verdict in words: why it was taken, or why it lost to the chosen one.
-    note: str = ""
-
-    @property
-    def name(self) -> str:
-        if self.process is not None:
-            return f"pid {self.process.pid} ({self.process.comm})"
-        assert self.cgroup is not None
-        return self.cgroup.path
+    # None if eligible; else why it can never be chosen (badness 1000, ...)
+    skip: Skip | None = None
+    # Why it was taken, or why it lost to the chosen one (or the skip again).
+    verdict: Verdict = field(default_factory=Verdict)
 
     @property
     def usage_bytes(self) -> int:
@@ -120,8 +120,8 @@ class Decision:
     candidates: tuple[Scored, ...] = ()  # kernel: ranked, the victim first
     points: int | None = None  # kernel: the victim's points
     totalpages: int | None = None  # kernel
-    reasons: tuple[str, ...] = ()  # the decision in words, in order
-    caveats: tuple[str, ...] = field(default=())  # where the prediction may be wrong
+    reasons: tuple[Reason, ...] = ()  # the decision step by step, in order
+    caveats: tuple[Caveat, ...] = field(default=())  # where the prediction may be wrong
 
 
 # -- shared helpers ------------------------------------------------------------------
@@ -169,36 +169,28 @@ def group_kill_pids(snap: Snapshot, group: CgroupPath) -> tuple[int, ...]:
 
 def _victim_group(
     snap: Snapshot, victim: ProcessInfo, oom_root: CgroupPath
-) -> tuple[CgroupPath | None, tuple[int, ...], list[str]]:
+) -> tuple[CgroupPath | None, tuple[int, ...], list[Reason]]:
     group = oom_group_of(snap, victim, oom_root)
     if group is None:
         return None, (victim.pid,), []
     pids = group_kill_pids(snap, group)
     if victim.pid not in pids:
         pids = tuple(sorted((*pids, victim.pid)))
-    return (
-        group,
-        pids,
-        [
-            f"{group} has memory.oom.group=1 (the highest such cgroup between the victim "
-            f"and the OOM root): all {len(pids)} of its processes die together, except "
-            "oom_score_adj -1000 and init"
-        ],
-    )
+    return group, pids, [GroupKill(group, len(pids))]
 
 
 # -- policy "priority" ---------------------------------------------------------------
 
 
-def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> str | None:
+def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> Skip | None:
     if p.pid in exclude:
-        return "already chosen"
+        return Skip.ALREADY_CHOSEN
     if not p.killable:
-        return "init" if p.pid == 1 else "kernel thread or exiting (no memory to free)"
+        return Skip.INIT if p.pid == 1 else Skip.NO_MEMORY
     if p.badness >= BADNESS_NEVER:
         if p.badness_source == "oom_score_adj":
-            return "oom_score_adj -1000: never"
-        return "badness 1000: never"
+            return Skip.ADJ_NEVER
+        return Skip.BADNESS_NEVER
     return None
 
 
@@ -237,55 +229,46 @@ def _rank_key(c: Candidate, viable: _Viability) -> tuple[int, int, int, int, str
     return (c.badness, 0, -c.usage_bytes, viable.min_pid(c.cgroup) or 0, c.cgroup.path)
 
 
-def _size(c: Candidate) -> str:
-    if c.process is not None:
-        return f"rss {format_kb(c.process.rss_kb)}"
-    return f"usage {format_bytes(c.usage_bytes)}"
-
-
-def _verdict(c: Candidate, chosen: Candidate, others: list[Candidate]) -> str:
+def _verdict(c: Candidate, chosen: Candidate, others: list[Candidate]) -> Verdict:
     """Why ``c`` lost to ``chosen`` (or, for ``chosen`` itself, why it won against
     ``others``, the other eligible candidates)."""
     if c is chosen:
         if not others:
-            return "chosen: the only killable candidate"
-        beat = any(o.kind == "cgroup" for o in others)
-        tie = _tie_detail(chosen, [chosen, *others])
-        return "chosen: " + _win_reason(chosen, beat) + (f"; {tie}" if tie else "")
+            return Verdict(only=True)
+        return Verdict(win=_win(chosen, [chosen, *others]))
     if c.badness != chosen.badness:
-        return f"badness {c.badness} > {chosen.badness}"
+        return Verdict(lost=Lost.HIGHER_BADNESS, badness=c.badness, chosen_badness=chosen.badness)
     if c.kind != chosen.kind:
-        return "same badness: a cgroup goes before a process"
+        return Verdict(lost=Lost.CGROUP_FIRST)
     if c.kind == "cgroup":
         if c.usage_bytes != chosen.usage_bytes:
-            return f"same badness, smaller usage ({_size(c)})"
-        return "same badness and usage: the chosen one holds a lower pid"
+            return Verdict(lost=Lost.SMALLER_USAGE, usage_bytes=c.usage_bytes)
+        return Verdict(lost=Lost.HIGHER_PID_INSIDE)
     if c.rss_kb != chosen.rss_kb:
-        return f"same badness, smaller rss ({_size(c)})"
-    return "same badness and rss: higher pid"
+        return Verdict(lost=Lost.SMALLER_RSS, rss_kb=c.rss_kb)
+    return Verdict(lost=Lost.HIGHER_PID)
 
 
-def _win_reason(chosen: Candidate, beat_cgroups: bool = False) -> str:
-    parts = [f"lowest badness ({chosen.badness})"]
-    if chosen.kind == "process" and beat_cgroups:
-        parts.append("strictly lower than every sibling cgroup")
-    return ", ".join(parts)
+def _win(chosen: Candidate, ranked: list[Candidate]) -> Win:
+    """The lowest badness; for a process, whether it beat sibling cgroups; the tie
+    break that decided, if there was one."""
+    beat = chosen.kind == "process" and any(o.kind == "cgroup" for o in ranked[1:])
+    return Win(chosen.badness, beat, _tie(chosen, ranked))
 
 
-def _tie_detail(chosen: Candidate, ranked: list[Candidate]) -> str | None:
-    """Describe the tie break that decided, if there was one."""
+def _tie(chosen: Candidate, ranked: list[Candidate]) -> Tie | None:
     rivals = [c for c in ranked[1:] if c.badness == chosen.badness and c.kind == chosen.kind]
     if not rivals:
         if any(c.badness == chosen.badness for c in ranked[1:]):
-            return "ties with processes of the same badness: a cgroup goes first"
+            return Tie.CGROUP_BEFORE_PROCESS
         return None
     if chosen.kind == "cgroup":
         if all(r.usage_bytes == chosen.usage_bytes for r in rivals[:1]):
-            return "tie on badness and usage: the one holding the lowest pid"
-        return "tie on badness: the largest memory usage"
+            return Tie.LOWEST_PID_INSIDE
+        return Tie.LARGEST_USAGE
     if all(r.rss_kb == chosen.rss_kb for r in rivals[:1]):
-        return "tie on badness and rss: the lowest pid"
-    return "tie on badness: the largest rss"
+        return Tie.LOWEST_PID
+    return Tie.LARGEST_RSS
 
 
 def _cgroup_candidates(snap: Snapshot, level: CgroupInfo, viable: _Viability) -> list[Candidate]:
@@ -294,9 +277,9 @@ def _cgroup_candidates(snap: Snapshot, level: CgroupInfo, viable: _Viability) ->
     for kid in kids(snap, level):
         skip = None
         if kid.badness >= BADNESS_NEVER:
-            skip = "badness 1000: never"
+            skip = Skip.BADNESS_NEVER
         elif viable.min_pid(kid) is None:
-            skip = "nothing killable inside"
+            skip = Skip.NOTHING_INSIDE
         cands.append(Candidate("cgroup", kid.badness, cgroup=kid, skip=skip))
     return cands
 
@@ -335,9 +318,9 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
     viable = _Viability(snap, gone)
     start = snap.cgroups.get(oom_root)
     if start is None:
-        return Decision(PRIORITY, oom_root, None, reasons=(f"{oom_root}: not in the snapshot",))
+        return Decision(PRIORITY, oom_root, None, reasons=(NotInSnapshot(oom_root),))
     walk: list[Level] = []
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     level = start
     while True:
         cands = _cgroup_candidates(snap, level, viable)
@@ -346,27 +329,24 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
         eligible = sorted((c for c in cands if c.skip is None), key=lambda c: _rank_key(c, viable))
         skipped = [c for c in cands if c.skip is not None]
         if not eligible:
-            walk.append(
-                Level(level.path, tuple(_with_note(c, c.skip or "") for c in skipped), None)
-            )
-            reasons.append(f"{level.path}: no killable candidate")
+            walk.append(Level(level.path, tuple(_skipped(c) for c in skipped), None))
+            reasons.append(NoKillableAt(level.path))
             return Decision(PRIORITY, oom_root, None, walk=tuple(walk), reasons=tuple(reasons))
         chosen = eligible[0]
-        noted = [_with_note(c, _verdict(c, chosen, eligible[1:])) for c in eligible]
+        noted = [_with_verdict(c, _verdict(c, chosen, eligible[1:])) for c in eligible]
         chosen_noted = noted[0]
-        walk.append(
-            Level(
-                level.path,
-                tuple(noted + [_with_note(c, c.skip or "") for c in skipped]),
-                chosen_noted,
-            )
-        )
-        tie = _tie_detail(chosen, eligible)
+        walk.append(Level(level.path, tuple(noted + [_skipped(c) for c in skipped]), chosen_noted))
         reasons.append(
-            f"{level.path}: {len(eligible)} killable of {len(cands)} candidates; "
-            f"{chosen.kind} {chosen.name} has the "
-            + _win_reason(chosen, any(o.kind == "cgroup" for o in eligible[1:]))
-            + (f" ({tie})" if tie else "")
+            LevelChoice(
+                level.path,
+                len(eligible),
+                len(cands),
+                chosen.kind,
+                chosen.cgroup.path if chosen.cgroup is not None else None,
+                chosen.process.pid if chosen.process is not None else None,
+                chosen.process.comm if chosen.process is not None else None,
+                _win(chosen, eligible),
+            )
         )
         if chosen.process is not None:
             victim = chosen.process
@@ -384,8 +364,12 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
         level = chosen.cgroup
 
 
-def _with_note(c: Candidate, note: str) -> Candidate:
-    return Candidate(c.kind, c.badness, c.cgroup, c.process, c.skip, note)
+def _with_verdict(c: Candidate, verdict: Verdict) -> Candidate:
+    return Candidate(c.kind, c.badness, c.cgroup, c.process, c.skip, verdict)
+
+
+def _skipped(c: Candidate) -> Candidate:
+    return _with_verdict(c, Verdict(skip=c.skip))
 
 
 def rank_priority(snap: Snapshot, oom_root: CgroupPath, n: int) -> list[Decision]:
@@ -495,7 +479,7 @@ def proc_oom_score(p: ProcessInfo, params: KernelParams) -> int:
 
 def scan_order(snap: Snapshot, oom_root: CgroupPath) -> Iterator[ProcessInfo]:
     """The processes in the order the kernel scans them (approximated, see
-    SCAN_ORDER_*): host OOM by pid; memcg OOM by memcg pre-order (creation order),
+    Caveat.SCAN_ORDER_*): host OOM by pid; memcg OOM by memcg pre-order (creation order),
     then pid within a memcg."""
     if oom_root == ROOT:
         yield from sorted(snap.subtree_processes(ROOT), key=lambda p: p.pid)
@@ -522,27 +506,17 @@ def select_kernel(snap: Snapshot, oom_root: CgroupPath, params: KernelParams) ->
     memcg_oom = oom_root != ROOT
     cg = snap.cgroups.get(oom_root)
     if cg is None:
-        return Decision(KERNEL, oom_root, None, reasons=(f"{oom_root}: not in the snapshot",))
-    reasons: list[str] = []
+        return Decision(KERNEL, oom_root, None, reasons=(NotInSnapshot(oom_root),))
+    reasons: list[Reason] = []
     if memcg_oom:
         totalpages = memcg_totalpages(cg, params)
         if cg.limit_bytes is None:
-            reasons.append(
-                f"{oom_root} has no memory limit, so it cannot run out on its own; "
-                f"points use the host's RAM + swap ({totalpages} pages)"
-            )
+            reasons.append(NoLimit(oom_root, totalpages))
         else:
-            reasons.append(
-                f"memcg OOM of {oom_root}: totalpages = limit {format_bytes(cg.limit_bytes)}"
-                f" + allowed swap = {totalpages} pages, so each oom_score_adj point is worth "
-                f"{totalpages // 1000} pages"
-            )
+            reasons.append(MemcgPages(oom_root, cg.limit_bytes, totalpages))
     else:
         totalpages = host_totalpages(params)
-        reasons.append(
-            f"host OOM: totalpages = RAM + swap = {totalpages} pages, so each "
-            f"oom_score_adj point is worth {totalpages // 1000} pages"
-        )
+        reasons.append(HostPages(totalpages))
     scored: list[Scored] = []
     skipped = 0
     for i, p in enumerate(scan_order(snap, oom_root)):
@@ -553,19 +527,12 @@ def select_kernel(snap: Snapshot, oom_root: CgroupPath, params: KernelParams) ->
     # the kernel keeps a task unless a later one has points >= its own: the last
     # scanned wins a tie
     scored.sort(key=lambda s: (-s.points, -s.scan_index))
-    caveats = [SCAN_ORDER_MEMCG if memcg_oom else SCAN_ORDER_HOST, *KERNEL_CAVEATS]
+    caveats = [Caveat.SCAN_ORDER_MEMCG if memcg_oom else Caveat.SCAN_ORDER_HOST, *KERNEL_CAVEATS]
     if params.oom_kill_allocating_task and not memcg_oom:
-        caveats.insert(
-            0,
-            "vm.oom_kill_allocating_task=1: a host OOM kills whichever task is "
-            "allocating, without scoring — this ranking is not used",
-        )
-    reasons.append(
-        f"{len(scored)} candidates scored, {skipped} never eligible (kernel threads, "
-        "init, no mm, oom_score_adj -1000)"
-    )
+        caveats.insert(0, Caveat.ALLOCATING_TASK)
+    reasons.append(ScoredCount(len(scored), skipped))
     if not scored:
-        reasons.append("no killable process: the kernel would report 'no killable processes'")
+        reasons.append(NoKillableProcess())
         return Decision(
             KERNEL,
             oom_root,
@@ -576,15 +543,18 @@ def select_kernel(snap: Snapshot, oom_root: CgroupPath, params: KernelParams) ->
         )
     top = scored[0]
     reasons.append(
-        f"pid {top.process.pid} ({top.process.comm}) has the most points: {top.points} = "
-        f"rss {top.rss_pages} + swap {top.swap_pages} + page tables {top.pgtable_pages} "
-        f"+ adj {top.adj_pages} pages"
+        MostPoints(
+            top.process.pid,
+            top.process.comm,
+            top.points,
+            top.rss_pages,
+            top.swap_pages,
+            top.pgtable_pages,
+            top.adj_pages,
+        )
     )
     if len(scored) > 1 and scored[1].points == top.points:
-        reasons.append(
-            f"tie with pid {scored[1].process.pid} at {top.points} points: the kernel keeps "
-            "the one it scans last"
-        )
+        reasons.append(PointsTie(scored[1].process.pid, top.points))
     group, pids, group_reasons = _victim_group(snap, top.process, oom_root)
     return Decision(
         KERNEL,

@@ -33,6 +33,7 @@ from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.oomreport import OomReport, TaskRow
 from memcgctl.policy import KERNEL, Decision, Scored, select_priority
+from memcgctl.reasons import Caveat, Note, Reason
 
 PAGE_KB = 4
 UNLIMITED_KB = 1 << 50  # v1 prints "limit 9007199254740988kB" for no limit
@@ -456,24 +457,26 @@ def explain_report(
         if k.get("cgroup"):
             placement.setdefault(int(k["pid"]), _path(k["cgroup"]))
     why: list[str] = []
-    reasons = list(notes)
+    reasons: list[Reason] = [Note(n) for n in notes]
     reasons.append(
-        f"kernel rules of {rules.version[0]}.{rules.version[1]}"
-        + (
-            " (from the report's stack header)"
-            if rules.source == "release"
-            else f" or later ({rules.source}; no stack header)"
-        )
-        + (
-            f"; root bonus {'adj -= 30' if rules.root_bonus == 'adj30' else '3%'} for uid 0"
-            if rules.root_bonus
-            else ""
-        )
-        + ("; points at least 1" if rules.clamp_to_one else "")
-        + (
-            "; ties go to the last scanned"
-            if rules.ties_to_last
-            else "; ties go to the first scanned"
+        Note(
+            f"kernel rules of {rules.version[0]}.{rules.version[1]}"
+            + (
+                " (from the report's stack header)"
+                if rules.source == "release"
+                else f" or later ({rules.source}; no stack header)"
+            )
+            + (
+                f"; root bonus {'adj -= 30' if rules.root_bonus == 'adj30' else '3%'} for uid 0"
+                if rules.root_bonus
+                else ""
+            )
+            + ("; points at least 1" if rules.clamp_to_one else "")
+            + (
+                "; ties go to the last scanned"
+                if rules.ties_to_last
+                else "; ties go to the first scanned"
+            )
         )
     )
     scored: list[Scored] = []
@@ -481,8 +484,10 @@ def explain_report(
     if total is not None and report.tasks:
         scored, skipped = rank(report, total, rules, lambda r: placement.get(r.pid, root))
         reasons.append(
-            f"{len(scored)} candidates in the report's task table, {skipped} never eligible "
-            "(oom_score_adj -1000, init)"
+            Note(
+                f"{len(scored)} candidates in the report's task table, {skipped} never "
+                "eligible (oom_score_adj -1000, init)"
+            )
         )
     top = scored[0] if scored else None
     table_pids = {r.pid for r in report.tasks} | {r.tgid for r in report.tasks}
@@ -552,13 +557,17 @@ def explain_report(
         score_check = {"printed": printed, "rebuilt": mine_score, "agrees": printed == mine_score}
         if score_check["agrees"]:
             reasons.append(
-                f"the kernel printed score {printed} for its victim; the rebuilt points give "
-                "the same (points × 1000 / totalpages): totalpages and rules check out"
+                Note(
+                    f"the kernel printed score {printed} for its victim; the rebuilt points "
+                    "give the same (points × 1000 / totalpages): totalpages and rules check out"
+                )
             )
         else:
             reasons.append(
-                f"the kernel printed score {printed} for its victim; rebuilt: {mine_score} "
-                "(points × 1000 / totalpages) — totalpages or the counters differ"
+                Note(
+                    f"the kernel printed score {printed} for its victim; rebuilt: {mine_score} "
+                    "(points × 1000 / totalpages) — totalpages or the counters differ"
+                )
             )
     victim = top.process if top is not None else None
     decision = Decision(
@@ -569,11 +578,8 @@ def explain_report(
         candidates=tuple(scored),
         points=top.points if top is not None else None,
         totalpages=total,
-        reasons=tuple(reasons + why),
-        caveats=(
-            "the task table lists each task's memcg only for the victim",
-            "rss, swap and page tables are as printed when the report was written",
-        ),
+        reasons=tuple(reasons + [Note(w) for w in why]),
+        caveats=(Caveat.TABLE_MEMCG_VICTIM_ONLY, Caveat.AS_PRINTED),
     )
     snap, snap_notes = build_snapshot(
         report, root, placement, badness or BadnessMap(), live, live_cgroup

@@ -13,13 +13,16 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import click
 
 from memcgctl.safetext import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+N = TypeVar("N")
 
 
 class Output(NamedTuple):
@@ -88,6 +91,66 @@ class Column(NamedTuple):
 
 
 COLUMN_GAP = 2  # spaces between columns, as both renderers draw them
+
+
+@dataclass(frozen=True)
+class Field(Generic[T]):
+    """One column of an object's field list (:mod:`memcgctl.views`): the header and how
+    to draw one object's cell, plus the :class:`Column` hints for a narrow terminal."""
+
+    header: str
+    cell: Callable[[T], str]
+    right: bool = False
+    priority: int = 0
+    short: str | None = None
+    short_cell: Callable[[T], str] | None = None
+
+    def column(self, items: Sequence[T]) -> Column:
+        return Column(
+            self.header,
+            [self.cell(i) for i in items],
+            self.right,
+            self.priority,
+            self.short,
+            None if self.short_cell is None else [self.short_cell(i) for i in items],
+        )
+
+
+def columns_of(fields: Sequence[Field[T]], items: Sequence[T]) -> list[Column]:
+    return [f.column(items) for f in fields]
+
+
+def draw_table(
+    out: Output,
+    fields: Sequence[Field[T]],
+    items: Sequence[T],
+    title: str | None = None,
+    fit: bool = True,
+) -> None:
+    """The one way a list of objects becomes a table: one row per item, one column per
+    field.  ``fit``: fitted to the terminal (:func:`print_columns`); else every column
+    at its width (:func:`print_table`)."""
+    cols = columns_of(fields, items)
+    if fit:
+        print_columns(out, cols, title=title)
+        return
+    rows = [[c.cells[i] for c in cols] for i in range(len(items))]
+    right = [i for i, c in enumerate(cols) if c.right]
+    print_table(out, [c.header for c in cols], rows, title=title, right_align=right)
+
+
+def print_aligned(fields: Sequence[Field[T]], items: Sequence[T]) -> None:
+    """Aligned columns without a table library, for one-shot commands that must start
+    fast: the header line, then one line per item."""
+    cols = columns_of(fields, items)
+    rows = [[c.header for c in cols]] + [[c.cells[i] for c in cols] for i in range(len(items))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    for r in rows:
+        cells = (
+            c.rjust(w) if col.right else c.ljust(w)
+            for c, w, col in zip(r, widths, cols, strict=True)
+        )
+        say("  ".join(cells).rstrip())
 
 
 def table_width(columns: Sequence[Column], abbreviated: bool = False) -> int:
@@ -196,6 +259,23 @@ def print_table(
     click.echo(text)
 
 
+def with_guides(root: N, children: Callable[[N], Sequence[N]]) -> list[tuple[str, N]]:
+    """(guide prefix, node) in pre-order: ``""`` for ``root``, then ``├─ ``/``└─ ``
+    with ``│  `` for the levels above (as ``systemd-cgls`` draws them).  The one place
+    tree guides are made, for :func:`print_tree` and tables of a tree."""
+    rows: list[tuple[str, N]] = [("", root)]
+
+    def walk(node: N, guides: str) -> None:
+        kids = children(node)
+        for i, child in enumerate(kids):
+            last = i == len(kids) - 1
+            rows.append((guides + ("└─ " if last else "├─ "), child))
+            walk(child, guides + ("   " if last else "│  "))
+
+    walk(root, "")
+    return rows
+
+
 class TreeNode(NamedTuple):
     """A line of an explanation tree: ``label`` (plain text), an optional ``style``
     for rich (e.g. "bold red"), and children."""
@@ -221,13 +301,5 @@ def print_tree(out: Output, root: TreeNode) -> None:
 
         Console().print(build(root, None))
         return
-    lines = [printable(root.label)]
-
-    def walk(node: TreeNode, guides: str) -> None:
-        for i, child in enumerate(node.children):
-            last = i == len(node.children) - 1
-            lines.append(guides + ("└─ " if last else "├─ ") + printable(child.label))
-            walk(child, guides + ("   " if last else "│  "))
-
-    walk(root, "")
-    click.echo("\n".join(lines))
+    rows = with_guides(root, lambda node: node.children)
+    click.echo("\n".join(guides + printable(node.label) for guides, node in rows))

@@ -18,6 +18,8 @@ from memcgctl.policy import (
     score,
     select_kernel,
 )
+from memcgctl.reasons import Caveat, PointsTie, ScoredCount
+from memcgctl.reasontext import caveat_lines, reason_lines, reason_text
 from tests.snapbuild import P, build
 
 MIB = 1 << 20
@@ -134,7 +136,8 @@ def test_skip_rules() -> None:
     d = select_kernel(snap, CgroupPath("/j"), params())
     assert d.victim is not None and d.victim.pid == 12
     assert [s.process.pid for s in d.candidates] == [12]
-    assert "3 never eligible" in d.reasons[1]
+    assert d.reasons[1] == ScoredCount(1, 3)
+    assert "3 never eligible" in reason_text(d.reasons[1])
 
 
 def test_negative_points_can_still_be_chosen() -> None:
@@ -178,14 +181,16 @@ def test_tie_goes_to_the_last_scanned_memcg_preorder_creation_order() -> None:
     d = select_kernel(snap, CgroupPath("/j"), params())
     assert d.victim is not None and d.victim.pid == 20
     assert [s.process.pid for s in d.candidates] == [20, 25, 30, 40]
-    assert any("scans last" in r for r in d.reasons)
+    assert PointsTie(25, d.points or 0) in d.reasons
+    assert any("scans last" in r for r in reason_lines(d.reasons))
 
 
 def test_tie_on_host_goes_to_the_highest_pid() -> None:
     snap = build({"/a": {}, "/b": {}}, [P(300, "/a", rss=800), P(200, "/b", rss=800)], version=1)
     d = select_kernel(snap, CgroupPath("/"), params())
     assert d.victim is not None and d.victim.pid == 300
-    assert "pid order" in d.caveats[0]
+    assert d.caveats[0] == Caveat.SCAN_ORDER_HOST
+    assert "pid order" in caveat_lines(d.caveats)[0]
 
 
 def test_host_oom_uses_ram_plus_swap() -> None:
@@ -205,8 +210,10 @@ def test_host_oom_uses_ram_plus_swap() -> None:
 def test_oom_kill_allocating_task_is_a_caveat_for_host_ooms_only() -> None:
     snap = build({"/a": {"limit": 64 * MIB}}, [P(10, "/a", rss=4)], version=1)
     p = params(oom_kill_allocating_task=True)
-    assert "oom_kill_allocating_task" in select_kernel(snap, CgroupPath("/"), p).caveats[0]
-    assert not any("allocating" in c for c in select_kernel(snap, CgroupPath("/a"), p).caveats)
+    assert select_kernel(snap, CgroupPath("/"), p).caveats[0] == Caveat.ALLOCATING_TASK
+    caveats = caveat_lines(select_kernel(snap, CgroupPath("/"), p).caveats)
+    assert "oom_kill_allocating_task" in caveats[0]
+    assert Caveat.ALLOCATING_TASK not in select_kernel(snap, CgroupPath("/a"), p).caveats
 
 
 def test_group_kill_v2() -> None:

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from memcgctl.cgpath import ROOT, CgroupPath
-from memcgctl.policy import lowest_priority_child, rank_priority, select_priority
+from memcgctl.policy import Candidate, lowest_priority_child, rank_priority, select_priority
+from memcgctl.reasons import GroupKill, LevelChoice, Lost, Skip, Tie, Verdict, Win
+from memcgctl.reasontext import reason_lines, reason_text, verdict_text
 from tests.snapbuild import P, build
 
 # (id, cgroups, processes, oom root, expected victim pid or None, expected walk levels)
@@ -201,15 +203,21 @@ def test_walk_lists_every_candidate_with_verdicts() -> None:
     )
     d = select_priority(snap, CgroupPath("/"))
     top = d.walk[0]
-    names = [c.name for c in top.candidates]
+    names = [_name(c) for c in top.candidates]
     # eligible in rank order (cgroup /a before the process at equal badness), skipped last
-    assert names == ["/a", "pid 40 (p40)", "/c", "/b"]
-    notes = {c.name: c.note for c in top.candidates}
-    assert notes["/a"].startswith("chosen")
-    assert "a cgroup goes before a process" in notes["pid 40 (p40)"]
-    assert notes["/c"] == "badness 500 > 100"
-    assert top.candidates[3].skip == "badness 1000: never"
-    assert d.reasons[0].startswith("/: 3 killable of 4 candidates")
+    assert names == ["/a", "pid 40", "/c", "/b"]
+    verdicts = {_name(c): c.verdict for c in top.candidates}
+    assert verdicts["/a"].win == Win(100, tie=Tie.CGROUP_BEFORE_PROCESS)
+    assert verdicts["pid 40"].lost == Lost.CGROUP_FIRST
+    assert verdicts["/c"] == Verdict(lost=Lost.HIGHER_BADNESS, badness=500, chosen_badness=100)
+    assert top.candidates[3].skip == Skip.BADNESS_NEVER
+    assert verdicts["/b"] == Verdict(skip=Skip.BADNESS_NEVER)
+    first = d.reasons[0]
+    assert isinstance(first, LevelChoice)
+    assert (first.cgroup, first.eligible, first.candidates, first.path) == ("/", 3, 4, "/a")
+    # the words are the rendering layer's
+    assert verdict_text(verdicts["/c"]) == "badness 500 > 100"
+    assert reason_text(first).startswith("/: 3 killable of 4 candidates; cgroup /a has the")
 
 
 @pytest.mark.parametrize(
@@ -246,7 +254,8 @@ def test_oom_group_kill(
     assert d.kill_group == group
     assert d.group_pids == pids
     if group:
-        assert any("memory.oom.group" in r for r in d.reasons)
+        assert GroupKill(CgroupPath(group), len(pids)) in d.reasons
+        assert any("memory.oom.group" in r for r in reason_lines(d.reasons))
 
 
 def test_v1_never_group_kills() -> None:
@@ -268,13 +277,20 @@ def test_exclude_and_rank_give_next_in_line() -> None:
     d = select_priority(snap, CgroupPath("/"), exclude={11, 10})
     assert d.victim is not None and d.victim.pid == 20
     # /a is now empty of candidates and says so
-    skipped = {c.name: c.skip for c in d.walk[0].candidates}
-    assert skipped["/a"] == "nothing killable inside"
+    skipped = {_name(c): c.skip for c in d.walk[0].candidates}
+    assert skipped["/a"] == Skip.NOTHING_INSIDE
 
 
 def test_missing_root_is_no_victim() -> None:
     d = select_priority(build({}, []), CgroupPath("/nope"))
     assert d.victim is None
+
+
+def _name(c: Candidate) -> str:
+    if c.process is not None:
+        return f"pid {c.process.pid}"
+    assert c.cgroup is not None
+    return c.cgroup.path
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from memcgctl.constants import BADNESS_DEFAULT
 from memcgctl.diag import warning
 from memcgctl.env import Env
 from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
-from memcgctl.render import Output, emit_json, output_options, say
+from memcgctl.render import Output, emit_json, output_options, print_aligned, say
 from memcgctl.store import (
     BADNESS,
     NAMESPACES,
@@ -29,6 +29,13 @@ from memcgctl.store import (
     write_setting,
 )
 from memcgctl.units import format_duration_ms, parse_badness, parse_delay
+from memcgctl.views import (
+    BADNESS_FIELDS,
+    DELAY_FIELDS,
+    badness_setting,
+    change_line,
+    delay_setting,
+)
 
 # A v1 memcg in its OOM delay is paused (oom_kill_disable): its tasks sleep that long.
 V1_LONG_DELAY_MS = 60_000
@@ -43,22 +50,6 @@ namespace_option = click.option(
     show_default=True,
     help="xattr namespace: trusted (root) or user (delegated subtrees); auto picks by uid.",
 )
-
-
-def _fmt_badness(s: Setting) -> str:
-    return f"{BADNESS_DEFAULT} (default)" if s.value is None else f"{s.value} ({s.source})"
-
-
-def _fmt_delay(s: Setting) -> str:
-    return "off" if s.value is None else f"{format_duration_ms(s.value)} ({s.source})"
-
-
-def _print_lines(rows: list[list[str]]) -> None:
-    """Aligned columns without a table library: these are one-shot commands that must
-    start fast."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        say("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
 
 
 def _change_cgroup_setting(
@@ -142,7 +133,6 @@ def set_badness(
     if len(args) != expected:
         raise UsageProblem("usage: memcgctl set-badness CGROUP VALUE | set-badness --pid PID VALUE")
     value = parse_badness(args[-1])
-    verb = "would set" if dry_run else "set"
     doc: dict[str, Any]
     if pid is not None:
         pid, start, comm = _process_key(env, pid)
@@ -156,12 +146,10 @@ def set_badness(
             after = Setting(value, "process") if value is not None else Setting(None, "default")
         doc = {"pid": pid, "comm": comm, "start_time": start}
         what = f"pid {pid} ({comm})"
-        before_txt, after_txt = _fmt_badness(before), _fmt_badness(after)
     else:
         cg, before, after = _change_cgroup_setting(env, args[0], BADNESS, value, namespace, dry_run)
         doc = {"cgroup": cg}
         what = cg
-        before_txt, after_txt = _fmt_badness(before), _fmt_badness(after)
     doc.update(
         {
             "badness": after.value if after.value is not None else BADNESS_DEFAULT,
@@ -174,7 +162,7 @@ def set_badness(
     if out.json:
         emit_json(doc)
     else:
-        say(f"{what}: {verb} badness {after_txt}, was {before_txt}")
+        say(change_line(what, "badness", dry_run, badness_setting(before), badness_setting(after)))
 
 
 @click.command("get-badness")
@@ -224,13 +212,8 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
             }
         )
         return
-    if not items:
-        return
-    rows = [["TARGET", "BADNESS", "SOURCE"]]
-    for it in items:
-        target = it["cgroup"] if "cgroup" in it else f"pid {it['pid']} ({it['comm']})"
-        rows.append([target, str(it["badness"]), it["badness_source"]])
-    _print_lines(rows)
+    if items:
+        print_aligned(BADNESS_FIELDS, items)
 
 
 def _complete_delay_args(
@@ -292,8 +275,7 @@ def set_delay(
             }
         )
     else:
-        verb = "would set" if dry_run else "set"
-        say(f"{cg}: {verb} OOM delay {_fmt_delay(after)}, was {_fmt_delay(before)}")
+        say(change_line(cg, "OOM delay", dry_run, delay_setting(before), delay_setting(after)))
 
 
 @click.command("get-delay")
@@ -316,8 +298,4 @@ def get_delay(env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], out: Ou
     if out.json:
         emit_json({"cgroups": items})
         return
-    rows = [["CGROUP", "DELAY", "SOURCE"]]
-    rows += [
-        [i["cgroup"], format_duration_ms(i["oom_delay_ms"]), i["oom_delay_source"]] for i in items
-    ]
-    _print_lines(rows)
+    print_aligned(DELAY_FIELDS, items)

@@ -13,9 +13,15 @@ from memcgctl.cgpath import CgroupPath
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
+from memcgctl.logprio import Priority, prefixed
 from memcgctl.model import Snapshot
 from memcgctl.policy import Decision
 from memcgctl.units import parse_delay, parse_duration_ms
+
+
+def _log(priority: Priority, line: str) -> None:
+    """A stderr line with its syslog priority prefix (journald reads it)."""
+    click.echo(prefixed(priority, line), err=True)
 
 
 def _mlockall() -> None:
@@ -27,11 +33,11 @@ def _mlockall() -> None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         if libc.mlockall(1 | 2) != 0:
-            click.echo(
-                f"<4>mlockall failed: {os.strerror(ctypes.get_errno())}; continuing", err=True
+            _log(
+                Priority.WARNING, f"mlockall failed: {os.strerror(ctypes.get_errno())}; continuing"
             )
     except OSError as exc:
-        click.echo(f"<4>mlockall unavailable: {exc}; continuing", err=True)
+        _log(Priority.WARNING, f"mlockall unavailable: {exc}; continuing")
 
 
 def _seconds(text: str) -> float:
@@ -207,10 +213,10 @@ def daemon(
     privileged = env.proc.has_capability(CAP_SYS_RESOURCE)
     stall_us, effective_us = psi_params(stall_us, window_us, privileged)
     if effective_us != window_us and host_ms is not None:
-        click.echo(
-            f"<5>no CAP_SYS_RESOURCE: PSI window {window_us // 1000}ms rounded up to "
+        _log(
+            Priority.NOTICE,
+            f"no CAP_SYS_RESOURCE: PSI window {window_us // 1000}ms rounded up to "
             f"{effective_us // 1000}ms (stall {stall_us // 1000}ms), as the kernel requires",
-            err=True,
         )
     window_us = effective_us
     instance = owner.instance_id(env.proc, os.getpid())
@@ -240,7 +246,7 @@ def daemon(
     try:
         owner.claim(env.fs, root, instance)
     except MemcgctlError as exc:
-        click.echo(f"<4>cannot claim {root}: {exc}; a second daemon would not be refused", err=True)
+        _log(Priority.WARNING, f"cannot claim {root}: {exc}; a second daemon would not be refused")
 
     def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
         if policy == "kernel":
@@ -302,7 +308,7 @@ def _start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
             close_fds=True,
         )
     except OSError as exc:
-        click.echo(f"<4>no guardian ({exc}): a SIGKILL would leave marks until --release", err=True)
+        _log(Priority.WARNING, f"no guardian ({exc}): a SIGKILL would leave marks until --release")
 
 
 def _guard(env: Env, root: CgroupPath, instance: str) -> None:
@@ -323,4 +329,4 @@ def _guard(env: Env, root: CgroupPath, instance: str) -> None:
             select_mod.select([fd], [], [])
         os.close(fd)
     for cg, knobs in owner.release(env.fs, env.proc, root, instance=instance):
-        click.echo(f"<4>guardian: daemon {pid} died; {cg}: restored {', '.join(knobs)}", err=True)
+        _log(Priority.WARNING, f"guardian: daemon {pid} died; {cg}: restored {', '.join(knobs)}")

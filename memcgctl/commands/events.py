@@ -19,7 +19,8 @@ from memcgctl.diag import diagnostic
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
 from memcgctl.records import Event, KernelEvent
-from memcgctl.render import Output, emit_json, emit_json_line, output_options, print_table, say
+from memcgctl.render import Output, draw_table, emit_json, emit_json_line, output_options, say
+from memcgctl.views import COUNTER_FIELDS
 
 
 class _Recorder:
@@ -415,24 +416,5 @@ def counters(
         emit_json(doc)
         return
 
-    def cell(values: dict[str, int] | None, key: str) -> str:
-        return "-" if not values or key not in values else str(values[key])
-
     click.echo(f"host oom_kill (/proc/vmstat): {doc['system']['oom_kill']}")
-    print_table(
-        out,
-        ["CGROUP", "LOCAL", "HIER", "SYSTEM", "MEMCG", "USER", "COMPLETE"],
-        [
-            [
-                c["cgroup"],
-                cell(c["local"], "oom_kill"),
-                cell(c["hierarchical"], "oom_kill"),
-                c["by_cause"]["system"],
-                c["by_cause"]["memcg"],
-                c["by_cause"]["user"],
-                "yes" if c["complete"] else "no",
-            ]
-            for c in doc["cgroups"]
-        ],
-        right_align=(1, 2, 3, 4, 5),
-    )
+    draw_table(out, COUNTER_FIELDS, doc["cgroups"], fit=False)

@@ -10,36 +10,11 @@ import click
 from memcgctl.cgpath import CgroupPath
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
-from memcgctl.model import CgroupInfo, ProcessInfo, Snapshot
-from memcgctl.render import Column, Output, emit_json, output_options, print_columns
-from memcgctl.units import format_bytes, format_duration_ms, format_kb
+from memcgctl.model import ProcessInfo
+from memcgctl.render import Output, draw_table, emit_json, output_options
+from memcgctl.views import CGROUP_FIELDS, PROCESS_FIELDS, tree_rows
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _yesno(flag: bool | None) -> str:
-    return "-" if flag is None else ("yes" if flag else "no")
-
-
-def _badness_cell(value: int, source: str) -> str:
-    return str(value) if source == "default" else f"{value} ({source})"
-
-
-def _badness_short(value: int, source: str) -> str:
-    """The narrow-terminal form: the source's initial (``900t`` trusted, ``800u`` user,
-    ``800p`` process, ``1000o`` oom_score_adj)."""
-    return str(value) if source == "default" else f"{value}{source[0]}"
-
-
-def _badness_column(rows: list[tuple[int, str]]) -> Column:
-    """BADNESS with its source, narrowed to ``BAD`` / ``900t`` on a small terminal."""
-    return Column(
-        "BADNESS",
-        [_badness_cell(value, source) for value, source in rows],
-        priority=1,
-        short="BAD",
-        short_cells=[_badness_short(value, source) for value, source in rows],
-    )
 
 
 def wide_option(func: F) -> F:
@@ -49,24 +24,6 @@ def wide_option(func: F) -> F:
         is_flag=True,
         help="Every column, however wide the terminal (the default when piped).",
     )(func)
-
-
-def tree_rows(snap: Snapshot, root: CgroupPath) -> list[tuple[str, CgroupInfo]]:
-    """(display name with tree guides, cgroup) in pre-order."""
-    rows: list[tuple[str, CgroupInfo]] = []
-
-    def visit(path: CgroupPath, guides: str, last: bool, top: bool) -> None:
-        cg = snap.cgroups[path]
-        name = path if top else path.name
-        label = name if top else guides + ("└─ " if last else "├─ ") + name
-        rows.append((label, cg))
-        kids = [k for k in cg.children if k in snap.cgroups]
-        child_guides = "" if top else guides + ("   " if last else "│  ")
-        for i, kid in enumerate(kids):
-            visit(kid, child_guides, i == len(kids) - 1, False)
-
-    visit(root, "", True, True)
-    return rows
 
 
 @click.command()
@@ -96,31 +53,7 @@ def tree(env: Env, cgroup: str | None, pid: int | None, wide: bool, out: Output)
             }
         )
         return
-    rows = tree_rows(snap, root)
-    cgs = [cg for _, cg in rows]
-    print_columns(
-        out,
-        [
-            Column("CGROUP", [label for label, _ in rows]),
-            Column("USAGE", [format_bytes(cg.usage_bytes) for cg in cgs], right=True),
-            Column(
-                "LIMIT",
-                ["max" if cg.limit_bytes is None else format_bytes(cg.limit_bytes) for cg in cgs],
-                right=True,
-            ),
-            _badness_column([(cg.badness, cg.badness_source) for cg in cgs]),
-            Column("DELAY", [format_duration_ms(cg.oom_delay_ms) for cg in cgs], priority=4),
-            Column("OOM.GROUP", [_yesno(cg.oom_group) for cg in cgs], priority=5, short="GRP"),
-            Column("UNDER_OOM", [_yesno(cg.under_oom) for cg in cgs], priority=2, short="OOM"),
-            Column(
-                "KILLS",
-                ["-" if cg.oom_kills_local is None else str(cg.oom_kills_local) for cg in cgs],
-                right=True,
-                priority=3,
-            ),
-            Column("TASKS", [str(cg.nr_tasks) for cg in cgs], right=True, priority=1),
-        ],
-    )
+    draw_table(out, CGROUP_FIELDS, tree_rows(snap, root))
 
 
 def _require_memory(env: Env, cg: CgroupPath) -> None:
@@ -183,28 +116,4 @@ def ps(
     if out.json:
         emit_json({"root": root, "processes": [p.to_json() for p in procs]})
         return
-    print_columns(
-        out,
-        [
-            Column("PID", [str(p.pid) for p in procs], right=True),
-            Column("COMM", [p.comm for p in procs], priority=2),
-            Column("RSS", [format_kb(p.rss_kb) for p in procs], right=True),
-            Column("SWAP", [format_kb(p.swap_kb) for p in procs], right=True, priority=3),
-            _badness_column([(p.badness, p.badness_source) for p in procs]),
-            Column(
-                "OOM_ADJ",
-                [str(p.oom_score_adj) for p in procs],
-                right=True,
-                priority=4,
-                short="ADJ",
-            ),
-            Column(
-                "OOM_SCORE",
-                ["-" if p.oom_score is None else str(p.oom_score) for p in procs],
-                right=True,
-                priority=3,
-                short="SCORE",
-            ),
-            Column("CGROUP", [p.cgroup for p in procs]),
-        ],
-    )
+    draw_table(out, PROCESS_FIELDS, procs)

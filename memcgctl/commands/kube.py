@@ -21,6 +21,7 @@ from memcgctl.commands.common import Seconds, dry_run_option, pass_env
 from memcgctl.env import Env
 from memcgctl.errors import UsageProblem
 from memcgctl.kube import BADNESS_KEY, POD_KEY, Change, Pod, reconcile
+from memcgctl.logprio import Priority, prefixed
 from memcgctl.readers.kubeapi import (
     DEFAULT_KUBELET_URL,
     SERVICE_ACCOUNT_DIR,
@@ -34,10 +35,10 @@ from memcgctl.store import NAMESPACES, default_namespace
 from memcgctl.units import format_duration_ms
 
 
-def log(priority: int, message: str) -> None:
+def log(priority: Priority, message: str) -> None:
     """A stderr line with its syslog priority prefix (journald reads it), as the
     daemon's."""
-    click.echo(printable(f"<{priority}>kube: {message}"), err=True)
+    click.echo(printable(prefixed(priority, f"kube: {message}")), err=True)
 
 
 def _fmt(change: Change, value: int | str | None) -> str:
@@ -74,7 +75,7 @@ class Agent:
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
-            log(4, message)
+            log(Priority.WARNING, message)
 
     def refresh(self) -> None:
         """Fetch the pods; on failure keep the last list and say so once."""
@@ -82,16 +83,16 @@ class Agent:
             pods, problems = self.source.fetch()
         except SourceUnavailable as exc:
             if self.pods is None and not self.unreachable:
-                log(3, f"{exc.message}; no pod list yet, nothing to reconcile")
+                log(Priority.ERR, f"{exc.message}; no pod list yet, nothing to reconcile")
             elif not self.unreachable:
                 log(
-                    4,
+                    Priority.WARNING,
                     f"{exc.message}; keeping the last known state ({len(self.pods or [])} pods)",
                 )
             self.unreachable = True
             return
         if self.unreachable:
-            log(5, f"{self.source.describe()}: reachable again ({len(pods)} pods)")
+            log(Priority.NOTICE, f"{self.source.describe()}: reachable again ({len(pods)} pods)")
         self.unreachable = False
         for p in problems:
             self._warn_once(f"{self.source.describe()}: {p}")
@@ -241,8 +242,8 @@ def kube(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log(6, f"watching {source.describe()} every {interval:g}s ({ns}.* xattrs)")
+    log(Priority.INFO, f"watching {source.describe()} every {interval:g}s ({ns}.* xattrs)")
     while not stop.is_set():
         agent.tick()
         stop.wait(interval)
-    log(6, "stopped")
+    log(Priority.INFO, "stopped")

@@ -20,41 +20,19 @@ from memcgctl.policy import (
     select_kernel,
     select_priority,
 )
-from memcgctl.render import Output, emit_json, output_options, print_table, print_tree, say
+from memcgctl.render import Output, draw_table, emit_json, output_options, print_tree, say
 from memcgctl.snapshot import kernel_params
-from memcgctl.units import format_kb
+from memcgctl.views import RunnerUp, runner_up_fields
 
 
-def _runners_up_rows(d: Decision, ranked: list[Decision], top: int) -> list[list[object]]:
+def _runners_up(d: Decision, ranked: list[Decision], top: int) -> list[RunnerUp]:
     if d.policy == KERNEL:
-        return [
-            [
-                i,
-                s.process.pid,
-                s.process.comm,
-                s.process.cgroup,
-                s.points,
-                s.process.oom_score_adj,
-                format_kb(s.process.rss_kb),
-            ]
-            for i, s in enumerate(d.candidates[:top], 1)
-        ]
-    rows: list[list[object]] = []
-    for i, r in enumerate(ranked, 1):
-        assert r.victim is not None
-        extra = f" +{len(r.group_pids) - 1} (oom.group)" if len(r.group_pids) > 1 else ""
-        rows.append(
-            [
-                i,
-                r.victim.pid,
-                r.victim.comm,
-                r.victim.cgroup,
-                r.victim.badness,
-                r.victim.oom_score_adj,
-                format_kb(r.victim.rss_kb) + extra,
-            ]
-        )
-    return rows
+        return [RunnerUp(i, s.process, s.points) for i, s in enumerate(d.candidates[:top], 1)]
+    return [
+        RunnerUp(i, r.victim, r.victim.badness, len(r.group_pids))
+        for i, r in enumerate(ranked, 1)
+        if r.victim is not None
+    ]
 
 
 def _candidate_entry(
@@ -164,20 +142,12 @@ def predict_victim(
                 say(line)
         if top is not None and decision.victim is not None:
             click.echo("")
-            print_table(
+            draw_table(
                 out,
-                [
-                    "#",
-                    "PID",
-                    "COMM",
-                    "CGROUP",
-                    "POINTS" if policy == KERNEL else "BADNESS",
-                    "OOM_ADJ",
-                    "RSS",
-                ],
-                _runners_up_rows(decision, ranked, top),
+                runner_up_fields(policy == KERNEL),
+                _runners_up(decision, ranked, top),
                 title="next in line" if policy == PRIORITY else "ranked by the kernel",
-                right_align=(0, 1, 4, 5, 6),
+                fit=False,
             )
         if explain:
             for line in footer_lines(decision):

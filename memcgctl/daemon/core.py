@@ -37,6 +37,7 @@ from memcgctl.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision, lowest_priority_child
+from memcgctl.reasontext import reason_lines
 from memcgctl.records import DaemonRecord, daemon_record
 
 Select = Callable[[Snapshot, CgroupPath, Iterable[int]], Decision]
@@ -336,7 +337,7 @@ class DaemonCore:
             if decision is None:
                 decision = self._decide(w)
             if decision.victim is None:
-                self._emit("no_victim", w.cg, reasons=list(decision.reasons))
+                self._emit("no_victim", w.cg, reasons=reason_lines(decision.reasons))
                 self._escalate(w, now)
                 return
             if self.settings.dry_run:
@@ -365,7 +366,7 @@ class DaemonCore:
             "badness": victim.badness,
             "round": w.rounds + 1,
             "waited_ms": round((now - w.episode_start) * 1000) if w.episode_start else 0,
-            "reasons": list(decision.reasons),
+            "reasons": reason_lines(decision.reasons),
         }
         if decision.kill_group is not None:
             fields["kill_group"] = decision.kill_group
@@ -418,7 +419,7 @@ class DaemonCore:
                 comm=pv.comm,
                 victim_cgroup=pv.cgroup,
                 badness=pv.badness,
-                reasons=list(decision.reasons),
+                reasons=reason_lines(decision.reasons),
             )
         self._emit(
             "kernel_kill", domain, **fields, would_kill_pid=pv.pid if pv else None, agree=agree

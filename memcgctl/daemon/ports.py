@@ -42,6 +42,7 @@ from memcgctl.daemon.valve import (
 from memcgctl.env import Env
 from memcgctl.errors import MemcgctlError, OwnedElsewhere, Vanished
 from memcgctl.journal import Journal
+from memcgctl.logprio import Priority, prefixed
 from memcgctl.model import ProcessInfo, Snapshot
 from memcgctl.policy import Decision
 from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
@@ -62,12 +63,12 @@ AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _PRIORITY = {
-    "daemon_kill": 4,
-    "daemon_escalated": 4,
-    "under_oom": 5,
-    "no_victim": 3,
-    "valve_frozen": 4,
-    "kernel_kill": 4,
+    "daemon_kill": Priority.WARNING,
+    "daemon_escalated": Priority.WARNING,
+    "under_oom": Priority.NOTICE,
+    "no_victim": Priority.ERR,
+    "valve_frozen": Priority.WARNING,
+    "kernel_kill": Priority.WARNING,
 }
 _VALVE_EVENTS = ("high", "max", "oom")
 
@@ -138,7 +139,7 @@ class RealPorts:
         self.kernel_log: KernelLog | None = None
         self._has_swap = True  # until managed() has looked
         self.writer = JournalWriter(
-            journal, lambda text: self._log(4, "journal_failed", "-", error=text)
+            journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
         )
 
     def open_kernel_log(self) -> None:
@@ -146,7 +147,7 @@ class RealPorts:
         try:
             self.kernel_log = KernelLog(self.env)
         except (MemcgctlError, OSError) as exc:
-            self._log(4, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc))
+            self._log(Priority.WARNING, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc))
 
     def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call,
@@ -202,7 +203,7 @@ class RealPorts:
     def _cannot(self, cg: Scope, why: str) -> None:
         if cg not in self._noted:
             self._noted.add(cg)
-            self._log(3, "cannot_manage", cg, error=why)
+            self._log(Priority.ERR, "cannot_manage", cg, error=why)
 
     def _take_host(self) -> Managed:
         watches: list[OomControlWatch | PsiTrigger | EventsFileWatch] = []
@@ -211,7 +212,7 @@ class RealPorts:
             t = self.tuning
             watches.append(PsiTrigger(path, t.psi_stall_us, t.psi_window_us))
         except (OSError, Vanished) as exc:
-            self._log(4, "no_psi_trigger", HOST, error=str(exc))
+            self._log(Priority.WARNING, "no_psi_trigger", HOST, error=str(exc))
         self.watches[HOST] = watches
         return Managed("host", ROOT)  # the host's victims are chosen in the whole hierarchy
 
@@ -331,7 +332,7 @@ class RealPorts:
             self._install(new)
         self.valves[v.cg] = new
         self._log(
-            5,
+            Priority.NOTICE,
             "valve_moved",
             v.cg,
             domain=v.domain,
@@ -473,7 +474,12 @@ class RealPorts:
             if frozen:
                 own = os.getpid()
                 if any(pid == own for pid, _ in self.fs.subtree_procs(domain)):
-                    self._log(4, "cannot_freeze", domain, reason="the daemon runs inside it")
+                    self._log(
+                        Priority.WARNING,
+                        "cannot_freeze",
+                        domain,
+                        reason="the daemon runs inside it",
+                    )
                     return False
                 if "cgroup.freeze" not in mark:
                     mark["cgroup.freeze"] = 1 if self.fs.freeze_value(domain) else 0
@@ -485,7 +491,7 @@ class RealPorts:
                 owner.write_mark(self.fs, domain, mark)
             return True
         except (Vanished, MemcgctlError, OSError) as exc:
-            self._log(3, "freeze_failed", domain, error=str(exc))
+            self._log(Priority.ERR, "freeze_failed", domain, error=str(exc))
             return False
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
@@ -511,7 +517,7 @@ class RealPorts:
         try:
             ok = self.killer.kill_process(victim.pid, victim.cgroup, signal.SIGKILL, exact=True)
         except MemcgctlError as exc:
-            self._log(3, "kill_failed", victim.cgroup, pid=victim.pid, error=str(exc))
+            self._log(Priority.ERR, "kill_failed", victim.cgroup, pid=victim.pid, error=str(exc))
             return []
         if not ok:
             return []
@@ -522,7 +528,7 @@ class RealPorts:
         try:
             report = self.killer.kill_all(cg, timeout=5.0)
         except MemcgctlError as exc:
-            self._log(3, "kill_all_failed", cg, error=str(exc))
+            self._log(Priority.ERR, "kill_all_failed", cg, error=str(exc))
             return []
         self._journal_kills([(k.pid, k.comm, k.cgroup, k.mechanism) for k in report.killed], cg)
         return [k.pid for k in report.killed]
@@ -550,7 +556,7 @@ class RealPorts:
     def emit(self, event: DaemonRecord) -> None:
         record = journaled(event)
         self._log(
-            _PRIORITY.get(str(event["kind"]), 6),
+            _PRIORITY.get(str(event["kind"]), Priority.INFO),
             str(event["kind"]),
             str(event["cgroup"]),
             **{k: v for k, v in event.items() if k not in ("kind", "cgroup")},
@@ -561,10 +567,10 @@ class RealPorts:
         """Hand records to the journal writer: a kill never waits on the journal."""
         self.writer.put(records)
 
-    def _log(self, prio: int, kind: str, cg: str, **fields: Any) -> None:
+    def _log(self, prio: Priority, kind: str, cg: str, **fields: Any) -> None:
         """One line per event on stderr, with a syslog priority prefix journald reads;
         values another user controls (cgroup names, comm) are quoted."""
-        parts = [f"<{prio}>{kind} cgroup={log_value(cg)}"]
+        parts = [prefixed(prio, f"{kind} cgroup={log_value(cg)}")]
         parts += [
             f"{k}={log_value(' / '.join(map(str, v)) if isinstance(v, list) else v)}"
             for k, v in fields.items()
