@@ -1,7 +1,7 @@
 """The ``memcgctl`` command group: global options and wiring only.
 
 Commands live in :mod:`memcgctl.commands`; each module registers its own.  Errors are
-our exception types (:mod:`memcgctl.errors`, no click there): this module alone turns
+our exception types (:mod:`memcgctl.vocab.errors`, no click there): this module alone turns
 them, click's own errors and a stray OSError into one stderr line and an exit code.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from memcgctl import __version__
-from memcgctl.diag import diagnostic
-from memcgctl.errors import MemcgctlError, from_oserror
+from memcgctl.render.diag import diagnostic
+from memcgctl.vocab.errors import MemcgctlError, from_oserror
 
 
 class MemcgctlGroup(click.Group):
@@ -45,7 +45,7 @@ class MemcgctlGroup(click.Group):
         (:class:`MemcgctlError`, its status as exit code) and click's usage errors
         too (exit 2), without the usage banner."""
         if os.environ.get(complete_var or "_MEMCGCTL_COMPLETE"):
-            from memcgctl.completion import install
+            from memcgctl.commands.completion import install
 
             install()
         if not standalone_mode:

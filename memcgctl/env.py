@@ -1,4 +1,4 @@
-"""The environment of one invocation: roots, readers and the process registry.
+"""The environment of one invocation: the roots, the kernel-file objects and the process registry.
 
 Built once by the root command into ``ctx.obj``; tests build their own with fixture
 roots.  Readers are created lazily, so ``--help`` touches nothing.
@@ -10,14 +10,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memcgctl.cgpath import ROOT, CgroupPath
-from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
-from memcgctl.readers.cgroupfs import CgroupFs, Hierarchy, detect_hierarchy, hierarchy_at
-from memcgctl.store import ProcessRegistry
+from memcgctl.kernel.cgroupfs import CgroupFs, Hierarchy, detect_hierarchy, hierarchy_at
+from memcgctl.state.store import ProcessRegistry
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.errors import NoSuchProcess, UsageProblem, Vanished
 
 if TYPE_CHECKING:
-    from memcgctl.model import Snapshot
-    from memcgctl.readers.procfs import ProcFs
+    from memcgctl.kernel.procfs import ProcFs
+    from memcgctl.vocab.model import Snapshot
 
 
 PROC = Path("/proc")
@@ -49,7 +49,7 @@ class Env:
 
     @cached_property
     def proc(self) -> ProcFs:
-        from memcgctl.readers.procfs import ProcFs  # lazily: `get-badness CG` needs no /proc
+        from memcgctl.kernel.procfs import ProcFs  # lazily: `get-badness CG` needs no /proc
 
         return ProcFs(self.proc_root)
 
@@ -89,7 +89,7 @@ class Env:
     def snapshot(
         self, root: CgroupPath = ROOT, with_processes: bool = True, with_oom_score: bool = False
     ) -> Snapshot:
-        from memcgctl.snapshot import take_snapshot
+        from memcgctl.kernel.snapshot import take_snapshot
 
         return take_snapshot(
             self.fs, self.proc, self.registry, root, with_processes, with_oom_score

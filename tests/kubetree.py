@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memcgctl.kube import QOS_GUARANTEED, Pod, parse_pod_list
+from memcgctl.logic.kube import QOS_GUARANTEED, Pod, parse_pod_list
 
 DATA = Path(__file__).parent / "data" / "kube"
 CONTAINER_ID = "4f1c0ffee0ddba11" * 4

@@ -1,4 +1,4 @@
-"""Build :class:`~memcgctl.model.Snapshot` objects directly, for policy unit tests.
+"""Build :class:`~memcgctl.vocab.model.Snapshot` objects directly, for policy unit tests.
 
 ``build({"/a": dict(badness=100, usage=10), ...}, [P(10, "/a", rss=5), ...])`` — parents
 are created implicitly; children are ordered by creation (``ino``) = the dict order.
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from memcgctl.cgpath import ROOT, CgroupPath
-from memcgctl.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 
 
 @dataclass

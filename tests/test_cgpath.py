@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memcgctl.cgpath import HOST, ROOT, CgroupPath, HostScope
+from memcgctl.vocab.cgpath import HOST, ROOT, CgroupPath, HostScope
 
 # cgroup names: anything kernfs accepts (no "/", no NUL, not "." or "..")
 names = st.text(
@@ -132,8 +132,8 @@ def test_ancestors_end_at_the_root(p: CgroupPath) -> None:
 def test_proc_paths_become_cgroup_paths() -> None:
     from pathlib import Path
 
-    from memcgctl.errors import UsageProblem
-    from memcgctl.readers.cgroupfs import CgroupFs, Hierarchy
+    from memcgctl.kernel.cgroupfs import CgroupFs, Hierarchy
+    from memcgctl.vocab.errors import UsageProblem
 
     fs = CgroupFs(Hierarchy(Path("/nonexistent"), 2, True, "/pod1"))
     assert fs.from_proc_path("/pod1/app") == "/app"

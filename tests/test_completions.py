@@ -135,7 +135,7 @@ def test_bash_completes_a_real_test_cgroup(memcgctl_on_path: Path, cgroups: Test
 
 def test_fish_script_works_in_fish(memcgctl_on_path: Path, host: FakeHost) -> None:
     """click 8.4's own fish script cannot parse its own output; ours can (see
-    memcgctl/completion.py).  fish is optional on the development machines."""
+    memcgctl/commands/completion.py).  fish is optional on the development machines."""
     fish = shutil.which("fish")
     if fish is None:
         if os.environ.get("CI"):

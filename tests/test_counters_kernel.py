@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from memcgctl import totals
 from memcgctl.cli import cli
+from memcgctl.state import totals
 from tests.promtext import parse_exposition
 from tests.realkernel import HELPERS, TestCgroups
 

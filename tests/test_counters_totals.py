@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from memcgctl import totals
 from memcgctl.cli import cli
-from memcgctl.journal import Journal
-from memcgctl.records import KernelEvent, UserKill
+from memcgctl.state import totals
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.records import KernelEvent, UserKill
 from tests.fakehost import FakeHost
 from tests.promtext import parse_exposition
 

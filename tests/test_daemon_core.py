@@ -7,7 +7,6 @@ from typing import Any, cast
 
 import pytest
 
-from memcgctl.cgpath import CgroupPath, Scope
 from memcgctl.daemon.core import (
     DaemonCore,
     Level,
@@ -16,9 +15,10 @@ from memcgctl.daemon.core import (
     with_process,
 )
 from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT
-from memcgctl.model import Snapshot
-from memcgctl.policy import Decision, lowest_priority_child, select_priority
-from memcgctl.records import DaemonRecord
+from memcgctl.logic.policy import Decision, lowest_priority_child, select_priority
+from memcgctl.vocab.cgpath import CgroupPath, Scope
+from memcgctl.vocab.model import Snapshot
+from memcgctl.vocab.records import DaemonRecord
 from tests.fakehost import FakeHost
 
 

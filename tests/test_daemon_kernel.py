@@ -300,7 +300,7 @@ def test_a_held_journal_lock_never_delays_a_kill(
 ) -> None:
     """A kill never waits on the journal.  A process holds the journal lock
     through the whole OOM; the daemon kills at once and journals once it is free."""
-    from memcgctl.journal import Journal
+    from memcgctl.state.journal import Journal
 
     set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
     d = Daemon(tmp_path, cgroups.parent)
@@ -439,8 +439,8 @@ def test_psi_trigger_wakes_only_on_pressure(unified_cgroups: TestCgroups) -> Non
     import select
 
     from memcgctl.daemon.ports import psi_params
-    from memcgctl.readers.notify import PsiTrigger
-    from memcgctl.readers.procfs import ProcFs
+    from memcgctl.kernel.notify import PsiTrigger
+    from memcgctl.kernel.procfs import ProcFs
 
     cg = unified_cgroups.make("idle", limit=None)
     # root here lacks CAP_SYS_RESOURCE: the daemon rounds the window as the kernel wants

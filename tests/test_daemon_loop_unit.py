@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from memcgctl.cgpath import CgroupPath, Scope
 from memcgctl.daemon.loop import Loop
-from memcgctl.model import ProcessInfo
+from memcgctl.vocab.cgpath import CgroupPath, Scope
+from memcgctl.vocab.model import ProcessInfo
 from tests.snapbuild import P
 
 # A loop that sleeps between deadlines wakes a handful of times in a window this long;

@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 
 from memcgctl.actions.kill import make_killer
-from memcgctl.cgpath import CgroupPath
 from memcgctl.daemon import owner
 from memcgctl.daemon.ports import RealPorts
-from memcgctl.journal import Journal
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.cgpath import CgroupPath
 from tests.fakehost import FakeHost
 
 MIB = 1 << 20

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from memcgctl.actions.kill import make_killer
-from memcgctl.cgpath import HOST, CgroupPath, Scope
 from memcgctl.daemon.loop import Loop
 from memcgctl.daemon.ports import RealPorts
-from memcgctl.journal import Journal
-from memcgctl.readers.notify import EventsFileWatch, OomControlWatch, PsiTrigger
+from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.cgpath import HOST, CgroupPath, Scope
 from tests.fakehost import FakeHost
 from tests.test_daemon_loop_unit import SLEEPING, WINDOW, make, run_for
 

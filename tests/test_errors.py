@@ -14,10 +14,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from memcgctl import diag
-from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import MemcgctlGroup, cli
-from memcgctl.errors import (
+from memcgctl.logic.kube import PodListError
+from memcgctl.render import diag
+from memcgctl.state.statedir import Corrupt
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import (
     CommandNotExecutable,
     CommandNotFound,
     ExitStatus,
@@ -33,8 +35,6 @@ from memcgctl.errors import (
     UsageProblem,
     from_oserror,
 )
-from memcgctl.kube import PodListError
-from memcgctl.statedir import Corrupt
 from tests.fakehost import FakeHost
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,20 +196,20 @@ def test_diag_writes_the_prefix_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_no_click_below_the_command_layer() -> None:
     modules = [
-        "memcgctl.errors",
-        "memcgctl.diag",
-        "memcgctl.readers.cgroupfs",
-        "memcgctl.readers.procfs",
-        "memcgctl.readers.kmsg",
-        "memcgctl.readers.logfile",
-        "memcgctl.statedir",
-        "memcgctl.journal",
-        "memcgctl.store",
-        "memcgctl.kube",
+        "memcgctl.vocab.errors",
+        "memcgctl.render.diag",
+        "memcgctl.kernel.cgroupfs",
+        "memcgctl.kernel.procfs",
+        "memcgctl.kernel.kmsgdev",
+        "memcgctl.inputs.logfile",
+        "memcgctl.state.statedir",
+        "memcgctl.state.journal",
+        "memcgctl.state.store",
+        "memcgctl.logic.kube",
         "memcgctl.actions.kill",
         "memcgctl.daemon.ports",
-        "memcgctl.snapshot",
-        "memcgctl.policy",
+        "memcgctl.kernel.snapshot",
+        "memcgctl.logic.policy",
         "memcgctl.env",
     ]
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('click' in sys.modules)"

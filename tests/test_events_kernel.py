@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from memcgctl.cli import cli
-from memcgctl.journal import Journal
-from memcgctl.records import utc_now_iso
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.records import utc_now_iso
 from tests.realkernel import HELPERS, TestCgroups, open_files, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,14 +9,16 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import cli
-from memcgctl.counters import by_cause, cgroup_counters, prometheus, subtree_sum
-from memcgctl.events import Follower, diff_counters, format_event, merge_history
-from memcgctl.journal import Journal
-from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
-from memcgctl.readers.kmsg import KmsgReader, split_records
-from memcgctl.records import Event
+from memcgctl.kernel.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.kernel.kmsgdev import KmsgReader, split_records
+from memcgctl.logic.counters import by_cause, cgroup_counters, prometheus, subtree_sum
+from memcgctl.logic.events import diff_counters, merge_history
+from memcgctl.render.eventline import format_event
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.records import Event
+from memcgctl.watch.follower import Follower
 from tests.fakehost import FakeHost
 from tests.promtext import parse_exposition
 

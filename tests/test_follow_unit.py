@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memcgctl.cgpath import CgroupPath
-from memcgctl.events import NOTIFICATION_HOLD_S, Follower
-from memcgctl.journal import Journal, JournalTail
-from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
-from memcgctl.records import Event
+from memcgctl.kernel.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.state.journal import Journal, JournalTail
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.records import Event
+from memcgctl.watch.follower import NOTIFICATION_HOLD_S, Follower
 from tests.fakehost import FakeHost
 
 

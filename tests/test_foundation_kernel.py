@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from memcgctl.cli import cli
-from memcgctl.readers.procfs import parse_stat_starttime
+from memcgctl.kernel.procfs import parse_stat_starttime
 from tests.realkernel import TestCgroups, as_uid
 
 NOBODY = 65534

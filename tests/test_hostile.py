@@ -25,10 +25,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from memcgctl.cli import cli
-from memcgctl.journal import Journal
-from memcgctl.records import UserKill
-from memcgctl.safetext import log_value, logfmt, printable
-from memcgctl.statedir import loads_bounded
+from memcgctl.render.safetext import log_value, logfmt, printable
+from memcgctl.state.journal import Journal
+from memcgctl.state.statedir import loads_bounded
+from memcgctl.vocab.records import UserKill
 from tests.fakehost import FakeHost
 from tests.realkernel import TestCgroups
 
@@ -533,7 +533,7 @@ def test_corrupt_cursor_is_set_aside(host: FakeHost, content: bytes) -> None:
 
 
 def test_loads_bounded_never_recurses() -> None:
-    from memcgctl.statedir import Corrupt
+    from memcgctl.state.statedir import Corrupt
 
     for data in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000, b"1" * 10_000):
         with pytest.raises(Corrupt):

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from memcgctl.cli import cli
-from memcgctl.journal import Journal
+from memcgctl.state.journal import Journal
 from tests.realkernel import HELPERS, TestCgroups, wait_until
 
 FREEZER = Path("/sys/fs/cgroup/freezer")

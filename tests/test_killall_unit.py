@@ -22,10 +22,10 @@ from memcgctl.actions.kill import (
     parse_signal,
     user_kill_records,
 )
-from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import cli
-from memcgctl.errors import NotSupported, UsageProblem
-from memcgctl.readers.cgroupfs import CgroupFs, Hierarchy
+from memcgctl.kernel.cgroupfs import CgroupFs, Hierarchy
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import NotSupported, UsageProblem
 from tests.fakehost import FakeHost
 from tests.fakesignal import RecordingSignaller
 

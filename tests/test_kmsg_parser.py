@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memcgctl.kmsg import (
+from memcgctl.logic.kmsgparse import (
     OomAssembler,
     join_continuations,
     parse_events,

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from memcgctl.cli import cli
-from memcgctl.kube import pod_settings
+from memcgctl.logic.kube import pod_settings
 from tests.fakehost import FakeHost
 from tests.kubeserver import fake_kubelet
 from tests.kubetree import build, container_dir, load, pod_dir, pods_of

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from memcgctl.kube import pod_settings
+from memcgctl.logic.kube import pod_settings
 from tests.kubeserver import fake_kubelet
 from tests.kubetree import build, container_dir, load, pods_of
 from tests.realkernel import TestCgroups

@@ -1,4 +1,4 @@
-"""memcgctl.kube: the pod list, the priority mapping, pod cgroup paths, reconcile."""
+"""memcgctl.logic.kube: the pod list, the priority mapping, pod cgroup paths, reconcile."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memcgctl.cgpath import CgroupPath
-from memcgctl.kube import (
+from memcgctl.logic.kube import (
     BADNESS_KEY,
     DELAY_KEY,
     POD_KEY,
@@ -35,6 +34,7 @@ from memcgctl.kube import (
     pod_settings,
     reconcile,
 )
+from memcgctl.vocab.cgpath import CgroupPath
 
 DATA = Path(__file__).parent / "data" / "kube"
 QOSES = [QOS_BESTEFFORT, QOS_BURSTABLE, QOS_GUARANTEED]
@@ -290,7 +290,7 @@ def applied(current: dict[CgroupPath, Current], changes: list[Change]) -> dict[C
 
 
 def test_pod_labels_only_when_sane() -> None:
-    from memcgctl.kube import pod_label_ok
+    from memcgctl.logic.kube import pod_label_ok
 
     assert pod_label_ok("kube-system/coredns-5dd5756b68-2zrhr")
     for bad in ("a/b/c", "noslash", "ns/\x1b[31mred", "ns/" + "x" * 400, "ns/ünï"):
@@ -316,7 +316,7 @@ CID = "0123456789abcdef" * 4
     ],
 )
 def test_container_dirs(name: str, cid: str | None) -> None:
-    from memcgctl.kube import parse_container_dir
+    from memcgctl.logic.kube import parse_container_dir
 
     assert parse_container_dir(name) == cid
 

@@ -1,10 +1,10 @@
-"""Syslog priority prefixes: made in one place (memcgctl.logprio)."""
+"""Syslog priority prefixes: made in one place (memcgctl.render.logprio)."""
 
 from __future__ import annotations
 
 import pathlib
 
-from memcgctl.logprio import Priority, prefixed
+from memcgctl.render.logprio import Priority, prefixed
 
 
 def test_prefix_is_the_syslog_level_journald_reads() -> None:

@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from memcgctl.cgpath import CgroupPath
-from memcgctl.model import CgroupInfo
-from memcgctl.policy import (
+from memcgctl.logic.policy import (
     KernelParams,
     host_totalpages,
     memcg_totalpages,
@@ -18,8 +16,10 @@ from memcgctl.policy import (
     score,
     select_kernel,
 )
-from memcgctl.reasons import Caveat, PointsTie, ScoredCount
-from memcgctl.reasontext import caveat_lines, reason_lines, reason_text
+from memcgctl.render.reasontext import caveat_lines, reason_lines, reason_text
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.model import CgroupInfo
+from memcgctl.vocab.reasons import Caveat, PointsTie, ScoredCount
 from tests.snapbuild import P, build
 
 MIB = 1 << 20

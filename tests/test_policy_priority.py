@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from memcgctl.cgpath import ROOT, CgroupPath
-from memcgctl.policy import Candidate, lowest_priority_child, rank_priority, select_priority
-from memcgctl.reasons import GroupKill, LevelChoice, Lost, Skip, Tie, Verdict, Win
-from memcgctl.reasontext import reason_lines, reason_text, verdict_text
+from memcgctl.logic.policy import Candidate, lowest_priority_child, rank_priority, select_priority
+from memcgctl.render.reasontext import reason_lines, reason_text, verdict_text
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.reasons import GroupKill, LevelChoice, Lost, Skip, Tie, Verdict, Win
 from tests.snapbuild import P, build
 
 # (id, cgroups, processes, oom root, expected victim pid or None, expected walk levels)

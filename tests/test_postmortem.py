@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from memcgctl.cli import cli
-from memcgctl.logtext import normalise, read_lines
-from memcgctl.oomreport import LogBound, collect, saved_events, within
-from memcgctl.postmortem import BadnessMap, explain_report
-from memcgctl.records import KernelEvent
+from memcgctl.logic.logtext import normalise, read_lines
+from memcgctl.logic.oomreport import LogBound, collect, saved_events, within
+from memcgctl.logic.postmortem import BadnessMap, explain_report
+from memcgctl.vocab.records import KernelEvent
 
 # one 5.x memcg OOM report, message texts only
 REPORT_5X = [
@@ -355,7 +355,7 @@ def test_badness_file_changes_the_priority_victim() -> None:
 
 
 def test_badness_file_errors_are_usage_errors() -> None:
-    from memcgctl.errors import UsageProblem
+    from memcgctl.vocab.errors import UsageProblem
 
     with pytest.raises(UsageProblem, match="f:2"):
         BadnessMap.parse("a 1\nb lots\n", "f")

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import cli
 from memcgctl.env import Env
-from memcgctl.policy import KernelParams, host_totalpages, proc_oom_score, select_kernel
+from memcgctl.logic.policy import KernelParams, host_totalpages, proc_oom_score, select_kernel
+from memcgctl.vocab.cgpath import CgroupPath
 from tests.realkernel import HELPERS, TestCgroups, wait_until
 
 MIB = 1 << 20

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from memcgctl.cgpath import CgroupPath
-from memcgctl.errors import NoSuchCgroup, NotSupported, UsageProblem
-from memcgctl.readers.cgroupfs import detect_hierarchy, parse_mountinfo
-from memcgctl.readers.procfs import parse_stat_starttime, parse_status
+from memcgctl.kernel.cgroupfs import detect_hierarchy, parse_mountinfo
+from memcgctl.kernel.procfs import parse_stat_starttime, parse_status
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import NoSuchCgroup, NotSupported, UsageProblem
 from tests.fakehost import FakeHost
 
 
@@ -174,6 +174,6 @@ def test_parse_stat_comm_with_parens_and_spaces() -> None:
     ],
 )
 def test_format_bytes(n: int | None, text: str) -> None:
-    from memcgctl.units import format_bytes
+    from memcgctl.vocab.units import format_bytes
 
     assert format_bytes(n) == text

@@ -1,4 +1,4 @@
-"""The words for the policy's structured reasons (memcgctl.reasontext): each reason
+"""The words for the policy's structured reasons (memcgctl.render.reasontext): each reason
 reads exactly as predict-victim, explain-kill and the daemon's journal have always
 printed it."""
 
@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from memcgctl.cgpath import CgroupPath
-from memcgctl.reasons import (
+from memcgctl.render.reasontext import CAVEAT_TEXT, SKIP_TEXT, TIE_TEXT, reason_text, verdict_text
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.reasons import (
     Caveat,
     GroupKill,
     HostPages,
@@ -28,7 +29,6 @@ from memcgctl.reasons import (
     Verdict,
     Win,
 )
-from memcgctl.reasontext import CAVEAT_TEXT, SKIP_TEXT, TIE_TEXT, reason_text, verdict_text
 
 
 @pytest.mark.parametrize(
@@ -126,7 +126,7 @@ def test_the_policy_builds_no_sentences() -> None:
     the rendering layer's."""
     import pathlib
 
-    import memcgctl.policy as policy
+    import memcgctl.logic.policy as policy
 
     source = pathlib.Path(policy.__file__).read_text(encoding="utf-8")
-    assert "memcgctl.units" not in source and "format_" not in source
+    assert "memcgctl.vocab.units" not in source and "format_" not in source

@@ -1,4 +1,4 @@
-"""The event records (memcgctl/records.py): constructors, the clock, the round trip
+"""The event records (memcgctl/vocab/records.py): constructors, the clock, the round trip
 record → journal line → parsed record, and the one validating reader."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from memcgctl.journal import Journal
-from memcgctl.records import (
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.records import (
     EPOCH_ISO,
     Event,
     counter_event,

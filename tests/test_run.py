@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from memcgctl.cgpath import CgroupPath
 from memcgctl.cli import cli
-from memcgctl.readers.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.kernel.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.vocab.cgpath import CgroupPath
 from tests.fakehost import FakeHost
 from tests.realkernel import TestCgroups
 

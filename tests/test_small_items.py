@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from memcgctl.cli import cli
-from memcgctl.units import format_duration_ms
+from memcgctl.vocab.units import format_duration_ms
 from tests.fakehost import FakeHost
 
 MIB = 1 << 20

@@ -38,9 +38,9 @@ def test_get_badness_of_a_cgroup_loads_little(fake_v1: FakeHost, tmp_path: Path)
     mods = modules_after(["get-badness", "/batch"], fake_v1.cli_env(), tmp_path)
     assert "memcgctl.commands.badness" in mods
     for heavy in (
-        "memcgctl.model",
-        "memcgctl.snapshot",
-        "memcgctl.readers.procfs",
+        "memcgctl.vocab.model",
+        "memcgctl.kernel.snapshot",
+        "memcgctl.kernel.procfs",
         "json",
         "rich",
         "tabulate",

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from memcgctl.cgpath import CgroupPath
-from memcgctl.store import (
+from memcgctl.state.store import (
     BADNESS,
     OOM_DELAY,
     ProcessRegistry,
@@ -18,6 +17,7 @@ from memcgctl.store import (
     read_setting,
     write_setting,
 )
+from memcgctl.vocab.cgpath import CgroupPath
 from tests.fakehost import FakeHost
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from memcgctl.render import Column, fit_columns, table_width
+from memcgctl.render.output import Column, fit_columns, table_width
 from tests.fakehost import FakeHost
 
 LONG = "nc-trial-1223-a-rather-long-job-name"

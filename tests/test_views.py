@@ -1,13 +1,12 @@
-"""The rendering layer's field lists (memcgctl.views) and the table/tree helpers they
-are drawn with (memcgctl.render): tree guides made once, aligned lines without a table
+"""The rendering layer's field lists (memcgctl.render.views) and the table/tree helpers they
+are drawn with (memcgctl.render.output): tree guides made once, aligned lines without a table
 library, one Column per Field."""
 
 from __future__ import annotations
 
 import pytest
 
-from memcgctl.cgpath import CgroupPath
-from memcgctl.render import (
+from memcgctl.render.output import (
     Field,
     Output,
     TreeNode,
@@ -16,8 +15,7 @@ from memcgctl.render import (
     print_tree,
     with_guides,
 )
-from memcgctl.store import Setting
-from memcgctl.views import (
+from memcgctl.render.views import (
     BADNESS_FIELDS,
     CGROUP_FIELDS,
     COUNTER_FIELDS,
@@ -30,6 +28,8 @@ from memcgctl.views import (
     runner_up_fields,
     tree_rows,
 )
+from memcgctl.state.store import Setting
+from memcgctl.vocab.cgpath import CgroupPath
 from tests.snapbuild import P, build
 
 A = CgroupPath("/a")

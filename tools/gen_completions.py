@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT))
 from click.shell_completion import get_completion_class  # noqa: E402
 
 from memcgctl.cli import cli  # noqa: E402
-from memcgctl.completion import install  # noqa: E402
+from memcgctl.commands.completion import install  # noqa: E402
 
-install()  # our fish class (see memcgctl/completion.py)
+install()  # our fish class (see memcgctl/commands/completion.py)
 
 PROG = "memcgctl"
 COMPLETE_VAR = "_MEMCGCTL_COMPLETE"

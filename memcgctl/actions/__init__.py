@@ -1,1 +1,3 @@
-"""Actions that change the system (killing), behind small interfaces with fakes."""
+"""Actions that change the system: killing processes and subtrees, creating and joining
+a memcg for ``run``, writing pod badness for ``kube``.  Behind small interfaces with
+fakes."""

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from memcgctl.actions.signaller import Signaller
-from memcgctl.cgpath import CgroupPath
-from memcgctl.errors import NotSupported, UsageProblem, Vanished
-from memcgctl.readers.cgroupfs import CgroupFs
-from memcgctl.readers.procfs import ProcFs
-from memcgctl.records import UserKill, user_kill, utc_now_iso
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.procfs import ProcFs
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import NotSupported, UsageProblem, Vanished
+from memcgctl.vocab.records import UserKill, user_kill, utc_now_iso
 
 KILL = "cgroup.kill"
 FREEZE_V2 = "cgroup.freeze"
@@ -602,7 +602,7 @@ class Killer:
 def make_killer(proc_root: Path, fs: CgroupFs, proc: ProcFs) -> Killer:
     """The real killer for a hierarchy: pidfds, plus the v1 freezer when mounted."""
     from memcgctl.actions.signaller import PidfdSignaller
-    from memcgctl.readers.cgroupfs import find_v1_mount
+    from memcgctl.kernel.cgroupfs import find_v1_mount
 
     freezer = None
     if fs.version == 1:

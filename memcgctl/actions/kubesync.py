@@ -1,5 +1,5 @@
 """``memcgctl kube``'s work on the cgroup hierarchy: find the kubelet's pod cgroups,
-read what they carry, write the changes :func:`memcgctl.kube.reconcile` computed.
+read what they carry, write the changes :func:`memcgctl.logic.kube.reconcile` computed.
 
 Discovery walks; nothing is configured.  The kubelet's root (``kubepods`` for the
 cgroupfs driver, ``kubepods.slice`` for systemd) is looked for near the top of the
@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from memcgctl.cgpath import ROOT, CgroupPath
-from memcgctl.errors import NoSuchCgroup, Vanished
-from memcgctl.kube import (
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.logic.kube import (
     BADNESS_KEY,
     POD_KEY,
     Change,
@@ -24,8 +23,9 @@ from memcgctl.kube import (
     parse_container_dir,
     parse_pod_cgroup,
 )
-from memcgctl.readers.cgroupfs import CgroupFs
-from memcgctl.store import BADNESS, OOM_DELAY, POD, read_namespace, read_pod, write_setting
+from memcgctl.state.store import BADNESS, OOM_DELAY, POD, read_namespace, read_pod, write_setting
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.errors import NoSuchCgroup, Vanished
 
 KUBEPODS_ROOTS = ("kubepods", "kubepods.slice")
 SEARCH_DEPTH = 3  # how deep below the hierarchy root a kubelet root may sit

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from typing import Protocol
 
-from memcgctl.errors import from_oserror
+from memcgctl.vocab.errors import from_oserror
 
 # process_mrelease(2) (5.15): the same number on every architecture with the unified
 # syscall table (x86_64, aarch64, riscv, ...); alpha has its own numbering.

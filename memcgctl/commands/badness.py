@@ -14,12 +14,17 @@ from memcgctl.commands.common import (
     pid_option,
     pids_option,
 )
-from memcgctl.constants import BADNESS_DEFAULT
-from memcgctl.diag import warning
 from memcgctl.env import Env
-from memcgctl.errors import NoSuchProcess, UsageProblem, Vanished
-from memcgctl.render import Output, emit_json, output_options, print_aligned, say
-from memcgctl.store import (
+from memcgctl.render.diag import warning
+from memcgctl.render.output import Output, emit_json, output_options, print_aligned, say
+from memcgctl.render.views import (
+    BADNESS_FIELDS,
+    DELAY_FIELDS,
+    badness_setting,
+    change_line,
+    delay_setting,
+)
+from memcgctl.state.store import (
     BADNESS,
     NAMESPACES,
     OOM_DELAY,
@@ -28,14 +33,9 @@ from memcgctl.store import (
     read_setting,
     write_setting,
 )
-from memcgctl.units import format_duration_ms, parse_badness, parse_delay
-from memcgctl.views import (
-    BADNESS_FIELDS,
-    DELAY_FIELDS,
-    badness_setting,
-    change_line,
-    delay_setting,
-)
+from memcgctl.vocab.constants import BADNESS_DEFAULT
+from memcgctl.vocab.errors import NoSuchProcess, UsageProblem, Vanished
+from memcgctl.vocab.units import format_duration_ms, parse_badness, parse_delay
 
 # A v1 memcg in its OOM delay is paused (oom_kill_disable): its tasks sleep that long.
 V1_LONG_DELAY_MS = 60_000
@@ -92,7 +92,7 @@ def _check_victim_candidate(env: Env, pid: int, comm: str) -> None:
 def _process_setting(
     env: Env, pid: int, entries: dict[tuple[int, int], int] | None = None
 ) -> Setting:
-    from memcgctl.snapshot import process_badness  # only for --pid: keeps start-up short
+    from memcgctl.kernel.snapshot import process_badness  # only for --pid: keeps start-up short
 
     if entries is None:
         entries = env.registry.load()

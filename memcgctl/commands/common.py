@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from memcgctl.cgpath import ROOT
 from memcgctl.env import PROC, Env
-from memcgctl.errors import UsageProblem
+from memcgctl.vocab.cgpath import ROOT
+from memcgctl.vocab.errors import UsageProblem
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -49,7 +49,7 @@ class AsciiInt(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        from memcgctl.units import parse_int_ascii
+        from memcgctl.vocab.units import parse_int_ascii
 
         text = str(value)
         negative = text.strip().startswith("-")
@@ -124,7 +124,7 @@ class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     ) -> float:
         if isinstance(value, float):
             return value
-        from memcgctl.units import parse_seconds
+        from memcgctl.vocab.units import parse_seconds
 
         try:
             return parse_seconds(str(value), param.name if param and param.name else "seconds")

@@ -9,14 +9,14 @@ from collections.abc import Iterable
 
 import click
 
-from memcgctl.cgpath import CgroupPath
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
-from memcgctl.logprio import Priority, prefixed
-from memcgctl.model import Snapshot
-from memcgctl.policy import Decision
-from memcgctl.units import parse_delay, parse_duration_ms
+from memcgctl.logic.policy import Decision
+from memcgctl.render.logprio import Priority, prefixed
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
+from memcgctl.vocab.model import Snapshot
+from memcgctl.vocab.units import parse_delay, parse_duration_ms
 
 
 def _log(priority: Priority, line: str) -> None:
@@ -182,10 +182,10 @@ def daemon(
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, Tuning, psi_params
     from memcgctl.daemon.valve import HostLines
-    from memcgctl.journal import Journal
-    from memcgctl.policy import select_kernel, select_priority
-    from memcgctl.records import daemon_record
-    from memcgctl.snapshot import kernel_params
+    from memcgctl.kernel.snapshot import kernel_params
+    from memcgctl.logic.policy import select_kernel, select_priority
+    from memcgctl.state.journal import Journal
+    from memcgctl.vocab.records import daemon_record
 
     root = env.fs.resolve(root_name)
     if guard is not None:

@@ -13,28 +13,35 @@ from typing import Any
 
 import click
 
-from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.commands.common import CgroupName, pass_env, pid_option, pids_option
-from memcgctl.diag import diagnostic
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, UsageProblem, Vanished
-from memcgctl.records import Event, KernelEvent
-from memcgctl.render import Output, draw_table, emit_json, emit_json_line, output_options, say
-from memcgctl.views import COUNTER_FIELDS
+from memcgctl.render.diag import diagnostic
+from memcgctl.render.output import (
+    Output,
+    draw_table,
+    emit_json,
+    emit_json_line,
+    output_options,
+    say,
+)
+from memcgctl.render.views import COUNTER_FIELDS
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.errors import MemcgctlError, UsageProblem, Vanished
+from memcgctl.vocab.records import Event, KernelEvent
 
 
 class _Recorder:
     """Appends kernel kills to the journal; warns once if the state dir is not writable."""
 
     def __init__(self, env: Env) -> None:
-        from memcgctl.journal import Journal
+        from memcgctl.state.journal import Journal
 
         self.journal = Journal(env.state_dir)
         self.warned = False
 
     def record(self, events: Sequence[Event]) -> bool:
         """Journal the kills among events; False if that failed."""
-        from memcgctl.records import journal_copy
+        from memcgctl.vocab.records import journal_copy
 
         kills = [journal_copy(e) for e in events if e.get("kind") == "oom_kill"]
         if not kills:
@@ -53,7 +60,7 @@ class _Recorder:
 
 
 def _open_kmsg(env: Env, quiet: bool = False) -> Any:
-    from memcgctl.readers.kmsg import KmsgReader
+    from memcgctl.kernel.kmsgdev import KmsgReader
 
     try:
         return KmsgReader(env.kmsg).open()
@@ -72,7 +79,7 @@ def kernel_history(
     when given), journal its kills.
 
     Returns (reader, follower, events)."""
-    from memcgctl.events import Follower
+    from memcgctl.watch.follower import Follower
 
     def journal_kill(ev: Event) -> None:
         recorder.record([ev])
@@ -93,7 +100,7 @@ def kernel_history(
         if after_seq is not None and raws:
             from bisect import bisect_right
 
-            from memcgctl.kmsg import record_seq
+            from memcgctl.logic.kmsgparse import record_seq
 
             newest = record_seq(raws[-1])
             if after_seq > newest:
@@ -175,9 +182,10 @@ def events(
         return
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
-    from memcgctl.events import format_event, matches, merge_history
-    from memcgctl.records import utc_iso_before
-    from memcgctl.units import parse_duration_ms
+    from memcgctl.logic.events import matches, merge_history
+    from memcgctl.render.eventline import format_event
+    from memcgctl.vocab.records import utc_iso_before
+    from memcgctl.vocab.units import parse_duration_ms
 
     if as_json and json_lines:
         raise UsageProblem("--json and --json-lines: give one of them")
@@ -234,10 +242,11 @@ def _events_from_file(
 ) -> None:
     """One JSON document with --json (the events in a named array, as for the live
     history), one object per line with --json-lines (a 100 MB log streams)."""
-    from memcgctl.events import format_event, matches
-    from memcgctl.logtext import read_lines
-    from memcgctl.oomreport import LogBound, saved_events, within
-    from memcgctl.readers.logfile import read_chunks
+    from memcgctl.inputs.logfile import read_chunks
+    from memcgctl.logic.events import matches
+    from memcgctl.logic.logtext import read_lines
+    from memcgctl.logic.oomreport import LogBound, saved_events, within
+    from memcgctl.render.eventline import format_event
 
     try:  # matched against the log's own paths: not resolved in this hierarchy
         root = CgroupPath(cgroup or "/")
@@ -265,7 +274,7 @@ def _events_from_file(
 
 def _kernel_counters(env: Env, cgs: list[CgroupPath]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(local, hierarchical) kernel counters per cgroup (None where the kernel has none)."""
-    from memcgctl.counters import pick_kernel_counters, subtree_sum
+    from memcgctl.logic.counters import pick_kernel_counters, subtree_sum
 
     fs = env.fs
     local: dict[str, Any] = {}
@@ -334,10 +343,10 @@ def counters(
     counted nowhere).  complete: whether the log and
     journal still cover every kill the kernel counted.
     """
-    from memcgctl import totals as tot
-    from memcgctl.counters import by_cause, entry, prometheus
-    from memcgctl.events import merge_history
-    from memcgctl.kmsg import usec_to_iso
+    from memcgctl.logic.counters import by_cause, entry, prometheus
+    from memcgctl.logic.events import merge_history
+    from memcgctl.logic.kmsgparse import usec_to_iso
+    from memcgctl.state import totals as tot
 
     if fmt == "prometheus" and (out.json or out.plain):
         raise UsageProblem(
@@ -356,7 +365,7 @@ def counters(
     boot_time = env.proc.boot_time()
     boot_iso = usec_to_iso(0, boot_time)
     journal.boot_id = boot_id
-    # the running totals (memcgctl.totals): a new epoch at a new boot
+    # the running totals (memcgctl.state.totals): a new epoch at a new boot
     totals: dict[str, Any] | None = None
     try:
         totals = journal.totals(boot_id, boot_time)

@@ -7,12 +7,12 @@ from typing import Any, TypeVar
 
 import click
 
-from memcgctl.cgpath import CgroupPath
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
-from memcgctl.model import ProcessInfo
-from memcgctl.render import Output, draw_table, emit_json, output_options
-from memcgctl.views import CGROUP_FIELDS, PROCESS_FIELDS, tree_rows
+from memcgctl.render.output import Output, draw_table, emit_json, output_options
+from memcgctl.render.views import CGROUP_FIELDS, PROCESS_FIELDS, tree_rows
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.model import ProcessInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +59,7 @@ def tree(env: Env, cgroup: str | None, pid: int | None, wide: bool, out: Output)
 def _require_memory(env: Env, cg: CgroupPath) -> None:
     """A cgroup2 mount (or cgroup) without the memory controller has no usage or limit
     to show: say so rather than print ``max`` everywhere."""
-    from memcgctl.errors import NotSupported
+    from memcgctl.vocab.errors import NotSupported
 
     if not env.hierarchy.has_memory:
         raise NotSupported(

@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from memcgctl import diag
 from memcgctl.actions.kill import (
     CHOICES,
     KillReport,
@@ -24,9 +23,10 @@ from memcgctl.commands.common import (
     pid_option,
 )
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem
-from memcgctl.journal import Journal
-from memcgctl.render import Output, emit_json, output_options, say
+from memcgctl.render import diag
+from memcgctl.render.output import Output, emit_json, output_options, say
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
 
 
 def _survivor_text(report: KillReport, limit: int = 10) -> str:
@@ -120,7 +120,7 @@ def kill_all(
             say(f"  {t.pid:>7}  {t.comm:<16}  {t.cgroup}")
         return
 
-    from memcgctl import oomstate
+    from memcgctl.kernel import oomstate
 
     before = oomstate.sample(env.fs, top)
     report = killer.kill_all(top, sig, timeout=timeout, grace=grace, wanted=mechanism)

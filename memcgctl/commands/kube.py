@@ -19,20 +19,20 @@ import click
 from memcgctl.actions.kubesync import apply_change, discover_pod_cgroups, read_current
 from memcgctl.commands.common import Seconds, dry_run_option, pass_env
 from memcgctl.env import Env
-from memcgctl.errors import UsageProblem
-from memcgctl.kube import BADNESS_KEY, POD_KEY, Change, Pod, reconcile
-from memcgctl.logprio import Priority, prefixed
-from memcgctl.readers.kubeapi import (
+from memcgctl.inputs.kubeapi import (
     DEFAULT_KUBELET_URL,
     SERVICE_ACCOUNT_DIR,
     PodSource,
     SourceUnavailable,
     api_server_pods_url,
 )
-from memcgctl.render import say
-from memcgctl.safetext import printable
-from memcgctl.store import NAMESPACES, default_namespace
-from memcgctl.units import format_duration_ms
+from memcgctl.logic.kube import BADNESS_KEY, POD_KEY, Change, Pod, reconcile
+from memcgctl.render.logprio import Priority, prefixed
+from memcgctl.render.output import say
+from memcgctl.render.safetext import printable
+from memcgctl.state.store import NAMESPACES, default_namespace
+from memcgctl.vocab.errors import UsageProblem
+from memcgctl.vocab.units import format_duration_ms
 
 
 def log(priority: Priority, message: str) -> None:

@@ -8,22 +8,22 @@ import click
 
 from memcgctl.commands.common import AsciiInt, pass_env
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
-from memcgctl.render import Output, emit_json, output_options, print_tree, say
+from memcgctl.render.output import Output, emit_json, output_options, print_tree, say
+from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 
 if TYPE_CHECKING:
-    from memcgctl.cgpath import CgroupPath
-    from memcgctl.oomreport import OomReport, TaskRow
-    from memcgctl.postmortem import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
+    from memcgctl.logic.oomreport import OomReport, TaskRow
+    from memcgctl.logic.postmortem import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
+    from memcgctl.vocab.cgpath import CgroupPath
 
 
 def _live_report(env: Env, pid: int | None) -> OomReport | None:
     """The report of the kill of ``pid`` (default: the last kill) in the live kernel
     log: every record, since task-table rows carry no OOM keyword."""
-    from memcgctl.kmsg import join_continuations, parse_record
-    from memcgctl.logtext import LogLine
-    from memcgctl.oomreport import ReportCollector
-    from memcgctl.readers.kmsg import KmsgReader
+    from memcgctl.kernel.kmsgdev import KmsgReader
+    from memcgctl.logic.kmsgparse import join_continuations, parse_record
+    from memcgctl.logic.logtext import LogLine
+    from memcgctl.logic.oomreport import ReportCollector
 
     reader = KmsgReader(env.kmsg).open()
     try:
@@ -41,8 +41,8 @@ def _live_report(env: Env, pid: int | None) -> OomReport | None:
 
 def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
     """Badness of the report's processes and cgroups that still exist on this machine."""
-    from memcgctl.postmortem import LiveInfo
-    from memcgctl.store import BADNESS, read_setting
+    from memcgctl.logic.postmortem import LiveInfo
+    from memcgctl.state.store import BADNESS, read_setting
 
     registry: dict[tuple[int, int], int] | None = None
 
@@ -74,11 +74,11 @@ def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
 
 
 def _badness_map(path: str | None) -> BadnessMap:
-    from memcgctl.postmortem import BadnessMap
+    from memcgctl.logic.postmortem import BadnessMap
 
     if path is None:
         return BadnessMap()
-    from memcgctl.readers.logfile import read_chunks
+    from memcgctl.inputs.logfile import read_chunks
 
     data = b"".join(read_chunks(path))
     return BadnessMap.parse(data.decode("utf-8", "replace"), path)
@@ -126,22 +126,22 @@ def explain_kill(
     would have killed with the badness known (live for what still exists, or
     --badness FILE).  Exit status 1 when the log holds no such kill.
     """
-    from memcgctl.explain import (
+    from memcgctl.logic.postmortem import explain_report
+    from memcgctl.render.explain import (
         explain_tree,
         footer_lines,
         kill_explanation_json,
         kill_summary_lines,
         priority_lines,
     )
-    from memcgctl.postmortem import explain_report
 
     badness = _badness_map(badness_file)
     live: LiveLookup | None = None
     live_cg: CgroupLookup | None = None
     if from_file is not None:
-        from memcgctl.logtext import read_lines
-        from memcgctl.oomreport import collect
-        from memcgctl.readers.logfile import read_chunks
+        from memcgctl.inputs.logfile import read_chunks
+        from memcgctl.logic.logtext import read_lines
+        from memcgctl.logic.oomreport import collect
 
         report, _ = collect(read_lines(read_chunks(from_file)), pid, from_file)
         where = from_file

@@ -7,11 +7,9 @@ from typing import Any
 import click
 
 from memcgctl.commands.common import AsciiInt, CgroupName, pass_env, pid_option
-from memcgctl.diag import diagnostic
 from memcgctl.env import Env
-from memcgctl.explain import decision_json, explain_tree, footer_lines, summary_lines
-from memcgctl.model import Snapshot
-from memcgctl.policy import (
+from memcgctl.kernel.snapshot import kernel_params
+from memcgctl.logic.policy import (
     KERNEL,
     POLICIES,
     PRIORITY,
@@ -20,9 +18,11 @@ from memcgctl.policy import (
     select_kernel,
     select_priority,
 )
-from memcgctl.render import Output, draw_table, emit_json, output_options, print_tree, say
-from memcgctl.snapshot import kernel_params
-from memcgctl.views import RunnerUp, runner_up_fields
+from memcgctl.render.diag import diagnostic
+from memcgctl.render.explain import decision_json, explain_tree, footer_lines, summary_lines
+from memcgctl.render.output import Output, draw_table, emit_json, output_options, print_tree, say
+from memcgctl.render.views import RunnerUp, runner_up_fields
+from memcgctl.vocab.model import Snapshot
 
 
 def _runners_up(d: Decision, ranked: list[Decision], top: int) -> list[RunnerUp]:
@@ -131,7 +131,7 @@ def predict_victim(
         emit_json(predict_json(decision, snap, top, ranked))
     else:
         if explain:
-            from memcgctl.store import pod_labels
+            from memcgctl.state.store import pod_labels
 
             walked = [c.cgroup.path for lv in decision.walk for c in lv.candidates if c.cgroup]
             pods = pod_labels(env.fs, walked)

@@ -15,11 +15,14 @@ from collections.abc import Callable
 
 import click
 
-from memcgctl.cgpath import ROOT, CgroupPath
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
-from memcgctl.diag import diagnostic
 from memcgctl.env import Env
-from memcgctl.errors import (
+from memcgctl.kernel.cgroupfs import V1_LIMIT, V2_HIGH, V2_MAX
+from memcgctl.render.diag import diagnostic
+from memcgctl.render.output import say
+from memcgctl.state.store import NAMESPACES, OOM_DELAY, default_namespace, write_setting
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.errors import (
     CommandNotExecutable,
     CommandNotFound,
     NotSupported,
@@ -27,10 +30,13 @@ from memcgctl.errors import (
     UsageProblem,
     Vanished,
 )
-from memcgctl.readers.cgroupfs import V1_LIMIT, V2_HIGH, V2_MAX
-from memcgctl.render import say
-from memcgctl.store import NAMESPACES, OOM_DELAY, default_namespace, write_setting
-from memcgctl.units import format_bytes, format_duration_ms, parse_badness, parse_delay, parse_size
+from memcgctl.vocab.units import (
+    format_bytes,
+    format_duration_ms,
+    parse_badness,
+    parse_delay,
+    parse_size,
+)
 
 
 def find_command(cmd: str) -> str:

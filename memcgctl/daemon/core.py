@@ -33,12 +33,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from memcgctl.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
-from memcgctl.model import ProcessInfo, Snapshot
-from memcgctl.policy import Decision, lowest_priority_child
-from memcgctl.reasontext import reason_lines
-from memcgctl.records import DaemonRecord, daemon_record
+from memcgctl.logic.policy import Decision, lowest_priority_child
+from memcgctl.render.reasontext import reason_lines
+from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
+from memcgctl.vocab.model import ProcessInfo, Snapshot
+from memcgctl.vocab.records import DaemonRecord, daemon_record
 
 Select = Callable[[Snapshot, CgroupPath, Iterable[int]], Decision]
 

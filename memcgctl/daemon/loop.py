@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from memcgctl.cgpath import CgroupPath, HostScope, Scope
-from memcgctl.model import ProcessInfo
+from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
+from memcgctl.vocab.model import ProcessInfo
 
 
 class Core(Protocol):

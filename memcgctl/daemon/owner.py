@@ -26,10 +26,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from memcgctl.cgpath import CgroupPath
-from memcgctl.errors import MemcgctlError, Vanished
-from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH, CgroupFs
-from memcgctl.readers.procfs import ProcFs
+from memcgctl.kernel.cgroupfs import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH, CgroupFs
+from memcgctl.kernel.procfs import ProcFs
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import MemcgctlError, Vanished
 
 MARK = "trusted.memcgctl.daemon"
 LEGACY_MARK = "trusted.memcgctl.daemon_prev"

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from memcgctl.actions.kill import PIDFD, Killer
-from memcgctl.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
 from memcgctl.daemon import owner
 from memcgctl.daemon.core import Level, Managed
 from memcgctl.daemon.valve import (
@@ -40,14 +39,16 @@ from memcgctl.daemon.valve import (
     memcg_level,
 )
 from memcgctl.env import Env
-from memcgctl.errors import MemcgctlError, OwnedElsewhere, Vanished
-from memcgctl.journal import Journal
-from memcgctl.logprio import Priority, prefixed
-from memcgctl.model import ProcessInfo, Snapshot
-from memcgctl.policy import Decision
-from memcgctl.readers.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
-from memcgctl.readers.notify import EventsFileWatch, OomControlWatch, PsiTrigger
-from memcgctl.records import (
+from memcgctl.kernel.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
+from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
+from memcgctl.logic.policy import Decision
+from memcgctl.render.logprio import Priority, prefixed
+from memcgctl.render.safetext import log_value
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
+from memcgctl.vocab.errors import MemcgctlError, OwnedElsewhere, Vanished
+from memcgctl.vocab.model import ProcessInfo, Snapshot
+from memcgctl.vocab.records import (
     DaemonRecord,
     Event,
     KernelEvent,
@@ -56,7 +57,6 @@ from memcgctl.records import (
     user_kill,
     utc_now_iso,
 )
-from memcgctl.safetext import log_value
 
 # v1: a memcg is "at its limit" (its own OOM, not an ancestor's) when usage is this close
 AT_LIMIT_SLACK = 2 << 20
@@ -165,7 +165,7 @@ class RealPorts:
 
     # -- the managed set ---------------------------------------------------------------
     def managed(self) -> dict[Scope, int]:
-        from memcgctl.store import OOM_DELAY, read_setting
+        from memcgctl.state.store import OOM_DELAY, read_setting
 
         # swapon/swapoff are rare: whether there is swap at all is looked at per rescan,
         # not per valve check (most hosts have none, and then nothing more is read)
@@ -648,8 +648,8 @@ class KernelLog:
     the daemon can report the kernel's own victims (shadow mode, and kills it lost)."""
 
     def __init__(self, env: Env) -> None:
-        from memcgctl.kmsg import OomAssembler
-        from memcgctl.readers.kmsg import KmsgReader
+        from memcgctl.kernel.kmsgdev import KmsgReader
+        from memcgctl.logic.kmsgparse import OomAssembler
 
         self.reader = KmsgReader(env.kmsg).open()
         self.reader.read_available()  # the history: not ours to report
@@ -659,7 +659,7 @@ class KernelLog:
         return self.reader.fileno() if self.reader.is_device else -1
 
     def kills(self) -> list[KernelEvent]:
-        from memcgctl.kmsg import join_continuations, may_matter, parse_records
+        from memcgctl.logic.kmsgparse import join_continuations, may_matter, parse_records
 
         raws = [r for r in self.reader.read_available() if may_matter(r)]
         out: list[KernelEvent] = []
@@ -675,7 +675,7 @@ def victim_info(ev: KernelEvent, cgroup: CgroupPath) -> ProcessInfo:
     """The kernel's victim as a process record, from its kill line (it is gone from
     /proc by now).  Its process badness is not known any more: oom_score_adj -1000
     counts as 1000, anything else as the default."""
-    from memcgctl.constants import BADNESS_DEFAULT, BADNESS_NEVER
+    from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_NEVER
 
     adj = int(ev.get("oom_score_adj") or 0)
     return ProcessInfo(

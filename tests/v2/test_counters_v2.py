@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from memcgctl import totals
+from memcgctl.state import totals
 from tests.promtext import parse_exposition
 from tests.realkernel import TestCgroups
 from tests.test_counters_kernel import _counters, _kill_one

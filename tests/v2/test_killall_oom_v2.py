@@ -12,8 +12,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from memcgctl.cli import cli
-from memcgctl.journal import Journal
-from memcgctl.readers.fileio import parse_flat_keyed
+from memcgctl.kernel.fileio import parse_flat_keyed
+from memcgctl.state.journal import Journal
 from tests.realkernel import HELPERS, TestCgroups
 
 MIB = 1 << 20

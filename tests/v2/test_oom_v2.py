@@ -13,7 +13,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from memcgctl.cli import cli
-from memcgctl.readers.fileio import parse_flat_keyed
+from memcgctl.kernel.fileio import parse_flat_keyed
 from tests.realkernel import HELPERS, TestCgroups, wait_until
 from tests.test_events_kernel import Follow, cli_json, follow, grower
 from tests.test_predict_kernel import KILLED, Kmsg

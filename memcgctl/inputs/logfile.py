@@ -1,0 +1,59 @@
+"""A saved kernel log (a file or standard input), read in chunks: never slurped, so a
+100 MB ``kern.log`` costs the same memory as a small one."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Iterator
+
+from memcgctl.vocab.errors import UsageProblem, from_oserror
+
+CHUNK = 1 << 20
+
+
+def open_log(path: str) -> int:
+    """An fd for the file ``path``.  A directory, a device or a missing
+    file is a usage error naming the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageProblem(f"{path}: no such file") from None
+    except OSError as exc:
+        raise from_oserror(exc, path) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise from_oserror(exc, path) from exc
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        os.close(fd)
+        raise UsageProblem(f"{path}: not a regular file or pipe (a saved kernel log)")
+    return fd
+
+
+def read_chunks(path: str) -> Iterator[bytes]:
+    """The bytes of a saved log, chunk by chunk; a read error names the file."""
+    if path == "-":
+        stream = sys.stdin.buffer
+        while True:
+            try:
+                chunk = stream.read(CHUNK)
+            except OSError as exc:
+                raise from_oserror(exc, "standard input") from exc
+            if not chunk:
+                return
+            yield chunk
+    fd = open_log(path)
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, CHUNK)
+            except OSError as exc:
+                raise from_oserror(exc, path) from exc
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        os.close(fd)

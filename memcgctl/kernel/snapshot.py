@@ -1,0 +1,162 @@
+"""Fill an immutable :class:`~memcgctl.vocab.model.Snapshot` from the kernel files.
+
+Cgroups or processes that vanish while we read are left out, never an error.
+"""
+
+from __future__ import annotations
+
+import os
+from types import MappingProxyType
+
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.procfs import ProcFs
+from memcgctl.logic.policy import KernelParams
+from memcgctl.state.store import BADNESS, OOM_DELAY, ProcessRegistry, read_setting
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.errors import Vanished
+from memcgctl.vocab.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+
+OOM_SCORE_ADJ_MIN = -1000
+
+
+def read_cgroup(fs: CgroupFs, cg: CgroupPath) -> CgroupInfo:
+    """Raises Vanished if the cgroup disappears meanwhile."""
+    badness = read_setting(fs, cg, BADNESS)
+    delay = read_setting(fs, cg, OOM_DELAY)
+    if fs.version == 1:
+        control = fs.oom_control(cg)
+        events = MappingProxyType(dict(control))
+        events_local = MappingProxyType(
+            {"oom_kill": control["oom_kill"]} if "oom_kill" in control else {}
+        )
+        under_oom: bool | None = bool(control.get("under_oom", 0)) if control else None
+        kill_disable: bool | None = bool(control.get("oom_kill_disable", 0)) if control else None
+    else:
+        events = MappingProxyType(fs.events(cg))
+        events_local = MappingProxyType(fs.events(cg, local=True))
+        under_oom = kill_disable = None
+    return CgroupInfo(
+        path=cg,
+        usage_bytes=fs.usage(cg),
+        limit_bytes=fs.limit(cg),
+        badness=badness.value if badness.value is not None else BADNESS_DEFAULT,
+        badness_source=badness.source,
+        oom_delay_ms=delay.value,
+        oom_delay_source=delay.source,
+        oom_group=fs.oom_group(cg),
+        under_oom=under_oom,
+        oom_kill_disable=kill_disable,
+        pids=tuple(fs.procs(cg)),
+        children=tuple(fs.children(cg)),
+        swap_limit_bytes=fs.swap_limit(cg),
+        swappiness=fs.swappiness(cg),
+        events=events,
+        events_local=events_local,
+        ino=fs.inode(cg),
+    )
+
+
+def process_badness(
+    proc: ProcFs,
+    pid: int,
+    oom_score_adj: int,
+    registry: dict[tuple[int, int], int],
+    registry_pids: frozenset[int],
+) -> tuple[int, str]:
+    if pid in registry_pids:
+        try:
+            value = registry.get((pid, proc.start_time(pid)))
+        except Vanished:
+            value = None
+        if value is not None:
+            return value, "process"
+    if oom_score_adj == OOM_SCORE_ADJ_MIN:
+        return BADNESS_NEVER, "oom_score_adj"
+    return BADNESS_DEFAULT, "default"
+
+
+def read_process(
+    proc: ProcFs,
+    pid: int,
+    cgroup: CgroupPath,
+    registry: dict[tuple[int, int], int],
+    registry_pids: frozenset[int],
+    with_oom_score: bool = False,
+) -> ProcessInfo:
+    """Raises Vanished if the process exits meanwhile."""
+    st, adj, score = proc.status_and_adj(pid, with_oom_score)
+    if pid in registry_pids:
+        badness, source = process_badness(proc, pid, adj, registry, registry_pids)
+    elif adj == OOM_SCORE_ADJ_MIN:
+        badness, source = BADNESS_NEVER, "oom_score_adj"
+    else:
+        badness, source = BADNESS_DEFAULT, "default"
+    # positional: this runs for every process on the host (bench/predict_bench.py)
+    return ProcessInfo(
+        pid,
+        st.name,
+        cgroup,
+        st.uid,
+        st.rss_anon_kb,
+        st.rss_file_kb,
+        st.rss_shmem_kb,
+        st.swap_kb,
+        st.pgtables_kb,
+        adj,
+        badness,
+        source,
+        st.has_mm and not st.kthread and pid != 1,
+        score,
+    )
+
+
+def take_snapshot(
+    fs: CgroupFs,
+    proc: ProcFs,
+    registry: ProcessRegistry | None,
+    root: CgroupPath = ROOT,
+    with_processes: bool = True,
+    with_oom_score: bool = False,
+) -> Snapshot:
+    cgroups: dict[CgroupPath, CgroupInfo] = {}
+    for cg in fs.walk(root):
+        try:
+            cgroups[cg] = read_cgroup(fs, cg)
+        except Vanished:
+            if cg == root:
+                raise
+    processes: dict[int, ProcessInfo] = {}
+    if with_processes:
+        entries = registry.load() if registry is not None else {}
+        registry_pids = frozenset(pid for pid, _ in entries)
+        for info in cgroups.values():
+            for pid in info.pids:
+                try:
+                    processes[pid] = read_process(
+                        proc, pid, info.path, entries, registry_pids, with_oom_score
+                    )
+                except (Vanished, ValueError):
+                    continue
+    meminfo = proc.meminfo_kb()
+    return Snapshot(
+        version=fs.version,
+        root=root,
+        cgroups=MappingProxyType(cgroups),
+        processes=MappingProxyType(processes),
+        mem_total_kb=meminfo.get("MemTotal", 0),
+        swap_total_kb=meminfo.get("SwapTotal", 0),
+        page_size=os.sysconf("SC_PAGE_SIZE"),
+        kernel_release=proc.kernel_release(),
+    )
+
+
+def kernel_params(proc: ProcFs, snap: Snapshot) -> KernelParams:
+    """The host's values for the kernel heuristic: the snapshot's memory sizes plus the
+    two sysctls it depends on (the only reads that policy needs beyond the snapshot)."""
+    from memcgctl.logic.policy import KernelParams  # only for --policy kernel
+
+    return KernelParams.of(
+        snap,
+        vm_swappiness=proc.sysctl("vm.swappiness") or 0,
+        allocating_task=bool(proc.sysctl("vm.oom_kill_allocating_task")),
+    )

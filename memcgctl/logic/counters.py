@@ -1,0 +1,168 @@
+"""Kill counters: the kernel's counters and kills by cause.  Pure functions.
+
+* ``local`` / ``hierarchical``: the kernel's own counters (v1: ``memory.oom_control``
+  oom_kill is local only, hierarchical is the subtree sum; v2: ``memory.events.local`` /
+  ``memory.events``: oom, oom_kill, oom_group_kill where present).
+* ``by_cause``: kills of tasks in the subtree, from the kernel log and the journal —
+  ``system`` (a host-wide OOM: CONSTRAINT_NONE / global_oom, cpuset, mempolicy),
+  ``memcg`` (a cgroup limit: CONSTRAINT_MEMCG), ``user`` (kills memcgctl did while handling an OOM; not ``manual_kill``).
+* ``complete``: whether the log and journal still hold every kill the kernel counted in
+  the subtree (system + memcg >= the kernel's hierarchical oom_kill).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from memcgctl.logic.events import in_subtree
+from memcgctl.logic.kmsgparse import cause_of
+from memcgctl.vocab.cgpath import CgroupPath
+
+KERNEL_KEYS = ("oom", "oom_kill", "oom_group_kill")
+
+
+def pick_kernel_counters(values: Mapping[str, int]) -> dict[str, int]:
+    return {k: values[k] for k in KERNEL_KEYS if k in values}
+
+
+def subtree_sum(cg: CgroupPath, local: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """v1 hierarchical counters: the sum of the local counters of cg and its descendants."""
+    out: dict[str, int] = {}
+    for other, values in local.items():
+        if in_subtree(other, cg):
+            for k, v in values.items():
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def by_cause(cg: CgroupPath, kills: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    counts = {"system": 0, "memcg": 0, "user": 0}
+    for ev in kills:
+        where = ev.get("cgroup")
+        if not in_subtree(where if isinstance(where, str) else None, cg):
+            continue
+        kind = ev.get("kind")
+        if kind == "user_kill":
+            counts["user"] += 1
+        elif kind == "oom_kill":
+            cause = ev.get("cause") or cause_of(dict(ev))
+            if cause in ("system", "memcg"):
+                counts[cause] += 1
+    return counts
+
+
+def cgroup_counters(
+    cg: CgroupPath,
+    local: Mapping[str, int] | None,
+    hierarchical: Mapping[str, int] | None,
+    kills: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Counters of one cgroup with by_cause recounted from kill records."""
+    return entry(cg, local, hierarchical, by_cause(cg, kills))
+
+
+def entry(
+    cg: CgroupPath,
+    local: Mapping[str, int] | None,
+    hierarchical: Mapping[str, int] | None,
+    causes: Mapping[str, int],
+) -> dict[str, Any]:
+    """Counters of one cgroup with by_cause given (from the running totals)."""
+    kernel_total = (hierarchical or {}).get("oom_kill")
+    complete = kernel_total is None or causes["system"] + causes["memcg"] >= kernel_total
+    return {
+        "cgroup": cg,
+        "local": dict(local) if local is not None else None,
+        "hierarchical": dict(hierarchical) if hierarchical is not None else None,
+        "by_cause": dict(causes),
+        "complete": complete,
+    }
+
+
+# -- Prometheus text exposition ----------------------------------------------------------
+
+
+def _label(value: str) -> str:
+    """A label value escaped per the text exposition format (\\, \", \n)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+# (family, help) of the kernel's counters, per scope
+_KERNEL_FAMILIES = {
+    "oom_kill": (
+        "memcgctl_kernel_oom_kills_total",
+        "OOM-killer victims the kernel counted in the memory cgroup (scope=local: tasks"
+        " of the cgroup itself; scope=hierarchical: of its subtree). Do not sum over scope"
+        " or over nested cgroups.",
+    ),
+    "oom": (
+        "memcgctl_kernel_oom_events_total",
+        "Times the memory cgroup hit its limit and the OOM killer was about to run"
+        " (v2 memory.events oom; scope as for memcgctl_kernel_oom_kills_total).",
+    ),
+    "oom_group_kill": (
+        "memcgctl_kernel_oom_group_kills_total",
+        "Group OOM kills (v2 memory.oom.group; scope as for memcgctl_kernel_oom_kills_total).",
+    ),
+}
+
+
+def prometheus(doc: Mapping[str, Any]) -> str:
+    """The counters document in the Prometheus text format (node_exporter textfile).
+
+    Families that are never summed with each other: the host counter, the kernel's
+    per-cgroup counters (label ``scope``), the kills by cause (label ``cause``: sum
+    over it for all kills of a subtree), their start time (``_created``, a reset
+    marker) and whether the log covered every kill (a gauge)."""
+    lines = [
+        "# HELP memcgctl_host_oom_kills_total OOM-killer victims on the host (/proc/vmstat oom_kill).",
+        "# TYPE memcgctl_host_oom_kills_total counter",
+        f"memcgctl_host_oom_kills_total {doc['system'].get('oom_kill', 0)}",
+    ]
+    kernel: dict[str, list[str]] = {key: [] for key in _KERNEL_FAMILIES}
+    causes: list[str] = []
+    created: list[str] = []
+    complete: list[str] = []
+    since = doc.get("counting_since")
+    for c in doc["cgroups"]:
+        cg = _label(c["cgroup"])
+        for scope in ("local", "hierarchical"):
+            values = c.get(scope) or {}
+            for key in _KERNEL_FAMILIES:
+                if key in values:
+                    kernel[key].append(f'{{cgroup="{cg}",scope="{scope}"}} {values[key]}')
+        for cause in ("system", "memcg", "user"):
+            causes.append(f'{{cgroup="{cg}",cause="{cause}"}} {c["by_cause"][cause]}')
+            if since is not None:
+                created.append(f'{{cgroup="{cg}",cause="{cause}"}} {since:.3f}')
+        complete.append(f'{{cgroup="{cg}"}} {int(c["complete"])}')
+    for key, (name, help_text) in _KERNEL_FAMILIES.items():
+        if kernel[key]:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            lines += [f"{name}{s}" for s in kernel[key]]
+    name = "memcgctl_oom_kills_total"
+    lines += [
+        f"# HELP {name} Kills of tasks in the memory cgroup's subtree by cause:"
+        " system (host-wide OOM), memcg (a cgroup limit), user (memcgctl killed while"
+        " handling an OOM). Running totals: they survive journal rotation; they restart"
+        " only with a new epoch (see memcgctl_oom_kills_created).",
+        f"# TYPE {name} counter",
+        *(f"{name}{s}" for s in causes),
+    ]
+    if created:
+        name = "memcgctl_oom_kills_created"
+        lines += [
+            f"# HELP {name} Unix time the running totals of memcgctl_oom_kills_total"
+            " started counting (moves at a reboot or when the totals were lost).",
+            f"# TYPE {name} gauge",
+            *(f"{name}{s}" for s in created),
+        ]
+    name = "memcgctl_oom_kill_log_complete"
+    lines += [
+        f"# HELP {name} 1 if the kernel log and journal still hold every kill the kernel"
+        " counted in the subtree.",
+        f"# TYPE {name} gauge",
+        *(f"{name}{s}" for s in complete),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,78 @@
+"""OOM events as data: filtering by subtree and time, merging the kernel log's history
+with the journal (each kill once), and counter increases of memory.events as events.
+Pure functions; ``watch/follower.py`` is the loop that feeds them live."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.records import COUNTER_KINDS, Event, counter_event, merged, with_source
+
+# memory.events keys reported as events, in this order
+V2_EVENT_KEYS = COUNTER_KINDS
+
+
+def in_subtree(cgroup: str | None, root: CgroupPath) -> bool:
+    """``cgroup`` (a record's field: any text, or None) is ``root`` or below it."""
+    return root.is_root or (cgroup is not None and root.contains(cgroup))
+
+
+def event_cgroups(ev: Event) -> list[str]:
+    """Cgroups an event is about (for the CG filter): its cgroup, and for a kill also
+    the OOM domain and the oom.group."""
+    out: list[object] = [ev.get("cgroup")]
+    if ev.get("kind") == "oom_kill" and not ev.get("cgroup"):
+        out += [ev.get("oom_group"), ev.get("oom_memcg")]
+    return [c for c in out if isinstance(c, str)]
+
+
+def matches(ev: Event, root: CgroupPath, since_iso: str | None) -> bool:
+    if since_iso is not None and str(ev.get("time", "")) < since_iso:
+        return False
+    if root == "/":
+        return True
+    return any(in_subtree(c, root) for c in event_cgroups(ev))
+
+
+def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Event]:
+    """Kernel-log events plus journal records, each kill once (the ``dedup`` key), in
+    time order.  Journal copies of kernel kills fill in what the ring has overwritten."""
+    out: list[Event] = []
+    journaled: dict[str, Event] = {}
+    for rec in journal:
+        key = rec.get("dedup")
+        if key is None:
+            out.append(with_source(rec, "journal"))
+        else:
+            journaled.setdefault(str(key), rec)
+    for ev in kernel:
+        key = ev.get("dedup")
+        known = journaled.pop(str(key), None) if key is not None else None
+        if known is not None:
+            # the journal copy may know more (e.g. the cgroup of a kill whose report was
+            # rate-limited, found live from the counters)
+            ev = merged(known, ev)
+        out.append(ev)
+    for rec in journaled.values():
+        out.append(with_source(rec, "journal"))
+    out.sort(key=lambda e: str(e.get("time", "")))
+    return out
+
+
+def diff_counters(
+    cg: CgroupPath, old: dict[str, int], new: dict[str, int], filename: str, now_iso: str
+) -> list[Event]:
+    """Events for counters of memory.events that went up (a value that went down means
+    the file belongs to a new cgroup of the same name: take it as the new base).
+
+    ``source`` is ``memory.events`` whichever of the two files was read;
+    ``file`` says which (``memory.events.local`` where the kernel has it, so that one
+    kill is reported once, on its own cgroup, not once per ancestor)."""
+    out: list[Event] = []
+    for key in V2_EVENT_KEYS:
+        before, after = old.get(key), new.get(key)
+        if after is None or before is None or after <= before:
+            continue
+        out.append(counter_event(key, cg, filename, after - before, after, now_iso))
+    return out

@@ -1,0 +1,332 @@
+"""Views of a :class:`~memcgctl.logic.policy.Decision`: the JSON document, the
+explanation tree (``--explain``) and the short text summary.  Pure: no I/O, no rich."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from memcgctl.logic.policy import KERNEL, Candidate, Decision, Level, Scored
+from memcgctl.render.output import TreeNode
+from memcgctl.render.reasontext import SKIP_TEXT, caveat_lines, reason_lines, verdict_text
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.model import ProcessInfo, Snapshot
+from memcgctl.vocab.units import format_bytes, format_kb
+
+if TYPE_CHECKING:
+    from memcgctl.logic.postmortem import KillExplanation
+
+CHOSEN = "►"
+
+
+def _base(path: CgroupPath) -> str:
+    return path.name
+
+
+# -- JSON -----------------------------------------------------------------------------
+
+
+def candidate_json(c: Candidate) -> dict[str, Any]:
+    doc: dict[str, Any] = {"kind": c.kind, "badness": c.badness}
+    if c.process is not None:
+        p = c.process
+        doc.update(
+            {
+                "pid": p.pid,
+                "comm": p.comm,
+                "cgroup": p.cgroup,
+                "badness_source": p.badness_source,
+                "rss_kb": p.rss_kb,
+            }
+        )
+    elif c.cgroup is not None:
+        doc.update(
+            {
+                "cgroup": c.cgroup.path,
+                "badness_source": c.cgroup.badness_source,
+                "usage_bytes": c.cgroup.usage_bytes,
+            }
+        )
+    skipped = SKIP_TEXT[c.skip] if c.skip is not None else None
+    doc.update({"eligible": c.skip is None, "skipped": skipped, "note": verdict_text(c.verdict)})
+    return doc
+
+
+def level_json(level: Level) -> dict[str, Any]:
+    return {
+        "cgroup": level.cgroup,
+        "candidates": [candidate_json(c) for c in level.candidates],
+        "chosen": candidate_json(level.chosen) if level.chosen is not None else None,
+    }
+
+
+def scored_json(s: Scored) -> dict[str, Any]:
+    doc = s.process.to_json()
+    doc.update(
+        {
+            "points": s.points,
+            "scan_index": s.scan_index,
+            "rss_pages": s.rss_pages,
+            "swap_pages": s.swap_pages,
+            "pgtable_pages": s.pgtable_pages,
+            "adj_pages": s.adj_pages,
+        }
+    )
+    return doc
+
+
+def decision_json(
+    d: Decision, snap: Snapshot, top: int | None = None, runners_up: list[Decision] | None = None
+) -> dict[str, Any]:
+    victim: dict[str, Any] | None = None
+    if d.victim is not None:
+        victim = d.victim.to_json()
+        if d.policy == KERNEL:
+            victim["points"] = d.points
+    group = snap.cgroups.get(d.kill_group) if d.kill_group is not None else None
+    candidates = d.candidates if top is None else d.candidates[:top]
+    doc: dict[str, Any] = {
+        "oom_root": d.oom_root,
+        "policy": d.policy,
+        "victim": victim,
+        "kill_group": group.to_json() if group is not None else None,
+        "group_pids": list(d.group_pids),
+        "walk": [level_json(lv) for lv in d.walk],
+        "candidates": [scored_json(s) for s in candidates],
+        "totalpages": d.totalpages,
+        "reasons": reason_lines(d.reasons),
+        "caveats": caveat_lines(d.caveats),
+    }
+    if runners_up is not None:
+        doc["runners_up"] = [
+            {
+                "victim": r.victim.to_json() if r.victim else None,
+                "kill_group": r.kill_group,
+                "group_pids": list(r.group_pids),
+            }
+            for r in runners_up
+        ]
+    return doc
+
+
+# -- text -----------------------------------------------------------------------------
+
+
+def describe_process(p: ProcessInfo) -> str:
+    return f"pid {p.pid} ({p.comm}) in {p.cgroup}"
+
+
+def summary_lines(d: Decision) -> list[str]:
+    if d.victim is None:
+        return [f"no killable victim below {d.oom_root} (policy {d.policy})"]
+    p = d.victim
+    detail = (
+        f"points {d.points}, oom_score_adj {p.oom_score_adj}, rss {format_kb(p.rss_kb)}"
+        if d.policy == KERNEL
+        else f"badness {p.badness} ({p.badness_source}), rss {format_kb(p.rss_kb)}"
+    )
+    lines = [f"victim: {describe_process(p)} — {detail}"]
+    if d.kill_group is not None:
+        pids = " ".join(str(x) for x in d.group_pids)
+        lines.append(
+            f"memory.oom.group: all of {d.kill_group} dies ({len(d.group_pids)} pids: {pids})"
+        )
+    return lines
+
+
+# -- the explanation tree -------------------------------------------------------------
+
+
+def _candidate_label(c: Candidate, chosen: bool, pods: Mapping[str, str]) -> str:
+    mark = CHOSEN if chosen else " "
+    if c.process is not None:
+        what = f"pid {c.process.pid} ({c.process.comm})"
+        size = f"rss {format_kb(c.process.rss_kb)}"
+        src = "" if c.process.badness_source == "default" else f" ({c.process.badness_source})"
+    else:
+        assert c.cgroup is not None
+        what = f"cgroup {_base(c.cgroup.path)}"
+        pod = pods.get(c.cgroup.path)
+        if pod is not None:
+            what += f" (pod {pod})"
+        size = f"usage {format_bytes(c.cgroup.usage_bytes)}"
+        src = "" if c.cgroup.badness_source == "default" else f" ({c.cgroup.badness_source})"
+    verdict = f"skipped: {SKIP_TEXT[c.skip]}" if c.skip is not None else verdict_text(c.verdict)
+    return f"{mark} {what}  badness {c.badness}{src} · {size} — {verdict}"
+
+
+def _level_nodes(
+    walk: tuple[Level, ...], i: int, per_level: int, pods: Mapping[str, str]
+) -> tuple[TreeNode, ...]:
+    level = walk[i]
+    nodes: list[TreeNode] = []
+    eligible = [c for c in level.candidates if c.skip is None]
+    skipped = [c for c in level.candidates if c.skip is not None]
+    shown = eligible[:per_level]
+    shown_skipped = skipped if len(skipped) <= per_level else []
+    for c in shown + shown_skipped:
+        is_chosen = level.chosen is not None and c is level.chosen
+        children: tuple[TreeNode, ...] = ()
+        style = "dim" if c.skip is not None else ""
+        if is_chosen and c.kind == "cgroup" and i + 1 < len(walk):
+            children = _level_nodes(walk, i + 1, per_level, pods)
+            style = "bold"
+        elif is_chosen and c.kind == "process":
+            children = (TreeNode("the victim", style="bold red"),)
+            style = "bold red"
+        nodes.append(TreeNode(_candidate_label(c, is_chosen, pods), children, style))
+    hidden = len(eligible) - len(shown)
+    if hidden > 0:
+        nodes.append(TreeNode(f"… {hidden} more (raise --top to see them)", style="dim"))
+    if skipped and not shown_skipped:
+        counts: dict[str, int] = {}
+        for c in skipped:
+            key = f"{c.kind}: {SKIP_TEXT[c.skip] if c.skip is not None else None}"
+            counts[key] = counts.get(key, 0) + 1
+        summary = "; ".join(f"{n}× {k}" for k, n in sorted(counts.items()))
+        nodes.append(TreeNode(f"  {len(skipped)} skipped — {summary}", style="dim"))
+    if not level.candidates:
+        nodes.append(TreeNode("no candidates: no child cgroups and no processes", style="dim"))
+    return tuple(nodes)
+
+
+def explain_tree(
+    d: Decision, per_level: int = 5, pods: Mapping[str, str] | None = None
+) -> TreeNode:
+    """The walk drawn as a tree: each level's candidates, the chosen one marked ►
+    with the next level below it, the others with the reason they lost.  ``pods``:
+    cgroup → "namespace/name" where ``memcgctl kube`` labelled a pod cgroup."""
+    if d.policy == KERNEL:
+        return _kernel_tree(d, per_level)
+    title = (
+        f"OOM root {d.oom_root} — policy priority: at each level the lowest badness is "
+        "killed first (cgroups before processes on a tie; 1000 = never)"
+    )
+    children = _level_nodes(d.walk, 0, per_level, pods or {}) if d.walk else ()
+    return TreeNode(title, children, "bold")
+
+
+def _kernel_tree(d: Decision, per_level: int) -> TreeNode:
+    scope = "host OOM" if d.oom_root == "/" else "memcg OOM"
+    per_adj = (d.totalpages or 0) // 1000
+    title = (
+        f"OOM root {d.oom_root} — policy kernel ({scope}): most points die; points = "
+        f"rss + swap + page-table pages + oom_score_adj × {per_adj} "
+        f"(totalpages {d.totalpages} / 1000)"
+    )
+    nodes: list[TreeNode] = []
+    top = d.candidates[0] if d.candidates else None
+    for i, s in enumerate(d.candidates[:per_level]):
+        p = s.process
+        formula = (
+            f"{s.points} = {s.rss_pages} rss + {s.swap_pages} swap + {s.pgtable_pages} pt"
+            f" {'+' if s.adj_pages >= 0 else '−'} {abs(s.adj_pages)} adj({p.oom_score_adj})"
+        )
+        if i == 0:
+            verdict = "chosen: the most points"
+            if len(d.candidates) > 1 and d.candidates[1].points == s.points:
+                verdict += " (tie: scanned last)"
+            label = f"{CHOSEN} {describe_process(p)}  points {formula} — {verdict}"
+            nodes.append(TreeNode(label, (TreeNode("the victim", style="bold red"),), "bold red"))
+        else:
+            assert top is not None
+            gap = top.points - s.points
+            verdict = f"{gap} points fewer" if gap else "same points, but scanned before the victim"
+            nodes.append(TreeNode(f"  {describe_process(p)}  points {formula} — {verdict}"))
+    hidden = len(d.candidates) - per_level
+    if hidden > 0:
+        nodes.append(TreeNode(f"… {hidden} more (raise --top to see them)", style="dim"))
+    if not d.candidates:
+        nodes.append(TreeNode("no eligible process", style="dim"))
+    return TreeNode(title, tuple(nodes), "bold")
+
+
+def footer_lines(d: Decision) -> list[str]:
+    """The decision in sentences, then where it may be wrong."""
+    lines = ["", "Why:"]
+    lines += [f"  {i}. {r}" for i, r in enumerate(reason_lines(d.reasons), 1)]
+    if d.caveats:
+        lines += ["", "Where userspace cannot be exact:"]
+        lines += [f"  - {c}" for c in caveat_lines(d.caveats)]
+    return lines
+
+
+# -- explain-kill (a kill rebuilt from a saved report) -----------------------------------
+
+
+def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
+    """``explain-kill --json``: the report, the rebuilt kernel ranking (the
+    ``predict-victim --policy kernel`` shape), the verdict and the priority policy's
+    choice (the ``predict-victim`` shape), or null without a task table."""
+    kernel = decision_json(x.decision, x.snapshot)
+    kernel["group_pids"] = list(x.killed)
+    return {
+        "report": x.report.to_json(),
+        "kills": x.report.kills,
+        "oom_root": x.oom_root,
+        "memcg_oom": x.memcg_oom,
+        "kernel_rules": {
+            "version": f"{x.rules.version[0]}.{x.rules.version[1]}",
+            "source": x.rules.source,
+            "root_bonus": x.rules.root_bonus,
+            "clamp_to_one": x.rules.clamp_to_one,
+            "ties_to_last": x.rules.ties_to_last,
+        },
+        "kernel_victim_pid": x.kernel_pid,
+        "killed_pids": list(x.killed),
+        "kernel": kernel,
+        "verdict": x.verdict,
+        "victim_is_top": x.victim_is_top,
+        "why": list(x.why),
+        "score_check": x.score_check,
+        "priority": decision_json(x.priority, x.snapshot) if x.priority is not None else None,
+        "priority_notes": list(x.priority_notes),
+    }
+
+
+def kill_summary_lines(x: KillExplanation) -> list[str]:
+    r = x.report
+    when = r.time or r.log_time or (f"[{r.uptime_s:.6f}]" if r.uptime_s is not None else "?")
+    if x.oom_root != "/":
+        scope = f"memcg OOM of {x.oom_root}"
+    elif x.memcg_oom:
+        scope = "memcg OOM (the log does not name the memcg)"
+    else:
+        scope = "host OOM"
+    kills = ", ".join(f"pid {k.get('pid')} ({k.get('comm')})" for k in r.kills)
+    if not kills and r.summary is not None:
+        kills = (
+            f"pid {r.summary['pid']} ({r.summary['comm']}), per the summary line "
+            "(the log ends before the kill line)"
+        )
+    lines = [
+        f"OOM report at line {r.first_line} ({when}): {scope}; kernel "
+        f"{r.release or 'release unknown'}; killed: {kills or 'nobody'}",
+    ]
+    verdicts = {
+        "matches": "the kernel's victim is the top of the rebuilt ranking",
+        "differs": "the kernel's victim is NOT the top of the rebuilt ranking",
+        "no_table": "cannot rebuild the ranking",
+        "incomplete": "the task table is incomplete",
+        "exiting": "no new kill: a victim was still exiting",
+        "no_victim": "nothing was killable",
+    }
+    lines.append(f"verdict: {verdicts.get(x.verdict, x.verdict)}")
+    lines += [f"  - {w}" for w in x.why]
+    return lines
+
+
+def priority_lines(x: KillExplanation) -> list[str]:
+    d = x.priority
+    if d is None:
+        return ["priority policy: no task table, no counterfactual"]
+    if d.victim is None:
+        return [f"priority policy: no killable victim below {d.oom_root}"]
+    p = d.victim
+    same = p.pid in x.killed
+    lines = [
+        f"priority policy would have killed: {describe_process(p)} — badness {p.badness} "
+        f"({p.badness_source})" + (" — the same task" if same else ""),
+    ]
+    lines += [f"  - {n}" for n in x.priority_notes]
+    return lines

@@ -1,0 +1,305 @@
+"""Output: JSON documents, and tables drawn by rich on a terminal or tabulate when piped.
+
+rich and tabulate are imported only inside the functions that draw, so commands that
+print JSON or one line never pay for them.
+
+Every cell, label and line drawn here may hold text another user controls (process
+names, cgroup names): it goes through :func:`memcgctl.render.safetext.printable`, and rich gets
+``Text`` objects, never markup, so ``[/evil]`` is printed as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import click
+
+from memcgctl.render.safetext import printable
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+N = TypeVar("N")
+
+
+class Output(NamedTuple):
+    json: bool = False
+    plain: bool = False
+    wide: bool = False
+
+    @property
+    def rich(self) -> bool:
+        return not self.json and not self.plain and sys.stdout.isatty()
+
+
+def output_options(func: F) -> F:
+    """Add ``--json`` and ``--plain``; the command receives ``out: Output``."""
+
+    @click.option("--plain", is_flag=True, help="Plain-text table even on a terminal.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_json: bool, plain: bool, **kwargs: Any) -> Any:
+        return func(*args, out=Output(json=as_json, plain=plain), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(doc: Any) -> None:
+    import json  # lazily: one-shot commands without --json skip it (start-up time)
+
+    click.echo(json.dumps(doc, indent=2))
+
+
+def emit_json_line(doc: Any) -> None:
+    import json
+
+    click.echo(json.dumps(doc, separators=(",", ":")))
+
+
+def say(line: object = "", err: bool = False) -> None:
+    """One line of human output, unprintable characters replaced (``ps`` style)."""
+    click.echo(printable(line), err=err)
+
+
+class Column(NamedTuple):
+    """One column of a table that fits the terminal (:func:`print_columns`).
+
+    ``priority`` 0 is never dropped (names and numbers); higher values go first when the
+    terminal is narrow.  ``short``/``short_cells`` are the abbreviated header and cells
+    used before anything is dropped."""
+
+    header: str
+    cells: Sequence[str]
+    right: bool = False
+    priority: int = 0
+    short: str | None = None
+    short_cells: Sequence[str] | None = None
+
+    def width(self, abbreviated: bool) -> int:
+        header = (self.short or self.header) if abbreviated else self.header
+        cells = self.short_cells if abbreviated and self.short_cells is not None else self.cells
+        return max([len(printable(header))] + [len(printable(c)) for c in cells])
+
+    def abbreviated(self) -> Column:
+        return self._replace(
+            header=self.short or self.header,
+            cells=self.short_cells if self.short_cells is not None else self.cells,
+        )
+
+
+COLUMN_GAP = 2  # spaces between columns, as both renderers draw them
+
+
+@dataclass(frozen=True)
+class Field(Generic[T]):
+    """One column of an object's field list (:mod:`memcgctl.render.views`): the header and how
+    to draw one object's cell, plus the :class:`Column` hints for a narrow terminal."""
+
+    header: str
+    cell: Callable[[T], str]
+    right: bool = False
+    priority: int = 0
+    short: str | None = None
+    short_cell: Callable[[T], str] | None = None
+
+    def column(self, items: Sequence[T]) -> Column:
+        return Column(
+            self.header,
+            [self.cell(i) for i in items],
+            self.right,
+            self.priority,
+            self.short,
+            None if self.short_cell is None else [self.short_cell(i) for i in items],
+        )
+
+
+def columns_of(fields: Sequence[Field[T]], items: Sequence[T]) -> list[Column]:
+    return [f.column(items) for f in fields]
+
+
+def draw_table(
+    out: Output,
+    fields: Sequence[Field[T]],
+    items: Sequence[T],
+    title: str | None = None,
+    fit: bool = True,
+) -> None:
+    """The one way a list of objects becomes a table: one row per item, one column per
+    field.  ``fit``: fitted to the terminal (:func:`print_columns`); else every column
+    at its width (:func:`print_table`)."""
+    cols = columns_of(fields, items)
+    if fit:
+        print_columns(out, cols, title=title)
+        return
+    rows = [[c.cells[i] for c in cols] for i in range(len(items))]
+    right = [i for i, c in enumerate(cols) if c.right]
+    print_table(out, [c.header for c in cols], rows, title=title, right_align=right)
+
+
+def print_aligned(fields: Sequence[Field[T]], items: Sequence[T]) -> None:
+    """Aligned columns without a table library, for one-shot commands that must start
+    fast: the header line, then one line per item."""
+    cols = columns_of(fields, items)
+    rows = [[c.header for c in cols]] + [[c.cells[i] for c in cols] for i in range(len(items))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    for r in rows:
+        cells = (
+            c.rjust(w) if col.right else c.ljust(w)
+            for c, w, col in zip(r, widths, cols, strict=True)
+        )
+        say("  ".join(cells).rstrip())
+
+
+def table_width(columns: Sequence[Column], abbreviated: bool = False) -> int:
+    return sum(c.width(abbreviated) for c in columns) + COLUMN_GAP * max(len(columns) - 1, 0)
+
+
+def fit_columns(columns: Sequence[Column], width: int | None) -> list[Column]:
+    """The columns to draw in ``width`` characters (None: all of them), the way ``ps``
+    and ``systemd-cgls`` fit a terminal: nothing is ever truncated; first the
+    abbreviated headers and cells, then the lowest-value columns (highest ``priority``)
+    are dropped.  Columns of priority 0 always stay, even if the line then overflows."""
+    cols = list(columns)
+    if width is None or table_width(cols) <= width:
+        return cols
+    cols = [c.abbreviated() for c in cols]
+    for priority in sorted({c.priority for c in cols if c.priority > 0}, reverse=True):
+        if table_width(cols) <= width:
+            break
+        # drop this priority's columns one at a time, rightmost first
+        for victim in [c for c in reversed(cols) if c.priority == priority]:
+            if table_width(cols) <= width:
+                break
+            cols.remove(victim)
+    return cols
+
+
+def terminal_width(out: Output) -> int | None:
+    """Width to fit tables in: the terminal's, or None (everything) when piped or --wide."""
+    if out.wide or out.json or not sys.stdout.isatty():
+        return None
+    import shutil
+
+    return shutil.get_terminal_size().columns
+
+
+def print_columns(out: Output, columns: Sequence[Column], title: str | None = None) -> None:
+    """A table fitted to the terminal (see :func:`fit_columns`); never truncates a cell."""
+    width = terminal_width(out)
+    cols = fit_columns(columns, width)
+    nrows = max((len(c.cells) for c in cols), default=0)
+    rows = [[c.cells[i] for c in cols] for i in range(nrows)]
+    print_table(
+        out,
+        [c.header for c in cols],
+        rows,
+        title=title,
+        right_align=[i for i, c in enumerate(cols) if c.right],
+        min_width=table_width(cols),
+    )
+
+
+def print_table(
+    out: Output,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+    right_align: Sequence[int] = (),
+    min_width: int | None = None,
+) -> None:
+    """A table; with ``min_width`` (from :func:`print_columns`) rich draws it at least
+    that wide and wraps nothing, so a line longer than the terminal overflows instead of
+    truncating a cell."""
+    if out.rich:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(
+            title=Text(printable(title)) if title else None,
+            box=None,
+            header_style="bold",
+            pad_edge=False,
+        )
+        for i, h in enumerate(headers):
+            table.add_column(
+                Text(printable(h)),
+                justify="right" if i in right_align else "left",
+                no_wrap=i == 0 or min_width is not None,
+                overflow="fold" if min_width is not None else "ellipsis",
+            )
+        for row in rows:
+            table.add_row(*(Text(printable(c)) for c in row))
+        console = Console()
+        if min_width is not None and min_width > console.width:
+            console = Console(width=min_width)
+        console.print(table)
+        return
+    import tabulate as tabulate_module
+
+    if title:
+        click.echo(printable(title))
+    aligns = ["right" if i in right_align else "left" for i in range(len(headers))]
+    cells = [[printable(c) for c in row] for row in rows]
+    kwargs: dict[str, Any] = {
+        "headers": [printable(h) for h in headers],
+        "tablefmt": "plain",
+        "colalign": aligns,
+        "disable_numparse": True,
+    }
+    # keep the tree guides' leading blanks: a keyword since tabulate 0.10, a global before
+    tabulate_module.PRESERVE_WHITESPACE = True
+    try:  # (through kwargs: the stubs for tabulate 0.9 lack the keyword)
+        text = tabulate_module.tabulate(cells, **{**kwargs, "preserve_whitespace": True})
+    except TypeError:
+        text = tabulate_module.tabulate(cells, **kwargs)
+    click.echo(text)
+
+
+def with_guides(root: N, children: Callable[[N], Sequence[N]]) -> list[tuple[str, N]]:
+    """(guide prefix, node) in pre-order: ``""`` for ``root``, then ``├─ ``/``└─ ``
+    with ``│  `` for the levels above (as ``systemd-cgls`` draws them).  The one place
+    tree guides are made, for :func:`print_tree` and tables of a tree."""
+    rows: list[tuple[str, N]] = [("", root)]
+
+    def walk(node: N, guides: str) -> None:
+        kids = children(node)
+        for i, child in enumerate(kids):
+            last = i == len(kids) - 1
+            rows.append((guides + ("└─ " if last else "├─ "), child))
+            walk(child, guides + ("   " if last else "│  "))
+
+    walk(root, "")
+    return rows
+
+
+class TreeNode(NamedTuple):
+    """A line of an explanation tree: ``label`` (plain text), an optional ``style``
+    for rich (e.g. "bold red"), and children."""
+
+    label: str
+    children: tuple[TreeNode, ...] = ()
+    style: str = ""
+
+
+def print_tree(out: Output, root: TreeNode) -> None:
+    """A rich Tree on a terminal; indented plain text with guides when piped/--plain."""
+    if out.rich:
+        from rich.console import Console
+        from rich.text import Text
+        from rich.tree import Tree
+
+        def build(node: TreeNode, parent: Tree | None) -> Tree:
+            label = Text(printable(node.label), style=node.style)
+            tree = Tree(label) if parent is None else parent.add(label)
+            for child in node.children:
+                build(child, tree)
+            return tree
+
+        Console().print(build(root, None))
+        return
+    rows = with_guides(root, lambda node: node.children)
+    click.echo("\n".join(guides + printable(node.label) for guides, node in rows))

@@ -1,0 +1,197 @@
+"""The field list of each object memcgctl draws as a table (below's views are the model):
+one :class:`~memcgctl.render.output.Field` per column — header, formatter, narrow-terminal hints —
+so every command draws an object the same way, through one table function
+(:func:`~memcgctl.render.output.draw_table`, or :func:`~memcgctl.render.output.print_aligned` for
+the one-shot commands that must not import a table library).
+
+Commands build the data and pick the field list; nothing here reads a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from memcgctl.render.output import Field, with_guides
+from memcgctl.vocab.constants import BADNESS_DEFAULT
+from memcgctl.vocab.units import format_bytes, format_duration_ms, format_kb
+
+# (types only: get-badness and get-delay import this module and must not load the
+# snapshot dataclasses: they must start fast)
+if TYPE_CHECKING:
+    from memcgctl.state.store import Setting
+    from memcgctl.vocab.cgpath import CgroupPath
+    from memcgctl.vocab.model import CgroupInfo, ProcessInfo, Snapshot
+
+
+def yesno(flag: bool | None) -> str:
+    return "-" if flag is None else ("yes" if flag else "no")
+
+
+def badness_cell(value: int, source: str) -> str:
+    return str(value) if source == "default" else f"{value} ({source})"
+
+
+def badness_short(value: int, source: str) -> str:
+    """The narrow-terminal form: the source's initial (``900t`` trusted, ``800u`` user,
+    ``800p`` process, ``1000o`` oom_score_adj)."""
+    return str(value) if source == "default" else f"{value}{source[0]}"
+
+
+# -- tree: one row per cgroup, the name drawn with tree guides --------------------------
+
+
+class TreeRow(NamedTuple):
+    label: str  # the cgroup's name with its tree guides
+    cgroup: CgroupInfo
+
+
+def tree_rows(snap: Snapshot, root: CgroupPath) -> list[TreeRow]:
+    """The cgroups below ``root`` in pre-order, the root by its path, the others by
+    their name after the guides."""
+
+    def kids(cg: CgroupInfo) -> list[CgroupInfo]:
+        return [snap.cgroups[k] for k in cg.children if k in snap.cgroups]
+
+    return [
+        TreeRow(cg.path if not guides else guides + cg.path.name, cg)
+        for guides, cg in with_guides(snap.cgroups[root], kids)
+    ]
+
+
+CGROUP_FIELDS: tuple[Field[TreeRow], ...] = (
+    Field("CGROUP", lambda r: r.label),
+    Field("USAGE", lambda r: format_bytes(r.cgroup.usage_bytes), right=True),
+    Field(
+        "LIMIT",
+        lambda r: "max" if r.cgroup.limit_bytes is None else format_bytes(r.cgroup.limit_bytes),
+        right=True,
+    ),
+    Field(
+        "BADNESS",
+        lambda r: badness_cell(r.cgroup.badness, r.cgroup.badness_source),
+        priority=1,
+        short="BAD",
+        short_cell=lambda r: badness_short(r.cgroup.badness, r.cgroup.badness_source),
+    ),
+    Field("DELAY", lambda r: format_duration_ms(r.cgroup.oom_delay_ms), priority=4),
+    Field("OOM.GROUP", lambda r: yesno(r.cgroup.oom_group), priority=5, short="GRP"),
+    Field("UNDER_OOM", lambda r: yesno(r.cgroup.under_oom), priority=2, short="OOM"),
+    Field(
+        "KILLS",
+        lambda r: "-" if r.cgroup.oom_kills_local is None else str(r.cgroup.oom_kills_local),
+        right=True,
+        priority=3,
+    ),
+    Field("TASKS", lambda r: str(r.cgroup.nr_tasks), right=True, priority=1),
+)
+
+# -- ps: one row per process -----------------------------------------------------------
+
+PROCESS_FIELDS: tuple[Field[ProcessInfo], ...] = (
+    Field("PID", lambda p: str(p.pid), right=True),
+    Field("COMM", lambda p: p.comm, priority=2),
+    Field("RSS", lambda p: format_kb(p.rss_kb), right=True),
+    Field("SWAP", lambda p: format_kb(p.swap_kb), right=True, priority=3),
+    Field(
+        "BADNESS",
+        lambda p: badness_cell(p.badness, p.badness_source),
+        priority=1,
+        short="BAD",
+        short_cell=lambda p: badness_short(p.badness, p.badness_source),
+    ),
+    Field("OOM_ADJ", lambda p: str(p.oom_score_adj), right=True, priority=4, short="ADJ"),
+    Field(
+        "OOM_SCORE",
+        lambda p: "-" if p.oom_score is None else str(p.oom_score),
+        right=True,
+        priority=3,
+        short="SCORE",
+    ),
+    Field("CGROUP", lambda p: p.cgroup),
+)
+
+# -- get-badness / get-delay: their JSON entries ------------------------------------------
+
+
+def _target(entry: Mapping[str, Any]) -> str:
+    return str(entry["cgroup"]) if "cgroup" in entry else f"pid {entry['pid']} ({entry['comm']})"
+
+
+BADNESS_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (
+    Field("TARGET", _target),
+    Field("BADNESS", lambda e: str(e["badness"])),
+    Field("SOURCE", lambda e: str(e["badness_source"])),
+)
+
+DELAY_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (
+    Field("CGROUP", lambda e: str(e["cgroup"])),
+    Field("DELAY", lambda e: format_duration_ms(e["oom_delay_ms"])),
+    Field("SOURCE", lambda e: str(e["oom_delay_source"])),
+)
+
+# -- set-badness / set-delay: the one line that says what changed --------------------------
+
+
+def badness_setting(s: Setting) -> str:
+    return f"{BADNESS_DEFAULT} (default)" if s.value is None else f"{s.value} ({s.source})"
+
+
+def delay_setting(s: Setting) -> str:
+    return "off" if s.value is None else f"{format_duration_ms(s.value)} ({s.source})"
+
+
+def change_line(what: str, setting: str, dry_run: bool, before: str, after: str) -> str:
+    """``/a: set badness 100 (trusted), was 500 (default)`` (``would set`` on a dry run)."""
+    verb = "would set" if dry_run else "set"
+    return f"{what}: {verb} {setting} {after}, was {before}"
+
+
+# -- predict-victim --top: the next in line ---------------------------------------------
+
+
+class RunnerUp(NamedTuple):
+    rank: int
+    process: ProcessInfo
+    value: int  # kernel: points; priority: badness
+    group_size: int = 1  # pids that die with it (memory.oom.group)
+
+
+def runner_up_fields(kernel: bool) -> tuple[Field[RunnerUp], ...]:
+    def rss(r: RunnerUp) -> str:
+        extra = f" +{r.group_size - 1} (oom.group)" if r.group_size > 1 else ""
+        return format_kb(r.process.rss_kb) + extra
+
+    return (
+        Field("#", lambda r: str(r.rank), right=True),
+        Field("PID", lambda r: str(r.process.pid), right=True),
+        Field("COMM", lambda r: r.process.comm),
+        Field("CGROUP", lambda r: r.process.cgroup),
+        Field("POINTS" if kernel else "BADNESS", lambda r: str(r.value), right=True),
+        Field("OOM_ADJ", lambda r: str(r.process.oom_score_adj), right=True),
+        Field("RSS", rss, right=True),
+    )
+
+
+# -- counters: one row per cgroup of its JSON document -------------------------------------
+
+
+def _oom_kill(header: str, key: str) -> Field[Mapping[str, Any]]:
+    """The ``oom_kill`` count of the ``key`` counters, ``-`` where the kernel has none."""
+
+    def cell(entry: Mapping[str, Any]) -> str:
+        values = entry[key]
+        return "-" if not values or "oom_kill" not in values else str(values["oom_kill"])
+
+    return Field(header, cell, right=True)
+
+
+COUNTER_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (
+    Field("CGROUP", lambda c: str(c["cgroup"])),
+    _oom_kill("LOCAL", "local"),
+    _oom_kill("HIER", "hierarchical"),
+    Field("SYSTEM", lambda c: str(c["by_cause"]["system"]), right=True),
+    Field("MEMCG", lambda c: str(c["by_cause"]["memcg"]), right=True),
+    Field("USER", lambda c: str(c["by_cause"]["user"]), right=True),
+    Field("COMPLETE", lambda c: "yes" if c["complete"] else "no"),
+)

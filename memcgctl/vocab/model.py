@@ -1,0 +1,151 @@
+"""The immutable snapshot: memcgs (a tree) and processes, as the kernel layer read them.
+
+Policy, rendering, events and the daemon only ever see these objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
+
+__all__ = [
+    "BADNESS_DEFAULT",
+    "BADNESS_MIN",
+    "BADNESS_NEVER",
+    "CgroupInfo",
+    "ProcessInfo",
+    "Snapshot",
+]
+
+_EMPTY: Mapping[str, int] = MappingProxyType({})
+
+
+class ProcessInfo(NamedTuple):
+    """One process.  A NamedTuple rather than a frozen dataclass: a host-wide snapshot
+    builds thousands of these, and tuples are several times cheaper to build."""
+
+    pid: int
+    comm: str
+    cgroup: CgroupPath
+    uid: int
+    rss_anon_kb: int
+    rss_file_kb: int
+    rss_shmem_kb: int
+    swap_kb: int
+    pgtables_kb: int
+    oom_score_adj: int
+    badness: int
+    badness_source: str  # process | oom_score_adj | default
+    # False for kernel threads, zombies (no mm) and the host's init
+    killable: bool
+    oom_score: int | None = None
+
+    @property
+    def rss_kb(self) -> int:
+        return self.rss_anon_kb + self.rss_file_kb + self.rss_shmem_kb
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "comm": self.comm,
+            "cgroup": self.cgroup,
+            "rss_kb": self.rss_kb,
+            "swap_kb": self.swap_kb,
+            "pgtables_kb": self.pgtables_kb,
+            "badness": self.badness,
+            "badness_source": self.badness_source,
+            "oom_score_adj": self.oom_score_adj,
+            "oom_score": self.oom_score,
+            "uid": self.uid,
+            "killable": self.killable,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupInfo:
+    path: CgroupPath
+    usage_bytes: int | None
+    limit_bytes: int | None  # None = unlimited
+    badness: int
+    badness_source: str  # trusted | user | default
+    oom_delay_ms: int | None  # None = off
+    oom_delay_source: str
+    oom_group: bool | None  # None where the hierarchy has no memory.oom.group (v1)
+    under_oom: bool | None  # v1 only
+    oom_kill_disable: bool | None  # v1 only
+    pids: tuple[int, ...]
+    children: tuple[CgroupPath, ...]
+    swap_limit_bytes: int | None = None
+    swappiness: int | None = None
+    # The directory's inode number.  cgroupfs (kernfs) allocates them increasing, so it
+    # tracks creation order: the order the kernel's css iterator visits siblings in.
+    ino: int = 0
+    # v1: memory.oom_control; v2: memory.events (hierarchical) and memory.events.local
+    events: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    events_local: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def nr_tasks(self) -> int:
+        return len(self.pids)
+
+    @property
+    def oom_kills_local(self) -> int | None:
+        """Tasks of this very cgroup killed by the OOM killer (kernel counter)."""
+        if "oom_kill" in self.events_local:
+            return self.events_local["oom_kill"]
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cgroup": self.path,
+            "usage_bytes": self.usage_bytes,
+            "limit_bytes": self.limit_bytes,
+            "badness": self.badness,
+            "badness_source": self.badness_source,
+            "oom_delay_ms": self.oom_delay_ms,
+            "oom_group": self.oom_group,
+            "under_oom": self.under_oom,
+            "oom_kill_disable": self.oom_kill_disable,
+            "oom_kills_local": self.oom_kills_local,
+            "nr_tasks": self.nr_tasks,
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything memcgctl knows at one moment, below ``root``."""
+
+    version: int
+    root: CgroupPath
+    cgroups: Mapping[CgroupPath, CgroupInfo]
+    processes: Mapping[int, ProcessInfo]
+    mem_total_kb: int = 0
+    swap_total_kb: int = 0
+    page_size: int = 4096
+    kernel_release: str = ""
+
+    def walk(self, path: CgroupPath | None = None) -> Iterator[CgroupInfo]:
+        """Pre-order, children sorted by name (the order the snapshot was read in)."""
+        start = self.cgroups.get(path if path is not None else self.root)
+        if start is None:
+            return
+        stack = [start]
+        while stack:
+            cg = stack.pop()
+            yield cg
+            stack.extend(self.cgroups[c] for c in reversed(cg.children) if c in self.cgroups)
+
+    def processes_in(self, path: CgroupPath) -> list[ProcessInfo]:
+        """Processes attached directly to ``path``."""
+        cg = self.cgroups.get(path)
+        if cg is None:
+            return []
+        return [self.processes[p] for p in cg.pids if p in self.processes]
+
+    def subtree_processes(self, path: CgroupPath) -> list[ProcessInfo]:
+        return [p for cg in self.walk(path) for p in self.processes_in(cg.path)]
