@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from memcgctl.logic.policy import (
-    KernelParams,
     host_totalpages,
     memcg_totalpages,
     proc_oom_score,
@@ -18,7 +17,7 @@ from memcgctl.logic.policy import (
 )
 from memcgctl.render.reasontext import caveat_lines, reason_lines, reason_text
 from memcgctl.vocab.cgpath import CgroupPath
-from memcgctl.vocab.model import CgroupInfo
+from memcgctl.vocab.model import CgroupInfo, KernelParams
 from memcgctl.vocab.reasons import Caveat, PointsTie, ScoredCount
 from tests.snapbuild import P, build
 

@@ -10,11 +10,17 @@ from types import MappingProxyType
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
-from memcgctl.logic.policy import KernelParams
 from memcgctl.state.store import BADNESS, OOM_DELAY, ProcessRegistry, read_setting
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import Vanished
-from memcgctl.vocab.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.vocab.model import (
+    BADNESS_DEFAULT,
+    BADNESS_NEVER,
+    CgroupInfo,
+    KernelParams,
+    ProcessInfo,
+    Snapshot,
+)
 
 OOM_SCORE_ADJ_MIN = -1000
 
@@ -153,7 +159,6 @@ def take_snapshot(
 def kernel_params(proc: ProcFs, snap: Snapshot) -> KernelParams:
     """The host's values for the kernel heuristic: the snapshot's memory sizes plus the
     two sysctls it depends on (the only reads that policy needs beyond the snapshot)."""
-    from memcgctl.logic.policy import KernelParams  # only for --policy kernel
 
     return KernelParams.of(
         snap,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
-from memcgctl.vocab.model import BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.vocab.model import BADNESS_NEVER, CgroupInfo, KernelParams, ProcessInfo, Snapshot
 from memcgctl.vocab.reasons import (
     Caveat,
     GroupKill,
@@ -387,35 +387,6 @@ def rank_priority(snap: Snapshot, oom_root: CgroupPath, n: int) -> list[Decision
 
 
 # -- policy "kernel" (mm/oom_kill.c: oom_badness, select_bad_process) ------------------
-
-
-@dataclass(frozen=True)
-class KernelParams:
-    """The host-wide values the kernel heuristic needs, read by the caller."""
-
-    page_size: int = 4096
-    mem_total_kb: int = 0  # /proc/meminfo MemTotal = totalram_pages
-    swap_total_kb: int = 0  # /proc/meminfo SwapTotal = total_swap_pages
-    vm_swappiness: int = 60  # v2 and the root memcg use the global value
-    oom_kill_allocating_task: bool = False
-    version: int = 1  # cgroup version of the snapshot
-
-    @property
-    def page_kb(self) -> int:
-        return max(self.page_size // 1024, 1)
-
-    @classmethod
-    def of(
-        cls, snap: Snapshot, vm_swappiness: int | None = None, allocating_task: bool = False
-    ) -> KernelParams:
-        return cls(
-            page_size=snap.page_size,
-            mem_total_kb=snap.mem_total_kb,
-            swap_total_kb=snap.swap_total_kb,
-            vm_swappiness=60 if vm_swappiness is None else vm_swappiness,
-            oom_kill_allocating_task=allocating_task,
-            version=snap.version,
-        )
 
 
 def host_totalpages(params: KernelParams) -> int:

@@ -149,3 +149,32 @@ class Snapshot:
 
     def subtree_processes(self, path: CgroupPath) -> list[ProcessInfo]:
         return [p for cg in self.walk(path) for p in self.processes_in(cg.path)]
+
+
+@dataclass(frozen=True)
+class KernelParams:
+    """The host-wide values the kernel heuristic needs, read by the caller."""
+
+    page_size: int = 4096
+    mem_total_kb: int = 0  # /proc/meminfo MemTotal = totalram_pages
+    swap_total_kb: int = 0  # /proc/meminfo SwapTotal = total_swap_pages
+    vm_swappiness: int = 60  # v2 and the root memcg use the global value
+    oom_kill_allocating_task: bool = False
+    version: int = 1  # cgroup version of the snapshot
+
+    @property
+    def page_kb(self) -> int:
+        return max(self.page_size // 1024, 1)
+
+    @classmethod
+    def of(
+        cls, snap: Snapshot, vm_swappiness: int | None = None, allocating_task: bool = False
+    ) -> KernelParams:
+        return cls(
+            page_size=snap.page_size,
+            mem_total_kb=snap.mem_total_kb,
+            swap_total_kb=snap.swap_total_kb,
+            vm_swappiness=60 if vm_swappiness is None else vm_swappiness,
+            oom_kill_allocating_task=allocating_task,
+            version=snap.version,
+        )
