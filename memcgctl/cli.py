@@ -146,7 +146,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "predict-victim": "memcgctl.commands.predict:predict_victim",
     "daemon": "memcgctl.commands.daemon:daemon",
     "events": "memcgctl.commands.events:events",
-    "counters": "memcgctl.commands.events:counters",
+    "counters": "memcgctl.commands.counters:counters",
     "run": "memcgctl.commands.run:run",
     "explain-kill": "memcgctl.commands.postmortem:explain_kill",
     "kube": "memcgctl.commands.kube:kube",

@@ -186,15 +186,15 @@ def test_attribution_is_not_retried_while_nothing_moved(
     host = _host(fake_v1)
     Journal(host.state).append([{**_kill(1), "cgroup": None, "constraint": None}])
     calls: list[int] = []
-    import memcgctl.commands.events as cmd
+    import memcgctl.watch.tally as cmd
 
-    real = cmd._local_kills
+    real = cmd.local_kills
 
     def counting(env: Any) -> dict[str, int]:
         calls.append(1)
         return real(env)
 
-    monkeypatch.setattr(cmd, "_local_kills", counting)
+    monkeypatch.setattr(cmd, "local_kills", counting)
     for _ in range(3):
         assert _by_cause(host, "/a")["memcg"] == 0
     assert len(calls) == 1

@@ -1,119 +1,18 @@
-"""``events`` (OOM notifications: history and --follow) and ``counters`` (kill counters).
-
-Every kernel kill seen here is appended to the journal (deduplicated by boot id and the
-kmsg sequence number), so counters stay complete after the kernel's ring buffer rotates.
-"""
+"""``events``: OOM events of a subtree — the history still in the kernel log plus the
+journal, live with ``--follow``, or from a saved kernel log with ``--from``."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Sequence
-from typing import Any
-
 import click
 
-from memcgctl.commands.common import CgroupName, pass_env, pid_option, pids_option
+from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.render.diag import diagnostic
-from memcgctl.render.output import (
-    Output,
-    draw_table,
-    emit_json,
-    emit_json_line,
-    output_options,
-    say,
-)
-from memcgctl.render.views import COUNTER_FIELDS
-from memcgctl.vocab.cgpath import ROOT, CgroupPath
-from memcgctl.vocab.errors import MemcgctlError, UsageProblem, Vanished
-from memcgctl.vocab.records import Event, KernelEvent
-
-
-class _Recorder:
-    """Appends kernel kills to the journal; warns once if the state dir is not writable."""
-
-    def __init__(self, env: Env) -> None:
-        from memcgctl.state.journal import Journal
-
-        self.journal = Journal(env.state_dir)
-        self.warned = False
-
-    def record(self, events: Sequence[Event]) -> bool:
-        """Journal the kills among events; False if that failed."""
-        from memcgctl.vocab.records import journal_copy
-
-        kills = [journal_copy(e) for e in events if e.get("kind") == "oom_kill"]
-        if not kills:
-            return True
-        try:
-            self.journal.append(kills)
-            return True
-        except MemcgctlError as exc:
-            self.warn(exc)
-            return False
-
-    def warn(self, exc: MemcgctlError) -> None:
-        if not self.warned:
-            self.warned = True
-            diagnostic(f"not journaling kernel kills: {exc.message}")
-
-
-def _open_kmsg(env: Env, quiet: bool = False) -> Any:
-    from memcgctl.kernel.kmsgdev import KmsgReader
-
-    try:
-        return KmsgReader(env.kmsg).open()
-    except UsageProblem:
-        raise  # --kmsg names something that is no kernel log: say so (exit 2)
-    except MemcgctlError as exc:
-        if not quiet:
-            diagnostic(f"kernel log unavailable, using the journal only: {exc.message}")
-        return None
-
-
-def kernel_history(
-    env: Env, recorder: _Recorder, root: CgroupPath = ROOT, after_seq: int | None = None
-) -> tuple[Any, Any, list[KernelEvent]]:
-    """Open the kernel log, parse the ring's history (only records after ``after_seq``
-    when given), journal its kills.
-
-    Returns (reader, follower, events)."""
-    from memcgctl.watch.follower import Follower
-
-    def journal_kill(ev: Event) -> None:
-        recorder.record([ev])
-
-    reader = _open_kmsg(env)
-    follower = Follower(
-        env.fs,
-        root,
-        reader,
-        env.proc.boot_time(),
-        env.proc.boot_id(),
-        emit=lambda ev: None,
-        on_kernel_kill=journal_kill,
-    )
-    events: list[KernelEvent] = []
-    if reader is not None:
-        raws = reader.read_available()
-        if after_seq is not None and raws:
-            from bisect import bisect_right
-
-            from memcgctl.logic.kmsgparse import record_seq
-
-            newest = record_seq(raws[-1])
-            if after_seq > newest:
-                # a cursor past the ring's end would hide every kill: forged or stale
-                recorder.journal.discard_cursor(
-                    f"seq {after_seq} is past the kernel log's newest record {newest}"
-                )
-            else:
-                # the ring is in sequence order: find the first record after the cursor
-                raws = raws[bisect_right(raws, after_seq, key=record_seq) :]
-        events = follower.feed_kmsg(raws, live=False)
-        recorder.record(events)
-    return reader, follower, events
+from memcgctl.render.output import emit_json, emit_json_line, say
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import UsageProblem
+from memcgctl.vocab.records import Event
+from memcgctl.watch.history import KillRecorder, kernel_history
 
 
 @click.command()
@@ -202,7 +101,7 @@ def events(
         else:
             say(format_event(ev))
 
-    recorder = _Recorder(env)
+    recorder = KillRecorder(env)
     reader, follower, kernel = kernel_history(env, recorder, root)
     if follow:
         # from here on, kills appended by the daemon and kill-all are printed live
@@ -270,160 +169,3 @@ def _events_from_file(
         emit_json({"root": root, "from": path, "since": since, "until": until, "events": kept})
     elif not json_lines and not count:
         say(f"no OOM events for {root} in {path}", err=True)
-
-
-def _kernel_counters(env: Env, cgs: list[CgroupPath]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(local, hierarchical) kernel counters per cgroup (None where the kernel has none)."""
-    from memcgctl.logic.counters import pick_kernel_counters, subtree_sum
-
-    fs = env.fs
-    local: dict[str, Any] = {}
-    hier: dict[str, Any] = {}
-    if fs.version == 1:
-        seen: dict[str, dict[str, int]] = {}
-        for cg in cgs:
-            for sub in fs.walk(cg):
-                if sub in seen:
-                    continue
-                try:
-                    seen[sub] = pick_kernel_counters(fs.oom_control(sub))
-                except Vanished:
-                    continue
-        for cg in cgs:
-            local[cg] = seen.get(cg)
-            hier[cg] = subtree_sum(cg, seen) if cg in seen else None
-        return local, hier
-    for cg in cgs:
-        try:
-            loc = pick_kernel_counters(fs.events(cg, local=True))
-            h = pick_kernel_counters(fs.events(cg))
-        except Vanished:
-            loc, h = {}, {}
-        local[cg] = loc or None
-        hier[cg] = h or None
-    return local, hier
-
-
-def _local_kills(env: Env) -> dict[str, int]:
-    """The kernel's local oom_kill counter of every memory cgroup (v1
-    memory.oom_control, v2 memory.events.local; cgroups without one left out)."""
-    fs = env.fs
-    out: dict[str, int] = {}
-    for cg in fs.walk():
-        try:
-            values = fs.oom_control(cg) if fs.version == 1 else fs.events(cg, local=True)
-        except (Vanished, OSError):
-            continue
-        if "oom_kill" in values:
-            out[cg] = values["oom_kill"]
-    return out
-
-
-@click.command()
-@click.argument("cgroups", nargs=-1, type=CgroupName())
-@pids_option("Also show the memory cgroup of PID (repeatable).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "prometheus"]),
-    default=None,
-    help="prometheus: the text exposition format for node_exporter's textfile collector.",
-)
-@output_options
-@pass_env
-def counters(
-    env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], fmt: str | None, out: Output
-) -> None:
-    """OOM kill counters of each CGROUP (default: every memory cgroup).
-
-    local / hierarchical: the kernel's counters.  by_cause: kills of tasks in the
-    subtree seen in the kernel log and the journal — system (host-wide OOM), memcg (a
-    cgroup limit), user (kills memcgctl did while handling an OOM: the daemon's, and
-    kill-all of a memcg under OOM; a kill-all of a healthy memcg is a manual_kill,
-    counted nowhere).  complete: whether the log and
-    journal still cover every kill the kernel counted.
-    """
-    from memcgctl.logic.counters import by_cause, entry, prometheus
-    from memcgctl.logic.events import merge_history
-    from memcgctl.logic.kmsgparse import usec_to_iso
-    from memcgctl.state import totals as tot
-
-    if fmt == "prometheus" and (out.json or out.plain):
-        raise UsageProblem(
-            "--format prometheus prints the exposition format: not with --json or --plain"
-        )
-    if fmt == "json" and out.plain:
-        raise UsageProblem("--format json and --plain: give one of them")
-    fs = env.fs
-    cgs = [fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
-    if not cgroups and not pids:
-        cgs = list(fs.walk())
-    cgs = list(dict.fromkeys(cgs))
-    recorder = _Recorder(env)
-    journal = recorder.journal
-    boot_id = env.proc.boot_id()
-    boot_time = env.proc.boot_time()
-    boot_iso = usec_to_iso(0, boot_time)
-    journal.boot_id = boot_id
-    # the running totals (memcgctl.state.totals): a new epoch at a new boot
-    totals: dict[str, Any] | None = None
-    try:
-        totals = journal.totals(boot_id, boot_time)
-    except MemcgctlError as exc:
-        recorder.warn(exc)
-    # kills up to the cursor are in the journal already: parse only what came after
-    cursor = journal.read_cursor(boot_id)
-    if (
-        cursor is not None
-        and totals is not None
-        and not tot.kmsg_seq_known(totals, boot_id, cursor)
-    ):
-        # the cursor is written as the seq of a journaled kill: one that names none is
-        # not ours, and trusting it could hide kernel kills
-        journal.discard_cursor(f"seq {cursor} names no journaled kill")
-        cursor = None
-    reader, _, kernel = kernel_history(
-        env, recorder, after_seq=cursor if totals is not None else None
-    )
-    if reader is not None:
-        reader.close()
-        last = max((int(ev["seq"]) for ev in kernel if ev.get("kind") == "oom_kill"), default=None)
-        if last is not None and not recorder.warned:
-            with contextlib.suppress(MemcgctlError):
-                journal.write_cursor(boot_id, last)
-    host_kills = env.proc.vmstat().get("oom_kill", 0)
-    since: float | None = None
-    if totals is not None and not recorder.warned:
-        with contextlib.suppress(MemcgctlError):
-            totals = journal.totals(boot_id, boot_time)  # with what was just appended
-            # kills whose report the kernel rate-limited: find their cgroups, unless
-            # neither the journal nor the kernel's kill count moved since the last try
-            attempt = [totals["records"], host_kills]
-            if totals["unattributed"] and totals.get("attempt") != attempt:
-                totals = journal.attribute(_local_kills(env), attempt)
-        since = float(totals["created"])
-        causes = {cg: tot.subtree(totals, cg) for cg in cgs}
-    else:
-        # the state directory cannot be written: recount what the log and journal hold
-        kills = [
-            ev
-            for ev in merge_history(kernel, journal.read())
-            if ev.get("kind") in ("oom_kill", "user_kill") and str(ev.get("time", "")) >= boot_iso
-        ]
-        causes = {cg: by_cause(cg, kills) for cg in cgs}
-    local, hier = _kernel_counters(env, cgs)
-    doc: dict[str, Any] = {
-        "system": {"oom_kill": host_kills},
-        "counting_since": since,
-        "cgroups": [entry(cg, local.get(cg), hier.get(cg), causes[cg]) for cg in cgs],
-    }
-    if fmt == "prometheus":
-        sys.stdout.write(prometheus(doc))
-        sys.stdout.flush()
-        return
-    if out.json or fmt == "json":
-        emit_json(doc)
-        return
-
-    click.echo(f"host oom_kill (/proc/vmstat): {doc['system']['oom_kill']}")
-    draw_table(out, COUNTER_FIELDS, doc["cgroups"], fit=False)

@@ -1,2 +1,2 @@
-"""``events --follow``: the one ``poll()`` loop over the kernel log, cgroup notifications
-and the journal."""
+"""Watching the kernel's OOM events: the ``events --follow`` loop (follower), the kernel
+log's history journaled (history), and the kill counters built from both (tally)."""

@@ -1,0 +1,100 @@
+"""The kernel log's history, journaled: every kernel kill seen is appended to the journal
+(deduplicated by boot id and kmsg sequence number), so that kill counts stay complete
+after the kernel's ring buffer has rotated.  Used by ``events`` and ``counters``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from memcgctl.env import Env
+from memcgctl.render.diag import diagnostic
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.errors import MemcgctlError, UsageProblem
+from memcgctl.vocab.records import Event, KernelEvent
+
+
+class KillRecorder:
+    """Appends kernel kills to the journal; warns once if the state dir is not writable."""
+
+    def __init__(self, env: Env) -> None:
+        from memcgctl.state.journal import Journal
+
+        self.journal = Journal(env.state_dir)
+        self.warned = False
+
+    def record(self, events: Sequence[Event]) -> bool:
+        """Journal the kills among events; False if that failed."""
+        from memcgctl.vocab.records import journal_copy
+
+        kills = [journal_copy(e) for e in events if e.get("kind") == "oom_kill"]
+        if not kills:
+            return True
+        try:
+            self.journal.append(kills)
+            return True
+        except MemcgctlError as exc:
+            self.warn(exc)
+            return False
+
+    def warn(self, exc: MemcgctlError) -> None:
+        if not self.warned:
+            self.warned = True
+            diagnostic(f"not journaling kernel kills: {exc.message}")
+
+
+def open_kmsg(env: Env, quiet: bool = False) -> Any:
+    from memcgctl.kernel.kmsgdev import KmsgReader
+
+    try:
+        return KmsgReader(env.kmsg).open()
+    except UsageProblem:
+        raise  # --kmsg names something that is no kernel log: say so (exit 2)
+    except MemcgctlError as exc:
+        if not quiet:
+            diagnostic(f"kernel log unavailable, using the journal only: {exc.message}")
+        return None
+
+
+def kernel_history(
+    env: Env, recorder: KillRecorder, root: CgroupPath = ROOT, after_seq: int | None = None
+) -> tuple[Any, Any, list[KernelEvent]]:
+    """Open the kernel log, parse the ring's history (only records after ``after_seq``
+    when given), journal its kills.
+
+    Returns (reader, follower, events)."""
+    from memcgctl.watch.follower import Follower
+
+    def journal_kill(ev: Event) -> None:
+        recorder.record([ev])
+
+    reader = open_kmsg(env)
+    follower = Follower(
+        env.fs,
+        root,
+        reader,
+        env.proc.boot_time(),
+        env.proc.boot_id(),
+        emit=lambda ev: None,
+        on_kernel_kill=journal_kill,
+    )
+    events: list[KernelEvent] = []
+    if reader is not None:
+        raws = reader.read_available()
+        if after_seq is not None and raws:
+            from bisect import bisect_right
+
+            from memcgctl.logic.kmsgparse import record_seq
+
+            newest = record_seq(raws[-1])
+            if after_seq > newest:
+                # a cursor past the ring's end would hide every kill: forged or stale
+                recorder.journal.discard_cursor(
+                    f"seq {after_seq} is past the kernel log's newest record {newest}"
+                )
+            else:
+                # the ring is in sequence order: find the first record after the cursor
+                raws = raws[bisect_right(raws, after_seq, key=record_seq) :]
+        events = follower.feed_kmsg(raws, live=False)
+        recorder.record(events)
+    return reader, follower, events
