@@ -4,29 +4,24 @@ process (pid and start time survive exec), then exec the command."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import functools
 import os
-import shutil
-import signal
 import sys
-from collections.abc import Callable
 
 import click
 
+from memcgctl.actions.launch import check_cgroup_access, find_command, reset_signals, set_up
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfs import V1_LIMIT, V2_HIGH, V2_MAX
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.output import say
-from memcgctl.state.store import NAMESPACES, OOM_DELAY, default_namespace, write_setting
-from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.state.store import NAMESPACES, default_namespace
+from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import (
     CommandNotExecutable,
     CommandNotFound,
     NotSupported,
-    PermissionDenied,
     UsageProblem,
     Vanished,
 )
@@ -37,34 +32,6 @@ from memcgctl.vocab.units import (
     parse_delay,
     parse_size,
 )
-
-
-def find_command(cmd: str) -> str:
-    """The file that ``execvp`` would run, or raise :class:`CommandNotFound` (127) or
-    :class:`CommandNotExecutable` (126)."""
-    if "/" in cmd:
-        if not os.path.exists(cmd):
-            raise CommandNotFound(f"{cmd}: command not found")
-        if os.path.isdir(cmd) or not os.access(cmd, os.X_OK):
-            raise CommandNotExecutable(f"{cmd}: cannot execute (permission denied)")
-        return cmd
-    found = shutil.which(cmd)
-    if found is None:
-        raise CommandNotFound(f"{cmd}: command not found")
-    return found
-
-
-def _check_cgroup_access(env: Env, cg: CgroupPath, missing: list[CgroupPath]) -> None:
-    """Refuse (exit 4) before any change when we could not create or join ``cg``."""
-    if missing:
-        parent = missing[0].parent or ROOT
-        where = env.fs.path(parent)
-        if not os.access(where, os.W_OK | os.X_OK):
-            raise PermissionDenied(f"{where}: permission denied (cannot create {missing[0]})")
-        return
-    procs = os.path.join(env.fs.path(cg), "cgroup.procs")
-    if not os.access(procs, os.W_OK):
-        raise PermissionDenied(f"{procs}: permission denied (cannot join {cg})")
 
 
 def _limits(
@@ -87,22 +54,6 @@ def _limits(
     if high is not None:
         out.append((V2_HIGH, high))
     return out
-
-
-def _restore_xattr(env: Env, cg: CgroupPath, name: str, previous: bytes | None) -> None:
-    if previous is None:
-        env.fs.remove_xattr(cg, name)
-    else:
-        env.fs.set_xattr(cg, name, previous)
-
-
-def _reset_signals() -> None:
-    """Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec, so restore the
-    defaults or ``memcgctl run -- yes | head`` would never end."""
-    for name in ("SIGPIPE", "SIGXFSZ"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_DFL)
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -227,44 +178,29 @@ def run(
             raise UsageProblem(f"pid {pid}: not in {env.proc_root}") from None
         env.registry.check_writable()
     if cg is not None:
-        _check_cgroup_access(env, cg, missing)
-    undo: list[Callable[[], None]] = []
-    try:
-        if cg is not None:
-            for m in missing:
-                env.fs.make(m)
-                undo.append(functools.partial(os.rmdir, env.fs.path(m)))
-                parent = m.parent or ROOT
-                # v2: a new cgroup is a memcg only if its parent hands the controller down
-                if env.fs.version == 2 and not env.fs.has_file(m, "memory.max"):
-                    env.fs.enable_memory_controller(parent)
-            for name, value in limits:  # before anything runs in it
-                old = env.fs.read(cg, name)
-                env.fs.write(cg, name, str(value))
-                if old is not None and not missing:
-                    undo.append(functools.partial(env.fs.write, cg, name, old.strip()))
-            if delay is not None:
-                ns = default_namespace() if namespace == "auto" else namespace
-                name = f"{ns}.{OOM_DELAY}"
-                previous = env.fs.get_xattr(cg, name)
-                write_setting(env.fs, cg, OOM_DELAY, delay_ms, ns)
-                undo.append(lambda: _restore_xattr(env, cg, name, previous))
-            old_cg = env.fs.from_proc_path(env.proc.memory_cgroup(pid, env.fs.version))
-            env.fs.attach(cg, pid)
-            undo.append(lambda: env.fs.attach(old_cg, pid))
-        if badness_value is not None:
-            env.registry.update({(pid, start): badness_value}, env.is_alive)
-    except BaseException:
-        for revert in reversed(undo):
-            with contextlib.suppress(Exception):
-                revert()
-        raise
+        check_cgroup_access(env.fs, cg, missing)
+    delay_setting = None
+    if delay_ms is not None:
+        delay_setting = (default_namespace() if namespace == "auto" else namespace, delay_ms)
+    set_up(
+        env.fs,
+        env.proc,
+        env.registry,
+        env.is_alive,
+        cg,
+        missing,
+        limits,
+        delay_setting,
+        pid,
+        start,
+        badness_value,
+    )
     if verbose:
         for step in plan:
             diagnostic(step)
     sys.stdout.flush()
     sys.stderr.flush()
-    _reset_signals()
+    reset_signals()
     try:
         os.execv(path, list(command))
     except OSError as exc:
