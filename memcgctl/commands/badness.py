@@ -10,13 +10,14 @@ from memcgctl.commands.common import (
     CgroupName,
     PidParam,
     dry_run_option,
+    output_options,
     pass_env,
     pid_option,
     pids_option,
 )
 from memcgctl.env import Env
 from memcgctl.render.diag import warning
-from memcgctl.render.output import Output, emit_json, output_options, print_aligned, say
+from memcgctl.render.output import Output, emit_json, print_aligned, say
 from memcgctl.render.views import (
     BADNESS_FIELDS,
     DELAY_FIELDS,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from memcgctl.env import PROC, Env
+from memcgctl.render.output import Output
 from memcgctl.vocab.cgpath import ROOT
 from memcgctl.vocab.errors import UsageProblem
 
@@ -163,3 +165,15 @@ def complete_cgroup(ctx: click.Context, incomplete: str) -> list[str]:
     prefix = "" if not head else (head if head.endswith("/") else head + "/")
     names = sorted(c.name for c in fs.children(base) if c.name.startswith(partial))
     return [prefix + n for n in names]
+
+
+def output_options(func: F) -> F:
+    """Add ``--json`` and ``--plain``; the command receives ``out: Output``."""
+
+    @click.option("--plain", is_flag=True, help="Plain-text table even on a terminal.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_json: bool, plain: bool, **kwargs: Any) -> Any:
+        return func(*args, out=Output(json=as_json, plain=plain), **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from memcgctl.commands.common import CgroupName, pass_env, pids_option
+from memcgctl.commands.common import CgroupName, output_options, pass_env, pids_option
 from memcgctl.env import Env
-from memcgctl.render.output import Output, draw_table, emit_json, output_options
+from memcgctl.render.output import Output, draw_table, emit_json
 from memcgctl.render.views import COUNTER_FIELDS
 from memcgctl.vocab.errors import UsageProblem
 

@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 
 import click
 
-from memcgctl.commands.common import CgroupName, pass_env, pid_option
+from memcgctl.commands.common import CgroupName, output_options, pass_env, pid_option
 from memcgctl.env import Env
-from memcgctl.render.output import Output, draw_table, emit_json, output_options
+from memcgctl.render.output import Output, draw_table, emit_json
 from memcgctl.render.views import CGROUP_FIELDS, PROCESS_FIELDS, tree_rows
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import ProcessInfo

@@ -19,12 +19,13 @@ from memcgctl.commands.common import (
     Seconds,
     complete_signal,
     dry_run_option,
+    output_options,
     pass_env,
     pid_option,
 )
 from memcgctl.env import Env
 from memcgctl.render import diag
-from memcgctl.render.output import Output, emit_json, output_options, say
+from memcgctl.render.output import Output, emit_json, say
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
 

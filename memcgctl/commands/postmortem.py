@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from memcgctl.commands.common import AsciiInt, pass_env
+from memcgctl.commands.common import AsciiInt, output_options, pass_env
 from memcgctl.env import Env
-from memcgctl.render.output import Output, emit_json, output_options, print_tree, say
+from memcgctl.render.output import Output, emit_json, print_tree, say
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 
 if TYPE_CHECKING:

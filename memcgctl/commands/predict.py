@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from memcgctl.commands.common import AsciiInt, CgroupName, pass_env, pid_option
+from memcgctl.commands.common import AsciiInt, CgroupName, output_options, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.kernel.snapshot import kernel_params
 from memcgctl.logic.policy import (
@@ -20,7 +20,7 @@ from memcgctl.logic.policy import (
 )
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.explain import decision_json, explain_tree, footer_lines, summary_lines
-from memcgctl.render.output import Output, draw_table, emit_json, output_options, print_tree, say
+from memcgctl.render.output import Output, draw_table, emit_json, print_tree, say
 from memcgctl.render.views import RunnerUp, runner_up_fields
 from memcgctl.vocab.model import Snapshot
 

@@ -10,7 +10,6 @@ names, cgroup names): it goes through :func:`memcgctl.render.safetext.printable`
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,18 +32,6 @@ class Output(NamedTuple):
     @property
     def rich(self) -> bool:
         return not self.json and not self.plain and sys.stdout.isatty()
-
-
-def output_options(func: F) -> F:
-    """Add ``--json`` and ``--plain``; the command receives ``out: Output``."""
-
-    @click.option("--plain", is_flag=True, help="Plain-text table even on a terminal.")
-    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-    @functools.wraps(func)
-    def wrapper(*args: Any, as_json: bool, plain: bool, **kwargs: Any) -> Any:
-        return func(*args, out=Output(json=as_json, plain=plain), **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def emit_json(doc: Any) -> None:
