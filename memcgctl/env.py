@@ -89,7 +89,7 @@ class Env:
     def snapshot(
         self, root: CgroupPath = ROOT, with_processes: bool = True, with_oom_score: bool = False
     ) -> Snapshot:
-        from memcgctl.kernel.snapshot import take_snapshot
+        from memcgctl.snapshot import take_snapshot
 
         return take_snapshot(
             self.fs, self.proc, self.registry, root, with_processes, with_oom_score

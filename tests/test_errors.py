@@ -208,7 +208,7 @@ def test_no_click_below_the_command_layer() -> None:
         "memcgctl.logic.kube",
         "memcgctl.actions.kill",
         "memcgctl.daemon.ports",
-        "memcgctl.kernel.snapshot",
+        "memcgctl.snapshot",
         "memcgctl.logic.policy",
         "memcgctl.env",
     ]

@@ -39,7 +39,7 @@ def test_get_badness_of_a_cgroup_loads_little(fake_v1: FakeHost, tmp_path: Path)
     assert "memcgctl.commands.badness" in mods
     for heavy in (
         "memcgctl.vocab.model",
-        "memcgctl.kernel.snapshot",
+        "memcgctl.snapshot",
         "memcgctl.kernel.procfs",
         "json",
         "rich",

@@ -93,7 +93,7 @@ def _check_victim_candidate(env: Env, pid: int, comm: str) -> None:
 def _process_setting(
     env: Env, pid: int, entries: dict[tuple[int, int], int] | None = None
 ) -> Setting:
-    from memcgctl.kernel.snapshot import process_badness  # only for --pid: keeps start-up short
+    from memcgctl.snapshot import process_badness  # only for --pid: keeps start-up short
 
     if entries is None:
         entries = env.registry.load()

@@ -182,8 +182,8 @@ def daemon(
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, Tuning, psi_params
     from memcgctl.daemon.valve import HostLines
-    from memcgctl.kernel.snapshot import kernel_params
     from memcgctl.logic.policy import select_kernel, select_priority
+    from memcgctl.snapshot import kernel_params
     from memcgctl.state.journal import Journal
     from memcgctl.vocab.records import daemon_record
 

@@ -8,7 +8,6 @@ import click
 
 from memcgctl.commands.common import AsciiInt, CgroupName, output_options, pass_env, pid_option
 from memcgctl.env import Env
-from memcgctl.kernel.snapshot import kernel_params
 from memcgctl.logic.policy import (
     KERNEL,
     POLICIES,
@@ -22,6 +21,7 @@ from memcgctl.render.diag import diagnostic
 from memcgctl.render.explain import decision_json, explain_tree, footer_lines, summary_lines
 from memcgctl.render.output import Output, draw_table, emit_json, print_tree, say
 from memcgctl.render.views import RunnerUp, runner_up_fields
+from memcgctl.snapshot import kernel_params
 from memcgctl.vocab.model import Snapshot
 
 

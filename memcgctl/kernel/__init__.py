@@ -1,2 +1,3 @@
-"""Kernel files, read and written: cgroupfs, /proc, OOM notifications, /dev/kmsg, and
-the immutable snapshot filled from them.  The only code that opens kernel files."""
+"""Kernel files, read and written: the cgroup hierarchy (cgroupfs), /proc (procfs), OOM
+notifications (notify), /dev/kmsg (kmsgdev), and whether a cgroup was under OOM
+(oomstate).  The only code that opens kernel files."""

@@ -1,0 +1,123 @@
+"""The layering ARCHITECTURE.md describes, checked on the source: every ``memcgctl``
+import (module level, inside functions and under ``TYPE_CHECKING`` alike) goes from a
+layer to the same layer or one below it; the pure layers import no I/O modules; only
+``cli.py`` and ``commands/`` define command-line options or map errors to exit codes."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "memcgctl"
+
+# lowest first; a module may import its own layer and the layers before it
+LAYERS = [
+    "vocab",
+    "logic",
+    "kernel",
+    "state",
+    "inputs",
+    "snapshot",
+    "env",
+    "actions",
+    "render",
+    "watch",
+    "daemon",
+    "commands",
+    "cli",
+    "__main__",
+]
+# stdlib-only leaf modules every layer may use to write a line on stderr
+ANYWHERE = {"memcgctl.render.diag", "memcgctl.render.safetext"}
+PURE = {"vocab", "logic"}
+IO_MODULES = {"os", "io", "select", "socket", "subprocess", "shutil", "fcntl", "signal", "mmap"}
+IO_MODULES |= {"threading", "urllib", "http", "pathlib", "tempfile", "ctypes", "sys"}
+
+
+def layer_of(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def sources() -> Iterator[Path]:
+    yield from sorted(p for p in PKG.rglob("*.py") if p.name != "__init__.py" or p.parent != PKG)
+
+
+def imports(path: Path) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "memcgctl":  # from memcgctl import __version__
+                continue
+            yield node.lineno, node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+
+
+def target_layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "memcgctl" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    unknown = {str(p.relative_to(PKG)) for p in sources() if layer_of(p) not in LAYERS}
+    assert not unknown, f"add these to ARCHITECTURE.md and LAYERS: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("path", list(sources()), ids=lambda p: str(p.relative_to(PKG)))
+def test_imports_go_down_the_layers(path: Path) -> None:
+    mine = LAYERS.index(layer_of(path))
+    wrong = []
+    for line, module in imports(path):
+        layer = target_layer(module)
+        if layer is None or module in ANYWHERE:
+            continue
+        assert layer in LAYERS, f"{path.name}:{line}: {module} is in no layer"
+        if LAYERS.index(layer) > mine:
+            wrong.append(f"{path.relative_to(PKG)}:{line} imports {module} ({layer} is above)")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sources() if layer_of(p) in PURE],
+    ids=lambda p: str(p.relative_to(PKG)),
+)
+def test_pure_layers_do_no_io(path: Path) -> None:
+    bad = [
+        f"{line}: {module}"
+        for line, module in imports(path)
+        if module.split(".")[0] in IO_MODULES | {"click", "rich", "tabulate"}
+    ]
+    assert not bad, f"{path.relative_to(PKG)} imports I/O or UI modules: {bad}"
+
+
+def test_only_the_command_layer_speaks_click() -> None:
+    speaking = sorted(
+        str(p.relative_to(PKG))
+        for p in sources()
+        if any(m.split(".")[0] == "click" for _, m in imports(p))
+        and layer_of(p) not in {"commands", "cli", "render"}
+    )
+    assert speaking == []
+    # the rendering layer may print with click.echo, never define options or map errors
+    for p in (PKG / "render").glob("*.py"):
+        text = p.read_text()
+        assert "click.option" not in text and "click.ClickException" not in text, p.name
+
+
+def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
+    """The import walk finds function-local and TYPE_CHECKING imports too."""
+    src = tmp_path / "m.py"
+    src.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from memcgctl.commands.common import Output\n"
+        "def f() -> None:\n    from memcgctl.daemon.core import DaemonCore\n"
+    )
+    found = [m for _, m in imports(src)]
+    assert "memcgctl.commands.common" in found and "memcgctl.daemon.core" in found
