@@ -8,14 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memcgctl.logic.kmsgparse import (
-    OomAssembler,
-    join_continuations,
-    parse_events,
-    parse_oom_line,
-    parse_record,
-    usec_to_iso,
-)
+from memcgctl.logic.kmsgparse import join_continuations, parse_record, usec_to_iso
+from memcgctl.logic.oomassembler import OomAssembler, parse_events
+from memcgctl.logic.oomlines import parse_oom_line
 
 BOOT = 1_700_000_000.0
 

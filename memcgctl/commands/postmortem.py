@@ -13,7 +13,7 @@ from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, 
 
 if TYPE_CHECKING:
     from memcgctl.logic.oomreport import OomReport, TaskRow
-    from memcgctl.logic.postmortem import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
+    from memcgctl.logic.reportsnapshot import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
     from memcgctl.vocab.cgpath import CgroupPath
 
 
@@ -41,7 +41,7 @@ def _live_report(env: Env, pid: int | None) -> OomReport | None:
 
 def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
     """Badness of the report's processes and cgroups that still exist on this machine."""
-    from memcgctl.logic.postmortem import LiveInfo
+    from memcgctl.logic.reportsnapshot import LiveInfo
     from memcgctl.state.store import BADNESS, read_setting
 
     registry: dict[tuple[int, int], int] | None = None
@@ -74,7 +74,7 @@ def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
 
 
 def _badness_map(path: str | None) -> BadnessMap:
-    from memcgctl.logic.postmortem import BadnessMap
+    from memcgctl.logic.reportsnapshot import BadnessMap
 
     if path is None:
         return BadnessMap()

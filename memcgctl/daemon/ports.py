@@ -649,7 +649,7 @@ class KernelLog:
 
     def __init__(self, env: Env) -> None:
         from memcgctl.kernel.kmsgdev import KmsgReader
-        from memcgctl.logic.kmsgparse import OomAssembler
+        from memcgctl.logic.oomassembler import OomAssembler
 
         self.reader = KmsgReader(env.kmsg).open()
         self.reader.read_available()  # the history: not ours to report

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from memcgctl.logic.events import in_subtree
-from memcgctl.logic.kmsgparse import cause_of
+from memcgctl.logic.oomassembler import cause_of
 from memcgctl.vocab.cgpath import CgroupPath
 
 KERNEL_KEYS = ("oom", "oom_kill", "oom_group_kill")

@@ -4,7 +4,7 @@ Users meet OOM kills after the fact: in ``journalctl -k``, ``/var/log/kern.log``
 a ``dmesg`` from a support bundle, a paste in a ticket.  This module only *normalises*:
 each input line becomes a :class:`LogLine` (the log's own timestamps where it has them,
 and the kernel's message text); the OOM messages themselves are understood by
-:mod:`memcgctl.logic.kmsgparse`, the one parser the live log uses too.
+:mod:`memcgctl.logic.oomlines`, the one parser the live log uses too.
 
 Formats, detected per line (so several may be mixed in one file):
 
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from memcgctl.logic.kmsgparse import parse_oom_line
+from memcgctl.logic.oomlines import parse_oom_line
 
 
 class LogLine(NamedTuple):

@@ -1,8 +1,8 @@
 """OOM reports from saved kernel logs: events, and the whole report of one kill.
 
 :func:`saved_events` feeds the normalised lines of :mod:`memcgctl.logic.logtext` to the same
-:class:`~memcgctl.logic.kmsgparse.OomAssembler` the live log uses, so a saved log yields the same
-event objects, with the log's own clock: ``time`` (ISO 8601 UTC) where the
+:class:`~memcgctl.logic.oomassembler.OomAssembler` the live log uses, so a saved log yields the
+same event objects, with the log's own clock: ``time`` (ISO 8601 UTC) where the
 log has a wall clock, ``uptime_s`` where it has kernel timestamps, ``line`` the line
 number in the input.
 
@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from memcgctl.logic.kmsgparse import KmsgRecord, OomAssembler, parse_oom_line
+from memcgctl.logic.kmsgparse import KmsgRecord
 from memcgctl.logic.logtext import LogLine
+from memcgctl.logic.oomassembler import OomAssembler
+from memcgctl.logic.oomlines import parse_oom_line
 from memcgctl.vocab.records import KernelEvent, kernel_event, utc_iso
 
 

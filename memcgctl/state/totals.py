@@ -187,7 +187,7 @@ def kmsg_seq_known(doc: Totals, boot_id: str, seq: int) -> bool:
 
 
 def _cause_of(rec: Mapping[str, Any]) -> str | None:
-    from memcgctl.logic.kmsgparse import cause_of
+    from memcgctl.logic.oomassembler import cause_of
 
     return cause_of(dict(rec))
 

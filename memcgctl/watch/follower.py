@@ -15,7 +15,8 @@ from memcgctl.kernel.cgroupfs import V2_EVENTS, V2_EVENTS_LOCAL, CgroupFs
 from memcgctl.kernel.kmsgdev import KmsgReader
 from memcgctl.kernel.notify import DirWatch, EventsFileWatch, OomControlWatch
 from memcgctl.logic.events import V2_EVENT_KEYS, diff_counters, matches
-from memcgctl.logic.kmsgparse import OomAssembler, join_continuations, parse_records
+from memcgctl.logic.kmsgparse import join_continuations, parse_records
+from memcgctl.logic.oomassembler import OomAssembler
 from memcgctl.state.journal import Journal, JournalTail
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import Vanished
