@@ -15,10 +15,10 @@ from typing import TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
-from memcgctl.daemon.core import Level, Managed
 from memcgctl.daemon.journaling import JournalWriter
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
+from memcgctl.daemon.protocol import Level, Managed
 from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
