@@ -9,11 +9,10 @@ import pytest
 
 from memcgctl.daemon.core import (
     DaemonCore,
-    Level,
-    Managed,
     Settings,
     with_process,
 )
+from memcgctl.daemon.protocol import Level, Managed
 from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT
 from memcgctl.logic.policy import Decision, lowest_priority_child, select_priority
 from memcgctl.vocab.cgpath import CgroupPath, Scope

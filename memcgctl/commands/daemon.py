@@ -180,8 +180,8 @@ def daemon(
     from memcgctl.daemon import owner
     from memcgctl.daemon.core import DaemonCore, Settings
     from memcgctl.daemon.loop import Loop
-    from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, Tuning, psi_params
-    from memcgctl.daemon.valve import HostLines
+    from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
+    from memcgctl.daemon.valve import HostLines, Tuning
     from memcgctl.logic.policy import select_kernel, select_priority
     from memcgctl.snapshot import kernel_params
     from memcgctl.state.journal import Journal

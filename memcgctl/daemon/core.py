@@ -1,7 +1,8 @@
 """The daemon's decisions, free of I/O: a state machine driven by ``notify`` and ``tick``.
 
-Everything it needs from the world goes through :class:`Ports` (real: ports.py; tests: a
-fake).  The victim comes from the *same* selection function ``predict-victim`` uses.
+Everything it needs from the world goes through :class:`~memcgctl.daemon.protocol.Ports`
+(real: ports.py; tests: a fake).  The victim comes from the *same* selection function
+``predict-victim`` uses.
 
 Every managed memcg (one with an OOM delay), and the host with ``--host-delay``, is a
 :class:`Watch` in one of three modes.  The ports report its :class:`Level`
@@ -31,64 +32,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
+from memcgctl.daemon.protocol import Level, Ports
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.logic.policy import Decision, lowest_priority_child
 from memcgctl.render.reasontext import reason_lines
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot
-from memcgctl.vocab.records import DaemonRecord, daemon_record
+from memcgctl.vocab.records import daemon_record
 
 Select = Callable[[Snapshot, CgroupPath, Iterable[int]], Decision]
-
-
-class Level(NamedTuple):
-    state: str  # valve.CLEAR, RECOVERED, SHORT or CRITICAL
-    poll: float | None = None  # look again after this many seconds (None: on notification)
-
-
-class Managed(NamedTuple):
-    mode: str  # "oom" (v1), "valve" (v2), "host"
-    domain: CgroupPath  # the OOM root victims are chosen in (where the limit is)
-
-
-class Ports(Protocol):
-    """What the core needs from the world."""
-
-    def managed(self) -> dict[Scope, int]:
-        """Every memcg with an OOM delay (ms), including the host (HOST) if asked."""
-
-    def take_over(self, cg: Scope) -> Managed | None:
-        """Start managing cg (v1: oom_kill_disable=1 + eventfd; v2: the valve on its
-        OOM domain; host: meminfo + a PSI trigger).  None when it cannot be managed."""
-
-    def release(self, cg: Scope) -> None:
-        """Stop managing cg and restore what take_over changed."""
-
-    def level(self, cg: Scope) -> Level:
-        """How close cg's OOM domain is to an OOM right now."""
-
-    def at_limit(self, cg: Scope) -> bool:
-        """v1: the memcg's own usage is at its limit (its own OOM, not an ancestor's)."""
-
-    def freeze(self, cg: Scope, frozen: bool) -> bool:
-        """v2: freeze (or thaw) cg's OOM domain; False when it cannot be done."""
-
-    def snapshot(self, cg: CgroupPath) -> Snapshot:
-        """A fresh snapshot of cg's subtree."""
-
-    def kill(self, decision: Decision) -> list[int]:
-        """Kill the decision's victim (or its whole oom.group); the pids signalled."""
-
-    def kill_all(self, cg: CgroupPath) -> list[int]:
-        """Kill every task below cg; the pids signalled."""
-
-    def alive(self, pids: Iterable[int]) -> list[int]:
-        """Those of pids that have not exited yet."""
-
-    def emit(self, event: DaemonRecord) -> None:
-        """Report a decision (stderr log, journal)."""
 
 
 @dataclass

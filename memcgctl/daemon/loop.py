@@ -40,7 +40,7 @@ class Core(Protocol):
 
 class Ports(Protocol):
     """What the loop needs from the world, beside what the core needs from it
-    (:class:`~memcgctl.daemon.core.Ports`): the fds to wait on and what to wait for on
+    (:class:`~memcgctl.daemon.protocol.Ports`): the fds to wait on and what to wait for on
     each, what woke it, the kernel log's kills, and the start and end of a run."""
 
     def open_kernel_log(self) -> None:

@@ -1,75 +1,49 @@
-"""The daemon's real ports: cgroup files, eventfds, the OOM valve, the killer, the journal.
+"""The daemon's real ports: the managed set, cgroup files and eventfds, the levels, the
+host's meminfo and PSI trigger, the kernel log.
 
-Ownership (owner.py): before changing a knob — v1 ``oom_kill_disable``, v2
-``memory.high`` (the valve) and ``cgroup.freeze`` — the port writes a mark holding the
-value it found and this instance's id; release restores exactly that and removes the
-mark, so after a crash the guardian, a restarted daemon or ``memcgctl daemon --release``
-(systemd's ExecStopPost) knows what to put back.
+:class:`RealPorts` is what the core and the loop drive.  The knobs it changes under
+ownership marks come from :class:`~memcgctl.daemon.knobs.Knobs`, the kills and what
+is logged and journaled from :class:`~memcgctl.daemon.journaling.Journaling`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
-import queue
 import select
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
-from memcgctl.actions.kill import PIDFD, Killer
+from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
-from memcgctl.daemon.core import Level, Managed
+from memcgctl.daemon.journaling import JournalWriter
+from memcgctl.daemon.kernellog import KernelLog, victim_info
+from memcgctl.daemon.knobs import Knobs, Valve
+from memcgctl.daemon.protocol import Level, Managed
 from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
     SHORT,
-    HostLines,
-    Lines,
+    Tuning,
     committed,
-    high_to_write,
     host_available,
     host_level,
     host_poll_interval,
-    lines,
     memcg_level,
 )
 from memcgctl.env import Env
-from memcgctl.kernel.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
+from memcgctl.kernel.cgroupfs import V2_EVENTS
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
-from memcgctl.logic.policy import Decision
-from memcgctl.render.logprio import Priority, prefixed
-from memcgctl.render.safetext import log_value
+from memcgctl.render.logprio import Priority
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
-from memcgctl.vocab.errors import MemcgctlError, OwnedElsewhere, Vanished
+from memcgctl.vocab.errors import MemcgctlError, Vanished
 from memcgctl.vocab.model import ProcessInfo, Snapshot
-from memcgctl.vocab.records import (
-    DaemonRecord,
-    Event,
-    KernelEvent,
-    daemon_record,
-    journaled,
-    user_kill,
-    utc_now_iso,
-)
+from memcgctl.vocab.records import daemon_record
 
 # v1: a memcg is "at its limit" (its own OOM, not an ancestor's) when usage is this close
 AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
-_PRIORITY = {
-    "daemon_kill": Priority.WARNING,
-    "daemon_escalated": Priority.WARNING,
-    "under_oom": Priority.NOTICE,
-    "no_victim": Priority.ERR,
-    "valve_frozen": Priority.WARNING,
-    "kernel_kill": Priority.WARNING,
-}
 _VALVE_EVENTS = ("high", "max", "oom")
 
 
@@ -88,27 +62,7 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     return stall_us * window // window_us, window
 
 
-@dataclass
-class Valve:
-    """v2: the valve a managed memcg holds on its OOM domain."""
-
-    cg: CgroupPath
-    domain: CgroupPath
-    lines: Lines
-    user_high: int | None  # the user's own memory.high (None = max)
-    written: int | None  # what we wrote to memory.high; None: the user's is lower
-
-
-@dataclass(frozen=True)
-class Tuning:
-    headroom: float = 0.10  # v2 valve: share of memory.max
-    freeze: bool = True  # v2: freeze the domain when throttling is outrun
-    host: HostLines = field(default_factory=HostLines)
-    psi_stall_us: int = 150_000
-    psi_window_us: int = 1_000_000
-
-
-class RealPorts:
+class RealPorts(Knobs):
     def __init__(
         self,
         env: Env,
@@ -252,49 +206,6 @@ class RealPorts:
         self._noted.discard(cg)
         return Managed("valve", domain)
 
-    def _valve(self, cg: CgroupPath, domain: CgroupPath) -> Valve:
-        limit = self.fs.limit(domain)
-        if limit is None:
-            raise Vanished(domain)
-        ln = lines(limit, self.tuning.headroom)
-        user = self.fs.high(domain)
-        mark = owner.read_mark(self.fs, domain)
-        if mark is not None and "valve" in mark and str(user) == str(mark["valve"]):
-            # a valve a (dead) daemon left: the user's own value is the one it marked
-            user = self._marked_high(mark)
-        return Valve(cg, domain, ln, user, high_to_write(user, ln.line))
-
-    def _install(self, v: Valve) -> None:
-        """Write memory.high, our mark first (crash-safe order)."""
-        mark = self._adopt_mark(v.domain)
-        if "memory.high" not in mark or v.user_high != self._marked_high(mark):
-            mark["memory.high"] = "max" if v.user_high is None else str(v.user_high)
-        if v.written is None:
-            mark.pop("valve", None)
-        else:
-            mark["valve"] = str(v.written)
-        owner.write_mark(self.fs, v.domain, mark)
-        if v.written is not None:
-            self.fs.write(v.domain, V2_HIGH, str(v.written))
-
-    def _adopt_mark(self, cg: CgroupPath) -> dict[str, Any]:
-        """Our mark on cg: the existing one of this instance, a dead instance's taken
-        over with the values it recorded (they are the user's), or a new one.  A live
-        instance's mark means another daemon holds cg: refuse."""
-        mark = owner.read_mark(self.fs, cg)
-        if mark is None:
-            return {"instance": self.instance}
-        other = str(mark.get("instance", ""))
-        if other and other != self.instance and owner.instance_alive(self.proc, other):
-            raise OwnedElsewhere(f"{cg}: held by the running daemon {other}")
-        mark["instance"] = self.instance
-        return mark
-
-    @staticmethod
-    def _marked_high(mark: dict[str, Any]) -> int | None:
-        text = str(mark.get("memory.high", "max"))
-        return int(text) if text.isdigit() else None
-
     def release_orphans(self) -> list[CgroupPath]:
         """At start: restore the marks of dead instances that no watch of ours adopted
         (their delay was cleared while no daemon ran)."""
@@ -313,42 +224,6 @@ class RealPorts:
             released.append(cg)
             self.emit(daemon_record("daemon_released", cg, reason="orphaned mark", restored=knobs))
         return released
-
-    def _refresh(self, v: Valve) -> Valve:
-        """Follow the user: a changed memory.max moves the valve; a memory.high written
-        by someone else becomes the user's own value."""
-        limit = self.fs.limit(v.domain)
-        high = self.fs.high(v.domain)
-        ours = v.written if v.written is not None and not self.dry_run else v.user_high
-        changed_high = high != ours
-        if limit is None:
-            raise Vanished(v.domain)
-        if limit == v.lines.limit and not changed_high:
-            return v
-        user = high if changed_high else v.user_high
-        ln = lines(limit, self.tuning.headroom)
-        new = dataclasses.replace(v, lines=ln, user_high=user, written=high_to_write(user, ln.line))
-        if not self.dry_run:
-            self._install(new)
-        self.valves[v.cg] = new
-        self._log(
-            Priority.NOTICE,
-            "valve_moved",
-            v.cg,
-            domain=v.domain,
-            limit=limit,
-            valve=ln.line,
-            memory_high=new.written if new.written is not None else user,
-        )
-        return new
-
-    def _pause(self, cg: CgroupPath) -> None:
-        """v1: oom_kill_disable=1, with our mark written first (crash-safe order)."""
-        mark = self._adopt_mark(cg)
-        if "oom_kill_disable" not in mark:
-            mark["oom_kill_disable"] = self.fs.oom_control(cg).get("oom_kill_disable", 0)
-        owner.write_mark(self.fs, cg, mark)
-        self.fs.write(cg, V1_OOM_CONTROL, "1")
 
     def release(self, cg: Scope) -> None:
         self._close(cg)
@@ -467,33 +342,6 @@ class RealPorts:
             return False
         return self.freeze_domain(v.domain, frozen)
 
-    def freeze_domain(self, domain: CgroupPath, frozen: bool) -> bool:
-        """cgroup.freeze on domain, the previous value in our mark first."""
-        try:
-            mark = self._adopt_mark(domain)
-            if frozen:
-                own = os.getpid()
-                if any(pid == own for pid, _ in self.fs.subtree_procs(domain)):
-                    self._log(
-                        Priority.WARNING,
-                        "cannot_freeze",
-                        domain,
-                        reason="the daemon runs inside it",
-                    )
-                    return False
-                if "cgroup.freeze" not in mark:
-                    mark["cgroup.freeze"] = 1 if self.fs.freeze_value(domain) else 0
-                    owner.write_mark(self.fs, domain, mark)
-                self.fs.set_freeze(domain, True)
-            else:
-                prev = mark.pop("cgroup.freeze", 0)
-                self.fs.set_freeze(domain, str(prev) == "1")
-                owner.write_mark(self.fs, domain, mark)
-            return True
-        except (Vanished, MemcgctlError, OSError) as exc:
-            self._log(Priority.ERR, "freeze_failed", domain, error=str(exc))
-            return False
-
     def snapshot(self, cg: CgroupPath) -> Snapshot:
         return self.env.snapshot(cg)
 
@@ -507,189 +355,5 @@ class RealPorts:
                 continue
         return out
 
-    # -- actions ----------------------------------------------------------------------
-    def kill(self, decision: Decision) -> list[int]:
-        if decision.kill_group is not None:
-            return self.kill_all(decision.kill_group)
-        victim = decision.victim
-        if victim is None:
-            return []
-        try:
-            ok = self.killer.kill_process(victim.pid, victim.cgroup, signal.SIGKILL, exact=True)
-        except MemcgctlError as exc:
-            self._log(Priority.ERR, "kill_failed", victim.cgroup, pid=victim.pid, error=str(exc))
-            return []
-        if not ok:
-            return []
-        self._journal_kills([(victim.pid, victim.comm, victim.cgroup, PIDFD)], decision.oom_root)
-        return [victim.pid]
 
-    def kill_all(self, cg: CgroupPath) -> list[int]:
-        try:
-            report = self.killer.kill_all(cg, timeout=5.0)
-        except MemcgctlError as exc:
-            self._log(Priority.ERR, "kill_all_failed", cg, error=str(exc))
-            return []
-        self._journal_kills([(k.pid, k.comm, k.cgroup, k.mechanism) for k in report.killed], cg)
-        return [k.pid for k in report.killed]
-
-    def _journal_kills(
-        self, killed: list[tuple[int, str, CgroupPath, str]], target: CgroupPath
-    ) -> None:
-        """(pid, comm, cgroup, mechanism) of each process killed (SIGKILL)."""
-        now = utc_now_iso()
-        records: list[Event] = [
-            user_kill(
-                time=now,
-                cgroup=cg,
-                pid=pid,
-                comm=comm,
-                signal="SIGKILL",
-                mechanism=mechanism,
-                target=target,
-                by="daemon",
-            )
-            for pid, comm, cg, mechanism in killed
-        ]
-        self._append(records)
-
-    def emit(self, event: DaemonRecord) -> None:
-        record = journaled(event)
-        self._log(
-            _PRIORITY.get(str(event["kind"]), Priority.INFO),
-            str(event["kind"]),
-            str(event["cgroup"]),
-            **{k: v for k, v in event.items() if k not in ("kind", "cgroup")},
-        )
-        self._append([record])
-
-    def _append(self, records: list[Event]) -> None:
-        """Hand records to the journal writer: a kill never waits on the journal."""
-        self.writer.put(records)
-
-    def _log(self, prio: Priority, kind: str, cg: str, **fields: Any) -> None:
-        """One line per event on stderr, with a syslog priority prefix journald reads;
-        values another user controls (cgroup names, comm) are quoted."""
-        parts = [prefixed(prio, f"{kind} cgroup={log_value(cg)}")]
-        parts += [
-            f"{k}={log_value(' / '.join(map(str, v)) if isinstance(v, list) else v)}"
-            for k, v in fields.items()
-        ]
-        with contextlib.suppress(OSError):  # stderr gone: keep enforcing anyway
-            self.log.write(" ".join(parts) + "\n")
-            self.log.flush()
-
-
-__all__ = ["CLEAR", "HOST", "JournalWriter", "RealPorts", "Tuning", "Valve", "log_value"]
-
-
-class JournalWriter:
-    """Appends to the journal from a thread of its own, so that a held journal lock
-    (another user cannot hold it: statedir.py; a slow disk can) delays the record, never
-    the next kill.  Records wait in memory (at most MAX_PENDING) and are retried; on
-    close, what is left gets one last bounded try."""
-
-    MAX_PENDING = 10_000
-    TIMEOUT = 2.0
-
-    def __init__(self, journal: Journal, warn: Callable[[str], None]) -> None:
-        self.journal = journal
-        self.warn = warn
-        self._queue: queue.SimpleQueue[list[Event] | None] = queue.SimpleQueue()
-        self._pending: list[Event] = []
-        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
-        self._thread.start()
-
-    def put(self, records: list[Event]) -> None:
-        self._queue.put(records)
-
-    def _run(self) -> None:
-        failing = False
-        while True:
-            try:
-                item = self._queue.get(timeout=1.0 if self._pending else None)
-            except queue.Empty:
-                item = []
-            if item is None:
-                self._flush(failing)
-                return
-            self._pending += item
-            while True:  # take whatever else is queued: one append for a burst
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._flush(failing)
-                    return
-                self._pending += more
-            failing = not self._flush(failing)
-
-    def _flush(self, failing: bool) -> bool:
-        if not self._pending:
-            return True
-        try:
-            self.journal.append(self._pending, timeout=self.TIMEOUT)
-        except (MemcgctlError, OSError) as exc:
-            if not failing:
-                self.warn(f"{exc}; {len(self._pending)} record(s) kept for a retry")
-            del self._pending[: max(len(self._pending) - self.MAX_PENDING, 0)]
-            return False
-        self._pending = []
-        return True
-
-    def close(self, timeout: float = 2 * TIMEOUT + 1) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-
-class KernelLog:
-    """The kernel log from now on (history skipped): OOM kills as they are logged, so
-    the daemon can report the kernel's own victims (shadow mode, and kills it lost)."""
-
-    def __init__(self, env: Env) -> None:
-        from memcgctl.kernel.kmsgdev import KmsgReader
-        from memcgctl.logic.oomassembler import OomAssembler
-
-        self.reader = KmsgReader(env.kmsg).open()
-        self.reader.read_available()  # the history: not ours to report
-        self.asm = OomAssembler(env.proc.boot_time(), env.proc.boot_id())
-
-    def fileno(self) -> int:
-        return self.reader.fileno() if self.reader.is_device else -1
-
-    def kills(self) -> list[KernelEvent]:
-        from memcgctl.logic.kmsgparse import join_continuations, may_matter, parse_records
-
-        raws = [r for r in self.reader.read_available() if may_matter(r)]
-        out: list[KernelEvent] = []
-        for rec in join_continuations(parse_records(raws)):
-            out += [e for e in self.asm.feed(rec) if e.get("kind") == "oom_kill"]
-        return out
-
-    def close(self) -> None:
-        self.reader.close()
-
-
-def victim_info(ev: KernelEvent, cgroup: CgroupPath) -> ProcessInfo:
-    """The kernel's victim as a process record, from its kill line (it is gone from
-    /proc by now).  Its process badness is not known any more: oom_score_adj -1000
-    counts as 1000, anything else as the default."""
-    from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_NEVER
-
-    adj = int(ev.get("oom_score_adj") or 0)
-    return ProcessInfo(
-        pid=int(ev["pid"]),
-        comm=str(ev.get("comm", "?")),
-        cgroup=cgroup,
-        uid=int(ev.get("uid") or 0),
-        rss_anon_kb=int(ev.get("anon_rss_kb") or 0),
-        rss_file_kb=int(ev.get("file_rss_kb") or 0),
-        rss_shmem_kb=int(ev.get("shmem_rss_kb") or 0),
-        swap_kb=0,
-        pgtables_kb=int(ev.get("pgtables_kb") or 0),
-        oom_score_adj=adj,
-        badness=BADNESS_NEVER if adj == -1000 else BADNESS_DEFAULT,
-        badness_source="oom_score_adj" if adj == -1000 else "default",
-        killable=True,
-    )
+__all__ = ["CLEAR", "HOST", "RealPorts"]

@@ -27,6 +27,7 @@ The host has no limit to throttle at: its lines are shares of ``MemTotal`` compa
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 MIB = 1 << 20
@@ -91,6 +92,15 @@ class HostLines(NamedTuple):
     short: float = 0.10  # an episode starts below 10 % available
     critical: float = 0.04  # the delay is cut short below 4 %
     recovered: float = 0.15  # a new episode after recovering above 15 %
+
+
+@dataclass(frozen=True)
+class Tuning:
+    headroom: float = 0.10  # v2 valve: share of memory.max
+    freeze: bool = True  # v2: freeze the domain when throttling is outrun
+    host: HostLines = field(default_factory=HostLines)
+    psi_stall_us: int = 150_000
+    psi_window_us: int = 1_000_000
 
 
 def host_available(meminfo_kb: dict[str, int]) -> tuple[int, int]:

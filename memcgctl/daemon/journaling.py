@@ -1,0 +1,174 @@
+"""What the daemon's ports do and record: the kills (a victim, or every task of a
+cgroup, through the killer), each journaled as a ``user_kill`` by the daemon; every
+decision of the core as one log line on stderr with a syslog priority and one journal
+record; and the journal writer thread that appends those records, so that a kill never
+waits on the journal.  :class:`Journaling` is a base of the real ports
+(``daemon/ports.py``), which set the killer, the writer and the log stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from memcgctl.actions.kill import PIDFD, Killer
+from memcgctl.logic.policy import Decision
+from memcgctl.render.logprio import Priority, prefixed
+from memcgctl.render.safetext import log_value
+from memcgctl.state.journal import Journal
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import MemcgctlError
+from memcgctl.vocab.records import DaemonRecord, Event, journaled, user_kill, utc_now_iso
+
+_PRIORITY = {
+    "daemon_kill": Priority.WARNING,
+    "daemon_escalated": Priority.WARNING,
+    "under_oom": Priority.NOTICE,
+    "no_victim": Priority.ERR,
+    "valve_frozen": Priority.WARNING,
+    "kernel_kill": Priority.WARNING,
+}
+
+
+class JournalWriter:
+    """Appends to the journal from a thread of its own, so that a held journal lock
+    (another user cannot hold it: statedir.py; a slow disk can) delays the record, never
+    the next kill.  Records wait in memory (at most MAX_PENDING) and are retried; on
+    close, what is left gets one last bounded try."""
+
+    MAX_PENDING = 10_000
+    TIMEOUT = 2.0
+
+    def __init__(self, journal: Journal, warn: Callable[[str], None]) -> None:
+        self.journal = journal
+        self.warn = warn
+        self._queue: queue.SimpleQueue[list[Event] | None] = queue.SimpleQueue()
+        self._pending: list[Event] = []
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self._thread.start()
+
+    def put(self, records: list[Event]) -> None:
+        self._queue.put(records)
+
+    def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0 if self._pending else None)
+            except queue.Empty:
+                item = []
+            if item is None:
+                self._flush(failing)
+                return
+            self._pending += item
+            while True:  # take whatever else is queued: one append for a burst
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._flush(failing)
+                    return
+                self._pending += more
+            failing = not self._flush(failing)
+
+    def _flush(self, failing: bool) -> bool:
+        if not self._pending:
+            return True
+        try:
+            self.journal.append(self._pending, timeout=self.TIMEOUT)
+        except (MemcgctlError, OSError) as exc:
+            if not failing:
+                self.warn(f"{exc}; {len(self._pending)} record(s) kept for a retry")
+            del self._pending[: max(len(self._pending) - self.MAX_PENDING, 0)]
+            return False
+        self._pending = []
+        return True
+
+    def close(self, timeout: float = 2 * TIMEOUT + 1) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+class Journaling:
+    """The kills and the record: log lines and journal records of the real ports."""
+
+    killer: Killer
+    writer: JournalWriter
+    log: TextIO
+
+    # -- actions ----------------------------------------------------------------------
+    def kill(self, decision: Decision) -> list[int]:
+        if decision.kill_group is not None:
+            return self.kill_all(decision.kill_group)
+        victim = decision.victim
+        if victim is None:
+            return []
+        try:
+            ok = self.killer.kill_process(victim.pid, victim.cgroup, signal.SIGKILL, exact=True)
+        except MemcgctlError as exc:
+            self._log(Priority.ERR, "kill_failed", victim.cgroup, pid=victim.pid, error=str(exc))
+            return []
+        if not ok:
+            return []
+        self._journal_kills([(victim.pid, victim.comm, victim.cgroup, PIDFD)], decision.oom_root)
+        return [victim.pid]
+
+    def kill_all(self, cg: CgroupPath) -> list[int]:
+        try:
+            report = self.killer.kill_all(cg, timeout=5.0)
+        except MemcgctlError as exc:
+            self._log(Priority.ERR, "kill_all_failed", cg, error=str(exc))
+            return []
+        self._journal_kills([(k.pid, k.comm, k.cgroup, k.mechanism) for k in report.killed], cg)
+        return [k.pid for k in report.killed]
+
+    def _journal_kills(
+        self, killed: list[tuple[int, str, CgroupPath, str]], target: CgroupPath
+    ) -> None:
+        """(pid, comm, cgroup, mechanism) of each process killed (SIGKILL)."""
+        now = utc_now_iso()
+        records: list[Event] = [
+            user_kill(
+                time=now,
+                cgroup=cg,
+                pid=pid,
+                comm=comm,
+                signal="SIGKILL",
+                mechanism=mechanism,
+                target=target,
+                by="daemon",
+            )
+            for pid, comm, cg, mechanism in killed
+        ]
+        self._append(records)
+
+    def emit(self, event: DaemonRecord) -> None:
+        record = journaled(event)
+        self._log(
+            _PRIORITY.get(str(event["kind"]), Priority.INFO),
+            str(event["kind"]),
+            str(event["cgroup"]),
+            **{k: v for k, v in event.items() if k not in ("kind", "cgroup")},
+        )
+        self._append([record])
+
+    def _append(self, records: list[Event]) -> None:
+        """Hand records to the journal writer: a kill never waits on the journal."""
+        self.writer.put(records)
+
+    def _log(self, prio: Priority, kind: str, cg: str, **fields: Any) -> None:
+        """One line per event on stderr, with a syslog priority prefix journald reads;
+        values another user controls (cgroup names, comm) are quoted."""
+        parts = [prefixed(prio, f"{kind} cgroup={log_value(cg)}")]
+        parts += [
+            f"{k}={log_value(' / '.join(map(str, v)) if isinstance(v, list) else v)}"
+            for k, v in fields.items()
+        ]
+        with contextlib.suppress(OSError):  # stderr gone: keep enforcing anyway
+            self.log.write(" ".join(parts) + "\n")
+            self.log.flush()

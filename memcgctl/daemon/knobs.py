@@ -1,0 +1,157 @@
+"""The knobs the daemon's ports change on cgroups, each under an ownership mark: v1
+``oom_kill_disable`` (the pause), v2 ``memory.high`` (the valve on a memcg's OOM
+domain, which follows the user's ``memory.max`` and ``memory.high``) and
+``cgroup.freeze``.
+
+Ownership (owner.py): before changing a knob the port writes a mark holding the value
+it found and this instance's id; release restores exactly that and removes the mark,
+so after a crash the guardian, a restarted daemon or ``memcgctl daemon --release``
+(systemd's ExecStopPost) knows what to put back.  :class:`Knobs` is a base of the real
+ports (``daemon/ports.py``), which set the attributes it declares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from memcgctl.daemon import owner
+from memcgctl.daemon.journaling import Journaling
+from memcgctl.daemon.valve import Lines, Tuning, high_to_write, lines
+from memcgctl.kernel.cgroupfs import V1_OOM_CONTROL, V2_HIGH, CgroupFs
+from memcgctl.render.logprio import Priority
+from memcgctl.vocab.cgpath import CgroupPath, Scope
+from memcgctl.vocab.errors import MemcgctlError, OwnedElsewhere, Vanished
+
+if TYPE_CHECKING:
+    from memcgctl.kernel.procfs import ProcFs
+
+
+@dataclass
+class Valve:
+    """v2: the valve a managed memcg holds on its OOM domain."""
+
+    cg: CgroupPath
+    domain: CgroupPath
+    lines: Lines
+    user_high: int | None  # the user's own memory.high (None = max)
+    written: int | None  # what we wrote to memory.high; None: the user's is lower
+
+
+class Knobs(Journaling):
+    """Marks, the valve, the pause and the freeze of the real ports."""
+
+    fs: CgroupFs
+    proc: ProcFs
+    dry_run: bool
+    instance: str
+    tuning: Tuning
+    valves: dict[Scope, Valve]
+
+    def _valve(self, cg: CgroupPath, domain: CgroupPath) -> Valve:
+        limit = self.fs.limit(domain)
+        if limit is None:
+            raise Vanished(domain)
+        ln = lines(limit, self.tuning.headroom)
+        user = self.fs.high(domain)
+        mark = owner.read_mark(self.fs, domain)
+        if mark is not None and "valve" in mark and str(user) == str(mark["valve"]):
+            # a valve a (dead) daemon left: the user's own value is the one it marked
+            user = self._marked_high(mark)
+        return Valve(cg, domain, ln, user, high_to_write(user, ln.line))
+
+    def _install(self, v: Valve) -> None:
+        """Write memory.high, our mark first (crash-safe order)."""
+        mark = self._adopt_mark(v.domain)
+        if "memory.high" not in mark or v.user_high != self._marked_high(mark):
+            mark["memory.high"] = "max" if v.user_high is None else str(v.user_high)
+        if v.written is None:
+            mark.pop("valve", None)
+        else:
+            mark["valve"] = str(v.written)
+        owner.write_mark(self.fs, v.domain, mark)
+        if v.written is not None:
+            self.fs.write(v.domain, V2_HIGH, str(v.written))
+
+    def _adopt_mark(self, cg: CgroupPath) -> dict[str, Any]:
+        """Our mark on cg: the existing one of this instance, a dead instance's taken
+        over with the values it recorded (they are the user's), or a new one.  A live
+        instance's mark means another daemon holds cg: refuse."""
+        mark = owner.read_mark(self.fs, cg)
+        if mark is None:
+            return {"instance": self.instance}
+        other = str(mark.get("instance", ""))
+        if other and other != self.instance and owner.instance_alive(self.proc, other):
+            raise OwnedElsewhere(f"{cg}: held by the running daemon {other}")
+        mark["instance"] = self.instance
+        return mark
+
+    @staticmethod
+    def _marked_high(mark: dict[str, Any]) -> int | None:
+        text = str(mark.get("memory.high", "max"))
+        return int(text) if text.isdigit() else None
+
+    def _refresh(self, v: Valve) -> Valve:
+        """Follow the user: a changed memory.max moves the valve; a memory.high written
+        by someone else becomes the user's own value."""
+        limit = self.fs.limit(v.domain)
+        high = self.fs.high(v.domain)
+        ours = v.written if v.written is not None and not self.dry_run else v.user_high
+        changed_high = high != ours
+        if limit is None:
+            raise Vanished(v.domain)
+        if limit == v.lines.limit and not changed_high:
+            return v
+        user = high if changed_high else v.user_high
+        ln = lines(limit, self.tuning.headroom)
+        new = dataclasses.replace(v, lines=ln, user_high=user, written=high_to_write(user, ln.line))
+        if not self.dry_run:
+            self._install(new)
+        self.valves[v.cg] = new
+        self._log(
+            Priority.NOTICE,
+            "valve_moved",
+            v.cg,
+            domain=v.domain,
+            limit=limit,
+            valve=ln.line,
+            memory_high=new.written if new.written is not None else user,
+        )
+        return new
+
+    def _pause(self, cg: CgroupPath) -> None:
+        """v1: oom_kill_disable=1, with our mark written first (crash-safe order)."""
+        mark = self._adopt_mark(cg)
+        if "oom_kill_disable" not in mark:
+            mark["oom_kill_disable"] = self.fs.oom_control(cg).get("oom_kill_disable", 0)
+        owner.write_mark(self.fs, cg, mark)
+        self.fs.write(cg, V1_OOM_CONTROL, "1")
+
+    def freeze_domain(self, domain: CgroupPath, frozen: bool) -> bool:
+        """cgroup.freeze on domain, the previous value in our mark first."""
+        try:
+            mark = self._adopt_mark(domain)
+            if frozen:
+                own = os.getpid()
+                if any(pid == own for pid, _ in self.fs.subtree_procs(domain)):
+                    self._log(
+                        Priority.WARNING,
+                        "cannot_freeze",
+                        domain,
+                        reason="the daemon runs inside it",
+                    )
+                    return False
+                if "cgroup.freeze" not in mark:
+                    mark["cgroup.freeze"] = 1 if self.fs.freeze_value(domain) else 0
+                    owner.write_mark(self.fs, domain, mark)
+                self.fs.set_freeze(domain, True)
+            else:
+                prev = mark.pop("cgroup.freeze", 0)
+                self.fs.set_freeze(domain, str(prev) == "1")
+                owner.write_mark(self.fs, domain, mark)
+            return True
+        except (Vanished, MemcgctlError, OSError) as exc:
+            self._log(Priority.ERR, "freeze_failed", domain, error=str(exc))
+            return False
