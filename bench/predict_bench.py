@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from memcgctl.env import Env  # noqa: E402
 from memcgctl.kernel.snapshot import kernel_params  # noqa: E402
-from memcgctl.logic.policy import select_kernel  # noqa: E402
+from memcgctl.logic.kernelheuristic import select_kernel  # noqa: E402
 from memcgctl.vocab.cgpath import CgroupPath  # noqa: E402
 from tests.realkernel import TestCgroups, v1_memory_mount  # noqa: E402
 

@@ -9,15 +9,9 @@ import click
 from memcgctl.commands.common import AsciiInt, CgroupName, pass_env, pid_option
 from memcgctl.env import Env
 from memcgctl.kernel.snapshot import kernel_params
-from memcgctl.logic.policy import (
-    KERNEL,
-    POLICIES,
-    PRIORITY,
-    Decision,
-    rank_priority,
-    select_kernel,
-    select_priority,
-)
+from memcgctl.logic.decision import KERNEL, POLICIES, PRIORITY, Decision
+from memcgctl.logic.kernelheuristic import select_kernel
+from memcgctl.logic.priority import rank_priority, select_priority
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.explain import decision_json, explain_tree, footer_lines, summary_lines
 from memcgctl.render.output import Output, draw_table, emit_json, output_options, print_tree, say

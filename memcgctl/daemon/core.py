@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
-from memcgctl.logic.policy import Decision, lowest_priority_child
+from memcgctl.logic.decision import Decision
+from memcgctl.logic.priority import lowest_priority_child
 from memcgctl.render.reasontext import reason_lines
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot

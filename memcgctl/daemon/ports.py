@@ -41,7 +41,7 @@ from memcgctl.daemon.valve import (
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
-from memcgctl.logic.policy import Decision
+from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.render.safetext import log_value
 from memcgctl.state.journal import Journal

@@ -4,7 +4,7 @@ From a report's task table (:class:`~memcgctl.logic.oomreport.OomReport`) and th
 kernel that wrote it (``mm/oom_kill.c`` ``oom_badness`` and ``select_bad_process``),
 every candidate's points, the ranking, and a verdict: is the kernel's
 victim the top of the ranking, and if not, why.  Then the counterfactual: the victim
-the priority policy (:func:`~memcgctl.logic.policy.select_priority`) would have chosen on a
+the priority policy (:func:`~memcgctl.logic.priority.select_priority`) would have chosen on a
 snapshot built from the report, with the badness the caller knows.
 
 Kernel rules by version (the release from the stack dump header; else the least the
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from memcgctl.logic.decision import KERNEL, Decision, Scored
 from memcgctl.logic.oomreport import OomReport, TaskRow
-from memcgctl.logic.policy import KERNEL, Decision, Scored, select_priority
+from memcgctl.logic.priority import select_priority
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.vocab.reasons import Caveat, Note, Reason
