@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memcgctl.kernel.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.hierarchy import hierarchy_at
 from memcgctl.state.journal import Journal, JournalTail
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.records import Event

@@ -39,7 +39,7 @@ from memcgctl.daemon.valve import (
     memcg_level,
 )
 from memcgctl.env import Env
-from memcgctl.kernel.cgroupfs import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
+from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_EVENTS, V2_HIGH
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
 from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed

@@ -11,7 +11,8 @@ import select
 import time
 from collections.abc import Callable
 
-from memcgctl.kernel.cgroupfs import V2_EVENTS, V2_EVENTS_LOCAL, CgroupFs
+from memcgctl.kernel.cgroupfiles import V2_EVENTS, V2_EVENTS_LOCAL
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.kmsgdev import KmsgReader
 from memcgctl.kernel.notify import DirWatch, EventsFileWatch, OomControlWatch
 from memcgctl.logic.events import V2_EVENT_KEYS, diff_counters, matches
