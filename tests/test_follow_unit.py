@@ -8,7 +8,8 @@ from typing import Any
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.hierarchy import hierarchy_at
-from memcgctl.state.journal import Journal, JournalTail
+from memcgctl.state.journal import Journal
+from memcgctl.state.journallines import JournalTail
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.records import Event
 from memcgctl.watch.follower import NOTIFICATION_HOLD_S, Follower

@@ -17,7 +17,8 @@ from memcgctl.kernel.kmsgdev import KmsgReader
 from memcgctl.kernel.notify import DirWatch, EventsFileWatch, OomControlWatch
 from memcgctl.logic.events import V2_EVENT_KEYS, diff_counters, matches
 from memcgctl.logic.kmsgparse import OomAssembler, join_continuations, parse_records
-from memcgctl.state.journal import Journal, JournalTail
+from memcgctl.state.journal import Journal
+from memcgctl.state.journallines import JournalTail
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import Vanished
 from memcgctl.vocab.records import (
