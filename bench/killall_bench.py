@@ -39,7 +39,8 @@ from click.testing import CliRunner  # noqa: E402
 from memcgctl.actions.kill import Killer  # noqa: E402
 from memcgctl.actions.signaller import PidfdSignaller  # noqa: E402
 from memcgctl.cli import cli  # noqa: E402
-from memcgctl.kernel.cgroupfs import CgroupFs, hierarchy_at  # noqa: E402
+from memcgctl.kernel.cgroupfs import CgroupFs  # noqa: E402
+from memcgctl.kernel.hierarchy import hierarchy_at  # noqa: E402
 from memcgctl.kernel.procfs import ProcFs  # noqa: E402
 from memcgctl.vocab.cgpath import CgroupPath  # noqa: E402
 from tests.realkernel import TestCgroups, unified_mount, v1_memory_mount  # noqa: E402

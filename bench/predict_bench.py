@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from memcgctl.env import Env  # noqa: E402
-from memcgctl.logic.policy import select_kernel  # noqa: E402
+from memcgctl.logic.kernelheuristic import select_kernel  # noqa: E402
 from memcgctl.snapshot import kernel_params  # noqa: E402
 from memcgctl.vocab.cgpath import CgroupPath  # noqa: E402
 from tests.realkernel import TestCgroups, v1_memory_mount  # noqa: E402

@@ -10,7 +10,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memcgctl.kernel.cgroupfs import CgroupFs, Hierarchy, detect_hierarchy, hierarchy_at
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.hierarchy import Hierarchy, detect_hierarchy, hierarchy_at
 from memcgctl.state.store import ProcessRegistry
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import NoSuchProcess, UsageProblem, Vanished

@@ -132,7 +132,8 @@ def test_ancestors_end_at_the_root(p: CgroupPath) -> None:
 def test_proc_paths_become_cgroup_paths() -> None:
     from pathlib import Path
 
-    from memcgctl.kernel.cgroupfs import CgroupFs, Hierarchy
+    from memcgctl.kernel.cgroupfs import CgroupFs
+    from memcgctl.kernel.hierarchy import Hierarchy
     from memcgctl.vocab.errors import UsageProblem
 
     fs = CgroupFs(Hierarchy(Path("/nonexistent"), 2, True, "/pod1"))

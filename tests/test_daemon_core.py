@@ -14,7 +14,8 @@ from memcgctl.daemon.core import (
 )
 from memcgctl.daemon.protocol import Level, Managed
 from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT
-from memcgctl.logic.policy import Decision, lowest_priority_child, select_priority
+from memcgctl.logic.decision import Decision
+from memcgctl.logic.priority import lowest_priority_child, select_priority
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.records import DaemonRecord

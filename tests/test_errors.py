@@ -209,7 +209,9 @@ def test_no_click_below_the_command_layer() -> None:
         "memcgctl.actions.kill",
         "memcgctl.daemon.ports",
         "memcgctl.snapshot",
-        "memcgctl.logic.policy",
+        "memcgctl.logic.decision",
+        "memcgctl.logic.priority",
+        "memcgctl.logic.kernelheuristic",
         "memcgctl.env",
     ]
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('click' in sys.modules)"

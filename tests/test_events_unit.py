@@ -10,7 +10,8 @@ from typing import Any
 from click.testing import CliRunner
 
 from memcgctl.cli import cli
-from memcgctl.kernel.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.hierarchy import hierarchy_at
 from memcgctl.kernel.kmsgdev import KmsgReader, split_records
 from memcgctl.logic.counters import by_cause, cgroup_counters, prometheus, subtree_sum
 from memcgctl.logic.events import diff_counters, merge_history

@@ -6,8 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memcgctl.kernel.cgroupfs import CgroupFs, hierarchy_at
-from memcgctl.state.journal import Journal, JournalTail
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.hierarchy import hierarchy_at
+from memcgctl.state.journal import Journal
+from memcgctl.state.journallines import JournalTail
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.records import Event
 from memcgctl.watch.follower import NOTIFICATION_HOLD_S, Follower

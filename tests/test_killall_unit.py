@@ -23,7 +23,8 @@ from memcgctl.actions.kill import (
     user_kill_records,
 )
 from memcgctl.cli import cli
-from memcgctl.kernel.cgroupfs import CgroupFs, Hierarchy
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.hierarchy import Hierarchy
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import NotSupported, UsageProblem
 from tests.fakehost import FakeHost

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from memcgctl.logic.policy import (
+from memcgctl.logic.kernelheuristic import (
     host_totalpages,
     memcg_totalpages,
     proc_oom_score,

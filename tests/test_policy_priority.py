@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from memcgctl.logic.policy import Candidate, lowest_priority_child, rank_priority, select_priority
+from memcgctl.logic.decision import Candidate
+from memcgctl.logic.priority import lowest_priority_child, rank_priority, select_priority
 from memcgctl.render.reasontext import reason_lines, reason_text, verdict_text
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.reasons import GroupKill, LevelChoice, Lost, Skip, Tie, Verdict, Win

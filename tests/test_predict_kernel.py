@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from memcgctl.cli import cli
 from memcgctl.env import Env
-from memcgctl.logic.policy import host_totalpages, proc_oom_score, select_kernel
+from memcgctl.logic.kernelheuristic import host_totalpages, proc_oom_score, select_kernel
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import KernelParams
 from tests.realkernel import HELPERS, TestCgroups, wait_until

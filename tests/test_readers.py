@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from memcgctl.kernel.cgroupfs import detect_hierarchy, parse_mountinfo
+from memcgctl.kernel.hierarchy import detect_hierarchy, parse_mountinfo
 from memcgctl.kernel.procfs import parse_stat_starttime, parse_status
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import NoSuchCgroup, NotSupported, UsageProblem

@@ -122,11 +122,14 @@ def test_every_code_has_words() -> None:
 
 
 def test_the_policy_builds_no_sentences() -> None:
-    """policy.py returns codes and numbers; the units formatters (sizes in words) are
+    """The policies return codes and numbers; the units formatters (sizes in words) are
     the rendering layer's."""
     import pathlib
 
-    import memcgctl.logic.policy as policy
+    import memcgctl.logic.decision as decision
+    import memcgctl.logic.kernelheuristic as kernelheuristic
+    import memcgctl.logic.priority as priority
 
-    source = pathlib.Path(policy.__file__).read_text(encoding="utf-8")
-    assert "memcgctl.vocab.units" not in source and "format_" not in source
+    for path in (decision.__file__, priority.__file__, kernelheuristic.__file__):
+        source = pathlib.Path(path).read_text(encoding="utf-8")
+        assert "memcgctl.vocab.units" not in source and "format_" not in source

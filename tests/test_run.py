@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from memcgctl.cli import cli
-from memcgctl.kernel.cgroupfs import CgroupFs, hierarchy_at
+from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.hierarchy import hierarchy_at
 from memcgctl.vocab.cgpath import CgroupPath
 from tests.fakehost import FakeHost
 from tests.realkernel import TestCgroups

@@ -602,7 +602,7 @@ class Killer:
 def make_killer(proc_root: Path, fs: CgroupFs, proc: ProcFs) -> Killer:
     """The real killer for a hierarchy: pidfds, plus the v1 freezer when mounted."""
     from memcgctl.actions.signaller import PidfdSignaller
-    from memcgctl.kernel.cgroupfs import find_v1_mount
+    from memcgctl.kernel.hierarchy import find_v1_mount
 
     freezer = None
     if fs.version == 1:

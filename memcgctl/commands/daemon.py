@@ -11,7 +11,7 @@ import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
-from memcgctl.logic.policy import Decision
+from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
@@ -182,7 +182,8 @@ def daemon(
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
     from memcgctl.daemon.valve import HostLines, Tuning
-    from memcgctl.logic.policy import select_kernel, select_priority
+    from memcgctl.logic.kernelheuristic import select_kernel
+    from memcgctl.logic.priority import select_priority
     from memcgctl.snapshot import kernel_params
     from memcgctl.state.journal import Journal
     from memcgctl.vocab.records import daemon_record

@@ -8,15 +8,9 @@ import click
 
 from memcgctl.commands.common import AsciiInt, CgroupName, output_options, pass_env, pid_option
 from memcgctl.env import Env
-from memcgctl.logic.policy import (
-    KERNEL,
-    POLICIES,
-    PRIORITY,
-    Decision,
-    rank_priority,
-    select_kernel,
-    select_priority,
-)
+from memcgctl.logic.decision import KERNEL, POLICIES, PRIORITY, Decision
+from memcgctl.logic.kernelheuristic import select_kernel
+from memcgctl.logic.priority import rank_priority, select_priority
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.explain import decision_json, explain_tree, footer_lines, summary_lines
 from memcgctl.render.output import Output, draw_table, emit_json, print_tree, say

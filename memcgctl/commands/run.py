@@ -13,7 +13,7 @@ import click
 from memcgctl.actions.launch import check_cgroup_access, find_command, reset_signals, set_up
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.env import Env
-from memcgctl.kernel.cgroupfs import V1_LIMIT, V2_HIGH, V2_MAX
+from memcgctl.kernel.cgroupfiles import V1_LIMIT, V2_HIGH, V2_MAX
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.output import say
 from memcgctl.state.store import NAMESPACES, default_namespace

@@ -36,7 +36,8 @@ from typing import Any
 
 from memcgctl.daemon.protocol import Level, Ports
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
-from memcgctl.logic.policy import Decision, lowest_priority_child
+from memcgctl.logic.decision import Decision
+from memcgctl.logic.priority import lowest_priority_child
 from memcgctl.render.reasontext import reason_lines
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from memcgctl.actions.kill import PIDFD, Killer
-from memcgctl.logic.policy import Decision
+from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.render.safetext import log_value
 from memcgctl.state.journal import Journal

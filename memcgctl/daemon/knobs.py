@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from memcgctl.daemon import owner
 from memcgctl.daemon.journaling import Journaling
 from memcgctl.daemon.valve import Lines, Tuning, high_to_write, lines
-from memcgctl.kernel.cgroupfs import V1_OOM_CONTROL, V2_HIGH, CgroupFs
+from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_HIGH
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.render.logprio import Priority
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.errors import MemcgctlError, OwnedElsewhere, Vanished

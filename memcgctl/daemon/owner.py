@@ -26,7 +26,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from memcgctl.kernel.cgroupfs import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH, CgroupFs
+from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, Vanished

@@ -31,7 +31,7 @@ from memcgctl.daemon.valve import (
     memcg_level,
 )
 from memcgctl.env import Env
-from memcgctl.kernel.cgroupfs import V2_EVENTS
+from memcgctl.kernel.cgroupfiles import V2_EVENTS
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
 from memcgctl.render.logprio import Priority
 from memcgctl.state.journal import Journal

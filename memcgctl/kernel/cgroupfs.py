@@ -1,8 +1,10 @@
-"""The memory-cgroup hierarchy: detection, name resolution, and typed readers/writers.
+"""The memory-cgroup hierarchy's typed readers and writers.
 
-Every cgroup file name lives here as a constant.  A cgroup is addressed by its path
-inside the hierarchy (``/`` or ``/batch/job1``); :class:`CgroupFs` turns that into a
-file-system path under the mount it was built with, so tests use fixture trees.
+:class:`CgroupFs` is the :class:`~memcgctl.kernel.cgrouptree.CgroupTree` of one
+hierarchy (names, tree, raw files) plus what memcgctl reads and writes in it: usage,
+limits, swap, ``memory.stat``, OOM control and events as numbers; creating and joining
+cgroups (``memcgctl run``); the v2 cgroup core (``cgroup.events``, ``cgroup.kill``,
+``cgroup.freeze``) and the v1 freezer; ownership and extended attributes.
 """
 
 from __future__ import annotations
@@ -10,314 +12,44 @@ from __future__ import annotations
 import errno
 import os
 import select
-import stat
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import NamedTuple
 
-from memcgctl.kernel.fileio import parse_flat_keyed, read_text, write_text
-from memcgctl.vocab.cgpath import ROOT, CgroupPath
-from memcgctl.vocab.errors import (
-    VANISHED_ERRNOS,
-    NoSuchCgroup,
-    NotSupported,
-    UsageProblem,
-    Vanished,
-    from_oserror,
+from memcgctl.kernel.cgroupfiles import (
+    CGROUP_PROCS,
+    V1_FREEZER_STATE,
+    V1_LIMIT,
+    V1_MEMSW_LIMIT,
+    V1_OOM_CONTROL,
+    V1_SWAPPINESS,
+    V1_USAGE,
+    V2_CGROUP_EVENTS,
+    V2_CURRENT,
+    V2_EVENTS,
+    V2_EVENTS_LOCAL,
+    V2_FREEZE,
+    V2_HIGH,
+    V2_KILL,
+    V2_MAX,
+    V2_OOM_GROUP,
+    V2_STAT,
+    V2_SUBTREE_CONTROL,
+    V2_SWAP_CURRENT,
+    V2_SWAP_MAX,
 )
-
-# Both versions
-CGROUP_PROCS = "cgroup.procs"
-# cgroup v1 memory controller
-V1_USAGE = "memory.usage_in_bytes"
-V1_LIMIT = "memory.limit_in_bytes"
-V1_MEMSW_LIMIT = "memory.memsw.limit_in_bytes"
-V1_OOM_CONTROL = "memory.oom_control"
-V1_SWAPPINESS = "memory.swappiness"
-V1_EVENT_CONTROL = "cgroup.event_control"
-# cgroup v2
-V2_CONTROLLERS = "cgroup.controllers"
-V2_CURRENT = "memory.current"
-V2_MAX = "memory.max"
-V2_HIGH = "memory.high"
-V2_STAT = "memory.stat"
-V2_SWAP_CURRENT = "memory.swap.current"
-V2_SWAP_MAX = "memory.swap.max"
-V2_EVENTS = "memory.events"
-V2_EVENTS_LOCAL = "memory.events.local"
-V2_OOM_GROUP = "memory.oom.group"
-V2_KILL = "cgroup.kill"
-V2_FREEZE = "cgroup.freeze"
-V2_CGROUP_EVENTS = "cgroup.events"
-V2_SUBTREE_CONTROL = "cgroup.subtree_control"
-# cgroup v1 freezer controller
-V1_FREEZER_STATE = "freezer.state"
+from memcgctl.kernel.cgrouptree import CgroupTree
+from memcgctl.kernel.fileio import parse_flat_keyed
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.errors import VANISHED_ERRNOS, Vanished, from_oserror
 
 # v1 reports "unlimited" as PAGE_COUNTER_MAX pages in bytes (LONG_MAX rounded down to a
 # page); anything at or above 2**62 bytes is treated as unlimited.
 _V1_UNLIMITED = 1 << 62
 
 
-class Hierarchy(NamedTuple):
-    """A mounted cgroup hierarchy that memcgctl works on."""
-
-    mount: Path
-    version: int  # 1 or 2
-    has_memory: bool
-    # The "root" field of mountinfo: the cgroup that is mounted there, as seen by the
-    # kernel ("/" except inside containers).  /proc/PID/cgroup paths are relative to it.
-    mount_cgroup: str = "/"
-
-
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[tuple[str, str, str, str]]:
-    """Return (fstype, mountpoint, root, super_options) for every mount."""
-    mounts = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        lf, rf = left.split(), right.split()
-        if len(lf) < 5 or len(rf) < 3:
-            continue
-        mounts.append((rf[0], _unescape_mountinfo(lf[4]), _unescape_mountinfo(lf[3]), rf[2]))
-    return mounts
-
-
-def detect_hierarchy(proc_root: Path) -> Hierarchy:
-    """The cgroup2 mount with the memory controller, else the v1 ``memory`` mount."""
-    try:
-        text = read_text(str(proc_root / "self" / "mountinfo"))
-    except OSError as exc:
-        raise from_oserror(exc, str(proc_root / "self" / "mountinfo")) from exc
-    v1: Hierarchy | None = None
-    for fstype, mountpoint, root, options in parse_mountinfo(text):
-        if fstype == "cgroup2":
-            try:
-                controllers = read_text(os.path.join(mountpoint, V2_CONTROLLERS)).split()
-            except OSError:
-                continue
-            if "memory" in controllers:
-                return Hierarchy(Path(mountpoint), 2, True, root)
-        elif fstype == "cgroup" and v1 is None and "memory" in options.split(","):
-            v1 = Hierarchy(Path(mountpoint), 1, True, root)
-    if v1 is not None:
-        return v1
-    raise NotSupported("no memory cgroup hierarchy is mounted (see /proc/self/mountinfo)")
-
-
-def find_v1_mount(proc_root: Path, controller: str) -> Hierarchy | None:
-    """The v1 mount of ``controller`` (e.g. ``freezer``), or None."""
-    try:
-        text = read_text(str(proc_root / "self" / "mountinfo"))
-    except OSError:
-        return None
-    for fstype, mountpoint, root, options in parse_mountinfo(text):
-        if fstype == "cgroup" and controller in options.split(","):
-            return Hierarchy(Path(mountpoint), 1, controller == "memory", root)
-    return None
-
-
-def hierarchy_at(mount: Path) -> Hierarchy:
-    """Describe an explicitly given mount (``--cgroup-root``)."""
-    if not mount.is_dir():
-        raise NoSuchCgroup(str(mount), "cgroup root is not a directory")
-    controllers_file = mount / V2_CONTROLLERS
-    if controllers_file.exists():
-        try:
-            controllers = read_text(str(controllers_file)).split()
-        except OSError as exc:
-            raise from_oserror(exc) from exc
-        return Hierarchy(mount, 2, "memory" in controllers)
-    if (mount / V1_LIMIT).exists():
-        return Hierarchy(mount, 1, True)
-    raise NotSupported(f"{mount}: not a cgroup v2 mount or a v1 memory mount")
-
-
-class CgroupFs:
+class CgroupFs(CgroupTree):
     """Reads and writes one cgroup hierarchy rooted at ``hierarchy.mount``."""
 
-    def __init__(self, hierarchy: Hierarchy) -> None:
-        self.hierarchy = hierarchy
-        self.mount = hierarchy.mount
-        self.version = hierarchy.version
-        self._mount_str = str(hierarchy.mount).rstrip("/") or "/"
-
-    # -- names -----------------------------------------------------------------
-    def path(self, cg: CgroupPath) -> str:
-        return self._mount_str if cg == "/" else self._mount_str + cg
-
-    def _split(self, name: str) -> tuple[str, list[str]]:
-        """A user-supplied name as (its path relative to the mount, its components);
-        refuses empty names and ``..``."""
-        if not name or "\0" in name:
-            raise UsageProblem("empty or invalid cgroup name")
-        rel = name
-        if name == self._mount_str or name.startswith(self._mount_str + "/"):
-            rel = name[len(self._mount_str) :] or "/"
-        parts = [p for p in rel.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise UsageProblem(f"{name}: '..' would leave the cgroup hierarchy")
-        return rel, parts
-
-    def resolve(self, name: str) -> CgroupPath:
-        """Validate a user-supplied cgroup name and return its hierarchy path.
-
-        Accepts ``/``, ``/a/b``, ``a/b`` and absolute paths under the mount.  Refuses
-        ``..``, symlinks and anything on another mount (exit 2), and reports a
-        missing cgroup (exit 3).
-        """
-        rel, parts = self._split(name)
-        cg = CgroupPath("/".join(parts))
-        try:
-            root_dev = os.lstat(self._mount_str).st_dev
-        except OSError as exc:
-            raise from_oserror(exc, self._mount_str, cgroup="/") from exc
-        current = self._mount_str
-        for part in parts:
-            current = f"{current}/{part}"
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                if name.startswith("/") and rel == name and os.path.isdir(name):
-                    raise UsageProblem(
-                        f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
-                    ) from None
-                raise NoSuchCgroup(cg) from None
-            except OSError as exc:
-                raise from_oserror(exc, current, cgroup=cg) from exc
-            if stat.S_ISLNK(st.st_mode):
-                raise UsageProblem(f"{name}: symbolic links are not followed")
-            if not stat.S_ISDIR(st.st_mode):
-                raise NoSuchCgroup(cg, "not a cgroup directory")
-            if st.st_dev != root_dev:
-                raise UsageProblem(f"{name}: crosses into another mount")
-        return cg
-
-    def from_proc_path(self, path: str) -> CgroupPath:
-        """Turn a /proc/PID/cgroup path (relative to the mount's cgroup) into ours.
-
-        Text, not paths: inside a cgroup namespace both may start with ``/..``; what is
-        still outside the mount after stripping is refused as :meth:`resolve` does."""
-        root = self.hierarchy.mount_cgroup
-        if root not in ("", "/") and (path == root or path.startswith(root + "/")):
-            path = path[len(root) :] or "/"
-        try:
-            return CgroupPath(path)
-        except ValueError:
-            raise UsageProblem(f"{path}: '..' would leave the cgroup hierarchy") from None
-
-    # -- tree ------------------------------------------------------------------
-    def exists(self, cg: CgroupPath) -> bool:
-        return os.path.isdir(self.path(cg))
-
-    def children(self, cg: CgroupPath) -> list[CgroupPath]:
-        base = self.path(cg)
-        try:
-            with os.scandir(base) as it:
-                names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
-        except OSError as exc:
-            if exc.errno in VANISHED_ERRNOS or exc.errno == errno.ENOTDIR:
-                raise Vanished(cg) from exc
-            raise
-        return [cg.child(n) for n in sorted(names)]
-
-    def walk(self, cg: CgroupPath = ROOT) -> Iterator[CgroupPath]:
-        """Pre-order walk; subtrees that vanish meanwhile are skipped."""
-        yield cg
-        try:
-            kids = self.children(cg)
-        except Vanished:
-            return
-        for kid in kids:
-            yield from self.walk(kid)
-
-    def _lstat(self, cg: CgroupPath) -> os.stat_result:
-        try:
-            return os.lstat(self.path(cg))
-        except OSError as exc:
-            raise Vanished(cg) from exc
-
-    def inode(self, cg: CgroupPath) -> int:
-        """The cgroup directory's inode number (kernfs: increases with creation)."""
-        return self._lstat(cg).st_ino
-
-    # -- raw files -------------------------------------------------------------
-    def read(self, cg: CgroupPath, filename: str) -> str | None:
-        """The file's text; None when this kernel/controller lacks the file.
-
-        Raises :class:`Vanished` when the cgroup itself is gone.
-        """
-        try:
-            return read_text(f"{self.path(cg)}/{filename}")
-        except OSError as exc:
-            if exc.errno in VANISHED_ERRNOS:
-                if exc.errno == errno.ENOENT and os.path.isdir(self.path(cg)):
-                    return None
-                raise Vanished(cg) from exc
-            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-                return None
-            raise
-
-    def write(self, cg: CgroupPath, filename: str, value: str) -> None:
-        path = f"{self.path(cg)}/{filename}"
-        try:
-            write_text(path, value)
-        except OSError as exc:
-            if exc.errno in VANISHED_ERRNOS and not os.path.isdir(self.path(cg)):
-                raise NoSuchCgroup(cg, "vanished") from exc
-            raise from_oserror(exc, path) from exc
-
-    def has_file(self, cg: CgroupPath, filename: str) -> bool:
-        return os.path.exists(f"{self.path(cg)}/{filename}")
-
     # -- creating and joining (``memcgctl run``) -----------------------------------
-    def resolve_new(self, name: str) -> tuple[CgroupPath, list[CgroupPath]]:
-        """Like :meth:`resolve` for a cgroup that may not exist yet.
-
-        Returns the hierarchy path and the cgroups that are missing, top-down (empty when
-        it exists).  The existing part is validated as :meth:`resolve` does (no ``..``,
-        symlinks or other mounts); the hierarchy root itself is refused.
-        """
-        rel, parts = self._split(name)
-        if not parts:
-            raise UsageProblem(f"{name}: the hierarchy root cannot be created or joined")
-        first = f"{self._mount_str}/{parts[0]}"
-        # "/sys/fs/cgroup/cpu/x" names a directory elsewhere, not a new "/sys/..." cgroup:
-        # refuse rather than create a surprising tree
-        if (
-            rel == name
-            and name.startswith("/")
-            and not os.path.lexists(first)
-            and os.path.lexists("/" + parts[0])
-        ):
-            raise UsageProblem(
-                f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
-                f" (to create a cgroup of that name, write it without the leading /)"
-            )
-        existing = len(parts)
-        while existing > 0:
-            candidate = CgroupPath("/".join(parts[:existing]))
-            if os.path.lexists(self.path(candidate)):
-                break
-            existing -= 1
-        self.resolve("/" + "/".join(parts[:existing]))  # validates the existing part
-        missing = [CgroupPath("/".join(parts[: i + 1])) for i in range(existing, len(parts))]
-        return CgroupPath("/".join(parts)), missing
-
     def make(self, cg: CgroupPath) -> None:
         """Create cgroup ``cg`` (its parent must exist)."""
         try:
@@ -341,18 +73,6 @@ class CgroupFs:
     def attach(self, cg: CgroupPath, pid: int) -> None:
         """Move process ``pid`` into ``cg`` (write it to cgroup.procs)."""
         self.write(cg, CGROUP_PROCS, str(pid))
-
-    def _int(self, cg: CgroupPath, filename: str) -> int | None:
-        text = self.read(cg, filename)
-        if text is None:
-            return None
-        text = text.strip()
-        if text == "max":
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            return None
 
     # -- typed readers ---------------------------------------------------------
     def procs(self, cg: CgroupPath) -> list[int]:

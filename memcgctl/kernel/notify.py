@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from memcgctl.kernel.cgroupfs import V1_EVENT_CONTROL, V1_OOM_CONTROL, CgroupFs
+from memcgctl.kernel.cgroupfiles import V1_EVENT_CONTROL, V1_OOM_CONTROL
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.fileio import parse_flat_keyed, write_text
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import VANISHED_ERRNOS, Vanished

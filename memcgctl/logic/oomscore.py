@@ -21,8 +21,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from memcgctl.logic.decision import Scored
 from memcgctl.logic.oomreport import OomReport, TaskRow
-from memcgctl.logic.policy import Scored
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import BADNESS_DEFAULT, ProcessInfo
 

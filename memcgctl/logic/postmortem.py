@@ -4,7 +4,7 @@ From a report's task table (:class:`~memcgctl.logic.oomreport.OomReport`) and th
 kernel that wrote it (``mm/oom_kill.c`` ``oom_badness`` and ``select_bad_process``),
 every candidate's points, the ranking, and a verdict: is the kernel's
 victim the top of the ranking, and if not, why.  Then the counterfactual: the victim
-the priority policy (:func:`~memcgctl.logic.policy.select_priority`) would have chosen on a
+the priority policy (:func:`~memcgctl.logic.priority.select_priority`) would have chosen on a
 snapshot built from the report, with the badness the caller knows.  The kernel's scoring
 is in :mod:`memcgctl.logic.oomscore`, the snapshot in :mod:`memcgctl.logic.reportsnapshot`.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from memcgctl.logic.decision import KERNEL, Decision, Scored
 from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomscore import (
     KernelRules,
@@ -25,7 +26,7 @@ from memcgctl.logic.oomscore import (
     rules_for,
     totalpages,
 )
-from memcgctl.logic.policy import KERNEL, Decision, Scored, select_priority
+from memcgctl.logic.priority import select_priority
 from memcgctl.logic.reportsnapshot import BadnessMap, CgroupLookup, LiveLookup, build_snapshot
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import Snapshot

@@ -1,4 +1,4 @@
-"""Views of a :class:`~memcgctl.logic.policy.Decision`: the JSON document, the
+"""Views of a :class:`~memcgctl.logic.decision.Decision`: the JSON document, the
 explanation tree (``--explain``) and the short text summary.  Pure: no I/O, no rich."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from memcgctl.logic.policy import KERNEL, Candidate, Decision, Level, Scored
+from memcgctl.logic.decision import KERNEL, Candidate, Decision, Level, Scored
 from memcgctl.render.output import TreeNode
 from memcgctl.render.reasontext import SKIP_TEXT, caveat_lines, reason_lines, verdict_text
 from memcgctl.vocab.cgpath import CgroupPath

@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from memcgctl.state.journallines import MAX_FILE_BYTES, scan_lines
 from memcgctl.state.statedir import (
     LOCK_TIMEOUT_S,
     Corrupt,
@@ -40,43 +41,10 @@ from memcgctl.state.statedir import (
     write_atomic,
 )
 from memcgctl.vocab.errors import MemcgctlError, from_oserror
-from memcgctl.vocab.records import Event, parse_record
+from memcgctl.vocab.records import Event
 
 DEFAULT_MAX_BYTES = 4 << 20
 MAX_BYTES_ENV = "MEMCGCTL_JOURNAL_MAX_BYTES"
-# A journal is rotated at max_bytes; a file far larger than that is not one of ours.
-MAX_FILE_BYTES = 64 << 20
-MAX_LINE_BYTES = 64 << 10
-
-
-def _scan(data: bytes, torn_ok: bool) -> tuple[list[Event], list[bytes], int]:
-    """(good records, their lines, number of bad lines).  With ``torn_ok`` a last line
-    without its newline is skipped silently (a writer may be in the middle of it)."""
-    good: list[Event] = []
-    lines: list[bytes] = []
-    bad = 0
-    parts = data.split(b"\n")
-    tail = parts.pop()  # after the last newline: b"" or an unterminated line
-    if tail.strip() and not torn_ok:
-        parts.append(tail)
-    for line in parts:
-        if not line.strip():
-            continue
-        if len(line) > MAX_LINE_BYTES:
-            bad += 1
-            continue
-        try:
-            rec = loads_bounded(line)
-        except Corrupt:
-            bad += 1
-            continue
-        record = parse_record(rec)
-        if record is not None:
-            good.append(record)
-            lines.append(line)
-        else:
-            bad += 1
-    return good, lines, bad
 
 
 def max_bytes_from_env() -> int:
@@ -147,7 +115,7 @@ class Journal:
             return [], b"", 0
         if data is None:
             return [], b"", 0
-        good, _, bad = _scan(data, torn_ok)
+        good, _, bad = scan_lines(data, torn_ok)
         return good, data, bad
 
     def read(self) -> Iterator[Event]:
@@ -193,7 +161,7 @@ class Journal:
             data = read_bounded(path, MAX_FILE_BYTES)
             if data is None:
                 return
-            _, lines, bad_now = _scan(data, torn_ok=False)
+            _, lines, bad_now = scan_lines(data, torn_ok=False)
             if not bad_now:
                 return
             target = set_aside(path, data)
@@ -404,56 +372,3 @@ class Journal:
             return
         if size >= self.max_bytes:
             os.replace(self.path, self.rotated)
-
-
-class JournalTail:
-    """New records appended to the journal since the last call (``events --follow``):
-    whole lines only (a line being written waits for its newline), from the end of the
-    file as it was when the tail was made.  Follows a rotation: what was appended to
-    the old file before it was renamed is read from ``journal.jsonl.1`` first."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-        self.ino, self.offset = self._stat(journal.path)
-        self.partial = b""
-
-    @staticmethod
-    def _stat(path: Path) -> tuple[int | None, int]:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None, 0
-        return st.st_ino, st.st_size
-
-    def _read_from(self, path: Path, offset: int) -> tuple[bytes, int]:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return b"", offset
-        try:
-            data = os.pread(fd, MAX_FILE_BYTES, offset)
-        finally:
-            os.close(fd)
-        return data, offset + len(data)
-
-    def read_new(self) -> list[Event]:
-        ino, size = self._stat(self.journal.path)
-        data = b""
-        if ino != self.ino:
-            old_ino, _ = self._stat(self.journal.rotated)
-            if self.ino is not None and old_ino == self.ino:
-                data, _ = self._read_from(self.journal.rotated, self.offset)
-            self.ino, self.offset, self.partial = ino, 0, b""
-            if data and not data.endswith(b"\n"):
-                data += b"\n"  # the old file's torn tail ends here
-        elif size < self.offset:  # rewritten (repaired) in place: start over at its end
-            self.offset, self.partial = size, b""
-            return []
-        if ino is not None:
-            more, self.offset = self._read_from(self.journal.path, self.offset)
-            data += more
-        data = self.partial + data
-        cut = data.rfind(b"\n") + 1
-        self.partial = data[cut:]
-        good, _, _ = _scan(data[:cut], torn_ok=True)
-        return good

@@ -1,7 +1,8 @@
 """The reasons behind a victim choice, as data: a code and the numbers involved.
 
-:mod:`memcgctl.logic.policy` returns these and never builds a sentence; the words are made in
-the rendering layer (:mod:`memcgctl.render.reasontext`, used by :mod:`memcgctl.render.explain`), for
+The policies (:mod:`memcgctl.logic.priority`, :mod:`memcgctl.logic.kernelheuristic`)
+return these and never build a sentence; the words are made in the rendering layer
+(:mod:`memcgctl.render.reasontext`, used by :mod:`memcgctl.render.explain`), for
 ``predict-victim --explain`` and ``--json``, ``explain-kill`` and the daemon's journal.
 Pure data.
 """

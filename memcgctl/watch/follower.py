@@ -11,13 +11,15 @@ import select
 import time
 from collections.abc import Callable
 
-from memcgctl.kernel.cgroupfs import V2_EVENTS, V2_EVENTS_LOCAL, CgroupFs
+from memcgctl.kernel.cgroupfiles import V2_EVENTS, V2_EVENTS_LOCAL
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.kmsgdev import KmsgReader
 from memcgctl.kernel.notify import DirWatch, EventsFileWatch, OomControlWatch
 from memcgctl.logic.events import V2_EVENT_KEYS, diff_counters, matches
 from memcgctl.logic.kmsgparse import join_continuations, parse_records
 from memcgctl.logic.oomassembler import OomAssembler
-from memcgctl.state.journal import Journal, JournalTail
+from memcgctl.state.journal import Journal
+from memcgctl.state.journallines import JournalTail
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import Vanished
 from memcgctl.vocab.records import (

@@ -1,0 +1,211 @@
+"""One cgroup hierarchy as a tree of directories: names, the tree, raw files.
+
+A cgroup is addressed by its path inside the hierarchy (``/`` or ``/batch/job1``);
+:class:`CgroupTree` turns that into a file-system path under the mount it was built
+with (so tests use fixture trees), validates the names users give (no ``..``, symbolic
+links or other mounts), walks the tree, and reads and writes a cgroup's files as text,
+telling a missing file from a cgroup that vanished.  The typed readers and the writers
+are :class:`~memcgctl.kernel.cgroupfs.CgroupFs`, built on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+from memcgctl.kernel.fileio import read_text, write_text
+from memcgctl.kernel.hierarchy import Hierarchy
+from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.errors import (
+    VANISHED_ERRNOS,
+    NoSuchCgroup,
+    UsageProblem,
+    Vanished,
+    from_oserror,
+)
+
+
+class CgroupTree:
+    """Names, tree and raw files of one cgroup hierarchy rooted at ``hierarchy.mount``."""
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        self.hierarchy = hierarchy
+        self.mount = hierarchy.mount
+        self.version = hierarchy.version
+        self._mount_str = str(hierarchy.mount).rstrip("/") or "/"
+
+    # -- names -----------------------------------------------------------------
+    def path(self, cg: CgroupPath) -> str:
+        return self._mount_str if cg == "/" else self._mount_str + cg
+
+    def _split(self, name: str) -> tuple[str, list[str]]:
+        """A user-supplied name as (its path relative to the mount, its components);
+        refuses empty names and ``..``."""
+        if not name or "\0" in name:
+            raise UsageProblem("empty or invalid cgroup name")
+        rel = name
+        if name == self._mount_str or name.startswith(self._mount_str + "/"):
+            rel = name[len(self._mount_str) :] or "/"
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise UsageProblem(f"{name}: '..' would leave the cgroup hierarchy")
+        return rel, parts
+
+    def resolve(self, name: str) -> CgroupPath:
+        """Validate a user-supplied cgroup name and return its hierarchy path.
+
+        Accepts ``/``, ``/a/b``, ``a/b`` and absolute paths under the mount.  Refuses
+        ``..``, symlinks and anything on another mount (exit 2), and reports a
+        missing cgroup (exit 3).
+        """
+        rel, parts = self._split(name)
+        cg = CgroupPath("/".join(parts))
+        try:
+            root_dev = os.lstat(self._mount_str).st_dev
+        except OSError as exc:
+            raise from_oserror(exc, self._mount_str, cgroup="/") from exc
+        current = self._mount_str
+        for part in parts:
+            current = f"{current}/{part}"
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                if name.startswith("/") and rel == name and os.path.isdir(name):
+                    raise UsageProblem(
+                        f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
+                    ) from None
+                raise NoSuchCgroup(cg) from None
+            except OSError as exc:
+                raise from_oserror(exc, current, cgroup=cg) from exc
+            if stat.S_ISLNK(st.st_mode):
+                raise UsageProblem(f"{name}: symbolic links are not followed")
+            if not stat.S_ISDIR(st.st_mode):
+                raise NoSuchCgroup(cg, "not a cgroup directory")
+            if st.st_dev != root_dev:
+                raise UsageProblem(f"{name}: crosses into another mount")
+        return cg
+
+    def from_proc_path(self, path: str) -> CgroupPath:
+        """Turn a /proc/PID/cgroup path (relative to the mount's cgroup) into ours.
+
+        Text, not paths: inside a cgroup namespace both may start with ``/..``; what is
+        still outside the mount after stripping is refused as :meth:`resolve` does."""
+        root = self.hierarchy.mount_cgroup
+        if root not in ("", "/") and (path == root or path.startswith(root + "/")):
+            path = path[len(root) :] or "/"
+        try:
+            return CgroupPath(path)
+        except ValueError:
+            raise UsageProblem(f"{path}: '..' would leave the cgroup hierarchy") from None
+
+    # -- tree ------------------------------------------------------------------
+    def exists(self, cg: CgroupPath) -> bool:
+        return os.path.isdir(self.path(cg))
+
+    def children(self, cg: CgroupPath) -> list[CgroupPath]:
+        base = self.path(cg)
+        try:
+            with os.scandir(base) as it:
+                names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS or exc.errno == errno.ENOTDIR:
+                raise Vanished(cg) from exc
+            raise
+        return [cg.child(n) for n in sorted(names)]
+
+    def walk(self, cg: CgroupPath = ROOT) -> Iterator[CgroupPath]:
+        """Pre-order walk; subtrees that vanish meanwhile are skipped."""
+        yield cg
+        try:
+            kids = self.children(cg)
+        except Vanished:
+            return
+        for kid in kids:
+            yield from self.walk(kid)
+
+    def _lstat(self, cg: CgroupPath) -> os.stat_result:
+        try:
+            return os.lstat(self.path(cg))
+        except OSError as exc:
+            raise Vanished(cg) from exc
+
+    def inode(self, cg: CgroupPath) -> int:
+        """The cgroup directory's inode number (kernfs: increases with creation)."""
+        return self._lstat(cg).st_ino
+
+    # -- raw files -------------------------------------------------------------
+    def read(self, cg: CgroupPath, filename: str) -> str | None:
+        """The file's text; None when this kernel/controller lacks the file.
+
+        Raises :class:`Vanished` when the cgroup itself is gone.
+        """
+        try:
+            return read_text(f"{self.path(cg)}/{filename}")
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS:
+                if exc.errno == errno.ENOENT and os.path.isdir(self.path(cg)):
+                    return None
+                raise Vanished(cg) from exc
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return None
+            raise
+
+    def write(self, cg: CgroupPath, filename: str, value: str) -> None:
+        path = f"{self.path(cg)}/{filename}"
+        try:
+            write_text(path, value)
+        except OSError as exc:
+            if exc.errno in VANISHED_ERRNOS and not os.path.isdir(self.path(cg)):
+                raise NoSuchCgroup(cg, "vanished") from exc
+            raise from_oserror(exc, path) from exc
+
+    def has_file(self, cg: CgroupPath, filename: str) -> bool:
+        return os.path.exists(f"{self.path(cg)}/{filename}")
+
+    def _int(self, cg: CgroupPath, filename: str) -> int | None:
+        text = self.read(cg, filename)
+        if text is None:
+            return None
+        text = text.strip()
+        if text == "max":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+    # -- names of cgroups to create and join (``memcgctl run``) ----------------------
+    def resolve_new(self, name: str) -> tuple[CgroupPath, list[CgroupPath]]:
+        """Like :meth:`resolve` for a cgroup that may not exist yet.
+
+        Returns the hierarchy path and the cgroups that are missing, top-down (empty when
+        it exists).  The existing part is validated as :meth:`resolve` does (no ``..``,
+        symlinks or other mounts); the hierarchy root itself is refused.
+        """
+        rel, parts = self._split(name)
+        if not parts:
+            raise UsageProblem(f"{name}: the hierarchy root cannot be created or joined")
+        first = f"{self._mount_str}/{parts[0]}"
+        # "/sys/fs/cgroup/cpu/x" names a directory elsewhere, not a new "/sys/..." cgroup:
+        # refuse rather than create a surprising tree
+        if (
+            rel == name
+            and name.startswith("/")
+            and not os.path.lexists(first)
+            and os.path.lexists("/" + parts[0])
+        ):
+            raise UsageProblem(
+                f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
+                f" (to create a cgroup of that name, write it without the leading /)"
+            )
+        existing = len(parts)
+        while existing > 0:
+            candidate = CgroupPath("/".join(parts[:existing]))
+            if os.path.lexists(self.path(candidate)):
+                break
+            existing -= 1
+        self.resolve("/" + "/".join(parts[:existing]))  # validates the existing part
+        missing = [CgroupPath("/".join(parts[: i + 1])) for i in range(existing, len(parts))]
+        return CgroupPath("/".join(parts)), missing

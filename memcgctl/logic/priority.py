@@ -1,0 +1,234 @@
+"""The strict-priority policy: pure functions over a :class:`~memcgctl.vocab.model.Snapshot`.
+
+:func:`select_priority` walks down from the OOM root: at each level the candidates are
+the child cgroups and the processes attached there, the lowest badness dies first, a
+chosen cgroup is descended into and a chosen process is the victim.  ``predict-victim``,
+``explain-kill`` (via the post-mortem) and the daemon call it; :func:`rank_priority`
+gives the next victims after the first (``--top``), and :func:`lowest_priority_child`
+the daemon's kill-all target.  Nothing here reads a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from memcgctl.logic.decision import PRIORITY, Candidate, Decision, Level, kids, victim_group
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.model import BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.vocab.reasons import (
+    LevelChoice,
+    Lost,
+    NoKillableAt,
+    NotInSnapshot,
+    Reason,
+    Skip,
+    Tie,
+    Verdict,
+    Win,
+)
+
+# -- policy "priority" ---------------------------------------------------------------
+
+
+def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> Skip | None:
+    if p.pid in exclude:
+        return Skip.ALREADY_CHOSEN
+    if not p.killable:
+        return Skip.INIT if p.pid == 1 else Skip.NO_MEMORY
+    if p.badness >= BADNESS_NEVER:
+        if p.badness_source == "oom_score_adj":
+            return Skip.ADJ_NEVER
+        return Skip.BADNESS_NEVER
+    return None
+
+
+class _Viability:
+    """Memo: the lowest selectable pid in each subtree (None = nothing to kill there)."""
+
+    def __init__(self, snap: Snapshot, exclude: frozenset[int]) -> None:
+        self.snap = snap
+        self.exclude = exclude
+        self.memo: dict[str, int | None] = {}
+
+    def min_pid(self, cg: CgroupInfo) -> int | None:
+        if cg.path in self.memo:
+            return self.memo[cg.path]
+        best: int | None = None
+        for p in self.snap.processes_in(cg.path):
+            if _process_skip(p, self.exclude) is None and (best is None or p.pid < best):
+                best = p.pid
+        for kid in kids(self.snap, cg):
+            if kid.badness >= BADNESS_NEVER:
+                continue
+            m = self.min_pid(kid)
+            if m is not None and (best is None or m < best):
+                best = m
+        self.memo[cg.path] = best
+        return best
+
+
+def _rank_key(c: Candidate, viable: _Viability) -> tuple[int, int, int, int, str]:
+    """Ascending: the first one dies.  Lowest badness; on equal badness a cgroup beats
+    a process; cgroups by largest usage, processes by largest rss; then lowest pid
+    (for a cgroup: the lowest killable pid inside it); then the name."""
+    if c.process is not None:
+        return (c.badness, 1, -c.process.rss_kb, c.process.pid, "")
+    assert c.cgroup is not None
+    return (c.badness, 0, -c.usage_bytes, viable.min_pid(c.cgroup) or 0, c.cgroup.path)
+
+
+def _verdict(c: Candidate, chosen: Candidate, others: list[Candidate]) -> Verdict:
+    """Why ``c`` lost to ``chosen`` (or, for ``chosen`` itself, why it won against
+    ``others``, the other eligible candidates)."""
+    if c is chosen:
+        if not others:
+            return Verdict(only=True)
+        return Verdict(win=_win(chosen, [chosen, *others]))
+    if c.badness != chosen.badness:
+        return Verdict(lost=Lost.HIGHER_BADNESS, badness=c.badness, chosen_badness=chosen.badness)
+    if c.kind != chosen.kind:
+        return Verdict(lost=Lost.CGROUP_FIRST)
+    if c.kind == "cgroup":
+        if c.usage_bytes != chosen.usage_bytes:
+            return Verdict(lost=Lost.SMALLER_USAGE, usage_bytes=c.usage_bytes)
+        return Verdict(lost=Lost.HIGHER_PID_INSIDE)
+    if c.rss_kb != chosen.rss_kb:
+        return Verdict(lost=Lost.SMALLER_RSS, rss_kb=c.rss_kb)
+    return Verdict(lost=Lost.HIGHER_PID)
+
+
+def _win(chosen: Candidate, ranked: list[Candidate]) -> Win:
+    """The lowest badness; for a process, whether it beat sibling cgroups; the tie
+    break that decided, if there was one."""
+    beat = chosen.kind == "process" and any(o.kind == "cgroup" for o in ranked[1:])
+    return Win(chosen.badness, beat, _tie(chosen, ranked))
+
+
+def _tie(chosen: Candidate, ranked: list[Candidate]) -> Tie | None:
+    rivals = [c for c in ranked[1:] if c.badness == chosen.badness and c.kind == chosen.kind]
+    if not rivals:
+        if any(c.badness == chosen.badness for c in ranked[1:]):
+            return Tie.CGROUP_BEFORE_PROCESS
+        return None
+    if chosen.kind == "cgroup":
+        if all(r.usage_bytes == chosen.usage_bytes for r in rivals[:1]):
+            return Tie.LOWEST_PID_INSIDE
+        return Tie.LARGEST_USAGE
+    if all(r.rss_kb == chosen.rss_kb for r in rivals[:1]):
+        return Tie.LOWEST_PID
+    return Tie.LARGEST_RSS
+
+
+def _cgroup_candidates(snap: Snapshot, level: CgroupInfo, viable: _Viability) -> list[Candidate]:
+    """``level``'s child cgroups as candidates; skipped: badness 1000 and nothing to kill."""
+    cands: list[Candidate] = []
+    for kid in kids(snap, level):
+        skip = None
+        if kid.badness >= BADNESS_NEVER:
+            skip = Skip.BADNESS_NEVER
+        elif viable.min_pid(kid) is None:
+            skip = Skip.NOTHING_INSIDE
+        cands.append(Candidate("cgroup", kid.badness, cgroup=kid, skip=skip))
+    return cands
+
+
+def lowest_priority_child(snap: Snapshot, path: CgroupPath) -> CgroupPath | None:
+    """The child cgroup of ``path`` that the priority ranking puts first among the child
+    cgroups (the daemon's kill-all target when escalation runs out of rounds); None if
+    no child holds anything killable."""
+    level = snap.cgroups.get(path)
+    if level is None:
+        return None
+    viable = _Viability(snap, frozenset())
+    eligible = [c for c in _cgroup_candidates(snap, level, viable) if c.skip is None]
+    if not eligible:
+        return None
+    first = min(eligible, key=lambda c: _rank_key(c, viable)).cgroup
+    assert first is not None
+    return first.path
+
+
+def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int] = ()) -> Decision:
+    """The strict-priority victim below ``oom_root``.
+
+    At each level L (starting at the OOM root) the candidates are L's child cgroups and
+    the processes attached to L.  The lowest badness dies first; ties among cgroups go
+    to the largest usage, among processes to the largest rss, and between a cgroup and
+    a process to the cgroup; remaining ties to the lowest pid.  Badness 1000, init,
+    kernel threads and cgroups with nothing killable inside are skipped.  A chosen
+    cgroup is descended into; a chosen process is the victim.  ``memory.oom.group``
+    widens the kill to the highest group between the victim and the OOM root.
+
+    ``exclude``: pids to treat as gone (the next victim after those; the daemon's
+    escalation and ``--top``).
+    """
+    gone = frozenset(exclude)
+    viable = _Viability(snap, gone)
+    start = snap.cgroups.get(oom_root)
+    if start is None:
+        return Decision(PRIORITY, oom_root, None, reasons=(NotInSnapshot(oom_root),))
+    walk: list[Level] = []
+    reasons: list[Reason] = []
+    level = start
+    while True:
+        cands = _cgroup_candidates(snap, level, viable)
+        for p in snap.processes_in(level.path):
+            cands.append(Candidate("process", p.badness, process=p, skip=_process_skip(p, gone)))
+        eligible = sorted((c for c in cands if c.skip is None), key=lambda c: _rank_key(c, viable))
+        skipped = [c for c in cands if c.skip is not None]
+        if not eligible:
+            walk.append(Level(level.path, tuple(_skipped(c) for c in skipped), None))
+            reasons.append(NoKillableAt(level.path))
+            return Decision(PRIORITY, oom_root, None, walk=tuple(walk), reasons=tuple(reasons))
+        chosen = eligible[0]
+        noted = [_with_verdict(c, _verdict(c, chosen, eligible[1:])) for c in eligible]
+        chosen_noted = noted[0]
+        walk.append(Level(level.path, tuple(noted + [_skipped(c) for c in skipped]), chosen_noted))
+        reasons.append(
+            LevelChoice(
+                level.path,
+                len(eligible),
+                len(cands),
+                chosen.kind,
+                chosen.cgroup.path if chosen.cgroup is not None else None,
+                chosen.process.pid if chosen.process is not None else None,
+                chosen.process.comm if chosen.process is not None else None,
+                _win(chosen, eligible),
+            )
+        )
+        if chosen.process is not None:
+            victim = chosen.process
+            group, pids, group_reasons = victim_group(snap, victim, oom_root)
+            return Decision(
+                PRIORITY,
+                oom_root,
+                victim,
+                kill_group=group,
+                group_pids=pids,
+                walk=tuple(walk),
+                reasons=tuple(reasons + group_reasons),
+            )
+        assert chosen.cgroup is not None
+        level = chosen.cgroup
+
+
+def _with_verdict(c: Candidate, verdict: Verdict) -> Candidate:
+    return Candidate(c.kind, c.badness, c.cgroup, c.process, c.skip, verdict)
+
+
+def _skipped(c: Candidate) -> Candidate:
+    return _with_verdict(c, Verdict(skip=c.skip))
+
+
+def rank_priority(snap: Snapshot, oom_root: CgroupPath, n: int) -> list[Decision]:
+    """The first ``n`` victims in priority order: each one as if the earlier ones (and
+    their groups) were already gone."""
+    out: list[Decision] = []
+    gone: set[int] = set()
+    while len(out) < n:
+        d = select_priority(snap, oom_root, gone)
+        if d.victim is None:
+            break
+        out.append(d)
+        gone.update(d.group_pids or (d.victim.pid,))
+    return out
