@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from memcgctl.actions.kill import PIDFD, Killer
+from memcgctl.actions.kill import Killer
+from memcgctl.actions.killreport import PIDFD
 from memcgctl.daemon import owner
 from memcgctl.daemon.core import Level, Managed
 from memcgctl.daemon.valve import (
