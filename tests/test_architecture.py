@@ -33,7 +33,8 @@ LAYERS = [
 # stdlib-only leaf modules every layer may use to write a line on stderr
 ANYWHERE = {"memcgctl.render.diag", "memcgctl.render.safetext"}
 PURE = {"vocab", "logic"}
-IO_MODULES = {"os", "io", "select", "socket", "subprocess", "shutil", "fcntl", "signal", "mmap"}
+# (not ``signal``: its Signals enum is vocabulary, parsing ``-s TERM`` is pure)
+IO_MODULES = {"os", "io", "select", "socket", "subprocess", "shutil", "fcntl", "mmap"}
 IO_MODULES |= {"threading", "urllib", "http", "pathlib", "tempfile", "ctypes", "sys"}
 
 

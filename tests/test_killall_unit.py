@@ -12,21 +12,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from memcgctl.actions.kill import (
-    FREEZE_V2,
-    FREEZER_V1,
-    KILL,
-    MRELEASE_MIN_RSS_KB,
-    PROCS,
-    Killer,
-    parse_signal,
-    user_kill_records,
-)
+from memcgctl.actions.kill import Killer
+from memcgctl.actions.killengines import MRELEASE_MIN_RSS_KB
+from memcgctl.actions.killreport import FREEZE_V2, FREEZER_V1, KILL, PROCS, user_kill_records
 from memcgctl.cli import cli
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.hierarchy import Hierarchy
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import NotSupported, UsageProblem
+from memcgctl.vocab.signals import parse_signal
 from tests.fakehost import FakeHost
 from tests.fakesignal import RecordingSignaller
 

@@ -6,14 +6,8 @@ from typing import Any
 
 import click
 
-from memcgctl.actions.kill import (
-    CHOICES,
-    KillReport,
-    make_killer,
-    parse_signal,
-    signal_name,
-    user_kill_records,
-)
+from memcgctl.actions.kill import make_killer
+from memcgctl.actions.killreport import CHOICES, KillReport, user_kill_records
 from memcgctl.commands.common import (
     CgroupName,
     Seconds,
@@ -28,6 +22,7 @@ from memcgctl.render import diag
 from memcgctl.render.output import Output, emit_json, say
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
+from memcgctl.vocab.signals import parse_signal, signal_name
 
 
 def _survivor_text(report: KillReport, limit: int = 10) -> str:

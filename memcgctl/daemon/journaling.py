@@ -15,7 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from memcgctl.actions.kill import PIDFD, Killer
+from memcgctl.actions.kill import Killer
+from memcgctl.actions.killreport import PIDFD
 from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.render.safetext import log_value

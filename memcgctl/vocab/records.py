@@ -120,7 +120,7 @@ class UserKill(_Record, total=False):
     pid: int
     comm: str
     signal: str
-    mechanism: str  # actions.kill's mechanism names, "pidfd" for one process
+    mechanism: str  # actions.killreport's mechanism names, "pidfd" for one process
     target: str
     by: str  # kill-all, daemon
 
