@@ -125,7 +125,10 @@ def test_manual_kill_counts_nowhere_user_kill_counts_as_user(fake_v1: FakeHost) 
         "cgroup": "/a/job",
         "source": "journal",
     }
-    Journal(host.state).append([{**base, "pid": 5}, {**base, "kind": "manual_kill", "pid": 6}])
+    five, six = base.copy(), base.copy()
+    five["pid"] = 5
+    six["kind"], six["pid"] = "manual_kill", 6
+    Journal(host.state).append([five, six])
     assert _by_cause(host) == {"system": 0, "memcg": 0, "user": 1}
 
 
@@ -184,7 +187,9 @@ def test_attribution_is_not_retried_while_nothing_moved(
     """A kill line whose cgroup is gone stays unattributed; counters does not walk
     the hierarchy for it again until the journal or the host's kill count moves."""
     host = _host(fake_v1)
-    Journal(host.state).append([{**_kill(1), "cgroup": None, "constraint": None}])
+    lost = _kill(1)
+    lost["cgroup"], lost["constraint"] = None, None  # its report was rate-limited
+    Journal(host.state).append([lost])
     calls: list[int] = []
     import memcgctl.watch.tally as cmd
 

@@ -36,7 +36,14 @@ A = CgroupPath("/a")
 
 
 def test_with_guides_draws_systemd_cgls_guides() -> None:
-    tree = {"r": ["a", "b"], "a": ["a1", "a2"], "a1": [], "a2": [], "b": ["b1"], "b1": []}
+    tree: dict[str, list[str]] = {
+        "r": ["a", "b"],
+        "a": ["a1", "a2"],
+        "a1": [],
+        "a2": [],
+        "b": ["b1"],
+        "b1": [],
+    }
     rows = with_guides("r", lambda n: tree[n])
     assert [g + n for g, n in rows] == [
         "r",
@@ -112,10 +119,10 @@ def test_object_field_lists_have_the_documented_headers() -> None:
         "PID", "COMM", "RSS", "SWAP", "BADNESS", "OOM_ADJ", "OOM_SCORE", "CGROUP",
     ]  # fmt: skip
     snap = build({"/a": {"badness": 900}}, [P(10, "/a", rss=2048, badness=800)])
-    (cg_bad,) = [c for c in columns_of(CGROUP_FIELDS, tree_rows(snap, A)) if c.short == "BAD"]
+    (cg_bad,) = (c for c in columns_of(CGROUP_FIELDS, tree_rows(snap, A)) if c.short == "BAD")
     assert cg_bad.short_cells is not None and cg_bad.cells[0].startswith("900 (")
     procs = list(snap.subtree_processes(A))
-    (p_bad,) = [c for c in columns_of(PROCESS_FIELDS, procs) if c.header == "BADNESS"]
+    (p_bad,) = (c for c in columns_of(PROCESS_FIELDS, procs) if c.header == "BADNESS")
     assert p_bad.cells == ["800 (process)"] and p_bad.short_cells == ["800p"]
 
 

@@ -119,7 +119,7 @@ class Loop:
                     cg = fds.get(fd)
                     if cg is None:
                         continue
-                    if not isinstance(cg, (CgroupPath, HostScope)):  # "": the kernel log
+                    if not isinstance(cg, CgroupPath | HostScope):  # "": the kernel log
                         for domain, victim in self.ports.kernel_kills():
                             self.core.kernel_killed(domain, victim)
                         continue
