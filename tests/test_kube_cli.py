@@ -144,7 +144,8 @@ def test_api_server_field_selector(fake_v1: FakeHost, token_file: Path) -> None:
         )
     assert code == 0, err
     assert (
-        xattr(fake_v1.path(where["batch/etl-nightly-7f9c2"])) == pod_settings(pods_of(doc)[0]).badness
+        xattr(fake_v1.path(where["batch/etl-nightly-7f9c2"]))
+        == pod_settings(pods_of(doc)[0]).badness
     )
     code, _, err = run(fake_v1, "unused", token_file, "--api-server", "http://127.0.0.1:1")
     assert code == 2 and "--node-name" in err

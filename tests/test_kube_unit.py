@@ -114,7 +114,9 @@ def test_annotations_override_and_bad_ones_are_reported() -> None:
 
 
 def test_api_server_list() -> None:
-    pods, problems = parse_pod_list(json.loads((DATA / "apiserver-list-constructed.json").read_text()))
+    pods, problems = parse_pod_list(
+        json.loads((DATA / "apiserver-list-constructed.json").read_text())
+    )
     assert problems == []
     assert [(p.label, p.uid, p.priority, p.qos) for p in pods] == [
         ("batch/etl-nightly-7f9c2", "3f1c9a52-0b7d-4e2a-9c61-5d8e2f4a7b10", 0, QOS_BESTEFFORT)
