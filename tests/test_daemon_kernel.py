@@ -300,6 +300,7 @@ def test_a_held_journal_lock_never_delays_a_kill(
 ) -> None:
     """A kill never waits on the journal.  A process holds the journal lock
     through the whole OOM; the daemon kills at once and journals once it is free."""
+    from memcgctl.daemon.journaling import JournalWriter
     from memcgctl.state.journal import Journal
 
     set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
@@ -317,7 +318,11 @@ def test_a_held_journal_lock_never_delays_a_kill(
         t0 = time.monotonic()
         assert wait_dead(g) == -signal.SIGKILL
         _, line = d.wait_for("daemon_kill", jobs["top"])
-        assert int(line.split("waited_ms=")[1].split()[0]) < 1000, line
+        # a kill that waited for the journal would wait at least the writer's lock
+        # timeout (it waited for the holder, 19 s, before issue 12); under load the
+        # daemon itself may take a while, so the bound is that timeout, not less
+        waited = int(line.split("waited_ms=")[1].split()[0])
+        assert waited < JournalWriter.TIMEOUT * 1000, line
         assert time.monotonic() - t0 < 10
         d.wait_for("journal_failed", None, timeout=15)  # said once, records kept
     finally:
