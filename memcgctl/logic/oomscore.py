@@ -11,7 +11,11 @@ report's layout proves):
   3.14-4.16 ``points -= points * 3 / 100``; gone in 4.17;
 * an eligible task scores at least 1 before 5.9;
 * ties: the first scanned wins before 5.3, the last one since (``oom_evaluate_task``
-  passes a task over only when its points are strictly lower);
+  passes a task over only when its points are strictly lower).  Up to 5.2 it also
+  passed over an equal task when the one already chosen was a thread-group leader
+  ("prefer thread group leaders for display purposes"); the 5.3 form (the one that
+  calls ``oom_cpuset_eligible()`` and the two-argument ``oom_badness()``) has no such
+  check, and no later kernel does;
 * ``oom_score_adj == -1000`` is never chosen; the table's order is the scan order.
 """
 
