@@ -64,6 +64,7 @@ class LiveInfo:
     cgroup: CgroupPath | None = None
     badness: int | None = None
     source: str = "default"
+    pod: str | None = None  # a cgroup's pod label ("namespace/name"), read beside its badness
 
 
 LiveLookup = Callable[[TaskRow], LiveInfo | None]
@@ -124,13 +125,16 @@ def build_snapshot(
     for proc in processes.values():
         pids.setdefault(proc.cgroup, []).append(proc.pid)
     cgroups: dict[CgroupPath, CgroupInfo] = {}
-    for p in sorted(paths):
+    for p in sorted(paths):  # a parent sorts before its children
         value = badness.cgroup(p)
         source = "file"
-        if value is None and live_cgroup is not None:
-            info = live_cgroup(p)
-            if info is not None and info.badness is not None:
-                value, source = info.badness, info.source
+        info = live_cgroup(p) if live_cgroup is not None else None
+        if value is None and info is not None and info.badness is not None:
+            value, source = info.badness, info.source
+        parent = cgroups.get(p.parent) if p != root and p.parent is not None else None
+        pod = info.pod if info is not None else None
+        if pod is None and parent is not None:
+            pod = parent.pod
         if value is None:
             value, source = BADNESS_DEFAULT, "default"
         usage = sum(
@@ -157,6 +161,7 @@ def build_snapshot(
             pids=tuple(sorted(pids.get(p, []))),
             children=tuple(children.get(p, [])),
             events=MappingProxyType({}),
+            pod=pod,
         )
     if len(paths) > 1 or report.tasks:
         notes.append(
