@@ -83,6 +83,18 @@ def _chain(path: CgroupPath, root: CgroupPath) -> list[CgroupPath]:
     return out
 
 
+def _pod_above(path: CgroupPath, live_cgroup: CgroupLookup | None) -> str | None:
+    """The pod label of the nearest ancestor of ``path`` that still carries one (the
+    OOM root of a container's memcg OOM is inside its pod's cgroup)."""
+    up = path.parent
+    while up is not None and live_cgroup is not None:
+        info = live_cgroup(up)
+        if info is not None and info.pod is not None:
+            return info.pod
+        up = up.parent
+    return None
+
+
 def build_snapshot(
     report: OomReport,
     root: CgroupPath,
@@ -131,10 +143,10 @@ def build_snapshot(
         info = live_cgroup(p) if live_cgroup is not None else None
         if value is None and info is not None and info.badness is not None:
             value, source = info.badness, info.source
-        parent = cgroups.get(p.parent) if p != root and p.parent is not None else None
         pod = info.pod if info is not None else None
-        if pod is None and parent is not None:
-            pod = parent.pod
+        if pod is None:  # it belongs to the pod its parent belongs to
+            parent = cgroups.get(p.parent) if p != root and p.parent is not None else None
+            pod = parent.pod if parent is not None else _pod_above(p, live_cgroup)
         if value is None:
             value, source = BADNESS_DEFAULT, "default"
         usage = sum(
