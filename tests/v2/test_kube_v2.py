@@ -89,10 +89,10 @@ def test_node_oom_kills_the_lowest_priority_pod(
     assert r.returncode == 0, r.stderr
     by_label = {p.label: p for p in pods}
     for label, rel in where.items():
-        d = cgroups.path(f"{cgroups.parent}/{rel}")
-        got = int(os.getxattr(d, "trusted.memcgctl.badness"))
+        pod_cg = cgroups.path(f"{cgroups.parent}/{rel}")
+        got = int(os.getxattr(pod_cg, "trusted.memcgctl.badness"))
         assert got == pod_settings(by_label[label]).badness, label
-        assert os.getxattr(d, "trusted.memcgctl.pod") == label.encode()
+        assert os.getxattr(pod_cg, "trusted.memcgctl.pod") == label.encode()
     # the prediction names the pod of the victim's (container) cgroup
     r = subprocess.run(
         [
