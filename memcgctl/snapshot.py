@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
-from memcgctl.state.store import BADNESS, OOM_DELAY, ProcessRegistry, read_setting
+from memcgctl.state.store import BADNESS, OOM_DELAY, ProcessRegistry, pod_beside, read_setting
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import Vanished
 from memcgctl.vocab.model import (
@@ -25,9 +25,11 @@ from memcgctl.vocab.model import (
 OOM_SCORE_ADJ_MIN = -1000
 
 
-def read_cgroup(fs: CgroupFs, cg: CgroupPath) -> CgroupInfo:
-    """Raises Vanished if the cgroup disappears meanwhile."""
+def read_cgroup(fs: CgroupFs, cg: CgroupPath, parent_pod: str | None = None) -> CgroupInfo:
+    """Raises Vanished if the cgroup disappears meanwhile.  ``parent_pod``: the pod the
+    parent belongs to, which ``cg`` belongs to too unless it carries a label itself."""
     badness = read_setting(fs, cg, BADNESS)
+    pod = pod_beside(fs, cg, badness) or parent_pod
     delay = read_setting(fs, cg, OOM_DELAY)
     if fs.version == 1:
         control = fs.oom_control(cg)
@@ -59,7 +61,23 @@ def read_cgroup(fs: CgroupFs, cg: CgroupPath) -> CgroupInfo:
         events=events,
         events_local=events_local,
         ino=fs.inode(cg),
+        pod=pod,
     )
+
+
+def _pod_above(fs: CgroupFs, cg: CgroupPath) -> str | None:
+    """The pod label on the nearest ancestor of the snapshot's root (a root inside a
+    pod, e.g. a container's cgroup, still belongs to that pod)."""
+    up = cg.parent
+    while up is not None:
+        try:
+            pod = pod_beside(fs, up, read_setting(fs, up, BADNESS))
+        except (Vanished, OSError):
+            return None
+        if pod is not None:
+            return pod
+        up = up.parent
+    return None
 
 
 def process_badness(
@@ -125,9 +143,14 @@ def take_snapshot(
     with_oom_score: bool = False,
 ) -> Snapshot:
     cgroups: dict[CgroupPath, CgroupInfo] = {}
-    for cg in fs.walk(root):
+    for cg in fs.walk(root):  # pre-order: a parent is read before its children
+        if cg == root:
+            above = _pod_above(fs, cg)
+        else:
+            parent = cgroups.get(cg.parent) if cg.parent is not None else None
+            above = parent.pod if parent is not None else None
         try:
-            cgroups[cg] = read_cgroup(fs, cg)
+            cgroups[cg] = read_cgroup(fs, cg, above)
         except Vanished:
             if cg == root:
                 raise

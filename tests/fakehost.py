@@ -88,6 +88,7 @@ class FakeHost:
         oom_kill: int = 0,
         events: dict[str, int] | None = None,
         events_local: dict[str, int] | None = None,
+        pod: str | None = None,
     ) -> Path:
         d = self.path(cg)
         d.mkdir(parents=True, exist_ok=True)
@@ -128,6 +129,8 @@ class FakeHost:
             os.setxattr(d, "trusted.memcgctl.badness", str(badness).encode())
         if delay_ms is not None:
             os.setxattr(d, "trusted.memcgctl.oom_delay_ms", str(delay_ms).encode())
+        if pod is not None:  # as `memcgctl kube` labels a pod cgroup
+            os.setxattr(d, "trusted.memcgctl.pod", pod.encode())
         return d
 
     # -- processes -------------------------------------------------------------------

@@ -107,3 +107,21 @@ def test_prometheus_with_json_is_a_usage_error(host: FakeHost) -> None:
     )
     assert r.exit_code == 2
     assert "not with --json" in r.stderr
+
+
+def test_cgroup_entries_carry_a_pod_key_null_when_unknown(host: FakeHost) -> None:
+    """``pod`` (``namespace/name``, from ``memcgctl kube``) is on every cgroup entry and
+    on the processes of a decision, null on a host without pods: one grammar."""
+    r = CliRunner().invoke(cli, ["tree", "--json"], env=host.cli_env())
+    assert all(c["pod"] is None for c in json.loads(r.stdout)["cgroups"])
+    for policy in ("priority", "kernel"):
+        r = CliRunner().invoke(
+            cli, ["predict-victim", "--policy", policy, "--top", "2", "--json"], env=host.cli_env()
+        )
+        doc = json.loads(r.stdout)
+        assert doc["victim"]["pod"] is None
+        assert all(c["pod"] is None for c in doc["candidates"])
+        assert all(r["victim"]["pod"] is None for r in doc["runners_up"])
+        for level in doc["walk"]:
+            assert level["pod"] is None
+            assert all(c["pod"] is None for c in level["candidates"])

@@ -77,6 +77,7 @@ def test_kube_once_on_the_real_hierarchy(cgroups: TestCgroups, tmp_path: Path, d
     assert r.returncode == 0, r.stderr
     victim = json.loads(r.stdout)["victim"]
     assert victim["pid"] == small.pid, victim
+    assert victim["pod"] == lowest, victim  # the container's cgroup is the pod's
     # --explain names the pods next to their cgroups
     r = memcgctl(root, "predict-victim", "--explain", "--plain")
     assert r.returncode == 0, r.stderr

@@ -40,9 +40,10 @@ def _live_report(env: Env, pid: int | None) -> OomReport | None:
 
 
 def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
-    """Badness of the report's processes and cgroups that still exist on this machine."""
+    """Badness of the report's processes and cgroups that still exist on this machine
+    (and a cgroup's pod label, read beside its badness)."""
     from memcgctl.logic.reportsnapshot import LiveInfo
-    from memcgctl.state.store import BADNESS, read_setting
+    from memcgctl.state.store import BADNESS, pod_beside, read_setting
 
     registry: dict[tuple[int, int], int] | None = None
 
@@ -63,12 +64,14 @@ def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
 
     def cgroup(path: CgroupPath) -> LiveInfo | None:
         try:
-            setting = read_setting(env.fs, env.fs.resolve(path), BADNESS)
+            cg = env.fs.resolve(path)
+            setting = read_setting(env.fs, cg, BADNESS)
+            pod = pod_beside(env.fs, cg, setting)
         except (MemcgctlError, Vanished, OSError):
             return None
         if setting.value is None:
             return None
-        return LiveInfo(path, setting.value, setting.source)
+        return LiveInfo(path, setting.value, setting.source, pod)
 
     return process, cgroup
 
@@ -163,7 +166,7 @@ def explain_kill(
         say(line)
     if x.decision.candidates:
         say("")
-        print_tree(out, explain_tree(x.decision, per_level=top))
+        print_tree(out, explain_tree(x.decision, x.snapshot, per_level=top))
         for line in footer_lines(x.decision):
             say(line)
     say("")

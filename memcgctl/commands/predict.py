@@ -12,7 +12,13 @@ from memcgctl.logic.decision import KERNEL, POLICIES, PRIORITY, Decision
 from memcgctl.logic.kernelheuristic import select_kernel
 from memcgctl.logic.priority import rank_priority, select_priority
 from memcgctl.render.diag import diagnostic
-from memcgctl.render.explain import decision_json, explain_tree, footer_lines, summary_lines
+from memcgctl.render.explain import (
+    decision_json,
+    explain_tree,
+    footer_lines,
+    process_json,
+    summary_lines,
+)
 from memcgctl.render.output import Output, draw_table, emit_json, print_tree, say
 from memcgctl.render.views import RunnerUp, runner_up_fields
 from memcgctl.snapshot import kernel_params
@@ -59,7 +65,9 @@ def predict_json(
     else:
         line = ranked or ([decision] if decision.victim is not None else [])
         cands = [
-            _candidate_entry(i, d.victim.to_json(), None, d.kill_group, list(d.group_pids))
+            _candidate_entry(
+                i, process_json(d.victim, snap), None, d.kill_group, list(d.group_pids)
+            )
             for i, d in enumerate(line, 1)
             if d.victim is not None
         ]
@@ -125,14 +133,10 @@ def predict_victim(
         emit_json(predict_json(decision, snap, top, ranked))
     else:
         if explain:
-            from memcgctl.state.store import pod_labels
-
-            walked = [c.cgroup.path for lv in decision.walk for c in lv.candidates if c.cgroup]
-            pods = pod_labels(env.fs, walked)
-            print_tree(out, explain_tree(decision, per_level=top or 5, pods=pods))
+            print_tree(out, explain_tree(decision, snap, per_level=top or 5))
             click.echo("")
         if decision.victim is not None:
-            for line in summary_lines(decision):
+            for line in summary_lines(decision, snap):
                 say(line)
         if top is not None and decision.victim is not None:
             click.echo("")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.constants import BADNESS_NEVER
 from memcgctl.vocab.errors import Malformed, UsageProblem
+from memcgctl.vocab.podname import valid_pod_label
 
 ANNOTATION_BADNESS = "memcgctl.io/badness"
 ANNOTATION_DELAY = "memcgctl.io/oom-delay"
@@ -304,17 +305,12 @@ def parse_pod_cgroup(path: CgroupPath) -> PodCgroup | None:
 # -- reconcile ----------------------------------------------------------------------
 
 BADNESS_KEY, DELAY_KEY, POD_KEY = "badness", "oom_delay_ms", "pod"
-POD_LABEL_MAX = 320
 
 
 def pod_label_ok(label: str) -> bool:
-    """A label ``predict-victim --explain`` will show: ASCII, printable, one slash."""
-    return (
-        len(label) <= POD_LABEL_MAX
-        and label.isascii()
-        and label.isprintable()
-        and label.count("/") == 1
-    )
+    """A label the readers will accept (:func:`memcgctl.vocab.podname.valid_pod_label`):
+    Kubernetes' own namespace and pod-name shapes, so never anything else."""
+    return valid_pod_label(label)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class LiveInfo:
     cgroup: CgroupPath | None = None
     badness: int | None = None
     source: str = "default"
+    pod: str | None = None  # a cgroup's pod label ("namespace/name"), read beside its badness
 
 
 LiveLookup = Callable[[TaskRow], LiveInfo | None]
@@ -80,6 +81,18 @@ def _chain(path: CgroupPath, root: CgroupPath) -> list[CgroupPath]:
         cur = cur.child(part)
         out.append(cur)
     return out
+
+
+def _pod_above(path: CgroupPath, live_cgroup: CgroupLookup | None) -> str | None:
+    """The pod label of the nearest ancestor of ``path`` that still carries one (the
+    OOM root of a container's memcg OOM is inside its pod's cgroup)."""
+    up = path.parent
+    while up is not None and live_cgroup is not None:
+        info = live_cgroup(up)
+        if info is not None and info.pod is not None:
+            return info.pod
+        up = up.parent
+    return None
 
 
 def build_snapshot(
@@ -124,13 +137,16 @@ def build_snapshot(
     for proc in processes.values():
         pids.setdefault(proc.cgroup, []).append(proc.pid)
     cgroups: dict[CgroupPath, CgroupInfo] = {}
-    for p in sorted(paths):
+    for p in sorted(paths):  # a parent sorts before its children
         value = badness.cgroup(p)
         source = "file"
-        if value is None and live_cgroup is not None:
-            info = live_cgroup(p)
-            if info is not None and info.badness is not None:
-                value, source = info.badness, info.source
+        info = live_cgroup(p) if live_cgroup is not None else None
+        if value is None and info is not None and info.badness is not None:
+            value, source = info.badness, info.source
+        pod = info.pod if info is not None else None
+        if pod is None:  # it belongs to the pod its parent belongs to
+            parent = cgroups.get(p.parent) if p != root and p.parent is not None else None
+            pod = parent.pod if parent is not None else _pod_above(p, live_cgroup)
         if value is None:
             value, source = BADNESS_DEFAULT, "default"
         usage = sum(
@@ -157,6 +173,7 @@ def build_snapshot(
             pids=tuple(sorted(pids.get(p, []))),
             children=tuple(children.get(p, [])),
             events=MappingProxyType({}),
+            pod=pod,
         )
     if len(paths) > 1 or report.tasks:
         notes.append(

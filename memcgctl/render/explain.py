@@ -3,7 +3,6 @@ explanation tree (``--explain``) and the short text summary.  Pure: no I/O, no r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from memcgctl.logic.decision import KERNEL, Candidate, Decision, Level, Scored
@@ -26,7 +25,14 @@ def _base(path: CgroupPath) -> str:
 # -- JSON -----------------------------------------------------------------------------
 
 
-def candidate_json(c: Candidate) -> dict[str, Any]:
+def process_json(p: ProcessInfo, snap: Snapshot) -> dict[str, Any]:
+    """A process of a decision: its own keys and the pod its cgroup belongs to."""
+    doc = p.to_json()
+    doc["pod"] = snap.pod_of(p.cgroup)
+    return doc
+
+
+def candidate_json(c: Candidate, snap: Snapshot) -> dict[str, Any]:
     doc: dict[str, Any] = {"kind": c.kind, "badness": c.badness}
     if c.process is not None:
         p = c.process
@@ -35,6 +41,7 @@ def candidate_json(c: Candidate) -> dict[str, Any]:
                 "pid": p.pid,
                 "comm": p.comm,
                 "cgroup": p.cgroup,
+                "pod": snap.pod_of(p.cgroup),
                 "badness_source": p.badness_source,
                 "rss_kb": p.rss_kb,
             }
@@ -43,6 +50,7 @@ def candidate_json(c: Candidate) -> dict[str, Any]:
         doc.update(
             {
                 "cgroup": c.cgroup.path,
+                "pod": c.cgroup.pod,
                 "badness_source": c.cgroup.badness_source,
                 "usage_bytes": c.cgroup.usage_bytes,
             }
@@ -52,16 +60,17 @@ def candidate_json(c: Candidate) -> dict[str, Any]:
     return doc
 
 
-def level_json(level: Level) -> dict[str, Any]:
+def level_json(level: Level, snap: Snapshot) -> dict[str, Any]:
     return {
         "cgroup": level.cgroup,
-        "candidates": [candidate_json(c) for c in level.candidates],
-        "chosen": candidate_json(level.chosen) if level.chosen is not None else None,
+        "pod": snap.pod_of(level.cgroup),
+        "candidates": [candidate_json(c, snap) for c in level.candidates],
+        "chosen": candidate_json(level.chosen, snap) if level.chosen is not None else None,
     }
 
 
-def scored_json(s: Scored) -> dict[str, Any]:
-    doc = s.process.to_json()
+def scored_json(s: Scored, snap: Snapshot) -> dict[str, Any]:
+    doc = process_json(s.process, snap)
     doc.update(
         {
             "points": s.points,
@@ -80,7 +89,7 @@ def decision_json(
 ) -> dict[str, Any]:
     victim: dict[str, Any] | None = None
     if d.victim is not None:
-        victim = d.victim.to_json()
+        victim = process_json(d.victim, snap)
         if d.policy == KERNEL:
             victim["points"] = d.points
     group = snap.cgroups.get(d.kill_group) if d.kill_group is not None else None
@@ -91,8 +100,8 @@ def decision_json(
         "victim": victim,
         "kill_group": group.to_json() if group is not None else None,
         "group_pids": list(d.group_pids),
-        "walk": [level_json(lv) for lv in d.walk],
-        "candidates": [scored_json(s) for s in candidates],
+        "walk": [level_json(lv, snap) for lv in d.walk],
+        "candidates": [scored_json(s, snap) for s in candidates],
         "totalpages": d.totalpages,
         "reasons": reason_lines(d.reasons),
         "caveats": caveat_lines(d.caveats),
@@ -100,7 +109,7 @@ def decision_json(
     if runners_up is not None:
         doc["runners_up"] = [
             {
-                "victim": r.victim.to_json() if r.victim else None,
+                "victim": process_json(r.victim, snap) if r.victim else None,
                 "kill_group": r.kill_group,
                 "group_pids": list(r.group_pids),
             }
@@ -112,11 +121,18 @@ def decision_json(
 # -- text -----------------------------------------------------------------------------
 
 
-def describe_process(p: ProcessInfo) -> str:
-    return f"pid {p.pid} ({p.comm}) in {p.cgroup}"
+def pod_note(pod: str | None) -> str:
+    """`` (pod namespace/name)`` next to a cgroup whose pod is known, else nothing."""
+    return f" (pod {pod})" if pod is not None else ""
 
 
-def summary_lines(d: Decision) -> list[str]:
+def describe_process(p: ProcessInfo, snap: Snapshot | None = None) -> str:
+    """``pid N (comm) in /cgroup``, and the cgroup's pod where ``snap`` knows it."""
+    pod = snap.pod_of(p.cgroup) if snap is not None else None
+    return f"pid {p.pid} ({p.comm}) in {p.cgroup}{pod_note(pod)}"
+
+
+def summary_lines(d: Decision, snap: Snapshot | None = None) -> list[str]:
     if d.victim is None:
         return [f"no killable victim below {d.oom_root} (policy {d.policy})"]
     p = d.victim
@@ -125,7 +141,7 @@ def summary_lines(d: Decision) -> list[str]:
         if d.policy == KERNEL
         else f"badness {p.badness} ({p.badness_source}), rss {format_kb(p.rss_kb)}"
     )
-    lines = [f"victim: {describe_process(p)} — {detail}"]
+    lines = [f"victim: {describe_process(p, snap)} — {detail}"]
     if d.kill_group is not None:
         pids = " ".join(str(x) for x in d.group_pids)
         lines.append(
@@ -137,7 +153,7 @@ def summary_lines(d: Decision) -> list[str]:
 # -- the explanation tree -------------------------------------------------------------
 
 
-def _candidate_label(c: Candidate, chosen: bool, pods: Mapping[str, str]) -> str:
+def _candidate_label(c: Candidate, chosen: bool, above: str | None) -> str:
     mark = CHOSEN if chosen else " "
     if c.process is not None:
         what = f"pid {c.process.pid} ({c.process.comm})"
@@ -145,10 +161,9 @@ def _candidate_label(c: Candidate, chosen: bool, pods: Mapping[str, str]) -> str
         src = "" if c.process.badness_source == "default" else f" ({c.process.badness_source})"
     else:
         assert c.cgroup is not None
-        what = f"cgroup {_base(c.cgroup.path)}"
-        pod = pods.get(c.cgroup.path)
-        if pod is not None:
-            what += f" (pod {pod})"
+        # the pod where it starts: not again on every cgroup inside it
+        pod = c.cgroup.pod if c.cgroup.pod != above else None
+        what = f"cgroup {_base(c.cgroup.path)}{pod_note(pod)}"
         size = f"usage {format_bytes(c.cgroup.usage_bytes)}"
         src = "" if c.cgroup.badness_source == "default" else f" ({c.cgroup.badness_source})"
     verdict = f"skipped: {SKIP_TEXT[c.skip]}" if c.skip is not None else verdict_text(c.verdict)
@@ -156,8 +171,9 @@ def _candidate_label(c: Candidate, chosen: bool, pods: Mapping[str, str]) -> str
 
 
 def _level_nodes(
-    walk: tuple[Level, ...], i: int, per_level: int, pods: Mapping[str, str]
+    walk: tuple[Level, ...], i: int, per_level: int, above: str | None
 ) -> tuple[TreeNode, ...]:
+    """Level ``i``'s candidates; ``above``: the pod the level's cgroup belongs to."""
     level = walk[i]
     nodes: list[TreeNode] = []
     eligible = [c for c in level.candidates if c.skip is None]
@@ -168,13 +184,13 @@ def _level_nodes(
         is_chosen = level.chosen is not None and c is level.chosen
         children: tuple[TreeNode, ...] = ()
         style = "dim" if c.skip is not None else ""
-        if is_chosen and c.kind == "cgroup" and i + 1 < len(walk):
-            children = _level_nodes(walk, i + 1, per_level, pods)
+        if is_chosen and c.cgroup is not None and i + 1 < len(walk):
+            children = _level_nodes(walk, i + 1, per_level, c.cgroup.pod)
             style = "bold"
         elif is_chosen and c.kind == "process":
             children = (TreeNode("the victim", style="bold red"),)
             style = "bold red"
-        nodes.append(TreeNode(_candidate_label(c, is_chosen, pods), children, style))
+        nodes.append(TreeNode(_candidate_label(c, is_chosen, above), children, style))
     hidden = len(eligible) - len(shown)
     if hidden > 0:
         nodes.append(TreeNode(f"… {hidden} more (raise --top to see them)", style="dim"))
@@ -190,23 +206,22 @@ def _level_nodes(
     return tuple(nodes)
 
 
-def explain_tree(
-    d: Decision, per_level: int = 5, pods: Mapping[str, str] | None = None
-) -> TreeNode:
+def explain_tree(d: Decision, snap: Snapshot, per_level: int = 5) -> TreeNode:
     """The walk drawn as a tree: each level's candidates, the chosen one marked ►
-    with the next level below it, the others with the reason they lost.  ``pods``:
-    cgroup → "namespace/name" where ``memcgctl kube`` labelled a pod cgroup."""
+    with the next level below it, the others with the reason they lost; a cgroup
+    where a Kubernetes pod starts (``memcgctl kube``'s label) names the pod."""
     if d.policy == KERNEL:
-        return _kernel_tree(d, per_level)
+        return _kernel_tree(d, snap, per_level)
+    root_pod = snap.pod_of(d.oom_root)
     title = (
-        f"OOM root {d.oom_root} — policy priority: at each level the lowest badness is "
-        "killed first (cgroups before processes on a tie; 1000 = never)"
+        f"OOM root {d.oom_root}{pod_note(root_pod)} — policy priority: at each level the "
+        "lowest badness is killed first (cgroups before processes on a tie; 1000 = never)"
     )
-    children = _level_nodes(d.walk, 0, per_level, pods or {}) if d.walk else ()
+    children = _level_nodes(d.walk, 0, per_level, root_pod) if d.walk else ()
     return TreeNode(title, children, "bold")
 
 
-def _kernel_tree(d: Decision, per_level: int) -> TreeNode:
+def _kernel_tree(d: Decision, snap: Snapshot, per_level: int) -> TreeNode:
     scope = "host OOM" if d.oom_root == "/" else "memcg OOM"
     per_adj = (d.totalpages or 0) // 1000
     title = (
@@ -226,13 +241,13 @@ def _kernel_tree(d: Decision, per_level: int) -> TreeNode:
             verdict = "chosen: the most points"
             if len(d.candidates) > 1 and d.candidates[1].points == s.points:
                 verdict += " (tie: scanned last)"
-            label = f"{CHOSEN} {describe_process(p)}  points {formula} — {verdict}"
+            label = f"{CHOSEN} {describe_process(p, snap)}  points {formula} — {verdict}"
             nodes.append(TreeNode(label, (TreeNode("the victim", style="bold red"),), "bold red"))
         else:
             assert top is not None
             gap = top.points - s.points
             verdict = f"{gap} points fewer" if gap else "same points, but scanned before the victim"
-            nodes.append(TreeNode(f"  {describe_process(p)}  points {formula} — {verdict}"))
+            nodes.append(TreeNode(f"  {describe_process(p, snap)}  points {formula} — {verdict}"))
     hidden = len(d.candidates) - per_level
     if hidden > 0:
         nodes.append(TreeNode(f"… {hidden} more (raise --top to see them)", style="dim"))
@@ -284,16 +299,24 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
     }
 
 
+def _pod_of_pid(x: KillExplanation, pid: int | None) -> str:
+    """`` (pod namespace/name)`` of a killed task, where its cgroup's pod is known."""
+    p = x.snapshot.processes.get(pid) if pid is not None else None
+    return pod_note(x.snapshot.pod_of(p.cgroup)) if p is not None else ""
+
+
 def kill_summary_lines(x: KillExplanation) -> list[str]:
     r = x.report
     when = r.time or r.log_time or (f"[{r.uptime_s:.6f}]" if r.uptime_s is not None else "?")
     if x.oom_root != "/":
-        scope = f"memcg OOM of {x.oom_root}"
+        scope = f"memcg OOM of {x.oom_root}{pod_note(x.snapshot.pod_of(x.oom_root))}"
     elif x.memcg_oom:
         scope = "memcg OOM (the log does not name the memcg)"
     else:
         scope = "host OOM"
-    kills = ", ".join(f"pid {k.get('pid')} ({k.get('comm')})" for k in r.kills)
+    kills = ", ".join(
+        f"pid {k.get('pid')} ({k.get('comm')}){_pod_of_pid(x, k.get('pid'))}" for k in r.kills
+    )
     if not kills and r.summary is not None:
         kills = (
             f"pid {r.summary['pid']} ({r.summary['comm']}), per the summary line "
@@ -325,7 +348,8 @@ def priority_lines(x: KillExplanation) -> list[str]:
     p = d.victim
     same = p.pid in x.killed
     lines = [
-        f"priority policy would have killed: {describe_process(p)} — badness {p.badness} "
+        f"priority policy would have killed: {describe_process(p, x.snapshot)} — "
+        f"badness {p.badness} "
         f"({p.badness_source})" + (" — the same task" if same else ""),
     ]
     lines += [f"  - {n}" for n in x.priority_notes]

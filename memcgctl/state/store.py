@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import NamedTuple
@@ -34,13 +34,13 @@ from memcgctl.state.statedir import (
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, PermissionDenied, Vanished
+from memcgctl.vocab.podname import parse_pod_label
 from memcgctl.vocab.units import MAX_DELAY_MS
 
 BADNESS = "memcgctl.badness"
 OOM_DELAY = "memcgctl.oom_delay_ms"
 # "namespace/name" of the Kubernetes pod a cgroup belongs to, written by `memcgctl kube`
 POD = "memcgctl.pod"
-POD_MAX = 320  # a namespace (63) and a pod name (253), with the slash
 NAMESPACES = ("trusted", "user")
 _RANGES = {BADNESS: (BADNESS_MIN, BADNESS_NEVER), OOM_DELAY: (0, MAX_DELAY_MS)}
 
@@ -91,29 +91,21 @@ def read_namespace(fs: CgroupFs, cg: CgroupPath, key: str, namespace: str) -> in
 
 
 def read_pod(fs: CgroupFs, cg: CgroupPath, namespace: str = "trusted") -> str | None:
-    """The pod label on ``cg`` (None: none, or not a sane label)."""
-    raw = fs.get_xattr(cg, f"{namespace}.{POD}")
-    if raw is None or len(raw) > POD_MAX:
-        return None
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return text if text.isprintable() and text.count("/") == 1 else None
+    """The pod label ``<namespace>.memcgctl.pod`` on ``cg`` (None: none, or not a
+    Kubernetes-shaped ``namespace/name``)."""
+    if namespace not in NAMESPACES:
+        raise ValueError(namespace)
+    return parse_pod_label(fs.get_xattr(cg, f"{namespace}.{POD}"))
 
 
-def pod_labels(fs: CgroupFs, cgroups: Iterable[CgroupPath]) -> dict[str, str]:
-    """cgroup → pod label for those that carry a trusted one (only root, through
-    ``memcgctl kube``, can write it; a user.* label would be anyone's claim)."""
-    out: dict[str, str] = {}
-    for cg in cgroups:
-        try:
-            label = read_pod(fs, cg)
-        except (Vanished, OSError):
-            continue
-        if label is not None:
-            out[cg] = label
-    return out
+def pod_beside(fs: CgroupFs, cg: CgroupPath, badness: Setting) -> str | None:
+    """The pod label written next to the badness ``badness`` was read from: in the same
+    namespace (a ``user.*`` one only where the delegation rule let that badness count),
+    one getxattr, and none at all on a cgroup without a badness (``memcgctl kube``
+    writes the two together)."""
+    if badness.source not in NAMESPACES:
+        return None
+    return read_pod(fs, cg, badness.source)
 
 
 def default_namespace() -> str:

@@ -88,6 +88,9 @@ class CgroupInfo:
     # v1: memory.oom_control; v2: memory.events (hierarchical) and memory.events.local
     events: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     events_local: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    # The Kubernetes pod ("namespace/name") the cgroup belongs to: the label
+    # `memcgctl kube` wrote on it or on its nearest labelled ancestor; None: not known.
+    pod: str | None = None
 
     @property
     def nr_tasks(self) -> int:
@@ -113,6 +116,7 @@ class CgroupInfo:
             "oom_kill_disable": self.oom_kill_disable,
             "oom_kills_local": self.oom_kills_local,
             "nr_tasks": self.nr_tasks,
+            "pod": self.pod,
         }
 
 
@@ -146,6 +150,11 @@ class Snapshot:
         if cg is None:
             return []
         return [self.processes[p] for p in cg.pids if p in self.processes]
+
+    def pod_of(self, path: CgroupPath) -> str | None:
+        """The pod ("namespace/name") cgroup ``path`` belongs to, where known."""
+        cg = self.cgroups.get(path)
+        return cg.pod if cg is not None else None
 
     def subtree_processes(self, path: CgroupPath) -> list[ProcessInfo]:
         return [p for cg in self.walk(path) for p in self.processes_in(cg.path)]

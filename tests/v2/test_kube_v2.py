@@ -7,6 +7,7 @@ not the biggest one.  Host-wide OOMs run only here, in the throw-away guest."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -88,8 +89,28 @@ def test_node_oom_kills_the_lowest_priority_pod(
     assert r.returncode == 0, r.stderr
     by_label = {p.label: p for p in pods}
     for label, rel in where.items():
-        got = int(os.getxattr(cgroups.path(f"{cgroups.parent}/{rel}"), "trusted.memcgctl.badness"))
+        pod_cg = cgroups.path(f"{cgroups.parent}/{rel}")
+        got = int(os.getxattr(pod_cg, "trusted.memcgctl.badness"))
         assert got == pod_settings(by_label[label]).badness, label
+        assert os.getxattr(pod_cg, "trusted.memcgctl.pod") == label.encode()
+    # the prediction names the pod of the victim's (container) cgroup
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memcgctl",
+            "--cgroup-root",
+            str(cgroups.path(cgroups.parent)),
+            "predict-victim",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    victim = json.loads(r.stdout)["victim"]
+    assert victim["pid"] == small.pid and victim["pod"] == LOWEST, victim
     before = vmstat_oom_kills()
     d = Daemon(tmp_path, "/", "--host-delay", "0")
     daemons.append(d)
