@@ -649,3 +649,60 @@ def test_run_as_unprivileged_user_changes_nothing_when_the_state_dir_fails(
     assert not (deleg / "job").exists()
     assert (deleg / "cgroup.procs").read_text() == ""
     assert os.listdir(host.state) == []
+
+
+# -- pod labels a delegated user writes --------------------------------------------------
+
+_LABEL_AS_NOBODY = (
+    "import os, sys\n"
+    "top = sys.argv[1]\n"
+    "for name, label in zip(sys.argv[2::2], sys.argv[3::2]):\n"
+    "    d = os.path.join(top, name)\n"
+    "    os.mkdir(d)\n"
+    "    os.setxattr(d, 'user.memcgctl.badness', b'5')\n"
+    "    os.setxattr(d, 'user.memcgctl.pod', bytes.fromhex(label))\n"
+)
+
+
+@pytest.mark.kernel
+@needs_setpriv
+def test_pod_labels_written_by_nobody_in_a_delegated_subtree(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    """nobody owns a delegated subtree and labels its cgroups (user.memcgctl.pod) beside
+    a badness that counts there: a Kubernetes-shaped label is shown, markup and escape
+    sequences are no label at all, on a terminal and in the JSON."""
+    deleg = cgroups.make("deleg")
+    d = cgroups.path(deleg)
+    for f in [d, *(d / n for n in ("cgroup.procs", "tasks", "cgroup.subtree_control"))]:
+        if f.exists():
+            os.chown(f, NOBODY, NOBODY)
+    labels = {"good": "team/web-1", "markup": "[red]x/y", "escape": f"ns/{ESCAPES}"}
+    argv = [arg for name, label in labels.items() for arg in (name, label.encode().hex())]
+    r = subprocess.run(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", _LABEL_AS_NOBODY, str(d), *argv],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    for name in labels:
+        assert os.stat(d / name).st_uid == NOBODY  # nobody's own cgroups, nobody's labels
+        cgroups.hog(f"{deleg}/{name}", mib=1)
+    env = {
+        "MEMCGCTL_STATE_DIR": str(tmp_path / "state"),
+        "MEMCGCTL_CGROUP_ROOT": str(cgroups.mount),
+    }
+    code, out = run_on_tty(["predict-victim", deleg, "--explain"], env)
+    assert code == 0, out
+    assert b"Traceback" not in out and b"MarkupError" not in out
+    assert b"(pod team/web-1)" in out
+    assert b"\x1b]0;PWNED" not in out and b"PWNED" not in out and b"[red]x/y" not in out
+    res = CliRunner().invoke(cli, ["predict-victim", deleg, "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    (level,) = json.loads(res.stdout)["walk"][:1]
+    pods = {c["cgroup"]: c["pod"] for c in level["candidates"] if c["kind"] == "cgroup"}
+    assert pods == {
+        f"{deleg}/good": "team/web-1",
+        f"{deleg}/markup": None,
+        f"{deleg}/escape": None,
+    }
