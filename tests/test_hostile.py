@@ -30,6 +30,7 @@ from memcgctl.state.journal import Journal
 from memcgctl.state.statedir import LOCK_TIMEOUT_S, loads_bounded
 from memcgctl.vocab.records import UserKill
 from tests.fakehost import FakeHost
+from tests.promtext import parse_exposition
 from tests.realkernel import TestCgroups
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -706,3 +707,48 @@ def test_pod_labels_written_by_nobody_in_a_delegated_subtree(
         f"{deleg}/markup": None,
         f"{deleg}/escape": None,
     }
+
+
+# -- issue 21 item 8: a cgroup name that is not UTF-8 ------------------------------------
+
+
+def delegate(cgroups: TestCgroups, rel: str) -> Path:
+    """``rel`` made a delegated subtree of nobody (v1: the directory and its task files)."""
+    d = cgroups.path(cgroups.make(rel))
+    for f in [d, *(d / n for n in ("cgroup.procs", "tasks", "cgroup.subtree_control"))]:
+        if f.exists():
+            os.chown(f, NOBODY, NOBODY)
+    return d
+
+
+@pytest.mark.kernel
+@needs_setpriv
+def test_counters_prometheus_is_utf8_when_nobody_names_a_cgroup_with_byte_ff(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    """nobody names one cgroup with the byte 0xff and another with the four characters
+    ``\\xff``: the exposition is strict UTF-8, a strict parser (and prometheus_client)
+    accepts it, and the two cgroups are two series, not one duplicate."""
+    d = delegate(cgroups, "deleg")
+    names = [b"x\xffy", b"x\\xffy", "café".encode()]
+    script = "import os, sys\nfor n in sys.argv[2:]: os.mkdir(os.path.join(os.fsencode(sys.argv[1]), bytes.fromhex(n)))"
+    r = subprocess.run(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", script, str(d), *(n.hex() for n in names)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    cgs = [os.fsencode(f"{cgroups.parent}/deleg/").__add__(n) for n in names]
+    assert all(os.stat(os.fsencode(cgroups.mount) + c).st_uid == NOBODY for c in cgs)
+    r2 = subprocess.run(
+        [sys.executable, "-m", "memcgctl", "counters", "--format", "prometheus", *cgs],
+        capture_output=True,
+        env={**os.environ, "MEMCGCTL_STATE_DIR": str(tmp_path / "state")},
+        cwd=ROOT,
+    )
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stderr == b""
+    fams = parse_exposition(r2.stdout.decode("utf-8", errors="strict"))
+    labels = {cg for cg, scope in fams["memcgctl_kernel_oom_kills"] if scope == "local"}
+    base = f"{cgroups.parent}/deleg/"
+    assert labels == {base + "x\\xffy", base + "x\\x5cxffy", base + "café"}
