@@ -454,3 +454,14 @@ def test_no_killable_process() -> None:
     ]
     evs = list(saved_events(read_lines([_log("dmesg", lines)])))
     assert [e["kind"] for e in evs] == ["oom_no_victim"]
+
+
+def test_a_saved_raw_kmsg_record_is_unescaped_as_live() -> None:
+    """Issue 21 item 9: a dump of /dev/kmsg holds ``caf\\xc3\\xa9`` (the kernel's escape
+    of every byte from 0x7f up): the same event as the live log, in ``café``; and dmesg,
+    which prints the name as UTF-8 text, says the same."""
+    escaped = [t.replace("/batch/job 1", "/batch/caf\\xc3\\xa9") for t in REPORT_5X]
+    plain = [t.replace("/batch/job 1", "/batch/café") for t in REPORT_5X]
+    (ev,) = _events(_log("kmsg", escaped))
+    (same,) = _events(_log("dmesg", plain))
+    assert ev["cgroup"] == ev["oom_memcg"] == same["cgroup"] == "/batch/café"

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+from memcgctl.logic.kmsgparse import unescape
 from memcgctl.logic.oomlines import parse_oom_line
 
 
@@ -172,7 +173,8 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
     m = _KMSG.match(line)
     if m:
         usec = int(m.group(3))
-        return LogLine(lineno, None, usec / 1e6, line[m.end() :], True, m.group(3))
+        text = unescape(line[m.end() :])  # the kernel's \xNN escapes, as live
+        return LogLine(lineno, None, usec / 1e6, text, True, m.group(3))
     rest = line
     wall: float | None = None
     uptime: float | None = None
