@@ -141,9 +141,8 @@ def _events_from_file(
 ) -> None:
     """One JSON document with --json (the events in a named array, as for the live
     history), one object per line with --json-lines (a 100 MB log streams)."""
-    from memcgctl.inputs.logfile import read_chunks
+    from memcgctl.inputs.logfile import read_log_lines
     from memcgctl.logic.events import matches
-    from memcgctl.logic.logtext import read_lines
     from memcgctl.logic.oomreport import LogBound, saved_events, within
     from memcgctl.render.eventline import format_event
 
@@ -155,7 +154,7 @@ def _events_from_file(
     hi = LogBound(until) if until is not None else None
     kept: list[Event] = []
     count = 0
-    for ev in saved_events(read_lines(read_chunks(path)), path):
+    for ev in saved_events(read_log_lines(path), path):
         if not matches(ev, root, None) or not within(ev, lo, hi):
             continue
         count += 1

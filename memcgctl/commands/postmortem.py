@@ -142,11 +142,10 @@ def explain_kill(
     live: LiveLookup | None = None
     live_cg: CgroupLookup | None = None
     if from_file is not None:
-        from memcgctl.inputs.logfile import read_chunks
-        from memcgctl.logic.logtext import read_lines
+        from memcgctl.inputs.logfile import read_log_lines
         from memcgctl.logic.oomreport import collect
 
-        report, _ = collect(read_lines(read_chunks(from_file)), pid, from_file)
+        report, _ = collect(read_log_lines(from_file), pid, from_file)
         where = from_file
     else:
         try:

@@ -26,7 +26,7 @@ Pure functions over text; no I/O.  Never raises for any input line.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import NamedTuple
 
@@ -291,12 +291,25 @@ def _join(cur: LogLine, nxt: LogLine) -> LogLine | None:
     return cur._replace(text=cur.text + sep + text)
 
 
-def read_lines(chunks: Iterable[bytes], now: datetime | None = None) -> Iterator[LogLine]:
+# The longest input line kept: a kernel record is at most 8 KiB (CONSOLE_EXT_LOG_MAX), a
+# journalctl -o json line of one a few KiB more.  Longer lines are cut here, so memory
+# stays bounded for any input (a sparse file of gigabytes without a newline).
+MAX_LINE = 64 << 10
+
+
+def read_lines(
+    chunks: Iterable[bytes],
+    now: datetime | None = None,
+    on_cut: Callable[[int], None] | None = None,
+) -> Iterator[LogLine]:
     """The kernel messages of a saved log that may matter to an OOM report, streamed
-    from byte chunks (any split).  Unrelated lines are skipped without decoding."""
+    from byte chunks (any split).  Unrelated lines are skipped without decoding.  A
+    line longer than :data:`MAX_LINE` bytes is cut to its first ``MAX_LINE`` bytes
+    (the rest is skipped unread into memory) and ``on_cut(lineno)`` is called."""
     interesting = _INTERESTING
     lineno = 0
     tail = b""
+    skipping = False  # inside a line that was cut: drop bytes up to its newline
     pending: LogLine | None = None  # a broken OOM line that the next lines may continue
     joins = 0
     row_tokens = 0  # tokens after "[ pid ]" in a row of the current table
@@ -314,11 +327,23 @@ def read_lines(chunks: Iterable[bytes], now: datetime | None = None) -> Iterator
             lines = [tail] if tail else []
             tail = b""
         else:
+            if skipping:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    continue
+                chunk, skipping = chunk[end + 1 :], False
             data = tail + chunk
             lines = data.split(b"\n")
             tail = lines.pop()
+            if len(tail) > MAX_LINE:  # no newline in sight: cut it now
+                lines.append(tail)
+                tail, skipping = b"", True
         for raw in lines:
             lineno += 1
+            if len(raw) > MAX_LINE:
+                raw = raw[:MAX_LINE]
+                if on_cut is not None:
+                    on_cut(lineno)
             if pending is not None:
                 nxt = normalise(raw.decode("utf-8", "replace"), lineno, now)
                 joined = _join(pending, nxt)
