@@ -243,12 +243,17 @@ class RealPorts(Knobs):
             w.close()
 
     def close_all(self) -> None:
-        self.writer.close()
+        """Every fd.  The journal writer stays open for the records of the way out
+        (``daemon_stopped`` and its shadow-mode summary): :meth:`close_journal`."""
         for cg in list(self.watches):
             self._close(cg)
         if self.kernel_log is not None:
             self.kernel_log.close()
             self.kernel_log = None
+
+    def close_journal(self) -> None:
+        """The journal writer's last flush (bounded), after the last record."""
+        self.writer.close()
 
     # -- notifications (for the loop) ----------------------------------------------------
     def fds(self) -> dict[int, Scope | str]:
