@@ -251,6 +251,6 @@ def test_kernel_kill_in_a_memcg_named_not_ascii(
     ours = [r for r in Journal(state).read() if r["kind"] == "oom_kill" and r.get("pid") == g.pid]
     assert [r["cgroup"] for r in ours] == [cg]
     (c,) = json.loads(cli_json(state, "counters", cg, "--json"))["cgroups"]
-    assert c["local"] == {"oom_kill": 1}
+    assert c["local"]["oom_kill"] == 1  # v2 has more keys (oom, oom_group_kill)
     assert c["by_cause"] == {"system": 0, "memcg": 1, "user": 0}
     assert c["complete"] is True

@@ -731,7 +731,10 @@ def test_counters_prometheus_is_utf8_when_nobody_names_a_cgroup_with_byte_ff(
     accepts it, and the two cgroups are two series, not one duplicate."""
     d = delegate(cgroups, "deleg")
     names = [b"x\xffy", b"x\\xffy", "café".encode()]
-    script = "import os, sys\nfor n in sys.argv[2:]: os.mkdir(os.path.join(os.fsencode(sys.argv[1]), bytes.fromhex(n)))"
+    script = (
+        "import os, sys\n"
+        "for n in sys.argv[2:]: os.mkdir(os.path.join(os.fsencode(sys.argv[1]), bytes.fromhex(n)))"
+    )
     r = subprocess.run(
         [*SETPRIV, SYSTEM_PYTHON, "-c", script, str(d), *(n.hex() for n in names)],
         capture_output=True,
@@ -747,9 +750,10 @@ def test_counters_prometheus_is_utf8_when_nobody_names_a_cgroup_with_byte_ff(
         cwd=ROOT,
     )
     assert r2.returncode == 0, r2.stderr
-    assert r2.stderr == b""
+    # (a warning of ours may come from the host's busy kernel log, never a traceback)
+    assert all(ln.startswith(b"memcgctl: ") for ln in r2.stderr.splitlines()), r2.stderr
     fams = parse_exposition(r2.stdout.decode("utf-8", errors="strict"))
-    labels = {cg for cg, scope in fams["memcgctl_kernel_oom_kills"] if scope == "local"}
+    labels = {cg for cg, cause in fams["memcgctl_oom_kills"] if cause == "memcg"}
     base = f"{cgroups.parent}/deleg/"
     assert labels == {base + "x\\xffy", base + "x\\x5cxffy", base + "café"}
 
