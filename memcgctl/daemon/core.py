@@ -21,7 +21,10 @@ An episode starts at ``short``: emit ``under_oom`` at once, then wait until the 
 falls back (a job manager freed memory or raised the limit: ``oom_resolved`` by
 userspace) or the delay expires; then kill the policy's victim.  Still short ``grace``
 after a kill (the victim freed too little): the next victim; after ``max_rounds``
-kills, kill-all of the OOM root's lowest-priority child.  Escalation belongs to one
+kills, kill-all of the OOM root's lowest-priority child.  Nothing whose effective
+badness is 1000 dies, escalation included: a kill-all target holding such a process
+is killed process by process around it (no victim at all: nothing is killed, the
+domain stays held for userspace, said once per episode).  Escalation belongs to one
 continuous episode: once the domain has *recovered* (fallen well below the valve) a new
 OOM starts at round 1.  Watches are re-checked at the poll interval the ports ask for,
 and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
@@ -36,8 +39,8 @@ from typing import Any
 
 from memcgctl.daemon.protocol import Level, Ports
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
-from memcgctl.logic.decision import Decision
-from memcgctl.logic.priority import lowest_priority_child
+from memcgctl.logic.decision import PRIORITY, Decision
+from memcgctl.logic.priority import lowest_priority_child, protected_pids
 from memcgctl.render.reasontext import reason_lines
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot
@@ -64,6 +67,7 @@ class Watch:
     next_check: float | None = None
     check_step: float = 0.0
     plan: Decision | None = None  # the victim chosen just before the deadline
+    said_stuck: bool = False  # nothing killable was reported in this episode
 
 
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
@@ -215,7 +219,7 @@ class DaemonCore:
             w.rounds, w.killed, w.last_kill = 0, [], None
         w.episode_start = now
         w.adopted = adopt
-        w.cut_short = w.freeze_failed = False
+        w.cut_short = w.freeze_failed = w.said_stuck = False
 
     def _resolved(self, w: Watch, now: float) -> None:
         assert w.episode_start is not None
@@ -292,7 +296,8 @@ class DaemonCore:
             if decision is None:
                 decision = self._decide(w)
             if decision.victim is None:
-                self._emit("no_victim", w.cg, reasons=reason_lines(decision.reasons))
+                if not w.said_stuck:
+                    self._emit("no_victim", w.cg, reasons=reason_lines(decision.reasons))
                 self._escalate(w, now)
                 return
             if self.settings.dry_run:
@@ -340,12 +345,25 @@ class DaemonCore:
     def _escalate(self, w: Watch, now: float) -> None:
         snap = self.ports.snapshot(w.domain)
         target = lowest_priority_child(snap, w.domain) or w.domain
+        spared = protected_pids(snap, target)
+        extra: dict[str, Any] = {"spared": sorted(spared)} if spared else {}
         if self.settings.dry_run:
-            self._emit("would_escalate", w.cg, target=target, rounds=w.rounds)
+            self._emit("would_escalate", w.cg, target=target, rounds=w.rounds, **extra)
             pids: list[int] = []
-        else:
+        elif not spared:
             pids = self.ports.kill_all(target)
             self._emit("daemon_escalated", w.cg, target=target, killed=pids, rounds=w.rounds)
+        else:
+            # a whole-subtree kill would take the never-kill processes too: one by one
+            pids = []
+            for p in snap.subtree_processes(target):
+                if p.killable and p.pid not in spared:
+                    pids += self.ports.kill(Decision(PRIORITY, target, p))
+            if pids or not w.said_stuck:
+                self._emit(
+                    "daemon_escalated", w.cg, target=target, killed=pids, rounds=w.rounds, **extra
+                )
+            w.said_stuck = not pids
         self._killed(w, now, pids)
 
     # -- the kernel's own kills ---------------------------------------------------------
