@@ -6,15 +6,22 @@ no-victim path."""
 
 from __future__ import annotations
 
+import io
+import os
+from pathlib import Path
 from typing import Any
 
+from memcgctl.actions.kill import make_killer
+from memcgctl.daemon import owner
 from memcgctl.daemon.core import DaemonCore, Settings
+from memcgctl.daemon.ports import RealPorts
 from memcgctl.logic.priority import (
     lowest_priority_child,
     protected_pids,
     rank_priority,
     select_priority,
 )
+from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.reasons import Skip
 from tests.fakehost import FakeHost
@@ -22,6 +29,13 @@ from tests.snapbuild import P, build
 from tests.test_daemon_core import FakePorts, select
 
 USER_NEVER: dict[str, Any] = {"badness": 1000, "source": "user"}
+NOBODY = 65534
+
+
+def daemon_ports(host: FakeHost, tmp_path: Path) -> RealPorts:
+    env = host.env()
+    killer = make_killer(env.proc_root, env.fs, env.proc)
+    return RealPorts(env, killer, Journal(tmp_path / "state"), instance="b/1/1", log=io.StringIO())
 
 
 def issue_tree(sibling: int = 900, sibling_source: str = "trusted") -> dict[str, dict[str, Any]]:
@@ -164,3 +178,61 @@ def test_escalation_kills_around_a_never_process(fake_v1: FakeHost) -> None:
     assert ports.killed_all == [] and ports.killed == [13, 14]
     esc = ports.events[-1]
     assert (esc["kind"], esc["target"], esc["spared"]) == ("daemon_escalated", "/jobs/low", [11])
+
+
+# -- the OOM domain of a user.* delay (issue 21 item 2) -------------------------------------
+
+
+def delegated_v2(host: FakeHost, deleg_limit: int | None) -> FakeHost:
+    """/shared (root's, memory.max 256M, root's process) > /shared/deleg (nobody's
+    delegation) > /shared/deleg/job (nobody's, user.memcgctl.oom_delay_ms=0)."""
+    host.cgroup("/shared", limit=256 << 20)
+    deleg = host.cgroup("/shared/deleg", limit=deleg_limit)
+    job = host.cgroup("/shared/deleg/job")
+    for d in (host.path("/shared"), deleg, job):
+        (d / "memory.high").write_text("max\n")
+    for d in (deleg, job):
+        os.chown(d, NOBODY, NOBODY)
+    os.setxattr(job, "user.memcgctl.oom_delay_ms", b"0")
+    return host
+
+
+def test_a_user_delay_never_takes_a_limited_ancestor_outside_the_delegation(
+    fake_v2: FakeHost, tmp_path: Path
+) -> None:
+    host = delegated_v2(fake_v2, deleg_limit=None)
+    p = daemon_ports(host, tmp_path)
+    job = CgroupPath("/shared/deleg/job")
+    assert p.managed() == {job: 0}  # honoured as a setting (nobody owns job's parent)...
+    assert p.take_over(job) is None  # ...but with no limit of the delegation's own
+    assert p.take_over(job) is None
+    log = p.log
+    assert isinstance(log, io.StringIO)
+    assert log.getvalue().count("user.* delay ignored") == 1  # said once
+    assert "up to /shared/deleg" in log.getvalue()
+    for cg in ("/shared", "/shared/deleg", "/shared/deleg/job"):
+        d = host.path(cg)
+        assert owner.MARK not in os.listxattr(d)
+        assert (d / "memory.high").read_text() == "max\n"
+
+
+def test_a_user_delay_is_bounded_at_the_delegation_root(fake_v2: FakeHost, tmp_path: Path) -> None:
+    """The delegation's own limit (root set it on nobody's delegated cgroup) is the
+    domain: everything under it is the owner's."""
+    host = delegated_v2(fake_v2, deleg_limit=128 << 20)
+    p = daemon_ports(host, tmp_path)
+    m = p.take_over(CgroupPath("/shared/deleg/job"))
+    assert m is not None and (m.mode, m.domain) == ("valve", "/shared/deleg")
+    assert owner.MARK not in os.listxattr(host.path("/shared"))
+    p.release(CgroupPath("/shared/deleg/job"))
+
+
+def test_a_trusted_delay_still_takes_the_nearest_limited_ancestor(
+    fake_v2: FakeHost, tmp_path: Path
+) -> None:
+    host = delegated_v2(fake_v2, deleg_limit=None)
+    os.setxattr(host.path("/shared/deleg/job"), "trusted.memcgctl.oom_delay_ms", b"0")
+    p = daemon_ports(host, tmp_path)
+    m = p.take_over(CgroupPath("/shared/deleg/job"))
+    assert m is not None and m.domain == "/shared"  # root's own setting: root's choice
+    p.release(CgroupPath("/shared/deleg/job"))
