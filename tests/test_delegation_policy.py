@@ -15,6 +15,7 @@ from memcgctl.actions.kill import make_killer
 from memcgctl.daemon import owner
 from memcgctl.daemon.core import DaemonCore, Settings
 from memcgctl.daemon.ports import RealPorts
+from memcgctl.daemon.valve import CRITICAL
 from memcgctl.logic.priority import (
     lowest_priority_child,
     protected_pids,
@@ -236,3 +237,21 @@ def test_a_trusted_delay_still_takes_the_nearest_limited_ancestor(
     m = p.take_over(CgroupPath("/shared/deleg/job"))
     assert m is not None and m.domain == "/shared"  # root's own setting: root's choice
     p.release(CgroupPath("/shared/deleg/job"))
+
+
+def test_no_victim_thaws_a_frozen_domain(fake_v1: FakeHost) -> None:
+    """v2: a domain frozen because growth outran the valve is thawed once it is clear
+    that nothing may be killed (the freeze only bridges the time until a victim dies)."""
+    host = never_host(fake_v1)
+    ports = FakePorts(host, {"/jobs": 0}, mode="valve")
+    core = DaemonCore(ports, select, Settings(grace=0.5, max_rounds=1))
+    core.rescan(0.0)
+    ports.oom.add("/jobs")
+    ports.state["/jobs"] = CRITICAL
+    core.notify(CgroupPath("/jobs"), 0.0)
+    assert ports.frozen == [("/jobs", True)]
+    for i in range(30):
+        core.tick(i * 0.1)
+    assert ports.killed == [] and ports.killed_all == []
+    assert ports.frozen == [("/jobs", True), ("/jobs", False)]  # thawed, not refrozen
+    assert ports.kinds().count("valve_thawed") == 1

@@ -220,6 +220,7 @@ class Shrinker:
                 report.killed.append(k)
                 on_kill(k)
             self._wait_gone(pids, deadline)
+            self._settle(cg, limit, deadline)
             if self.fs.version == 2 and report.valve:
                 self.fs.write(cg, V2_HIGH, str(limit))  # reclaim again, now there is room
             if self.clock() > deadline:
@@ -236,6 +237,21 @@ class Shrinker:
         assert v is not None
         ok = self.killer.kill_process(v.pid, v.cgroup, signal.SIGKILL, exact=True)
         return [v.pid] if ok else []
+
+    def _settle(self, cg: CgroupPath, limit: int, deadline: float) -> None:
+        """Until the victims' memory is uncharged: a task shows no mm (exit_mm) before
+        mmput has freed its pages, which takes a while for a big one (seen in the
+        emulated guest: the next victim was killed for memory already on its way
+        back).  Wait while the usage still falls and is above the limit."""
+        last = self.fs.usage(cg)
+        still = 0
+        while last is not None and last > limit and still < 3 and self.clock() < deadline:
+            self.sleep(0.02)
+            now = self.fs.usage(cg)
+            if now is None:
+                return
+            still = still + 1 if now >= last else 0
+            last = min(last, now)
 
     def _wait_gone(self, pids: list[int], deadline: float) -> None:
         """Until every victim has given its memory back (exited, or a zombie)."""

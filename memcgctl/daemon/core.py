@@ -24,7 +24,7 @@ after a kill (the victim freed too little): the next victim; after ``max_rounds`
 kills, kill-all of the OOM root's lowest-priority child.  Nothing whose effective
 badness is 1000 dies, escalation included: a kill-all target holding such a process
 is killed process by process around it (no victim at all: nothing is killed, the
-domain stays held for userspace, said once per episode).  Escalation belongs to one
+domain stays held for userspace at the valve, thawed, said once per episode).  Escalation belongs to one
 continuous episode: once the domain has *recovered* (fallen well below the valve) a new
 OOM starts at round 1.  Watches are re-checked at the poll interval the ports ask for,
 and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
@@ -364,6 +364,11 @@ class DaemonCore:
                     "daemon_escalated", w.cg, target=target, killed=pids, rounds=w.rounds, **extra
                 )
             w.said_stuck = not pids
+            if w.said_stuck and w.frozen:
+                # the freeze only bridges the time until a victim dies: with none,
+                # thaw, and do not freeze again in this episode
+                self._thaw(w)
+                w.freeze_failed = True
         self._killed(w, now, pids)
 
     # -- the kernel's own kills ---------------------------------------------------------

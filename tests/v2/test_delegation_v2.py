@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -197,3 +198,34 @@ def test_set_limit_dry_run_changes_nothing(cgroups: TestCgroups, tmp_path: Path)
     assert [k["pid"] for k in json.loads(r.stdout)["would_kill"]] == [procs["low"].pid]
     assert (cgroups.path(top) / "memory.max").read_text().strip() == str(256 * MIB)
     assert all(p.poll() is None for p in procs.values())
+
+
+def test_no_victim_kills_nothing_and_leaves_nothing_frozen(
+    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Everything in the domain is "never" (trusted badness 1000): the daemon kills
+    nothing, escalation included, says so once, and does not leave the domain frozen
+    (the freeze only bridges the time until a victim dies)."""
+    top = cgroups.make("jobs", limit=128 * MIB)
+    keep = cgroups.make("jobs/keep", limit=None)
+    set_xattr(cgroups, keep, "badness", "1000")
+    set_xattr(cgroups, top, "oom_delay_ms", "0")
+    d = Daemon(tmp_path, cgroups.parent, "--max-rounds", "1", "--grace", "200ms")
+    daemons.append(d)
+    d.wait_for("daemon_took_over", top, timeout=60)
+    g = cgroups.spawn(keep, [sys.executable, str(HELPERS / "grow.py"), "1024", "400", "0.002"])
+    d.wait_for("no_victim", top, timeout=60)
+    _, line = d.wait_for("daemon_escalated", top, timeout=60)
+    assert ' killed="" ' in line and f" spared={g.pid}" in line, line
+    time.sleep(2.0)  # ten grace periods: nothing killed, nothing said again
+    kinds = d.kinds()
+    assert "daemon_kill" not in kinds
+    assert kinds.count("no_victim") == 1 and kinds.count("daemon_escalated") == 1
+    assert (cgroups.path(top) / "cgroup.freeze").read_text().strip() == "0"
+    journal = tmp_path / "journal.jsonl"
+    records = [json.loads(x) for x in journal.read_text().splitlines()] if journal.exists() else []
+    assert not [r for r in records if r.get("kind") in ("user_kill", "manual_kill")]
+    g.kill()
+    g.wait(timeout=30)
+    assert d.stop() == 0
+    assert (cgroups.path(top) / "memory.high").read_text().strip() == "max"
