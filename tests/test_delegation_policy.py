@@ -255,3 +255,23 @@ def test_no_victim_thaws_a_frozen_domain(fake_v1: FakeHost) -> None:
     assert ports.killed == [] and ports.killed_all == []
     assert ports.frozen == [("/jobs", True), ("/jobs", False)]  # thawed, not refrozen
     assert ports.kinds().count("valve_thawed") == 1
+
+
+def test_an_oom_group_kill_spares_its_never_processes(fake_v2: FakeHost) -> None:
+    fake_v2.cgroup("/jobs", limit=256 << 20, delay_ms=0)
+    fake_v2.cgroup("/jobs/grp", badness=100, oom_group=True)
+    fake_v2.cgroup("/jobs/grp/keep", badness=1000)
+    fake_v2.cgroup("/jobs/other", badness=900)
+    fake_v2.process(10, "/jobs/grp", rss_anon_kb=10_000)
+    fake_v2.process(11, "/jobs/grp", rss_anon_kb=1_000)
+    fake_v2.process(12, "/jobs/grp/keep", rss_anon_kb=50_000)
+    fake_v2.process(20, "/jobs/other", rss_anon_kb=90_000)
+    ports = FakePorts(fake_v2, {"/jobs": 0}, mode="valve")
+    core = DaemonCore(ports, select)
+    core.rescan(0.0)
+    ports.oom.add("/jobs")
+    core.notify(CgroupPath("/jobs"), 0.0)
+    core.tick(0.0)
+    assert sorted(ports.killed) == [10, 11] and ports.killed_all == []
+    kill = next(e for e in ports.events if e["kind"] == "daemon_kill")
+    assert sorted(kill["killed"]) == [10, 11] and kill["kill_group"] == "/jobs/grp"

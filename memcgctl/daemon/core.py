@@ -304,7 +304,7 @@ class DaemonCore:
                 self._emit("would_kill", w.cg, **self._kill_fields(w, now, decision))
                 self._killed(w, now, [decision.victim.pid])
                 return
-            pids = self.ports.kill(decision)
+            pids = self._kill(w, decision)
             if pids or attempt:
                 break
             decision = None  # the victim left between the choice and the signal
@@ -314,6 +314,23 @@ class DaemonCore:
             fields["late_ms"] = round((self.clock() - self._due(w)) * 1000, 1)
         self._emit("daemon_kill", w.cg, killed=pids, **fields)
         self._killed(w, now, pids)
+
+    def _kill(self, w: Watch, decision: Decision) -> list[int]:
+        """The victim, or its memory.oom.group: a group holding a process whose
+        effective badness is 1000 dies process by process around it (a group kill
+        would take it too)."""
+        group = decision.kill_group
+        if group is None:
+            return self.ports.kill(decision)
+        snap = self.ports.snapshot(group)
+        spared = protected_pids(snap, group)
+        if not spared:
+            return self.ports.kill(decision)
+        pids: list[int] = []
+        for p in snap.subtree_processes(group):
+            if p.killable and p.pid not in spared:
+                pids += self.ports.kill(Decision(PRIORITY, w.domain, p))
+        return pids
 
     @staticmethod
     def _kill_fields(w: Watch, now: float, decision: Decision) -> dict[str, Any]:
