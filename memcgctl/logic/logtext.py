@@ -59,7 +59,7 @@ _MONTHS = {
 _QUOTE = re.compile(r"^(?:> ?)+")
 _KMSG = re.compile(r"(\d+),(\d+),(\d+)(?:,[^;]*)?;")
 _DMESG_X = re.compile(r"[a-z]+ *:[a-z]+ *: ")
-_UPTIME = re.compile(r"\[ *(\d+)\.(\d+)\] ?")
+_UPTIME = re.compile(r"\[ *(\d+)\.(\d+)\] ?(?:\[ *[TC]\d+\] ?)?")  # printk caller id: [ T42]
 # dmesg -T / ctime in any locale: "[<day> <month> <dd> HH:MM:SS <yyyy>]"
 _CTIME = re.compile(r"\[([^\]\[]{0,40}?\b(\d{1,2}):(\d\d):(\d\d)(?:[.,]\d+)?[^\]\[]{0,20})\] ?")
 _ISO = re.compile(
@@ -172,7 +172,7 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
     m = _KMSG.match(line)
     if m:
         usec = int(m.group(3))
-        return LogLine(lineno, None, usec / 1e6, line[m.end() :], True, m.group(3))
+        return LogLine(lineno, None, usec / 1e6, line[m.end() :].rstrip(), True, m.group(3))
     rest = line
     wall: float | None = None
     uptime: float | None = None
@@ -187,12 +187,12 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
         if m:
             uptime = int(m.group(1)) + float("0." + m.group(2))
             clock = rest[: m.end()].strip()
-            return LogLine(lineno, None, uptime, rest[m.end() :], True, clock)
+            return LogLine(lineno, None, uptime, rest[m.end() :].rstrip(), True, clock)
         m = _CTIME.match(rest)
         if m:
             clock = m.group(1)
             wall = _ctime_epoch(m.group(1), now or datetime.now())
-            return LogLine(lineno, wall, None, rest[m.end() :], True, clock)
+            return LogLine(lineno, wall, None, rest[m.end() :].rstrip(), True, clock)
         return LogLine(lineno, None, None, rest.strip(), prefixed)
     m = _ISO.match(rest) if rest[:1].isdigit() else None
     if m:
@@ -230,7 +230,7 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
             rest = rest[m.end() :]
     if not prefixed:
         rest = rest.strip()  # a paste: indented, or the second half of a wrapped line
-    return LogLine(lineno, wall, uptime, rest, prefixed, clock)
+    return LogLine(lineno, wall, uptime, rest.rstrip(), prefixed, clock)
 
 
 # Lines worth normalising: a keyword of an OOM report line (the parser's), a task-table
@@ -243,6 +243,8 @@ _INTERESTING = re.compile(
 ).search
 
 
+# a kill line wrapped right after "Killed" / "Kill" (the rest, "process N (comm) …", follows)
+_KILL_CUT = re.compile(r"(?:^|: )Kill(?:ed)?(?: process(?: \d+)?)?$").search
 _TABLE_START = re.compile(r"\[ *(?:pid|\d+) *\]").match
 _MAX_JOINS = 3  # a wrapped paste rarely splits one kernel line in more pieces
 
@@ -252,7 +254,7 @@ def _broken(text: str, row_tokens: int) -> bool:
     an OOM line cut by wrapping, or a task-table header or row with too few columns."""
     line = parse_oom_line(text)
     if line is None:
-        return (
+        return _KILL_CUT(text) is not None or (
             text.startswith(("Task in ", "oom-kill:"))
             or _TABLE_START(text) is not None
             or "Killed process " in text
@@ -262,7 +264,8 @@ def _broken(text: str, row_tokens: int) -> bool:
         )
     what, f = line.what, line.fields
     if what == "killed":
-        return bool(f.get("partial"))
+        # cut short, or wrapped after a comma (the UID and oom_score_adj follow)
+        return bool(f.get("partial")) or text.endswith(",")
     if what == "task_in":
         return not f["oom_memcg"]
     if what == "tasks_header":

@@ -28,15 +28,26 @@ from memcgctl.vocab.records import KernelEvent, kernel_event, utc_iso
 
 
 class SavedLogAssembler(OomAssembler):
-    """The live assembler, stamping events with a saved log's own clock."""
+    """The live assembler, stamping events with a saved log's own clock; a fragment of a
+    report (a summary or ``Kill process`` line without its kill line) is a kill too."""
+
+    fragments = True
 
     def __init__(self, source: str = "-") -> None:
         super().__init__(0.0, "file")
         self.source = source
         self.line: LogLine | None = None
+        self._held: dict[int, LogLine] = {}  # the lines of a fragment not yet flushed
+
+    def feed(self, rec: KmsgRecord) -> list[KernelEvent]:
+        if self.line is not None:
+            if len(self._held) > 8:
+                self._held.clear()
+            self._held[rec.seq] = self.line
+        return super().feed(rec)
 
     def _base(self, rec: KmsgRecord, kind: str, cgroup: str | None) -> KernelEvent:
-        ll = self.line
+        ll = self._held.get(rec.seq, self.line)
         wall = utc_iso(ll.wall) if ll is not None and ll.wall is not None else None
         usec = rec.usec if rec.usec >= 0 else None
         ev = kernel_event(kind, cgroup, wall, rec.seq, usec, f"{self.source}:{rec.seq}")
@@ -222,6 +233,12 @@ class ReportCollector:
             return []  # unrelated lines may interleave with the table: keep reading it
         what, f = line.what, line.fields
         rep = self.current
+        flushed: list[KernelEvent] = []
+        if self.asm.flushes(what):
+            # a fragment's kill belongs to the report it ended, not to this line's
+            flushed = self.asm.flush()
+            if rep is not None:
+                self._take(rep, flushed)
         if what == "invoked":
             rep = self._start(ll)
             rep.invoked = f
@@ -235,14 +252,24 @@ class ReportCollector:
             self._note(rep, what, f)
         events = self.asm.feed(rec)
         if rep is not None:
-            for ev in events:
-                if ev.get("kind") == "oom_kill":
-                    rep.kills.append(ev)
-                    if self.pid is None or ev.get("pid") == self.pid:
-                        self.chosen = rep
-                elif ev.get("kind") == "oom_victim_exiting" and ev.get("pid") == self.pid:
-                    self.chosen = rep
+            self._take(rep, events)
+        return flushed + events
+
+    def finish(self) -> list[KernelEvent]:
+        """The end of the log: a fragment still held is a kill of the last report."""
+        events = self.asm.flush()
+        if self.current is not None:
+            self._take(self.current, events)
         return events
+
+    def _take(self, rep: OomReport, events: list[KernelEvent]) -> None:
+        for ev in events:
+            if ev.get("kind") == "oom_kill":
+                rep.kills.append(ev)
+                if self.pid is None or ev.get("pid") == self.pid:
+                    self.chosen = rep
+            elif ev.get("kind") == "oom_victim_exiting" and ev.get("pid") == self.pid:
+                self.chosen = rep
 
     def _note(self, rep: OomReport, what: str, f: dict[str, Any]) -> None:
         if what == "task_row":
@@ -293,6 +320,7 @@ def saved_events(lines: Iterable[LogLine], source: str = "-") -> Iterator[Kernel
     for ll in lines:
         asm.line = ll
         yield from asm.feed(_record(ll))
+    yield from asm.flush()
 
 
 def collect(
@@ -307,6 +335,7 @@ def collect(
         for ev in col.feed(ll):
             if ev.get("kind") == "oom_kill":
                 kills += 1
+    kills += sum(1 for ev in col.finish() if ev.get("kind") == "oom_kill")
     return col.chosen, kills
 
 
