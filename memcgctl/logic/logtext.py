@@ -239,7 +239,8 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
 # bench/postmortem_bench.py).
 _INTERESTING = re.compile(
     rb"oom|Kill|Task|: usage |Memory cgroup|Out of memory|already exiting|pages RAM|"
-    rb"Total swap|pages reserved|\[ *pid *\]|\[ *\d+\] +\d+ +\d+ +\d+|CPU: \d+ |killed as a result"
+    rb"Total swap|pages reserved|\[ *pid *\]|\[ *\d+\] +\d+ +\d+ +\d+|CPU: \d+ |Pid: \d+, comm: |"
+    rb"killed as a result"
 ).search
 
 

@@ -89,7 +89,7 @@ def _truncated_tail(tail: str) -> bool:
 _RE_TASKS_HEADER = _Pattern(r"^\[ *pid *\] +uid +tgid +(?P<cols>.*)$")
 _RE_TASK_ROW = _Pattern(r"^\[ *(?P<pid>\d+)\] +(?P<rest>-?\d+ .*)$")
 _RE_CPU = _Pattern(
-    r"^CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.*?) "
+    r"^(?:CPU: \d+ (?:UID: \d+ )?PID: |Pid: )(?P<pid>\d+),? [Cc]omm: (?P<comm>.*?) "
     r"(?:Not tainted|Tainted: [^0-9]*?) *(?P<release>\d+\.\d+[\w.+~-]*)"
 )
 _RE_KILL_419 = _Pattern(
@@ -316,7 +316,7 @@ def parse_oom_line(text: str) -> OomLine | None:
     if text.startswith("Total swap = ") and text.endswith("kB"):
         n = text[len("Total swap = ") : -2].strip()
         return OomLine("swap_total", {"kb": int(n)}) if n.isdigit() else None
-    if head.startswith("CPU: "):
+    if head.startswith(("CPU: ", "Pid: ")):
         m = _RE_CPU.match(text)
         if m:
             return OomLine(

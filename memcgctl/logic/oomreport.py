@@ -140,6 +140,33 @@ def parse_task_row(
     )
 
 
+def infer_columns(rest: str) -> list[str] | None:
+    """The columns after ``uid tgid`` of a task row whose header is not in the log, from
+    how many numbers it has: 7 (3.x ``nr_ptes`` or 4.15+ ``pgtables_bytes``: a multiple
+    of 4096 is bytes), 8 (4.x ``nr_ptes nr_pmds``), 10 (6.8+ ``rss_anon rss_file
+    rss_shmem``).  None for any other shape."""
+    parts = rest.split()
+    n = 0
+    for part in parts:
+        if not part.lstrip("-").isdigit():
+            break
+        n += 1
+    if n == len(parts):
+        return None  # no name
+    if n == 7:
+        pt = int(parts[4])
+        col = "pgtables_bytes" if pt % 4096 == 0 and pt > 0 else "nr_ptes"
+        return ["total_vm", "rss", col, "swapents", "oom_score_adj", "name"]
+    if n == 8:
+        return ["total_vm", "rss", "nr_ptes", "nr_pmds", "swapents", "oom_score_adj", "name"]
+    if n == 10:
+        return [
+            "total_vm", "rss", "rss_anon", "rss_file", "rss_shmem", "pgtables_bytes",
+            "swapents", "oom_score_adj", "name",
+        ]  # fmt: skip
+    return None
+
+
 # -- one report ----------------------------------------------------------------------
 
 
@@ -159,6 +186,7 @@ class OomReport:
     reserved_pages: int | None = None
     swap_total_kb: int | None = None
     columns: list[str] | None = None
+    columns_inferred: bool = False  # no header in the log: the columns read from a row
     tasks: list[TaskRow] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     task_in: dict[str, Any] | None = None
@@ -242,9 +270,15 @@ class ReportCollector:
         if what == "invoked":
             rep = self._start(ll)
             rep.invoked = f
-        elif what in ("killed", "kill_select", "summary", "task_in") and (
-            rep is None or (rep.kills and rep.group is None)
-        ):
+        elif what in (
+            "killed",
+            "kill_select",
+            "summary",
+            "task_in",
+            "tasks_state",
+            "tasks_header",
+            "task_row",
+        ) and (rep is None or (rep.kills and rep.group is None)):
             # the report was rate-limited (only its last lines), or a new OOM's lines
             # follow a finished one without an "invoked oom-killer" line
             rep = self._start(ll)
@@ -273,6 +307,12 @@ class ReportCollector:
 
     def _note(self, rep: OomReport, what: str, f: dict[str, Any]) -> None:
         if what == "task_row":
+            if rep.columns is None and not rep.tasks:
+                # the log begins inside the table (an excerpt): the columns from the row
+                cols = infer_columns(f["rest"])
+                if cols is not None:
+                    rep.columns, rep.columns_inferred = cols, True
+                    self._in_table = True
             if self._in_table and rep.columns is not None:
                 row = parse_task_row(
                     rep.columns, f["pid"], f["rest"], len(rep.tasks), self.page_size
