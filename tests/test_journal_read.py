@@ -158,3 +158,15 @@ def test_a_corrupt_or_forged_index_is_rebuilt(tmp_path: Path) -> None:
     forged = {"current": {"ino": st.st_ino, "upto": st.st_size, "tail": "00", "cgroups": []}}
     (journal.state_dir / journalread.INDEX).write_text(json.dumps(forged))
     assert _pids(journalread.read_matching(journal, "/a"), "/a") == [1001]
+
+
+def test_a_rotation_keeps_the_index_of_the_file_it_renamed(tmp_path: Path) -> None:
+    journal = _journal(tmp_path, b"", _rec(1, "/b"))
+    assert journalread.read_matching(journal, "/a") == []
+    before = json.loads((journal.state_dir / journalread.INDEX).read_bytes())["current"]
+    journal.path.rename(journal.rotated)  # what the writer's rotation does
+    journal.path.write_bytes(_rec(2, "/a"))
+    journal.path.chmod(0o600)
+    assert _pids(journalread.read_matching(journal, "/a"), "/a") == [1002]
+    after = json.loads((journal.state_dir / journalread.INDEX).read_bytes())
+    assert after["rotated"] == before

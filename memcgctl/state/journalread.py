@@ -128,8 +128,9 @@ def _fingerprint(fd: int, upto: int) -> str:
     return os.pread(fd, 32, max(upto - 32, 0)).hex()
 
 
-def _indexed(path: os.PathLike[str] | str, entry: object) -> tuple[set[str] | None, object]:
-    """(the cgroups the file names, or None if unknown; the file's index entry now)."""
+def _indexed(path: os.PathLike[str] | str, entries: list[object]) -> tuple[set[str] | None, object]:
+    """(the cgroups the file names, or None if unknown; the file's index entry now).
+    ``entries``: what the index had for it (a rotated file was the current one)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -142,6 +143,9 @@ def _indexed(path: os.PathLike[str] | str, entry: object) -> tuple[set[str] | No
             return None, None
         cgroups: set[str] = set()
         start = 0
+        entry = next(
+            (e for e in entries if isinstance(e, dict) and e.get("ino") == st.st_ino), None
+        )
         if (
             isinstance(entry, dict)
             and entry.get("ino") == st.st_ino
@@ -222,7 +226,7 @@ def read_matching(journal: Journal, path: str) -> list[Event] | None:
     lines: list[bytes] = []
     try:
         for name, file in (("rotated", journal.rotated), ("current", journal.path)):
-            cgroups, entry = _indexed(file, index.get(name))
+            cgroups, entry = _indexed(file, [index.get(name), index.get("current")])
             if entry is not None:
                 fresh[name] = entry
             if (
