@@ -125,3 +125,8 @@ def test_totalpages_from_the_printed_score_is_said() -> None:
     notes = " ".join(str(r) for r in x.decision.reasons)
     assert "totalpages from the kernel's printed score 877" in notes
     assert "root bonus is assumed" in notes  # uid 0 and totalpages both unknown: said
+
+
+def test_a_table_cut_short_is_said() -> None:
+    x = _explain("excerpts/18-playpen-journal-ellipsized-6.8.log")  # journalctl's "..."
+    assert x.verdict == "no_table" and "task table is cut short" in " ".join(x.why)

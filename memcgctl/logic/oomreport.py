@@ -151,8 +151,8 @@ def infer_columns(rest: str) -> list[str] | None:
         if not part.lstrip("-").isdigit():
             break
         n += 1
-    if n == len(parts):
-        return None  # no name
+    if n == len(parts) or parts[-1].endswith(("...", "\u2026")):
+        return None  # no name, or the row is cut short
     if n == 7:
         pt = int(parts[4])
         col = "pgtables_bytes" if pt % 4096 == 0 and pt > 0 else "nr_ptes"
@@ -187,6 +187,7 @@ class OomReport:
     swap_total_kb: int | None = None
     columns: list[str] | None = None
     columns_inferred: bool = False  # no header in the log: the columns read from a row
+    table_cut: bool = False  # a task table whose lines are cut short (no name column)
     tasks: list[TaskRow] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     task_in: dict[str, Any] | None = None
@@ -307,7 +308,7 @@ class ReportCollector:
 
     def _note(self, rep: OomReport, what: str, f: dict[str, Any]) -> None:
         if what == "task_row":
-            if rep.columns is None and not rep.tasks:
+            if rep.columns is None and not rep.tasks and not rep.table_cut:
                 # the log begins inside the table (an excerpt): the columns from the row
                 cols = infer_columns(f["rest"])
                 if cols is not None:
@@ -323,6 +324,9 @@ class ReportCollector:
         self._in_table = False
         if what == "tasks_header":
             cols = f["columns"]
+            if not cols or cols[-1] != "name":
+                rep.table_cut = True
+                return
             if rep.columns is None and all(c in _KNOWN_COLUMNS for c in cols[:-1]):
                 rep.columns = cols
                 self._in_table = True

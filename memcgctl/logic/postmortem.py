@@ -241,7 +241,13 @@ def explain_report(
         verdict = "no_victim"
         why.append("the kernel found no killable process")
     if verdict in ("matches",):
-        if not report.tasks:
+        if not report.tasks and report.table_cut:
+            verdict = "no_table"
+            why.append(
+                "the report's task table is cut short (its header ends before the name "
+                "column: an ellipsized or truncated log): the ranking cannot be rebuilt"
+            )
+        elif not report.tasks:
             verdict = "no_table"
             why.append(
                 "the report has no task table this reader can read (rate-limited report, "
