@@ -475,3 +475,26 @@ def test_summary_fields_in_another_order_or_missing() -> None:
     s = parse_summary("oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),task=x,pid=1,uid=2")
     assert s is not None and (s["oom_memcg"], s["global_oom"], s["pid"]) == (None, False, 1)
     assert parse_summary("oom-kill:nothing we know") is None
+
+
+def test_several_grepped_fragments_are_several_kills() -> None:
+    """``dmesg | grep -e oom-kill -e 'Kill process'``: each line names a kill of its own
+    (the lines are the real ones of excerpts 10, 31 and 19, put together)."""
+    text = (
+        "[10657070.816698] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=7a98,"
+        "mems_allowed=0,oom_memcg=/kubepods/burstable/pod792a,task_memcg=/kubepods/burstable/"
+        "pod792a/7a98,task=ruby,pid=10506,uid=1000\n"
+        "[10657071.000000] oom-kill:,cpuset=bbd5,mems_allowed=0-1,oom_memcg=/kubepods/burstable/"
+        "pod6c43,task_memcg=/kubepods/burstable/pod6c43/bbd5,task=runc:[2:INIT],pid=12800,uid=0\n"
+        "[ 2802.650237] Out of memory: Kill process 7268 (a.out) score 999 or sacrifice child\n"
+        "[ 2804.432524] Out of memory: Kill process 7269 (a.out) score 999 or sacrifice child\n"
+    )
+    kills = [e for e in saved_events(read_lines([text.encode()])) if e["kind"] == "oom_kill"]
+    assert [(e["pid"], e["comm"], e.get("oom_memcg")) for e in kills] == [
+        (10506, "ruby", "/kubepods/burstable/pod792a"),
+        (12800, "runc:[2:INIT]", "/kubepods/burstable/pod6c43"),
+        (7268, "a.out", None),
+        (7269, "a.out", None),
+    ]
+    assert all(any("no 'Killed process' line" in n for n in e["notes"]) for e in kills)
+    assert [e["uptime_s"] for e in kills] == [10657070.816698, 10657071.0, 2802.650237, 2804.432524]

@@ -95,7 +95,7 @@ class OomAssembler:
             self._task_in = f
             return out
         if what == "kill_select":
-            out = self.flush() if self._pending_select is not None else []
+            out = self.flush() if self.flushes(what, f) else []
             self._select = f
             self._pending_select = rec
             return out
@@ -126,11 +126,18 @@ class OomAssembler:
         time = usec_to_iso(rec.usec, self.boot_time)
         return kernel_event(kind, cgroup, time, rec.seq, rec.usec, f"{self.boot_id}:{rec.seq}")
 
-    def flushes(self, what: str) -> bool:
-        """Whether a line of this kind ends the fragment the assembler holds."""
+    def flushes(self, what: str, fields: dict[str, Any]) -> bool:
+        """Whether this line ends the fragment the assembler holds: a new report, or a
+        ``Kill process`` line of another task than the pending summary's (a grep of
+        both kinds of line)."""
         if what in ("invoked", "summary", "task_in"):
             return self._pending_summary is not None or self._pending_select is not None
-        return what == "kill_select" and self._pending_select is not None
+        if what != "kill_select":
+            return False
+        if self._pending_select is not None:
+            return True
+        s = self._summary if self._pending_summary is not None else None
+        return s is not None and s["pid"] is not None and s["pid"] != fields.get("pid")
 
     def flush(self) -> list[KernelEvent]:
         """With ``fragments``: the kill that a summary or a ``Kill process`` line names

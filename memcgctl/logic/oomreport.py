@@ -263,7 +263,7 @@ class ReportCollector:
         what, f = line.what, line.fields
         rep = self.current
         flushed: list[KernelEvent] = []
-        if self.asm.flushes(what):
+        if self.asm.flushes(what, f):
             # a fragment's kill belongs to the report it ended, not to this line's
             flushed = self.asm.flush()
             if rep is not None:
