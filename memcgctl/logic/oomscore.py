@@ -70,7 +70,7 @@ def rules_for(report: OomReport) -> KernelRules:
         if layout == "nr_pmds":
             v = (4, 1)
         elif layout == "pgtables_bytes":
-            v = (4, 19)
+            v = (4, 15)  # 4.15.0 prints it (shared/data excerpt 13, with its release line)
         if report.summary is not None:
             v = max(v, (5, 0))
         if kill is not None and kill.get("oom_score_adj") is not None:

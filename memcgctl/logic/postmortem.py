@@ -207,6 +207,11 @@ def explain_report(
             )
             + (
                 f"; root bonus {'adj -= 30' if rules.root_bonus == 'adj30' else '3%'} for uid 0"
+                + (
+                    " (assumed: a kernel from 4.17 on has none, and the report cannot say)"
+                    if rules.source != "release" and rules.root_bonus == "pct3"
+                    else ""
+                )
                 if rules.root_bonus
                 else ""
             )
