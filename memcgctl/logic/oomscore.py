@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from memcgctl.logic.decision import Scored
-from memcgctl.logic.oomreport import OomReport, TaskRow
+from memcgctl.logic.oomreport import OomReport
+from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import BADNESS_DEFAULT, ProcessInfo
 

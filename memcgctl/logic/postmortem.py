@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from memcgctl.logic.decision import KERNEL, Decision, Scored
-from memcgctl.logic.oomreport import OomReport, TaskRow
+from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomscore import (
     OOM_SCORE_ADJ_MIN,
     KernelRules,
@@ -29,6 +29,7 @@ from memcgctl.logic.oomscore import (
     totalpages,
     totalpages_from_score,
 )
+from memcgctl.logic.oomtable import TaskRow
 from memcgctl.logic.priority import select_priority
 from memcgctl.logic.reportsnapshot import BadnessMap, CgroupLookup, LiveLookup, build_snapshot
 from memcgctl.vocab.cgpath import CgroupPath
