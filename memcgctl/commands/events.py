@@ -107,7 +107,7 @@ def events(
         # from here on, kills appended by the daemon and kill-all are printed live
         follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
-        history = merge_history(kernel, recorder.journal.read())
+        history = merge_history(kernel, _journal_records(recorder, root))
         shown = [ev for ev in history if matches(ev, root, since_iso)]
         if as_json and not follow:
             emit_json({"root": root, "since": since_iso, "events": shown})
@@ -129,6 +129,19 @@ def events(
         follower.close()
         if reader is not None:
             reader.close()
+
+
+def _journal_records(recorder: KillRecorder, root: CgroupPath) -> list[Event]:
+    """The journal's records that may concern ``root``: for a subtree, only the lines that
+    name it or a kernel kill already in hand are parsed (the cost does not grow with the
+    journal's other records); for the host, all of them."""
+    if not root.is_root:
+        from memcgctl.state.journalread import read_matching
+
+        found = read_matching(recorder.journal, str(root))
+        if found is not None:
+            return found
+    return list(recorder.journal.read())
 
 
 def _events_from_file(

@@ -12,7 +12,8 @@ from memcgctl.render.output import Output, emit_json, print_tree, say
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 
 if TYPE_CHECKING:
-    from memcgctl.logic.oomreport import OomReport, TaskRow
+    from memcgctl.logic.oomreport import OomReport
+    from memcgctl.logic.oomtable import TaskRow
     from memcgctl.logic.reportsnapshot import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
     from memcgctl.vocab.cgpath import CgroupPath
 

@@ -60,7 +60,7 @@ _MONTHS = {
 _QUOTE = re.compile(r"^(?:> ?)+")
 _KMSG = re.compile(r"(\d+),(\d+),(\d+)(?:,[^;]*)?;")
 _DMESG_X = re.compile(r"[a-z]+ *:[a-z]+ *: ")
-_UPTIME = re.compile(r"\[ *(\d+)\.(\d+)\] ?")
+_UPTIME = re.compile(r"\[ *(\d+)\.(\d+)\] ?(?:\[ *[TC]\d+\] ?)?")  # printk caller id: [ T42]
 # dmesg -T / ctime in any locale: "[<day> <month> <dd> HH:MM:SS <yyyy>]"
 _CTIME = re.compile(r"\[([^\]\[]{0,40}?\b(\d{1,2}):(\d\d):(\d\d)(?:[.,]\d+)?[^\]\[]{0,20})\] ?")
 _ISO = re.compile(
@@ -173,7 +173,7 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
     m = _KMSG.match(line)
     if m:
         usec = int(m.group(3))
-        text = unescape(line[m.end() :])  # the kernel's \xNN escapes, as live
+        text = unescape(line[m.end() :].rstrip())  # the kernel's \xNN escapes, as live
         return LogLine(lineno, None, usec / 1e6, text, True, m.group(3))
     rest = line
     wall: float | None = None
@@ -189,12 +189,12 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
         if m:
             uptime = int(m.group(1)) + float("0." + m.group(2))
             clock = rest[: m.end()].strip()
-            return LogLine(lineno, None, uptime, rest[m.end() :], True, clock)
+            return LogLine(lineno, None, uptime, rest[m.end() :].rstrip(), True, clock)
         m = _CTIME.match(rest)
         if m:
             clock = m.group(1)
             wall = _ctime_epoch(m.group(1), now or datetime.now())
-            return LogLine(lineno, wall, None, rest[m.end() :], True, clock)
+            return LogLine(lineno, wall, None, rest[m.end() :].rstrip(), True, clock)
         return LogLine(lineno, None, None, rest.strip(), prefixed)
     m = _ISO.match(rest) if rest[:1].isdigit() else None
     if m:
@@ -232,7 +232,7 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
             rest = rest[m.end() :]
     if not prefixed:
         rest = rest.strip()  # a paste: indented, or the second half of a wrapped line
-    return LogLine(lineno, wall, uptime, rest, prefixed, clock)
+    return LogLine(lineno, wall, uptime, rest.rstrip(), prefixed, clock)
 
 
 # Lines worth normalising: a keyword of an OOM report line (the parser's), a task-table
@@ -241,10 +241,13 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
 # bench/postmortem_bench.py).
 _INTERESTING = re.compile(
     rb"oom|Kill|Task|: usage |Memory cgroup|Out of memory|already exiting|pages RAM|"
-    rb"Total swap|pages reserved|\[ *pid *\]|\[ *\d+\] +\d+ +\d+ +\d+|CPU: \d+ |killed as a result"
+    rb"Total swap|pages reserved|\[ *pid *\]|\[ *\d+\] +\d+ +\d+ +\d+|CPU: \d+ |Pid: \d+, comm: |"
+    rb"killed as a result"
 ).search
 
 
+# a kill line wrapped right after "Killed" / "Kill" (the rest, "process N (comm) …", follows)
+_KILL_CUT = re.compile(r"(?:^|: )Kill(?:ed)?(?: process(?: \d+)?)?$").search
 _TABLE_START = re.compile(r"\[ *(?:pid|\d+) *\]").match
 _MAX_JOINS = 3  # a wrapped paste rarely splits one kernel line in more pieces
 
@@ -254,7 +257,7 @@ def _broken(text: str, row_tokens: int) -> bool:
     an OOM line cut by wrapping, or a task-table header or row with too few columns."""
     line = parse_oom_line(text)
     if line is None:
-        return (
+        return _KILL_CUT(text) is not None or (
             text.startswith(("Task in ", "oom-kill:"))
             or _TABLE_START(text) is not None
             or "Killed process " in text
@@ -264,7 +267,8 @@ def _broken(text: str, row_tokens: int) -> bool:
         )
     what, f = line.what, line.fields
     if what == "killed":
-        return bool(f.get("partial"))
+        # cut short, or wrapped after a comma (the UID and oom_score_adj follow)
+        return bool(f.get("partial")) or text.endswith(",")
     if what == "task_in":
         return not f["oom_memcg"]
     if what == "tasks_header":
