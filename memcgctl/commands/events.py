@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.output import emit_json, emit_json_line, say
@@ -15,7 +16,7 @@ from memcgctl.vocab.records import Event
 from memcgctl.watch.history import KillRecorder, kernel_history
 
 
-@click.command()
+@click.command(epilog=epilog("events"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @click.option("--follow", "-f", is_flag=True, help="Keep running and print new events live.")

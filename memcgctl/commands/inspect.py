@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from memcgctl.commands.common import CgroupName, output_options, pass_env, pid_option
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, draw_table, emit_json
 from memcgctl.render.views import CGROUP_FIELDS, PROCESS_FIELDS, tree_rows
@@ -26,7 +27,7 @@ def wide_option(func: F) -> F:
     )(func)
 
 
-@click.command()
+@click.command(epilog=epilog("tree"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @wide_option
@@ -81,7 +82,7 @@ _SORT_KEYS = {
 }
 
 
-@click.command()
+@click.command(epilog=epilog("ps"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @click.option(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from memcgctl.commands.common import AsciiInt, output_options, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, emit_json, print_tree, say
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
@@ -87,7 +88,7 @@ def _badness_map(path: str | None) -> BadnessMap:
     return BadnessMap.parse(data.decode("utf-8", "replace"), path)
 
 
-@click.command("explain-kill")
+@click.command("explain-kill", epilog=epilog("explain-kill"))
 @click.argument("pid", required=False, type=AsciiInt(minimum=1))
 @click.option(
     "--from",

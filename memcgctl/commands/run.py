@@ -12,6 +12,7 @@ import click
 
 from memcgctl.actions.launch import check_cgroup_access, find_command, reset_signals, set_up
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfiles import V1_LIMIT, V2_HIGH, V2_MAX
 from memcgctl.render.diag import diagnostic
@@ -56,7 +57,7 @@ def _limits(
     return out
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
+@click.command(context_settings={"ignore_unknown_options": False}, epilog=epilog("run"))
 @click.option(
     "--cgroup",
     "-c",

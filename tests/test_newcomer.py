@@ -1,0 +1,329 @@
+"""Issue 24: what a newcomer tripped over — tested as that newcomer would meet it
+(``nobody`` with root's state directory, the man page's examples run on the kernel,
+typos, the root cgroup), each test failing without its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from memcgctl.cli import cli
+from memcgctl.commands.examples import EXAMPLES
+from tests.fakehost import FakeHost
+from tests.realkernel import TestCgroups
+from tests.test_hostile import NOBODY, _as_nobody, needs_root
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "man" / "memcgctl.1"
+READ_ONLY = (
+    ["tree"],
+    ["ps"],
+    ["get-badness"],
+    ["get-delay"],
+    ["predict-victim"],
+    ["counters"],
+    ["events", "--since", "1m"],
+)
+
+
+def invoke(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+@pytest.fixture
+def root_state() -> Iterator[Path]:
+    """A root-owned state directory in a place nobody can reach (like /run/memcgctl)."""
+    base = Path(tempfile.mkdtemp(prefix="memcgctl-i24-"))
+    os.chmod(base, 0o755)
+    try:
+        yield base / "state"
+    finally:
+        shutil.rmtree(base)
+
+
+# -- item 1: another user and root's state directory ------------------------------------
+
+
+@needs_root
+@pytest.mark.kernel
+@pytest.mark.parametrize("mode", [0o700, 0o755], ids=["0700", "0755"])
+def test_read_only_commands_work_for_nobody_with_roots_state_dir(
+    cgroups: TestCgroups, root_state: Path, mode: int
+) -> None:
+    """Root registered a badness for a real process; nobody reads the same tree with
+    root's state directory: every read-only command works (no exit 2), and where the
+    registry matters one note says it could not be read, instead of a silent 500."""
+    job = cgroups.make("job", limit=64 << 20)
+    p = cgroups.hog(job, mib=1)
+    env = {"MEMCGCTL_STATE_DIR": str(root_state)}
+    r = invoke(env, "set-badness", "--pid", str(p.pid), "700")
+    assert r.exit_code == 0, r.output
+    os.chmod(root_state, mode)
+    assert os.stat(root_state / "badness.json").st_mode & 0o777 == 0o600
+    as_root = json.loads(invoke(env, "ps", job, "--json").stdout)["processes"]
+    assert [(q["badness"], q["badness_source"]) for q in as_root] == [(700, "process")]
+    for argv in READ_ONLY:
+        code, out, err = _as_nobody(lambda a=argv: invoke(env, *a, job))
+        assert code == 0, (argv, out, err)
+        assert "Invalid value for '--state-dir'" not in err
+        assert "Traceback" not in out + err
+    code, out, err = _as_nobody(lambda: invoke(env, "ps", job, "--json"))
+    assert code == 0, err
+    (row,) = json.loads(out)["processes"]
+    assert (row["pid"], row["badness"], row["badness_source"]) == (p.pid, 500, "default")
+    (note,) = err.splitlines()  # said once, and what to do about it
+    assert "badness.json: not readable by uid 65534" in note and "--state-dir" in note
+
+
+@needs_root
+@pytest.mark.kernel
+def test_set_badness_as_nobody_names_the_state_dir_option(
+    cgroups: TestCgroups, root_state: Path
+) -> None:
+    root_state.mkdir(mode=0o700)
+    sleeper = cgroups.sleeper(cgroups.make("job", limit=64 << 20))
+    env = {"MEMCGCTL_STATE_DIR": str(root_state)}
+    code, out, err = _as_nobody(
+        lambda: invoke(env, "set-badness", "--pid", str(sleeper.pid), "100")
+    )
+    assert code == 4, (out, err)
+    last = err.splitlines()[-1]
+    assert "permission denied" in last and "--state-dir" in last and str(root_state) in last
+    assert os.listdir(root_state) == []
+    # nobody's own directory works
+    own = root_state.parent / "nobody"
+    own.mkdir(mode=0o700)
+    os.chown(own, NOBODY, NOBODY)
+    code, out, err = _as_nobody(
+        lambda: invoke(
+            {"MEMCGCTL_STATE_DIR": str(own)}, "set-badness", "--pid", str(sleeper.pid), "100"
+        )
+    )
+    # nobody may not rank root's process, but the state directory is no longer the problem
+    assert "--state-dir" not in err, err
+
+
+# -- item 3: "did you mean", examples, the man page's run example ------------------------
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("tre", "tree"), ("predict", "predict-victim"), ("kil-all", "kill-all"), ("evnts", "events")],
+)
+def test_mistyped_command_suggests(typo: str, meant: str) -> None:
+    r = CliRunner().invoke(cli, [typo])
+    assert r.exit_code == 2
+    (line,) = r.stderr.splitlines()
+    assert f"No such command '{typo}'. Did you mean '{meant}'" in line
+
+
+def test_mistyped_option_suggests() -> None:
+    r = CliRunner().invoke(cli, ["predict-victim", "--explian"])
+    assert r.exit_code == 2
+    assert "--explain" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_nonsense_command_has_no_suggestion() -> None:
+    r = CliRunner().invoke(cli, ["xyzzy"])
+    assert r.exit_code == 2
+    assert "Did you mean" not in r.stderr and "No such command 'xyzzy'" in r.stderr
+
+
+def _example_argv(line: str) -> list[str]:
+    words = shlex.split(line.split("|")[-1].replace("$$", "1"))
+    assert words[0] == "memcgctl", line
+    return words[1:]
+
+
+def test_every_command_has_examples_in_help_and_man_page() -> None:
+    ctx = click.Context(cli, info_name="memcgctl")
+    page = PAGE.read_text()
+    names = cli.list_commands(ctx)
+    assert set(EXAMPLES) == set(names)
+    for name in names:
+        r = CliRunner().invoke(cli, [name, "--help"], env={"COLUMNS": "80"})
+        assert r.exit_code == 0, r.output
+        assert "Examples:" in r.stdout
+        for line, _ in EXAMPLES[name]:
+            assert line in r.stdout, (name, line)
+            assert line.replace("-", "\\-") in page, (name, line)
+        assert max(len(t) for t in r.stdout.split("Examples:")[1].splitlines()) <= 80
+
+
+@pytest.mark.parametrize("line", [line for examples in EXAMPLES.values() for line, _ in examples])
+def test_every_example_parses(line: str) -> None:
+    """The real option parser accepts every example (an option renamed breaks this)."""
+    argv = _example_argv(line)
+    ctx = click.Context(cli, info_name="memcgctl")
+    command = cli.get_command(ctx, argv[0])
+    assert command is not None, line
+    command.make_context(argv[0], argv[1:], parent=ctx)
+
+
+def _man_examples(command: str) -> list[str]:
+    """The ``memcgctl COMMAND …`` lines of the man page's EXAMPLES section."""
+    text = PAGE.read_text().split(".SH EXAMPLES", 1)[1].split(".SH", 1)[0]
+    return [
+        ln.replace("\\-", "-") for ln in text.splitlines() if ln.startswith(f"memcgctl {command} ")
+    ]
+
+
+@pytest.mark.kernel
+def test_man_page_run_example_works_on_this_kernel(cgroups: TestCgroups, tmp_path: Path) -> None:
+    """Every ``memcgctl run`` line of the man page, run for real (the cgroup named in
+    our test parent, the command replaced by one that prints its memcg and limit)."""
+    lines = _man_examples("run")
+    assert lines
+    for i, line in enumerate(lines):
+        argv = _example_argv(line)
+        cmd_at = argv.index("--")
+        cg_at = next(i for i, a in enumerate(argv) if a in ("-c", "--cgroup")) + 1
+        job = f"{cgroups.parent}/ex{i}"
+        argv[cg_at] = job
+        argv = [re.sub(r"^\d+G$", "32M", a) for a in argv[:cmd_at]]  # test limits stay small
+        limit = cgroups.path(job) / (
+            "memory.limit_in_bytes" if cgroups.version == 1 else "memory.max"
+        )
+        r = subprocess.run(
+            [sys.executable, "-m", "memcgctl", *argv, "--", "sh", "-c", f"cat {limit}"],
+            cwd=ROOT,
+            env={**os.environ, "MEMCGCTL_STATE_DIR": str(tmp_path / "state")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, (line, r.stderr)
+        assert r.stdout.strip() == str(32 << 20)
+        cgroups.dirs.append(cgroups.path(job))
+
+
+# -- item 5: the root cgroup, release, a non-root shadow daemon ---------------------------
+
+
+def test_set_badness_on_the_root_cgroup_needs_force(fake_v1: FakeHost) -> None:
+    env = fake_v1.cli_env()
+    r = invoke(env, "set-badness", "/", "10")
+    assert r.exit_code == 2
+    assert "no effect" in r.stderr and "--force" in r.stderr
+    assert "user.memcgctl.badness" not in os.listxattr(fake_v1.cgroot)
+    assert "trusted.memcgctl.badness" not in os.listxattr(fake_v1.cgroot)
+    r = invoke(env, "set-badness", "/", "10", "--force")
+    assert r.exit_code == 0, r.output
+    assert "set badness 10" in r.stdout
+
+
+def test_kill_all_root_refuses_before_walking(fake_v1: FakeHost) -> None:
+    """The refusal comes before the subtree is read: a child whose oom_control cannot be
+    read (here: a directory in its place) would otherwise fail the command first."""
+    fake_v1.cgroup("/batch")
+    ctl = fake_v1.cgroot / "batch" / "memory.oom_control"
+    ctl.unlink()
+    ctl.mkdir()
+    for extra in ([], ["--dry-run"]):
+        r = invoke(fake_v1.cli_env(), "kill-all", "/", *extra)
+        assert r.exit_code == 2, r.output
+        assert "refusing to kill the whole hierarchy" in r.stderr
+
+
+@pytest.mark.kernel
+def test_release_dry_run_says_what_it_would_do(cgroups: TestCgroups, tmp_path: Path) -> None:
+    env = {"MEMCGCTL_STATE_DIR": str(tmp_path / "state")}
+    job = cgroups.make("job", limit=64 << 20)
+    r = invoke(env, "daemon", "--release", "--dry-run", "--root", cgroups.parent)
+    assert r.exit_code == 0, r.output
+    assert (
+        r.stdout
+        == f"{cgroups.parent}: would release nothing (no marks or claims of stopped daemons)\n"
+    )
+    # a stopped daemon's mark and claim (pid 0 never runs)
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    dead = f"{boot}/999999999/1"
+    d = cgroups.path(job)
+    os.setxattr(
+        d,
+        "trusted.memcgctl.daemon",
+        json.dumps({"instance": dead, "oom_kill_disable": "0"}).encode(),
+    )
+    os.setxattr(cgroups.path(cgroups.parent), "trusted.memcgctl.daemon_root", dead.encode())
+    r = invoke(env, "daemon", "--release", "--dry-run", "--root", cgroups.parent)
+    assert r.exit_code == 0, r.output
+    assert f"{job}: would restore oom_kill_disable" in r.stdout
+    assert f"{cgroups.parent}: would remove the claim of stopped daemon pid 999999999" in r.stdout
+    assert "trusted.memcgctl.daemon" in os.listxattr(d)  # a dry run
+    r = invoke(env, "daemon", "--release", "--root", cgroups.parent)
+    assert r.exit_code == 0, r.output
+    assert "trusted.memcgctl.daemon" not in os.listxattr(d)
+    assert "trusted.memcgctl.daemon_root" not in os.listxattr(cgroups.path(cgroups.parent))
+
+
+_DAEMON_AS_NOBODY = (
+    "import os, sys\n"
+    "import ctypes.util, tempfile, json, select, selectors\n"
+    "from tests.test_hostile import _import_everything\n"
+    "_import_everything()\n"
+    "from memcgctl.cli import main\n"
+    "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@needs_root
+@pytest.mark.kernel
+def test_daemon_dry_run_as_non_root_says_one_line(cgroups: TestCgroups) -> None:
+    """Trying the shadow mode as another user: one line says what it runs without (no
+    claim, no mlock, no kernel log), not three warnings."""
+    import signal
+    import time
+
+    cgroups.make("job", limit=64 << 20)
+    state = Path(tempfile.mkdtemp(prefix="memcgctl-i24-"))
+    os.chmod(state, 0o755)
+    os.chown(state, NOBODY, NOBODY)
+    try:
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _DAEMON_AS_NOBODY,
+                "daemon",
+                "--dry-run",
+                "--root",
+                cgroups.parent,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "MEMCGCTL_STATE_DIR": str(state / "s")},
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert p.stderr is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = p.stderr.readline()
+            lines.append(line)
+            if "daemon_started" in line or not line:
+                break
+        p.send_signal(signal.SIGTERM)
+        lines += p.stderr.readlines()
+        p.wait(timeout=20)
+    finally:
+        shutil.rmtree(state)
+    warnings = [ln for ln in lines if ln.startswith("<4>")]
+    assert len(warnings) == 1, lines
+    assert "not root (uid 65534): shadow mode without a claim" in warnings[0]
+    assert any("daemon_started" in ln for ln in lines), lines
+    assert p.returncode == 0, lines
+    assert "trusted.memcgctl.daemon_root" not in os.listxattr(cgroups.path(cgroups.parent))
