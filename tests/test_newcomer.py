@@ -327,3 +327,83 @@ def test_daemon_dry_run_as_non_root_says_one_line(cgroups: TestCgroups) -> None:
     assert any("daemon_started" in ln for ln in lines), lines
     assert p.returncode == 0, lines
     assert "trusted.memcgctl.daemon_root" not in os.listxattr(cgroups.path(cgroups.parent))
+
+
+# -- item 4: one OOM, one pair of lines per OOM domain ------------------------------------
+
+
+@pytest.mark.kernel
+def test_one_oom_is_one_under_oom_and_one_resolved_per_domain(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    """A kernel OOM in /demo (children: an empty one with its own limit, and the one the
+    grower runs in): two ``events --follow --json`` print one under_oom and one
+    oom_resolved, for /demo only, with the same time, the under_oom before the kill;
+    the history shows the under_oom too."""
+    from tests.test_events_kernel import Follow, grower, watching
+
+    demo = cgroups.make("demo", limit=48 << 20)
+    empty = cgroups.make("demo/empty", limit=32 << 20)
+    busy = cgroups.make("demo/busy", limit=128 << 20)
+    followers = [Follow(tmp_path / f"state{i}", cgroups.parent) for i in range(2)]
+    try:
+        for f in followers:
+            for cg in (demo, empty, busy):
+                watching(f, cgroups, cg)
+        g = grower(cgroups, busy, max_mib=200)
+        for f in followers:
+            f.wait_for(lambda e: e["kind"] == "oom_kill" and e.get("pid") == g.pid)
+            f.wait_for(lambda e: e["kind"] == "oom_resolved" and e["cgroup"] == demo)
+        g.wait(timeout=10)
+    finally:
+        errs = [f.stop() for f in followers]
+    assert all("Traceback" not in e for e in errs), errs
+    ours = [[e for e in f.events if str(e.get("cgroup", "")).startswith(demo)] for f in followers]
+    for evs in ours:
+        kinds = [
+            (e["kind"], e["cgroup"]) for e in evs if e["kind"] in ("under_oom", "oom_resolved")
+        ]
+        assert kinds == [("under_oom", demo), ("oom_resolved", demo)], evs
+        order = [e["kind"] for e in evs if e["kind"] in ("under_oom", "oom_kill")]
+        assert order[:2] == ["under_oom", "oom_kill"], evs
+    stamps = [next(e["time"] for e in evs if e["kind"] == "under_oom") for evs in ours]
+    assert stamps[0] == stamps[1], json.dumps(ours)
+    kill = next(e for e in ours[0] if e["kind"] == "oom_kill")
+    assert stamps[0] <= kill["time"]
+    r = invoke({"MEMCGCTL_STATE_DIR": str(tmp_path / "state0")}, "events", demo, "--json")
+    assert r.exit_code == 0, r.output
+    history = json.loads(r.stdout)["events"]
+    starts = [e for e in history if e["kind"] == "under_oom"]
+    assert [(e["cgroup"], e["time"]) for e in starts] == [(demo, stamps[0])], history
+    assert history.index(starts[0]) < history.index(
+        next(e for e in history if e["kind"] == "oom_kill" and e.get("pid") == kill["pid"])
+    )
+
+
+def test_history_under_oom_one_per_episode_and_not_twice() -> None:
+    from memcgctl.logic.events import oom_starts
+
+    def kill(t: str, seq: int, domain: str = "/d", cause: str = "memcg") -> dict[str, object]:
+        return {
+            "time": f"2026-01-01T00:00:{t}Z",
+            "kind": "oom_kill",
+            "cgroup": f"{domain}/x",
+            "oom_memcg": domain,
+            "cause": cause,
+            "dedup": f"b:{seq}",
+        }
+
+    kernel = [
+        kill("01.000000", 1),
+        kill("01.300000", 2),  # a second kill of the same episode
+        kill("05.000000", 3),  # a new OOM of the same domain
+        kill("06.000000", 4, "/", "system"),  # host-wide: no memcg ran out
+        kill("09.000000", 5, "/e"),  # the daemon said so already
+    ]
+    invoked = {"b:1": "2026-01-01T00:00:00.990000Z"}
+    daemon = [{"time": "2026-01-01T00:00:08.500000Z", "kind": "under_oom", "cgroup": "/e"}]
+    starts = oom_starts(kernel, invoked, daemon)  # type: ignore[arg-type]
+    assert [(e["time"], e["cgroup"], e["source"]) for e in starts] == [
+        ("2026-01-01T00:00:00.990000Z", "/d", "kmsg"),
+        ("2026-01-01T00:00:05.000000Z", "/d", "kmsg"),
+    ]

@@ -82,7 +82,7 @@ def events(
         return
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
-    from memcgctl.logic.events import matches, merge_history
+    from memcgctl.logic.events import matches, merge_history, oom_starts
     from memcgctl.render.eventline import format_event
     from memcgctl.vocab.records import utc_iso_before
     from memcgctl.vocab.units import parse_duration_ms
@@ -108,7 +108,9 @@ def events(
         # from here on, kills appended by the daemon and kill-all are printed live
         follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
-        history = merge_history(kernel, recorder.journal.read())
+        journaled = list(recorder.journal.read())
+        starts = oom_starts(kernel, follower.invoked_by_kill, journaled)
+        history = merge_history([*starts, *kernel], journaled)  # on a tie: the start first
         shown = [ev for ev in history if matches(ev, root, since_iso)]
         if as_json and not follow:
             emit_json({"root": root, "since": since_iso, "events": shown})

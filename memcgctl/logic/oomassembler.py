@@ -56,6 +56,10 @@ class OomAssembler:
         self._select: dict[str, Any] | None = None
         self._group: str | None = None
         self._group_ctx: dict[str, Any] | None = None
+        # when the kernel invoked the OOM killer of the report being read (its
+        # "invoked oom-killer" line): the moment the memcg ran out (``events --follow``
+        # stamps its under_oom with it)
+        self.invoked_time: str | None = None
 
     def feed(self, rec: KmsgRecord) -> list[KernelEvent]:
         try:
@@ -67,6 +71,7 @@ class OomAssembler:
         f = line.fields
         what = line.what
         if what == "invoked":
+            self.invoked_time = usec_to_iso(rec.usec, self.boot_time)
             self._summary = self._task_in = self._select = None
             self._group = self._group_ctx = None
             return []
