@@ -407,3 +407,26 @@ def test_history_under_oom_one_per_episode_and_not_twice() -> None:
         ("2026-01-01T00:00:00.990000Z", "/d", "kmsg"),
         ("2026-01-01T00:00:05.000000Z", "/d", "kmsg"),
     ]
+
+
+# -- item 5: 80 columns, a long name --------------------------------------------------
+
+
+def test_tree_at_80_columns_shortens_a_long_name_before_dropping_badness(
+    fake_v1: FakeHost,
+) -> None:
+    from tests.test_tables_pty import on_pty
+
+    long = "nc-demo-" + "x" * 40 + "-tail7"
+    fake_v1.cgroup("/batch", limit=512 << 20, usage=100 << 20, badness=100)
+    fake_v1.cgroup(f"/batch/{long}", limit=256 << 20, usage=123_456_789, badness=40)
+    fake_v1.process(1, "/", comm="init", rss_anon_kb=100)
+    text = on_pty(fake_v1, 80, "tree")
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    assert lines[0].split()[:4] == ["CGROUP", "USAGE", "LIMIT", "BAD"], text
+    row = next(line for line in lines if "nc-demo-" in line)
+    assert "…" in row and row.split()[1].startswith("nc-demo-") and "-tail7" in row
+    assert "40t" in row and "117.7M" in row and "256.0M" in row
+    # --wide and a pipe: the whole name
+    assert long in on_pty(fake_v1, 80, "tree", "--wide")

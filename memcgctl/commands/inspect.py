@@ -39,7 +39,8 @@ def tree(env: Env, cgroup: str | None, pid: int | None, wide: bool, out: Output)
     Columns: usage, limit, badness (and where it comes from), OOM delay, oom.group,
     under OOM, OOM kills of the cgroup itself (kernel counter), tasks attached.  On a
     narrow terminal the headers and badness sources are abbreviated (900t: trusted,
-    800u: user) and the least useful columns left out; names and numbers are never cut.
+    800u: user) and the least useful columns left out; a long cgroup name is shortened
+    in the middle (…) rather than lose BADNESS; numbers are never cut.
     """
     out = out._replace(wide=wide)
     root = env.target_cgroup(cgroup, pid)

@@ -59,8 +59,11 @@ def tree_rows(snap: Snapshot, root: CgroupPath) -> list[TreeRow]:
     ]
 
 
+# a cgroup name is shortened ("…") to no fewer characters than this to keep BADNESS
+NAME_MIN = 24
+
 CGROUP_FIELDS: tuple[Field[TreeRow], ...] = (
-    Field("CGROUP", lambda r: r.label),
+    Field("CGROUP", lambda r: r.label, elide=NAME_MIN),
     Field("USAGE", lambda r: format_bytes(r.cgroup.usage_bytes), right=True),
     Field(
         "LIMIT",
