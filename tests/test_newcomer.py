@@ -430,3 +430,36 @@ def test_tree_at_80_columns_shortens_a_long_name_before_dropping_badness(
     assert "40t" in row and "117.7M" in row and "256.0M" in row
     # --wide and a pipe: the whole name
     assert long in on_pty(fake_v1, 80, "tree", "--wide")
+
+
+@pytest.mark.kernel
+def test_explain_kill_says_when_a_badness_entry_is_gone(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    """The victim had a process badness (5) when the kernel killed it; the registry
+    prunes it with the process, so explain-kill cannot know it any more: it says so
+    rather than call its default-500 ranking the same as what the daemon saw."""
+    from tests.realkernel import HELPERS
+
+    cg = cgroups.make("gone", limit=32 << 20)
+    sleeper = cgroups.sleeper(cg)
+    grower = cgroups.spawn(
+        cg, [sys.executable, str(HELPERS / "grow.py"), "1024", "200"], ready=False
+    )
+    env = {"MEMCGCTL_STATE_DIR": str(tmp_path / "state")}
+    r = invoke(env, "set-badness", "--pid", str(grower.pid), "5")
+    assert r.exit_code == 0, r.output
+    assert grower.stdout is not None
+    grower.stdout.readline()
+    assert grower.wait(timeout=60) == -9
+    r = invoke(env, "set-badness", "--pid", str(sleeper.pid), "900")  # prunes the dead one
+    assert r.exit_code == 0, r.output
+    assert str(grower.pid) not in (tmp_path / "state" / "badness.json").read_text()
+    x = invoke(env, "explain-kill", str(grower.pid), "--json")
+    assert x.exit_code == 0, x.output
+    doc = json.loads(x.stdout)
+    notes = [n for n in doc["priority_notes"] if f"pid {grower.pid} (python" in n]
+    assert len(notes) == 1 and "pruned" in notes[0], doc["priority_notes"]
+    assert f"pid {sleeper.pid}" not in notes[0]  # alive: its 900 is known
+    text = invoke(env, "explain-kill", str(grower.pid)).stdout
+    assert "pruned with the process" in text
