@@ -183,6 +183,7 @@ def daemon(
     from memcgctl.daemon.core import DaemonCore, Settings
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
+    from memcgctl.daemon.status import StatusCore
     from memcgctl.daemon.valve import HostLines, Tuning
     from memcgctl.logic.kernelheuristic import select_kernel
     from memcgctl.logic.priority import select_priority
@@ -269,7 +270,23 @@ def daemon(
         _mlockall()
     settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
     core = DaemonCore(ports, select, settings, clock=time.monotonic)
-    loop = Loop(core, ports, rescan_interval=rescan_s)
+    # `memcgctl status` reads what it manages from STATE_DIR/daemon-PID.json
+    status = StatusCore(
+        core,
+        env.state_dir,
+        StatusCore.facts_of(
+            instance=instance,
+            root=str(root),
+            policy=policy,
+            dry_run=dry_run,
+            host_delay_ms=host_ms,
+            state_dir=str(env.state_dir),
+            hierarchy={"mount": str(env.fs.mount), "version": env.fs.version},
+        ),
+        valves=lambda: dict(ports.valves),
+    )
+    ports.emit = status.counted(ports.emit)  # type: ignore[method-assign,assignment]
+    loop = Loop(status, ports, rescan_interval=rescan_s)
     loop.install_signal_handlers()
     ports.emit(
         daemon_record("daemon_started", root, policy=policy, dry_run=dry_run, instance=instance)
@@ -315,9 +332,8 @@ def _release(env: Env, root: CgroupPath, dry_run: bool) -> None:
     for cg in stale:
         pid = owner.instance_pid(owner.claim_of(env.fs, cg) or "")
         click.echo(f"{cg}: would remove the claim of stopped daemon pid {pid}")
-    if not done and not stale:
-        what = "nothing to release" if not dry_run else "would release nothing"
-        click.echo(f"{root}: {what} (no marks or claims of stopped daemons)")
+    if dry_run and not done and not stale:  # (a real release stays quiet: ExecStopPost)
+        click.echo(f"{root}: would release nothing (no marks or claims of stopped daemons)")
 
 
 def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float:

@@ -74,6 +74,10 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("memcgctl explain-kill", "why the kernel killed what it killed, last OOM"),
         ("memcgctl explain-kill --from kern.log 4242", "one kill, from a saved log"),
     ),
+    "status": (
+        ("memcgctl status", "what the running daemon manages now"),
+        ("memcgctl status --json", "the same, for scripts and monitoring"),
+    ),
     "kube": (
         ("memcgctl kube --once --dry-run", "what pod priorities would set"),
         ("memcgctl kube --interval 30", "keep every pod's badness current"),
