@@ -180,17 +180,27 @@ def _man_examples(command: str) -> list[str]:
     ]
 
 
+def _walkthrough_runs() -> list[str]:
+    """The ``$ memcgctl run …`` lines of the README's walkthrough (how its tiers came
+    to exist), without the shell's ``&``."""
+    text = (ROOT / "README.md").read_text().split("## A two-minute walkthrough", 1)[1]
+    text = text.split("\n## ", 1)[0]
+    return [ln[2:].rstrip(" &") for ln in text.splitlines() if ln.startswith("$ memcgctl run ")]
+
+
 @pytest.mark.kernel
-def test_man_page_run_example_works_on_this_kernel(cgroups: TestCgroups, tmp_path: Path) -> None:
-    """Every ``memcgctl run`` line of the man page, run for real (the cgroup named in
-    our test parent, the command replaced by one that prints its memcg and limit)."""
-    lines = _man_examples("run")
+@pytest.mark.parametrize("where", ["man page", "README walkthrough"])
+def test_run_examples_work_on_this_kernel(cgroups: TestCgroups, tmp_path: Path, where: str) -> None:
+    """Every ``memcgctl run`` line of the man page and of the README's walkthrough, run
+    for real (the cgroup named in our test parent, the limit made small, the command
+    replaced by one that prints the limit)."""
+    lines = _man_examples("run") if where == "man page" else _walkthrough_runs()
     assert lines
     for i, line in enumerate(lines):
         argv = _example_argv(line)
         cmd_at = argv.index("--")
         cg_at = next(i for i, a in enumerate(argv) if a in ("-c", "--cgroup")) + 1
-        job = f"{cgroups.parent}/ex{i}"
+        job = f"{cgroups.parent}/{where[0]}ex{i}"
         argv[cg_at] = job
         argv = [re.sub(r"^\d+G$", "32M", a) for a in argv[:cmd_at]]  # test limits stay small
         limit = cgroups.path(job) / (
