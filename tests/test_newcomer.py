@@ -473,3 +473,36 @@ def test_explain_kill_says_when_a_badness_entry_is_gone(
     assert f"pid {sleeper.pid}" not in notes[0]  # alive: its 900 is known
     text = invoke(env, "explain-kill", str(grower.pid)).stdout
     assert "pruned with the process" in text
+
+
+# -- tree -p: the processes in each cgroup, as systemd-cgls ------------------------------
+
+
+@pytest.mark.kernel
+def test_tree_processes_lists_each_cgroups_own_processes(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    a = cgroups.make("a", limit=64 << 20)
+    b = cgroups.make("a/b", limit=64 << 20)
+    pa = cgroups.hog(a, mib=2)
+    pb = cgroups.sleeper(b)
+    env = {"MEMCGCTL_STATE_DIR": str(tmp_path / "state")}
+    assert invoke(env, "set-badness", "--pid", str(pb.pid), "42").exit_code == 0
+    r = invoke(env, "tree", a, "-p")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    rows = [ln.split() for ln in lines[1:]]
+    # a's own process first, then its child cgroup with its process (kernel's pids)
+    labels = [re.match(r"^(\s*\S.*?)(?=\s{2,}|$)", ln) for ln in lines[1:]]
+    assert [m.group(1) if m else None for m in labels] == [
+        a,
+        f"├─ {pa.pid} python",
+        "└─ b",
+        f"   └─ {pb.pid} sleep",
+    ]
+    assert cgroups.pids(a) == [pa.pid] and cgroups.pids(b) == [pb.pid]
+    assert rows[3][4:6] == ["42", "(process)"], rows[3]
+    r = invoke(env, "tree", a, "--processes", "--json")
+    doc = json.loads(r.stdout)
+    assert {(p["pid"], p["cgroup"]) for p in doc["processes"]} == {(pa.pid, a), (pb.pid, b)}
+    assert "processes" not in json.loads(invoke(env, "tree", a, "--json").stdout)

@@ -11,6 +11,7 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     "tree": (
         ("memcgctl tree", "the whole hierarchy"),
         ("memcgctl tree /batch -w", "one subtree, every column"),
+        ("memcgctl tree /batch -p", "with each cgroup's processes (systemd-cgls)"),
         ("memcgctl tree --pid $$ --json", "the memcg of this shell, for scripts"),
     ),
     "ps": (

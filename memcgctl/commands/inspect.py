@@ -30,10 +30,18 @@ def wide_option(func: F) -> F:
 @click.command(epilog=epilog("tree"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
+@click.option(
+    "--processes",
+    "-p",
+    is_flag=True,
+    help="Show each cgroup's processes too (PID COMM, rss as USAGE), as systemd-cgls.",
+)
 @wide_option
 @output_options
 @pass_env
-def tree(env: Env, cgroup: str | None, pid: int | None, wide: bool, out: Output) -> None:
+def tree(
+    env: Env, cgroup: str | None, pid: int | None, processes: bool, wide: bool, out: Output
+) -> None:
     """Show the memcg hierarchy below CGROUP (default: /).
 
     Columns: usage, limit, badness (and where it comes from), OOM delay, oom.group,
@@ -45,17 +53,18 @@ def tree(env: Env, cgroup: str | None, pid: int | None, wide: bool, out: Output)
     out = out._replace(wide=wide)
     root = env.target_cgroup(cgroup, pid)
     _require_memory(env, root)
-    snap = env.snapshot(root, with_processes=False)
+    snap = env.snapshot(root, with_processes=processes)
     if out.json:
-        emit_json(
-            {
-                "hierarchy": {"mount": str(env.fs.mount), "version": env.fs.version},
-                "root": root,
-                "cgroups": [cg.to_json() for cg in snap.walk(root)],
-            }
-        )
+        doc: dict[str, Any] = {
+            "hierarchy": {"mount": str(env.fs.mount), "version": env.fs.version},
+            "root": root,
+            "cgroups": [cg.to_json() for cg in snap.walk(root)],
+        }
+        if processes:
+            doc["processes"] = [p.to_json() for p in snap.subtree_processes(root)]
+        emit_json(doc)
         return
-    draw_table(out, CGROUP_FIELDS, tree_rows(snap, root))
+    draw_table(out, CGROUP_FIELDS, tree_rows(snap, root, processes))
 
 
 def _require_memory(env: Env, cg: CgroupPath) -> None:
