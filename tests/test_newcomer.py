@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -506,3 +507,92 @@ def test_tree_processes_lists_each_cgroups_own_processes(
     doc = json.loads(r.stdout)
     assert {(p["pid"], p["cgroup"]) for p in doc["processes"]} == {(pa.pid, a), (pb.pid, b)}
     assert "processes" not in json.loads(invoke(env, "tree", a, "--json").stdout)
+
+
+# -- run --wait / --collect / --uid / --setenv (systemd-run's) ---------------------------
+
+
+def _memcgctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "memcgctl", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.kernel
+def test_run_wait_collect_summarises_a_real_oom_and_removes_the_cgroup(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    from tests.realkernel import HELPERS
+
+    env = {"MEMCGCTL_STATE_DIR": str(tmp_path / "state")}
+    job = f"{cgroups.parent}/jobs/oomer"
+    grow = [sys.executable, str(HELPERS / "grow.py"), "1024", "200"]
+    r = _memcgctl(
+        env, "run", "-c", job, "-m", "32M", "-b", "10", "--wait", "--collect", "--", *grow
+    )
+    assert r.returncode == 128 + signal.SIGKILL, r.stderr
+    summary = r.stderr.splitlines()
+    assert summary[:2] == [
+        "Finished with result: oom-kill",
+        "Main process terminated with: code=killed, status=9/KILL",
+    ], r.stderr
+    assert summary[2].startswith("Runtime: ")
+    peak = next(ln for ln in summary if ln.startswith("Memory peak: "))
+    assert peak.endswith(f"({job})") and ("32.0M" in peak or "31." in peak), peak
+    assert "OOM kills: 1" in summary
+    # the kernel's own record of it: one kill of the child in our cgroup
+    ev = json.loads(invoke(env, "events", cgroups.parent, "--json").stdout)["events"]
+    kills = [e for e in ev if e["kind"] == "oom_kill" and e.get("cgroup") == job]
+    assert len(kills) == 1, ev
+    # --collect removed what run created (jobs and jobs/oomer), and only that
+    assert not cgroups.path(job).exists() and not cgroups.path(f"{cgroups.parent}/jobs").exists()
+    assert cgroups.path(cgroups.parent).exists()
+
+
+@needs_root
+@pytest.mark.kernel
+def test_run_uid_setenv_and_exit_status(cgroups: TestCgroups, tmp_path: Path) -> None:
+    env = {"MEMCGCTL_STATE_DIR": str(tmp_path / "state"), "KEEP": "kept"}
+    job = f"{cgroups.parent}/u"
+    probe = 'id -u; echo "$FOO/$KEEP/${GONE-unset}"; cat /proc/self/cgroup | grep :memory:; exit 7'
+    for mode in (["--wait", "--collect"], []):
+        r = _memcgctl(
+            {**env, "GONE": "x"},
+            "run",
+            "-c",
+            job,
+            "-m",
+            "16M",
+            "--uid",
+            "nobody",
+            "-E",
+            "FOO=bar",
+            "-E",
+            "KEEP",
+            "-E",
+            "GONE=",
+            *mode,
+            "--",
+            "sh",
+            "-c",
+            probe,
+        )
+        assert r.returncode == 7, r.stderr
+        uid, envline, memcg = r.stdout.splitlines()
+        assert uid == str(NOBODY) and envline == "bar/kept/" and memcg.endswith(f":memory:{job}")
+        if mode:
+            assert "Finished with result: exit-code" in r.stderr
+            assert "Main process terminated with: code=exited, status=7" in r.stderr
+            assert "OOM kills: 0" in r.stderr
+            assert not cgroups.path(job).exists()
+        else:
+            cgroups.dirs.append(cgroups.path(job))
+    r = _memcgctl(env, "run", "--collect", "--", "true")
+    assert r.returncode == 2 and "--collect needs --cgroup" in r.stderr
+    r = _memcgctl(env, "run", "--uid", "no-such-user-i24", "--", "true")
+    assert r.returncode == 2 and "no such user" in r.stderr

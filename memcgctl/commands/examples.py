@@ -70,6 +70,14 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
             "memcgctl run -c batch/ci -m 1G --delay 2s -- make -j8",
             "with an OOM delay (the daemon acts)",
         ),
+        (
+            "memcgctl run -c batch/t1 -m 512M --wait --collect -- ./test.sh",
+            "wait, summarise (peak memory, OOM kills), remove",
+        ),
+        (
+            "memcgctl run -c batch/r -m 1G --uid build -E CI=1 -- make",
+            "as another user, with CI=1 in its environment",
+        ),
     ),
     "explain-kill": (
         ("memcgctl explain-kill", "why the kernel killed what it killed, last OOM"),
