@@ -143,6 +143,30 @@ def _seconds(text: str) -> float:
     help="Do not lock the daemon's memory (by default it calls mlockall so that its own "
     "pages are never reclaimed while it handles an OOM).",
 )
+@click.option(
+    "--pre-kill",
+    "pre_kill",
+    metavar="CMD",
+    default=None,
+    help="Run CMD (sh -c) when a victim is chosen, before it is killed; env "
+    "MEMCGCTL_VICTIM_PID, MEMCGCTL_VICTIM_CGROUP, MEMCGCTL_VICTIM_BADNESS.  Never delays "
+    "the kill: it gets at most --hook-timeout and never past the kill's deadline.",
+)
+@click.option(
+    "--post-kill",
+    "post_kill",
+    metavar="CMD",
+    default=None,
+    help="Run CMD (sh -c) after a kill, in the background; env as --pre-kill, plus "
+    "MEMCGCTL_KILLED_PIDS.",
+)
+@click.option(
+    "--hook-timeout",
+    default="1s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a hook may run before it is killed (with its process group).",
+)
 @dry_run_option
 @pass_env
 def daemon(
@@ -163,6 +187,9 @@ def daemon(
     guard: str | None,
     no_guardian: bool,
     no_mlock: bool,
+    pre_kill: str | None,
+    post_kill: str | None,
+    hook_timeout: str,
     dry_run: bool,
 ) -> None:
     """Enforce the priority policy as a userspace OOM handler.
@@ -269,7 +296,17 @@ def daemon(
     if not no_mlock and not unprivileged_shadow:
         _mlockall()
     settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
-    core = DaemonCore(ports, select, settings, clock=time.monotonic)
+    hooks = None
+    if pre_kill or post_kill:
+        from memcgctl.daemon.hooks import Hooks
+
+        hooks = Hooks(
+            pre_kill,
+            post_kill,
+            _seconds(hook_timeout),
+            lambda kind, cg, **f: ports.emit(daemon_record(kind, cg, **f)),
+        )
+    core = DaemonCore(ports, select, settings, clock=time.monotonic, hooks=hooks)
     # `memcgctl status` reads what it manages from STATE_DIR/daemon-PID.json
     status = StatusCore(
         core,

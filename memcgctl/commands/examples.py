@@ -51,6 +51,10 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("memcgctl daemon", "enforce the policy on every memcg with an OOM delay"),
         ("memcgctl daemon --root /batch --dry-run", "shadow mode: report, change nothing"),
         ("memcgctl daemon --release --dry-run", "what a stopped daemon left behind"),
+        (
+            "memcgctl daemon --pre-kill 'logger \"OOM: $MEMCGCTL_VICTIM_PID\"'",
+            "run a command before each kill",
+        ),
     ),
     "events": (
         ("memcgctl events --since 1h", "OOM events of the last hour"),
