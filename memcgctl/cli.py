@@ -171,6 +171,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "explain-kill": "memcgctl.commands.postmortem:explain_kill",
     "kube": "memcgctl.commands.kube:kube",
     "status": "memcgctl.commands.status:status",
+    "top": "memcgctl.commands.top:top",
 }
 
 

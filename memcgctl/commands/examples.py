@@ -91,6 +91,10 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("memcgctl status", "what the running daemon manages now"),
         ("memcgctl status --json", "the same, for scripts and monitoring"),
     ),
+    "top": (
+        ("memcgctl top /batch", "live: usage, valve, OOM state, next victims, kills"),
+        ("memcgctl top -n 3 -d 2s --policy kernel", "three plain screens, as top -b"),
+    ),
     "kube": (
         ("memcgctl kube --once --dry-run", "what pod priorities would set"),
         ("memcgctl kube --interval 30", "keep every pod's badness current"),
