@@ -125,3 +125,21 @@ def test_a_state_dir_other_than_the_running_daemons_is_warned_about(
     d.stop()
     Env(cgroup_root=cgroups.mount, state_dir=other, default_state_dir=default).registry.load()
     assert capsys.readouterr().err == ""  # stopped: nothing to disagree with
+
+
+def test_status_as_nobody_with_roots_state_dir_says_permission() -> None:
+    import shutil
+    import tempfile
+
+    from tests.test_hostile import _as_nobody
+
+    base = Path(tempfile.mkdtemp(prefix="memcgctl-i24-"))
+    try:
+        base.chmod(0o755)
+        state = base / "state"
+        state.mkdir(mode=0o700)
+        code, out, err = _as_nobody(lambda: status(state))
+        assert code == 4, (out, err)
+        assert "permission denied" in err and "run as root" in err
+    finally:
+        shutil.rmtree(base)

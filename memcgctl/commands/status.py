@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -11,7 +12,7 @@ from memcgctl.commands.common import output_options, pass_env
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, emit_json, say
-from memcgctl.vocab.errors import OperationFailed
+from memcgctl.vocab.errors import OperationFailed, PermissionDenied
 from memcgctl.vocab.units import format_duration_ms
 
 
@@ -89,6 +90,12 @@ def status(env: Env, out: Output) -> None:
                 say("")
             for line in _lines(doc):
                 say(line)
+    hidden = os.path.isdir(env.state_dir) or not os.access(env.state_dir.parent, os.X_OK)
+    if not running and hidden and not os.access(env.state_dir, os.R_OK | os.X_OK):
+        raise PermissionDenied(
+            f"{env.state_dir}: permission denied (the daemon's status is readable by its "
+            "owner: run as root)"
+        )
     if not running:
         raise OperationFailed(
             f"{env.state_dir}: no running daemon keeps its status here "

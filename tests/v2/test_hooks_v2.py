@@ -20,7 +20,7 @@ def test_hooks_around_a_valve_kill(
 ) -> None:
     top = jobs["top"]
     out = tmp_path / "hooks.log"
-    set_xattr(cgroups, top, "oom_delay_ms", "1000")
+    set_xattr(cgroups, top, "oom_delay_ms", "3000")  # time for sh to start in the slow guest
     small = cgroups.hog(jobs["low"], mib=40)  # the policy's victim
     big = cgroups.hog(jobs["high"], mib=120)
     pre = (
@@ -49,8 +49,8 @@ def test_hooks_around_a_valve_kill(
     assert small.wait(timeout=30) == -signal.SIGKILL
     g.kill()
     g.wait(timeout=30)
-    wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 2, "both hooks")
-    assert out.read_text().splitlines() == [
+    wait_until(lambda: out.exists() and "post" in out.read_text(), "the post-kill hook")
+    assert out.read_text().splitlines() == [  # (both, in order)
         f"pre {small.pid} {jobs['low']} alive",
         f"post {small.pid}",
     ]
