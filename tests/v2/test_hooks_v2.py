@@ -45,7 +45,11 @@ def test_hooks_around_a_valve_kill(
     _, kill = d.wait_for("daemon_kill", top, timeout=60)
     assert field(kill, "pid") == str(small.pid)
     _, stopped = d.wait_for("hook_timeout", top, timeout=60)
-    assert field(stopped, "reason") == "deadline"
+    # stopped at the kill's deadline, or at its own time (which never goes past the
+    # deadline: an episode the valve restarted moves the deadline, not the hook's time)
+    assert field(stopped, "reason") in ("deadline", "timeout")
+    lines = [text for _, text in d.lines]
+    assert lines.index(stopped) < lines.index(kill)  # the hang was over before the kill
     assert small.wait(timeout=30) == -signal.SIGKILL
     g.kill()
     g.wait(timeout=30)
