@@ -45,7 +45,7 @@ class MemcgctlGroup(click.Group):
                 raise
             import difflib
 
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.5)
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
             close += [c for c in self.list_commands(ctx) if c.startswith(name) and c not in close]
             if not close:
                 raise
