@@ -12,17 +12,15 @@ from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.state.store import BADNESS, OOM_DELAY, ProcessRegistry, pod_beside, read_setting
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.constants import fallback_badness
 from memcgctl.vocab.errors import Vanished
 from memcgctl.vocab.model import (
     BADNESS_DEFAULT,
-    BADNESS_NEVER,
     CgroupInfo,
     KernelParams,
     ProcessInfo,
     Snapshot,
 )
-
-OOM_SCORE_ADJ_MIN = -1000
 
 
 def read_cgroup(fs: CgroupFs, cg: CgroupPath, parent_pod: str | None = None) -> CgroupInfo:
@@ -94,9 +92,7 @@ def process_badness(
             value = None
         if value is not None:
             return value, "process"
-    if oom_score_adj == OOM_SCORE_ADJ_MIN:
-        return BADNESS_NEVER, "oom_score_adj"
-    return BADNESS_DEFAULT, "default"
+    return fallback_badness(oom_score_adj)
 
 
 def read_process(
@@ -111,10 +107,8 @@ def read_process(
     st, adj, score = proc.status_and_adj(pid, with_oom_score)
     if pid in registry_pids:
         badness, source = process_badness(proc, pid, adj, registry, registry_pids)
-    elif adj == OOM_SCORE_ADJ_MIN:
-        badness, source = BADNESS_NEVER, "oom_score_adj"
     else:
-        badness, source = BADNESS_DEFAULT, "default"
+        badness, source = fallback_badness(adj)
     # positional: this runs for every process on the host (bench/predict_bench.py)
     return ProcessInfo(
         pid,

@@ -122,3 +122,108 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     )
     found = [m for _, m in imports(src)]
     assert "memcgctl.commands.common" in found and "memcgctl.daemon.core" in found
+
+
+# -- one definition of the kernel's score -------------------------------------------------
+
+SCORE_HOME = "logic/oombadness.py"
+
+
+def _adj_arithmetic(tree: ast.AST) -> list[int]:
+    """Lines that multiply something by an ``oom_score_adj`` (the kernel's adj term:
+    ``oom_score_adj * (totalpages / 1000)``) or compare one with ``OOM_SCORE_ADJ_MIN``."""
+
+    def names(node: ast.AST) -> set[str]:
+        out = set()
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name):
+                out.add(n.id)
+            elif isinstance(n, ast.Attribute):
+                out.add(n.attr)
+        return out
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            if any("adj" in n for n in names(node.left) | names(node.right)):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Compare) and "OOM_SCORE_ADJ_MIN" in names(node):
+            lines.append(node.lineno)
+    return lines
+
+
+def _minus_thousand(tree: ast.AST) -> list[int]:
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.UnaryOp)
+        and isinstance(n.op, ast.USub)
+        and isinstance(n.operand, ast.Constant)
+        and n.operand.value == 1000
+    ]
+
+
+def test_the_kernel_score_is_defined_once() -> None:
+    """``oom_badness`` arithmetic (the adj term, the -1000 test) lives in one module;
+    ``kernelheuristic`` (live) and ``oomscore`` (saved reports) call it; the constant
+    -1000 is written once (vocab) and so is the badness fallback rule that uses it."""
+    where: dict[str, list[int]] = {}
+    for p in sources():
+        tree = ast.parse(p.read_text(), str(p))
+        rel = str(p.relative_to(PKG))
+        if rel == "vocab/constants.py":
+            continue  # OOM_SCORE_ADJ_MIN itself and fallback_badness
+        hits = _adj_arithmetic(tree) + _minus_thousand(tree)
+        if hits:
+            where[rel] = hits
+    assert set(where) == {SCORE_HOME}, where
+    for caller in ("logic/kernelheuristic.py", "logic/oomscore.py"):
+        called = {
+            n.func.id
+            for n in ast.walk(ast.parse((PKG / caller).read_text()))
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        }
+        assert {"oom_badness", "may_be_chosen"} <= called, caller
+    defined = [
+        str(p.relative_to(PKG))
+        for p in sources()
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "OOM_SCORE_ADJ_MIN" for t in n.targets)
+    ]
+    assert defined == ["vocab/constants.py"]
+    fallback = sorted(
+        {str(p.relative_to(PKG)) for p in sources() if _fallback_rule(ast.parse(p.read_text()))}
+    )
+    assert fallback == ["vocab/constants.py"], "call vocab.constants.fallback_badness"
+
+
+def _fallback_rule(tree: ast.AST) -> bool:
+    """A ``(BADNESS_NEVER, "oom_score_adj")`` pair, a conditional choosing BADNESS_NEVER,
+    or ``badness_source=`` set to ``"oom_score_adj"``: the fallback rule written out."""
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.Tuple, ast.IfExp)):
+            inside = list(ast.walk(n))
+            if any(isinstance(x, ast.Name) and x.id == "BADNESS_NEVER" for x in inside) and (
+                isinstance(n, ast.IfExp)
+                or any(isinstance(x, ast.Constant) and x.value == "oom_score_adj" for x in inside)
+            ):
+                return True
+        if (
+            isinstance(n, ast.keyword)
+            and n.arg == "badness_source"
+            and any(isinstance(x, ast.Constant) and x.value == "oom_score_adj" for x in ast.walk(n))
+        ):
+            return True
+    return False
+
+
+def test_the_score_checker_sees_a_copy() -> None:
+    copy = ast.parse(
+        "def f(a, t):\n    return a.oom_score_adj * (t // 1000) if a != -1000 else 0\n"
+    )
+    assert len(_adj_arithmetic(copy)) == 1 and len(_minus_thousand(copy)) == 1
+    rule = "b = BADNESS_NEVER if adj == -1000 else BADNESS_DEFAULT\n"
+    assert _fallback_rule(ast.parse(rule))
+    assert _fallback_rule(ast.parse('v, s = BADNESS_NEVER, "oom_score_adj"\n'))
+    assert not _fallback_rule(ast.parse("ok = p.badness >= BADNESS_NEVER\n"))

@@ -44,9 +44,10 @@ def victim_info(ev: KernelEvent, cgroup: CgroupPath) -> ProcessInfo:
     """The kernel's victim as a process record, from its kill line (it is gone from
     /proc by now).  Its process badness is not known any more: oom_score_adj -1000
     counts as 1000, anything else as the default."""
-    from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_NEVER
+    from memcgctl.vocab.constants import fallback_badness
 
     adj = int(ev.get("oom_score_adj") or 0)
+    badness, source = fallback_badness(adj)
     return ProcessInfo(
         pid=int(ev["pid"]),
         comm=str(ev.get("comm", "?")),
@@ -58,7 +59,7 @@ def victim_info(ev: KernelEvent, cgroup: CgroupPath) -> ProcessInfo:
         swap_kb=0,
         pgtables_kb=int(ev.get("pgtables_kb") or 0),
         oom_score_adj=adj,
-        badness=BADNESS_NEVER if adj == -1000 else BADNESS_DEFAULT,
-        badness_source="oom_score_adj" if adj == -1000 else "default",
+        badness=badness,
+        badness_source=source,
         killable=True,
     )

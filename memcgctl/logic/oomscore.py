@@ -28,9 +28,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from memcgctl.logic.decision import Scored
+from memcgctl.logic.oombadness import (
+    KernelRules,
+    Version,
+    may_be_chosen,
+    oom_badness,
+    rules_of_version,
+)
 from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
@@ -38,19 +44,6 @@ from memcgctl.vocab.model import BADNESS_DEFAULT, ProcessInfo
 
 PAGE_KB = 4
 UNLIMITED_KB = 1 << 50  # v1 prints "limit 9007199254740988kB" for no limit
-OOM_SCORE_ADJ_MIN = -1000
-
-Version = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class KernelRules:
-    version: Version
-    source: str  # "release" (from the report), or how it was inferred
-    root_bonus: str | None  # "adj30" | "pct3" | None
-    clamp_to_one: bool
-    ties_to_last: bool
-    normalised: bool = False  # before 3.8: points on the 0..1000 scale
 
 
 def parse_release(release: str | None) -> Version | None:
@@ -78,8 +71,7 @@ def rules_for(report: OomReport) -> KernelRules:
             v = max(v, (5, 4))
         if layout == "rss_anon":
             v = max(v, (6, 8))
-    bonus = "adj30" if v < (3, 14) else "pct3" if v < (4, 17) else None
-    return KernelRules(v, source, bonus, v < (5, 9), v >= (5, 3), v < (3, 8))
+    return rules_of_version(v, source)
 
 
 # -- totalpages ----------------------------------------------------------------------
@@ -174,23 +166,7 @@ def totalpages(report: OomReport) -> tuple[int | None, list[str]]:
 def row_points(row: TaskRow, total: int, rules: KernelRules) -> tuple[int, int]:
     """(points, the part of them that is not rss + swap + page tables)."""
     base = row.rss + row.swapents + row.pgtable_pages
-    if rules.normalised:
-        scaled = base * 1000 // max(total, 1)
-        points = scaled + row.oom_score_adj
-        if rules.root_bonus and row.uid == 0:
-            points -= 30
-        points = min(max(points, 1), 1000)
-        return points, points - scaled
-    points = base
-    adj = row.oom_score_adj
-    if rules.root_bonus == "adj30" and row.uid == 0:
-        adj -= 30
-    elif rules.root_bonus == "pct3" and row.uid == 0:
-        points -= points * 3 // 100
-    points += adj * (total // 1000)
-    if rules.clamp_to_one and points <= 0:
-        points = 1
-    return points, points - base
+    return oom_badness(base, row.oom_score_adj, row.uid, total, rules)
 
 
 def row_process(
@@ -225,7 +201,7 @@ def rank(
         if row.tgid in seen_tgid:  # 4.19 listed threads: one mm, one candidate
             continue
         seen_tgid.add(row.tgid)
-        if row.oom_score_adj == OOM_SCORE_ADJ_MIN or row.pid == 1:
+        if not may_be_chosen(row.pid, row.oom_score_adj):
             skipped += 1
             continue
         points, extra = row_points(row, total, rules)

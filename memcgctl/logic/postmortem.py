@@ -15,10 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from memcgctl.logic.decision import KERNEL, Decision, Scored
+from memcgctl.logic.oombadness import ADJ30, KernelRules, may_be_chosen
 from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomscore import (
-    OOM_SCORE_ADJ_MIN,
-    KernelRules,
     is_memcg_oom,
     memcg_swap_unknown,
     oom_root,
@@ -78,10 +77,10 @@ def _task_memcg(report: OomReport) -> CgroupPath | None:
 def _total_does_not_matter(report: OomReport, rules: KernelRules) -> tuple[int | None, list[str]]:
     """Without totalpages the ranking still stands where no candidate has an
     oom_score_adj (nor the adj -= 30 root bonus): points are rss + swap + page tables."""
-    rows = [r for r in report.tasks if r.oom_score_adj != OOM_SCORE_ADJ_MIN and r.pid != 1]
+    rows = [r for r in report.tasks if may_be_chosen(r.pid, r.oom_score_adj)]
     if not rows or any(r.oom_score_adj for r in rows):
         return None, []
-    if rules.root_bonus == "adj30" and any(r.uid == 0 for r in rows):
+    if rules.root_bonus == ADJ30 and any(r.uid == 0 for r in rows):
         return None, []
     return 1000, [
         "totalpages unknown, but no candidate has an oom_score_adj: the ranking is by rss + "

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from memcgctl.logic.oomreport import OomReport
-from memcgctl.logic.oomscore import OOM_SCORE_ADJ_MIN, row_process
+from memcgctl.logic.oomscore import row_process
 from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
-from memcgctl.vocab.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.vocab.constants import BADNESS_DEFAULT, fallback_badness
+from memcgctl.vocab.model import CgroupInfo, ProcessInfo, Snapshot
 
 # -- the badness the caller knows ------------------------------------------------------
 
@@ -121,10 +122,7 @@ def build_snapshot(
                 if info.badness is not None:
                     value, source = info.badness, info.source
         if value is None:
-            if row.oom_score_adj == OOM_SCORE_ADJ_MIN:
-                value, source = BADNESS_NEVER, "oom_score_adj"
-            else:
-                value, source = BADNESS_DEFAULT, "default"
+            value, source = fallback_badness(row.oom_score_adj)
         if not root.contains(cg):
             cg = root
         paths.update(_chain(cg, root))
