@@ -227,3 +227,16 @@ def test_the_score_checker_sees_a_copy() -> None:
     assert _fallback_rule(ast.parse(rule))
     assert _fallback_rule(ast.parse('v, s = BADNESS_NEVER, "oom_score_adj"\n'))
     assert not _fallback_rule(ast.parse("ok = p.badness >= BADNESS_NEVER\n"))
+
+
+def test_logic_builds_no_json() -> None:
+    """A pure result (an OOM report, a kill explanation, a decision) becomes a JSON
+    document in render/ only: no ``to_json`` or ``…_json`` builder in logic/."""
+    builders = [
+        f"{p.relative_to(PKG)}:{n.lineno} {n.name}"
+        for p in sources()
+        if layer_of(p) == "logic"
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.FunctionDef) and (n.name == "to_json" or n.name.endswith("_json"))
+    ]
+    assert builders == [], "move these to render/"

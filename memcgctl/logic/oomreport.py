@@ -109,23 +109,6 @@ class OomReport:
             return "nr_ptes"
         return cols[0] if cols else None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "line": self.first_line,
-            "time": self.time,
-            "uptime_s": self.uptime_s,
-            "log_time": self.log_time or None,
-            "kernel_release": self.release,
-            "invoked_by": (self.invoked or {}).get("comm"),
-            "memcg_counters": self.memcg,
-            "ram_pages": self.ram_pages,
-            "reserved_pages": self.reserved_pages,
-            "swap_total_kb": self.swap_total_kb,
-            "table_layout": self.layout,
-            "tasks": len(self.tasks),
-            "kills": [k.get("pid") for k in self.kills],
-        }
-
 
 class ReportCollector:
     """Streams a saved log: yields every event (as :func:`saved_events`) and remembers

@@ -13,6 +13,7 @@ from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.units import format_bytes, format_kb
 
 if TYPE_CHECKING:
+    from memcgctl.logic.oomreport import OomReport
     from memcgctl.logic.postmortem import KillExplanation
 
 CHOSEN = "►"
@@ -84,9 +85,7 @@ def scored_json(s: Scored, snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
-def decision_json(
-    d: Decision, snap: Snapshot, top: int | None = None, runners_up: list[Decision] | None = None
-) -> dict[str, Any]:
+def decision_json(d: Decision, snap: Snapshot, top: int | None = None) -> dict[str, Any]:
     victim: dict[str, Any] | None = None
     if d.victim is not None:
         victim = process_json(d.victim, snap)
@@ -106,15 +105,6 @@ def decision_json(
         "reasons": reason_lines(d.reasons),
         "caveats": caveat_lines(d.caveats),
     }
-    if runners_up is not None:
-        doc["runners_up"] = [
-            {
-                "victim": process_json(r.victim, snap) if r.victim else None,
-                "kill_group": r.kill_group,
-                "group_pids": list(r.group_pids),
-            }
-            for r in runners_up
-        ]
     return doc
 
 
@@ -284,6 +274,25 @@ def footer_lines(d: Decision) -> list[str]:
 # -- explain-kill (a kill rebuilt from a saved report) -----------------------------------
 
 
+def report_json(r: OomReport) -> dict[str, Any]:
+    """What one saved OOM report said, in brief (``explain-kill --json``'s ``report``)."""
+    return {
+        "line": r.first_line,
+        "time": r.time,
+        "uptime_s": r.uptime_s,
+        "log_time": r.log_time or None,
+        "kernel_release": r.release,
+        "invoked_by": (r.invoked or {}).get("comm"),
+        "memcg_counters": r.memcg,
+        "ram_pages": r.ram_pages,
+        "reserved_pages": r.reserved_pages,
+        "swap_total_kb": r.swap_total_kb,
+        "table_layout": r.layout,
+        "tasks": len(r.tasks),
+        "kills": [k.get("pid") for k in r.kills],
+    }
+
+
 def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
     """``explain-kill --json``: the report, the rebuilt kernel ranking (the
     ``predict-victim --policy kernel`` shape), the verdict and the priority policy's
@@ -291,7 +300,7 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
     kernel = decision_json(x.decision, x.snapshot)
     kernel["group_pids"] = list(x.killed)
     return {
-        "report": x.report.to_json(),
+        "report": report_json(x.report),
         "kills": x.report.kills,
         "oom_root": x.oom_root,
         "memcg_oom": x.memcg_oom,
