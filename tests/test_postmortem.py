@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from memcgctl.cli import cli
 from memcgctl.logic.logtext import MAX_LINE, normalise, read_lines
-from memcgctl.logic.oomreport import LogBound, collect, saved_events, within
+from memcgctl.logic.oomassembler import collect, saved_events
+from memcgctl.logic.oomreport import LogBound, within
 from memcgctl.logic.postmortem import explain_report
 from memcgctl.logic.reportsnapshot import BadnessMap
 from memcgctl.vocab.records import KernelEvent

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from memcgctl.logic.logtext import read_lines
-from memcgctl.logic.oomreport import collect
+from memcgctl.logic.oomassembler import collect
 from memcgctl.logic.oomtable import TaskRow
 from memcgctl.logic.postmortem import KillExplanation, explain_report
 from tests.realdata import data_file

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from memcgctl.logic.logtext import read_lines
-from memcgctl.logic.oomreport import saved_events
+from memcgctl.logic.oomassembler import saved_events
 from memcgctl.vocab.records import KernelEvent
 from tests.realdata import DATA, data_file
 

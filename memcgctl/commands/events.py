@@ -159,7 +159,8 @@ def _events_from_file(
     history), one object per line with --json-lines (a 100 MB log streams)."""
     from memcgctl.inputs.logfile import read_log_lines
     from memcgctl.logic.events import matches
-    from memcgctl.logic.oomreport import LogBound, saved_events, within
+    from memcgctl.logic.oomassembler import saved_events
+    from memcgctl.logic.oomreport import LogBound, within
     from memcgctl.render.eventline import format_event
 
     try:  # matched against the log's own paths: not resolved in this hierarchy

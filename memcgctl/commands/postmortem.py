@@ -24,22 +24,17 @@ def _live_report(env: Env, pid: int | None) -> OomReport | None:
     """The report of the kill of ``pid`` (default: the last kill) in the live kernel
     log: every record, since task-table rows carry no OOM keyword."""
     from memcgctl.kernel.kmsgdev import KmsgReader
-    from memcgctl.logic.kmsgparse import join_continuations, parse_record
-    from memcgctl.logic.logtext import LogLine
-    from memcgctl.logic.oomreport import ReportCollector
+    from memcgctl.logic.oomassembler import OomAssembler, kmsg_events
 
     reader = KmsgReader(env.kmsg).open()
     try:
         raws = reader.read_available()
     finally:
         reader.close()
-    boot = env.proc.boot_time()
-    records = [r for r in (parse_record(raw) for raw in raws) if r is not None]
-    col = ReportCollector(env.kmsg)
-    col.pid = pid
-    for rec in join_continuations(records):
-        col.feed(LogLine(rec.seq, boot + rec.usec / 1e6, rec.usec / 1e6, rec.text, True, ""))
-    return col.chosen
+    asm = OomAssembler(env.proc.boot_time(), source=env.kmsg, reports=True, pid=pid)
+    for _ev in kmsg_events(asm, raws, every_record=True):
+        pass  # the reader keeps the report of the kill asked for
+    return asm.chosen
 
 
 def _live_lookups(env: Env, gone: list[TaskRow] | None = None) -> tuple[LiveLookup, CgroupLookup]:
@@ -168,7 +163,7 @@ def explain_kill(
     live_cg: CgroupLookup | None = None
     if from_file is not None:
         from memcgctl.inputs.logfile import read_log_lines
-        from memcgctl.logic.oomreport import collect
+        from memcgctl.logic.oomassembler import collect
 
         report, _ = collect(read_log_lines(from_file), pid, from_file)
         where = from_file

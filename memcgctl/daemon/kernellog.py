@@ -28,13 +28,10 @@ class KernelLog:
         return self.reader.fileno() if self.reader.is_device else -1
 
     def kills(self) -> list[KernelEvent]:
-        from memcgctl.logic.kmsgparse import join_continuations, may_matter, parse_records
+        from memcgctl.logic.oomassembler import kmsg_events
 
-        raws = [r for r in self.reader.read_available() if may_matter(r)]
-        out: list[KernelEvent] = []
-        for rec in join_continuations(parse_records(raws)):
-            out += [e for e in self.asm.feed(rec) if e.get("kind") == "oom_kill"]
-        return out
+        events = kmsg_events(self.asm, self.reader.read_available())
+        return [e for e in events if e.get("kind") == "oom_kill"]
 
     def close(self) -> None:
         self.reader.close()

@@ -16,8 +16,7 @@ from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.kmsgdev import KmsgReader
 from memcgctl.kernel.notify import DirWatch, EventsFileWatch, OomControlWatch
 from memcgctl.logic.events import V2_EVENT_KEYS, diff_counters, matches
-from memcgctl.logic.kmsgparse import join_continuations, parse_records
-from memcgctl.logic.oomassembler import OomAssembler
+from memcgctl.logic.oomassembler import OomAssembler, kmsg_events
 from memcgctl.state.journal import Journal
 from memcgctl.state.journallines import JournalTail
 from memcgctl.vocab.cgpath import CgroupPath
@@ -128,24 +127,22 @@ class Follower:
 
     # -- kmsg ------------------------------------------------------------------------
     def feed_kmsg(self, raws: list[bytes], live: bool = True) -> list[KernelEvent]:
-        records = parse_records(raws)
         out = []
         fs = self.fs
-        for rec in join_continuations(records):
-            for ev in self.assembler.feed(rec):
-                invoked = self.assembler.invoked_time
-                if ev.get("kind") == "oom_kill" and ev.get("oom_memcg") and invoked:
-                    domain = fs.from_proc_path(str(ev["oom_memcg"]))
-                    self.oom_invoked[domain] = (invoked, time.monotonic())
-                    if not live:  # the history's under_oom (logic.events.oom_starts)
-                        self.invoked_by_kill[str(ev.get("dedup"))] = invoked
-                if ev.get("cgroup"):
-                    ev["cgroup"] = fs.from_proc_path(str(ev["cgroup"]))
-                if ev.get("oom_memcg"):
-                    ev["oom_memcg"] = fs.from_proc_path(str(ev["oom_memcg"]))
-                if ev.get("oom_group"):
-                    ev["oom_group"] = fs.from_proc_path(str(ev["oom_group"]))
-                out.append(ev)
+        for ev in kmsg_events(self.assembler, raws):
+            invoked = self.assembler.invoked_time
+            if ev.get("kind") == "oom_kill" and ev.get("oom_memcg") and invoked:
+                domain = fs.from_proc_path(str(ev["oom_memcg"]))
+                self.oom_invoked[domain] = (invoked, time.monotonic())
+                if not live:  # the history's under_oom (logic.events.oom_starts)
+                    self.invoked_by_kill[str(ev.get("dedup"))] = invoked
+            if ev.get("cgroup"):
+                ev["cgroup"] = fs.from_proc_path(str(ev["cgroup"]))
+            if ev.get("oom_memcg"):
+                ev["oom_memcg"] = fs.from_proc_path(str(ev["oom_memcg"]))
+            if ev.get("oom_group"):
+                ev["oom_group"] = fs.from_proc_path(str(ev["oom_group"]))
+            out.append(ev)
         if live:
             for ev in out:
                 if ev.get("kind") == "oom_kill":
