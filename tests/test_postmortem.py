@@ -21,6 +21,7 @@ from memcgctl.logic.oomassembler import collect, saved_events
 from memcgctl.logic.oomreport import LogBound, within
 from memcgctl.logic.postmortem import explain_report
 from memcgctl.logic.reportsnapshot import BadnessMap
+from memcgctl.render.reportwords import note_lines
 from memcgctl.vocab.records import KernelEvent
 
 # one 5.x memcg OOM report, message texts only
@@ -198,7 +199,7 @@ def test_3x_layout_sacrifice_child_and_the_printed_score() -> None:
     # agent has -1000: never; java 60200 points beats sh
     assert [s.process.pid for s in x.decision.candidates] == [9949, 9900]
     assert x.kernel_pid == 9949 and x.verdict == "matches"
-    assert any("sacrifice child" in w for w in x.why)
+    assert any("sacrifice child" in w for w in note_lines(x.why))
     # totalpages = 65536 + min(65536 memsw - limit, no swap size: in full) = 131072
     assert x.decision.totalpages == 131072
     assert x.score_check is not None
@@ -269,7 +270,7 @@ def test_68_layout_tie_goes_to_the_last_scanned_and_oom_group() -> None:
     # equal points (5000 + 10): 6.x keeps the one scanned last, pid 77
     assert x.decision.candidates[0].process.pid == 77
     assert x.kernel_pid == 77 and x.verdict == "matches"
-    assert any("memory.oom.group" in w for w in x.why)
+    assert any("memory.oom.group" in w for w in note_lines(x.why))
 
 
 def test_vendor_uid_layout_and_empty_constraint() -> None:
@@ -443,7 +444,7 @@ def test_a_victim_that_is_not_the_top_is_called_out() -> None:
     x = explain_report(report)
     assert x.verdict == "differs" and x.victim_is_top is False
     assert x.decision.candidates[0].process.pid == 3963
-    assert any("not the top pid 3963" in w for w in x.why)
+    assert any("not the top pid 3963" in w for w in note_lines(x.why))
 
 
 def test_no_killable_process() -> None:

@@ -13,6 +13,8 @@ from memcgctl.logic.logtext import read_lines
 from memcgctl.logic.oomassembler import collect
 from memcgctl.logic.oomtable import TaskRow
 from memcgctl.logic.postmortem import KillExplanation, explain_report
+from memcgctl.render.reasontext import reason_lines
+from memcgctl.render.reportwords import note_lines
 from tests.realdata import data_file
 
 # file -> (verdict, the kernel's victim as a row of the table); written from each log
@@ -108,7 +110,7 @@ def test_root_bonus_decided_by_the_printed_score() -> None:
     x = _explain("excerpts/31-blog-runc-vendor-el7-empty-constraint-3.10.log")
     assert x.rules.root_bonus is None
     assert x.decision.points == 784811  # not 761231 with the bonus: the numbers
-    notes = " ".join(str(r) for r in x.decision.reasons)
+    notes = " ".join(reason_lines(x.decision.reasons))
     assert "WITHOUT the root bonus" in notes
     x = _explain("excerpts/03-cadvisor-docker-4.8.log")
     assert x.rules.root_bonus is None and x.score_check == {
@@ -120,14 +122,14 @@ def test_root_bonus_decided_by_the_printed_score() -> None:
 
 def test_totalpages_from_the_printed_score_is_said() -> None:
     x = _explain("cadvisor_containerOomExampleLog.txt")  # memcg: host swap not printed
-    notes = " ".join(str(r) for r in x.decision.reasons)
+    notes = " ".join(reason_lines(x.decision.reasons))
     assert "totalpages from the kernel's printed score 996" in notes
     x = _explain("excerpts/25-dcos-docs-memcg-journal-blanklines.log")  # no limit line
-    notes = " ".join(str(r) for r in x.decision.reasons)
+    notes = " ".join(reason_lines(x.decision.reasons))
     assert "totalpages from the kernel's printed score 877" in notes
     assert "root bonus is assumed" in notes  # uid 0 and totalpages both unknown: said
 
 
 def test_a_table_cut_short_is_said() -> None:
     x = _explain("excerpts/18-playpen-journal-ellipsized-6.8.log")  # journalctl's "..."
-    assert x.verdict == "no_table" and "task table is cut short" in " ".join(x.why)
+    assert x.verdict == "no_table" and "task table is cut short" in " ".join(note_lines(x.why))

@@ -41,6 +41,7 @@ from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import BADNESS_DEFAULT, ProcessInfo
+from memcgctl.vocab.reportnotes import ReportNote, Said, note
 
 PAGE_KB = 4
 UNLIMITED_KB = 1 << 50  # v1 prints "limit 9007199254740988kB" for no limit
@@ -109,14 +110,14 @@ def is_memcg_oom(report: OomReport) -> bool:
     )
 
 
-def totalpages(report: OomReport) -> tuple[int | None, list[str]]:
+def totalpages(report: OomReport) -> tuple[int | None, list[ReportNote]]:
     """(totalpages or None if the report does not say, notes on how it was found)."""
-    notes: list[str] = []
+    notes: list[ReportNote] = []
     swap_total = report.swap_total_kb // PAGE_KB if report.swap_total_kb is not None else None
     if is_memcg_oom(report):
         mem = report.memcg.get("memory")
         if mem is None:
-            return None, ["the report has no 'memory: usage …, limit …' line: totalpages unknown"]
+            return None, [note(Said.NO_MEMORY_LINE)]
         pages = mem["limit_kb"] // PAGE_KB
         swap_line = report.memcg.get("swap")
         memsw = report.memcg.get("memory+swap")
@@ -130,33 +131,34 @@ def totalpages(report: OomReport) -> tuple[int | None, list[str]]:
                 pages += min(allowed, swap_total)
             elif allowed < UNLIMITED_KB // PAGE_KB:
                 pages += allowed
-                notes.append(
-                    "the memcg may use swap but the report does not show the host's swap "
-                    "size: its allowed swap is counted in full"
-                )
+                notes.append(note(Said.SWAP_COUNTED_IN_FULL))
             else:
-                notes.append(
-                    "the memcg's swap is unlimited and the report does not show the "
-                    "host's swap size: totalpages counts no swap (if swap was in use, "
-                    "each oom_score_adj point was worth more)"
-                )
+                notes.append(note(Said.SWAP_UNLIMITED_UNKNOWN))
+        with_swap = pages != mem["limit_kb"] // PAGE_KB
         notes.append(
-            f"memcg OOM: totalpages = limit {mem['limit_kb']}kB"
-            + (" + allowed swap" if pages != mem["limit_kb"] // PAGE_KB else "")
-            + f" = {pages or 1} pages (4 KiB pages assumed)"
+            note(
+                Said.MEMCG_TOTALPAGES,
+                limit_kb=mem["limit_kb"],
+                with_swap=with_swap,
+                pages=pages or 1,
+            )
         )
         return pages or 1, notes
     if report.ram_pages is None:
-        return None, ["host OOM without a 'N pages RAM' line: totalpages unknown"]
+        return None, [note(Said.NO_RAM_LINE)]
     ram = report.ram_pages - (report.reserved_pages or 0)
     pages = ram + (swap_total or 0)
     notes.append(
-        f"host OOM: totalpages = {report.ram_pages} pages RAM - "
-        f"{report.reserved_pages or 0} reserved + {swap_total or 0} swap pages = {pages} "
-        "(the kernel counts managed pages; RAM minus reserved is their estimate)"
+        note(
+            Said.HOST_TOTALPAGES,
+            ram=report.ram_pages,
+            reserved=report.reserved_pages or 0,
+            swap=swap_total or 0,
+            pages=pages,
+        )
     )
     if swap_total is None:
-        notes.append("the report shows no 'Total swap' line: no swap counted")
+        notes.append(note(Said.NO_SWAP_LINE))
     return pages or 1, notes
 
 

@@ -33,7 +33,8 @@ from memcgctl.logic.priority import select_priority
 from memcgctl.logic.reportsnapshot import BadnessMap, CgroupLookup, LiveLookup, build_snapshot
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import Snapshot
-from memcgctl.vocab.reasons import Caveat, Note, Reason
+from memcgctl.vocab.reasons import Caveat, Reason
+from memcgctl.vocab.reportnotes import KillVerdict, ReportNote, Said, note
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,10 @@ class KillExplanation:
     decision: Decision  # the rebuilt kernel ranking (policy kernel)
     snapshot: Snapshot
     victim_is_top: bool | None  # None: cannot tell
-    verdict: str  # matches | differs | no_table | incomplete | exiting | no_victim
-    why: tuple[str, ...]
+    verdict: KillVerdict
+    why: tuple[ReportNote, ...]
     priority: Decision | None
-    priority_notes: tuple[str, ...] = field(default=())
+    priority_notes: tuple[ReportNote, ...] = field(default=())
     score_check: dict[str, Any] | None = None
 
 
@@ -74,7 +75,9 @@ def _task_memcg(report: OomReport) -> CgroupPath | None:
     return None
 
 
-def _total_does_not_matter(report: OomReport, rules: KernelRules) -> tuple[int | None, list[str]]:
+def _total_does_not_matter(
+    report: OomReport, rules: KernelRules
+) -> tuple[int | None, list[ReportNote]]:
     """Without totalpages the ranking still stands where no candidate has an
     oom_score_adj (nor the adj -= 30 root bonus): points are rss + swap + page tables."""
     rows = [r for r in report.tasks if may_be_chosen(r.pid, r.oom_score_adj)]
@@ -82,10 +85,7 @@ def _total_does_not_matter(report: OomReport, rules: KernelRules) -> tuple[int |
         return None, []
     if rules.root_bonus == ADJ30 and any(r.uid == 0 for r in rows):
         return None, []
-    return 1000, [
-        "totalpages unknown, but no candidate has an oom_score_adj: the ranking is by rss + "
-        "swap + page tables alone (points shown with totalpages taken as 1000)"
-    ]
+    return 1000, [note(Said.TOTAL_DOES_NOT_MATTER)]
 
 
 def _victim_row(report: OomReport, pid: int | None) -> TaskRow | None:
@@ -96,12 +96,12 @@ def _victim_row(report: OomReport, pid: int | None) -> TaskRow | None:
 
 def _weigh_printed_score(
     report: OomReport, total: int | None, rules: KernelRules, kernel_pid: int | None
-) -> tuple[int | None, KernelRules, list[str]]:
+) -> tuple[int | None, KernelRules, list[ReportNote]]:
     """What the victim's printed score (``Kill process N (comm) score S``, 3.x-4.18)
     proves: whether it had the root bonus (uid 0 with or without CAP_SYS_ADMIN: a
     container drops it), and totalpages where the report does not give it.  Every
     inference is said in the notes."""
-    notes: list[str] = []
+    notes: list[ReportNote] = []
     row = _victim_row(report, kernel_pid)
     if report.select is None or row is None:
         return total, rules, notes
@@ -113,17 +113,9 @@ def _weigh_printed_score(
         if bonus_open and len(hits) == 1:
             if hits[0].root_bonus is None:
                 rules = hits[0]
-                notes.append(
-                    f"the kernel printed score {printed} for pid {row.pid} (uid 0): that is "
-                    "its points WITHOUT the root bonus, so it lacked CAP_SYS_ADMIN (a "
-                    "container drops it); the other uid-0 tasks are scored the same way "
-                    "(the log does not show each task's capabilities)"
-                )
+                notes.append(note(Said.SCORE_WITHOUT_BONUS, printed=printed, pid=row.pid))
             else:
-                notes.append(
-                    f"the kernel printed score {printed} for pid {row.pid} (uid 0): that is "
-                    "its points with the root bonus (CAP_SYS_ADMIN); uid-0 tasks get it"
-                )
+                notes.append(note(Said.SCORE_WITH_BONUS, printed=printed, pid=row.pid))
         if hits or not memcg_swap_unknown(report):
             return total, rules, notes
         floor = total  # the memcg limit: the host's swap comes on top
@@ -134,20 +126,19 @@ def _weigh_printed_score(
         if found is None:
             continue
         least, most = found
-        what = "the host's swap is not in the report" if floor > 1 else "the report lacks them"
         notes.append(
-            f"totalpages from the kernel's printed score {printed} for pid {row.pid} "
-            f"({what}): {least}"
-            + (f" to {most}" if most != least else "")
-            + f" pages; {least} is used"
-            + (f" ({least - floor} pages of swap on top of the limit)" if floor > 1 else "")
+            note(
+                Said.TOTAL_FROM_SCORE,
+                printed=printed,
+                pid=row.pid,
+                swap_missing=floor > 1,
+                least=least,
+                most=most,
+                floor=floor,
+            )
         )
         if bonus_open:
-            notes.append(
-                "uid 0 and totalpages are both unknown: the root bonus "
-                + ("is assumed" if trial.root_bonus else "is assumed absent")
-                + " (the first that fits the printed score); the other reading may fit too"
-            )
+            notes.append(note(Said.BONUS_GUESSED, assumed=trial.root_bonus is not None))
         return least, trial, notes
     return total, rules, notes
 
@@ -163,31 +154,25 @@ def explain_report(
     kernel_pid = _kernel_pid(report)
     killed = tuple(int(k["pid"]) for k in report.kills if k.get("pid") is not None)
     chosen_pid = kernel_pid  # the kernel's choice as a row of the table
-    thread_note: str | None = None
+    thread_note: ReportNote | None = None
     table_pids = {r.pid for r in report.tasks} | {r.tgid for r in report.tasks}
     if kernel_pid is not None and kernel_pid not in table_pids and report.select is not None:
         same = [r.pid for r in report.tasks if r.pid in killed and r.name == report.select["comm"]]
         if len(same) == 1:
             chosen_pid = same[0]
-            thread_note = (
-                f"the kernel chose pid {kernel_pid} ({report.select['comm']}), which is no row "
-                f"of the task table (its rows are processes), and killed pid {chosen_pid} of "
-                f"the same name: pid {kernel_pid} is taken as a thread of {chosen_pid} (the "
-                "log cannot tell a thread from a child of the same name)"
+            thread_note = note(
+                Said.THREAD_OF, kernel_pid=kernel_pid, comm=report.select["comm"], pid=chosen_pid
             )
     total, notes = totalpages(report)
     total, rules, score_notes = _weigh_printed_score(report, total, rules, chosen_pid)
-    if score_notes and total is not None:
-        notes = [n for n in notes if "totalpages unknown" not in n and "unknown:" not in n]
+    if score_notes and total is not None:  # the score gave what the lines did not
+        notes = [n for n in notes if n.said not in (Said.NO_MEMORY_LINE, Said.NO_RAM_LINE)]
     notes += score_notes
     if total is None and report.tasks:
         total, extra = _total_does_not_matter(report, rules)
         notes += extra
     if report.columns_inferred:
-        notes.append(
-            "the log begins inside the task table (no header): its columns are read from "
-            f"the rows ({' '.join(report.columns or [])})"
-        )
+        notes.append(note(Said.COLUMNS_INFERRED, columns=tuple(report.columns or [])))
     task_memcg = _task_memcg(report)
     placement: dict[int, CgroupPath] = {}
     if chosen_pid is not None and task_memcg is not None:
@@ -195,78 +180,46 @@ def explain_report(
     for k in report.kills:
         if k.get("cgroup") and k.get("pid") is not None:
             placement.setdefault(int(k["pid"]), printed_path(k["cgroup"]))
-    why: list[str] = []
-    reasons: list[Reason] = [Note(n) for n in notes]
+    why: list[ReportNote] = []
+    reasons: list[Reason] = list(notes)
     reasons.append(
-        Note(
-            f"kernel rules of {rules.version[0]}.{rules.version[1]}"
-            + (
-                " (from the report's stack header)"
-                if rules.source == "release"
-                else f" or later ({rules.source}; no stack header)"
-            )
-            + (
-                f"; root bonus {'adj -= 30' if rules.root_bonus == 'adj30' else '3%'} for uid 0"
-                + (
-                    " (assumed: a kernel from 4.17 on has none, and the report cannot say)"
-                    if rules.source != "release" and rules.root_bonus == "pct3"
-                    else ""
-                )
-                if rules.root_bonus
-                else ""
-            )
-            + ("; points at least 1" if rules.clamp_to_one else "")
-            + (
-                "; ties go to the last scanned"
-                if rules.ties_to_last
-                else "; ties go to the first scanned"
-            )
+        note(
+            Said.RULES,
+            version=rules.version,
+            from_release=rules.source == "release",
+            source=rules.source,
+            root_bonus=rules.root_bonus,
+            clamp_to_one=rules.clamp_to_one,
+            ties_to_last=rules.ties_to_last,
         )
     )
     scored: list[Scored] = []
     skipped = 0
     if total is not None and report.tasks:
         scored, skipped = rank(report, total, rules, lambda r: placement.get(r.pid, root))
-        reasons.append(
-            Note(
-                f"{len(scored)} candidates in the report's task table, {skipped} never "
-                "eligible (oom_score_adj -1000, init)"
-            )
-        )
+        reasons.append(note(Said.CANDIDATES, scored=len(scored), skipped=skipped))
     top = scored[0] if scored else None
-    verdict = "matches"
+    verdict = KillVerdict.MATCHES
     victim_is_top: bool | None = None
     if report.exiting is not None and not killed:
-        verdict = "exiting"
-        why.append(
-            f"pid {report.exiting['pid']} ({report.exiting['comm']}) was already an OOM victim "
-            "and still exiting: the kernel killed nothing new and waited for it"
-        )
+        verdict = KillVerdict.EXITING
+        why.append(note(Said.EXITING, pid=report.exiting["pid"], comm=report.exiting["comm"]))
     elif report.no_killable:
-        verdict = "no_victim"
-        why.append("the kernel found no killable process")
-    if verdict in ("matches",):
+        verdict = KillVerdict.NO_VICTIM
+        why.append(note(Said.NO_KILLABLE))
+    if verdict == KillVerdict.MATCHES:
         if not report.tasks and report.table_cut:
-            verdict = "no_table"
-            why.append(
-                "the report's task table is cut short (its header ends before the name "
-                "column: an ellipsized or truncated log): the ranking cannot be rebuilt"
-            )
+            verdict = KillVerdict.NO_TABLE
+            why.append(note(Said.TABLE_CUT))
         elif not report.tasks:
-            verdict = "no_table"
-            why.append(
-                "the report has no task table this reader can read (rate-limited report, "
-                "vm.oom_dump_tasks=0, or a truncated log): the ranking cannot be rebuilt"
-            )
+            verdict = KillVerdict.NO_TABLE
+            why.append(note(Said.NO_TABLE))
         elif total is None:
-            verdict = "no_table"
-            why.append("the report lacks the lines that give totalpages: cannot score")
+            verdict = KillVerdict.NO_TABLE
+            why.append(note(Said.NO_TOTALPAGES))
         elif chosen_pid is not None and chosen_pid not in table_pids:
-            verdict = "incomplete"
-            why.append(
-                f"the kernel's victim pid {kernel_pid} is not in the task table: the table "
-                "is incomplete (truncated or interleaved lines)"
-            )
+            verdict = KillVerdict.INCOMPLETE
+            why.append(note(Said.NOT_IN_TABLE, pid=kernel_pid))
         elif top is not None and chosen_pid is not None:
             if thread_note is not None:
                 why.append(thread_note)
@@ -275,24 +228,20 @@ def explain_report(
             )
             victim_is_top = hit
             if report.columns_inferred:
-                why.append(
-                    f"the log holds {len(report.tasks)} rows of the task table and no header: "
-                    "the ranking is among those rows only"
-                )
+                why.append(note(Said.ROWS_ONLY, rows=len(report.tasks)))
             if hit:
-                why.append(
-                    f"the kernel's victim pid {kernel_pid} ({top.process.comm}) is the top of "
-                    f"the rebuilt ranking with {top.points} points"
-                )
+                why.append(note(Said.TOP, pid=kernel_pid, comm=top.process.comm, points=top.points))
             else:
-                verdict = "differs"
+                verdict = KillVerdict.DIFFERS
                 mine = next((s for s in scored if s.process.pid == chosen_pid), None)
-                gap = f" ({top.points - mine.points} points fewer)" if mine is not None else ""
                 why.append(
-                    f"the kernel chose pid {kernel_pid}{gap}, not the top pid "
-                    f"{top.process.pid} ({top.process.comm}): the table is printed from a "
-                    "second look at the counters (they move; since 6.2 they are per-CPU "
-                    "approximations), uid 0 stands in for CAP_SYS_ADMIN, and totalpages may be off"
+                    note(
+                        Said.NOT_TOP,
+                        pid=kernel_pid,
+                        gap=top.points - mine.points if mine is not None else None,
+                        top_pid=top.process.pid,
+                        top_comm=top.process.comm,
+                    )
                 )
     if (
         report.select is not None
@@ -301,15 +250,15 @@ def explain_report(
         and thread_note is None
     ):
         why.append(
-            f"sacrifice child: the kernel chose pid {report.select['pid']} "
-            f"({report.select['comm']}) and killed its child pid {killed[0]} instead "
-            "(kernels before 4.19 killed a child with its own memory first)"
+            note(
+                Said.SACRIFICE,
+                pid=report.select["pid"],
+                comm=report.select["comm"],
+                child=killed[0],
+            )
         )
     if report.group is not None:
-        why.append(
-            f"memory.oom.group: every task of {report.group} was killed with the victim "
-            f"({len(killed)} kills in this report)"
-        )
+        why.append(note(Said.OOM_GROUP, group=report.group, kills=len(killed)))
     score_check = None
     if report.select is not None and top is not None and total:
         printed = int(report.select["score"])
@@ -317,19 +266,9 @@ def explain_report(
         mine_score = chosen.points if rules.normalised else chosen.points * 1000 // total
         score_check = {"printed": printed, "rebuilt": mine_score, "agrees": printed == mine_score}
         if score_check["agrees"]:
-            reasons.append(
-                Note(
-                    f"the kernel printed score {printed} for its victim; the rebuilt points "
-                    "give the same (points × 1000 / totalpages): totalpages and rules check out"
-                )
-            )
+            reasons.append(note(Said.SCORE_AGREES, printed=printed))
         else:
-            reasons.append(
-                Note(
-                    f"the kernel printed score {printed} for its victim; rebuilt: {mine_score} "
-                    "(points × 1000 / totalpages) — totalpages or the counters differ"
-                )
-            )
+            reasons.append(note(Said.SCORE_DIFFERS, printed=printed, rebuilt=mine_score))
     victim = top.process if top is not None else None
     decision = Decision(
         KERNEL,
@@ -340,7 +279,7 @@ def explain_report(
         points=top.points if top is not None else None,
         totalpages=total,
         normalised=rules.normalised,
-        reasons=tuple(reasons + [Note(w) for w in why]),
+        reasons=(*reasons, *why),
         caveats=(Caveat.TABLE_MEMCG_VICTIM_ONLY, Caveat.AS_PRINTED),
     )
     snap, snap_notes = build_snapshot(

@@ -16,6 +16,7 @@ from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.constants import BADNESS_DEFAULT, fallback_badness
 from memcgctl.vocab.model import CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.vocab.reportnotes import ReportNote, Said, note
 
 # -- the badness the caller knows ------------------------------------------------------
 
@@ -104,8 +105,8 @@ def build_snapshot(
     badness: BadnessMap,
     live: LiveLookup | None,
     live_cgroup: CgroupLookup | None,
-) -> tuple[Snapshot, list[str]]:
-    notes: list[str] = []
+) -> tuple[Snapshot, list[ReportNote]]:
+    notes: list[ReportNote] = []
     processes: dict[int, ProcessInfo] = {}
     paths: set[CgroupPath] = {root}
     for row in report.tasks:
@@ -175,8 +176,5 @@ def build_snapshot(
             pod=pod,
         )
     if len(paths) > 1 or report.tasks:
-        notes.append(
-            "the report names the memcg of the victim only: the other tasks are placed "
-            f"in {root} unless this machine still knows where they are"
-        )
+        notes.append(note(Said.VICTIM_MEMCG_ONLY, root=root))
     return Snapshot(1, root, MappingProxyType(cgroups), MappingProxyType(processes)), notes

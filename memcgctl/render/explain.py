@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from memcgctl.logic.decision import KERNEL, Candidate, Decision, Level, Scored
 from memcgctl.render.output import TreeNode
 from memcgctl.render.reasontext import SKIP_TEXT, caveat_lines, reason_lines, verdict_text
+from memcgctl.render.reportwords import VERDICT_TEXT, note_lines
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.units import format_bytes, format_kb
@@ -314,12 +315,12 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
         "kernel_victim_pid": x.kernel_pid,
         "killed_pids": list(x.killed),
         "kernel": kernel,
-        "verdict": x.verdict,
+        "verdict": x.verdict.value,
         "victim_is_top": x.victim_is_top,
-        "why": list(x.why),
+        "why": note_lines(x.why),
         "score_check": x.score_check,
         "priority": decision_json(x.priority, x.snapshot) if x.priority is not None else None,
-        "priority_notes": list(x.priority_notes),
+        "priority_notes": note_lines(x.priority_notes),
     }
 
 
@@ -350,20 +351,12 @@ def kill_summary_lines(x: KillExplanation) -> list[str]:
         f"OOM report at line {r.first_line} ({when}): {scope}; kernel "
         f"{r.release or 'release unknown'}; killed: {kills or 'nobody'}",
     ]
-    verdicts = {
-        "matches": "the kernel's victim is the top of the rebuilt ranking",
-        "differs": "the kernel's victim is NOT the top of the rebuilt ranking",
-        "no_table": "cannot rebuild the ranking",
-        "incomplete": "the task table is incomplete",
-        "exiting": "no new kill: a victim was still exiting",
-        "no_victim": "nothing was killable",
-    }
     gaps: list[str] = []
     for k in r.kills:
         gaps += [str(n) for n in k.get("notes", []) if str(n) not in gaps]
     lines += [f"  the log: {g}" for g in gaps]  # what it left unsaid: not guessed
-    lines.append(f"verdict: {verdicts.get(x.verdict, x.verdict)}")
-    lines += [f"  - {w}" for w in x.why]
+    lines.append(f"verdict: {VERDICT_TEXT[x.verdict]}")
+    lines += [f"  - {w}" for w in note_lines(x.why)]
     return lines
 
 
@@ -380,5 +373,5 @@ def priority_lines(x: KillExplanation) -> list[str]:
         f"badness {p.badness} "
         f"({p.badness_source})" + (" — the same task" if same else ""),
     ]
-    lines += [f"  - {n}" for n in x.priority_notes]
+    lines += [f"  - {n}" for n in note_lines(x.priority_notes)]
     return lines
