@@ -29,11 +29,11 @@ from memcgctl.logic.kmsgparse import (
     usec_to_iso,
 )
 from memcgctl.logic.logtext import LogLine
-from memcgctl.logic.oomlines import OomLine, parse_oom_line
+from memcgctl.logic.oomlines import MEMCG_OOM_MESSAGE, OomLine, parse_oom_line
 from memcgctl.logic.oomreport import OomReport, new_report, note_line
 from memcgctl.vocab.records import KernelEvent, add_fields, kernel_event, utc_iso
 
-_MEMCG_MESSAGES = ("Memory cgroup out of memory",)
+_MEMCG_MESSAGES = (MEMCG_OOM_MESSAGE,)
 
 
 CONSTRAINT_MEMCG = "CONSTRAINT_MEMCG"

@@ -21,7 +21,7 @@ PCT3 = "pct3"  # 3.14-4.16: root's points are 3% lower
 @dataclass(frozen=True)
 class KernelRules:
     version: Version
-    source: str  # "release" (from the report), or how it was inferred
+    source: str  # "release" (from the report), "layout" (inferred from it), "current"
     root_bonus: str | None  # ADJ30 | PCT3 | None
     clamp_to_one: bool
     ties_to_last: bool

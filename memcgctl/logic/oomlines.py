@@ -184,6 +184,10 @@ def parse_summary(text: str) -> dict[str, Any] | None:
     return out
 
 
+# the message of a memcg OOM's kill line (``mem_cgroup_out_of_memory``)
+MEMCG_OOM_MESSAGE = "Memory cgroup out of memory"
+
+
 class OomLine(NamedTuple):
     """One understood line: ``what`` names the format, ``fields`` its values."""
 

@@ -37,6 +37,7 @@ from memcgctl.logic.oombadness import (
     oom_badness,
     rules_of_version,
 )
+from memcgctl.logic.oomlines import MEMCG_OOM_MESSAGE
 from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
@@ -58,7 +59,7 @@ def rules_for(report: OomReport) -> KernelRules:
     v = parse_release(report.release)
     source = "release"
     if v is None:
-        source = "inferred from the report's layout"
+        source = "layout"  # inferred from the report's layout
         v = (3, 0)
         layout = report.layout
         kill = report.kills[0] if report.kills else None
@@ -105,7 +106,7 @@ def is_memcg_oom(report: OomReport) -> bool:
     msg = next((k.get("message") for k in report.kills if k.get("message")), None)
     if msg is None and report.select is not None:
         msg = report.select.get("message")
-    return msg == "Memory cgroup out of memory" or (
+    return msg == MEMCG_OOM_MESSAGE or (
         report.summary is not None and report.summary.get("constraint") == "CONSTRAINT_MEMCG"
     )
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from memcgctl.logic.decision import KERNEL, Candidate, Decision, Level, Scored
 from memcgctl.render.output import TreeNode
 from memcgctl.render.reasontext import SKIP_TEXT, caveat_lines, reason_lines, verdict_text
-from memcgctl.render.reportwords import VERDICT_TEXT, note_lines
+from memcgctl.render.reportwords import RULES_SOURCE_TEXT, VERDICT_TEXT, note_lines
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.units import format_bytes, format_kb
@@ -307,7 +307,7 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
         "memcg_oom": x.memcg_oom,
         "kernel_rules": {
             "version": f"{x.rules.version[0]}.{x.rules.version[1]}",
-            "source": x.rules.source,
+            "source": RULES_SOURCE_TEXT[x.rules.source],
             "root_bonus": x.rules.root_bonus,
             "clamp_to_one": x.rules.clamp_to_one,
             "ties_to_last": x.rules.ties_to_last,

@@ -17,6 +17,14 @@ VERDICT_TEXT = {
 }
 
 
+# where the kernel rules of a report come from (KernelRules.source)
+RULES_SOURCE_TEXT = {
+    "release": "release",
+    "layout": "inferred from the report's layout",
+    "current": "current",
+}
+
+
 def _memcg_totalpages(n: ReportNote) -> str:
     return (
         f"memcg OOM: totalpages = limit {n['limit_kb']}kB"
@@ -53,7 +61,7 @@ def _rules(n: ReportNote) -> str:
         + (
             " (from the report's stack header)"
             if n["from_release"]
-            else f" or later ({n['source']}; no stack header)"
+            else f" or later ({RULES_SOURCE_TEXT[n['source']]}; no stack header)"
         )
         + (
             f"; root bonus {'adj -= 30' if bonus == 'adj30' else '3%'} for uid 0"
