@@ -131,7 +131,8 @@ SCORE_HOME = "logic/oombadness.py"
 
 def _adj_arithmetic(tree: ast.AST) -> list[int]:
     """Lines that multiply something by an ``oom_score_adj`` (the kernel's adj term:
-    ``oom_score_adj * (totalpages / 1000)``) or compare one with ``OOM_SCORE_ADJ_MIN``."""
+    ``oom_score_adj * (totalpages / 1000)``), scale points by 1000 (the printed score,
+    /proc/PID/oom_score) or compare an adj with ``OOM_SCORE_ADJ_MIN``."""
 
     def names(node: ast.AST) -> set[str]:
         out = set()
@@ -145,7 +146,11 @@ def _adj_arithmetic(tree: ast.AST) -> list[int]:
     lines = []
     for node in ast.walk(tree):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
-            if any("adj" in n for n in names(node.left) | names(node.right)):
+            both = names(node.left) | names(node.right)
+            per_mille = any(
+                isinstance(x, ast.Constant) and x.value == 1000 for x in (node.left, node.right)
+            )
+            if any("adj" in n for n in both) or (per_mille and any("points" in n for n in both)):
                 lines.append(node.lineno)
         elif isinstance(node, ast.Compare) and "OOM_SCORE_ADJ_MIN" in names(node):
             lines.append(node.lineno)
@@ -223,6 +228,7 @@ def test_the_score_checker_sees_a_copy() -> None:
         "def f(a, t):\n    return a.oom_score_adj * (t // 1000) if a != -1000 else 0\n"
     )
     assert len(_adj_arithmetic(copy)) == 1 and len(_minus_thousand(copy)) == 1
+    assert _adj_arithmetic(ast.parse("s = points * 1000 // total\n")) == [1]
     rule = "b = BADNESS_NEVER if adj == -1000 else BADNESS_DEFAULT\n"
     assert _fallback_rule(ast.parse(rule))
     assert _fallback_rule(ast.parse('v, s = BADNESS_NEVER, "oom_score_adj"\n'))

@@ -20,7 +20,7 @@ from memcgctl.logic.decision import (
     kids_in_creation_order,
     victim_group,
 )
-from memcgctl.logic.oombadness import CURRENT_RULES, may_be_chosen, oom_badness
+from memcgctl.logic.oombadness import CURRENT_RULES, may_be_chosen, oom_badness, proc_score
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import CgroupInfo, KernelParams, ProcessInfo, Snapshot
 from memcgctl.vocab.reasons import (
@@ -93,19 +93,13 @@ def score(p: ProcessInfo, totalpages: int, params: KernelParams, index: int = 0)
     return Scored(p, points, index, rss, swap, pte, adj)
 
 
-def _c_div(a: int, b: int) -> int:
-    """C's truncating integer division."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
 def proc_oom_score(p: ProcessInfo, params: KernelParams) -> int:
     """What ``/proc/PID/oom_score`` shows on 5.9+ (host totalpages, 0 if ineligible)."""
     if not oom_eligible(p):
         return 0
     total = host_totalpages(params)
     points = score(p, total, params).points
-    return _c_div((1000 + _c_div(points * 1000, total)) * 2, 3)
+    return proc_score(points, total)
 
 
 def scan_order(snap: Snapshot, oom_root: CgroupPath) -> Iterator[ProcessInfo]:

@@ -37,6 +37,7 @@ from memcgctl.logic.oombadness import (
     oom_badness,
     rules_of_version,
 )
+from memcgctl.logic.oombadness import printed_score as kernel_printed_score
 from memcgctl.logic.oomlines import MEMCG_OOM_MESSAGE
 from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomtable import TaskRow
@@ -224,7 +225,7 @@ def printed_score(row: TaskRow, total: int, rules: KernelRules) -> int:
     """The score 3.x-4.18 print in ``Kill process N (comm) score S``: points × 1000 /
     totalpages."""
     points, _ = row_points(row, total, rules)
-    return points if rules.normalised else points * 1000 // max(total, 1)
+    return kernel_printed_score(points, total, rules)
 
 
 def memcg_swap_unknown(report: OomReport) -> bool:

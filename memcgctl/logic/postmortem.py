@@ -16,6 +16,7 @@ from typing import Any
 
 from memcgctl.logic.decision import KERNEL, Decision, Scored
 from memcgctl.logic.oombadness import ADJ30, KernelRules, may_be_chosen
+from memcgctl.logic.oombadness import printed_score as kernel_printed_score
 from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomscore import (
     is_memcg_oom,
@@ -263,7 +264,7 @@ def explain_report(
     if report.select is not None and top is not None and total:
         printed = int(report.select["score"])
         chosen = next((s for s in scored if s.process.pid == chosen_pid), top)
-        mine_score = chosen.points if rules.normalised else chosen.points * 1000 // total
+        mine_score = kernel_printed_score(chosen.points, total, rules)
         score_check = {"printed": printed, "rebuilt": mine_score, "agrees": printed == mine_score}
         if score_check["agrees"]:
             reasons.append(note(Said.SCORE_AGREES, printed=printed))
