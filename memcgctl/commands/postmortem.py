@@ -83,16 +83,10 @@ def _with_gone_note(x: KillExplanation, gone: list[TaskRow]) -> KillExplanation:
     counterfactual's "the same task" is not taken for more than it is."""
     import dataclasses
 
-    rows = list(gone)
-    named = ", ".join(f"pid {r.pid} ({r.name})" for r in rows[:5])
-    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
-    note = (
-        f"{named}{more}: gone since the OOM; a process badness registered for "
-        f"{'it' if len(rows) == 1 else 'them'} was pruned with the process, so this ranking "
-        "assumes the default (500, or 1000 for oom_score_adj -1000) — the daemon may have "
-        "ranked differently (explain-kill --badness FILE to say what it was)"
-    )
-    return dataclasses.replace(x, priority_notes=(*x.priority_notes, note))
+    from memcgctl.vocab.reportnotes import Said, note
+
+    gone_note = note(Said.GONE, tasks=tuple((r.pid, r.name) for r in gone))
+    return dataclasses.replace(x, priority_notes=(*x.priority_notes, gone_note))
 
 
 def _badness_map(path: str | None) -> BadnessMap:

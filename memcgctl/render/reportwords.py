@@ -92,6 +92,18 @@ def _not_top(n: ReportNote) -> str:
     )
 
 
+def _gone(n: ReportNote) -> str:
+    rows = n["tasks"]
+    named = ", ".join(f"pid {pid} ({comm})" for pid, comm in rows[:5])
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return (
+        f"{named}{more}: gone since the OOM; a process badness registered for "
+        f"{'it' if len(rows) == 1 else 'them'} was pruned with the process, so this ranking "
+        "assumes the default (500, or 1000 for oom_score_adj -1000) — the daemon may have "
+        "ranked differently (explain-kill --badness FILE to say what it was)"
+    )
+
+
 _WORDS: dict[Said, Callable[[ReportNote], str]] = {
     Said.NO_MEMORY_LINE: lambda n: (
         "the report has no 'memory: usage …, limit …' line: totalpages unknown"
@@ -192,6 +204,7 @@ _WORDS: dict[Said, Callable[[ReportNote], str]] = {
         "the report names the memcg of the victim only: the other tasks are placed "
         f"in {n['root']} unless this machine still knows where they are"
     ),
+    Said.GONE: _gone,
 }
 
 

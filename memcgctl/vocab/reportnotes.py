@@ -61,6 +61,7 @@ class Said(Enum):
     OOM_GROUP = "oom_group"  # group, kills
     # the counterfactual's snapshot (reportsnapshot)
     VICTIM_MEMCG_ONLY = "victim_memcg_only"  # root
+    GONE = "gone"  # tasks: (pid, comm) of the processes gone since the OOM
 
 
 @dataclass(frozen=True)
