@@ -319,3 +319,37 @@ def test_the_english_checker_sees_a_sentence() -> None:
     )
     found = [text for _, text in english_literals(ast.parse(src))]
     assert found == ["the kernel chose pid "], found
+
+
+def _calls(tree: ast.AST) -> set[str]:
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call):
+            f = n.func
+            out.add(f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", ""))
+    return out
+
+
+def test_one_kmsg_pipeline_and_one_oom_line_reader() -> None:
+    """Raw kmsg records become events in one function (``kmsg_events``: parsed,
+    pre-filtered, ``pr_cont`` joined, fed to the one reader), and only the reader
+    (``OomAssembler``) feeds records; the daemon, ``events --follow`` and
+    ``explain-kill``'s live report call it."""
+    assembling = sorted(
+        str(p.relative_to(PKG))
+        for p in sources()
+        if _calls(ast.parse(p.read_text())) & {"join_continuations", "parse_records"}
+    )
+    assert assembling == ["logic/oomassembler.py"]
+    for user in ("daemon/kernellog.py", "watch/follower.py", "commands/postmortem.py"):
+        assert "kmsg_events" in _calls(ast.parse((PKG / user).read_text())), user
+    classes = {
+        n.name
+        for p in sources()
+        if layer_of(p) == "logic"
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.ClassDef)
+        and any(isinstance(b, ast.Name) for b in n.bases)
+        and any(isinstance(b, ast.Name) and b.id == "OomAssembler" for b in n.bases)
+    }
+    assert classes == set(), "one reader: no subclass of OomAssembler"
