@@ -261,10 +261,6 @@ ENGLISH_ALLOWED = {
     # kube's pod-list problems and the QoS tier label: not part of the post-mortem work
     # of issue 27 (finding 4 covered explain-kill); still to be made data
     "logic/kube.py": "pod-list problems, still words",
-    # the notes of a saved log's kill events (what the log left unsaid): the event dict is
-    # also the journal record and every output's JSON, so making them codes means wording
-    # them at each output (daemon, follower, journal reader): still to do
-    "logic/oomassembler.py": "event notes, still words",
 }
 REGEX_CALLS = {"compile", "match", "search", "fullmatch", "sub", "split", "findall", "finditer"}
 

@@ -14,6 +14,7 @@ import pytest
 
 from memcgctl.logic.logtext import read_lines
 from memcgctl.logic.oomassembler import saved_events
+from memcgctl.render.eventline import worded
 from memcgctl.vocab.records import KernelEvent
 from tests.realdata import DATA, data_file
 
@@ -445,7 +446,7 @@ NOTED = [
 
 @pytest.mark.parametrize(("rel", "pid", "words"), NOTED)
 def test_what_a_fragment_leaves_unsaid_is_said(rel: str, pid: int, words: str) -> None:
-    kill = next(e for e in _kills(rel) if e.get("pid") == pid)
+    kill = worded(next(e for e in _kills(rel) if e.get("pid") == pid))
     assert any(words in n for n in kill.get("notes", [])), (rel, kill.get("notes"))
 
 
@@ -496,5 +497,5 @@ def test_several_grepped_fragments_are_several_kills() -> None:
         (7268, "a.out", None),
         (7269, "a.out", None),
     ]
-    assert all(any("no 'Killed process' line" in n for n in e["notes"]) for e in kills)
+    assert all(any("no 'Killed process' line" in n for n in worded(e)["notes"]) for e in kills)
     assert [e["uptime_s"] for e in kills] == [10657070.816698, 10657071.0, 2802.650237, 2804.432524]

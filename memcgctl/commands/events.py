@@ -83,7 +83,7 @@ def events(
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
     from memcgctl.logic.events import matches, merge_history, oom_starts
-    from memcgctl.render.eventline import format_event
+    from memcgctl.render.eventline import format_event, worded
     from memcgctl.vocab.records import utc_iso_before
     from memcgctl.vocab.units import parse_duration_ms
 
@@ -98,7 +98,7 @@ def events(
 
     def show(ev: Event) -> None:
         if lines:
-            emit_json_line(ev)
+            emit_json_line(worded(ev))
         else:
             say(format_event(ev))
 
@@ -113,7 +113,7 @@ def events(
         history = merge_history([*starts, *kernel], journaled)  # on a tie: the start first
         shown = [ev for ev in history if matches(ev, root, since_iso)]
         if as_json and not follow:
-            emit_json({"root": root, "since": since_iso, "events": shown})
+            emit_json({"root": root, "since": since_iso, "events": [worded(e) for e in shown]})
         else:
             for ev in shown:
                 show(ev)
@@ -161,7 +161,7 @@ def _events_from_file(
     from memcgctl.logic.events import matches
     from memcgctl.logic.oomassembler import saved_events
     from memcgctl.logic.oomreport import LogBound, within
-    from memcgctl.render.eventline import format_event
+    from memcgctl.render.eventline import format_event, worded
 
     try:  # matched against the log's own paths: not resolved in this hierarchy
         root = CgroupPath(cgroup or "/")
@@ -176,9 +176,9 @@ def _events_from_file(
             continue
         count += 1
         if json_lines:
-            emit_json_line(ev)
+            emit_json_line(worded(ev))
         elif as_json:
-            kept.append(ev)
+            kept.append(worded(ev))
         else:
             say(format_event(ev))
     if as_json:

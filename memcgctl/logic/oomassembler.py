@@ -32,6 +32,7 @@ from memcgctl.logic.logtext import LogLine
 from memcgctl.logic.oomlines import MEMCG_OOM_MESSAGE, OomLine, parse_oom_line
 from memcgctl.logic.oomreport import OomReport, new_report, note_line
 from memcgctl.vocab.records import KernelEvent, add_fields, kernel_event, utc_iso
+from memcgctl.vocab.reportnotes import LogGap, gap_code
 
 _MEMCG_MESSAGES = (MEMCG_OOM_MESSAGE,)
 
@@ -271,7 +272,8 @@ class OomAssembler:
     def flush(self) -> list[KernelEvent]:
         """With ``fragments``: the kill that a summary or a ``Kill process`` line names
         when no ``Killed process`` line followed (the log ends, or the next report
-        begins); what the log does not say is None and ``notes`` says why."""
+        begins); what the log does not say is None and ``notes`` says why (codes,
+        :class:`~memcgctl.vocab.reportnotes.LogGap`)."""
         srec, sel = self._pending_summary, self._pending_select
         self._pending_summary = self._pending_select = None
         if not self.fragments or (srec is None and sel is None):
@@ -288,8 +290,7 @@ class OomAssembler:
             f["message"] = select.get("message")
             if sel is not None and (srec is None or sel.seq > srec.seq):
                 rec = sel
-        which = "the oom-kill summary" if select is None else "the 'Kill process' line"
-        notes = [f"no 'Killed process' line in the log: only {which} names this kill"]
+        notes = [gap_code(LogGap.NO_KILL_LINE, "summary" if select is None else "kill_select")]
         ev = self._kill_event(rec, f, notes)
         self._summary = self._select = None
         return [ev]
@@ -326,17 +327,11 @@ class OomAssembler:
             ctx = self._summary_ctx(summary)
             self._summary = None
             if summary["pid"] is not None:
-                notes.append(
-                    f"the kernel chose pid {summary['pid']} and killed pid {pid}: the "
-                    "memcgs are the chosen task's"
-                )
+                notes.append(gap_code(LogGap.CHOSE_OTHER, summary["pid"]))
         if summary is not None and summary.get("cut") and ctx:
-            notes.append(f"the oom-kill summary is cut short at {summary['cut']!r}")
+            notes.append(gap_code(LogGap.SUMMARY_CUT, summary["cut"]))
         if ctx and summary is not None and summary["constraint"] is None:
-            notes.append(
-                "the oom-kill summary prints no constraint: it is known only from a "
-                "'Memory cgroup out of memory' message"
-            )
+            notes.append(gap_code(LogGap.NO_CONSTRAINT))
         if not ctx and self._task_in is not None:
             # 4.19: "Task in X killed as a result of limit of Y" names the chosen task's
             # memcg; a sacrificed child is usually in the same memcg
@@ -360,13 +355,10 @@ class OomAssembler:
             # OOM's message says so, and its constraint is CONSTRAINT_MEMCG
             ctx["constraint"] = CONSTRAINT_MEMCG
         if self.fragments and not self._header:
-            notes.append(
-                "no 'invoked oom-killer' line before this kill: the report began before "
-                "the log (or was rate-limited)"
-            )
+            notes.append(gap_code(LogGap.NO_HEADER))
         self._killed = True
         if f.get("partial") and self.fragments:
-            notes.append("the 'Killed process' line is cut short: its sizes are unknown")
+            notes.append(gap_code(LogGap.KILL_LINE_CUT))
         cgroup = ctx.get("task_memcg") or ctx.get("oom_group")
         ev = self._base(rec, "oom_kill", cgroup)
         add_fields(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from memcgctl.logic.decision import KERNEL, Candidate, Decision, Level, Scored
+from memcgctl.render.eventline import gap_text, worded
 from memcgctl.render.output import TreeNode
 from memcgctl.render.reasontext import SKIP_TEXT, caveat_lines, reason_lines, verdict_text
 from memcgctl.render.reportwords import RULES_SOURCE_TEXT, VERDICT_TEXT, note_lines
@@ -302,7 +303,7 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
     kernel["group_pids"] = list(x.killed)
     return {
         "report": report_json(x.report),
-        "kills": x.report.kills,
+        "kills": [worded(k) for k in x.report.kills],
         "oom_root": x.oom_root,
         "memcg_oom": x.memcg_oom,
         "kernel_rules": {
@@ -353,7 +354,7 @@ def kill_summary_lines(x: KillExplanation) -> list[str]:
     ]
     gaps: list[str] = []
     for k in r.kills:
-        gaps += [str(n) for n in k.get("notes", []) if str(n) not in gaps]
+        gaps += [g for g in (gap_text(n, k) for n in k.get("notes", [])) if g not in gaps]
     lines += [f"  the log: {g}" for g in gaps]  # what it left unsaid: not guessed
     lines.append(f"verdict: {VERDICT_TEXT[x.verdict]}")
     lines += [f"  - {w}" for w in note_lines(x.why)]

@@ -77,3 +77,29 @@ class ReportNote:
 
 def note(said: Said, **values: Any) -> ReportNote:
     return ReportNote(said, values)
+
+
+class LogGap(Enum):
+    """What a saved log left unsaid about one kill: the ``notes`` of a kill event, each
+    a string ``CODE`` or ``CODE:VALUE`` (:func:`gap_code`; an event is also a journal
+    record and a JSON document), worded by :mod:`memcgctl.render.eventline`."""
+
+    NO_KILL_LINE = "no_kill_line"  # value: summary | kill_select (the line that names it)
+    CHOSE_OTHER = "chose_other"  # value: the pid the kernel chose (another was killed)
+    SUMMARY_CUT = "summary_cut"  # value: where the summary is cut
+    NO_CONSTRAINT = "no_constraint"
+    NO_HEADER = "no_header"  # no "invoked oom-killer" line before the kill
+    KILL_LINE_CUT = "kill_line_cut"
+
+
+def gap_code(gap: LogGap, value: object = None) -> str:
+    return gap.value if value is None else f"{gap.value}:{value}"
+
+
+def parse_gap(code: str) -> tuple[LogGap | None, str]:
+    """(the gap, its value) of a note; None for a note this version does not know."""
+    name, _, value = code.partition(":")
+    try:
+        return LogGap(name), value
+    except ValueError:
+        return None, code
