@@ -6,6 +6,7 @@ layer to the same layer or one below it; the pure layers import no I/O modules; 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -349,3 +350,50 @@ def test_one_kmsg_pipeline_and_one_oom_line_reader() -> None:
         and any(isinstance(b, ast.Name) and b.id == "OomAssembler" for b in n.bases)
     }
     assert classes == set(), "one reader: no subclass of OomAssembler"
+
+
+# -- one place for each piece of output ----------------------------------------------------
+
+
+def test_logic_formats_no_units() -> None:
+    """The policies return numbers; sizes and durations in words (``vocab.units``'
+    ``format_*``) are made by the rendering layer."""
+    formatting = sorted(
+        f"{p.relative_to(PKG)}: {name}"
+        for p in sources()
+        if layer_of(p) == "logic"
+        for name in _calls(ast.parse(p.read_text()))
+        if name.startswith("format_")
+    )
+    assert formatting == [], "return numbers and format them in render/"
+
+
+def priority_prefixes(tree: ast.AST) -> list[int]:
+    """Lines with a string that starts with a syslog priority prefix (``"<3>..."``, or an
+    f-string ``f"<{...}>..."``) written by hand."""
+    specs = {id(n.format_spec) for n in ast.walk(tree) if isinstance(n, ast.FormattedValue)}
+    found = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.JoinedStr) and id(n) not in specs and len(n.values) > 1:
+            first, second = n.values[:2]
+            if isinstance(first, ast.Constant) and first.value == "<":
+                found += [n.lineno] if isinstance(second, ast.FormattedValue) else []
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+            found += [n.lineno] if re.match(r"<[0-7]>", n.value) else []
+    return found
+
+
+def test_no_module_writes_a_priority_prefix_by_hand() -> None:
+    """journald's ``<N>`` prefixes are made in one place, ``render.logprio.prefixed``."""
+    offenders = [
+        f"{p.relative_to(PKG)}:{line}"
+        for p in sources()
+        if p.name != "logprio.py"
+        for line in priority_prefixes(ast.parse(p.read_text()))
+    ]
+    assert offenders == [], "use memcgctl.render.logprio.prefixed"
+
+
+def test_the_prefix_checker_sees_one() -> None:
+    src = 'a = "<3>kill_failed"\nb = f"<{p}>{line}"\nc = "<html>"\nd = f"x <{p}> {c:<{w}}"\n'
+    assert priority_prefixes(ast.parse(src)) == [1, 2]

@@ -17,7 +17,7 @@ from memcgctl.kernel.hierarchy import hierarchy_at
 from memcgctl.kernel.kmsgdev import KmsgReader, split_records
 from memcgctl.logic.counters import (
     by_cause,
-    cgroup_counters,
+    entry,
     label_text,
     prometheus,
     subtree_sum,
@@ -180,17 +180,19 @@ def test_by_cause_and_completeness() -> None:
     assert by_cause(CgroupPath("/a"), kills) == {"system": 1, "memcg": 1, "user": 1}
     local = {"/a": {"oom_kill": 1}, "/a/job": {"oom_kill": 2}, "/ab": {"oom_kill": 9}}
     assert subtree_sum(CgroupPath("/a"), local) == {"oom_kill": 3}
-    doc = cgroup_counters(
-        CgroupPath("/a"), local[CgroupPath("/a")], subtree_sum(CgroupPath("/a"), local), kills
-    )
+    a = CgroupPath("/a")
+    doc = entry(a, local[a], subtree_sum(a, local), by_cause(a, kills))
     assert doc["complete"] is False  # the kernel counted 3, the log shows 2
+
+
+NO_KILLS = {"system": 0, "memcg": 0, "user": 0}
 
 
 def test_prometheus_escapes_labels() -> None:
     doc = {
         "system": {"oom_kill": 4},
         "cgroups": [
-            cgroup_counters(CgroupPath('/we"ird\\name\n'), {"oom_kill": 1}, {"oom_kill": 2}, []),
+            entry(CgroupPath('/we"ird\\name\n'), {"oom_kill": 1}, {"oom_kill": 2}, NO_KILLS),
         ],
     }
     text = prometheus(doc)
@@ -235,9 +237,7 @@ def test_prometheus_is_valid_utf8_for_names_that_are_not() -> None:
     raw, literal = CgroupPath("/d/x\udcffy"), CgroupPath("/d/x\\xffy")
     doc = {
         "system": {"oom_kill": 0},
-        "cgroups": [
-            cgroup_counters(c, {"oom_kill": 1}, {"oom_kill": 1}, []) for c in (raw, literal)
-        ],
+        "cgroups": [entry(c, {"oom_kill": 1}, {"oom_kill": 1}, NO_KILLS) for c in (raw, literal)],
     }
     text = prometheus(doc).encode("utf-8").decode("utf-8")  # strict both ways
     fams = parse_exposition(text)  # and prometheus_client, when installed

@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from memcgctl.cli import cli
-from memcgctl.render.safetext import log_value, logfmt, printable
+from memcgctl.render.safetext import log_value, printable
 from memcgctl.state.journal import Journal
 from memcgctl.state.statedir import LOCK_TIMEOUT_S, loads_bounded
 from memcgctl.vocab.records import UserKill
@@ -220,11 +220,11 @@ def test_kill_all_kills_first_and_journals_with_a_bounded_wait(
 # -- item 2: terminal output ------------------------------------------------------------
 
 
-def test_printable_and_logfmt() -> None:
+def test_printable_and_log_value() -> None:
     assert printable("[/evil]") == "[/evil]"
     assert printable(ESCAPES) == "?]0;PWNED??[2J"
     assert printable("a\u202ebc\x85\x7f") == "a?bc??"
-    forged = logfmt({"cgroup": "x delay_ms=0 mode=oom", "delay_ms": 500})
+    forged = f"cgroup={log_value('x delay_ms=0 mode=oom')} delay_ms={log_value(500)}"
     assert forged == 'cgroup="x delay_ms=0 mode=oom" delay_ms=500'
     assert log_value('a"b\\c\nd\x1b') == '"a\\"b\\\\c\\nd\\x1b"'
     assert log_value("") == '""' and log_value("/batch/job1") == "/batch/job1"

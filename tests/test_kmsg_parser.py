@@ -10,10 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memcgctl.logic.kmsgparse import join_continuations, parse_record, unescape, usec_to_iso
-from memcgctl.logic.oomassembler import OomAssembler, parse_events
+from memcgctl.logic.oomassembler import OomAssembler, kmsg_events
 from memcgctl.logic.oomlines import parse_oom_line
+from memcgctl.vocab.records import KernelEvent
 
 BOOT = 1_700_000_000.0
+
+
+def parse_events(
+    raws: list[bytes], boot_time: float, boot_id: str = "unknown"
+) -> list[KernelEvent]:
+    """Raw kmsg records → events, through the pipeline the daemon and the follower use."""
+    return list(kmsg_events(OomAssembler(boot_time, boot_id), raws))
+
 
 # (line, what, fields that must match)
 LINES: list[tuple[str, str | None, dict[str, Any]]] = [

@@ -10,7 +10,6 @@ import pytest
 from memcgctl.logic.kernelheuristic import (
     host_totalpages,
     memcg_totalpages,
-    proc_oom_score,
     scan_order,
     score,
     select_kernel,
@@ -19,6 +18,7 @@ from memcgctl.render.reasontext import caveat_lines, reason_lines, reason_text
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import CgroupInfo, KernelParams
 from memcgctl.vocab.reasons import Caveat, PointsTie, ScoredCount
+from tests.procscore import proc_oom_score
 from tests.snapbuild import P, build
 
 MIB = 1 << 20

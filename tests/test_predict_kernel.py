@@ -27,9 +27,10 @@ from click.testing import CliRunner
 
 from memcgctl.cli import cli
 from memcgctl.env import Env
-from memcgctl.logic.kernelheuristic import host_totalpages, proc_oom_score, select_kernel
+from memcgctl.logic.kernelheuristic import host_totalpages, select_kernel
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import KernelParams
+from tests.procscore import proc_oom_score
 from tests.realkernel import HELPERS, TestCgroups, wait_until
 
 MIB = 1 << 20

@@ -119,17 +119,3 @@ def test_every_code_has_words() -> None:
     assert set(CAVEAT_TEXT) == set(Caveat)
     for lost in Lost:
         assert verdict_text(Verdict(lost=lost))
-
-
-def test_the_policy_builds_no_sentences() -> None:
-    """The policies return codes and numbers; the units formatters (sizes in words) are
-    the rendering layer's."""
-    import pathlib
-
-    import memcgctl.logic.decision as decision
-    import memcgctl.logic.kernelheuristic as kernelheuristic
-    import memcgctl.logic.priority as priority
-
-    for path in (decision.__file__, priority.__file__, kernelheuristic.__file__):
-        source = pathlib.Path(path).read_text(encoding="utf-8")
-        assert "memcgctl.vocab.units" not in source and "format_" not in source

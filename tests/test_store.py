@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.state.store import (
     BADNESS,
     OOM_DELAY,
     ProcessRegistry,
-    cgroup_badness,
+    Setting,
     read_setting,
     write_setting,
 )
@@ -21,10 +22,15 @@ from memcgctl.vocab.cgpath import CgroupPath
 from tests.fakehost import FakeHost
 
 
+def cgroup_badness(fs: CgroupFs, cg: CgroupPath) -> Setting:
+    """The cgroup's own badness and where it came from (None: unset, the default)."""
+    return read_setting(fs, cg, BADNESS)
+
+
 def test_unset_is_default(fake_v1: FakeHost) -> None:
     fake_v1.cgroup("/a")
     fs = fake_v1.env().fs
-    assert cgroup_badness(fs, CgroupPath("/a")) == (500, "default")
+    assert cgroup_badness(fs, CgroupPath("/a")) == (None, "default")
     assert read_setting(fs, CgroupPath("/a"), OOM_DELAY).value is None
 
 
@@ -46,7 +52,7 @@ def test_user_value_ignored_when_parent_has_another_owner(fake_v1: FakeHost) -> 
     os.setxattr(top, "user.memcgctl.badness", b"999")
     os.setxattr(d, "user.memcgctl.badness", b"5")
     fs = fake_v1.env().fs
-    assert cgroup_badness(fs, CgroupPath("/deleg")) == (500, "default")  # its parent is root's
+    assert cgroup_badness(fs, CgroupPath("/deleg")) == (None, "default")  # its parent is root's
     assert cgroup_badness(fs, CgroupPath("/deleg/inner")) == (5, "user")
 
 
@@ -54,7 +60,7 @@ def test_user_value_ignored_when_parent_has_another_owner(fake_v1: FakeHost) -> 
 def test_malformed_values_are_ignored(fake_v1: FakeHost, raw: bytes) -> None:
     d = fake_v1.cgroup("/a")
     os.setxattr(d, "trusted.memcgctl.badness", raw)
-    assert cgroup_badness(fake_v1.env().fs, CgroupPath("/a")) == (500, "default")
+    assert cgroup_badness(fake_v1.env().fs, CgroupPath("/a")) == (None, "default")
 
 
 def test_write_and_clear(fake_v1: FakeHost) -> None:
@@ -64,7 +70,7 @@ def test_write_and_clear(fake_v1: FakeHost) -> None:
     assert os.getxattr(fake_v1.cgroot / "a", "trusted.memcgctl.badness") == b"42"
     write_setting(fs, CgroupPath("/a"), BADNESS, None, "trusted")
     write_setting(fs, CgroupPath("/a"), BADNESS, None, "trusted")  # clearing twice is fine
-    assert cgroup_badness(fs, CgroupPath("/a")) == (500, "default")
+    assert cgroup_badness(fs, CgroupPath("/a")) == (None, "default")
 
 
 def _alive(pid: int, start: int) -> bool:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memcgctl.logic.events import in_subtree
@@ -51,16 +51,6 @@ def by_cause(cg: CgroupPath, kills: Iterable[Mapping[str, Any]]) -> dict[str, in
             if cause in ("system", "memcg"):
                 counts[cause] += 1
     return counts
-
-
-def cgroup_counters(
-    cg: CgroupPath,
-    local: Mapping[str, int] | None,
-    hierarchical: Mapping[str, int] | None,
-    kills: Sequence[Mapping[str, Any]],
-) -> dict[str, Any]:
-    """Counters of one cgroup with by_cause recounted from kill records."""
-    return entry(cg, local, hierarchical, by_cause(cg, kills))
 
 
 def entry(

@@ -20,7 +20,7 @@ from memcgctl.logic.decision import (
     kids_in_creation_order,
     victim_group,
 )
-from memcgctl.logic.oombadness import CURRENT_RULES, may_be_chosen, oom_badness, proc_score
+from memcgctl.logic.oombadness import CURRENT_RULES, may_be_chosen, oom_badness
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import CgroupInfo, KernelParams, ProcessInfo, Snapshot
 from memcgctl.vocab.reasons import (
@@ -91,15 +91,6 @@ def score(p: ProcessInfo, totalpages: int, params: KernelParams, index: int = 0)
     pte = p.pgtables_kb * 1024 // params.page_size
     points, adj = oom_badness(rss + swap + pte, p.oom_score_adj, p.uid, totalpages, CURRENT_RULES)
     return Scored(p, points, index, rss, swap, pte, adj)
-
-
-def proc_oom_score(p: ProcessInfo, params: KernelParams) -> int:
-    """What ``/proc/PID/oom_score`` shows on 5.9+ (host totalpages, 0 if ineligible)."""
-    if not oom_eligible(p):
-        return 0
-    total = host_totalpages(params)
-    points = score(p, total, params).points
-    return proc_score(points, total)
 
 
 def scan_order(snap: Snapshot, oom_root: CgroupPath) -> Iterator[ProcessInfo]:

@@ -10,8 +10,8 @@ the events with the log's own clock and, asked to (``reports``), keeps the whole
 :class:`~memcgctl.logic.oomreport.OomReport` of the kill ``explain-kill`` wants.
 
 :func:`kmsg_events` is the kmsg → events pipeline (records parsed, pre-filtered,
-``pr_cont`` fragments joined, fed to a reader) that the daemon, ``events --follow``,
-``explain-kill``'s live report and :func:`parse_events` share; :func:`saved_events` and
+``pr_cont`` fragments joined, fed to a reader) that the daemon, ``events --follow``
+and ``explain-kill``'s live report share; :func:`saved_events` and
 :func:`collect` read a saved log.  :func:`cause_of` tells a memcg OOM from a host-wide
 one.
 """
@@ -404,13 +404,6 @@ def kmsg_events(
         records = parse_records(raws)
     for rec in join_continuations(records):
         yield from asm.feed(rec)
-
-
-def parse_events(
-    raws: list[bytes], boot_time: float, boot_id: str = "unknown"
-) -> list[KernelEvent]:
-    """Convenience: raw kmsg records → events."""
-    return list(kmsg_events(OomAssembler(boot_time, boot_id), raws))
 
 
 def saved_events(lines: Iterable[LogLine], source: str = "-") -> Iterator[KernelEvent]:

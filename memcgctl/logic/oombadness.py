@@ -79,16 +79,3 @@ def printed_score(points: int, totalpages: int, rules: KernelRules) -> int:
     """The score 3.x-4.18 print in ``Kill process N (comm) score S``: points × 1000 /
     totalpages (before 3.8 the points are that scale already)."""
     return points if rules.normalised else points * 1000 // max(totalpages, 1)
-
-
-def _c_div(a: int, b: int) -> int:
-    """C's truncating integer division."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
-def proc_score(points: int, totalpages: int) -> int:
-    """What ``/proc/PID/oom_score`` shows on 5.9+ for an eligible task's points
-    (``proc_oom_score``: the points on the 0..2000 scale of ``oom_score_adj`` + 1000,
-    times 2/3)."""
-    return _c_div((1000 + _c_div(points * 1000, totalpages)) * 2, 3)

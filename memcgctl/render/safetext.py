@@ -9,7 +9,7 @@ logs.  Two rules, one helper each:
   characters, ESC of an escape sequence, DEL, C1 controls, bidi overrides, line
   separators) becomes ``?``, as procps ``ps`` does.  Rich markup is a separate matter:
   :mod:`memcgctl.render.output` hands rich ``Text`` objects, never markup strings.
-* :func:`logfmt` / :func:`log_value` for ``key=value`` log lines: a value with a space,
+* :func:`log_value` for ``key=value`` log lines: a value with a space,
   ``=``, a quote, a backslash or anything unprintable is double-quoted with escapes, so
   a cgroup named ``x delay_ms=0 mode=oom`` stays one field.
 
@@ -17,8 +17,6 @@ No imports beyond the standard library: the daemon's hot path uses this.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable, Mapping
 
 REPLACEMENT = "?"
 
@@ -53,9 +51,3 @@ def log_value(value: object) -> str:
             code = ord(c)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
     return '"' + "".join(out) + '"'
-
-
-def logfmt(fields: Mapping[str, object] | Iterable[tuple[str, object]]) -> str:
-    """``k1=v1 k2="v 2"``: keys are ours (identifiers), values are quoted as needed."""
-    items = fields.items() if isinstance(fields, Mapping) else fields
-    return " ".join(f"{printable(k)}={log_value(v)}" for k, v in items)

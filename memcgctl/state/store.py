@@ -32,7 +32,7 @@ from memcgctl.state.statedir import (
     write_atomic,
 )
 from memcgctl.vocab.cgpath import CgroupPath
-from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
+from memcgctl.vocab.constants import BADNESS_MIN, BADNESS_NEVER
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, PermissionDenied, Vanished
 from memcgctl.vocab.podname import parse_pod_label
 from memcgctl.vocab.units import MAX_DELAY_MS
@@ -141,11 +141,6 @@ def write_setting(
         fs.remove_xattr(cg, name)
     else:
         fs.set_xattr(cg, name, str(value).encode())
-
-
-def cgroup_badness(fs: CgroupFs, cg: CgroupPath) -> tuple[int, str]:
-    s = read_setting(fs, cg, BADNESS)
-    return (s.value, s.source) if s.value is not None else (BADNESS_DEFAULT, "default")
 
 
 # -- the process registry -------------------------------------------------------

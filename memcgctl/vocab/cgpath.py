@@ -107,10 +107,6 @@ class CgroupPath(str):
         journal record, say): it is compared, not trusted."""
         return len(self) == 1 or other == self or other.startswith(self + "/")
 
-    def is_within(self, other: CgroupPath) -> bool:
-        """This cgroup is ``other`` or below it (``other.contains(self)``)."""
-        return other.contains(self)
-
     def relative_to(self, base: CgroupPath) -> CgroupPath:
         """The path as seen from ``base`` (``/pod/app`` relative to ``/pod`` is ``/app``,
         ``/pod`` itself is ``/``); unchanged when it is not within ``base``."""

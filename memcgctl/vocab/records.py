@@ -52,14 +52,6 @@ def utc_iso_before(seconds: float, now: float | None = None) -> str:
     return utc_iso((time.time() if now is None else now) - seconds) or EPOCH_ISO
 
 
-def parse_utc_iso(text: str) -> float:
-    """A record's time string back to epoch seconds (ValueError if it is none)."""
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        raise ValueError(f"{text!r}: no time zone")
-    return dt.timestamp()
-
-
 def utc_file_stamp(ts: float | None = None) -> str:
     """The same clock, compact, for file names (``journal.jsonl.corrupt-20261130T130000Z``)."""
     dt = _utc(time.time() if ts is None else ts) or datetime.fromtimestamp(0, timezone.utc)
@@ -164,14 +156,8 @@ class DaemonRecord(_Record, total=False):
 
 Event = KernelEvent | Notification | CounterEvent | UserKill | DaemonRecord
 
-KERNEL_KINDS = frozenset(
-    {"oom_kill", "oom_group_kill", "oom_reaped", "oom_reap_failed", "oom_victim_exiting",
-     "oom_no_victim"}
-)  # fmt: skip
-NOTIFICATION_KINDS = frozenset({"under_oom", "oom_resolved"})
 # memory.events keys reported as events, in this order
 COUNTER_KINDS = ("high", "max", "oom", "oom_kill", "oom_group_kill")
-USER_KILL_KINDS = frozenset({"user_kill", "manual_kill"})
 
 # -- constructors -----------------------------------------------------------------------
 
