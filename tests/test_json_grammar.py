@@ -1,4 +1,4 @@
-"""One JSON grammar (README "JSON output"): ``--json`` prints ONE document, an object,
+"""One JSON grammar (docs/commands.md, "JSON for scripts"): ``--json`` prints ONE document, an object,
 for every command; list results are objects with a named array; streams and
 ``--json-lines`` are one object per line."""
 

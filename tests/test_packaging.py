@@ -1,5 +1,5 @@
 """Packaging: the data files (man page, completions, systemd unit) a regular install puts
-under the prefix exist and go into the sdist.  (Editable installs carry none: README.)"""
+under the prefix exist and go into the sdist.  (Editable installs carry none: docs/install.md.)"""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from memcgctl.vocab.reasons import (
     ScoredCount,
 )
 
-# Where userspace cannot be exact (README "predict-victim"); shown by --explain.
+# Where userspace cannot be exact (docs/commands.md, "predict-victim"); shown by --explain.
 KERNEL_CAVEATS = (
     Caveat.RSS_APPROXIMATE,
     Caveat.SHARED_MM,

@@ -1,6 +1,6 @@
 """Our exception types: plain exceptions, no UI (psutil's ``_exceptions.py`` is the model).
 
-Every error carries an exit status (README "Exit codes") and what it is about — the
+Every error carries an exit status (docs/commands.md, "Exit codes") and what it is about — the
 cgroup, pid, file and errno where known — as attributes, and its one-line message as
 ``str(exc)``.
 Commands and readers raise these; :func:`from_oserror` turns a stray ``OSError`` into

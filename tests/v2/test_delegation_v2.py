@@ -161,7 +161,7 @@ def usage(tc: TestCgroups, cg: str) -> int:
 
 
 def test_the_kernel_kills_its_own_pick_inside_a_memory_max_write(cgroups: TestCgroups) -> None:
-    """The behaviour set-limit exists for (documented in the README): a memory.max
+    """The behaviour set-limit exists for (documented in docs/daemon.md): a memory.max
     below the usage makes the kernel OOM-kill, synchronously, its biggest task."""
     top, procs = shrink_scene(cgroups)
     fd = os.open(cgroups.path(top) / "memory.max", os.O_WRONLY)
