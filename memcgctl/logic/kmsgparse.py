@@ -3,9 +3,9 @@
 
 A record is parsed into a :class:`KmsgRecord` (level, facility, sequence number, µs since
 boot, flags, text with the kernel's ``\\xNN`` escapes undone, and the `` KEY=VALUE``
-properties).  :func:`may_matter` and :func:`parse_records` skip, with one C-level scan per
-record, the records that cannot be part of an OOM report; :func:`usec_to_iso` turns a
-record's timestamp into ISO 8601 UTC.
+properties).  :func:`parse_records` skips, with one C-level scan per record, the records
+that cannot be part of an OOM report; :func:`usec_to_iso` turns a record's timestamp
+into ISO 8601 UTC.
 """
 
 from __future__ import annotations
@@ -111,13 +111,6 @@ _KEYWORD_SCAN = re.compile(b"|".join(re.escape(k) for k in _KEYWORDS)).search
 _PLAIN_HEAD = re.compile(rb"[^;]{0,44},-[;,]").match
 
 
-def may_matter(raw: bytes) -> bool:
-    """A cheap pre-filter: False only for records that cannot be part of an OOM report
-    (no keyword, and not a pr_cont fragment of an old kernel).  Most of the ring is
-    boot noise; skipping it keeps ``counters`` fast."""
-    return _KEYWORD_SCAN(raw) is not None or _PLAIN_HEAD(raw) is None
-
-
 def record_seq(raw: bytes) -> int:
     """The sequence number of a raw /dev/kmsg record (``PRIO,SEQ,…``); -1 if garbled."""
     try:
@@ -127,9 +120,11 @@ def record_seq(raw: bytes) -> int:
 
 
 def parse_records(raws: list[bytes]) -> list[KmsgRecord]:
-    """The records of ``raws`` that may belong to an OOM report, parsed.  The filter
-    is inlined (two C-level scans per record, no Python call): a full ring holds
-    thousands of records and ``counters`` reads them all."""
+    """The records of ``raws`` that may belong to an OOM report, parsed: a record is
+    skipped only when it has no OOM keyword and is not a ``pr_cont`` fragment of an old
+    kernel (most of the ring is boot noise).  The filter is inlined (two C-level scans
+    per record, no Python call): a full ring holds thousands of records and
+    ``counters`` reads them all."""
     scan, plain = _KEYWORD_SCAN, _PLAIN_HEAD
     out = []
     for raw in raws:
