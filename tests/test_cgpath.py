@@ -83,14 +83,6 @@ def test_subtree() -> None:
     assert ROOT.contains(a)
 
 
-def test_relative_to() -> None:
-    pod = CgroupPath("/pod1")
-    assert CgroupPath("/pod1/app").relative_to(pod) == "/app"
-    assert pod.relative_to(pod) == "/"
-    assert CgroupPath("/pod10/app").relative_to(pod) == "/pod10/app"
-    assert CgroupPath("/x").relative_to(ROOT) == "/x"
-
-
 def test_host_is_not_a_cgroup() -> None:
     assert HOST == "/" and json.dumps(HOST) == '"/"'
     assert isinstance(HOST, HostScope) and not isinstance(HOST, CgroupPath)
@@ -117,7 +109,6 @@ def test_contains_is_the_component_prefix(a: CgroupPath, b: CgroupPath) -> None:
     assert a.contains(b) == (b.parts[: a.depth] == a.parts)
     if a.contains(b):
         assert a == b or a in b.ancestors()
-        assert b.relative_to(a).parts == b.parts[a.depth :]
 
 
 @given(paths)

@@ -107,13 +107,6 @@ class CgroupPath(str):
         journal record, say): it is compared, not trusted."""
         return len(self) == 1 or other == self or other.startswith(self + "/")
 
-    def relative_to(self, base: CgroupPath) -> CgroupPath:
-        """The path as seen from ``base`` (``/pod/app`` relative to ``/pod`` is ``/app``,
-        ``/pod`` itself is ``/``); unchanged when it is not within ``base``."""
-        if len(base) == 1 or not base.contains(self):
-            return self
-        return _trusted(self[len(base) :] or "/")
-
 
 _new = str.__new__
 
