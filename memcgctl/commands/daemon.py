@@ -185,6 +185,7 @@ def daemon(
     from memcgctl.logic.kernelheuristic import select_kernel
     from memcgctl.logic.priority import select_priority
     from memcgctl.snapshot import kernel_params
+    from memcgctl.state.daemonlock import RootClaim
     from memcgctl.state.journal import Journal
     from memcgctl.vocab.records import daemon_record
 
@@ -221,6 +222,13 @@ def daemon(
         )
     window_us = effective_us
     instance = owner.instance_id(env.proc, os.getpid())
+    # the kernel arbitrates: flocks held for the daemon's life (state/daemonlock.py);
+    # the xattr claim below still names a daemon that uses another state directory
+    holder = RootClaim(env.state_dir, root, instance).acquire()
+    if holder is not None:
+        raise OperationFailed(
+            f"{root}: a daemon is already running: {holder}; one daemon per subtree"
+        )
     running = owner.running_overlap(env.fs, env.proc, root)
     if running is not None:
         raise OperationFailed(
