@@ -5,6 +5,7 @@ guardian, a user's flood that cannot erase another user's history."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -12,10 +13,11 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.realkernel import TestCgroups
+from tests.realkernel import TestCgroups, freezer_thaw, journaled, wait_until
 from tests.test_daemon_kernel import (
     REPO,
     Daemon,
@@ -68,9 +70,7 @@ class TracedDaemon(Daemon):
         return self.proc.wait(timeout=15)
 
 
-def user_kills(state: Path) -> list[dict[str, object]]:
-    import json
-
+def user_kills(state: Path) -> list[dict[str, Any]]:
     out = []
     for name in ("journal.jsonl.2", "journal.jsonl.1", "journal.jsonl"):
         path = state / name
@@ -116,3 +116,77 @@ def test_two_daemons_at_once_with_slow_xattr_writes_one_takes_over(
     again = Daemon(tmp_path, jobs["top"])
     daemons.append(again)
     again.wait_for("daemon_took_over", jobs["top"])
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+def run_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "memcgctl", "--state-dir", str(state), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(
+    not FREEZER.is_dir(), reason="needs the v1 freezer hierarchy to hold a victim in the kernel"
+)
+def test_a_victim_stuck_in_the_kernel_is_killed_and_counted_once(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Item 6: the policy's victim sits in a frozen v1 freezer cgroup, where SIGKILL
+    cannot make it exit.  The daemon kills it once: its memory comes back at once
+    (process_mrelease), it is never chosen, signalled or journaled again — not in the
+    same episode, not in a later one — and the next victim follows after the grace."""
+    freezer = TestCgroups(FREEZER, name=cgroups.name)
+    try:
+        fz = freezer.make("stuck", limit=None)
+        set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+        victim = cgroups.hog(jobs["low"], mib=40)  # badness 100: the policy's victim
+        TestCgroups.write(freezer.path(fz), "cgroup.procs", str(victim.pid))
+        TestCgroups.write(freezer.path(fz), "freezer.state", "FROZEN")
+        wait_until(
+            lambda: (freezer.path(fz) / "freezer.state").read_text().strip() == "FROZEN",
+            "the victim frozen",
+        )
+        d = Daemon(tmp_path, cgroups.parent, "--grace", "300ms")
+        daemons.append(d)
+        d.wait_for("daemon_took_over", jobs["top"])
+        first = grower(cgroups, jobs["high"])  # badness 900
+        journaled(tmp_path, "user_kill", victim.pid)
+        # SIGKILL sent, but the victim cannot exit: it is stuck in the kernel...
+        assert victim.poll() is None
+        assert Path(f"/proc/{victim.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "DS"
+        # ...and its memory was given back all the same (process_mrelease)
+        wait_until(lambda: status_kb(victim.pid, "RssAnon") < 8 << 10, "the victim reaped")
+        assert wait_dead(first, timeout=30) == -signal.SIGKILL  # the next victim
+        d.wait_for("oom_resolved", jobs["top"], timeout=30)
+        second = grower(cgroups, jobs["high"])  # a new episode, the victim still stuck
+        assert wait_dead(second, timeout=30) == -signal.SIGKILL
+        assert victim.poll() is None
+        kills = [r for r in user_kills(tmp_path) if r["pid"] == victim.pid]
+        assert len(kills) == 1, kills
+        assert {r["pid"] for r in user_kills(tmp_path)} == {victim.pid, first.pid, second.pid}
+        lines = [t for _, t in d.lines if "daemon_kill" in t]
+        assert sum(f"pid={victim.pid} " in t for t in lines) == 1, lines
+        TestCgroups.write(freezer.path(fz), "freezer.state", "THAWED")
+        assert victim.wait(timeout=15) == -signal.SIGKILL  # the one signal, delivered
+        r = run_cli(tmp_path, "counters", "--json", jobs["low"])
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        low = next(c for c in doc["cgroups"] if c["cgroup"] == jobs["low"])
+        assert low["by_cause"]["user"] == 1, low
+        assert oom_control(cgroups, jobs["top"])["oom_kill"] == 0
+    finally:
+        freezer_thaw(cgroups.path(cgroups.parent))
+        freezer.cleanup()

@@ -15,6 +15,7 @@ from typing import TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
+from memcgctl.daemon.dying import Dying
 from memcgctl.daemon.journaling import JournalWriter
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
@@ -92,6 +93,7 @@ class RealPorts(Knobs):
         self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
         self._has_swap = True  # until managed() has looked
+        self.dying = Dying()  # victims sent SIGKILL that have not exited yet
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
         )
@@ -343,11 +345,17 @@ class RealPorts(Knobs):
         return self.freeze_domain(v.domain, frozen)
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
-        return self.env.snapshot(cg)
+        return self.dying.hide(self.env.snapshot(cg))
 
     def alive(self, pids: Iterable[int]) -> list[int]:
+        """Those of pids still holding memory.  A victim we sent SIGKILL had its memory
+        reaped (process_mrelease) then; if it is stuck exiting it does not hold the
+        next round back beyond the grace."""
         out = []
+        dying = self.dying.pids()
         for pid in pids:
+            if pid in dying:
+                continue
             try:
                 if self.proc.status(pid).has_mm:  # a zombie has given its memory back
                     out.append(pid)
