@@ -190,3 +190,84 @@ def test_a_victim_stuck_in_the_kernel_is_killed_and_counted_once(
     finally:
         freezer_thaw(cgroups.path(cgroups.parent))
         freezer.cleanup()
+
+
+NOBODY = 65534
+SETPRIV = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody (the project's may live in /root)
+
+# As nobody: give its own cgroups delay 0 and an 8 MiB limit, and OOM them in a loop
+# (a long name makes every record bigger), each once the daemon has taken it over.
+_FLOOD_AS_NOBODY = r"""
+import os, subprocess, sys, time
+top, n = sys.argv[1], int(sys.argv[2])
+base = os.path.join(top, "x" * 200)
+os.mkdir(base)
+grow = "b = []\nwhile True:\n    b.append(b'x' * (1 << 20))\n"
+for i in range(n):
+    d = os.path.join(base, f"f{i}")
+    os.mkdir(d)
+    with open(os.path.join(d, "memory.limit_in_bytes"), "w") as f:
+        f.write(str(8 << 20))
+    os.setxattr(d, "user.memcgctl.oom_delay_ms", b"0")
+    deadline = time.monotonic() + 20
+    while "oom_kill_disable 1" not in open(os.path.join(d, "memory.oom_control")).read():
+        if time.monotonic() > deadline:
+            sys.exit(f"the daemon did not take {d} over")
+        time.sleep(0.05)
+    join = f'echo $$ > "{d}/cgroup.procs" && exec "$0" -c "$1"'
+    p = subprocess.Popen(["/bin/sh", "-c", join, sys.executable, grow])
+    print(p.wait(timeout=60), flush=True)
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None or not os.access(SYSTEM_PYTHON, os.X_OK),
+    reason="needs setpriv and /usr/bin/python3 to run the attacker as nobody",
+)
+def test_a_users_oom_flood_cannot_erase_roots_history(
+    cgroups: TestCgroups,
+    jobs: dict[str, str],
+    tmp_path: Path,
+    daemons: list[Daemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Item 4: root's kill is journaled; then nobody OOMs its own delegated cgroups in a
+    loop with a daemon running (each a real OOM, a real kill, five records with a long
+    path).  The journal rotates many times, stays bounded, and root's record is still
+    in ``events``: the flood evicted only nobody's own oldest records."""
+    monkeypatch.setenv("MEMCGCTL_JOURNAL_MAX_BYTES", "4K")
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    deleg = cgroups.make("deleg", limit=64 << 20)
+    d = cgroups.path(deleg)
+    for f in [d, d / "cgroup.procs", d / "tasks"]:
+        os.chown(f, NOBODY, NOBODY)
+    daemon = Daemon(tmp_path, cgroups.parent)
+    daemons.append(daemon)
+    daemon.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["low"])
+    assert wait_dead(g) == -signal.SIGKILL
+    journaled(tmp_path, "user_kill", g.pid)
+    rounds = 14
+    r = subprocess.run(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", _FLOOD_AS_NOBODY, str(d), str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(-signal.SIGKILL)] * rounds  # every one a real OOM kill
+    wait_until(
+        lambda: sum(f"/f{rounds - 1}" in t for _, t in daemon.lines if "oom_resolved" in t),
+        "the last flood episode over",
+    )
+    assert daemon.stop() == 0
+    nobody = [k for k in user_kills(tmp_path) if "x" * 200 in str(k["cgroup"])]
+    assert (tmp_path / "journal.jsonl.2").exists()  # rotated again and again...
+    assert len(nobody) < rounds  # ...and nobody's oldest records were evicted
+    total = sum((tmp_path / n).stat().st_size for n in os.listdir(tmp_path) if "jsonl" in n)
+    assert total <= 3 * 4096 + 4096, total  # bounded
+    ev = run_cli(tmp_path, "--cgroup-root", str(cgroups.mount), "events", "--json")
+    assert ev.returncode == 0, ev.stderr
+    events = json.loads(ev.stdout)["events"]
+    assert "user_kill" in [e["kind"] for e in events if e.get("pid") == g.pid], events[-3:]

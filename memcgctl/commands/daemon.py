@@ -187,6 +187,7 @@ def daemon(
     from memcgctl.snapshot import kernel_params
     from memcgctl.state.daemonlock import RootClaim
     from memcgctl.state.journal import Journal
+    from memcgctl.state.retention import cgroup_owner
     from memcgctl.vocab.records import daemon_record
 
     root = env.fs.resolve(root_name)
@@ -238,7 +239,7 @@ def daemon(
     ports = RealPorts(
         env,
         make_killer(env.proc_root, env.fs, env.proc),
-        Journal(env.state_dir),
+        Journal(env.state_dir, owner_of=cgroup_owner(lambda cg: env.fs.path(cg))),
         root=root,
         dry_run=dry_run,
         host_delay_ms=host_ms,
