@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +272,48 @@ def test_a_users_oom_flood_cannot_erase_roots_history(
     assert ev.returncode == 0, ev.stderr
     events = json.loads(ev.stdout)["events"]
     assert "user_kill" in [e["kind"] for e in events if e.get("pid") == g.pid], events[-3:]
+
+
+def kernel_kills(cgroups: TestCgroups, jobs: dict[str, str]) -> int:
+    return sum(oom_control(cgroups, cg)["oom_kill"] for cg in jobs.values())
+
+
+def proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_stopped_daemon_never_leaves_a_memcg_paused(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Item 7: SIGSTOP the daemon mid-OOM (delay 2 s).  The guardian sees it stopped,
+    restores oom_kill_disable within the delay + 3 s of the OOM, and the kernel
+    resolves the OOM.  After SIGCONT the daemon takes the memcg over afresh and kills
+    nothing for the OOM that is over; the next OOM is its own again."""
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "2000")
+    big = cgroups.hog(jobs["high"], mib=16)
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["low"])
+    t_oom, _ = d.wait_for("under_oom", jobs["top"])
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        assert wait_dead(g, timeout=30) == -signal.SIGKILL  # the kernel's kill
+        t_dead = time.monotonic()
+        assert proc_state(d.proc.pid) == "T"  # still stopped: not the daemon's kill
+        _, line = d.wait_for("guardian:", None)
+        assert "stopped" in line and "oom_kill_disable=0" in line, line
+        assert kernel_kills(cgroups, jobs) == 1
+        assert t_dead - t_oom <= 2.0 + 3.0, t_dead - t_oom  # paused at most delay + 3 s
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    wait_until(lambda: d.kinds().count("daemon_took_over") == 2, "the daemon back in charge")
+    assert oom_control(cgroups, jobs["top"])["oom_kill_disable"] == 1
+    assert "daemon_kill" not in d.kinds()  # the OOM that is over: no second kill
+    assert big.poll() is None
+    g2 = grower(cgroups, jobs["low"])  # the next OOM: the daemon's policy again
+    assert wait_dead(g2, timeout=30) == -signal.SIGKILL
+    _, line = d.wait_for("daemon_kill", jobs["top"])
+    assert f"pid={g2.pid}" in line and big.poll() is None
+    assert kernel_kills(cgroups, jobs) == 1
+    assert d.stop() == 0

@@ -119,9 +119,9 @@ class DaemonCore:
             # already out of memory when we arrive (e.g. after a crash): act at once
             self._check(w, now, adopt=starting)
 
-    def release_all(self) -> None:
+    def release_all(self, why: str = "daemon stopping") -> None:
         for cg in sorted(self.watches):
-            self._release(cg, "daemon stopping")
+            self._release(cg, why)
 
     def _release(self, cg: Scope, why: str) -> None:
         w = self.watches.pop(cg, None)
