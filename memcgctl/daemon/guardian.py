@@ -22,7 +22,7 @@ import select
 import time
 
 BEAT_S = 0.5  # the daemon touches its heartbeat at least this often
-STALE_S = 2.0  # a heartbeat older than this: hung
+STALE_S = 2.5  # a heartbeat older than this: hung
 POLL_S = 0.25  # the guardian looks this often
 STOPPED_POLLS = 2  # seen stopped this many times in a row: stopped (not a passing strace)
 
