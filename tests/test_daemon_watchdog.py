@@ -121,3 +121,34 @@ def test_the_guardian_module_stays_light() -> None:
         )
     }
     assert imported <= {"__future__", "os", "select", "time", "contextlib"}, imported
+
+
+class FakeCore:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def rescan(self, now: float, starting: bool = False) -> None:
+        self.calls.append(f"rescan starting={starting}")
+
+    def release_all(self, why: str = "daemon stopping") -> None:
+        self.calls.append(f"release_all {why}")
+
+
+def test_liveness_takes_over_afresh_after_the_guardians_release(
+    tmp_path: Path, listener: tuple[socket.socket, str]
+) -> None:
+    from memcgctl.daemon.watchdog import RELEASED_BY_GUARDIAN, Liveness
+
+    s, name = listener
+    core = FakeCore()
+    hb = guardian.Heartbeat(str(tmp_path), os.getpid())
+    live = Liveness(core, lambda: 100.0, Notifier({"NOTIFY_SOCKET": name}), hb)
+    assert live.max_sleep() == guardian.BEAT_S
+    assert live() is False and core.calls == []
+    assert s.recv(4096) == b"READY=1\nSTATUS=enforcing"
+    Path(guardian.released_path(str(tmp_path), os.getpid())).touch()
+    assert live() is False
+    assert core.calls == [f"release_all {RELEASED_BY_GUARDIAN}", "rescan starting=True"]
+    live.close()
+    assert s.recv(4096) == b"STOPPING=1"
+    assert not Path(hb.path).exists()
