@@ -81,16 +81,23 @@ def user_kills(state: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace for the delay")
+@pytest.mark.parametrize("state_dirs", ["shared", "separate"])
 def test_two_daemons_at_once_with_slow_xattr_writes_one_takes_over(
-    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+    cgroups: TestCgroups,
+    jobs: dict[str, str],
+    tmp_path: Path,
+    daemons: list[Daemon],
+    state_dirs: str,
 ) -> None:
     """Item 5: the claim is a lock the kernel arbitrates.  Two daemons started at once
     on the same memcg, one with every xattr write delayed 2 s: one runs, the other
-    refuses (exit 1, naming it), and one OOM kills exactly one process."""
+    refuses (exit 1, naming it), and one OOM kills exactly one process.  Sharing a
+    state directory the flocks decide; with separate ones, the claim's XATTR_CREATE."""
     set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
     big = cgroups.hog(jobs["high"], mib=40)
+    other = tmp_path if state_dirs == "shared" else tmp_path / "other"
     slow = TracedDaemon(tmp_path, cgroups.parent)
-    fast = Daemon(tmp_path, cgroups.parent)
+    fast = Daemon(other, cgroups.parent)
     daemons.extend([slow, fast])
     codes = {}
     for d in (slow, fast):
@@ -99,8 +106,8 @@ def test_two_daemons_at_once_with_slow_xattr_writes_one_takes_over(
     assert len(codes) == 1, "exactly one daemon must refuse to start"
     ((loser, code),) = codes.items()
     winner = fast if loser is slow else slow
-    assert code == 1
     said = "\n".join(text for _, text in loser.lines)
+    assert code == 1, said
     winner_pid = slow.daemon_pid() if winner is slow else fast.proc.pid
     assert "already running" in said and f"pid {winner_pid}" in said, said
     winner.wait_for("daemon_took_over", jobs["top"], timeout=30)
@@ -109,12 +116,12 @@ def test_two_daemons_at_once_with_slow_xattr_writes_one_takes_over(
     assert wait_dead(g, timeout=30) == -signal.SIGKILL
     winner.wait_for("oom_resolved", jobs["top"], timeout=30)
     assert big.poll() is None  # the one OOM killed exactly one process
-    assert winner.kinds().count("daemon_kill") == 1
+    assert winner.kinds().count("daemon_kill") == 1, "\n".join(t for _, t in winner.lines)
     assert not any("daemon_kill" in text for _, text in loser.lines)
     assert oom_control(cgroups, jobs["top"])["oom_kill"] == 0
     assert winner.stop() == 0
     # the lock went with the winner: a new daemon on the same state dir starts
-    again = Daemon(tmp_path, jobs["top"])
+    again = Daemon(other, jobs["top"])
     daemons.append(again)
     again.wait_for("daemon_took_over", jobs["top"])
 

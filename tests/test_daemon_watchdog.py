@@ -77,6 +77,8 @@ def test_the_guardian_tells_running_stopped_hung_and_gone(tmp_path: Path) -> Non
     try:
         start = ProcFs(Path("/proc")).start_time(p.pid)
         hb = guardian.Heartbeat(str(tmp_path), p.pid)  # as if it were the daemon's
+        assert os.stat(hb.path).st_mtime == 0  # starting: not judged by its heartbeat
+        assert guardian.look("/proc", p.pid, start, hb.path) == guardian.RUNNING
         hb.beat(0.0)
         assert guardian.look("/proc", p.pid, start, hb.path) == guardian.RUNNING
         assert guardian.look("/proc", p.pid, start + 1, hb.path) == guardian.DIED  # pid reuse

@@ -258,9 +258,15 @@ def daemon(
         log=sys.stderr,
     )
     try:
-        owner.claim(env.fs, root, instance)
+        other = owner.claim_once(env.fs, env.proc, root, instance)
     except MemcgctlError as exc:
+        other = None
         _log(Priority.WARNING, f"cannot claim {root}: {exc}; a second daemon would not be refused")
+    if other is not None:
+        raise OperationFailed(
+            f"{root}: a daemon is already running on {root} "
+            f"(pid {owner.instance_pid(other)}); one daemon per subtree"
+        )
 
     def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
         if policy == "kernel":

@@ -3,7 +3,8 @@
 Without systemd, a small guardian process outlives the daemon and releases its marks
 (``daemon --guard``).  It must notice not only a dead daemon but one that no longer
 acts: **stopped** (SIGSTOP, state ``T`` in ``/proc/PID/stat``) or **hung** (its main
-loop has not touched its heartbeat file for :data:`STALE_S`).  A paused memcg must never
+loop, once running, has not touched its heartbeat file for :data:`STALE_S`; a tracer's
+stop, state ``t``, counts only through the heartbeat).  A paused memcg must never
 stay paused longer than its delay + 3 s: the daemon's loop wakes at least every
 :data:`BEAT_S` and touches the heartbeat, the guardian looks every :data:`POLL_S`.
 
@@ -59,15 +60,17 @@ def look(proc_root: str, pid: int, start_time: int, heartbeat: str) -> str:
     # field 3 is the state, field 22 the start time: [0] and [19] after the comm
     if fields is None or len(fields) < 20 or fields[19] != str(start_time):
         return DIED
-    if fields[0] in ("T", "t"):
+    if fields[0] == "T":  # SIGSTOP; not "t", a tracer's stop (strace, gdb): the heartbeat
         return STOPPED
     if fields[0] in ("Z", "X"):
         return DIED
     try:
-        age = time.time() - os.stat(heartbeat).st_mtime
+        mtime = os.stat(heartbeat).st_mtime
     except OSError:
         return HUNG
-    return HUNG if age > STALE_S else RUNNING
+    if mtime == 0:  # starting: its loop has not beaten yet
+        return RUNNING
+    return HUNG if time.time() - mtime > STALE_S else RUNNING
 
 
 def watch(proc_root: str, pid: int, start_time: int, heartbeat: str, pidfd: int) -> str:
@@ -107,11 +110,12 @@ class Heartbeat:
         self.released_note = released_path(state_dir, pid)
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self.fd = os.open(self.path, flags, 0o600)
+        os.utime(self.fd, (0, 0))  # not beating yet (the first rescan may take a while)
         self._next = 0.0
 
-    def beat(self, now: float) -> float:
+    def beat(self, now: float, force: bool = False) -> float:
         """Touch if due; when to be called again at the latest."""
-        if now >= self._next:
+        if force or now >= self._next:
             with contextlib.suppress(OSError):
                 os.utime(self.fd)
             self._next = now + BEAT_S

@@ -46,6 +46,7 @@ AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _VALVE_EVENTS = ("high", "max", "oom")
+REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
 
 
 CAP_SYS_RESOURCE = 24
@@ -349,18 +350,20 @@ class RealPorts(Knobs):
 
     def alive(self, pids: Iterable[int]) -> list[int]:
         """Those of pids still holding memory.  A victim we sent SIGKILL had its memory
-        reaped (process_mrelease) then; if it is stuck exiting it does not hold the
-        next round back beyond the grace."""
+        reaped (process_mrelease) then: stuck exiting with nothing left to free, it does
+        not hold the next round back beyond the grace."""
         out = []
         dying = self.dying.pids()
         for pid in pids:
-            if pid in dying:
-                continue
             try:
-                if self.proc.status(pid).has_mm:  # a zombie has given its memory back
-                    out.append(pid)
+                st = self.proc.status(pid)
             except Vanished:
                 continue
+            if not st.has_mm:  # a zombie has given its memory back
+                continue
+            if pid in dying and st.rss_anon_kb + st.rss_shmem_kb < REAPED_KB:
+                continue
+            out.append(pid)
         return out
 
 

@@ -53,6 +53,7 @@ class Liveness:
             if self.heartbeat.released():
                 self.core.release_all(RELEASED_BY_GUARDIAN)
                 self.core.rescan(self.clock(), starting=True)
+                self.heartbeat.beat(self.clock(), force=True)
         return False
 
     def close(self) -> None:
