@@ -150,6 +150,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "run": "memcgctl.commands.run:run",
     "explain-kill": "memcgctl.commands.postmortem:explain_kill",
     "kube": "memcgctl.commands.kube:kube",
+    "set-limit": "memcgctl.commands.setlimit:set_limit",
 }
 
 

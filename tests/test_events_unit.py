@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from memcgctl.cli import cli
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.hierarchy import hierarchy_at
 from memcgctl.kernel.kmsgdev import KmsgReader, split_records
-from memcgctl.logic.counters import by_cause, cgroup_counters, prometheus, subtree_sum
+from memcgctl.logic.counters import (
+    by_cause,
+    cgroup_counters,
+    label_text,
+    prometheus,
+    subtree_sum,
+)
 from memcgctl.logic.events import diff_counters, merge_history
 from memcgctl.render.eventline import format_event
 from memcgctl.state.journal import Journal
@@ -193,6 +201,52 @@ def test_prometheus_escapes_labels() -> None:
     assert families["memcgctl_kernel_oom_kills"][('/we"ird\\name\n', "local")] == 1
     assert "memcgctl_host_oom_kills_total 4" in text
     assert text.endswith("\n")
+
+
+# issue 21 item 8: names that are not UTF-8 (os.fsdecode gives surrogates) ----------------
+
+# the characters that matter: escapes' own letters, raw bytes, a backslash, non-ASCII text
+_NAME_CHARS = st.sampled_from(["\\", "x", "5", "c", "f", "F", "8", "2", "d", "/", "é", "\n", '"'])
+_NAMES = st.lists(
+    st.one_of(_NAME_CHARS, st.integers(0x80, 0xFF).map(lambda b: chr(0xDC00 + b))), max_size=12
+).map("".join)
+
+
+@given(_NAMES, _NAMES)
+def test_label_text_is_utf8_and_one_to_one(a: str, b: str) -> None:
+    label_text(a).encode("utf-8")  # no surrogate left: strict UTF-8 encodes it
+    assert (label_text(a) == label_text(b)) == (a == b)
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"])))
+def test_label_text_keeps_utf8_names_without_byte_escapes(name: str) -> None:
+    if "\\x" not in name:
+        assert label_text(name) == name
+
+
+def test_label_text_examples() -> None:
+    assert label_text("/d/x\udcffy") == "/d/x\\xffy"
+    assert label_text("/d/x\\xffy") == "/d/x\\x5cxffy"  # a literal backslash that looks like one
+    assert label_text("/system.slice/a\\x2db.service") == "/system.slice/a\\x2db.service"
+    assert label_text("/café") == "/café"
+
+
+def test_prometheus_is_valid_utf8_for_names_that_are_not() -> None:
+    raw, literal = CgroupPath("/d/x\udcffy"), CgroupPath("/d/x\\xffy")
+    doc = {
+        "system": {"oom_kill": 0},
+        "cgroups": [
+            cgroup_counters(c, {"oom_kill": 1}, {"oom_kill": 1}, []) for c in (raw, literal)
+        ],
+    }
+    text = prometheus(doc).encode("utf-8").decode("utf-8")  # strict both ways
+    fams = parse_exposition(text)  # and prometheus_client, when installed
+    assert set(fams["memcgctl_kernel_oom_kills"]) == {
+        ("/d/x\\xffy", "local"),
+        ("/d/x\\xffy", "hierarchical"),
+        ("/d/x\\x5cxffy", "local"),
+        ("/d/x\\x5cxffy", "hierarchical"),
+    }
 
 
 def test_format_event_is_one_line() -> None:

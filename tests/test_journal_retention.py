@@ -71,3 +71,17 @@ def test_cgroup_owner_takes_the_nearest_existing_ancestor(tmp_path: Path) -> Non
     assert own("/deleg/gone/deeper") == 65534  # removed since: its delegation's owner
     assert own("/other") == os.getuid()  # gone, outside: the root's owner
     assert own("/../etc") == "name:/../etc" and own("-") == "name:-"
+
+
+def test_the_subtree_read_of_events_sees_the_older_file(tmp_path: Path) -> None:
+    """``events CG`` reads only the files whose index names the subtree: the kept
+    history in journal.jsonl.2 is among them."""
+    from memcgctl.state.journalread import read_matching
+
+    j = Journal(tmp_path / "state", max_bytes=4096, owner_of=owner)
+    j.append([kill("/jobs/low", 1)])
+    for i in range(150):
+        j.append([kill(f"/deleg/{'x' * 200}/{i}", 1000 + i)])
+    assert "/jobs/low" in j.older.read_text()  # root's record now lives in .2
+    got = read_matching(j, "/jobs")
+    assert got is not None and [r.get("pid") for r in got] == [1]

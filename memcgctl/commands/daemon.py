@@ -291,11 +291,14 @@ def daemon(
         loop.run(until=liveness)
     finally:
         liveness.close()
-        owner.unclaim(env.fs, root, instance)
-        summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
-        if dry_run:
-            summary["agreed"] = core.agreed
-        ports.emit(daemon_record("daemon_stopped", root, **summary))
+        try:
+            owner.unclaim(env.fs, root, instance)
+            summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
+            if dry_run:
+                summary["agreed"] = core.agreed
+            ports.emit(daemon_record("daemon_stopped", root, **summary))
+        finally:
+            ports.close_journal()  # after the last record: it reaches the journal
 
 
 def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float:

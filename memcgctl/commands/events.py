@@ -107,7 +107,7 @@ def events(
         # from here on, kills appended by the daemon and kill-all are printed live
         follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
-        history = merge_history(kernel, recorder.journal.read())
+        history = merge_history(kernel, _journal_records(recorder, root))
         shown = [ev for ev in history if matches(ev, root, since_iso)]
         if as_json and not follow:
             emit_json({"root": root, "since": since_iso, "events": shown})
@@ -131,6 +131,19 @@ def events(
             reader.close()
 
 
+def _journal_records(recorder: KillRecorder, root: CgroupPath) -> list[Event]:
+    """The journal's records that may concern ``root``: for a subtree, only the lines that
+    name it or a kernel kill already in hand are parsed (the cost does not grow with the
+    journal's other records); for the host, all of them."""
+    if not root.is_root:
+        from memcgctl.state.journalread import read_matching
+
+        found = read_matching(recorder.journal, str(root))
+        if found is not None:
+            return found
+    return list(recorder.journal.read())
+
+
 def _events_from_file(
     path: str,
     cgroup: str | None,
@@ -141,9 +154,8 @@ def _events_from_file(
 ) -> None:
     """One JSON document with --json (the events in a named array, as for the live
     history), one object per line with --json-lines (a 100 MB log streams)."""
-    from memcgctl.inputs.logfile import read_chunks
+    from memcgctl.inputs.logfile import read_log_lines
     from memcgctl.logic.events import matches
-    from memcgctl.logic.logtext import read_lines
     from memcgctl.logic.oomreport import LogBound, saved_events, within
     from memcgctl.render.eventline import format_event
 
@@ -155,7 +167,7 @@ def _events_from_file(
     hi = LogBound(until) if until is not None else None
     kept: list[Event] = []
     count = 0
-    for ev in saved_events(read_lines(read_chunks(path)), path):
+    for ev in saved_events(read_log_lines(path), path):
         if not matches(ev, root, None) or not within(ev, lo, hi):
             continue
         count += 1

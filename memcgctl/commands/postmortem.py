@@ -12,7 +12,8 @@ from memcgctl.render.output import Output, emit_json, print_tree, say
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 
 if TYPE_CHECKING:
-    from memcgctl.logic.oomreport import OomReport, TaskRow
+    from memcgctl.logic.oomreport import OomReport
+    from memcgctl.logic.oomtable import TaskRow
     from memcgctl.logic.reportsnapshot import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
     from memcgctl.vocab.cgpath import CgroupPath
 
@@ -142,11 +143,10 @@ def explain_kill(
     live: LiveLookup | None = None
     live_cg: CgroupLookup | None = None
     if from_file is not None:
-        from memcgctl.inputs.logfile import read_chunks
-        from memcgctl.logic.logtext import read_lines
+        from memcgctl.inputs.logfile import read_log_lines
         from memcgctl.logic.oomreport import collect
 
-        report, _ = collect(read_lines(read_chunks(from_file)), pid, from_file)
+        report, _ = collect(read_log_lines(from_file), pid, from_file)
         where = from_file
     else:
         try:

@@ -87,6 +87,7 @@ class Decision:
     candidates: tuple[Scored, ...] = ()  # kernel: ranked, the victim first
     points: int | None = None  # kernel: the victim's points
     totalpages: int | None = None  # kernel
+    normalised: bool = False  # kernel before 3.8: points on the 0..1000 scale
     reasons: tuple[Reason, ...] = ()  # the decision step by step, in order
     caveats: tuple[Caveat, ...] = field(default=())  # where the prediction may be wrong
 

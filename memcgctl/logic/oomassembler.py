@@ -48,6 +48,12 @@ class OomAssembler:
     is rate-limited, the kill line is not) still yields an event with what it says.
     """
 
+    #: a saved log may hold only part of a report (``dmesg | grep oom-kill``, a paste cut
+    #: before the ``Killed process`` line): with ``fragments`` a summary or a ``Kill
+    #: process`` line that no kill line follows is still a kill (``flush``); the live log
+    #: always has the kill line, so it keeps the default
+    fragments = False
+
     def __init__(self, boot_time: float, boot_id: str = "unknown") -> None:
         self.boot_time = boot_time
         self.boot_id = boot_id
@@ -56,6 +62,11 @@ class OomAssembler:
         self._select: dict[str, Any] | None = None
         self._group: str | None = None
         self._group_ctx: dict[str, Any] | None = None
+        # the line (record) of a summary / Kill process line that no kill line used yet
+        self._pending_summary: KmsgRecord | None = None
+        self._pending_select: KmsgRecord | None = None
+        self._header = False  # an "invoked oom-killer" line began the current report
+        self._killed = False  # ... and it has had its kill
 
     def feed(self, rec: KmsgRecord) -> list[KernelEvent]:
         try:
@@ -67,18 +78,27 @@ class OomAssembler:
         f = line.fields
         what = line.what
         if what == "invoked":
+            out = self.flush()
             self._summary = self._task_in = self._select = None
             self._group = self._group_ctx = None
-            return []
+            self._header, self._killed = True, False
+            return out
+        if what in ("summary", "task_in", "kill_select") and self._killed:
+            self._header = self._killed = False  # a new report without its header
         if what == "summary":
+            out = self.flush()
             self._summary = f
-            return []
+            self._pending_summary = rec
+            return out
         if what == "task_in":
+            out = self.flush()
             self._task_in = f
-            return []
+            return out
         if what == "kill_select":
+            out = self.flush() if self.flushes(what, f) else []
             self._select = f
-            return []
+            self._pending_select = rec
+            return out
         if what == "killed":
             return [self._kill_event(rec, f)]
         if what == "oom_group":
@@ -106,19 +126,89 @@ class OomAssembler:
         time = usec_to_iso(rec.usec, self.boot_time)
         return kernel_event(kind, cgroup, time, rec.seq, rec.usec, f"{self.boot_id}:{rec.seq}")
 
-    def _kill_event(self, rec: KmsgRecord, f: dict[str, Any]) -> KernelEvent:
+    def flushes(self, what: str, fields: dict[str, Any]) -> bool:
+        """Whether this line ends the fragment the assembler holds: a new report, or a
+        ``Kill process`` line of another task than the pending summary's (a grep of
+        both kinds of line)."""
+        if what in ("invoked", "summary", "task_in"):
+            return self._pending_summary is not None or self._pending_select is not None
+        if what != "kill_select":
+            return False
+        if self._pending_select is not None:
+            return True
+        s = self._summary if self._pending_summary is not None else None
+        return s is not None and s["pid"] is not None and s["pid"] != fields.get("pid")
+
+    def flush(self) -> list[KernelEvent]:
+        """With ``fragments``: the kill that a summary or a ``Kill process`` line names
+        when no ``Killed process`` line followed (the log ends, or the next report
+        begins); what the log does not say is None and ``notes`` says why."""
+        srec, sel = self._pending_summary, self._pending_select
+        self._pending_summary = self._pending_select = None
+        if not self.fragments or (srec is None and sel is None):
+            return []
+        select = self._select if sel is not None else None
+        summary = self._summary if srec is not None else None
+        rec = srec or sel
+        assert rec is not None
+        f: dict[str, Any] = {"pid": None, "comm": None}
+        if summary is not None:
+            f["pid"], f["comm"] = summary["pid"], summary["comm"]
+        if select is not None:
+            f["pid"], f["comm"] = select["pid"], select["comm"]
+            f["message"] = select.get("message")
+            if sel is not None and (srec is None or sel.seq > srec.seq):
+                rec = sel
+        which = "the oom-kill summary" if select is None else "the 'Kill process' line"
+        notes = [f"no 'Killed process' line in the log: only {which} names this kill"]
+        ev = self._kill_event(rec, f, notes)
+        self._summary = self._select = None
+        return [ev]
+
+    def _summary_ctx(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "constraint": summary["constraint"],
+            "oom_memcg": "/" if summary["global_oom"] else summary["oom_memcg"],
+            "task_memcg": summary["task_memcg"],
+            "uid": summary["uid"],
+        }
+
+    def _kill_event(
+        self, rec: KmsgRecord, f: dict[str, Any], notes: list[str] | None = None
+    ) -> KernelEvent:
         pid = f["pid"]
+        notes = list(notes or [])
         ctx: dict[str, Any] = {}
         summary = self._summary
+        select = self._select
+        self._pending_summary = self._pending_select = None
         if summary is not None and summary["pid"] == pid:
-            ctx = {
-                "constraint": summary["constraint"],
-                "oom_memcg": "/" if summary["global_oom"] else summary["oom_memcg"],
-                "task_memcg": summary["task_memcg"],
-                "uid": summary["uid"],
-            }
+            ctx = self._summary_ctx(summary)
             self._summary = None
-        elif self._task_in is not None:
+        elif (
+            self.fragments
+            and summary is not None
+            and self._group is None
+            and (summary["pid"] is None or (select is not None and select["pid"] == summary["pid"]))
+        ):
+            # the summary was cut before its pid, or names the task the kernel chose
+            # while another (a child, the thread group) was killed: its memcgs are the
+            # chosen task's
+            ctx = self._summary_ctx(summary)
+            self._summary = None
+            if summary["pid"] is not None:
+                notes.append(
+                    f"the kernel chose pid {summary['pid']} and killed pid {pid}: the "
+                    "memcgs are the chosen task's"
+                )
+        if summary is not None and summary.get("cut") and ctx:
+            notes.append(f"the oom-kill summary is cut short at {summary['cut']!r}")
+        if ctx and summary is not None and summary["constraint"] is None:
+            notes.append(
+                "the oom-kill summary prints no constraint: it is known only from a "
+                "'Memory cgroup out of memory' message"
+            )
+        if not ctx and self._task_in is not None:
             # 4.19: "Task in X killed as a result of limit of Y" names the chosen task's
             # memcg; a sacrificed child is usually in the same memcg
             ctx = {
@@ -140,6 +230,14 @@ class OomAssembler:
             # no summary (the report is rate-limited, the kill line is not): a memcg
             # OOM's message says so, and its constraint is CONSTRAINT_MEMCG
             ctx["constraint"] = CONSTRAINT_MEMCG
+        if self.fragments and not self._header:
+            notes.append(
+                "no 'invoked oom-killer' line before this kill: the report began before "
+                "the log (or was rate-limited)"
+            )
+        self._killed = True
+        if f.get("partial") and self.fragments:
+            notes.append("the 'Killed process' line is cut short: its sizes are unknown")
         cgroup = ctx.get("task_memcg") or ctx.get("oom_group")
         ev = self._base(rec, "oom_kill", cgroup)
         add_fields(
@@ -163,6 +261,8 @@ class OomAssembler:
         if "oom_group" in ctx:
             ev["oom_group"] = ctx["oom_group"]
         ev["cause"] = cause_of(ev)
+        if notes:
+            ev["notes"] = notes
         return ev
 
 

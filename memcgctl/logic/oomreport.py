@@ -24,19 +24,31 @@ from memcgctl.logic.kmsgparse import KmsgRecord
 from memcgctl.logic.logtext import LogLine
 from memcgctl.logic.oomassembler import OomAssembler
 from memcgctl.logic.oomlines import parse_oom_line
+from memcgctl.logic.oomtable import KNOWN_COLUMNS, TaskRow, infer_columns, parse_task_row
 from memcgctl.vocab.records import KernelEvent, kernel_event, utc_iso
 
 
 class SavedLogAssembler(OomAssembler):
-    """The live assembler, stamping events with a saved log's own clock."""
+    """The live assembler, stamping events with a saved log's own clock; a fragment of a
+    report (a summary or ``Kill process`` line without its kill line) is a kill too."""
+
+    fragments = True
 
     def __init__(self, source: str = "-") -> None:
         super().__init__(0.0, "file")
         self.source = source
         self.line: LogLine | None = None
+        self._held: dict[int, LogLine] = {}  # the lines of a fragment not yet flushed
+
+    def feed(self, rec: KmsgRecord) -> list[KernelEvent]:
+        if self.line is not None:
+            if len(self._held) > 8:
+                self._held.clear()
+            self._held[rec.seq] = self.line
+        return super().feed(rec)
 
     def _base(self, rec: KmsgRecord, kind: str, cgroup: str | None) -> KernelEvent:
-        ll = self.line
+        ll = self._held.get(rec.seq, self.line)
         wall = utc_iso(ll.wall) if ll is not None and ll.wall is not None else None
         usec = rec.usec if rec.usec >= 0 else None
         ev = kernel_event(kind, cgroup, wall, rec.seq, usec, f"{self.source}:{rec.seq}")
@@ -52,81 +64,6 @@ class SavedLogAssembler(OomAssembler):
 def _record(ll: LogLine) -> KmsgRecord:
     usec = int(ll.uptime * 1e6) if ll.uptime is not None else -1
     return KmsgRecord(6, 0, ll.lineno, usec, "-", ll.text)
-
-
-# -- the task table ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskRow:
-    """One row of ``Tasks state``: sizes in pages (page tables in pages too, whatever
-    the layout printed), in the kernel's scan order (``index``)."""
-
-    index: int
-    pid: int
-    uid: int
-    tgid: int
-    total_vm: int
-    rss: int
-    rss_anon: int | None
-    rss_file: int | None
-    rss_shmem: int | None
-    pgtable_pages: int
-    swapents: int
-    oom_score_adj: int
-    name: str
-
-
-_KNOWN_COLUMNS = {
-    "total_vm",
-    "rss",
-    "rss_anon",
-    "rss_file",
-    "rss_shmem",
-    "pgtables_bytes",
-    "nr_ptes",
-    "nr_pmds",
-    "swapents",
-    "oom_score_adj",
-    "cpu",
-    "oom_adj",
-}
-
-
-def parse_task_row(
-    columns: list[str], pid: int, rest: str, index: int, page_size: int = 4096
-) -> TaskRow | None:
-    """A table row given the header's columns after ``uid tgid`` (``total_vm rss …
-    name``).  None if it does not fit the header."""
-    n = len(columns) - 1  # numeric columns after uid, tgid; then the name
-    parts = rest.split(None, n + 2)
-    if len(parts) < n + 3 or columns[-1] != "name":
-        return None
-    try:
-        uid, tgid = int(parts[0]), int(parts[1])
-        values = {c: int(v) for c, v in zip(columns[:-1], parts[2 : n + 2], strict=True)}
-    except ValueError:
-        return None
-    name = parts[n + 2]
-    if "pgtables_bytes" in values:
-        pt = values["pgtables_bytes"] // page_size
-    else:
-        pt = values.get("nr_ptes", 0) + values.get("nr_pmds", 0)
-    return TaskRow(
-        index=index,
-        pid=pid,
-        uid=uid,
-        tgid=tgid,
-        total_vm=values.get("total_vm", 0),
-        rss=values.get("rss", 0),
-        rss_anon=values.get("rss_anon"),
-        rss_file=values.get("rss_file"),
-        rss_shmem=values.get("rss_shmem"),
-        pgtable_pages=pt,
-        swapents=values.get("swapents", 0),
-        oom_score_adj=values.get("oom_score_adj", 0),
-        name=name,
-    )
 
 
 # -- one report ----------------------------------------------------------------------
@@ -148,6 +85,8 @@ class OomReport:
     reserved_pages: int | None = None
     swap_total_kb: int | None = None
     columns: list[str] | None = None
+    columns_inferred: bool = False  # no header in the log: the columns read from a row
+    table_cut: bool = False  # a task table whose lines are cut short (no name column)
     tasks: list[TaskRow] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     task_in: dict[str, Any] | None = None
@@ -222,12 +161,24 @@ class ReportCollector:
             return []  # unrelated lines may interleave with the table: keep reading it
         what, f = line.what, line.fields
         rep = self.current
+        flushed: list[KernelEvent] = []
+        if self.asm.flushes(what, f):
+            # a fragment's kill belongs to the report it ended, not to this line's
+            flushed = self.asm.flush()
+            if rep is not None:
+                self._take(rep, flushed)
         if what == "invoked":
             rep = self._start(ll)
             rep.invoked = f
-        elif what in ("killed", "kill_select", "summary", "task_in") and (
-            rep is None or (rep.kills and rep.group is None)
-        ):
+        elif what in (
+            "killed",
+            "kill_select",
+            "summary",
+            "task_in",
+            "tasks_state",
+            "tasks_header",
+            "task_row",
+        ) and (rep is None or (rep.kills and rep.group is None)):
             # the report was rate-limited (only its last lines), or a new OOM's lines
             # follow a finished one without an "invoked oom-killer" line
             rep = self._start(ll)
@@ -235,17 +186,33 @@ class ReportCollector:
             self._note(rep, what, f)
         events = self.asm.feed(rec)
         if rep is not None:
-            for ev in events:
-                if ev.get("kind") == "oom_kill":
-                    rep.kills.append(ev)
-                    if self.pid is None or ev.get("pid") == self.pid:
-                        self.chosen = rep
-                elif ev.get("kind") == "oom_victim_exiting" and ev.get("pid") == self.pid:
-                    self.chosen = rep
+            self._take(rep, events)
+        return flushed + events
+
+    def finish(self) -> list[KernelEvent]:
+        """The end of the log: a fragment still held is a kill of the last report."""
+        events = self.asm.flush()
+        if self.current is not None:
+            self._take(self.current, events)
         return events
+
+    def _take(self, rep: OomReport, events: list[KernelEvent]) -> None:
+        for ev in events:
+            if ev.get("kind") == "oom_kill":
+                rep.kills.append(ev)
+                if self.pid is None or ev.get("pid") == self.pid:
+                    self.chosen = rep
+            elif ev.get("kind") == "oom_victim_exiting" and ev.get("pid") == self.pid:
+                self.chosen = rep
 
     def _note(self, rep: OomReport, what: str, f: dict[str, Any]) -> None:
         if what == "task_row":
+            if rep.columns is None and not rep.tasks and not rep.table_cut:
+                # the log begins inside the table (an excerpt): the columns from the row
+                cols = infer_columns(f["rest"])
+                if cols is not None:
+                    rep.columns, rep.columns_inferred = cols, True
+                    self._in_table = True
             if self._in_table and rep.columns is not None:
                 row = parse_task_row(
                     rep.columns, f["pid"], f["rest"], len(rep.tasks), self.page_size
@@ -256,7 +223,10 @@ class ReportCollector:
         self._in_table = False
         if what == "tasks_header":
             cols = f["columns"]
-            if rep.columns is None and all(c in _KNOWN_COLUMNS for c in cols[:-1]):
+            if not cols or cols[-1] != "name":
+                rep.table_cut = True
+                return
+            if rep.columns is None and all(c in KNOWN_COLUMNS for c in cols[:-1]):
                 rep.columns = cols
                 self._in_table = True
         elif what == "cpu" and rep.release is None:
@@ -293,6 +263,7 @@ def saved_events(lines: Iterable[LogLine], source: str = "-") -> Iterator[Kernel
     for ll in lines:
         asm.line = ll
         yield from asm.feed(_record(ll))
+    yield from asm.flush()
 
 
 def collect(
@@ -307,6 +278,7 @@ def collect(
         for ev in col.feed(ll):
             if ev.get("kind") == "oom_kill":
                 kills += 1
+    kills += sum(1 for ev in col.finish() if ev.get("kind") == "oom_kill")
     return col.chosen, kills
 
 

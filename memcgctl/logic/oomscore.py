@@ -7,6 +7,11 @@ report's layout proves):
 
 * points = rss + swap entries + page tables (3.x ``nr_ptes``, 4.x ``+ nr_pmds``, 4.15+
   ``pgtables_bytes`` / page size) + ``oom_score_adj * (totalpages / 1000)``;
+* before 3.8 (2.6.36's heuristic, and RHEL 6's 2.6.32 backport of it) points were
+  normalised: ``(rss + page tables + swap) * 1000 / totalpages``, ``- 30`` for root,
+  ``+ oom_score_adj``, at least 1 and at most 1000, and the victim is the highest of
+  these integers (coarse: ties are common); 3.8 (commit a7f638f999ff, "normalize oom
+  scores to oom_score_adj scale only for userspace") moved to pages;
 * root bonus (CAP_SYS_ADMIN, approximated by uid 0): before 3.14 ``adj -= 30``,
   3.14-4.16 ``points -= points * 3 / 100``; gone in 4.17;
 * an eligible task scores at least 1 before 5.9;
@@ -26,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from memcgctl.logic.decision import Scored
-from memcgctl.logic.oomreport import OomReport, TaskRow
+from memcgctl.logic.oomreport import OomReport
+from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import BADNESS_DEFAULT, ProcessInfo
 
@@ -44,6 +50,7 @@ class KernelRules:
     root_bonus: str | None  # "adj30" | "pct3" | None
     clamp_to_one: bool
     ties_to_last: bool
+    normalised: bool = False  # before 3.8: points on the 0..1000 scale
 
 
 def parse_release(release: str | None) -> Version | None:
@@ -64,7 +71,7 @@ def rules_for(report: OomReport) -> KernelRules:
         if layout == "nr_pmds":
             v = (4, 1)
         elif layout == "pgtables_bytes":
-            v = (4, 19)
+            v = (4, 15)  # 4.15.0 prints it (shared/data excerpt 13, with its release line)
         if report.summary is not None:
             v = max(v, (5, 0))
         if kill is not None and kill.get("oom_score_adj") is not None:
@@ -72,7 +79,7 @@ def rules_for(report: OomReport) -> KernelRules:
         if layout == "rss_anon":
             v = max(v, (6, 8))
     bonus = "adj30" if v < (3, 14) else "pct3" if v < (4, 17) else None
-    return KernelRules(v, source, bonus, v < (5, 9), v >= (5, 3))
+    return KernelRules(v, source, bonus, v < (5, 9), v >= (5, 3), v < (3, 8))
 
 
 # -- totalpages ----------------------------------------------------------------------
@@ -167,6 +174,13 @@ def totalpages(report: OomReport) -> tuple[int | None, list[str]]:
 def row_points(row: TaskRow, total: int, rules: KernelRules) -> tuple[int, int]:
     """(points, the part of them that is not rss + swap + page tables)."""
     base = row.rss + row.swapents + row.pgtable_pages
+    if rules.normalised:
+        scaled = base * 1000 // max(total, 1)
+        points = scaled + row.oom_score_adj
+        if rules.root_bonus and row.uid == 0:
+            points -= 30
+        points = min(max(points, 1), 1000)
+        return points, points - scaled
     points = base
     adj = row.oom_score_adj
     if rules.root_bonus == "adj30" and row.uid == 0:
@@ -222,3 +236,61 @@ def rank(
     else:
         scored.sort(key=lambda s: (-s.points, s.scan_index))
     return scored, skipped
+
+
+# -- the kernel's printed score as a witness ------------------------------------------
+
+
+def printed_score(row: TaskRow, total: int, rules: KernelRules) -> int:
+    """The score 3.x-4.18 print in ``Kill process N (comm) score S``: points × 1000 /
+    totalpages."""
+    points, _ = row_points(row, total, rules)
+    return points if rules.normalised else points * 1000 // max(total, 1)
+
+
+def memcg_swap_unknown(report: OomReport) -> bool:
+    """A memcg OOM whose totalpages needs the host's swap size, which a memcg report does
+    not print (v1 ``memory+swap`` unlimited, no ``Total swap`` line)."""
+    if not is_memcg_oom(report) or report.swap_total_kb is not None:
+        return False
+    mem = report.memcg.get("memory")
+    memsw = report.memcg.get("memory+swap")
+    swap = report.memcg.get("swap")
+    if mem is None:
+        return False
+    if swap is not None:
+        return swap["limit_kb"] // PAGE_KB >= UNLIMITED_KB // PAGE_KB
+    return memsw is not None and memsw["limit_kb"] - mem["limit_kb"] >= UNLIMITED_KB
+
+
+def totalpages_from_score(
+    row: TaskRow, score: int, rules: KernelRules, floor: int = 1
+) -> tuple[int, int] | None:
+    """The totalpages (least, most) at or above ``floor`` for which ``row`` scores the
+    ``score`` the kernel printed; None if none does.  The score falls as totalpages
+    grows (points × 1000 / totalpages, plus the adj term that stays near adj)."""
+    hi_bound = 1 << 44
+
+    def f(t: int) -> int:
+        return printed_score(row, t, rules)
+
+    if f(floor) < score:
+        return None
+    lo, hi = floor, hi_bound
+    while lo < hi:  # least t with f(t) <= score
+        mid = (lo + hi) // 2
+        if f(mid) <= score:
+            hi = mid
+        else:
+            lo = mid + 1
+    least = lo
+    if least >= hi_bound or f(least) != score:
+        return None
+    lo, hi = least, hi_bound
+    while lo < hi:  # least t with f(t) < score
+        mid = (lo + hi) // 2
+        if f(mid) < score:
+            hi = mid
+        else:
+            lo = mid + 1
+    return least, lo - 1

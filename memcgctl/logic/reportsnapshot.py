@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from memcgctl.logic.oomreport import OomReport, TaskRow
+from memcgctl.logic.oomreport import OomReport
 from memcgctl.logic.oomscore import OOM_SCORE_ADJ_MIN, row_process
+from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 

@@ -12,6 +12,8 @@ def format_event(ev: Event) -> str:
     pid = ev.get("pid")
     if pid is not None:
         parts.append(f"pid {pid} ({ev.get('comm', '?')})")
+    elif ev.get("kind") == "oom_kill":
+        parts.append("pid unknown")
     details = []
     for key, label in (
         ("constraint", ""),
@@ -33,4 +35,7 @@ def format_event(ev: Event) -> str:
     if details:
         parts.append(" ".join(details))
     parts.append(f"[{ev.get('source', '?')}]")
+    notes = ev.get("notes")
+    if isinstance(notes, list) and notes:  # what a saved log left unsaid
+        parts.append("(" + "; ".join(str(n) for n in notes) + ")")
     return "  ".join(parts)

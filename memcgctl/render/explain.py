@@ -229,6 +229,12 @@ def _kernel_tree(d: Decision, snap: Snapshot, per_level: int) -> TreeNode:
         f"rss + swap + page-table pages + oom_score_adj × {per_adj} "
         f"(totalpages {d.totalpages} / 1000)"
     )
+    if d.normalised:
+        title = (
+            f"OOM root {d.oom_root} — policy kernel ({scope}, before 3.8): most points die; "
+            f"points = (rss + swap + page-table pages) × 1000 / totalpages {d.totalpages} "
+            "+ oom_score_adj, 1 to 1000"
+        )
     nodes: list[TreeNode] = []
     top = d.candidates[0] if d.candidates else None
     for i, s in enumerate(d.candidates[:per_level]):
@@ -237,16 +243,25 @@ def _kernel_tree(d: Decision, snap: Snapshot, per_level: int) -> TreeNode:
             f"{s.points} = {s.rss_pages} rss + {s.swap_pages} swap + {s.pgtable_pages} pt"
             f" {'+' if s.adj_pages >= 0 else '−'} {abs(s.adj_pages)} adj({p.oom_score_adj})"
         )
+        if d.normalised:
+            formula = (
+                f"{s.points} = ({s.rss_pages} rss + {s.swap_pages} swap + {s.pgtable_pages} pt)"
+                f" scaled {'+' if s.adj_pages >= 0 else '−'} {abs(s.adj_pages)}"
+            )
         if i == 0:
             verdict = "chosen: the most points"
             if len(d.candidates) > 1 and d.candidates[1].points == s.points:
-                verdict += " (tie: scanned last)"
+                last = s.scan_index > d.candidates[1].scan_index
+                verdict += f" (tie: scanned {'last' if last else 'first'})"
             label = f"{CHOSEN} {describe_process(p, snap)}  points {formula} — {verdict}"
             nodes.append(TreeNode(label, (TreeNode("the victim", style="bold red"),), "bold red"))
         else:
             assert top is not None
             gap = top.points - s.points
-            verdict = f"{gap} points fewer" if gap else "same points, but scanned before the victim"
+            order = "before" if s.scan_index < top.scan_index else "after"
+            verdict = (
+                f"{gap} points fewer" if gap else f"same points, but scanned {order} the victim"
+            )
             nodes.append(TreeNode(f"  {describe_process(p, snap)}  points {formula} — {verdict}"))
     hidden = len(d.candidates) - per_level
     if hidden > 0:
@@ -334,6 +349,10 @@ def kill_summary_lines(x: KillExplanation) -> list[str]:
         "exiting": "no new kill: a victim was still exiting",
         "no_victim": "nothing was killable",
     }
+    gaps: list[str] = []
+    for k in r.kills:
+        gaps += [str(n) for n in k.get("notes", []) if str(n) not in gaps]
+    lines += [f"  the log: {g}" for g in gaps]  # what it left unsaid: not guessed
     lines.append(f"verdict: {verdicts.get(x.verdict, x.verdict)}")
     lines += [f"  - {w}" for w in x.why]
     return lines

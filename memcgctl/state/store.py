@@ -72,6 +72,23 @@ def delegation_allows_user(fs: CgroupFs, cg: CgroupPath) -> bool:
     return owner == parent_owner
 
 
+def delegation_root(fs: CgroupFs, cg: CgroupPath) -> CgroupPath:
+    """The top of the delegation ``cg`` lies in: its highest ancestor (or ``cg``) reached
+    through directories that all have ``cg``'s owner.  A ``user.*`` setting on ``cg``
+    may act on this subtree only (SPEC §2.3): above it is a cgroup its owner does not
+    own.  Raises Vanished when ``cg`` is gone."""
+    owner = fs.owner(cg)
+    top = cg
+    while top.parent is not None:
+        try:
+            if fs.owner(top.parent) != owner:
+                break
+        except (Vanished, OSError):
+            break
+        top = top.parent
+    return top
+
+
 def read_setting(fs: CgroupFs, cg: CgroupPath, key: str) -> Setting:
     value = _parse(fs.get_xattr(cg, f"trusted.{key}"), key)
     if value is not None:
