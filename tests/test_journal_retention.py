@@ -85,3 +85,21 @@ def test_the_subtree_read_of_events_sees_the_older_file(tmp_path: Path) -> None:
     assert "/jobs/low" in j.older.read_text()  # root's record now lives in .2
     got = read_matching(j, "/jobs")
     assert got is not None and [r.get("pid") for r in got] == [1]
+
+
+def test_deep_flooded_paths_are_looked_up_once_per_directory(tmp_path: Path) -> None:
+    """A flood of records 1,100 levels deep: each directory is looked at once, not once
+    per record and level (a user cannot make rotation cost depth x records)."""
+    mount = tmp_path / "cg"
+    (mount / "deleg").mkdir(parents=True)
+    calls: list[str] = []
+
+    def path_of(cg: CgroupPath) -> str:
+        calls.append(cg)
+        return str(mount) if cg == "/" else str(mount) + cg
+
+    own = cgroup_owner(path_of)
+    deep = "/deleg" + "/d" * 1100
+    owners = {own(f"{deep}/{i}") for i in range(200)}
+    assert owners == {os.getuid()}
+    assert len(calls) <= 1100 + 200 + 2, len(calls)

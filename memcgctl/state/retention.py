@@ -36,13 +36,20 @@ def cgroup_owner(path_of: Callable[[CgroupPath], str]) -> OwnerOf:
             cg: CgroupPath | None = CgroupPath(name) if name.startswith("/") else None
         except ValueError:
             cg = None
+        missing: list[str] = []  # gone (or too long a path): their ancestor's owner
         while cg is not None:
+            if cg in cache:
+                found = cache[cg]
+                break
             try:
                 found = os.lstat(path_of(cg)).st_uid
+                missing.append(cg)
                 break
             except OSError:
+                missing.append(cg)
                 cg = cg.parent
-        if len(cache) < 100_000:
+        if len(cache) < 100_000:  # every directory looked at once per rotation
+            cache.update(dict.fromkeys(missing, found))
             cache[name] = found
         return found
 
