@@ -132,8 +132,8 @@ class FakeCore:
     def rescan(self, now: float, starting: bool = False) -> None:
         self.calls.append(f"rescan starting={starting}")
 
-    def release_all(self, why: str = "daemon stopping") -> None:
-        self.calls.append(f"release_all {why}")
+    def release_watches(self, why: str) -> None:
+        self.calls.append(f"release_watches {why}")
 
 
 def test_liveness_takes_over_afresh_after_the_guardians_release(
@@ -150,7 +150,7 @@ def test_liveness_takes_over_afresh_after_the_guardians_release(
     assert s.recv(4096) == b"READY=1\nSTATUS=enforcing"
     Path(guardian.released_path(str(tmp_path), os.getpid())).touch()
     assert live() is False
-    assert core.calls == [f"release_all {RELEASED_BY_GUARDIAN}", "rescan starting=True"]
+    assert core.calls == [f"release_watches {RELEASED_BY_GUARDIAN}", "rescan starting=True"]
     live.close()
     assert s.recv(4096) == b"STOPPING=1"
     assert not Path(hb.path).exists()

@@ -265,16 +265,21 @@ def test_events_history_json_and_cg_filter(fake_v1: FakeHost) -> None:
     assert code == 0, out
     doc = json.loads(out)  # --json is one document
     assert doc["root"] == "/" and doc["since"] is None
-    events = doc["events"]
+    # the memcg OOM starts with its under_oom (issue 24), stamped by the kernel's report
+    starts = [e for e in doc["events"] if e["kind"] == "under_oom"]
+    assert [(e["cgroup"], e["source"]) for e in starts] == [(starts[0]["cgroup"], "kmsg")]
+    assert doc["events"][0] == starts[0]
+    events = [e for e in doc["events"] if e["kind"] != "under_oom"]
     assert [(e["pid"], e["cgroup"], e["constraint"]) for e in events] == [
         (100, "/a/job", "CONSTRAINT_MEMCG"),
         (200, "/b", "CONSTRAINT_NONE"),
     ]
-    assert events[0]["time"] == "2023-11-14T22:13:20.003000Z"
+    assert events[0]["oom_memcg"] == starts[0]["cgroup"]
+    assert starts[0]["time"] <= events[0]["time"] == "2023-11-14T22:13:20.003000Z"
     code, out = run(host, "events", "/a", "--json")
-    assert [e["pid"] for e in json.loads(out)["events"]] == [100]
+    assert [e.get("pid") for e in json.loads(out)["events"]] == [None, 100]
     code, out = run(host, "events", "/a", "--json-lines")
-    assert [json.loads(line)["pid"] for line in out.splitlines()] == [100]
+    assert [json.loads(line).get("pid") for line in out.splitlines()] == [None, 100]
     code, out = run(host, "events", "/a")
     assert code == 0 and "pid 100 (grow)" in out and "CONSTRAINT_MEMCG" in out
     # --since: these records are from 2023

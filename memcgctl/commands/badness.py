@@ -15,6 +15,7 @@ from memcgctl.commands.common import (
     pid_option,
     pids_option,
 )
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.diag import warning
 from memcgctl.render.output import Output, emit_json, print_aligned, say
@@ -35,7 +36,7 @@ from memcgctl.state.store import (
     write_setting,
 )
 from memcgctl.vocab.constants import BADNESS_DEFAULT
-from memcgctl.vocab.errors import NoSuchProcess, UsageProblem, Vanished
+from memcgctl.vocab.errors import NoSuchProcess, PermissionDenied, UsageProblem, Vanished
 from memcgctl.vocab.units import format_duration_ms, parse_badness, parse_delay
 
 # A v1 memcg in its OOM delay is paused (oom_kill_disable): its tasks sleep that long.
@@ -90,6 +91,19 @@ def _check_victim_candidate(env: Env, pid: int, comm: str) -> None:
         )
 
 
+def _update_registry(env: Env, pid: int, start: int, value: int | None) -> None:
+    """Write the registry; a state directory the user may not write is named with the
+    option that changes it (the default, /run/memcgctl, is root's)."""
+    try:
+        env.registry.update({(pid, start): value}, env.is_alive)
+    except PermissionDenied as exc:
+        raise PermissionDenied(
+            f"{exc.message}: process badness lives in the state directory {env.state_dir}; "
+            "run as its owner, or pass --state-dir DIR (env MEMCGCTL_STATE_DIR) with one of yours",
+            path=exc.path,
+        ) from exc
+
+
 def _process_setting(
     env: Env, pid: int, entries: dict[tuple[int, int], int] | None = None
 ) -> Setting:
@@ -114,15 +128,24 @@ def _complete_target(
     return [CompletionItem(v) for v in ("default",) if v.startswith(incomplete)]
 
 
-@click.command("set-badness")
+@click.command("set-badness", epilog=epilog("set-badness"))
 @click.argument("args", nargs=-1, metavar="[TARGET] VALUE", shell_complete=_complete_target)
 @click.option("--pid", type=PidParam(), default=None, help="Set the badness of process PID.")
+@click.option(
+    "--force", is_flag=True, help="Write it on the hierarchy root (/) too, where it has no effect."
+)
 @namespace_option
 @dry_run_option
 @output_options
 @pass_env
 def set_badness(
-    env: Env, args: tuple[str, ...], pid: int | None, namespace: str, dry_run: bool, out: Output
+    env: Env,
+    args: tuple[str, ...],
+    pid: int | None,
+    force: bool,
+    namespace: str,
+    dry_run: bool,
+    out: Output,
 ) -> None:
     """Set the badness of a cgroup (TARGET) or a process (--pid PID).
 
@@ -141,13 +164,18 @@ def set_badness(
             _check_victim_candidate(env, pid, comm)
         before = _process_setting(env, pid)
         if not dry_run:
-            env.registry.update({(pid, start): value}, env.is_alive)
+            _update_registry(env, pid, start, value)
             after = _process_setting(env, pid)
         else:
             after = Setting(value, "process") if value is not None else Setting(None, "default")
         doc = {"pid": pid, "comm": comm, "start_time": start}
         what = f"pid {pid} ({comm})"
     else:
+        if env.fs.resolve(args[0]).is_root and not force:
+            raise UsageProblem(
+                "/: the hierarchy root is never compared with anything (no siblings), so its "
+                "badness has no effect; set it on its children (or --force)"
+            )
         cg, before, after = _change_cgroup_setting(env, args[0], BADNESS, value, namespace, dry_run)
         doc = {"cgroup": cg}
         what = cg
@@ -166,7 +194,7 @@ def set_badness(
         say(change_line(what, "badness", dry_run, badness_setting(before), badness_setting(after)))
 
 
-@click.command("get-badness")
+@click.command("get-badness", epilog=epilog("get-badness"))
 @click.argument("targets", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @click.option(
     "--pid", "pids", type=PidParam(), multiple=True, help="Show process PID (repeatable)."
@@ -230,7 +258,7 @@ def _complete_delay_args(
     ]
 
 
-@click.command("set-delay")
+@click.command("set-delay", epilog=epilog("set-delay"))
 @click.argument("args", nargs=-1, metavar="[CGROUP] DURATION", shell_complete=_complete_delay_args)
 @pid_option("Set the OOM delay of the memory cgroup of PID.")
 @namespace_option
@@ -279,7 +307,7 @@ def set_delay(
         say(change_line(cg, "OOM delay", dry_run, delay_setting(before), delay_setting(after)))
 
 
-@click.command("get-delay")
+@click.command("get-delay", epilog=epilog("get-delay"))
 @click.argument("cgroups", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @pids_option("Show the memory cgroup of PID (repeatable).")
 @output_options

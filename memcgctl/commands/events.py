@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.output import emit_json, emit_json_line, say
@@ -15,7 +16,7 @@ from memcgctl.vocab.records import Event
 from memcgctl.watch.history import KillRecorder, kernel_history
 
 
-@click.command()
+@click.command(epilog=epilog("events"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @click.option("--follow", "-f", is_flag=True, help="Keep running and print new events live.")
@@ -81,7 +82,7 @@ def events(
         return
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
-    from memcgctl.logic.events import matches, merge_history
+    from memcgctl.logic.events import matches, merge_history, oom_starts
     from memcgctl.render.eventline import format_event
     from memcgctl.vocab.records import utc_iso_before
     from memcgctl.vocab.units import parse_duration_ms
@@ -107,7 +108,9 @@ def events(
         # from here on, kills appended by the daemon and kill-all are printed live
         follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
-        history = merge_history(kernel, _journal_records(recorder, root))
+        journaled = _journal_records(recorder, root)
+        starts = oom_starts(kernel, follower.invoked_by_kill, journaled)
+        history = merge_history([*starts, *kernel], journaled)  # on a tie: the start first
         shown = [ev for ev in history if matches(ev, root, since_iso)]
         if as_json and not follow:
             emit_json({"root": root, "since": since_iso, "events": shown})

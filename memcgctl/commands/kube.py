@@ -18,6 +18,7 @@ import click
 
 from memcgctl.actions.kubesync import apply_change, discover_pod_cgroups, read_current
 from memcgctl.commands.common import Seconds, dry_run_option, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.inputs.kubeapi import (
     DEFAULT_KUBELET_URL,
@@ -145,7 +146,7 @@ def _source(
     return PodSource(kubelet_url, token, ca, insecure_kubelet, timeout)
 
 
-@click.command("kube")
+@click.command("kube", epilog=epilog("kube"))
 @click.option(
     "--kubelet-url",
     envvar="MEMCGCTL_KUBELET_URL",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from memcgctl.commands.common import AsciiInt, output_options, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, emit_json, print_tree, say
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
@@ -14,6 +15,7 @@ from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, 
 if TYPE_CHECKING:
     from memcgctl.logic.oomreport import OomReport
     from memcgctl.logic.oomtable import TaskRow
+    from memcgctl.logic.postmortem import KillExplanation
     from memcgctl.logic.reportsnapshot import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
     from memcgctl.vocab.cgpath import CgroupPath
 
@@ -40,9 +42,10 @@ def _live_report(env: Env, pid: int | None) -> OomReport | None:
     return col.chosen
 
 
-def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
+def _live_lookups(env: Env, gone: list[TaskRow] | None = None) -> tuple[LiveLookup, CgroupLookup]:
     """Badness of the report's processes and cgroups that still exist on this machine
-    (and a cgroup's pod label, read beside its badness)."""
+    (and a cgroup's pod label, read beside its badness); the rows of processes gone
+    since (their registry entries are pruned with them) are appended to ``gone``."""
     from memcgctl.logic.reportsnapshot import LiveInfo
     from memcgctl.state.store import BADNESS, pod_beside, read_setting
 
@@ -52,6 +55,8 @@ def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
         nonlocal registry
         try:
             if not env.proc.exists(row.pid) or env.proc.comm(row.pid) != row.name:
+                if gone is not None:
+                    gone.append(row)
                 return None  # gone, or the pid was recycled
             cg = env.cgroup_of_pid(row.pid)
             if registry is None:
@@ -77,6 +82,24 @@ def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
     return process, cgroup
 
 
+def _with_gone_note(x: KillExplanation, gone: list[TaskRow]) -> KillExplanation:
+    """Say which processes' badness is no longer known (a process badness lives in the
+    registry only as long as the process: a dead victim's entry is pruned), so the
+    counterfactual's "the same task" is not taken for more than it is."""
+    import dataclasses
+
+    rows = list(gone)
+    named = ", ".join(f"pid {r.pid} ({r.name})" for r in rows[:5])
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    note = (
+        f"{named}{more}: gone since the OOM; a process badness registered for "
+        f"{'it' if len(rows) == 1 else 'them'} was pruned with the process, so this ranking "
+        "assumes the default (500, or 1000 for oom_score_adj -1000) — the daemon may have "
+        "ranked differently (explain-kill --badness FILE to say what it was)"
+    )
+    return dataclasses.replace(x, priority_notes=(*x.priority_notes, note))
+
+
 def _badness_map(path: str | None) -> BadnessMap:
     from memcgctl.logic.reportsnapshot import BadnessMap
 
@@ -88,7 +111,7 @@ def _badness_map(path: str | None) -> BadnessMap:
     return BadnessMap.parse(data.decode("utf-8", "replace"), path)
 
 
-@click.command("explain-kill")
+@click.command("explain-kill", epilog=epilog("explain-kill"))
 @click.argument("pid", required=False, type=AsciiInt(minimum=1))
 @click.option(
     "--from",
@@ -140,6 +163,7 @@ def explain_kill(
     )
 
     badness = _badness_map(badness_file)
+    gone: list[TaskRow] = []
     live: LiveLookup | None = None
     live_cg: CgroupLookup | None = None
     if from_file is not None:
@@ -153,12 +177,14 @@ def explain_kill(
             report = _live_report(env, pid)
         except UsageProblem:
             raise
-        live, live_cg = _live_lookups(env)
+        live, live_cg = _live_lookups(env, gone)
         where = env.kmsg
     if report is None:
         what = f"no OOM kill of pid {pid}" if pid is not None else "no OOM kill"
         raise OperationFailed(f"{where}: {what} in the log")
     x = explain_report(report, badness, live, live_cg)
+    if gone:
+        x = _with_gone_note(x, gone)
     if out.json:
         emit_json(kill_explanation_json(x))
         return

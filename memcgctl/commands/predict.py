@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from memcgctl.commands.common import AsciiInt, CgroupName, output_options, pass_env, pid_option
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.logic.decision import KERNEL, POLICIES, PRIORITY, Decision
 from memcgctl.logic.kernelheuristic import select_kernel
@@ -86,7 +87,7 @@ def predict_json(
     return doc
 
 
-@click.command("predict-victim")
+@click.command("predict-victim", epilog=epilog("predict-victim"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option("Use the memory cgroup of PID as the OOM root.")
 @click.option(

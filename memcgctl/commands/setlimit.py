@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from memcgctl.commands.common import CgroupName, Seconds, dry_run_option, output_options, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render import diag
 from memcgctl.render.output import Output, emit_json, say
@@ -32,7 +33,7 @@ def parse_limit(text: str) -> int | None:
     return value
 
 
-@click.command("set-limit")
+@click.command("set-limit", epilog=epilog("set-limit"))
 @click.argument("cgroup", type=CgroupName())
 @click.argument("size")
 @click.option(

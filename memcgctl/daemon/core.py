@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from memcgctl.daemon.hooks import Hooks
 from memcgctl.daemon.protocol import Level, Ports
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.logic.decision import PRIORITY, Decision
@@ -89,8 +90,10 @@ class DaemonCore:
         select: Select,
         settings: Settings | None = None,
         clock: Callable[[], float] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.ports = ports
+        self.hooks = hooks  # --pre-kill / --post-kill (hooks.py); never waited for
         # choosing the victim ahead of the deadline, and late_ms; None: neither
         self.clock = clock
         self.select = select
@@ -123,7 +126,13 @@ class DaemonCore:
             # already out of memory when we arrive (e.g. after a crash): act at once
             self._check(w, now, adopt=starting)
 
-    def release_all(self, why: str = "daemon stopping") -> None:
+    def release_all(self) -> None:
+        self.release_watches("daemon stopping")
+        if self.hooks is not None:
+            self.hooks.close()
+
+    def release_watches(self, why: str) -> None:
+        """Release every managed memcg (the daemon goes on: it may take them again)."""
         for cg in sorted(self.watches):
             self._release(cg, why)
 
@@ -248,12 +257,18 @@ class DaemonCore:
                 self._act(w, now)
             elif w.episode_start is not None and w.plan is None and now >= self._prep_at(w):
                 w.plan = self._decide(w)
+                if self.hooks is not None and not self.settings.dry_run:
+                    self.hooks.chosen(w.cg, w.plan, self._due(w))
             if w.episode_start is not None:
                 deadlines.append(self._due(w))
                 if w.plan is None and self.clock is not None:
                     deadlines.append(self._prep_at(w))
             if w.next_check is not None:
                 deadlines.append(w.next_check)
+        if self.hooks is not None:
+            hook_due = self.hooks.reap()
+            if hook_due is not None:
+                deadlines.append(hook_due)
         return min(deadlines) if deadlines else None
 
     def _due(self, w: Watch) -> float:
@@ -269,7 +284,8 @@ class DaemonCore:
         choice took before it (5 ms - 0.5 s), so the kill itself is only a signal."""
         if self.clock is None:
             return float("inf")
-        return self._due(w) - min(max(2 * self.prep_s, 0.005), 0.5)
+        lead = self.hooks.lead_s if self.hooks is not None else 0.0  # the pre-kill hook's
+        return self._due(w) - max(min(max(2 * self.prep_s, 0.005), 0.5), lead)
 
     def _decide(self, w: Watch) -> Decision:
         t0 = self.clock() if self.clock is not None else 0.0
@@ -304,7 +320,11 @@ class DaemonCore:
                 self._emit("would_kill", w.cg, **self._kill_fields(w, now, decision))
                 self._killed(w, now, [decision.victim.pid])
                 return
+            if self.hooks is not None:
+                self.hooks.killing(w.cg, decision)  # a late pre-kill hook is stopped
             pids = self._kill(w, decision)
+            if self.hooks is not None:
+                self.hooks.killed(w.cg, decision, pids)
             if pids or attempt:
                 break
             decision = None  # the victim left between the choice and the signal

@@ -93,6 +93,7 @@ class RealPorts(Knobs):
         self.valves: dict[Scope, Valve] = {}
         self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
+        self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
         self.dying = Dying()  # victims sent SIGKILL that have not exited yet
         self.writer = JournalWriter(
@@ -104,7 +105,10 @@ class RealPorts(Knobs):
         try:
             self.kernel_log = KernelLog(self.env)
         except (MemcgctlError, OSError) as exc:
-            self._log(Priority.WARNING, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc))
+            if self.say_no_kernel_log:
+                self._log(
+                    Priority.WARNING, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc)
+                )
 
     def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call,

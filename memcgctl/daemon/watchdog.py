@@ -20,7 +20,7 @@ RELEASED_BY_GUARDIAN = "the guardian released it while the daemon was stopped or
 class Core(Protocol):
     def rescan(self, now: float, starting: bool = False) -> None: ...
 
-    def release_all(self, why: str = ...) -> None: ...
+    def release_watches(self, why: str) -> None: ...
 
 
 class Liveness:
@@ -51,7 +51,7 @@ class Liveness:
         if self.heartbeat is not None:
             self.heartbeat.beat(now)
             if self.heartbeat.released():
-                self.core.release_all(RELEASED_BY_GUARDIAN)
+                self.core.release_watches(RELEASED_BY_GUARDIAN)
                 self.core.rescan(self.clock(), starting=True)
                 self.heartbeat.beat(self.clock(), force=True)
         return False

@@ -67,6 +67,10 @@ class OomAssembler:
         self._pending_select: KmsgRecord | None = None
         self._header = False  # an "invoked oom-killer" line began the current report
         self._killed = False  # ... and it has had its kill
+        # when the kernel invoked the OOM killer of the report being read (its
+        # "invoked oom-killer" line): the moment the memcg ran out (``events --follow``
+        # stamps its under_oom with it)
+        self.invoked_time: str | None = None
 
     def feed(self, rec: KmsgRecord) -> list[KernelEvent]:
         try:
@@ -79,6 +83,7 @@ class OomAssembler:
         what = line.what
         if what == "invoked":
             out = self.flush()
+            self.invoked_time = usec_to_iso(rec.usec, self.boot_time)
             self._summary = self._task_in = self._select = None
             self._group = self._group_ctx = None
             self._header, self._killed = True, False

@@ -220,8 +220,17 @@ class ProcessRegistry:
             return {}, None, None
         try:
             data = read_bounded(self.path, self.MAX_BYTES)
-        except (PermissionError, IsADirectoryError):
-            return {}, None, None  # root's registry, read by another user: nothing to honour
+        except IsADirectoryError:
+            return {}, None, None
+        except PermissionError:
+            # root's registry, read by another user: nothing to honour, but say so once
+            # (the badness shown would otherwise silently differ from what root sees)
+            self._warn_once(
+                "unreadable",
+                f"{self.path}: not readable by uid {os.geteuid()}; process badness "
+                "registered there is not shown (run as its owner, or pass --state-dir)",
+            )
+            return {}, None, None
         if data is None:
             return {}, None, None
         entries, bad = self._parse(data)
