@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realkernel import HELPERS, TestCgroups, journaled
+from tests.realkernel import HELPERS, TestCgroups, journaled, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 MARK = "trusted.memcgctl.daemon"
@@ -391,7 +391,8 @@ def test_oom_after_oom_each_takes_one_victim(
         g = grower(cgroups, jobs["low"])
         assert wait_dead(g) == -signal.SIGKILL
     assert innocent.poll() is None
-    assert d.kinds().count("daemon_kill") == 5
+    # the log line follows the kill: wait for it rather than read once
+    wait_until(lambda: d.kinds().count("daemon_kill") == 5, "five daemon_kill lines")
     assert "daemon_escalated" not in d.kinds(), "\n".join(t for _, t in d.lines)
 
 

@@ -22,6 +22,7 @@ from memcgctl.env import Env
 from memcgctl.render import diag
 from memcgctl.render.output import Output, emit_json, say
 from memcgctl.state.journal import Journal
+from memcgctl.state.retention import cgroup_owner
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
 from memcgctl.vocab.signals import parse_signal, signal_name
 
@@ -160,7 +161,9 @@ def _journal(env: Env, report: KillReport, kind: str) -> str | None:
     if not report.killed:
         return None
     try:
-        Journal(env.state_dir).append(user_kill_records(report, kind=kind), timeout=JOURNAL_WAIT_S)
+        Journal(env.state_dir, owner_of=cgroup_owner(lambda cg: env.fs.path(cg))).append(
+            user_kill_records(report, kind=kind), timeout=JOURNAL_WAIT_S
+        )
     except MemcgctlError as exc:
         return f"kills not recorded in the journal: {exc.message}"
     return None

@@ -127,10 +127,14 @@ class DaemonCore:
             self._check(w, now, adopt=starting)
 
     def release_all(self) -> None:
-        for cg in sorted(self.watches):
-            self._release(cg, "daemon stopping")
+        self.release_watches("daemon stopping")
         if self.hooks is not None:
             self.hooks.close()
+
+    def release_watches(self, why: str) -> None:
+        """Release every managed memcg (the daemon goes on: it may take them again)."""
+        for cg in sorted(self.watches):
+            self._release(cg, why)
 
     def _release(self, cg: Scope, why: str) -> None:
         w = self.watches.pop(cg, None)

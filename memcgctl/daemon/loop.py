@@ -73,10 +73,13 @@ class Loop:
         ports: Ports,
         rescan_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        max_sleep: float | None = None,
     ) -> None:
         self.core = core
         self.ports = ports
         self.rescan_interval = rescan_interval
+        # wake at least this often (the heartbeat the guardian and systemd watch)
+        self.max_sleep = max_sleep
         self.clock = clock
         self.stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -105,6 +108,8 @@ class Loop:
                     self.core.rescan(now)
                     next_rescan = now + self.rescan_interval
                 wake = next_rescan if deadline is None else min(deadline, next_rescan)
+                if self.max_sleep is not None:
+                    wake = min(wake, now + self.max_sleep)
                 timeout_ms = max(0, int((wake - now) * 1000) + 1)
                 fds = self.ports.fds()
                 poller = select.poll()

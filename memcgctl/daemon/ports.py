@@ -15,6 +15,7 @@ from typing import TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
+from memcgctl.daemon.dying import Dying
 from memcgctl.daemon.journaling import JournalWriter
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
@@ -45,6 +46,7 @@ AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _VALVE_EVENTS = ("high", "max", "oom")
+REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
 
 
 CAP_SYS_RESOURCE = 24
@@ -93,6 +95,7 @@ class RealPorts(Knobs):
         self.kernel_log: KernelLog | None = None
         self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
+        self.dying = Dying()  # victims sent SIGKILL that have not exited yet
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
         )
@@ -370,16 +373,24 @@ class RealPorts(Knobs):
         return self.freeze_domain(v.domain, frozen)
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
-        return self.env.snapshot(cg)
+        return self.dying.hide(self.env.snapshot(cg))
 
     def alive(self, pids: Iterable[int]) -> list[int]:
+        """Those of pids still holding memory.  A victim we sent SIGKILL had its memory
+        reaped (process_mrelease) then: stuck exiting with nothing left to free, it does
+        not hold the next round back beyond the grace."""
         out = []
+        dying = self.dying.pids()
         for pid in pids:
             try:
-                if self.proc.status(pid).has_mm:  # a zombie has given its memory back
-                    out.append(pid)
+                st = self.proc.status(pid)
             except Vanished:
                 continue
+            if not st.has_mm:  # a zombie has given its memory back
+                continue
+            if pid in dying and st.rss_anon_kb + st.rss_shmem_kb < REAPED_KB:
+                continue
+            out.append(pid)
         return out
 
 
