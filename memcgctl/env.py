@@ -18,11 +18,14 @@ from memcgctl.vocab.errors import NoSuchProcess, UsageProblem, Vanished
 
 if TYPE_CHECKING:
     from memcgctl.kernel.procfs import ProcFs
+    from memcgctl.logic.rules import RuleSet
+    from memcgctl.snapshot import BadnessResolver
     from memcgctl.vocab.model import Snapshot
 
 
 PROC = Path("/proc")
 STATE_DIR = Path("/run/memcgctl")
+RULES_DIR = Path("/etc/memcgctl/rules.d")
 
 
 class Env:
@@ -32,7 +35,9 @@ class Env:
         proc_root: Path = PROC,
         kmsg: str = "/dev/kmsg",
         state_dir: Path = STATE_DIR,
+        rules_dir: Path = RULES_DIR,
     ) -> None:
+        self.rules_dir = rules_dir
         self.cgroup_root = cgroup_root
         self.proc_root = proc_root
         self.kmsg = kmsg
@@ -56,7 +61,23 @@ class Env:
 
     @cached_property
     def registry(self) -> ProcessRegistry:
-        return ProcessRegistry(self.state_dir, self.proc.boot_id())
+        from memcgctl.state.store import uptime_ticks
+
+        root = str(self.proc_root)
+        return ProcessRegistry(self.state_dir, self.proc.boot_id(), clock=lambda: uptime_ticks(root))
+
+    @cached_property
+    def rules(self) -> RuleSet:
+        """The badness rules (``--rules``); the daemon replaces them on reload."""
+        from memcgctl.state.rules import load_rules
+
+        return load_rules(self.rules_dir)
+
+    def resolver(self) -> BadnessResolver:
+        """How a process's badness is resolved now (registry, rules, inheritance)."""
+        from memcgctl.snapshot import BadnessResolver
+
+        return BadnessResolver(self.proc, self.registry.load_entries(), self.rules)
 
     def check_pid(self, pid: int) -> int:
         if pid <= 0:
@@ -93,5 +114,11 @@ class Env:
         from memcgctl.snapshot import take_snapshot
 
         return take_snapshot(
-            self.fs, self.proc, self.registry, root, with_processes, with_oom_score
+            self.fs,
+            self.proc,
+            self.registry,
+            root,
+            with_processes,
+            with_oom_score,
+            self.rules if with_processes else None,
         )

@@ -30,6 +30,7 @@ class FakeProcess:
     start_time: int = 0
     uid: int = 0
     kthread: bool = False
+    ppid: int = 1
 
 
 class FakeHost:
@@ -159,7 +160,9 @@ class FakeHost:
         (d / "oom_score").write_text(f"{p.oom_score}\n")
         flags = 0x00200000 if p.kthread else 0x00400100
         fields = (
-            ["S", "1", str(pid), str(pid), "0", "-1", str(flags)] + ["0"] * 12 + [str(p.start_time)]
+            ["S", str(p.ppid), str(pid), str(pid), "0", "-1", str(flags)]
+            + ["0"] * 12
+            + [str(p.start_time)]
         )
         rss_pages = (p.rss_anon_kb + p.rss_file_kb + p.rss_shmem_kb) // 4
         (d / "stat").write_text(f"{pid} ({p.comm}) " + " ".join(fields) + f" 0 {rss_pages}\n")

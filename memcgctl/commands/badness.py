@@ -90,17 +90,14 @@ def _check_victim_candidate(env: Env, pid: int, comm: str) -> None:
         )
 
 
-def _process_setting(
-    env: Env, pid: int, entries: dict[tuple[int, int], int] | None = None
-) -> Setting:
-    from memcgctl.snapshot import process_badness  # only for --pid: keeps start-up short
+def _process_badness(env: Env, pid: int) -> tuple[Setting, int | str | None]:
+    """A process's badness as a snapshot resolves it: (setting, where from)."""
+    value, source, origin = env.resolver().resolve_pid(pid, env.cgroup_of_pid(pid))
+    return Setting(value, source), origin
 
-    if entries is None:
-        entries = env.registry.load()
-    value, source = process_badness(
-        env.proc, pid, env.proc.oom_score_adj(pid), entries, frozenset(p for p, _ in entries)
-    )
-    return Setting(value, source)
+
+def _process_setting(env: Env, pid: int) -> Setting:
+    return _process_badness(env, pid)[0]
 
 
 def _complete_target(
@@ -180,10 +177,9 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
     """
     items: list[dict[str, Any]] = []
     cgroups = [env.fs.resolve(t) for t in targets]
-    entries = env.registry.load() if pids or not targets else None
     if not targets and not pids:
         cgroups = list(env.fs.walk())
-        assert entries is not None
+        entries = env.registry.load()
         registered = sorted({p for p, _ in entries})
         pids = tuple(p for p in registered if env.proc.exists(p))
     for cg in cgroups:
@@ -198,13 +194,23 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
                 "badness_source": s.source,
             }
         )
+    resolver = env.resolver() if pids else None
     for pid in pids:
         _, _, comm = _process_key(env, pid)
+        assert resolver is not None
         try:
-            s = _process_setting(env, pid, entries)
+            value, source, origin = resolver.resolve_pid(pid, env.cgroup_of_pid(pid))
         except Vanished:
             raise NoSuchProcess(pid) from None
-        items.append({"pid": pid, "comm": comm, "badness": s.value, "badness_source": s.source})
+        items.append(
+            {
+                "pid": pid,
+                "comm": comm,
+                "badness": value,
+                "badness_source": source,
+                "badness_from": origin,
+            }
+        )
     if out.json:
         emit_json(
             {

@@ -184,6 +184,28 @@ class ProcFs:
         that survives pid reuse."""
         return parse_stat_starttime(self._pid_file(pid, "stat"))
 
+    def ppid_and_start(self, pid: int) -> tuple[int, int]:
+        """(parent pid, start time) from one read of /proc/PID/stat: one link of the
+        ppid chain, with the start time that makes it survive pid reuse."""
+        data = self._pid_file(pid, "stat")
+        after = data[data.rindex(b")") + 2 :].split()
+        return int(after[1]), int(after[19])  # fields 4 and 22
+
+    def exe(self, pid: int) -> str | None:
+        """The executable's path (None: not readable, a kernel thread, or gone)."""
+        try:
+            return os.readlink(f"{self._root}/{pid}/exe")
+        except OSError:
+            return None
+
+    def cmdline(self, pid: int) -> str | None:
+        """The command line, arguments joined by spaces (None: unreadable or gone)."""
+        try:
+            data = self._pid_file(pid, "cmdline")
+        except (Vanished, OSError):
+            return None
+        return data.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+
     def is_kernel_thread(self, pid: int) -> bool:
         return bool(parse_stat_flags(self._pid_file(pid, "stat")) & PF_KTHREAD)
 

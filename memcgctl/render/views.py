@@ -32,9 +32,24 @@ def badness_cell(value: int, source: str) -> str:
     return str(value) if source == "default" else f"{value} ({source})"
 
 
+def badness_source_text(source: str, origin: int | str | None) -> str:
+    """Where a badness came from, in words: ``process`` (its own entry), ``inherited
+    from 1234``, ``rule batch-workers``, ``oom_score_adj``, ``trusted``, ``default``."""
+    if origin is None:
+        return source
+    return f"inherited from {origin}" if source == "inherited" else f"{source} {origin}"
+
+
+def process_badness_cell(p: ProcessInfo) -> str:
+    """A process's badness and where it came from: ``900 (inherited from 1234)``."""
+    if p.badness_source == "default":
+        return str(p.badness)
+    return f"{p.badness} ({badness_source_text(p.badness_source, p.badness_from)})"
+
+
 def badness_short(value: int, source: str) -> str:
     """The narrow-terminal form: the source's initial (``900t`` trusted, ``800u`` user,
-    ``800p`` process, ``1000o`` oom_score_adj)."""
+    ``800p`` process, ``900i`` inherited, ``20r`` rule, ``1000o`` oom_score_adj)."""
     return str(value) if source == "default" else f"{value}{source[0]}"
 
 
@@ -95,7 +110,7 @@ PROCESS_FIELDS: tuple[Field[ProcessInfo], ...] = (
     Field("SWAP", lambda p: format_kb(p.swap_kb), right=True, priority=3),
     Field(
         "BADNESS",
-        lambda p: badness_cell(p.badness, p.badness_source),
+        process_badness_cell,
         priority=1,
         short="BAD",
         short_cell=lambda p: badness_short(p.badness, p.badness_source),
@@ -114,6 +129,11 @@ PROCESS_FIELDS: tuple[Field[ProcessInfo], ...] = (
 # -- get-badness / get-delay: their JSON entries ------------------------------------------
 
 
+def source_text(entry: Mapping[str, Any]) -> str:
+    """``badness_source`` with its ``badness_from``: ``inherited from 1234``, ``rule NAME``."""
+    return badness_source_text(str(entry["badness_source"]), entry.get("badness_from"))
+
+
 def _target(entry: Mapping[str, Any]) -> str:
     return str(entry["cgroup"]) if "cgroup" in entry else f"pid {entry['pid']} ({entry['comm']})"
 
@@ -121,7 +141,7 @@ def _target(entry: Mapping[str, Any]) -> str:
 BADNESS_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (
     Field("TARGET", _target),
     Field("BADNESS", lambda e: str(e["badness"])),
-    Field("SOURCE", lambda e: str(e["badness_source"])),
+    Field("SOURCE", lambda e: source_text(e)),
 )
 
 DELAY_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (

@@ -40,10 +40,12 @@ class ProcessInfo(NamedTuple):
     pgtables_kb: int
     oom_score_adj: int
     badness: int
-    badness_source: str  # process | oom_score_adj | default
+    badness_source: str  # process | rule | inherited | oom_score_adj | default
     # False for kernel threads, zombies (no mm) and the host's init
     killable: bool
     oom_score: int | None = None
+    # where an inherited or rule badness came from: the ancestor's pid, the rule's name
+    badness_from: int | str | None = None
 
     @property
     def rss_kb(self) -> int:
@@ -59,6 +61,7 @@ class ProcessInfo(NamedTuple):
             "pgtables_kb": self.pgtables_kb,
             "badness": self.badness,
             "badness_source": self.badness_source,
+            "badness_from": self.badness_from,
             "oom_score_adj": self.oom_score_adj,
             "oom_score": self.oom_score,
             "uid": self.uid,
