@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import click
 
@@ -141,6 +142,14 @@ def _seconds(text: str) -> float:
     help="Do not lock the daemon's memory (by default it calls mlockall so that its own "
     "pages are never reclaimed while it handles an OOM).",
 )
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Badness rules directory (default: the global --rules). Reloaded on SIGHUP and "
+    "when a file changes; a bad file keeps the last good rules.",
+)
 @dry_run_option
 @pass_env
 def daemon(
@@ -161,6 +170,7 @@ def daemon(
     guard: str | None,
     no_guardian: bool,
     no_mlock: bool,
+    rules_dir: Path | None,
     dry_run: bool,
 ) -> None:
     """Enforce the priority policy as a userspace OOM handler.
@@ -188,6 +198,8 @@ def daemon(
     from memcgctl.state.journal import Journal
     from memcgctl.vocab.records import daemon_record
 
+    if rules_dir is not None:
+        env.rules_dir = rules_dir
     root = env.fs.resolve(root_name)
     if guard is not None:
         _guard(env, root, guard)
