@@ -64,7 +64,9 @@ class Env:
         from memcgctl.state.store import uptime_ticks
 
         root = str(self.proc_root)
-        return ProcessRegistry(self.state_dir, self.proc.boot_id(), clock=lambda: uptime_ticks(root))
+        return ProcessRegistry(
+            self.state_dir, self.proc.boot_id(), clock=lambda: uptime_ticks(root)
+        )
 
     @cached_property
     def rules(self) -> RuleSet:

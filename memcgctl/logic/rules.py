@@ -223,7 +223,7 @@ def build_rule(
     if "oom_delay" in table:
         delay = table["oom_delay"]
         if not isinstance(delay, str | int) or isinstance(delay, bool):
-            raise BadRules(f"{where}: oom_delay must be a duration such as \"2s\" or \"off\"")
+            raise BadRules(f'{where}: oom_delay must be a duration such as "2s" or "off"')
         try:
             kw["oom_delay_ms"] = parse_delay(str(delay))
         except UsageProblem as exc:
@@ -255,7 +255,9 @@ def build_rule(
             raise BadRules(f"{where}: oom_delay is a cgroup setting (a process rule cannot set it)")
     else:
         if rule.cgroup is None and rule.unit is None:
-            raise BadRules(f"{where}: matches nothing (give comm, exe, cmdline, uid, user, cgroup or unit)")
+            raise BadRules(
+                f"{where}: matches nothing (give comm, exe, cmdline, uid, user, cgroup or unit)"
+            )
         if rule.badness is None and "oom_delay_ms" not in kw:
             raise BadRules(f"{where}: sets nothing (give badness and/or oom_delay)")
     return rule
