@@ -170,6 +170,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "run": "memcgctl.commands.run:run",
     "explain-kill": "memcgctl.commands.postmortem:explain_kill",
     "kube": "memcgctl.commands.kube:kube",
+    "apply": "memcgctl.commands.apply:apply",
 }
 
 

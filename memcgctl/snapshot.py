@@ -15,6 +15,7 @@ from memcgctl.logic.rules import ProcessFacts, RuleSet
 from memcgctl.state.store import (
     BADNESS,
     OOM_DELAY,
+    RULE_MARKS,
     Entry,
     Key,
     ProcessRegistry,
@@ -72,7 +73,14 @@ def read_cgroup(fs: CgroupFs, cg: CgroupPath, parent_pod: str | None = None) -> 
         events_local=events_local,
         ino=fs.inode(cg),
         pod=pod,
+        badness_rule=badness_rule(fs, cg) if badness.source == "trusted" else None,
     )
+
+
+def badness_rule(fs: CgroupFs, cg: CgroupPath) -> str | None:
+    """The name of the rule that wrote cg's trusted badness (None: set by hand)."""
+    raw = fs.get_xattr(cg, f"trusted.{RULE_MARKS[BADNESS]}")
+    return raw[:128].decode("utf-8", "replace") if raw else None
 
 
 def _pod_above(fs: CgroupFs, cg: CgroupPath) -> str | None:

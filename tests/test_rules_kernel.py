@@ -151,3 +151,77 @@ def test_a_rule_names_a_process_by_comm_and_the_daemon_kills_by_it(
     wait_until(lambda: sleeper.poll() is None or None, "the sleeper alive")
     assert os.path.exists(f"/proc/{sleeper.pid}")
     assert d.stop() == 0
+
+
+def xattr(tc: TestCgroups, cg: str, name: str) -> str | None:
+    try:
+        return os.getxattr(tc.path(cg), f"trusted.memcgctl.{name}").decode()
+    except OSError:
+        return None
+
+
+def test_apply_then_a_recreated_cgroup_gets_its_rule_back_before_its_next_oom(
+    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Cgroup rules written by `apply` (an explicit value kept), and by the daemon on a
+    cgroup removed and made again (as a restarting unit's is): the re-created cgroup
+    has badness 100 again before it runs out of memory, and the daemon kills in it by
+    that badness rather than the biggest process elsewhere."""
+    top = cgroups.make("jobs", limit=128 << 20)
+    low = cgroups.make("jobs/low", limit=None)
+    high = cgroups.make("jobs/high", limit=None)
+    rules = tmp_path / "rules.d"
+    rules.mkdir(mode=0o755)
+    (rules / "20-jobs.toml").write_text(
+        f'[[rule]]\nname = "jobs-managed"\ncgroup = "{top}"\noom_delay = "0"\n\n'
+        f'[[rule]]\nname = "low-first"\ncgroup = "{top}/low*"\nbadness = 100\n\n'
+        f'[[rule]]\nname = "high-last"\ncgroup = "{high}"\nbadness = 10\n'
+    )
+    state = tmp_path / "state"
+    r = cli(state, "set-badness", high, "900")  # by hand: the rule "high-last" must not win
+    assert r.returncode == 0, r.stderr
+    r = cli(state, "apply", cgroups.parent, "--rules", str(rules), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert f"{low}: would set badness 100 (rule low-first), was unset" in r.stdout
+    assert f"{high}: kept badness 900 (set by hand; rule high-last not applied)" in r.stdout
+    assert xattr(cgroups, low, "badness") is None
+    r = cli(state, "apply", cgroups.parent, "--rules", str(rules), "--json")
+    doc = json.loads(r.stdout)
+    assert {(c["cgroup"], c["setting"], c["action"], c["after"]) for c in doc["changes"]} == {
+        (top, "oom_delay_ms", "set", 0),
+        (low, "badness", "set", 100),
+        (high, "badness", "kept", 900),
+    }
+    assert (xattr(cgroups, low, "badness"), xattr(cgroups, low, "badness_rule")) == (
+        "100",
+        "low-first",
+    )
+    r = cli(state, "tree", top, "--json", rules=rules)
+    shown = {c["cgroup"]: c for c in json.loads(r.stdout)["cgroups"]}
+    assert shown[low]["badness_rule"] == "low-first" and shown[high]["badness_rule"] is None
+
+    d = Daemon(state, cgroups.parent, "--rules", str(rules))
+    daemons.append(d)
+    d.wait_for("daemon_took_over", top)
+    cgroups.path(low).rmdir()  # the unit stops ...
+    cgroups.make("jobs/low", limit=None)  # ... and starts again: a new cgroup, no xattrs
+    wait_until(lambda: xattr(cgroups, low, "badness") == "100" or None, "the rule re-applied")
+    _, line = d.wait_for("rule_applied", low)
+    assert "rule=low-first" in line
+    big = cgroups.hog(high, mib=56)  # the kernel would kill this one
+    g = cgroups.spawn(low, [sys.executable, str(HELPERS / "grow.py"), "4096", "512"])
+    assert g.wait(timeout=30) == -signal.SIGKILL
+    _, line = d.wait_for("daemon_kill", top)
+    assert f"pid={g.pid}" in line
+    assert big.poll() is None
+    for cg in (top, low, high):
+        assert oom_control(cgroups, cg)["oom_kill"] == 0
+    # a bad rules file: reported with its line, the last good rules kept
+    (rules / "30-bad.toml").write_text("[[rule]]\nname = 'x'\ncgroup = \n")
+    _, line = d.wait_for("rules_rejected")
+    assert "30-bad.toml:3" in line and d.proc.poll() is None
+    (rules / "30-bad.toml").unlink()
+    d.proc.send_signal(signal.SIGHUP)  # reload (no longer: stop)
+    _, line = d.wait_for("rules_loaded")
+    assert "count=3" in line and d.proc.poll() is None
+    assert d.stop() == 0

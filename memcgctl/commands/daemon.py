@@ -191,6 +191,7 @@ def daemon(
     from memcgctl.daemon.core import DaemonCore, Settings
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
+    from memcgctl.daemon.rulesync import RulesSync
     from memcgctl.daemon.valve import HostLines, Tuning
     from memcgctl.logic.kernelheuristic import select_kernel
     from memcgctl.logic.priority import select_priority
@@ -201,6 +202,8 @@ def daemon(
     if rules_dir is not None:
         env.rules_dir = rules_dir
     root = env.fs.resolve(root_name)
+    if guard is None and not release:
+        env.rules  # noqa: B018 - bad rules at start: exit 2 before taking anything over
     if guard is not None:
         _guard(env, root, guard)
         return
@@ -272,7 +275,13 @@ def daemon(
         _mlockall()
     settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
     core = DaemonCore(ports, select, settings, clock=time.monotonic)
-    loop = Loop(core, ports, rescan_interval=rescan_s)
+    rules = RulesSync(
+        env,
+        root,
+        lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields)),
+        dry_run=dry_run,
+    )
+    loop = Loop(core, ports, rescan_interval=rescan_s, before_rescan=rules.check)
     loop.install_signal_handlers()
     ports.emit(
         daemon_record("daemon_started", root, policy=policy, dry_run=dry_run, instance=instance)

@@ -108,6 +108,7 @@ class Rule:
     line: int
     badness: int | None = None
     oom_delay_ms: int | None = None
+    sets_delay: bool = False  # oom_delay given ("off": oom_delay_ms None, clear it)
     comm: re.Pattern[str] | None = None
     exe: re.Pattern[str] | None = None
     cmdline: re.Pattern[str] | None = None
@@ -224,6 +225,7 @@ def build_rule(
         delay = table["oom_delay"]
         if not isinstance(delay, str | int) or isinstance(delay, bool):
             raise BadRules(f'{where}: oom_delay must be a duration such as "2s" or "off"')
+        kw["sets_delay"] = True
         try:
             kw["oom_delay_ms"] = parse_delay(str(delay))
         except UsageProblem as exc:
@@ -251,14 +253,14 @@ def build_rule(
     if rule.for_processes:
         if rule.badness is None:
             raise BadRules(f"{where}: a process rule needs a badness")
-        if "oom_delay_ms" in kw:
+        if rule.sets_delay:
             raise BadRules(f"{where}: oom_delay is a cgroup setting (a process rule cannot set it)")
     else:
         if rule.cgroup is None and rule.unit is None:
             raise BadRules(
                 f"{where}: matches nothing (give comm, exe, cmdline, uid, user, cgroup or unit)"
             )
-        if rule.badness is None and "oom_delay_ms" not in kw:
+        if rule.badness is None and not rule.sets_delay:
             raise BadRules(f"{where}: sets nothing (give badness and/or oom_delay)")
     return rule
 

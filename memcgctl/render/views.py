@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memcgctl.render.output import Field, with_guides
+from memcgctl.render.safetext import printable
 from memcgctl.vocab.constants import BADNESS_DEFAULT
 from memcgctl.vocab.units import format_bytes, format_duration_ms, format_kb
 
@@ -38,6 +39,13 @@ def badness_source_text(source: str, origin: int | str | None) -> str:
     if origin is None:
         return source
     return f"inherited from {origin}" if source == "inherited" else f"{source} {origin}"
+
+
+def cgroup_badness_cell(cg: CgroupInfo) -> str:
+    """``123 (rule nightly-jobs)`` for a value a rule wrote, else as badness_cell."""
+    if cg.badness_rule is not None:
+        return f"{cg.badness} (rule {printable(cg.badness_rule)})"
+    return badness_cell(cg.badness, cg.badness_source)
 
 
 def process_badness_cell(p: ProcessInfo) -> str:
@@ -84,7 +92,7 @@ CGROUP_FIELDS: tuple[Field[TreeRow], ...] = (
     ),
     Field(
         "BADNESS",
-        lambda r: badness_cell(r.cgroup.badness, r.cgroup.badness_source),
+        lambda r: cgroup_badness_cell(r.cgroup),
         priority=1,
         short="BAD",
         short_cell=lambda r: badness_short(r.cgroup.badness, r.cgroup.badness_source),

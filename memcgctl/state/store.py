@@ -42,6 +42,8 @@ OOM_DELAY = "memcgctl.oom_delay_ms"
 # "namespace/name" of the Kubernetes pod a cgroup belongs to, written by `memcgctl kube`
 POD = "memcgctl.pod"
 NAMESPACES = ("trusted", "user")
+# beside a value a rule wrote (memcgctl apply, the daemon): the rule's name
+RULE_MARKS = {BADNESS: "memcgctl.badness_rule", OOM_DELAY: "memcgctl.oom_delay_ms_rule"}
 _RANGES = {BADNESS: (BADNESS_MIN, BADNESS_NEVER), OOM_DELAY: (0, MAX_DELAY_MS)}
 
 
@@ -124,6 +126,8 @@ def write_setting(
         fs.remove_xattr(cg, name)
     else:
         fs.set_xattr(cg, name, str(value).encode())
+    if key in RULE_MARKS:  # set by hand now: explicit, a rule no longer rewrites it
+        fs.remove_xattr(cg, f"{namespace}.{RULE_MARKS[key]}")
 
 
 def cgroup_badness(fs: CgroupFs, cg: CgroupPath) -> tuple[int, str]:

@@ -94,6 +94,8 @@ class CgroupInfo:
     # The Kubernetes pod ("namespace/name") the cgroup belongs to: the label
     # `memcgctl kube` wrote on it or on its nearest labelled ancestor; None: not known.
     pod: str | None = None
+    # the rule (memcgctl apply, the daemon) that wrote the trusted badness, if one did
+    badness_rule: str | None = None
 
     @property
     def nr_tasks(self) -> int:
@@ -120,6 +122,7 @@ class CgroupInfo:
             "oom_kills_local": self.oom_kills_local,
             "nr_tasks": self.nr_tasks,
             "pod": self.pod,
+            "badness_rule": self.badness_rule,
         }
 
 
