@@ -225,3 +225,64 @@ def test_apply_then_a_recreated_cgroup_gets_its_rule_back_before_its_next_oom(
     _, line = d.wait_for("rules_loaded")
     assert "count=3" in line and d.proc.poll() is None
     assert d.stop() == 0
+
+
+NOBODY = 65534
+
+
+def test_rules_are_roots_a_delegated_user_cannot_use_them(cgroups: TestCgroups) -> None:
+    """As nobody, owner of a delegated subtree: its own rules directory is refused
+    (exit 4), and root's rules cannot be applied by it (trusted.* is root's): nothing
+    outside or inside its subtree is ranked by a rule it chose."""
+    import shutil
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from memcgctl.cli import cli as memcgctl_cli
+    from tests.realkernel import as_uid
+
+    deleg = cgroups.make("deleg")
+    mine = cgroups.make("deleg/mine", limit=None)
+    other = cgroups.make("other")
+    for cg in (deleg, mine):
+        os.chown(cgroups.path(cg), NOBODY, NOBODY)
+        os.chown(cgroups.path(cg) / "cgroup.procs", NOBODY, NOBODY)
+    base = Path(tempfile.mkdtemp(prefix="memcgctl-rules-"))
+    try:
+        os.chmod(base, 0o755)
+        evil = base / "evil"
+        evil.mkdir()
+        os.chown(evil, NOBODY, NOBODY)
+        state = base / "state"
+        state.mkdir(mode=0o700)
+        os.chown(state, NOBODY, NOBODY)
+        roots = base / "roots"
+        roots.mkdir(mode=0o755)
+        (roots / "10.toml").write_text(f'[[rule]]\ncgroup = "{deleg}/**"\nbadness = 1\n')
+        env = {"MEMCGCTL_CGROUP_ROOT": str(cgroups.mount), "MEMCGCTL_STATE_DIR": str(state)}
+
+        def attack() -> list[tuple[int, str]]:
+            (evil / "10.toml").write_text(
+                f'[[rule]]\ncgroup = "{other}"\nbadness = 0\n\n[[rule]]\ncomm = "."\nbadness = 0\n'
+            )
+            out = []
+            for argv in (
+                ["--rules", str(evil), "ps", other, "--json"],
+                ["--rules", str(evil), "apply", other],
+                ["apply", deleg, "--rules", str(roots)],
+            ):
+                r = CliRunner().invoke(memcgctl_cli, argv, env=env)
+                out.append((r.exit_code, r.stderr))
+            return out
+
+        results = as_uid(NOBODY, attack)
+        assert isinstance(results, list)
+        (c1, e1), (c2, e2), (c3, e3) = results
+        assert c1 == 4 and "refusing the rules: owned by uid 65534, not root" in e1
+        assert c2 == 4 and e2.count("\n") == 1 and "Traceback" not in e2
+        assert c3 == 4 and "(trusted.memcgctl.badness): permission denied" in e3
+        for cg in (other, deleg, mine):
+            assert xattr(cgroups, cg, "badness") is None
+    finally:
+        shutil.rmtree(base)
