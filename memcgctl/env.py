@@ -14,7 +14,7 @@ from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.hierarchy import Hierarchy, detect_hierarchy, hierarchy_at
 from memcgctl.state.store import ProcessRegistry
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
-from memcgctl.vocab.errors import NoSuchProcess, UsageProblem, Vanished
+from memcgctl.vocab.errors import NoSuchCgroup, NoSuchProcess, UsageProblem, Vanished
 
 if TYPE_CHECKING:
     from memcgctl.kernel.procfs import ProcFs
@@ -38,6 +38,8 @@ class Env:
         rules_dir: Path = RULES_DIR,
     ) -> None:
         self.rules_dir = rules_dir
+        self.systemd_run_dir = Path("/run/systemd/system")  # tests point these elsewhere
+        self.systemctl = "systemctl"
         self.cgroup_root = cgroup_root
         self.proc_root = proc_root
         self.kmsg = kmsg
@@ -96,10 +98,33 @@ class Env:
             raise NoSuchProcess(pid) from None
         return self.fs.resolve(self.fs.from_proc_path(path))
 
-    def target_cgroup(self, name: str | None, pid: int | None, default: str = "/") -> CgroupPath:
-        """A command's CG argument or ``--pid``: the validated hierarchy path."""
-        if name is not None and pid is not None:
-            raise UsageProblem("give a cgroup or --pid, not both")
+    def unit_cgroup(self, text: str) -> CgroupPath:
+        """``--unit NAME``: the unit's cgroup, from systemd when it runs (PID 1), else
+        by the slice naming convention (logic/systemdunit.py)."""
+        from memcgctl.inputs.systemd import control_group, systemd_running
+        from memcgctl.logic.systemdunit import convention_cgroup, unit_name
+
+        unit = unit_name(text)
+        if systemd_running(self.systemd_run_dir):
+            path = control_group(unit, self.systemctl)
+            if path is None:
+                raise NoSuchCgroup(unit, "no control group (is the unit loaded and running?)")
+            return self.fs.resolve(path)
+        found = [cg for cg in convention_cgroup(unit, self.fs.walk()) if self.fs.exists(cg)]
+        if not found:
+            raise NoSuchCgroup(unit, "no cgroup by that unit name (systemd is not running)")
+        if len(found) > 1:
+            raise UsageProblem(f"{unit}: ambiguous, {len(found)} cgroups: {', '.join(found)}")
+        return found[0]
+
+    def target_cgroup(
+        self, name: str | None, pid: int | None, default: str = "/", unit: str | None = None
+    ) -> CgroupPath:
+        """A command's CG argument, ``--pid`` or ``--unit``: the validated hierarchy path."""
+        if sum(x is not None for x in (name, pid, unit)) > 1:
+            raise UsageProblem("give one of a cgroup, --pid or --unit (not both)")
+        if unit is not None:
+            return self.unit_cgroup(unit)
         if pid is not None:
             return self.cgroup_of_pid(pid)
         return self.fs.resolve(name if name is not None else default)

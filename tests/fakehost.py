@@ -194,6 +194,7 @@ class FakeHost:
             proc_root=self.proc,
             kmsg=str(self.base / "kmsg"),
             state_dir=self.state,
+            rules_dir=self.base / "rules.d",  # none: the host's /etc is not the fixture's
         )
 
     def cli_env(self) -> dict[str, str]:
@@ -202,4 +203,5 @@ class FakeHost:
             "MEMCGCTL_PROC_ROOT": str(self.proc),
             "MEMCGCTL_STATE_DIR": str(self.state),
             "MEMCGCTL_KMSG": str(self.base / "kmsg"),
+            "MEMCGCTL_RULES_DIR": str(self.base / "rules.d"),
         }

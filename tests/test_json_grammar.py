@@ -27,6 +27,7 @@ RUNS: dict[str, list[str]] = {
     "kill-all": ["kill-all", "/batch/job1", "--dry-run"],
     "events": ["events"],
     "counters": ["counters"],
+    "apply": ["apply", "--dry-run"],
 }
 # named arrays of the list results
 ARRAYS = {
@@ -37,6 +38,7 @@ ARRAYS = {
     "predict-victim": "candidates",
     "events": "events",
     "counters": "cgroups",
+    "apply": "changes",
 }
 
 

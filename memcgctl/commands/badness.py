@@ -14,6 +14,8 @@ from memcgctl.commands.common import (
     pass_env,
     pid_option,
     pids_option,
+    unit_option,
+    units_option,
 )
 from memcgctl.env import Env
 from memcgctl.render.diag import warning
@@ -106,7 +108,7 @@ def _complete_target(
     """set-badness: a cgroup first (unless --pid), then the value."""
     from click.shell_completion import CompletionItem
 
-    if ctx.params.get("pid") is None and not ctx.params.get("args"):
+    if ctx.params.get("pid") is None and not ctx.params.get("unit") and not ctx.params.get("args"):
         return CgroupName().shell_complete(ctx, param, incomplete)
     return [CompletionItem(v) for v in ("default",) if v.startswith(incomplete)]
 
@@ -114,12 +116,19 @@ def _complete_target(
 @click.command("set-badness")
 @click.argument("args", nargs=-1, metavar="[TARGET] VALUE", shell_complete=_complete_target)
 @click.option("--pid", type=PidParam(), default=None, help="Set the badness of process PID.")
+@unit_option("Set the badness of the cgroup of systemd unit NAME.")
 @namespace_option
 @dry_run_option
 @output_options
 @pass_env
 def set_badness(
-    env: Env, args: tuple[str, ...], pid: int | None, namespace: str, dry_run: bool, out: Output
+    env: Env,
+    args: tuple[str, ...],
+    pid: int | None,
+    unit: str | None,
+    namespace: str,
+    dry_run: bool,
+    out: Output,
 ) -> None:
     """Set the badness of a cgroup (TARGET) or a process (--pid PID).
 
@@ -127,9 +136,14 @@ def set_badness(
     Cgroups keep it in the xattr trusted.memcgctl.badness (user.* for delegated
     subtrees); processes in the registry in the state directory.
     """
-    expected = 1 if pid is not None else 2
+    if pid is not None and unit is not None:
+        raise UsageProblem("give --pid or --unit, not both")
+    expected = 1 if pid is not None or unit is not None else 2
     if len(args) != expected:
-        raise UsageProblem("usage: memcgctl set-badness CGROUP VALUE | set-badness --pid PID VALUE")
+        raise UsageProblem(
+            "usage: memcgctl set-badness CGROUP VALUE | set-badness --pid PID VALUE"
+            " | set-badness --unit NAME VALUE"
+        )
     value = parse_badness(args[-1])
     doc: dict[str, Any]
     if pid is not None:
@@ -145,7 +159,8 @@ def set_badness(
         doc = {"pid": pid, "comm": comm, "start_time": start}
         what = f"pid {pid} ({comm})"
     else:
-        cg, before, after = _change_cgroup_setting(env, args[0], BADNESS, value, namespace, dry_run)
+        target = env.unit_cgroup(unit) if unit is not None else args[0]
+        cg, before, after = _change_cgroup_setting(env, target, BADNESS, value, namespace, dry_run)
         doc = {"cgroup": cg}
         what = cg
     doc.update(
@@ -168,16 +183,19 @@ def set_badness(
 @click.option(
     "--pid", "pids", type=PidParam(), multiple=True, help="Show process PID (repeatable)."
 )
+@units_option("Show the cgroup of systemd unit NAME (repeatable).")
 @output_options
 @pass_env
-def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: Output) -> None:
+def get_badness(
+    env: Env, targets: tuple[str, ...], pids: tuple[int, ...], units: tuple[str, ...], out: Output
+) -> None:
     """Show the badness of cgroups and processes.
 
     Without arguments: every cgroup, and every process with a registered badness.
     """
     items: list[dict[str, Any]] = []
-    cgroups = [env.fs.resolve(t) for t in targets]
-    if not targets and not pids:
+    cgroups = [env.fs.resolve(t) for t in targets] + [env.unit_cgroup(u) for u in units]
+    if not targets and not pids and not units:
         cgroups = list(env.fs.walk())
         entries = env.registry.load()
         registered = sorted({p for p, _ in entries})
@@ -229,7 +247,7 @@ def _complete_delay_args(
     """set-delay: a cgroup first (unless --pid), then the duration."""
     from click.shell_completion import CompletionItem
 
-    if ctx.params.get("pid") is None and not ctx.params.get("args"):
+    if ctx.params.get("pid") is None and not ctx.params.get("unit") and not ctx.params.get("args"):
         return CgroupName().shell_complete(ctx, param, incomplete)
     return [
         CompletionItem(v) for v in ("0", "500ms", "2s", "1m", "off") if v.startswith(incomplete)
@@ -239,6 +257,7 @@ def _complete_delay_args(
 @click.command("set-delay")
 @click.argument("args", nargs=-1, metavar="[CGROUP] DURATION", shell_complete=_complete_delay_args)
 @pid_option("Set the OOM delay of the memory cgroup of PID.")
+@unit_option("Set the OOM delay of the cgroup of systemd unit NAME.")
 @namespace_option
 @dry_run_option
 @output_options
@@ -247,6 +266,7 @@ def set_delay(
     env: Env,
     args: tuple[str, ...],
     pid: int | None,
+    unit: str | None,
     namespace: str,
     dry_run: bool,
     out: Output,
@@ -258,13 +278,19 @@ def set_delay(
     delay (the kernel alone decides).  On cgroup v1 the memcg is paused for the
     whole delay, so more than a minute draws a warning.
     """
-    expected = 1 if pid is not None else 2
+    if pid is not None and unit is not None:
+        raise UsageProblem("give --pid or --unit, not both")
+    expected = 1 if pid is not None or unit is not None else 2
     if len(args) != expected:
         raise UsageProblem(
             "usage: memcgctl set-delay CGROUP DURATION | set-delay --pid PID DURATION"
+            " | set-delay --unit NAME DURATION"
         )
     value = parse_delay(args[-1])
-    cgroup = env.cgroup_of_pid(pid) if pid is not None else args[0]
+    if unit is not None:
+        cgroup: str = env.unit_cgroup(unit)
+    else:
+        cgroup = env.cgroup_of_pid(pid) if pid is not None else args[0]
     cg, before, after = _change_cgroup_setting(env, cgroup, OOM_DELAY, value, namespace, dry_run)
     if value is not None and value > V1_LONG_DELAY_MS and env.fs.version == 1:
         warning(
@@ -288,12 +314,16 @@ def set_delay(
 @click.command("get-delay")
 @click.argument("cgroups", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @pids_option("Show the memory cgroup of PID (repeatable).")
+@units_option("Show the cgroup of systemd unit NAME (repeatable).")
 @output_options
 @pass_env
-def get_delay(env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], out: Output) -> None:
+def get_delay(
+    env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], units: tuple[str, ...], out: Output
+) -> None:
     """Show the OOM delay of cgroups (default: every cgroup in the hierarchy)."""
     paths = [env.fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
-    if not cgroups and not pids:
+    paths += [env.unit_cgroup(u) for u in units]
+    if not cgroups and not pids and not units:
         paths = list(env.fs.walk())
     items: list[dict[str, Any]] = []
     for cg in paths:
