@@ -126,6 +126,35 @@ class BadnessResolver:
         self.rules = rules if rules is not None and rules.process_rules else None
         self.trivial = not self.pids and self.rules is None
         self._links: dict[int, tuple[int, int] | None] = {}
+        self._family: frozenset[int] | None = None
+        self._family_known = False
+
+    def family(self) -> frozenset[int] | None:
+        """Every descendant of a live registered process, found from the registered
+        processes down (``/proc/PID/task/*/children``): the only processes that can
+        inherit, so nobody else pays for a walk up its ppid chain.  None where the
+        kernel has no children files (every process then walks its chain).  A process
+        forked after this is read counts from the next snapshot on."""
+        if self._family_known:
+            return self._family
+        self._family_known = True
+        found: set[int] = set()
+        todo = [pid for pid in self.pids if pid > 1 and self.own(pid) is not None]
+        try:
+            while todo:
+                pid = todo.pop()
+                try:
+                    kids = self.proc.children(pid)
+                except Vanished:
+                    continue
+                for kid in kids:
+                    if kid not in found:
+                        found.add(kid)
+                        todo.append(kid)
+        except NotImplementedError:
+            return None
+        self._family = frozenset(found)
+        return self._family
 
     def _link(self, pid: int) -> tuple[int, int] | None:
         if pid not in self._links:
@@ -144,6 +173,9 @@ class BadnessResolver:
 
     def inherited(self, pid: int) -> tuple[int, int] | None:
         """(badness, ancestor pid) or None."""
+        family = self.family()
+        if family is not None and pid not in family:
+            return None
         link = self._link(pid)
         if link is None:
             return None

@@ -7,6 +7,7 @@ Extended attributes are real xattrs on the temp files (ext4/tmpfs support them).
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,12 +175,15 @@ class FakeHost:
     def remove_process(self, pid: int) -> None:
         self.processes.pop(pid)
         d = self.proc / str(pid)
-        for f in d.iterdir():
-            f.unlink()
-        d.rmdir()
+        shutil.rmtree(d)
         self._write_procs()
 
     def _write_procs(self) -> None:
+        for p in self.processes.values():  # /proc/PID/task/PID/children, as the kernel's
+            task = self.proc / str(p.pid) / "task" / str(p.pid)
+            task.mkdir(parents=True, exist_ok=True)
+            kids = sorted(c.pid for c in self.processes.values() if c.ppid == p.pid)
+            (task / "children").write_text("".join(f"{k} " for k in kids))
         by_cg: dict[str, list[int]] = {}
         for p in self.processes.values():
             by_cg.setdefault(p.cgroup, []).append(p.pid)

@@ -249,3 +249,18 @@ def test_explain_names_the_source(tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     cands = {c["pid"]: c for c in doc["walk"][0]["candidates"] if c["kind"] == "process"}
     assert (cands[101]["badness_source"], cands[101]["badness_from"]) == ("inherited", 100)
+
+
+def test_without_children_files_every_process_walks_its_chain_to_the_same_answer(
+    tmp_path: Path,
+) -> None:
+    """/proc/PID/task/TID/children (CONFIG_PROC_CHILDREN) only narrows who walks."""
+    import shutil
+
+    host = family(tmp_path)
+    set_pid(host, 100, "900")
+    with_files = sources(host)
+    for pid in host.processes:
+        shutil.rmtree(host.proc / str(pid) / "task")
+    assert sources(host) == with_files
+    assert with_files[102] == (900, "inherited", 100)

@@ -191,6 +191,30 @@ class ProcFs:
         after = data[data.rindex(b")") + 2 :].split()
         return int(after[1]), int(after[19])  # fields 4 and 22
 
+    def children(self, pid: int) -> list[int]:
+        """The children of process ``pid`` (of each of its threads), from
+        ``/proc/PID/task/TID/children`` (CONFIG_PROC_CHILDREN, Linux 3.5+).  Raises
+        Vanished when the process is gone, NotImplementedError without the file."""
+        base = f"{self._root}/{pid}/task"
+        try:
+            tids = os.listdir(base)
+        except OSError as exc:
+            if os.path.isdir(f"{self._root}/{pid}"):  # a /proc without task/ (a fixture)
+                raise NotImplementedError("/proc/PID/task") from None
+            raise Vanished(f"pid {pid}") from exc
+        out: list[int] = []
+        for tid in tids:
+            try:
+                with open(f"{base}/{tid}/children", "rb") as f:
+                    out.extend(int(x) for x in f.read().split())
+            except FileNotFoundError:
+                if not os.path.exists(f"{base}/{tid}"):
+                    continue  # the thread exited meanwhile
+                raise NotImplementedError("/proc/PID/task/TID/children") from None
+            except OSError:
+                continue
+        return out
+
     def exe(self, pid: int) -> str | None:
         """The executable's path (None: not readable, a kernel thread, or gone)."""
         try:
