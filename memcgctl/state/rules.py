@@ -22,11 +22,6 @@ from memcgctl.render.diag import warning
 from memcgctl.state.statedir import Corrupt, read_bounded
 from memcgctl.vocab.errors import PermissionDenied
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
 MAX_FILE_BYTES = 1 << 20
 _AT_LINE = re.compile(r"\(at line ([0-9]+)")
 _RULE_HEADER = re.compile(rb"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.M)
@@ -70,6 +65,12 @@ def rules_mtime(rules_dir: Path) -> tuple[float, ...]:
 
 
 def _parse_file(path: Path, data: bytes) -> list[Rule]:
+    # lazily: only a host with rules files pays for the TOML parser
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
