@@ -296,8 +296,8 @@ def test_the_daemon_says_which_registry_it_uses_and_the_cli_warns_about_another(
     """daemon.json in the daemon's state directory and in the well-known one; a
     set-badness --pid into another registry gets one warning line, into the daemon's
     none; the status goes when the daemon stops."""
-    known = tmp_path / "well-known"
-    monkeypatch.setenv("MEMCGCTL_DAEMON_STATUS_DIR", str(known))
+    known = tmp_path / "run-memcgctl-daemon.json"
+    monkeypatch.setenv("MEMCGCTL_DAEMON_STATUS", str(known))
     cg = cgroups.make("reg")
     set_xattr(cgroups, cg, "oom_delay_ms", "0")
     sleeper = cgroups.sleeper(cg)
@@ -306,16 +306,13 @@ def test_the_daemon_says_which_registry_it_uses_and_the_cli_warns_about_another(
     daemons.append(d)
     d.wait_for("daemon_took_over", cg)
     status = wait_until(
-        lambda: (
-            json.loads((known / "daemon.json").read_text())
-            if (known / "daemon.json").exists()
-            else None
-        ),
+        lambda: json.loads(known.read_text()) if known.exists() else None,
         "the daemon's status",
     )
     assert status == json.loads((theirs / "daemon.json").read_text())
     assert (status["pid"], status["state_dir"]) == (d.proc.pid, str(theirs))
     assert status["registry"] == str(theirs / "badness.json")
+    assert known.stat().st_mode & 0o777 == 0o644  # a user's CLI reads it too
     r = cli(mine, "set-badness", "--pid", str(sleeper.pid), "10")
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("\n") == 1 and (
@@ -325,6 +322,6 @@ def test_the_daemon_says_which_registry_it_uses_and_the_cli_warns_about_another(
     r = cli(theirs, "set-badness", "--pid", str(sleeper.pid), "10")
     assert r.returncode == 0 and r.stderr == ""
     assert d.stop() == 0
-    assert not (known / "daemon.json").exists() and not (theirs / "daemon.json").exists()
+    assert not known.exists() and not (theirs / "daemon.json").exists()
     r = cli(mine, "set-badness", "--pid", str(sleeper.pid), "20")
     assert r.returncode == 0 and r.stderr == ""

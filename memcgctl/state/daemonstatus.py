@@ -3,10 +3,11 @@ instance id ``BOOT_ID/PID/STARTTIME``), on which root, and which state directory
 process registry and rules it uses, so that the CLI and a daemon never silently use
 two registries (``set-badness --pid`` warns when it writes to another one).
 
-A daemon whose state directory is not the well-known one (``/run/memcgctl``, env
-``MEMCGCTL_DAEMON_STATUS_DIR``) writes a copy there too, where a CLI with its own
-``--state-dir`` looks.  Written atomically (0600); removed when the daemon stops;
-a stale one (its instance no longer running) means no daemon.
+The daemon also writes a copy to the well-known ``/run/memcgctl-daemon.json`` (env
+``MEMCGCTL_DAEMON_STATUS``), mode 0644: a CLI with another ``--state-dir`` (a user's
+own, which root's 0700 state directory hides) finds it there.  It says nothing
+secret, and only root can write in /run.  Written atomically; removed when the daemon
+stops; a stale one (its instance no longer running) means no daemon.
 """
 
 from __future__ import annotations
@@ -26,21 +27,17 @@ from memcgctl.state.statedir import (
 )
 
 FILE = "daemon.json"
-WELL_KNOWN = Path("/run/memcgctl")
+WELL_KNOWN = Path("/run/memcgctl-daemon.json")
 MAX_BYTES = 64 << 10
 
 
-def well_known_dir() -> Path:
-    return Path(os.environ.get("MEMCGCTL_DAEMON_STATUS_DIR") or WELL_KNOWN)
+def well_known() -> Path:
+    return Path(os.environ.get("MEMCGCTL_DAEMON_STATUS") or WELL_KNOWN)
 
 
-def status_dirs(state_dir: Path) -> list[Path]:
+def status_files(state_dir: Path) -> list[Path]:
     """Where a daemon's status is written, and where the CLI looks for one."""
-    dirs = [state_dir]
-    known = well_known_dir()
-    if _same(known, state_dir) is False:
-        dirs.append(known)
-    return dirs
+    return [well_known(), state_dir / FILE]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -55,25 +52,28 @@ def write_status(state_dir: Path, doc: dict[str, Any]) -> None:
     import json
 
     data = json.dumps(doc, indent=1).encode() + b"\n"
-    for d in status_dirs(state_dir):
-        with suppress(OSError, Exception):
-            check_state_dir(d, create=True)
-            write_atomic(d / FILE, data)
+    with suppress(Exception):
+        check_state_dir(state_dir, create=True)
+        write_atomic(state_dir / FILE, data)
+    with suppress(Exception):
+        path = well_known()
+        write_atomic(path, data)
+        os.chmod(path, 0o644)
 
 
 def remove_status(state_dir: Path, instance: str) -> None:
     """Remove the status files this instance wrote (not a newer daemon's)."""
-    for d in status_dirs(state_dir):
-        doc = read_status(d)
+    for path in status_files(state_dir):
+        doc = read_status(path)
         if doc is not None and doc.get("instance") == instance:
             with suppress(OSError):
-                os.unlink(d / FILE)
+                os.unlink(path)
 
 
-def read_status(directory: Path) -> dict[str, Any] | None:
-    """The status in ``directory`` (None: none, unreadable or not a status)."""
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The status in file ``path`` (None: none, unreadable or not a status)."""
     try:
-        data = read_bounded(directory / FILE, MAX_BYTES)
+        data = read_bounded(path, MAX_BYTES)
         doc = loads_bounded(data) if data is not None else None
     except (OSError, Corrupt):
         return None
@@ -89,8 +89,8 @@ def running_daemons(state_dir: Path, alive: Callable[[str], bool]) -> list[dict[
     ``alive(instance) -> bool`` tells a running one from a stale file."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for d in status_dirs(state_dir):
-        doc = read_status(d)
+    for path in status_files(state_dir):
+        doc = read_status(path)
         if doc is not None and doc["instance"] not in seen and alive(doc["instance"]):
             seen.add(doc["instance"])
             out.append(doc)
