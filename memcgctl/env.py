@@ -129,14 +129,6 @@ class Env:
             return self.cgroup_of_pid(pid)
         return self.fs.resolve(name if name is not None else default)
 
-    def instance_alive(self, instance: str) -> bool:
-        """Whether daemon instance ``BOOT_ID/PID/STARTTIME`` is running now."""
-        try:
-            boot, pid, start = instance.split("/")
-            return boot == self.proc.boot_id() and self.is_alive(int(pid), int(start))
-        except ValueError:
-            return False
-
     def is_alive(self, pid: int, start_time: int) -> bool:
         try:
             return self.proc.start_time(pid) == start_time

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.realkernel import HELPERS, TestCgroups, journaled, wait_until
 from tests.test_daemon_kernel import REPO, Daemon, daemons, oom_control, set_xattr
 
@@ -288,40 +286,3 @@ def test_rules_are_roots_a_delegated_user_cannot_use_them(cgroups: TestCgroups) 
             assert xattr(cgroups, cg, "badness") is None
     finally:
         shutil.rmtree(base)
-
-
-def test_the_daemon_says_which_registry_it_uses_and_the_cli_warns_about_another(
-    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """daemon.json in the daemon's state directory and in the well-known one; a
-    set-badness --pid into another registry gets one warning line, into the daemon's
-    none; the status goes when the daemon stops."""
-    known = tmp_path / "run-memcgctl-daemon.json"
-    monkeypatch.setenv("MEMCGCTL_DAEMON_STATUS", str(known))
-    cg = cgroups.make("reg")
-    set_xattr(cgroups, cg, "oom_delay_ms", "0")
-    sleeper = cgroups.sleeper(cg)
-    theirs, mine = tmp_path / "daemon-state", tmp_path / "cli-state"
-    d = Daemon(theirs, cgroups.parent)
-    daemons.append(d)
-    d.wait_for("daemon_took_over", cg)
-    status = wait_until(
-        lambda: json.loads(known.read_text()) if known.exists() else None,
-        "the daemon's status",
-    )
-    assert status == json.loads((theirs / "daemon.json").read_text())
-    assert (status["pid"], status["state_dir"]) == (d.proc.pid, str(theirs))
-    assert status["registry"] == str(theirs / "badness.json")
-    assert known.stat().st_mode & 0o777 == 0o644  # a user's CLI reads it too
-    r = cli(mine, "set-badness", "--pid", str(sleeper.pid), "10")
-    assert r.returncode == 0, r.stderr
-    assert r.stderr.count("\n") == 1 and (
-        f"the running daemon (pid {d.proc.pid}) reads process badness from "
-        f"{theirs}/badness.json, not {mine}/badness.json" in r.stderr
-    )
-    r = cli(theirs, "set-badness", "--pid", str(sleeper.pid), "10")
-    assert r.returncode == 0 and r.stderr == ""
-    assert d.stop() == 0
-    assert not known.exists() and not (theirs / "daemon.json").exists()
-    r = cli(mine, "set-badness", "--pid", str(sleeper.pid), "20")
-    assert r.returncode == 0 and r.stderr == ""

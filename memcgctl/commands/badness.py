@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -103,20 +102,6 @@ def _process_setting(env: Env, pid: int) -> Setting:
     return _process_badness(env, pid)[0]
 
 
-def _warn_other_registry(env: Env) -> None:
-    """One line when a running daemon reads process badness from another registry."""
-    from memcgctl.state.daemonstatus import other_registry
-
-    doc = other_registry(env.state_dir, env.instance_alive)
-    if doc is not None:
-        theirs = Path(doc["state_dir"]) / "badness.json"
-        warning(
-            f"the running daemon (pid {doc.get('pid')}) reads process badness from "
-            f"{theirs}, not {env.registry.path}: it will not see this "
-            f"(use --state-dir {doc['state_dir']})"
-        )
-
-
 def _complete_target(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
@@ -173,7 +158,6 @@ def set_badness(
             after = Setting(value, "process") if value is not None else Setting(None, "default")
         doc = {"pid": pid, "comm": comm, "start_time": start}
         what = f"pid {pid} ({comm})"
-        _warn_other_registry(env)
     else:
         target = env.unit_cgroup(unit) if unit is not None else args[0]
         cg, before, after = _change_cgroup_setting(env, target, BADNESS, value, namespace, dry_run)

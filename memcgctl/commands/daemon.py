@@ -196,7 +196,6 @@ def daemon(
     from memcgctl.logic.kernelheuristic import select_kernel
     from memcgctl.logic.priority import select_priority
     from memcgctl.snapshot import kernel_params
-    from memcgctl.state.daemonstatus import remove_status, write_status
     from memcgctl.state.journal import Journal
     from memcgctl.vocab.records import daemon_record
 
@@ -287,38 +286,14 @@ def daemon(
     ports.emit(
         daemon_record("daemon_started", root, policy=policy, dry_run=dry_run, instance=instance)
     )
-    write_status(env.state_dir, _status(env, root, instance, policy, dry_run))
     try:
         loop.run()
     finally:
-        remove_status(env.state_dir, instance)
         owner.unclaim(env.fs, root, instance)
         summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
         if dry_run:
             summary["agreed"] = core.agreed
         ports.emit(daemon_record("daemon_stopped", root, **summary))
-
-
-def _status(
-    env: Env, root: CgroupPath, instance: str, policy: str, dry_run: bool
-) -> dict[str, object]:
-    """What ``STATE_DIR/daemon.json`` says (state/daemonstatus.py)."""
-    from memcgctl import __version__
-    from memcgctl.vocab.records import utc_now_iso
-
-    state = os.path.abspath(env.state_dir)
-    return {
-        "instance": instance,
-        "pid": os.getpid(),
-        "root": root,
-        "state_dir": state,
-        "registry": os.path.join(state, "badness.json"),
-        "rules": os.path.abspath(env.rules_dir),
-        "policy": policy,
-        "dry_run": dry_run,
-        "started": utc_now_iso(),
-        "version": __version__,
-    }
 
 
 def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float:
