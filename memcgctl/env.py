@@ -6,12 +6,14 @@ roots.  Readers are created lazily, so ``--help`` touches nothing.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.hierarchy import Hierarchy, detect_hierarchy, hierarchy_at
+from memcgctl.render.diag import warning
 from memcgctl.state.store import ProcessRegistry
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import NoSuchCgroup, NoSuchProcess, UsageProblem, Vanished
@@ -35,6 +37,7 @@ class Env:
         proc_root: Path = PROC,
         kmsg: str = "/dev/kmsg",
         state_dir: Path = STATE_DIR,
+        default_state_dir: Path = STATE_DIR,
         rules_dir: Path = RULES_DIR,
     ) -> None:
         self.rules_dir = rules_dir
@@ -44,6 +47,7 @@ class Env:
         self.proc_root = proc_root
         self.kmsg = kmsg
         self.state_dir = state_dir
+        self.default_state_dir = default_state_dir  # where a daemon keeps it by default
 
     @cached_property
     def hierarchy(self) -> Hierarchy:
@@ -63,6 +67,7 @@ class Env:
 
     @cached_property
     def registry(self) -> ProcessRegistry:
+        self._warn_if_a_daemon_uses_another()
         from memcgctl.state.store import uptime_ticks
 
         root = str(self.proc_root)
@@ -82,6 +87,35 @@ class Env:
         from memcgctl.snapshot import BadnessResolver
 
         return BadnessResolver(self.proc, self.registry.load_entries(), self.rules)
+
+    def running_daemons(self, state_dir: Path) -> list[dict[str, Any]]:
+        """The status documents in ``state_dir`` of daemons still running (their
+        instance id names this boot and a live pid with the same start time)."""
+        from memcgctl.state.daemonstatus import read_statuses
+
+        out = []
+        for doc in read_statuses(state_dir):
+            try:
+                boot, pid, start = str(doc.get("instance")).split("/")
+                alive = boot == self.proc.boot_id() and self.proc.start_time(int(pid)) == int(start)
+            except (ValueError, Vanished, OSError):
+                alive = False
+            if alive:
+                out.append(doc)
+        return out
+
+    def _warn_if_a_daemon_uses_another(self) -> None:
+        """Process badness lives in the state directory: with another one than a running
+        daemon's (the default's), this command and the daemon disagree silently."""
+        default = self.default_state_dir
+        if os.path.abspath(self.state_dir) == os.path.abspath(default):
+            return
+        for doc in self.running_daemons(default):
+            warning(
+                f"a running daemon (pid {doc.get('pid')}, root {doc.get('root')}) keeps "
+                f"process badness in {default}, not in {self.state_dir}: the process "
+                "badness this command reads or writes is not what it enforces"
+            )
 
     def check_pid(self, pid: int) -> int:
         if pid <= 0:

@@ -23,17 +23,15 @@ from memcgctl.state.store import (
     read_setting,
 )
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
+from memcgctl.vocab.constants import fallback_badness
 from memcgctl.vocab.errors import Vanished
 from memcgctl.vocab.model import (
     BADNESS_DEFAULT,
-    BADNESS_NEVER,
     CgroupInfo,
     KernelParams,
     ProcessInfo,
     Snapshot,
 )
-
-OOM_SCORE_ADJ_MIN = -1000
 
 
 def read_cgroup(fs: CgroupFs, cg: CgroupPath, parent_pod: str | None = None) -> CgroupInfo:
@@ -212,9 +210,8 @@ class BadnessResolver:
                 found = self.inherited(pid)
                 if found is not None:
                     return found[0], "inherited", found[1]
-        if oom_score_adj == OOM_SCORE_ADJ_MIN:
-            return BADNESS_NEVER, "oom_score_adj", None
-        return BADNESS_DEFAULT, "default", None
+        badness, source = fallback_badness(oom_score_adj)
+        return badness, source, None
 
     def resolve_pid(self, pid: int, cgroup: CgroupPath) -> tuple[int, str, int | str | None]:
         """The same for one process read on its own (``get-badness --pid``)."""
@@ -231,12 +228,11 @@ def read_process(
 ) -> ProcessInfo:
     """Raises Vanished if the process exits meanwhile."""
     st, adj, score = proc.status_and_adj(pid, with_oom_score)
+    origin: int | str | None = None
     if not resolver.trivial:
         badness, source, origin = resolver.resolve(pid, st.name, st.uid, cgroup, adj)
-    elif adj == OOM_SCORE_ADJ_MIN:
-        badness, source, origin = BADNESS_NEVER, "oom_score_adj", None
     else:
-        badness, source, origin = BADNESS_DEFAULT, "default", None
+        badness, source = fallback_badness(adj)
     # positional: this runs for every process on the host (bench/predict_bench.py)
     return ProcessInfo(
         pid,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, output_options, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, emit_json, say
 from memcgctl.vocab.units import format_duration_ms
@@ -18,7 +19,7 @@ def _value(key: str, value: int | None) -> str:
     return "unset" if value is None else str(value)
 
 
-@click.command("apply")
+@click.command("apply", epilog=epilog("apply"))
 @click.argument("root_name", metavar="[CGROUP]", required=False, type=CgroupName())
 @click.option(
     "--rules",

@@ -17,6 +17,7 @@ from memcgctl.commands.common import (
     unit_option,
     units_option,
 )
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.diag import warning
 from memcgctl.render.output import Output, emit_json, print_aligned, say
@@ -37,7 +38,7 @@ from memcgctl.state.store import (
     write_setting,
 )
 from memcgctl.vocab.constants import BADNESS_DEFAULT
-from memcgctl.vocab.errors import NoSuchProcess, UsageProblem, Vanished
+from memcgctl.vocab.errors import NoSuchProcess, PermissionDenied, UsageProblem, Vanished
 from memcgctl.vocab.units import format_duration_ms, parse_badness, parse_delay
 
 # A v1 memcg in its OOM delay is paused (oom_kill_disable): its tasks sleep that long.
@@ -98,6 +99,19 @@ def _process_badness(env: Env, pid: int) -> tuple[Setting, int | str | None]:
     return Setting(value, source), origin
 
 
+def _update_registry(env: Env, pid: int, start: int, value: int | None) -> None:
+    """Write the registry; a state directory the user may not write is named with the
+    option that changes it (the default, /run/memcgctl, is root's)."""
+    try:
+        env.registry.update({(pid, start): value}, env.is_alive)
+    except PermissionDenied as exc:
+        raise PermissionDenied(
+            f"{exc.message}: process badness lives in the state directory {env.state_dir}; "
+            "run as its owner, or pass --state-dir DIR (env MEMCGCTL_STATE_DIR) with one of yours",
+            path=exc.path,
+        ) from exc
+
+
 def _process_setting(env: Env, pid: int) -> Setting:
     return _process_badness(env, pid)[0]
 
@@ -113,10 +127,13 @@ def _complete_target(
     return [CompletionItem(v) for v in ("default",) if v.startswith(incomplete)]
 
 
-@click.command("set-badness")
+@click.command("set-badness", epilog=epilog("set-badness"))
 @click.argument("args", nargs=-1, metavar="[TARGET] VALUE", shell_complete=_complete_target)
 @click.option("--pid", type=PidParam(), default=None, help="Set the badness of process PID.")
 @unit_option("Set the badness of the cgroup of systemd unit NAME.")
+@click.option(
+    "--force", is_flag=True, help="Write it on the hierarchy root (/) too, where it has no effect."
+)
 @namespace_option
 @dry_run_option
 @output_options
@@ -126,6 +143,7 @@ def set_badness(
     args: tuple[str, ...],
     pid: int | None,
     unit: str | None,
+    force: bool,
     namespace: str,
     dry_run: bool,
     out: Output,
@@ -152,7 +170,7 @@ def set_badness(
             _check_victim_candidate(env, pid, comm)
         before = _process_setting(env, pid)
         if not dry_run:
-            env.registry.update({(pid, start): value}, env.is_alive)
+            _update_registry(env, pid, start, value)
             after = _process_setting(env, pid)
         else:
             after = Setting(value, "process") if value is not None else Setting(None, "default")
@@ -160,6 +178,11 @@ def set_badness(
         what = f"pid {pid} ({comm})"
     else:
         target = env.unit_cgroup(unit) if unit is not None else args[0]
+        if env.fs.resolve(target).is_root and not force:
+            raise UsageProblem(
+                "/: the hierarchy root is never compared with anything (no siblings), so its "
+                "badness has no effect; set it on its children (or --force)"
+            )
         cg, before, after = _change_cgroup_setting(env, target, BADNESS, value, namespace, dry_run)
         doc = {"cgroup": cg}
         what = cg
@@ -178,7 +201,7 @@ def set_badness(
         say(change_line(what, "badness", dry_run, badness_setting(before), badness_setting(after)))
 
 
-@click.command("get-badness")
+@click.command("get-badness", epilog=epilog("get-badness"))
 @click.argument("targets", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @click.option(
     "--pid", "pids", type=PidParam(), multiple=True, help="Show process PID (repeatable)."
@@ -254,7 +277,7 @@ def _complete_delay_args(
     ]
 
 
-@click.command("set-delay")
+@click.command("set-delay", epilog=epilog("set-delay"))
 @click.argument("args", nargs=-1, metavar="[CGROUP] DURATION", shell_complete=_complete_delay_args)
 @pid_option("Set the OOM delay of the memory cgroup of PID.")
 @unit_option("Set the OOM delay of the cgroup of systemd unit NAME.")
@@ -311,7 +334,7 @@ def set_delay(
         say(change_line(cg, "OOM delay", dry_run, delay_setting(before), delay_setting(after)))
 
 
-@click.command("get-delay")
+@click.command("get-delay", epilog=epilog("get-delay"))
 @click.argument("cgroups", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @pids_option("Show the memory cgroup of PID (repeatable).")
 @units_option("Show the cgroup of systemd unit NAME (repeatable).")

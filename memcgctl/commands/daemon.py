@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -11,11 +12,12 @@ from pathlib import Path
 import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.vocab.cgpath import CgroupPath
-from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
+from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.units import parse_delay, parse_duration_ms
 
@@ -45,7 +47,7 @@ def _seconds(text: str) -> float:
     return parse_duration_ms(text) / 1000
 
 
-@click.command()
+@click.command(epilog=epilog("daemon"))
 @click.option(
     "--root",
     "root_name",
@@ -143,6 +145,30 @@ def _seconds(text: str) -> float:
     "pages are never reclaimed while it handles an OOM).",
 )
 @click.option(
+    "--pre-kill",
+    "pre_kill",
+    metavar="CMD",
+    default=None,
+    help="Run CMD (sh -c) when a victim is chosen, before it is killed; env "
+    "MEMCGCTL_VICTIM_PID, MEMCGCTL_VICTIM_CGROUP, MEMCGCTL_VICTIM_BADNESS.  Never delays "
+    "the kill: it gets at most --hook-timeout and never past the kill's deadline.",
+)
+@click.option(
+    "--post-kill",
+    "post_kill",
+    metavar="CMD",
+    default=None,
+    help="Run CMD (sh -c) after a kill, in the background; env as --pre-kill, plus "
+    "MEMCGCTL_KILLED_PIDS.",
+)
+@click.option(
+    "--hook-timeout",
+    default="1s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a hook may run before it is killed (with its process group).",
+)
+@click.option(
     "--rules",
     "rules_dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -170,6 +196,9 @@ def daemon(
     guard: str | None,
     no_guardian: bool,
     no_mlock: bool,
+    pre_kill: str | None,
+    post_kill: str | None,
+    hook_timeout: str,
     rules_dir: Path | None,
     dry_run: bool,
 ) -> None:
@@ -192,6 +221,7 @@ def daemon(
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
     from memcgctl.daemon.rulesync import RulesSync
+    from memcgctl.daemon.status import StatusCore
     from memcgctl.daemon.valve import HostLines, Tuning
     from memcgctl.logic.kernelheuristic import select_kernel
     from memcgctl.logic.priority import select_priority
@@ -208,9 +238,7 @@ def daemon(
         _guard(env, root, guard)
         return
     if release:
-        for cg, knobs in owner.release(env.fs, env.proc, root, dry_run=dry_run):
-            verb = "would restore" if dry_run else "restored"
-            click.echo(f"{cg}: {verb} {', '.join(knobs) or 'nothing (mark only)'}")
+        _release(env, root, dry_run)
         return
     host_ms = parse_delay(host_delay) if host_delay is not None else None
     if host_ms is not None and not root.is_root:
@@ -259,10 +287,19 @@ def daemon(
         instance=instance,
         log=sys.stderr,
     )
-    try:
-        owner.claim(env.fs, root, instance)
-    except MemcgctlError as exc:
-        _log(Priority.WARNING, f"cannot claim {root}: {exc}; a second daemon would not be refused")
+    # a non-root shadow run (trying it out) gets one line for what it goes without
+    unprivileged_shadow = dry_run and os.geteuid() != 0
+    if unprivileged_shadow:
+        _log(Priority.WARNING, _shadow_note(env, root))
+        ports.say_no_kernel_log = False
+    else:
+        try:
+            owner.claim(env.fs, root, instance)
+        except MemcgctlError as exc:
+            _log(
+                Priority.WARNING,
+                f"cannot claim {root}: {exc}; a second daemon would not be refused",
+            )
 
     def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
         if policy == "kernel":
@@ -271,17 +308,43 @@ def daemon(
 
     if not dry_run and not no_guardian:
         _start_guardian(env, root, instance)
-    if not no_mlock:
+    if not no_mlock and not unprivileged_shadow:
         _mlockall()
     settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
-    core = DaemonCore(ports, select, settings, clock=time.monotonic)
+    hooks = None
+    if pre_kill or post_kill:
+        from memcgctl.daemon.hooks import Hooks
+
+        hooks = Hooks(
+            pre_kill,
+            post_kill,
+            _seconds(hook_timeout),
+            lambda kind, cg, **f: ports.emit(daemon_record(kind, cg, **f)),
+        )
+    core = DaemonCore(ports, select, settings, clock=time.monotonic, hooks=hooks)
+    # `memcgctl status` reads what it manages from STATE_DIR/daemon-PID.json
+    status = StatusCore(
+        core,
+        env.state_dir,
+        StatusCore.facts_of(
+            instance=instance,
+            root=str(root),
+            policy=policy,
+            dry_run=dry_run,
+            host_delay_ms=host_ms,
+            state_dir=str(env.state_dir),
+            hierarchy={"mount": str(env.fs.mount), "version": env.fs.version},
+        ),
+        valves=lambda: dict(ports.valves),
+    )
+    ports.emit = status.counted(ports.emit)  # type: ignore[method-assign,assignment]
     rules = RulesSync(
         env,
         root,
         lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields)),
         dry_run=dry_run,
     )
-    loop = Loop(core, ports, rescan_interval=rescan_s, before_rescan=rules.check)
+    loop = Loop(status, ports, rescan_interval=rescan_s, before_rescan=rules.check)
     loop.install_signal_handlers()
     ports.emit(
         daemon_record("daemon_started", root, policy=policy, dry_run=dry_run, instance=instance)
@@ -289,11 +352,49 @@ def daemon(
     try:
         loop.run()
     finally:
-        owner.unclaim(env.fs, root, instance)
-        summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
-        if dry_run:
-            summary["agreed"] = core.agreed
-        ports.emit(daemon_record("daemon_stopped", root, **summary))
+        try:
+            owner.unclaim(env.fs, root, instance)
+            summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
+            if dry_run:
+                summary["agreed"] = core.agreed
+            ports.emit(daemon_record("daemon_stopped", root, **summary))
+        finally:
+            ports.close_journal()  # after the last record: it reaches the journal
+
+
+def _shadow_note(env: Env, root: CgroupPath) -> str:
+    """The one line a non-root ``--dry-run`` starts with: what it runs without."""
+    without = [f"a claim on {root} (a second daemon is not refused)", "mlock"]
+    try:
+        os.close(os.open(env.kmsg, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError as exc:
+        without.append(
+            f"the kernel log ({env.kmsg}: {exc.strerror}; the kernel's own victims are not shown)"
+        )
+    return f"not root (uid {os.geteuid()}): shadow mode without {', '.join(without)}"
+
+
+def _release(env: Env, root: CgroupPath, dry_run: bool) -> None:
+    """``--release``: restore (or say what would be restored) the knobs and claims of
+    daemons no longer running; one line even when there is nothing."""
+    from memcgctl.daemon import owner
+
+    verb = "would restore" if dry_run else "restored"
+    stale: list[CgroupPath] = []
+    if dry_run:  # a real release removes them silently (its own report is the knobs)
+        for cg in env.fs.walk(root):
+            with contextlib.suppress(Vanished, MemcgctlError):
+                held = owner.claim_of(env.fs, cg)
+                if held is not None and not owner.instance_alive(env.proc, held):
+                    stale.append(cg)
+    done = owner.release(env.fs, env.proc, root, dry_run=dry_run)
+    for cg, knobs in done:
+        click.echo(f"{cg}: {verb} {', '.join(knobs) or 'nothing (mark only)'}")
+    for cg in stale:
+        pid = owner.instance_pid(owner.claim_of(env.fs, cg) or "")
+        click.echo(f"{cg}: would remove the claim of stopped daemon pid {pid}")
+    if dry_run and not done and not stale:  # (a real release stays quiet: ExecStopPost)
+        click.echo(f"{root}: would release nothing (no marks or claims of stopped daemons)")
 
 
 def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float:

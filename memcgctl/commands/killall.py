@@ -18,6 +18,7 @@ from memcgctl.commands.common import (
     pid_option,
     unit_option,
 )
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render import diag
 from memcgctl.render.output import Output, emit_json, say
@@ -32,7 +33,7 @@ def _survivor_text(report: KillReport, limit: int = 10) -> str:
     return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
 
-@click.command("kill-all")
+@click.command("kill-all", epilog=epilog("kill-all"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option("Kill the whole memory cgroup of PID.")
 @unit_option("Kill the whole cgroup of systemd unit NAME.")
@@ -98,6 +99,7 @@ def kill_all(
     sig = parse_signal(sig_text)
     top = env.target_cgroup(cgroup, pid, unit=unit)
     killer = make_killer(env.proc_root, env.fs, env.proc)
+    killer.check_not_root(top)  # before anything walks the subtree (the OOM sample does)
     if dry_run:
         targets, phases = killer.plan(top, sig, grace, mechanism)
         if out.json:

@@ -14,6 +14,7 @@ from memcgctl.commands.common import (
     pid_option,
     unit_option,
 )
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.logic.decision import KERNEL, POLICIES, PRIORITY, Decision
 from memcgctl.logic.kernelheuristic import select_kernel
@@ -93,7 +94,7 @@ def predict_json(
     return doc
 
 
-@click.command("predict-victim")
+@click.command("predict-victim", epilog=epilog("predict-victim"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option("Use the memory cgroup of PID as the OOM root.")
 @unit_option("Use the cgroup of systemd unit NAME as the OOM root.")

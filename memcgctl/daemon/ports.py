@@ -91,6 +91,7 @@ class RealPorts(Knobs):
         self.valves: dict[Scope, Valve] = {}
         self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
+        self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
@@ -101,7 +102,10 @@ class RealPorts(Knobs):
         try:
             self.kernel_log = KernelLog(self.env)
         except (MemcgctlError, OSError) as exc:
-            self._log(Priority.WARNING, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc))
+            if self.say_no_kernel_log:
+                self._log(
+                    Priority.WARNING, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc)
+                )
 
     def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call,
@@ -170,20 +174,38 @@ class RealPorts(Knobs):
         self.watches[HOST] = watches
         return Managed("host", ROOT)  # the host's victims are chosen in the whole hierarchy
 
-    def _domain(self, cg: CgroupPath) -> CgroupPath | None:
+    def _domain(self, cg: CgroupPath, bound: CgroupPath | None = None) -> CgroupPath | None:
         """The OOM domain of cg inside our root: cg or the nearest ancestor with a
-        memory.max."""
+        memory.max, no higher than ``bound``."""
         cur: CgroupPath | None = cg
         while cur is not None and not cur.is_root:
             if self.fs.limit(cur) is not None:
                 return cur
-            if cur == self.root:
+            if cur in (self.root, bound):
                 return None
             cur = cur.parent
         return None
 
+    def _delegation_bound(self, cg: CgroupPath) -> CgroupPath | None:
+        """Where a delay set through ``user.*`` stops (SPEC §2.3): the top of its
+        owner's delegation, so that the valve, the freeze and the escalation never
+        reach a cgroup that owner does not own.  None for a ``trusted.*`` delay."""
+        from memcgctl.state.store import OOM_DELAY, delegation_root, read_setting
+
+        if read_setting(self.fs, cg, OOM_DELAY).source != "user":
+            return None
+        return delegation_root(self.fs, cg)
+
     def _take_valve(self, cg: CgroupPath) -> Managed | None:
-        domain = self._domain(cg)
+        bound = self._delegation_bound(cg)
+        domain = self._domain(cg, bound)
+        if domain is None and bound is not None and self._domain(cg) is not None:
+            self._cannot(
+                cg,
+                f"user.* delay ignored: no memory.max on it or above it inside its "
+                f"owner's delegation (up to {bound}); the limit above is not theirs",
+            )
+            return None
         if domain is None:
             self._cannot(
                 cg,
@@ -243,12 +265,17 @@ class RealPorts(Knobs):
             w.close()
 
     def close_all(self) -> None:
-        self.writer.close()
+        """Every fd.  The journal writer stays open for the records of the way out
+        (``daemon_stopped`` and its shadow-mode summary): :meth:`close_journal`."""
         for cg in list(self.watches):
             self._close(cg)
         if self.kernel_log is not None:
             self.kernel_log.close()
             self.kernel_log = None
+
+    def close_journal(self) -> None:
+        """The journal writer's last flush (bounded), after the last record."""
+        self.writer.close()
 
     # -- notifications (for the loop) ----------------------------------------------------
     def fds(self) -> dict[int, Scope | str]:

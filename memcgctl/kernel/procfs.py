@@ -297,7 +297,9 @@ class ProcFs:
         clock follows to within a millisecond (``btime`` in /proc/stat is whole
         seconds).  On a fixture tree: ``btime`` from its ``stat``."""
         if self._root == "/proc":
-            return time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+            # to the millisecond: two processes (two `events --follow`) then stamp the
+            # same kernel record with the same time
+            return round(time.time() - time.clock_gettime(time.CLOCK_MONOTONIC), 3)
         try:
             for line in read_text(f"{self._root}/stat").splitlines():
                 if line.startswith("btime "):

@@ -9,7 +9,7 @@ Commands build the data and pick the field list; nothing here reads a file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memcgctl.render.output import Field, with_guides
@@ -65,48 +65,92 @@ def badness_short(value: int, source: str) -> str:
 
 
 class TreeRow(NamedTuple):
-    label: str  # the cgroup's name with its tree guides
+    label: str  # the cgroup's name (or a process's pid and comm) with its tree guides
     cgroup: CgroupInfo
+    process: ProcessInfo | None = None  # ``tree -p``: a process row, in ``cgroup``
 
 
-def tree_rows(snap: Snapshot, root: CgroupPath) -> list[TreeRow]:
+def tree_rows(snap: Snapshot, root: CgroupPath, processes: bool = False) -> list[TreeRow]:
     """The cgroups below ``root`` in pre-order, the root by its path, the others by
-    their name after the guides."""
+    their name after the guides; with ``processes`` (``tree -p``, as ``systemd-cgls``)
+    each cgroup's own processes first, as ``PID COMM`` leaves."""
+    Node = tuple["CgroupInfo", "ProcessInfo | None"]
 
-    def kids(cg: CgroupInfo) -> list[CgroupInfo]:
-        return [snap.cgroups[k] for k in cg.children if k in snap.cgroups]
+    def kids(node: Node) -> list[Node]:
+        cg, proc = node
+        if proc is not None:
+            return []
+        procs: list[Node] = (
+            [(cg, p) for p in sorted(snap.processes_in(cg.path), key=lambda p: p.pid)]
+            if processes
+            else []
+        )
+        return procs + [(snap.cgroups[k], None) for k in cg.children if k in snap.cgroups]
 
-    return [
-        TreeRow(cg.path if not guides else guides + cg.path.name, cg)
-        for guides, cg in with_guides(snap.cgroups[root], kids)
-    ]
+    rows = []
+    top: Node = (snap.cgroups[root], None)
+    for guides, (cg, proc) in with_guides(top, kids):
+        if proc is not None:
+            rows.append(TreeRow(f"{guides}{proc.pid} {proc.comm}", cg, proc))
+        else:
+            rows.append(TreeRow(cg.path if not guides else guides + cg.path.name, cg))
+    return rows
 
+
+def _cg(cell: Callable[[CgroupInfo], str]) -> Callable[[TreeRow], str]:
+    """A cgroup column's cell; blank on a process row."""
+    return lambda r: "" if r.process is not None else cell(r.cgroup)
+
+
+def _tree_badness(r: TreeRow, short: bool) -> str:
+    value, source = (
+        (r.process.badness, r.process.badness_source)
+        if r.process is not None
+        else (r.cgroup.badness, r.cgroup.badness_source)
+    )
+    if short:
+        return badness_short(value, source)
+    if r.process is not None:
+        return process_badness_cell(r.process)
+    return cgroup_badness_cell(r.cgroup)
+
+
+# a cgroup name is shortened ("…") to no fewer characters than this to keep BADNESS
+NAME_MIN = 24
 
 CGROUP_FIELDS: tuple[Field[TreeRow], ...] = (
-    Field("CGROUP", lambda r: r.label),
-    Field("USAGE", lambda r: format_bytes(r.cgroup.usage_bytes), right=True),
+    Field("CGROUP", lambda r: r.label, elide=NAME_MIN),
+    Field(
+        "USAGE",
+        lambda r: (
+            format_kb(r.process.rss_kb)
+            if r.process is not None
+            else format_bytes(r.cgroup.usage_bytes)
+        ),
+        right=True,
+    ),
     Field(
         "LIMIT",
-        lambda r: "max" if r.cgroup.limit_bytes is None else format_bytes(r.cgroup.limit_bytes),
+        _cg(lambda c: "max" if c.limit_bytes is None else format_bytes(c.limit_bytes)),
         right=True,
     ),
     Field(
         "BADNESS",
-        lambda r: cgroup_badness_cell(r.cgroup),
+        lambda r: _tree_badness(r, False),
         priority=1,
         short="BAD",
-        short_cell=lambda r: badness_short(r.cgroup.badness, r.cgroup.badness_source),
+        short_cell=lambda r: _tree_badness(r, True),
     ),
-    Field("DELAY", lambda r: format_duration_ms(r.cgroup.oom_delay_ms), priority=4),
-    Field("OOM.GROUP", lambda r: yesno(r.cgroup.oom_group), priority=5, short="GRP"),
-    Field("UNDER_OOM", lambda r: yesno(r.cgroup.under_oom), priority=2, short="OOM"),
+    Field("DELAY", _cg(lambda c: format_duration_ms(c.oom_delay_ms)), priority=4),
+    Field("OOM.GROUP", _cg(lambda c: yesno(c.oom_group)), priority=5, short="GRP"),
+    Field("UNDER_OOM", _cg(lambda c: yesno(c.under_oom)), priority=2, short="OOM"),
     Field(
         "KILLS",
-        lambda r: "-" if r.cgroup.oom_kills_local is None else str(r.cgroup.oom_kills_local),
+        _cg(lambda c: "-" if c.oom_kills_local is None else str(c.oom_kills_local)),
         right=True,
         priority=3,
     ),
-    Field("TASKS", lambda r: str(r.cgroup.nr_tasks), right=True, priority=1),
+    Field("TASKS", _cg(lambda c: str(c.nr_tasks)), right=True, priority=1),
 )
 
 # -- ps: one row per process -----------------------------------------------------------

@@ -74,6 +74,23 @@ def delegation_allows_user(fs: CgroupFs, cg: CgroupPath) -> bool:
     return owner == parent_owner
 
 
+def delegation_root(fs: CgroupFs, cg: CgroupPath) -> CgroupPath:
+    """The top of the delegation ``cg`` lies in: its highest ancestor (or ``cg``) reached
+    through directories that all have ``cg``'s owner.  A ``user.*`` setting on ``cg``
+    may act on this subtree only (SPEC §2.3): above it is a cgroup its owner does not
+    own.  Raises Vanished when ``cg`` is gone."""
+    owner = fs.owner(cg)
+    top = cg
+    while top.parent is not None:
+        try:
+            if fs.owner(top.parent) != owner:
+                break
+        except (Vanished, OSError):
+            break
+        top = top.parent
+    return top
+
+
 def read_setting(fs: CgroupFs, cg: CgroupPath, key: str) -> Setting:
     value = _parse(fs.get_xattr(cg, f"trusted.{key}"), key)
     if value is not None:
@@ -231,8 +248,17 @@ class ProcessRegistry:
             return {}, None, None
         try:
             data = read_bounded(self.path, self.MAX_BYTES)
-        except (PermissionError, IsADirectoryError):
-            return {}, None, None  # root's registry, read by another user: nothing to honour
+        except IsADirectoryError:
+            return {}, None, None
+        except PermissionError:
+            # root's registry, read by another user: nothing to honour, but say so once
+            # (the badness shown would otherwise silently differ from what root sees)
+            self._warn_once(
+                "unreadable",
+                f"{self.path}: not readable by uid {os.geteuid()}; process badness "
+                "registered there is not shown (run as its owner, or pass --state-dir)",
+            )
+            return {}, None, None
         if data is None:
             return {}, None, None
         entries, bad = self._parse(data)
