@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import click
 
@@ -167,6 +168,14 @@ def _seconds(text: str) -> float:
     metavar="DURATION",
     help="How long a hook may run before it is killed (with its process group).",
 )
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Badness rules directory (default: the global --rules). Reloaded on SIGHUP and "
+    "when a file changes; a bad file keeps the last good rules.",
+)
 @dry_run_option
 @pass_env
 def daemon(
@@ -190,6 +199,7 @@ def daemon(
     pre_kill: str | None,
     post_kill: str | None,
     hook_timeout: str,
+    rules_dir: Path | None,
     dry_run: bool,
 ) -> None:
     """Enforce the priority policy as a userspace OOM handler.
@@ -211,6 +221,7 @@ def daemon(
     from memcgctl.daemon.guardian import Heartbeat
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
+    from memcgctl.daemon.rulesync import RulesSync
     from memcgctl.daemon.sdnotify import Notifier
     from memcgctl.daemon.status import StatusCore
     from memcgctl.daemon.valve import HostLines, Tuning
@@ -223,7 +234,11 @@ def daemon(
     from memcgctl.state.retention import cgroup_owner
     from memcgctl.vocab.records import daemon_record
 
+    if rules_dir is not None:
+        env.rules_dir = rules_dir
     root = env.fs.resolve(root_name)
+    if guard is None and not release:
+        env.rules  # noqa: B018 - bad rules at start: exit 2 before taking anything over
     if guard is not None:
         _guard(env, root, guard)
         return
@@ -343,8 +358,20 @@ def daemon(
         valves=lambda: dict(ports.valves),
     )
     ports.emit = status.counted(ports.emit)  # type: ignore[method-assign,assignment]
+    rules = RulesSync(
+        env,
+        root,
+        lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields)),
+        dry_run=dry_run,
+    )
     liveness = Liveness(core, time.monotonic, Notifier(), heartbeat)
-    loop = Loop(status, ports, rescan_interval=rescan_s, max_sleep=liveness.max_sleep())
+    loop = Loop(
+        status,
+        ports,
+        rescan_interval=rescan_s,
+        max_sleep=liveness.max_sleep(),
+        before_rescan=rules.check,
+    )
     loop.install_signal_handlers()
     ports.emit(
         daemon_record("daemon_started", root, policy=policy, dry_run=dry_run, instance=instance)

@@ -361,6 +361,8 @@ class DaemonCore:
             "comm": victim.comm,
             "victim_cgroup": victim.cgroup,
             "badness": victim.badness,
+            "badness_source": victim.badness_source,
+            "badness_from": victim.badness_from,
             "round": w.rounds + 1,
             "waited_ms": round((now - w.episode_start) * 1000) if w.episode_start else 0,
             "reasons": reason_lines(decision.reasons),
@@ -434,6 +436,8 @@ class DaemonCore:
                 comm=pv.comm,
                 victim_cgroup=pv.cgroup,
                 badness=pv.badness,
+                badness_source=pv.badness_source,
+                badness_from=pv.badness_from,
                 reasons=reason_lines(decision.reasons),
             )
         self._emit(

@@ -28,6 +28,7 @@ from memcgctl.vocab.records import DaemonRecord, Event, journaled, user_kill, ut
 
 _PRIORITY = {
     "daemon_kill": Priority.WARNING,
+    "rules_rejected": Priority.ERR,
     "daemon_escalated": Priority.WARNING,
     "under_oom": Priority.NOTICE,
     "no_victim": Priority.ERR,
