@@ -293,26 +293,53 @@ def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float
 
 
 def _start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
-    """A small process that outlives a SIGKILLed daemon and restores its marks: it
-    holds a pidfd on the daemon and runs ``daemon --release`` for this instance once
-    the daemon is gone (an orderly stop has released everything: it finds nothing).
-    systemd's ExecStopPost does the same; this covers daemons run without systemd."""
+    """A small process that outlives a SIGKILLed daemon and restores its marks.
+
+    It is a bare interpreter (``-S -I``) running memcgctl/daemon/guardian.py alone, which
+    imports nothing beyond ``os``: it waits for end-of-file on a pipe whose only write
+    end this process holds (close-on-exec, kept open for its whole life), then execs
+    ``daemon --guard`` for this instance, which releases its marks (after an orderly stop
+    it finds nothing).  systemd's ExecStopPost does the same; this covers daemons run
+    without systemd."""
     import subprocess
 
-    argv = [sys.executable, "-m", "memcgctl", "--proc-root", str(env.proc_root)]
-    if env.cgroup_root is not None:
-        argv += ["--cgroup-root", str(env.cgroup_root)]
-    argv += ["daemon", "--root", root, "--guard", instance]
+    global _guardian_pipe
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC)
+    except OSError as exc:
+        _log(Priority.WARNING, f"no guardian ({exc}): a SIGKILL would leave marks until --release")
+        return
     try:
         subprocess.Popen(
-            argv,
+            guardian_argv(env, root, instance, r),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             start_new_session=True,
             close_fds=True,
+            pass_fds=(r,),
         )
     except OSError as exc:
+        os.close(w)
         _log(Priority.WARNING, f"no guardian ({exc}): a SIGKILL would leave marks until --release")
+    else:
+        _guardian_pipe = w  # never closed: the kernel closes it when this process dies
+    finally:
+        os.close(r)
+
+
+_guardian_pipe: int | None = None
+
+
+def guardian_argv(env: Env, root: CgroupPath, instance: str, fd: int) -> list[str]:
+    """The guardian's command line: a bare interpreter, the guardian's file, the pipe's
+    read end, then what it execs once the daemon is gone."""
+    from memcgctl.daemon import guardian
+
+    full = [sys.executable, "-m", "memcgctl", "--proc-root", str(env.proc_root)]
+    if env.cgroup_root is not None:
+        full += ["--cgroup-root", str(env.cgroup_root)]
+    full += ["daemon", "--root", root, "--guard", instance]
+    return [sys.executable, "-S", "-I", str(guardian.__file__), str(fd), *full]
 
 
 def _guard(env: Env, root: CgroupPath, instance: str) -> None:
