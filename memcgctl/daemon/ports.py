@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import sys
+import time
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -23,6 +24,7 @@ from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
     SHORT,
+    HostRate,
     Tuning,
     committed,
     host_available,
@@ -92,6 +94,7 @@ class RealPorts(Knobs):
         self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
         self._has_swap = True  # until managed() has looked
+        self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
         )
@@ -324,7 +327,9 @@ class RealPorts(Knobs):
             if isinstance(cg, HostScope):
                 avail, total = host_available(self.proc.meminfo_kb())
                 hl = self.tuning.host
-                return Level(host_level(avail, total, hl), host_poll_interval(avail, total, hl))
+                rate = self.host_rate.update(time.monotonic(), avail)
+                poll = host_poll_interval(avail, total, hl, rate)
+                return Level(host_level(avail, total, hl), poll)
             v = self.valves.get(cg)
             if v is not None:
                 v = self._refresh(v)
