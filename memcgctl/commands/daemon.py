@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import click
 
@@ -185,9 +185,8 @@ def daemon(
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
     from memcgctl.daemon.valve import HostLines, Tuning
-    from memcgctl.logic.kernelheuristic import select_kernel
     from memcgctl.logic.priority import select_priority
-    from memcgctl.snapshot import kernel_params
+    from memcgctl.snapshot import kernel_params  # every decision's snapshot: load it now
     from memcgctl.state.journal import Journal
     from memcgctl.vocab.records import daemon_record
 
@@ -252,10 +251,12 @@ def daemon(
     except MemcgctlError as exc:
         _log(Priority.WARNING, f"cannot claim {root}: {exc}; a second daemon would not be refused")
 
-    def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
-        if policy == "kernel":
+    select: Callable[[Snapshot, CgroupPath, Iterable[int]], Decision] = select_priority
+    if policy == "kernel":  # imported now, never in the middle of an OOM; only if used
+        from memcgctl.logic.kernelheuristic import select_kernel
+
+        def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
             return select_kernel(snap, oom_root, kernel_params(env.proc, snap))
-        return select_priority(snap, oom_root, exclude)
 
     if not dry_run and not no_guardian:
         _start_guardian(env, root, instance)
