@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from memcgctl.daemon.valve import (
@@ -27,6 +29,7 @@ from memcgctl.daemon.valve import (
     lines,
     memcg_level,
 )
+from memcgctl.kernel.procfs import ProcFs
 
 
 def test_headroom_is_a_share_with_a_floor_and_a_ceiling() -> None:
@@ -132,3 +135,17 @@ def test_host_rate_follows_the_fall_and_forgets_slowly() -> None:
     for i in range(40):
         r.update(0.4 + i / 10, 480 * MIB)
     assert r.rate == 0.0  # idle again: back to the idle interval
+
+
+def test_meminfo_fields_by_search_match_the_full_parse(tmp_path: Path) -> None:
+    """The host poll's cheap reader agrees with the full parse, on this host's real
+    /proc/meminfo and on odd input (first line, missing key, no trailing newline)."""
+    real = ProcFs(Path("/proc"))
+    keys = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
+    full = real.meminfo_kb()
+    some = real.meminfo_kb_of(*keys)
+    assert set(some) == {k for k in keys if k in full}
+    assert some["MemTotal"] == full["MemTotal"]  # the one value that cannot move between reads
+    (tmp_path / "meminfo").write_text("MemTotal:  1000 kB\nMemFreeX: 3 kB\nSwapFree: 7 kB")
+    fake = ProcFs(tmp_path)
+    assert fake.meminfo_kb_of(*keys) == {"MemTotal": 1000, "SwapFree": 7}

@@ -47,6 +47,7 @@ AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _VALVE_EVENTS = ("high", "max", "oom")
+HOST_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
 
 
 CAP_SYS_RESOURCE = 24
@@ -325,7 +326,7 @@ class RealPorts(Knobs):
     def level(self, cg: Scope) -> Level:
         try:
             if isinstance(cg, HostScope):
-                avail, total = host_available(self.proc.meminfo_kb())
+                avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
                 hl = self.tuning.host
                 rate = self.host_rate.update(time.monotonic(), avail)
                 poll = host_poll_interval(avail, total, hl, rate)
