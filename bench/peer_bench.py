@@ -211,6 +211,18 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def wakeups(pids: list[int]) -> int:
+    """Voluntary context switches of every thread: how often they went to sleep."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+    return total
+
+
 def resident(pids: list[int]) -> tuple[float, float]:
     """(RssAnon + RssFile, Pss) in MiB, summed over pids."""
     rss = pss = 0
@@ -232,6 +244,7 @@ class Peer:
     times: dict[str, list[float]] = field(default_factory=dict)
     outcomes: dict[str, list[str]] = field(default_factory=dict)
     idle: dict[str, float] = field(default_factory=dict)
+    wakes: dict[str, float] = field(default_factory=dict)
     rss: tuple[float, float] = (0.0, 0.0)
 
 
@@ -246,7 +259,8 @@ def peers(tmp: Path) -> list[Peer]:
     earlyoom = shutil.which("earlyoom")
     if earlyoom is not None:
         argv = [earlyoom, "-m", "10,5", "-r", "0", "--prefer", "^batch$", "--avoid", "^important$"]
-        out.append(Peer("earlyoom", lambda: Handler("earlyoom", argv, "SIGKILL when")))
+        eo = argv
+        out.append(Peer("earlyoom", lambda: Handler("earlyoom", eo, "SIGKILL when")))
     else:
         print("skip earlyoom: not installed (Debian package earlyoom)", file=sys.stderr)
     nohang = shutil.which("nohang")
@@ -260,7 +274,8 @@ def peers(tmp: Path) -> list[Peer]:
         )
         (tmp / "nohang.conf").write_text(text)
         argv = [nohang, "--monitor", "-c", str(tmp / "nohang.conf")]
-        out.append(Peer("nohang", lambda: Handler("nohang", argv, "Monitoring has started")))
+        nh = argv
+        out.append(Peer("nohang", lambda: Handler("nohang", nh, "Monitoring has started")))
     else:
         print("skip nohang: not installed (Debian package nohang)", file=sys.stderr)
     return out
@@ -326,7 +341,7 @@ def episode(
         wait_memory_back(base_avail - 32 * MIB)
 
 
-def idle_cpu(peer: Peer, seconds: float, used_share: float | None) -> float:
+def idle_cpu(peer: Peer, seconds: float, used_share: float | None) -> tuple[float, float]:
     """CPU share (%) of the handler's processes over seconds, the guest idle; with
     used_share, a ballast first makes MemTotal - MemAvailable that share of MemTotal."""
     if used_share is not None:
@@ -338,12 +353,14 @@ def idle_cpu(peer: Peer, seconds: float, used_share: float | None) -> float:
         h.ready()
         time.sleep(2)
         pids = h.pids()
-        t0, c0 = time.monotonic(), cpu_ticks(pids)
+        t0, c0, w0 = time.monotonic(), cpu_ticks(pids), wakeups(pids)
         time.sleep(seconds)
-        share = (cpu_ticks(pids) - c0) / TICK / (time.monotonic() - t0) * 100
+        took = time.monotonic() - t0
+        share = (cpu_ticks(pids) - c0) / TICK / took * 100
+        rate = (wakeups(pids) - w0) / took
         if used_share is None:
             peer.rss = resident(pids)
-        return share
+        return share, rate
     finally:
         h.stop()
         drop_ballast()
@@ -368,9 +385,13 @@ def in_guest(args: argparse.Namespace) -> int:
     base_avail = meminfo()["MemAvailable"]
     try:
         for p in ps:
-            p.idle["empty"] = idle_cpu(p, args.idle, None)
-            p.idle["69 % used"] = idle_cpu(p, args.idle, 0.69)
-            print(f"{p.name}: idle {p.idle}, resident {p.rss}", file=sys.stderr, flush=True)
+            p.idle["empty"], p.wakes["empty"] = idle_cpu(p, args.idle, None)
+            p.idle["69 % used"], p.wakes["69 % used"] = idle_cpu(p, args.idle, 0.69)
+            print(
+                f"{p.name}: idle {p.idle} {p.wakes}/s, resident {p.rss}",
+                file=sys.stderr,
+                flush=True,
+            )
         for rnd in range(args.rounds):
             for rate in RATES:
                 order = ps if rnd % 2 == 0 else list(reversed(ps))
@@ -424,7 +445,7 @@ def report(ps: list[Peer], args: argparse.Namespace) -> None:
     print(f"idle CPU over {args.idle:.0f} s, resident memory (all the handler's processes)")
     print(
         f"{'handler':9} {'CPU empty':>10} {'vs eo':>6} {'CPU 69 %':>10} {'vs eo':>6} "
-        f"{'RSS MiB':>8} {'Pss MiB':>8}"
+        f"{'wakeups/s':>10} {'RSS MiB':>8} {'Pss MiB':>8}"
     )
     for p in ps:
         row = f"{p.name:9}"
@@ -432,7 +453,8 @@ def report(ps: list[Peer], args: argparse.Namespace) -> None:
             v = p.idle.get(cond)
             r = v / ref.idle[cond] if ref is not None and v is not None and ref.idle[cond] else None
             row += f" {fmt(v, '%', 2):>10} {fmt(r, 'x', 1):>6}"
-        row += f" {p.rss[0]:8.1f} {p.rss[1]:8.1f}"
+        wk = "/".join(f"{p.wakes.get(c, 0):.0f}" for c in ("empty", "69 % used"))
+        row += f" {wk:>10} {p.rss[0]:8.1f} {p.rss[1]:8.1f}"
         print(row)
 
 
