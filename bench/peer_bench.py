@@ -152,6 +152,7 @@ class Handler:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},  # nohang's start line
         )
         self.lines: list[str] = []
+        self.arrived: list[float] = []  # monotonic time each line arrived
         self.cv = threading.Condition()
         self.ready_text = ready
         threading.Thread(target=self._read, daemon=True).start()
@@ -161,6 +162,7 @@ class Handler:
         for line in self.proc.stdout:
             with self.cv:
                 self.lines.append(line.rstrip("\n"))
+                self.arrived.append(time.monotonic())
                 self.cv.notify_all()
 
     def ready(self, timeout: float = 120) -> None:
@@ -289,7 +291,7 @@ def wait_memory_back(target: int, timeout: float = 20) -> None:
 
 def episode(
     peer: Peer, rate: str, cgs: dict[str, Path], base_avail: int
-) -> tuple[str, float | None]:
+) -> tuple[str, float | None, str]:
     step, pause = RATES[rate]
     h = peer.start()
     imp = batch = -1
@@ -329,7 +331,17 @@ def episode(
             who += f" (kernel kills {kernel})"
         t_line = float(noted.split()[0]) if noted.strip() else None
         took = (t_death - t_line) * 1000 if t_line is not None and ready else None
-        return who, took
+        detail = ""
+        if t_line is not None:  # memcgctl says when it noticed (under_oom) and chose
+            time.sleep(0.5)
+            for t, line in zip(h.arrived, h.lines, strict=False):
+                if ">under_oom " in line:
+                    detail += f" under_oom line +{(t - t_line) * 1000:.0f}ms"
+                    break
+            for line in h.lines:
+                if ">daemon_kill " in line and " late_ms=" in line:
+                    detail += f" late_ms {line.split(' late_ms=')[1].split()[0]}"
+        return who, took, detail
     finally:
         for fd in fds:
             os.close(fd)
@@ -384,7 +396,7 @@ def in_guest(args: argparse.Namespace) -> int:
     ps = peers(tmp)
     base_avail = meminfo()["MemAvailable"]
     try:
-        for p in ps:
+        for p in ps if not args.no_idle else []:
             p.idle["empty"], p.wakes["empty"] = idle_cpu(p, args.idle, None)
             p.idle["69 % used"], p.wakes["69 % used"] = idle_cpu(p, args.idle, 0.69)
             print(
@@ -396,10 +408,14 @@ def in_guest(args: argparse.Namespace) -> int:
             for rate in RATES:
                 order = ps if rnd % 2 == 0 else list(reversed(ps))
                 for p in order:
-                    who, took = episode(p, rate, cgs, base_avail)
+                    who, took, detail = episode(p, rate, cgs, base_avail)
                     p.outcomes.setdefault(rate, []).append(who)
                     p.times.setdefault(rate, []).append(took if took is not None else float("nan"))
-                    print(f"round {rnd} {rate} {p.name}: {who} {took}", file=sys.stderr, flush=True)
+                    print(
+                        f"round {rnd} {rate} {p.name}: {who} {took}{detail}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         drop_ballast()
         subprocess.run(["umount", str(BALLAST.parent)], check=False)
@@ -451,7 +467,8 @@ def report(ps: list[Peer], args: argparse.Namespace) -> None:
         row = f"{p.name:9}"
         for cond in ("empty", "69 % used"):
             v = p.idle.get(cond)
-            r = v / ref.idle[cond] if ref is not None and v is not None and ref.idle[cond] else None
+            base = ref.idle.get(cond) if ref is not None else None
+            r = v / base if v is not None and base else None
             row += f" {fmt(v, '%', 2):>10} {fmt(r, 'x', 1):>6}"
         wk = "/".join(f"{p.wakes.get(c, 0):.0f}" for c in ("empty", "69 % used"))
         row += f" {wk:>10} {p.rss[0]:8.1f} {p.rss[1]:8.1f}"
@@ -462,6 +479,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5, help="episodes per handler and rate")
     ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU sampling")
+    ap.add_argument("--no-idle", action="store_true", help="episodes only")
     args = ap.parse_args()
     if os.environ.get("MEMCGCTL_IN_VM"):
         return in_guest(args)
