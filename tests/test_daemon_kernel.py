@@ -150,6 +150,24 @@ def test_priority_victim_instead_of_the_kernels_choice(
     assert MARK not in os.listxattr(cgroups.path(jobs["top"]))
 
 
+def test_kernel_policy_kills_the_kernels_choice(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """--policy kernel (its selection imported only then) kills what the kernel would."""
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    big = cgroups.hog(jobs["high"], mib=60)  # the kernel's choice, badness 900 or not
+    d = Daemon(tmp_path, cgroups.parent, "--policy", "kernel", "--no-guardian")
+    daemons.append(d)
+    d.wait_for("daemon_took_over", jobs["top"])
+    g = grower(cgroups, jobs["low"], upto_mib=40)
+    _, line = d.wait_for("daemon_kill", jobs["top"])
+    assert f"pid={big.pid}" in line
+    assert wait_dead(big) == -signal.SIGKILL
+    assert g.poll() is None  # the priority victim lives
+    for cg in jobs.values():
+        assert oom_control(cgroups, cg)["oom_kill"] == 0
+
+
 def test_raising_the_limit_within_the_delay_saves_everyone(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:

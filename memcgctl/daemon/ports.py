@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import sys
+import time
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -24,6 +25,7 @@ from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
     SHORT,
+    HostRate,
     Tuning,
     committed,
     host_available,
@@ -47,6 +49,7 @@ VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _VALVE_EVENTS = ("high", "max", "oom")
 REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
+HOST_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
 
 
 CAP_SYS_RESOURCE = 24
@@ -96,6 +99,7 @@ class RealPorts(Knobs):
         self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
         self.dying = Dying()  # victims sent SIGKILL that have not exited yet
+        self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
         )
@@ -329,9 +333,11 @@ class RealPorts(Knobs):
     def level(self, cg: Scope) -> Level:
         try:
             if isinstance(cg, HostScope):
-                avail, total = host_available(self.proc.meminfo_kb())
+                avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
                 hl = self.tuning.host
-                return Level(host_level(avail, total, hl), host_poll_interval(avail, total, hl))
+                rate = self.host_rate.update(time.monotonic(), avail)
+                poll = host_poll_interval(avail, total, hl, rate)
+                return Level(host_level(avail, total, hl), poll)
             v = self.valves.get(cg)
             if v is not None:
                 v = self._refresh(v)

@@ -270,6 +270,23 @@ class ProcFs:
                 out[key] = int(fields[0])
         return out
 
+    def meminfo_kb_of(self, *keys: str) -> dict[str, int]:
+        """Only these /proc/meminfo fields (kB), found by search instead of parsing every
+        line: the daemon's host poll reads it several times a second."""
+        data = b"\n" + read_bytes(f"{self._root}/meminfo")
+        out = {}
+        for key in keys:
+            tag = b"\n" + key.encode() + b":"
+            at = data.find(tag)
+            if at < 0:
+                continue
+            start = at + len(tag)
+            end = data.find(b"\n", start)
+            fields = data[start : end if end >= 0 else len(data)].split()
+            if fields and fields[0].isdigit():
+                out[key] = int(fields[0])
+        return out
+
     def vmstat(self) -> dict[str, int]:
         return parse_flat_keyed(read_text(f"{self._root}/vmstat"))
 
