@@ -150,6 +150,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "run": "memcgctl.commands.run:run",
     "explain-kill": "memcgctl.commands.postmortem:explain_kill",
     "kube": "memcgctl.commands.kube:kube",
+    "install-unit": "memcgctl.commands.installunit:install_unit",
 }
 
 
