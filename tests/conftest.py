@@ -14,7 +14,7 @@ from tests.realkernel import TestCgroups, remove_stale, unified_mount, v1_memory
 
 # tests/v2 runs only inside the cgroup v2 guest kernel (tests/test_v2_guest.py boots it and
 # sets MEMCGCTL_IN_VM=1); on the host it is not even collected.
-collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2"]
+collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2", "systemd"]
 
 
 # Fixtures that reach the machine's real cgroup hierarchy (directly or through fixtures
@@ -25,10 +25,12 @@ collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2"]
 # reaches them through request.getfixturevalue, which collection cannot see).
 KERNEL_FIXTURES = frozenset({"memory_mount", "cgroups", "unified_cgroups"})
 V2_DIR = Path(__file__).parent / "v2"
+SYSTEMD_DIR = Path(__file__).parent / "systemd"  # the guest with systemd as PID 1
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if V2_DIR in Path(str(item.path)).parents:
+    parents = Path(str(item.path)).parents
+    if V2_DIR in parents or SYSTEMD_DIR in parents:
         item.add_marker(pytest.mark.vm)
     fixtures = set(getattr(item, "fixturenames", ()))
     if fixtures & KERNEL_FIXTURES and item.get_closest_marker("vm") is None:
