@@ -1,6 +1,15 @@
-"""Benchmark: `events --follow` latency and idle CPU (target: ≤ 100 ms, CPU near 0).
+"""Benchmark: `events --follow` latency and idle CPU (target: ≤ 100 ms, CPU near 0);
+with ``--history``: the cost of the history (``events CG --json``) against the size of
+the journal (target: 25 k and 100 k records within 1.25× of an empty journal).
 
-Run as root on a host with the v1 memory controller: ``python3 bench/events_bench.py``.
+``python3 bench/events_bench.py --history [--runs 15]`` needs no privileges: a fixture
+tree (FakeHost) through the MEMCGCTL_* variables, journals of 0, 25 k and 100 k
+kill-all records (bench/counters_bench.py's), each command's fastest wall time and
+largest peak RSS (its own VmHWM), for a cgroup where nothing happened (``/quiet``) and
+one that holds 1 in 50 of the records (``/batch/job7``).  No assertions.
+
+The follow benchmark runs as root on a host with the v1 memory controller:
+``python3 bench/events_bench.py``.
 It creates a test memcg (tests/realkernel.py, limit 32 MiB), starts
 ``memcgctl events CG --follow --json`` as a subprocess, measures its CPU time over a few
 idle seconds, then triggers a series of real OOM kills and measures, for each, the time
@@ -136,5 +145,58 @@ def main() -> int:
         tc.cleanup()
 
 
+HISTORY_SIZES = (0, 25_000, 100_000)
+HISTORY_COMMANDS = {
+    "events /quiet --json": ["events", "/quiet", "--json"],
+    "events /batch/job7 --json": ["events", "/batch/job7", "--json"],
+}
+
+
+def history(runs: int) -> int:
+    import compileall
+
+    from bench.counters_bench import fill, timed
+    from tests.fakehost import FakeHost
+
+    compileall.compile_dir(ROOT / "memcgctl", quiet=1)
+    rows: list[tuple[str, int, float, int]] = []
+    with tempfile.TemporaryDirectory(prefix="memcgctl-bench-") as tmp:
+        host = FakeHost(Path(tmp), version=1)
+        host.cgroup("/quiet", limit=64 << 20)
+        host.cgroup("/batch", limit=512 << 20)
+        for j in range(50):
+            host.cgroup(f"/batch/job{j}", limit=64 << 20)
+        host.process(1, "/", comm="init")
+        (Path(tmp) / "kmsg").write_text("")
+        base_env = {**os.environ, **host.cli_env()}
+        base_env.pop("PYTHONPATH", None)
+        base_env["MEMCGCTL_JOURNAL_MAX_BYTES"] = "32M"
+        base_env["BENCH_HWM"] = str(Path(tmp) / "hwm")
+        for size in HISTORY_SIZES:
+            state = Path(tmp) / f"state-{size}"
+            fill(state, size)
+            env = {**base_env, "MEMCGCTL_STATE_DIR": str(state)}
+            for label, argv in HISTORY_COMMANDS.items():
+                timed(argv, env)  # warm: the page cache, the bytecode
+                samples = [timed(argv, env) for _ in range(runs)]
+                rows.append((label, size, min(x[0] for x in samples), max(x[1] for x in samples)))
+    print(
+        f"python: {sys.executable} {sys.version.split()[0]}, {runs} runs each"
+        " (fastest run: the least disturbed by the machine's load; largest peak RSS)"
+    )
+    print(f"{'command':<28} {'records':>8} {'time ms':>8} {'peak RSS MB':>12}  vs empty")
+    empty = {label: (t, r) for label, size, t, r in rows if size == 0}
+    for label, size, t, rss in rows:
+        t0, r0 = empty[label]
+        print(
+            f"{label:<28} {size:>8} {t * 1000:>8.1f} {rss / 1024:>12.1f}"
+            f"  {t / t0:4.2f}x time, {rss / r0:4.2f}x RSS"
+        )
+    return 0
+
+
 if __name__ == "__main__":
+    if "--history" in sys.argv:
+        n = sys.argv.index("--runs") + 1 if "--runs" in sys.argv else 0
+        raise SystemExit(history(max(int(sys.argv[n]) if n else 15, 5)))
     sys.exit(main())

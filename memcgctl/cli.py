@@ -33,6 +33,25 @@ class MemcgctlGroup(click.Group):
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """click's, plus "did you mean" for a mistyped command (as click does for options)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            name = args[0] if args else ""
+            if name.startswith("-") or self.get_command(ctx, name) is not None:
+                raise
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            close += [c for c in self.list_commands(ctx) if c.startswith(name) and c not in close]
+            if not close:
+                raise
+            hint = " or ".join(repr(c) for c in close[:3])
+            raise click.UsageError(f"No such command {name!r}. Did you mean {hint}?", ctx) from exc
+
     def main(
         self,
         args: Any = None,
@@ -111,15 +130,30 @@ class MemcgctlGroup(click.Group):
 @click.option(
     "--state-dir",
     envvar="MEMCGCTL_STATE_DIR",
-    type=click.Path(path_type=Path, file_okay=False),
+    # not readable=True: another user reads a root-owned 0700 one as "nothing there"
+    type=click.Path(path_type=Path, file_okay=False, readable=False),
     default=Path("/run/memcgctl"),
     show_default=True,
     help="Process-badness registry and journal. [env: MEMCGCTL_STATE_DIR]",
 )
+@click.option(
+    "--rules",
+    "rules_dir",
+    envvar="MEMCGCTL_RULES_DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/etc/memcgctl/rules.d"),
+    show_default=True,
+    help="Badness rules directory (*.toml, root's). [env: MEMCGCTL_RULES_DIR]",
+)
 @click.version_option(__version__, prog_name="memcgctl")
 @click.pass_context
 def cli(
-    ctx: click.Context, cgroup_root: Path | None, proc_root: Path, kmsg: str, state_dir: Path
+    ctx: click.Context,
+    cgroup_root: Path | None,
+    proc_root: Path,
+    kmsg: str,
+    state_dir: Path,
+    rules_dir: Path,
 ) -> None:
     """Strict-priority OOM handling for Linux memory cgroups.
 
@@ -129,7 +163,13 @@ def cli(
     """
     from memcgctl.env import Env  # not for --help/--version: they must start fast
 
-    ctx.obj = Env(cgroup_root=cgroup_root, proc_root=proc_root, kmsg=kmsg, state_dir=state_dir)
+    ctx.obj = Env(
+        cgroup_root=cgroup_root,
+        proc_root=proc_root,
+        kmsg=kmsg,
+        state_dir=state_dir,
+        rules_dir=rules_dir,
+    )
 
 
 # Commands are imported only when used (or listed by --help), so a one-shot command
@@ -150,6 +190,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "run": "memcgctl.commands.run:run",
     "explain-kill": "memcgctl.commands.postmortem:explain_kill",
     "kube": "memcgctl.commands.kube:kube",
+    "set-limit": "memcgctl.commands.setlimit:set_limit",
+    "status": "memcgctl.commands.status:status",
+    "top": "memcgctl.commands.top:top",
+    "apply": "memcgctl.commands.apply:apply",
     "install-unit": "memcgctl.commands.installunit:install_unit",
 }
 

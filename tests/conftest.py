@@ -13,8 +13,10 @@ from tests.fakehost import FakeHost
 from tests.realkernel import TestCgroups, remove_stale, unified_mount, v1_memory_mount
 
 # tests/v2 runs only inside the cgroup v2 guest kernel (tests/test_v2_guest.py boots it and
-# sets MEMCGCTL_IN_VM=1); on the host it is not even collected.
-collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2", "systemd"]
+# sets MEMCGCTL_IN_VM=1); on the host it is not even collected.  Nor are tests/image (the
+# built image run in the guest: tests/test_image.py) and tests/systemd (the guest with
+# systemd as PID 1: tests/test_systemd_guest.py).
+collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2", "image", "systemd"]
 
 
 # Fixtures that reach the machine's real cgroup hierarchy (directly or through fixtures

@@ -9,6 +9,8 @@ records every request's path and Authorization header.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,3 +78,73 @@ def fake_kubelet(lists: list[Any], token: str, path: str = "/pods") -> Iterator[
         fk.server.shutdown()
         fk.server.server_close()
         thread.join(5)
+
+
+class SlowKubelet:
+    """A kubelet that never finishes an answer: it sends the status line and headers
+    (``drip="body"``) or only the status line (``drip="headers"``), then one byte every
+    ``every`` seconds, so a client's per-read timeout never fires.  ``tls``: an
+    ``ssl.SSLContext`` to serve HTTPS with.  Counts the connections it saw and the
+    ones the client closed."""
+
+    def __init__(self, drip: str, every: float, tls: ssl.SSLContext | None = None) -> None:
+        self.drip = drip
+        self.every = every
+        self.tls = tls
+        self.connections = 0
+        self.dropped = 0  # clients that went away (a send failed)
+        self._stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/pods"
+        self._threads: list[threading.Thread] = []
+
+    def serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            t = threading.Thread(target=self._answer, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _answer(self, raw: socket.socket) -> None:
+        self.connections += 1
+        conn: socket.socket = raw
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(raw, server_side=True)
+            conn.settimeout(5)
+            conn.recv(65536)  # the request
+            head = b"HTTP/1.1 200 OK\r\n"
+            if self.drip == "body":
+                head += b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            conn.sendall(head)
+            while not self._stop.wait(self.every):
+                conn.sendall(b" " if self.drip == "body" else b"X")
+        except OSError:
+            self.dropped += 1
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+
+@contextmanager
+def slow_kubelet(
+    drip: str, every: float, tls: ssl.SSLContext | None = None
+) -> Iterator[SlowKubelet]:
+    sk = SlowKubelet(drip, every, tls)
+    thread = threading.Thread(target=sk.serve, daemon=True)
+    thread.start()
+    try:
+        yield sk
+    finally:
+        sk.stop()
+        thread.join(5)
+        sk.sock.close()

@@ -82,7 +82,8 @@ def build(
             usage_bytes=a.get("usage", 0),
             limit_bytes=a.get("limit"),
             badness=BADNESS_DEFAULT if badness is None else badness,
-            badness_source="default" if badness is None else "trusted",
+            # "source": "user" for a delegated user's value (default: trusted)
+            badness_source="default" if badness is None else a.get("source", "trusted"),
             oom_delay_ms=None,
             oom_delay_source="default",
             oom_group=a.get("oom_group", False if version == 2 else None),

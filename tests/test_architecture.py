@@ -122,3 +122,230 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     )
     found = [m for _, m in imports(src)]
     assert "memcgctl.commands.common" in found and "memcgctl.daemon.core" in found
+
+
+# -- one definition of the kernel's score -------------------------------------------------
+
+SCORE_HOME = "logic/oombadness.py"
+
+
+def _adj_arithmetic(tree: ast.AST) -> list[int]:
+    """Lines that multiply something by an ``oom_score_adj`` (the kernel's adj term:
+    ``oom_score_adj * (totalpages / 1000)``), scale points by 1000 (the printed score,
+    /proc/PID/oom_score) or compare an adj with ``OOM_SCORE_ADJ_MIN``."""
+
+    def names(node: ast.AST) -> set[str]:
+        out = set()
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name):
+                out.add(n.id)
+            elif isinstance(n, ast.Attribute):
+                out.add(n.attr)
+        return out
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            both = names(node.left) | names(node.right)
+            per_mille = any(
+                isinstance(x, ast.Constant) and x.value == 1000 for x in (node.left, node.right)
+            )
+            if any("adj" in n for n in both) or (per_mille and any("points" in n for n in both)):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Compare) and "OOM_SCORE_ADJ_MIN" in names(node):
+            lines.append(node.lineno)
+    return lines
+
+
+def _minus_thousand(tree: ast.AST) -> list[int]:
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.UnaryOp)
+        and isinstance(n.op, ast.USub)
+        and isinstance(n.operand, ast.Constant)
+        and n.operand.value == 1000
+    ]
+
+
+def test_the_kernel_score_is_defined_once() -> None:
+    """``oom_badness`` arithmetic (the adj term, the -1000 test) lives in one module;
+    ``kernelheuristic`` (live) and ``oomscore`` (saved reports) call it; the constant
+    -1000 is written once (vocab) and so is the badness fallback rule that uses it."""
+    where: dict[str, list[int]] = {}
+    for p in sources():
+        tree = ast.parse(p.read_text(), str(p))
+        rel = str(p.relative_to(PKG))
+        if rel == "vocab/constants.py":
+            continue  # OOM_SCORE_ADJ_MIN itself and fallback_badness
+        hits = _adj_arithmetic(tree) + _minus_thousand(tree)
+        if hits:
+            where[rel] = hits
+    assert set(where) == {SCORE_HOME}, where
+    for caller in ("logic/kernelheuristic.py", "logic/oomscore.py"):
+        called = {
+            n.func.id
+            for n in ast.walk(ast.parse((PKG / caller).read_text()))
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        }
+        assert {"oom_badness", "may_be_chosen"} <= called, caller
+    defined = [
+        str(p.relative_to(PKG))
+        for p in sources()
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "OOM_SCORE_ADJ_MIN" for t in n.targets)
+    ]
+    assert defined == ["vocab/constants.py"]
+    fallback = sorted(
+        {str(p.relative_to(PKG)) for p in sources() if _fallback_rule(ast.parse(p.read_text()))}
+    )
+    assert fallback == ["vocab/constants.py"], "call vocab.constants.fallback_badness"
+
+
+def _fallback_rule(tree: ast.AST) -> bool:
+    """A ``(BADNESS_NEVER, "oom_score_adj")`` pair, a conditional choosing BADNESS_NEVER,
+    or ``badness_source=`` set to ``"oom_score_adj"``: the fallback rule written out."""
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.Tuple, ast.IfExp)):
+            inside = list(ast.walk(n))
+            if any(isinstance(x, ast.Name) and x.id == "BADNESS_NEVER" for x in inside) and (
+                isinstance(n, ast.IfExp)
+                or any(isinstance(x, ast.Constant) and x.value == "oom_score_adj" for x in inside)
+            ):
+                return True
+        if (
+            isinstance(n, ast.keyword)
+            and n.arg == "badness_source"
+            and any(isinstance(x, ast.Constant) and x.value == "oom_score_adj" for x in ast.walk(n))
+        ):
+            return True
+    return False
+
+
+def test_the_score_checker_sees_a_copy() -> None:
+    copy = ast.parse(
+        "def f(a, t):\n    return a.oom_score_adj * (t // 1000) if a != -1000 else 0\n"
+    )
+    assert len(_adj_arithmetic(copy)) == 1 and len(_minus_thousand(copy)) == 1
+    assert _adj_arithmetic(ast.parse("s = points * 1000 // total\n")) == [1]
+    rule = "b = BADNESS_NEVER if adj == -1000 else BADNESS_DEFAULT\n"
+    assert _fallback_rule(ast.parse(rule))
+    assert _fallback_rule(ast.parse('v, s = BADNESS_NEVER, "oom_score_adj"\n'))
+    assert not _fallback_rule(ast.parse("ok = p.badness >= BADNESS_NEVER\n"))
+
+
+def test_logic_builds_no_json() -> None:
+    """A pure result (an OOM report, a kill explanation, a decision) becomes a JSON
+    document in render/ only: no ``to_json`` or ``…_json`` builder in logic/."""
+    builders = [
+        f"{p.relative_to(PKG)}:{n.lineno} {n.name}"
+        for p in sources()
+        if layer_of(p) == "logic"
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.FunctionDef) and (n.name == "to_json" or n.name.endswith("_json"))
+    ]
+    assert builders == [], "move these to render/"
+
+
+# -- no English in logic/ ------------------------------------------------------------------
+
+# logic/ returns data; the sentences are made in render/ (reasontext, reportwords).  The
+# modules below may still hold words, each for a stated reason.
+ENGLISH_ALLOWED = {
+    # the kernel's own words: literals and regex pieces matching what the kernel prints
+    "logic/oomlines.py": "kernel text matched",
+    "logic/logtext.py": "kernel text matched",
+    # Prometheus ``# HELP`` lines: part of each metric's definition (the exposition format)
+    "logic/counters.py": "metric help texts",
+    # kube's pod-list problems and the QoS tier label: not part of the post-mortem work
+    # of issue 27 (finding 4 covered explain-kill); still to be made data
+    "logic/kube.py": "pod-list problems, still words",
+}
+REGEX_CALLS = {"compile", "match", "search", "fullmatch", "sub", "split", "findall", "finditer"}
+
+
+def english_literals(tree: ast.AST) -> list[tuple[int, str]]:
+    """String literals of three words or more, except docstrings, regular expressions
+    and error messages (an error carries its one line: ``raise X("...")``)."""
+    skip: set[int] = set()
+    for n in ast.walk(tree):
+        body = getattr(n, "body", None)
+        if (
+            isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
+            skip.add(id(body[0].value))
+        elif isinstance(n, ast.Call):
+            f = n.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in REGEX_CALLS and n.args:
+                skip.update(id(x) for x in ast.walk(n.args[0]))
+        elif isinstance(n, ast.Raise):
+            skip.update(id(x) for x in ast.walk(n))
+    found = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skip:
+            words = [w for w in n.value.split() if sum(c.isalpha() for c in w) >= 2]
+            if len(words) >= 3:
+                found.append((n.lineno, n.value))
+    return found
+
+
+def test_logic_writes_no_sentences() -> None:
+    found = [
+        f"{p.relative_to(PKG)}:{line}: {text[:60]!r}"
+        for p in sources()
+        if layer_of(p) == "logic" and str(p.relative_to(PKG)) not in ENGLISH_ALLOWED
+        for line, text in english_literals(ast.parse(p.read_text()))
+    ]
+    assert found == [], "return data (vocab) and make the words in render/"
+
+
+def test_the_english_checker_sees_a_sentence() -> None:
+    src = (
+        '"""A docstring of many words is fine."""\n'
+        "import re\n"
+        'PAT = re.compile(r"Killed process (\\d+) of many words")\n'
+        "def f(n: int) -> list[str]:\n"
+        '    if n < 0:\n        raise ValueError(f"{n}: not a valid count here")\n'
+        '    return [f"the kernel chose pid {n} instead", "oom_kill", "a b c"]\n'
+    )
+    found = [text for _, text in english_literals(ast.parse(src))]
+    assert found == ["the kernel chose pid "], found
+
+
+def _calls(tree: ast.AST) -> set[str]:
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call):
+            f = n.func
+            out.add(f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", ""))
+    return out
+
+
+def test_one_kmsg_pipeline_and_one_oom_line_reader() -> None:
+    """Raw kmsg records become events in one function (``kmsg_events``: parsed,
+    pre-filtered, ``pr_cont`` joined, fed to the one reader), and only the reader
+    (``OomAssembler``) feeds records; the daemon, ``events --follow`` and
+    ``explain-kill``'s live report call it."""
+    assembling = sorted(
+        str(p.relative_to(PKG))
+        for p in sources()
+        if _calls(ast.parse(p.read_text())) & {"join_continuations", "parse_records"}
+    )
+    assert assembling == ["logic/oomassembler.py"]
+    for user in ("daemon/kernellog.py", "watch/follower.py", "commands/postmortem.py"):
+        assert "kmsg_events" in _calls(ast.parse((PKG / user).read_text())), user
+    classes = {
+        n.name
+        for p in sources()
+        if layer_of(p) == "logic"
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.ClassDef)
+        and any(isinstance(b, ast.Name) for b in n.bases)
+        and any(isinstance(b, ast.Name) and b.id == "OomAssembler" for b in n.bases)
+    }
+    assert classes == set(), "one reader: no subclass of OomAssembler"

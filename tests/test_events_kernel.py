@@ -232,3 +232,25 @@ def test_v1_eventfd_under_oom_and_resolved(
         assert not any(e["kind"] == "oom_kill" and e.get("pid") == g.pid for e in f.events)
     finally:
         TestCgroups.write(cgroups.path(cg), "memory.oom_control", "0")
+
+
+@pytest.mark.parametrize("name", ["café", "x\udcffy"], ids=["utf8", "byte-ff"])
+def test_kernel_kill_in_a_memcg_named_not_ascii(
+    cgroups: TestCgroups, tmp_path: Path, name: str
+) -> None:
+    """The kernel writes ``caf\\xc3\\xa9`` in /dev/kmsg (it escapes every byte from 0x7f
+    up): the kill is journaled in ``café`` itself — events of that cgroup show it and its
+    counters are complete — and a name that is not UTF-8 is the path the directory has."""
+    state = tmp_path / "state"
+    cg = cgroups.make(name, limit=32 << 20)
+    assert os.fsencode(cgroups.path(cg)).endswith(os.fsencode(name))
+    g = grower(cgroups, cg)
+    assert g.wait(timeout=30) == -9
+    kills = json.loads(cli_json(state, "events", cg, "--json"))["events"]
+    assert [(k["kind"], k["cgroup"]) for k in kills if k.get("pid") == g.pid] == [("oom_kill", cg)]
+    ours = [r for r in Journal(state).read() if r["kind"] == "oom_kill" and r.get("pid") == g.pid]
+    assert [r["cgroup"] for r in ours] == [cg]
+    (c,) = json.loads(cli_json(state, "counters", cg, "--json"))["cgroups"]
+    assert c["local"]["oom_kill"] == 1  # v2 has more keys (oom, oom_group_kill)
+    assert c["by_cause"] == {"system": 0, "memcg": 1, "user": 0}
+    assert c["complete"] is True

@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from memcgctl.cli import cli
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.hierarchy import hierarchy_at
 from memcgctl.kernel.kmsgdev import KmsgReader, split_records
-from memcgctl.logic.counters import by_cause, cgroup_counters, prometheus, subtree_sum
+from memcgctl.logic.counters import (
+    by_cause,
+    cgroup_counters,
+    label_text,
+    prometheus,
+    subtree_sum,
+)
 from memcgctl.logic.events import diff_counters, merge_history
 from memcgctl.render.eventline import format_event
 from memcgctl.state.journal import Journal
@@ -195,6 +203,52 @@ def test_prometheus_escapes_labels() -> None:
     assert text.endswith("\n")
 
 
+# issue 21 item 8: names that are not UTF-8 (os.fsdecode gives surrogates) ----------------
+
+# the characters that matter: escapes' own letters, raw bytes, a backslash, non-ASCII text
+_NAME_CHARS = st.sampled_from(["\\", "x", "5", "c", "f", "F", "8", "2", "d", "/", "é", "\n", '"'])
+_NAMES = st.lists(
+    st.one_of(_NAME_CHARS, st.integers(0x80, 0xFF).map(lambda b: chr(0xDC00 + b))), max_size=12
+).map("".join)
+
+
+@given(_NAMES, _NAMES)
+def test_label_text_is_utf8_and_one_to_one(a: str, b: str) -> None:
+    label_text(a).encode("utf-8")  # no surrogate left: strict UTF-8 encodes it
+    assert (label_text(a) == label_text(b)) == (a == b)
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"])))
+def test_label_text_keeps_utf8_names_without_byte_escapes(name: str) -> None:
+    if "\\x" not in name:
+        assert label_text(name) == name
+
+
+def test_label_text_examples() -> None:
+    assert label_text("/d/x\udcffy") == "/d/x\\xffy"
+    assert label_text("/d/x\\xffy") == "/d/x\\x5cxffy"  # a literal backslash that looks like one
+    assert label_text("/system.slice/a\\x2db.service") == "/system.slice/a\\x2db.service"
+    assert label_text("/café") == "/café"
+
+
+def test_prometheus_is_valid_utf8_for_names_that_are_not() -> None:
+    raw, literal = CgroupPath("/d/x\udcffy"), CgroupPath("/d/x\\xffy")
+    doc = {
+        "system": {"oom_kill": 0},
+        "cgroups": [
+            cgroup_counters(c, {"oom_kill": 1}, {"oom_kill": 1}, []) for c in (raw, literal)
+        ],
+    }
+    text = prometheus(doc).encode("utf-8").decode("utf-8")  # strict both ways
+    fams = parse_exposition(text)  # and prometheus_client, when installed
+    assert set(fams["memcgctl_kernel_oom_kills"]) == {
+        ("/d/x\\xffy", "local"),
+        ("/d/x\\xffy", "hierarchical"),
+        ("/d/x\\x5cxffy", "local"),
+        ("/d/x\\x5cxffy", "hierarchical"),
+    }
+
+
 def test_format_event_is_one_line() -> None:
     line = format_event(
         {"time": "T", "kind": "oom_kill", "cgroup": "/a", "source": "kmsg", "pid": 1, "comm": "x"}
@@ -211,16 +265,21 @@ def test_events_history_json_and_cg_filter(fake_v1: FakeHost) -> None:
     assert code == 0, out
     doc = json.loads(out)  # --json is one document
     assert doc["root"] == "/" and doc["since"] is None
-    events = doc["events"]
+    # the memcg OOM starts with its under_oom (issue 24), stamped by the kernel's report
+    starts = [e for e in doc["events"] if e["kind"] == "under_oom"]
+    assert [(e["cgroup"], e["source"]) for e in starts] == [(starts[0]["cgroup"], "kmsg")]
+    assert doc["events"][0] == starts[0]
+    events = [e for e in doc["events"] if e["kind"] != "under_oom"]
     assert [(e["pid"], e["cgroup"], e["constraint"]) for e in events] == [
         (100, "/a/job", "CONSTRAINT_MEMCG"),
         (200, "/b", "CONSTRAINT_NONE"),
     ]
-    assert events[0]["time"] == "2023-11-14T22:13:20.003000Z"
+    assert events[0]["oom_memcg"] == starts[0]["cgroup"]
+    assert starts[0]["time"] <= events[0]["time"] == "2023-11-14T22:13:20.003000Z"
     code, out = run(host, "events", "/a", "--json")
-    assert [e["pid"] for e in json.loads(out)["events"]] == [100]
+    assert [e.get("pid") for e in json.loads(out)["events"]] == [None, 100]
     code, out = run(host, "events", "/a", "--json-lines")
-    assert [json.loads(line)["pid"] for line in out.splitlines()] == [100]
+    assert [json.loads(line).get("pid") for line in out.splitlines()] == [None, 100]
     code, out = run(host, "events", "/a")
     assert code == 0 and "pid 100 (grow)" in out and "CONSTRAINT_MEMCG" in out
     # --since: these records are from 2023

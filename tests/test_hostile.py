@@ -30,6 +30,7 @@ from memcgctl.state.journal import Journal
 from memcgctl.state.statedir import LOCK_TIMEOUT_S, loads_bounded
 from memcgctl.vocab.records import UserKill
 from tests.fakehost import FakeHost
+from tests.promtext import parse_exposition
 from tests.realkernel import TestCgroups
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -706,3 +707,133 @@ def test_pod_labels_written_by_nobody_in_a_delegated_subtree(
         f"{deleg}/markup": None,
         f"{deleg}/escape": None,
     }
+
+
+# -- issue 21 item 8: a cgroup name that is not UTF-8 ------------------------------------
+
+
+def delegate(cgroups: TestCgroups, rel: str) -> Path:
+    """``rel`` made a delegated subtree of nobody (v1: the directory and its task files)."""
+    d = cgroups.path(cgroups.make(rel))
+    for f in [d, *(d / n for n in ("cgroup.procs", "tasks", "cgroup.subtree_control"))]:
+        if f.exists():
+            os.chown(f, NOBODY, NOBODY)
+    return d
+
+
+@pytest.mark.kernel
+@needs_setpriv
+def test_counters_prometheus_is_utf8_when_nobody_names_a_cgroup_with_byte_ff(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    """nobody names one cgroup with the byte 0xff and another with the four characters
+    ``\\xff``: the exposition is strict UTF-8, a strict parser (and prometheus_client)
+    accepts it, and the two cgroups are two series, not one duplicate."""
+    d = delegate(cgroups, "deleg")
+    names = [b"x\xffy", b"x\\xffy", "café".encode()]
+    script = (
+        "import os, sys\n"
+        "for n in sys.argv[2:]: os.mkdir(os.path.join(os.fsencode(sys.argv[1]), bytes.fromhex(n)))"
+    )
+    r = subprocess.run(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", script, str(d), *(n.hex() for n in names)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    cgs = [os.fsencode(f"{cgroups.parent}/deleg/").__add__(n) for n in names]
+    assert all(os.stat(os.fsencode(cgroups.mount) + c).st_uid == NOBODY for c in cgs)
+    r2 = subprocess.run(
+        [sys.executable, "-m", "memcgctl", "counters", "--format", "prometheus", *cgs],
+        capture_output=True,
+        env={**os.environ, "MEMCGCTL_STATE_DIR": str(tmp_path / "state")},
+        cwd=ROOT,
+    )
+    assert r2.returncode == 0, r2.stderr
+    # (a warning of ours may come from the host's busy kernel log, never a traceback)
+    assert all(ln.startswith(b"memcgctl: ") for ln in r2.stderr.splitlines()), r2.stderr
+    fams = parse_exposition(r2.stdout.decode("utf-8", errors="strict"))
+    labels = {cg for cg, cause in fams["memcgctl_oom_kills"] if cause == "memcg"}
+    base = f"{cgroups.parent}/deleg/"
+    assert labels == {base + "x\\xffy", base + "x\\x5cxffy", base + "café"}
+
+
+# -- issue 21 item 11: the state directory's whole path -----------------------------------
+
+
+def _as_nobody_sh(script: str) -> None:
+    r = subprocess.run([*SETPRIV, "/bin/sh", "-ec", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _refused(host: FakeHost, state: Path, fragment: str) -> None:
+    """root's commands refuse ``state`` (exit 4, one line naming ``fragment``) and write
+    nothing anywhere."""
+    for argv in (["set-badness", "--pid", "200", "5"], ["ps", "--json"]):
+        r = run(host, "--state-dir", str(state), *argv)
+        assert_clean(r)
+        assert r.exit_code == 4, r.output
+        line = one_line(r.stderr)
+        assert line.startswith(f"memcgctl: {state}: refusing the state directory: "), line
+        assert fragment in line, line
+
+
+@needs_root
+@needs_setpriv
+def test_state_dir_path_that_nobody_can_swap_is_refused(open_host: FakeHost) -> None:
+    """nobody owns a directory two levels above root's state directory (``n`` in
+    ``n/a/state``).  root refuses it, naming ``n``, and still refuses it after nobody
+    swapped ``a`` for a symlink to another directory of root's (whose registry root
+    would otherwise use, silently): nothing is read from there or written anywhere."""
+    base = open_host.base
+    n = base / "n"
+    n.mkdir(mode=0o755)
+    os.chown(n, NOBODY, NOBODY)
+    (n / "a").mkdir(mode=0o755)
+    state = n / "a" / "state"
+    other = base / "other"  # root's, with a state directory of its own
+    (other / "state").mkdir(parents=True, mode=0o700)
+    os.chmod(other, 0o755)
+    run(open_host, "--state-dir", str(other / "state"), "set-badness", "--pid", "201", "7")
+    theirs = sorted(os.listdir(other / "state"))
+    assert theirs, "root wrote its registry there"
+    _refused(open_host, state, f"{n} belongs to uid {NOBODY} (not you or root)")
+    assert not state.exists()
+    _as_nobody_sh(f'mv "{n}/a" "{n}/a.old"; ln -s "{other}" "{n}/a"')
+    assert (n / "a").is_symlink() and os.lstat(n / "a").st_uid == NOBODY
+    _refused(open_host, state, f"{n} belongs to uid {NOBODY} (not you or root)")
+    assert sorted(os.listdir(other / "state")) == theirs  # root's other registry untouched
+    assert os.listdir(n / "a.old") == []
+
+
+@needs_root
+@needs_setpriv
+def test_state_dir_symlinks_and_sticky_directories(open_host: FakeHost) -> None:
+    """In a sticky world-writable directory (``/tmp``-like): a directory of root's is a
+    fine place for state, a symlink nobody planted there is not followed (named), and
+    a symlink of root's is followed only to a path whose every directory is safe."""
+    base = open_host.base
+    tmp = base / "tmp"
+    tmp.mkdir()
+    os.chmod(tmp, 0o1777)
+    (tmp / "root-dir").mkdir(mode=0o755)
+    good = tmp / "root-dir" / "state"
+    r = run(open_host, "--state-dir", str(good), "set-badness", "--pid", "200", "5")
+    assert r.exit_code == 0, r.output
+    assert stat.S_IMODE(os.stat(good).st_mode) == 0o700
+
+    nob = tmp / "nobodys"
+    _as_nobody_sh(f'mkdir -m 755 "{nob}"; ln -s "{tmp}/root-dir" "{tmp}/link"')
+    _refused(open_host, tmp / "link" / "state", f"{tmp}/link is a symlink owned by uid {NOBODY}")
+    os.symlink(nob, tmp / "rootlink")  # root's symlink, into nobody's directory
+    _refused(open_host, tmp / "rootlink" / "state", f"{nob} belongs to uid {NOBODY}")
+    os.symlink("root-dir", tmp / "rel")  # root's, relative, to root's: followed
+    r = run(open_host, "--state-dir", str(tmp / "rel" / "state"), "get-badness", "--pid", "200")
+    assert r.exit_code == 0 and "200" in r.stdout, r.output
+    assert not (nob / "state").exists()
+
+    shared = base / "shared"  # group-writable, not sticky: any member can swap entries
+    shared.mkdir()
+    os.chmod(shared, 0o775)
+    _refused(open_host, shared / "x" / "state", f"{shared} is writable by other users (mode 0775")
+    assert not (shared / "x").exists()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memcgctl.logic.kmsgparse import join_continuations, parse_record, usec_to_iso
+from memcgctl.logic.kmsgparse import join_continuations, parse_record, unescape, usec_to_iso
 from memcgctl.logic.oomassembler import OomAssembler, parse_events
 from memcgctl.logic.oomlines import parse_oom_line
 
@@ -161,6 +162,37 @@ def test_record_with_continuation_lines_and_escapes() -> None:
     assert rec is not None and rec.facility == 1 and rec.level == 4 and rec.text == "hello"
     assert parse_record(b"no header") is None
     assert parse_record(b"a,b,c;x") is None
+
+
+def kernel_escape(data: bytes) -> str:
+    """What the kernel writes to /dev/kmsg for ``data`` (printk's ``msg_add_ext_text``:
+    every byte below 0x20, from 0x7f up, and the backslash as ``\\xNN``)."""
+    return "".join(f"\\x{b:02x}" if b < 0x20 or b >= 0x7F or b == 0x5C else chr(b) for b in data)
+
+
+@given(st.binary(max_size=40))
+def test_unescape_gives_the_name_the_filesystem_gives(name: bytes) -> None:
+    """Issue 21 item 9: the escapes are bytes, then UTF-8; a byte that is not UTF-8 is
+    the surrogate os.fsdecode gives, so a cgroup path from the log is the directory's."""
+    assert unescape(kernel_escape(name)) == os.fsdecode(name)
+
+
+def test_kill_in_a_memcg_named_cafe_is_in_cafe() -> None:
+    cg = kernel_escape("/t/café".encode())
+    assert cg == "/t/caf\\xc3\\xa9"
+    raws = [
+        f"6,1,100,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,"
+        f"mems_allowed=0,oom_memcg={cg},task_memcg={cg},task=gr\\xc3\\xb6w,pid=42,uid=0",
+        "3,2,101,-;Memory cgroup out of memory: Killed process 42 (gr\\xc3\\xb6w) "
+        "total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB "
+        "oom_score_adj:0",
+    ]
+    rec = parse_record(raws[0].encode())
+    assert rec is not None and "oom_memcg=/t/café," in rec.text
+    events = parse_events([r.encode() for r in raws], BOOT)
+    (kill,) = [e for e in events if e["kind"] == "oom_kill"]
+    assert (kill["cgroup"], kill["oom_memcg"], kill["comm"]) == ("/t/café", "/t/café", "gröw")
+    assert unescape("/t/x\\xffy\\x5c") == "/t/x\udcffy\\"
 
 
 def test_pr_cont_fragments_are_joined() -> None:

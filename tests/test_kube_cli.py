@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from memcgctl.cli import cli
 from memcgctl.logic.kube import pod_settings
 from tests.fakehost import FakeHost
-from tests.kubeserver import fake_kubelet
+from tests.kubeserver import fake_kubelet, slow_kubelet
 from tests.kubetree import build, container_dir, load, pod_dir, pods_of
 from tests.realkernel import wait_until
 
@@ -120,7 +121,7 @@ def test_wrong_token_is_one_line_exit_1(fake_v1: FakeHost, tmp_path: Path) -> No
     with fake_kubelet([load(NODE)], TOKEN) as k:
         code, out, err = run(fake_v1, k.url + "/pods", bad)
     assert code == 1 and out == ""
-    assert err.count("\n") == 2 and "HTTP 401" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "HTTP 401" in err and "Traceback" not in err
 
 
 def test_unreachable_once_fails(fake_v1: FakeHost, token_file: Path) -> None:
@@ -223,3 +224,73 @@ def test_garbage_from_the_source_is_one_line(
         code, out, err = run(fake_v1, k.url + "/pods", token_file)
     assert code == 1 and out == "" and "Traceback" not in err
     assert err.splitlines()[-1].startswith("memcgctl: ")
+
+
+# -- issue 21 item 10: --timeout is one deadline for the whole request -------------------
+
+
+@pytest.fixture(scope="module")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def _server_tls(pair: tuple[Path, Path]) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*pair)
+    return ctx
+
+
+def test_https_kubelet_with_its_ca(
+    fake_v1: FakeHost, token_file: Path, tls_pair: tuple[Path, Path]
+) -> None:
+    """The deadline's socket carries TLS too: a whole answer over HTTPS works."""
+    doc = load(NODE)
+    where = build(pods_of(doc), "systemd", fake_v1.cgroup)
+    with fake_kubelet([doc], TOKEN) as k:
+        k.server.socket = _server_tls(tls_pair).wrap_socket(k.server.socket, server_side=True)
+        url = f"https://127.0.0.1:{k.port}/pods"
+        code, out, err = run(fake_v1, url, token_file, "--ca-file", str(tls_pair[0]))
+    assert code == 0 and "set badness" in out, err
+    assert all(xattr(fake_v1.path(d)) is not None for d in where.values())
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize("drip", ["headers", "body"])
+def test_a_kubelet_that_drips_fails_at_the_deadline(
+    fake_v1: FakeHost, token_file: Path, tls_pair: tuple[Path, Path], drip: str, tls: bool
+) -> None:
+    """A kubelet sends the status line (and headers), then one byte a second: each read
+    is quick, so a per-read timeout of 2 s never fires.  ``kube --once --timeout 2``
+    gives up on the whole request: exit 1, one line naming the kubelet and the
+    timeout, and the kubelet sees the connection go away."""
+    with slow_kubelet(drip, every=0.5, tls=_server_tls(tls_pair) if tls else None) as k:
+        env = dict(os.environ, **fake_v1.cli_env())
+        argv = [sys.executable, "-m", "memcgctl", "--cgroup-root", str(fake_v1.cgroot)]
+        argv += ["kube", "--once", "--namespace", "trusted", "--kubelet-url", k.url]
+        argv += ["--token-file", str(token_file), "--timeout", "2"]
+        argv += ["--ca-file", str(tls_pair[0])] if tls else []
+        p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = p.communicate(timeout=60)  # without a deadline: 100000 s
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise AssertionError("kube --once --timeout 2 still ran after 60 s") from None
+        wait_until(lambda: k.dropped == k.connections == 1, "the kubelet to see us leave")
+    assert p.returncode == 1, err
+    assert out == b""
+    assert err.decode() == (f"memcgctl: {k.url}: no complete answer within 2s (--timeout)\n")

@@ -41,7 +41,18 @@ def test_kustomization_lists_every_manifest() -> None:
     listed = set(k["resources"])
     present = {p.name for p in KDIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == present
-    assert (KDIR / "Containerfile").exists()
+    assert (KDIR.parent.parent / "tools" / "build-image").exists()
+
+
+def test_the_image_is_the_package_version() -> None:
+    """The DaemonSet names the tag tools/build-image gives (memcgctl:<version>), and the
+    kustomization keeps that tag when it sets the registry."""
+    from memcgctl import __version__
+
+    for name, c in _containers().items():
+        assert c["image"] == f"memcgctl:{__version__}", name
+    (image,) = kustomization()["images"]
+    assert image["name"] == "memcgctl" and image["newTag"] == __version__
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -73,7 +84,8 @@ def test_least_privilege() -> None:
         assert mounts == {"/host/sys/fs/cgroup", "/run/memcgctl"}
     assert caps == {
         "agent": {"SYS_ADMIN"},
-        "daemon": {"KILL", "SYS_ADMIN", "SYS_RESOURCE", "IPC_LOCK"},
+        # SYS_PTRACE: nsenter -t 1 (found running the image: tests/image)
+        "daemon": {"KILL", "SYS_ADMIN", "SYS_RESOURCE", "IPC_LOCK", "SYS_PTRACE"},
     }
     (role,) = by_kind("ClusterRole")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]

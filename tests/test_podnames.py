@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from memcgctl.cli import cli
 from memcgctl.logic.kube import pod_label_ok
 from memcgctl.logic.logtext import read_lines
-from memcgctl.logic.oomreport import collect
+from memcgctl.logic.oomassembler import collect
 from memcgctl.logic.postmortem import explain_report
 from memcgctl.logic.reportsnapshot import LiveInfo
 from memcgctl.render.explain import kill_explanation_json, kill_summary_lines, priority_lines

@@ -6,6 +6,7 @@ saves a live OOM in every format and reads it back."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from memcgctl.cli import cli
-from memcgctl.logic.logtext import normalise, read_lines
-from memcgctl.logic.oomreport import LogBound, collect, saved_events, within
+from memcgctl.logic.logtext import MAX_LINE, normalise, read_lines
+from memcgctl.logic.oomassembler import collect, saved_events
+from memcgctl.logic.oomreport import LogBound, within
 from memcgctl.logic.postmortem import explain_report
 from memcgctl.logic.reportsnapshot import BadnessMap
+from memcgctl.render.reportwords import note_lines
 from memcgctl.vocab.records import KernelEvent
 
 # one 5.x memcg OOM report, message texts only
@@ -196,7 +199,7 @@ def test_3x_layout_sacrifice_child_and_the_printed_score() -> None:
     # agent has -1000: never; java 60200 points beats sh
     assert [s.process.pid for s in x.decision.candidates] == [9949, 9900]
     assert x.kernel_pid == 9949 and x.verdict == "matches"
-    assert any("sacrifice child" in w for w in x.why)
+    assert any("sacrifice child" in w for w in note_lines(x.why))
     # totalpages = 65536 + min(65536 memsw - limit, no swap size: in full) = 131072
     assert x.decision.totalpages == 131072
     assert x.score_check is not None
@@ -267,7 +270,7 @@ def test_68_layout_tie_goes_to_the_last_scanned_and_oom_group() -> None:
     # equal points (5000 + 10): 6.x keeps the one scanned last, pid 77
     assert x.decision.candidates[0].process.pid == 77
     assert x.kernel_pid == 77 and x.verdict == "matches"
-    assert any("memory.oom.group" in w for w in x.why)
+    assert any("memory.oom.group" in w for w in note_lines(x.why))
 
 
 def test_vendor_uid_layout_and_empty_constraint() -> None:
@@ -441,7 +444,7 @@ def test_a_victim_that_is_not_the_top_is_called_out() -> None:
     x = explain_report(report)
     assert x.verdict == "differs" and x.victim_is_top is False
     assert x.decision.candidates[0].process.pid == 3963
-    assert any("not the top pid 3963" in w for w in x.why)
+    assert any("not the top pid 3963" in w for w in note_lines(x.why))
 
 
 def test_no_killable_process() -> None:
@@ -454,3 +457,70 @@ def test_no_killable_process() -> None:
     ]
     evs = list(saved_events(read_lines([_log("dmesg", lines)])))
     assert [e["kind"] for e in evs] == ["oom_no_victim"]
+
+
+def test_a_saved_raw_kmsg_record_is_unescaped_as_live() -> None:
+    """Issue 21 item 9: a dump of /dev/kmsg holds ``caf\\xc3\\xa9`` (the kernel's escape
+    of every byte from 0x7f up): the same event as the live log, in ``café``; and dmesg,
+    which prints the name as UTF-8 text, says the same."""
+    escaped = [t.replace("/batch/job 1", "/batch/caf\\xc3\\xa9") for t in REPORT_5X]
+    plain = [t.replace("/batch/job 1", "/batch/café") for t in REPORT_5X]
+    (ev,) = _events(_log("kmsg", escaped))
+    (same,) = _events(_log("dmesg", plain))
+    assert ev["cgroup"] == ev["oom_memcg"] == same["cgroup"] == "/batch/café"
+
+
+# -- issue 21 item 10: a line without an end ---------------------------------------------
+
+
+@pytest.mark.parametrize("split", [7, 1 << 20])
+def test_an_over_long_line_is_cut_and_the_log_goes_on(split: int) -> None:
+    """A line of 3 × MAX_LINE bytes, then a real report: the line is cut (one call
+    naming it), the report after it is read as ever."""
+    cuts: list[int] = []
+    data = b"x" * (3 * MAX_LINE) + b"\n" + _log("dmesg")
+    chunks = [data[i : i + split] for i in range(0, len(data), split)]
+    lines = list(read_lines(chunks, on_cut=cuts.append))
+    assert cuts == [1]
+    assert max(len(ln.text) for ln in lines) <= MAX_LINE
+    (ev,) = [e for e in saved_events(iter(lines)) if e["kind"] == "oom_kill"]
+    assert ev["pid"] == 4242 and ev["cgroup"] == "/batch/job 1"
+
+
+def test_events_from_a_sparse_gigabyte_without_newline(tmp_path: Path) -> None:
+    """``events --from`` a 1 GiB sparse file with no newline, then a report: it ends,
+    warns once on stderr naming the line, finds the kill after it, and its peak RSS
+    stays far below the file (the child runs under a 512 MiB address-space limit; the
+    whole line held in memory would need twice the file)."""
+    import resource
+
+    log = tmp_path / "sparse.log"
+    with open(log, "wb") as f:
+        f.truncate(1 << 30)
+        f.seek(1 << 30)
+        f.write(b"\n" + _log("dmesg"))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
+
+    out_file, err_file = tmp_path / "out", tmp_path / "err"
+    with open(out_file, "wb") as out, open(err_file, "wb") as err:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "memcgctl", "events", "--from", str(log), "--json-lines"],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=out,
+            stderr=err,
+            preexec_fn=limit,
+        )
+    _, status, usage = os.wait4(p.pid, 0)  # this child's own peak RSS
+    p.returncode = os.waitstatus_to_exitcode(status)
+    assert p.returncode == 0, err_file.read_text()[-2000:]
+    peak_mib = usage.ru_maxrss >> 10
+    print(f"events --from a 1 GiB line: peak RSS {peak_mib} MiB")
+    assert peak_mib < 128, peak_mib
+    assert err_file.read_text().splitlines() == [
+        f"memcgctl: warning: {log}: line 1 is longer than {MAX_LINE >> 10} KiB: cut there"
+        " (and any other line that long)"
+    ]
+    kills = [json.loads(x) for x in out_file.read_text().splitlines()]
+    assert [k["pid"] for k in kills if k["kind"] == "oom_kill"] == [4242]

@@ -19,7 +19,6 @@ from memcgctl.vocab.reasons import (
     NoKillableAt,
     NoKillableProcess,
     NoLimit,
-    Note,
     NotInSnapshot,
     PointsTie,
     Reason,
@@ -29,6 +28,7 @@ from memcgctl.vocab.reasons import (
     Verdict,
     Win,
 )
+from memcgctl.vocab.reportnotes import Said, note
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ from memcgctl.vocab.reasons import (
             PointsTie(25, 400),
             "tie with pid 25 at 400 points: the kernel keeps the one it scans last",
         ),
-        (Note("as it was"), "as it was"),
+        (note(Said.NO_KILLABLE), "the kernel found no killable process"),
     ],
 )
 def test_reason_text(reason: Reason, text: str) -> None:

@@ -162,6 +162,19 @@ def options_roff(command: click.Command, ctx: click.Context) -> list[str]:
     return out
 
 
+def examples_roff(name: str) -> list[str]:
+    """The examples of the command's --help (memcgctl/commands/examples.py), each
+    command line below what it does (the page's indentation leaves no room beside)."""
+    from memcgctl.commands.examples import EXAMPLES
+
+    if name not in EXAMPLES:
+        return []
+    out = [".PP", "Examples:", ".PP", ".nf"]
+    for i, (cmd, what) in enumerate(EXAMPLES[name]):
+        out += ([""] if i else []) + [line(f"# {what}"), line(cmd)]
+    return [*out, ".fi"]
+
+
 def commands(ctx: click.Context) -> list[tuple[str, click.Command]]:
     group = ctx.command
     assert isinstance(group, click.Group)
@@ -189,6 +202,7 @@ def render() -> str:
         synopsis += [usage(name, command), ".br"]
         sections += [f'.SS "{PROG} {esc(name)}"', usage(name, command), ".PP"]
         sections += help_roff(command.help)
+        sections += examples_roff(name)
         sections += options_roff(command, sub)
     environment: list[str] = []
     for param in cli.get_params(ctx):

@@ -8,13 +8,14 @@ import sys
 import click
 
 from memcgctl.commands.common import CgroupName, output_options, pass_env, pids_option
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, draw_table, emit_json
 from memcgctl.render.views import COUNTER_FIELDS
 from memcgctl.vocab.errors import UsageProblem
 
 
-@click.command()
+@click.command(epilog=epilog("counters"))
 @click.argument("cgroups", nargs=-1, type=CgroupName())
 @pids_option("Also show the memory cgroup of PID (repeatable).")
 @click.option(

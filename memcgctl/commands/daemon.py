@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import click
 
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.vocab.cgpath import CgroupPath
-from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
+from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.units import parse_delay, parse_duration_ms
 
@@ -44,7 +47,7 @@ def _seconds(text: str) -> float:
     return parse_duration_ms(text) / 1000
 
 
-@click.command()
+@click.command(epilog=epilog("daemon"))
 @click.option(
     "--root",
     "root_name",
@@ -141,6 +144,38 @@ def _seconds(text: str) -> float:
     help="Do not lock the daemon's memory (by default it calls mlockall so that its own "
     "pages are never reclaimed while it handles an OOM).",
 )
+@click.option(
+    "--pre-kill",
+    "pre_kill",
+    metavar="CMD",
+    default=None,
+    help="Run CMD (sh -c) when a victim is chosen, before it is killed; env "
+    "MEMCGCTL_VICTIM_PID, MEMCGCTL_VICTIM_CGROUP, MEMCGCTL_VICTIM_BADNESS.  Never delays "
+    "the kill: it gets at most --hook-timeout and never past the kill's deadline.",
+)
+@click.option(
+    "--post-kill",
+    "post_kill",
+    metavar="CMD",
+    default=None,
+    help="Run CMD (sh -c) after a kill, in the background; env as --pre-kill, plus "
+    "MEMCGCTL_KILLED_PIDS.",
+)
+@click.option(
+    "--hook-timeout",
+    default="1s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a hook may run before it is killed (with its process group).",
+)
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Badness rules directory (default: the global --rules). Reloaded on SIGHUP and "
+    "when a file changes; a bad file keeps the last good rules.",
+)
 @dry_run_option
 @pass_env
 def daemon(
@@ -161,6 +196,10 @@ def daemon(
     guard: str | None,
     no_guardian: bool,
     no_mlock: bool,
+    pre_kill: str | None,
+    post_kill: str | None,
+    hook_timeout: str,
+    rules_dir: Path | None,
     dry_run: bool,
 ) -> None:
     """Enforce the priority policy as a userspace OOM handler.
@@ -179,23 +218,32 @@ def daemon(
     from memcgctl.actions.kill import make_killer
     from memcgctl.daemon import owner
     from memcgctl.daemon.core import DaemonCore, Settings
+    from memcgctl.daemon.guardian import Heartbeat
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
+    from memcgctl.daemon.rulesync import RulesSync
+    from memcgctl.daemon.sdnotify import Notifier
+    from memcgctl.daemon.status import StatusCore
     from memcgctl.daemon.valve import HostLines, Tuning
+    from memcgctl.daemon.watchdog import Liveness
     from memcgctl.logic.kernelheuristic import select_kernel
     from memcgctl.logic.priority import select_priority
     from memcgctl.snapshot import kernel_params
+    from memcgctl.state.daemonlock import RootClaim
     from memcgctl.state.journal import Journal
+    from memcgctl.state.retention import cgroup_owner
     from memcgctl.vocab.records import daemon_record
 
+    if rules_dir is not None:
+        env.rules_dir = rules_dir
     root = env.fs.resolve(root_name)
+    if guard is None and not release:
+        env.rules  # noqa: B018 - bad rules at start: exit 2 before taking anything over
     if guard is not None:
         _guard(env, root, guard)
         return
     if release:
-        for cg, knobs in owner.release(env.fs, env.proc, root, dry_run=dry_run):
-            verb = "would restore" if dry_run else "restored"
-            click.echo(f"{cg}: {verb} {', '.join(knobs) or 'nothing (mark only)'}")
+        _release(env, root, dry_run)
         return
     host_ms = parse_delay(host_delay) if host_delay is not None else None
     if host_ms is not None and not root.is_root:
@@ -221,6 +269,13 @@ def daemon(
         )
     window_us = effective_us
     instance = owner.instance_id(env.proc, os.getpid())
+    # the kernel arbitrates: flocks held for the daemon's life (state/daemonlock.py);
+    # the xattr claim below still names a daemon that uses another state directory
+    holder = RootClaim(env.state_dir, root, instance).acquire()
+    if holder is not None:
+        raise OperationFailed(
+            f"{root}: a daemon is already running: {holder}; one daemon per subtree"
+        )
     running = owner.running_overlap(env.fs, env.proc, root)
     if running is not None:
         raise OperationFailed(
@@ -230,7 +285,7 @@ def daemon(
     ports = RealPorts(
         env,
         make_killer(env.proc_root, env.fs, env.proc),
-        Journal(env.state_dir),
+        Journal(env.state_dir, owner_of=cgroup_owner(lambda cg: env.fs.path(cg))),
         root=root,
         dry_run=dry_run,
         host_delay_ms=host_ms,
@@ -244,35 +299,130 @@ def daemon(
         instance=instance,
         log=sys.stderr,
     )
-    try:
-        owner.claim(env.fs, root, instance)
-    except MemcgctlError as exc:
-        _log(Priority.WARNING, f"cannot claim {root}: {exc}; a second daemon would not be refused")
+    # a non-root shadow run (trying it out) gets one line for what it goes without
+    unprivileged_shadow = dry_run and os.geteuid() != 0
+    if unprivileged_shadow:
+        _log(Priority.WARNING, _shadow_note(env, root))
+        ports.say_no_kernel_log = False
+    else:
+        try:
+            other = owner.claim_once(env.fs, env.proc, root, instance)
+        except MemcgctlError as exc:
+            other = None
+            _log(
+                Priority.WARNING,
+                f"cannot claim {root}: {exc}; a second daemon would not be refused",
+            )
+        if other is not None:
+            raise OperationFailed(
+                f"{root}: a daemon is already running on {root} "
+                f"(pid {owner.instance_pid(other)}); one daemon per subtree"
+            )
 
     def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
         if policy == "kernel":
             return select_kernel(snap, oom_root, kernel_params(env.proc, snap))
         return select_priority(snap, oom_root, exclude)
 
+    heartbeat = None
     if not dry_run and not no_guardian:
+        heartbeat = Heartbeat(str(env.state_dir), os.getpid())  # before the guardian looks
         _start_guardian(env, root, instance)
-    if not no_mlock:
+    if not no_mlock and not unprivileged_shadow:
         _mlockall()
     settings = Settings(grace=_seconds(grace), max_rounds=max_rounds, dry_run=dry_run)
-    core = DaemonCore(ports, select, settings, clock=time.monotonic)
-    loop = Loop(core, ports, rescan_interval=rescan_s)
+    hooks = None
+    if pre_kill or post_kill:
+        from memcgctl.daemon.hooks import Hooks
+
+        hooks = Hooks(
+            pre_kill,
+            post_kill,
+            _seconds(hook_timeout),
+            lambda kind, cg, **f: ports.emit(daemon_record(kind, cg, **f)),
+        )
+    core = DaemonCore(ports, select, settings, clock=time.monotonic, hooks=hooks)
+    # `memcgctl status` reads what it manages from STATE_DIR/daemon-PID.json
+    status = StatusCore(
+        core,
+        env.state_dir,
+        StatusCore.facts_of(
+            instance=instance,
+            root=str(root),
+            policy=policy,
+            dry_run=dry_run,
+            host_delay_ms=host_ms,
+            state_dir=str(env.state_dir),
+            hierarchy={"mount": str(env.fs.mount), "version": env.fs.version},
+        ),
+        valves=lambda: dict(ports.valves),
+    )
+    ports.emit = status.counted(ports.emit)  # type: ignore[method-assign,assignment]
+    rules = RulesSync(
+        env,
+        root,
+        lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields)),
+        dry_run=dry_run,
+    )
+    liveness = Liveness(core, time.monotonic, Notifier(), heartbeat)
+    loop = Loop(
+        status,
+        ports,
+        rescan_interval=rescan_s,
+        max_sleep=liveness.max_sleep(),
+        before_rescan=rules.check,
+    )
     loop.install_signal_handlers()
     ports.emit(
         daemon_record("daemon_started", root, policy=policy, dry_run=dry_run, instance=instance)
     )
     try:
-        loop.run()
+        loop.run(until=liveness)
     finally:
-        owner.unclaim(env.fs, root, instance)
-        summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
-        if dry_run:
-            summary["agreed"] = core.agreed
-        ports.emit(daemon_record("daemon_stopped", root, **summary))
+        liveness.close()
+        try:
+            owner.unclaim(env.fs, root, instance)
+            summary: dict[str, object] = {"kernel_kills": core.kernel_kills}
+            if dry_run:
+                summary["agreed"] = core.agreed
+            ports.emit(daemon_record("daemon_stopped", root, **summary))
+        finally:
+            ports.close_journal()  # after the last record: it reaches the journal
+
+
+def _shadow_note(env: Env, root: CgroupPath) -> str:
+    """The one line a non-root ``--dry-run`` starts with: what it runs without."""
+    without = [f"a claim on {root} (a second daemon is not refused)", "mlock"]
+    try:
+        os.close(os.open(env.kmsg, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError as exc:
+        without.append(
+            f"the kernel log ({env.kmsg}: {exc.strerror}; the kernel's own victims are not shown)"
+        )
+    return f"not root (uid {os.geteuid()}): shadow mode without {', '.join(without)}"
+
+
+def _release(env: Env, root: CgroupPath, dry_run: bool) -> None:
+    """``--release``: restore (or say what would be restored) the knobs and claims of
+    daemons no longer running; one line even when there is nothing."""
+    from memcgctl.daemon import owner
+
+    verb = "would restore" if dry_run else "restored"
+    stale: list[CgroupPath] = []
+    if dry_run:  # a real release removes them silently (its own report is the knobs)
+        for cg in env.fs.walk(root):
+            with contextlib.suppress(Vanished, MemcgctlError):
+                held = owner.claim_of(env.fs, cg)
+                if held is not None and not owner.instance_alive(env.proc, held):
+                    stale.append(cg)
+    done = owner.release(env.fs, env.proc, root, dry_run=dry_run)
+    for cg, knobs in done:
+        click.echo(f"{cg}: {verb} {', '.join(knobs) or 'nothing (mark only)'}")
+    for cg in stale:
+        pid = owner.instance_pid(owner.claim_of(env.fs, cg) or "")
+        click.echo(f"{cg}: would remove the claim of stopped daemon pid {pid}")
+    if dry_run and not done and not stale:  # (a real release stays quiet: ExecStopPost)
+        click.echo(f"{root}: would release nothing (no marks or claims of stopped daemons)")
 
 
 def _share(text: str, option: str, low: float = 0.0, high: float = 1.0) -> float:
@@ -299,7 +449,7 @@ def _start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
     argv = [sys.executable, "-m", "memcgctl", "--proc-root", str(env.proc_root)]
     if env.cgroup_root is not None:
         argv += ["--cgroup-root", str(env.cgroup_root)]
-    argv += ["daemon", "--root", root, "--guard", instance]
+    argv += ["--state-dir", str(env.state_dir), "daemon", "--root", root, "--guard", instance]
     try:
         subprocess.Popen(
             argv,
@@ -313,21 +463,46 @@ def _start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
 
 
 def _guard(env: Env, root: CgroupPath, instance: str) -> None:
-    """The guardian: wait for the daemon ``instance`` to die, then release its marks."""
-    import select as select_mod
-
-    from memcgctl.daemon import owner
+    """The guardian: wait for the daemon ``instance`` to die, then release its marks.
+    While it lives, a stopped or hung daemon (daemon/guardian.py) has its marks released
+    too, and is told so (it takes its memcgs over again when it comes back)."""
+    from memcgctl.daemon import guardian, owner
 
     pid = owner.instance_pid(instance)
-    if pid is None:
+    parts = instance.split("/")
+    if pid is None or len(parts) != 3 or not parts[2].isdigit():
         raise UsageProblem(f"--guard {instance!r}: not an instance id")
+    start = int(parts[2])
     try:
         fd = os.pidfd_open(pid)
     except OSError:
         fd = -1
-    if fd >= 0:
-        if owner.instance_alive(env.proc, instance):  # the pidfd is the daemon's
-            select_mod.select([fd], [], [])
-        os.close(fd)
+    proc_root, state_dir = str(env.proc_root), str(env.state_dir)
+    heartbeat = guardian.heartbeat_path(state_dir, pid)
+    try:
+        while fd >= 0 and owner.instance_alive(env.proc, instance):  # the pidfd is the daemon's
+            state = guardian.watch(proc_root, pid, start, heartbeat, fd)
+            if state == guardian.DIED:
+                break
+            for cg, mark in owner.releasable(env.fs, env.proc, root, instance=instance):
+                try:
+                    knobs = owner.restore(env.fs, cg, mark)
+                except (MemcgctlError, OSError):
+                    continue
+                _log(
+                    Priority.WARNING,
+                    f"guardian: daemon {pid} {state}; {cg}: restored {', '.join(knobs)}",
+                )
+            with contextlib.suppress(OSError):
+                flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                os.close(os.open(guardian.released_path(state_dir, pid), flags, 0o600))
+            if guardian.wait_back(proc_root, pid, start, heartbeat, fd) == guardian.DIED:
+                break
+    finally:
+        if fd >= 0:
+            os.close(fd)
     for cg, knobs in owner.release(env.fs, env.proc, root, instance=instance):
         _log(Priority.WARNING, f"guardian: daemon {pid} died; {cg}: restored {', '.join(knobs)}")
+    for path in (heartbeat, guardian.released_path(state_dir, pid)):
+        with contextlib.suppress(OSError):
+            os.unlink(path)

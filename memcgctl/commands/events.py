@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.output import emit_json, emit_json_line, say
@@ -15,7 +16,7 @@ from memcgctl.vocab.records import Event
 from memcgctl.watch.history import KillRecorder, kernel_history
 
 
-@click.command()
+@click.command(epilog=epilog("events"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @click.option("--follow", "-f", is_flag=True, help="Keep running and print new events live.")
@@ -81,8 +82,8 @@ def events(
         return
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
-    from memcgctl.logic.events import matches, merge_history
-    from memcgctl.render.eventline import format_event
+    from memcgctl.logic.events import matches, merge_history, oom_starts
+    from memcgctl.render.eventline import format_event, worded
     from memcgctl.vocab.records import utc_iso_before
     from memcgctl.vocab.units import parse_duration_ms
 
@@ -97,7 +98,7 @@ def events(
 
     def show(ev: Event) -> None:
         if lines:
-            emit_json_line(ev)
+            emit_json_line(worded(ev))
         else:
             say(format_event(ev))
 
@@ -107,10 +108,12 @@ def events(
         # from here on, kills appended by the daemon and kill-all are printed live
         follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
-        history = merge_history(kernel, recorder.journal.read())
+        journaled = _journal_records(recorder, root)
+        starts = oom_starts(kernel, follower.invoked_by_kill, journaled)
+        history = merge_history([*starts, *kernel], journaled)  # on a tie: the start first
         shown = [ev for ev in history if matches(ev, root, since_iso)]
         if as_json and not follow:
-            emit_json({"root": root, "since": since_iso, "events": shown})
+            emit_json({"root": root, "since": since_iso, "events": [worded(e) for e in shown]})
         else:
             for ev in shown:
                 show(ev)
@@ -131,6 +134,19 @@ def events(
             reader.close()
 
 
+def _journal_records(recorder: KillRecorder, root: CgroupPath) -> list[Event]:
+    """The journal's records that may concern ``root``: for a subtree, only the lines that
+    name it or a kernel kill already in hand are parsed (the cost does not grow with the
+    journal's other records); for the host, all of them."""
+    if not root.is_root:
+        from memcgctl.state.journalread import read_matching
+
+        found = read_matching(recorder.journal, str(root))
+        if found is not None:
+            return found
+    return list(recorder.journal.read())
+
+
 def _events_from_file(
     path: str,
     cgroup: str | None,
@@ -141,11 +157,11 @@ def _events_from_file(
 ) -> None:
     """One JSON document with --json (the events in a named array, as for the live
     history), one object per line with --json-lines (a 100 MB log streams)."""
-    from memcgctl.inputs.logfile import read_chunks
+    from memcgctl.inputs.logfile import read_log_lines
     from memcgctl.logic.events import matches
-    from memcgctl.logic.logtext import read_lines
-    from memcgctl.logic.oomreport import LogBound, saved_events, within
-    from memcgctl.render.eventline import format_event
+    from memcgctl.logic.oomassembler import saved_events
+    from memcgctl.logic.oomreport import LogBound, within
+    from memcgctl.render.eventline import format_event, worded
 
     try:  # matched against the log's own paths: not resolved in this hierarchy
         root = CgroupPath(cgroup or "/")
@@ -155,14 +171,14 @@ def _events_from_file(
     hi = LogBound(until) if until is not None else None
     kept: list[Event] = []
     count = 0
-    for ev in saved_events(read_lines(read_chunks(path)), path):
+    for ev in saved_events(read_log_lines(path), path):
         if not matches(ev, root, None) or not within(ev, lo, hi):
             continue
         count += 1
         if json_lines:
-            emit_json_line(ev)
+            emit_json_line(worded(ev))
         elif as_json:
-            kept.append(ev)
+            kept.append(worded(ev))
         else:
             say(format_event(ev))
     if as_json:

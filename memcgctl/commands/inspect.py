@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from memcgctl.commands.common import CgroupName, output_options, pass_env, pid_option
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, draw_table, emit_json
 from memcgctl.render.views import CGROUP_FIELDS, PROCESS_FIELDS, tree_rows
@@ -26,34 +27,44 @@ def wide_option(func: F) -> F:
     )(func)
 
 
-@click.command()
+@click.command(epilog=epilog("tree"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
+@click.option(
+    "--processes",
+    "-p",
+    is_flag=True,
+    help="Show each cgroup's processes too (PID COMM, rss as USAGE), as systemd-cgls.",
+)
 @wide_option
 @output_options
 @pass_env
-def tree(env: Env, cgroup: str | None, pid: int | None, wide: bool, out: Output) -> None:
+def tree(
+    env: Env, cgroup: str | None, pid: int | None, processes: bool, wide: bool, out: Output
+) -> None:
     """Show the memcg hierarchy below CGROUP (default: /).
 
     Columns: usage, limit, badness (and where it comes from), OOM delay, oom.group,
     under OOM, OOM kills of the cgroup itself (kernel counter), tasks attached.  On a
     narrow terminal the headers and badness sources are abbreviated (900t: trusted,
-    800u: user) and the least useful columns left out; names and numbers are never cut.
+    800u: user) and the least useful columns left out; a long cgroup name is shortened
+    in the middle (…) rather than lose BADNESS; numbers are never cut.
     """
     out = out._replace(wide=wide)
     root = env.target_cgroup(cgroup, pid)
     _require_memory(env, root)
-    snap = env.snapshot(root, with_processes=False)
+    snap = env.snapshot(root, with_processes=processes)
     if out.json:
-        emit_json(
-            {
-                "hierarchy": {"mount": str(env.fs.mount), "version": env.fs.version},
-                "root": root,
-                "cgroups": [cg.to_json() for cg in snap.walk(root)],
-            }
-        )
+        doc: dict[str, Any] = {
+            "hierarchy": {"mount": str(env.fs.mount), "version": env.fs.version},
+            "root": root,
+            "cgroups": [cg.to_json() for cg in snap.walk(root)],
+        }
+        if processes:
+            doc["processes"] = [p.to_json() for p in snap.subtree_processes(root)]
+        emit_json(doc)
         return
-    draw_table(out, CGROUP_FIELDS, tree_rows(snap, root))
+    draw_table(out, CGROUP_FIELDS, tree_rows(snap, root, processes))
 
 
 def _require_memory(env: Env, cg: CgroupPath) -> None:
@@ -81,7 +92,7 @@ _SORT_KEYS = {
 }
 
 
-@click.command()
+@click.command(epilog=epilog("ps"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option()
 @click.option(

@@ -12,6 +12,7 @@ import click
 
 from memcgctl import __version__
 from memcgctl.commands.common import dry_run_option, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import PROC, STATE_DIR, Env
 from memcgctl.render.unitfile import UNIT_NAME, daemon_unit, memcgctl_command
 from memcgctl.vocab.errors import PermissionDenied, UsageProblem
@@ -49,6 +50,7 @@ def _sends_notify() -> bool:
 @click.command(
     "install-unit",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    epilog=epilog("install-unit"),
 )
 @click.option(
     "--unit-dir",

@@ -18,6 +18,7 @@ import click
 
 from memcgctl.actions.kubesync import apply_change, discover_pod_cgroups, read_current
 from memcgctl.commands.common import Seconds, dry_run_option, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.inputs.kubeapi import (
     DEFAULT_KUBELET_URL,
@@ -77,11 +78,14 @@ class Agent:
             self._warned.add(message)
             log(Priority.WARNING, message)
 
-    def refresh(self) -> None:
-        """Fetch the pods; on failure keep the last list and say so once."""
+    def refresh(self, once: bool = False) -> None:
+        """Fetch the pods; on failure keep the last list and say so once (``once``:
+        raise the failure instead, to be the command's one error line)."""
         try:
             pods, problems = self.source.fetch()
         except SourceUnavailable as exc:
+            if once:
+                raise
             if self.pods is None and not self.unreachable:
                 log(Priority.ERR, f"{exc.message}; no pod list yet, nothing to reconcile")
             elif not self.unreachable:
@@ -142,7 +146,7 @@ def _source(
     return PodSource(kubelet_url, token, ca, insecure_kubelet, timeout)
 
 
-@click.command("kube")
+@click.command("kube", epilog=epilog("kube"))
 @click.option(
     "--kubelet-url",
     envvar="MEMCGCTL_KUBELET_URL",
@@ -186,7 +190,11 @@ def _source(
     help="Seconds between reconciles (pods added or removed are seen within one).",
 )
 @click.option(
-    "--timeout", type=Seconds(), default="5", show_default=True, help="Seconds per request."
+    "--timeout",
+    type=Seconds(),
+    default="5",
+    show_default=True,
+    help="Seconds for each request, all of it (connect, headers, body).",
 )
 @click.option("--once", is_flag=True, help="Reconcile once and exit (1 if the source failed).")
 @click.option(
@@ -230,9 +238,7 @@ def kube(
     agent = Agent(env, source, ns, dry_run)
     env.fs  # noqa: B018 - resolve the hierarchy now: a bad --cgroup-root fails at once
     if once:
-        agent.refresh()
-        if agent.pods is None:
-            raise SourceUnavailable(f"{source.describe()}: no pod list")
+        agent.refresh(once=True)
         agent.reconcile()
         return
     stop = threading.Event()

@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING
 import click
 
 from memcgctl.commands.common import AsciiInt, output_options, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, emit_json, print_tree, say
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 
 if TYPE_CHECKING:
-    from memcgctl.logic.oomreport import OomReport, TaskRow
+    from memcgctl.logic.oomreport import OomReport
+    from memcgctl.logic.oomtable import TaskRow
+    from memcgctl.logic.postmortem import KillExplanation
     from memcgctl.logic.reportsnapshot import BadnessMap, CgroupLookup, LiveInfo, LiveLookup
     from memcgctl.vocab.cgpath import CgroupPath
 
@@ -21,27 +24,23 @@ def _live_report(env: Env, pid: int | None) -> OomReport | None:
     """The report of the kill of ``pid`` (default: the last kill) in the live kernel
     log: every record, since task-table rows carry no OOM keyword."""
     from memcgctl.kernel.kmsgdev import KmsgReader
-    from memcgctl.logic.kmsgparse import join_continuations, parse_record
-    from memcgctl.logic.logtext import LogLine
-    from memcgctl.logic.oomreport import ReportCollector
+    from memcgctl.logic.oomassembler import OomAssembler, kmsg_events
 
     reader = KmsgReader(env.kmsg).open()
     try:
         raws = reader.read_available()
     finally:
         reader.close()
-    boot = env.proc.boot_time()
-    records = [r for r in (parse_record(raw) for raw in raws) if r is not None]
-    col = ReportCollector(env.kmsg)
-    col.pid = pid
-    for rec in join_continuations(records):
-        col.feed(LogLine(rec.seq, boot + rec.usec / 1e6, rec.usec / 1e6, rec.text, True, ""))
-    return col.chosen
+    asm = OomAssembler(env.proc.boot_time(), source=env.kmsg, reports=True, pid=pid)
+    for _ev in kmsg_events(asm, raws, every_record=True):
+        pass  # the reader keeps the report of the kill asked for
+    return asm.chosen
 
 
-def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
+def _live_lookups(env: Env, gone: list[TaskRow] | None = None) -> tuple[LiveLookup, CgroupLookup]:
     """Badness of the report's processes and cgroups that still exist on this machine
-    (and a cgroup's pod label, read beside its badness)."""
+    (and a cgroup's pod label, read beside its badness); the rows of processes gone
+    since (their registry entries are pruned with them) are appended to ``gone``."""
     from memcgctl.logic.reportsnapshot import LiveInfo
     from memcgctl.state.store import BADNESS, pod_beside, read_setting
 
@@ -51,6 +50,8 @@ def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
         nonlocal registry
         try:
             if not env.proc.exists(row.pid) or env.proc.comm(row.pid) != row.name:
+                if gone is not None:
+                    gone.append(row)
                 return None  # gone, or the pid was recycled
             cg = env.cgroup_of_pid(row.pid)
             if registry is None:
@@ -76,6 +77,18 @@ def _live_lookups(env: Env) -> tuple[LiveLookup, CgroupLookup]:
     return process, cgroup
 
 
+def _with_gone_note(x: KillExplanation, gone: list[TaskRow]) -> KillExplanation:
+    """Say which processes' badness is no longer known (a process badness lives in the
+    registry only as long as the process: a dead victim's entry is pruned), so the
+    counterfactual's "the same task" is not taken for more than it is."""
+    import dataclasses
+
+    from memcgctl.vocab.reportnotes import Said, note
+
+    gone_note = note(Said.GONE, tasks=tuple((r.pid, r.name) for r in gone))
+    return dataclasses.replace(x, priority_notes=(*x.priority_notes, gone_note))
+
+
 def _badness_map(path: str | None) -> BadnessMap:
     from memcgctl.logic.reportsnapshot import BadnessMap
 
@@ -87,7 +100,7 @@ def _badness_map(path: str | None) -> BadnessMap:
     return BadnessMap.parse(data.decode("utf-8", "replace"), path)
 
 
-@click.command("explain-kill")
+@click.command("explain-kill", epilog=epilog("explain-kill"))
 @click.argument("pid", required=False, type=AsciiInt(minimum=1))
 @click.option(
     "--from",
@@ -139,26 +152,28 @@ def explain_kill(
     )
 
     badness = _badness_map(badness_file)
+    gone: list[TaskRow] = []
     live: LiveLookup | None = None
     live_cg: CgroupLookup | None = None
     if from_file is not None:
-        from memcgctl.inputs.logfile import read_chunks
-        from memcgctl.logic.logtext import read_lines
-        from memcgctl.logic.oomreport import collect
+        from memcgctl.inputs.logfile import read_log_lines
+        from memcgctl.logic.oomassembler import collect
 
-        report, _ = collect(read_lines(read_chunks(from_file)), pid, from_file)
+        report, _ = collect(read_log_lines(from_file), pid, from_file)
         where = from_file
     else:
         try:
             report = _live_report(env, pid)
         except UsageProblem:
             raise
-        live, live_cg = _live_lookups(env)
+        live, live_cg = _live_lookups(env, gone)
         where = env.kmsg
     if report is None:
         what = f"no OOM kill of pid {pid}" if pid is not None else "no OOM kill"
         raise OperationFailed(f"{where}: {what} in the log")
     x = explain_report(report, badness, live, live_cg)
+    if gone:
+        x = _with_gone_note(x, gone)
     if out.json:
         emit_json(kill_explanation_json(x))
         return

@@ -7,17 +7,22 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from memcgctl.actions.launch import check_cgroup_access, find_command, reset_signals, set_up
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
+from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfiles import V1_LIMIT, V2_HIGH, V2_MAX
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.output import say
 from memcgctl.state.store import NAMESPACES, default_namespace
 from memcgctl.vocab.cgpath import CgroupPath
+
+if TYPE_CHECKING:
+    from memcgctl.actions.supervise import User
 from memcgctl.vocab.errors import (
     CommandNotExecutable,
     CommandNotFound,
@@ -56,7 +61,7 @@ def _limits(
     return out
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
+@click.command(context_settings={"ignore_unknown_options": False}, epilog=epilog("run"))
 @click.option(
     "--cgroup",
     "-c",
@@ -109,6 +114,27 @@ def _limits(
     help="Create a new v1 memcg without --memory-max anyway (it then has no OOM of its "
     "own: only its ancestors' limits or the host's).",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Stay CMD's parent (outside CG), wait for it, then print a summary: result, "
+    "exit status, runtime, CG's peak memory and OOM kills (as systemd-run --wait).",
+)
+@click.option(
+    "--collect",
+    is_flag=True,
+    help="Remove the cgroups run created once CMD has exited and they are empty "
+    "(implies staying CMD's parent, as --wait, without the summary).",
+)
+@click.option("--uid", "user", metavar="USER", default=None, help="Run CMD as USER (root only).")
+@click.option(
+    "--setenv",
+    "-E",
+    "setenv",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="Set NAME in CMD's environment (NAME alone: this environment's value); repeatable.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Say on stderr what was done before exec.")
 @dry_run_option
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARG]...")
@@ -122,6 +148,10 @@ def run(
     memory_max: str | None,
     memory_high: str | None,
     no_limit: bool,
+    wait: bool,
+    collect: bool,
+    user: str | None,
+    setenv: tuple[str, ...],
     verbose: bool,
     dry_run: bool,
     command: tuple[str, ...],
@@ -134,6 +164,10 @@ def run(
     which exec keeps), then replaces itself with CMD.  Without --cgroup, CMD runs in
     the current cgroup.  Exit status: CMD's own; 126 if CMD cannot be executed, 127 if
     it is not found; memcgctl's codes (1-5) when setting up failed before CMD ran.
+
+    With --wait or --collect memcgctl stays outside CG as CMD's parent (CMD alone is
+    moved in and gets the badness), passes SIGINT/SIGTERM/SIGHUP on, and exits with
+    CMD's status (128 + signal when killed).
     """
     badness_value = parse_badness(badness) if badness is not None else None
     delay_ms = parse_delay(delay) if delay is not None else None
@@ -141,6 +175,16 @@ def run(
         raise UsageProblem("--delay needs --cgroup (the delay belongs to a cgroup)")
     limits = _limits(env, cgroup, memory_max, memory_high, no_limit)
     path = find_command(command[0])
+    environ = _environment(setenv)
+    who = None
+    if user is not None:
+        from memcgctl.actions.supervise import check_root_for_uid, resolve_user
+
+        who = resolve_user(user)
+        check_root_for_uid()
+    if collect and cgroup is None:
+        raise UsageProblem("--collect needs --cgroup (it removes the cgroup run created)")
+    stay = wait or collect
 
     plan: list[str] = []
     cg: CgroupPath | None = None
@@ -156,16 +200,43 @@ def run(
         plan += [f"set {name} of {cg} to {format_bytes(value)}" for name, value in limits]
         if delay is not None:
             plan.append(f"set OOM delay of {cg} to {format_duration_ms(delay_ms)}")
-        plan.append(f"move pid {os.getpid()} into {cg}")
+        plan.append(f"move {'the child' if stay else f'pid {os.getpid()}'} into {cg}")
     if badness_value is not None:
-        plan.append(f"register badness {badness_value} for pid {os.getpid()}")
+        plan.append(
+            f"register badness {badness_value} for {'the child' if stay else f'pid {os.getpid()}'}"
+        )
+    plan += [f"set {n}" for n in setenv]
+    if who is not None:
+        plan.append(f"become uid {who.uid} gid {who.gid}")
     plan.append(f"exec {path}" + "".join(f" {a}" for a in command[1:]))
+    if stay:
+        plan.append("wait for it" + (", then remove " + ", ".join(missing) if collect else ""))
 
     if dry_run:
         for step in plan:
             say(f"would {step}")
         return
 
+    if stay:
+        sys.exit(
+            _run_and_wait(
+                env,
+                cg,
+                missing,
+                limits,
+                namespace,
+                delay_ms,
+                badness_value,
+                path,
+                command,
+                environ,
+                who,
+                wait,
+                collect,
+                verbose,
+                plan,
+            )
+        )
     # Check everything that can be checked before changing anything (an unprivileged
     # user without a usable state directory must not be left half set up), then undo
     # what was done if a later step still fails: either complete or change nothing.
@@ -201,8 +272,90 @@ def run(
     sys.stdout.flush()
     sys.stderr.flush()
     reset_signals()
+    if who is not None:
+        from memcgctl.actions.supervise import become
+
+        become(who)
     try:
-        os.execv(path, list(command))
+        os.execve(path, list(command), environ)
     except OSError as exc:
         cls = CommandNotFound if exc.errno == errno.ENOENT else CommandNotExecutable
         raise cls(f"{command[0]}: {exc.strerror}") from exc
+
+
+def _environment(setenv: tuple[str, ...]) -> dict[str, str]:
+    """This environment plus ``--setenv NAME=VALUE`` (``NAME`` alone: its value here)."""
+    environ = dict(os.environ)
+    for item in setenv:
+        name, eq, value = item.partition("=")
+        if not name or "\0" in item:
+            raise UsageProblem(f"--setenv {item!r}: want NAME=VALUE or NAME")
+        if eq:
+            environ[name] = value
+        elif name in os.environ:
+            environ[name] = os.environ[name]
+        else:
+            environ.pop(name, None)
+    return environ
+
+
+def _run_and_wait(
+    env: Env,
+    cg: CgroupPath | None,
+    missing: list[CgroupPath],
+    limits: list[tuple[str, int]],
+    namespace: str,
+    delay_ms: int | None,
+    badness_value: int | None,
+    path: str,
+    command: tuple[str, ...],
+    environ: dict[str, str],
+    who: User | None,
+    wait: bool,
+    collect: bool,
+    verbose: bool,
+    plan: list[str],
+) -> int:
+    """``--wait``/``--collect``: CMD as a child, set up by its pid; its exit status."""
+    from memcgctl.actions import supervise
+
+    if badness_value is not None:
+        env.registry.check_writable()
+    if cg is not None:
+        check_cgroup_access(env.fs, cg, missing)
+    delay_setting = None
+    if delay_ms is not None:
+        delay_setting = (default_namespace() if namespace == "auto" else namespace, delay_ms)
+    supervise.flush_std()
+    child, go = supervise.spawn_held(path, command, environ, who)
+
+    def set_up_child() -> None:
+        try:
+            start = env.proc.start_time(child)
+        except Vanished:
+            raise UsageProblem(f"pid {child}: not in {env.proc_root}") from None
+        set_up(
+            env.fs,
+            env.proc,
+            env.registry,
+            env.is_alive,
+            cg,
+            missing,
+            limits,
+            delay_setting,
+            child,
+            start,
+            badness_value,
+        )
+        if verbose:
+            for step in plan:
+                diagnostic(step.replace("the child", f"pid {child}"))
+
+    outcome = supervise.supervise(env.fs, child, go, set_up_child, cg)
+    if wait:
+        for line in supervise.describe(outcome, cg):
+            say(line, err=True)
+    if collect:
+        for note in supervise.collect(env.fs, missing):
+            diagnostic(note)
+    return outcome.status

@@ -21,7 +21,10 @@ An episode starts at ``short``: emit ``under_oom`` at once, then wait until the 
 falls back (a job manager freed memory or raised the limit: ``oom_resolved`` by
 userspace) or the delay expires; then kill the policy's victim.  Still short ``grace``
 after a kill (the victim freed too little): the next victim; after ``max_rounds``
-kills, kill-all of the OOM root's lowest-priority child.  Escalation belongs to one
+kills, kill-all of the OOM root's lowest-priority child.  Nothing whose effective
+badness is 1000 dies, escalation included: a kill-all target holding such a process
+is killed process by process around it (no victim at all: nothing is killed, the
+domain stays held for userspace at the valve, thawed, said once per episode).  Escalation belongs to one
 continuous episode: once the domain has *recovered* (fallen well below the valve) a new
 OOM starts at round 1.  Watches are re-checked at the poll interval the ports ask for,
 and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
@@ -34,10 +37,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from memcgctl.daemon.hooks import Hooks
 from memcgctl.daemon.protocol import Level, Ports
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
-from memcgctl.logic.decision import Decision
-from memcgctl.logic.priority import lowest_priority_child
+from memcgctl.logic.decision import PRIORITY, Decision
+from memcgctl.logic.priority import lowest_priority_child, protected_pids
 from memcgctl.render.reasontext import reason_lines
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot
@@ -64,6 +68,7 @@ class Watch:
     next_check: float | None = None
     check_step: float = 0.0
     plan: Decision | None = None  # the victim chosen just before the deadline
+    said_stuck: bool = False  # nothing killable was reported in this episode
 
 
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
@@ -85,8 +90,10 @@ class DaemonCore:
         select: Select,
         settings: Settings | None = None,
         clock: Callable[[], float] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.ports = ports
+        self.hooks = hooks  # --pre-kill / --post-kill (hooks.py); never waited for
         # choosing the victim ahead of the deadline, and late_ms; None: neither
         self.clock = clock
         self.select = select
@@ -124,8 +131,14 @@ class DaemonCore:
             self._check(w, now, adopt=starting)
 
     def release_all(self) -> None:
+        self.release_watches("daemon stopping")
+        if self.hooks is not None:
+            self.hooks.close()
+
+    def release_watches(self, why: str) -> None:
+        """Release every managed memcg (the daemon goes on: it may take them again)."""
         for cg in sorted(self.watches):
-            self._release(cg, "daemon stopping")
+            self._release(cg, why)
 
     def _release(self, cg: Scope, why: str) -> None:
         w = self.watches.pop(cg, None)
@@ -219,7 +232,7 @@ class DaemonCore:
             w.rounds, w.killed, w.last_kill = 0, [], None
         w.episode_start = now
         w.adopted = adopt
-        w.cut_short = w.freeze_failed = False
+        w.cut_short = w.freeze_failed = w.said_stuck = False
 
     def _resolved(self, w: Watch, now: float) -> None:
         assert w.episode_start is not None
@@ -248,12 +261,18 @@ class DaemonCore:
                 self._act(w, now)
             elif w.episode_start is not None and w.plan is None and now >= self._prep_at(w):
                 w.plan = self._decide(w)
+                if self.hooks is not None and not self.settings.dry_run:
+                    self.hooks.chosen(w.cg, w.plan, self._due(w))
             if w.episode_start is not None:
                 deadlines.append(self._due(w))
                 if w.plan is None and self.clock is not None:
                     deadlines.append(self._prep_at(w))
             if w.next_check is not None:
                 deadlines.append(w.next_check)
+        if self.hooks is not None:
+            hook_due = self.hooks.reap()
+            if hook_due is not None:
+                deadlines.append(hook_due)
         return min(deadlines) if deadlines else None
 
     def _due(self, w: Watch) -> float:
@@ -269,7 +288,8 @@ class DaemonCore:
         choice took before it (5 ms - 0.5 s), so the kill itself is only a signal."""
         if self.clock is None:
             return float("inf")
-        return self._due(w) - min(max(2 * self.prep_s, 0.005), 0.5)
+        lead = self.hooks.lead_s if self.hooks is not None else 0.0  # the pre-kill hook's
+        return self._due(w) - max(min(max(2 * self.prep_s, 0.005), 0.5), lead)
 
     def _decide(self, w: Watch) -> Decision:
         t0 = self.clock() if self.clock is not None else 0.0
@@ -296,14 +316,19 @@ class DaemonCore:
             if decision is None:
                 decision = self._decide(w)
             if decision.victim is None:
-                self._emit("no_victim", w.cg, reasons=reason_lines(decision.reasons))
+                if not w.said_stuck:
+                    self._emit("no_victim", w.cg, reasons=reason_lines(decision.reasons))
                 self._escalate(w, now)
                 return
             if self.settings.dry_run:
                 self._emit("would_kill", w.cg, **self._kill_fields(w, now, decision))
                 self._killed(w, now, [decision.victim.pid])
                 return
-            pids = self.ports.kill(decision)
+            if self.hooks is not None:
+                self.hooks.killing(w.cg, decision)  # a late pre-kill hook is stopped
+            pids = self._kill(w, decision)
+            if self.hooks is not None:
+                self.hooks.killed(w.cg, decision, pids)
             if pids or attempt:
                 break
             decision = None  # the victim left between the choice and the signal
@@ -314,6 +339,23 @@ class DaemonCore:
         self._emit("daemon_kill", w.cg, killed=pids, **fields)
         self._killed(w, now, pids)
 
+    def _kill(self, w: Watch, decision: Decision) -> list[int]:
+        """The victim, or its memory.oom.group: a group holding a process whose
+        effective badness is 1000 dies process by process around it (a group kill
+        would take it too)."""
+        group = decision.kill_group
+        if group is None:
+            return self.ports.kill(decision)
+        snap = self.ports.snapshot(group)
+        spared = protected_pids(snap, group)
+        if not spared:
+            return self.ports.kill(decision)
+        pids: list[int] = []
+        for p in snap.subtree_processes(group):
+            if p.killable and p.pid not in spared:
+                pids += self.ports.kill(Decision(PRIORITY, w.domain, p))
+        return pids
+
     @staticmethod
     def _kill_fields(w: Watch, now: float, decision: Decision) -> dict[str, Any]:
         victim = decision.victim
@@ -323,6 +365,8 @@ class DaemonCore:
             "comm": victim.comm,
             "victim_cgroup": victim.cgroup,
             "badness": victim.badness,
+            "badness_source": victim.badness_source,
+            "badness_from": victim.badness_from,
             "round": w.rounds + 1,
             "waited_ms": round((now - w.episode_start) * 1000) if w.episode_start else 0,
             "reasons": reason_lines(decision.reasons),
@@ -344,12 +388,30 @@ class DaemonCore:
     def _escalate(self, w: Watch, now: float) -> None:
         snap = self.ports.snapshot(w.domain)
         target = lowest_priority_child(snap, w.domain) or w.domain
+        spared = protected_pids(snap, target)
+        extra: dict[str, Any] = {"spared": sorted(spared)} if spared else {}
         if self.settings.dry_run:
-            self._emit("would_escalate", w.cg, target=target, rounds=w.rounds)
+            self._emit("would_escalate", w.cg, target=target, rounds=w.rounds, **extra)
             pids: list[int] = []
-        else:
+        elif not spared:
             pids = self.ports.kill_all(target)
             self._emit("daemon_escalated", w.cg, target=target, killed=pids, rounds=w.rounds)
+        else:
+            # a whole-subtree kill would take the never-kill processes too: one by one
+            pids = []
+            for p in snap.subtree_processes(target):
+                if p.killable and p.pid not in spared:
+                    pids += self.ports.kill(Decision(PRIORITY, target, p))
+            if pids or not w.said_stuck:
+                self._emit(
+                    "daemon_escalated", w.cg, target=target, killed=pids, rounds=w.rounds, **extra
+                )
+            w.said_stuck = not pids
+            if w.said_stuck and w.frozen:
+                # the freeze only bridges the time until a victim dies: with none,
+                # thaw, and do not freeze again in this episode
+                self._thaw(w)
+                w.freeze_failed = True
         self._killed(w, now, pids)
 
     # -- the kernel's own kills ---------------------------------------------------------
@@ -378,6 +440,8 @@ class DaemonCore:
                 comm=pv.comm,
                 victim_cgroup=pv.cgroup,
                 badness=pv.badness,
+                badness_source=pv.badness_source,
+                badness_from=pv.badness_from,
                 reasons=reason_lines(decision.reasons),
             )
         self._emit(

@@ -28,13 +28,10 @@ class KernelLog:
         return self.reader.fileno() if self.reader.is_device else -1
 
     def kills(self) -> list[KernelEvent]:
-        from memcgctl.logic.kmsgparse import join_continuations, may_matter, parse_records
+        from memcgctl.logic.oomassembler import kmsg_events
 
-        raws = [r for r in self.reader.read_available() if may_matter(r)]
-        out: list[KernelEvent] = []
-        for rec in join_continuations(parse_records(raws)):
-            out += [e for e in self.asm.feed(rec) if e.get("kind") == "oom_kill"]
-        return out
+        events = kmsg_events(self.asm, self.reader.read_available())
+        return [e for e in events if e.get("kind") == "oom_kill"]
 
     def close(self) -> None:
         self.reader.close()
@@ -44,9 +41,10 @@ def victim_info(ev: KernelEvent, cgroup: CgroupPath) -> ProcessInfo:
     """The kernel's victim as a process record, from its kill line (it is gone from
     /proc by now).  Its process badness is not known any more: oom_score_adj -1000
     counts as 1000, anything else as the default."""
-    from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_NEVER
+    from memcgctl.vocab.constants import fallback_badness
 
     adj = int(ev.get("oom_score_adj") or 0)
+    badness, source = fallback_badness(adj)
     return ProcessInfo(
         pid=int(ev["pid"]),
         comm=str(ev.get("comm", "?")),
@@ -58,7 +56,7 @@ def victim_info(ev: KernelEvent, cgroup: CgroupPath) -> ProcessInfo:
         swap_kb=0,
         pgtables_kb=int(ev.get("pgtables_kb") or 0),
         oom_score_adj=adj,
-        badness=BADNESS_NEVER if adj == -1000 else BADNESS_DEFAULT,
-        badness_source="oom_score_adj" if adj == -1000 else "default",
+        badness=badness,
+        badness_source=source,
         killable=True,
     )

@@ -15,6 +15,7 @@ from typing import TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
+from memcgctl.daemon.dying import Dying
 from memcgctl.daemon.journaling import JournalWriter
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
@@ -45,6 +46,7 @@ AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _VALVE_EVENTS = ("high", "max", "oom")
+REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
 
 
 CAP_SYS_RESOURCE = 24
@@ -91,7 +93,9 @@ class RealPorts(Knobs):
         self.valves: dict[Scope, Valve] = {}
         self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
+        self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
+        self.dying = Dying()  # victims sent SIGKILL that have not exited yet
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
         )
@@ -101,7 +105,10 @@ class RealPorts(Knobs):
         try:
             self.kernel_log = KernelLog(self.env)
         except (MemcgctlError, OSError) as exc:
-            self._log(Priority.WARNING, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc))
+            if self.say_no_kernel_log:
+                self._log(
+                    Priority.WARNING, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc)
+                )
 
     def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call,
@@ -170,20 +177,38 @@ class RealPorts(Knobs):
         self.watches[HOST] = watches
         return Managed("host", ROOT)  # the host's victims are chosen in the whole hierarchy
 
-    def _domain(self, cg: CgroupPath) -> CgroupPath | None:
+    def _domain(self, cg: CgroupPath, bound: CgroupPath | None = None) -> CgroupPath | None:
         """The OOM domain of cg inside our root: cg or the nearest ancestor with a
-        memory.max."""
+        memory.max, no higher than ``bound``."""
         cur: CgroupPath | None = cg
         while cur is not None and not cur.is_root:
             if self.fs.limit(cur) is not None:
                 return cur
-            if cur == self.root:
+            if cur in (self.root, bound):
                 return None
             cur = cur.parent
         return None
 
+    def _delegation_bound(self, cg: CgroupPath) -> CgroupPath | None:
+        """Where a delay set through ``user.*`` stops (SPEC §2.3): the top of its
+        owner's delegation, so that the valve, the freeze and the escalation never
+        reach a cgroup that owner does not own.  None for a ``trusted.*`` delay."""
+        from memcgctl.state.store import OOM_DELAY, delegation_root, read_setting
+
+        if read_setting(self.fs, cg, OOM_DELAY).source != "user":
+            return None
+        return delegation_root(self.fs, cg)
+
     def _take_valve(self, cg: CgroupPath) -> Managed | None:
-        domain = self._domain(cg)
+        bound = self._delegation_bound(cg)
+        domain = self._domain(cg, bound)
+        if domain is None and bound is not None and self._domain(cg) is not None:
+            self._cannot(
+                cg,
+                f"user.* delay ignored: no memory.max on it or above it inside its "
+                f"owner's delegation (up to {bound}); the limit above is not theirs",
+            )
+            return None
         if domain is None:
             self._cannot(
                 cg,
@@ -243,12 +268,17 @@ class RealPorts(Knobs):
             w.close()
 
     def close_all(self) -> None:
-        self.writer.close()
+        """Every fd.  The journal writer stays open for the records of the way out
+        (``daemon_stopped`` and its shadow-mode summary): :meth:`close_journal`."""
         for cg in list(self.watches):
             self._close(cg)
         if self.kernel_log is not None:
             self.kernel_log.close()
             self.kernel_log = None
+
+    def close_journal(self) -> None:
+        """The journal writer's last flush (bounded), after the last record."""
+        self.writer.close()
 
     # -- notifications (for the loop) ----------------------------------------------------
     def fds(self) -> dict[int, Scope | str]:
@@ -343,16 +373,24 @@ class RealPorts(Knobs):
         return self.freeze_domain(v.domain, frozen)
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
-        return self.env.snapshot(cg)
+        return self.dying.hide(self.env.snapshot(cg))
 
     def alive(self, pids: Iterable[int]) -> list[int]:
+        """Those of pids still holding memory.  A victim we sent SIGKILL had its memory
+        reaped (process_mrelease) then: stuck exiting with nothing left to free, it does
+        not hold the next round back beyond the grace."""
         out = []
+        dying = self.dying.pids()
         for pid in pids:
             try:
-                if self.proc.status(pid).has_mm:  # a zombie has given its memory back
-                    out.append(pid)
+                st = self.proc.status(pid)
             except Vanished:
                 continue
+            if not st.has_mm:  # a zombie has given its memory back
+                continue
+            if pid in dying and st.rss_anon_kb + st.rss_shmem_kb < REAPED_KB:
+                continue
+            out.append(pid)
         return out
 
 

@@ -7,8 +7,12 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from memcgctl.vocab.errors import UsageProblem, from_oserror
+
+if TYPE_CHECKING:
+    from memcgctl.logic.logtext import LogLine
 
 CHUNK = 1 << 20
 
@@ -57,3 +61,25 @@ def read_chunks(path: str) -> Iterator[bytes]:
             yield chunk
     finally:
         os.close(fd)
+
+
+def read_log_lines(path: str) -> Iterator[LogLine]:
+    """The kernel messages of the saved log ``path`` (``-``: standard input).  A line
+    longer than the bound is cut with one warning on stderr, naming the first such
+    line; further ones are cut silently."""
+    from memcgctl.logic.logtext import MAX_LINE, read_lines
+    from memcgctl.render.diag import warning
+
+    warned = False
+
+    def on_cut(lineno: int) -> None:
+        nonlocal warned
+        if not warned:
+            warned = True
+            where = "standard input" if path == "-" else path
+            warning(
+                f"{where}: line {lineno} is longer than {MAX_LINE >> 10} KiB: cut there"
+                " (and any other line that long)"
+            )
+
+    return read_lines(read_chunks(path), on_cut=on_cut)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -83,8 +84,33 @@ def entry(
 # -- Prometheus text exposition ----------------------------------------------------------
 
 
+_RAW_BYTE = re.compile(r"[\ud800-\udfff]|\\(?=x(?:[89a-fA-F][0-9a-fA-F]|5[cC]))")
+
+
+def _raw_byte(m: re.Match[str]) -> str:
+    c = m.group()
+    if c == "\\":
+        return "\\x5c"
+    if "\udc80" <= c <= "\udcff":  # os.fsdecode's escape of a byte that is not UTF-8
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return "\ufffd"  # any other lone surrogate: no filesystem name makes one
+
+
+def label_text(value: str) -> str:
+    """A cgroup path as valid UTF-8 text, the same path for every name that is.
+
+    Names come from the filesystem as surrogate-escaped ``str``: a byte that is not
+    UTF-8 (a delegated user may name a cgroup ``x\\xffy``) becomes ``\\xNN``.  The
+    mapping stays one-to-one, so two cgroups never share a series: a literal backslash
+    that would read as such an escape (``\\x80``-``\\xff``, ``\\x5c``) is written ``\\x5c``.
+    Every other name, systemd's ``\\x2d`` ones included, is unchanged."""
+    return _RAW_BYTE.sub(_raw_byte, value)
+
+
 def _label(value: str) -> str:
-    """A label value escaped per the text exposition format (\\, \", \n)."""
+    """A label value escaped per the text exposition format (\\, \", \n), always
+    valid UTF-8 (:func:`label_text`)."""
+    value = label_text(value)
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 

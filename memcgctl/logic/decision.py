@@ -14,11 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from memcgctl.logic.oombadness import may_be_chosen
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.vocab.reasons import Caveat, GroupKill, Reason, Skip, Verdict
-
-OOM_SCORE_ADJ_MIN = -1000
 
 PRIORITY = "priority"
 KERNEL = "kernel"
@@ -87,6 +86,7 @@ class Decision:
     candidates: tuple[Scored, ...] = ()  # kernel: ranked, the victim first
     points: int | None = None  # kernel: the victim's points
     totalpages: int | None = None  # kernel
+    normalised: bool = False  # kernel before 3.8: points on the 0..1000 scale
     reasons: tuple[Reason, ...] = ()  # the decision step by step, in order
     caveats: tuple[Caveat, ...] = field(default=())  # where the prediction may be wrong
 
@@ -129,7 +129,7 @@ def group_kill_pids(snap: Snapshot, group: CgroupPath) -> tuple[int, ...]:
         sorted(
             p.pid
             for p in snap.subtree_processes(group)
-            if p.oom_score_adj != OOM_SCORE_ADJ_MIN and p.pid != 1 and p.killable
+            if p.killable and may_be_chosen(p.pid, p.oom_score_adj)
         )
     )
 

@@ -60,6 +60,55 @@ def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Eve
     return out
 
 
+# kills of one OOM domain closer than this belong to one OOM episode (one under_oom)
+EPISODE_GAP_S = 1.0
+
+
+def _seconds(iso: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def oom_starts(
+    kernel: Iterable[Event], invoked: dict[str, str], known: Iterable[Event] = ()
+) -> list[Event]:
+    """``under_oom`` events for the history: one per OOM episode of each memcg OOM
+    domain that the kernel log shows killing, stamped with the kernel's own time of the
+    OOM (``invoked``: a kill's dedup key -> the time of its report's ``invoked
+    oom-killer`` line), so the history shows when each domain ran out, as ``--follow``
+    does.  An episode someone already reported (``known``: the daemon journals its
+    under_oom) is not reported twice."""
+    reported: dict[str, list[float]] = {}
+    for ev in known:
+        t = _seconds(str(ev.get("time", "")))
+        if ev.get("kind") == "under_oom" and t is not None:
+            reported.setdefault(str(ev.get("cgroup")), []).append(t)
+    out: list[Event] = []
+    last_kill: dict[str, float] = {}
+    kills = [e for e in kernel if e.get("kind") == "oom_kill" and e.get("cause") == "memcg"]
+    for ev in sorted(kills, key=lambda e: str(e.get("time", ""))):
+        domain = ev.get("oom_memcg")
+        killed_at = _seconds(str(ev.get("time", "")))
+        if not isinstance(domain, str) or killed_at is None:
+            continue
+        start = invoked.get(str(ev.get("dedup")), str(ev["time"]))
+        started_at = _seconds(start)
+        if started_at is None:
+            continue
+        prev = last_kill.get(domain)
+        last_kill[domain] = killed_at
+        if prev is not None and started_at - prev <= EPISODE_GAP_S:
+            continue  # the same episode: a second kill
+        if any(started_at - EPISODE_GAP_S <= t <= killed_at for t in reported.get(domain, [])):
+            continue
+        out.append({"time": start, "kind": "under_oom", "cgroup": domain, "source": "kmsg"})
+    return out
+
+
 def diff_counters(
     cg: CgroupPath, old: dict[str, int], new: dict[str, int], filename: str, now_iso: str
 ) -> list[Event]:

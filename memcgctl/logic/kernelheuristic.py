@@ -15,12 +15,12 @@ from collections.abc import Iterator
 
 from memcgctl.logic.decision import (
     KERNEL,
-    OOM_SCORE_ADJ_MIN,
     Decision,
     Scored,
     kids_in_creation_order,
     victim_group,
 )
+from memcgctl.logic.oombadness import CURRENT_RULES, may_be_chosen, oom_badness, proc_score
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import CgroupInfo, KernelParams, ProcessInfo, Snapshot
 from memcgctl.vocab.reasons import (
@@ -78,24 +78,19 @@ def memcg_totalpages(cg: CgroupInfo, params: KernelParams) -> int:
 
 def oom_eligible(p: ProcessInfo) -> bool:
     """Kernel threads, processes without an mm, init and -1000 are never chosen."""
-    return p.killable and p.pid != 1 and p.oom_score_adj != OOM_SCORE_ADJ_MIN
+    return p.killable and may_be_chosen(p.pid, p.oom_score_adj)
 
 
 def score(p: ProcessInfo, totalpages: int, params: KernelParams, index: int = 0) -> Scored:
-    """``oom_badness``: resident + swap + page-table pages, plus
+    """``oom_badness`` (:func:`~memcgctl.logic.oombadness.oom_badness`, the running
+    kernel's rules): resident + swap + page-table pages, plus
     ``oom_score_adj * (totalpages / 1000)`` (integer division first)."""
     pk = params.page_kb
     rss = p.rss_anon_kb // pk + p.rss_file_kb // pk + p.rss_shmem_kb // pk
     swap = p.swap_kb // pk
     pte = p.pgtables_kb * 1024 // params.page_size
-    adj = p.oom_score_adj * (totalpages // 1000)
-    return Scored(p, rss + swap + pte + adj, index, rss, swap, pte, adj)
-
-
-def _c_div(a: int, b: int) -> int:
-    """C's truncating integer division."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
+    points, adj = oom_badness(rss + swap + pte, p.oom_score_adj, p.uid, totalpages, CURRENT_RULES)
+    return Scored(p, points, index, rss, swap, pte, adj)
 
 
 def proc_oom_score(p: ProcessInfo, params: KernelParams) -> int:
@@ -104,7 +99,7 @@ def proc_oom_score(p: ProcessInfo, params: KernelParams) -> int:
         return 0
     total = host_totalpages(params)
     points = score(p, total, params).points
-    return _c_div((1000 + _c_div(points * 1000, total)) * 2, 3)
+    return proc_score(points, total)
 
 
 def scan_order(snap: Snapshot, oom_root: CgroupPath) -> Iterator[ProcessInfo]:

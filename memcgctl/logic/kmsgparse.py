@@ -31,11 +31,31 @@ class KmsgRecord(NamedTuple):
 _HEX_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
 
-def _unescape(text: str) -> str:
-    # the kernel escapes non-printable bytes as \xNN (a tab in "\x09Tasks RCU …")
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no byte made
+        return text.encode("utf-8", "replace")
+
+
+def unescape(text: str) -> str:
+    """A record's text with the kernel's ``\\xNN`` escapes undone.
+
+    The kernel escapes every byte below 0x20, from 0x7f up, and the backslash itself
+    (``msg_add_ext_text``: a tab in ``"\\x09Tasks RCU …"``, a memcg named ``café`` as
+    ``caf\\xc3\\xa9``).  The escapes are bytes: put back together they are UTF-8, so
+    ``café`` stays ``café`` (not ``cafÃ©``), and a byte that is not UTF-8 becomes the
+    surrogate ``os.fsdecode`` gives the cgroup's directory name, so the path matches."""
     if "\\x" not in text:
         return text
-    return _HEX_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    parts = _HEX_ESCAPE.split(text)  # literal, hex, literal, hex, …, literal
+    data = bytearray()
+    for i, part in enumerate(parts):
+        if i % 2:
+            data.append(int(part, 16))
+        else:
+            data += _utf8(part)
+    return data.decode("utf-8", "surrogateescape")
 
 
 def parse_record(raw: bytes | str) -> KmsgRecord | None:
@@ -61,14 +81,14 @@ def parse_record(raw: bytes | str) -> KmsgRecord | None:
         if line.startswith(" "):
             key, eq, value = line[1:].partition("=")
             if eq:
-                props.append((key, _unescape(value)))
+                props.append((key, unescape(value)))
     return KmsgRecord(
         level=prio & 7,
         facility=prio >> 3,
         seq=seq,
         usec=usec,
         flags=flags,
-        text=_unescape(message),
+        text=unescape(message),
         props=tuple(props),
     )
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.constants import BADNESS_NEVER
@@ -49,6 +49,12 @@ ANNOTATION_MIRROR = "kubernetes.io/config.mirror"
 
 SYSTEM_NODE_CRITICAL = 2_000_001_000
 SYSTEM_CLUSTER_CRITICAL = 2_000_000_000
+# The built-in PriorityClasses: the Priority admission plugin resolves these names to
+# these values; a static pod (not admitted) may carry only the name.
+BUILTIN_PRIORITY_CLASSES = {
+    "system-node-critical": SYSTEM_NODE_CRITICAL,
+    "system-cluster-critical": SYSTEM_CLUSTER_CRITICAL,
+}
 USER_PRIORITY_MIN = -(2**31)
 USER_PRIORITY_MAX = 1_000_000_000  # the API server refuses higher user PriorityClasses
 
@@ -79,6 +85,15 @@ class Pod:
     @property
     def label(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def effective_priority(self) -> int | None:
+        """``spec.priority``, or the value of a built-in PriorityClass it names without
+        one (a static control-plane pod: ``priorityClassName: system-node-critical``
+        but no number, since no admission plugin resolved it)."""
+        if self.priority is None:
+            return BUILTIN_PRIORITY_CLASSES.get(self.priority_class)
+        return self.priority
 
 
 def _str(value: object) -> str:
@@ -116,24 +131,42 @@ def parse_pod(item: object) -> Pod:
             m = _CONTAINER_ID.fullmatch(cid.partition("://")[2])
             if name and m is not None:
                 containers[name] = m.group(0).lower()
+    qos = _str(status.get("qosClass"))
+    if qos not in QOS_RANK:
+        # no qosClass (older kubelets, trimmed lists): from the containers' resources as
+        # Kubernetes computes it; without containers, "" (the cgroup's tier tells)
+        from memcgctl.logic.kubeqos import compute_qos
+
+        qos = compute_qos(spec) or ""
     return Pod(
         uid=uid.lower(),
         namespace=_str(meta.get("namespace")),
         name=_str(meta.get("name")),
         priority=priority,
         priority_class=_str(spec.get("priorityClassName")),
-        qos=_str(status.get("qosClass")),
+        qos=qos,
         annotations=annotations,
         containers=containers,
     )
 
 
 def parse_pod_list(doc: object) -> tuple[list[Pod], list[str]]:
-    """(pods, one problem line per skipped item).  PodListError if ``doc`` is no list."""
+    """(pods, one problem line per skipped item).  PodListError if ``doc`` is no list.
+
+    Taken as lists: a ``PodList`` (the kubelet, the API server), the ``List`` that
+    ``kubectl get pods -o yaml|json`` prints, a trimmed list with no ``kind`` at all,
+    and ``kind: Pod`` with an ``items`` array (as some tools' fixtures of ``/pods``
+    have it); a single ``Pod`` object is a list of one."""
+    if (
+        isinstance(doc, dict)
+        and doc.get("kind") == "Pod"
+        and not isinstance(doc.get("items"), list)
+    ):
+        doc = {"kind": "PodList", "items": [doc]}
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise PodListError("not a PodList (no items array)")
     kind = doc.get("kind")
-    if kind not in (None, "PodList", "List"):
+    if kind not in (None, "PodList", "List", "Pod"):
         raise PodListError(f"not a PodList (kind {kind!r})")
     pods: list[Pod] = []
     problems: list[str] = []
@@ -209,7 +242,7 @@ def pod_settings(pod: Pod) -> PodSettings:
     """What the pod's cgroup should carry.  A malformed annotation is reported and
     ignored (the default applies), never fatal."""
     problems: list[str] = []
-    badness, source = default_badness(pod.priority, pod.qos), "priority"
+    badness, source = default_badness(pod.effective_priority, pod.qos), "priority"
     raw = pod.annotations.get(ANNOTATION_BADNESS)
     if raw is not None:
         try:
@@ -358,6 +391,8 @@ def reconcile(
         pod = by_uid.get(pc.uid)
         if pod is None:
             continue
+        if pod.qos not in QOS_RANK:  # the list does not say: the kubelet's tier does
+            pod = replace(pod, qos=pc.qos)
         matched[pc.path] = pod
         want = pod_settings(pod)
         problems.extend(want.problems)

@@ -26,10 +26,11 @@ Pure functions over text; no I/O.  Never raises for any input line.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+from memcgctl.logic.kmsgparse import unescape
 from memcgctl.logic.oomlines import parse_oom_line
 
 
@@ -59,7 +60,7 @@ _MONTHS = {
 _QUOTE = re.compile(r"^(?:> ?)+")
 _KMSG = re.compile(r"(\d+),(\d+),(\d+)(?:,[^;]*)?;")
 _DMESG_X = re.compile(r"[a-z]+ *:[a-z]+ *: ")
-_UPTIME = re.compile(r"\[ *(\d+)\.(\d+)\] ?")
+_UPTIME = re.compile(r"\[ *(\d+)\.(\d+)\] ?(?:\[ *[TC]\d+\] ?)?")  # printk caller id: [ T42]
 # dmesg -T / ctime in any locale: "[<day> <month> <dd> HH:MM:SS <yyyy>]"
 _CTIME = re.compile(r"\[([^\]\[]{0,40}?\b(\d{1,2}):(\d\d):(\d\d)(?:[.,]\d+)?[^\]\[]{0,20})\] ?")
 _ISO = re.compile(
@@ -172,7 +173,8 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
     m = _KMSG.match(line)
     if m:
         usec = int(m.group(3))
-        return LogLine(lineno, None, usec / 1e6, line[m.end() :], True, m.group(3))
+        text = unescape(line[m.end() :].rstrip())  # the kernel's \xNN escapes, as live
+        return LogLine(lineno, None, usec / 1e6, text, True, m.group(3))
     rest = line
     wall: float | None = None
     uptime: float | None = None
@@ -187,12 +189,12 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
         if m:
             uptime = int(m.group(1)) + float("0." + m.group(2))
             clock = rest[: m.end()].strip()
-            return LogLine(lineno, None, uptime, rest[m.end() :], True, clock)
+            return LogLine(lineno, None, uptime, rest[m.end() :].rstrip(), True, clock)
         m = _CTIME.match(rest)
         if m:
             clock = m.group(1)
             wall = _ctime_epoch(m.group(1), now or datetime.now())
-            return LogLine(lineno, wall, None, rest[m.end() :], True, clock)
+            return LogLine(lineno, wall, None, rest[m.end() :].rstrip(), True, clock)
         return LogLine(lineno, None, None, rest.strip(), prefixed)
     m = _ISO.match(rest) if rest[:1].isdigit() else None
     if m:
@@ -230,7 +232,7 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
             rest = rest[m.end() :]
     if not prefixed:
         rest = rest.strip()  # a paste: indented, or the second half of a wrapped line
-    return LogLine(lineno, wall, uptime, rest, prefixed, clock)
+    return LogLine(lineno, wall, uptime, rest.rstrip(), prefixed, clock)
 
 
 # Lines worth normalising: a keyword of an OOM report line (the parser's), a task-table
@@ -239,10 +241,13 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
 # bench/postmortem_bench.py).
 _INTERESTING = re.compile(
     rb"oom|Kill|Task|: usage |Memory cgroup|Out of memory|already exiting|pages RAM|"
-    rb"Total swap|pages reserved|\[ *pid *\]|\[ *\d+\] +\d+ +\d+ +\d+|CPU: \d+ |killed as a result"
+    rb"Total swap|pages reserved|\[ *pid *\]|\[ *\d+\] +\d+ +\d+ +\d+|CPU: \d+ |Pid: \d+, comm: |"
+    rb"killed as a result"
 ).search
 
 
+# a kill line wrapped right after "Killed" / "Kill" (the rest, "process N (comm) …", follows)
+_KILL_CUT = re.compile(r"(?:^|: )Kill(?:ed)?(?: process(?: \d+)?)?$").search
 _TABLE_START = re.compile(r"\[ *(?:pid|\d+) *\]").match
 _MAX_JOINS = 3  # a wrapped paste rarely splits one kernel line in more pieces
 
@@ -252,7 +257,7 @@ def _broken(text: str, row_tokens: int) -> bool:
     an OOM line cut by wrapping, or a task-table header or row with too few columns."""
     line = parse_oom_line(text)
     if line is None:
-        return (
+        return _KILL_CUT(text) is not None or (
             text.startswith(("Task in ", "oom-kill:"))
             or _TABLE_START(text) is not None
             or "Killed process " in text
@@ -262,7 +267,8 @@ def _broken(text: str, row_tokens: int) -> bool:
         )
     what, f = line.what, line.fields
     if what == "killed":
-        return bool(f.get("partial"))
+        # cut short, or wrapped after a comma (the UID and oom_score_adj follow)
+        return bool(f.get("partial")) or text.endswith(",")
     if what == "task_in":
         return not f["oom_memcg"]
     if what == "tasks_header":
@@ -289,12 +295,25 @@ def _join(cur: LogLine, nxt: LogLine) -> LogLine | None:
     return cur._replace(text=cur.text + sep + text)
 
 
-def read_lines(chunks: Iterable[bytes], now: datetime | None = None) -> Iterator[LogLine]:
+# The longest input line kept: a kernel record is at most 8 KiB (CONSOLE_EXT_LOG_MAX), a
+# journalctl -o json line of one a few KiB more.  Longer lines are cut here, so memory
+# stays bounded for any input (a sparse file of gigabytes without a newline).
+MAX_LINE = 64 << 10
+
+
+def read_lines(
+    chunks: Iterable[bytes],
+    now: datetime | None = None,
+    on_cut: Callable[[int], None] | None = None,
+) -> Iterator[LogLine]:
     """The kernel messages of a saved log that may matter to an OOM report, streamed
-    from byte chunks (any split).  Unrelated lines are skipped without decoding."""
+    from byte chunks (any split).  Unrelated lines are skipped without decoding.  A
+    line longer than :data:`MAX_LINE` bytes is cut to its first ``MAX_LINE`` bytes
+    (the rest is skipped unread into memory) and ``on_cut(lineno)`` is called."""
     interesting = _INTERESTING
     lineno = 0
     tail = b""
+    skipping = False  # inside a line that was cut: drop bytes up to its newline
     pending: LogLine | None = None  # a broken OOM line that the next lines may continue
     joins = 0
     row_tokens = 0  # tokens after "[ pid ]" in a row of the current table
@@ -312,11 +331,23 @@ def read_lines(chunks: Iterable[bytes], now: datetime | None = None) -> Iterator
             lines = [tail] if tail else []
             tail = b""
         else:
+            if skipping:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    continue
+                chunk, skipping = chunk[end + 1 :], False
             data = tail + chunk
             lines = data.split(b"\n")
             tail = lines.pop()
+            if len(tail) > MAX_LINE:  # no newline in sight: cut it now
+                lines.append(tail)
+                tail, skipping = b"", True
         for raw in lines:
             lineno += 1
+            if len(raw) > MAX_LINE:
+                raw = raw[:MAX_LINE]
+                if on_cut is not None:
+                    on_cut(lineno)
             if pending is not None:
                 nxt = normalise(raw.decode("utf-8", "replace"), lineno, now)
                 joined = _join(pending, nxt)

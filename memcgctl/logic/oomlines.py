@@ -65,13 +65,6 @@ _RE_MEMCG_USAGE = _Pattern(
     r"^(?P<counter>memory|memory\+swap|swap|kmem): usage (?P<usage>\d+)kB, limit (?P<limit>\d+)kB, failcnt (?P<failcnt>\d+)"
 )
 _RE_MEMCG_STATS = _Pattern(r"^Memory cgroup stats for (?P<path>.*):$")
-_RE_SUMMARY = _Pattern(
-    r"^oom-kill:constraint=(?P<constraint>[A-Za-z_]*),nodemask=(?P<nodemask>\(null\)|[0-9,\-]*?)"
-    r"(?:,cpuset=(?P<cpuset>.*?),mems_allowed=(?P<mems>[0-9,\-]*?))?"
-    r",(?:oom_memcg=(?P<oom_memcg>.*?)|(?P<global>global_oom))"
-    r"(?:,task_memcg=(?P<task_memcg>.*?))?"
-    r",task=(?P<comm>.*),pid=(?P<pid>\d+),uid=(?P<uid>\d+)$"
-)
 _RE_KILLED = _Pattern(
     r"^" + _MSG + r"Killed process (?P<pid>\d+)(?:, UID (?P<uid0>\d+),)? \((?P<comm>.*)\)"
     r"(?:,? UID (?P<uid1>\d+),)? (?:total-vm|vsz):(?P<total_vm>\d+)kB, "
@@ -96,7 +89,7 @@ def _truncated_tail(tail: str) -> bool:
 _RE_TASKS_HEADER = _Pattern(r"^\[ *pid *\] +uid +tgid +(?P<cols>.*)$")
 _RE_TASK_ROW = _Pattern(r"^\[ *(?P<pid>\d+)\] +(?P<rest>-?\d+ .*)$")
 _RE_CPU = _Pattern(
-    r"^CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.*?) "
+    r"^(?:CPU: \d+ (?:UID: \d+ )?PID: |Pid: )(?P<pid>\d+),? [Cc]omm: (?P<comm>.*?) "
     r"(?:Not tainted|Tainted: [^0-9]*?) *(?P<release>\d+\.\d+[\w.+~-]*)"
 )
 _RE_KILL_419 = _Pattern(
@@ -117,6 +110,82 @@ _RE_EXITING = _Pattern(
     + _MSG
     + r"OOM victim (?P<pid>\d+) \((?P<comm>.*)\) is already exiting\. Skip killing the task$"
 )
+
+
+_SUMMARY_KEYS = frozenset(
+    {"constraint", "nodemask", "cpuset", "mems_allowed", "oom_memcg", "task_memcg", "task",
+     "pid", "uid"}
+)  # fmt: skip
+# how a saved line shows it was cut short: ``less -S``/a terminal (``>``), journalctl's
+# ellipsis (``...`` or ``…``)
+_CUT_MARKS = ("...", "\u2026", ">")
+
+
+def parse_summary(text: str) -> dict[str, Any] | None:
+    """The ``oom-kill:`` summary line (5.0+, and vendor 3.10 backports), read as its
+    ``key=value`` fields in any order, any of them missing: an empty constraint
+    (``oom-kill:,cpuset=…``), no ``cpuset=``/``mems_allowed=``, no memcg fields (5.8-rc).
+    A line cut short (ends in ``>``, ``...`` or ``…``) gives what precedes the cut; the
+    field it cut is unknown (None) and ``cut`` says where the cut was.  None if the line
+    has no field this parser knows."""
+    body = text[len("oom-kill:") :].rstrip()
+    cut: str | None = None
+    for mark in _CUT_MARKS:
+        if body.endswith(mark):
+            body = body[: -len(mark)]
+            cut = mark
+            break
+    values: dict[str, str] = {}
+    flags: set[str] = set()
+    # task=COMM may hold commas: it ends at the last ",pid="
+    t = body.find(",task=") + 1 if not body.startswith("task=") else 0
+    if (t > 0 or body.startswith("task=")) and cut is None:
+        p = body.rfind(",pid=")
+        if p > t:
+            values["task"] = body[t + 5 : p]
+            body = body[:t].rstrip(",") + body[p:]
+    last: str | None = None
+    for token in body.split(","):
+        key, eq, value = token.partition("=")
+        if eq and key in _SUMMARY_KEYS:
+            values[key] = value
+            last = key
+        elif token == "global_oom":
+            flags.add(token)
+            last = None
+        elif last is not None:
+            values[last] += "," + token  # a node list (0-1,3) or a path with a comma
+        elif token:
+            last = None
+    partial: str | None = None
+    if cut is not None:
+        partial = last  # the field the cut went through
+        if last is not None:
+            values[last + "@cut"] = values.pop(last)
+    if not values and not flags:
+        return None
+
+    def num(key: str) -> int | None:
+        v = values.get(key)
+        return int(v) if v is not None and v.isdigit() else None
+
+    out: dict[str, Any] = {
+        "constraint": values.get("constraint") or None,
+        "oom_memcg": values.get("oom_memcg") or None,
+        "global_oom": "global_oom" in flags,
+        "task_memcg": values.get("task_memcg") or None,
+        "cpuset": values.get("cpuset"),
+        "comm": values.get("task"),
+        "pid": num("pid"),
+        "uid": num("uid"),
+    }
+    if cut is not None:
+        out["cut"] = f"{partial}={values[partial + '@cut']}{cut}" if partial is not None else cut
+    return out
+
+
+# the message of a memcg OOM's kill line (``mem_cgroup_out_of_memory``)
+MEMCG_OOM_MESSAGE = "Memory cgroup out of memory"
 
 
 class OomLine(NamedTuple):
@@ -154,22 +223,8 @@ def parse_oom_line(text: str) -> OomLine | None:
             )
         return None
     if head.startswith("oom-kill:"):
-        m = _RE_SUMMARY.match(text)
-        if not m:
-            return None
-        return OomLine(
-            "summary",
-            {
-                "constraint": m.group("constraint"),
-                "oom_memcg": m.group("oom_memcg") if not m.group("global") else None,
-                "global_oom": m.group("global") is not None,
-                "task_memcg": m.group("task_memcg"),
-                "cpuset": m.group("cpuset"),
-                "comm": m.group("comm"),
-                "pid": int(m.group("pid")),
-                "uid": int(m.group("uid")),
-            },
-        )
+        summary = parse_summary(text)
+        return OomLine("summary", summary) if summary is not None else None
     if "Killed process " in text:
         m = _RE_KILLED.match(text)
         if not m:
@@ -265,7 +320,7 @@ def parse_oom_line(text: str) -> OomLine | None:
     if text.startswith("Total swap = ") and text.endswith("kB"):
         n = text[len("Total swap = ") : -2].strip()
         return OomLine("swap_total", {"kb": int(n)}) if n.isdigit() else None
-    if head.startswith("CPU: "):
+    if head.startswith(("CPU: ", "Pid: ")):
         m = _RE_CPU.match(text)
         if m:
             return OomLine(

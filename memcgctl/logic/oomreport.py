@@ -1,133 +1,21 @@
-"""OOM reports from saved kernel logs: events, and the whole report of one kill.
-
-:func:`saved_events` feeds the normalised lines of :mod:`memcgctl.logic.logtext` to the same
-:class:`~memcgctl.logic.oomassembler.OomAssembler` the live log uses, so a saved log yields the
-same event objects, with the log's own clock: ``time`` (ISO 8601 UTC) where the
-log has a wall clock, ``uptime_s`` where it has kernel timestamps, ``line`` the line
-number in the input.
-
-:class:`ReportCollector` keeps, besides, what ``explain-kill`` needs from one report:
-the kernel release (stack dump header), the memcg limit lines, RAM and swap pages
-(host OOM), the task table (every column layout since 3.x) and the decision lines.
-Pure: no I/O.  Memory stays flat: only the report being read and the one asked for
-are kept.
+"""One OOM report of a saved kernel log, as data: what the kernel printed about one
+OOM (release, memcg limit lines, RAM and swap pages, the task table in every column
+layout since 3.x, the decision lines and the kills), and :func:`note_line`, how one
+understood line adds to it.  The reader that decides which report a line belongs to is
+:class:`~memcgctl.logic.oomassembler.OomAssembler` (the one state machine over OOM
+lines); ``--since``/``--until`` on a log's own clock are :class:`LogBound`.  Pure: no
+I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from memcgctl.logic.kmsgparse import KmsgRecord
 from memcgctl.logic.logtext import LogLine
-from memcgctl.logic.oomassembler import OomAssembler
-from memcgctl.logic.oomlines import parse_oom_line
-from memcgctl.vocab.records import KernelEvent, kernel_event, utc_iso
-
-
-class SavedLogAssembler(OomAssembler):
-    """The live assembler, stamping events with a saved log's own clock."""
-
-    def __init__(self, source: str = "-") -> None:
-        super().__init__(0.0, "file")
-        self.source = source
-        self.line: LogLine | None = None
-
-    def _base(self, rec: KmsgRecord, kind: str, cgroup: str | None) -> KernelEvent:
-        ll = self.line
-        wall = utc_iso(ll.wall) if ll is not None and ll.wall is not None else None
-        usec = rec.usec if rec.usec >= 0 else None
-        ev = kernel_event(kind, cgroup, wall, rec.seq, usec, f"{self.source}:{rec.seq}")
-        ev["line"] = rec.seq
-        if ll is not None:
-            if ll.uptime is not None:
-                ev["uptime_s"] = round(ll.uptime, 6)
-            if ll.clock:
-                ev["log_time"] = ll.clock
-        return ev
-
-
-def _record(ll: LogLine) -> KmsgRecord:
-    usec = int(ll.uptime * 1e6) if ll.uptime is not None else -1
-    return KmsgRecord(6, 0, ll.lineno, usec, "-", ll.text)
-
-
-# -- the task table ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskRow:
-    """One row of ``Tasks state``: sizes in pages (page tables in pages too, whatever
-    the layout printed), in the kernel's scan order (``index``)."""
-
-    index: int
-    pid: int
-    uid: int
-    tgid: int
-    total_vm: int
-    rss: int
-    rss_anon: int | None
-    rss_file: int | None
-    rss_shmem: int | None
-    pgtable_pages: int
-    swapents: int
-    oom_score_adj: int
-    name: str
-
-
-_KNOWN_COLUMNS = {
-    "total_vm",
-    "rss",
-    "rss_anon",
-    "rss_file",
-    "rss_shmem",
-    "pgtables_bytes",
-    "nr_ptes",
-    "nr_pmds",
-    "swapents",
-    "oom_score_adj",
-    "cpu",
-    "oom_adj",
-}
-
-
-def parse_task_row(
-    columns: list[str], pid: int, rest: str, index: int, page_size: int = 4096
-) -> TaskRow | None:
-    """A table row given the header's columns after ``uid tgid`` (``total_vm rss …
-    name``).  None if it does not fit the header."""
-    n = len(columns) - 1  # numeric columns after uid, tgid; then the name
-    parts = rest.split(None, n + 2)
-    if len(parts) < n + 3 or columns[-1] != "name":
-        return None
-    try:
-        uid, tgid = int(parts[0]), int(parts[1])
-        values = {c: int(v) for c, v in zip(columns[:-1], parts[2 : n + 2], strict=True)}
-    except ValueError:
-        return None
-    name = parts[n + 2]
-    if "pgtables_bytes" in values:
-        pt = values["pgtables_bytes"] // page_size
-    else:
-        pt = values.get("nr_ptes", 0) + values.get("nr_pmds", 0)
-    return TaskRow(
-        index=index,
-        pid=pid,
-        uid=uid,
-        tgid=tgid,
-        total_vm=values.get("total_vm", 0),
-        rss=values.get("rss", 0),
-        rss_anon=values.get("rss_anon"),
-        rss_file=values.get("rss_file"),
-        rss_shmem=values.get("rss_shmem"),
-        pgtable_pages=pt,
-        swapents=values.get("swapents", 0),
-        oom_score_adj=values.get("oom_score_adj", 0),
-        name=name,
-    )
-
+from memcgctl.logic.oomtable import KNOWN_COLUMNS, TaskRow, infer_columns, parse_task_row
+from memcgctl.vocab.records import KernelEvent, utc_iso
 
 # -- one report ----------------------------------------------------------------------
 
@@ -148,6 +36,8 @@ class OomReport:
     reserved_pages: int | None = None
     swap_total_kb: int | None = None
     columns: list[str] | None = None
+    columns_inferred: bool = False  # no header in the log: the columns read from a row
+    table_cut: bool = False  # a task table whose lines are cut short (no name column)
     tasks: list[TaskRow] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     task_in: dict[str, Any] | None = None
@@ -156,6 +46,7 @@ class OomReport:
     exiting: dict[str, Any] | None = None
     no_killable: bool = False
     kills: list[KernelEvent] = field(default_factory=list)
+    in_table: bool = False  # the last understood line was the header or a row of the table
 
     @property
     def layout(self) -> str | None:
@@ -170,144 +61,65 @@ class OomReport:
             return "nr_ptes"
         return cols[0] if cols else None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "line": self.first_line,
-            "time": self.time,
-            "uptime_s": self.uptime_s,
-            "log_time": self.log_time or None,
-            "kernel_release": self.release,
-            "invoked_by": (self.invoked or {}).get("comm"),
-            "memcg_counters": self.memcg,
-            "ram_pages": self.ram_pages,
-            "reserved_pages": self.reserved_pages,
-            "swap_total_kb": self.swap_total_kb,
-            "table_layout": self.layout,
-            "tasks": len(self.tasks),
-            "kills": [k.get("pid") for k in self.kills],
-        }
+
+def new_report(ll: LogLine) -> OomReport:
+    """A report whose first line is ``ll``."""
+    return OomReport(
+        first_line=ll.lineno,
+        time=utc_iso(ll.wall) if ll.wall is not None else None,
+        uptime_s=ll.uptime,
+        log_time=ll.clock,
+    )
 
 
-class ReportCollector:
-    """Streams a saved log: yields every event (as :func:`saved_events`) and remembers
-    the reports that ``want`` accepts (default: the last one with a kill)."""
-
-    def __init__(self, source: str = "-", page_size: int = 4096) -> None:
-        self.asm = SavedLogAssembler(source)
-        self.page_size = page_size
-        self.current: OomReport | None = None
-        self.chosen: OomReport | None = None
-        self.pid: int | None = None
-        self._in_table = False
-
-    def _start(self, ll: LogLine) -> OomReport:
-        rep = OomReport(
-            first_line=ll.lineno,
-            time=utc_iso(ll.wall) if ll.wall is not None else None,
-            uptime_s=ll.uptime,
-            log_time=ll.clock,
-        )
-        self.current = rep
-        self._in_table = False
-        return rep
-
-    def feed(self, ll: LogLine) -> list[KernelEvent]:
-        self.asm.line = ll
-        rec = _record(ll)
-        try:
-            line = parse_oom_line(ll.text)
-        except Exception:  # a parser bug must never stop the stream
-            return []
-        if line is None:
-            return []  # unrelated lines may interleave with the table: keep reading it
-        what, f = line.what, line.fields
-        rep = self.current
-        if what == "invoked":
-            rep = self._start(ll)
-            rep.invoked = f
-        elif what in ("killed", "kill_select", "summary", "task_in") and (
-            rep is None or (rep.kills and rep.group is None)
-        ):
-            # the report was rate-limited (only its last lines), or a new OOM's lines
-            # follow a finished one without an "invoked oom-killer" line
-            rep = self._start(ll)
-        if rep is not None:
-            self._note(rep, what, f)
-        events = self.asm.feed(rec)
-        if rep is not None:
-            for ev in events:
-                if ev.get("kind") == "oom_kill":
-                    rep.kills.append(ev)
-                    if self.pid is None or ev.get("pid") == self.pid:
-                        self.chosen = rep
-                elif ev.get("kind") == "oom_victim_exiting" and ev.get("pid") == self.pid:
-                    self.chosen = rep
-        return events
-
-    def _note(self, rep: OomReport, what: str, f: dict[str, Any]) -> None:
-        if what == "task_row":
-            if self._in_table and rep.columns is not None:
-                row = parse_task_row(
-                    rep.columns, f["pid"], f["rest"], len(rep.tasks), self.page_size
-                )
-                if row is not None:  # a row it cannot read is left out
-                    rep.tasks.append(row)
+def note_line(rep: OomReport, what: str, f: dict[str, Any], page_size: int = 4096) -> None:
+    """What one understood line (:func:`~memcgctl.logic.oomlines.parse_oom_line`) adds
+    to the report it belongs to."""
+    if what == "task_row":
+        if rep.columns is None and not rep.tasks and not rep.table_cut:
+            # the log begins inside the table (an excerpt): the columns from the row
+            cols = infer_columns(f["rest"])
+            if cols is not None:
+                rep.columns, rep.columns_inferred = cols, True
+                rep.in_table = True
+        if rep.in_table and rep.columns is not None:
+            row = parse_task_row(rep.columns, f["pid"], f["rest"], len(rep.tasks), page_size)
+            if row is not None:  # a row it cannot read is left out
+                rep.tasks.append(row)
+        return
+    rep.in_table = False
+    if what == "tasks_header":
+        cols = f["columns"]
+        if not cols or cols[-1] != "name":
+            rep.table_cut = True
             return
-        self._in_table = False
-        if what == "tasks_header":
-            cols = f["columns"]
-            if rep.columns is None and all(c in _KNOWN_COLUMNS for c in cols[:-1]):
-                rep.columns = cols
-                self._in_table = True
-        elif what == "cpu" and rep.release is None:
-            rep.release = f["release"]
-        elif what == "memcg_usage":
-            rep.memcg.setdefault(f["counter"], {"usage_kb": f["usage"], "limit_kb": f["limit"]})
-        elif what == "memcg_stats" and rep.stats_cgroup is None:
-            rep.stats_cgroup = f["cgroup"]
-        elif what == "ram_pages" and rep.ram_pages is None:
-            rep.ram_pages = f["pages"]
-        elif what == "reserved_pages" and rep.reserved_pages is None:
-            rep.reserved_pages = f["pages"]
-        elif what == "swap_total" and rep.swap_total_kb is None:
-            rep.swap_total_kb = f["kb"]
-        elif what == "summary":
-            rep.summary = f
-            if self.pid is None or f["pid"] == self.pid:
-                self.chosen = rep  # a log cut after the summary still names the kill
-        elif what == "task_in":
-            rep.task_in = f
-        elif what == "kill_select":
-            rep.select = f
-        elif what == "oom_group":
-            rep.group = f["cgroup"]
-        elif what == "already_exiting":
-            rep.exiting = f
-        elif what == "no_killable":
-            rep.no_killable = True
-
-
-def saved_events(lines: Iterable[LogLine], source: str = "-") -> Iterator[KernelEvent]:
-    """The events of a saved log, in log order."""
-    asm = SavedLogAssembler(source)
-    for ll in lines:
-        asm.line = ll
-        yield from asm.feed(_record(ll))
-
-
-def collect(
-    lines: Iterable[LogLine], pid: int | None = None, source: str = "-"
-) -> tuple[OomReport | None, int]:
-    """The report of the kill of ``pid`` (the last one if several; default: the last
-    kill in the log), and how many kills the log held."""
-    col = ReportCollector(source)
-    col.pid = pid
-    kills = 0
-    for ll in lines:
-        for ev in col.feed(ll):
-            if ev.get("kind") == "oom_kill":
-                kills += 1
-    return col.chosen, kills
+        if rep.columns is None and all(c in KNOWN_COLUMNS for c in cols[:-1]):
+            rep.columns = cols
+            rep.in_table = True
+    elif what == "cpu" and rep.release is None:
+        rep.release = f["release"]
+    elif what == "memcg_usage":
+        rep.memcg.setdefault(f["counter"], {"usage_kb": f["usage"], "limit_kb": f["limit"]})
+    elif what == "memcg_stats" and rep.stats_cgroup is None:
+        rep.stats_cgroup = f["cgroup"]
+    elif what == "ram_pages" and rep.ram_pages is None:
+        rep.ram_pages = f["pages"]
+    elif what == "reserved_pages" and rep.reserved_pages is None:
+        rep.reserved_pages = f["pages"]
+    elif what == "swap_total" and rep.swap_total_kb is None:
+        rep.swap_total_kb = f["kb"]
+    elif what == "summary":
+        rep.summary = f
+    elif what == "task_in":
+        rep.task_in = f
+    elif what == "kill_select":
+        rep.select = f
+    elif what == "oom_group":
+        rep.group = f["cgroup"]
+    elif what == "already_exiting":
+        rep.exiting = f
+    elif what == "no_killable":
+        rep.no_killable = True
 
 
 # -- --since / --until on the log's own clock --------------------------------------------

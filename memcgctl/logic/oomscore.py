@@ -7,6 +7,11 @@ report's layout proves):
 
 * points = rss + swap entries + page tables (3.x ``nr_ptes``, 4.x ``+ nr_pmds``, 4.15+
   ``pgtables_bytes`` / page size) + ``oom_score_adj * (totalpages / 1000)``;
+* before 3.8 (2.6.36's heuristic, and RHEL 6's 2.6.32 backport of it) points were
+  normalised: ``(rss + page tables + swap) * 1000 / totalpages``, ``- 30`` for root,
+  ``+ oom_score_adj``, at least 1 and at most 1000, and the victim is the highest of
+  these integers (coarse: ties are common); 3.8 (commit a7f638f999ff, "normalize oom
+  scores to oom_score_adj scale only for userspace") moved to pages;
 * root bonus (CAP_SYS_ADMIN, approximated by uid 0): before 3.14 ``adj -= 30``,
   3.14-4.16 ``points -= points * 3 / 100``; gone in 4.17;
 * an eligible task scores at least 1 before 5.9;
@@ -23,27 +28,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from memcgctl.logic.decision import Scored
-from memcgctl.logic.oomreport import OomReport, TaskRow
+from memcgctl.logic.oombadness import (
+    KernelRules,
+    Version,
+    may_be_chosen,
+    oom_badness,
+    rules_of_version,
+)
+from memcgctl.logic.oombadness import printed_score as kernel_printed_score
+from memcgctl.logic.oomlines import MEMCG_OOM_MESSAGE
+from memcgctl.logic.oomreport import OomReport
+from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import BADNESS_DEFAULT, ProcessInfo
+from memcgctl.vocab.reportnotes import ReportNote, Said, note
 
 PAGE_KB = 4
 UNLIMITED_KB = 1 << 50  # v1 prints "limit 9007199254740988kB" for no limit
-OOM_SCORE_ADJ_MIN = -1000
-
-Version = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class KernelRules:
-    version: Version
-    source: str  # "release" (from the report), or how it was inferred
-    root_bonus: str | None  # "adj30" | "pct3" | None
-    clamp_to_one: bool
-    ties_to_last: bool
 
 
 def parse_release(release: str | None) -> Version | None:
@@ -57,22 +60,21 @@ def rules_for(report: OomReport) -> KernelRules:
     v = parse_release(report.release)
     source = "release"
     if v is None:
-        source = "inferred from the report's layout"
+        source = "layout"  # inferred from the report's layout
         v = (3, 0)
         layout = report.layout
         kill = report.kills[0] if report.kills else None
         if layout == "nr_pmds":
             v = (4, 1)
         elif layout == "pgtables_bytes":
-            v = (4, 19)
+            v = (4, 15)  # 4.15.0 prints it (shared/data excerpt 13, with its release line)
         if report.summary is not None:
             v = max(v, (5, 0))
         if kill is not None and kill.get("oom_score_adj") is not None:
             v = max(v, (5, 4))
         if layout == "rss_anon":
             v = max(v, (6, 8))
-    bonus = "adj30" if v < (3, 14) else "pct3" if v < (4, 17) else None
-    return KernelRules(v, source, bonus, v < (5, 9), v >= (5, 3))
+    return rules_of_version(v, source)
 
 
 # -- totalpages ----------------------------------------------------------------------
@@ -105,19 +107,19 @@ def is_memcg_oom(report: OomReport) -> bool:
     msg = next((k.get("message") for k in report.kills if k.get("message")), None)
     if msg is None and report.select is not None:
         msg = report.select.get("message")
-    return msg == "Memory cgroup out of memory" or (
+    return msg == MEMCG_OOM_MESSAGE or (
         report.summary is not None and report.summary.get("constraint") == "CONSTRAINT_MEMCG"
     )
 
 
-def totalpages(report: OomReport) -> tuple[int | None, list[str]]:
+def totalpages(report: OomReport) -> tuple[int | None, list[ReportNote]]:
     """(totalpages or None if the report does not say, notes on how it was found)."""
-    notes: list[str] = []
+    notes: list[ReportNote] = []
     swap_total = report.swap_total_kb // PAGE_KB if report.swap_total_kb is not None else None
     if is_memcg_oom(report):
         mem = report.memcg.get("memory")
         if mem is None:
-            return None, ["the report has no 'memory: usage …, limit …' line: totalpages unknown"]
+            return None, [note(Said.NO_MEMORY_LINE)]
         pages = mem["limit_kb"] // PAGE_KB
         swap_line = report.memcg.get("swap")
         memsw = report.memcg.get("memory+swap")
@@ -131,33 +133,34 @@ def totalpages(report: OomReport) -> tuple[int | None, list[str]]:
                 pages += min(allowed, swap_total)
             elif allowed < UNLIMITED_KB // PAGE_KB:
                 pages += allowed
-                notes.append(
-                    "the memcg may use swap but the report does not show the host's swap "
-                    "size: its allowed swap is counted in full"
-                )
+                notes.append(note(Said.SWAP_COUNTED_IN_FULL))
             else:
-                notes.append(
-                    "the memcg's swap is unlimited and the report does not show the "
-                    "host's swap size: totalpages counts no swap (if swap was in use, "
-                    "each oom_score_adj point was worth more)"
-                )
+                notes.append(note(Said.SWAP_UNLIMITED_UNKNOWN))
+        with_swap = pages != mem["limit_kb"] // PAGE_KB
         notes.append(
-            f"memcg OOM: totalpages = limit {mem['limit_kb']}kB"
-            + (" + allowed swap" if pages != mem["limit_kb"] // PAGE_KB else "")
-            + f" = {pages or 1} pages (4 KiB pages assumed)"
+            note(
+                Said.MEMCG_TOTALPAGES,
+                limit_kb=mem["limit_kb"],
+                with_swap=with_swap,
+                pages=pages or 1,
+            )
         )
         return pages or 1, notes
     if report.ram_pages is None:
-        return None, ["host OOM without a 'N pages RAM' line: totalpages unknown"]
+        return None, [note(Said.NO_RAM_LINE)]
     ram = report.ram_pages - (report.reserved_pages or 0)
     pages = ram + (swap_total or 0)
     notes.append(
-        f"host OOM: totalpages = {report.ram_pages} pages RAM - "
-        f"{report.reserved_pages or 0} reserved + {swap_total or 0} swap pages = {pages} "
-        "(the kernel counts managed pages; RAM minus reserved is their estimate)"
+        note(
+            Said.HOST_TOTALPAGES,
+            ram=report.ram_pages,
+            reserved=report.reserved_pages or 0,
+            swap=swap_total or 0,
+            pages=pages,
+        )
     )
     if swap_total is None:
-        notes.append("the report shows no 'Total swap' line: no swap counted")
+        notes.append(note(Said.NO_SWAP_LINE))
     return pages or 1, notes
 
 
@@ -167,16 +170,7 @@ def totalpages(report: OomReport) -> tuple[int | None, list[str]]:
 def row_points(row: TaskRow, total: int, rules: KernelRules) -> tuple[int, int]:
     """(points, the part of them that is not rss + swap + page tables)."""
     base = row.rss + row.swapents + row.pgtable_pages
-    points = base
-    adj = row.oom_score_adj
-    if rules.root_bonus == "adj30" and row.uid == 0:
-        adj -= 30
-    elif rules.root_bonus == "pct3" and row.uid == 0:
-        points -= points * 3 // 100
-    points += adj * (total // 1000)
-    if rules.clamp_to_one and points <= 0:
-        points = 1
-    return points, points - base
+    return oom_badness(base, row.oom_score_adj, row.uid, total, rules)
 
 
 def row_process(
@@ -211,7 +205,7 @@ def rank(
         if row.tgid in seen_tgid:  # 4.19 listed threads: one mm, one candidate
             continue
         seen_tgid.add(row.tgid)
-        if row.oom_score_adj == OOM_SCORE_ADJ_MIN or row.pid == 1:
+        if not may_be_chosen(row.pid, row.oom_score_adj):
             skipped += 1
             continue
         points, extra = row_points(row, total, rules)
@@ -222,3 +216,61 @@ def rank(
     else:
         scored.sort(key=lambda s: (-s.points, s.scan_index))
     return scored, skipped
+
+
+# -- the kernel's printed score as a witness ------------------------------------------
+
+
+def printed_score(row: TaskRow, total: int, rules: KernelRules) -> int:
+    """The score 3.x-4.18 print in ``Kill process N (comm) score S``: points × 1000 /
+    totalpages."""
+    points, _ = row_points(row, total, rules)
+    return kernel_printed_score(points, total, rules)
+
+
+def memcg_swap_unknown(report: OomReport) -> bool:
+    """A memcg OOM whose totalpages needs the host's swap size, which a memcg report does
+    not print (v1 ``memory+swap`` unlimited, no ``Total swap`` line)."""
+    if not is_memcg_oom(report) or report.swap_total_kb is not None:
+        return False
+    mem = report.memcg.get("memory")
+    memsw = report.memcg.get("memory+swap")
+    swap = report.memcg.get("swap")
+    if mem is None:
+        return False
+    if swap is not None:
+        return swap["limit_kb"] // PAGE_KB >= UNLIMITED_KB // PAGE_KB
+    return memsw is not None and memsw["limit_kb"] - mem["limit_kb"] >= UNLIMITED_KB
+
+
+def totalpages_from_score(
+    row: TaskRow, score: int, rules: KernelRules, floor: int = 1
+) -> tuple[int, int] | None:
+    """The totalpages (least, most) at or above ``floor`` for which ``row`` scores the
+    ``score`` the kernel printed; None if none does.  The score falls as totalpages
+    grows (points × 1000 / totalpages, plus the adj term that stays near adj)."""
+    hi_bound = 1 << 44
+
+    def f(t: int) -> int:
+        return printed_score(row, t, rules)
+
+    if f(floor) < score:
+        return None
+    lo, hi = floor, hi_bound
+    while lo < hi:  # least t with f(t) <= score
+        mid = (lo + hi) // 2
+        if f(mid) <= score:
+            hi = mid
+        else:
+            lo = mid + 1
+    least = lo
+    if least >= hi_bound or f(least) != score:
+        return None
+    lo, hi = least, hi_bound
+    while lo < hi:  # least t with f(t) < score
+        mid = (lo + hi) // 2
+        if f(mid) < score:
+            hi = mid
+        else:
+            lo = mid + 1
+    return least, lo - 1

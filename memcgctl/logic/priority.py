@@ -6,6 +6,13 @@ chosen cgroup is descended into and a chosen process is the victim.  ``predict-v
 ``explain-kill`` (via the post-mortem) and the daemon call it; :func:`rank_priority`
 gives the next victims after the first (``--top``), and :func:`lowest_priority_child`
 the daemon's kill-all target.  Nothing here reads a file.
+
+Delegation (SPEC §2.3): a cgroup badness read from ``user.*`` (``badness_source ==
+"user"``) ranks a cgroup only among its siblings inside its owner's subtree.  Its 1000
+is "last inside my subtree", never "protect my subtree": such a cgroup stays a
+candidate, ranked after every lower badness (:func:`never_cgroup`), so a subtree whose
+trusted badness makes it the first to die still yields its victim however its owner
+ranked what is inside.  Only a ``trusted.*`` (or process) 1000 means "never".
 """
 
 from __future__ import annotations
@@ -28,6 +35,13 @@ from memcgctl.vocab.reasons import (
 )
 
 # -- policy "priority" ---------------------------------------------------------------
+
+
+def never_cgroup(cg: CgroupInfo) -> bool:
+    """True when ``cg`` and its subtree must never be chosen: badness 1000 set by root
+    (``trusted.*``).  A delegated user's ``user.*`` 1000 only ranks it last among its
+    siblings inside the user's subtree (see the module doc)."""
+    return cg.badness >= BADNESS_NEVER and cg.badness_source != "user"
 
 
 def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> Skip | None:
@@ -58,7 +72,7 @@ class _Viability:
             if _process_skip(p, self.exclude) is None and (best is None or p.pid < best):
                 best = p.pid
         for kid in kids(self.snap, cg):
-            if kid.badness >= BADNESS_NEVER:
+            if never_cgroup(kid):
                 continue
             m = self.min_pid(kid)
             if m is not None and (best is None or m < best):
@@ -120,11 +134,12 @@ def _tie(chosen: Candidate, ranked: list[Candidate]) -> Tie | None:
 
 
 def _cgroup_candidates(snap: Snapshot, level: CgroupInfo, viable: _Viability) -> list[Candidate]:
-    """``level``'s child cgroups as candidates; skipped: badness 1000 and nothing to kill."""
+    """``level``'s child cgroups as candidates; skipped: badness 1000 (trusted: a
+    ``user.*`` 1000 is only the last rank) and nothing to kill."""
     cands: list[Candidate] = []
     for kid in kids(snap, level):
         skip = None
-        if kid.badness >= BADNESS_NEVER:
+        if never_cgroup(kid):
             skip = Skip.BADNESS_NEVER
         elif viable.min_pid(kid) is None:
             skip = Skip.NOTHING_INSIDE
@@ -218,6 +233,24 @@ def _with_verdict(c: Candidate, verdict: Verdict) -> Candidate:
 
 def _skipped(c: Candidate) -> Candidate:
     return _with_verdict(c, Verdict(skip=c.skip))
+
+
+def protected_pids(snap: Snapshot, top: CgroupPath) -> frozenset[int]:
+    """The processes below ``top`` whose effective badness is 1000: their own (process
+    badness or ``oom_score_adj`` -1000), or a "never" cgroup (:func:`never_cgroup`)
+    between ``top`` (exclusive: an OOM root's own badness ranks it against its
+    siblings, not what is inside) and them.  The daemon kills none of these, its
+    escalation included."""
+    never: set[CgroupPath] = set()
+    out: set[int] = set()
+    for cg in snap.walk(top):
+        if cg.path != top and (never_cgroup(cg) or (cg.path.parent in never)):
+            never.add(cg.path)
+        shielded = cg.path in never
+        for p in snap.processes_in(cg.path):
+            if shielded or p.badness >= BADNESS_NEVER:
+                out.add(p.pid)
+    return frozenset(out)
 
 
 def rank_priority(snap: Snapshot, oom_root: CgroupPath, n: int) -> list[Decision]:

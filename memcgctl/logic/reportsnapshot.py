@@ -10,10 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from memcgctl.logic.oomreport import OomReport, TaskRow
-from memcgctl.logic.oomscore import OOM_SCORE_ADJ_MIN, row_process
+from memcgctl.logic.oomreport import OomReport
+from memcgctl.logic.oomscore import row_process
+from memcgctl.logic.oomtable import TaskRow
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
-from memcgctl.vocab.model import BADNESS_DEFAULT, BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.vocab.constants import BADNESS_DEFAULT, fallback_badness
+from memcgctl.vocab.model import CgroupInfo, ProcessInfo, Snapshot
+from memcgctl.vocab.reportnotes import ReportNote, Said, note
 
 # -- the badness the caller knows ------------------------------------------------------
 
@@ -102,8 +105,8 @@ def build_snapshot(
     badness: BadnessMap,
     live: LiveLookup | None,
     live_cgroup: CgroupLookup | None,
-) -> tuple[Snapshot, list[str]]:
-    notes: list[str] = []
+) -> tuple[Snapshot, list[ReportNote]]:
+    notes: list[ReportNote] = []
     processes: dict[int, ProcessInfo] = {}
     paths: set[CgroupPath] = {root}
     for row in report.tasks:
@@ -120,10 +123,7 @@ def build_snapshot(
                 if info.badness is not None:
                     value, source = info.badness, info.source
         if value is None:
-            if row.oom_score_adj == OOM_SCORE_ADJ_MIN:
-                value, source = BADNESS_NEVER, "oom_score_adj"
-            else:
-                value, source = BADNESS_DEFAULT, "default"
+            value, source = fallback_badness(row.oom_score_adj)
         if not root.contains(cg):
             cg = root
         paths.update(_chain(cg, root))
@@ -176,8 +176,5 @@ def build_snapshot(
             pod=pod,
         )
     if len(paths) > 1 or report.tasks:
-        notes.append(
-            "the report names the memcg of the victim only: the other tasks are placed "
-            f"in {root} unless this machine still knows where they are"
-        )
+        notes.append(note(Said.VICTIM_MEMCG_ONLY, root=root))
     return Snapshot(1, root, MappingProxyType(cgroups), MappingProxyType(processes)), notes

@@ -6,13 +6,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from memcgctl.logic.decision import KERNEL, Candidate, Decision, Level, Scored
+from memcgctl.render.eventline import gap_text, worded
 from memcgctl.render.output import TreeNode
 from memcgctl.render.reasontext import SKIP_TEXT, caveat_lines, reason_lines, verdict_text
+from memcgctl.render.reportwords import RULES_SOURCE_TEXT, VERDICT_TEXT, note_lines
+from memcgctl.render.views import badness_source_text
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.units import format_bytes, format_kb
 
 if TYPE_CHECKING:
+    from memcgctl.logic.oomreport import OomReport
     from memcgctl.logic.postmortem import KillExplanation
 
 CHOSEN = "►"
@@ -32,6 +36,10 @@ def process_json(p: ProcessInfo, snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
+def _source(p: ProcessInfo) -> str:
+    return badness_source_text(p.badness_source, p.badness_from)
+
+
 def candidate_json(c: Candidate, snap: Snapshot) -> dict[str, Any]:
     doc: dict[str, Any] = {"kind": c.kind, "badness": c.badness}
     if c.process is not None:
@@ -43,6 +51,7 @@ def candidate_json(c: Candidate, snap: Snapshot) -> dict[str, Any]:
                 "cgroup": p.cgroup,
                 "pod": snap.pod_of(p.cgroup),
                 "badness_source": p.badness_source,
+                "badness_from": p.badness_from,
                 "rss_kb": p.rss_kb,
             }
         )
@@ -84,9 +93,7 @@ def scored_json(s: Scored, snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
-def decision_json(
-    d: Decision, snap: Snapshot, top: int | None = None, runners_up: list[Decision] | None = None
-) -> dict[str, Any]:
+def decision_json(d: Decision, snap: Snapshot, top: int | None = None) -> dict[str, Any]:
     victim: dict[str, Any] | None = None
     if d.victim is not None:
         victim = process_json(d.victim, snap)
@@ -106,15 +113,6 @@ def decision_json(
         "reasons": reason_lines(d.reasons),
         "caveats": caveat_lines(d.caveats),
     }
-    if runners_up is not None:
-        doc["runners_up"] = [
-            {
-                "victim": process_json(r.victim, snap) if r.victim else None,
-                "kill_group": r.kill_group,
-                "group_pids": list(r.group_pids),
-            }
-            for r in runners_up
-        ]
     return doc
 
 
@@ -139,7 +137,7 @@ def summary_lines(d: Decision, snap: Snapshot | None = None) -> list[str]:
     detail = (
         f"points {d.points}, oom_score_adj {p.oom_score_adj}, rss {format_kb(p.rss_kb)}"
         if d.policy == KERNEL
-        else f"badness {p.badness} ({p.badness_source}), rss {format_kb(p.rss_kb)}"
+        else f"badness {p.badness} ({_source(p)}), rss {format_kb(p.rss_kb)}"
     )
     lines = [f"victim: {describe_process(p, snap)} — {detail}"]
     if d.kill_group is not None:
@@ -158,7 +156,7 @@ def _candidate_label(c: Candidate, chosen: bool, above: str | None) -> str:
     if c.process is not None:
         what = f"pid {c.process.pid} ({c.process.comm})"
         size = f"rss {format_kb(c.process.rss_kb)}"
-        src = "" if c.process.badness_source == "default" else f" ({c.process.badness_source})"
+        src = "" if c.process.badness_source == "default" else f" ({_source(c.process)})"
     else:
         assert c.cgroup is not None
         # the pod where it starts: not again on every cgroup inside it
@@ -229,6 +227,12 @@ def _kernel_tree(d: Decision, snap: Snapshot, per_level: int) -> TreeNode:
         f"rss + swap + page-table pages + oom_score_adj × {per_adj} "
         f"(totalpages {d.totalpages} / 1000)"
     )
+    if d.normalised:
+        title = (
+            f"OOM root {d.oom_root} — policy kernel ({scope}, before 3.8): most points die; "
+            f"points = (rss + swap + page-table pages) × 1000 / totalpages {d.totalpages} "
+            "+ oom_score_adj, 1 to 1000"
+        )
     nodes: list[TreeNode] = []
     top = d.candidates[0] if d.candidates else None
     for i, s in enumerate(d.candidates[:per_level]):
@@ -237,16 +241,25 @@ def _kernel_tree(d: Decision, snap: Snapshot, per_level: int) -> TreeNode:
             f"{s.points} = {s.rss_pages} rss + {s.swap_pages} swap + {s.pgtable_pages} pt"
             f" {'+' if s.adj_pages >= 0 else '−'} {abs(s.adj_pages)} adj({p.oom_score_adj})"
         )
+        if d.normalised:
+            formula = (
+                f"{s.points} = ({s.rss_pages} rss + {s.swap_pages} swap + {s.pgtable_pages} pt)"
+                f" scaled {'+' if s.adj_pages >= 0 else '−'} {abs(s.adj_pages)}"
+            )
         if i == 0:
             verdict = "chosen: the most points"
             if len(d.candidates) > 1 and d.candidates[1].points == s.points:
-                verdict += " (tie: scanned last)"
+                last = s.scan_index > d.candidates[1].scan_index
+                verdict += f" (tie: scanned {'last' if last else 'first'})"
             label = f"{CHOSEN} {describe_process(p, snap)}  points {formula} — {verdict}"
             nodes.append(TreeNode(label, (TreeNode("the victim", style="bold red"),), "bold red"))
         else:
             assert top is not None
             gap = top.points - s.points
-            verdict = f"{gap} points fewer" if gap else "same points, but scanned before the victim"
+            order = "before" if s.scan_index < top.scan_index else "after"
+            verdict = (
+                f"{gap} points fewer" if gap else f"same points, but scanned {order} the victim"
+            )
             nodes.append(TreeNode(f"  {describe_process(p, snap)}  points {formula} — {verdict}"))
     hidden = len(d.candidates) - per_level
     if hidden > 0:
@@ -269,6 +282,25 @@ def footer_lines(d: Decision) -> list[str]:
 # -- explain-kill (a kill rebuilt from a saved report) -----------------------------------
 
 
+def report_json(r: OomReport) -> dict[str, Any]:
+    """What one saved OOM report said, in brief (``explain-kill --json``'s ``report``)."""
+    return {
+        "line": r.first_line,
+        "time": r.time,
+        "uptime_s": r.uptime_s,
+        "log_time": r.log_time or None,
+        "kernel_release": r.release,
+        "invoked_by": (r.invoked or {}).get("comm"),
+        "memcg_counters": r.memcg,
+        "ram_pages": r.ram_pages,
+        "reserved_pages": r.reserved_pages,
+        "swap_total_kb": r.swap_total_kb,
+        "table_layout": r.layout,
+        "tasks": len(r.tasks),
+        "kills": [k.get("pid") for k in r.kills],
+    }
+
+
 def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
     """``explain-kill --json``: the report, the rebuilt kernel ranking (the
     ``predict-victim --policy kernel`` shape), the verdict and the priority policy's
@@ -276,13 +308,13 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
     kernel = decision_json(x.decision, x.snapshot)
     kernel["group_pids"] = list(x.killed)
     return {
-        "report": x.report.to_json(),
-        "kills": x.report.kills,
+        "report": report_json(x.report),
+        "kills": [worded(k) for k in x.report.kills],
         "oom_root": x.oom_root,
         "memcg_oom": x.memcg_oom,
         "kernel_rules": {
             "version": f"{x.rules.version[0]}.{x.rules.version[1]}",
-            "source": x.rules.source,
+            "source": RULES_SOURCE_TEXT[x.rules.source],
             "root_bonus": x.rules.root_bonus,
             "clamp_to_one": x.rules.clamp_to_one,
             "ties_to_last": x.rules.ties_to_last,
@@ -290,12 +322,12 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
         "kernel_victim_pid": x.kernel_pid,
         "killed_pids": list(x.killed),
         "kernel": kernel,
-        "verdict": x.verdict,
+        "verdict": x.verdict.value,
         "victim_is_top": x.victim_is_top,
-        "why": list(x.why),
+        "why": note_lines(x.why),
         "score_check": x.score_check,
         "priority": decision_json(x.priority, x.snapshot) if x.priority is not None else None,
-        "priority_notes": list(x.priority_notes),
+        "priority_notes": note_lines(x.priority_notes),
     }
 
 
@@ -326,16 +358,12 @@ def kill_summary_lines(x: KillExplanation) -> list[str]:
         f"OOM report at line {r.first_line} ({when}): {scope}; kernel "
         f"{r.release or 'release unknown'}; killed: {kills or 'nobody'}",
     ]
-    verdicts = {
-        "matches": "the kernel's victim is the top of the rebuilt ranking",
-        "differs": "the kernel's victim is NOT the top of the rebuilt ranking",
-        "no_table": "cannot rebuild the ranking",
-        "incomplete": "the task table is incomplete",
-        "exiting": "no new kill: a victim was still exiting",
-        "no_victim": "nothing was killable",
-    }
-    lines.append(f"verdict: {verdicts.get(x.verdict, x.verdict)}")
-    lines += [f"  - {w}" for w in x.why]
+    gaps: list[str] = []
+    for k in r.kills:
+        gaps += [g for g in (gap_text(n, k) for n in k.get("notes", [])) if g not in gaps]
+    lines += [f"  the log: {g}" for g in gaps]  # what it left unsaid: not guessed
+    lines.append(f"verdict: {VERDICT_TEXT[x.verdict]}")
+    lines += [f"  - {w}" for w in note_lines(x.why)]
     return lines
 
 
@@ -350,7 +378,7 @@ def priority_lines(x: KillExplanation) -> list[str]:
     lines = [
         f"priority policy would have killed: {describe_process(p, x.snapshot)} — "
         f"badness {p.badness} "
-        f"({p.badness_source})" + (" — the same task" if same else ""),
+        f"({_source(p)})" + (" — the same task" if same else ""),
     ]
-    lines += [f"  - {n}" for n in x.priority_notes]
+    lines += [f"  - {n}" for n in note_lines(x.priority_notes)]
     return lines

@@ -64,6 +64,7 @@ class Column(NamedTuple):
     priority: int = 0
     short: str | None = None
     short_cells: Sequence[str] | None = None
+    elide: int = 0  # > 0: cells may be shortened (middle "…") down to this width
 
     def width(self, abbreviated: bool) -> int:
         header = (self.short or self.header) if abbreviated else self.header
@@ -91,6 +92,7 @@ class Field(Generic[T]):
     priority: int = 0
     short: str | None = None
     short_cell: Callable[[T], str] | None = None
+    elide: int = 0
 
     def column(self, items: Sequence[T]) -> Column:
         return Column(
@@ -100,6 +102,7 @@ class Field(Generic[T]):
             self.priority,
             self.short,
             None if self.short_cell is None else [self.short_cell(i) for i in items],
+            self.elide,
         )
 
 
@@ -146,9 +149,11 @@ def table_width(columns: Sequence[Column], abbreviated: bool = False) -> int:
 
 def fit_columns(columns: Sequence[Column], width: int | None) -> list[Column]:
     """The columns to draw in ``width`` characters (None: all of them), the way ``ps``
-    and ``systemd-cgls`` fit a terminal: nothing is ever truncated; first the
+    and ``systemd-cgls`` fit a terminal: numbers are never truncated; first the
     abbreviated headers and cells, then the lowest-value columns (highest ``priority``)
-    are dropped.  Columns of priority 0 always stay, even if the line then overflows."""
+    are dropped; before the most useful ones go (:data:`ELIDE_BEFORE`), a long name is
+    shortened in the middle ("…").  Columns of priority 0 always stay, even if the line
+    then overflows."""
     cols = list(columns)
     if width is None or table_width(cols) <= width:
         return cols
@@ -156,12 +161,46 @@ def fit_columns(columns: Sequence[Column], width: int | None) -> list[Column]:
     for priority in sorted({c.priority for c in cols if c.priority > 0}, reverse=True):
         if table_width(cols) <= width:
             break
+        if priority == ELIDE_BEFORE:
+            cols = _elided(cols, width)
+            if table_width(cols) <= width:
+                break
         # drop this priority's columns one at a time, rightmost first
         for victim in [c for c in reversed(cols) if c.priority == priority]:
             if table_width(cols) <= width:
                 break
             cols.remove(victim)
     return cols
+
+
+# before the columns of this priority go (BADNESS, TASKS), a long name is shortened
+ELIDE_BEFORE = 1
+ELLIPSIS = "…"
+
+
+def ellipsize(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, its middle replaced by "…" (a tree's guides
+    and a name's start stay, and so does its end, where names differ)."""
+    if len(text) <= width or width < 3:
+        return text
+    head = (width - 1) // 2 + (width - 1) % 2
+    return text[:head] + ELLIPSIS + text[len(text) - (width - 1 - head) :]
+
+
+def _elided(cols: list[Column], width: int) -> list[Column]:
+    """The elidable columns shortened (not below their ``elide`` width) by what the
+    table is too wide."""
+    over = table_width(cols) - width
+    out = []
+    for c in cols:
+        current = c.width(False)
+        if over <= 0 or c.elide <= 0 or current <= c.elide:
+            out.append(c)
+            continue
+        target = max(c.elide, current - over)
+        over -= current - target
+        out.append(c._replace(cells=[ellipsize(printable(x), target) for x in c.cells]))
+    return out
 
 
 def terminal_width(out: Output) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from memcgctl.render.reportwords import note_text
 from memcgctl.vocab.reasons import (
     Caveat,
     GroupKill,
@@ -17,7 +18,6 @@ from memcgctl.vocab.reasons import (
     NoKillableAt,
     NoKillableProcess,
     NoLimit,
-    Note,
     NotInSnapshot,
     Reason,
     ScoredCount,
@@ -26,6 +26,7 @@ from memcgctl.vocab.reasons import (
     Verdict,
     Win,
 )
+from memcgctl.vocab.reportnotes import ReportNote
 from memcgctl.vocab.units import format_bytes, format_kb
 
 SKIP_TEXT = {
@@ -113,8 +114,8 @@ def verdict_text(v: Verdict) -> str:
 
 def reason_text(r: Reason) -> str:
     """One step of a decision in a sentence."""
-    if isinstance(r, Note):
-        return r.text
+    if isinstance(r, ReportNote):
+        return note_text(r)
     if isinstance(r, NotInSnapshot):
         return f"{r.cgroup}: not in the snapshot"
     if isinstance(r, NoKillableAt):

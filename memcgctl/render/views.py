@@ -9,10 +9,11 @@ Commands build the data and pick the field list; nothing here reads a file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memcgctl.render.output import Field, with_guides
+from memcgctl.render.safetext import printable
 from memcgctl.vocab.constants import BADNESS_DEFAULT
 from memcgctl.vocab.units import format_bytes, format_duration_ms, format_kb
 
@@ -32,9 +33,31 @@ def badness_cell(value: int, source: str) -> str:
     return str(value) if source == "default" else f"{value} ({source})"
 
 
+def badness_source_text(source: str, origin: int | str | None) -> str:
+    """Where a badness came from, in words: ``process`` (its own entry), ``inherited
+    from 1234``, ``rule batch-workers``, ``oom_score_adj``, ``trusted``, ``default``."""
+    if origin is None:
+        return source
+    return f"inherited from {origin}" if source == "inherited" else f"{source} {origin}"
+
+
+def cgroup_badness_cell(cg: CgroupInfo) -> str:
+    """``123 (rule nightly-jobs)`` for a value a rule wrote, else as badness_cell."""
+    if cg.badness_rule is not None:
+        return f"{cg.badness} (rule {printable(cg.badness_rule)})"
+    return badness_cell(cg.badness, cg.badness_source)
+
+
+def process_badness_cell(p: ProcessInfo) -> str:
+    """A process's badness and where it came from: ``900 (inherited from 1234)``."""
+    if p.badness_source == "default":
+        return str(p.badness)
+    return f"{p.badness} ({badness_source_text(p.badness_source, p.badness_from)})"
+
+
 def badness_short(value: int, source: str) -> str:
     """The narrow-terminal form: the source's initial (``900t`` trusted, ``800u`` user,
-    ``800p`` process, ``1000o`` oom_score_adj)."""
+    ``800p`` process, ``900i`` inherited, ``20r`` rule, ``1000o`` oom_score_adj)."""
     return str(value) if source == "default" else f"{value}{source[0]}"
 
 
@@ -42,48 +65,92 @@ def badness_short(value: int, source: str) -> str:
 
 
 class TreeRow(NamedTuple):
-    label: str  # the cgroup's name with its tree guides
+    label: str  # the cgroup's name (or a process's pid and comm) with its tree guides
     cgroup: CgroupInfo
+    process: ProcessInfo | None = None  # ``tree -p``: a process row, in ``cgroup``
 
 
-def tree_rows(snap: Snapshot, root: CgroupPath) -> list[TreeRow]:
+def tree_rows(snap: Snapshot, root: CgroupPath, processes: bool = False) -> list[TreeRow]:
     """The cgroups below ``root`` in pre-order, the root by its path, the others by
-    their name after the guides."""
+    their name after the guides; with ``processes`` (``tree -p``, as ``systemd-cgls``)
+    each cgroup's own processes first, as ``PID COMM`` leaves."""
+    Node = tuple["CgroupInfo", "ProcessInfo | None"]
 
-    def kids(cg: CgroupInfo) -> list[CgroupInfo]:
-        return [snap.cgroups[k] for k in cg.children if k in snap.cgroups]
+    def kids(node: Node) -> list[Node]:
+        cg, proc = node
+        if proc is not None:
+            return []
+        procs: list[Node] = (
+            [(cg, p) for p in sorted(snap.processes_in(cg.path), key=lambda p: p.pid)]
+            if processes
+            else []
+        )
+        return procs + [(snap.cgroups[k], None) for k in cg.children if k in snap.cgroups]
 
-    return [
-        TreeRow(cg.path if not guides else guides + cg.path.name, cg)
-        for guides, cg in with_guides(snap.cgroups[root], kids)
-    ]
+    rows = []
+    top: Node = (snap.cgroups[root], None)
+    for guides, (cg, proc) in with_guides(top, kids):
+        if proc is not None:
+            rows.append(TreeRow(f"{guides}{proc.pid} {proc.comm}", cg, proc))
+        else:
+            rows.append(TreeRow(cg.path if not guides else guides + cg.path.name, cg))
+    return rows
 
+
+def _cg(cell: Callable[[CgroupInfo], str]) -> Callable[[TreeRow], str]:
+    """A cgroup column's cell; blank on a process row."""
+    return lambda r: "" if r.process is not None else cell(r.cgroup)
+
+
+def _tree_badness(r: TreeRow, short: bool) -> str:
+    value, source = (
+        (r.process.badness, r.process.badness_source)
+        if r.process is not None
+        else (r.cgroup.badness, r.cgroup.badness_source)
+    )
+    if short:
+        return badness_short(value, source)
+    if r.process is not None:
+        return process_badness_cell(r.process)
+    return cgroup_badness_cell(r.cgroup)
+
+
+# a cgroup name is shortened ("…") to no fewer characters than this to keep BADNESS
+NAME_MIN = 24
 
 CGROUP_FIELDS: tuple[Field[TreeRow], ...] = (
-    Field("CGROUP", lambda r: r.label),
-    Field("USAGE", lambda r: format_bytes(r.cgroup.usage_bytes), right=True),
+    Field("CGROUP", lambda r: r.label, elide=NAME_MIN),
+    Field(
+        "USAGE",
+        lambda r: (
+            format_kb(r.process.rss_kb)
+            if r.process is not None
+            else format_bytes(r.cgroup.usage_bytes)
+        ),
+        right=True,
+    ),
     Field(
         "LIMIT",
-        lambda r: "max" if r.cgroup.limit_bytes is None else format_bytes(r.cgroup.limit_bytes),
+        _cg(lambda c: "max" if c.limit_bytes is None else format_bytes(c.limit_bytes)),
         right=True,
     ),
     Field(
         "BADNESS",
-        lambda r: badness_cell(r.cgroup.badness, r.cgroup.badness_source),
+        lambda r: _tree_badness(r, False),
         priority=1,
         short="BAD",
-        short_cell=lambda r: badness_short(r.cgroup.badness, r.cgroup.badness_source),
+        short_cell=lambda r: _tree_badness(r, True),
     ),
-    Field("DELAY", lambda r: format_duration_ms(r.cgroup.oom_delay_ms), priority=4),
-    Field("OOM.GROUP", lambda r: yesno(r.cgroup.oom_group), priority=5, short="GRP"),
-    Field("UNDER_OOM", lambda r: yesno(r.cgroup.under_oom), priority=2, short="OOM"),
+    Field("DELAY", _cg(lambda c: format_duration_ms(c.oom_delay_ms)), priority=4),
+    Field("OOM.GROUP", _cg(lambda c: yesno(c.oom_group)), priority=5, short="GRP"),
+    Field("UNDER_OOM", _cg(lambda c: yesno(c.under_oom)), priority=2, short="OOM"),
     Field(
         "KILLS",
-        lambda r: "-" if r.cgroup.oom_kills_local is None else str(r.cgroup.oom_kills_local),
+        _cg(lambda c: "-" if c.oom_kills_local is None else str(c.oom_kills_local)),
         right=True,
         priority=3,
     ),
-    Field("TASKS", lambda r: str(r.cgroup.nr_tasks), right=True, priority=1),
+    Field("TASKS", _cg(lambda c: str(c.nr_tasks)), right=True, priority=1),
 )
 
 # -- ps: one row per process -----------------------------------------------------------
@@ -95,7 +162,7 @@ PROCESS_FIELDS: tuple[Field[ProcessInfo], ...] = (
     Field("SWAP", lambda p: format_kb(p.swap_kb), right=True, priority=3),
     Field(
         "BADNESS",
-        lambda p: badness_cell(p.badness, p.badness_source),
+        process_badness_cell,
         priority=1,
         short="BAD",
         short_cell=lambda p: badness_short(p.badness, p.badness_source),
@@ -114,6 +181,11 @@ PROCESS_FIELDS: tuple[Field[ProcessInfo], ...] = (
 # -- get-badness / get-delay: their JSON entries ------------------------------------------
 
 
+def source_text(entry: Mapping[str, Any]) -> str:
+    """``badness_source`` with its ``badness_from``: ``inherited from 1234``, ``rule NAME``."""
+    return badness_source_text(str(entry["badness_source"]), entry.get("badness_from"))
+
+
 def _target(entry: Mapping[str, Any]) -> str:
     return str(entry["cgroup"]) if "cgroup" in entry else f"pid {entry['pid']} ({entry['comm']})"
 
@@ -121,7 +193,7 @@ def _target(entry: Mapping[str, Any]) -> str:
 BADNESS_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (
     Field("TARGET", _target),
     Field("BADNESS", lambda e: str(e["badness"])),
-    Field("SOURCE", lambda e: str(e["badness_source"])),
+    Field("SOURCE", lambda e: source_text(e)),
 )
 
 DELAY_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (

@@ -4,6 +4,11 @@ kernel-log cursor share, hardened against other users and against corrupt files.
 * The directory: created ``0700``; accepted only when owned by the invoker or root and
   writable by nobody else (a group- or world-writable one, or one owned by another user,
   is refused with exit 4: its owner could plant, swap or forge every file in it).
+* Its whole path, the way systemd's ``chase()`` resolves one safely: every directory
+  from ``/`` down must belong to root or the invoker and be writable by nobody else
+  unless sticky (``/tmp``: others cannot rename what is not theirs), and a symlink on
+  the way is followed only when root or the invoker owns it (its target checked the same
+  way).  Otherwise another user could swap a component and send us elsewhere.
 * Files: opened with ``O_NOFOLLOW`` (a symlink is never followed) and checked to be
   regular files; created ``0600`` whatever the umask; replaced atomically through
   ``tempfile.mkstemp`` in the same directory (no predictable temporary names).
@@ -69,18 +74,98 @@ def _trusted(st: os.stat_result) -> bool:
     return st.st_uid in (os.geteuid(), 0)
 
 
+_MAX_SYMLINKS = 40  # as the kernel (ELOOP)
+
+
+def _others_can_write(st: os.stat_result) -> bool:
+    return bool(st.st_mode & 0o022) and not st.st_mode & stat.S_ISVTX
+
+
+def _check_path(state_dir: Path) -> None:
+    """Every component of ``state_dir``'s path, from ``/``, resolved one at a time (no
+    symlink followed before it is vetted): a directory on the way belongs to root or
+    the invoker and others cannot write it (sticky ones excepted); a symlink belongs to
+    root or the invoker.  The state directory itself is vetted by the caller.  Stops
+    at the first component that does not exist (what is created then is ours)."""
+    where = os.path.abspath(state_dir)
+    todo = [c for c in reversed(where.split("/")) if c]
+    current = "/"
+    links = 0
+    try:
+        st = os.lstat(current)
+    except OSError as exc:
+        raise from_oserror(exc, current) from exc
+    while True:
+        if not todo:
+            return  # the state directory itself: the caller's checks
+        if not _trusted(st):
+            raise _refuse(state_dir, f"{current} belongs to uid {st.st_uid} (not you or root)")
+        if _others_can_write(st):
+            raise _refuse(
+                state_dir,
+                f"{current} is writable by other users"
+                f" (mode {stat.S_IMODE(st.st_mode):04o}, not sticky)",
+            )
+        name = todo.pop()
+        if name in (".", ".."):
+            current = current if name == "." else os.path.dirname(current)
+            st = os.lstat(current)
+            continue
+        step = os.path.join(current, name)
+        try:
+            st = os.lstat(step)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise from_oserror(exc, step) from exc
+        if stat.S_ISLNK(st.st_mode):
+            if not _trusted(st):
+                raise _refuse(state_dir, f"{step} is a symlink owned by uid {st.st_uid}")
+            links += 1
+            if links > _MAX_SYMLINKS:
+                raise _refuse(state_dir, f"{step}: too many levels of symbolic links")
+            try:
+                target = os.readlink(step)
+            except OSError as exc:
+                raise from_oserror(exc, step) from exc
+            todo.extend(c for c in reversed(target.split("/")) if c)
+            if target.startswith("/"):
+                current = "/"
+            st = os.lstat(current)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            return  # not a directory: the caller says so
+        current = step
+
+
+def _make_parents(state_dir: Path) -> None:
+    """The missing directories above ``state_dir``, ``0755`` (not the umask's)."""
+    missing: list[Path] = []
+    parent = state_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for d in reversed(missing):
+        with suppress(FileExistsError):
+            os.mkdir(d, 0o755)
+
+
 def check_state_dir(state_dir: Path, create: bool = False) -> bool:
-    """Vet the state directory; create it ``0700`` when ``create``.
+    """Vet the state directory and its whole path (:func:`_check_path`); create it
+    ``0700`` when ``create``.
 
     Returns False when it does not exist (and was not to be created).  Raises
     PermissionDenied (exit 4) for a directory another user could write or swap."""
+    _check_path(state_dir)
+    created = False
     try:
         st = os.stat(state_dir)
     except FileNotFoundError:
         if not create:
             return False
+        created = True
         try:
-            state_dir.parent.mkdir(parents=True, exist_ok=True)
+            _make_parents(state_dir)
             os.mkdir(state_dir, DIR_MODE)
         except FileExistsError:
             pass
@@ -103,19 +188,8 @@ def check_state_dir(state_dir: Path, create: bool = False) -> bool:
             state_dir,
             f"writable by other users (mode {stat.S_IMODE(st.st_mode):04o}; chmod 700 it)",
         )
-    with suppress(OSError):
-        link = os.lstat(state_dir)
-        if stat.S_ISLNK(link.st_mode) and not _trusted(link):
-            raise _refuse(state_dir, f"a symlink owned by uid {link.st_uid}")
-    with suppress(OSError):
-        parent = os.stat(state_dir.parent)
-        # another user who can rename entries of the parent can swap the whole directory
-        if parent.st_mode & 0o002 and not parent.st_mode & stat.S_ISVTX:
-            raise _refuse(state_dir, f"its parent {state_dir.parent} is world-writable")
-        if not _trusted(parent) and parent.st_mode & 0o200:
-            raise _refuse(
-                state_dir, f"its parent {state_dir.parent} belongs to uid {parent.st_uid}"
-            )
+    if created:
+        _check_path(state_dir)  # the directories just made, and no swap meanwhile
     return True
 
 

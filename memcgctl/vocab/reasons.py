@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Literal
 
 from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.reportnotes import ReportNote
 
 Kind = Literal["cgroup", "process"]
 
@@ -179,14 +180,6 @@ class PointsTie:
     points: int
 
 
-@dataclass(frozen=True)
-class Note:
-    """A reason already in words, from the reading of a saved kernel report
-    (:mod:`memcgctl.logic.postmortem`)."""
-
-    text: str
-
-
 Reason = (
     NotInSnapshot
     | NoKillableAt
@@ -199,5 +192,5 @@ Reason = (
     | NoKillableProcess
     | MostPoints
     | PointsTie
-    | Note
+    | ReportNote  # a finding about a saved kernel report (memcgctl.logic.postmortem)
 )

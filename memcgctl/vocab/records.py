@@ -103,6 +103,7 @@ class KernelEvent(_Record, total=False):
     oom_score_adj: int | None
     message: str | None
     cause: str | None  # memcg (a cgroup limit), system (host-wide, cpuset, mempolicy)
+    notes: list[str]  # saved logs: what the log left unsaid or ambiguous
     cgroup_from: str  # "counters": found from the kernel's per-cgroup kill counters
 
 

@@ -16,8 +16,7 @@ from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.kmsgdev import KmsgReader
 from memcgctl.kernel.notify import DirWatch, EventsFileWatch, OomControlWatch
 from memcgctl.logic.events import V2_EVENT_KEYS, diff_counters, matches
-from memcgctl.logic.kmsgparse import join_continuations, parse_records
-from memcgctl.logic.oomassembler import OomAssembler
+from memcgctl.logic.oomassembler import OomAssembler, kmsg_events
 from memcgctl.state.journal import Journal
 from memcgctl.state.journallines import JournalTail
 from memcgctl.vocab.cgpath import CgroupPath
@@ -36,6 +35,8 @@ KERNEL_KILL_KINDS = frozenset({"oom_kill"})
 LIVE_NOTIFICATION_KINDS = frozenset({"under_oom", "oom_resolved", *V2_EVENT_KEYS}) - {"oom_kill"}
 # notifications wait this long for the kernel log's record of the same OOM (flush())
 NOTIFICATION_HOLD_S = 0.03
+# a kill's OOM time stamps an under_oom read at most this long after the kill
+INVOKED_FRESH_S = 1.0
 HELD_SOURCES = frozenset({"eventfd", "memory.events"})
 # without inotify, how often --follow looks at the journal file
 JOURNAL_POLL_S = 0.25
@@ -54,6 +55,14 @@ class Follower:
     its eventfd quiet for ``resolve_check_s``: the kernel signals the eventfd on every
     OOM invocation, and one OOM episode makes several (one kill, a victim exiting…),
     which must not print as several ``under_oom`` / ``oom_resolved`` pairs.
+
+    One OOM is one pair per OOM *domain*: v1 signals the eventfd of the memcg that ran
+    out and of every descendant (``mem_cgroup_oom_notify`` walks the subtree), so a
+    signalled cgroup whose ancestor is under OOM too belongs to the ancestor's episode
+    (:meth:`collapse`).  Its ``under_oom`` is stamped with the kernel's own time of the
+    OOM (the ``invoked oom-killer`` line of the report whose kill names the domain)
+    when the kernel logs one, so two followers print the same time and the notification
+    sorts before the kill it caused.
     """
 
     def __init__(
@@ -90,6 +99,10 @@ class Follower:
         self.pending: list[tuple[Event, float]] = []
         self.seen_dedup: set[str] = set()
         self.last_signal: dict[str, float] = {}  # cg -> monotonic time of its last eventfd
+        # OOM domain -> (the kernel's time of its last OOM invocation, from a kill's
+        # report; monotonic time we read it): see _invoked()
+        self.oom_invoked: dict[str, tuple[str, float]] = {}
+        self.invoked_by_kill: dict[str, str] = {}  # history only: kill dedup -> OOM time
         self._in_step = False
         self.journal_tail: JournalTail | None = None
         self.journal_watch: DirWatch | None = None
@@ -114,23 +127,28 @@ class Follower:
 
     # -- kmsg ------------------------------------------------------------------------
     def feed_kmsg(self, raws: list[bytes], live: bool = True) -> list[KernelEvent]:
-        records = parse_records(raws)
         out = []
         fs = self.fs
-        for rec in join_continuations(records):
-            for ev in self.assembler.feed(rec):
-                if ev.get("cgroup"):
-                    ev["cgroup"] = fs.from_proc_path(str(ev["cgroup"]))
-                if ev.get("oom_memcg"):
-                    ev["oom_memcg"] = fs.from_proc_path(str(ev["oom_memcg"]))
-                if ev.get("oom_group"):
-                    ev["oom_group"] = fs.from_proc_path(str(ev["oom_group"]))
-                out.append(ev)
+        for ev in kmsg_events(self.assembler, raws):
+            invoked = self.assembler.invoked_time
+            if ev.get("kind") == "oom_kill" and ev.get("oom_memcg") and invoked:
+                domain = fs.from_proc_path(str(ev["oom_memcg"]))
+                self.oom_invoked[domain] = (invoked, time.monotonic())
+                if not live:  # the history's under_oom (logic.events.oom_starts)
+                    self.invoked_by_kill[str(ev.get("dedup"))] = invoked
+            if ev.get("cgroup"):
+                ev["cgroup"] = fs.from_proc_path(str(ev["cgroup"]))
+            if ev.get("oom_memcg"):
+                ev["oom_memcg"] = fs.from_proc_path(str(ev["oom_memcg"]))
+            if ev.get("oom_group"):
+                ev["oom_group"] = fs.from_proc_path(str(ev["oom_group"]))
+            out.append(ev)
         if live:
             for ev in out:
                 if ev.get("kind") == "oom_kill":
                     self._account_kill(ev)
                 self._emit(ev)
+            self._restamp_pending()
             if not self._in_step:
                 self.flush()
         return out
@@ -177,6 +195,52 @@ class Follower:
         if matches(ev, self.root, None):
             held = self.kmsg is not None and ev.get("source") in HELD_SOURCES
             self.pending.append((ev, time.monotonic() + (NOTIFICATION_HOLD_S if held else 0.0)))
+
+    def _restamp_pending(self) -> None:
+        """Give a waiting ``under_oom`` the kernel's time of its OOM (see class doc)."""
+        for ev, _ in self.pending:
+            if ev.get("kind") != "under_oom" or ev.get("source") != "eventfd":
+                continue
+            invoked = self._invoked(str(ev.get("cgroup")))
+            if invoked is not None:
+                ev["time"] = invoked
+
+    def _invoked(self, cg: str) -> str | None:
+        """The kernel's time of ``cg``'s OOM, taken once and only while fresh (a kill
+        logged more than :data:`INVOKED_FRESH_S` ago belongs to an earlier OOM)."""
+        seen = self.oom_invoked.pop(cg, None)
+        if seen is None or time.monotonic() - seen[1] > INVOKED_FRESH_S:
+            return None
+        return seen[0]
+
+    def collapse(self) -> None:
+        """One episode per OOM domain: a cgroup under OOM inside another one that is
+        (the kernel signalled the whole subtree) is the ancestor's; its ``under_oom``,
+        if still waiting, is dropped (see class doc)."""
+        inner = {
+            cg
+            for cg in self.under_oom
+            if any(a in self.under_oom for a in CgroupPath(cg).ancestors() if self.root.contains(a))
+        }
+        if not inner:
+            return
+        self.under_oom -= inner
+        self.pending = [
+            (ev, due)
+            for ev, due in self.pending
+            if not (
+                ev.get("kind") == "under_oom"
+                and ev.get("source") == "eventfd"
+                and ev.get("cgroup") in inner
+            )
+        ]
+
+    def _domain_of(self, cg: CgroupPath) -> CgroupPath | None:
+        """The cgroup under OOM whose episode a signal of ``cg`` belongs to, if any."""
+        for a in [cg, *CgroupPath(cg).ancestors()]:
+            if a in self.under_oom:
+                return a
+        return None
 
     def flush(self, force: bool = False) -> None:
         """Emit the queued events that are due, in time order.
@@ -268,10 +332,19 @@ class Follower:
                 self._out(notification("oom_resolved", cg, "eventfd", removed=True))
             self._drop(cg)
             return
-        self.last_signal[cg] = time.monotonic()
-        if cg not in self.under_oom:
-            self._out(notification("under_oom", cg, "eventfd"))
-            self.under_oom.add(cg)
+        now = time.monotonic()
+        self.last_signal[cg] = now
+        domain = self._domain_of(cg)
+        if domain is not None:  # part of an episode already reported
+            self.last_signal[domain] = now
+            return
+        ev = notification("under_oom", cg, "eventfd")
+        invoked = self._invoked(cg)
+        if invoked is not None:
+            ev["time"] = invoked  # the kernel logged this OOM's kill before we read this
+        self._out(ev)
+        self.under_oom.add(cg)
+        self.collapse()
 
     def check_resolved(self, cg: CgroupPath, now: float | None = None) -> None:
         state = self._under_oom_now(cg)

@@ -7,10 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from memcgctl.state import totals
 from tests.promtext import parse_exposition
 from tests.realkernel import TestCgroups
 from tests.test_counters_kernel import _counters, _kill_one
+from tests.test_events_kernel import test_kernel_kill_in_a_memcg_named_not_ascii as _named
+from tests.test_hostile import (
+    test_counters_prometheus_is_utf8_when_nobody_names_a_cgroup_with_byte_ff as _byte_ff,
+)
 
 MIB = 1 << 20
 
@@ -42,3 +48,18 @@ def test_v2_oom_storm_counted_from_memory_events_local(
     assert fams["memcgctl_kernel_oom_kills"][(cg, "local")] == 18
     assert fams["memcgctl_kernel_oom_kills"][(parent, "hierarchical")] == 18
     assert fams["memcgctl_oom_kills"][(parent, "memcg")] == 18
+
+
+@pytest.mark.parametrize("name", ["café", "x\udcffy"], ids=["utf8", "byte-ff"])
+def test_v2_kernel_kill_in_a_memcg_named_not_ascii(
+    cgroups: TestCgroups, tmp_path: Path, name: str
+) -> None:
+    """Issue 21 item 9 on v2: the kill is in café (the kmsg escapes are UTF-8 bytes)."""
+    _named(cgroups, tmp_path, name)
+
+
+def test_v2_prometheus_utf8_when_nobody_names_a_cgroup_with_byte_ff(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    """Issue 21 item 8 on v2: nobody's delegated subtree, a name with the byte 0xff."""
+    _byte_ff(cgroups, tmp_path)

@@ -5,6 +5,7 @@ run here only: the guest's own RAM is the "host" and the VM is thrown away."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from tests.realkernel import HELPERS, TestCgroups, journaled
-from tests.test_daemon_kernel import CLAIM, MARK, Daemon, daemons, run_cli, set_xattr
+from tests.test_daemon_kernel import (
+    CLAIM,
+    MARK,
+    Daemon,
+    daemon_records,
+    daemons,
+    run_cli,
+    set_xattr,
+)
 from tests.v2.test_oom_v2 import events_file
 
 __all__ = ["daemons"]
@@ -262,6 +271,27 @@ def test_shadow_mode_reports_what_the_policy_would_have_killed(
     assert d.stop() == 0
     _, line = d.wait_for("daemon_stopped", cgroups.parent)
     assert field(line, "kernel_kills") == "1" and field(line, "agreed") == "0"
+    (stopped,) = daemon_records(tmp_path, "daemon_stopped")  # in the journal too
+    assert (stopped["kernel_kills"], stopped["agreed"]) == (1, 0)
+
+
+def test_sigterm_journals_daemon_stopped_v2(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Issue 21 item 12 on v2: SIGTERM gives the valve back and journals daemon_stopped
+    as the journal's last record."""
+    top = jobs["top"]
+    set_xattr(cgroups, top, "oom_delay_ms", "500")
+    d = Daemon(tmp_path, cgroups.parent)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", top, timeout=60)
+    assert high(cgroups, top) == str(VALVE)
+    assert d.stop(signal.SIGTERM) == 0
+    assert high(cgroups, top) == "max"
+    (stopped,) = daemon_records(tmp_path, "daemon_stopped")
+    assert stopped["cgroup"] == cgroups.parent and stopped["kernel_kills"] == 0
+    kinds = [r["kind"] for r in map(json.loads, (tmp_path / "journal.jsonl").open())]
+    assert kinds[-1] == "daemon_stopped"
 
 
 def test_host_wide_the_priority_victim_dies_before_the_kernel_acts(
