@@ -194,6 +194,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "status": "memcgctl.commands.status:status",
     "top": "memcgctl.commands.top:top",
     "apply": "memcgctl.commands.apply:apply",
+    "install-unit": "memcgctl.commands.installunit:install_unit",
 }
 
 

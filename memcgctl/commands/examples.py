@@ -34,6 +34,11 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("memcgctl set-delay /batch 0", "the daemon kills by priority at once"),
         ("memcgctl set-delay /batch off", "unmanaged: the kernel alone decides"),
     ),
+    "install-unit": (
+        ("memcgctl install-unit --dry-run", "print the daemon's unit for this memcgctl"),
+        ("memcgctl install-unit -- --root /batch", "install it for one subtree (as root)"),
+        ("memcgctl install-unit --no-reload --unit-dir /img/etc/systemd/system", "an image"),
+    ),
     "apply": (
         ("memcgctl apply --dry-run", "what the cgroup rules would write"),
         ("memcgctl apply /batch.slice", "write them below /batch.slice"),

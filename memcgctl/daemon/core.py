@@ -115,6 +115,10 @@ class DaemonCore:
                 if w.delay_ms != delay:
                     self._emit("daemon_delay_changed", cg, delay_ms=delay, was_ms=w.delay_ms)
                     w.delay_ms = delay
+                # Look at it now and then between notifications too: no event tells us
+                # that someone (systemd applying MemoryHigh=/MemoryMax=) rewrote memory.high,
+                # and a valve gone until the next OOM is no valve.
+                self._check(w, now)
                 continue
             m = self.ports.take_over(cg)
             if m is None:
