@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from memcgctl import __version__
 from memcgctl.cli import cli
-from memcgctl.commands.installunit import _pythonpath, _sends_notify
+from memcgctl.commands.installunit import _pythonpath
 from memcgctl.render.unitfile import WATCHDOG_SEC, command_line, daemon_unit, memcgctl_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,7 +155,6 @@ def test_dry_run_prints_the_unit_of_this_memcgctl() -> None:
     expected = daemon_unit(
         cmd,
         ["--root", "/batch"],
-        notify=_sends_notify(),
         pythonpath=_pythonpath(),
         version=__version__,
     )

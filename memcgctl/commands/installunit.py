@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -40,11 +39,6 @@ def _pythonpath() -> str | None:
     if pkg_parent.name in ("site-packages", "dist-packages"):
         return None
     return str(pkg_parent)
-
-
-def _sends_notify() -> bool:
-    """Whether this memcgctl's daemon speaks sd_notify (READY=1, WATCHDOG=1)."""
-    return importlib.util.find_spec("memcgctl.daemon.sdnotify") is not None
 
 
 @click.command(
@@ -101,7 +95,6 @@ def install_unit(
     text = daemon_unit(
         command,
         daemon_args,
-        notify=_sends_notify(),
         pythonpath=_pythonpath(),
         version=__version__,
     )

@@ -209,19 +209,14 @@ def managed_slice(daemon: str) -> Iterator[Path]:
 
 
 def test_the_installed_unit_is_started_by_systemd(daemon: str) -> None:
-    from memcgctl.commands.installunit import _sends_notify
-
     text = Path(f"/etc/systemd/system/{daemon}").read_text()
     assert f"ExecStart={sys.executable} -m memcgctl daemon --no-guardian" in text
     props = show(daemon, "Type", "NotifyAccess", "WatchdogUSec", "UnitFileState", "ExecStopPost")
     assert props["UnitFileState"] == "enabled"
     assert "--release" in props["ExecStopPost"]
-    if _sends_notify():
-        # READY=1 made it active; the watchdog is armed
-        assert (props["Type"], props["NotifyAccess"]) == ("notify", "main")
-        assert props["WatchdogUSec"] != "0"
-    else:
-        assert props["Type"] == "simple"
+    # READY=1 made it active (daemon/sdnotify.py); the watchdog is armed
+    assert (props["Type"], props["NotifyAccess"]) == ("notify", "main")
+    assert props["WatchdogUSec"] != "0"
     pid = main_pid(daemon)
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"daemon" in cmdline and b"--no-guardian" in cmdline
