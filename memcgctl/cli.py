@@ -136,10 +136,24 @@ class MemcgctlGroup(click.Group):
     show_default=True,
     help="Process-badness registry and journal. [env: MEMCGCTL_STATE_DIR]",
 )
+@click.option(
+    "--rules",
+    "rules_dir",
+    envvar="MEMCGCTL_RULES_DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/etc/memcgctl/rules.d"),
+    show_default=True,
+    help="Badness rules directory (*.toml, root's). [env: MEMCGCTL_RULES_DIR]",
+)
 @click.version_option(__version__, prog_name="memcgctl")
 @click.pass_context
 def cli(
-    ctx: click.Context, cgroup_root: Path | None, proc_root: Path, kmsg: str, state_dir: Path
+    ctx: click.Context,
+    cgroup_root: Path | None,
+    proc_root: Path,
+    kmsg: str,
+    state_dir: Path,
+    rules_dir: Path,
 ) -> None:
     """Strict-priority OOM handling for Linux memory cgroups.
 
@@ -149,7 +163,13 @@ def cli(
     """
     from memcgctl.env import Env  # not for --help/--version: they must start fast
 
-    ctx.obj = Env(cgroup_root=cgroup_root, proc_root=proc_root, kmsg=kmsg, state_dir=state_dir)
+    ctx.obj = Env(
+        cgroup_root=cgroup_root,
+        proc_root=proc_root,
+        kmsg=kmsg,
+        state_dir=state_dir,
+        rules_dir=rules_dir,
+    )
 
 
 # Commands are imported only when used (or listed by --help), so a one-shot command
@@ -173,6 +193,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "set-limit": "memcgctl.commands.setlimit:set_limit",
     "status": "memcgctl.commands.status:status",
     "top": "memcgctl.commands.top:top",
+    "apply": "memcgctl.commands.apply:apply",
+    "install-unit": "memcgctl.commands.installunit:install_unit",
 }
 
 

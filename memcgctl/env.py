@@ -16,15 +16,18 @@ from memcgctl.kernel.hierarchy import Hierarchy, detect_hierarchy, hierarchy_at
 from memcgctl.render.diag import warning
 from memcgctl.state.store import ProcessRegistry
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
-from memcgctl.vocab.errors import NoSuchProcess, UsageProblem, Vanished
+from memcgctl.vocab.errors import NoSuchCgroup, NoSuchProcess, UsageProblem, Vanished
 
 if TYPE_CHECKING:
     from memcgctl.kernel.procfs import ProcFs
+    from memcgctl.logic.rules import RuleSet
+    from memcgctl.snapshot import BadnessResolver
     from memcgctl.vocab.model import Snapshot
 
 
 PROC = Path("/proc")
 STATE_DIR = Path("/run/memcgctl")
+RULES_DIR = Path("/etc/memcgctl/rules.d")
 
 
 class Env:
@@ -35,7 +38,11 @@ class Env:
         kmsg: str = "/dev/kmsg",
         state_dir: Path = STATE_DIR,
         default_state_dir: Path = STATE_DIR,
+        rules_dir: Path = RULES_DIR,
     ) -> None:
+        self.rules_dir = rules_dir
+        self.systemd_run_dir = Path("/run/systemd/system")  # tests point these elsewhere
+        self.systemctl = "systemctl"
         self.cgroup_root = cgroup_root
         self.proc_root = proc_root
         self.kmsg = kmsg
@@ -61,7 +68,25 @@ class Env:
     @cached_property
     def registry(self) -> ProcessRegistry:
         self._warn_if_a_daemon_uses_another()
-        return ProcessRegistry(self.state_dir, self.proc.boot_id())
+        from memcgctl.state.store import uptime_ticks
+
+        root = str(self.proc_root)
+        return ProcessRegistry(
+            self.state_dir, self.proc.boot_id(), clock=lambda: uptime_ticks(root)
+        )
+
+    @cached_property
+    def rules(self) -> RuleSet:
+        """The badness rules (``--rules``); the daemon replaces them on reload."""
+        from memcgctl.state.rules import load_rules
+
+        return load_rules(self.rules_dir)
+
+    def resolver(self) -> BadnessResolver:
+        """How a process's badness is resolved now (registry, rules, inheritance)."""
+        from memcgctl.snapshot import BadnessResolver
+
+        return BadnessResolver(self.proc, self.registry.load_entries(), self.rules)
 
     def running_daemons(self, state_dir: Path) -> list[dict[str, Any]]:
         """The status documents in ``state_dir`` of daemons still running (their
@@ -107,10 +132,33 @@ class Env:
             raise NoSuchProcess(pid) from None
         return self.fs.resolve(self.fs.from_proc_path(path))
 
-    def target_cgroup(self, name: str | None, pid: int | None, default: str = "/") -> CgroupPath:
-        """A command's CG argument or ``--pid``: the validated hierarchy path."""
-        if name is not None and pid is not None:
-            raise UsageProblem("give a cgroup or --pid, not both")
+    def unit_cgroup(self, text: str) -> CgroupPath:
+        """``--unit NAME``: the unit's cgroup, from systemd when it runs (PID 1), else
+        by the slice naming convention (logic/systemdunit.py)."""
+        from memcgctl.inputs.systemd import control_group, systemd_running
+        from memcgctl.logic.systemdunit import convention_cgroup, unit_name
+
+        unit = unit_name(text)
+        if systemd_running(self.systemd_run_dir):
+            path = control_group(unit, self.systemctl)
+            if path is None:
+                raise NoSuchCgroup(unit, "no control group (is the unit loaded and running?)")
+            return self.fs.resolve(path)
+        found = [cg for cg in convention_cgroup(unit, self.fs.walk()) if self.fs.exists(cg)]
+        if not found:
+            raise NoSuchCgroup(unit, "no cgroup by that unit name (systemd is not running)")
+        if len(found) > 1:
+            raise UsageProblem(f"{unit}: ambiguous, {len(found)} cgroups: {', '.join(found)}")
+        return found[0]
+
+    def target_cgroup(
+        self, name: str | None, pid: int | None, default: str = "/", unit: str | None = None
+    ) -> CgroupPath:
+        """A command's CG argument, ``--pid`` or ``--unit``: the validated hierarchy path."""
+        if sum(x is not None for x in (name, pid, unit)) > 1:
+            raise UsageProblem("give one of a cgroup, --pid or --unit (not both)")
+        if unit is not None:
+            return self.unit_cgroup(unit)
         if pid is not None:
             return self.cgroup_of_pid(pid)
         return self.fs.resolve(name if name is not None else default)
@@ -127,5 +175,11 @@ class Env:
         from memcgctl.snapshot import take_snapshot
 
         return take_snapshot(
-            self.fs, self.proc, self.registry, root, with_processes, with_oom_score
+            self.fs,
+            self.proc,
+            self.registry,
+            root,
+            with_processes,
+            with_oom_score,
+            self.rules if with_processes else None,
         )

@@ -13,9 +13,10 @@ from tests.fakehost import FakeHost
 from tests.realkernel import TestCgroups, remove_stale, unified_mount, v1_memory_mount
 
 # tests/v2 runs only inside the cgroup v2 guest kernel (tests/test_v2_guest.py boots it and
-# sets MEMCGCTL_IN_VM=1); on the host it is not even collected.  Nor is tests/image (the
-# built image run in the guest: tests/test_image.py).
-collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2", "image"]
+# sets MEMCGCTL_IN_VM=1); on the host it is not even collected.  Nor are tests/image (the
+# built image run in the guest: tests/test_image.py) and tests/systemd (the guest with
+# systemd as PID 1: tests/test_systemd_guest.py).
+collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2", "image", "systemd"]
 
 
 # Fixtures that reach the machine's real cgroup hierarchy (directly or through fixtures
@@ -26,10 +27,12 @@ collect_ignore = [] if os.environ.get("MEMCGCTL_IN_VM") else ["v2", "image"]
 # reaches them through request.getfixturevalue, which collection cannot see).
 KERNEL_FIXTURES = frozenset({"memory_mount", "cgroups", "unified_cgroups"})
 V2_DIR = Path(__file__).parent / "v2"
+SYSTEMD_DIR = Path(__file__).parent / "systemd"  # the guest with systemd as PID 1
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if V2_DIR in Path(str(item.path)).parents:
+    parents = Path(str(item.path)).parents
+    if V2_DIR in parents or SYSTEMD_DIR in parents:
         item.add_marker(pytest.mark.vm)
     fixtures = set(getattr(item, "fixturenames", ()))
     if fixtures & KERNEL_FIXTURES and item.get_closest_marker("vm") is None:

@@ -7,6 +7,7 @@ Extended attributes are real xattrs on the temp files (ext4/tmpfs support them).
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class FakeProcess:
     start_time: int = 0
     uid: int = 0
     kthread: bool = False
+    ppid: int = 1
 
 
 class FakeHost:
@@ -159,7 +161,9 @@ class FakeHost:
         (d / "oom_score").write_text(f"{p.oom_score}\n")
         flags = 0x00200000 if p.kthread else 0x00400100
         fields = (
-            ["S", "1", str(pid), str(pid), "0", "-1", str(flags)] + ["0"] * 12 + [str(p.start_time)]
+            ["S", str(p.ppid), str(pid), str(pid), "0", "-1", str(flags)]
+            + ["0"] * 12
+            + [str(p.start_time)]
         )
         rss_pages = (p.rss_anon_kb + p.rss_file_kb + p.rss_shmem_kb) // 4
         (d / "stat").write_text(f"{pid} ({p.comm}) " + " ".join(fields) + f" 0 {rss_pages}\n")
@@ -171,12 +175,15 @@ class FakeHost:
     def remove_process(self, pid: int) -> None:
         self.processes.pop(pid)
         d = self.proc / str(pid)
-        for f in d.iterdir():
-            f.unlink()
-        d.rmdir()
+        shutil.rmtree(d)
         self._write_procs()
 
     def _write_procs(self) -> None:
+        for p in self.processes.values():  # /proc/PID/task/PID/children, as the kernel's
+            task = self.proc / str(p.pid) / "task" / str(p.pid)
+            task.mkdir(parents=True, exist_ok=True)
+            kids = sorted(c.pid for c in self.processes.values() if c.ppid == p.pid)
+            (task / "children").write_text("".join(f"{k} " for k in kids))
         by_cg: dict[str, list[int]] = {}
         for p in self.processes.values():
             by_cg.setdefault(p.cgroup, []).append(p.pid)
@@ -191,6 +198,7 @@ class FakeHost:
             proc_root=self.proc,
             kmsg=str(self.base / "kmsg"),
             state_dir=self.state,
+            rules_dir=self.base / "rules.d",  # none: the host's /etc is not the fixture's
         )
 
     def cli_env(self) -> dict[str, str]:
@@ -199,4 +207,5 @@ class FakeHost:
             "MEMCGCTL_PROC_ROOT": str(self.proc),
             "MEMCGCTL_STATE_DIR": str(self.state),
             "MEMCGCTL_KMSG": str(self.base / "kmsg"),
+            "MEMCGCTL_RULES_DIR": str(self.base / "rules.d"),
         }

@@ -229,6 +229,20 @@ def test_rescan_takes_over_and_releases(host: FakeHost) -> None:
     assert ports.released == ["/jobs", "/jobs/low"]
 
 
+def test_rescan_looks_at_every_watch_without_a_notification(host: FakeHost) -> None:
+    """No event says that someone rewrote memory.high (systemd applying MemoryHigh=):
+    the rescan asks the ports for each watch's level, which refreshes the valve, and an
+    OOM it finds starts its episode there."""
+    ports = FakePorts(host, {"/jobs": 2000})
+    core = DaemonCore(ports, select)
+    core.rescan(0.0)
+    ports.oom.add("/jobs")  # no notify
+    core.rescan(2.0)
+    assert ports.kinds()[-1] == "under_oom"
+    core.tick(4.0)
+    assert ports.killed == [10]
+
+
 def test_lowest_priority_child(host: FakeHost) -> None:
     snap = host.env().snapshot(CgroupPath("/jobs"))
     assert lowest_priority_child(snap, CgroupPath("/jobs")) == CgroupPath("/jobs/low")

@@ -13,10 +13,14 @@ import select
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from memcgctl.actions.kill import make_killer
 from memcgctl.daemon.loop import Loop
 from memcgctl.daemon.ports import RealPorts
+from memcgctl.daemon.valve import IDLE_MIN_POLL
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import HOST, CgroupPath, Scope
@@ -149,3 +153,31 @@ def test_the_loop_over_real_ports_wakes_once_per_v1_notification(
     run_for(Loop(core, p, rescan_interval=60), WINDOW)
     assert core.notified == [JOBS]
     assert len(core.ticks) < SLEEPING, len(core.ticks)
+
+
+def _meminfo(host: FakeHost, avail_mib: int) -> None:
+    (host.proc / "meminfo").write_text(
+        f"MemTotal: {1000 * 1024} kB\nMemAvailable: {avail_mib * 1024} kB\n"
+        "SwapTotal: 0 kB\nSwapFree: 0 kB\n"
+    )
+
+
+def test_host_level_polls_sooner_once_it_sees_memory_fall(
+    fake_v1: FakeHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle, the host is looked at no faster than every 100 ms; when MemAvailable falls
+    between two looks, the next look comes before the fall can cross the short line."""
+    from memcgctl.daemon import ports as ports_mod
+
+    now = [100.0]
+    monkeypatch.setattr(ports_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    p = ports(fake_v1, tmp_path)
+    _meminfo(fake_v1, 310)  # 69 % used, nothing moving
+    idle = p.level(HOST).poll
+    assert idle is not None and idle >= IDLE_MIN_POLL
+    now[0] += idle
+    _meminfo(fake_v1, 130)  # 180 MiB gone in one interval
+    soon = p.level(HOST).poll
+    assert soon is not None and soon < IDLE_MIN_POLL
+    rate = 180 * MIB / idle
+    assert soon * rate < 30 * MIB  # the next look comes before the short line (100 MiB)

@@ -77,7 +77,9 @@ def test_process_registry_on_real_processes(cgroups: TestCgroups, tmp_path: Path
     assert json.loads(r.stdout)["start_time"] == start
     doc = json.loads((tmp_path / "badness.json").read_text())
     assert doc["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    assert doc["processes"] == [{"pid": p.pid, "start_time": start, "badness": 10}]
+    (entry,) = doc["processes"]
+    assert entry.pop("set_at") >= start  # when it was set, in clock ticks since boot
+    assert entry == {"pid": p.pid, "start_time": start, "badness": 10}
     r = run(tmp_path, "ps", job, "--json")
     assert json.loads(r.stdout)["processes"][0]["badness"] == 10
     p.kill()

@@ -28,6 +28,7 @@ RUNS: dict[str, list[str]] = {
     "events": ["events"],
     "counters": ["counters"],
     "set-limit": ["set-limit", "/batch/job1", "200M", "--dry-run"],
+    "apply": ["apply", "--dry-run"],
 }
 # named arrays of the list results
 ARRAYS = {
@@ -38,6 +39,7 @@ ARRAYS = {
     "predict-victim": "candidates",
     "events": "events",
     "counters": "cgroups",
+    "apply": "changes",
 }
 
 

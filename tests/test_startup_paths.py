@@ -42,6 +42,7 @@ def test_get_badness_of_a_cgroup_loads_little(fake_v1: FakeHost, tmp_path: Path)
         "memcgctl.snapshot",
         "memcgctl.kernel.procfs",
         "json",
+        "dataclasses",  # render.output's Field is a plain class
         "rich",
         "tabulate",
         "psutil",

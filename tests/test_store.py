@@ -95,12 +95,12 @@ def test_registry_prunes_dead_entries(tmp_path: Path) -> None:
 
 
 def test_registry_survives_garbage(tmp_path: Path) -> None:
-    reg = ProcessRegistry(tmp_path, "b")
+    reg = ProcessRegistry(tmp_path, "b", clock=lambda: 77)
     (tmp_path / "badness.json").write_text("{not json")
     assert reg.load() == {}
     reg.update({(1, 1): 1}, _alive)
     assert json.loads((tmp_path / "badness.json").read_text())["processes"] == [
-        {"pid": 1, "start_time": 1, "badness": 1}
+        {"pid": 1, "start_time": 1, "badness": 1, "set_at": 77}
     ]
 
 

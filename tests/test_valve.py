@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from memcgctl.daemon.valve import (
     CLEAR,
     CRITICAL,
+    FILL_RATE,
+    IDLE_MIN_POLL,
     MAX_POLL,
     MIB,
     MIN_POLL,
+    RATE_SAFETY,
     RECOVERED,
     SHORT,
+    UNSEEN_FILL_RATE,
     HostLines,
+    HostRate,
     committed,
     headroom,
     high_to_write,
@@ -22,6 +29,7 @@ from memcgctl.daemon.valve import (
     lines,
     memcg_level,
 )
+from memcgctl.kernel.procfs import ProcFs
 
 
 def test_headroom_is_a_share_with_a_floor_and_a_ceiling() -> None:
@@ -77,3 +85,67 @@ def test_host_level_and_polling() -> None:
     near = host_poll_interval(int(big * 0.06), big, hl)
     far = host_poll_interval(int(big * 0.2), big, hl)
     assert MIN_POLL < near < far <= MAX_POLL
+
+
+GUEST = 1000 * MIB  # a 1 GiB guest's MemTotal, roughly
+
+
+def test_idle_host_polls_no_faster_than_earlyoom() -> None:
+    """Above the short line with no growth seen: at most every 100 ms, slower with room."""
+    hl = HostLines(short=0.10, critical=0.04, recovered=0.15)
+    empty = host_poll_interval(900 * MIB, GUEST, hl)
+    loaded = host_poll_interval(310 * MIB, GUEST, hl)  # 69 % used
+    near = host_poll_interval(101 * MIB, GUEST, hl)  # just above the short line
+    assert empty == MAX_POLL
+    assert loaded == pytest.approx(210 * MIB / UNSEEN_FILL_RATE)
+    assert near == IDLE_MIN_POLL
+    assert IDLE_MIN_POLL < loaded < empty
+
+
+def test_growth_seen_brings_the_next_look_before_the_short_line() -> None:
+    hl = HostLines(short=0.10, critical=0.04, recovered=0.15)
+    rate = 200 * MIB  # 1 MiB every 5 ms
+    interval = host_poll_interval(130 * MIB, GUEST, hl, rate)
+    assert interval == pytest.approx(30 * MIB / (rate * RATE_SAFETY))
+    assert interval < IDLE_MIN_POLL  # the margin demands it
+    # at that rate the line is crossed after 150 ms: the look comes well before
+    assert interval * rate < 30 * MIB
+    # with more room the growth seen does not push below 100 ms
+    assert host_poll_interval(150 * MIB, GUEST, hl, rate) == IDLE_MIN_POLL
+    # slow growth far from the line changes nothing
+    assert host_poll_interval(900 * MIB, GUEST, hl, 1 * MIB) == MAX_POLL
+    # never faster than MIN_POLL
+    assert host_poll_interval(100 * MIB + 4096, GUEST, hl, 100_000 * MIB) == MIN_POLL
+
+
+def test_below_the_short_line_polls_by_the_critical_margin() -> None:
+    hl = HostLines(short=0.10, critical=0.04, recovered=0.15)
+    interval = host_poll_interval(70 * MIB, GUEST, hl)  # an episode: 30 MiB to critical
+    assert interval == pytest.approx(30 * MIB / FILL_RATE)
+    assert MIN_POLL < interval < IDLE_MIN_POLL
+
+
+def test_host_rate_follows_the_fall_and_forgets_slowly() -> None:
+    r = HostRate()
+    assert r.update(0.0, 500 * MIB) == 0.0  # one look: no rate yet
+    assert r.update(0.1, 480 * MIB) == pytest.approx(200 * MIB)
+    assert r.update(0.105, 400 * MIB) == pytest.approx(200 * MIB)  # too close: kept
+    assert r.update(0.2, 480 * MIB) == pytest.approx(100 * MIB)  # no fall: halves
+    assert r.update(0.3, 480 * MIB) == pytest.approx(50 * MIB)
+    for i in range(40):
+        r.update(0.4 + i / 10, 480 * MIB)
+    assert r.rate == 0.0  # idle again: back to the idle interval
+
+
+def test_meminfo_fields_by_search_match_the_full_parse(tmp_path: Path) -> None:
+    """The host poll's cheap reader agrees with the full parse, on this host's real
+    /proc/meminfo and on odd input (first line, missing key, no trailing newline)."""
+    real = ProcFs(Path("/proc"))
+    keys = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
+    full = real.meminfo_kb()
+    some = real.meminfo_kb_of(*keys)
+    assert set(some) == {k for k in keys if k in full}
+    assert some["MemTotal"] == full["MemTotal"]  # the one value that cannot move between reads
+    (tmp_path / "meminfo").write_text("MemTotal:  1000 kB\nMemFreeX: 3 kB\nSwapFree: 7 kB")
+    fake = ProcFs(tmp_path)
+    assert fake.meminfo_kb_of(*keys) == {"MemTotal": 1000, "SwapFree": 7}

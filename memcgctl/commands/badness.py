@@ -14,6 +14,8 @@ from memcgctl.commands.common import (
     pass_env,
     pid_option,
     pids_option,
+    unit_option,
+    units_option,
 )
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
@@ -91,6 +93,12 @@ def _check_victim_candidate(env: Env, pid: int, comm: str) -> None:
         )
 
 
+def _process_badness(env: Env, pid: int) -> tuple[Setting, int | str | None]:
+    """A process's badness as a snapshot resolves it: (setting, where from)."""
+    value, source, origin = env.resolver().resolve_pid(pid, env.cgroup_of_pid(pid))
+    return Setting(value, source), origin
+
+
 def _update_registry(env: Env, pid: int, start: int, value: int | None) -> None:
     """Write the registry; a state directory the user may not write is named with the
     option that changes it (the default, /run/memcgctl, is root's)."""
@@ -104,17 +112,8 @@ def _update_registry(env: Env, pid: int, start: int, value: int | None) -> None:
         ) from exc
 
 
-def _process_setting(
-    env: Env, pid: int, entries: dict[tuple[int, int], int] | None = None
-) -> Setting:
-    from memcgctl.snapshot import process_badness  # only for --pid: keeps start-up short
-
-    if entries is None:
-        entries = env.registry.load()
-    value, source = process_badness(
-        env.proc, pid, env.proc.oom_score_adj(pid), entries, frozenset(p for p, _ in entries)
-    )
-    return Setting(value, source)
+def _process_setting(env: Env, pid: int) -> Setting:
+    return _process_badness(env, pid)[0]
 
 
 def _complete_target(
@@ -123,7 +122,7 @@ def _complete_target(
     """set-badness: a cgroup first (unless --pid), then the value."""
     from click.shell_completion import CompletionItem
 
-    if ctx.params.get("pid") is None and not ctx.params.get("args"):
+    if ctx.params.get("pid") is None and not ctx.params.get("unit") and not ctx.params.get("args"):
         return CgroupName().shell_complete(ctx, param, incomplete)
     return [CompletionItem(v) for v in ("default",) if v.startswith(incomplete)]
 
@@ -131,6 +130,7 @@ def _complete_target(
 @click.command("set-badness", epilog=epilog("set-badness"))
 @click.argument("args", nargs=-1, metavar="[TARGET] VALUE", shell_complete=_complete_target)
 @click.option("--pid", type=PidParam(), default=None, help="Set the badness of process PID.")
+@unit_option("Set the badness of the cgroup of systemd unit NAME.")
 @click.option(
     "--force", is_flag=True, help="Write it on the hierarchy root (/) too, where it has no effect."
 )
@@ -142,6 +142,7 @@ def set_badness(
     env: Env,
     args: tuple[str, ...],
     pid: int | None,
+    unit: str | None,
     force: bool,
     namespace: str,
     dry_run: bool,
@@ -153,9 +154,14 @@ def set_badness(
     Cgroups keep it in the xattr trusted.memcgctl.badness (user.* for delegated
     subtrees); processes in the registry in the state directory.
     """
-    expected = 1 if pid is not None else 2
+    if pid is not None and unit is not None:
+        raise UsageProblem("give --pid or --unit, not both")
+    expected = 1 if pid is not None or unit is not None else 2
     if len(args) != expected:
-        raise UsageProblem("usage: memcgctl set-badness CGROUP VALUE | set-badness --pid PID VALUE")
+        raise UsageProblem(
+            "usage: memcgctl set-badness CGROUP VALUE | set-badness --pid PID VALUE"
+            " | set-badness --unit NAME VALUE"
+        )
     value = parse_badness(args[-1])
     doc: dict[str, Any]
     if pid is not None:
@@ -171,12 +177,13 @@ def set_badness(
         doc = {"pid": pid, "comm": comm, "start_time": start}
         what = f"pid {pid} ({comm})"
     else:
-        if env.fs.resolve(args[0]).is_root and not force:
+        target = env.unit_cgroup(unit) if unit is not None else args[0]
+        if env.fs.resolve(target).is_root and not force:
             raise UsageProblem(
                 "/: the hierarchy root is never compared with anything (no siblings), so its "
                 "badness has no effect; set it on its children (or --force)"
             )
-        cg, before, after = _change_cgroup_setting(env, args[0], BADNESS, value, namespace, dry_run)
+        cg, before, after = _change_cgroup_setting(env, target, BADNESS, value, namespace, dry_run)
         doc = {"cgroup": cg}
         what = cg
     doc.update(
@@ -199,19 +206,21 @@ def set_badness(
 @click.option(
     "--pid", "pids", type=PidParam(), multiple=True, help="Show process PID (repeatable)."
 )
+@units_option("Show the cgroup of systemd unit NAME (repeatable).")
 @output_options
 @pass_env
-def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: Output) -> None:
+def get_badness(
+    env: Env, targets: tuple[str, ...], pids: tuple[int, ...], units: tuple[str, ...], out: Output
+) -> None:
     """Show the badness of cgroups and processes.
 
     Without arguments: every cgroup, and every process with a registered badness.
     """
     items: list[dict[str, Any]] = []
-    cgroups = [env.fs.resolve(t) for t in targets]
-    entries = env.registry.load() if pids or not targets else None
-    if not targets and not pids:
+    cgroups = [env.fs.resolve(t) for t in targets] + [env.unit_cgroup(u) for u in units]
+    if not targets and not pids and not units:
         cgroups = list(env.fs.walk())
-        assert entries is not None
+        entries = env.registry.load()
         registered = sorted({p for p, _ in entries})
         pids = tuple(p for p in registered if env.proc.exists(p))
     for cg in cgroups:
@@ -226,13 +235,23 @@ def get_badness(env: Env, targets: tuple[str, ...], pids: tuple[int, ...], out: 
                 "badness_source": s.source,
             }
         )
+    resolver = env.resolver() if pids else None
     for pid in pids:
         _, _, comm = _process_key(env, pid)
+        assert resolver is not None
         try:
-            s = _process_setting(env, pid, entries)
+            value, source, origin = resolver.resolve_pid(pid, env.cgroup_of_pid(pid))
         except Vanished:
             raise NoSuchProcess(pid) from None
-        items.append({"pid": pid, "comm": comm, "badness": s.value, "badness_source": s.source})
+        items.append(
+            {
+                "pid": pid,
+                "comm": comm,
+                "badness": value,
+                "badness_source": source,
+                "badness_from": origin,
+            }
+        )
     if out.json:
         emit_json(
             {
@@ -251,7 +270,7 @@ def _complete_delay_args(
     """set-delay: a cgroup first (unless --pid), then the duration."""
     from click.shell_completion import CompletionItem
 
-    if ctx.params.get("pid") is None and not ctx.params.get("args"):
+    if ctx.params.get("pid") is None and not ctx.params.get("unit") and not ctx.params.get("args"):
         return CgroupName().shell_complete(ctx, param, incomplete)
     return [
         CompletionItem(v) for v in ("0", "500ms", "2s", "1m", "off") if v.startswith(incomplete)
@@ -261,6 +280,7 @@ def _complete_delay_args(
 @click.command("set-delay", epilog=epilog("set-delay"))
 @click.argument("args", nargs=-1, metavar="[CGROUP] DURATION", shell_complete=_complete_delay_args)
 @pid_option("Set the OOM delay of the memory cgroup of PID.")
+@unit_option("Set the OOM delay of the cgroup of systemd unit NAME.")
 @namespace_option
 @dry_run_option
 @output_options
@@ -269,6 +289,7 @@ def set_delay(
     env: Env,
     args: tuple[str, ...],
     pid: int | None,
+    unit: str | None,
     namespace: str,
     dry_run: bool,
     out: Output,
@@ -280,13 +301,19 @@ def set_delay(
     delay (the kernel alone decides).  On cgroup v1 the memcg is paused for the
     whole delay, so more than a minute draws a warning.
     """
-    expected = 1 if pid is not None else 2
+    if pid is not None and unit is not None:
+        raise UsageProblem("give --pid or --unit, not both")
+    expected = 1 if pid is not None or unit is not None else 2
     if len(args) != expected:
         raise UsageProblem(
             "usage: memcgctl set-delay CGROUP DURATION | set-delay --pid PID DURATION"
+            " | set-delay --unit NAME DURATION"
         )
     value = parse_delay(args[-1])
-    cgroup = env.cgroup_of_pid(pid) if pid is not None else args[0]
+    if unit is not None:
+        cgroup: str = env.unit_cgroup(unit)
+    else:
+        cgroup = env.cgroup_of_pid(pid) if pid is not None else args[0]
     cg, before, after = _change_cgroup_setting(env, cgroup, OOM_DELAY, value, namespace, dry_run)
     if value is not None and value > V1_LONG_DELAY_MS and env.fs.version == 1:
         warning(
@@ -310,12 +337,16 @@ def set_delay(
 @click.command("get-delay", epilog=epilog("get-delay"))
 @click.argument("cgroups", nargs=-1, metavar="[CGROUP]...", type=CgroupName())
 @pids_option("Show the memory cgroup of PID (repeatable).")
+@units_option("Show the cgroup of systemd unit NAME (repeatable).")
 @output_options
 @pass_env
-def get_delay(env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], out: Output) -> None:
+def get_delay(
+    env: Env, cgroups: tuple[str, ...], pids: tuple[int, ...], units: tuple[str, ...], out: Output
+) -> None:
     """Show the OOM delay of cgroups (default: every cgroup in the hierarchy)."""
     paths = [env.fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
-    if not cgroups and not pids:
+    paths += [env.unit_cgroup(u) for u in units]
+    if not cgroups and not pids and not units:
         paths = list(env.fs.walk())
     items: list[dict[str, Any]] = []
     for cg in paths:

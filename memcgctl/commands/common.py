@@ -32,6 +32,16 @@ def pids_option(help_text: str) -> Callable[[F], F]:
     )
 
 
+def unit_option(help_text: str = "Use the cgroup of systemd unit NAME.") -> Callable[[F], F]:
+    """``--unit NAME``: from systemd when it runs, else by the slice naming convention."""
+    return click.option("--unit", default=None, metavar="NAME", help=help_text)
+
+
+def units_option(help_text: str) -> Callable[[F], F]:
+    """``--unit NAME``, repeatable, into the parameter ``units``."""
+    return click.option("--unit", "units", multiple=True, metavar="NAME", help=help_text)
+
+
 def dry_run_option(func: F) -> F:
     return click.option(
         "--dry-run", "-n", is_flag=True, help="Say what would change; change nothing."

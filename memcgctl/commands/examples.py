@@ -23,6 +23,7 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("memcgctl set-badness /services/postgres 1000", "never kill the database"),
         ("memcgctl set-badness --pid 4242 50", "this process first inside its cgroup"),
         ("memcgctl set-badness /batch default", "back to 500"),
+        ("memcgctl set-badness --unit nightly.service 100", "a systemd unit's cgroup"),
     ),
     "get-badness": (
         ("memcgctl get-badness", "every cgroup and every registered process"),
@@ -32,6 +33,16 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("memcgctl set-delay /batch 2s", "the job manager has 2 s to react to an OOM"),
         ("memcgctl set-delay /batch 0", "the daemon kills by priority at once"),
         ("memcgctl set-delay /batch off", "unmanaged: the kernel alone decides"),
+    ),
+    "install-unit": (
+        ("memcgctl install-unit --dry-run", "print the daemon's unit for this memcgctl"),
+        ("memcgctl install-unit -- --root /batch", "install it for one subtree (as root)"),
+        ("memcgctl install-unit --no-reload --unit-dir /img/etc/systemd/system", "an image"),
+    ),
+    "apply": (
+        ("memcgctl apply --dry-run", "what the cgroup rules would write"),
+        ("memcgctl apply /batch.slice", "write them below /batch.slice"),
+        ("memcgctl apply --rules ./rules.d --json", "another rules directory, for scripts"),
     ),
     "get-delay": (
         ("memcgctl get-delay", "every cgroup's OOM delay"),

@@ -16,12 +16,14 @@ from memcgctl.commands.common import (
     output_options,
     pass_env,
     pid_option,
+    unit_option,
 )
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render import diag
 from memcgctl.render.output import Output, emit_json, say
 from memcgctl.state.journal import Journal
+from memcgctl.state.retention import cgroup_owner
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem
 from memcgctl.vocab.signals import parse_signal, signal_name
 
@@ -35,6 +37,7 @@ def _survivor_text(report: KillReport, limit: int = 10) -> str:
 @click.command("kill-all", epilog=epilog("kill-all"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option("Kill the whole memory cgroup of PID.")
+@unit_option("Kill the whole cgroup of systemd unit NAME.")
 @click.option(
     "--signal",
     "sig_text",
@@ -76,6 +79,7 @@ def kill_all(
     env: Env,
     cgroup: str | None,
     pid: int | None,
+    unit: str | None,
     sig_text: str,
     grace: float | None,
     timeout: float,
@@ -91,10 +95,10 @@ def kill_all(
     a pidfd after re-checking that the process is still in the subtree.  Refuses the
     hierarchy root, init, and a subtree that contains memcgctl itself.
     """
-    if cgroup is None and pid is None:
-        raise UsageProblem("name a cgroup (or --pid PID)")
+    if cgroup is None and pid is None and unit is None:
+        raise UsageProblem("name a cgroup (or --pid PID, --unit NAME)")
     sig = parse_signal(sig_text)
-    top = env.target_cgroup(cgroup, pid)
+    top = env.target_cgroup(cgroup, pid, unit=unit)
     killer = make_killer(env.proc_root, env.fs, env.proc)
     killer.check_not_root(top)  # before anything walks the subtree (the OOM sample does)
     if dry_run:
@@ -160,7 +164,9 @@ def _journal(env: Env, report: KillReport, kind: str) -> str | None:
     if not report.killed:
         return None
     try:
-        Journal(env.state_dir).append(user_kill_records(report, kind=kind), timeout=JOURNAL_WAIT_S)
+        Journal(env.state_dir, owner_of=cgroup_owner(lambda cg: env.fs.path(cg))).append(
+            user_kill_records(report, kind=kind), timeout=JOURNAL_WAIT_S
+        )
     except MemcgctlError as exc:
         return f"kills not recorded in the journal: {exc.message}"
     return None

@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from memcgctl.commands.common import AsciiInt, CgroupName, output_options, pass_env, pid_option
+from memcgctl.commands.common import (
+    AsciiInt,
+    CgroupName,
+    output_options,
+    pass_env,
+    pid_option,
+    unit_option,
+)
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.logic.decision import KERNEL, POLICIES, PRIORITY, Decision
@@ -90,6 +97,7 @@ def predict_json(
 @click.command("predict-victim", epilog=epilog("predict-victim"))
 @click.argument("cgroup", required=False, type=CgroupName())
 @pid_option("Use the memory cgroup of PID as the OOM root.")
+@unit_option("Use the cgroup of systemd unit NAME as the OOM root.")
 @click.option(
     "--policy",
     type=click.Choice(POLICIES),
@@ -111,6 +119,7 @@ def predict_victim(
     env: Env,
     cgroup: str | None,
     pid: int | None,
+    unit: str | None,
     policy: str,
     explain: bool,
     top: int | None,
@@ -121,7 +130,7 @@ def predict_victim(
     CGROUP is the OOM root: "/" is a host-wide OOM; any other memcg is that memcg
     hitting its limit.  Read-only.  Exit status 1 when nothing is killable.
     """
-    root = env.target_cgroup(cgroup, pid)
+    root = env.target_cgroup(cgroup, pid, unit=unit)
     snap = env.snapshot(root)
     ranked: list[Decision] = []
     if policy == KERNEL:

@@ -115,6 +115,10 @@ class DaemonCore:
                 if w.delay_ms != delay:
                     self._emit("daemon_delay_changed", cg, delay_ms=delay, was_ms=w.delay_ms)
                     w.delay_ms = delay
+                # Look at it now and then between notifications too: no event tells us
+                # that someone (systemd applying MemoryHigh=/MemoryMax=) rewrote memory.high,
+                # and a valve gone until the next OOM is no valve.
+                self._check(w, now)
                 continue
             m = self.ports.take_over(cg)
             if m is None:
@@ -127,10 +131,14 @@ class DaemonCore:
             self._check(w, now, adopt=starting)
 
     def release_all(self) -> None:
-        for cg in sorted(self.watches):
-            self._release(cg, "daemon stopping")
+        self.release_watches("daemon stopping")
         if self.hooks is not None:
             self.hooks.close()
+
+    def release_watches(self, why: str) -> None:
+        """Release every managed memcg (the daemon goes on: it may take them again)."""
+        for cg in sorted(self.watches):
+            self._release(cg, why)
 
     def _release(self, cg: Scope, why: str) -> None:
         w = self.watches.pop(cg, None)
@@ -357,6 +365,8 @@ class DaemonCore:
             "comm": victim.comm,
             "victim_cgroup": victim.cgroup,
             "badness": victim.badness,
+            "badness_source": victim.badness_source,
+            "badness_from": victim.badness_from,
             "round": w.rounds + 1,
             "waited_ms": round((now - w.episode_start) * 1000) if w.episode_start else 0,
             "reasons": reason_lines(decision.reasons),
@@ -430,6 +440,8 @@ class DaemonCore:
                 comm=pv.comm,
                 victim_cgroup=pv.cgroup,
                 badness=pv.badness,
+                badness_source=pv.badness_source,
+                badness_from=pv.badness_from,
                 reasons=reason_lines(decision.reasons),
             )
         self._emit(

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.actions.killreport import PIDFD
+from memcgctl.daemon.dying import Dying
 from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.render.safetext import log_value
@@ -27,6 +28,7 @@ from memcgctl.vocab.records import DaemonRecord, Event, journaled, user_kill, ut
 
 _PRIORITY = {
     "daemon_kill": Priority.WARNING,
+    "rules_rejected": Priority.ERR,
     "daemon_escalated": Priority.WARNING,
     "under_oom": Priority.NOTICE,
     "no_victim": Priority.ERR,
@@ -101,32 +103,39 @@ class Journaling:
     killer: Killer
     writer: JournalWriter
     log: TextIO
+    dying: Dying
 
     # -- actions ----------------------------------------------------------------------
     def kill(self, decision: Decision) -> list[int]:
         if decision.kill_group is not None:
             return self.kill_all(decision.kill_group)
         victim = decision.victim
-        if victim is None:
-            return []
+        if victim is None or victim.pid in self.dying:
+            return []  # a kill already sent is not sent (nor counted) again
+        pin = self.dying.pin(victim.pid)
         try:
             ok = self.killer.kill_process(victim.pid, victim.cgroup, signal.SIGKILL, exact=True)
         except MemcgctlError as exc:
+            self.dying.discard(pin)
             self._log(Priority.ERR, "kill_failed", victim.cgroup, pid=victim.pid, error=str(exc))
             return []
         if not ok:
+            self.dying.discard(pin)
             return []
+        self.dying.add(victim.pid, pin)
         self._journal_kills([(victim.pid, victim.comm, victim.cgroup, PIDFD)], decision.oom_root)
         return [victim.pid]
 
     def kill_all(self, cg: CgroupPath) -> list[int]:
+        sent = self.dying.pids()  # killed before: signalled again, counted once
         try:
             report = self.killer.kill_all(cg, timeout=5.0)
         except MemcgctlError as exc:
             self._log(Priority.ERR, "kill_all_failed", cg, error=str(exc))
             return []
-        self._journal_kills([(k.pid, k.comm, k.cgroup, k.mechanism) for k in report.killed], cg)
-        return [k.pid for k in report.killed]
+        killed = [k for k in report.killed if k.pid not in sent]
+        self._journal_kills([(k.pid, k.comm, k.cgroup, k.mechanism) for k in killed], cg)
+        return [k.pid for k in killed]
 
     def _journal_kills(
         self, killed: list[tuple[int, str, CgroupPath, str]], target: CgroupPath

@@ -73,10 +73,17 @@ class Loop:
         ports: Ports,
         rescan_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        max_sleep: float | None = None,
+        before_rescan: Callable[[bool], object] | None = None,
     ) -> None:
         self.core = core
+        # called before each rescan; True after a SIGHUP (the rules: daemon/rulesync.py)
+        self.before_rescan = before_rescan
+        self.hup = False
         self.ports = ports
         self.rescan_interval = rescan_interval
+        # wake at least this often (the heartbeat the guardian and systemd watch)
+        self.max_sleep = max_sleep
         self.clock = clock
         self.stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -87,13 +94,26 @@ class Loop:
             os.write(self._wake_w, b"x")
 
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self._hangup())
+
+    def _hangup(self) -> None:
+        """SIGHUP: reload (the rules) at the next turn of the loop, now."""
+        self.hup = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"h")
+
+    def _rescan(self, now: float, starting: bool = False) -> None:
+        if self.before_rescan is not None:
+            hup, self.hup = self.hup, False
+            self.before_rescan(hup)
+        self.core.rescan(now, starting=starting)
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         self.ports.open_kernel_log()
         now = self.clock()
-        self.core.rescan(now, starting=True)
+        self._rescan(now, starting=True)
         self.ports.release_orphans()
         next_rescan = now + self.rescan_interval
         try:
@@ -101,10 +121,12 @@ class Loop:
                 now = self.clock()
                 deadline = self.core.tick(now)
                 now = self.clock()
-                if now >= next_rescan:
-                    self.core.rescan(now)
+                if now >= next_rescan or self.hup:
+                    self._rescan(now)
                     next_rescan = now + self.rescan_interval
                 wake = next_rescan if deadline is None else min(deadline, next_rescan)
+                if self.max_sleep is not None:
+                    wake = min(wake, now + self.max_sleep)
                 timeout_ms = max(0, int((wake - now) * 1000) + 1)
                 fds = self.ports.fds()
                 poller = select.poll()
@@ -128,7 +150,7 @@ class Loop:
                     if what == "fired":
                         self.core.notify(cg, self.clock())
                     elif what == "gone":
-                        self.core.rescan(self.clock())
+                        self._rescan(self.clock())
         finally:
             self.core.release_all()
             self.ports.close_all()

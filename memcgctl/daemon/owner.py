@@ -183,6 +183,26 @@ def claim(fs: CgroupFs, cg: CgroupPath, instance: str) -> None:
     fs.set_xattr(cg, CLAIM, instance.encode())
 
 
+def claim_once(fs: CgroupFs, proc: ProcFs, cg: CgroupPath, instance: str) -> str | None:
+    """Claim cg with XATTR_CREATE, so that of two daemons racing for the same root the
+    kernel lets exactly one write it (the other may use another state directory, where
+    the flocks of ``state/daemonlock.py`` do not reach).  None when claimed, else the
+    live instance holding it.  A dead instance's claim is removed and the claim retried."""
+    holder: str | None = None
+    for _ in range(3):
+        if fs.create_xattr(cg, CLAIM, instance.encode()):
+            return None
+        holder = claim_of(fs, cg)
+        if holder is None or holder == instance:
+            if holder == instance:
+                return None
+            continue  # removed meanwhile: try again
+        if instance_alive(proc, holder):
+            return holder
+        fs.remove_xattr(cg, CLAIM)  # stale: its daemon is gone
+    return holder
+
+
 def unclaim(fs: CgroupFs, cg: CgroupPath, instance: str) -> None:
     try:
         if claim_of(fs, cg) == instance:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import select
 import sys
+import time
 from collections.abc import Iterable
 from typing import TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
+from memcgctl.daemon.dying import Dying
 from memcgctl.daemon.journaling import JournalWriter
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
@@ -23,6 +25,7 @@ from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
     SHORT,
+    HostRate,
     Tuning,
     committed,
     host_available,
@@ -45,6 +48,8 @@ AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _VALVE_EVENTS = ("high", "max", "oom")
+REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
+HOST_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
 
 
 CAP_SYS_RESOURCE = 24
@@ -93,6 +98,8 @@ class RealPorts(Knobs):
         self.kernel_log: KernelLog | None = None
         self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
+        self.dying = Dying()  # victims sent SIGKILL that have not exited yet
+        self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
         )
@@ -326,9 +333,11 @@ class RealPorts(Knobs):
     def level(self, cg: Scope) -> Level:
         try:
             if isinstance(cg, HostScope):
-                avail, total = host_available(self.proc.meminfo_kb())
+                avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
                 hl = self.tuning.host
-                return Level(host_level(avail, total, hl), host_poll_interval(avail, total, hl))
+                rate = self.host_rate.update(time.monotonic(), avail)
+                poll = host_poll_interval(avail, total, hl, rate)
+                return Level(host_level(avail, total, hl), poll)
             v = self.valves.get(cg)
             if v is not None:
                 v = self._refresh(v)
@@ -370,16 +379,24 @@ class RealPorts(Knobs):
         return self.freeze_domain(v.domain, frozen)
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
-        return self.env.snapshot(cg)
+        return self.dying.hide(self.env.snapshot(cg))
 
     def alive(self, pids: Iterable[int]) -> list[int]:
+        """Those of pids still holding memory.  A victim we sent SIGKILL had its memory
+        reaped (process_mrelease) then: stuck exiting with nothing left to free, it does
+        not hold the next round back beyond the grace."""
         out = []
+        dying = self.dying.pids()
         for pid in pids:
             try:
-                if self.proc.status(pid).has_mm:  # a zombie has given its memory back
-                    out.append(pid)
+                st = self.proc.status(pid)
             except Vanished:
                 continue
+            if not st.has_mm:  # a zombie has given its memory back
+                continue
+            if pid in dying and st.rss_anon_kb + st.rss_shmem_kb < REAPED_KB:
+                continue
+            out.append(pid)
         return out
 
 

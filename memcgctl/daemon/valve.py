@@ -122,13 +122,53 @@ def host_level(available: int, total: int, hl: HostLines) -> str:
     return CLEAR
 
 
-# earlyoom's assumption: memory can fill at up to ~6 GB/s; poll so that the gap to the
-# critical line cannot be crossed between two looks.
+# earlyoom's assumption: memory can fill at up to ~6 GB/s.  Below the short line (an
+# episode) the daemon polls so that the gap to the critical line cannot be crossed
+# between two looks, down to MIN_POLL.
 FILL_RATE = 6000 * MIB
 MIN_POLL = 0.002
 MAX_POLL = 1.0
+# Above the short line it polls no faster than the margin needs, like earlyoom and nohang
+# (never faster than 100 ms): a PSI trigger wakes it between two looks when tasks stall,
+# and growth it has seen shortens the interval so that the next look comes before the
+# short line.  Growth faster than UNSEEN_FILL_RATE between two idle looks is left to PSI.
+IDLE_MIN_POLL = 0.1
+UNSEEN_FILL_RATE = FILL_RATE // 8
+RATE_SAFETY = 2.0  # assume the growth seen may double before the next look
 
 
-def host_poll_interval(available: int, total: int, hl: HostLines) -> float:
-    margin = available - total * hl.critical
-    return min(max(margin / FILL_RATE, MIN_POLL), MAX_POLL)
+def host_poll_interval(available: int, total: int, hl: HostLines, rate: float = 0.0) -> float:
+    """Seconds until the next look at MemAvailable.  ``rate``: how fast available memory
+    fell over the last looks (bytes/s, :class:`HostRate`)."""
+    above_short = available - total * hl.short
+    if above_short <= 0:
+        margin = available - total * hl.critical
+        return min(max(margin / FILL_RATE, MIN_POLL), MAX_POLL)
+    interval = min(max(above_short / UNSEEN_FILL_RATE, IDLE_MIN_POLL), MAX_POLL)
+    if rate > 0:  # the margin demands it: look again before the growth seen crosses it
+        interval = min(interval, max(above_short / (rate * RATE_SAFETY), MIN_POLL))
+    return interval
+
+
+class HostRate:
+    """How fast available memory is falling, from successive looks: the fall since the
+    previous look per second, or half the previous rate when that is higher (one quiet
+    look does not forget a burst; a rise decays it)."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, int] | None = None
+        self.rate = 0.0
+
+    SPAN = 0.01  # looks closer together than this (a notification right after a poll)
+    # measure nothing: a page or two of noise over microseconds is no rate
+
+    def update(self, now: float, available: int) -> float:
+        if self.last is not None and now - self.last[0] < self.SPAN:
+            return self.rate
+        if self.last is not None:
+            seen = (self.last[1] - available) / (now - self.last[0])
+            self.rate = max(seen, self.rate / 2, 0.0)
+            if self.rate < 1.0:
+                self.rate = 0.0
+        self.last = (now, available)
+        return self.rate

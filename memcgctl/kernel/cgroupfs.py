@@ -240,6 +240,17 @@ class CgroupFs(CgroupTree):
         except OSError as exc:
             raise from_oserror(exc, f"{self.path(cg)} ({name})", cgroup=cg) from exc
 
+    def create_xattr(self, cg: CgroupPath, name: str, value: bytes) -> bool:
+        """Set name only if it does not exist yet (XATTR_CREATE: the kernel decides
+        between racing writers); False when it exists."""
+        try:
+            os.setxattr(self.path(cg), name, value, os.XATTR_CREATE, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                return False
+            raise from_oserror(exc, f"{self.path(cg)} ({name})", cgroup=cg) from exc
+        return True
+
     def remove_xattr(self, cg: CgroupPath, name: str) -> None:
         try:
             os.removexattr(self.path(cg), name, follow_symlinks=False)

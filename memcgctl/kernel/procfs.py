@@ -184,6 +184,52 @@ class ProcFs:
         that survives pid reuse."""
         return parse_stat_starttime(self._pid_file(pid, "stat"))
 
+    def ppid_and_start(self, pid: int) -> tuple[int, int]:
+        """(parent pid, start time) from one read of /proc/PID/stat: one link of the
+        ppid chain, with the start time that makes it survive pid reuse."""
+        data = self._pid_file(pid, "stat")
+        after = data[data.rindex(b")") + 2 :].split()
+        return int(after[1]), int(after[19])  # fields 4 and 22
+
+    def children(self, pid: int) -> list[int]:
+        """The children of process ``pid`` (of each of its threads), from
+        ``/proc/PID/task/TID/children`` (CONFIG_PROC_CHILDREN, Linux 3.5+).  Raises
+        Vanished when the process is gone, NotImplementedError without the file."""
+        base = f"{self._root}/{pid}/task"
+        try:
+            tids = os.listdir(base)
+        except OSError as exc:
+            if os.path.isdir(f"{self._root}/{pid}"):  # a /proc without task/ (a fixture)
+                raise NotImplementedError("/proc/PID/task") from None
+            raise Vanished(f"pid {pid}") from exc
+        out: list[int] = []
+        for tid in tids:
+            try:
+                with open(f"{base}/{tid}/children", "rb") as f:
+                    out.extend(int(x) for x in f.read().split())
+            except FileNotFoundError:
+                if not os.path.exists(f"{base}/{tid}"):
+                    continue  # the thread exited meanwhile
+                raise NotImplementedError("/proc/PID/task/TID/children") from None
+            except OSError:
+                continue
+        return out
+
+    def exe(self, pid: int) -> str | None:
+        """The executable's path (None: not readable, a kernel thread, or gone)."""
+        try:
+            return os.readlink(f"{self._root}/{pid}/exe")
+        except OSError:
+            return None
+
+    def cmdline(self, pid: int) -> str | None:
+        """The command line, arguments joined by spaces (None: unreadable or gone)."""
+        try:
+            data = self._pid_file(pid, "cmdline")
+        except (Vanished, OSError):
+            return None
+        return data.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+
     def is_kernel_thread(self, pid: int) -> bool:
         return bool(parse_stat_flags(self._pid_file(pid, "stat")) & PF_KTHREAD)
 
@@ -220,6 +266,23 @@ class ProcFs:
         for line in read_text(f"{self._root}/meminfo").splitlines():
             key, _, rest = line.partition(":")
             fields = rest.split()
+            if fields and fields[0].isdigit():
+                out[key] = int(fields[0])
+        return out
+
+    def meminfo_kb_of(self, *keys: str) -> dict[str, int]:
+        """Only these /proc/meminfo fields (kB), found by search instead of parsing every
+        line: the daemon's host poll reads it several times a second."""
+        data = b"\n" + read_bytes(f"{self._root}/meminfo")
+        out = {}
+        for key in keys:
+            tag = b"\n" + key.encode() + b":"
+            at = data.find(tag)
+            if at < 0:
+                continue
+            start = at + len(tag)
+            end = data.find(b"\n", start)
+            fields = data[start : end if end >= 0 else len(data)].split()
             if fields and fields[0].isdigit():
                 out[key] = int(fields[0])
         return out

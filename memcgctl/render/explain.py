@@ -10,6 +10,7 @@ from memcgctl.render.eventline import gap_text, worded
 from memcgctl.render.output import TreeNode
 from memcgctl.render.reasontext import SKIP_TEXT, caveat_lines, reason_lines, verdict_text
 from memcgctl.render.reportwords import RULES_SOURCE_TEXT, VERDICT_TEXT, note_lines
+from memcgctl.render.views import badness_source_text
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.units import format_bytes, format_kb
@@ -35,6 +36,10 @@ def process_json(p: ProcessInfo, snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
+def _source(p: ProcessInfo) -> str:
+    return badness_source_text(p.badness_source, p.badness_from)
+
+
 def candidate_json(c: Candidate, snap: Snapshot) -> dict[str, Any]:
     doc: dict[str, Any] = {"kind": c.kind, "badness": c.badness}
     if c.process is not None:
@@ -46,6 +51,7 @@ def candidate_json(c: Candidate, snap: Snapshot) -> dict[str, Any]:
                 "cgroup": p.cgroup,
                 "pod": snap.pod_of(p.cgroup),
                 "badness_source": p.badness_source,
+                "badness_from": p.badness_from,
                 "rss_kb": p.rss_kb,
             }
         )
@@ -131,7 +137,7 @@ def summary_lines(d: Decision, snap: Snapshot | None = None) -> list[str]:
     detail = (
         f"points {d.points}, oom_score_adj {p.oom_score_adj}, rss {format_kb(p.rss_kb)}"
         if d.policy == KERNEL
-        else f"badness {p.badness} ({p.badness_source}), rss {format_kb(p.rss_kb)}"
+        else f"badness {p.badness} ({_source(p)}), rss {format_kb(p.rss_kb)}"
     )
     lines = [f"victim: {describe_process(p, snap)} — {detail}"]
     if d.kill_group is not None:
@@ -150,7 +156,7 @@ def _candidate_label(c: Candidate, chosen: bool, above: str | None) -> str:
     if c.process is not None:
         what = f"pid {c.process.pid} ({c.process.comm})"
         size = f"rss {format_kb(c.process.rss_kb)}"
-        src = "" if c.process.badness_source == "default" else f" ({c.process.badness_source})"
+        src = "" if c.process.badness_source == "default" else f" ({_source(c.process)})"
     else:
         assert c.cgroup is not None
         # the pod where it starts: not again on every cgroup inside it
@@ -372,7 +378,7 @@ def priority_lines(x: KillExplanation) -> list[str]:
     lines = [
         f"priority policy would have killed: {describe_process(p, x.snapshot)} — "
         f"badness {p.badness} "
-        f"({p.badness_source})" + (" — the same task" if same else ""),
+        f"({_source(p)})" + (" — the same task" if same else ""),
     ]
     lines += [f"  - {n}" for n in note_lines(x.priority_notes)]
     return lines

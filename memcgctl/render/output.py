@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import click
@@ -81,18 +80,34 @@ class Column(NamedTuple):
 COLUMN_GAP = 2  # spaces between columns, as both renderers draw them
 
 
-@dataclass(frozen=True)
 class Field(Generic[T]):
     """One column of an object's field list (:mod:`memcgctl.render.views`): the header and how
-    to draw one object's cell, plus the :class:`Column` hints for a narrow terminal."""
+    to draw one object's cell, plus the :class:`Column` hints for a narrow terminal.
+    (A plain class, not a dataclass: every command imports this module, and dataclasses
+    costs a one-shot command's start-up more than it saves here.)"""
 
-    header: str
-    cell: Callable[[T], str]
-    right: bool = False
-    priority: int = 0
-    short: str | None = None
-    short_cell: Callable[[T], str] | None = None
-    elide: int = 0
+    __slots__ = ("cell", "elide", "header", "priority", "right", "short", "short_cell")
+
+    def __init__(
+        self,
+        header: str,
+        cell: Callable[[T], str],
+        right: bool = False,
+        priority: int = 0,
+        short: str | None = None,
+        short_cell: Callable[[T], str] | None = None,
+        elide: int = 0,
+    ) -> None:
+        self.header = header
+        self.cell = cell
+        self.right = right
+        self.priority = priority
+        self.short = short
+        self.short_cell = short_cell
+        self.elide = elide
+
+    def __repr__(self) -> str:
+        return f"Field({self.header!r})"
 
     def column(self, items: Sequence[T]) -> Column:
         return Column(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memcgctl.render.output import Field, with_guides
+from memcgctl.render.safetext import printable
 from memcgctl.vocab.constants import BADNESS_DEFAULT
 from memcgctl.vocab.units import format_bytes, format_duration_ms, format_kb
 
@@ -32,9 +33,31 @@ def badness_cell(value: int, source: str) -> str:
     return str(value) if source == "default" else f"{value} ({source})"
 
 
+def badness_source_text(source: str, origin: int | str | None) -> str:
+    """Where a badness came from, in words: ``process`` (its own entry), ``inherited
+    from 1234``, ``rule batch-workers``, ``oom_score_adj``, ``trusted``, ``default``."""
+    if origin is None:
+        return source
+    return f"inherited from {origin}" if source == "inherited" else f"{source} {origin}"
+
+
+def cgroup_badness_cell(cg: CgroupInfo) -> str:
+    """``123 (rule nightly-jobs)`` for a value a rule wrote, else as badness_cell."""
+    if cg.badness_rule is not None:
+        return f"{cg.badness} (rule {printable(cg.badness_rule)})"
+    return badness_cell(cg.badness, cg.badness_source)
+
+
+def process_badness_cell(p: ProcessInfo) -> str:
+    """A process's badness and where it came from: ``900 (inherited from 1234)``."""
+    if p.badness_source == "default":
+        return str(p.badness)
+    return f"{p.badness} ({badness_source_text(p.badness_source, p.badness_from)})"
+
+
 def badness_short(value: int, source: str) -> str:
     """The narrow-terminal form: the source's initial (``900t`` trusted, ``800u`` user,
-    ``800p`` process, ``1000o`` oom_score_adj)."""
+    ``800p`` process, ``900i`` inherited, ``20r`` rule, ``1000o`` oom_score_adj)."""
     return str(value) if source == "default" else f"{value}{source[0]}"
 
 
@@ -85,7 +108,11 @@ def _tree_badness(r: TreeRow, short: bool) -> str:
         if r.process is not None
         else (r.cgroup.badness, r.cgroup.badness_source)
     )
-    return badness_short(value, source) if short else badness_cell(value, source)
+    if short:
+        return badness_short(value, source)
+    if r.process is not None:
+        return process_badness_cell(r.process)
+    return cgroup_badness_cell(r.cgroup)
 
 
 # a cgroup name is shortened ("…") to no fewer characters than this to keep BADNESS
@@ -135,7 +162,7 @@ PROCESS_FIELDS: tuple[Field[ProcessInfo], ...] = (
     Field("SWAP", lambda p: format_kb(p.swap_kb), right=True, priority=3),
     Field(
         "BADNESS",
-        lambda p: badness_cell(p.badness, p.badness_source),
+        process_badness_cell,
         priority=1,
         short="BAD",
         short_cell=lambda p: badness_short(p.badness, p.badness_source),
@@ -154,6 +181,11 @@ PROCESS_FIELDS: tuple[Field[ProcessInfo], ...] = (
 # -- get-badness / get-delay: their JSON entries ------------------------------------------
 
 
+def source_text(entry: Mapping[str, Any]) -> str:
+    """``badness_source`` with its ``badness_from``: ``inherited from 1234``, ``rule NAME``."""
+    return badness_source_text(str(entry["badness_source"]), entry.get("badness_from"))
+
+
 def _target(entry: Mapping[str, Any]) -> str:
     return str(entry["cgroup"]) if "cgroup" in entry else f"pid {entry['pid']} ({entry['comm']})"
 
@@ -161,7 +193,7 @@ def _target(entry: Mapping[str, Any]) -> str:
 BADNESS_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (
     Field("TARGET", _target),
     Field("BADNESS", lambda e: str(e["badness"])),
-    Field("SOURCE", lambda e: str(e["badness_source"])),
+    Field("SOURCE", lambda e: source_text(e)),
 )
 
 DELAY_FIELDS: tuple[Field[Mapping[str, Any]], ...] = (

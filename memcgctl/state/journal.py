@@ -13,8 +13,10 @@ kernel log (deduplicated by boot id + the kmsg sequence number, the ``dedup`` ke
   warning; the good records are kept, and the original is saved aside as
   ``journal.jsonl.corrupt-TIME`` while the file is rewritten with the good lines only.
 * Files are opened with ``O_NOFOLLOW`` and created ``0600``.
-* Bounded: when the file passes ``max_bytes`` it is renamed to ``journal.jsonl.1``
-  (replacing the previous one) and a new file is started.
+* Bounded: when the file passes ``max_bytes`` it is renamed to ``journal.jsonl.1`` and
+  a new file is started; the records of the previous ``.1`` move into
+  ``journal.jsonl.2``, at most ``max_bytes`` shared fairly per owner
+  (``memcgctl.state.retention``), so one user's flood cannot erase another's history.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from memcgctl.state.journallines import MAX_FILE_BYTES, scan_lines
+from memcgctl.state.retention import OwnerOf, fair_share, per_cgroup
 from memcgctl.state.statedir import (
     LOCK_TIMEOUT_S,
     Corrupt,
@@ -76,12 +79,16 @@ class Journal:
         warn: Warn | None = None,
         lock_timeout: float = LOCK_TIMEOUT_S,
         boot_id: str | None = None,
+        owner_of: OwnerOf | None = None,
     ) -> None:
         self.state_dir = state_dir
+        # whose history a record is, for the fair share of journal.jsonl.2
+        self.owner_of = owner_of if owner_of is not None else per_cgroup
         # the boot fresh totals are for (None: whoever reads them first decides)
         self.boot_id = boot_id
         self.path = state_dir / self.FILE
         self.rotated = state_dir / (self.FILE + ".1")
+        self.older = state_dir / (self.FILE + ".2")
         self.max_bytes = max_bytes if max_bytes is not None else max_bytes_from_env()
         self.warn = warn if warn is not None else stderr_warning
         self.lock_timeout = lock_timeout
@@ -125,7 +132,7 @@ class Journal:
         if not check_state_dir(self.state_dir):
             return iter(())
         out: list[Event] = []
-        for path in (self.rotated, self.path):
+        for path in (self.older, self.rotated, self.path):
             try:
                 good, _, bad = self._load(path)
             except Corrupt as exc:
@@ -371,4 +378,24 @@ class Journal:
         except FileNotFoundError:
             return
         if size >= self.max_bytes:
+            self._keep_fair_share()
             os.replace(self.path, self.rotated)
+
+    def _keep_fair_share(self) -> None:
+        """Merge the records leaving ``.1`` into ``.2``, keeping at most ``max_bytes``
+        split equally per owner (newest first): one owner's flood evicts only its own."""
+        records: list[Event] = []
+        lines: list[bytes] = []
+        for path in (self.older, self.rotated):
+            try:
+                data = read_bounded(path, MAX_FILE_BYTES)
+            except (OSError, Corrupt):
+                continue
+            if data:
+                good, kept, _ = scan_lines(data, torn_ok=False)
+                records += good
+                lines += kept
+        if not records:
+            return
+        keep = fair_share(records, lines, self.max_bytes, self.owner_of)
+        write_atomic(self.older, b"".join(line + b"\n" for line in keep))

@@ -225,7 +225,8 @@ def read_matching(journal: Journal, path: str) -> list[Event] | None:
     fresh: dict[str, object] = {}
     lines: list[bytes] = []
     try:
-        for name, file in (("rotated", journal.rotated), ("current", journal.path)):
+        files = (("older", journal.older), ("rotated", journal.rotated), ("current", journal.path))
+        for name, file in files:
             cgroups, entry = _indexed(file, [index.get(name), index.get("current")])
             if entry is not None:
                 fresh[name] = entry

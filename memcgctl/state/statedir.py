@@ -229,13 +229,13 @@ def read_bounded(path: Path, max_bytes: int) -> bytes | None:
         os.close(fd)
 
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_STRING = rb'"(?:[^"\\]|\\.)*"'  # compiled (and cached by re) on first use
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def json_depth_ok(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
     """Whether ``data`` nests at most ``max_depth`` arrays/objects (strings skipped)."""
-    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    brackets = re.sub(_JSON_STRING, b"", data, flags=re.DOTALL).translate(None, _NOT_BRACKETS)
     depth = 0
     for b in brackets:
         if b in (0x5B, 0x7B):  # [ {

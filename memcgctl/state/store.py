@@ -42,6 +42,8 @@ OOM_DELAY = "memcgctl.oom_delay_ms"
 # "namespace/name" of the Kubernetes pod a cgroup belongs to, written by `memcgctl kube`
 POD = "memcgctl.pod"
 NAMESPACES = ("trusted", "user")
+# beside a value a rule wrote (memcgctl apply, the daemon): the rule's name
+RULE_MARKS = {BADNESS: "memcgctl.badness_rule", OOM_DELAY: "memcgctl.oom_delay_ms_rule"}
 _RANGES = {BADNESS: (BADNESS_MIN, BADNESS_NEVER), OOM_DELAY: (0, MAX_DELAY_MS)}
 
 
@@ -141,11 +143,31 @@ def write_setting(
         fs.remove_xattr(cg, name)
     else:
         fs.set_xattr(cg, name, str(value).encode())
+    if key in RULE_MARKS:  # set by hand now: explicit, a rule no longer rewrites it
+        fs.remove_xattr(cg, f"{namespace}.{RULE_MARKS[key]}")
 
 
 # -- the process registry -------------------------------------------------------
 
 Key = tuple[int, int]  # (pid, start time in clock ticks)
+
+
+class Entry(NamedTuple):
+    badness: int
+    # when it was set, in clock ticks since boot (the unit of a start time), so that
+    # only children forked after it inherit it; None: written by an older version
+    set_at: int | None = None
+
+
+def uptime_ticks(proc_root: str = "/proc") -> int | None:
+    """Clock ticks since boot (CLOCK_BOOTTIME, the clock of /proc/PID/stat's start
+    time), from ``PROC/uptime``."""
+    try:
+        with open(f"{proc_root}/uptime", "rb") as f:
+            seconds = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return int(seconds * os.sysconf("SC_CLK_TCK"))
 
 
 class ProcessRegistry:
@@ -166,8 +188,10 @@ class ProcessRegistry:
         boot_id: str,
         warn: Warn | None = None,
         lock_timeout: float = LOCK_TIMEOUT_S,
+        clock: Callable[[], int | None] = uptime_ticks,
     ) -> None:
         self.state_dir = state_dir
+        self.clock = clock
         self.boot_id = boot_id
         self.path = state_dir / self.FILE
         self.warn = warn if warn is not None else stderr_warning
@@ -179,7 +203,7 @@ class ProcessRegistry:
             self._warned.add(key)
             self.warn(message)
 
-    def _parse(self, data: bytes) -> tuple[dict[Key, int], int]:
+    def _parse(self, data: bytes) -> tuple[dict[Key, Entry], int]:
         """(entries of this boot, number of malformed entries); Corrupt for a file that
         is not a registry at all."""
         doc = loads_bounded(data)
@@ -190,7 +214,7 @@ class ProcessRegistry:
             raise Corrupt("wrong types for boot_id/processes")
         if boot != self.boot_id:
             return {}, 0  # an earlier boot's: stale, not corrupt
-        out: dict[Key, int] = {}
+        out: dict[Key, Entry] = {}
         bad = 0
         for entry in procs:
             if not isinstance(entry, dict):
@@ -204,10 +228,14 @@ class ProcessRegistry:
             if pid <= 0 or start < 0 or not BADNESS_MIN <= badness <= BADNESS_NEVER:
                 bad += 1
                 continue
-            out[(pid, start)] = badness
+            set_at = entry.get("set_at")
+            if set_at is not None and (type(set_at) is not int or set_at < 0):
+                bad += 1
+                continue
+            out[(pid, start)] = Entry(badness, set_at)
         return out, bad
 
-    def _read(self) -> tuple[dict[Key, int], bytes | None, str | None]:
+    def _read(self) -> tuple[dict[Key, Entry], bytes | None, str | None]:
         """(valid entries, the file's bytes, what is wrong with it or None).
 
         Raises Corrupt (with no entries to keep) for a file that is not a registry."""
@@ -235,6 +263,10 @@ class ProcessRegistry:
         return entries, data, f"{bad} malformed {noun} skipped, {len(entries)} kept"
 
     def load(self) -> dict[Key, int]:
+        """Badness by (pid, start time), this boot's (see :meth:`load_entries`)."""
+        return {k: e.badness for k, e in self.load_entries().items()}
+
+    def load_entries(self) -> dict[Key, Entry]:
         """Entries of this boot.  A missing or unreadable file means "none"; a corrupt
         one is reported once and moved aside (best effort: if that is not possible now,
         the next update does it)."""
@@ -249,17 +281,16 @@ class ProcessRegistry:
             self._repair(problem)
         return entries
 
-    def _document(self, entries: dict[Key, int]) -> bytes:
+    def _document(self, entries: dict[Key, Entry]) -> bytes:
         import json
 
-        doc = {
-            "version": 1,
-            "boot_id": self.boot_id,
-            "processes": [
-                {"pid": pid, "start_time": start, "badness": badness}
-                for (pid, start), badness in sorted(entries.items())
-            ],
-        }
+        procs: list[dict[str, int]] = []
+        for (pid, start), e in sorted(entries.items()):
+            item = {"pid": pid, "start_time": start, "badness": e.badness}
+            if e.set_at is not None:
+                item["set_at"] = e.set_at
+            procs.append(item)
+        doc = {"version": 1, "boot_id": self.boot_id, "processes": procs}
         return json.dumps(doc, indent=1).encode() + b"\n"
 
     def _repair(self, problem: str) -> None:
@@ -318,11 +349,14 @@ class ProcessRegistry:
                     self._warn_once(
                         "partial", f"{self.path}: {problem}; the original is saved as {target.name}"
                     )
+                now = self.clock()
                 for key, value in changes.items():
                     if value is None:
                         entries.pop(key, None)
-                    else:
-                        entries[key] = value
+                    else:  # a changed value keeps the first set_at: same family
+                        old = entries.get(key)
+                        kept = old.set_at if old is not None and old.set_at is not None else now
+                        entries[key] = Entry(value, kept)
                 entries = {k: v for k, v in entries.items() if is_alive(*k)}
                 write_atomic(self.path, self._document(entries))
             except OSError as exc:

@@ -40,10 +40,12 @@ class ProcessInfo(NamedTuple):
     pgtables_kb: int
     oom_score_adj: int
     badness: int
-    badness_source: str  # process | oom_score_adj | default
+    badness_source: str  # process | rule | inherited | oom_score_adj | default
     # False for kernel threads, zombies (no mm) and the host's init
     killable: bool
     oom_score: int | None = None
+    # where an inherited or rule badness came from: the ancestor's pid, the rule's name
+    badness_from: int | str | None = None
 
     @property
     def rss_kb(self) -> int:
@@ -59,6 +61,7 @@ class ProcessInfo(NamedTuple):
             "pgtables_kb": self.pgtables_kb,
             "badness": self.badness,
             "badness_source": self.badness_source,
+            "badness_from": self.badness_from,
             "oom_score_adj": self.oom_score_adj,
             "oom_score": self.oom_score,
             "uid": self.uid,
@@ -91,6 +94,8 @@ class CgroupInfo:
     # The Kubernetes pod ("namespace/name") the cgroup belongs to: the label
     # `memcgctl kube` wrote on it or on its nearest labelled ancestor; None: not known.
     pod: str | None = None
+    # the rule (memcgctl apply, the daemon) that wrote the trusted badness, if one did
+    badness_rule: str | None = None
 
     @property
     def nr_tasks(self) -> int:
@@ -117,6 +122,7 @@ class CgroupInfo:
             "oom_kills_local": self.oom_kills_local,
             "nr_tasks": self.nr_tasks,
             "pod": self.pod,
+            "badness_rule": self.badness_rule,
         }
 
 

@@ -16,8 +16,8 @@ NAME_MAX = 253
 POD_LABEL_MAX = NAMESPACE_MAX + 1 + NAME_MAX
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-_NAMESPACE = re.compile(_LABEL, re.ASCII)
-_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII)
+_NAMESPACE = _LABEL  # compiled (and cached by re) on first use
+_NAME = rf"{_LABEL}(?:\.{_LABEL})*"
 
 
 def valid_pod_label(text: str) -> bool:
@@ -29,8 +29,8 @@ def valid_pod_label(text: str) -> bool:
         slash == "/"
         and len(namespace) <= NAMESPACE_MAX
         and len(name) <= NAME_MAX
-        and _NAMESPACE.fullmatch(namespace) is not None
-        and _NAME.fullmatch(name) is not None
+        and re.fullmatch(_NAMESPACE, namespace, re.ASCII) is not None
+        and re.fullmatch(_NAME, name, re.ASCII) is not None
     )
 
 

@@ -8,8 +8,9 @@ from memcgctl.vocab.constants import BADNESS_MIN, BADNESS_NEVER
 from memcgctl.vocab.errors import UsageProblem
 
 # ASCII digits only: Python's \d and int() also take "５" or "١", which no operator means
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$", re.ASCII)
-_SECONDS = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*$", re.ASCII)
+# patterns, compiled (and cached by re) on first use: most commands parse none of them
+_DURATION = r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$"
+_SECONDS = r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*$"
 _FACTOR_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 # A delay longer than a day is certainly a typo; the daemon would hang a memcg that long.
 MAX_DELAY_MS = 86_400_000
@@ -22,7 +23,7 @@ def parse_duration_ms(text: str, examples: str = DELAY_EXAMPLES) -> int:
     """``500ms``, ``2s``, ``1.5s``, ``1m``, ``0`` → milliseconds.  A bare number other
     than 0 needs a unit (``500`` could mean ms or s).  ``examples`` is the hint shown
     for a word that is no duration (``off`` is one only where it means something)."""
-    m = _DURATION.match(text)
+    m = re.match(_DURATION, text, re.ASCII)
     if not m:
         raise UsageProblem(f"{text!r}: not a duration (use e.g. {examples})")
     number, unit = m.group(1), m.group(2)
@@ -46,7 +47,7 @@ def parse_delay(text: str) -> int | None:
 def parse_seconds(text: str, what: str = "seconds", maximum: float = MAX_DELAY_MS / 1000) -> float:
     """A number of seconds for a timeout: ASCII digits with an optional fraction, finite,
     not negative, at most ``maximum`` (``nan``, ``inf``, ``-1``, ``1e3``, ``٣`` are refused)."""
-    m = _SECONDS.match(text)
+    m = re.match(_SECONDS, text, re.ASCII)
     if not m:
         raise UsageProblem(f"{text!r}: not a number of seconds (use e.g. 5 or 0.5)")
     value = float(m.group(1))
@@ -77,14 +78,14 @@ def format_duration_ms(ms: int | None) -> str:
     return f"{ms}ms"
 
 
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.ASCII | re.I)
+_SIZE = r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$"
 _SIZE_FACTOR = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_size(text: str, what: str = "size") -> int:
     """``64M``, ``1.5G``, ``512KiB``, ``1048576`` (bytes) → bytes, as ``systemd-run -p
     MemoryMax=`` takes them (binary multiples)."""
-    m = _SIZE.match(text)
+    m = re.match(_SIZE, text, re.ASCII | re.I)
     if not m:
         raise UsageProblem(f"{text!r}: {what} is not a size (use e.g. 64M, 1.5G, 512K)")
     value = int(float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()])

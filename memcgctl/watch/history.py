@@ -19,8 +19,9 @@ class KillRecorder:
 
     def __init__(self, env: Env) -> None:
         from memcgctl.state.journal import Journal
+        from memcgctl.state.retention import cgroup_owner
 
-        self.journal = Journal(env.state_dir)
+        self.journal = Journal(env.state_dir, owner_of=cgroup_owner(lambda cg: env.fs.path(cg)))
         self.warned = False
 
     def record(self, events: Sequence[Event]) -> bool:

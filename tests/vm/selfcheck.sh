@@ -1,7 +1,7 @@
 #!/bin/bash
 # Self-check for tests/vm/run-in-kernel (no pytest needed).  Run as root:
 #   tests/vm/selfcheck.sh
-# Boots the guest ~12 times (about 1.5-2 minutes under TCG).  Exits 0 when
+# Boots the guest ~13 times (about 1.5-2 minutes under TCG).  Exits 0 when
 # every check passed.  All cgroup work happens inside the guest.
 set -u
 
@@ -108,7 +108,25 @@ rc=$?
 check "timeout gives 125 (got $rc)" [ $rc = 125 ]
 check "failure prints the guest console" grep -q -- "--- guest console ---" "$WORK/to.err"
 
-# 7. Warm boot timings.
+# 7. --init systemd: systemd is PID 1, the system is up, CMD runs in its unit as root in
+#    the caller's cwd, stdout/stderr separate, the status propagates.
+start=$EPOCHREALTIME
+MEMCGCTL_SELFCHECK=yes "$RIK" --init systemd sh -c '
+cat /proc/1/comm; systemctl is-system-running; cat /proc/self/cgroup; id -u; pwd
+echo "env $MEMCGCTL_SELFCHECK"; systemctl is-active systemd-journald getty.target
+stat -fc %T /sys/fs/cgroup; echo to-stderr >&2; exit 9' > "$WORK/sd.out" 2> "$WORK/sd.err"
+rc=$?
+sd_s=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+check "--init systemd: exit 9 propagates (got $rc) [$sd_s s]" [ $rc = 9 ]
+check "--init systemd: PID 1 is systemd" [ "$(sed -n 1p "$WORK/sd.out")" = systemd ]
+check "--init systemd: is-system-running says running or degraded" grep -qxE "running|degraded" "$WORK/sd.out"
+check "--init systemd: CMD runs in run-in-kernel.service" grep -qx "0::/system.slice/run-in-kernel.service" "$WORK/sd.out"
+check "--init systemd: root, cwd, env" bash -c 'grep -qx 0 "$1" && grep -qxF "$2" "$1" && grep -qx "env yes" "$1"' _ "$WORK/sd.out" "$REPO"
+check "--init systemd: journald active, no getty" bash -c 'grep -qx active "$1" && grep -qx inactive "$1"' _ "$WORK/sd.out"
+check "--init systemd: cgroup2 at /sys/fs/cgroup" grep -qx cgroup2fs "$WORK/sd.out"
+check "--init systemd: stderr is separate" bash -c 'grep -qx to-stderr "$1" && ! grep -q to-stderr "$2"' _ "$WORK/sd.err" "$WORK/sd.out"
+
+# 8. Warm boot timings.
 times=()
 for i in 1 2 3; do
     start=$EPOCHREALTIME

@@ -1,0 +1,80 @@
+"""Victims the daemon has already sent SIGKILL, until they have exited.
+
+A victim stuck in the kernel (D state, the v1 freezer) does not die at once.  It must
+count once: never chosen again, never signalled again, never journaled again.  Each is
+held by a pidfd taken before the signal, so a recycled pid is never mistaken for it;
+the pidfd turns readable when the process exits, and then it is forgotten.  Its memory
+was given back with ``process_mrelease`` right after the signal (the killer does that),
+so it does not hold the next victim back beyond ``--grace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import select
+
+from memcgctl.vocab.model import Snapshot
+
+
+class Dying:
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}  # pid -> pidfd
+
+    def pin(self, pid: int) -> int | None:
+        """A pidfd on pid, taken before it is signalled (None: already gone)."""
+        try:
+            return os.pidfd_open(pid)
+        except OSError:
+            return None
+
+    def add(self, pid: int, pidfd: int | None) -> None:
+        if pidfd is None:
+            return
+        old = self._fds.pop(pid, None)
+        if old is not None:
+            os.close(old)
+        self._fds[pid] = pidfd
+
+    def discard(self, pidfd: int | None) -> None:
+        if pidfd is not None:
+            os.close(pidfd)
+
+    def prune(self) -> None:
+        """Forget those that have exited."""
+        if not self._fds:
+            return
+        poller = select.poll()
+        for fd in self._fds.values():
+            poller.register(fd, select.POLLIN)
+        gone = {fd for fd, _ in poller.poll(0)}
+        for pid, fd in list(self._fds.items()):
+            if fd in gone:
+                del self._fds[pid]
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def __contains__(self, pid: object) -> bool:
+        self.prune()
+        return pid in self._fds
+
+    def pids(self) -> set[int]:
+        self.prune()
+        return set(self._fds)
+
+    def hide(self, snap: Snapshot) -> Snapshot:
+        """snap with every dying victim no longer killable: no policy chooses it again."""
+        dying = self.pids() & set(snap.processes)
+        if not dying:
+            return snap
+        procs = dict(snap.processes)
+        for pid in dying:
+            procs[pid] = procs[pid]._replace(killable=False)
+        return dataclasses.replace(snap, processes=procs)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = {}

@@ -1,0 +1,136 @@
+"""The guardian's watch over its daemon, and the daemon's half of it: the heartbeat.
+
+Without systemd, a small guardian process outlives the daemon and releases its marks
+(``daemon --guard``).  It must notice not only a dead daemon but one that no longer
+acts: **stopped** (SIGSTOP, state ``T`` in ``/proc/PID/stat``) or **hung** (its main
+loop, once running, has not touched its heartbeat file for :data:`STALE_S`; a tracer's
+stop, state ``t``, counts only through the heartbeat).  A paused memcg must never
+stay paused longer than its delay + 3 s: the daemon's loop wakes at least every
+:data:`BEAT_S` and touches the heartbeat, the guardian looks every :data:`POLL_S`.
+
+When it releases a stopped or hung daemon's marks it leaves a *released* note beside
+the heartbeat; a daemon that comes back (SIGCONT) finds it, forgets what it held and
+takes its memcgs over afresh, so nothing is killed twice.
+
+Light on purpose: the standard library's ``os``, ``select``, ``time`` and ``contextlib``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import time
+
+BEAT_S = 0.5  # the daemon touches its heartbeat at least this often
+STALE_S = 2.5  # a heartbeat older than this: hung
+POLL_S = 0.25  # the guardian looks this often
+STOPPED_POLLS = 2  # seen stopped this many times in a row: stopped (not a passing strace)
+
+DIED, STOPPED, HUNG, RUNNING = "died", "stopped", "hung", "running"
+
+
+def heartbeat_path(state_dir: str, pid: int) -> str:
+    return os.path.join(state_dir, f"daemon-{pid}.heartbeat")
+
+
+def released_path(state_dir: str, pid: int) -> str:
+    return os.path.join(state_dir, f"daemon-{pid}.released")
+
+
+def _stat_fields(proc_root: str, pid: int) -> list[str] | None:
+    """/proc/PID/stat after the comm (which may hold spaces and parentheses)."""
+    try:
+        fd = os.open(f"{proc_root}/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data[data.rfind(b")") + 1 :].decode("ascii", "replace").split()
+
+
+def look(proc_root: str, pid: int, start_time: int, heartbeat: str) -> str:
+    """The daemon's state now: DIED (gone, or the pid is another process's), STOPPED
+    (state T or t), HUNG (heartbeat stale or missing) or RUNNING."""
+    fields = _stat_fields(proc_root, pid)
+    # field 3 is the state, field 22 the start time: [0] and [19] after the comm
+    if fields is None or len(fields) < 20 or fields[19] != str(start_time):
+        return DIED
+    if fields[0] == "T":  # SIGSTOP; not "t", a tracer's stop (strace, gdb): the heartbeat
+        return STOPPED
+    if fields[0] in ("Z", "X"):
+        return DIED
+    try:
+        mtime = os.stat(heartbeat).st_mtime
+    except OSError:
+        return HUNG
+    if mtime == 0:  # starting: its loop has not beaten yet
+        return RUNNING
+    return HUNG if time.time() - mtime > STALE_S else RUNNING
+
+
+def watch(proc_root: str, pid: int, start_time: int, heartbeat: str, pidfd: int) -> str:
+    """Block until the daemon died, is stopped, or hung; say which."""
+    stopped = 0
+    poller = select.poll()
+    if pidfd >= 0:
+        poller.register(pidfd, select.POLLIN)  # readable the moment it exits
+    while True:
+        state = look(proc_root, pid, start_time, heartbeat)
+        stopped = stopped + 1 if state == STOPPED else 0
+        if state in (DIED, HUNG) or stopped >= STOPPED_POLLS:
+            return state
+        if poller.poll(int(POLL_S * 1000)):
+            return DIED
+
+
+def wait_back(proc_root: str, pid: int, start_time: int, heartbeat: str, pidfd: int) -> str:
+    """After a release: block until the daemon runs again (RUNNING) or died."""
+    poller = select.poll()
+    if pidfd >= 0:
+        poller.register(pidfd, select.POLLIN)
+    while True:
+        state = look(proc_root, pid, start_time, heartbeat)
+        if state in (DIED, RUNNING):
+            return state
+        if poller.poll(int(POLL_S * 1000)):
+            return DIED
+
+
+class Heartbeat:
+    """The daemon's half: touch the heartbeat file from the main loop, and notice the
+    guardian's *released* note."""
+
+    def __init__(self, state_dir: str, pid: int) -> None:
+        self.path = heartbeat_path(state_dir, pid)
+        self.released_note = released_path(state_dir, pid)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.fd = os.open(self.path, flags, 0o600)
+        os.utime(self.fd, (0, 0))  # not beating yet (the first rescan may take a while)
+        self._next = 0.0
+
+    def beat(self, now: float, force: bool = False) -> float:
+        """Touch if due; when to be called again at the latest."""
+        if force or now >= self._next:
+            with contextlib.suppress(OSError):
+                os.utime(self.fd)
+            self._next = now + BEAT_S
+        return self._next
+
+    def released(self) -> bool:
+        """True once after the guardian released our marks (we were stopped or hung)."""
+        try:
+            os.unlink(self.released_note)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        os.close(self.fd)
+        for path in (self.path, self.released_note):
+            with contextlib.suppress(OSError):
+                os.unlink(path)

@@ -1,0 +1,62 @@
+"""The main loop's pulse, for those who watch the daemon: ``READY=1`` and
+``WATCHDOG=1`` for systemd (:mod:`~memcgctl.daemon.sdnotify`), the heartbeat file for the
+guardian (:mod:`~memcgctl.daemon.guardian`), and what to do when the guardian released
+our marks while we were stopped or hung: forget what we held and take it over afresh.
+
+:class:`Liveness` is the loop's ``until`` callback: called once per iteration, it never
+stops the loop (it returns False)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from memcgctl.daemon.guardian import Heartbeat
+from memcgctl.daemon.sdnotify import Notifier
+
+RELEASED_BY_GUARDIAN = "the guardian released it while the daemon was stopped or hung"
+
+
+class Core(Protocol):
+    def rescan(self, now: float, starting: bool = False) -> None: ...
+
+    def release_watches(self, why: str) -> None: ...
+
+
+class Liveness:
+    def __init__(
+        self,
+        core: Core,
+        clock: Callable[[], float],
+        notifier: Notifier,
+        heartbeat: Heartbeat | None,
+    ) -> None:
+        self.core = core
+        self.clock = clock
+        self.notifier = notifier
+        self.heartbeat = heartbeat
+        self._ready = False
+
+    def max_sleep(self) -> float | None:
+        """How long the loop may sleep at most for the pulse to stay fresh."""
+        steps = [s for s in (self.notifier.every, 0.5 if self.heartbeat else None) if s]
+        return min(steps) if steps else None
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if not self._ready:  # the first rescan is done: we are enforcing
+            self._ready = True
+            self.notifier.ready("enforcing")
+        self.notifier.beat(now)
+        if self.heartbeat is not None:
+            self.heartbeat.beat(now)
+            if self.heartbeat.released():
+                self.core.release_watches(RELEASED_BY_GUARDIAN)
+                self.core.rescan(self.clock(), starting=True)
+                self.heartbeat.beat(self.clock(), force=True)
+        return False
+
+    def close(self) -> None:
+        self.notifier.stopping()
+        if self.heartbeat is not None:
+            self.heartbeat.close()
