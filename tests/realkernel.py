@@ -215,9 +215,8 @@ class TestCgroups:
 
     def subtree_pids(self, cg: str) -> list[int]:
         out: list[int] = []
-        for d in sorted(self.path(cg).rglob("*")):
-            if d.is_dir():
-                out += [int(x) for x in (d / "cgroup.procs").read_text().split()]
+        for d in sorted(subdirs(self.path(cg))):
+            out += [int(x) for x in (d / "cgroup.procs").read_text().split()]
         return self.pids(cg) + out
 
     def cleanup(self) -> None:
@@ -233,6 +232,24 @@ class TestCgroups:
                 p.stdout.close()
 
 
+def subdirs(top: Path) -> list[Path]:
+    """Every directory below ``top`` (not ``top``), parents first.  Iterative: a test
+    may nest cgroups deeper than Python's recursion limit, which ``Path.rglob`` (3.11)
+    and ``os.walk`` (before 3.12) hit."""
+    out: list[Path] = []
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                kids = [Path(e.path) for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        out += kids
+        stack += kids
+    return out
+
+
 def remove_tree(top: Path) -> None:
     """Kill every task in our own test subtree ``top`` and remove its directories."""
     if not top.exists() or not top.name.startswith(PREFIX):
@@ -240,7 +257,7 @@ def remove_tree(top: Path) -> None:
     freezer_thaw(top)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        dirs = sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts))
+        dirs = sorted(subdirs(top), key=lambda d: -len(d.parts))
         dirs.append(top)
         busy = False
         for d in dirs:
@@ -270,8 +287,8 @@ def freezer_thaw(top: Path) -> None:
     """Thaw our own test cgroups in the v1 freezer hierarchy, if a test froze them."""
     freezer = Path("/sys/fs/cgroup/freezer") / top.name
     if freezer.exists():
-        for d in [freezer, *freezer.rglob("*")]:
-            if d.is_dir() and (d / "freezer.state").exists():
+        for d in [freezer, *subdirs(freezer)]:
+            if (d / "freezer.state").exists():
                 with contextlib.suppress(OSError):
                     TestCgroups.write(d, "freezer.state", "THAWED")
 

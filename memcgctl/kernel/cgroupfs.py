@@ -226,23 +226,23 @@ class CgroupFs(CgroupTree):
 
     def get_xattr(self, cg: CgroupPath, name: str) -> bytes | None:
         try:
-            return os.getxattr(self.path(cg), name, follow_symlinks=False)
+            return os.getxattr(self.dir_path(cg), name, follow_symlinks=False)
         except OSError as exc:
             if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
                 return None
-            if exc.errno in VANISHED_ERRNOS:
+            if exc.errno in VANISHED_ERRNOS or exc.errno == errno.ENAMETOOLONG:
                 raise Vanished(cg) from exc
             raise
 
     def set_xattr(self, cg: CgroupPath, name: str, value: bytes) -> None:
         try:
-            os.setxattr(self.path(cg), name, value, follow_symlinks=False)
+            os.setxattr(self.dir_path(cg), name, value, follow_symlinks=False)
         except OSError as exc:
             raise from_oserror(exc, f"{self.path(cg)} ({name})", cgroup=cg) from exc
 
     def remove_xattr(self, cg: CgroupPath, name: str) -> None:
         try:
-            os.removexattr(self.path(cg), name, follow_symlinks=False)
+            os.removexattr(self.dir_path(cg), name, follow_symlinks=False)
         except OSError as exc:
             if exc.errno == errno.ENODATA:
                 return

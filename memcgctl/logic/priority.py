@@ -51,20 +51,29 @@ class _Viability:
         self.memo: dict[str, int | None] = {}
 
     def min_pid(self, cg: CgroupInfo) -> int | None:
-        if cg.path in self.memo:
-            return self.memo[cg.path]
-        best: int | None = None
-        for p in self.snap.processes_in(cg.path):
-            if _process_skip(p, self.exclude) is None and (best is None or p.pid < best):
-                best = p.pid
-        for kid in kids(self.snap, cg):
-            if kid.badness >= BADNESS_NEVER:
+        # post-order with an explicit stack, not recursion: a subtree may be thousands
+        # of levels deep (issue 21)
+        memo = self.memo
+        stack: list[tuple[CgroupInfo, bool]] = [(cg, False)]
+        while stack:
+            cur, expanded = stack.pop()
+            if cur.path in memo:
                 continue
-            m = self.min_pid(kid)
-            if m is not None and (best is None or m < best):
-                best = m
-        self.memo[cg.path] = best
-        return best
+            live = [k for k in kids(self.snap, cur) if k.badness < BADNESS_NEVER]
+            if not expanded:
+                stack.append((cur, True))
+                stack.extend((k, False) for k in live if k.path not in memo)
+                continue
+            best: int | None = None
+            for p in self.snap.processes_in(cur.path):
+                if _process_skip(p, self.exclude) is None and (best is None or p.pid < best):
+                    best = p.pid
+            for k in live:
+                m = memo.get(k.path)
+                if m is not None and (best is None or m < best):
+                    best = m
+            memo[cur.path] = best
+        return memo[cg.path]
 
 
 def _rank_key(c: Candidate, viable: _Viability) -> tuple[int, int, int, int, str]:

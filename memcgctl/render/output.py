@@ -251,15 +251,20 @@ def with_guides(root: N, children: Callable[[N], Sequence[N]]) -> list[tuple[str
     with ``│  `` for the levels above (as ``systemd-cgls`` draws them).  The one place
     tree guides are made, for :func:`print_tree` and tables of a tree."""
     rows: list[tuple[str, N]] = [("", root)]
+    # iterative (a tree may be thousands of levels deep): (node, last?, guides above it)
+    stack: list[tuple[N, bool, str]] = []
 
-    def walk(node: N, guides: str) -> None:
+    def push(node: N, guides: str) -> None:
         kids = children(node)
-        for i, child in enumerate(kids):
-            last = i == len(kids) - 1
-            rows.append((guides + ("└─ " if last else "├─ "), child))
-            walk(child, guides + ("   " if last else "│  "))
+        stack.extend(
+            (kid, i == len(kids) - 1, guides) for i, kid in reversed(list(enumerate(kids)))
+        )
 
-    walk(root, "")
+    push(root, "")
+    while stack:
+        node, last, guides = stack.pop()
+        rows.append((guides + ("└─ " if last else "├─ "), node))
+        push(node, guides + ("   " if last else "│  "))
     return rows
 
 
@@ -279,14 +284,13 @@ def print_tree(out: Output, root: TreeNode) -> None:
         from rich.text import Text
         from rich.tree import Tree
 
-        def build(node: TreeNode, parent: Tree | None) -> Tree:
-            label = Text(printable(node.label), style=node.style)
-            tree = Tree(label) if parent is None else parent.add(label)
+        top = Tree(Text(printable(root.label), style=root.style))
+        todo: list[tuple[TreeNode, Tree]] = [(root, top)]  # iterative: any depth
+        while todo:
+            node, tree = todo.pop()
             for child in node.children:
-                build(child, tree)
-            return tree
-
-        Console().print(build(root, None))
+                todo.append((child, tree.add(Text(printable(child.label), style=child.style))))
+        Console().print(top)
         return
     rows = with_guides(root, lambda node: node.children)
     click.echo("\n".join(guides + printable(node.label) for guides, node in rows))
