@@ -144,28 +144,42 @@ class CgroupTree:
         rel, parts = self._split(name)
         cg = CgroupPath("/".join(parts))
         try:
-            root_dev = os.lstat(self._mount_str).st_dev
+            fd = os.open(self._mount_str, _DIR_FLAGS)
         except OSError as exc:
             raise from_oserror(exc, self._mount_str, cgroup="/") from exc
-        current = self._mount_str
-        for part in parts:
-            current = f"{current}/{part}"
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                if name.startswith("/") and rel == name and os.path.isdir(name):
-                    raise UsageProblem(
-                        f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
-                    ) from None
-                raise NoSuchCgroup(cg) from None
-            except OSError as exc:
-                raise from_oserror(exc, current, cgroup=cg) from exc
-            if stat.S_ISLNK(st.st_mode):
-                raise UsageProblem(f"{name}: symbolic links are not followed")
-            if not stat.S_ISDIR(st.st_mode):
-                raise NoSuchCgroup(cg, "not a cgroup directory")
-            if st.st_dev != root_dev:
-                raise UsageProblem(f"{name}: crosses into another mount")
+        # one component at a time relative to the directory above (openat), so a name
+        # of any depth or length is checked, not only those shorter than PATH_MAX
+        try:
+            root_dev = os.fstat(fd).st_dev
+            current = self._mount_str
+            for part in parts:
+                current = f"{current}/{part}"
+                try:
+                    st = os.lstat(part, dir_fd=fd)
+                except FileNotFoundError:
+                    if name.startswith("/") and rel == name and os.path.isdir(name):
+                        raise UsageProblem(
+                            f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
+                        ) from None
+                    raise NoSuchCgroup(cg) from None
+                except OSError as exc:
+                    if exc.errno == errno.ENAMETOOLONG:  # longer than NAME_MAX: none such
+                        raise NoSuchCgroup(cg) from None
+                    raise from_oserror(exc, current, cgroup=cg) from exc
+                if stat.S_ISLNK(st.st_mode):
+                    raise UsageProblem(f"{name}: symbolic links are not followed")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise NoSuchCgroup(cg, "not a cgroup directory")
+                if st.st_dev != root_dev:
+                    raise UsageProblem(f"{name}: crosses into another mount")
+                try:
+                    nfd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError as exc:
+                    raise from_oserror(exc, current, cgroup=cg) from exc
+                os.close(fd)
+                fd = nfd
+        finally:
+            os.close(fd)
         return cg
 
     def from_proc_path(self, path: str) -> CgroupPath:
