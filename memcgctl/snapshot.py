@@ -25,9 +25,16 @@ from memcgctl.vocab.model import (
 OOM_SCORE_ADJ_MIN = -1000
 
 
-def read_cgroup(fs: CgroupFs, cg: CgroupPath, parent_pod: str | None = None) -> CgroupInfo:
+def read_cgroup(
+    fs: CgroupFs,
+    cg: CgroupPath,
+    parent_pod: str | None = None,
+    node: tuple[os.stat_result, list[CgroupPath]] | None = None,
+) -> CgroupInfo:
     """Raises Vanished if the cgroup disappears meanwhile.  ``parent_pod``: the pod the
-    parent belongs to, which ``cg`` belongs to too unless it carries a label itself."""
+    parent belongs to, which ``cg`` belongs to too unless it carries a label itself.
+    ``node``: the directory's lstat and children, when the walk has them already."""
+    st, kids = node if node is not None else fs.node(cg)
     badness = read_setting(fs, cg, BADNESS)
     pod = pod_beside(fs, cg, badness) or parent_pod
     delay = read_setting(fs, cg, OOM_DELAY)
@@ -55,12 +62,12 @@ def read_cgroup(fs: CgroupFs, cg: CgroupPath, parent_pod: str | None = None) -> 
         under_oom=under_oom,
         oom_kill_disable=kill_disable,
         pids=tuple(fs.procs(cg)),
-        children=tuple(fs.children(cg)),
+        children=tuple(kids),
         swap_limit_bytes=fs.swap_limit(cg),
         swappiness=fs.swappiness(cg),
         events=events,
         events_local=events_local,
-        ino=fs.inode(cg),
+        ino=st.st_ino,
         pod=pod,
     )
 
@@ -143,17 +150,21 @@ def take_snapshot(
     with_oom_score: bool = False,
 ) -> Snapshot:
     cgroups: dict[CgroupPath, CgroupInfo] = {}
-    for cg in fs.walk(root):  # pre-order: a parent is read before its children
-        if cg == root:
-            above = _pod_above(fs, cg)
-        else:
-            parent = cgroups.get(cg.parent) if cg.parent is not None else None
-            above = parent.pod if parent is not None else None
-        try:
-            cgroups[cg] = read_cgroup(fs, cg, above)
-        except Vanished:
+    with fs.xattr_names_cached():
+        # pre-order: a parent is read before its children
+        for cg, st, kids in fs.walk_nodes(root):
             if cg == root:
-                raise
+                above = _pod_above(fs, cg)
+            else:
+                parent = cgroups.get(cg.parent) if cg.parent is not None else None
+                above = parent.pod if parent is not None else None
+            try:
+                cgroups[cg] = read_cgroup(fs, cg, above, (st, kids))
+            except Vanished:
+                if cg == root:
+                    raise
+    if root not in cgroups:
+        raise Vanished(root)
     processes: dict[int, ProcessInfo] = {}
     if with_processes:
         entries = registry.load() if registry is not None else {}

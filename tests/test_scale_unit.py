@@ -3,11 +3,14 @@ answers as those scans (hypothesis, random trees and kill records)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.cells import cell_len
 
 from memcgctl.logic.counters import by_cause_many, subtree_sum, subtree_sums
 from memcgctl.logic.events import in_subtree
+from memcgctl.render.output import Output, print_table
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.watch.tally import _topmost
 
@@ -74,3 +77,20 @@ def test_topmost(order: list[CgroupPath], data: st.DataObject) -> None:
         assert sum(t.contains(cg) for t in top) == 1
     for t in top:
         assert t in asked and not any(o != t and o.contains(t) for o in asked)
+
+
+def test_plain_tables_measure_wide_characters_only_when_there_are_some(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """print_table skips wcwidth for tables of one-column characters (box guides
+    included) and still aligns a table with wide ones drawn later in the same process."""
+    out = Output(plain=True)
+    print_table(out, ["name", "n"], [["├─ ascii", "1"], ["└─ b", "22"]], right_align=[1])
+    print_table(out, ["name", "n"], [["漢字", "1"], ["ab", "22"]], right_align=[1])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6
+    for table in (lines[:3], lines[3:]):
+        # right-aligned last column: every line ends at the same terminal column
+        # (漢字 is four columns wide: padded as "abcd" would be)
+        assert len({cell_len(line) for line in table}) == 1, table
+    assert lines[4].startswith("漢字 ") and lines[5].endswith("22")

@@ -54,7 +54,7 @@ class CgroupTree:
         :data:`LONG_PATH` bytes that is ``/proc/self/fd/N`` of the directory opened
         step by step (``openat``), so files below it stay reachable at any depth."""
         p = self._mount_str if cg == "/" else self._mount_str + cg
-        if len(p.encode("utf-8", "surrogateescape")) < LONG_PATH:
+        if len(p) < LONG_PATH // 4 or len(p.encode("utf-8", "surrogateescape")) < LONG_PATH:
             return p
         try:
             return f"/proc/self/fd/{self._long_fd(cg)}"
@@ -210,6 +210,35 @@ class CgroupTree:
             raise
         return [cg.child(n) for n in sorted(names)]
 
+    def node(self, cg: CgroupPath) -> tuple[os.stat_result, list[CgroupPath]]:
+        """The cgroup directory's lstat and its children.  A kernfs directory's link
+        count is 2 + its subdirectories, so a leaf (most cgroups) is never listed; any
+        other count (a file system that does not keep it) lists the directory."""
+        st = self._lstat(cg)
+        self._seen(cg)
+        if st.st_nlink == 2:
+            return st, []
+        return st, self.children(cg)
+
+    def _seen(self, cg: CgroupPath) -> None:
+        """Hook for :class:`CgroupFs`: a walk reached ``cg``."""
+
+    def walk_nodes(
+        self, cg: CgroupPath = ROOT
+    ) -> Iterator[tuple[CgroupPath, os.stat_result, list[CgroupPath]]]:
+        """Pre-order (cgroup, lstat, children), siblings by name; what vanishes
+        meanwhile is skipped.  Iterative (see :meth:`walk`)."""
+        self.forget_long_paths()
+        stack = [cg]
+        while stack:
+            cur = stack.pop()
+            try:
+                st, kids = self.node(cur)
+            except Vanished:
+                continue
+            yield cur, st, kids
+            stack.extend(reversed(kids))
+
     def walk(self, cg: CgroupPath = ROOT) -> Iterator[CgroupPath]:
         """Pre-order walk, siblings by name; subtrees that vanish meanwhile are skipped.
 
@@ -224,7 +253,7 @@ class CgroupTree:
             cur = stack.pop()
             yield cur
             try:
-                kids = self.children(cur)
+                _, kids = self.node(cur)
             except Vanished:
                 continue
             kids.reverse()

@@ -239,11 +239,35 @@ def print_table(
     }
     # keep the tree guides' leading blanks: a keyword since tabulate 0.10, a global before
     tabulate_module.PRESERVE_WHITESPACE = True
+    # measuring every cell with wcwidth is most of tabulate's time on a big table: only
+    # where a character is not one column wide (wide, combining, invisible) is it needed
+    global _HAS_WCWIDTH
+    if _HAS_WCWIDTH is None:
+        _HAS_WCWIDTH = bool(getattr(tabulate_module, "WIDE_CHARS_MODE", False))
+    if _HAS_WCWIDTH:
+        chars = set("".join(kwargs["headers"])).union(*(set("".join(row)) for row in cells))
+        tabulate_module.WIDE_CHARS_MODE = any(not _one_column(ch) for ch in chars)
     try:  # (through kwargs: the stubs for tabulate 0.9 lack the keyword)
         text = tabulate_module.tabulate(cells, **{**kwargs, "preserve_whitespace": True})
     except TypeError:
         text = tabulate_module.tabulate(cells, **kwargs)
     click.echo(text)
+
+
+_HAS_WCWIDTH: bool | None = None  # tabulate found wcwidth (its WIDE_CHARS_MODE at import)
+
+
+def _one_column(ch: str) -> bool:
+    """``ch`` takes exactly one terminal column (what tabulate assumes without wcwidth)."""
+    if " " <= ch <= "~":
+        return True
+    import unicodedata
+
+    return (
+        unicodedata.east_asian_width(ch) not in ("W", "F")
+        and not unicodedata.combining(ch)
+        and unicodedata.category(ch) not in ("Mn", "Me", "Cf", "Cc")
+    )
 
 
 def with_guides(root: N, children: Callable[[N], Sequence[N]]) -> list[tuple[str, N]]:

@@ -29,8 +29,9 @@ from memcgctl.vocab.errors import MemcgctlError, Vanished
 from memcgctl.watch.history import KillRecorder, kernel_history
 
 
-def counters_document(env: Env, cgs: list[CgroupPath]) -> dict[str, Any]:
-    """``{system, counting_since, cgroups: [...]}`` for the cgroups ``cgs``."""
+def counters_document(env: Env, cgs: list[CgroupPath], walked: bool = False) -> dict[str, Any]:
+    """``{system, counting_since, cgroups: [...]}`` for the cgroups ``cgs``; ``walked``:
+    ``cgs`` is a whole pre-order walk (every cgroup below the first), not walked again."""
     recorder = KillRecorder(env)
     journal = recorder.journal
     boot_id = env.proc.boot_id()
@@ -83,7 +84,7 @@ def counters_document(env: Env, cgs: list[CgroupPath]) -> dict[str, Any]:
             if ev.get("kind") in ("oom_kill", "user_kill") and str(ev.get("time", "")) >= boot_iso
         ]
         causes = {cg: by_cause(cg, kills) for cg in cgs}
-    local, hier = kernel_counters(env.fs, cgs)
+    local, hier = kernel_counters(env.fs, cgs, walked)
     doc: dict[str, Any] = {
         "system": {"oom_kill": host_kills},
         "counting_since": since,
@@ -92,8 +93,11 @@ def counters_document(env: Env, cgs: list[CgroupPath]) -> dict[str, Any]:
     return doc
 
 
-def kernel_counters(fs: CgroupFs, cgs: list[CgroupPath]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(local, hierarchical) kernel counters per cgroup (None where the kernel has none)."""
+def kernel_counters(
+    fs: CgroupFs, cgs: list[CgroupPath], walked: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(local, hierarchical) kernel counters per cgroup (None where the kernel has none);
+    ``walked``: see :func:`counters_document`."""
     local: dict[str, Any] = {}
     hier: dict[str, Any] = {}
     if fs.version == 1:
@@ -101,8 +105,9 @@ def kernel_counters(fs: CgroupFs, cgs: list[CgroupPath]) -> tuple[dict[str, Any]
         # cgroup of a deep chain is quadratic), sums from the leaves up in one pass
         seen: dict[str, dict[str, int]] = {}
         order: list[CgroupPath] = []
-        for top in _topmost(cgs):
-            for sub in fs.walk(top):
+        walks = [cgs] if walked else [fs.walk(top) for top in _topmost(cgs)]
+        for walk in walks:
+            for sub in walk:
                 try:
                     seen[sub] = pick_kernel_counters(fs.oom_control(sub))
                 except Vanished:
