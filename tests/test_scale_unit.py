@@ -10,7 +10,7 @@ from rich.cells import cell_len
 
 from memcgctl.logic.counters import by_cause_many, subtree_sum, subtree_sums
 from memcgctl.logic.events import in_subtree
-from memcgctl.render.output import Output, print_table
+from memcgctl.render.output import Output, plain_table, print_table
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.watch.tally import _topmost
 
@@ -94,3 +94,34 @@ def test_plain_tables_measure_wide_characters_only_when_there_are_some(
         # (漢字 is four columns wide: padded as "abcd" would be)
         assert len({cell_len(line) for line in table}) == 1, table
     assert lines[4].startswith("漢字 ") and lines[5].endswith("22")
+
+
+CELL = st.text(alphabet=st.sampled_from(list("ab /-.x1├─└│ ")), max_size=6)
+
+
+@given(
+    st.integers(1, 4).flatmap(
+        lambda n: st.tuples(
+            st.lists(CELL, min_size=n, max_size=n),
+            st.lists(st.lists(CELL, min_size=n, max_size=n), min_size=1, max_size=5),
+            st.lists(st.sampled_from(["left", "right"]), min_size=n, max_size=n),
+        )
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_plain_table_is_tabulates_plain_layout(
+    table: tuple[list[str], list[list[str]], list[str]],
+) -> None:
+    import tabulate
+
+    headers, rows, aligns = table
+    tabulate.PRESERVE_WHITESPACE = True
+    want = tabulate.tabulate(
+        rows,
+        headers=headers,
+        tablefmt="plain",
+        colalign=aligns,
+        disable_numparse=True,
+        preserve_whitespace=True,
+    )
+    assert plain_table(headers, rows, aligns) == want
