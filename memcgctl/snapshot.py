@@ -30,10 +30,13 @@ def read_cgroup(
     cg: CgroupPath,
     parent_pod: str | None = None,
     node: tuple[os.stat_result, list[CgroupPath]] | None = None,
+    swap: bool = True,
 ) -> CgroupInfo:
     """Raises Vanished if the cgroup disappears meanwhile.  ``parent_pod``: the pod the
     parent belongs to, which ``cg`` belongs to too unless it carries a label itself.
-    ``node``: the directory's lstat and children, when the walk has them already."""
+    ``node``: the directory's lstat and children, when the walk has them already.
+    ``swap``: read the swap limit and swappiness (the kernel heuristic's totalpages
+    needs them for the OOM root only)."""
     st, kids = node if node is not None else fs.node(cg)
     badness = read_setting(fs, cg, BADNESS)
     pod = pod_beside(fs, cg, badness) or parent_pod
@@ -63,8 +66,8 @@ def read_cgroup(
         oom_kill_disable=kill_disable,
         pids=tuple(fs.procs(cg)),
         children=tuple(kids),
-        swap_limit_bytes=fs.swap_limit(cg),
-        swappiness=fs.swappiness(cg),
+        swap_limit_bytes=fs.swap_limit(cg) if swap else None,
+        swappiness=fs.swappiness(cg) if swap else None,
         events=events,
         events_local=events_local,
         ino=st.st_ino,
@@ -159,7 +162,7 @@ def take_snapshot(
                 parent = cgroups.get(cg.parent) if cg.parent is not None else None
                 above = parent.pod if parent is not None else None
             try:
-                cgroups[cg] = read_cgroup(fs, cg, above, (st, kids))
+                cgroups[cg] = read_cgroup(fs, cg, above, (st, kids), swap=cg == root)
             except Vanished:
                 if cg == root:
                     raise
