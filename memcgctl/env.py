@@ -88,10 +88,14 @@ class Env:
             return False
 
     def snapshot(
-        self, root: CgroupPath = ROOT, with_processes: bool = True, with_oom_score: bool = False
+        self,
+        root: CgroupPath = ROOT,
+        with_processes: bool = True,
+        with_oom_score: bool = False,
+        lazy: bool = False,
     ) -> Snapshot:
         from memcgctl.snapshot import take_snapshot
 
         return take_snapshot(
-            self.fs, self.proc, self.registry, root, with_processes, with_oom_score
+            self.fs, self.proc, self.registry, root, with_processes, with_oom_score, lazy
         )

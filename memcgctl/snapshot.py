@@ -6,6 +6,7 @@ Cgroups or processes that vanish while we read are left out, never an error.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
 from memcgctl.kernel.cgroupfs import CgroupFs
@@ -144,6 +145,66 @@ def read_process(
     )
 
 
+class LazyProcesses(Mapping[int, ProcessInfo]):
+    """The processes of a snapshot, each read from /proc the first time it is looked at
+    (then kept: one snapshot, one reading).  A process that exited before it was first
+    looked at is not in it.  The strict-priority walk looks at the processes of the
+    cgroups it compares, and at one per compared subtree to know it holds something
+    killable: on a node with thousands of processes it reads a few (issue 22); anything
+    that iterates (the kernel heuristic, ``ps``) reads them all, as before."""
+
+    def __init__(
+        self,
+        proc: ProcFs,
+        where: dict[int, CgroupPath],
+        registry: dict[tuple[int, int], int],
+        with_oom_score: bool,
+    ) -> None:
+        self._proc = proc
+        self._where = where  # pid -> cgroup, in the walk's order (cgroup.procs)
+        self._registry = registry
+        self._registry_pids = frozenset(pid for pid, _ in registry)
+        self._with_oom_score = with_oom_score
+        self._read: dict[int, ProcessInfo | None] = {}
+
+    def _get(self, pid: object) -> ProcessInfo | None:
+        if not isinstance(pid, int):
+            return None
+        if pid in self._read:
+            return self._read[pid]
+        cg = self._where.get(pid)
+        info = None
+        if cg is not None:
+            try:
+                info = read_process(
+                    self._proc, pid, cg, self._registry, self._registry_pids, self._with_oom_score
+                )
+            except (Vanished, ValueError):
+                info = None
+        self._read[pid] = info
+        return info
+
+    def __getitem__(self, pid: int) -> ProcessInfo:
+        info = self._get(pid)
+        if info is None:
+            raise KeyError(pid)
+        return info
+
+    def __contains__(self, pid: object) -> bool:
+        return self._get(pid) is not None
+
+    def __iter__(self) -> Iterator[int]:
+        return (pid for pid in list(self._where) if self._get(pid) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    @property
+    def read_count(self) -> int:
+        """How many processes were read so far (the benchmark and tests look)."""
+        return len(self._read)
+
+
 def take_snapshot(
     fs: CgroupFs,
     proc: ProcFs,
@@ -151,7 +212,9 @@ def take_snapshot(
     root: CgroupPath = ROOT,
     with_processes: bool = True,
     with_oom_score: bool = False,
+    lazy: bool = False,
 ) -> Snapshot:
+    """``lazy``: processes are read when first looked at (:class:`LazyProcesses`)."""
     cgroups: dict[CgroupPath, CgroupInfo] = {}
     with fs.xattr_names_cached():
         # pre-order: a parent is read before its children
@@ -168,14 +231,20 @@ def take_snapshot(
                     raise
     if root not in cgroups:
         raise Vanished(root)
-    processes: dict[int, ProcessInfo] = {}
-    if with_processes:
+    processes: Mapping[int, ProcessInfo] = {}
+    if with_processes and lazy:
+        where = {pid: info.path for info in cgroups.values() for pid in info.pids}
+        entries = registry.load() if registry is not None else {}
+        processes = LazyProcesses(proc, where, entries, with_oom_score)
+    elif with_processes:
+        eager: dict[int, ProcessInfo] = {}
+        processes = eager
         entries = registry.load() if registry is not None else {}
         registry_pids = frozenset(pid for pid, _ in entries)
         for info in cgroups.values():
             for pid in info.pids:
                 try:
-                    processes[pid] = read_process(
+                    eager[pid] = read_process(
                         proc, pid, info.path, entries, registry_pids, with_oom_score
                     )
                 except (Vanished, ValueError):
@@ -185,7 +254,9 @@ def take_snapshot(
         version=fs.version,
         root=root,
         cgroups=MappingProxyType(cgroups),
-        processes=MappingProxyType(processes),
+        processes=processes
+        if isinstance(processes, LazyProcesses)
+        else MappingProxyType(processes),
         mem_total_kb=meminfo.get("MemTotal", 0),
         swap_total_kb=meminfo.get("SwapTotal", 0),
         page_size=os.sysconf("SC_PAGE_SIZE"),

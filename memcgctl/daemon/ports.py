@@ -376,7 +376,7 @@ class RealPorts(Knobs):
         return self.freeze_domain(v.domain, frozen)
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
-        return self.env.snapshot(cg)
+        return self.env.snapshot(cg, lazy=True)  # a process is read when looked at
 
     def alive(self, pids: Iterable[int]) -> list[int]:
         out = []
