@@ -6,7 +6,7 @@ Cgroups or processes that vanish while we read are left out, never an error.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 
 from memcgctl.kernel.cgroupfs import CgroupFs
@@ -159,9 +159,13 @@ class LazyProcesses(Mapping[int, ProcessInfo]):
         where: dict[int, CgroupPath],
         registry: dict[tuple[int, int], int],
         with_oom_score: bool,
+        load_all: Callable[[], None] = lambda: None,
     ) -> None:
         self._proc = proc
-        self._where = where  # pid -> cgroup, in the walk's order (cgroup.procs)
+        # pid -> cgroup, in the walk's order (cgroup.procs); with lazy cgroups, filled
+        # as they are read (``load_all`` reads the rest)
+        self._where = where
+        self._load_all = load_all
         self._registry = registry
         self._registry_pids = frozenset(pid for pid, _ in registry)
         self._with_oom_score = with_oom_score
@@ -173,6 +177,9 @@ class LazyProcesses(Mapping[int, ProcessInfo]):
         if pid in self._read:
             return self._read[pid]
         cg = self._where.get(pid)
+        if cg is None:
+            self._load_all()
+            cg = self._where.get(pid)
         info = None
         if cg is not None:
             try:
@@ -194,6 +201,7 @@ class LazyProcesses(Mapping[int, ProcessInfo]):
         return self._get(pid) is not None
 
     def __iter__(self) -> Iterator[int]:
+        self._load_all()
         return (pid for pid in list(self._where) if self._get(pid) is not None)
 
     def __len__(self) -> int:
@@ -202,6 +210,94 @@ class LazyProcesses(Mapping[int, ProcessInfo]):
     @property
     def read_count(self) -> int:
         """How many processes were read so far (the benchmark and tests look)."""
+        return len(self._read)
+
+
+class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
+    """The cgroups of a snapshot below ``root``, each read when first looked at (then
+    kept).  The strict-priority walk looks at the children of each level it descends
+    and, per compared subtree, down to the first killable process: on a node of
+    thousands of cgroups it reads a few hundred (issue 22).  Iterating reads them all,
+    in the walk's pre-order.  Each cgroup read registers its pids in ``where``."""
+
+    def __init__(self, fs: CgroupFs, root: CgroupPath, where: dict[int, CgroupPath]) -> None:
+        self._fs = fs
+        self._root = root
+        self._where = where
+        self._read: dict[CgroupPath, CgroupInfo | None] = {}
+        self._all: list[CgroupPath] | None = None
+        self._root_pod = _pod_above(fs, root)
+
+    def _get(self, cg: object) -> CgroupInfo | None:
+        if not isinstance(cg, str) or not self._root.contains(cg):
+            return None
+        path = cg if isinstance(cg, CgroupPath) else CgroupPath(cg)
+        if path in self._read:
+            return self._read[path]
+        # parents first (a cgroup's pod is its parent's unless labelled): iteratively
+        chain = [path]
+        while chain[-1] != self._root and chain[-1].parent not in self._read:
+            parent = chain[-1].parent
+            assert parent is not None
+            chain.append(parent)
+        info = None
+        for cur in reversed(chain):
+            if cur == self._root:
+                above = self._root_pod
+            else:
+                assert cur.parent is not None
+                parent_info = self._read.get(cur.parent)
+                if parent_info is None or cur not in parent_info.children:
+                    self._read[cur] = None  # its parent is gone, or never listed it
+                    info = None
+                    continue
+                above = parent_info.pod
+            try:
+                info = read_cgroup(self._fs, cur, above, swap=cur == self._root)
+            except Vanished:
+                info = None
+            except OSError:
+                info = None  # unreadable: left out, as a vanished one
+            self._read[cur] = info
+            if info is not None:
+                for pid in info.pids:
+                    self._where.setdefault(pid, cur)
+        return info
+
+    def load_all(self) -> None:
+        if self._all is None:
+            order: list[CgroupPath] = []
+            stack = [self._root]
+            while stack:
+                cur = stack.pop()
+                info = self._get(cur)
+                if info is None:
+                    continue
+                order.append(cur)
+                stack.extend(reversed(info.children))
+            self._all = order
+
+    def __getitem__(self, cg: CgroupPath) -> CgroupInfo:
+        info = self._get(cg)
+        if info is None:
+            raise KeyError(cg)
+        return info
+
+    def __contains__(self, cg: object) -> bool:
+        return self._get(cg) is not None
+
+    def __iter__(self) -> Iterator[CgroupPath]:
+        self.load_all()
+        assert self._all is not None
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        self.load_all()
+        assert self._all is not None
+        return len(self._all)
+
+    @property
+    def read_count(self) -> int:
         return len(self._read)
 
 
@@ -214,7 +310,27 @@ def take_snapshot(
     with_oom_score: bool = False,
     lazy: bool = False,
 ) -> Snapshot:
-    """``lazy``: processes are read when first looked at (:class:`LazyProcesses`)."""
+    """``lazy``: cgroups and processes are read when first looked at
+    (:class:`LazyCgroups`, :class:`LazyProcesses`): for the priority walk."""
+    if lazy:
+        where: dict[int, CgroupPath] = {}
+        lazy_cgroups = LazyCgroups(fs, root, where)
+        if root not in lazy_cgroups:
+            raise Vanished(root)
+        entries = registry.load() if registry is not None and with_processes else {}
+        meminfo = proc.meminfo_kb()
+        return Snapshot(
+            version=fs.version,
+            root=root,
+            cgroups=lazy_cgroups,
+            processes=LazyProcesses(proc, where, entries, with_oom_score, lazy_cgroups.load_all)
+            if with_processes
+            else {},
+            mem_total_kb=meminfo.get("MemTotal", 0),
+            swap_total_kb=meminfo.get("SwapTotal", 0),
+            page_size=os.sysconf("SC_PAGE_SIZE"),
+            kernel_release=proc.kernel_release(),
+        )
     cgroups: dict[CgroupPath, CgroupInfo] = {}
     with fs.xattr_names_cached():
         # pre-order: a parent is read before its children
@@ -232,11 +348,7 @@ def take_snapshot(
     if root not in cgroups:
         raise Vanished(root)
     processes: Mapping[int, ProcessInfo] = {}
-    if with_processes and lazy:
-        where = {pid: info.path for info in cgroups.values() for pid in info.pids}
-        entries = registry.load() if registry is not None else {}
-        processes = LazyProcesses(proc, where, entries, with_oom_score)
-    elif with_processes:
+    if with_processes:
         eager: dict[int, ProcessInfo] = {}
         processes = eager
         entries = registry.load() if registry is not None else {}
@@ -254,9 +366,7 @@ def take_snapshot(
         version=fs.version,
         root=root,
         cgroups=MappingProxyType(cgroups),
-        processes=processes
-        if isinstance(processes, LazyProcesses)
-        else MappingProxyType(processes),
+        processes=MappingProxyType(processes),
         mem_total_kb=meminfo.get("MemTotal", 0),
         swap_total_kb=meminfo.get("SwapTotal", 0),
         page_size=os.sysconf("SC_PAGE_SIZE"),
