@@ -176,6 +176,7 @@ def pct(values: list[float], q: float) -> float:
 
 class Daemon:
     def __init__(self, tc: TestCgroups, state: Path) -> None:
+        self.taken: set[str] = set()
         self.proc = subprocess.Popen(
             [
                 *memcgctl("--state-dir", str(state), "daemon", "--root", tc.parent),
@@ -189,16 +190,15 @@ class Daemon:
             text=True,
         )
 
-    def wait_took_over(self, cg: str, timeout: float = 120) -> None:
+    def wait_took_over(self, cg: str) -> None:
+        """Read the daemon's lines until it took over cg (remembering the others)."""
         assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while cg not in self.taken:
             line = self.proc.stderr.readline()
             if not line:
-                break
-            if "daemon_took_over" in line and f"cgroup={cg} " in line + " ":
-                return
-        raise RuntimeError(f"the daemon did not take over {cg}")
+                raise RuntimeError(f"the daemon did not take over {cg}")
+            if "daemon_took_over" in line:
+                self.taken.add(line.split(" cgroup=", 1)[1].split()[0])
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
