@@ -170,7 +170,11 @@ class Env:
             return False
 
     def snapshot(
-        self, root: CgroupPath = ROOT, with_processes: bool = True, with_oom_score: bool = False
+        self,
+        root: CgroupPath = ROOT,
+        with_processes: bool = True,
+        with_oom_score: bool = False,
+        lazy: bool = False,
     ) -> Snapshot:
         from memcgctl.snapshot import take_snapshot
 
@@ -182,4 +186,5 @@ class Env:
             with_processes,
             with_oom_score,
             self.rules if with_processes else None,
+            lazy,
         )

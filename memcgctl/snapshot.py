@@ -6,7 +6,7 @@ Cgroups or processes that vanish while we read are left out, never an error.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 
 from memcgctl.kernel.cgroupfs import CgroupFs
@@ -34,9 +34,19 @@ from memcgctl.vocab.model import (
 )
 
 
-def read_cgroup(fs: CgroupFs, cg: CgroupPath, parent_pod: str | None = None) -> CgroupInfo:
+def read_cgroup(
+    fs: CgroupFs,
+    cg: CgroupPath,
+    parent_pod: str | None = None,
+    node: tuple[os.stat_result, list[CgroupPath]] | None = None,
+    swap: bool = True,
+) -> CgroupInfo:
     """Raises Vanished if the cgroup disappears meanwhile.  ``parent_pod``: the pod the
-    parent belongs to, which ``cg`` belongs to too unless it carries a label itself."""
+    parent belongs to, which ``cg`` belongs to too unless it carries a label itself.
+    ``node``: the directory's lstat and children, when the walk has them already.
+    ``swap``: read the swap limit and swappiness (the kernel heuristic's totalpages
+    needs them for the OOM root only)."""
+    st, kids = node if node is not None else fs.node(cg)
     badness = read_setting(fs, cg, BADNESS)
     pod = pod_beside(fs, cg, badness) or parent_pod
     delay = read_setting(fs, cg, OOM_DELAY)
@@ -64,12 +74,12 @@ def read_cgroup(fs: CgroupFs, cg: CgroupPath, parent_pod: str | None = None) -> 
         under_oom=under_oom,
         oom_kill_disable=kill_disable,
         pids=tuple(fs.procs(cg)),
-        children=tuple(fs.children(cg)),
-        swap_limit_bytes=fs.swap_limit(cg),
-        swappiness=fs.swappiness(cg),
+        children=tuple(kids),
+        swap_limit_bytes=fs.swap_limit(cg) if swap else None,
+        swappiness=fs.swappiness(cg) if swap else None,
         events=events,
         events_local=events_local,
-        ino=fs.inode(cg),
+        ino=st.st_ino,
         pod=pod,
         badness_rule=badness_rule(fs, cg) if badness.source == "trusted" else None,
     )
@@ -253,6 +263,159 @@ def read_process(
     )
 
 
+class LazyProcesses(Mapping[int, ProcessInfo]):
+    """The processes of a snapshot, each read from /proc the first time it is looked at
+    (then kept: one snapshot, one reading).  A process that exited before it was first
+    looked at is not in it.  The strict-priority walk looks at the processes of the
+    cgroups it compares, and at one per compared subtree to know it holds something
+    killable: on a node with thousands of processes it reads a few (issue 22); anything
+    that iterates (the kernel heuristic, ``ps``) reads them all, as before."""
+
+    def __init__(
+        self,
+        proc: ProcFs,
+        where: dict[int, CgroupPath],
+        resolver: BadnessResolver,
+        with_oom_score: bool,
+        load_all: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._proc = proc
+        # pid -> cgroup, in the walk's order (cgroup.procs); with lazy cgroups, filled
+        # as they are read (``load_all`` reads the rest)
+        self._where = where
+        self._load_all = load_all
+        self._resolver = resolver
+        self._with_oom_score = with_oom_score
+        self._read: dict[int, ProcessInfo | None] = {}
+
+    def _get(self, pid: object) -> ProcessInfo | None:
+        if not isinstance(pid, int):
+            return None
+        if pid in self._read:
+            return self._read[pid]
+        cg = self._where.get(pid)
+        if cg is None:
+            self._load_all()
+            cg = self._where.get(pid)
+        info = None
+        if cg is not None:
+            try:
+                info = read_process(self._proc, pid, cg, self._resolver, self._with_oom_score)
+            except (Vanished, ValueError):
+                info = None
+        self._read[pid] = info
+        return info
+
+    def __getitem__(self, pid: int) -> ProcessInfo:
+        info = self._get(pid)
+        if info is None:
+            raise KeyError(pid)
+        return info
+
+    def __contains__(self, pid: object) -> bool:
+        return self._get(pid) is not None
+
+    def __iter__(self) -> Iterator[int]:
+        self._load_all()
+        return (pid for pid in list(self._where) if self._get(pid) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    @property
+    def read_count(self) -> int:
+        """How many processes were read so far (the benchmark and tests look)."""
+        return len(self._read)
+
+
+class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
+    """The cgroups of a snapshot below ``root``, each read when first looked at (then
+    kept).  The strict-priority walk looks at the children of each level it descends
+    and, per compared subtree, down to the first killable process: on a node of
+    thousands of cgroups it reads a few hundred (issue 22).  Iterating reads them all,
+    in the walk's pre-order.  Each cgroup read registers its pids in ``where``."""
+
+    def __init__(self, fs: CgroupFs, root: CgroupPath, where: dict[int, CgroupPath]) -> None:
+        self._fs = fs
+        self._root = root
+        self._where = where
+        self._read: dict[CgroupPath, CgroupInfo | None] = {}
+        self._all: list[CgroupPath] | None = None
+        self._root_pod = _pod_above(fs, root)
+
+    def _get(self, cg: object) -> CgroupInfo | None:
+        if not isinstance(cg, str) or not self._root.contains(cg):
+            return None
+        path = cg if isinstance(cg, CgroupPath) else CgroupPath(cg)
+        if path in self._read:
+            return self._read[path]
+        # parents first (a cgroup's pod is its parent's unless labelled): iteratively
+        chain = [path]
+        while chain[-1] != self._root and chain[-1].parent not in self._read:
+            parent = chain[-1].parent
+            assert parent is not None
+            chain.append(parent)
+        info = None
+        for cur in reversed(chain):
+            if cur == self._root:
+                above = self._root_pod
+            else:
+                assert cur.parent is not None
+                parent_info = self._read.get(cur.parent)
+                if parent_info is None or cur not in parent_info.children:
+                    self._read[cur] = None  # its parent is gone, or never listed it
+                    info = None
+                    continue
+                above = parent_info.pod
+            try:
+                info = read_cgroup(self._fs, cur, above, swap=cur == self._root)
+            except Vanished:
+                info = None
+            except OSError:
+                info = None  # unreadable: left out, as a vanished one
+            self._read[cur] = info
+            if info is not None:
+                for pid in info.pids:
+                    self._where.setdefault(pid, cur)
+        return info
+
+    def load_all(self) -> None:
+        if self._all is None:
+            order: list[CgroupPath] = []
+            stack = [self._root]
+            while stack:
+                cur = stack.pop()
+                info = self._get(cur)
+                if info is None:
+                    continue
+                order.append(cur)
+                stack.extend(reversed(info.children))
+            self._all = order
+
+    def __getitem__(self, cg: CgroupPath) -> CgroupInfo:
+        info = self._get(cg)
+        if info is None:
+            raise KeyError(cg)
+        return info
+
+    def __contains__(self, cg: object) -> bool:
+        return self._get(cg) is not None
+
+    def __iter__(self) -> Iterator[CgroupPath]:
+        self.load_all()
+        assert self._all is not None
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        self.load_all()
+        assert self._all is not None
+        return len(self._all)
+
+    @property
+    def read_count(self) -> int:
+        return len(self._read)
+
+
 def take_snapshot(
     fs: CgroupFs,
     proc: ProcFs,
@@ -261,27 +424,56 @@ def take_snapshot(
     with_processes: bool = True,
     with_oom_score: bool = False,
     rules: RuleSet | None = None,
+    lazy: bool = False,
 ) -> Snapshot:
+    """``lazy``: cgroups and processes are read when first looked at
+    (:class:`LazyCgroups`, :class:`LazyProcesses`): for the priority walk."""
+    if lazy:
+        where: dict[int, CgroupPath] = {}
+        lazy_cgroups = LazyCgroups(fs, root, where)
+        if root not in lazy_cgroups:
+            raise Vanished(root)
+        entries = registry.load_entries() if registry is not None and with_processes else {}
+        resolver = BadnessResolver(proc, entries, rules)
+        meminfo = proc.meminfo_kb()
+        return Snapshot(
+            version=fs.version,
+            root=root,
+            cgroups=lazy_cgroups,
+            processes=LazyProcesses(proc, where, resolver, with_oom_score, lazy_cgroups.load_all)
+            if with_processes
+            else {},
+            mem_total_kb=meminfo.get("MemTotal", 0),
+            swap_total_kb=meminfo.get("SwapTotal", 0),
+            page_size=os.sysconf("SC_PAGE_SIZE"),
+            kernel_release=proc.kernel_release(),
+        )
     cgroups: dict[CgroupPath, CgroupInfo] = {}
-    for cg in fs.walk(root):  # pre-order: a parent is read before its children
-        if cg == root:
-            above = _pod_above(fs, cg)
-        else:
-            parent = cgroups.get(cg.parent) if cg.parent is not None else None
-            above = parent.pod if parent is not None else None
-        try:
-            cgroups[cg] = read_cgroup(fs, cg, above)
-        except Vanished:
+    with fs.xattr_names_cached():
+        # pre-order: a parent is read before its children
+        for cg, st, kids in fs.walk_nodes(root):
             if cg == root:
-                raise
-    processes: dict[int, ProcessInfo] = {}
+                above = _pod_above(fs, cg)
+            else:
+                parent = cgroups.get(cg.parent) if cg.parent is not None else None
+                above = parent.pod if parent is not None else None
+            try:
+                cgroups[cg] = read_cgroup(fs, cg, above, (st, kids), swap=cg == root)
+            except Vanished:
+                if cg == root:
+                    raise
+    if root not in cgroups:
+        raise Vanished(root)
+    processes: Mapping[int, ProcessInfo] = {}
     if with_processes:
+        eager: dict[int, ProcessInfo] = {}
+        processes = eager
         entries = registry.load_entries() if registry is not None else {}
         resolver = BadnessResolver(proc, entries, rules)
         for info in cgroups.values():
             for pid in info.pids:
                 try:
-                    processes[pid] = read_process(proc, pid, info.path, resolver, with_oom_score)
+                    eager[pid] = read_process(proc, pid, info.path, resolver, with_oom_score)
                 except (Vanished, ValueError):
                     continue
     meminfo = proc.meminfo_kb()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memcgctl.env import Env
+from tests.realkernel import subdirs
 
 V1_UNLIMITED = 9223372036854771712
 
@@ -187,7 +188,7 @@ class FakeHost:
         by_cg: dict[str, list[int]] = {}
         for p in self.processes.values():
             by_cg.setdefault(p.cgroup, []).append(p.pid)
-        for d in [self.cgroot, *(p for p in self.cgroot.rglob("*") if p.is_dir())]:
+        for d in [self.cgroot, *subdirs(self.cgroot)]:
             rel = "/" + str(d.relative_to(self.cgroot)).strip(".").strip("/")
             pids = sorted(by_cg.get(rel if rel != "/" else "/", []))
             (d / "cgroup.procs").write_text("".join(f"{x}\n" for x in pids))

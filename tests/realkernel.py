@@ -215,9 +215,8 @@ class TestCgroups:
 
     def subtree_pids(self, cg: str) -> list[int]:
         out: list[int] = []
-        for d in sorted(self.path(cg).rglob("*")):
-            if d.is_dir():
-                out += [int(x) for x in (d / "cgroup.procs").read_text().split()]
+        for d in sorted(subdirs(self.path(cg))):
+            out += [int(x) for x in (d / "cgroup.procs").read_text().split()]
         return self.pids(cg) + out
 
     def cleanup(self) -> None:
@@ -233,14 +232,33 @@ class TestCgroups:
                 p.stdout.close()
 
 
+def subdirs(top: Path) -> list[Path]:
+    """Every directory below ``top`` (not ``top``), parents first.  Iterative: a test
+    may nest cgroups deeper than Python's recursion limit, which ``Path.rglob`` (3.11)
+    and ``os.walk`` (before 3.12) hit."""
+    out: list[Path] = []
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                kids = [Path(e.path) for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        out += kids
+        stack += kids
+    return out
+
+
 def remove_tree(top: Path) -> None:
     """Kill every task in our own test subtree ``top`` and remove its directories."""
     if not top.exists() or not top.name.startswith(PREFIX):
         return
     freezer_thaw(top)
+    _remove_by_fd(top, time.monotonic() + 10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        dirs = sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts))
+    while top.exists() and time.monotonic() < deadline:
+        dirs = sorted(subdirs(top), key=lambda d: -len(d.parts))
         dirs.append(top)
         busy = False
         for d in dirs:
@@ -266,12 +284,72 @@ def remove_tree(top: Path) -> None:
         time.sleep(0.05 if busy else 0.02)
 
 
+def _fd_write(dfd: int, name: str, value: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(name, os.O_WRONLY, dir_fd=dfd)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+
+def _fd_pids(dfd: int) -> list[int]:
+    try:
+        fd = os.open("cgroup.procs", os.O_RDONLY, dir_fd=dfd)
+    except OSError:
+        return []
+    try:
+        return [int(x) for x in os.read(fd, 1 << 20).split()]
+    finally:
+        os.close(fd)
+
+
+def _remove_by_fd(top: Path, deadline: float) -> None:
+    """Depth-first removal through directory fds (``openat``/``unlinkat``), one fd held
+    at a time: trees of any depth, and paths longer than PATH_MAX that a test user made.
+    Each directory's tasks are killed (ours: only below our test parent) before it goes."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        fd = os.open(top, flags)
+    except OSError:
+        return
+    names: list[str] = []  # the path from top down to fd
+    try:
+        while time.monotonic() < deadline:
+            with os.scandir(fd) as it:
+                kids = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+            if kids:
+                nfd = os.open(kids[0], flags | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd, names = nfd, [*names, kids[0]]
+                continue
+            _fd_write(fd, "cgroup.freeze", "0")
+            _fd_write(fd, "memory.oom_control", "0")
+            pids = _fd_pids(fd)
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if pids:
+                time.sleep(0.02)
+                continue
+            if not names:
+                return  # top itself: the caller's loop removes it
+            up = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            with contextlib.suppress(OSError):
+                os.rmdir(names[-1], dir_fd=fd)
+            names = names[:-1]
+    finally:
+        os.close(fd)
+
+
 def freezer_thaw(top: Path) -> None:
     """Thaw our own test cgroups in the v1 freezer hierarchy, if a test froze them."""
     freezer = Path("/sys/fs/cgroup/freezer") / top.name
     if freezer.exists():
-        for d in [freezer, *freezer.rglob("*")]:
-            if d.is_dir() and (d / "freezer.state").exists():
+        for d in [freezer, *subdirs(freezer)]:
+            if (d / "freezer.state").exists():
                 with contextlib.suppress(OSError):
                     TestCgroups.write(d, "freezer.state", "THAWED")
 

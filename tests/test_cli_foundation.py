@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from memcgctl.cli import cli
 from tests.fakehost import FakeHost
+from tests.realkernel import subdirs
 
 
 def run(host: FakeHost, *args: str) -> Result:
@@ -189,6 +190,11 @@ BAD = [
     (["kill-all", "/batch", "--timeout", "90000"], 2, "longer than 86400s"),
     (["kill-all", "/batch", "--grace", "NaN", "--signal", "TERM"], 2, "number of seconds"),
     (["kill-all", "/batch", "--signal", "٩"], 2, "unknown signal"),
+    # issue 21: names no cgroup can have (a component past NAME_MAX, a path past PATH_MAX)
+    (["tree", "/" + "x" * 300], 3, "no such cgroup"),
+    (["get-delay", "/" + "/".join(["y" * 250] * 20)], 3, "no such cgroup"),
+    (["predict-victim", "/batch/" + "/".join(["d"] * 1100)], 3, "no such cgroup"),
+    (["kill-all", "/" + "z" * 256], 3, "no such cgroup"),
 ]
 
 
@@ -245,3 +251,79 @@ def test_no_permission_is_exit_4(world_readable_host: FakeHost, argv: list[str])
     assert code == 4, stderr
     assert stdout == "" and len(stderr.splitlines()) == 1 and "permission denied" in stderr
     assert state(host) == before
+
+
+# -- depth and count (issue 21): what a user may create, no traceback anywhere ---------
+
+DEPTH = 1100  # past Python's recursion limit (1000)
+
+
+def remove_deep(top: Path) -> None:
+    """rm -r without recursion (shutil.rmtree and pytest's tmp_path cleanup recurse per
+    level, and fail on this tree)."""
+    dirs = [top, *subdirs(top)]
+    for d in reversed(dirs):  # children before their parents
+        with os.scandir(d) as it:
+            for e in it:
+                if not e.is_dir(follow_symlinks=False):
+                    os.unlink(e.path)
+        os.rmdir(d)
+
+
+@pytest.fixture(scope="module")
+def deep_host() -> Iterator[tuple[FakeHost, str, str]]:
+    """A chain DEPTH cgroups deep with a process at the bottom, beside 1,000 siblings
+    (built once for the module, in a directory removed without recursion)."""
+    base = Path(tempfile.mkdtemp(prefix="memcgctl-deep-"))
+    try:
+        host = FakeHost(base, version=1)
+        host.cgroup("/deep", limit=64 << 20)
+        cg = "/deep"
+        for _ in range(DEPTH):
+            cg += "/d"
+            host.cgroup(cg)  # parents first: Path.mkdir(parents=True) itself recurses
+        for i in range(1000):
+            host.cgroup(f"/wide/c{i:04}")
+        host.process(600, "/wide/c0999", comm="wide", rss_anon_kb=500, oom_score_adj=-1000)
+        host.process(500, cg, comm="bottom", rss_anon_kb=1_000)
+        yield host, "/deep", cg
+    finally:
+        remove_deep(base)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tree"],
+        ["tree", "--json"],
+        ["ps"],
+        ["ps", "--json"],
+        ["predict-victim", "/deep"],
+        ["predict-victim", "/deep", "--explain", "--plain"],
+        ["predict-victim", "/", "--json"],
+        ["predict-victim", "/", "--policy", "kernel"],
+        ["counters", "/wide"],
+        ["counters", "--json"],
+        ["get-delay", "BOTTOM"],
+        ["get-badness", "BOTTOM"],
+        ["kill-all", "/deep", "--dry-run"],
+        ["tree", "BOTTOM"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_a_tree_deeper_than_the_recursion_limit(
+    deep_host: tuple[FakeHost, str, str], argv: list[str]
+) -> None:
+    host, _, bottom = deep_host
+    r = run(host, *[bottom if a == "BOTTOM" else a for a in argv])
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code == 0, r.stderr[-500:]
+    assert "Traceback" not in r.output
+    if argv[:2] == ["tree", "--json"]:
+        doc = json.loads(r.stdout)
+        paths = {c["cgroup"] for c in doc["cgroups"]}
+        assert bottom in paths and len(paths) >= DEPTH + 1000
+    if argv[0] == "predict-victim" and argv[-1] != "kernel":
+        assert "500" in r.stdout  # the only killable process is at the bottom
+    if argv[:2] == ["kill-all", "/deep"]:
+        assert "500" in r.stdout

@@ -452,3 +452,59 @@ def test_the_victim_is_chosen_just_before_the_deadline(host: FakeHost) -> None:
     core.tick(1.0)
     assert ports.killed == [11] and snapshots == [0.99, 1.0]
     assert ports.events[-1]["late_ms"] == 0.0
+
+
+class FaultyPorts(FakePorts):
+    """Fake ports whose level() raises an unexpected error for the cgroups in ``bad``."""
+
+    def __init__(self, host: FakeHost, delays: dict[str, int], bad: set[str]) -> None:
+        super().__init__(host, delays)
+        self.bad = bad
+
+    def level(self, cg: Scope) -> Level:
+        if cg in self.bad:
+            raise ValueError(f"unexpected garbage in {cg}")
+        return super().level(cg)
+
+
+def test_an_unexpected_error_in_one_memcg_is_reported_and_that_memcg_left_to_the_kernel(
+    host: FakeHost,
+) -> None:
+    """Issue 21: a fault in one cgroup is logged, that cgroup released (its knobs
+    restored: the kernel's OOM killer acts there again) and skipped for a while; the
+    other managed memcg is still enforced, and nothing raises out of the core."""
+    host.cgroup("/other", limit=64 << 20)
+    host.process(30, "/other", comm="victim", rss_anon_kb=1_000)
+    ports = FaultyPorts(host, {"/jobs": 0, "/other": 0}, bad=set())
+    core = DaemonCore(ports, select)
+    core.rescan(0.0)
+    assert sorted(ports.taken) == ["/jobs", "/other"]
+    ports.bad.add("/jobs")
+    ports.oom |= {"/jobs", "/other"}
+    core.notify(CgroupPath("/jobs"), 1.0)
+    core.notify(CgroupPath("/other"), 1.0)
+    core.tick(1.0)
+    assert ports.killed == [30]  # /other is still enforced
+    errors = [e for e in ports.events if e["kind"] == "daemon_error"]
+    assert [(e["cgroup"], e["where"]) for e in errors] == [("/jobs", "notify")]
+    assert "unexpected garbage in /jobs" in errors[0]["error"]
+    assert ports.released == ["/jobs"] and CgroupPath("/jobs") not in core.watches
+    core.rescan(10.0)  # quarantined: not taken over again at once
+    assert ports.taken.count("/jobs") == 1
+    ports.bad.clear()
+    core.rescan(40.0)  # after the quarantine it is managed again
+    assert ports.taken.count("/jobs") == 2
+
+
+def test_a_rescan_that_raises_keeps_the_managed_set(host: FakeHost) -> None:
+    ports = FakePorts(host, {"/jobs": 0})
+    core = DaemonCore(ports, select)
+    core.rescan(0.0)
+
+    def broken() -> dict[Scope, int]:
+        raise OSError(5, "Input/output error")
+
+    ports.managed = broken  # type: ignore[method-assign]
+    core.rescan(2.0)
+    assert CgroupPath("/jobs") in core.watches and ports.released == []
+    assert ports.events[-1]["kind"] == "daemon_error" and ports.events[-1]["where"] == "rescan"

@@ -35,6 +35,7 @@ class FakeCore:
         self.notified: list[Scope] = []
         self.rescans: list[float] = []
         self.kernel: list[tuple[CgroupPath, int]] = []
+        self.faults: list[tuple[str, Scope | None, str]] = []
 
     def rescan(self, now: float, starting: bool = False) -> None:
         self.calls.append("rescan(starting)" if starting else "rescan")
@@ -53,6 +54,9 @@ class FakeCore:
 
     def release_all(self) -> None:
         self.calls.append("release_all")
+
+    def fault(self, where: str, cg: Scope | None, exc: BaseException) -> None:
+        self.faults.append((where, cg, str(exc)))
 
 
 class FakePorts:
@@ -146,16 +150,53 @@ def test_start_and_end_in_order() -> None:
     assert len(core.ticks) == 1
 
 
-def test_the_core_and_ports_are_released_when_the_core_raises() -> None:
+def test_the_loop_survives_a_core_that_raises_and_releases_at_the_end() -> None:
+    """Issue 21: an unexpected error is reported and the loop carries on (pausing a
+    little, not spinning); at the end the core and ports are released as usual."""
     calls, core, ports = make()
 
     def boom(now: float) -> float | None:
-        raise RuntimeError("core bug")
+        if len(core.ticks) <= 3:
+            raise RuntimeError("core bug")
+        return now + 0.01
 
     core.deadline = boom
-    with pytest.raises(RuntimeError):
-        Loop(core, ports).run()
+    loop = Loop(core, ports, rescan_interval=60)
+    run_for(loop, 5.0, until=lambda: len(core.ticks) >= 5)
+    assert len(core.ticks) >= 5  # it kept going after the faults
+    assert core.faults[:3] == [("loop", None, "core bug")] * 3
+    assert len(core.faults) == 3
+    # paused between faults (FAULT_PAUSE_S), never a busy loop
+    assert core.ticks[3] - core.ticks[0] >= 0.25
     assert calls[-2:] == ["release_all", "close_all"]
+
+
+def test_one_cgroups_notification_that_raises_does_not_stop_the_others(
+    pipe: tuple[int, int],
+) -> None:
+    r, w = pipe
+    r2, w2 = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _, core, ports = make()
+    b = CgroupPath("/b")
+    ports.watch(r, A)
+    ports.watch(r2, b)
+    notified: list[Scope] = []
+
+    def notify(cg: Scope, now: float) -> None:
+        if cg == A:
+            raise OSError(5, "Input/output error")
+        notified.append(cg)
+
+    core.notify = notify  # type: ignore[method-assign]
+    os.write(w, b"x")
+    os.write(w2, b"x")
+    try:
+        run_for(Loop(core, ports, rescan_interval=60), 2.0, until=lambda: bool(notified))
+    finally:
+        os.close(r2)
+        os.close(w2)
+    assert notified == [b]
+    assert [(where, cg) for where, cg, _ in core.faults] == [("notification", A)]
 
 
 @pytest.mark.parametrize(

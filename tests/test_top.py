@@ -21,6 +21,9 @@ import pytest
 
 from tests.realkernel import HELPERS, TestCgroups
 
+# the helpers' comm: execve's file name, as the kernel keeps it (python or python3)
+COMM = Path(sys.executable).name[:15]
+
 pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
@@ -88,15 +91,15 @@ def test_top_on_a_terminal_with_a_real_oom(cgroups: TestCgroups, tmp_path: Path)
     screen = Screen(["top", cgroups.parent, "-d", "200ms"], {"MEMCGCTL_STATE_DIR": str(tmp_path)})
     try:
         # the priority policy's next victim in /dom: the badness-10 process
-        screen.wait_for(rf"{re.escape(dom)} \(limit 48\.0M\): pid {small.pid} \(python\)")
+        screen.wait_for(rf"{re.escape(dom)} \(limit 48\.0M\): pid {small.pid} \({COMM}\)")
         screen.wait_for(r"policy priority")
         g = cgroups.spawn(high, [sys.executable, str(HELPERS / "grow.py"), "1024", "200", "0.05"])
         screen.key("p")  # the kernel's heuristic: the biggest, the grower once it grew
         shown = screen.wait_for(
-            rf"policy kernel(.|\n)*?{re.escape(dom)} \(limit 48\.0M\): pid {g.pid} \(python\)"
+            rf"policy kernel(.|\n)*?{re.escape(dom)} \(limit 48\.0M\): pid {g.pid} \({COMM}\)"
         )
         assert g.wait(timeout=60) == -signal.SIGKILL  # the kernel's OOM kill
-        killed = screen.wait_for(rf"oom_kill  pid {g.pid} \(python\) in {re.escape(high)}")
+        killed = screen.wait_for(rf"oom_kill  pid {g.pid} \({COMM}\) in {re.escape(high)}")
         assert shown < killed  # named as the next victim before the kill was shown
         assert small.poll() is None
         screen.key("s")
@@ -125,4 +128,4 @@ def test_top_batch_mode(cgroups: TestCgroups, tmp_path: Path) -> None:
     assert "\x1b" not in r.stdout
     row = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("job "))
     assert "32.0M" in row and "[" in row
-    assert f"pid {p.pid} (python)" in r.stdout
+    assert f"pid {p.pid} ({COMM})" in r.stdout

@@ -50,10 +50,11 @@ def counters(
         raise UsageProblem("--format json and --plain: give one of them")
     fs = env.fs
     cgs = [fs.resolve(c) for c in cgroups] + [env.cgroup_of_pid(p) for p in pids]
-    if not cgroups and not pids:
+    walked = not cgroups and not pids
+    if walked:
         cgs = list(fs.walk())
     cgs = list(dict.fromkeys(cgs))
-    doc = counters_document(env, cgs)
+    doc = counters_document(env, cgs, walked)
     if fmt == "prometheus":
         sys.stdout.write(prometheus(doc))
         sys.stdout.flush()

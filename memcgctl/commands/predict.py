@@ -131,7 +131,8 @@ def predict_victim(
     hitting its limit.  Read-only.  Exit status 1 when nothing is killable.
     """
     root = env.target_cgroup(cgroup, pid, unit=unit)
-    snap = env.snapshot(root)
+    # the priority walk reads only the processes it looks at (issue 22)
+    snap = env.snapshot(root, lazy=policy != KERNEL)
     ranked: list[Decision] = []
     if policy == KERNEL:
         decision = select_kernel(snap, root, kernel_params(env.proc, snap))

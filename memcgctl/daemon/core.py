@@ -42,6 +42,7 @@ from memcgctl.daemon.protocol import Level, Ports
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.logic.decision import PRIORITY, Decision
 from memcgctl.logic.priority import lowest_priority_child, protected_pids
+from memcgctl.render.diag import diagnostic
 from memcgctl.render.reasontext import reason_lines
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot
@@ -71,6 +72,7 @@ class Watch:
     said_stuck: bool = False  # nothing killable was reported in this episode
 
 
+QUARANTINE_S = 30.0  # a memcg that raised an unexpected error is left alone this long
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
 MAX_CHECK = 0.1
 _SOURCE = {"oom": "memory.oom_control", "valve": "memory.events", "host": "meminfo"}
@@ -102,33 +104,75 @@ class DaemonCore:
         self.prep_s = 0.005  # how long the last snapshot + selection took
         self.kernel_kills = 0  # kernel OOM kills seen in our root (shadow: OOM episodes)
         self.agreed = 0  # shadow mode: of those, where the policy would have killed the same
+        self._quarantine: dict[Scope, float] = {}  # memcg -> left to the kernel until
 
     # -- the managed set ---------------------------------------------------------------
     def rescan(self, now: float, starting: bool = False) -> None:
-        """Take over memcgs that got a delay, release those that lost it or vanished."""
-        wanted = self.ports.managed()
+        """Take over memcgs that got a delay, release those that lost it or vanished.
+        An unexpected error with one memcg is reported and that memcg left to the
+        kernel for a while (:meth:`_isolate`); the others are still handled."""
+        try:
+            wanted = self.ports.managed()
+        except Exception as exc:  # the rescan failed as a whole: keep what we have
+            self.fault("rescan", None, exc)
+            return
         for cg in sorted(set(self.watches) - set(wanted)):
-            self._release(cg, "delay cleared or cgroup removed")
+            try:
+                self._release(cg, "delay cleared or cgroup removed")
+            except Exception as exc:
+                self.watches.pop(cg, None)
+                self.fault("release", cg, exc)
         for cg, delay in sorted(wanted.items()):
-            w = self.watches.get(cg)
-            if w is not None:
-                if w.delay_ms != delay:
-                    self._emit("daemon_delay_changed", cg, delay_ms=delay, was_ms=w.delay_ms)
-                    w.delay_ms = delay
-                # Look at it now and then between notifications too: no event tells us
-                # that someone (systemd applying MemoryHigh=/MemoryMax=) rewrote memory.high,
-                # and a valve gone until the next OOM is no valve.
-                self._check(w, now)
+            if self._quarantine.get(cg, 0.0) > now:
                 continue
-            m = self.ports.take_over(cg)
-            if m is None:
-                continue
-            w = Watch(cg, delay, m.mode, m.domain)
-            self.watches[cg] = w
-            extra = {"domain": m.domain} if m.domain != cg else {}
-            self._emit("daemon_took_over", cg, delay_ms=delay, mode=m.mode, **extra)
-            # already out of memory when we arrive (e.g. after a crash): act at once
-            self._check(w, now, adopt=starting)
+            try:
+                self._rescan_one(cg, delay, now, starting)
+            except Exception as exc:
+                self._isolate(cg, now, "take_over", exc)
+
+    def _rescan_one(self, cg: Scope, delay: int, now: float, starting: bool) -> None:
+        w = self.watches.get(cg)
+        if w is not None:
+            if w.delay_ms != delay:
+                self._emit("daemon_delay_changed", cg, delay_ms=delay, was_ms=w.delay_ms)
+                w.delay_ms = delay
+            # Look at it now and then between notifications too: no event tells us that
+            # someone (systemd applying MemoryHigh=/MemoryMax=) rewrote memory.high, and
+            # a valve gone until the next OOM is no valve.
+            self._check(w, now)
+            return
+        m = self.ports.take_over(cg)
+        if m is None:
+            return
+        w = Watch(cg, delay, m.mode, m.domain)
+        self.watches[cg] = w
+        extra = {"domain": m.domain} if m.domain != cg else {}
+        self._emit("daemon_took_over", cg, delay_ms=delay, mode=m.mode, **extra)
+        # already out of memory when we arrive (e.g. after a crash): act at once
+        self._check(w, now, adopt=starting)
+
+    # -- faults ------------------------------------------------------------------------
+    def fault(self, where: str, cg: Scope | None, exc: BaseException) -> None:
+        """Report an unexpected error (a bug, or the world in a state we did not
+        foresee) as a ``daemon_error`` record; never raises."""
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        try:
+            self.ports.emit(daemon_record("daemon_error", str(cg or "-"), where=where, error=error))
+        except Exception:  # the report itself failed: one plain line, and carry on
+            diagnostic(f"daemon_error where={where} cgroup={cg} error={error}")
+
+    def _isolate(self, cg: Scope, now: float, where: str, exc: BaseException) -> None:
+        """An unexpected error while handling ``cg``: report it, hand cg back to the
+        kernel (release: its OOM killer acts again, nothing stays paused) and leave it
+        alone for :data:`QUARANTINE_S`; every other memcg is still handled."""
+        self.fault(where, cg, exc)
+        self._quarantine[cg] = now + QUARANTINE_S
+        if cg in self.watches:
+            try:
+                self._release(cg, "internal error")
+            except Exception as exc2:
+                self.watches.pop(cg, None)
+                self.fault("release", cg, exc2)
 
     def release_all(self) -> None:
         self.release_watches("daemon stopping")
@@ -152,7 +196,10 @@ class DaemonCore:
         """A notification about cg fired (v1 eventfd, memory.events, PSI)."""
         w = self.watches.get(cg)
         if w is not None:
-            self._check(w, now)
+            try:
+                self._check(w, now)
+            except Exception as exc:
+                self._isolate(cg, now, "notify", exc)
 
     def _handler_for(self, cg: Scope) -> bool:
         """True when cg itself is the OOMing memcg we should act on: not when a managed
@@ -254,26 +301,32 @@ class DaemonCore:
         """Act on every episode whose time has come; return the next deadline."""
         deadlines: list[float] = []
         for w in list(self.watches.values()):
-            due_check = w.next_check is not None and now >= w.next_check
-            if due_check or w.episode_start is not None:
-                self._check(w, now)
-            if w.episode_start is not None and now >= self._due(w):
-                self._act(w, now)
-            elif w.episode_start is not None and w.plan is None and now >= self._prep_at(w):
-                w.plan = self._decide(w)
-                if self.hooks is not None and not self.settings.dry_run:
-                    self.hooks.chosen(w.cg, w.plan, self._due(w))
-            if w.episode_start is not None:
-                deadlines.append(self._due(w))
-                if w.plan is None and self.clock is not None:
-                    deadlines.append(self._prep_at(w))
-            if w.next_check is not None:
-                deadlines.append(w.next_check)
+            try:
+                self._tick_one(w, now, deadlines)
+            except Exception as exc:
+                self._isolate(w.cg, now, "tick", exc)
         if self.hooks is not None:
             hook_due = self.hooks.reap()
             if hook_due is not None:
                 deadlines.append(hook_due)
         return min(deadlines) if deadlines else None
+
+    def _tick_one(self, w: Watch, now: float, deadlines: list[float]) -> None:
+        due_check = w.next_check is not None and now >= w.next_check
+        if due_check or w.episode_start is not None:
+            self._check(w, now)
+        if w.episode_start is not None and now >= self._due(w):
+            self._act(w, now)
+        elif w.episode_start is not None and w.plan is None and now >= self._prep_at(w):
+            w.plan = self._decide(w)
+            if self.hooks is not None and not self.settings.dry_run:
+                self.hooks.chosen(w.cg, w.plan, self._due(w))
+        if w.episode_start is not None:
+            deadlines.append(self._due(w))
+            if w.plan is None and self.clock is not None:
+                deadlines.append(self._prep_at(w))
+        if w.next_check is not None:
+            deadlines.append(w.next_check)
 
     def _due(self, w: Watch) -> float:
         assert w.episode_start is not None

@@ -14,8 +14,31 @@ import contextlib
 import dataclasses
 import os
 import select
+from collections.abc import Iterator, Mapping
 
-from memcgctl.vocab.model import Snapshot
+from memcgctl.vocab.model import ProcessInfo, Snapshot
+
+
+class _Hidden(Mapping[int, ProcessInfo]):
+    """A snapshot's processes with the dying ones not killable, decided when a process
+    is looked at: a lazy snapshot (issue 22) still reads only what the walk looks at."""
+
+    def __init__(self, base: Mapping[int, ProcessInfo], dying: frozenset[int]) -> None:
+        self._base = base
+        self._dying = dying
+
+    def __getitem__(self, pid: int) -> ProcessInfo:
+        p = self._base[pid]
+        return p._replace(killable=False) if pid in self._dying else p
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._base
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
 
 
 class Dying:
@@ -65,13 +88,10 @@ class Dying:
 
     def hide(self, snap: Snapshot) -> Snapshot:
         """snap with every dying victim no longer killable: no policy chooses it again."""
-        dying = self.pids() & set(snap.processes)
+        dying = self.pids()
         if not dying:
             return snap
-        procs = dict(snap.processes)
-        for pid in dying:
-            procs[pid] = procs[pid]._replace(killable=False)
-        return dataclasses.replace(snap, processes=procs)
+        return dataclasses.replace(snap, processes=_Hidden(snap.processes, frozenset(dying)))
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -32,6 +32,7 @@ _PRIORITY = {
     "daemon_escalated": Priority.WARNING,
     "under_oom": Priority.NOTICE,
     "no_victim": Priority.ERR,
+    "daemon_error": Priority.ERR,
     "valve_frozen": Priority.WARNING,
     "kernel_kill": Priority.WARNING,
 }

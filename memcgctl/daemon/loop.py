@@ -37,6 +37,9 @@ class Core(Protocol):
     def release_all(self) -> None:
         """Release every managed memcg (on the way out)."""
 
+    def fault(self, where: str, cg: Scope | None, exc: BaseException) -> None:
+        """Report an unexpected error the loop caught (it carries on)."""
+
 
 class Ports(Protocol):
     """What the loop needs from the world, beside what the core needs from it
@@ -50,7 +53,9 @@ class Ports(Protocol):
         """At start, after the first rescan: release what dead instances left held."""
 
     def fds(self) -> dict[int, Scope | str]:
-        """fd -> the memcg or host it notifies about (a plain "" for the kernel log)."""
+        """fd -> the memcg or host it notifies about (a plain "" for the kernel log).
+        The same object as long as the set is unchanged: the loop registers the fds
+        again only when it gets a new one."""
 
     def poll_events(self, fd: int) -> int:
         """The poll mask to wait for on fd.  It must not include an event the fd always
@@ -64,6 +69,9 @@ class Ports(Protocol):
 
     def close_all(self) -> None:
         """Close every fd (on the way out)."""
+
+
+FAULT_PAUSE_S = 0.1  # after an unexpected error in the loop itself: no busy spin
 
 
 class Loop:
@@ -113,46 +121,83 @@ class Loop:
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         self.ports.open_kernel_log()
         now = self.clock()
-        self._rescan(now, starting=True)
-        self.ports.release_orphans()
-        next_rescan = now + self.rescan_interval
+        self._guard("rescan", lambda: self._rescan(now, starting=True))
+        self._guard("release_orphans", self.ports.release_orphans)
+        self._next_rescan = now + self.rescan_interval
+        self._fds: dict[int, Scope | str] | None = None
+        self._poller = select.poll()
         try:
             while not self.stopping and not until():
-                now = self.clock()
-                deadline = self.core.tick(now)
-                now = self.clock()
-                if now >= next_rescan or self.hup:
-                    self._rescan(now)
-                    next_rescan = now + self.rescan_interval
-                wake = next_rescan if deadline is None else min(deadline, next_rescan)
-                if self.max_sleep is not None:
-                    wake = min(wake, now + self.max_sleep)
-                timeout_ms = max(0, int((wake - now) * 1000) + 1)
-                fds = self.ports.fds()
-                poller = select.poll()
-                poller.register(self._wake_r, select.POLLIN)
-                for fd in fds:
-                    poller.register(fd, self.ports.poll_events(fd))
-                for fd, mask in poller.poll(timeout_ms):
-                    if fd == self._wake_r:
-                        with contextlib.suppress(OSError):
-                            os.read(self._wake_r, 64)
-                        continue
-                    cg = fds.get(fd)
-                    if cg is None:
-                        continue
-                    if not isinstance(cg, CgroupPath | HostScope):  # "": the kernel log
-                        for domain, victim in self.ports.kernel_kills():
-                            self.core.kernel_killed(domain, victim)
-                        continue
-                    error = bool(mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL))
-                    what = self.ports.consume(cg, fd, error)
-                    if what == "fired":
-                        self.core.notify(cg, self.clock())
-                    elif what == "gone":
-                        self._rescan(self.clock())
+                try:
+                    self._once()
+                except Exception as exc:  # never die of one bad wake-up
+                    self.core.fault("loop", None, exc)
+                    self._fds = None  # register everything again
+                    self._pause(FAULT_PAUSE_S)
         finally:
             self.core.release_all()
             self.ports.close_all()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _guard(self, where: str, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception as exc:
+            self.core.fault(where, None, exc)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on stop()."""
+        with contextlib.suppress(OSError):
+            select.select([self._wake_r], [], [], seconds)
+
+    def _register(self) -> dict[int, Scope | str]:
+        """The fds to poll; registered with the poller only when the set changed."""
+        fds = self.ports.fds()
+        if fds is not self._fds:
+            poller = select.poll()
+            poller.register(self._wake_r, select.POLLIN)
+            for fd in fds:
+                poller.register(fd, self.ports.poll_events(fd))
+            self._poller, self._fds = poller, fds
+        return fds
+
+    def _once(self) -> None:
+        now = self.clock()
+        deadline = self.core.tick(now)
+        now = self.clock()
+        if now >= self._next_rescan or self.hup:
+            self._rescan(now)
+            now = self.clock()
+            self._next_rescan = now + self.rescan_interval
+        wake = self._next_rescan if deadline is None else min(deadline, self._next_rescan)
+        if self.max_sleep is not None:
+            wake = min(wake, now + self.max_sleep)
+        timeout_ms = max(0, int((wake - now) * 1000) + 1)
+        fds = self._register()
+        for fd, mask in self._poller.poll(timeout_ms):
+            if fd == self._wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 64)
+                continue
+            cg = fds.get(fd)
+            if cg is None:
+                continue
+            try:
+                self._dispatch(fd, cg, mask)
+            except Exception as exc:  # one cgroup's trouble: the others still run
+                self.core.fault(
+                    "notification", cg if isinstance(cg, CgroupPath | HostScope) else None, exc
+                )
+
+    def _dispatch(self, fd: int, cg: Scope | str, mask: int) -> None:
+        if not isinstance(cg, CgroupPath | HostScope):  # "": the kernel log
+            for domain, victim in self.ports.kernel_kills():
+                self.core.kernel_killed(domain, victim)
+            return
+        error = bool(mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL))
+        what = self.ports.consume(cg, fd, error)
+        if what == "fired":
+            self.core.notify(cg, self.clock())
+        elif what == "gone":
+            self._rescan(self.clock())

@@ -67,6 +67,28 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     return stall_us * window // window_us, window
 
 
+_Notifier = OomControlWatch | PsiTrigger | EventsFileWatch
+
+
+class _Watches(dict[Scope, list[_Notifier]]):
+    """cgroup -> its notification fds; ``version`` changes with every change of the set
+    (the fd index is rebuilt then, not on every wake-up)."""
+
+    version = 0
+
+    def __setitem__(self, key: Scope, value: list[_Notifier]) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Scope) -> None:
+        self.version += 1
+        super().__delitem__(key)
+
+    def pop(self, key: Scope, *default: list[_Notifier]) -> list[_Notifier]:  # type: ignore[override]
+        self.version += 1
+        return super().pop(key, *default)
+
+
 class RealPorts(Knobs):
     def __init__(
         self,
@@ -92,7 +114,10 @@ class RealPorts(Knobs):
         self.instance = instance
         self.log = log if log is not None else sys.stderr
         # cgroup -> the fds that notify about it, for the loop to poll
-        self.watches: dict[Scope, list[OomControlWatch | PsiTrigger | EventsFileWatch]] = {}
+        self.watches: _Watches = _Watches()
+        self._fd_index: tuple[
+            tuple[int, int], dict[int, tuple[Scope, _Notifier]], dict[int, Scope | str]
+        ] = ((-1, -1), {}, {})
         self.valves: dict[Scope, Valve] = {}
         self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
@@ -141,7 +166,7 @@ class RealPorts(Knobs):
                 continue  # the root has no limit to hold; the host is --host-delay
             try:
                 delay = read_setting(self.fs, cg, OOM_DELAY).value
-            except Vanished:
+            except (Vanished, OSError, MemcgctlError):  # gone, or unreadable: not managed
                 continue
             if delay is not None:
                 out[cg] = delay
@@ -285,23 +310,32 @@ class RealPorts(Knobs):
         self.writer.close()
 
     # -- notifications (for the loop) ----------------------------------------------------
+    def _index(self) -> tuple[dict[int, tuple[Scope, _Notifier]], dict[int, Scope | str]]:
+        """fd -> (cgroup, watch), and the loop's fd -> cgroup map: rebuilt only when the
+        watched set changed (or the kernel log's fd did), so a wake-up costs O(1) per fd."""
+        klog = self.kernel_log.fileno() if self.kernel_log is not None else -1
+        key = (self.watches.version, klog)
+        if self._fd_index[0] != key:
+            by_fd = {w.fileno(): (cg, w) for cg, ws in self.watches.items() for w in ws}
+            by_fd.pop(-1, None)
+            out: dict[int, Scope | str] = {fd: cg for fd, (cg, _) in by_fd.items()}
+            if klog >= 0:
+                out[klog] = ""
+            self._fd_index = (key, by_fd, out)
+        return self._fd_index[1], self._fd_index[2]
+
     def fds(self) -> dict[int, Scope | str]:
-        """fd -> the cgroup it notifies about ("" for the kernel log)."""
-        out: dict[int, Scope | str] = {
-            w.fileno(): cg for cg, ws in self.watches.items() for w in ws if w.fileno() >= 0
-        }
-        if self.kernel_log is not None and self.kernel_log.fileno() >= 0:
-            out[self.kernel_log.fileno()] = ""
-        return out
+        """fd -> the cgroup it notifies about ("" for the kernel log); the same object
+        while the set is unchanged."""
+        return self._index()[1]
 
     def poll_events(self, fd: int) -> int:
         """The poll mask to wait for on fd: POLLIN for a v1 eventfd; POLLPRI only for
         PSI triggers and memory.events, whose poll() always reports POLLIN (the kernel's
         DEFAULT_POLLMASK) and signals with POLLPRI."""
-        for ws in self.watches.values():
-            for w in ws:
-                if w.fileno() == fd:
-                    return select.POLLIN if isinstance(w, OomControlWatch) else select.POLLPRI
+        found = self._index()[0].get(fd)
+        if found is not None:
+            return select.POLLIN if isinstance(found[1], OomControlWatch) else select.POLLPRI
         if self.kernel_log is not None and fd == self.kernel_log.fileno():
             return select.POLLIN
         return select.POLLPRI
@@ -309,9 +343,8 @@ class RealPorts(Knobs):
     def consume(self, cg: Scope, fd: int, error: bool) -> str:
         """Read what woke us on fd: "fired" (look at cg now), "quiet" (nothing that
         matters, e.g. another memory.events counter), or "gone" (cgroup removed)."""
-        for w in self.watches.get(cg, []):
-            if w.fileno() != fd:
-                continue
+        found = self._index()[0].get(fd)
+        for w in [found[1]] if found is not None and found[0] == cg else []:
             if isinstance(w, OomControlWatch):
                 # v1 also fires once when the cgroup is removed
                 if w.drain() == 0:
@@ -379,7 +412,8 @@ class RealPorts(Knobs):
         return self.freeze_domain(v.domain, frozen)
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
-        return self.dying.hide(self.env.snapshot(cg))
+        # a process is read when looked at (issue 22); dying victims are not killable
+        return self.dying.hide(self.env.snapshot(cg, lazy=True))
 
     def alive(self, pids: Iterable[int]) -> list[int]:
         """Those of pids still holding memory.  A victim we sent SIGKILL had its memory

@@ -83,6 +83,9 @@ class StatusCore:
         self.core.kernel_killed(domain, victim)
         self._maybe_write()
 
+    def fault(self, where: str, cg: Scope | None, exc: BaseException) -> None:
+        self.core.fault(where, cg, exc)
+
     def release_all(self) -> None:
         self.core.release_all()
         remove_status(self.state_dir, int(self.facts["pid"]))

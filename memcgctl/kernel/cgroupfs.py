@@ -9,10 +9,12 @@ cgroups (``memcgctl run``); the v2 cgroup core (``cgroup.events``, ``cgroup.kill
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
 import time
+from collections.abc import Iterator
 
 from memcgctl.kernel.cgroupfiles import (
     CGROUP_PROCS,
@@ -48,6 +50,31 @@ _V1_UNLIMITED = 1 << 62
 
 class CgroupFs(CgroupTree):
     """Reads and writes one cgroup hierarchy rooted at ``hierarchy.mount``."""
+
+    # While a snapshot is taken (:meth:`xattr_names_cached`): cgroup -> the names of its
+    # extended attributes, listed once per cgroup when the walk reaches it, so that the
+    # four or five settings read per cgroup cost one listxattr, not one getxattr each
+    # (most cgroups have none).  Off otherwise: marks and claims always read afresh.
+    _xattr_names: dict[CgroupPath, frozenset[str]] | None = None
+
+    @contextlib.contextmanager
+    def xattr_names_cached(self) -> Iterator[None]:
+        outer = self._xattr_names
+        if outer is None:
+            self._xattr_names = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._xattr_names = None
+
+    def _seen(self, cg: CgroupPath) -> None:
+        if self._xattr_names is not None:
+            try:
+                names = os.listxattr(self.dir_path(cg), follow_symlinks=False)
+            except OSError:
+                return  # not listed: get_xattr asks the kernel
+            self._xattr_names[cg] = frozenset(names)
 
     # -- creating and joining (``memcgctl run``) -----------------------------------
     def make(self, cg: CgroupPath) -> None:
@@ -225,18 +252,22 @@ class CgroupFs(CgroupTree):
         return self._lstat(cg).st_uid
 
     def get_xattr(self, cg: CgroupPath, name: str) -> bytes | None:
+        if self._xattr_names is not None:
+            names = self._xattr_names.get(cg)
+            if names is not None and name not in names:
+                return None
         try:
-            return os.getxattr(self.path(cg), name, follow_symlinks=False)
+            return os.getxattr(self.dir_path(cg), name, follow_symlinks=False)
         except OSError as exc:
             if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
                 return None
-            if exc.errno in VANISHED_ERRNOS:
+            if exc.errno in VANISHED_ERRNOS or exc.errno == errno.ENAMETOOLONG:
                 raise Vanished(cg) from exc
             raise
 
     def set_xattr(self, cg: CgroupPath, name: str, value: bytes) -> None:
         try:
-            os.setxattr(self.path(cg), name, value, follow_symlinks=False)
+            os.setxattr(self.dir_path(cg), name, value, follow_symlinks=False)
         except OSError as exc:
             raise from_oserror(exc, f"{self.path(cg)} ({name})", cgroup=cg) from exc
 
@@ -253,7 +284,7 @@ class CgroupFs(CgroupTree):
 
     def remove_xattr(self, cg: CgroupPath, name: str) -> None:
         try:
-            os.removexattr(self.path(cg), name, follow_symlinks=False)
+            os.removexattr(self.dir_path(cg), name, follow_symlinks=False)
         except OSError as exc:
             if exc.errno == errno.ENODATA:
                 return

@@ -26,6 +26,17 @@ from memcgctl.vocab.errors import (
     from_oserror,
 )
 
+# A path this long (bytes, with the mount) is reached through an open directory instead:
+# the kernel refuses paths of PATH_MAX (4096) or more with ENAMETOOLONG, and a user who
+# may create cgroups can nest long names past that (issue 21).  The margin leaves room
+# for the file name that follows.
+LONG_PATH = 3800
+_LONG_FDS = 64  # directories kept open for long paths (least recently used is closed)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# a directory that cannot be listed because it went away (ENAMETOOLONG: a long path
+# that :meth:`CgroupTree.path` could not open step by step, i.e. no longer there)
+_GONE = frozenset({*VANISHED_ERRNOS, errno.ENOTDIR, errno.ENAMETOOLONG})
+
 
 class CgroupTree:
     """Names, tree and raw files of one cgroup hierarchy rooted at ``hierarchy.mount``."""
@@ -35,10 +46,80 @@ class CgroupTree:
         self.mount = hierarchy.mount
         self.version = hierarchy.version
         self._mount_str = str(hierarchy.mount).rstrip("/") or "/"
+        self._long: dict[CgroupPath, int] = {}  # cgroup -> open directory (long paths)
 
     # -- names -----------------------------------------------------------------
     def path(self, cg: CgroupPath) -> str:
-        return self._mount_str if cg == "/" else self._mount_str + cg
+        """The cgroup's directory as a path the kernel accepts.  Beyond
+        :data:`LONG_PATH` bytes that is ``/proc/self/fd/N`` of the directory opened
+        step by step (``openat``), so files below it stay reachable at any depth."""
+        p = self._mount_str if cg == "/" else self._mount_str + cg
+        if len(p) < LONG_PATH // 4 or len(p.encode("utf-8", "surrogateescape")) < LONG_PATH:
+            return p
+        try:
+            return f"/proc/self/fd/{self._long_fd(cg)}"
+        except OSError:  # gone, or not a directory: the long path fails as it would
+            return p
+
+    def dir_path(self, cg: CgroupPath) -> str:
+        """:meth:`path` naming the directory itself even when it is reached through
+        ``/proc/self/fd`` (whose last component is a link): for lstat and xattrs."""
+        p = self.path(cg)
+        return p + "/." if p.startswith("/proc/self/fd/") else p
+
+    def _long_fd(self, cg: CgroupPath) -> int:
+        fd = self._long.pop(cg, None)
+        if fd is None:
+            fd = self._open_long(cg)
+        self._long[cg] = fd  # most recently used last
+        while len(self._long) > _LONG_FDS:
+            old = next(iter(self._long))
+            os.close(self._long.pop(old))
+        return fd
+
+    def _open_long(self, cg: CgroupPath) -> int:
+        """Open a directory whose path is too long for one system call: from the
+        nearest ancestor already open (or short enough), a few components per openat."""
+        names: list[str] = []
+        cur: CgroupPath = cg
+        while True:
+            if cur in self._long:
+                base = f"/proc/self/fd/{self._long[cur]}"
+                break
+            full = self._mount_str + cur
+            if len(full.encode("utf-8", "surrogateescape")) < LONG_PATH or cur.parent is None:
+                base = full
+                break
+            names.append(cur.name)
+            cur = cur.parent
+        names.reverse()
+        fd = os.open(base, _DIR_FLAGS)
+        try:
+            i = 0
+            while i < len(names):
+                chunk: list[str] = []
+                size = 0
+                while i < len(names):
+                    n = len(names[i].encode("utf-8", "surrogateescape")) + 1
+                    if chunk and size + n >= LONG_PATH - 300:
+                        break
+                    chunk.append(names[i])
+                    size += n
+                    i += 1
+                nfd = os.open("/".join(chunk), _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def forget_long_paths(self) -> None:
+        """Close the directories kept open for long paths (they may have been removed
+        and made again meanwhile); every walk starts afresh."""
+        for fd in self._long.values():
+            os.close(fd)
+        self._long.clear()
 
     def _split(self, name: str) -> tuple[str, list[str]]:
         """A user-supplied name as (its path relative to the mount, its components);
@@ -63,28 +144,42 @@ class CgroupTree:
         rel, parts = self._split(name)
         cg = CgroupPath("/".join(parts))
         try:
-            root_dev = os.lstat(self._mount_str).st_dev
+            fd = os.open(self._mount_str, _DIR_FLAGS)
         except OSError as exc:
             raise from_oserror(exc, self._mount_str, cgroup="/") from exc
-        current = self._mount_str
-        for part in parts:
-            current = f"{current}/{part}"
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                if name.startswith("/") and rel == name and os.path.isdir(name):
-                    raise UsageProblem(
-                        f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
-                    ) from None
-                raise NoSuchCgroup(cg) from None
-            except OSError as exc:
-                raise from_oserror(exc, current, cgroup=cg) from exc
-            if stat.S_ISLNK(st.st_mode):
-                raise UsageProblem(f"{name}: symbolic links are not followed")
-            if not stat.S_ISDIR(st.st_mode):
-                raise NoSuchCgroup(cg, "not a cgroup directory")
-            if st.st_dev != root_dev:
-                raise UsageProblem(f"{name}: crosses into another mount")
+        # one component at a time relative to the directory above (openat), so a name
+        # of any depth or length is checked, not only those shorter than PATH_MAX
+        try:
+            root_dev = os.fstat(fd).st_dev
+            current = self._mount_str
+            for part in parts:
+                current = f"{current}/{part}"
+                try:
+                    st = os.lstat(part, dir_fd=fd)
+                except FileNotFoundError:
+                    if name.startswith("/") and rel == name and os.path.isdir(name):
+                        raise UsageProblem(
+                            f"{name}: not in the memory cgroup hierarchy at {self._mount_str}"
+                        ) from None
+                    raise NoSuchCgroup(cg) from None
+                except OSError as exc:
+                    if exc.errno == errno.ENAMETOOLONG:  # longer than NAME_MAX: none such
+                        raise NoSuchCgroup(cg) from None
+                    raise from_oserror(exc, current, cgroup=cg) from exc
+                if stat.S_ISLNK(st.st_mode):
+                    raise UsageProblem(f"{name}: symbolic links are not followed")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise NoSuchCgroup(cg, "not a cgroup directory")
+                if st.st_dev != root_dev:
+                    raise UsageProblem(f"{name}: crosses into another mount")
+                try:
+                    nfd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError as exc:
+                    raise from_oserror(exc, current, cgroup=cg) from exc
+                os.close(fd)
+                fd = nfd
+        finally:
+            os.close(fd)
         return cg
 
     def from_proc_path(self, path: str) -> CgroupPath:
@@ -110,24 +205,63 @@ class CgroupTree:
             with os.scandir(base) as it:
                 names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
         except OSError as exc:
-            if exc.errno in VANISHED_ERRNOS or exc.errno == errno.ENOTDIR:
+            if exc.errno in _GONE:
                 raise Vanished(cg) from exc
             raise
         return [cg.child(n) for n in sorted(names)]
 
+    def node(self, cg: CgroupPath) -> tuple[os.stat_result, list[CgroupPath]]:
+        """The cgroup directory's lstat and its children.  A kernfs directory's link
+        count is 2 + its subdirectories, so a leaf (most cgroups) is never listed; any
+        other count (a file system that does not keep it) lists the directory."""
+        st = self._lstat(cg)
+        self._seen(cg)
+        if st.st_nlink == 2:
+            return st, []
+        return st, self.children(cg)
+
+    def _seen(self, cg: CgroupPath) -> None:
+        """Hook for :class:`CgroupFs`: a walk reached ``cg``."""
+
+    def walk_nodes(
+        self, cg: CgroupPath = ROOT
+    ) -> Iterator[tuple[CgroupPath, os.stat_result, list[CgroupPath]]]:
+        """Pre-order (cgroup, lstat, children), siblings by name; what vanishes
+        meanwhile is skipped.  Iterative (see :meth:`walk`)."""
+        self.forget_long_paths()
+        stack = [cg]
+        while stack:
+            cur = stack.pop()
+            try:
+                st, kids = self.node(cur)
+            except Vanished:
+                continue
+            yield cur, st, kids
+            stack.extend(reversed(kids))
+
     def walk(self, cg: CgroupPath = ROOT) -> Iterator[CgroupPath]:
-        """Pre-order walk; subtrees that vanish meanwhile are skipped."""
-        yield cg
-        try:
-            kids = self.children(cg)
-        except Vanished:
-            return
-        for kid in kids:
-            yield from self.walk(kid)
+        """Pre-order walk, siblings by name; subtrees that vanish meanwhile are skipped.
+
+        Iterative, with an explicit stack: a user may nest cgroups thousands deep (the
+        kernel sets no depth limit on v1, and ``cgroup.max.depth`` is "max" by default
+        on v2), which a recursive walk turns into a RecursionError.  The stack holds
+        the cgroups still to visit, so memory grows with the tree's breadth, not with
+        generator frames per level."""
+        self.forget_long_paths()
+        stack = [cg]
+        while stack:
+            cur = stack.pop()
+            yield cur
+            try:
+                _, kids = self.node(cur)
+            except Vanished:
+                continue
+            kids.reverse()
+            stack.extend(kids)
 
     def _lstat(self, cg: CgroupPath) -> os.stat_result:
         try:
-            return os.lstat(self.path(cg))
+            return os.lstat(self.dir_path(cg))
         except OSError as exc:
             raise Vanished(cg) from exc
 
@@ -144,6 +278,8 @@ class CgroupTree:
         try:
             return read_text(f"{self.path(cg)}/{filename}")
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # path() could not open it: gone
+                raise Vanished(cg) from exc
             if exc.errno in VANISHED_ERRNOS:
                 if exc.errno == errno.ENOENT and os.path.isdir(self.path(cg)):
                     return None

@@ -63,22 +63,91 @@ class _Viability:
         self.snap = snap
         self.exclude = exclude
         self.memo: dict[str, int | None] = {}
+        self.alive: dict[str, bool] = {}  # any_killable, where min_pid was not needed
 
     def min_pid(self, cg: CgroupInfo) -> int | None:
-        if cg.path in self.memo:
-            return self.memo[cg.path]
-        best: int | None = None
-        for p in self.snap.processes_in(cg.path):
-            if _process_skip(p, self.exclude) is None and (best is None or p.pid < best):
-                best = p.pid
-        for kid in kids(self.snap, cg):
-            if never_cgroup(kid):
+        # post-order with an explicit stack, not recursion: a subtree may be thousands
+        # of levels deep (issue 21)
+        memo = self.memo
+        stack: list[tuple[CgroupInfo, bool]] = [(cg, False)]
+        while stack:
+            cur, expanded = stack.pop()
+            if cur.path in memo:
                 continue
-            m = self.min_pid(kid)
-            if m is not None and (best is None or m < best):
-                best = m
-        self.memo[cg.path] = best
-        return best
+            live = [k for k in kids(self.snap, cur) if not never_cgroup(k)]
+            if not expanded:
+                stack.append((cur, True))
+                stack.extend((k, False) for k in live if k.path not in memo)
+                continue
+            best: int | None = None
+            for p in self.snap.processes_in(cur.path):
+                if _process_skip(p, self.exclude) is None and (best is None or p.pid < best):
+                    best = p.pid
+            for k in live:
+                m = memo.get(k.path)
+                if m is not None and (best is None or m < best):
+                    best = m
+            memo[cur.path] = best
+        return memo[cg.path]
+
+    def any_killable(self, cg: CgroupInfo) -> bool:
+        """Whether ``cg``'s subtree holds a selectable process: :meth:`min_pid` is not
+        None, but stopping at the first one found, so a walk that only needs to know
+        reads one process per compared subtree, not all of them (issue 22: a lazy
+        snapshot reads a process when it is first looked at)."""
+        if cg.path in self.memo:
+            return self.memo[cg.path] is not None
+        found = self.alive.get(cg.path)
+        if found is not None:
+            return found
+        processes = self.snap.processes
+        stack = [cg]
+        found = False
+        while stack and not found:
+            cur = stack.pop()
+            if cur.path in self.memo:
+                found = self.memo[cur.path] is not None
+                continue
+            for pid in cur.pids:
+                p = processes.get(pid)
+                if p is not None and _process_skip(p, self.exclude) is None:
+                    found = True
+                    break
+            stack.extend(k for k in kids(self.snap, cur) if not never_cgroup(k))
+        self.alive[cg.path] = found
+        return found
+
+
+def _rank_head(c: Candidate) -> tuple[int, int, int]:
+    """The rank without the final tie-breaks (which may need a subtree scan)."""
+    if c.process is not None:
+        return (c.badness, 1, -c.process.rss_kb)
+    return (c.badness, 0, -c.usage_bytes)
+
+
+def _ranked(cands: Iterable[Candidate], viable: _Viability) -> list[Candidate]:
+    """The candidates in :func:`_rank_key` order where it chooses: the first ones, tied
+    in badness, kind and size with the first, by the lowest pid inside (a scan of each
+    tied subtree).  Further ties, which choose nothing, are listed by name (cgroups) or
+    pid (processes) without that scan: a walk over thousands of equal pods reads one
+    process per pod, not all of them (issue 22)."""
+    head = sorted(cands, key=_rank_head)
+    out: list[Candidate] = []
+    i = 0
+    while i < len(head):
+        j = i + 1
+        while j < len(head) and _rank_head(head[j]) == _rank_head(head[i]):
+            j += 1
+        run = head[i:j]
+        if len(run) > 1:
+            if i == 0:
+                run.sort(key=lambda c: _rank_key(c, viable))
+            else:
+                run.sort(key=lambda c: c.process.pid if c.process else 0)
+                run.sort(key=lambda c: c.cgroup.path if c.cgroup else "")
+        out += run
+        i = j
+    return out
 
 
 def _rank_key(c: Candidate, viable: _Viability) -> tuple[int, int, int, int, str]:
@@ -141,7 +210,7 @@ def _cgroup_candidates(snap: Snapshot, level: CgroupInfo, viable: _Viability) ->
         skip = None
         if never_cgroup(kid):
             skip = Skip.BADNESS_NEVER
-        elif viable.min_pid(kid) is None:
+        elif not viable.any_killable(kid):
             skip = Skip.NOTHING_INSIDE
         cands.append(Candidate("cgroup", kid.badness, cgroup=kid, skip=skip))
     return cands
@@ -158,7 +227,7 @@ def lowest_priority_child(snap: Snapshot, path: CgroupPath) -> CgroupPath | None
     eligible = [c for c in _cgroup_candidates(snap, level, viable) if c.skip is None]
     if not eligible:
         return None
-    first = min(eligible, key=lambda c: _rank_key(c, viable)).cgroup
+    first = _ranked(eligible, viable)[0].cgroup
     assert first is not None
     return first.path
 
@@ -189,7 +258,7 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
         cands = _cgroup_candidates(snap, level, viable)
         for p in snap.processes_in(level.path):
             cands.append(Candidate("process", p.badness, process=p, skip=_process_skip(p, gone)))
-        eligible = sorted((c for c in cands if c.skip is None), key=lambda c: _rank_key(c, viable))
+        eligible = _ranked((c for c in cands if c.skip is None), viable)
         skipped = [c for c in cands if c.skip is not None]
         if not eligible:
             walk.append(Level(level.path, tuple(_skipped(c) for c in skipped), None))

@@ -169,10 +169,30 @@ def _candidate_label(c: Candidate, chosen: bool, above: str | None) -> str:
 
 
 def _level_nodes(
-    walk: tuple[Level, ...], i: int, per_level: int, above: str | None
+    walk: tuple[Level, ...], per_level: int, above: str | None
 ) -> tuple[TreeNode, ...]:
-    """Level ``i``'s candidates; ``above``: the pod the level's cgroup belongs to."""
-    level = walk[i]
+    """The walk's levels as nested nodes; ``above``: the pod of the first level's cgroup.
+
+    Built from the deepest level up, without recursion: a walk is as deep as the
+    hierarchy, which a user may nest thousands of levels deep."""
+    aboves = [above]
+    for level in walk[:-1]:
+        chosen = level.chosen
+        aboves.append(chosen.cgroup.pod if chosen is not None and chosen.cgroup else None)
+    below: tuple[TreeNode, ...] = ()
+    for i in range(len(walk) - 1, -1, -1):
+        below = _one_level(walk[i], i + 1 < len(walk), below, per_level, aboves[i])
+    return below
+
+
+def _one_level(
+    level: Level,
+    has_next: bool,
+    next_nodes: tuple[TreeNode, ...],
+    per_level: int,
+    above: str | None,
+) -> tuple[TreeNode, ...]:
+    """One level's candidates; the chosen cgroup carries ``next_nodes`` (the level below)."""
     nodes: list[TreeNode] = []
     eligible = [c for c in level.candidates if c.skip is None]
     skipped = [c for c in level.candidates if c.skip is not None]
@@ -182,8 +202,8 @@ def _level_nodes(
         is_chosen = level.chosen is not None and c is level.chosen
         children: tuple[TreeNode, ...] = ()
         style = "dim" if c.skip is not None else ""
-        if is_chosen and c.cgroup is not None and i + 1 < len(walk):
-            children = _level_nodes(walk, i + 1, per_level, c.cgroup.pod)
+        if is_chosen and c.cgroup is not None and has_next:
+            children = next_nodes
             style = "bold"
         elif is_chosen and c.kind == "process":
             children = (TreeNode("the victim", style="bold red"),)
@@ -215,7 +235,7 @@ def explain_tree(d: Decision, snap: Snapshot, per_level: int = 5) -> TreeNode:
         f"OOM root {d.oom_root}{pod_note(root_pod)} — policy priority: at each level the "
         "lowest badness is killed first (cgroups before processes on a tie; 1000 = never)"
     )
-    children = _level_nodes(d.walk, 0, per_level, root_pod) if d.walk else ()
+    children = _level_nodes(d.walk, per_level, root_pod) if d.walk else ()
     return TreeNode(title, children, "bold")
 
 

@@ -293,6 +293,20 @@ def print_table(
     }
     # keep the tree guides' leading blanks: a keyword since tabulate 0.10, a global before
     tabulate_module.PRESERVE_WHITESPACE = True
+    # measuring every cell with wcwidth is most of tabulate's time on a big table: only
+    # where a character is not one column wide (wide, combining, invisible) is it needed
+    global _HAS_WCWIDTH
+    if _HAS_WCWIDTH is None:
+        _HAS_WCWIDTH = bool(getattr(tabulate_module, "WIDE_CHARS_MODE", False))
+    chars = set("".join(kwargs["headers"])).union(*(set("".join(row)) for row in cells))
+    narrow = all(_one_column(ch) for ch in chars)
+    if narrow and cells:
+        # every character one column wide: tabulate's "plain" layout, without the cost
+        # of its type inference and measuring per cell (most of a 5,000-row table's time)
+        click.echo(plain_table(kwargs["headers"], cells, aligns))
+        return
+    if _HAS_WCWIDTH:
+        tabulate_module.WIDE_CHARS_MODE = not narrow
     try:  # (through kwargs: the stubs for tabulate 0.9 lack the keyword)
         text = tabulate_module.tabulate(cells, **{**kwargs, "preserve_whitespace": True})
     except TypeError:
@@ -300,20 +314,65 @@ def print_table(
     click.echo(text)
 
 
+_HAS_WCWIDTH: bool | None = None  # tabulate found wcwidth (its WIDE_CHARS_MODE at import)
+
+
+def plain_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], aligns: Sequence[str]
+) -> str:
+    """What ``tabulate(rows, headers, tablefmt="plain", colalign=aligns,
+    disable_numparse=True, preserve_whitespace=True)`` prints for a non-empty table
+    whose characters are each one column wide (tests/test_scale_unit.py checks that it
+    is the same text): each column as wide as its widest cell and at least its header
+    plus 2, two spaces between columns, every line stripped at the right."""
+    widths = [len(h) + 2 for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            if len(cell) > widths[i]:
+                widths[i] = len(cell)
+    right = [a == "right" for a in aligns]
+    pads = list(zip(widths, right, strict=True))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if r else c.ljust(w) for c, (w, r) in zip(cells, pads, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+def _one_column(ch: str) -> bool:
+    """``ch`` takes exactly one terminal column (what tabulate assumes without wcwidth)."""
+    if " " <= ch <= "~":
+        return True
+    import unicodedata
+
+    return (
+        unicodedata.east_asian_width(ch) not in ("W", "F")
+        and not unicodedata.combining(ch)
+        and unicodedata.category(ch) not in ("Mn", "Me", "Cf", "Cc")
+    )
+
+
 def with_guides(root: N, children: Callable[[N], Sequence[N]]) -> list[tuple[str, N]]:
     """(guide prefix, node) in pre-order: ``""`` for ``root``, then ``├─ ``/``└─ ``
     with ``│  `` for the levels above (as ``systemd-cgls`` draws them).  The one place
     tree guides are made, for :func:`print_tree` and tables of a tree."""
     rows: list[tuple[str, N]] = [("", root)]
+    # iterative (a tree may be thousands of levels deep): (node, last?, guides above it)
+    stack: list[tuple[N, bool, str]] = []
 
-    def walk(node: N, guides: str) -> None:
+    def push(node: N, guides: str) -> None:
         kids = children(node)
-        for i, child in enumerate(kids):
-            last = i == len(kids) - 1
-            rows.append((guides + ("└─ " if last else "├─ "), child))
-            walk(child, guides + ("   " if last else "│  "))
+        stack.extend(
+            (kid, i == len(kids) - 1, guides) for i, kid in reversed(list(enumerate(kids)))
+        )
 
-    walk(root, "")
+    push(root, "")
+    while stack:
+        node, last, guides = stack.pop()
+        rows.append((guides + ("└─ " if last else "├─ "), node))
+        push(node, guides + ("   " if last else "│  "))
     return rows
 
 
@@ -333,14 +392,13 @@ def print_tree(out: Output, root: TreeNode) -> None:
         from rich.text import Text
         from rich.tree import Tree
 
-        def build(node: TreeNode, parent: Tree | None) -> Tree:
-            label = Text(printable(node.label), style=node.style)
-            tree = Tree(label) if parent is None else parent.add(label)
+        top = Tree(Text(printable(root.label), style=root.style))
+        todo: list[tuple[TreeNode, Tree]] = [(root, top)]  # iterative: any depth
+        while todo:
+            node, tree = todo.pop()
             for child in node.children:
-                build(child, tree)
-            return tree
-
-        Console().print(build(root, None))
+                todo.append((child, tree.add(Text(printable(child.label), style=child.style))))
+        Console().print(top)
         return
     rows = with_guides(root, lambda node: node.children)
     click.echo("\n".join(guides + printable(node.label) for guides, node in rows))

@@ -83,6 +83,8 @@ class CgroupInfo:
     oom_kill_disable: bool | None  # v1 only
     pids: tuple[int, ...]
     children: tuple[CgroupPath, ...]
+    # read for a snapshot's root only (the OOM root, whose totalpages the kernel
+    # heuristic computes); None below it
     swap_limit_bytes: int | None = None
     swappiness: int | None = None
     # The directory's inode number.  cgroupfs (kernfs) allocates them increasing, so it

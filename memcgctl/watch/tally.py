@@ -14,7 +14,13 @@ from typing import Any
 
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfs import CgroupFs
-from memcgctl.logic.counters import by_cause, entry, pick_kernel_counters, subtree_sum
+from memcgctl.logic.counters import (
+    by_cause,
+    by_cause_many,
+    entry,
+    pick_kernel_counters,
+    subtree_sums,
+)
 from memcgctl.logic.events import merge_history
 from memcgctl.logic.kmsgparse import usec_to_iso
 from memcgctl.state import totals as tot
@@ -23,8 +29,9 @@ from memcgctl.vocab.errors import MemcgctlError, Vanished
 from memcgctl.watch.history import KillRecorder, kernel_history
 
 
-def counters_document(env: Env, cgs: list[CgroupPath]) -> dict[str, Any]:
-    """``{system, counting_since, cgroups: [...]}`` for the cgroups ``cgs``."""
+def counters_document(env: Env, cgs: list[CgroupPath], walked: bool = False) -> dict[str, Any]:
+    """``{system, counting_since, cgroups: [...]}`` for the cgroups ``cgs``; ``walked``:
+    ``cgs`` is a whole pre-order walk (every cgroup below the first), not walked again."""
     recorder = KillRecorder(env)
     journal = recorder.journal
     boot_id = env.proc.boot_id()
@@ -68,7 +75,7 @@ def counters_document(env: Env, cgs: list[CgroupPath]) -> dict[str, Any]:
             if totals["unattributed"] and totals.get("attempt") != attempt:
                 totals = journal.attribute(local_kills(env.fs), attempt)
         since = float(totals["created"])
-        causes = {cg: tot.subtree(totals, cg) for cg in cgs}
+        causes = by_cause_many(cgs, totals["kills"], totals["unattributed_by_cause"])
     else:
         # the state directory cannot be written: recount what the log and journal hold
         kills = [
@@ -77,7 +84,7 @@ def counters_document(env: Env, cgs: list[CgroupPath]) -> dict[str, Any]:
             if ev.get("kind") in ("oom_kill", "user_kill") and str(ev.get("time", "")) >= boot_iso
         ]
         causes = {cg: by_cause(cg, kills) for cg in cgs}
-    local, hier = kernel_counters(env.fs, cgs)
+    local, hier = kernel_counters(env.fs, cgs, walked)
     doc: dict[str, Any] = {
         "system": {"oom_kill": host_kills},
         "counting_since": since,
@@ -86,23 +93,30 @@ def counters_document(env: Env, cgs: list[CgroupPath]) -> dict[str, Any]:
     return doc
 
 
-def kernel_counters(fs: CgroupFs, cgs: list[CgroupPath]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(local, hierarchical) kernel counters per cgroup (None where the kernel has none)."""
+def kernel_counters(
+    fs: CgroupFs, cgs: list[CgroupPath], walked: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(local, hierarchical) kernel counters per cgroup (None where the kernel has none);
+    ``walked``: see :func:`counters_document`."""
     local: dict[str, Any] = {}
     hier: dict[str, Any] = {}
     if fs.version == 1:
+        # one walk from each topmost cgroup asked for (not one per cgroup: a walk per
+        # cgroup of a deep chain is quadratic), sums from the leaves up in one pass
         seen: dict[str, dict[str, int]] = {}
-        for cg in cgs:
-            for sub in fs.walk(cg):
-                if sub in seen:
-                    continue
+        order: list[CgroupPath] = []
+        walks = [cgs] if walked else [fs.walk(top) for top in _topmost(cgs)]
+        for walk in walks:
+            for sub in walk:
                 try:
                     seen[sub] = pick_kernel_counters(fs.oom_control(sub))
                 except Vanished:
                     continue
+                order.append(sub)
+        sums = subtree_sums(order, seen)
         for cg in cgs:
             local[cg] = seen.get(cg)
-            hier[cg] = subtree_sum(cg, seen) if cg in seen else None
+            hier[cg] = sums.get(cg, {}) if cg in seen else None
         return local, hier
     for cg in cgs:
         try:
@@ -113,6 +127,19 @@ def kernel_counters(fs: CgroupFs, cgs: list[CgroupPath]) -> tuple[dict[str, Any]
         local[cg] = loc or None
         hier[cg] = h or None
     return local, hier
+
+
+def _topmost(cgs: list[CgroupPath]) -> list[CgroupPath]:
+    """The cgroups of ``cgs`` that no other one of them contains."""
+    if any(cg.is_root for cg in cgs):
+        return [CgroupPath("/")]
+    out: list[CgroupPath] = []
+    # sorted by "path/", a cgroup's descendants follow it at once ("/a/", "/a/b/", "/a-x/"
+    # would not be in that order sorted by path alone): one comparison each
+    for cg in sorted(set(cgs), key=lambda c: c + "/"):
+        if not out or not (cg + "/").startswith(out[-1] + "/"):
+            out.append(cg)
+    return out
 
 
 def local_kills(fs: CgroupFs) -> dict[str, int]:

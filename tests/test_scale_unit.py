@@ -1,0 +1,221 @@
+"""Issue 22: the one-pass computations that replace per-cgroup scans give the same
+answers as those scans (hypothesis, random trees and kill records)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.cells import cell_len
+
+from memcgctl.logic.counters import by_cause_many, subtree_sum, subtree_sums
+from memcgctl.logic.events import in_subtree
+from memcgctl.logic.kernelheuristic import select_kernel
+from memcgctl.logic.priority import lowest_priority_child, rank_priority, select_priority
+from memcgctl.render.output import Output, plain_table, print_table
+from memcgctl.snapshot import LazyProcesses, kernel_params, take_snapshot
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.watch.tally import _topmost
+from tests.fakehost import FakeHost
+
+NAMES = st.sampled_from(["a", "b", "a-x", "a.b", "ab", "c"])
+
+
+@st.composite
+def trees(draw: st.DrawFn) -> list[CgroupPath]:
+    """A pre-order list of cgroups (parents before children), root first."""
+    paths = [CgroupPath("/")]
+    for _ in range(draw(st.integers(0, 25))):
+        parent = draw(st.sampled_from(paths))
+        child = parent.child(draw(NAMES))
+        if child not in paths:
+            paths.append(child)
+    return sorted(paths, key=lambda p: p.split("/"))  # pre-order by component lists
+
+
+@given(trees(), st.data())
+@settings(max_examples=200, deadline=None)
+def test_subtree_sums_equal_one_scan_per_cgroup(
+    order: list[CgroupPath], data: st.DataObject
+) -> None:
+    local = {
+        cg: {"oom_kill": data.draw(st.integers(0, 5)), "oom": data.draw(st.integers(0, 5))}
+        for cg in order
+        if data.draw(st.booleans()) or cg == "/"
+    }
+    present = [cg for cg in order if cg in local]
+    # the walk only records what it could read; a vanished parent cuts its subtree off
+    kept = [cg for cg in present if all(a in local for a in cg.ancestors())]
+    got = subtree_sums(kept, {cg: local[cg] for cg in kept})
+    for cg in kept:
+        assert got[cg] == subtree_sum(cg, {c: local[c] for c in kept})
+
+
+@given(trees(), st.lists(st.tuples(st.text("ab/-.", max_size=8), st.integers(0, 3)), max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_by_cause_many_equals_one_scan_per_cgroup(
+    cgs: list[CgroupPath], kills: list[tuple[str, int]]
+) -> None:
+    per: dict[str, dict[str, int]] = {}
+    for where, n in kills:
+        c = per.setdefault(where, {"system": 0, "memcg": 0, "user": 0})
+        c["memcg"] += n
+        c["user"] += 1
+    extra = {"system": 2, "memcg": 0, "user": 0}
+    got = by_cause_many(cgs, per, extra)
+    for cg in cgs:
+        want = dict(extra) if cg.is_root else {"system": 0, "memcg": 0, "user": 0}
+        for other, causes in per.items():
+            if in_subtree(other, cg):
+                for k, v in causes.items():
+                    want[k] += v
+        assert got[cg] == want
+
+
+@given(trees(), st.data())
+@settings(max_examples=200, deadline=None)
+def test_topmost(order: list[CgroupPath], data: st.DataObject) -> None:
+    asked = data.draw(st.lists(st.sampled_from(order), min_size=1))
+    top = _topmost(asked)
+    for cg in asked:  # every cgroup asked for is below exactly one topmost one
+        assert sum(t.contains(cg) for t in top) == 1
+    for t in top:
+        assert t in asked and not any(o != t and o.contains(t) for o in asked)
+
+
+def test_plain_tables_measure_wide_characters_only_when_there_are_some(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """print_table skips wcwidth for tables of one-column characters (box guides
+    included) and still aligns a table with wide ones drawn later in the same process."""
+    out = Output(plain=True)
+    print_table(out, ["name", "n"], [["├─ ascii", "1"], ["└─ b", "22"]], right_align=[1])
+    print_table(out, ["name", "n"], [["漢字", "1"], ["ab", "22"]], right_align=[1])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6
+    for table in (lines[:3], lines[3:]):
+        # right-aligned last column: every line ends at the same terminal column
+        # (漢字 is four columns wide: padded as "abcd" would be)
+        assert len({cell_len(line) for line in table}) == 1, table
+    assert lines[4].startswith("漢字 ") and lines[5].endswith("22")
+
+
+CELL = st.text(alphabet=st.sampled_from(list("ab /-.x1├─└│ ")), max_size=6)
+
+
+@given(
+    st.integers(1, 4).flatmap(
+        lambda n: st.tuples(
+            st.lists(CELL, min_size=n, max_size=n),
+            st.lists(st.lists(CELL, min_size=n, max_size=n), min_size=1, max_size=5),
+            st.lists(st.sampled_from(["left", "right"]), min_size=n, max_size=n),
+        )
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_plain_table_is_tabulates_plain_layout(
+    table: tuple[list[str], list[list[str]], list[str]],
+) -> None:
+    import tabulate
+
+    headers, rows, aligns = table
+    tabulate.PRESERVE_WHITESPACE = True
+    want = tabulate.tabulate(
+        rows,
+        headers=headers,
+        tablefmt="plain",
+        colalign=aligns,
+        disable_numparse=True,
+        preserve_whitespace=True,
+    )
+    assert plain_table(headers, rows, aligns) == want
+
+
+# -- lazy selection (issue 22): the same victims from a snapshot that reads processes
+# only when the walk looks at them ---------------------------------------------------
+
+BADNESS = st.sampled_from([None, 0, 100, 500, 500, 1000])
+
+
+@st.composite
+def hosts(draw: st.DrawFn) -> list[tuple[str, dict[str, Any]]]:
+    """A random tree: (cgroup, settings) parents first, and processes in it."""
+    cgs = ["/"]
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i in range(draw(st.integers(0, 10))):
+        parent = draw(st.sampled_from(cgs))
+        cg = f"{parent.rstrip('/')}/c{i}"
+        cgs.append(cg)
+        out.append(
+            (cg, {"badness": draw(BADNESS), "usage": draw(st.sampled_from([0, 10, 20])) << 20})
+        )
+    for pid in range(100, 100 + draw(st.integers(0, 14))):
+        out.append(
+            (
+                draw(st.sampled_from(cgs)),
+                {
+                    "pid": pid,
+                    "rss_anon_kb": draw(st.sampled_from([1000, 2000])),
+                    "oom_score_adj": draw(st.sampled_from([0, 0, 500, -1000])),
+                    "kthread": draw(st.sampled_from([False, False, False, True])),
+                },
+            )
+        )
+    return out
+
+
+@given(hosts(), st.integers(1, 3))
+@settings(max_examples=30, deadline=None)
+def test_lazy_selection_is_the_full_snapshots_selection(
+    layout: list[tuple[str, dict[str, Any]]], top: int
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="memcgctl-lazy-"))
+    try:
+        host = FakeHost(base, version=1)
+        for cg, kw in layout:
+            if "pid" in kw:
+                host.process(kw.pop("pid"), cg, **kw)
+            else:
+                host.cgroup(cg, limit=512 << 20, **kw)
+        env = host.env()
+        roots = [CgroupPath("/"), *(CgroupPath(cg) for cg, kw in layout if "usage" in kw)]
+        for root in roots:
+            full = take_snapshot(env.fs, env.proc, env.registry, root)
+            lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+            assert isinstance(lazy.processes, LazyProcesses)
+            assert select_priority(lazy, root) == select_priority(full, root)
+            assert rank_priority(lazy, root, top) == rank_priority(full, root, top)
+            gone = list(full.processes)[:1]
+            assert select_priority(lazy, root, gone) == select_priority(full, root, gone)
+            assert lowest_priority_child(lazy, root) == lowest_priority_child(full, root)
+            assert lazy.processes.read_count <= len(full.cgroups[root].pids) + sum(
+                len(c.pids) for c in full.cgroups.values()
+            )
+            params = kernel_params(env.proc, full)
+            lazy2 = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+            assert select_kernel(lazy2, root, params) == select_kernel(full, root, params)
+    finally:
+        shutil.rmtree(base)
+
+
+def test_the_lazy_walk_reads_few_processes_of_a_big_tree(fake_v1: FakeHost) -> None:
+    """60 cgroups with 5 processes each beside a low-badness one: the walk compares the
+    61 siblings (one process read per subtree to see it holds something killable)
+    and reads the chosen one's; not more."""
+    for i in range(60):
+        fake_v1.cgroup(f"/pods/p{i:03}", badness=500, usage=1 << 20)
+        for j in range(5):
+            fake_v1.process(1000 + i * 10 + j, f"/pods/p{i:03}", rss_anon_kb=1000 + j)
+    fake_v1.cgroup("/pods/low", badness=10, usage=1 << 20)
+    fake_v1.process(99, "/pods/low", rss_anon_kb=10)
+    env = fake_v1.env()
+    lazy = take_snapshot(env.fs, env.proc, env.registry, CgroupPath("/"), lazy=True)
+    d = select_priority(lazy, CgroupPath("/"))
+    assert d.victim is not None and d.victim.pid == 99
+    assert isinstance(lazy.processes, LazyProcesses)
+    assert lazy.processes.read_count <= 61 + 1  # of 301 processes
