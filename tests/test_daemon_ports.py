@@ -63,3 +63,21 @@ def test_a_live_instances_valve_is_not_taken(fake_v2: FakeHost, tmp_path: Path) 
     log = p.log
     assert isinstance(log, io.StringIO) and "held by the running daemon" in log.getvalue()
     assert (d / "memory.high").read_text().strip() == "max"
+
+
+def test_a_rescan_of_a_big_tree_pulses_so_a_long_walk_is_no_hang(
+    fake_v2: FakeHost, tmp_path: Path
+) -> None:
+    """The guardian takes a heartbeat older than 2.5 s for a hung daemon: a rescan walking
+    thousands of cgroups (slow under emulation) beats on the way, once per PULSE_EVERY."""
+    from memcgctl.daemon.ports import PULSE_EVERY
+
+    for i in range(3 * PULSE_EVERY):
+        fake_v2.cgroup(f"/pods/p{i}")
+    fake_v2.cgroup("/pods/p7/job", limit=LIMIT, delay_ms=0)
+    p = ports(fake_v2, tmp_path, "this-boot/2/2")
+    beats: list[int] = []
+    p.pulse = lambda: beats.append(1)
+    assert p.managed() == {CgroupPath("/pods/p7/job"): 0}
+    walked = 3 * PULSE_EVERY + 3  # the root, /pods, the pods and the job
+    assert len(beats) == walked // PULSE_EVERY

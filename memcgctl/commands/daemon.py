@@ -369,6 +369,7 @@ def daemon(
         dry_run=dry_run,
     )
     liveness = Liveness(core, time.monotonic, Notifier(), heartbeat)
+    ports.pulse = liveness.pulse
     loop = Loop(
         status,
         ports,

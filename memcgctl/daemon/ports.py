@@ -11,7 +11,7 @@ from __future__ import annotations
 import select
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from memcgctl.actions.kill import Killer
@@ -48,6 +48,7 @@ AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _VALVE_EVENTS = ("high", "max", "oom")
+PULSE_EVERY = 256  # cgroups walked between two pulses of a rescan
 REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
 HOST_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
 
@@ -124,6 +125,8 @@ class RealPorts(Knobs):
         self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
         self.dying = Dying()  # victims sent SIGKILL that have not exited yet
+        # called now and then during a rescan's walk of a big tree (daemon/watchdog.py)
+        self.pulse: Callable[[], None] = lambda: None
         self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
@@ -161,7 +164,9 @@ class RealPorts(Knobs):
         # not per valve check (most hosts have none, and then nothing more is read)
         self._has_swap = self.proc.meminfo_kb().get("SwapTotal", 0) > 0
         out: dict[Scope, int] = {}
-        for cg in self.fs.walk(self.root):
+        for n, cg in enumerate(self.fs.walk(self.root)):
+            if n % PULSE_EVERY == PULSE_EVERY - 1:
+                self.pulse()  # a long walk is work, not a hang (the guardian, WatchdogSec=)
             if cg.is_root:
                 continue  # the root has no limit to hold; the host is --host-delay
             try:

@@ -42,6 +42,14 @@ class Liveness:
         steps = [s for s in (self.notifier.every, 0.5 if self.heartbeat else None) if s]
         return min(steps) if steps else None
 
+    def pulse(self) -> None:
+        """The loop is busy but working (a rescan walking thousands of cgroups): keep the
+        heartbeat and systemd's watchdog fresh, so a long walk is not taken for a hang."""
+        now = self.clock()
+        self.notifier.beat(now)
+        if self.heartbeat is not None:
+            self.heartbeat.beat(now)
+
     def __call__(self) -> bool:
         now = self.clock()
         if not self._ready:  # the first rescan is done: we are enforcing
