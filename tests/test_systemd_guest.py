@@ -10,14 +10,11 @@ manages.  The tests here judge that run from its JUnit XML, like tests/test_v2_g
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_v2_guest import SUMMARY, VM_FAILED, GuestRun, _read_junit, _why_no_qemu
+from tests.test_v2_guest import VM_FAILED, GuestRun, _why_no_qemu, run_suite_in_guest
 
 pytestmark = pytest.mark.vm
 
@@ -34,45 +31,9 @@ def systemd_run() -> GuestRun:
         why = "no /lib/systemd/systemd on this host to boot the guest with"
     if why is not None:
         pytest.skip(why)
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name in ("junit.xml", "kernel", "uptime"):
-        (OUT / name).unlink(missing_ok=True)
-    rel = OUT.relative_to(REPO)
-    script = (
-        f"uname -r > {rel}/kernel; cut -d' ' -f1 /proc/uptime > {rel}/uptime; "
-        f'exec "$0" -m pytest tests/systemd -q -p no:cacheprovider -rs --durations=10 '
-        f"--junitxml={rel}/junit.xml"
+    return run_suite_in_guest(
+        OUT, "tests/systemd", "systemd guest", ["--init", "systemd"], 1800, ", systemd up"
     )
-    env = {**os.environ, "MEMCGCTL_IN_VM": "1", "MEMCGCTL_VM_INIT": "systemd"}
-    env.pop("PYTEST_ADDOPTS", None)
-    start = time.monotonic()
-    p = subprocess.run(
-        [str(RUNNER), "--init", "systemd", "/bin/sh", "-c", script, sys.executable],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    run = GuestRun(p.returncode, p.stdout, p.stderr, time.monotonic() - start)
-    if (OUT / "kernel").exists():
-        run.kernel = (OUT / "kernel").read_text().strip()
-    if (OUT / "uptime").exists():
-        run.boot_s = float((OUT / "uptime").read_text())
-    if (OUT / "junit.xml").exists():
-        _read_junit(run, OUT / "junit.xml")
-    (OUT / "guest.log").write_text(run.describe())
-    boot = f"{run.boot_s:.1f}" if run.boot_s is not None else "?"
-    summary = (
-        f"systemd guest: kernel {run.kernel}, exit {run.rc}, {run.tests} tests "
-        f"({len(run.failed)} failed, {len(run.skipped)} skipped); boot {boot} s "
-        f"(guest uptime at start, systemd up), suite {run.suite_s or 0:.0f} s, "
-        f"total {run.wall_s:.0f} s; log {OUT / 'guest.log'}"
-    )
-    SUMMARY.append(summary)
-    print(summary, file=sys.stderr)
-    return run
 
 
 def test_the_systemd_guest_booted(systemd_run: GuestRun) -> None:

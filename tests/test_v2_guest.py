@@ -80,55 +80,67 @@ def _read_junit(run: GuestRun, path: Path) -> None:
                 run.failed.append(f"{name}: {child.get('message')}")
 
 
-@pytest.fixture(scope="session")
-def guest_run() -> GuestRun:
-    why = _why_no_qemu()
-    if why is not None:
-        pytest.skip(why)
-    OUT.mkdir(parents=True, exist_ok=True)
+def run_suite_in_guest(
+    out: Path, suite: str, label: str, init: list[str], timeout: int, note: str = ""
+) -> GuestRun:
+    """Boot the guest once (``run-in-kernel`` with ``init`` options), run ``pytest
+    SUITE`` there and read what it left in ``out``: the kernel, the guest's uptime when
+    the suite started, the JUnit XML.  One summary line is printed at the end of the
+    session (tests/conftest.py)."""
+    out.mkdir(parents=True, exist_ok=True)
     for name in ("junit.xml", "kernel", "uptime"):
-        (OUT / name).unlink(missing_ok=True)
+        (out / name).unlink(missing_ok=True)
     # The same interpreter *and packages* as this run: sys.executable as it is, not
     # resolved (a venv's bin/python3 is a symlink to a base interpreter without our
     # dependencies).  It is never a pyenv shim: the shim execs the real interpreter, so
     # sys.executable already names that (the shim costs ~7.5 s under TCG).
     python = sys.executable
-    rel = OUT.relative_to(REPO)
+    rel = out.relative_to(REPO)
     script = (
         f"uname -r > {rel}/kernel; cut -d' ' -f1 /proc/uptime > {rel}/uptime; "
-        f'exec "$0" -m pytest tests/v2 -q -p no:cacheprovider -rs --durations=10 '
+        f'exec "$0" -m pytest {suite} -q -p no:cacheprovider -rs --durations=10 '
         f"--junitxml={rel}/junit.xml"
     )
     env = {**os.environ, "MEMCGCTL_IN_VM": "1"}
+    if init:
+        env["MEMCGCTL_VM_INIT"] = init[-1]
     env.pop("PYTEST_ADDOPTS", None)
     start = time.monotonic()
     p = subprocess.run(
-        [str(RUNNER), "/bin/sh", "-c", script, python],
+        [str(RUNNER), *init, "/bin/sh", "-c", script, python],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=3600,
+        timeout=timeout,
         check=False,
     )
     run = GuestRun(p.returncode, p.stdout, p.stderr, time.monotonic() - start)
-    if (OUT / "kernel").exists():
-        run.kernel = (OUT / "kernel").read_text().strip()
-    if (OUT / "uptime").exists():
-        run.boot_s = float((OUT / "uptime").read_text())
-    if (OUT / "junit.xml").exists():
-        _read_junit(run, OUT / "junit.xml")
-    (OUT / "guest.log").write_text(run.describe())
+    if (out / "kernel").exists():
+        run.kernel = (out / "kernel").read_text().strip()
+    if (out / "uptime").exists():
+        run.boot_s = float((out / "uptime").read_text())
+    if (out / "junit.xml").exists():
+        _read_junit(run, out / "junit.xml")
+    (out / "guest.log").write_text(run.describe())
     boot = f"{run.boot_s:.1f}" if run.boot_s is not None else "?"
     summary = (
-        f"cgroup v2 guest: kernel {run.kernel}, exit {run.rc}, {run.tests} tests "
+        f"{label}: kernel {run.kernel}, exit {run.rc}, {run.tests} tests "
         f"({len(run.failed)} failed, {len(run.skipped)} skipped); boot {boot} s "
-        f"(guest uptime at start), suite {run.suite_s or 0:.0f} s, total {run.wall_s:.0f} s; "
-        f"log {OUT / 'guest.log'}"
+        f"(guest uptime at start{note}), suite {run.suite_s or 0:.0f} s, "
+        f"total {run.wall_s:.0f} s; log {out / 'guest.log'}"
     )
     SUMMARY.append(summary)  # printed at the end of the session (tests/conftest.py)
     print(summary, file=sys.stderr)
     return run
+
+
+@pytest.fixture(scope="session")
+def guest_run() -> GuestRun:
+    why = _why_no_qemu()
+    if why is not None:
+        pytest.skip(why)
+    return run_suite_in_guest(OUT, "tests/v2", "cgroup v2 guest", [], timeout=3600)
 
 
 def test_the_guest_booted(guest_run: GuestRun) -> None:
