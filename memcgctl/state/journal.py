@@ -302,7 +302,7 @@ class Journal:
                 for r in records
             )
             try:
-                self._rotate_if_needed()
+                self._rotate_if_needed(len(payload))
                 fd = open_append(self.path)
                 try:
                     size = os.fstat(fd).st_size
@@ -372,12 +372,15 @@ class Journal:
             except OSError as exc:
                 raise from_oserror(exc, str(path)) from exc
 
-    def _rotate_if_needed(self) -> None:
+    def _rotate_if_needed(self, incoming: int = 0) -> None:
+        """Rotate before the file would pass the cap with ``incoming`` bytes more (a
+        batch of records from the writer thread): each file stays within the cap unless
+        one batch alone is bigger."""
         try:
             size = os.lstat(self.path).st_size
         except FileNotFoundError:
             return
-        if size >= self.max_bytes:
+        if size >= self.max_bytes or (size and size + incoming > self.max_bytes):
             self._keep_fair_share()
             os.replace(self.path, self.rotated)
 
