@@ -436,13 +436,16 @@ def take_snapshot(
         entries = registry.load_entries() if registry is not None and with_processes else {}
         resolver = BadnessResolver(proc, entries, rules)
         meminfo = proc.meminfo_kb()
+        lazy_processes: Mapping[int, ProcessInfo] = {}
+        if with_processes:
+            lazy_processes = LazyProcesses(
+                proc, where, resolver, with_oom_score, lazy_cgroups.load_all
+            )
         return Snapshot(
             version=fs.version,
             root=root,
             cgroups=lazy_cgroups,
-            processes=LazyProcesses(proc, where, resolver, with_oom_score, lazy_cgroups.load_all)
-            if with_processes
-            else {},
+            processes=lazy_processes,
             mem_total_kb=meminfo.get("MemTotal", 0),
             swap_total_kb=meminfo.get("SwapTotal", 0),
             page_size=os.sysconf("SC_PAGE_SIZE"),

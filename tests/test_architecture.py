@@ -208,7 +208,7 @@ def _fallback_rule(tree: ast.AST) -> bool:
     """A ``(BADNESS_NEVER, "oom_score_adj")`` pair, a conditional choosing BADNESS_NEVER,
     or ``badness_source=`` set to ``"oom_score_adj"``: the fallback rule written out."""
     for n in ast.walk(tree):
-        if isinstance(n, (ast.Tuple, ast.IfExp)):
+        if isinstance(n, ast.Tuple | ast.IfExp):
             inside = list(ast.walk(n))
             if any(isinstance(x, ast.Name) and x.id == "BADNESS_NEVER" for x in inside) and (
                 isinstance(n, ast.IfExp)
@@ -273,7 +273,7 @@ def english_literals(tree: ast.AST) -> list[tuple[int, str]]:
     for n in ast.walk(tree):
         body = getattr(n, "body", None)
         if (
-            isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            isinstance(n, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
             and body
             and isinstance(body[0], ast.Expr)
             and isinstance(body[0].value, ast.Constant)

@@ -108,7 +108,7 @@ def grower(tc: TestCgroups, cg: str, upto_mib: int = 512) -> subprocess.Popen[by
     return tc.spawn(cg, [sys.executable, str(HELPERS / "grow.py"), "4096", str(upto_mib)])
 
 
-def wait_dead(p: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+def wait_dead(p: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 15.0) -> int:
     return p.wait(timeout=timeout)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,12 @@ pytestmark = pytest.mark.kernel
 
 def status(state: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["--state-dir", str(state), "status", *args])
+
+
+def _status_if(state: Path, ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The status document when ``ok`` says so (for wait_until)."""
+    doc = status_doc(state)
+    return doc if ok(doc) else None
 
 
 def status_doc(state: Path) -> dict[str, Any]:
@@ -46,10 +53,8 @@ def test_status_of_a_real_daemon_through_an_oom(
     d = Daemon(tmp_path, cgroups.parent)
     daemons.append(d)
     d.wait_for("daemon_took_over", jobs["top"])
-    doc = wait_until(
-        lambda: (x := read_statuses(tmp_path)) and x[0]["managed"] and x[0], "a status file"
-    )
-    doc = status_doc(tmp_path)
+    wait_until(lambda: (x := read_statuses(tmp_path)) and x[0]["managed"], "a status file")
+    doc: dict[str, Any] = status_doc(tmp_path)
     assert (doc["pid"], doc["root"], doc["policy"], doc["dry_run"]) == (
         d.proc.pid,
         cgroups.parent,
@@ -72,14 +77,15 @@ def test_status_of_a_real_daemon_through_an_oom(
 
     g = grower(cgroups, jobs["low"])
     d.wait_for("under_oom", jobs["top"])
-    doc = wait_until(lambda: (x := status_doc(tmp_path))["episodes"] == 1 and x, "the episode")
+    doc = wait_until(lambda: _status_if(tmp_path, lambda x: x["episodes"] == 1), "the episode")
     (w,) = doc["managed"]
     assert w["episode"]["rounds"] == 0 and 0 < w["episode"]["delay_left_ms"] <= 3000
     assert "UNDER OOM for" in status(tmp_path).stdout
     assert g.wait(timeout=15) == -signal.SIGKILL
     d.wait_for("oom_resolved", jobs["top"])
     doc = wait_until(
-        lambda: (x := status_doc(tmp_path))["counts"].get("oom_resolved") and x, "the counts"
+        lambda: _status_if(tmp_path, lambda x: bool(x["counts"].get("oom_resolved"))),
+        "the counts",
     )
     assert doc["episodes"] == 0
     assert doc["counts"]["under_oom"] == 1 and doc["counts"]["daemon_kill"] == 1

@@ -85,7 +85,7 @@ def test_user_1000_ranks_last_inside_the_subtree() -> None:
 
 
 def test_trusted_1000_still_means_never() -> None:
-    tree = {
+    tree: dict[str, dict[str, Any]] = {
         "/deleg": {"badness": 100},
         "/deleg/a": {"badness": 1000},  # root's own "never", even inside a delegation
         "/other": {},
@@ -115,7 +115,11 @@ def test_user_values_never_lift_the_subtree_above_its_trusted_rank() -> None:
 
 
 def test_process_never_inside_user_1000_stays_never() -> None:
-    tree = {"/deleg": {"badness": 100}, "/deleg/a": dict(USER_NEVER), "/other": {}}
+    tree: dict[str, dict[str, Any]] = {
+        "/deleg": {"badness": 100},
+        "/deleg/a": dict(USER_NEVER),
+        "/other": {},
+    }
     procs = [P(10, "/deleg/a", rss=30, adj=-1000), P(11, "/deleg/a", rss=1, badness=1000)]
     snap = build(tree, [*procs, P(20, "/other", rss=5)])
     d = select_priority(snap, ROOT)

@@ -199,7 +199,7 @@ def test_kill_in_a_memcg_named_cafe_is_in_cafe() -> None:
     rec = parse_record(raws[0].encode())
     assert rec is not None and "oom_memcg=/t/café," in rec.text
     events = parse_events([r.encode() for r in raws], BOOT)
-    (kill,) = [e for e in events if e["kind"] == "oom_kill"]
+    (kill,) = (e for e in events if e["kind"] == "oom_kill")
     assert (kill["cgroup"], kill["oom_memcg"], kill["comm"]) == ("/t/café", "/t/café", "gröw")
     assert unescape("/t/x\\xffy\\x5c") == "/t/x\udcffy\\"
 

@@ -38,7 +38,7 @@ LISTS = sorted(p.name for p in (DATA / "kubelet-pods").glob("*") if p.is_file())
 # pods without status.qosClass: their class from their containers' resources (read by
 # hand: requests == limits for cpu and memory in every container is Guaranteed; limits
 # alone default the requests to them; nothing at all is BestEffort)
-QOS_BY_HAND = {
+QOS_BY_HAND: dict[str, dict[str, str]] = {
     "nri-kubernetes_kubelet_pods_payload.json": {
         # two containers, each requests == limits for cpu and memory
         "kube-state-metrics-57f4659995-6n2qq": "Guaranteed",

@@ -243,7 +243,8 @@ def test_kill_all_root_refuses_before_walking(fake_v1: FakeHost) -> None:
     ctl = fake_v1.cgroot / "batch" / "memory.oom_control"
     ctl.unlink()
     ctl.mkdir()
-    for extra in ([], ["--dry-run"]):
+    extras: list[list[str]] = [[], ["--dry-run"]]
+    for extra in extras:
         r = invoke(fake_v1.cli_env(), "kill-all", "/", *extra)
         assert r.exit_code == 2, r.output
         assert "refusing to kill the whole hierarchy" in r.stderr
@@ -562,7 +563,8 @@ def test_run_uid_setenv_and_exit_status(cgroups: TestCgroups, tmp_path: Path) ->
     env = {"MEMCGCTL_STATE_DIR": str(tmp_path / "state"), "KEEP": "kept"}
     job = f"{cgroups.parent}/u"
     probe = 'id -u; echo "$FOO/$KEEP/${GONE-unset}"; cat /proc/self/cgroup | grep :memory:; exit 7'
-    for mode in (["--wait", "--collect"], []):
+    modes: list[list[str]] = [["--wait", "--collect"], []]
+    for mode in modes:
         r = _memcgctl(
             {**env, "GONE": "x"},
             "run",

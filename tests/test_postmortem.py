@@ -482,7 +482,7 @@ def test_an_over_long_line_is_cut_and_the_log_goes_on(split: int) -> None:
     lines = list(read_lines(chunks, on_cut=cuts.append))
     assert cuts == [1]
     assert max(len(ln.text) for ln in lines) <= MAX_LINE
-    (ev,) = [e for e in saved_events(iter(lines)) if e["kind"] == "oom_kill"]
+    (ev,) = (e for e in saved_events(iter(lines)) if e["kind"] == "oom_kill")
     assert ev["pid"] == 4242 and ev["cgroup"] == "/batch/job 1"
 
 

@@ -226,7 +226,7 @@ def test_run_joins_a_new_memcg_and_registers_badness(cgroups: TestCgroups, tmp_p
 
     start = int(Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     doc = json.loads((state / "badness.json").read_text())
-    (entry,) = [e for e in doc["processes"] if e["pid"] == p.pid]
+    (entry,) = (e for e in doc["processes"] if e["pid"] == p.pid)
     assert entry.pop("set_at") >= start  # children forked from now on inherit it
     assert entry == {"pid": p.pid, "start_time": start, "badness": 10}
 

@@ -10,6 +10,7 @@ and ``memory.events.local``."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 from memcgctl.env import Env
@@ -105,7 +106,9 @@ def kernel_counters(
         # cgroup of a deep chain is quadratic), sums from the leaves up in one pass
         seen: dict[str, dict[str, int]] = {}
         order: list[CgroupPath] = []
-        walks = [cgs] if walked else [fs.walk(top) for top in _topmost(cgs)]
+        walks: list[Iterable[CgroupPath]] = (
+            [cgs] if walked else [fs.walk(top) for top in _topmost(cgs)]
+        )
         for walk in walks:
             for sub in walk:
                 try:
