@@ -342,6 +342,29 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         self._read: dict[CgroupPath, CgroupInfo | None] = {}
         self._all: list[CgroupPath] | None = None
         self._root_pod = _pod_above(fs, root)
+        self._badness: dict[CgroupPath, tuple[int, str] | None] = {}
+
+    def badness_of(self, cg: CgroupPath) -> tuple[int, str] | None:
+        """(badness, source) of ``cg`` from its xattrs alone (the snapshot's
+        :attr:`~memcgctl.vocab.model.Snapshot.badness_probe`): the priority walk ranks
+        a level's children by it and reads in full only the ones it compares (issue
+        22).  The same reading as :func:`read_cgroup`'s; None: gone.  A cgroup read in
+        full answers from that reading."""
+        if cg in self._read:
+            info = self._read[cg]
+            return (info.badness, info.badness_source) if info is not None else None
+        if cg in self._badness:
+            return self._badness[cg]
+        found: tuple[int, str] | None = None
+        if self._root.contains(cg):
+            try:
+                setting = read_setting(self._fs, cg, BADNESS)
+                value = setting.value if setting.value is not None else BADNESS_DEFAULT
+                found = (value, setting.source)
+            except (Vanished, OSError):
+                found = None
+        self._badness[cg] = found
+        return found
 
     def _get(self, cg: object) -> CgroupInfo | None:
         if not isinstance(cg, str) or not self._root.contains(cg):
@@ -450,6 +473,7 @@ def take_snapshot(
             swap_total_kb=meminfo.get("SwapTotal", 0),
             page_size=os.sysconf("SC_PAGE_SIZE"),
             kernel_release=proc.kernel_release(),
+            badness_probe=lazy_cgroups.badness_of,
         )
     cgroups: dict[CgroupPath, CgroupInfo] = {}
     with fs.xattr_names_cached():

@@ -229,7 +229,7 @@ def daemon(
     from memcgctl.daemon.status import StatusCore
     from memcgctl.daemon.valve import HostLines, Tuning
     from memcgctl.daemon.watchdog import Liveness
-    from memcgctl.logic.priority import select_priority
+    from memcgctl.logic.priority import select_priority_brief
     from memcgctl.snapshot import kernel_params  # every decision's snapshot: load it now
     from memcgctl.state.daemonlock import RootClaim
     from memcgctl.state.journal import Journal
@@ -321,7 +321,7 @@ def daemon(
                 f"(pid {owner.instance_pid(other)}); one daemon per subtree"
             )
 
-    select: Callable[[Snapshot, CgroupPath, Iterable[int]], Decision] = select_priority
+    select: Callable[[Snapshot, CgroupPath, Iterable[int]], Decision] = select_priority_brief
     if policy == "kernel":  # imported now, never in the middle of an OOM; only if used
         from memcgctl.logic.kernelheuristic import select_kernel
 

@@ -41,7 +41,11 @@ def never_cgroup(cg: CgroupInfo) -> bool:
     """True when ``cg`` and its subtree must never be chosen: badness 1000 set by root
     (``trusted.*``).  A delegated user's ``user.*`` 1000 only ranks it last among its
     siblings inside the user's subtree (see the module doc)."""
-    return cg.badness >= BADNESS_NEVER and cg.badness_source != "user"
+    return _never(cg.badness, cg.badness_source)
+
+
+def _never(badness: int, source: str) -> bool:
+    return badness >= BADNESS_NEVER and source != "user"
 
 
 def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> Skip | None:
@@ -94,17 +98,23 @@ class _Viability:
         """Whether ``cg``'s subtree holds a selectable process: :meth:`min_pid` is not
         None, but stopping at the first one found, so a walk that only needs to know
         reads one process per compared subtree, not all of them (issue 22: a lazy
-        snapshot reads a process when it is first looked at)."""
+        snapshot reads a process when it is first looked at).  A child is skipped on
+        its badness alone (:meth:`Snapshot.badness_of`) and read in full only when the
+        search reaches it; the search goes to the lowest badness first."""
         if cg.path in self.memo:
             return self.memo[cg.path] is not None
         found = self.alive.get(cg.path)
         if found is not None:
             return found
-        processes = self.snap.processes
-        stack = [cg]
+        snap = self.snap
+        processes = snap.processes
+        stack: list[CgroupInfo | CgroupPath] = [cg]
         found = False
         while stack and not found:
-            cur = stack.pop()
+            top = stack.pop()
+            cur = top if isinstance(top, CgroupInfo) else snap.cgroups.get(top)
+            if cur is None:
+                continue
             if cur.path in self.memo:
                 found = self.memo[cur.path] is not None
                 continue
@@ -113,7 +123,14 @@ class _Viability:
                 if p is not None and _process_skip(p, self.exclude) is None:
                     found = True
                     break
-            stack.extend(k for k in kids(self.snap, cur) if not never_cgroup(k))
+            live = []
+            for kid in cur.children:
+                b = snap.badness_of(kid)
+                if b is not None and not _never(*b):
+                    live.append((b[0], kid))
+            # the lowest badness is looked at first: the walk goes there next anyway
+            live.sort(key=lambda bk: -bk[0])
+            stack += [kid for _, kid in live]
         self.alive[cg.path] = found
         return found
 
@@ -232,7 +249,81 @@ def lowest_priority_child(snap: Snapshot, path: CgroupPath) -> CgroupPath | None
     return first.path
 
 
-def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int] = ()) -> Decision:
+def _brief_level(
+    snap: Snapshot, level: CgroupInfo, viable: _Viability, gone: frozenset[int]
+) -> tuple[list[Candidate], list[Candidate], int, int]:
+    """One level of the brief walk: (the eligible candidates looked into, ranked; the
+    candidates looked into and skipped; how many were ranked after the chosen one
+    without being looked into; how many candidates there are in all).
+
+    The children are ranked by their badness alone (one xattr read each:
+    :meth:`Snapshot.badness_of`).  Badness by badness from the lowest, the cgroups of
+    that badness are read and, in the full walk's order (:func:`_rank_head`: a cgroup
+    before a process, the largest usage first), asked whether they hold anything
+    killable until one does; the candidates tied with it are asked too (the lowest
+    pid inside breaks that tie, as in the full walk), the rest lose without being
+    looked into.  The same victim as the full walk, without reading the pods that
+    would lose anyway (issue 22)."""
+    procs = [
+        Candidate("process", p.badness, process=p, skip=_process_skip(p, gone))
+        for p in snap.processes_in(level.path)
+    ]
+    skipped = [c for c in procs if c.skip is not None]
+    live = [c for c in procs if c.skip is None]
+    by_badness: list[tuple[int, CgroupPath]] = []
+    never = 0
+    for path in level.children:
+        found = snap.badness_of(path)
+        if found is None:
+            continue
+        if _never(*found):
+            never += 1
+        else:
+            by_badness.append((found[0], path))
+    total = len(procs) + len(by_badness) + never
+    values = sorted({b for b, _ in by_badness} | {c.badness for c in live})
+    for n, b in enumerate(values):
+        group = [c for c in live if c.badness == b]
+        for kb, path in by_badness:
+            info = snap.cgroups.get(path) if kb == b else None
+            if info is None:
+                continue
+            if never_cgroup(info):  # its badness changed since it was ranked
+                skipped.append(
+                    Candidate("cgroup", info.badness, cgroup=info, skip=Skip.BADNESS_NEVER)
+                )
+            else:
+                group.append(Candidate("cgroup", info.badness, cgroup=info))
+        group.sort(key=_rank_head)
+        eligible: list[Candidate] = []
+        looked = 0
+        for c in group:
+            if eligible and _rank_head(c) != _rank_head(eligible[0]):
+                break  # it and the rest of this badness lose to the ones found
+            looked += 1
+            if c.cgroup is not None and not viable.any_killable(c.cgroup):
+                skipped.append(Candidate("cgroup", c.badness, c.cgroup, skip=Skip.NOTHING_INSIDE))
+            else:
+                eligible.append(c)
+        if eligible:
+            higher = frozenset(values[n + 1 :])
+            unchecked = never + len(group) - looked
+            unchecked += sum(1 for kb, _ in by_badness if kb in higher)
+            unchecked += sum(1 for c in live if c.badness in higher)
+            return _ranked(eligible, viable), skipped, unchecked, total
+    return [], skipped, 0, total
+
+
+def select_priority_brief(
+    snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int] = ()
+) -> Decision:
+    """:func:`select_priority` as the daemon calls it: ``brief``."""
+    return select_priority(snap, oom_root, exclude, brief=True)
+
+
+def select_priority(
+    snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int] = (), brief: bool = False
+) -> Decision:
     """The strict-priority victim below ``oom_root``.
 
     At each level L (starting at the OOM root) the candidates are L's child cgroups and
@@ -245,6 +336,13 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
 
     ``exclude``: pids to treat as gone (the next victim after those; the daemon's
     escalation and ``--top``).
+
+    ``brief`` (the daemon, at an OOM): the same victim, but at each level only the
+    candidates of the lowest badness that has an eligible one are looked into
+    (:func:`_brief_level`); those with a higher badness are counted in the level's
+    reason (``unchecked``), not listed in its candidates.  On a node with hundreds of
+    pods per level the full walk reads every pod to say whether it holds anything
+    killable; the brief one reads their badness (issue 22).
     """
     gone = frozenset(exclude)
     viable = _Viability(snap, gone)
@@ -255,11 +353,18 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
     reasons: list[Reason] = []
     level = start
     while True:
-        cands = _cgroup_candidates(snap, level, viable)
-        for p in snap.processes_in(level.path):
-            cands.append(Candidate("process", p.badness, process=p, skip=_process_skip(p, gone)))
-        eligible = _ranked((c for c in cands if c.skip is None), viable)
-        skipped = [c for c in cands if c.skip is not None]
+        unchecked = 0
+        if brief:
+            eligible, skipped, unchecked, n_cands = _brief_level(snap, level, viable, gone)
+        else:
+            cands = _cgroup_candidates(snap, level, viable)
+            for p in snap.processes_in(level.path):
+                cands.append(
+                    Candidate("process", p.badness, process=p, skip=_process_skip(p, gone))
+                )
+            eligible = _ranked((c for c in cands if c.skip is None), viable)
+            skipped = [c for c in cands if c.skip is not None]
+            n_cands = len(cands)
         if not eligible:
             walk.append(Level(level.path, tuple(_skipped(c) for c in skipped), None))
             reasons.append(NoKillableAt(level.path))
@@ -272,12 +377,13 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
             LevelChoice(
                 level.path,
                 len(eligible),
-                len(cands),
+                n_cands,
                 chosen.kind,
                 chosen.cgroup.path if chosen.cgroup is not None else None,
                 chosen.process.pid if chosen.process is not None else None,
                 chosen.process.comm if chosen.process is not None else None,
                 _win(chosen, eligible),
+                unchecked,
             )
         )
         if chosen.process is not None:
