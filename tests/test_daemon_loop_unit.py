@@ -279,3 +279,51 @@ def test_a_file_that_always_polls_readable(tmp_path: Path, mask: int, spins: boo
         os.close(fd)
     assert (len(core.ticks) >= SLEEPING) is spins, len(core.ticks)
     assert core.notified == []
+
+
+def test_a_notification_during_a_long_rescan_is_handled_within_the_walk(
+    pipe: tuple[int, int],
+) -> None:
+    """Issue 22: the ports' walk of a big tree calls the pulse every few dozen cgroups;
+    the loop then handles what fired meanwhile and ticks (the kill happens there), not
+    after the walk.  The kernel log waits for the loop."""
+    r, w = pipe
+    klog_r, klog_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    calls, core, ports = make()
+    ports.watch(r, A)
+    ports.watch(klog_r, "")
+    loop = Loop(core, ports, rescan_interval=0.05)
+    during: list[tuple[list[Scope], int, int, int]] = []
+    plain_rescan = core.rescan
+
+    def walking_rescan(now: float, starting: bool = False) -> None:
+        plain_rescan(now, starting)
+        if starting:
+            loop.urgent()  # before the loop registered its fds: nothing to do
+            assert not core.notified
+            return
+        os.write(w, b"x")  # the memcg fires while the walk is under way
+        os.write(klog_w, b"x")
+        ticks, klog = len(core.ticks), calls.count("kernel_kills")
+        loop.urgent()
+        loop.urgent()
+        during.append(
+            (
+                list(core.notified),
+                len(core.ticks) - ticks,
+                len(ports.consumed),
+                calls.count("kernel_kills") - klog,
+            )
+        )
+
+    core.rescan = walking_rescan  # type: ignore[method-assign]
+    try:
+        run_for(loop, 5.0, until=lambda: bool(during))
+    finally:
+        os.close(klog_r)
+        os.close(klog_w)
+    notified, ticks, consumed, klog_reads = during[0]
+    assert notified == [A]  # handled inside the walk
+    assert ticks == 2 and consumed == 1  # each pulse ticks; the fd was read once
+    assert klog_reads == 0  # the kernel log waits for the loop
+    assert not core.faults

@@ -369,7 +369,6 @@ def daemon(
         dry_run=dry_run,
     )
     liveness = Liveness(core, time.monotonic, Notifier(), heartbeat)
-    ports.pulse = liveness.pulse
     loop = Loop(
         status,
         ports,
@@ -377,6 +376,12 @@ def daemon(
         max_sleep=liveness.max_sleep(),
         before_rescan=rules.check,
     )
+
+    def pulse() -> None:  # a long rescan walk: alive, and no OOM waits for it
+        liveness.pulse()
+        loop.urgent()
+
+    ports.pulse = pulse
     loop.install_signal_handlers()
     ports.emit(
         daemon_record("daemon_started", root, policy=policy, dry_run=dry_run, instance=instance)

@@ -116,6 +116,8 @@ class DaemonCore:
         except Exception as exc:  # the rescan failed as a whole: keep what we have
             self.fault("rescan", None, exc)
             return
+        if self.clock is not None:  # the walk took time, and may have acted meanwhile
+            now = max(now, self.clock())
         for cg in sorted(set(self.watches) - set(wanted)):
             try:
                 self._release(cg, "delay cleared or cgroup removed")

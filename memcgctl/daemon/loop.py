@@ -95,6 +95,9 @@ class Loop:
         self.clock = clock
         self.stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._fds: dict[int, Scope | str] | None = None
+        self._poller = select.poll()
+        self._in_urgent = False
 
     def stop(self) -> None:
         self.stopping = True
@@ -124,7 +127,7 @@ class Loop:
         self._guard("rescan", lambda: self._rescan(now, starting=True))
         self._guard("release_orphans", self.ports.release_orphans)
         self._next_rescan = now + self.rescan_interval
-        self._fds: dict[int, Scope | str] | None = None
+        self._fds = None
         self._poller = select.poll()
         try:
             while not self.stopping and not until():
@@ -139,6 +142,31 @@ class Loop:
             self.ports.close_all()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def urgent(self) -> None:
+        """Called between two steps of a long rescan walk (the ports' pulse): handle
+        the memcgs' notifications that arrived meanwhile and act on what is due, so a
+        walk of thousands of cgroups never holds a kill back (issue 22: an OOM that
+        came during a 250 ms rescan waited for it).  Safe there: the walk comes
+        before the rescan changes anything.  The kernel log waits for the loop."""
+        if self._fds is None or self._in_urgent or self.stopping:
+            return
+        self._in_urgent = True
+        try:
+            fds = self._fds
+            for fd, mask in self._poller.poll(0):
+                cg = fds.get(fd)
+                if not isinstance(cg, CgroupPath | HostScope):
+                    continue
+                error = bool(mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL))
+                # "gone": the rescan under way (or the next) lets the memcg go
+                if self.ports.consume(cg, fd, error) == "fired":
+                    self.core.notify(cg, self.clock())
+            self.core.tick(self.clock())
+        except Exception as exc:  # the walk goes on; the loop reports what failed
+            self.core.fault("urgent", None, exc)
+        finally:
+            self._in_urgent = False
 
     def _guard(self, where: str, step: Callable[[], object]) -> None:
         try:

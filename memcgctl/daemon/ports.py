@@ -48,7 +48,7 @@ AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 _VALVE_EVENTS = ("high", "max", "oom")
-PULSE_EVERY = 256  # cgroups walked between two pulses of a rescan
+PULSE_EVERY = 64  # cgroups walked between two pulses of a rescan (and OOM checks)
 REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
 HOST_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
 
