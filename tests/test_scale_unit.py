@@ -224,6 +224,40 @@ def test_lazy_selection_is_the_full_snapshots_selection(
         shutil.rmtree(base)
 
 
+@given(hosts(), st.integers(1, 4))
+@settings(max_examples=150, deadline=None)
+def test_the_brief_walk_ranks_victims_as_the_full_one(
+    layout: list[tuple[str, dict[str, Any]]], top: int
+) -> None:
+    """The daemon's escalation asks for the next victim after the earlier ones: the
+    brief walk gives the same sequence as the full one, from every cgroup as the root."""
+    base = Path(tempfile.mkdtemp(prefix="memcgctl-brief-"))
+    try:
+        host = FakeHost(base, version=1)
+        for cg, kw in layout:
+            if "pid" in kw:
+                host.process(kw.pop("pid"), cg, **kw)
+            else:
+                host.cgroup(cg, limit=512 << 20, **kw)
+        env = host.env()
+        for root in [CgroupPath("/"), *(CgroupPath(cg) for cg, kw in layout if "usage" in kw)]:
+            full = take_snapshot(env.fs, env.proc, env.registry, root)
+            want = [d.victim for d in rank_priority(full, root, top)]
+            gone: list[int] = []
+            for victim in want:
+                lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+                d = select_priority_brief(lazy, root, gone)
+                assert d.victim == victim
+                assert victim is not None
+                gone.append(victim.pid)
+            lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+            assert select_priority_brief(lazy, root, gone).victim == (
+                select_priority(full, root, gone).victim
+            )
+    finally:
+        shutil.rmtree(base)
+
+
 def test_the_lazy_walk_reads_few_processes_of_a_big_tree(fake_v1: FakeHost) -> None:
     """60 cgroups with 5 processes each beside a low-badness one: the walk compares the
     61 siblings (one process read per subtree to see it holds something killable)
@@ -300,5 +334,61 @@ def test_the_brief_walk_looks_into_ties_and_past_empty_subtrees(fake_v1: FakeHos
     assert [c.skip for c in top.candidates] == [None, None, Skip.NOTHING_INSIDE]
     choice = d.reasons[0]
     assert isinstance(choice, LevelChoice) and choice.unchecked == 1  # /small
+    # /small's usage was read alone, not the rest of it; nor any process of it
+    assert isinstance(lazy.cgroups, LazyCgroups)
+    assert lazy.cgroups.read_count == 5  # /, /big and /big/x (empty), /t1, /t2
     # /small's usage was read to rank it, its processes not: those of /t1 and /t2 only
     assert isinstance(lazy.processes, LazyProcesses) and lazy.processes.read_count == 2
+
+
+def test_the_brief_walk_over_equal_pods_reads_their_usage_only(fake_v1: FakeHost) -> None:
+    """Every pod at the default badness: the walk ranks them by usage (one file read
+    each) and reads in full only the largest, where it finds its victim."""
+    for i in range(60):
+        fake_v1.cgroup(f"/pods/p{i:03}", usage=(i % 7 + 1) << 20)
+        fake_v1.cgroup(f"/pods/p{i:03}/c0", usage=(i % 7 + 1) << 20)
+        fake_v1.process(1000 + i, f"/pods/p{i:03}/c0", rss_anon_kb=1000)
+    fake_v1.cgroup("/pods/big", usage=64 << 20)
+    fake_v1.process(99, "/pods/big", rss_anon_kb=60_000)
+    env = fake_v1.env()
+    root = CgroupPath("/pods")
+    lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+    d = select_priority_brief(lazy, root)
+    assert d.victim is not None and d.victim.pid == 99
+    full = take_snapshot(env.fs, env.proc, env.registry, root)
+    assert select_priority(full, root).victim == d.victim
+    assert isinstance(lazy.cgroups, LazyCgroups) and lazy.cgroups.read_count == 2
+
+
+def test_between_ranking_and_reading_a_new_badness_counts_and_the_usage_is_kept(
+    fake_v1: FakeHost,
+) -> None:
+    """One snapshot, one reading: a cgroup ranked by its usage keeps that usage when
+    read in full.  Not its badness: one that became 1000 (never) in between is
+    skipped, and one that vanished is passed over; the walk goes on to the next."""
+    fake_v1.cgroup("/a", usage=30 << 20)
+    fake_v1.process(100, "/a", rss_anon_kb=1000)
+    fake_v1.cgroup("/b", usage=20 << 20)
+    fake_v1.process(200, "/b", rss_anon_kb=1000)
+    fake_v1.cgroup("/c", usage=10 << 20)
+    fake_v1.process(300, "/c", rss_anon_kb=1000)
+    env = fake_v1.env()
+    root = CgroupPath("/")
+    snap = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+    kids = [CgroupPath(cg) for cg in ("/a", "/b", "/c")]
+    assert [snap.usage_of(cg) for cg in kids] == [30 << 20, 20 << 20, 10 << 20]
+    assert {snap.badness_of(cg) for cg in kids} == {(500, "default")}
+    fake_v1.cgroup("/a", usage=1 << 20, badness=1000)  # now never, and smaller
+    fake_v1.cgroup("/c", usage=90 << 20)  # now the largest: too late for this walk
+    shutil.rmtree(fake_v1.path("/b"))
+    d = select_priority_brief(snap, root)
+    assert d.victim is not None and d.victim.pid == 300
+    top = d.walk[0]
+    assert [(c.cgroup.path if c.cgroup else None, c.skip) for c in top.candidates] == [
+        ("/c", None),
+        ("/a", Skip.BADNESS_NEVER),
+    ]
+    a = snap.cgroups[CgroupPath("/a")]
+    c = snap.cgroups[CgroupPath("/c")]
+    assert (a.usage_bytes, c.usage_bytes) == (30 << 20, 10 << 20)  # as ranked
+    assert a.badness == 1000  # as it is now

@@ -17,6 +17,7 @@ ranked what is inside.  Only a ``trusted.*`` (or process) 1000 means "never".
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from memcgctl.logic.decision import PRIORITY, Candidate, Decision, Level, kids, victim_group
@@ -257,13 +258,14 @@ def _brief_level(
     without being looked into; how many candidates there are in all).
 
     The children are ranked by their badness alone (one xattr read each:
-    :meth:`Snapshot.badness_of`).  Badness by badness from the lowest, the cgroups of
-    that badness are read and, in the full walk's order (:func:`_rank_head`: a cgroup
-    before a process, the largest usage first), asked whether they hold anything
-    killable until one does; the candidates tied with it are asked too (the lowest
-    pid inside breaks that tie, as in the full walk), the rest lose without being
-    looked into.  The same victim as the full walk, without reading the pods that
-    would lose anyway (issue 22)."""
+    :meth:`Snapshot.badness_of`).  Badness by badness from the lowest, the candidates
+    of that badness are taken in the full walk's order (:func:`_rank_head`: a cgroup
+    before a process, the largest usage first, a cgroup's usage read alone:
+    :meth:`Snapshot.usage_of`), each cgroup read in full and asked whether it holds
+    anything killable, until one does; the candidates tied with it are asked too (the
+    lowest pid inside breaks that tie, as in the full walk), the rest lose without
+    being looked into.  The same victim as the full walk, without reading the pods
+    that would lose anyway (issue 22)."""
     procs = [
         Candidate("process", p.badness, process=p, skip=_process_skip(p, gone))
         for p in snap.processes_in(level.path)
@@ -283,28 +285,39 @@ def _brief_level(
     total = len(procs) + len(by_badness) + never
     values = sorted({b for b, _ in by_badness} | {c.badness for c in live})
     for n, b in enumerate(values):
-        group = [c for c in live if c.badness == b]
+        # this badness's candidates in the full walk's order, the cgroups by their
+        # usage alone (:meth:`Snapshot.usage_of`); read in full when looked into
+        group: list[tuple[tuple[int, int, int], Candidate | CgroupPath]] = [
+            (_rank_head(c), c) for c in live if c.badness == b
+        ]
         for kb, path in by_badness:
-            info = snap.cgroups.get(path) if kb == b else None
-            if info is None:
-                continue
-            if never_cgroup(info):  # its badness changed since it was ranked
-                skipped.append(
-                    Candidate("cgroup", info.badness, cgroup=info, skip=Skip.BADNESS_NEVER)
-                )
-            else:
-                group.append(Candidate("cgroup", info.badness, cgroup=info))
-        group.sort(key=_rank_head)
+            usage = snap.usage_of(path) if kb == b else None
+            if usage is not None:
+                group.append(((b, 0, -usage), path))
+        group.sort(key=lambda e: e[0])
         eligible: list[Candidate] = []
+        head: tuple[int, int, int] | None = None
         looked = 0
-        for c in group:
-            if eligible and _rank_head(c) != _rank_head(eligible[0]):
+        for rank, item in group:
+            if eligible and rank != head:
                 break  # it and the rest of this badness lose to the ones found
             looked += 1
-            if c.cgroup is not None and not viable.any_killable(c.cgroup):
-                skipped.append(Candidate("cgroup", c.badness, c.cgroup, skip=Skip.NOTHING_INSIDE))
+            if isinstance(item, Candidate):
+                c = item
             else:
-                eligible.append(c)
+                info = snap.cgroups.get(item)
+                if info is None:
+                    continue
+                c = Candidate("cgroup", info.badness, cgroup=info)
+                if never_cgroup(info):  # its badness changed since it was ranked
+                    skipped.append(dataclasses.replace(c, skip=Skip.BADNESS_NEVER))
+                    continue
+                if not viable.any_killable(info):
+                    skipped.append(dataclasses.replace(c, skip=Skip.NOTHING_INSIDE))
+                    continue
+            if not eligible:
+                head = rank
+            eligible.append(c)
         if eligible:
             higher = frozenset(values[n + 1 :])
             unchecked = never + len(group) - looked
