@@ -231,7 +231,7 @@ def reaction(
     d = Daemon(tc, state)
     out: dict[str, list[float]] = {}
     try:
-        for domain, _ in cases.values():
+        for domain in {domain for domain, _ in cases.values()}:
             d.wait_took_over(domain)
         # the daemon's stderr is no longer read: drain it so it never blocks
         drain = subprocess.Popen(["cat"], stdin=d.proc.stderr, stdout=subprocess.DEVNULL)
@@ -240,7 +240,7 @@ def reaction(
         drain.kill()
     finally:
         d.stop()
-        for domain, _ in cases.values():
+        for domain in {domain for domain, _ in cases.values()}:
             os.removexattr(tc.path(domain), "trusted.memcgctl.oom_delay_ms")
     return out
 
