@@ -333,8 +333,10 @@ def main() -> None:
             "a pod inside the tree": (pod, pod_victim),
         }
         big = reaction(tc, work / "s1", cases, args.ooms)
-        # the same domain where nothing has a badness: the walk ranks the 100 pods of
-        # a QoS class by usage (the badness-0 cgroup above is empty by then)
+        # the same domain where the pods have no badness, only their QoS class does
+        # (besteffort first, as the kubelet ranks them): the walk ranks the 100 pods of
+        # besteffort by usage (the badness-0 cgroup above is empty by then)
+        os.setxattr(tc.path(f"{kube}/besteffort"), "trusted.memcgctl.badness", b"100")
         kube_plain = tc.make("kubepods/besteffort/plain", limit=None)
         big.update(
             reaction(
@@ -342,7 +344,7 @@ def main() -> None:
                 work / "s2",
                 {
                     "the pods' root as OOM domain": (kube, kube_victim),
-                    "the pods' root, no badness set": (kube, kube_plain),
+                    "the pods' root, no badness on the pods": (kube, kube_plain),
                 },
                 args.ooms,
             )
