@@ -101,7 +101,8 @@ class _Viability:
         reads one process per compared subtree, not all of them (issue 22: a lazy
         snapshot reads a process when it is first looked at).  A child is skipped on
         its badness alone (:meth:`Snapshot.badness_of`) and read in full only when the
-        search reaches it; the search goes to the lowest badness first."""
+        search reaches it; the search goes where the walk would (the lowest badness,
+        then the largest usage: :meth:`Snapshot.usage_of`) first."""
         if cg.path in self.memo:
             return self.memo[cg.path] is not None
         found = self.alive.get(cg.path)
@@ -128,10 +129,12 @@ class _Viability:
             for kid in cur.children:
                 b = snap.badness_of(kid)
                 if b is not None and not _never(*b):
-                    live.append((b[0], kid))
-            # the lowest badness is looked at first: the walk goes there next anyway
-            live.sort(key=lambda bk: -bk[0])
-            stack += [kid for _, kid in live]
+                    live.append((b[0], -(snap.usage_of(kid) or 0), kid))
+            # in the walk's order (the lowest badness, then the largest usage), popped
+            # first: the walk goes there next anyway, and an empty subtree (no usage)
+            # is searched last
+            live.sort(key=lambda e: (e[0], e[1]), reverse=True)
+            stack += [kid for _, _, kid in live]
         self.alive[cg.path] = found
         return found
 
