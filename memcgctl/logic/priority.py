@@ -64,9 +64,12 @@ def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> Skip | None:
 class _Viability:
     """Memo: the lowest selectable pid in each subtree (None = nothing to kill there)."""
 
-    def __init__(self, snap: Snapshot, exclude: frozenset[int]) -> None:
+    def __init__(self, snap: Snapshot, exclude: frozenset[int], by_usage: bool = False) -> None:
         self.snap = snap
         self.exclude = exclude
+        # search the children by usage too (the brief walk: it looks into one subtree
+        # and follows it; the full walk looks into all, where the reads cost more)
+        self.by_usage = by_usage
         self.memo: dict[str, int | None] = {}
         self.alive: dict[str, bool] = {}  # any_killable, where min_pid was not needed
 
@@ -102,7 +105,8 @@ class _Viability:
         snapshot reads a process when it is first looked at).  A child is skipped on
         its badness alone (:meth:`Snapshot.badness_of`) and read in full only when the
         search reaches it; the search goes where the walk would (the lowest badness,
-        then the largest usage: :meth:`Snapshot.usage_of`) first."""
+        then, for the brief walk, the largest usage: :meth:`Snapshot.usage_of`)
+        first."""
         if cg.path in self.memo:
             return self.memo[cg.path] is not None
         found = self.alive.get(cg.path)
@@ -129,7 +133,8 @@ class _Viability:
             for kid in cur.children:
                 b = snap.badness_of(kid)
                 if b is not None and not _never(*b):
-                    live.append((b[0], -(snap.usage_of(kid) or 0), kid))
+                    usage = (snap.usage_of(kid) or 0) if self.by_usage else 0
+                    live.append((b[0], -usage, kid))
             # in the walk's order (the lowest badness, then the largest usage), popped
             # first: the walk goes there next anyway, and an empty subtree (no usage)
             # is searched last
@@ -361,7 +366,7 @@ def select_priority(
     killable; the brief one reads their badness (issue 22).
     """
     gone = frozenset(exclude)
-    viable = _Viability(snap, gone)
+    viable = _Viability(snap, gone, by_usage=brief)
     start = snap.cgroups.get(oom_root)
     if start is None:
         return Decision(PRIORITY, oom_root, None, reasons=(NotInSnapshot(oom_root),))
