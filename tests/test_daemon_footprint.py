@@ -7,7 +7,7 @@ import ctypes
 
 import pytest
 
-from memcgctl.commands import daemon as daemon_cmd
+from memcgctl.daemon import main as daemon_main
 
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 
@@ -40,7 +40,7 @@ def test_mlockall_locks_on_fault_first(
 ) -> None:
     libc = FakeLibc(refuse)
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
-    daemon_cmd._mlockall()
+    daemon_main.mlockall()
     assert libc.calls == calls
     assert "mlockall failed" not in capsys.readouterr().err
 
@@ -50,6 +50,6 @@ def test_mlockall_refused_altogether_is_one_warning(
 ) -> None:
     libc = FakeLibc({MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT, MCL_CURRENT | MCL_FUTURE})
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
-    daemon_cmd._mlockall()
+    daemon_main.mlockall()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mlockall failed" in err[0] and "continuing" in err[0]
