@@ -79,7 +79,7 @@ def test_options_reach_the_config(host: FakeHost, started: list[DaemonConfig]) -
     assert (c.host_short, c.host_critical, c.headroom, c.freeze) == (0.2, 0.05, 0.25, False)
     assert (c.psi_stall_us, c.psi_window_us, c.rescan) == (200_000, 2_000_000, 0.25)
     assert (c.pre_kill, c.post_kill, c.hook_timeout) == ("true", "false", 0.3)
-    assert (c.guardian, c.mlock, c.dry_run, c.host_delay_ms) == (False, False, True, None)
+    assert (c.guardian, c.mlock, c.dry_run, c.host_delay_ms) == ("none", False, True, None)
     assert c.tuning().host == HostLines(0.2, 0.05, 0.3)
 
 
@@ -166,3 +166,79 @@ def test_release_lines_say_when_there_is_nothing(host: FakeHost) -> None:
     assert list(main.release(env, CgroupPath("/batch"), dry_run=True)) == [
         "/batch: would release nothing (no marks or claims of stopped daemons)"
     ]
+
+
+# -- what guards the daemon ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "mode"),
+    [
+        ([], "process"),
+        (["--guardian", "systemd"], "systemd"),
+        (["--guardian=none"], "none"),
+        (["--no-guardian"], "none"),  # what units written before --guardian pass
+        (["--no-guardian", "--guardian", "none"], "none"),
+    ],
+)
+def test_guardian_option(
+    host: FakeHost, started: list[DaemonConfig], argv: list[str], mode: str
+) -> None:
+    r = run(host, *argv)
+    assert r.exit_code == 0, r.output
+    assert started[0].guardian == mode
+
+
+def test_no_guardian_with_another_guardian_is_refused(
+    host: FakeHost, started: list[DaemonConfig]
+) -> None:
+    r = run(host, "--no-guardian", "--guardian", "process")
+    assert r.exit_code == 2 and r.stdout == "" and started == []
+    assert r.stderr.splitlines() == [
+        "memcgctl: --no-guardian and --guardian=process: give one of them"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "environ", "process", "warned"),
+    [
+        ("process", {}, True, False),
+        ("none", {}, False, False),
+        # the installed unit: Type=notify with WatchdogSec=, WATCHDOG_PID is ours
+        ("systemd", {"NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "10000000"}, False, False),
+        (
+            "systemd",
+            {"NOTIFY_SOCKET": "@n", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "OURS"},
+            False,
+            False,
+        ),
+        # no watchdog (Type=simple, WatchdogSec= unset, or not systemd at all): a process
+        ("systemd", {}, True, True),
+        ("systemd", {"NOTIFY_SOCKET": "/run/n"}, True, True),
+        ("systemd", {"WATCHDOG_USEC": "10000000"}, True, True),
+        # a watchdog meant for another process (a parent's, leaked into our environment)
+        (
+            "systemd",
+            {"NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "5", "WATCHDOG_PID": "1"},
+            True,
+            True,
+        ),
+    ],
+)
+def test_guardian_process_only_without_systemds_watchdog(
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+    environ: dict[str, str],
+    process: bool,
+    warned: bool,
+) -> None:
+    import os
+
+    from memcgctl.daemon.sdnotify import Notifier
+
+    environ = {k: str(os.getpid()) if v == "OURS" else v for k, v in environ.items()}
+    assert main.guardian_process(mode, Notifier(environ)) is process
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == (1 if warned else 0), err
+    if warned:
+        assert err[0].startswith("<4>--guardian=systemd without systemd's watchdog")

@@ -12,6 +12,7 @@ import click
 from memcgctl.commands.common import CgroupName, Seconds, Share, dry_run_option, pass_env
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
+from memcgctl.vocab.errors import UsageProblem
 
 
 @click.command(epilog=epilog("daemon"))
@@ -109,10 +110,15 @@ from memcgctl.env import Env
 )
 @click.option("--guard", "guard", default=None, hidden=True)
 @click.option(
-    "--no-guardian",
-    is_flag=True,
-    help="Start no guardian process (under systemd the unit's ExecStopPost releases).",
+    "--guardian",
+    type=click.Choice(["process", "systemd", "none"]),
+    default=None,
+    show_default="process",
+    help="What releases the knobs if the daemon dies, stops or hangs: a small guardian "
+    "process; systemd (install-unit's unit: ExecStopPost= and WatchdogSec=; a guardian "
+    "process after all, with a warning, if systemd set up no watchdog); or none.",
 )
+@click.option("--no-guardian", is_flag=True, hidden=True, help="--guardian=none (old units).")
 @click.option(
     "--no-mlock",
     is_flag=True,
@@ -170,6 +176,7 @@ def daemon(
     rescan: float,
     release: bool,
     guard: str | None,
+    guardian: str | None,
     no_guardian: bool,
     no_mlock: bool,
     pre_kill: str | None,
@@ -204,6 +211,8 @@ def daemon(
         for line in main.release(env, root, dry_run):
             click.echo(line)
         return
+    if no_guardian and guardian not in (None, "none"):
+        raise UsageProblem(f"--no-guardian and --guardian={guardian}: give one of them")
     config = DaemonConfig(
         root=root,
         policy=policy,
@@ -222,7 +231,7 @@ def daemon(
         post_kill=post_kill,
         hook_timeout=hook_timeout,
         rules_dir=rules_dir,
-        guardian=not no_guardian,
+        guardian="none" if no_guardian else guardian or "process",
         mlock=not no_mlock,
         systemd_env=systemd_env(),
     )

@@ -24,6 +24,9 @@ from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import UsageProblem
 
 POLICIES = ("priority", "kernel")
+# What releases the knobs of a daemon that died, stopped or hangs: a guardian process of
+# our own, systemd (the unit's ExecStopPost= and WatchdogSec=), or nothing.
+GUARDIANS = ("process", "systemd", "none")
 # systemd's side of sd_notify(3) and sd_watchdog_enabled(3): all the daemon reads of
 # its environment (hooks pass the whole environment on to their commands themselves)
 SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -68,13 +71,15 @@ class DaemonConfig:
     hook_timeout: float = 1.0
     rules_dir: Path | None = None
     # what watches over the daemon, and whether it locks its memory
-    guardian: bool = True
+    guardian: str = "process"
     mlock: bool = True
     systemd_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise UsageProblem(f"--policy {self.policy!r}: one of {', '.join(POLICIES)}")
+        if self.guardian not in GUARDIANS:
+            raise UsageProblem(f"--guardian {self.guardian!r}: one of {', '.join(GUARDIANS)}")
         if self.host_delay_ms is not None and not self.root.is_root:
             raise UsageProblem("--host-delay needs --root / (the host is the whole hierarchy)")
         if not 1 <= self.max_rounds <= 100:

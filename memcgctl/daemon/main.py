@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from memcgctl.daemon.config import DaemonConfig
+from memcgctl.daemon.sdnotify import Notifier
 from memcgctl.env import Env
 from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
@@ -56,7 +57,6 @@ def run(env: Env, config: DaemonConfig) -> None:
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
     from memcgctl.daemon.rulesync import RulesSync
-    from memcgctl.daemon.sdnotify import Notifier
     from memcgctl.daemon.status import StatusCore
     from memcgctl.daemon.watchdog import Liveness
     from memcgctl.logic.priority import select_priority
@@ -127,8 +127,9 @@ def run(env: Env, config: DaemonConfig) -> None:
         def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
             return select_kernel(snap, oom_root, kernel_params(env.proc, snap))
 
+    notifier = Notifier(config.systemd_env)
     heartbeat = None
-    if not dry_run and config.guardian:
+    if not dry_run and guardian_process(config.guardian, notifier):
         heartbeat = Heartbeat(str(env.state_dir), os.getpid())  # before the guardian looks
         start_guardian(env, root, instance)
     if config.mlock and not unprivileged_shadow:
@@ -167,7 +168,7 @@ def run(env: Env, config: DaemonConfig) -> None:
         lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields)),
         dry_run=dry_run,
     )
-    liveness = Liveness(core, time.monotonic, Notifier(config.systemd_env), heartbeat)
+    liveness = Liveness(core, time.monotonic, notifier, heartbeat)
     ports.pulse = liveness.pulse
     loop = Loop(
         status,
@@ -194,6 +195,25 @@ def run(env: Env, config: DaemonConfig) -> None:
             ports.emit(daemon_record("daemon_stopped", root, **summary))
         finally:
             ports.close_journal()  # after the last record: it reaches the journal
+
+
+def guardian_process(mode: str, notifier: Notifier) -> bool:
+    """Whether to start a guardian process.  ``systemd`` hands the guardian's job to the
+    unit: ExecStopPost= releases after any death, WatchdogSec= kills a daemon that
+    stopped or hangs.  Only a watchdog that systemd really set up for this process
+    ($NOTIFY_SOCKET and $WATCHDOG_USEC, $WATCHDOG_PID ours) is taken for it; without
+    one, a guardian process after all, said in one line."""
+    if mode != "systemd":
+        return mode == "process"
+    if notifier.active and notifier.every is not None:
+        return False
+    log(
+        Priority.WARNING,
+        "--guardian=systemd without systemd's watchdog (no $NOTIFY_SOCKET or "
+        "$WATCHDOG_USEC: not a Type=notify unit with WatchdogSec=): starting a guardian "
+        "process",
+    )
+    return True
 
 
 def _shadow_note(env: Env, root: CgroupPath) -> str:
