@@ -1,13 +1,27 @@
 """What the daemon keeps resident: mlockall locks pages as they are touched (MCL_ONFAULT),
-falling back to the older flags on kernels that refuse it."""
+falling back to the older flags on kernels that refuse it; and a real daemon's import
+set holds nothing it does not use (no tables, no OpenSSL, no tempfile)."""
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from memcgctl.daemon import main as daemon_main
+from memcgctl.state.daemonlock import lock_path
+from memcgctl.vocab.cgpath import CgroupPath
+from tests.realkernel import HELPERS, TestCgroups
+
+REPO = Path(__file__).resolve().parent.parent
 
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 
@@ -53,3 +67,78 @@ def test_mlockall_refused_altogether_is_one_warning(
     daemon_main.mlockall()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mlockall failed" in err[0] and "continuing" in err[0]
+
+
+def test_lock_names_are_sha256_without_openssl() -> None:
+    """The lock files keep their names (daemons of both versions exclude each other)."""
+    cg = CgroupPath("/kubepods/burstable/pod\u00e9")
+    digest = hashlib.sha256(str(cg).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    assert lock_path(Path("/s"), cg) == Path(f"/s/daemon-{digest}.lock")
+
+
+# -- what the running daemon imports ----------------------------------------------------
+
+# What the daemon does not use, and must therefore not keep resident (issue 22): the
+# table libraries, psutil, OpenSSL's hashlib (a lock file's name), tempfile and what it
+# drags in (shutil, bz2, lzma, random), ctypes.util; subprocess only for hooks or the
+# guardian, socket only under systemd.
+NEVER = {"rich", "tabulate", "psutil", "_hashlib", "tempfile", "shutil", "bz2", "lzma"}
+NEVER |= {"random", "ctypes.util", "argparse"}
+UNLESS_USED = {"subprocess", "socket"}
+
+
+def imported_by_daemon(tmp_path: Path, root: str, *extra: str, env: dict[str, str]) -> set[str]:
+    out = tmp_path / "modules"
+    # -S: this interpreter's site-packages without their .pth hooks (a host's own
+    # additions, such as a certificate bundle imported at start-up, are not ours)
+    argv = [sys.executable, "-S", str(HELPERS / "modules_at_exit.py"), str(out)]
+    argv += ["-m", "memcgctl"]
+    argv += ["--state-dir", str(tmp_path / "state"), "daemon", "--root", root, *extra]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # enforcing: its first rescan took the memcg over
+            if "daemon_took_over" in line:
+                break
+        else:
+            raise AssertionError("the daemon stopped before taking over")
+        time.sleep(1.0)  # the journal thread has written the record
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    return set(out.read_text().split())
+
+
+def daemon_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    path = [str(REPO), *(p for p in sys.path if p and os.path.isdir(p))]
+    return {**env, "PYTHONPATH": os.pathsep.join(path), **extra}
+
+
+def test_the_running_daemon_imports_only_what_it_uses(cgroups: TestCgroups, tmp_path: Path) -> None:
+    cg = cgroups.make("managed", limit=64 << 20)
+    os.setxattr(cgroups.path(cg), "trusted.memcgctl.oom_delay_ms", b"1000")
+    mods = imported_by_daemon(
+        tmp_path, cgroups.parent, "--guardian=none", "--rescan", "200ms", env=daemon_env()
+    )
+    assert "memcgctl.daemon.loop" in mods and "memcgctl.state.journal" in mods  # it ran
+    assert not mods & (NEVER | UNLESS_USED), sorted(mods & (NEVER | UNLESS_USED))
+
+
+def test_under_systemd_it_adds_the_socket_and_nothing_else_unused(
+    cgroups: TestCgroups, tmp_path: Path
+) -> None:
+    cg = cgroups.make("managed", limit=64 << 20)
+    os.setxattr(cgroups.path(cg), "trusted.memcgctl.oom_delay_ms", b"1000")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    try:
+        env = daemon_env(NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="10000000")
+        mods = imported_by_daemon(tmp_path, cgroups.parent, "--guardian=systemd", env=env)
+    finally:
+        sock.close()
+    assert "socket" in mods
+    assert not mods & (NEVER | {"subprocess"}), sorted(mods & (NEVER | {"subprocess"}))

@@ -37,11 +37,10 @@ def mlockall() -> None:
     MCL_ONFAULT (as earlyoom) a page is locked once touched instead of every mapped page
     at once: the journal thread's 8 MiB stack and the untouched parts of the libraries
     stay out of memory (31 -> 20 MiB resident).  Kernels before 4.4 lack it: without."""
-    import ctypes
-    import ctypes.util
+    import ctypes  # (not ctypes.util: find_library imports shutil, tempfile, bz2, lzma…)
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the libc this process already runs on
         if libc.mlockall(1 | 2 | 4) != 0 and libc.mlockall(1 | 2) != 0:
             log(Priority.WARNING, f"mlockall failed: {os.strerror(ctypes.get_errno())}; continuing")
     except OSError as exc:
