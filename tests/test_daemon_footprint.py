@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from memcgctl.daemon import guardian
 from memcgctl.daemon import main as daemon_main
+from memcgctl.kernel.procfs import ProcFs
 from memcgctl.state.daemonlock import lock_path
 from memcgctl.vocab.cgpath import CgroupPath
 from tests.realkernel import HELPERS, TestCgroups
@@ -142,3 +144,30 @@ def test_under_systemd_it_adds_the_socket_and_nothing_else_unused(
         sock.close()
     assert "socket" in mods
     assert not mods & (NEVER | {"subprocess"}), sorted(mods & (NEVER | {"subprocess"}))
+
+
+def test_an_idle_guardian_process_imports_no_memcgctl_machinery(tmp_path: Path) -> None:
+    """The guardian process (python3 -m memcgctl.daemon.guardian, as the daemon starts
+    it) watching a live "daemon": only its own module and the standard library's os,
+    select and time are loaded until it must act."""
+    daemon = subprocess.Popen(["sleep", "60"])
+    out = tmp_path / "modules"
+    try:
+        proc_fs = ProcFs(Path("/proc"))
+        instance = f"{proc_fs.boot_id()}/{daemon.pid}/{proc_fs.start_time(daemon.pid)}"
+        guardian.Heartbeat(str(tmp_path), daemon.pid)  # starting: not judged by its beat
+        argv = guardian.argv(sys.executable, "/proc", "", str(tmp_path), "/", instance)
+        assert argv[argv.index("-m") + 1] == "memcgctl.daemon.guardian"
+        helper = [sys.executable, "-S", str(HELPERS / "modules_at_exit.py"), str(out)]
+        g = subprocess.Popen([*helper, *argv[argv.index("-m") :]], env=daemon_env())
+        time.sleep(1.5)  # several looks at the daemon
+        assert g.poll() is None
+        g.send_signal(signal.SIGINT)  # KeyboardInterrupt: atexit writes what it imported
+        g.wait(timeout=10)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    mods = set(out.read_text().split())
+    ours = {m for m in mods if m.startswith("memcgctl")}
+    assert ours == {"memcgctl", "memcgctl.daemon"}, ours  # (the guardian is __main__)
+    assert not mods & (NEVER | UNLESS_USED | {"json", "pathlib", "click", "threading"})

@@ -251,16 +251,19 @@ def release(env: Env, root: CgroupPath, dry_run: bool) -> Iterator[str]:
 
 
 def start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
-    """A small process that outlives a SIGKILLed daemon and restores its marks: it
-    holds a pidfd on the daemon and runs ``daemon --release`` for this instance once
-    the daemon is gone (an orderly stop has released everything: it finds nothing).
-    systemd's ExecStopPost does the same; this covers daemons run without systemd."""
+    """A small process that outlives a SIGKILLed daemon and restores its marks
+    (daemon/guardian.py: it holds a pidfd on the daemon, releases a stopped or hung
+    daemon's marks, and this instance's once it is gone; an orderly stop has released
+    everything: it finds nothing).  systemd's ExecStopPost= and WatchdogSec= do the
+    same (``--guardian=systemd``); this covers daemons run without them."""
     import subprocess
 
-    argv = [sys.executable, "-m", "memcgctl", "--proc-root", str(env.proc_root)]
-    if env.cgroup_root is not None:
-        argv += ["--cgroup-root", str(env.cgroup_root)]
-    argv += ["--state-dir", str(env.state_dir), "daemon", "--root", root, "--guard", instance]
+    from memcgctl.daemon import guardian
+
+    cgroup_root = str(env.cgroup_root) if env.cgroup_root is not None else ""
+    argv = guardian.argv(
+        sys.executable, str(env.proc_root), cgroup_root, str(env.state_dir), root, instance
+    )
     try:
         subprocess.Popen(
             argv,
@@ -273,47 +276,48 @@ def start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
         log(Priority.WARNING, f"no guardian ({exc}): a SIGKILL would leave marks until --release")
 
 
-def guard(env: Env, root: CgroupPath, instance: str) -> None:
-    """The guardian: wait for the daemon ``instance`` to die, then release its marks.
-    While it lives, a stopped or hung daemon (daemon/guardian.py) has its marks released
-    too, and is told so (it takes its memcgs over again when it comes back)."""
+def guardian_release(
+    proc_root: str, cgroup_root: str, state_dir: str, root: str, instance: str, state: str
+) -> None:
+    """What the guardian process does when it must act (daemon/guardian.py): restore the
+    marks of the daemon ``instance`` below ``root``; the daemon is ``state``."""
+    from pathlib import Path
+
+    env = Env(
+        cgroup_root=Path(cgroup_root) if cgroup_root else None,
+        proc_root=Path(proc_root),
+        state_dir=Path(state_dir),
+    )
+    _release_for_guardian(env, env.fs.resolve(root), instance, state)
+
+
+def _release_for_guardian(env: Env, root: CgroupPath, instance: str, state: str) -> None:
     from memcgctl.daemon import guardian, owner
 
     pid = owner.instance_pid(instance)
-    parts = instance.split("/")
-    if pid is None or len(parts) != 3 or not parts[2].isdigit():
-        raise UsageProblem(f"--guard {instance!r}: not an instance id")
-    start = int(parts[2])
+    if state == guardian.DIED:
+        for cg, knobs in owner.release(env.fs, env.proc, root, instance=instance):
+            log(Priority.WARNING, f"guardian: daemon {pid} died; {cg}: restored {', '.join(knobs)}")
+        return
+    for cg, mark in owner.releasable(env.fs, env.proc, root, instance=instance):
+        try:
+            knobs = owner.restore(env.fs, cg, mark)
+        except (MemcgctlError, OSError):
+            continue
+        log(Priority.WARNING, f"guardian: daemon {pid} {state}; {cg}: restored {', '.join(knobs)}")
+
+
+def guard(env: Env, root: CgroupPath, instance: str) -> None:
+    """``daemon --guard INSTANCE`` (hidden): the guardian run through the command line,
+    as daemons before the light guardian started it."""
+    from memcgctl.daemon import guardian
+
     try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        fd = -1
-    proc_root, state_dir = str(env.proc_root), str(env.state_dir)
-    heartbeat = guardian.heartbeat_path(state_dir, pid)
-    try:
-        while fd >= 0 and owner.instance_alive(env.proc, instance):  # the pidfd is the daemon's
-            state = guardian.watch(proc_root, pid, start, heartbeat, fd)
-            if state == guardian.DIED:
-                break
-            for cg, mark in owner.releasable(env.fs, env.proc, root, instance=instance):
-                try:
-                    knobs = owner.restore(env.fs, cg, mark)
-                except (MemcgctlError, OSError):
-                    continue
-                log(
-                    Priority.WARNING,
-                    f"guardian: daemon {pid} {state}; {cg}: restored {', '.join(knobs)}",
-                )
-            with contextlib.suppress(OSError):
-                flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                os.close(os.open(guardian.released_path(state_dir, pid), flags, 0o600))
-            if guardian.wait_back(proc_root, pid, start, heartbeat, fd) == guardian.DIED:
-                break
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    for cg, knobs in owner.release(env.fs, env.proc, root, instance=instance):
-        log(Priority.WARNING, f"guardian: daemon {pid} died; {cg}: restored {', '.join(knobs)}")
-    for path in (heartbeat, guardian.released_path(state_dir, pid)):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        guardian.serve(
+            instance,
+            str(env.proc_root),
+            str(env.state_dir),
+            lambda state: _release_for_guardian(env, root, instance, state),
+        )
+    except ValueError as exc:
+        raise UsageProblem(f"--guard {exc}") from None
