@@ -112,6 +112,7 @@ def measure(
         helptext = subprocess.run(
             [python, "-m", "memcgctl", "daemon", "--help"],
             env=env,
+            cwd=work,
             capture_output=True,
             text=True,
             check=True,
@@ -120,8 +121,9 @@ def measure(
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(work / "notify"))
         env.update(NOTIFY_SOCKET=str(work / "notify"), WATCHDOG_USEC="10000000")
+    # cwd: not a checkout (``-m`` puts the working directory first on sys.path)
     proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        argv, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
         assert proc.stderr is not None

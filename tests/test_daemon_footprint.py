@@ -71,6 +71,27 @@ def test_mlockall_refused_altogether_is_one_warning(
     assert len(err) == 1 and "mlockall failed" in err[0] and "continuing" in err[0]
 
 
+class FakeMalloc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+def test_one_malloc_arena_for_all_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = FakeMalloc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
+    daemon_main.one_malloc_arena()
+    assert libc.calls == [(-8, 1)]  # mallopt(M_ARENA_MAX, 1)
+
+
+def test_no_mallopt_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())  # a libc without it
+    daemon_main.one_malloc_arena()
+
+
 def test_lock_names_are_sha256_without_openssl() -> None:
     """The lock files keep their names (daemons of both versions exclude each other)."""
     cg = CgroupPath("/kubepods/burstable/pod\u00e9")
