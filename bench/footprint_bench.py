@@ -5,9 +5,9 @@ Run as root on a host with the v1 memory controller::
     python3 bench/footprint_bench.py [--src LABEL=CHECKOUT ...] [--python PYTHON]
 
 Under one test parent (tests/realkernel.py, removed at the end) it builds a tree of
-1,000 cgroups (40 groups of 24, and the groups), 100 of them managed (an OOM delay and
+1,000 cgroups (40 groups of 24, and the groups), 96 of them managed (an OOM delay and
 a 64 MiB limit), starts ``memcgctl daemon --root PARENT`` from each checkout given, waits
-until it took over the 100, lets it idle (``--idle`` s, rescans included), then reads
+until it took over the 96, lets it idle (``--idle`` s, rescans included), then reads
 ``/proc/PID/status`` (RssAnon, RssFile, RssShmem) and ``/proc/PID/smaps_rollup`` (Pss)
 of the daemon and of its guardian process, if any.  Two ways to start it:
 
@@ -54,7 +54,7 @@ class Resident:
         return Resident(self.rss_kib + other.rss_kib, self.pss_kib + other.pss_kib)
 
     def cell(self) -> str:
-        return f"{self.rss_kib / 1024:.1f} ({self.pss_kib / 1024:.1f})"
+        return f"{self.rss_kib / 1024:.2f} ({self.pss_kib / 1024:.2f})"
 
 
 def resident(pid: int) -> Resident:

@@ -102,11 +102,11 @@ def test_lock_names_are_sha256_without_openssl() -> None:
 # -- what the running daemon imports ----------------------------------------------------
 
 # What the daemon does not use, and must therefore not keep resident (issue 22): the
-# table libraries, psutil, OpenSSL's hashlib (a lock file's name), tempfile and what it
-# drags in (shutil, bz2, lzma, random), ctypes.util; subprocess only for hooks or the
-# guardian, socket only under systemd.
+# table libraries and our output module, psutil, OpenSSL's hashlib (a lock file's name),
+# tempfile and what it drags in (shutil, bz2, lzma, random), ctypes.util; subprocess
+# only for hooks or the guardian, socket only under systemd.
 NEVER = {"rich", "tabulate", "psutil", "_hashlib", "tempfile", "shutil", "bz2", "lzma"}
-NEVER |= {"random", "ctypes.util", "argparse"}
+NEVER |= {"random", "ctypes.util", "argparse", "memcgctl.render.output"}
 UNLESS_USED = {"subprocess", "socket"}
 
 
