@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.realkernel import TestCgroups, wait_until
-from tests.test_daemon_kernel import MARK, REPO, Daemon, grower, oom_control, set_xattr
+from tests.test_daemon_kernel import MARK, Daemon, grower, oom_control, run_cli, set_xattr
 
 
 @pytest.fixture
@@ -72,16 +70,7 @@ def test_under_systemds_watchdog_no_guardian_process(
         time.sleep(1.0)  # a guardian would have released by now; there is none
         assert oom_control(cgroups, top)["oom_kill_disable"] == 1 and g.poll() is None
         # systemd's ExecStopPost= is what releases
-        r = subprocess.run(
-            [
-                *(sys.executable, "-m", "memcgctl", "--state-dir", str(tmp_path / "state")),
-                *("daemon", "--release", "--root", cgroups.parent),
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = run_cli(tmp_path / "state", "daemon", "--release", "--root", cgroups.parent)
         assert r.returncode == 0, r.stderr
         assert f"{top}: restored oom_kill_disable" in r.stdout
         assert g.wait(timeout=15) == -signal.SIGKILL  # the kernel decides again
