@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -20,6 +21,7 @@ from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import UsageProblem
 from tests.fakehost import FakeHost
 from tests.test_cli_foundation import state
+from tests.test_rules_unit import rules_dir
 
 
 @pytest.fixture
@@ -242,3 +244,15 @@ def test_guardian_process_only_without_systemds_watchdog(
     assert len(err) == (1 if warned else 0), err
     if warned:
         assert err[0].startswith("<4>--guardian=systemd without systemd's watchdog")
+
+
+def test_bad_rules_stop_the_daemon_before_it_takes_anything_over(
+    host: FakeHost, tmp_path: Path
+) -> None:
+    """The daemon's own --rules (DaemonConfig.rules_dir) are read before any claim."""
+    d = rules_dir(tmp_path, {"50-x.toml": "[[rule]]\ncomm = 'a'\nbadness = -1\n"})
+    before = state(host)
+    r = run(host, "--rules", str(d), "--guardian=none", "--no-mlock")
+    assert r.exit_code == 2, r.output
+    assert r.stdout == "" and len(r.stderr.splitlines()) == 1 and "50-x.toml:1" in r.stderr
+    assert state(host) == before and not list(host.state.glob("daemon-*"))

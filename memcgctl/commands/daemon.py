@@ -201,8 +201,6 @@ def daemon(
     from memcgctl.daemon import main
     from memcgctl.daemon.config import DaemonConfig, systemd_env
 
-    if rules_dir is not None:
-        env.rules_dir = rules_dir
     root = env.fs.resolve(root_name)
     if guard is not None:
         main.guard(env, root, guard)
@@ -235,5 +233,4 @@ def daemon(
         mlock=not no_mlock,
         systemd_env=systemd_env(),
     )
-    env.rules  # noqa: B018 - bad rules at start: exit 2 before taking anything over
     main.run(env, config)

@@ -63,6 +63,9 @@ def one_malloc_arena() -> None:
 
 def run(env: Env, config: DaemonConfig) -> None:
     """Enforce until SIGTERM/SIGINT (daemon/loop.py), then restore every knob."""
+    if config.rules_dir is not None:
+        env.rules_dir = config.rules_dir
+    env.rules  # noqa: B018 - bad rules at start: exit 2 before taking anything over
     one_malloc_arena()  # before any thread starts (the journal's)
     from memcgctl.actions.kill import make_killer
     from memcgctl.daemon import owner
