@@ -192,3 +192,17 @@ def test_an_idle_guardian_process_imports_no_memcgctl_machinery(tmp_path: Path) 
     ours = {m for m in mods if m.startswith("memcgctl")}
     assert ours == {"memcgctl", "memcgctl.daemon"}, ours  # (the guardian is __main__)
     assert not mods & (NEVER | UNLESS_USED | {"json", "pathlib", "click", "threading"})
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["/proc"], "want PROC_ROOT CGROUP_ROOT STATE_DIR ROOT INSTANCE"),
+        (["/proc", "", "/tmp", "/", "boot/notapid/1"], "'boot/notapid/1': not an instance id"),
+    ],
+)
+def test_the_guardian_refuses_a_bad_command_line(
+    capfd: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    assert guardian.main(args) == 2
+    assert capfd.readouterr().err == f"<3>guardian: {said}\n"

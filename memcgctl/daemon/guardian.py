@@ -197,7 +197,7 @@ def main(args: Sequence[str]) -> int:
     """``python3 -m memcgctl.daemon.guardian PROC_ROOT CGROUP_ROOT STATE_DIR ROOT
     INSTANCE`` (``CGROUP_ROOT`` empty: the hierarchy mounted)."""
     if len(args) != 5:
-        os.write(2, b"<3>guardian: want PROC_ROOT CGROUP_ROOT STATE_DIR ROOT INSTANCE\n")
+        _error("want PROC_ROOT CGROUP_ROOT STATE_DIR ROOT INSTANCE")
         return 2
     proc_root, cgroup_root, state_dir, root, instance = args
 
@@ -209,9 +209,15 @@ def main(args: Sequence[str]) -> int:
     try:
         serve(instance, proc_root, state_dir, release)
     except ValueError as exc:
-        os.write(2, f"<3>guardian: {exc}\n".encode())
+        _error(str(exc))
         return 2
     return 0
+
+
+def _error(text: str) -> None:
+    from memcgctl.render.logprio import Priority, prefixed  # only on this path
+
+    os.write(2, (prefixed(Priority.ERR, f"guardian: {text}") + "\n").encode())
 
 
 if __name__ == "__main__":
