@@ -2,9 +2,10 @@
 cgroup, through the killer), each journaled as a ``user_kill`` by the daemon; every
 decision of the core as one log line on stderr with a syslog priority and one journal
 record; and the journal writer thread that appends those records, so that a kill never
-waits on the journal.  Two parts of the real ports (``daemon/ports.py``), each built
-with what it needs: the :class:`Recorder` (log stream + journal writer) and the
-:class:`Kills` (killer + the dying victims + a recorder).
+waits on the journal.  Three parts of the real ports (``daemon/ports.py``), each built
+with what it needs: the :class:`Recorder` (log stream + journal writer), the
+:class:`Kills` (killer + the dying victims + a recorder) and the :class:`Troubles`
+(the errors the ports carry on after, each said once).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -23,9 +25,16 @@ from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.render.safetext import log_value
 from memcgctl.state.journal import Journal
-from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.errors import MemcgctlError
-from memcgctl.vocab.records import DaemonRecord, Event, journaled, user_kill, utc_now_iso
+from memcgctl.vocab.records import (
+    DaemonRecord,
+    Event,
+    daemon_record,
+    journaled,
+    user_kill,
+    utc_now_iso,
+)
 
 _PRIORITY = {
     "daemon_kill": Priority.WARNING,
@@ -37,6 +46,16 @@ _PRIORITY = {
     "valve_frozen": Priority.WARNING,
     "kernel_kill": Priority.WARNING,
 }
+# ``where`` of the daemon_error records of :class:`Troubles`: errors the daemon carries
+# on after (a warning), not the unexpected ones the core reports (an error)
+CARRIED_ON = frozenset({"level", "setting", "restore"})
+
+
+def priority_of(event: DaemonRecord) -> Priority:
+    kind = str(event["kind"])
+    if kind == "daemon_error" and event.get("where") in CARRIED_ON:
+        return Priority.WARNING
+    return _PRIORITY.get(kind, Priority.INFO)
 
 
 class JournalWriter:
@@ -114,7 +133,7 @@ class Recorder:
         """A decision of the core: its log line and its journal record."""
         record = journaled(event)
         self.line(
-            _PRIORITY.get(str(event["kind"]), Priority.INFO),
+            priority_of(event),
             str(event["kind"]),
             str(event["cgroup"]),
             **{k: v for k, v in event.items() if k not in ("kind", "cgroup")},
@@ -202,3 +221,46 @@ class Kills:
             for pid, comm, cg, mechanism in killed
         ]
         self.recorder.append(records)
+
+
+class Troubles:
+    """The errors the ports carry on after: a file they cannot read (``memory.current``,
+    a setting), a knob they cannot restore.  Each is said as a ``daemon_error`` record
+    (log line at warning priority, journal, the status counts) once per cgroup and
+    condition (where, error type, errno) while it lasts; said again when it comes back
+    after a good read (:meth:`ok`), but at most once per :data:`REPEAT_S` per cgroup.
+    A cgroup or process that went away (``Vanished``) is normal: never said here."""
+
+    REPEAT_S = 60.0
+    _PRUNE_AT = 1024  # cgroups remembered before those said long ago are forgotten
+
+    def __init__(
+        self, emit: Callable[[DaemonRecord], None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.emit = emit
+        self.clock = clock
+        # (where, cgroup) -> the conditions said there that have not cleared yet
+        self._said: dict[tuple[str, str], set[tuple[str, int | None]]] = {}
+        self._last: dict[str, float] = {}  # cgroup -> when something was said last
+
+    def failed(self, where: str, cg: Scope, exc: BaseException) -> None:
+        assert where in CARRIED_ON, where
+        condition = (type(exc).__name__, getattr(exc, "errno", None))
+        said = self._said.setdefault((where, str(cg)), set())
+        if condition in said:
+            return
+        now = self.clock()
+        last = self._last.get(str(cg))
+        if last is not None and now - last < self.REPEAT_S:
+            return  # rate-limited: said once the period is over, if it lasts
+        said.add(condition)
+        if len(self._last) >= self._PRUNE_AT:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.REPEAT_S}
+        self._last[str(cg)] = now
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        self.emit(daemon_record("daemon_error", str(cg), where=where, error=error))
+
+    def ok(self, where: str, cg: Scope) -> None:
+        """cg was read (or restored) fine at ``where``: its conditions there cleared."""
+        if self._said:
+            self._said.pop((where, str(cg)), None)

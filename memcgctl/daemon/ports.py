@@ -3,7 +3,8 @@ host's meminfo and PSI trigger, the kernel log.
 
 :class:`RealPorts` is what the core and the loop drive.  It is built from parts with
 one job each, which it constructs with what they need: the :class:`Recorder` (log
-lines and journal records), the :class:`Kills` (the killer, journaled), the
+lines and journal records), the :class:`Troubles` (errors it carries on after, each
+said once), the :class:`Kills` (the killer, journaled), the
 :class:`Knobs` (the knobs it changes under ownership marks) and the :class:`Watches`
 (the notification fds).  It keeps the managed set, the valves and the levels itself.
 """
@@ -18,7 +19,7 @@ from typing import TextIO
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
 from memcgctl.daemon.dying import Dying
-from memcgctl.daemon.journaling import Kills, Recorder
+from memcgctl.daemon.journaling import Kills, Recorder, Troubles
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
 from memcgctl.daemon.protocol import Level, Managed
@@ -94,6 +95,7 @@ class RealPorts:
         self.dying = Dying()  # victims sent SIGKILL that have not exited yet
         # the parts, each with one job
         self.recorder = Recorder(journal, log if log is not None else sys.stderr)
+        self.troubles = Troubles(lambda event: self.emit(event))  # emit may be wrapped
         self.kills = Kills(killer, self.dying, self.recorder)
         self.knobs = Knobs(self.fs, self.proc, instance, self.tuning, self.recorder, dry_run)
         self.watches = Watches(self.fs)  # cgroup -> the fds that notify about it
@@ -150,8 +152,12 @@ class RealPorts:
                 continue  # the root has no limit to hold; the host is --host-delay
             try:
                 delay = read_setting(self.fs, cg, OOM_DELAY).value
-            except (Vanished, OSError, MemcgctlError):  # gone, or unreadable: not managed
+            except Vanished:
                 continue
+            except (OSError, MemcgctlError) as exc:  # unreadable: not managed, said once
+                self.troubles.failed("setting", cg, exc)
+                continue
+            self.troubles.ok("setting", cg)
             if delay is not None:
                 out[cg] = delay
         if self.host_delay_ms is not None and self.root.is_root:
@@ -257,7 +263,10 @@ class RealPorts:
                 continue
             try:
                 knobs = owner.restore(self.fs, cg, mark)
-            except (Vanished, MemcgctlError):
+            except Vanished:
+                continue
+            except MemcgctlError as exc:
+                self.troubles.failed("restore", cg, exc)
                 continue
             released.append(cg)
             self.emit(daemon_record("daemon_released", cg, reason="orphaned mark", restored=knobs))
@@ -273,8 +282,10 @@ class RealPorts:
             mark = owner.read_mark(self.fs, target)
             if mark is not None and mark.get("instance") == self.instance:
                 owner.restore(self.fs, target, mark)
-        except (Vanished, MemcgctlError):
+        except Vanished:
             pass
+        except MemcgctlError as exc:  # the knob stays as we set it: say so
+            self.troubles.failed("restore", target, exc)
 
     def close_all(self) -> None:
         """Every fd.  The journal writer stays open for the records of the way out
@@ -307,30 +318,40 @@ class RealPorts:
 
     # -- state ------------------------------------------------------------------------
     def level(self, cg: Scope) -> Level:
+        """cg's level; CLEAR when it cannot be read: gone (the next rescan releases it),
+        or an error, said once per condition (:class:`Troubles`)."""
         try:
-            if isinstance(cg, HostScope):
-                avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
-                hl = self.tuning.host
-                rate = self.host_rate.update(time.monotonic(), avail)
-                poll = host_poll_interval(avail, total, hl, rate)
-                return Level(host_level(avail, total, hl), poll)
-            v = self.valves.get(cg)
-            if v is not None:
-                v = self.valves[cg] = self.knobs.refresh(v)
-                used = committed(
-                    self.fs.usage(v.domain) or 0,
-                    self.fs.memory_stat(v.domain),
-                    self._swap_room(v.domain),
-                )
-                return Level(memcg_level(used, v.lines), VALVE_POLL)
-            if bool(self.fs.oom_control(cg).get("under_oom", 0)):
-                return Level(SHORT, V1_POLL)
-            usage, limit = self.fs.usage(cg), self.fs.limit(cg)
-            if usage is not None and limit is not None and usage < limit - limit // 16:
-                return Level(RECOVERED)
+            level = self._level(cg)
+        except Vanished:
             return Level(CLEAR)
-        except (Vanished, MemcgctlError, OSError):
+        except (MemcgctlError, OSError) as exc:
+            self.troubles.failed("level", cg, exc)
             return Level(CLEAR)
+        self.troubles.ok("level", cg)
+        return level
+
+    def _level(self, cg: Scope) -> Level:
+        if isinstance(cg, HostScope):
+            avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
+            hl = self.tuning.host
+            rate = self.host_rate.update(time.monotonic(), avail)
+            poll = host_poll_interval(avail, total, hl, rate)
+            return Level(host_level(avail, total, hl), poll)
+        v = self.valves.get(cg)
+        if v is not None:
+            v = self.valves[cg] = self.knobs.refresh(v)
+            used = committed(
+                self.fs.usage(v.domain) or 0,
+                self.fs.memory_stat(v.domain),
+                self._swap_room(v.domain),
+            )
+            return Level(memcg_level(used, v.lines), VALVE_POLL)
+        if bool(self.fs.oom_control(cg).get("under_oom", 0)):
+            return Level(SHORT, V1_POLL)
+        usage, limit = self.fs.usage(cg), self.fs.limit(cg)
+        if usage is not None and limit is not None and usage < limit - limit // 16:
+            return Level(RECOVERED)
+        return Level(CLEAR)
 
     def _swap_room(self, domain: CgroupPath) -> int:
         if not self._has_swap:
