@@ -22,7 +22,7 @@ from memcgctl.daemon.dying import Dying
 from memcgctl.daemon.journaling import Kills, Recorder, Troubles
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
-from memcgctl.daemon.protocol import Level, Managed
+from memcgctl.daemon.protocol import Feed, Managed, Mode, Reading, Wake
 from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
@@ -174,7 +174,7 @@ class RealPorts:
                 self.knobs.pause(cg)
             self.watches.add(cg, [OomControlWatch(self.fs, cg)])
             self._noted.discard(cg)
-            return Managed("oom", cg)
+            return Managed(Mode.OOM, cg)
         except (Vanished, OSError, MemcgctlError) as exc:
             self._cannot(cg, str(exc))
             self.watches.close(cg)
@@ -194,7 +194,7 @@ class RealPorts:
         except (OSError, Vanished) as exc:
             self.recorder.line(Priority.WARNING, "no_psi_trigger", HOST, error=str(exc))
         self.watches.add(HOST, watches)
-        return Managed("host", ROOT)  # the host's victims are chosen in the whole hierarchy
+        return Managed(Mode.HOST, ROOT)  # the host's victims are chosen in the whole hierarchy
 
     def _domain(self, cg: CgroupPath, bound: CgroupPath | None = None) -> CgroupPath | None:
         """The OOM domain of cg inside our root: cg or the nearest ancestor with a
@@ -248,7 +248,7 @@ class RealPorts:
         self.valves[cg] = valve
         self.watches.add(cg, [EventsFileWatch(self.fs, domain, V2_EVENTS)])
         self._noted.discard(cg)
-        return Managed("valve", domain)
+        return Managed(Mode.VALVE, domain)
 
     def release_orphans(self) -> list[CgroupPath]:
         """At start: restore the marks of dead instances that no watch of ours adopted
@@ -303,40 +303,40 @@ class RealPorts:
     def _klog_fd(self) -> int:
         return self.kernel_log.fileno() if self.kernel_log is not None else -1
 
-    def fds(self) -> dict[int, Scope | str]:
-        """fd -> the cgroup it notifies about ("" for the kernel log); the same object
-        while the set is unchanged."""
+    def fds(self) -> dict[int, Scope | Feed]:
+        """fd -> the cgroup it notifies about (KERNEL_LOG for the kernel log); the same
+        object while the set is unchanged."""
         return self.watches.fds(self._klog_fd())
 
     def poll_events(self, fd: int) -> int:
         """The poll mask to wait for on fd (:meth:`Watches.poll_events`)."""
         return self.watches.poll_events(fd, self._klog_fd())
 
-    def consume(self, cg: Scope, fd: int, error: bool) -> str:
-        """Read what woke us on fd: "fired", "quiet" or "gone" (:meth:`Watches.consume`)."""
+    def consume(self, cg: Scope, fd: int, error: bool) -> Wake:
+        """Read what woke us on fd (:meth:`Watches.consume`)."""
         return self.watches.consume(cg, fd, error, self._klog_fd())
 
     # -- state ------------------------------------------------------------------------
-    def level(self, cg: Scope) -> Level:
+    def level(self, cg: Scope) -> Reading:
         """cg's level; CLEAR when it cannot be read: gone (the next rescan releases it),
         or an error, said once per condition (:class:`Troubles`)."""
         try:
             level = self._level(cg)
         except Vanished:
-            return Level(CLEAR)
+            return Reading(CLEAR)
         except (MemcgctlError, OSError) as exc:
             self.troubles.failed("level", cg, exc)
-            return Level(CLEAR)
+            return Reading(CLEAR)
         self.troubles.ok("level", cg)
         return level
 
-    def _level(self, cg: Scope) -> Level:
+    def _level(self, cg: Scope) -> Reading:
         if isinstance(cg, HostScope):
             avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
             hl = self.tuning.host
             rate = self.host_rate.update(time.monotonic(), avail)
             poll = host_poll_interval(avail, total, hl, rate)
-            return Level(host_level(avail, total, hl), poll)
+            return Reading(host_level(avail, total, hl), poll)
         v = self.valves.get(cg)
         if v is not None:
             v = self.valves[cg] = self.knobs.refresh(v)
@@ -345,13 +345,13 @@ class RealPorts:
                 self.fs.memory_stat(v.domain),
                 self._swap_room(v.domain),
             )
-            return Level(memcg_level(used, v.lines), VALVE_POLL)
+            return Reading(memcg_level(used, v.lines), VALVE_POLL)
         if bool(self.fs.oom_control(cg).get("under_oom", 0)):
-            return Level(SHORT, V1_POLL)
+            return Reading(SHORT, V1_POLL)
         usage, limit = self.fs.usage(cg), self.fs.limit(cg)
         if usage is not None and limit is not None and usage < limit - limit // 16:
-            return Level(RECOVERED)
-        return Level(CLEAR)
+            return Reading(RECOVERED)
+        return Reading(CLEAR)
 
     def _swap_room(self, domain: CgroupPath) -> int:
         if not self._has_swap:

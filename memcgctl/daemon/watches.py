@@ -9,6 +9,7 @@ from __future__ import annotations
 import select
 from collections.abc import Iterator, Mapping
 
+from memcgctl.daemon.protocol import KERNEL_LOG, Feed, Wake
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
 from memcgctl.vocab.cgpath import HostScope, Scope
@@ -27,7 +28,7 @@ class Watches(Mapping[Scope, list[Notifier]]):
         self._by_cg: dict[Scope, list[Notifier]] = {}
         self._version = 0
         self._index: tuple[
-            tuple[int, int], dict[int, tuple[Scope, Notifier]], dict[int, Scope | str]
+            tuple[int, int], dict[int, tuple[Scope, Notifier]], dict[int, Scope | Feed]
         ] = ((-1, -1), {}, {})
 
     def __getitem__(self, cg: Scope) -> list[Notifier]:
@@ -58,22 +59,22 @@ class Watches(Mapping[Scope, list[Notifier]]):
 
     def _indexed(
         self, klog: int
-    ) -> tuple[dict[int, tuple[Scope, Notifier]], dict[int, Scope | str]]:
+    ) -> tuple[dict[int, tuple[Scope, Notifier]], dict[int, Scope | Feed]]:
         """fd -> (cgroup, watch), and the loop's fd -> cgroup map (``klog``, the kernel
-        log's fd or -1, maps to ""): O(1) per fd on a wake-up."""
+        log's fd or -1, maps to KERNEL_LOG): O(1) per fd on a wake-up."""
         key = (self._version, klog)
         if self._index[0] != key:
             by_fd = {w.fileno(): (cg, w) for cg, ws in self._by_cg.items() for w in ws}
             by_fd.pop(-1, None)
-            out: dict[int, Scope | str] = {fd: cg for fd, (cg, _) in by_fd.items()}
+            out: dict[int, Scope | Feed] = {fd: cg for fd, (cg, _) in by_fd.items()}
             if klog >= 0:
-                out[klog] = ""
+                out[klog] = KERNEL_LOG
             self._index = (key, by_fd, out)
         return self._index[1], self._index[2]
 
-    def fds(self, klog: int) -> dict[int, Scope | str]:
-        """fd -> the cgroup it notifies about ("" for the kernel log's fd ``klog``); the
-        same object while the set is unchanged."""
+    def fds(self, klog: int) -> dict[int, Scope | Feed]:
+        """fd -> the cgroup it notifies about (KERNEL_LOG for the kernel log's fd
+        ``klog``); the same object while the set is unchanged."""
         return self._indexed(klog)[1]
 
     def poll_events(self, fd: int, klog: int) -> int:
@@ -87,24 +88,26 @@ class Watches(Mapping[Scope, list[Notifier]]):
             return select.POLLIN
         return select.POLLPRI
 
-    def consume(self, cg: Scope, fd: int, error: bool, klog: int) -> str:
-        """Read what woke us on fd: "fired" (look at cg now), "quiet" (nothing that
-        matters, e.g. another memory.events counter), or "gone" (cgroup removed)."""
+    def consume(self, cg: Scope, fd: int, error: bool, klog: int) -> Wake:
+        """Read what woke us on fd: FIRED (look at cg now), QUIET (nothing that
+        matters, e.g. another memory.events counter), or GONE (cgroup removed)."""
         found = self._indexed(klog)[0].get(fd)
         for w in [found[1]] if found is not None and found[0] == cg else []:
             if isinstance(w, OomControlWatch):
                 # v1 also fires once when the cgroup is removed
                 if w.drain() == 0:
-                    return "quiet"
-                return "fired" if isinstance(cg, HostScope) or self.fs.exists(cg) else "gone"
+                    return Wake.QUIET
+                exists = isinstance(cg, HostScope) or self.fs.exists(cg)
+                return Wake.FIRED if exists else Wake.GONE
             if isinstance(w, EventsFileWatch):
                 # kernfs wakes with POLLPRI|POLLERR on every change: compare counters
                 try:
                     values = w.read()
                 except Vanished:
-                    return "gone"
+                    return Wake.GONE
                 old, w.values = w.values, values
                 grew = any(values.get(k, 0) > old.get(k, 0) for k in _VALVE_EVENTS)
-                return "fired" if grew else "quiet"
-            return "gone" if error and not isinstance(cg, HostScope) else "fired"  # PSI: POLLERR
-        return "quiet"
+                return Wake.FIRED if grew else Wake.QUIET
+            gone = error and not isinstance(cg, HostScope)  # PSI: POLLERR
+            return Wake.GONE if gone else Wake.FIRED
+        return Wake.QUIET
