@@ -172,3 +172,21 @@ def test_a_knob_that_cannot_be_restored_is_said(fake_v2: FakeHost, tmp_path: Pat
     assert "memory.high" in line
     (record,) = journaled(ports, state)
     assert record["where"] == "restore"  # type: ignore[typeddict-item]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_cgroup_removed_before_it_is_taken_over_is_no_error(tmp_path: Path, version: int) -> None:
+    """Listed by a rescan, removed before take_over reached it: not managed, and nothing
+    said (a cgroup that went away is normal); the freeze of a removed domain likewise."""
+    host = FakeHost(tmp_path / "host", version=version)
+    ports, _, state = setup(host, tmp_path, dry_run=False)
+    if version == 2:
+        assert ports.take_over(JOBS) is not None
+        shutil.rmtree(host.path("/jobs"))
+        assert not ports.freeze(JOBS, True)
+    else:
+        shutil.rmtree(host.path("/jobs"))
+        assert ports.take_over(JOBS) is None and JOBS not in ports.watches
+    log = ports.log
+    assert isinstance(log, io.StringIO) and log.getvalue() == ""
+    assert journaled(ports, state) == []

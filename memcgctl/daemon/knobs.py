@@ -161,6 +161,8 @@ class Knobs:
                 self.fs.set_freeze(domain, str(prev) == "1")
                 owner.write_mark(self.fs, domain, mark)
             return True
-        except (Vanished, MemcgctlError, OSError) as exc:
+        except Vanished:  # the domain was removed: nothing left to freeze or thaw
+            return False
+        except (MemcgctlError, OSError) as exc:
             self.recorder.line(Priority.ERR, "freeze_failed", domain, error=str(exc))
             return False

@@ -175,7 +175,10 @@ class RealPorts:
             self.watches.add(cg, [OomControlWatch(self.fs, cg)])
             self._noted.discard(cg)
             return Managed(Mode.OOM, cg)
-        except (Vanished, OSError, MemcgctlError) as exc:
+        except Vanished:  # removed since the rescan listed it: nothing to say
+            self.watches.close(cg)
+            return None
+        except (OSError, MemcgctlError) as exc:
             self._cannot(cg, str(exc))
             self.watches.close(cg)
             return None
