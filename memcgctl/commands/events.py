@@ -9,7 +9,7 @@ from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.diag import diagnostic
-from memcgctl.render.output import emit_json, emit_json_line, say
+from memcgctl.render.output import emit_json_line, say
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import UsageProblem
 from memcgctl.vocab.records import Event
@@ -113,7 +113,11 @@ def events(
         history = merge_history([*starts, *kernel], journaled)  # on a tie: the start first
         shown = [ev for ev in history if matches(ev, root, since_iso)]
         if as_json and not follow:
-            emit_json({"root": root, "since": since_iso, "events": [worded(e) for e in shown]})
+            from memcgctl.render.jsonstream import emit_json_stream
+
+            # written item by item: the document's text is never whole in memory
+            stream = (worded(e) for e in shown)
+            emit_json_stream({"root": root, "since": since_iso, "events": stream})
         else:
             for ev in shown:
                 show(ev)
@@ -156,7 +160,8 @@ def _events_from_file(
     json_lines: bool,
 ) -> None:
     """One JSON document with --json (the events in a named array, as for the live
-    history), one object per line with --json-lines (a 100 MB log streams)."""
+    history), one object per line with --json-lines; both stream (a 100 MB log, or
+    100,000 reports, in constant memory)."""
     from memcgctl.inputs.logfile import read_log_lines
     from memcgctl.logic.events import matches
     from memcgctl.logic.oomassembler import saved_events
@@ -169,19 +174,29 @@ def _events_from_file(
         raise UsageProblem(str(exc)) from None
     lo = LogBound(since) if since is not None else None
     hi = LogBound(until) if until is not None else None
-    kept: list[Event] = []
+    shown = (
+        ev
+        for ev in saved_events(read_log_lines(path), path)
+        if matches(ev, root, None) and within(ev, lo, hi)
+    )
+    if as_json:
+        from itertools import chain
+
+        from memcgctl.render.jsonstream import emit_json_stream
+
+        # the first event is read before anything is written, so that a file that
+        # cannot be opened is one error line, not half a document
+        first = next(shown, None)
+        events = (worded(ev) for ev in chain([] if first is None else [first], shown))
+        head = {"root": root, "from": path, "since": since, "until": until}
+        emit_json_stream({**head, "events": events})  # in log order, item by item
+        return
     count = 0
-    for ev in saved_events(read_log_lines(path), path):
-        if not matches(ev, root, None) or not within(ev, lo, hi):
-            continue
+    for ev in shown:
         count += 1
         if json_lines:
             emit_json_line(worded(ev))
-        elif as_json:
-            kept.append(worded(ev))
         else:
             say(format_event(ev))
-    if as_json:
-        emit_json({"root": root, "from": path, "since": since, "until": until, "events": kept})
-    elif not json_lines and not count:
+    if not json_lines and not count:
         say(f"no OOM events for {root} in {path}", err=True)
