@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memcgctl.cli import cli
@@ -26,7 +26,7 @@ from memcgctl.logic.oomassembler import collect, saved_events
 from memcgctl.logic.postmortem import explain_report
 from memcgctl.render.eventline import worded
 from memcgctl.render.explain import kill_explanation_json
-from memcgctl.render.jsonstream import Later, chunks
+from memcgctl.render.jsonstream import Later, write_json_stream
 from memcgctl.vocab.cgpath import CgroupPath
 from tests.fakehost import FakeHost
 from tests.realdata import REPO_ROOT, data_dir
@@ -61,11 +61,18 @@ def streamed(value: Any, draw: st.DrawFn) -> Any:
     return value
 
 
+def text_of(doc: Any) -> str:
+    out: list[str] = []
+    write_json_stream(doc, out.append, lambda: None)
+    return "".join(out)
+
+
+@settings(deadline=None)  # no timing: the machine is shared
 @given(st.dictionaries(st.text(), values, max_size=5), st.data())
 def test_the_text_is_json_dumps_of_the_whole_document(doc: dict[str, Any], data: Any) -> None:
-    assert "".join(chunks(streamed(doc, data.draw))) == json.dumps(doc, indent=2)
+    assert text_of(streamed(doc, data.draw)) == json.dumps(doc, indent=2) + "\n"
     lazy = {k: streamed(v, data.draw) for k, v in doc.items()}
-    assert "".join(chunks(lazy)) == json.dumps(doc, indent=2)
+    assert text_of(lazy) == json.dumps(doc, indent=2) + "\n"
 
 
 def test_later_is_computed_after_the_items_before_it() -> None:
@@ -77,24 +84,32 @@ def test_later_is_computed_after_the_items_before_it() -> None:
             yield n
 
     doc = {"items": items(), "count": Later(lambda: len(seen))}
-    assert json.loads("".join(chunks(doc))) == {"items": [0, 1, 2], "count": 3}
+    assert json.loads(text_of(doc)) == {"items": [0, 1, 2], "count": 3}
 
 
-def test_an_item_is_pulled_only_after_the_text_before_it() -> None:
+def test_each_item_is_written_out_before_the_next_is_pulled() -> None:
+    written: list[str] = []
+    flushed: list[str] = []  # the text out at each flush
     pulled: list[int] = []
 
     def items() -> Iterator[dict[str, int]]:
         for n in range(3):
+            # what was out when item n was asked for: the head and items 0..n-1, whole
+            text = flushed[-1] if flushed else ""
+            assert text.count('"n"') == n and text.startswith('{\n  "head": 1')
             pulled.append(n)
             yield {"n": n}
 
-    pieces = chunks({"head": 1, "items": items()})
-    text = ""
-    for piece in pieces:
-        text += piece
-        if '"n": 0' in text:
-            break
-    assert pulled == [0]  # the first item is out, the second not yet made
+    write_json_stream(
+        {"head": 1, "items": items()}, written.append, lambda: flushed.append("".join(written))
+    )
+    assert pulled == [0, 1, 2]
+    assert json.loads(flushed[-1]) == {"head": 1, "items": [{"n": 0}, {"n": 1}, {"n": 2}]}
+
+
+def test_what_json_cannot_write_is_still_refused() -> None:
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        text_of({"a": {1, 2}})
 
 
 # -- the commands, on real saved logs -------------------------------------------------------

@@ -7,18 +7,21 @@ of items: written one by one as an array, each item as soon as it is made) or a
 :class:`Later` (a value computed when the writer reaches it, i.e. after every array
 before it has been written).  The text is byte for byte ``json.dumps(doc, indent=2)`` of
 the document with each iterator replaced by the list of its items and each ``Later``
-by its value (``tests/test_jsonstream.py``).
+by its value (``tests/test_json_stream.py``): it is json's own encoder, which with an
+indent encodes lazily, piece by piece; an iterator is handed to it as a list whose
+items are pulled one at a time.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-STEP = "  "  # json.dumps(indent=2)
+BUFFER = 1 << 16  # characters gathered before a write, between two items
 
 
 class Later:
@@ -29,53 +32,77 @@ class Later:
         self.compute = compute
 
 
-def _streamed(value: Any) -> bool:
-    """Whether ``value`` holds an iterator or a Later (at any depth of dicts)."""
-    if isinstance(value, (Iterator, Later)):
-        return True
-    return isinstance(value, dict) and any(_streamed(v) for v in value.values())
+class _Items(list):  # type: ignore[type-arg]
+    """An iterator seen as a list by json's encoder: ``not items`` (an empty array is
+    ``[]``) is known by pulling the first item; the others are pulled while the encoder
+    iterates, each after ``before_pull`` (which writes out what is encoded so far)."""
+
+    def __init__(self, items: Iterator[Any], before_pull: Callable[[], None]) -> None:
+        super().__init__()
+        self.items = items
+        self.before_pull = before_pull
+        before_pull()
+        self.head: list[Any] = []  # the first item, if any
+        for item in items:
+            self.head.append(item)
+            break
+        self.empty = not self.head
+
+    def __bool__(self) -> bool:
+        return not self.empty
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.empty:
+            return
+        yield self.head.pop()
+        while True:
+            self.before_pull()
+            try:
+                item = next(self.items)
+            except StopIteration:
+                return
+            yield item
 
 
-def chunks(value: Any, indent: str = "") -> Iterator[str]:
-    """The text of ``value`` nested at ``indent`` (the indentation of its line), piece
-    by piece; each item of an iterator is pulled only when the text before it has been
-    yielded, so a consumer that writes every piece shows each item before the next is
-    made (or read)."""
-    if isinstance(value, Later):
-        value = value.compute()
-    if isinstance(value, dict) and value and _streamed(value):
-        inner = indent + STEP
-        sep = "{\n"
-        for key, v in value.items():
-            yield f"{sep}{inner}{json.dumps(str(key))}: "
-            yield from chunks(v, inner)
-            sep = ",\n"
-        yield f"\n{indent}}}"
-    elif isinstance(value, Iterator):
-        inner = indent + STEP
-        sep = "[\n"
-        for item in value:
-            if _streamed(item):
-                yield sep + inner
-                yield from chunks(item, inner)
-            else:  # one piece per item
-                yield sep + inner + _text(item, inner)
-            sep = ",\n"
-        yield "[]" if sep == "[\n" else f"\n{indent}]"
-    else:
-        yield _text(value, indent)
+def write_json_stream(doc: Any, write: Callable[[str], None], flush: Callable[[], None]) -> None:
+    """Write ``doc`` (see the module) and a newline; everything encoded is written and
+    ``flush`` called before each item of an iterator is pulled, so each item is out
+    before the next is made (or read)."""
+    pending: list[str] = []
+    size = 0
 
+    def out() -> None:
+        nonlocal size
+        if pending:
+            write("".join(pending))
+            pending.clear()
+            size = 0
+        flush()
 
-def _text(value: Any, indent: str) -> str:
-    # a JSON string never holds a raw newline: every line break is the layout's
-    return json.dumps(value, indent=2).replace("\n", "\n" + indent)
+    def default(value: Any) -> Any:
+        if isinstance(value, Later):
+            return value.compute()
+        if isinstance(value, Iterator):
+            return _Items(value, out)
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    for piece in json.JSONEncoder(indent=2, default=default).iterencode(doc):
+        pending.append(piece)
+        size += len(piece)
+        if size >= BUFFER:
+            write("".join(pending))
+            pending.clear()
+            size = 0
+    pending.append("\n")
+    out()
 
 
 def emit_json_stream(doc: Any) -> None:
-    """Write ``doc`` (see the module) to standard output, then a newline, as
-    :func:`memcgctl.render.output.emit_json` would.  Each piece is written (and
-    flushed) before the next is asked for, so an item is out before the next one is
-    read: the cost of ``--json-lines``, one write per item."""
-    for piece in chunks(doc):
-        click.echo(piece, nl=False)
-    click.echo()
+    """Write ``doc`` to standard output as :func:`memcgctl.render.output.emit_json`
+    would (the cost of ``--json-lines``: one write per item)."""
+    stream = sys.stdout if sys.stdout is not None else click.get_text_stream("stdout")
+
+    def write(text: str) -> None:
+        stream.write(text)  # ASCII (json's escapes): nothing for click.echo to strip
+
+    write_json_stream(doc, write, stream.flush)
