@@ -5,7 +5,8 @@ No root needed: ``python3 bench/stream_bench.py [--n 100000] [--before /work/mai
 It builds, in a temp dir, a fixture host (FakeHost) whose journal holds N kill-all
 records (bench/counters_bench.py's, in time order) and a dmesg-style kernel log of N
 small memcg OOM reports (the invoked line, the limit line, a task table of 3 rows, the
-oom-kill and Killed process lines), then runs each command once as a subprocess and
+oom-kill and Killed process lines) and one host OOM report whose task table has N
+rows (explain-kill's document holds every candidate), then runs each command once as a subprocess and
 prints the child's peak RSS (its VmHWM at exit, bench/counters_bench.py's wrapper: the
 memcgctl process itself) and the bytes it wrote.  ``--before DIR`` runs the same
 commands with the memcgctl of another checkout too (e.g. main's, for a before/after
@@ -56,6 +57,28 @@ def report(k: int) -> str:
     )
 
 
+def big_table(n: int) -> str:
+    """One host OOM report whose task table has ``n`` rows (a node of many processes)."""
+    t = "[ 5000.000000]"
+    rows = "".join(
+        f"{t} [{p:>7}]  1000 {p:>7}   900000 {1000 + p % 5000:>8}   409600        0"
+        f"             0 worker{p % 7}\n"
+        for p in range(1000, 1000 + n)
+    )
+    victim = 1000 + 4999  # the most rss: 1000 + 4999 pages
+    return (
+        f"{t} java invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n"
+        f"{t} Tasks state (memory values in pages):\n"
+        f"{t} [  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name\n"
+        f"{rows}"
+        f"{t} oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,"
+        f"global_oom,task_memcg=/batch,task=worker{victim % 7},pid={victim},uid=1000\n"
+        f"{t} Out of memory: Killed process {victim} (worker{victim % 7}) total-vm:3600000kB, "
+        "anon-rss:1000000kB, file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:400kB "
+        "oom_score_adj:0\n"
+    )
+
+
 def write_log(path: Path, n: int) -> None:
     with path.open("w") as f:
         for k in range(n):
@@ -100,6 +123,8 @@ def main() -> int:
         fill(state, opts.n)
         log = base / "kern.log"
         write_log(log, opts.n)
+        table = base / "table.log"
+        table.write_text(big_table(opts.n))
         env = {**os.environ, **host.cli_env()}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["MEMCGCTL_JOURNAL_MAX_BYTES"] = "64M"  # keep all N records
@@ -112,10 +137,13 @@ def main() -> int:
             ("events --from --json-lines", ["events", "--from", str(log), "--json-lines"]),
             ("explain-kill --from --json", ["explain-kill", "--from", str(log), "--json"]),
             ("explain-kill --from (text)", ["explain-kill", "--from", str(log)]),
+            ("explain-kill, N tasks, --json", ["explain-kill", "--from", str(table), "--json"]),
+            ("explain-kill, N tasks (text)", ["explain-kill", "--from", str(table)]),
         ]
         print(
             f"{opts.n} journal records; kernel log {log.stat().st_size / 1e6:.0f} MB with "
-            f"{opts.n} reports; python {sys.version.split()[0]}; peak RSS = the child's VmHWM"
+            f"{opts.n} reports; a host OOM report of N={opts.n} tasks; "
+            f"python {sys.version.split()[0]}; peak RSS = the child's VmHWM"
         )
         print(f"{'command':<32} {'code':<7} {'peak RSS MB':>11} {'output MB':>10} {'wall s':>7}")
         for label, argv in commands:

@@ -189,7 +189,7 @@ def _events_from_file(
         first = next(shown, None)
         events = (worded(ev) for ev in chain([] if first is None else [first], shown))
         head = {"root": root, "from": path, "since": since, "until": until}
-        emit_json_stream({**head, "events": events})  # in log order, item by item
+        emit_json_stream({**head, "events": events}, live=True)  # each event as it is read
         return
     count = 0
     for ev in shown:

@@ -64,10 +64,17 @@ class _Items(list):  # type: ignore[type-arg]
             yield item
 
 
-def write_json_stream(doc: Any, write: Callable[[str], None], flush: Callable[[], None]) -> None:
-    """Write ``doc`` (see the module) and a newline; everything encoded is written and
-    ``flush`` called before each item of an iterator is pulled, so each item is out
-    before the next is made (or read)."""
+def _nothing() -> None:
+    pass
+
+
+def write_json_stream(
+    doc: Any, write: Callable[[str], None], flush: Callable[[], None] | None = None
+) -> None:
+    """Write ``doc`` (see the module) and a newline, in pieces of about :data:`BUFFER`
+    characters; with ``flush``, everything encoded is written and ``flush`` called
+    before each item of an iterator is pulled, so each item is out before the next is
+    made (or read)."""
     pending: list[str] = []
     size = 0
 
@@ -77,13 +84,16 @@ def write_json_stream(doc: Any, write: Callable[[str], None], flush: Callable[[]
             write("".join(pending))
             pending.clear()
             size = 0
-        flush()
+        if flush is not None:
+            flush()
+
+    before_pull = out if flush is not None else _nothing
 
     def default(value: Any) -> Any:
         if isinstance(value, Later):
             return value.compute()
         if isinstance(value, Iterator):
-            return _Items(value, out)
+            return _Items(value, before_pull)
         raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
     for piece in json.JSONEncoder(indent=2, default=default).iterencode(doc):
@@ -97,12 +107,15 @@ def write_json_stream(doc: Any, write: Callable[[str], None], flush: Callable[[]
     out()
 
 
-def emit_json_stream(doc: Any) -> None:
+def emit_json_stream(doc: Any, live: bool = False) -> None:
     """Write ``doc`` to standard output as :func:`memcgctl.render.output.emit_json`
-    would (the cost of ``--json-lines``: one write per item)."""
+    would, in pieces of :data:`BUFFER` characters; ``live``: the items are read from an
+    input as they come (a pipe), so each is also written out before the next is pulled
+    (the cost of ``--json-lines``: one write per item)."""
     stream = sys.stdout if sys.stdout is not None else click.get_text_stream("stdout")
 
     def write(text: str) -> None:
         stream.write(text)  # ASCII (json's escapes): nothing for click.echo to strip
 
-    write_json_stream(doc, write, stream.flush)
+    write_json_stream(doc, write, stream.flush if live else None)
+    stream.flush()
