@@ -7,15 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.cgpath import in_subtree as in_subtree  # defined beside CgroupPath
 from memcgctl.vocab.records import COUNTER_KINDS, Event, counter_event, merged, with_source
 
 # memory.events keys reported as events, in this order
 V2_EVENT_KEYS = COUNTER_KINDS
-
-
-def in_subtree(cgroup: str | None, root: CgroupPath) -> bool:
-    """``cgroup`` (a record's field: any text, or None) is ``root`` or below it."""
-    return root.is_root or (cgroup is not None and root.contains(cgroup))
 
 
 def event_cgroups(ev: Event) -> list[str]:

@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memcgctl.state.journallines import MAX_FILE_BYTES, scan_lines
 from memcgctl.state.retention import OwnerOf, fair_share, per_cgroup
@@ -44,7 +44,9 @@ from memcgctl.state.statedir import (
     write_atomic,
 )
 from memcgctl.vocab.errors import MemcgctlError, from_oserror
-from memcgctl.vocab.records import Event
+
+if TYPE_CHECKING:
+    from memcgctl.vocab.records import Event
 
 DEFAULT_MAX_BYTES = 4 << 20
 MAX_BYTES_ENV = "MEMCGCTL_JOURNAL_MAX_BYTES"

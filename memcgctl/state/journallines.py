@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memcgctl.state.statedir import Corrupt, loads_bounded
-from memcgctl.vocab.records import Event, parse_record
 
 if TYPE_CHECKING:
     from memcgctl.state.journal import Journal
+    from memcgctl.vocab.records import Event
 
 # A journal is rotated at max_bytes; a file far larger than that is not one of ours.
 MAX_FILE_BYTES = 64 << 20
@@ -28,6 +28,9 @@ MAX_LINE_BYTES = 64 << 10
 def scan_lines(data: bytes, torn_ok: bool) -> tuple[list[Event], list[bytes], int]:
     """(good records, their lines, number of bad lines).  With ``torn_ok`` a last line
     without its newline is skipped silently (a writer may be in the middle of it)."""
+    # the record types only when the journal is parsed: ``counters`` usually is not
+    from memcgctl.vocab.records import parse_record
+
     good: list[Event] = []
     lines: list[bytes] = []
     bad = 0

@@ -5,13 +5,15 @@ after the kernel's ring buffer has rotated.  Used by ``events`` and ``counters``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memcgctl.env import Env
 from memcgctl.render.diag import diagnostic
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, UsageProblem
-from memcgctl.vocab.records import Event, KernelEvent
+
+if TYPE_CHECKING:
+    from memcgctl.vocab.records import Event, KernelEvent
 
 
 class KillRecorder:
@@ -58,28 +60,24 @@ def open_kmsg(env: Env, quiet: bool = False) -> Any:
 
 
 def kernel_history(
-    env: Env, recorder: KillRecorder, root: CgroupPath = ROOT, after_seq: int | None = None
+    env: Env,
+    recorder: KillRecorder,
+    root: CgroupPath = ROOT,
+    after_seq: int | None = None,
+    follower_needed: bool = True,
 ) -> tuple[Any, Any, list[KernelEvent]]:
     """Open the kernel log, parse the ring's history (only records after ``after_seq``
     when given), journal its kills.
 
-    Returns (reader, follower, events)."""
-    from memcgctl.watch.follower import Follower
+    Returns (reader, follower, events); without ``follower_needed`` the follower (and
+    the kernel-log parser it imports) is made only if there are records to parse, else
+    None: ``counters`` with nothing new in the ring starts without them."""
 
     def journal_kill(ev: Event) -> None:
         recorder.record([ev])
 
     reader = open_kmsg(env)
-    follower = Follower(
-        env.fs,
-        root,
-        reader,
-        env.proc.boot_time(),
-        env.proc.boot_id(),
-        emit=lambda ev: None,
-        on_kernel_kill=journal_kill,
-    )
-    events: list[KernelEvent] = []
+    raws: list[bytes] = []
     if reader is not None:
         raws = reader.read_available()
         if after_seq is not None and raws:
@@ -96,6 +94,21 @@ def kernel_history(
             else:
                 # the ring is in sequence order: find the first record after the cursor
                 raws = raws[bisect_right(raws, after_seq, key=record_seq) :]
+    if not follower_needed and not raws:
+        return reader, None, []
+    from memcgctl.watch.follower import Follower
+
+    follower = Follower(
+        env.fs,
+        root,
+        reader,
+        env.proc.boot_time(),
+        env.proc.boot_id(),
+        emit=lambda ev: None,
+        on_kernel_kill=journal_kill,
+    )
+    events: list[KernelEvent] = []
+    if reader is not None:
         events = follower.feed_kmsg(raws, live=False)
         recorder.record(events)
     return reader, follower, events
