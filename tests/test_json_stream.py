@@ -270,3 +270,125 @@ def test_a_log_that_cannot_be_read_prints_no_half_document(
     )
     assert r.exit_code == 2 and r.stdout == ""  # as before: a usage error naming the file
     assert r.stderr.count("\n") == 1 and "missing.log: no such file" in r.stderr
+
+
+# -- the history in bounded memory is the history ------------------------------------------
+
+TIMES = st.sampled_from(
+    [
+        "",
+        "2023-01-01T00:00:00Z",
+        "2026-12-01T10:00:00.000000Z",
+        "2026-12-01T10:00:00.500000Z",
+        "2026-12-01T10:00:01.000000Z",
+        "2026-12-01T10:00:03.000000Z",
+    ]
+)
+CGROUPS = st.sampled_from(["/a", "/a/job", "/b", None])
+KEYS = st.sampled_from([None, "boot:1", "boot:2", "boot:3", "old:9", "old:10"])
+
+
+@st.composite
+def journal_record(draw: st.DrawFn) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "time": draw(TIMES),
+        "kind": draw(st.sampled_from(["oom_kill", "user_kill", "manual_kill", "under_oom"])),
+        "cgroup": draw(CGROUPS),
+        "pid": draw(st.integers(1, 5)),
+    }
+    key = draw(KEYS)
+    if key is not None:
+        rec["dedup"] = key
+    if draw(st.booleans()):
+        rec["source"] = draw(st.sampled_from(["kmsg", "journal", "eventfd"]))
+    return rec
+
+
+@st.composite
+def kernel_kill(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "time": draw(TIMES),
+        "kind": "oom_kill",
+        "cgroup": draw(CGROUPS),
+        "source": "kmsg",
+        "dedup": draw(KEYS.filter(lambda k: k is not None and k.startswith("boot"))),
+        "cause": draw(st.sampled_from(["memcg", "system"])),
+        "oom_memcg": draw(st.sampled_from(["/a", "/b", "/"])),
+        "comm": draw(st.sampled_from(["grow", None])),
+    }
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.lists(kernel_kill(), max_size=5),
+    st.lists(journal_record(), max_size=14),
+    st.dictionaries(KEYS.filter(lambda k: k is not None), TIMES, max_size=3),
+    st.sampled_from(["/", "/a", "/b"]),
+    st.sampled_from([None, "2026-12-01T10:00:00.500000Z"]),
+    st.integers(1, 4),
+)
+def test_history_in_bounded_memory_is_the_history(
+    kernel: list[Any],
+    journal: list[Any],
+    invoked: dict[str, str],
+    root: str,
+    since: str | None,
+    run: int,
+) -> None:
+    """Any journal order, ties, repeated and merged dedup keys, spilled runs of 1-4
+    records: the same events in the same order as the in-memory merge."""
+    from memcgctl.logic.events import merge_history, oom_starts
+    from memcgctl.watch.history import history_in_order
+
+    cg = CgroupPath(root)
+    starts = oom_starts(kernel, invoked, journal)
+    whole = [ev for ev in merge_history([*starts, *kernel], journal) if matches(ev, cg, since)]
+    assert list(history_in_order(kernel, invoked, iter(journal), cg, since, run)) == whole
+
+
+def test_the_journal_read_record_by_record_is_the_journal(tmp_path: Path) -> None:
+    """iter_file (in chunks as small as 7 bytes) finds what scan_lines finds, and
+    Journal.iter_read what Journal.read returns, warnings and repairs included."""
+    from memcgctl.state.journal import Journal
+    from memcgctl.state.journallines import MAX_LINE_BYTES, iter_file, scan_lines
+
+    good = [json.dumps(r, separators=(",", ":"), sort_keys=True) for r in ODD_RECORDS]
+    lines = [
+        good[0],
+        "",
+        "not json",
+        '{"kind": null, "time": "x"}',
+        good[1],
+        '{"kind":"x","time":"' + "y" * MAX_LINE_BYTES + '"}',  # too long
+        "   ",
+        *good[2:],
+        "[1, 2",
+    ]
+    text = "\n".join(lines) + '\n{"time":"2026-12-01T11:00:00Z","kind":"torn'
+    states = []
+    for name in ("a", "b"):
+        state = tmp_path / name
+        state.mkdir(mode=0o700)
+        (state / "journal.jsonl.1").write_text(text)
+        (state / "journal.jsonl").write_text("\n".join(good[:2]) + "\n")
+        for p in state.iterdir():
+            p.chmod(0o600)
+        states.append(state)
+    data = (states[0] / "journal.jsonl.1").read_bytes()
+    found, _, bad = scan_lines(data, torn_ok=True)
+    for chunk in (7, 64, 1 << 20):
+        each = list(iter_file(states[0] / "journal.jsonl.1", chunk))
+        assert [r for r in each if r is not None] == found
+        assert sum(r is None for r in each) == bad == 4
+    warned: list[list[str]] = [[], []]
+    whole = list(Journal(states[0], warn=warned[0].append).read())
+    streamed = list(Journal(states[1], warn=warned[1].append).iter_read())
+    assert streamed == whole and len(whole) == len(good) + 2
+
+    def said(w: str) -> str:  # the same words, but for the directory and the time
+        return w.replace("/b/", "/a/").rsplit(".corrupt-", 1)[0]
+
+    assert [said(w) for w in warned[1]] == [said(w) for w in warned[0]] and warned[0]
+    assert (states[1] / "journal.jsonl.1").read_bytes() == (
+        states[0] / "journal.jsonl.1"
+    ).read_bytes()  # repaired alike

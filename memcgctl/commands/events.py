@@ -3,6 +3,8 @@ journal, live with ``--follow``, or from a saved kernel log with ``--from``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import click
 
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
@@ -12,7 +14,7 @@ from memcgctl.render.diag import diagnostic
 from memcgctl.render.output import emit_json_line, say
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import UsageProblem
-from memcgctl.vocab.records import Event
+from memcgctl.vocab.records import Event, KernelEvent
 from memcgctl.watch.history import KillRecorder, kernel_history
 
 
@@ -82,7 +84,6 @@ def events(
         return
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
-    from memcgctl.logic.events import matches, merge_history, oom_starts
     from memcgctl.render.eventline import format_event, worded
     from memcgctl.vocab.records import utc_iso_before
     from memcgctl.vocab.units import parse_duration_ms
@@ -108,10 +109,7 @@ def events(
         # from here on, kills appended by the daemon and kill-all are printed live
         follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
-        journaled = _journal_records(recorder, root)
-        starts = oom_starts(kernel, follower.invoked_by_kill, journaled)
-        history = merge_history([*starts, *kernel], journaled)  # on a tie: the start first
-        shown = [ev for ev in history if matches(ev, root, since_iso)]
+        shown = _history(kernel, follower.invoked_by_kill, recorder, root, since_iso)
         if as_json and not follow:
             from memcgctl.render.jsonstream import emit_json_stream
 
@@ -119,10 +117,12 @@ def events(
             stream = (worded(e) for e in shown)
             emit_json_stream({"root": root, "since": since_iso, "events": stream})
         else:
+            count = 0
             for ev in shown:
+                count += 1
                 show(ev)
-        if not follow and not shown and not (as_json or json_lines):
-            say(f"no OOM events for {root}", err=True)
+            if not follow and not count and not (as_json or json_lines):
+                say(f"no OOM events for {root}", err=True)
     if not follow:
         return
     follower.emit = show
@@ -138,17 +138,29 @@ def events(
             reader.close()
 
 
-def _journal_records(recorder: KillRecorder, root: CgroupPath) -> list[Event]:
+def _journal_records(recorder: KillRecorder, root: CgroupPath) -> Iterable[Event]:
     """The journal's records that may concern ``root``: for a subtree, only the lines that
     name it or a kernel kill already in hand are parsed (the cost does not grow with the
-    journal's other records); for the host, all of them."""
+    journal's other records); for the host, all of them, one at a time."""
     if not root.is_root:
         from memcgctl.state.journalread import read_matching
 
         found = read_matching(recorder.journal, str(root))
         if found is not None:
             return found
-    return list(recorder.journal.read())
+    return recorder.journal.iter_read()
+
+
+def _history(
+    kernel: list[KernelEvent],
+    invoked: dict[str, str],
+    recorder: KillRecorder,
+    root: CgroupPath,
+    since_iso: str | None,
+) -> Iterator[Event]:
+    from memcgctl.watch.history import history_in_order
+
+    return history_in_order(kernel, invoked, _journal_records(recorder, root), root, since_iso)
 
 
 def _events_from_file(

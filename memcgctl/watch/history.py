@@ -4,7 +4,7 @@ after the kernel's ring buffer has rotated.  Used by ``events`` and ``counters``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from memcgctl.env import Env
@@ -112,3 +112,41 @@ def kernel_history(
         events = follower.feed_kmsg(raws, live=False)
         recorder.record(events)
     return reader, follower, events
+
+
+def history_in_order(
+    kernel: Sequence[Event],
+    invoked: dict[str, str],
+    journal: Iterable[Event],
+    root: CgroupPath = ROOT,
+    since_iso: str | None = None,
+    run: int | None = None,
+) -> Iterator[Event]:
+    """The history of ``root`` (``events`` without ``--follow``): the kernel log's
+    events and the journal's records merged (:func:`memcgctl.logic.events.merge_history`,
+    with the ``under_oom`` of each OOM episode, :func:`~memcgctl.logic.events.oom_starts`)
+    in time order, in bounded memory: the journal is read once, record by record, and
+    its own records sorted by :func:`memcgctl.state.spill.sorted_bounded` (``run``
+    records at a time; the journal is not in time order: kernel kills are journaled
+    when first seen, with the kernel's older time); the kernel log's events, which the
+    ring bounds, are merged in."""
+    import heapq
+
+    from memcgctl.logic.events import HistoryMerge, event_time, matches
+    from memcgctl.state.spill import RUN, sorted_bounded
+
+    merge = HistoryMerge(list(kernel), invoked)
+    own = (
+        part
+        for part in map(merge.journal_record, journal)
+        if part is not None and matches(part[1], root, since_iso)
+    )
+
+    def key(part: tuple[int, Event]) -> tuple[str, int]:
+        return event_time(part[1]), part[0]
+
+    journal_side = sorted_bounded(own, key, run or RUN)  # reads the whole journal
+    kernel_side = ((1, ev) for ev in merge.kernel_side() if matches(ev, root, since_iso))
+    # on a tie: the journal's own records, the kernel log's, then old kernel kills
+    for _, ev in heapq.merge(journal_side, kernel_side, key=key):
+        yield ev
