@@ -117,6 +117,8 @@ def test_what_json_cannot_write_is_still_refused() -> None:
 
 def real_logs() -> list[Path]:
     root = REPO_ROOT.parent / "shared" / "data" / "oom-logs"
+    if not root.is_dir():
+        return [root]  # the test runs and skips, saying where the data was looked for
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".log", ".txt"))
 
 
