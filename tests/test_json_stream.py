@@ -394,3 +394,18 @@ def test_the_journal_read_record_by_record_is_the_journal(tmp_path: Path) -> Non
     assert (states[1] / "journal.jsonl.1").read_bytes() == (
         states[0] / "journal.jsonl.1"
     ).read_bytes()  # repaired alike
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers()), max_size=30), st.integers(1, 5))
+def test_sorted_bounded_is_a_stable_sort(items: list[tuple[str, int]], run: int) -> None:
+    from memcgctl.state.spill import sorted_bounded
+
+    def key(x: Any) -> str:
+        return str(x[0])
+
+    want = sorted(items, key=key)
+    assert [tuple(x) for x in sorted_bounded(items, key, run)] == want
+    # no room for temporary files: the runs stay in memory, the result is the same
+    nowhere = "/nonexistent/memcgctl-spill"
+    assert [tuple(x) for x in sorted_bounded(items, key, run, nowhere)] == want

@@ -20,10 +20,10 @@ from typing import IO, Any
 RUN = 4096
 
 
-def _written(records: list[Any]) -> IO[bytes]:
+def _written(records: list[Any], where: str | None) -> IO[bytes]:
     import tempfile
 
-    f = tempfile.TemporaryFile()  # noqa: SIM115 (handed to _read, which closes it)
+    f = tempfile.TemporaryFile(dir=where)  # noqa: SIM115 (handed to _read, which closes it)
     try:
         for rec in records:
             f.write(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
@@ -41,10 +41,11 @@ def _read(f: IO[bytes]) -> Iterator[Any]:
 
 
 def sorted_bounded(
-    items: Iterable[Any], key: Callable[[Any], Any], run: int = RUN
+    items: Iterable[Any], key: Callable[[Any], Any], run: int = RUN, where: str | None = None
 ) -> Iterator[Any]:
     """``sorted(items, key=key)`` (stable), holding at most ``run`` items and one item
-    of each earlier run; items must survive a JSON round trip (journal records do)."""
+    of each earlier run; items must survive a JSON round trip (journal records do).
+    ``where``: the directory of the temporary files (default: tempfile's)."""
     runs: list[Iterable[Any]] = []
     batch: list[Any] = []
     for item in items:
@@ -52,7 +53,7 @@ def sorted_bounded(
         if len(batch) >= run:
             batch.sort(key=key)
             try:
-                runs.append(_read(_written(batch)))
+                runs.append(_read(_written(batch, where)))
             except OSError:
                 runs.append(batch)  # kept in memory: correct, only larger
             batch = []
