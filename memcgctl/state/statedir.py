@@ -23,7 +23,6 @@ kernel-log cursor share, hardened against other users and against corrupt files.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import stat
@@ -386,6 +385,8 @@ def lock_holder(path: Path) -> int | None:
 
 
 def _flock_until(fd: int, deadline: float) -> bool:
+    import fcntl  # only when a lock is taken: a one-shot read starts without it
+
     delay = 0.001
     while True:
         try:
