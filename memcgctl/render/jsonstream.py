@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import click
+from typing import Any, TextIO
 
 BUFFER = 1 << 16  # characters gathered before a write, between two items
 
@@ -112,7 +110,7 @@ def emit_json_stream(doc: Any, live: bool = False) -> None:
     would, in pieces of :data:`BUFFER` characters; ``live``: the items are read from an
     input as they come (a pipe), so each is also written out before the next is pulled
     (the cost of ``--json-lines``: one write per item)."""
-    stream = sys.stdout if sys.stdout is not None else click.get_text_stream("stdout")
+    stream: TextIO = sys.stdout
 
     def write(text: str) -> None:
         stream.write(text)  # ASCII (json's escapes): nothing for click.echo to strip
