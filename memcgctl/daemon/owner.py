@@ -29,6 +29,7 @@ from typing import Any
 from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
+from memcgctl.render.diag import warning
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, Vanished
 
@@ -147,7 +148,10 @@ def release(
             continue
         try:
             out.append((cg, restore(fs, cg, mark)))
-        except (Vanished, MemcgctlError):
+        except Vanished:
+            continue
+        except MemcgctlError as exc:  # the knob stays as the dead daemon set it: say so
+            warning(f"{cg}: cannot restore what a daemon changed ({exc})")
             continue
     if not dry_run:
         for cg in fs.walk(root):
@@ -157,8 +161,10 @@ def release(
                     owner == instance or (instance is None and not instance_alive(proc, owner))
                 ):
                     fs.remove_xattr(cg, CLAIM)
-            except (Vanished, MemcgctlError):
+            except Vanished:
                 continue
+            except MemcgctlError as exc:  # a stale claim stays: the next daemon removes it
+                warning(f"{cg}: cannot remove a daemon's claim ({exc})")
     return out
 
 
@@ -207,5 +213,7 @@ def unclaim(fs: CgroupFs, cg: CgroupPath, instance: str) -> None:
     try:
         if claim_of(fs, cg) == instance:
             fs.remove_xattr(cg, CLAIM)
-    except (Vanished, MemcgctlError):
+    except Vanished:
         pass
+    except MemcgctlError as exc:  # a stale claim stays: the next daemon removes it
+        warning(f"{cg}: cannot remove our claim ({exc})")
