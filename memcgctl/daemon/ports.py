@@ -121,6 +121,7 @@ class RealPorts(Knobs):
         ] = ((-1, -1), {}, {})
         self.valves: dict[Scope, Valve] = {}
         self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
+        self._omit_failed: set[CgroupPath] = set()
         self.kernel_log: KernelLog | None = None
         self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
@@ -177,6 +178,8 @@ class RealPorts(Knobs):
                 out[cg] = delay
         if self.host_delay_ms is not None and self.root.is_root:
             out[HOST] = self.host_delay_ms
+        for v in list(self.valves.values()):  # units come and go below a valve
+            self._omit_from_oomd(v.domain)
         return out
 
     def take_over(self, cg: Scope) -> Managed | None:
@@ -257,6 +260,7 @@ class RealPorts(Knobs):
         valve = self._valve(cg, domain)
         if not self.dry_run:
             self._install(valve)
+            self._omit_from_oomd(domain)
             mark = owner.read_mark(self.fs, domain) or {}
             if "cgroup.freeze" in mark:  # left frozen by a dead instance: thaw; the
                 self.freeze_domain(domain, False)  # core freezes again if still critical
@@ -296,6 +300,8 @@ class RealPorts(Knobs):
                 owner.restore(self.fs, target, mark)
         except (Vanished, MemcgctlError):
             pass
+        if v is not None:
+            self._give_back_to_oomd(v.domain)
 
     def _close(self, cg: Scope) -> None:
         for w in self.watches.pop(cg, []):
