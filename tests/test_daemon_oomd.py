@@ -136,3 +136,25 @@ def test_a_cgroup_root_does_not_own_is_left_alone(fake_v2: FakeHost, tmp_path: P
     assert p.take_over(CgroupPath("/jobs")) is not None
     assert omit(t["a"]) is None and mark(t["a"]) is None
     assert omit(t["c"]) == b"1"
+
+
+def test_releasing_an_outer_valve_keeps_a_nested_valves_marks(
+    fake_v2: FakeHost, tmp_path: Path
+) -> None:
+    """/jobs and /jobs/b (own limit and delay) both hold valves: releasing /jobs gives
+    its leaves back to oomd but leaves /jobs/b's valve and its leaves' omits alone."""
+    t = tree(fake_v2)
+    b = fake_v2.cgroup("/jobs/b", limit=64 * MIB, delay_ms=0)
+    (b / "memory.high").write_text("max\n")
+    p = ports(fake_v2, tmp_path)
+    assert p.take_over(CgroupPath("/jobs")) is not None
+    assert p.take_over(CgroupPath("/jobs/b")) is not None
+    inner_high = (b / "memory.high").read_text().strip()
+    assert inner_high != "max"
+    p.release(CgroupPath("/jobs"))
+    assert omit(t["a"]) is None and mark(t["a"]) is None
+    assert omit(t["c"]) == b"1" and omit(t["d"]) == b"1"
+    assert (b / "memory.high").read_text().strip() == inner_high
+    assert (mark(b) or {}).get("valve") == inner_high
+    p.release(CgroupPath("/jobs/b"))
+    assert omit(t["c"]) is None and mark(t["c"]) is None and mark(b) is None

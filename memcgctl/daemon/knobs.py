@@ -156,9 +156,11 @@ class Knobs(Journaling):
             self._log(Priority.INFO, "oomd_omitted", cg, domain=domain)
 
     def _give_back_to_oomd(self, domain: CgroupPath) -> None:
-        """Release our ``user.oomd_omit`` marks below a released valve's domain."""
+        """Release our ``user.oomd_omit`` marks below a released valve's domain (its
+        own mark is the caller's), not inside a nested valve we still hold."""
+        held = [v.domain for v in self.valves.values()]
         for cg in self.fs.walk(domain):
-            if cg == domain:
+            if cg == domain or any(d.contains(cg) for d in held):
                 continue
             try:
                 mark = owner.read_mark(self.fs, cg)
