@@ -188,5 +188,7 @@ def test_a_cgroup_removed_before_it_is_taken_over_is_no_error(tmp_path: Path, ve
         shutil.rmtree(host.path("/jobs"))
         assert ports.take_over(JOBS) is None and JOBS not in ports.watches
     log = ports.log
-    assert isinstance(log, io.StringIO) and log.getvalue() == ""
+    assert isinstance(log, io.StringIO)
+    # informational lines only (v2: systemd-oomd told to leave the domain alone)
+    assert [line for line in log.getvalue().splitlines() if not line.startswith("<6>")] == []
     assert journaled(ports, state) == []

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from memcgctl.daemon import owner
+from memcgctl.daemon import oomd, owner
 from memcgctl.daemon.journaling import Recorder
 from memcgctl.daemon.valve import Lines, Tuning, high_to_write, lines
 from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_HIGH
@@ -58,6 +58,7 @@ class Knobs:
         self.tuning = tuning
         self.recorder = recorder
         self.dry_run = dry_run
+        self._omit_failed: set[CgroupPath] = set()  # said once: refused user.oomd_omit
 
     def valve(self, cg: CgroupPath, domain: CgroupPath) -> Valve:
         limit = self.fs.limit(domain)
@@ -129,6 +130,53 @@ class Knobs:
             memory_high=new.written if new.written is not None else user,
         )
         return new
+
+    def omit_from_oomd(self, domain: CgroupPath) -> None:
+        """``user.oomd_omit=1`` on systemd-oomd's candidates inside a valve's domain,
+        under our mark (daemon/oomd.py): one killer per episode, the policy's.  A
+        candidate already omitted by someone else (systemd's ``ManagedOOMPreference=
+        omit``) is left alone; one root does not own is skipped (oomd ignores it).
+        Best effort: a cgroup that refuses the xattr is said once, the valve stays."""
+        if self.dry_run or self.fs.version != 2:
+            return
+        for cg in oomd.candidates(self.fs, domain):
+            try:
+                if not oomd.honoured(self.fs, cg):
+                    continue
+                current = self.fs.get_xattr(cg, oomd.OMIT)
+                if current == b"1":
+                    mark = owner.read_mark(self.fs, cg)
+                    if mark is None or oomd.OMIT not in mark or mark["instance"] == self.instance:
+                        continue  # someone else's omit, or ours already
+                    # else a dead instance's: adopted below with what it recorded
+                mark = self._adopt_mark(cg)
+                if oomd.OMIT not in mark:
+                    mark[oomd.OMIT] = current.decode("utf-8", "replace") if current else ""
+                owner.write_mark(self.fs, cg, mark)
+                self.fs.set_xattr(cg, oomd.OMIT, b"1")
+            except Vanished:
+                continue
+            except (MemcgctlError, OSError) as exc:
+                if cg not in self._omit_failed:
+                    self._omit_failed.add(cg)
+                    self.recorder.line(
+                        Priority.WARNING, "cannot_omit_from_oomd", cg, error=str(exc)
+                    )
+                continue
+            self.recorder.line(Priority.INFO, "oomd_omitted", cg, domain=domain)
+
+    def give_back_to_oomd(self, domain: CgroupPath, held: list[CgroupPath]) -> None:
+        """Release our ``user.oomd_omit`` marks below a released valve's domain (its
+        own mark is the caller's), not inside a nested valve we still hold."""
+        for cg in self.fs.walk(domain):
+            if cg == domain or any(d.contains(cg) for d in held):
+                continue
+            try:
+                mark = owner.read_mark(self.fs, cg)
+                if mark is not None and mark.get("instance") == self.instance:
+                    owner.restore(self.fs, cg, mark)
+            except (Vanished, MemcgctlError, OSError):
+                continue
 
     def pause(self, cg: CgroupPath) -> None:
         """v1: oom_kill_disable=1, with our mark written first (crash-safe order)."""

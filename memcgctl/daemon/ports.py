@@ -162,6 +162,8 @@ class RealPorts:
                 out[cg] = delay
         if self.host_delay_ms is not None and self.root.is_root:
             out[HOST] = self.host_delay_ms
+        for v in list(self.valves.values()):  # units come and go below a valve
+            self.knobs.omit_from_oomd(v.domain)
         return out
 
     def take_over(self, cg: Scope) -> Managed | None:
@@ -245,6 +247,7 @@ class RealPorts:
         valve = self.knobs.valve(cg, domain)
         if not self.dry_run:
             self.knobs.install(valve)
+            self.knobs.omit_from_oomd(domain)
             mark = owner.read_mark(self.fs, domain) or {}
             if "cgroup.freeze" in mark:  # left frozen by a dead instance: thaw; the
                 self.knobs.freeze_domain(domain, False)  # core freezes again if critical
@@ -289,6 +292,8 @@ class RealPorts:
             pass
         except MemcgctlError as exc:  # the knob stays as we set it: say so
             self.troubles.failed("restore", target, exc)
+        if v is not None:
+            self.knobs.give_back_to_oomd(v.domain, [w.domain for w in self.valves.values()])
 
     def close_all(self) -> None:
         """Every fd.  The journal writer stays open for the records of the way out
