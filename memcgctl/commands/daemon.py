@@ -227,6 +227,7 @@ def daemon(
     from memcgctl.daemon.rulesync import RulesSync
     from memcgctl.daemon.sdnotify import Notifier
     from memcgctl.daemon.status import StatusCore
+    from memcgctl.daemon.treewatch import TreeWatch
     from memcgctl.daemon.valve import HostLines, Tuning
     from memcgctl.daemon.watchdog import Liveness
     from memcgctl.logic.priority import select_priority
@@ -370,12 +371,23 @@ def daemon(
     )
     liveness = Liveness(core, time.monotonic, Notifier(), heartbeat)
     ports.pulse = liveness.pulse
+    # inotify on the tree: a rescan walks only what changed (daemon/treewatch.py)
+    tree = TreeWatch(
+        env.fs, root, lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields))
+    )
+    ports.tree = rules.tree = tree
+
+    def before_rescan(hup: bool) -> None:
+        tree.refresh(ports.pulse)  # first: the rules and the managed set read its pass
+        rules.check(hup)
+
     loop = Loop(
         status,
         ports,
         rescan_interval=rescan_s,
         max_sleep=liveness.max_sleep(),
-        before_rescan=rules.check,
+        before_rescan=before_rescan,
+        tree=tree,
     )
     loop.install_signal_handlers()
     ports.emit(
@@ -385,6 +397,7 @@ def daemon(
         loop.run(until=liveness)
     finally:
         liveness.close()
+        tree.close()
         try:
             owner.unclaim(env.fs, root, instance)
             summary: dict[str, object] = {"kernel_kills": core.kernel_kills}

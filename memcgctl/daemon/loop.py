@@ -71,6 +71,18 @@ class Ports(Protocol):
         """Close every fd (on the way out)."""
 
 
+class TreeEvents(Protocol):
+    """The tree watch (:class:`~memcgctl.daemon.treewatch.TreeWatch`): an fd that says
+    the cgroup tree or a managed memcg's limits changed, so the loop rescans now."""
+
+    def fileno(self) -> int:
+        """-1: none; otherwise the same fd for the loop's whole run."""
+
+    def pump(self) -> bool:
+        """Read what woke the loop; True: rescan."""
+
+
+TREE_SETTLE_S = 0.05  # event-driven rescans at most this often (a churn is coalesced)
 FAULT_PAUSE_S = 0.1  # after an unexpected error in the loop itself: no busy spin
 
 
@@ -83,8 +95,12 @@ class Loop:
         clock: Callable[[], float] = time.monotonic,
         max_sleep: float | None = None,
         before_rescan: Callable[[bool], object] | None = None,
+        tree: TreeEvents | None = None,
     ) -> None:
         self.core = core
+        self.tree = tree  # inotify on the tree: rescans when it changed (daemon/treewatch.py)
+        self._tree_fd = tree.fileno() if tree is not None else -1
+        self._last_rescan = float("-inf")
         # called before each rescan; True after a SIGHUP (the rules: daemon/rulesync.py)
         self.before_rescan = before_rescan
         self.hup = False
@@ -116,6 +132,7 @@ class Loop:
         if self.before_rescan is not None:
             hup, self.hup = self.hup, False
             self.before_rescan(hup)
+        self._last_rescan = now
         self.core.rescan(now, starting=starting)
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
@@ -157,6 +174,8 @@ class Loop:
         if fds is not self._fds:
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
+            if self._tree_fd >= 0:
+                poller.register(self._tree_fd, select.POLLIN)
             for fd in fds:
                 poller.register(fd, self.ports.poll_events(fd))
             self._poller, self._fds = poller, fds
@@ -180,6 +199,9 @@ class Loop:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 64)
                 continue
+            if fd == self._tree_fd:
+                self._tree_changed()
+                continue
             cg = fds.get(fd)
             if cg is None:
                 continue
@@ -189,6 +211,19 @@ class Loop:
                 self.core.fault(
                     "notification", cg if isinstance(cg, CgroupPath | HostScope) else None, exc
                 )
+
+    def _tree_changed(self) -> None:
+        """The tree or a managed limit changed: rescan now, or as soon as the last
+        event-driven rescan is TREE_SETTLE_S old (the next turn of the loop does it)."""
+        assert self.tree is not None
+        try:
+            wanted = self.tree.pump()
+        except Exception as exc:
+            self.core.fault("tree", None, exc)
+            return
+        if wanted:
+            soon = max(self.clock(), self._last_rescan + TREE_SETTLE_S)
+            self._next_rescan = min(self._next_rescan, soon)
 
     def _dispatch(self, fd: int, cg: Scope | str, mask: int) -> None:
         if not isinstance(cg, CgroupPath | HostScope):  # "": the kernel log

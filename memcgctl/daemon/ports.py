@@ -21,6 +21,7 @@ from memcgctl.daemon.journaling import JournalWriter
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
 from memcgctl.daemon.protocol import Level, Managed
+from memcgctl.daemon.treewatch import TreeWatch
 from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
@@ -127,6 +128,8 @@ class RealPorts(Knobs):
         self.dying = Dying()  # victims sent SIGKILL that have not exited yet
         # called now and then during a rescan's walk of a big tree (daemon/watchdog.py)
         self.pulse: Callable[[], None] = lambda: None
+        # inotify on the tree and the managed limits; None: a walk per rescan
+        self.tree: TreeWatch | None = None
         self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
         self.writer = JournalWriter(
             journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
@@ -164,7 +167,9 @@ class RealPorts(Knobs):
         # not per valve check (most hosts have none, and then nothing more is read)
         self._has_swap = self.proc.meminfo_kb().get("SwapTotal", 0) > 0
         out: dict[Scope, int] = {}
-        for n, cg in enumerate(self.fs.walk(self.root)):
+        if self.tree is not None:  # what changed since the last rescan (daemon/treewatch.py)
+            out.update(self.tree.managed(self._delay_of, self.pulse))
+        for n, cg in enumerate(self.fs.walk(self.root) if self.tree is None else ()):
             if n % PULSE_EVERY == PULSE_EVERY - 1:
                 self.pulse()  # a long walk is work, not a hang (the guardian, WatchdogSec=)
             if cg.is_root:
@@ -179,17 +184,29 @@ class RealPorts(Knobs):
             out[HOST] = self.host_delay_ms
         return out
 
+    def _delay_of(self, cg: CgroupPath) -> int | None:
+        from memcgctl.state.store import OOM_DELAY, read_setting
+
+        try:
+            return read_setting(self.fs, cg, OOM_DELAY).value
+        except (Vanished, OSError, MemcgctlError):  # gone, or unreadable: not managed
+            return None
+
     def take_over(self, cg: Scope) -> Managed | None:
         try:
             if isinstance(cg, HostScope):
                 return self._take_host()
             if self.fs.version == 2:
-                return self._take_valve(cg)
-            if not self.dry_run:
-                self._pause(cg)
-            self.watches[cg] = [OomControlWatch(self.fs, cg)]
-            self._noted.discard(cg)
-            return Managed("oom", cg)
+                m = self._take_valve(cg)
+            else:
+                if not self.dry_run:
+                    self._pause(cg)
+                self.watches[cg] = [OomControlWatch(self.fs, cg)]
+                self._noted.discard(cg)
+                m = Managed("oom", cg)
+            if m is not None and self.tree is not None:  # a write to its limits wakes us
+                self.tree.follow(cg, m.domain, self.fs.version)
+            return m
         except (Vanished, OSError, MemcgctlError) as exc:
             self._cannot(cg, str(exc))
             self._close(cg)
@@ -286,6 +303,8 @@ class RealPorts(Knobs):
 
     def release(self, cg: Scope) -> None:
         self._close(cg)
+        if self.tree is not None:
+            self.tree.unfollow(cg)
         v = self.valves.pop(cg, None)
         if isinstance(cg, HostScope):
             return
