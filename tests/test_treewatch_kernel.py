@@ -1,0 +1,170 @@
+"""The tree watch against the real v1 kernel: what cgroupfs reports to inotify (mkdir,
+rmdir, setxattr, a write to a limit file), a daemon that takes over a new cgroup and
+releases a removed one with no periodic rescan due (``--rescan 10m``), and a delegated
+user's mkdir/rmdir churn that neither stalls the daemon's kill nor makes it act on
+the user's cgroups."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from memcgctl.daemon.treewatch import TreeWatch
+from memcgctl.env import Env
+from memcgctl.kernel import inotify as ino
+from memcgctl.vocab.cgpath import CgroupPath
+from tests.realkernel import TestCgroups, journaled
+from tests.test_daemon_hardening_kernel import NOBODY, SETPRIV, SYSTEM_PYTHON, kernel_kills
+from tests.test_daemon_kernel import Daemon, daemons, grower, jobs, oom_control, set_xattr
+
+pytestmark = pytest.mark.kernel
+__all__ = ["daemons", "jobs"]  # fixtures used here
+
+NO_PERIODIC_RESCAN = ("--rescan", "10m")
+
+
+def drain(tw: TreeWatch) -> bool:
+    wanted = False
+    while True:
+        before = tw.stats["events"]
+        wanted |= tw.pump()
+        if tw.stats["events"] == before:
+            return wanted
+
+
+def test_cgroupfs_reports_mkdir_rmdir_xattrs_and_limit_writes(cgroups: TestCgroups) -> None:
+    """The kernel is the oracle for what the watch relies on (kernel/inotify.py)."""
+    fs = Env(cgroup_root=cgroups.mount).fs
+    top = cgroups.make("w")
+    tw = TreeWatch(fs, CgroupPath(top), lambda *a: None)
+    assert tw.refresh().full and tw.off_reason is None
+
+    kid = cgroups.make("w/kid")  # IN_CREATE|IN_ISDIR
+    assert drain(tw)
+    p = tw.refresh()
+    assert kid in p.created and not p.full
+
+    os.setxattr(cgroups.path(kid), "trusted.memcgctl.oom_delay_ms", b"3")  # IN_ATTRIB
+    assert drain(tw)
+    assert kid in tw.refresh().changed
+    os.setxattr(cgroups.path(kid), "user.memcgctl.badness", b"700")
+    assert drain(tw)
+    assert kid in tw.refresh().changed
+
+    tw.follow(CgroupPath(kid), CgroupPath(kid), 1)
+    assert not drain(tw)
+    cgroups.set_limit(kid, 32 << 20)  # IN_MODIFY on memory.limit_in_bytes
+    assert drain(tw)
+    tw.unfollow(CgroupPath(kid))
+
+    os.rmdir(cgroups.path(kid))  # IN_DELETE|IN_ISDIR
+    assert drain(tw)
+    assert kid in tw.refresh().removed
+    assert tw.stats["walks"] == 1
+    tw.close()
+
+
+def test_a_new_cgroup_is_managed_and_a_removed_one_released_without_a_rescan(
+    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    daemon = Daemon(tmp_path, cgroups.parent, *NO_PERIODIC_RESCAN)
+    daemons.append(daemon)
+    daemon.wait_for("daemon_started")
+    late = cgroups.make("late", limit=64 << 20)
+    set_xattr(cgroups, late, "oom_delay_ms", "0")
+    daemon.wait_for("daemon_took_over", late)
+    assert oom_control(cgroups, late)["oom_kill_disable"] == 1  # paused by the daemon
+    os.removexattr(cgroups.path(late), "trusted.memcgctl.oom_delay_ms")
+    daemon.wait_for("daemon_released", late)
+    assert oom_control(cgroups, late)["oom_kill_disable"] == 0  # given back
+
+    again = cgroups.make("again", limit=64 << 20)
+    set_xattr(cgroups, again, "oom_delay_ms", "0")
+    daemon.wait_for("daemon_took_over", again)
+    os.rmdir(cgroups.path(again))
+    daemon.wait_for("daemon_released", again)
+    assert "tree_watch_off" not in daemon.kinds()
+    assert daemon.stop() == 0
+
+
+# As nobody, in its delegated cgroup: make n cgroups as fast as it can, then churn
+# (mkdir + rmdir) n more times; print how many it made.
+_CHURN_AS_NOBODY = r"""
+import os, sys
+top, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    os.mkdir(os.path.join(top, f"c{i}"))
+for i in range(n):
+    d = os.path.join(top, f"t{i % 7}")
+    os.mkdir(d)
+    os.rmdir(d)
+print(n, flush=True)
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None or not os.access(SYSTEM_PYTHON, os.X_OK),
+    reason="needs setpriv and /usr/bin/python3 to run the attacker as nobody",
+)
+def test_a_users_mkdir_churn_neither_stalls_the_daemon_nor_moves_it_outside(
+    cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """nobody makes 2,000 cgroups and churns 2,000 more in its delegation while root's
+    managed memcg OOMs: the daemon still kills the policy's victim (not the kernel),
+    manages none of nobody's cgroups, and a cgroup made after the churn is still taken
+    over at once (the watch survived it: no periodic rescan is due)."""
+    set_xattr(cgroups, jobs["top"], "oom_delay_ms", "0")
+    deleg = cgroups.make("deleg", limit=64 << 20)
+    d = cgroups.path(deleg)
+    for f in [d, d / "cgroup.procs", d / "tasks"]:
+        os.chown(f, NOBODY, NOBODY)
+    daemon = Daemon(tmp_path, cgroups.parent, *NO_PERIODIC_RESCAN)
+    daemons.append(daemon)
+    daemon.wait_for("daemon_took_over", jobs["top"])
+    before = kernel_kills(cgroups, jobs)
+    n = 2000
+    churn = subprocess.Popen(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", _CHURN_AS_NOBODY, str(d), str(n)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        g = grower(cgroups, jobs["low"])
+        assert g.wait(timeout=60) == -signal.SIGKILL
+        journaled(tmp_path, "user_kill", g.pid)
+        out, err = churn.communicate(timeout=300)
+    finally:
+        if churn.poll() is None:
+            churn.kill()
+            churn.wait()
+    assert churn.returncode == 0, err
+    assert out.split() == [str(n)]
+    assert kernel_kills(cgroups, jobs) == before  # the daemon's kill, not the kernel's
+    assert daemon.proc.poll() is None
+    after = cgroups.make("after", limit=64 << 20)
+    set_xattr(cgroups, after, "oom_delay_ms", "0")
+    daemon.wait_for("daemon_took_over", after, timeout=30)
+    took = [t for _, t in daemon.lines if "daemon_took_over" in t]
+    assert not [t for t in took if f"cgroup={deleg}" in t or f"{deleg}/" in t], took
+    assert "daemon_error" not in daemon.kinds()
+    assert daemon.stop() == 0
+
+
+def test_inotify_event_layout_matches_the_kernels(cgroups: TestCgroups) -> None:
+    """parse() reads the kernel's struct inotify_event (names padded with NULs)."""
+    i = ino.Inotify()
+    try:
+        wd = i.add(str(cgroups.path(cgroups.parent)), ino.IN_CREATE | ino.IN_ONLYDIR)
+        name = "a-rather-long-cgroup-name-" + "x" * 40
+        cgroups.make(name)
+        (ev,) = i.read()
+        assert (ev.wd, ev.name) == (wd, name)
+        assert ev.mask == ino.IN_CREATE | ino.IN_ISDIR
+    finally:
+        i.close()
