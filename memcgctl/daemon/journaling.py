@@ -35,6 +35,7 @@ _PRIORITY = {
     "daemon_error": Priority.ERR,
     "valve_frozen": Priority.WARNING,
     "kernel_kill": Priority.WARNING,
+    "tree_watch_off": Priority.WARNING,  # daemon/treewatch.py: a walk per rescan again
 }
 
 
