@@ -72,9 +72,11 @@ def test_cgroupfs_reports_mkdir_rmdir_xattrs_and_limit_writes(cgroups: TestCgrou
 def test_a_new_cgroup_is_managed_and_a_removed_one_released_without_a_rescan(
     cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
+    first = cgroups.make("first", limit=64 << 20)
+    set_xattr(cgroups, first, "oom_delay_ms", "0")
     daemon = Daemon(tmp_path, cgroups.parent, *NO_PERIODIC_RESCAN)
     daemons.append(daemon)
-    daemon.wait_for("daemon_started")
+    daemon.wait_for("daemon_took_over", first)  # the first rescan (a walk) is over
     late = cgroups.make("late", limit=64 << 20)
     set_xattr(cgroups, late, "oom_delay_ms", "0")
     daemon.wait_for("daemon_took_over", late)
@@ -114,7 +116,7 @@ print(n, flush=True)
 def test_a_users_mkdir_churn_neither_stalls_the_daemon_nor_moves_it_outside(
     cgroups: TestCgroups, jobs: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:
-    """nobody makes 2,000 cgroups and churns 2,000 more in its delegation while root's
+    """nobody makes 5,000 cgroups and churns 5,000 more in its delegation while root's
     managed memcg OOMs: the daemon still kills the policy's victim (not the kernel),
     manages none of nobody's cgroups, and a cgroup made after the churn is still taken
     over at once (the watch survived it: no periodic rescan is due)."""
@@ -127,7 +129,7 @@ def test_a_users_mkdir_churn_neither_stalls_the_daemon_nor_moves_it_outside(
     daemons.append(daemon)
     daemon.wait_for("daemon_took_over", jobs["top"])
     before = kernel_kills(cgroups, jobs)
-    n = 2000
+    n = 5000
     churn = subprocess.Popen(
         [*SETPRIV, SYSTEM_PYTHON, "-c", _CHURN_AS_NOBODY, str(d), str(n)],
         stdout=subprocess.PIPE,
@@ -168,3 +170,28 @@ def test_inotify_event_layout_matches_the_kernels(cgroups: TestCgroups) -> None:
         assert ev.mask == ino.IN_CREATE | ino.IN_ISDIR
     finally:
         i.close()
+
+
+def test_a_cgroup_rule_reaches_a_new_cgroup_and_its_delay_takes_it_over(
+    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A unit's cgroup made after the daemon started (no periodic rescan due): the
+    rules give it a delay and a badness as it appears, and the daemon takes it over."""
+    rules = tmp_path / "rules.d"
+    rules.mkdir(mode=0o755)
+    (rules / "20-svc.toml").write_text(
+        f'[[rule]]\nname = "svc-managed"\ncgroup = "{cgroups.parent}/svc*"\noom_delay = "0"\n'
+        f"badness = 200\n"
+    )
+    first = cgroups.make("svc-first", limit=64 << 20)
+    d = Daemon(tmp_path / "state", cgroups.parent, "--rules", str(rules), *NO_PERIODIC_RESCAN)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", first)  # the first rescan (a walk) is over
+    svc = cgroups.make("svc-web", limit=64 << 20)
+    _, line = d.wait_for("rule_applied", svc)
+    assert "rule=svc-managed" in line
+    d.wait_for("daemon_took_over", svc)
+    xattr = os.getxattr(cgroups.path(svc), "trusted.memcgctl.badness").decode()
+    assert xattr == "200"
+    assert oom_control(cgroups, svc)["oom_kill_disable"] == 1
+    assert d.stop() == 0

@@ -127,7 +127,8 @@ def _seconds(text: str) -> float:
     "--rescan",
     default="2s",
     show_default=True,
-    help="How often to look for new delays (at least 100ms).",
+    help="How often to look at the managed memcgs and the rules between events (at "
+    "least 100ms); new cgroups, delays and limit writes are noticed at once (inotify).",
 )
 @click.option(
     "--release",
