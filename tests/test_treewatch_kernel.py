@@ -195,3 +195,29 @@ def test_a_cgroup_rule_reaches_a_new_cgroup_and_its_delay_takes_it_over(
     assert xattr == "200"
     assert oom_control(cgroups, svc)["oom_kill_disable"] == 1
     assert d.stop() == 0
+
+
+def test_cgroups_past_path_max_are_watched_too(cgroups: TestCgroups) -> None:
+    """A user's chain of long names past PATH_MAX (issue 21): watched through
+    /proc/self/fd like every other access to it, not a reason to stop watching."""
+    fd = os.open(cgroups.path(cgroups.parent), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(25):  # 25 × 201 bytes
+            os.mkdir("n" * 200, dir_fd=fd)
+            nfd = os.open("n" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        fs = Env(cgroup_root=cgroups.mount).fs
+        tw = TreeWatch(fs, CgroupPath(cgroups.parent), lambda *a: None)
+        tw.refresh()
+        assert tw.off_reason is None and len(tw.inodes) == 26
+        os.mkdir("deep", dir_fd=fd)
+        assert drain(tw)
+        (made,) = tw.refresh().created
+        assert made.endswith("/deep") and len(made) > 4096
+        os.rmdir("deep", dir_fd=fd)
+        assert drain(tw)
+        assert made in tw.refresh().removed
+        tw.close()
+    finally:
+        os.close(fd)
