@@ -298,6 +298,9 @@ class FakeTree:
             os.read(self.fd, 1)  # one batch at a time, as the real one reads
         return self.wanted
 
+    def wants_rescan(self) -> bool:
+        return False
+
 
 def test_a_tree_change_rescans_at_once_and_a_churn_is_coalesced(
     pipe: tuple[int, int],

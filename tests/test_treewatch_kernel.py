@@ -18,7 +18,7 @@ from memcgctl.daemon.treewatch import TreeWatch
 from memcgctl.env import Env
 from memcgctl.kernel import inotify as ino
 from memcgctl.vocab.cgpath import CgroupPath
-from tests.realkernel import TestCgroups, journaled
+from tests.realkernel import TestCgroups, journaled, wait_until
 from tests.test_daemon_hardening_kernel import NOBODY, SETPRIV, SYSTEM_PYTHON, kernel_kills
 from tests.test_daemon_kernel import Daemon, daemons, grower, jobs, oom_control, set_xattr
 
@@ -221,3 +221,28 @@ def test_cgroups_past_path_max_are_watched_too(cgroups: TestCgroups) -> None:
         tw.close()
     finally:
         os.close(fd)
+
+
+def test_a_unit_restart_remaking_its_cgroup_is_taken_over_afresh(
+    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """rmdir + mkdir at once (a restarting unit; its delay comes back from a rule): the
+    daemon lets go of the old cgroup and pauses the new one, no periodic rescan due."""
+    rules = tmp_path / "rules.d"
+    rules.mkdir(mode=0o755)
+    (rules / "20-unit.toml").write_text(
+        f'[[rule]]\nname = "unit"\ncgroup = "{cgroups.parent}/unit"\noom_delay = "0"\n'
+    )
+    unit = cgroups.make("unit", limit=64 << 20)
+    d = Daemon(tmp_path / "state", cgroups.parent, "--rules", str(rules), *NO_PERIODIC_RESCAN)
+    daemons.append(d)
+    d.wait_for("daemon_took_over", unit)
+    os.rmdir(cgroups.path(unit))
+    os.mkdir(cgroups.path(unit))  # at once: one batch of events, most likely one pass
+    cgroups.set_limit(unit, 64 << 20)
+    wait_until(lambda: oom_control(cgroups, unit)["oom_kill_disable"] == 1 or None, "paused")
+    took = [t for _, t in d.lines if "daemon_took_over" in t and f"cgroup={unit} " in t]
+    assert len(took) == 2, d.lines
+    assert "daemon_error" not in d.kinds()
+    assert d.stop() == 0
+    assert oom_control(cgroups, unit)["oom_kill_disable"] == 0

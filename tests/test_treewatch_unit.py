@@ -197,3 +197,23 @@ def test_churn_is_followed_exactly(fake_v1: FakeHost, n: int) -> None:
     tw.refresh()
     walked = {str(c) for c in fake_v1.env().fs.walk(cg("/"))}
     assert {str(c) for c in tw.inodes} == walked
+
+
+def test_a_managed_cgroup_made_again_is_left_out_once_then_taken_again(
+    fake_v1: FakeHost,
+) -> None:
+    """A unit restarting: its cgroup removed and made again between two rescans.  The
+    daemon must let go of the old one (its fds) and take the new one over."""
+    fake_v1.cgroup("/svc", delay_ms=0)
+    tw, _, _ = make(fake_v1)
+    fs = fake_v1.env().fs
+    tw.refresh()
+    assert delays(tw, fs) == {"/svc": 0}
+    shutil.rmtree(fake_v1.path("/svc"))
+    fake_v1.cgroup("/svc", delay_ms=0)
+    assert drain(tw)
+    p = tw.refresh()
+    assert p.recreated == {cg("/svc")}
+    assert delays(tw, fs) == {}  # released this time...
+    assert tw.wants_rescan() and not tw.wants_rescan()
+    assert delays(tw, fs) == {"/svc": 0}  # ...and taken over at the next rescan

@@ -81,6 +81,9 @@ class TreeEvents(Protocol):
     def pump(self) -> bool:
         """Read what woke the loop; True: rescan."""
 
+    def wants_rescan(self) -> bool:
+        """After a rescan: True to rescan again soon (a cgroup was re-created)."""
+
 
 TREE_SETTLE_S = 0.05  # event-driven rescans at most this often (a churn is coalesced)
 FAULT_PAUSE_S = 0.1  # after an unexpected error in the loop itself: no busy spin
@@ -101,6 +104,7 @@ class Loop:
         self.tree = tree  # inotify on the tree: rescans when it changed (daemon/treewatch.py)
         self._tree_fd = tree.fileno() if tree is not None else -1
         self._last_rescan = float("-inf")
+        self._again = False
         # called before each rescan; True after a SIGHUP (the rules: daemon/rulesync.py)
         self.before_rescan = before_rescan
         self.hup = False
@@ -134,13 +138,19 @@ class Loop:
             self.before_rescan(hup)
         self._last_rescan = now
         self.core.rescan(now, starting=starting)
+        self._again = self.tree is not None and self.tree.wants_rescan()
+
+    def _rescan_due(self, now: float) -> None:
+        """The next periodic rescan; soon when the last one asked for another."""
+        self._next_rescan = now + (TREE_SETTLE_S if self._again else self.rescan_interval)
+        self._again = False
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         self.ports.open_kernel_log()
         now = self.clock()
         self._guard("rescan", lambda: self._rescan(now, starting=True))
         self._guard("release_orphans", self.ports.release_orphans)
-        self._next_rescan = now + self.rescan_interval
+        self._rescan_due(now)
         self._fds: dict[int, Scope | str] | None = None
         self._poller = select.poll()
         try:
@@ -188,7 +198,7 @@ class Loop:
         if now >= self._next_rescan or self.hup:
             self._rescan(now)
             now = self.clock()
-            self._next_rescan = now + self.rescan_interval
+            self._rescan_due(now)
         wake = self._next_rescan if deadline is None else min(deadline, self._next_rescan)
         if self.max_sleep is not None:
             wake = min(wake, now + self.max_sleep)
@@ -236,3 +246,6 @@ class Loop:
             self.core.notify(cg, self.clock())
         elif what == "gone":
             self._rescan(self.clock())
+            if self._again:
+                self._next_rescan = min(self._next_rescan, self.clock() + TREE_SETTLE_S)
+                self._again = False

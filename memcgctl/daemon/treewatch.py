@@ -20,11 +20,11 @@ rescan (``--rescan``, 2 s) walks nothing.  A full walk still runs
 * at start, and after ``IN_Q_OVERFLOW`` (events were lost);
 * every :data:`FULL_EVERY_S` as a safety net, for what no event reports: a cgroup
   whose directory could not be watched while it raced with its parent's listing, a
-  delegation changed on an ancestor above a delay's cgroup.  60 s: the daemon's idle
-  cost on a 5,000-cgroup node is the walk (~0.3 s of CPU each on this machine's v1), so
-  once a minute is 0.5 % of a core where every 2 s was 15 %; and what it catches late
-  has a worse fallback anyway (the cgroup is simply not managed yet: the kernel's own
-  OOM killer acts, as without the daemon).
+  delegation changed on an ancestor above a delay's cgroup.  60 s: on a 5,000-cgroup
+  node the walk (with a delay read per cgroup) is the daemon's idle cost — measured
+  3.8 % of a core at one walk per 2 s (bench/idle_bench.py, docs/scale.md), so ~0.13 %
+  once a minute — and what it could catch late has a benign fallback (a cgroup not
+  managed yet is left to the kernel's OOM killer, as without the daemon).
 * at every rescan when the watches are off: inotify could not be set up, or
   ``fs.inotify.max_user_watches`` ran out (ENOSPC), or a path was too long to watch.
   Said once (``tree_watch_off``), and the daemon goes on exactly as before this
@@ -73,6 +73,7 @@ class Pass:
     created: dict[CgroupPath, int] = field(default_factory=dict)  # cgroup -> inode
     changed: set[CgroupPath] = field(default_factory=set)  # created, or xattrs/owner
     removed: set[CgroupPath] = field(default_factory=set)
+    recreated: set[CgroupPath] = field(default_factory=set)  # removed, then made again
 
 
 class TreeWatch:
@@ -102,6 +103,7 @@ class TreeWatch:
         self.current: Pass | None = None  # this rescan's, for the rules and the ports
         self._delays: dict[CgroupPath, int] = {}  # the managed set (ports.managed)
         self.off_reason: str | None = None
+        self._again = False  # a managed cgroup was re-created: rescan again soon
         self.stats = {"events": 0, "walks": 0, "overflows": 0}
         self.inotify: ino.Inotify | None = None
         try:
@@ -230,7 +232,19 @@ class TreeWatch:
             else:
                 self._delays[cg] = delay
         out: dict[Scope, int] = {cg: d for cg, d in self._delays.items()}
+        # A managed cgroup removed and made again within one pass (a unit restarting):
+        # the daemon still holds the old one's fds.  Left out once, it is released; the
+        # next rescan (soon: wants_rescan) takes the new one over.
+        for cg in p.recreated:
+            if out.pop(cg, None) is not None:
+                self._pending.changed.add(cg)
+                self._again = True
         return out
+
+    def wants_rescan(self) -> bool:
+        """True (once) when the last managed set left a re-created cgroup out."""
+        again, self._again = self._again, False
+        return again
 
     # -- the limit files of the managed memcgs -----------------------------------------
     def follow(self, key: Scope, cg: CgroupPath, version: int) -> None:
@@ -296,7 +310,9 @@ class TreeWatch:
                 continue
             if not self._watch_dir(cg, st.st_ino):
                 continue
-            self._pending.removed.discard(cg)
+            if cg in self._pending.removed:
+                self._pending.removed.discard(cg)
+                self._pending.recreated.add(cg)
             self._pending.created[cg] = st.st_ino
             self._pending.changed.add(cg)
             stack.extend(k for k in kids if k not in self._wd_of)
