@@ -217,3 +217,19 @@ def test_a_managed_cgroup_made_again_is_left_out_once_then_taken_again(
     assert delays(tw, fs) == {}  # released this time...
     assert tw.wants_rescan() and not tw.wants_rescan()
     assert delays(tw, fs) == {"/svc": 0}  # ...and taken over at the next rescan
+
+
+def test_the_watch_takes_at_most_its_share_of_roots_watches(fake_v1: FakeHost) -> None:
+    """A tree needing more than half of fs.inotify.max_user_watches (shared with every
+    other root daemon) is walked instead: the daemon never starves systemd's watches."""
+    for i in range(6):
+        fake_v1.cgroup(f"/c{i}", delay_ms=i)
+    reports: list[Report] = []
+    fs = fake_v1.env().fs
+    tw = TreeWatch(fs, cg("/"), lambda k, c, f: reports.append((k, c, f)), budget=4)
+    assert tw.refresh().full
+    assert [r[0] for r in reports] == ["tree_watch_off"]
+    assert "max_user_watches" in str(reports[0][2]["reason"])
+    assert delays(tw, fs) == {f"/c{i}": i for i in range(6)}
+    assert ino.max_user_watches() > 0
+    assert ino.max_user_watches("/nonexistent") == 8192

@@ -25,8 +25,10 @@ rescan (``--rescan``, 2 s) walks nothing.  A full walk still runs
   3.8 % of a core at one walk per 2 s (bench/idle_bench.py, docs/scale.md), so ~0.13 %
   once a minute — and what it could catch late has a benign fallback (a cgroup not
   managed yet is left to the kernel's OOM killer, as without the daemon).
-* at every rescan when the watches are off: inotify could not be set up, or
-  ``fs.inotify.max_user_watches`` ran out (ENOSPC), or a path was too long to watch.
+* at every rescan when the watches are off: inotify could not be set up, or the tree
+  needs more than half of ``fs.inotify.max_user_watches`` (a per-user limit: root's
+  watches are shared with systemd and the other root daemons, which must not run out
+  because of us), or they ran out anyway (ENOSPC).
   Said once (``tree_watch_off``), and the daemon goes on exactly as before this
   module: a walk per rescan.
 
@@ -85,6 +87,7 @@ class TreeWatch:
         full_every: float = FULL_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         make_inotify: Callable[[], ino.Inotify] = ino.Inotify,
+        budget: int | None = None,
     ) -> None:
         self.fs = fs
         self.root = root
@@ -105,6 +108,9 @@ class TreeWatch:
         self.off_reason: str | None = None
         self._again = False  # a managed cgroup was re-created: rescan again soon
         self.stats = {"events": 0, "walks": 0, "overflows": 0}
+        # watches are per user: root's are shared with systemd and every other root
+        # daemon, so the daemon takes at most half of them (None: read the sysctl)
+        self.budget = budget if budget is not None else ino.max_user_watches() // 2
         self.inotify: ino.Inotify | None = None
         try:
             self.inotify = make_inotify()
@@ -253,6 +259,8 @@ class TreeWatch:
             return
         wds = []
         for name in V2_LIMIT_FILES if version == 2 else V1_LIMIT_FILES:
+            if self._over_budget():
+                return
             try:
                 wd = self.inotify.add(f"{self.fs.path(cg)}/{name}", FILE_MASK)
             except ino.WatchLimit as exc:
@@ -275,8 +283,19 @@ class TreeWatch:
             self.inotify = None
 
     # -- bookkeeping ----------------------------------------------------------------------
+    def _over_budget(self) -> bool:
+        if len(self._dir_of) + len(self._file_wds) < self.budget:
+            return False
+        self._off(
+            f"more than {self.budget} watches needed: half of fs.inotify.max_user_watches, "
+            "which root's other daemons share"
+        )
+        return True
+
     def _watch_dir(self, cg: CgroupPath, inode: int) -> bool:
         assert self.inotify is not None
+        if cg not in self._wd_of and self._over_budget():
+            return False
         try:
             wd = self.inotify.add(self.fs.dir_path(cg), DIR_MASK)
         except ino.WatchLimit as exc:

@@ -51,6 +51,18 @@ _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
 READ_SIZE = 65536  # bytes read per batch: ~2,000 events of cgroup-sized names
 
 
+MAX_USER_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
+
+
+def max_user_watches(path: str = MAX_USER_WATCHES) -> int:
+    """fs.inotify.max_user_watches (8,192 where it cannot be read: the old default)."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 8192
+
+
 class WatchLimit(OSError):
     """fs.inotify.max_user_watches reached (ENOSPC from inotify_add_watch)."""
 
