@@ -5,6 +5,7 @@ Cgroups or processes that vanish while we read are left out, never an error.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
@@ -342,6 +343,47 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         self._read: dict[CgroupPath, CgroupInfo | None] = {}
         self._all: list[CgroupPath] | None = None
         self._root_pod = _pod_above(fs, root)
+        self._badness: dict[CgroupPath, tuple[int, str] | None] = {}
+        self._usage: dict[CgroupPath, int | None] = {}
+
+    def badness_of(self, cg: CgroupPath) -> tuple[int, str] | None:
+        """(badness, source) of ``cg`` from its xattrs alone (the snapshot's
+        :attr:`~memcgctl.vocab.model.Snapshot.badness_probe`): the priority walk ranks
+        a level's children by it and reads in full only the ones it compares (issue
+        22).  The same reading as :func:`read_cgroup`'s; None: gone.  A cgroup read in
+        full answers from that reading."""
+        if cg in self._read:
+            info = self._read[cg]
+            return (info.badness, info.badness_source) if info is not None else None
+        if cg in self._badness:
+            return self._badness[cg]
+        found: tuple[int, str] | None = None
+        if self._root.contains(cg):
+            try:
+                setting = read_setting(self._fs, cg, BADNESS)
+                value = setting.value if setting.value is not None else BADNESS_DEFAULT
+                found = (value, setting.source)
+            except (Vanished, OSError):
+                found = None
+        self._badness[cg] = found
+        return found
+
+    def usage_of(self, cg: CgroupPath) -> int | None:
+        """``cg``'s usage in bytes (0: unknown) from its usage file alone (the
+        snapshot's :attr:`~memcgctl.vocab.model.Snapshot.usage_probe`); None: gone.
+        A cgroup read in full later keeps this value: one snapshot, one reading."""
+        if cg in self._read:
+            info = self._read[cg]
+            return (info.usage_bytes or 0) if info is not None else None
+        if cg not in self._usage:
+            found: int | None = None
+            if self._root.contains(cg):
+                try:
+                    found = self._fs.usage(cg) or 0
+                except (Vanished, OSError):
+                    found = None
+            self._usage[cg] = found
+        return self._usage[cg]
 
     def _get(self, cg: object) -> CgroupInfo | None:
         if not isinstance(cg, str) or not self._root.contains(cg):
@@ -373,10 +415,21 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
                 info = None
             except OSError:
                 info = None  # unreadable: left out, as a vanished one
+            if info is not None:
+                info = self._as_probed(info)
             self._read[cur] = info
             if info is not None:
                 for pid in info.pids:
                     self._where.setdefault(pid, cur)
+        return info
+
+    def _as_probed(self, info: CgroupInfo) -> CgroupInfo:
+        """``info`` with the usage the walk ranked it by, where it probed that first
+        (the same file, moments earlier: one snapshot, one reading).  Not so the
+        badness: one that changed meanwhile (to 1000: never) is the one that counts."""
+        usage = self._usage.get(info.path)
+        if usage is not None and usage != (info.usage_bytes or 0):
+            info = dataclasses.replace(info, usage_bytes=usage)
         return info
 
     def load_all(self) -> None:
@@ -450,6 +503,8 @@ def take_snapshot(
             swap_total_kb=meminfo.get("SwapTotal", 0),
             page_size=os.sysconf("SC_PAGE_SIZE"),
             kernel_release=proc.kernel_release(),
+            badness_probe=lazy_cgroups.badness_of,
+            usage_probe=lazy_cgroups.usage_of,
         )
     cgroups: dict[CgroupPath, CgroupInfo] = {}
     with fs.xattr_names_cached():

@@ -397,3 +397,87 @@ def test_no_module_writes_a_priority_prefix_by_hand() -> None:
 def test_the_prefix_checker_sees_one() -> None:
     src = 'a = "<3>kill_failed"\nb = f"<{p}>{line}"\nc = "<html>"\nd = f"x <{p}> {c:<{w}}"\n'
     assert priority_prefixes(ast.parse(src)) == [1, 2]
+
+
+# -- parts, not bases that others fill -------------------------------------------------------
+
+RECORD_BASES = {"NamedTuple", "TypedDict", "Protocol"}
+
+
+def _name(node: ast.expr) -> str:
+    return node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
+
+
+def _record_classes(trees: list[ast.AST]) -> set[str]:
+    """Classes whose bare annotations are their fields (dataclasses, named tuples, typed
+    dicts, protocols), and project classes built on one of them."""
+    classes = [n for t in trees for n in ast.walk(t) if isinstance(n, ast.ClassDef)]
+    records = {
+        c.name
+        for c in classes
+        if any("dataclass" in ast.unparse(d) for d in c.decorator_list)
+        or {_name(b) for b in c.bases} & RECORD_BASES
+    }
+    while True:
+        more = {c.name for c in classes if {_name(b) for b in c.bases} & records} - records
+        if not more:
+            return records
+        records |= more
+
+
+def declared_for_others(tree: ast.AST, records: set[str]) -> list[str]:
+    """``Class.attr`` for each attribute a class annotates without a value and does not
+    assign in its own ``__init__``: a base whose attributes a subclass (often in another
+    file) sets for it.  mypy makes a base declare what its methods use, so a class that
+    reads attributes it does not set is found here."""
+    found = []
+    for c in ast.walk(tree):
+        if not isinstance(c, ast.ClassDef) or c.name in records:
+            continue
+        bare = [
+            s.target.id
+            for s in c.body
+            if isinstance(s, ast.AnnAssign) and s.value is None and isinstance(s.target, ast.Name)
+        ]
+        inits = [f for f in c.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+        assigned = {
+            t.attr
+            for f in inits
+            for n in ast.walk(f)
+            if isinstance(n, ast.Assign | ast.AnnAssign)
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            if isinstance(t, ast.Attribute)
+            and isinstance(t.value, ast.Name)
+            and t.value.id == "self"
+        }
+        found += [f"{c.name}.{a}" for a in bare if a not in assigned]
+    return found
+
+
+def test_no_base_class_declares_attributes_others_set() -> None:
+    """A class is built from parts it constructs with what they need (the daemon's
+    ``RealPorts`` from a recorder, kills, knobs and watches; the ``Killer`` from its
+    engines), not split across files into bases whose attributes the subclass sets."""
+    parsed = {str(p.relative_to(PKG)): ast.parse(p.read_text()) for p in sources()}
+    records = _record_classes(list(parsed.values()))
+    found = [
+        f"{rel}: {attr}"
+        for rel, tree in parsed.items()
+        for attr in declared_for_others(tree, records)
+    ]
+    assert found == [], "construct a part with what it needs instead of a base class"
+
+
+def test_the_base_class_checker_sees_one() -> None:
+    src = (
+        "from dataclasses import dataclass\n"
+        "from typing import NamedTuple, Protocol\n"
+        "class Engines:\n    fs: str\n    def run(self) -> str:\n        return self.fs\n"
+        "class Killer(Engines):\n    def __init__(self) -> None:\n        self.fs = 'x'\n"
+        "class Part:\n    fs: str\n    def __init__(self, fs: str) -> None:\n        self.fs = fs\n"
+        "@dataclass\nclass D:\n    a: int\n"
+        "class T(NamedTuple):\n    a: int\n"
+        "class P(Protocol):\n    a: int\n"
+    )
+    tree = ast.parse(src)
+    assert declared_for_others(tree, _record_classes([tree])) == ["Engines.fs"]

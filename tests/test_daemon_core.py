@@ -12,8 +12,8 @@ from memcgctl.daemon.core import (
     Settings,
     with_process,
 )
-from memcgctl.daemon.protocol import Level, Managed
-from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT
+from memcgctl.daemon.protocol import Managed, Mode, Reading
+from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT, OomLevel
 from memcgctl.logic.decision import Decision
 from memcgctl.logic.priority import lowest_priority_child, select_priority
 from memcgctl.vocab.cgpath import CgroupPath, Scope
@@ -23,12 +23,12 @@ from tests.fakehost import FakeHost
 
 
 class FakePorts:
-    def __init__(self, host: FakeHost, delays: dict[str, int], mode: str = "oom") -> None:
+    def __init__(self, host: FakeHost, delays: dict[str, int], mode: Mode = Mode.OOM) -> None:
         self.host = host
         self.delays = dict(delays)
         self.mode = mode
         self.oom: set[str] = set()
-        self.state: dict[str, str] = {}  # level while in self.oom (default SHORT)
+        self.state: dict[str, OomLevel] = {}  # level while in self.oom (default SHORT)
         self.recovered: set[str] = set()
         self.frozen: list[tuple[str, bool]] = []
         self.not_at_limit: set[str] = set()
@@ -52,14 +52,14 @@ class FakePorts:
     def release(self, cg: Scope) -> None:
         self.released.append(cg)
 
-    def level(self, cg: Scope) -> Level:
+    def level(self, cg: Scope) -> Reading:
         if cg in self.oom:
-            return Level(self.state.get(cg, SHORT), 0.01 if self.mode != "oom" else None)
-        return Level(RECOVERED if cg in self.recovered else CLEAR)
+            return Reading(self.state.get(cg, SHORT), 0.01 if self.mode is not Mode.OOM else None)
+        return Reading(RECOVERED if cg in self.recovered else CLEAR)
 
     def freeze(self, cg: Scope, frozen: bool) -> bool:
         self.frozen.append((cg, frozen))
-        return self.mode == "valve"
+        return self.mode is Mode.VALVE
 
     def at_limit(self, cg: Scope) -> bool:
         return cg not in self.not_at_limit
@@ -341,7 +341,7 @@ def test_an_adopted_episode_honours_the_grace(host: FakeHost) -> None:
 
 
 def test_valve_critical_freezes_the_domain_and_thaws_after_the_kill(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 1000}, mode="valve")
+    ports = FakePorts(host, {"/jobs": 1000}, mode=Mode.VALVE)
     core = DaemonCore(ports, select)
     core.rescan(0.0)
     ports.oom.add("/jobs")
@@ -365,7 +365,7 @@ def test_valve_critical_freezes_the_domain_and_thaws_after_the_kill(host: FakeHo
 
 
 def test_a_refused_freeze_is_not_retried_within_the_episode(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 1000}, mode="valve")
+    ports = FakePorts(host, {"/jobs": 1000}, mode=Mode.VALVE)
     ports.freeze = lambda cg, frozen: bool(ports.frozen.append((cg, frozen)))  # type: ignore[method-assign,func-returns-value]
     core = DaemonCore(ports, select)
     core.rescan(0.0)
@@ -377,7 +377,7 @@ def test_a_refused_freeze_is_not_retried_within_the_episode(host: FakeHost) -> N
 
 
 def test_host_critical_cuts_the_delay_short(host: FakeHost) -> None:
-    ports = FakePorts(host, {"/jobs": 5000}, mode="host")
+    ports = FakePorts(host, {"/jobs": 5000}, mode=Mode.HOST)
     core = DaemonCore(ports, select)
     core.rescan(0.0)
     ports.oom.add("/jobs")
@@ -461,7 +461,7 @@ class FaultyPorts(FakePorts):
         super().__init__(host, delays)
         self.bad = bad
 
-    def level(self, cg: Scope) -> Level:
+    def level(self, cg: Scope) -> Reading:
         if cg in self.bad:
             raise ValueError(f"unexpected garbage in {cg}")
         return super().level(cg)

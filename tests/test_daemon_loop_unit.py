@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from memcgctl.daemon.loop import Loop
+from memcgctl.daemon.protocol import KERNEL_LOG, Feed, Wake
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import ProcessInfo
 from tests.snapbuild import P
@@ -64,16 +65,16 @@ class FakePorts:
 
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls
-        self.watched: dict[int, Scope | str] = {}
+        self.watched: dict[int, Scope | Feed] = {}
         self.masks: dict[int, int] = {}
-        self.results: dict[int, str] = {}
+        self.results: dict[int, Wake] = {}
         self.consumed: list[tuple[Scope, bool]] = []
         self.kills: list[tuple[CgroupPath, ProcessInfo]] = []
 
     def watch(
-        self, fd: int, cg: Scope | str, mask: int = select.POLLIN, result: str = "fired"
+        self, fd: int, cg: Scope | Feed, mask: int = select.POLLIN, result: Wake = Wake.FIRED
     ) -> None:
-        """Watch fd for cg (a plain \"\" for the kernel log)."""
+        """Watch fd for cg (KERNEL_LOG for the kernel log)."""
         self.watched[fd] = cg
         self.masks[fd] = mask
         self.results[fd] = result
@@ -85,18 +86,18 @@ class FakePorts:
         self.calls.append("release_orphans")
         return []
 
-    def fds(self) -> dict[int, Scope | str]:
+    def fds(self) -> dict[int, Scope | Feed]:
         return dict(self.watched)
 
     def poll_events(self, fd: int) -> int:
         return self.masks[fd]
 
-    def consume(self, cg: Scope, fd: int, error: bool) -> str:
+    def consume(self, cg: Scope, fd: int, error: bool) -> Wake:
         self.consumed.append((cg, error))
         with contextlib.suppress(OSError):
             os.read(fd, 64)
         result = self.results[fd]
-        if result == "gone":
+        if result is Wake.GONE:
             del self.watched[fd]
         return result
 
@@ -201,10 +202,10 @@ def test_one_cgroups_notification_that_raises_does_not_stop_the_others(
 
 @pytest.mark.parametrize(
     ("result", "notified", "rescanned"),
-    [("fired", [A], 0), ("quiet", [], 0), ("gone", [], 1)],
+    [(Wake.FIRED, [A], 0), (Wake.QUIET, [], 0), (Wake.GONE, [], 1)],
 )
 def test_what_a_wake_up_leads_to(
-    pipe: tuple[int, int], result: str, notified: list[Scope], rescanned: int
+    pipe: tuple[int, int], result: Wake, notified: list[Scope], rescanned: int
 ) -> None:
     r, w = pipe
     _, core, ports = make()
@@ -219,7 +220,7 @@ def test_a_hung_up_fd_is_consumed_as_an_error(pipe: tuple[int, int]) -> None:
     r, w = pipe
     os.close(w)  # POLLHUP on the read end, whatever the mask
     _, core, ports = make()
-    ports.watch(r, A, mask=select.POLLPRI, result="gone")
+    ports.watch(r, A, mask=select.POLLPRI, result=Wake.GONE)
     run_for(Loop(core, ports, rescan_interval=60), WINDOW)
     assert ports.consumed == [(A, True)] and len(core.rescans) == 1
     assert len(core.ticks) < SLEEPING
@@ -228,7 +229,7 @@ def test_a_hung_up_fd_is_consumed_as_an_error(pipe: tuple[int, int]) -> None:
 def test_the_kernel_log_fd_reports_the_kernels_kills(pipe: tuple[int, int]) -> None:
     r, w = pipe
     calls, core, ports = make()
-    ports.watch(r, "")
+    ports.watch(r, KERNEL_LOG)
     ports.kills = [(CgroupPath("/jobs"), P(42, "/jobs/a").info())]
     os.write(w, b"x")
     run_for(Loop(core, ports, rescan_interval=60), 5, until=lambda: bool(core.kernel))
@@ -273,7 +274,7 @@ def test_a_file_that_always_polls_readable(tmp_path: Path, mask: int, spins: boo
     fd = os.open(f, os.O_RDONLY | os.O_CLOEXEC)
     try:
         _, core, ports = make()
-        ports.watch(fd, A, mask=mask, result="quiet")
+        ports.watch(fd, A, mask=mask, result=Wake.QUIET)
         run_for(Loop(core, ports, rescan_interval=60), WINDOW)
     finally:
         os.close(fd)
@@ -336,3 +337,51 @@ def test_a_tree_event_that_changes_nothing_does_not_rescan(pipe: tuple[int, int]
     run_for(Loop(core, ports, rescan_interval=60, tree=tree), 5, until=lambda: tree.pumps >= 3)
     run_for(Loop(core, ports, rescan_interval=60, tree=tree), WINDOW)
     assert tree.pumps == 3 and core.rescans == []
+
+
+def test_a_notification_during_a_long_rescan_is_handled_within_the_walk(
+    pipe: tuple[int, int],
+) -> None:
+    """Issue 22: the ports' walk of a big tree calls the pulse every few dozen cgroups;
+    the loop then handles what fired meanwhile and ticks (the kill happens there), not
+    after the walk.  The kernel log waits for the loop."""
+    r, w = pipe
+    klog_r, klog_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    calls, core, ports = make()
+    ports.watch(r, A)
+    ports.watch(klog_r, KERNEL_LOG)
+    loop = Loop(core, ports, rescan_interval=0.05)
+    during: list[tuple[list[Scope], int, int, int]] = []
+    plain_rescan = core.rescan
+
+    def walking_rescan(now: float, starting: bool = False) -> None:
+        plain_rescan(now, starting)
+        if starting:
+            loop.urgent()  # before the loop registered its fds: nothing to do
+            assert not core.notified
+            return
+        os.write(w, b"x")  # the memcg fires while the walk is under way
+        os.write(klog_w, b"x")
+        ticks, klog = len(core.ticks), calls.count("kernel_kills")
+        loop.urgent()
+        loop.urgent()
+        during.append(
+            (
+                list(core.notified),
+                len(core.ticks) - ticks,
+                len(ports.consumed),
+                calls.count("kernel_kills") - klog,
+            )
+        )
+
+    core.rescan = walking_rescan  # type: ignore[method-assign]
+    try:
+        run_for(loop, 5.0, until=lambda: bool(during))
+    finally:
+        os.close(klog_r)
+        os.close(klog_w)
+    notified, ticks, consumed, klog_reads = during[0]
+    assert notified == [A]  # handled inside the walk
+    assert ticks == 2 and consumed == 1  # each pulse ticks; the fd was read once
+    assert klog_reads == 0  # the kernel log waits for the loop
+    assert not core.faults

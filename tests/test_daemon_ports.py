@@ -11,6 +11,7 @@ from pathlib import Path
 from memcgctl.actions.kill import make_killer
 from memcgctl.daemon import owner
 from memcgctl.daemon.ports import RealPorts
+from memcgctl.daemon.protocol import Mode
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import CgroupPath
 from tests.fakehost import FakeHost
@@ -43,9 +44,14 @@ def test_a_dead_instances_valve_is_adopted_with_the_users_value(
     os.setxattr(d, owner.MARK, json.dumps(dead).encode())
     p = ports(fake_v2, tmp_path, "this-boot/2/2")
     m = p.take_over(CgroupPath("/jobs"))
-    assert m is not None and (m.mode, m.domain) == ("valve", "/jobs")
+    assert m is not None and (m.mode, m.domain) == (Mode.VALVE, "/jobs")
     mark = json.loads(os.getxattr(d, owner.MARK))
-    assert mark == {"instance": "this-boot/2/2", "memory.high": str(250 * MIB), "valve": str(VALVE)}
+    assert mark == {
+        "instance": "this-boot/2/2",
+        "memory.high": str(250 * MIB),
+        "valve": str(VALVE),
+        "user.oomd_omit": "",  # a leaf domain is systemd-oomd's candidate (daemon/oomd.py)
+    }
     p.release(CgroupPath("/jobs"))
     assert (d / "memory.high").read_text().strip() == str(250 * MIB)
     assert owner.MARK not in os.listxattr(d)

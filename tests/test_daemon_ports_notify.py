@@ -20,6 +20,7 @@ import pytest
 from memcgctl.actions.kill import make_killer
 from memcgctl.daemon.loop import Loop
 from memcgctl.daemon.ports import RealPorts
+from memcgctl.daemon.protocol import Wake
 from memcgctl.daemon.valve import IDLE_MIN_POLL
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
 from memcgctl.state.journal import Journal
@@ -72,13 +73,13 @@ def test_v1_eventfd_waits_for_pollin_and_counts_notifications(
     fd = only_fd(p, JOBS)
     assert p.fds() == {fd: JOBS}
     assert p.poll_events(fd) == select.POLLIN
-    assert p.consume(JOBS, fd, False) == "quiet"  # nothing counted yet
+    assert p.consume(JOBS, fd, False) is Wake.QUIET  # nothing counted yet
     os.eventfd_write(fd, 1)  # what the kernel does on an OOM
-    assert p.consume(JOBS, fd, False) == "fired"
-    assert p.consume(JOBS, fd, False) == "quiet"  # drained
+    assert p.consume(JOBS, fd, False) is Wake.FIRED
+    assert p.consume(JOBS, fd, False) is Wake.QUIET  # drained
     shutil.rmtree(fake_v1.path("/jobs"))
     os.eventfd_write(fd, 1)  # v1 also fires once when the cgroup is removed
-    assert p.consume(JOBS, fd, False) == "gone"
+    assert p.consume(JOBS, fd, False) is Wake.GONE
     p.close_all()
     assert p.fds() == {}
 
@@ -97,14 +98,14 @@ def test_v2_memory_events_waits_for_pollpri_only(fake_v2: FakeHost, tmp_path: Pa
 def test_v2_consume_fires_only_when_an_oom_counter_grows(fake_v2: FakeHost, tmp_path: Path) -> None:
     p, events = v2_ports(fake_v2, tmp_path)
     fd = only_fd(p, JOBS)
-    assert p.consume(JOBS, fd, True) == "quiet"  # kernfs wakes with POLLERR too
+    assert p.consume(JOBS, fd, True) is Wake.QUIET  # kernfs wakes with POLLERR too
     events.write_text("oom 0\nlow 5\n")
-    assert p.consume(JOBS, fd, True) == "quiet"  # another counter
+    assert p.consume(JOBS, fd, True) is Wake.QUIET  # another counter
     events.write_text("oom 0\nlow 5\nhigh 1\n")
-    assert p.consume(JOBS, fd, True) == "fired"
+    assert p.consume(JOBS, fd, True) is Wake.FIRED
     events.write_text("oom 1\nlow 5\nhigh 1\n")
-    assert p.consume(JOBS, fd, True) == "fired"
-    assert p.consume(JOBS, fd, True) == "quiet"  # read already
+    assert p.consume(JOBS, fd, True) is Wake.FIRED
+    assert p.consume(JOBS, fd, True) is Wake.QUIET  # read already
     p.close_all()
 
 
@@ -116,16 +117,16 @@ def test_host_psi_trigger_waits_for_pollpri_and_fires(fake_v1: FakeHost, tmp_pat
     assert isinstance(p.watches[HOST][0], PsiTrigger)
     fd = only_fd(p, HOST)
     assert p.poll_events(fd) == select.POLLPRI
-    assert p.consume(HOST, fd, False) == "fired"
-    assert p.consume(HOST, fd, True) == "fired"  # the host never goes away
+    assert p.consume(HOST, fd, False) is Wake.FIRED
+    assert p.consume(HOST, fd, True) is Wake.FIRED  # the host never goes away
     p.close_all()
 
 
 def test_an_unknown_fd_is_quiet(fake_v2: FakeHost, tmp_path: Path) -> None:
     p, _ = v2_ports(fake_v2, tmp_path)
     fd = only_fd(p, JOBS)
-    assert p.consume(CgroupPath("/elsewhere"), fd, False) == "quiet"
-    assert p.consume(JOBS, fd + 1000, False) == "quiet"
+    assert p.consume(CgroupPath("/elsewhere"), fd, False) is Wake.QUIET
+    assert p.consume(JOBS, fd + 1000, False) is Wake.QUIET
     assert p.poll_events(fd + 1000) == select.POLLPRI
     p.close_all()
 

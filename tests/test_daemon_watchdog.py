@@ -122,7 +122,10 @@ def test_the_guardian_module_stays_light() -> None:
             node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
         )
     }
-    assert imported <= {"__future__", "os", "select", "time", "contextlib"}, imported
+    # (memcgctl: the release machinery, imported inside the function that acts;
+    # tests/test_daemon_footprint.py checks that an idle guardian process has none of it)
+    allowed = {"__future__", "os", "select", "sys", "time", "contextlib", "collections"}
+    assert imported <= allowed | {"memcgctl"}, imported
 
 
 class FakeCore:

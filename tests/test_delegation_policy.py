@@ -15,6 +15,7 @@ from memcgctl.actions.kill import make_killer
 from memcgctl.daemon import owner
 from memcgctl.daemon.core import DaemonCore, Settings
 from memcgctl.daemon.ports import RealPorts
+from memcgctl.daemon.protocol import Mode
 from memcgctl.daemon.valve import CRITICAL
 from memcgctl.logic.priority import (
     lowest_priority_child,
@@ -227,7 +228,7 @@ def test_a_user_delay_is_bounded_at_the_delegation_root(fake_v2: FakeHost, tmp_p
     host = delegated_v2(fake_v2, deleg_limit=128 << 20)
     p = daemon_ports(host, tmp_path)
     m = p.take_over(CgroupPath("/shared/deleg/job"))
-    assert m is not None and (m.mode, m.domain) == ("valve", "/shared/deleg")
+    assert m is not None and (m.mode, m.domain) == (Mode.VALVE, "/shared/deleg")
     assert owner.MARK not in os.listxattr(host.path("/shared"))
     p.release(CgroupPath("/shared/deleg/job"))
 
@@ -247,7 +248,7 @@ def test_no_victim_thaws_a_frozen_domain(fake_v1: FakeHost) -> None:
     """v2: a domain frozen because growth outran the valve is thawed once it is clear
     that nothing may be killed (the freeze only bridges the time until a victim dies)."""
     host = never_host(fake_v1)
-    ports = FakePorts(host, {"/jobs": 0}, mode="valve")
+    ports = FakePorts(host, {"/jobs": 0}, mode=Mode.VALVE)
     core = DaemonCore(ports, select, Settings(grace=0.5, max_rounds=1))
     core.rescan(0.0)
     ports.oom.add("/jobs")
@@ -270,7 +271,7 @@ def test_an_oom_group_kill_spares_its_never_processes(fake_v2: FakeHost) -> None
     fake_v2.process(11, "/jobs/grp", rss_anon_kb=1_000)
     fake_v2.process(12, "/jobs/grp/keep", rss_anon_kb=50_000)
     fake_v2.process(20, "/jobs/other", rss_anon_kb=90_000)
-    ports = FakePorts(fake_v2, {"/jobs": 0}, mode="valve")
+    ports = FakePorts(fake_v2, {"/jobs": 0}, mode=Mode.VALVE)
     core = DaemonCore(ports, select)
     core.rescan(0.0)
     ports.oom.add("/jobs")

@@ -81,7 +81,10 @@ def test_unit_runs_the_daemon_and_releases_after_every_stop(notify: bool) -> Non
     cmd = ["/opt/m/bin/memcgctl", "--state-dir", "/var/lib/memcgctl"]
     svc = _service(daemon_unit(cmd, ["--root", "/batch", "--grace", "1s"], notify=notify))
     start, stop_post = _argv(svc["ExecStart"]), _argv(svc["ExecStopPost"])
-    assert start == [*cmd, "daemon", "--no-guardian", "--root", "/batch", "--grace", "1s"]
+    # under the unit systemd does the guardian's job (ExecStopPost=, and WatchdogSec= with
+    # Type=notify); without a watchdog there is no guardian, as before
+    guardian = "--guardian=systemd" if notify else "--guardian=none"
+    assert start == [*cmd, "daemon", guardian, "--root", "/batch", "--grace", "1s"]
     # the release covers the same subtree and state directory, nothing else
     assert stop_post == [*cmd, "daemon", "--release", "--root", "/batch"]
     assert svc["Restart"] == "always"

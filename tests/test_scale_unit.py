@@ -16,10 +16,17 @@ from rich.cells import cell_len
 from memcgctl.logic.counters import by_cause_many, subtree_sum, subtree_sums
 from memcgctl.logic.events import in_subtree
 from memcgctl.logic.kernelheuristic import select_kernel
-from memcgctl.logic.priority import lowest_priority_child, rank_priority, select_priority
+from memcgctl.logic.priority import (
+    lowest_priority_child,
+    rank_priority,
+    select_priority,
+    select_priority_brief,
+)
 from memcgctl.render.output import Output, plain_table, print_table
-from memcgctl.snapshot import LazyProcesses, kernel_params, take_snapshot
+from memcgctl.render.reasontext import reason_text
+from memcgctl.snapshot import LazyCgroups, LazyProcesses, kernel_params, take_snapshot
 from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.reasons import LevelChoice, Skip
 from memcgctl.watch.tally import _topmost
 from tests.fakehost import FakeHost
 
@@ -198,9 +205,55 @@ def test_lazy_selection_is_the_full_snapshots_selection(
             assert lazy.processes.read_count <= len(full.cgroups[root].pids) + sum(
                 len(c.pids) for c in full.cgroups.values()
             )
+            # the daemon's brief walk: the same victim, whatever it did not look into
+            for excl in ([], gone):
+                brief = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+                b, f = select_priority_brief(brief, root, excl), select_priority(full, root, excl)
+                assert (b.victim, b.kill_group, b.group_pids) == (
+                    f.victim,
+                    f.kill_group,
+                    f.group_pids,
+                )
+                assert b == select_priority_brief(full, root, excl)  # lazy or not, one walk
+                if b.victim is None:
+                    assert b.reasons == f.reasons
             params = kernel_params(env.proc, full)
             lazy2 = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
             assert select_kernel(lazy2, root, params) == select_kernel(full, root, params)
+    finally:
+        shutil.rmtree(base)
+
+
+@given(hosts(), st.integers(1, 4))
+@settings(max_examples=150, deadline=None)
+def test_the_brief_walk_ranks_victims_as_the_full_one(
+    layout: list[tuple[str, dict[str, Any]]], top: int
+) -> None:
+    """The daemon's escalation asks for the next victim after the earlier ones: the
+    brief walk gives the same sequence as the full one, from every cgroup as the root."""
+    base = Path(tempfile.mkdtemp(prefix="memcgctl-brief-"))
+    try:
+        host = FakeHost(base, version=1)
+        for cg, kw in layout:
+            if "pid" in kw:
+                host.process(kw.pop("pid"), cg, **kw)
+            else:
+                host.cgroup(cg, limit=512 << 20, **kw)
+        env = host.env()
+        for root in [CgroupPath("/"), *(CgroupPath(cg) for cg, kw in layout if "usage" in kw)]:
+            full = take_snapshot(env.fs, env.proc, env.registry, root)
+            want = [d.victim for d in rank_priority(full, root, top)]
+            gone: list[int] = []
+            for victim in want:
+                lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+                d = select_priority_brief(lazy, root, gone)
+                assert d.victim == victim
+                assert victim is not None
+                gone.append(victim.pid)
+            lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+            assert select_priority_brief(lazy, root, gone).victim == (
+                select_priority(full, root, gone).victim
+            )
     finally:
         shutil.rmtree(base)
 
@@ -221,3 +274,121 @@ def test_the_lazy_walk_reads_few_processes_of_a_big_tree(fake_v1: FakeHost) -> N
     assert d.victim is not None and d.victim.pid == 99
     assert isinstance(lazy.processes, LazyProcesses)
     assert lazy.processes.read_count <= 61 + 1  # of 301 processes
+
+
+def test_the_brief_walk_reads_only_what_it_compares(fake_v1: FakeHost) -> None:
+    """The daemon's walk over 60 pods with 5 processes each, most of them empty, beside
+    a low-badness one: it reads every pod's badness, but only the chosen cgroup in
+    full (and its process); the full walk reads every pod to check it holds something
+    killable.  Both choose the same victim; the brief one says how many it passed
+    over without looking."""
+    for i in range(60):
+        fake_v1.cgroup(f"/pods/p{i:03}", badness=500, usage=1 << 20)
+        for c in range(3):
+            fake_v1.cgroup(f"/pods/p{i:03}/c{c}", usage=1 << 20)
+        if i % 10 == 0:
+            fake_v1.process(1000 + i, f"/pods/p{i:03}/c2", rss_anon_kb=1000)
+    fake_v1.cgroup("/pods/never", badness=1000, usage=1 << 20)
+    fake_v1.process(98, "/pods/never", rss_anon_kb=10)
+    fake_v1.cgroup("/pods/low", badness=10, usage=1 << 20)
+    fake_v1.process(99, "/pods/low", rss_anon_kb=10)
+    env = fake_v1.env()
+    root = CgroupPath("/pods")
+    lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+    d = select_priority_brief(lazy, root)
+    assert d.victim is not None and d.victim.pid == 99
+    assert isinstance(lazy.cgroups, LazyCgroups) and isinstance(lazy.processes, LazyProcesses)
+    assert lazy.cgroups.read_count == 2  # /pods and /pods/low
+    assert lazy.processes.read_count == 1
+    choice = d.reasons[0]
+    assert isinstance(choice, LevelChoice)
+    assert (choice.eligible, choice.candidates, choice.unchecked) == (1, 62, 61)
+    assert "61 ranked after it, not looked into" in reason_text(choice)
+    full = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+    assert select_priority(full, root).victim == d.victim
+    assert isinstance(full.cgroups, LazyCgroups)
+    assert full.cgroups.read_count > 60 * 3
+
+
+def test_the_brief_walk_looks_into_ties_and_past_empty_subtrees(fake_v1: FakeHost) -> None:
+    """Equal badness: the largest usage is looked into first; when it holds nothing
+    killable the next one is, and a tie in usage is broken by the lowest pid inside,
+    as in the full walk."""
+    fake_v1.cgroup("/big", usage=30 << 20)  # empty: skipped, nothing inside
+    fake_v1.cgroup("/big/x", usage=30 << 20)
+    fake_v1.cgroup("/t1", usage=20 << 20)
+    fake_v1.process(300, "/t1", rss_anon_kb=1000)
+    fake_v1.cgroup("/t2", usage=20 << 20)
+    fake_v1.process(200, "/t2", rss_anon_kb=1000)
+    fake_v1.cgroup("/small", usage=10 << 20)
+    fake_v1.process(100, "/small", rss_anon_kb=1000)
+    env = fake_v1.env()
+    root = CgroupPath("/")
+    full = take_snapshot(env.fs, env.proc, env.registry, root)
+    lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+    d = select_priority_brief(lazy, root)
+    assert d.victim is not None and d.victim.pid == 200
+    assert d.victim == select_priority(full, root).victim
+    top = d.walk[0]
+    assert [c.cgroup.path for c in top.candidates if c.cgroup] == ["/t2", "/t1", "/big"]
+    assert [c.skip for c in top.candidates] == [None, None, Skip.NOTHING_INSIDE]
+    choice = d.reasons[0]
+    assert isinstance(choice, LevelChoice) and choice.unchecked == 1  # /small
+    # /small's usage was read alone, not the rest of it; nor any process of it
+    assert isinstance(lazy.cgroups, LazyCgroups)
+    assert lazy.cgroups.read_count == 5  # /, /big and /big/x (empty), /t1, /t2
+    # /small's usage was read to rank it, its processes not: those of /t1 and /t2 only
+    assert isinstance(lazy.processes, LazyProcesses) and lazy.processes.read_count == 2
+
+
+def test_the_brief_walk_over_equal_pods_reads_their_usage_only(fake_v1: FakeHost) -> None:
+    """Every pod at the default badness: the walk ranks them by usage (one file read
+    each) and reads in full only the largest, where it finds its victim."""
+    for i in range(60):
+        fake_v1.cgroup(f"/pods/p{i:03}", usage=(i % 7 + 1) << 20)
+        fake_v1.cgroup(f"/pods/p{i:03}/c0", usage=(i % 7 + 1) << 20)
+        fake_v1.process(1000 + i, f"/pods/p{i:03}/c0", rss_anon_kb=1000)
+    fake_v1.cgroup("/pods/big", usage=64 << 20)
+    fake_v1.process(99, "/pods/big", rss_anon_kb=60_000)
+    env = fake_v1.env()
+    root = CgroupPath("/pods")
+    lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+    d = select_priority_brief(lazy, root)
+    assert d.victim is not None and d.victim.pid == 99
+    full = take_snapshot(env.fs, env.proc, env.registry, root)
+    assert select_priority(full, root).victim == d.victim
+    assert isinstance(lazy.cgroups, LazyCgroups) and lazy.cgroups.read_count == 2
+
+
+def test_between_ranking_and_reading_a_new_badness_counts_and_the_usage_is_kept(
+    fake_v1: FakeHost,
+) -> None:
+    """One snapshot, one reading: a cgroup ranked by its usage keeps that usage when
+    read in full.  Not its badness: one that became 1000 (never) in between is
+    skipped, and one that vanished is passed over; the walk goes on to the next."""
+    fake_v1.cgroup("/a", usage=30 << 20)
+    fake_v1.process(100, "/a", rss_anon_kb=1000)
+    fake_v1.cgroup("/b", usage=20 << 20)
+    fake_v1.process(200, "/b", rss_anon_kb=1000)
+    fake_v1.cgroup("/c", usage=10 << 20)
+    fake_v1.process(300, "/c", rss_anon_kb=1000)
+    env = fake_v1.env()
+    root = CgroupPath("/")
+    snap = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+    kids = [CgroupPath(cg) for cg in ("/a", "/b", "/c")]
+    assert [snap.usage_of(cg) for cg in kids] == [30 << 20, 20 << 20, 10 << 20]
+    assert {snap.badness_of(cg) for cg in kids} == {(500, "default")}
+    fake_v1.cgroup("/a", usage=1 << 20, badness=1000)  # now never, and smaller
+    fake_v1.cgroup("/c", usage=90 << 20)  # now the largest: too late for this walk
+    shutil.rmtree(fake_v1.path("/b"))
+    d = select_priority_brief(snap, root)
+    assert d.victim is not None and d.victim.pid == 300
+    top = d.walk[0]
+    assert [(c.cgroup.path if c.cgroup else None, c.skip) for c in top.candidates] == [
+        ("/c", None),
+        ("/a", Skip.BADNESS_NEVER),
+    ]
+    a = snap.cgroups[CgroupPath("/a")]
+    c = snap.cgroups[CgroupPath("/c")]
+    assert (a.usage_bytes, c.usage_bytes) == (30 << 20, 10 << 20)  # as ranked
+    assert a.badness == 1000  # as it is now

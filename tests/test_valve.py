@@ -20,6 +20,7 @@ from memcgctl.daemon.valve import (
     UNSEEN_FILL_RATE,
     HostLines,
     HostRate,
+    OomLevel,
     committed,
     headroom,
     high_to_write,
@@ -65,7 +66,7 @@ def test_committed_leaves_out_page_cache_and_what_swap_can_take() -> None:
     ("used_mib", "expected"),
     [(100, RECOVERED), (220, CLEAR), (231, SHORT), (250, CRITICAL), (256, CRITICAL)],
 )
-def test_memcg_level(used_mib: int, expected: str) -> None:
+def test_memcg_level(used_mib: int, expected: OomLevel) -> None:
     ln = lines(256 * MIB, 0.10)  # line 230.4 MiB, freeze 249.6, recovery 217.6
     assert memcg_level(used_mib * MIB, ln) == expected
 

@@ -5,7 +5,7 @@ memcgctl itself), chooses the mechanism for the target cgroup, strongest first
 (``cgroup.kill``, then ``cgroup.freeze``, then the v1 ``freezer`` when it provably holds
 the same processes, else ``procs`` rounds), signals one process only while it is still
 in its cgroup, and runs a kill-all as phases (a signal, then SIGKILL after a grace
-period) on the engines of :mod:`memcgctl.actions.killengines`.
+period) on the engines of :mod:`memcgctl.actions.killengines`, a part it builds.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import NotSupported, UsageProblem, Vanished
 
 
-class Killer(KillEngines):
+class Killer:
     """Kills single processes and whole subtrees of one cgroup hierarchy.
 
     ``freezer`` is the v1 freezer hierarchy (if mounted) for the ``freezer`` mechanism.
@@ -54,6 +54,11 @@ class Killer(KillEngines):
         self.freezer = freezer
         self.self_pid = os.getpid() if self_pid is None else self_pid
         self.clock = clock
+        self.engines = KillEngines(fs, proc, signaller, freezer, self.self_pid, clock)
+
+    def listing(self, top: CgroupPath) -> list[Target]:
+        """The processes of top's subtree (pid, comm, cgroup, rss)."""
+        return self.engines.listing(top)
 
     # -- membership ------------------------------------------------------------------
     def cgroup_of(self, pid: int) -> str:
@@ -160,7 +165,7 @@ class Killer(KillEngines):
                 return False
             if not self.signaller.send(handle, sig):
                 return False
-            self._after_send(handle, sig)
+            self.engines.after_send(handle, sig)
             if sig == signal.SIGKILL:
                 self.signaller.release(handle)
             return True
@@ -222,13 +227,13 @@ class Killer(KillEngines):
             first_sig, first_mech = phases[0]
             graceful = len(phases) > 1 and grace is not None
             until = start + (grace if graceful and grace is not None else timeout)
-            empty = self._phase(run, first_sig, first_mech, until)
+            empty = self.engines.phase(run, first_sig, first_mech, until)
             if not empty and len(phases) > 1:
                 # re-choose: the subtree may have changed during the grace period
                 mech = self.choose(top, signal.SIGKILL, wanted)
-                empty = self._phase(run, signal.SIGKILL, mech, self.clock() + timeout)
+                empty = self.engines.phase(run, signal.SIGKILL, mech, self.clock() + timeout)
         finally:
-            self._close_handles(run)
+            self.engines.close_handles(run)
         report.survivors = [] if empty else self.listing(top)
         alive = {s.pid for s in report.survivors}
         report.killed = [k for pid, k in run.killed.items() if pid not in alive]

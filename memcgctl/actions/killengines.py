@@ -12,8 +12,9 @@
 Every signal we send goes through a pidfd opened *before* re-checking that the process
 is still in the subtree: if the pid is recycled after the check, the pidfd still names
 the old (dead) process and the signal goes nowhere.  After SIGKILL, ``process_mrelease``
-gives the victim's memory back early (best effort).  :class:`KillEngines` is the base of
-:class:`~memcgctl.actions.kill.Killer`, which chooses the mechanism and runs the phases.
+gives the victim's memory back early (best effort).  :class:`KillEngines` is the part of
+:class:`~memcgctl.actions.kill.Killer` that runs one phase; the killer chooses the
+mechanism and the phases.
 """
 
 from __future__ import annotations
@@ -70,15 +71,25 @@ class Run:
 
 
 class KillEngines:
-    """The engines behind :class:`~memcgctl.actions.kill.Killer` (its base class): the
-    subtree listing, signalling through pinned handles, and one phase per mechanism."""
+    """The engines behind :class:`~memcgctl.actions.kill.Killer`: the subtree listing,
+    signalling through pinned handles, and one phase per mechanism.  ``freezer`` is the
+    v1 freezer hierarchy (if mounted); ``self_pid`` is never signalled."""
 
-    fs: CgroupFs
-    proc: ProcFs
-    signaller: Signaller
-    freezer: CgroupFs | None
-    self_pid: int
-    clock: Callable[[], float]
+    def __init__(
+        self,
+        fs: CgroupFs,
+        proc: ProcFs,
+        signaller: Signaller,
+        freezer: CgroupFs | None,
+        self_pid: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.fs = fs
+        self.proc = proc
+        self.signaller = signaller
+        self.freezer = freezer
+        self.self_pid = self_pid
+        self.clock = clock
 
     def listing(self, top: CgroupPath) -> list[Target]:
         out = []
@@ -90,7 +101,7 @@ class KillEngines:
             out.append(Target(pid, comm, cg, rss_kb))
         return out
 
-    def _after_send(self, handle: int, sig: int) -> None:
+    def after_send(self, handle: int, sig: int) -> None:
         if sig not in _NO_CONT:
             self.signaller.send(handle, signal.SIGCONT)  # a stopped task must run to die
 
@@ -145,7 +156,7 @@ class KillEngines:
                     continue
                 if not self.signaller.send(handle, sig):
                     continue
-                self._after_send(handle, sig)
+                self.after_send(handle, sig)
                 run.handles[pid] = handle
                 run.killed[pid] = Killed(pid, comm, cg, sig, mechanism)
                 sent.append(handle)
@@ -162,7 +173,7 @@ class KillEngines:
                 run.to_release.extend(big)
         return sent
 
-    def _close_handles(self, run: Run) -> None:
+    def close_handles(self, run: Run) -> None:
         for handle in run.handles.values():
             self.signaller.close(handle)
         run.handles.clear()
@@ -281,10 +292,10 @@ class KillEngines:
         run.to_release.clear()
         return True
 
-    def _phase(self, run: Run, sig: int, mechanism: str, until: float) -> bool:
+    def phase(self, run: Run, sig: int, mechanism: str, until: float) -> bool:
         assert run.report is not None
         run.report.phases.append((sig, mechanism))
-        self._close_handles(run)
+        self.close_handles(run)
         if mechanism == KILL:
             return self._via_kill(run, until)
         if mechanism == FREEZE_V2:

@@ -10,13 +10,21 @@ import functools
 import os
 import shutil
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from memcgctl.env import Env
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.state.store import OOM_DELAY, ProcessRegistry, write_setting
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
-from memcgctl.vocab.errors import CommandNotExecutable, CommandNotFound, PermissionDenied
+from memcgctl.vocab.errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    PermissionDenied,
+    UsageProblem,
+    Vanished,
+)
 
 
 def find_command(cmd: str) -> str:
@@ -47,6 +55,38 @@ def check_cgroup_access(fs: CgroupFs, cg: CgroupPath, missing: list[CgroupPath])
         raise PermissionDenied(f"{procs}: permission denied (cannot join {cg})")
 
 
+@dataclass(frozen=True)
+class JobSetup:
+    """What ``run`` sets up for its command, the same whether it then execs in place or
+    stays the command's parent: ``cg`` (None: the current cgroup) with the ``missing``
+    ancestors to create, ``limits`` ((file, bytes)) written before anything runs in it,
+    the OOM ``delay`` ((xattr namespace, ms)) and the process's ``badness``."""
+
+    cg: CgroupPath | None = None
+    missing: tuple[CgroupPath, ...] = ()
+    limits: tuple[tuple[str, int], ...] = ()
+    delay: tuple[str, int] | None = None
+    badness: int | None = None
+
+    def check(self, env: Env) -> None:
+        """Refuse before any change what would fail half-way (an unprivileged user
+        without a usable state directory must not be left half set up)."""
+        if self.badness is not None:
+            env.registry.check_writable()
+        if self.cg is not None:
+            check_cgroup_access(env.fs, self.cg, list(self.missing))
+
+    def apply(self, env: Env, pid: int) -> None:
+        """Set it up for ``pid`` (this process, or the held child): all or nothing."""
+        start = 0
+        if self.badness is not None:  # the registry keys a process by pid and start time
+            try:
+                start = env.proc.start_time(pid)
+            except Vanished:  # a live pid without a /proc entry: a foreign --proc-root
+                raise UsageProblem(f"pid {pid}: not in {env.proc_root}") from None
+        set_up(env.fs, env.proc, env.registry, env.is_alive, self, pid, start)
+
+
 def _restore_xattr(fs: CgroupFs, cg: CgroupPath, name: str, previous: bytes | None) -> None:
     if previous is None:
         fs.remove_xattr(cg, name)
@@ -59,17 +99,15 @@ def set_up(
     proc: ProcFs,
     registry: ProcessRegistry,
     is_alive: Callable[[int, int], bool],
-    cg: CgroupPath | None,
-    missing: Sequence[CgroupPath],
-    limits: Sequence[tuple[str, int]],
-    delay: tuple[str, int] | None,
+    job: JobSetup,
     pid: int,
     start: int,
-    badness: int | None,
 ) -> None:
-    """Create ``missing`` (parents first), write ``limits`` (before anything runs in
-    it), the OOM delay (``(namespace, ms)``), move ``pid`` into ``cg`` and register its
-    badness; on any failure undo what was done, then re-raise."""
+    """Create the job's missing cgroups (parents first), write its limits (before
+    anything runs in it), the OOM delay, move ``pid`` into its cgroup and register its
+    badness (``start``: the pid's start time); on any failure undo what was done, then
+    re-raise."""
+    cg, missing, limits, delay, badness = job.cg, job.missing, job.limits, job.delay, job.badness
     undo: list[Callable[[], None]] = []
     try:
         if cg is not None:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from memcgctl.env import PROC, Env
-from memcgctl.render.output import Output
 from memcgctl.vocab.cgpath import ROOT
 from memcgctl.vocab.errors import UsageProblem
 
@@ -131,17 +130,50 @@ class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]
 
     name = "seconds"
 
+    def __init__(self, unit: bool = False, off: bool = False) -> None:
+        """``unit``: a duration with its unit instead (``500ms``, ``2s``, ``1.5m``, ``0``;
+        a bare number other than 0 is refused: ms or s?), as ``set-delay`` takes it;
+        ``off``: the word ``off`` too, which becomes None."""
+        self.unit, self.off = unit, off
+        if unit:
+            self.name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float | None:
+        if isinstance(value, float):
+            return value
+        from memcgctl.vocab.units import parse_delay, parse_duration_ms, parse_seconds
+
+        try:
+            if self.unit and self.off:
+                ms = parse_delay(str(value))
+                return None if ms is None else ms / 1000
+            if self.unit:
+                return parse_duration_ms(str(value)) / 1000
+            return parse_seconds(str(value), param.name if param and param.name else "seconds")
+        except UsageProblem as exc:
+            self.fail(exc.message, param, ctx)
+
+
+class Share(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A share: ``10%`` or ``0.1`` → 0.1 (ASCII digits; whether it is in range is for
+    whoever uses it to say)."""
+
+    name = "share"
+
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
         if isinstance(value, float):
             return value
-        from memcgctl.vocab.units import parse_seconds
+        import re
 
-        try:
-            return parse_seconds(str(value), param.name if param and param.name else "seconds")
-        except UsageProblem as exc:
-            self.fail(exc.message, param, ctx)
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(%?)\s*", str(value), re.ASCII)
+        if m is None:
+            self.fail(f"{value!r}: a share such as 10% or 0.1", param, ctx)
+        number = float(m.group(1))
+        return number / 100 if m.group(2) else number
 
 
 class CgroupName(click.ParamType):  # type: ignore[type-arg,unused-ignore]
@@ -184,6 +216,9 @@ def output_options(func: F) -> F:
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
     @functools.wraps(func)
     def wrapper(*args: Any, as_json: bool, plain: bool, **kwargs: Any) -> Any:
+        # imported here: the daemon, which draws nothing, keeps its ~0.5 MiB out of memory
+        from memcgctl.render.output import Output
+
         return func(*args, out=Output(json=as_json, plain=plain), **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -11,7 +11,6 @@ from memcgctl.commands.common import CgroupName, output_options, pass_env, pids_
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.output import Output, draw_table, emit_json
-from memcgctl.render.views import COUNTER_FIELDS
 from memcgctl.vocab.errors import UsageProblem
 
 
@@ -62,6 +61,8 @@ def counters(
     if out.json or fmt == "json":
         emit_json(doc)
         return
+
+    from memcgctl.render.views import COUNTER_FIELDS  # the table only
 
     click.echo(f"host oom_kill (/proc/vmstat): {doc['system']['oom_kill']}")
     draw_table(out, COUNTER_FIELDS, doc["cgroups"], fit=False)

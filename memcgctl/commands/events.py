@@ -3,16 +3,18 @@ journal, live with ``--follow``, or from a saved kernel log with ``--from``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import click
 
 from memcgctl.commands.common import CgroupName, pass_env, pid_option
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render.diag import diagnostic
-from memcgctl.render.output import emit_json, emit_json_line, say
+from memcgctl.render.output import emit_json_line, say
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import UsageProblem
-from memcgctl.vocab.records import Event
+from memcgctl.vocab.records import Event, KernelEvent
 from memcgctl.watch.history import KillRecorder, kernel_history
 
 
@@ -82,7 +84,6 @@ def events(
         return
     if until is not None:
         raise UsageProblem("--until needs --from (a saved log)")
-    from memcgctl.logic.events import matches, merge_history, oom_starts
     from memcgctl.render.eventline import format_event, worded
     from memcgctl.vocab.records import utc_iso_before
     from memcgctl.vocab.units import parse_duration_ms
@@ -108,17 +109,20 @@ def events(
         # from here on, kills appended by the daemon and kill-all are printed live
         follower.tail_journal(recorder.journal)
     if not follow or since_iso is not None:
-        journaled = _journal_records(recorder, root)
-        starts = oom_starts(kernel, follower.invoked_by_kill, journaled)
-        history = merge_history([*starts, *kernel], journaled)  # on a tie: the start first
-        shown = [ev for ev in history if matches(ev, root, since_iso)]
+        shown = _history(kernel, follower.invoked_by_kill, recorder, root, since_iso)
         if as_json and not follow:
-            emit_json({"root": root, "since": since_iso, "events": [worded(e) for e in shown]})
+            from memcgctl.render.jsonstream import emit_json_stream
+
+            # written item by item: the document's text is never whole in memory
+            stream = (worded(e) for e in shown)
+            emit_json_stream({"root": root, "since": since_iso, "events": stream})
         else:
+            count = 0
             for ev in shown:
+                count += 1
                 show(ev)
-        if not follow and not shown and not (as_json or json_lines):
-            say(f"no OOM events for {root}", err=True)
+            if not follow and not count and not (as_json or json_lines):
+                say(f"no OOM events for {root}", err=True)
     if not follow:
         return
     follower.emit = show
@@ -134,17 +138,29 @@ def events(
             reader.close()
 
 
-def _journal_records(recorder: KillRecorder, root: CgroupPath) -> list[Event]:
+def _journal_records(recorder: KillRecorder, root: CgroupPath) -> Iterable[Event]:
     """The journal's records that may concern ``root``: for a subtree, only the lines that
     name it or a kernel kill already in hand are parsed (the cost does not grow with the
-    journal's other records); for the host, all of them."""
+    journal's other records); for the host, all of them, one at a time."""
     if not root.is_root:
         from memcgctl.state.journalread import read_matching
 
         found = read_matching(recorder.journal, str(root))
         if found is not None:
             return found
-    return list(recorder.journal.read())
+    return recorder.journal.iter_read()
+
+
+def _history(
+    kernel: list[KernelEvent],
+    invoked: dict[str, str],
+    recorder: KillRecorder,
+    root: CgroupPath,
+    since_iso: str | None,
+) -> Iterator[Event]:
+    from memcgctl.watch.history import history_in_order
+
+    return history_in_order(kernel, invoked, _journal_records(recorder, root), root, since_iso)
 
 
 def _events_from_file(
@@ -156,7 +172,8 @@ def _events_from_file(
     json_lines: bool,
 ) -> None:
     """One JSON document with --json (the events in a named array, as for the live
-    history), one object per line with --json-lines (a 100 MB log streams)."""
+    history), one object per line with --json-lines; both stream (a 100 MB log, or
+    100,000 reports, in constant memory)."""
     from memcgctl.inputs.logfile import read_log_lines
     from memcgctl.logic.events import matches
     from memcgctl.logic.oomassembler import saved_events
@@ -169,19 +186,29 @@ def _events_from_file(
         raise UsageProblem(str(exc)) from None
     lo = LogBound(since) if since is not None else None
     hi = LogBound(until) if until is not None else None
-    kept: list[Event] = []
+    shown = (
+        ev
+        for ev in saved_events(read_log_lines(path), path)
+        if matches(ev, root, None) and within(ev, lo, hi)
+    )
+    if as_json:
+        from itertools import chain
+
+        from memcgctl.render.jsonstream import emit_json_stream
+
+        # the first event is read before anything is written, so that a file that
+        # cannot be opened is one error line, not half a document
+        first = next(shown, None)
+        events = (worded(ev) for ev in chain([] if first is None else [first], shown))
+        head = {"root": root, "from": path, "since": since, "until": until}
+        emit_json_stream({**head, "events": events}, live=True)  # each event as it is read
+        return
     count = 0
-    for ev in saved_events(read_log_lines(path), path):
-        if not matches(ev, root, None) or not within(ev, lo, hi):
-            continue
+    for ev in shown:
         count += 1
         if json_lines:
             emit_json_line(worded(ev))
-        elif as_json:
-            kept.append(worded(ev))
         else:
             say(format_event(ev))
-    if as_json:
-        emit_json({"root": root, "from": path, "since": since, "until": until, "events": kept})
-    elif not json_lines and not count:
+    if not json_lines and not count:
         say(f"no OOM events for {root} in {path}", err=True)

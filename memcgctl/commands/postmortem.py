@@ -9,7 +9,7 @@ import click
 from memcgctl.commands.common import AsciiInt, output_options, pass_env
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
-from memcgctl.render.output import Output, emit_json, print_tree, say
+from memcgctl.render.output import Output, print_tree, say
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 
 if TYPE_CHECKING:
@@ -175,7 +175,10 @@ def explain_kill(
     if gone:
         x = _with_gone_note(x, gone)
     if out.json:
-        emit_json(kill_explanation_json(x))
+        from memcgctl.render.jsonstream import emit_json_stream
+
+        # the candidates written one by one: a table of 100,000 tasks is never one text
+        emit_json_stream(kill_explanation_json(x, lazy=True))
         return
     for line in kill_summary_lines(x):
         say(line)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from memcgctl.actions.launch import check_cgroup_access, find_command, reset_signals, set_up
+from memcgctl.actions.launch import JobSetup, find_command, reset_signals
 from memcgctl.commands.common import CgroupName, dry_run_option, pass_env
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
@@ -28,7 +28,6 @@ from memcgctl.vocab.errors import (
     CommandNotFound,
     NotSupported,
     UsageProblem,
-    Vanished,
 )
 from memcgctl.vocab.units import (
     format_bytes,
@@ -217,55 +216,16 @@ def run(
             say(f"would {step}")
         return
 
-    if stay:
-        sys.exit(
-            _run_and_wait(
-                env,
-                cg,
-                missing,
-                limits,
-                namespace,
-                delay_ms,
-                badness_value,
-                path,
-                command,
-                environ,
-                who,
-                wait,
-                collect,
-                verbose,
-                plan,
-            )
-        )
-    # Check everything that can be checked before changing anything (an unprivileged
-    # user without a usable state directory must not be left half set up), then undo
-    # what was done if a later step still fails: either complete or change nothing.
-    pid = os.getpid()
-    start = 0
-    if badness_value is not None:
-        try:
-            start = env.proc.start_time(pid)
-        except Vanished:  # our own /proc entry: only with a foreign --proc-root
-            raise UsageProblem(f"pid {pid}: not in {env.proc_root}") from None
-        env.registry.check_writable()
-    if cg is not None:
-        check_cgroup_access(env.fs, cg, missing)
     delay_setting = None
     if delay_ms is not None:
         delay_setting = (default_namespace() if namespace == "auto" else namespace, delay_ms)
-    set_up(
-        env.fs,
-        env.proc,
-        env.registry,
-        env.is_alive,
-        cg,
-        missing,
-        limits,
-        delay_setting,
-        pid,
-        start,
-        badness_value,
-    )
+    job = JobSetup(cg, tuple(missing), tuple(limits), delay_setting, badness_value)
+    # Check everything that can be checked before changing anything, then undo what was
+    # done if a later step still fails: either complete or change nothing.
+    job.check(env)
+    if stay:
+        sys.exit(_run_and_wait(env, job, path, command, environ, who, wait, collect, verbose, plan))
+    job.apply(env, os.getpid())
     if verbose:
         for step in plan:
             diagnostic(step)
@@ -301,12 +261,7 @@ def _environment(setenv: tuple[str, ...]) -> dict[str, str]:
 
 def _run_and_wait(
     env: Env,
-    cg: CgroupPath | None,
-    missing: list[CgroupPath],
-    limits: list[tuple[str, int]],
-    namespace: str,
-    delay_ms: int | None,
-    badness_value: int | None,
+    job: JobSetup,
     path: str,
     command: tuple[str, ...],
     environ: dict[str, str],
@@ -319,43 +274,20 @@ def _run_and_wait(
     """``--wait``/``--collect``: CMD as a child, set up by its pid; its exit status."""
     from memcgctl.actions import supervise
 
-    if badness_value is not None:
-        env.registry.check_writable()
-    if cg is not None:
-        check_cgroup_access(env.fs, cg, missing)
-    delay_setting = None
-    if delay_ms is not None:
-        delay_setting = (default_namespace() if namespace == "auto" else namespace, delay_ms)
     supervise.flush_std()
     child, go = supervise.spawn_held(path, command, environ, who)
 
     def set_up_child() -> None:
-        try:
-            start = env.proc.start_time(child)
-        except Vanished:
-            raise UsageProblem(f"pid {child}: not in {env.proc_root}") from None
-        set_up(
-            env.fs,
-            env.proc,
-            env.registry,
-            env.is_alive,
-            cg,
-            missing,
-            limits,
-            delay_setting,
-            child,
-            start,
-            badness_value,
-        )
+        job.apply(env, child)
         if verbose:
             for step in plan:
                 diagnostic(step.replace("the child", f"pid {child}"))
 
-    outcome = supervise.supervise(env.fs, child, go, set_up_child, cg)
+    outcome = supervise.supervise(env.fs, child, go, set_up_child, job.cg)
     if wait:
-        for line in supervise.describe(outcome, cg):
+        for line in supervise.describe(outcome, job.cg):
             say(line, err=True)
     if collect:
-        for note in supervise.collect(env.fs, missing):
+        for note in supervise.collect(env.fs, list(job.missing)):
             diagnostic(note)
     return outcome.status

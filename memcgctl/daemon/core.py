@@ -1,13 +1,13 @@
 """The daemon's decisions, free of I/O: a state machine driven by ``notify`` and ``tick``.
 
-Everything it needs from the world goes through :class:`~memcgctl.daemon.protocol.Ports`
+Everything it needs from the world goes through :class:`~memcgctl.daemon.protocol.CorePorts`
 (real: ports.py; tests: a fake).  The victim comes from the *same* selection function
 ``predict-victim`` uses.
 
 Every managed memcg (one with an OOM delay), and the host with ``--host-delay``, is a
-:class:`Watch` in one of three modes.  The ports report its :class:`Level`
-(valve.py): ``clear``, ``recovered``, ``short`` (out of memory, as far as userspace may
-let it get) or ``critical``:
+:class:`Watch` in one of three modes (:class:`~memcgctl.daemon.protocol.Mode`).  The
+ports report its :class:`~memcgctl.daemon.valve.OomLevel`: ``clear``, ``recovered``,
+``short`` (out of memory, as far as userspace may let it get) or ``critical``:
 
 * **v1** (``oom``): the port has set ``oom_kill_disable=1``, so an OOM pauses the memcg;
   ``short`` means under OOM.
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memcgctl.daemon.hooks import Hooks
-from memcgctl.daemon.protocol import Level, Ports
+from memcgctl.daemon.protocol import CorePorts, Mode, Reading
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
 from memcgctl.logic.decision import PRIORITY, Decision
 from memcgctl.logic.priority import lowest_priority_child, protected_pids
@@ -55,7 +55,7 @@ Select = Callable[[Snapshot, CgroupPath, Iterable[int]], Decision]
 class Watch:
     cg: Scope
     delay_ms: int
-    mode: str  # "oom" (v1 pause), "valve" (v2 memory.high), "host"
+    mode: Mode
     domain: CgroupPath  # where victims are chosen
     episode_start: float | None = None  # short since
     rounds: int = 0
@@ -75,7 +75,7 @@ class Watch:
 QUARANTINE_S = 30.0  # a memcg that raised an unexpected error is left alone this long
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
 MAX_CHECK = 0.1
-_SOURCE = {"oom": "memory.oom_control", "valve": "memory.events", "host": "meminfo"}
+_SOURCE = {Mode.OOM: "memory.oom_control", Mode.VALVE: "memory.events", Mode.HOST: "meminfo"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Settings:
 class DaemonCore:
     def __init__(
         self,
-        ports: Ports,
+        ports: CorePorts,
         select: Select,
         settings: Settings | None = None,
         clock: Callable[[], float] | None = None,
@@ -116,6 +116,8 @@ class DaemonCore:
         except Exception as exc:  # the rescan failed as a whole: keep what we have
             self.fault("rescan", None, exc)
             return
+        if self.clock is not None:  # the walk took time, and may have acted meanwhile
+            now = max(now, self.clock())
         for cg in sorted(set(self.watches) - set(wanted)):
             try:
                 self._release(cg, "delay cleared or cgroup removed")
@@ -147,7 +149,7 @@ class DaemonCore:
         w = Watch(cg, delay, m.mode, m.domain)
         self.watches[cg] = w
         extra = {"domain": m.domain} if m.domain != cg else {}
-        self._emit("daemon_took_over", cg, delay_ms=delay, mode=m.mode, **extra)
+        self._emit("daemon_took_over", cg, delay_ms=delay, mode=m.mode.value, **extra)
         # already out of memory when we arrive (e.g. after a crash): act at once
         self._check(w, now, adopt=starting)
 
@@ -208,7 +210,7 @@ class DaemonCore:
             return True
         for anc in cg.ancestors()[:-1]:
             aw = self.watches.get(anc)
-            if aw is not None and aw.mode == "oom" and aw.episode_start is not None:
+            if aw is not None and aw.mode is Mode.OOM and aw.episode_start is not None:
                 return False
         return True
 
@@ -220,7 +222,7 @@ class DaemonCore:
         if short and w.episode_start is None:
             if not self._handler_for(w.cg):
                 return
-            if w.mode == "oom" and not adopt and not self.ports.at_limit(w.cg):
+            if w.mode is Mode.OOM and not adopt and not self.ports.at_limit(w.cg):
                 return  # an unmanaged ancestor's OOM: the kernel kills there
             self._begin(w, now, adopt)
             self._emit(
@@ -241,7 +243,7 @@ class DaemonCore:
         self._schedule(w, now, level)
 
     def _critical(self, w: Watch) -> None:
-        if w.mode == "host":
+        if w.mode is Mode.HOST:
             if not w.cut_short:
                 w.cut_short = True
                 self._emit("delay_cut_short", w.cg, reason="MemAvailable below the critical line")
@@ -259,11 +261,11 @@ class DaemonCore:
             self._emit("valve_thawed", w.cg, domain=w.domain)
         w.frozen = False
 
-    def _schedule(self, w: Watch, now: float, level: Level) -> None:
+    def _schedule(self, w: Watch, now: float, level: Reading) -> None:
         """When to look again: as the ports ask, and after a kill soon (backing off)
         until the domain recovered or the grace has passed."""
         steps = []
-        if level.poll is not None and (w.episode_start is not None or w.mode == "host"):
+        if level.poll is not None and (w.episode_start is not None or w.mode is Mode.HOST):
             steps.append(level.poll)
         recent = w.last_kill is not None and now - w.last_kill < self.settings.grace
         if not w.recovered and (recent or w.episode_start is not None):

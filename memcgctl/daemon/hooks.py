@@ -21,13 +21,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from memcgctl.logic.decision import Decision
 from memcgctl.vocab.cgpath import Scope
+
+if TYPE_CHECKING:  # loaded by Hooks(): a daemon without hooks keeps it out of memory
+    import subprocess
 
 Emit = Callable[..., None]  # (kind, cgroup, **fields)
 PRE, POST = "pre-kill", "post-kill"
@@ -52,6 +55,11 @@ class Hooks:
     clock: Callable[[], float] = time.monotonic
     running: list[_Running] = field(default_factory=list)
     started_for: set[int] = field(default_factory=set)  # victims whose pre-kill hook ran
+
+    def __post_init__(self) -> None:
+        import subprocess  # now, never first in the middle of an OOM
+
+        self._subprocess = subprocess
 
     @property
     def lead_s(self) -> float:
@@ -81,11 +89,11 @@ class Hooks:
         assert v is not None
         now = self.clock()
         try:
-            proc = subprocess.Popen(
+            proc = self._subprocess.Popen(
                 ["/bin/sh", "-c", cmd],
                 env=self._env(kind, cg, decision, **extra),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdin=self._subprocess.DEVNULL,
+                stdout=self._subprocess.DEVNULL,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -149,7 +157,7 @@ class Hooks:
     def _stop(self, r: _Running, why: str) -> None:
         with contextlib.suppress(OSError):
             os.killpg(r.proc.pid, signal.SIGKILL)  # its session: the hook's children too
-        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        with contextlib.suppress(self._subprocess.TimeoutExpired, OSError):
             r.proc.wait(timeout=0.05)
         self.running.remove(r)
         self.emit(

@@ -2,8 +2,10 @@
 cgroup, through the killer), each journaled as a ``user_kill`` by the daemon; every
 decision of the core as one log line on stderr with a syslog priority and one journal
 record; and the journal writer thread that appends those records, so that a kill never
-waits on the journal.  :class:`Journaling` is a base of the real ports
-(``daemon/ports.py``), which set the killer, the writer and the log stream.
+waits on the journal.  Three parts of the real ports (``daemon/ports.py``), each built
+with what it needs: the :class:`Recorder` (log stream + journal writer), the
+:class:`Kills` (killer + the dying victims + a recorder) and the :class:`Troubles`
+(the errors the ports carry on after, each said once).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -22,9 +25,16 @@ from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.render.safetext import log_value
 from memcgctl.state.journal import Journal
-from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.errors import MemcgctlError
-from memcgctl.vocab.records import DaemonRecord, Event, journaled, user_kill, utc_now_iso
+from memcgctl.vocab.records import (
+    DaemonRecord,
+    Event,
+    daemon_record,
+    journaled,
+    user_kill,
+    utc_now_iso,
+)
 
 _PRIORITY = {
     "daemon_kill": Priority.WARNING,
@@ -37,6 +47,16 @@ _PRIORITY = {
     "kernel_kill": Priority.WARNING,
     "tree_watch_off": Priority.WARNING,  # daemon/treewatch.py: a walk per rescan again
 }
+# ``where`` of the daemon_error records of :class:`Troubles`: errors the daemon carries
+# on after (a warning), not the unexpected ones the core reports (an error)
+CARRIED_ON = frozenset({"level", "setting", "restore"})
+
+
+def priority_of(event: DaemonRecord) -> Priority:
+    kind = str(event["kind"])
+    if kind == "daemon_error" and event.get("where") in CARRIED_ON:
+        return Priority.WARNING
+    return _PRIORITY.get(kind, Priority.INFO)
 
 
 class JournalWriter:
@@ -99,15 +119,59 @@ class JournalWriter:
         self._thread.join(timeout)
 
 
-class Journaling:
-    """The kills and the record: log lines and journal records of the real ports."""
+class Recorder:
+    """What the daemon says: one log line per event on its log stream (stderr, with a
+    syslog priority journald reads) and the journal records, appended by a
+    :class:`JournalWriter` of its own."""
 
-    killer: Killer
-    writer: JournalWriter
-    log: TextIO
-    dying: Dying
+    def __init__(self, journal: Journal, log: TextIO) -> None:
+        self.log = log
+        self.writer = JournalWriter(
+            journal, lambda text: self.line(Priority.WARNING, "journal_failed", "-", error=text)
+        )
 
-    # -- actions ----------------------------------------------------------------------
+    def emit(self, event: DaemonRecord) -> None:
+        """A decision of the core: its log line and its journal record."""
+        record = journaled(event)
+        self.line(
+            priority_of(event),
+            str(event["kind"]),
+            str(event["cgroup"]),
+            **{k: v for k, v in event.items() if k not in ("kind", "cgroup")},
+        )
+        self.append([record])
+
+    def append(self, records: list[Event]) -> None:
+        """Hand records to the journal writer: a kill never waits on the journal."""
+        self.writer.put(records)
+
+    def line(self, prio: Priority, kind: str, cg: str, **fields: Any) -> None:
+        """One line per event on the log stream, with a syslog priority prefix journald
+        reads; values another user controls (cgroup names, comm) are quoted."""
+        parts = [prefixed(prio, f"{kind} cgroup={log_value(cg)}")]
+        parts += [
+            f"{k}={log_value(' / '.join(map(str, v)) if isinstance(v, list) else v)}"
+            for k, v in fields.items()
+        ]
+        with contextlib.suppress(OSError):  # stderr gone: keep enforcing anyway
+            self.log.write(" ".join(parts) + "\n")
+            self.log.flush()
+
+    def close(self) -> None:
+        """The journal writer's last flush (bounded), after the last record."""
+        self.writer.close()
+
+
+class Kills:
+    """The daemon's kills (a victim, or every task of a cgroup) through the killer, each
+    journaled as a ``user_kill`` by the daemon; a victim sent SIGKILL is remembered in
+    ``dying`` until it has exited, and not sent (nor counted) again."""
+
+    def __init__(self, killer: Killer, dying: Dying, recorder: Recorder) -> None:
+        self.killer = killer
+        self.dying = dying
+        self.recorder = recorder
+
     def kill(self, decision: Decision) -> list[int]:
         if decision.kill_group is not None:
             return self.kill_all(decision.kill_group)
@@ -119,13 +183,15 @@ class Journaling:
             ok = self.killer.kill_process(victim.pid, victim.cgroup, signal.SIGKILL, exact=True)
         except MemcgctlError as exc:
             self.dying.discard(pin)
-            self._log(Priority.ERR, "kill_failed", victim.cgroup, pid=victim.pid, error=str(exc))
+            self.recorder.line(
+                Priority.ERR, "kill_failed", victim.cgroup, pid=victim.pid, error=str(exc)
+            )
             return []
         if not ok:
             self.dying.discard(pin)
             return []
         self.dying.add(victim.pid, pin)
-        self._journal_kills([(victim.pid, victim.comm, victim.cgroup, PIDFD)], decision.oom_root)
+        self._journal([(victim.pid, victim.comm, victim.cgroup, PIDFD)], decision.oom_root)
         return [victim.pid]
 
     def kill_all(self, cg: CgroupPath) -> list[int]:
@@ -133,15 +199,13 @@ class Journaling:
         try:
             report = self.killer.kill_all(cg, timeout=5.0)
         except MemcgctlError as exc:
-            self._log(Priority.ERR, "kill_all_failed", cg, error=str(exc))
+            self.recorder.line(Priority.ERR, "kill_all_failed", cg, error=str(exc))
             return []
         killed = [k for k in report.killed if k.pid not in sent]
-        self._journal_kills([(k.pid, k.comm, k.cgroup, k.mechanism) for k in killed], cg)
+        self._journal([(k.pid, k.comm, k.cgroup, k.mechanism) for k in killed], cg)
         return [k.pid for k in killed]
 
-    def _journal_kills(
-        self, killed: list[tuple[int, str, CgroupPath, str]], target: CgroupPath
-    ) -> None:
+    def _journal(self, killed: list[tuple[int, str, CgroupPath, str]], target: CgroupPath) -> None:
         """(pid, comm, cgroup, mechanism) of each process killed (SIGKILL)."""
         now = utc_now_iso()
         records: list[Event] = [
@@ -157,30 +221,47 @@ class Journaling:
             )
             for pid, comm, cg, mechanism in killed
         ]
-        self._append(records)
+        self.recorder.append(records)
 
-    def emit(self, event: DaemonRecord) -> None:
-        record = journaled(event)
-        self._log(
-            _PRIORITY.get(str(event["kind"]), Priority.INFO),
-            str(event["kind"]),
-            str(event["cgroup"]),
-            **{k: v for k, v in event.items() if k not in ("kind", "cgroup")},
-        )
-        self._append([record])
 
-    def _append(self, records: list[Event]) -> None:
-        """Hand records to the journal writer: a kill never waits on the journal."""
-        self.writer.put(records)
+class Troubles:
+    """The errors the ports carry on after: a file they cannot read (``memory.current``,
+    a setting), a knob they cannot restore.  Each is said as a ``daemon_error`` record
+    (log line at warning priority, journal, the status counts) once per cgroup and
+    condition (where, error type, errno) while it lasts; said again when it comes back
+    after a good read (:meth:`ok`), but at most once per :data:`REPEAT_S` per cgroup.
+    A cgroup or process that went away (``Vanished``) is normal: never said here."""
 
-    def _log(self, prio: Priority, kind: str, cg: str, **fields: Any) -> None:
-        """One line per event on stderr, with a syslog priority prefix journald reads;
-        values another user controls (cgroup names, comm) are quoted."""
-        parts = [prefixed(prio, f"{kind} cgroup={log_value(cg)}")]
-        parts += [
-            f"{k}={log_value(' / '.join(map(str, v)) if isinstance(v, list) else v)}"
-            for k, v in fields.items()
-        ]
-        with contextlib.suppress(OSError):  # stderr gone: keep enforcing anyway
-            self.log.write(" ".join(parts) + "\n")
-            self.log.flush()
+    REPEAT_S = 60.0
+    _PRUNE_AT = 1024  # cgroups remembered before those said long ago are forgotten
+
+    def __init__(
+        self, emit: Callable[[DaemonRecord], None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.emit = emit
+        self.clock = clock
+        # (where, cgroup) -> the conditions said there that have not cleared yet
+        self._said: dict[tuple[str, str], set[tuple[str, int | None]]] = {}
+        self._last: dict[str, float] = {}  # cgroup -> when something was said last
+
+    def failed(self, where: str, cg: Scope, exc: BaseException) -> None:
+        assert where in CARRIED_ON, where
+        condition = (type(exc).__name__, getattr(exc, "errno", None))
+        said = self._said.setdefault((where, str(cg)), set())
+        if condition in said:
+            return
+        now = self.clock()
+        last = self._last.get(str(cg))
+        if last is not None and now - last < self.REPEAT_S:
+            return  # rate-limited: said once the period is over, if it lasts
+        said.add(condition)
+        if len(self._last) >= self._PRUNE_AT:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.REPEAT_S}
+        self._last[str(cg)] = now
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        self.emit(daemon_record("daemon_error", str(cg), where=where, error=error))
+
+    def ok(self, where: str, cg: Scope) -> None:
+        """cg was read (or restored) fine at ``where``: its conditions there cleared."""
+        if self._said:
+            self._said.pop((where, str(cg)), None)

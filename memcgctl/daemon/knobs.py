@@ -6,8 +6,8 @@ domain, which follows the user's ``memory.max`` and ``memory.high``) and
 Ownership (owner.py): before changing a knob the port writes a mark holding the value
 it found and this instance's id; release restores exactly that and removes the mark,
 so after a crash the guardian, a restarted daemon or ``memcgctl daemon --release``
-(systemd's ExecStopPost) knows what to put back.  :class:`Knobs` is a base of the real
-ports (``daemon/ports.py``), which set the attributes it declares.
+(systemd's ExecStopPost) knows what to put back.  :class:`Knobs` is the part of the real
+ports (``daemon/ports.py``) that writes them; the ports keep the valves it returns.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from memcgctl.daemon import owner
-from memcgctl.daemon.journaling import Journaling
+from memcgctl.daemon import oomd, owner
+from memcgctl.daemon.journaling import Recorder
 from memcgctl.daemon.valve import Lines, Tuning, high_to_write, lines
 from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_HIGH
 from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.procfs import ProcFs
 from memcgctl.render.logprio import Priority
-from memcgctl.vocab.cgpath import CgroupPath, Scope
+from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, OwnedElsewhere, Vanished
-
-if TYPE_CHECKING:
-    from memcgctl.kernel.procfs import ProcFs
 
 
 @dataclass
@@ -41,17 +39,28 @@ class Valve:
     written: int | None  # what we wrote to memory.high; None: the user's is lower
 
 
-class Knobs(Journaling):
-    """Marks, the valve, the pause and the freeze of the real ports."""
+class Knobs:
+    """Marks, the valve, the pause and the freeze of one daemon instance.  In a dry run
+    the valve is computed and followed but never written."""
 
-    fs: CgroupFs
-    proc: ProcFs
-    dry_run: bool
-    instance: str
-    tuning: Tuning
-    valves: dict[Scope, Valve]
+    def __init__(
+        self,
+        fs: CgroupFs,
+        proc: ProcFs,
+        instance: str,
+        tuning: Tuning,
+        recorder: Recorder,
+        dry_run: bool = False,
+    ) -> None:
+        self.fs = fs
+        self.proc = proc
+        self.instance = instance
+        self.tuning = tuning
+        self.recorder = recorder
+        self.dry_run = dry_run
+        self._omit_failed: set[CgroupPath] = set()  # said once: refused user.oomd_omit
 
-    def _valve(self, cg: CgroupPath, domain: CgroupPath) -> Valve:
+    def valve(self, cg: CgroupPath, domain: CgroupPath) -> Valve:
         limit = self.fs.limit(domain)
         if limit is None:
             raise Vanished(domain)
@@ -63,7 +72,7 @@ class Knobs(Journaling):
             user = self._marked_high(mark)
         return Valve(cg, domain, ln, user, high_to_write(user, ln.line))
 
-    def _install(self, v: Valve) -> None:
+    def install(self, v: Valve) -> None:
         """Write memory.high, our mark first (crash-safe order)."""
         mark = self._adopt_mark(v.domain)
         if "memory.high" not in mark or v.user_high != self._marked_high(mark):
@@ -94,9 +103,10 @@ class Knobs(Journaling):
         text = str(mark.get("memory.high", "max"))
         return int(text) if text.isdigit() else None
 
-    def _refresh(self, v: Valve) -> Valve:
+    def refresh(self, v: Valve) -> Valve:
         """Follow the user: a changed memory.max moves the valve; a memory.high written
-        by someone else becomes the user's own value."""
+        by someone else becomes the user's own value.  The valve to keep (v itself when
+        nothing changed)."""
         limit = self.fs.limit(v.domain)
         high = self.fs.high(v.domain)
         ours = v.written if v.written is not None and not self.dry_run else v.user_high
@@ -109,9 +119,8 @@ class Knobs(Journaling):
         ln = lines(limit, self.tuning.headroom)
         new = dataclasses.replace(v, lines=ln, user_high=user, written=high_to_write(user, ln.line))
         if not self.dry_run:
-            self._install(new)
-        self.valves[v.cg] = new
-        self._log(
+            self.install(new)
+        self.recorder.line(
             Priority.NOTICE,
             "valve_moved",
             v.cg,
@@ -122,7 +131,54 @@ class Knobs(Journaling):
         )
         return new
 
-    def _pause(self, cg: CgroupPath) -> None:
+    def omit_from_oomd(self, domain: CgroupPath) -> None:
+        """``user.oomd_omit=1`` on systemd-oomd's candidates inside a valve's domain,
+        under our mark (daemon/oomd.py): one killer per episode, the policy's.  A
+        candidate already omitted by someone else (systemd's ``ManagedOOMPreference=
+        omit``) is left alone; one root does not own is skipped (oomd ignores it).
+        Best effort: a cgroup that refuses the xattr is said once, the valve stays."""
+        if self.dry_run or self.fs.version != 2:
+            return
+        for cg in oomd.candidates(self.fs, domain):
+            try:
+                if not oomd.honoured(self.fs, cg):
+                    continue
+                current = self.fs.get_xattr(cg, oomd.OMIT)
+                if current == b"1":
+                    mark = owner.read_mark(self.fs, cg)
+                    if mark is None or oomd.OMIT not in mark or mark["instance"] == self.instance:
+                        continue  # someone else's omit, or ours already
+                    # else a dead instance's: adopted below with what it recorded
+                mark = self._adopt_mark(cg)
+                if oomd.OMIT not in mark:
+                    mark[oomd.OMIT] = current.decode("utf-8", "replace") if current else ""
+                owner.write_mark(self.fs, cg, mark)
+                self.fs.set_xattr(cg, oomd.OMIT, b"1")
+            except Vanished:
+                continue
+            except (MemcgctlError, OSError) as exc:
+                if cg not in self._omit_failed:
+                    self._omit_failed.add(cg)
+                    self.recorder.line(
+                        Priority.WARNING, "cannot_omit_from_oomd", cg, error=str(exc)
+                    )
+                continue
+            self.recorder.line(Priority.INFO, "oomd_omitted", cg, domain=domain)
+
+    def give_back_to_oomd(self, domain: CgroupPath, held: list[CgroupPath]) -> None:
+        """Release our ``user.oomd_omit`` marks below a released valve's domain (its
+        own mark is the caller's), not inside a nested valve we still hold."""
+        for cg in self.fs.walk(domain):
+            if cg == domain or any(d.contains(cg) for d in held):
+                continue
+            try:
+                mark = owner.read_mark(self.fs, cg)
+                if mark is not None and mark.get("instance") == self.instance:
+                    owner.restore(self.fs, cg, mark)
+            except (Vanished, MemcgctlError, OSError):
+                continue
+
+    def pause(self, cg: CgroupPath) -> None:
         """v1: oom_kill_disable=1, with our mark written first (crash-safe order)."""
         mark = self._adopt_mark(cg)
         if "oom_kill_disable" not in mark:
@@ -137,7 +193,7 @@ class Knobs(Journaling):
             if frozen:
                 own = os.getpid()
                 if any(pid == own for pid, _ in self.fs.subtree_procs(domain)):
-                    self._log(
+                    self.recorder.line(
                         Priority.WARNING,
                         "cannot_freeze",
                         domain,
@@ -153,6 +209,8 @@ class Knobs(Journaling):
                 self.fs.set_freeze(domain, str(prev) == "1")
                 owner.write_mark(self.fs, domain, mark)
             return True
-        except (Vanished, MemcgctlError, OSError) as exc:
-            self._log(Priority.ERR, "freeze_failed", domain, error=str(exc))
+        except Vanished:  # the domain was removed: nothing left to freeze or thaw
+            return False
+        except (MemcgctlError, OSError) as exc:
+            self.recorder.line(Priority.ERR, "freeze_failed", domain, error=str(exc))
             return False

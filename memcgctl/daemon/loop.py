@@ -2,8 +2,8 @@
 notification fd, feed the core, sleep until its next deadline, rescan now and then.
 
 It sees the core and the world only through two protocols, :class:`Core` and
-:class:`Ports` (real: :class:`~memcgctl.daemon.ports.RealPorts`), so tests drive it with
-fakes and real pipes."""
+:class:`LoopPorts` (real: :class:`~memcgctl.daemon.ports.RealPorts`), so tests drive it
+with fakes and real pipes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
+from memcgctl.daemon.protocol import KERNEL_LOG, Feed, Wake
+from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import ProcessInfo
 
 
@@ -41,9 +42,9 @@ class Core(Protocol):
         """Report an unexpected error the loop caught (it carries on)."""
 
 
-class Ports(Protocol):
+class LoopPorts(Protocol):
     """What the loop needs from the world, beside what the core needs from it
-    (:class:`~memcgctl.daemon.protocol.Ports`): the fds to wait on and what to wait for on
+    (:class:`~memcgctl.daemon.protocol.CorePorts`): the fds to wait on and what to wait for on
     each, what woke it, the kernel log's kills, and the start and end of a run."""
 
     def open_kernel_log(self) -> None:
@@ -52,8 +53,8 @@ class Ports(Protocol):
     def release_orphans(self) -> list[CgroupPath]:
         """At start, after the first rescan: release what dead instances left held."""
 
-    def fds(self) -> dict[int, Scope | str]:
-        """fd -> the memcg or host it notifies about (a plain "" for the kernel log).
+    def fds(self) -> dict[int, Scope | Feed]:
+        """fd -> the memcg or host it notifies about (KERNEL_LOG for the kernel log).
         The same object as long as the set is unchanged: the loop registers the fds
         again only when it gets a new one."""
 
@@ -61,8 +62,8 @@ class Ports(Protocol):
         """The poll mask to wait for on fd.  It must not include an event the fd always
         reports (POLLIN on a cgroup file or PSI trigger), or the loop never sleeps."""
 
-    def consume(self, cg: Scope, fd: int, error: bool) -> str:
-        """Read what woke the loop on fd: "fired", "quiet" or "gone"."""
+    def consume(self, cg: Scope, fd: int, error: bool) -> Wake:
+        """Read what woke the loop on fd."""
 
     def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call."""
@@ -93,7 +94,7 @@ class Loop:
     def __init__(
         self,
         core: Core,
-        ports: Ports,
+        ports: LoopPorts,
         rescan_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         max_sleep: float | None = None,
@@ -115,6 +116,9 @@ class Loop:
         self.clock = clock
         self.stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._fds: dict[int, Scope | Feed] | None = None
+        self._poller = select.poll()
+        self._in_urgent = False
 
     def stop(self) -> None:
         self.stopping = True
@@ -151,7 +155,7 @@ class Loop:
         self._guard("rescan", lambda: self._rescan(now, starting=True))
         self._guard("release_orphans", self.ports.release_orphans)
         self._rescan_due(now)
-        self._fds: dict[int, Scope | str] | None = None
+        self._fds = None
         self._poller = select.poll()
         try:
             while not self.stopping and not until():
@@ -167,6 +171,31 @@ class Loop:
             os.close(self._wake_r)
             os.close(self._wake_w)
 
+    def urgent(self) -> None:
+        """Called between two steps of a long rescan walk (the ports' pulse): handle
+        the memcgs' notifications that arrived meanwhile and act on what is due, so a
+        walk of thousands of cgroups never holds a kill back (issue 22: an OOM that
+        came during a 250 ms rescan waited for it).  Safe there: the walk comes
+        before the rescan changes anything.  The kernel log waits for the loop."""
+        if self._fds is None or self._in_urgent or self.stopping:
+            return
+        self._in_urgent = True
+        try:
+            fds = self._fds
+            for fd, mask in self._poller.poll(0):
+                cg = fds.get(fd)
+                if cg is None or isinstance(cg, Feed):
+                    continue
+                error = bool(mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL))
+                # gone: the rescan under way (or the next) lets the memcg go
+                if self.ports.consume(cg, fd, error) is Wake.FIRED:
+                    self.core.notify(cg, self.clock())
+            self.core.tick(self.clock())
+        except Exception as exc:  # the walk goes on; the loop reports what failed
+            self.core.fault("urgent", None, exc)
+        finally:
+            self._in_urgent = False
+
     def _guard(self, where: str, step: Callable[[], object]) -> None:
         try:
             step()
@@ -178,7 +207,7 @@ class Loop:
         with contextlib.suppress(OSError):
             select.select([self._wake_r], [], [], seconds)
 
-    def _register(self) -> dict[int, Scope | str]:
+    def _register(self) -> dict[int, Scope | Feed]:
         """The fds to poll; registered with the poller only when the set changed."""
         fds = self.ports.fds()
         if fds is not self._fds:
@@ -218,9 +247,7 @@ class Loop:
             try:
                 self._dispatch(fd, cg, mask)
             except Exception as exc:  # one cgroup's trouble: the others still run
-                self.core.fault(
-                    "notification", cg if isinstance(cg, CgroupPath | HostScope) else None, exc
-                )
+                self.core.fault("notification", None if isinstance(cg, Feed) else cg, exc)
 
     def _tree_changed(self) -> None:
         """The tree or a managed limit changed: rescan now, or as soon as the last
@@ -235,16 +262,16 @@ class Loop:
             soon = max(self.clock(), self._last_rescan + TREE_SETTLE_S)
             self._next_rescan = min(self._next_rescan, soon)
 
-    def _dispatch(self, fd: int, cg: Scope | str, mask: int) -> None:
-        if not isinstance(cg, CgroupPath | HostScope):  # "": the kernel log
+    def _dispatch(self, fd: int, cg: Scope | Feed, mask: int) -> None:
+        if cg is KERNEL_LOG:
             for domain, victim in self.ports.kernel_kills():
                 self.core.kernel_killed(domain, victim)
             return
         error = bool(mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL))
         what = self.ports.consume(cg, fd, error)
-        if what == "fired":
+        if what is Wake.FIRED:
             self.core.notify(cg, self.clock())
-        elif what == "gone":
+        elif what is Wake.GONE:
             self._rescan(self.clock())
             if self._again:
                 self._next_rescan = min(self._next_rescan, self.clock() + TREE_SETTLE_S)

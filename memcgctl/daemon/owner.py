@@ -9,6 +9,9 @@ that process is, never inherited by a recycled pid or a later boot.
   (``{"instance": …, "memory.high": "max", "valve": "241172480"}``).  Release restores
   exactly those values and removes the mark.  A knob the user changed meanwhile (its
   value is no longer the one the daemon wrote) is left as the user set it.
+  On v2 the daemon also sets ``user.oomd_omit=1`` on systemd-oomd's candidates inside
+  a valve's domain (daemon/oomd.py), recorded the same way (``"user.oomd_omit": ""``:
+  there was none).
 * **Claims.** A daemon claims its ``--root`` with the xattr
   ``trusted.memcgctl.daemon_root`` (its instance id).  A second daemon whose root
   overlaps (the same cgroup, an ancestor or a descendant) with a live claim refuses to
@@ -26,9 +29,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from memcgctl.daemon.oomd import OMIT
 from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
+from memcgctl.render.diag import warning
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, Vanished
 
@@ -36,7 +41,7 @@ MARK = "trusted.memcgctl.daemon"
 LEGACY_MARK = "trusted.memcgctl.daemon_prev"
 CLAIM = "trusted.memcgctl.daemon_root"
 _MAX_MARK = 4096
-KNOBS = ("oom_kill_disable", "memory.high", "cgroup.freeze")
+KNOBS = ("oom_kill_disable", "memory.high", "cgroup.freeze", OMIT)
 
 
 def instance_id(proc: ProcFs, pid: int) -> str:
@@ -103,6 +108,15 @@ def restore(fs: CgroupFs, cg: CgroupPath, mark: dict[str, Any]) -> list[str]:
         # writing 0 also wakes the tasks sleeping in the OOM: the kernel decides again
         fs.write(cg, V1_OOM_CONTROL, prev)
         done.append(f"oom_kill_disable={prev}")
+    # systemd-oomd kept out of a valve's domain (daemon/oomd.py); removed meanwhile
+    # (systemd re-applying a unit's ManagedOOMPreference=): nothing to put back
+    if OMIT in mark and fs.get_xattr(cg, OMIT) == b"1":
+        prev = str(mark[OMIT])
+        if prev:
+            fs.set_xattr(cg, OMIT, prev.encode())
+        else:
+            fs.remove_xattr(cg, OMIT)
+        done.append(f"{OMIT}={prev or '(none)'}")
     fs.remove_xattr(cg, MARK)
     fs.remove_xattr(cg, LEGACY_MARK)
     return done
@@ -147,7 +161,10 @@ def release(
             continue
         try:
             out.append((cg, restore(fs, cg, mark)))
-        except (Vanished, MemcgctlError):
+        except Vanished:
+            continue
+        except MemcgctlError as exc:  # the knob stays as the dead daemon set it: say so
+            warning(f"{cg}: cannot restore what a daemon changed ({exc})")
             continue
     if not dry_run:
         for cg in fs.walk(root):
@@ -157,8 +174,10 @@ def release(
                     owner == instance or (instance is None and not instance_alive(proc, owner))
                 ):
                     fs.remove_xattr(cg, CLAIM)
-            except (Vanished, MemcgctlError):
+            except Vanished:
                 continue
+            except MemcgctlError as exc:  # a stale claim stays: the next daemon removes it
+                warning(f"{cg}: cannot remove a daemon's claim ({exc})")
     return out
 
 
@@ -207,5 +226,7 @@ def unclaim(fs: CgroupFs, cg: CgroupPath, instance: str) -> None:
     try:
         if claim_of(fs, cg) == instance:
             fs.remove_xattr(cg, CLAIM)
-    except (Vanished, MemcgctlError):
+    except Vanished:
         pass
+    except MemcgctlError as exc:  # a stale claim stays: the next daemon removes it
+        warning(f"{cg}: cannot remove our claim ({exc})")

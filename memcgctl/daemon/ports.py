@@ -1,14 +1,16 @@
 """The daemon's real ports: the managed set, cgroup files and eventfds, the levels, the
 host's meminfo and PSI trigger, the kernel log.
 
-:class:`RealPorts` is what the core and the loop drive.  The knobs it changes under
-ownership marks come from :class:`~memcgctl.daemon.knobs.Knobs`, the kills and what
-is logged and journaled from :class:`~memcgctl.daemon.journaling.Journaling`.
+:class:`RealPorts` is what the core and the loop drive.  It is built from parts with
+one job each, which it constructs with what they need: the :class:`Recorder` (log
+lines and journal records), the :class:`Troubles` (errors it carries on after, each
+said once), the :class:`Kills` (the killer, journaled), the
+:class:`Knobs` (the knobs it changes under ownership marks) and the :class:`Watches`
+(the notification fds).  It keeps the managed set, the valves and the levels itself.
 """
 
 from __future__ import annotations
 
-import select
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -17,10 +19,10 @@ from typing import TextIO
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
 from memcgctl.daemon.dying import Dying
-from memcgctl.daemon.journaling import JournalWriter
+from memcgctl.daemon.journaling import Kills, Recorder, Troubles
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
-from memcgctl.daemon.protocol import Level, Managed
+from memcgctl.daemon.protocol import Feed, Managed, Mode, Reading, Wake
 from memcgctl.daemon.treewatch import TreeWatch
 from memcgctl.daemon.valve import (
     CLEAR,
@@ -34,22 +36,23 @@ from memcgctl.daemon.valve import (
     host_poll_interval,
     memcg_level,
 )
+from memcgctl.daemon.watches import Notifier, Watches
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfiles import V2_EVENTS
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
+from memcgctl.logic.decision import Decision
 from memcgctl.render.logprio import Priority
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
 from memcgctl.vocab.errors import MemcgctlError, Vanished
 from memcgctl.vocab.model import ProcessInfo, Snapshot
-from memcgctl.vocab.records import daemon_record
+from memcgctl.vocab.records import DaemonRecord, daemon_record
 
 # v1: a memcg is "at its limit" (its own OOM, not an ancestor's) when usage is this close
 AT_LIMIT_SLACK = 2 << 20
 VALVE_POLL = 0.01  # v2: look at the domain this often during an episode
 V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
-_VALVE_EVENTS = ("high", "max", "oom")
-PULSE_EVERY = 256  # cgroups walked between two pulses of a rescan
+PULSE_EVERY = 64  # cgroups walked between two pulses of a rescan (and OOM checks)
 REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
 HOST_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
 
@@ -69,29 +72,7 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     return stall_us * window // window_us, window
 
 
-_Notifier = OomControlWatch | PsiTrigger | EventsFileWatch
-
-
-class _Watches(dict[Scope, list[_Notifier]]):
-    """cgroup -> its notification fds; ``version`` changes with every change of the set
-    (the fd index is rebuilt then, not on every wake-up)."""
-
-    version = 0
-
-    def __setitem__(self, key: Scope, value: list[_Notifier]) -> None:
-        self.version += 1
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: Scope) -> None:
-        self.version += 1
-        super().__delitem__(key)
-
-    def pop(self, key: Scope, *default: list[_Notifier]) -> list[_Notifier]:  # type: ignore[override]
-        self.version += 1
-        return super().pop(key, *default)
-
-
-class RealPorts(Knobs):
+class RealPorts:
     def __init__(
         self,
         env: Env,
@@ -107,33 +88,33 @@ class RealPorts(Knobs):
         self.env = env
         self.fs = env.fs
         self.proc = env.proc
-        self.killer = killer
-        self.journal = journal
         self.root = root
         self.dry_run = dry_run
         self.host_delay_ms = host_delay_ms
         self.tuning = tuning if tuning is not None else Tuning()
         self.instance = instance
-        self.log = log if log is not None else sys.stderr
-        # cgroup -> the fds that notify about it, for the loop to poll
-        self.watches: _Watches = _Watches()
-        self._fd_index: tuple[
-            tuple[int, int], dict[int, tuple[Scope, _Notifier]], dict[int, Scope | str]
-        ] = ((-1, -1), {}, {})
-        self.valves: dict[Scope, Valve] = {}
+        self.dying = Dying()  # victims sent SIGKILL that have not exited yet
+        # the parts, each with one job
+        self.recorder = Recorder(journal, log if log is not None else sys.stderr)
+        self.troubles = Troubles(lambda event: self.emit(event))  # emit may be wrapped
+        self.kills = Kills(killer, self.dying, self.recorder)
+        self.knobs = Knobs(self.fs, self.proc, instance, self.tuning, self.recorder, dry_run)
+        self.watches = Watches(self.fs)  # cgroup -> the fds that notify about it
+        self.valves: dict[Scope, Valve] = {}  # v2: the valve each managed memcg holds
         self._noted: set[Scope] = set()  # cgroups we said we cannot manage (said once)
         self.kernel_log: KernelLog | None = None
         self.say_no_kernel_log = True  # False: the caller said so already (non-root dry run)
         self._has_swap = True  # until managed() has looked
-        self.dying = Dying()  # victims sent SIGKILL that have not exited yet
         # called now and then during a rescan's walk of a big tree (daemon/watchdog.py)
         self.pulse: Callable[[], None] = lambda: None
         # inotify on the tree and the managed limits; None: a walk per rescan
         self.tree: TreeWatch | None = None
         self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
-        self.writer = JournalWriter(
-            journal, lambda text: self._log(Priority.WARNING, "journal_failed", "-", error=text)
-        )
+
+    @property
+    def log(self) -> TextIO:
+        """The stream the log lines go to."""
+        return self.recorder.log
 
     def open_kernel_log(self) -> None:
         """Follow the kernel log for the kernel's own OOM kills (best effort)."""
@@ -141,7 +122,7 @@ class RealPorts(Knobs):
             self.kernel_log = KernelLog(self.env)
         except (MemcgctlError, OSError) as exc:
             if self.say_no_kernel_log:
-                self._log(
+                self.recorder.line(
                     Priority.WARNING, "no_kernel_log", "-", source=self.env.kmsg, error=str(exc)
                 )
 
@@ -176,21 +157,32 @@ class RealPorts(Knobs):
                 continue  # the root has no limit to hold; the host is --host-delay
             try:
                 delay = read_setting(self.fs, cg, OOM_DELAY).value
-            except (Vanished, OSError, MemcgctlError):  # gone, or unreadable: not managed
+            except Vanished:
                 continue
+            except (OSError, MemcgctlError) as exc:  # unreadable: not managed, said once
+                self.troubles.failed("setting", cg, exc)
+                continue
+            self.troubles.ok("setting", cg)
             if delay is not None:
                 out[cg] = delay
         if self.host_delay_ms is not None and self.root.is_root:
             out[HOST] = self.host_delay_ms
+        for v in list(self.valves.values()):  # units come and go below a valve
+            self.knobs.omit_from_oomd(v.domain)
         return out
 
     def _delay_of(self, cg: CgroupPath) -> int | None:
         from memcgctl.state.store import OOM_DELAY, read_setting
 
         try:
-            return read_setting(self.fs, cg, OOM_DELAY).value
-        except (Vanished, OSError, MemcgctlError):  # gone, or unreadable: not managed
+            delay = read_setting(self.fs, cg, OOM_DELAY).value
+        except Vanished:
             return None
+        except (OSError, MemcgctlError) as exc:  # unreadable: not managed, said once
+            self.troubles.failed("setting", cg, exc)
+            return None
+        self.troubles.ok("setting", cg)
+        return delay
 
     def take_over(self, cg: Scope) -> Managed | None:
         try:
@@ -200,33 +192,36 @@ class RealPorts(Knobs):
                 m = self._take_valve(cg)
             else:
                 if not self.dry_run:
-                    self._pause(cg)
-                self.watches[cg] = [OomControlWatch(self.fs, cg)]
+                    self.knobs.pause(cg)
+                self.watches.add(cg, [OomControlWatch(self.fs, cg)])
                 self._noted.discard(cg)
-                m = Managed("oom", cg)
+                m = Managed(Mode.OOM, cg)
             if m is not None and self.tree is not None:  # a write to its limits wakes us
                 self.tree.follow(cg, m.domain, self.fs.version)
             return m
-        except (Vanished, OSError, MemcgctlError) as exc:
+        except Vanished:  # removed since the rescan listed it: nothing to say
+            self.watches.close(cg)
+            return None
+        except (OSError, MemcgctlError) as exc:
             self._cannot(cg, str(exc))
-            self._close(cg)
+            self.watches.close(cg)
             return None
 
     def _cannot(self, cg: Scope, why: str) -> None:
         if cg not in self._noted:
             self._noted.add(cg)
-            self._log(Priority.ERR, "cannot_manage", cg, error=why)
+            self.recorder.line(Priority.ERR, "cannot_manage", cg, error=why)
 
     def _take_host(self) -> Managed:
-        watches: list[OomControlWatch | PsiTrigger | EventsFileWatch] = []
+        watches: list[Notifier] = []
         try:  # PSI wakes us between two meminfo polls; meminfo alone still works
             path = str(self.env.proc_root / "pressure" / "memory")
             t = self.tuning
             watches.append(PsiTrigger(path, t.psi_stall_us, t.psi_window_us))
         except (OSError, Vanished) as exc:
-            self._log(Priority.WARNING, "no_psi_trigger", HOST, error=str(exc))
-        self.watches[HOST] = watches
-        return Managed("host", ROOT)  # the host's victims are chosen in the whole hierarchy
+            self.recorder.line(Priority.WARNING, "no_psi_trigger", HOST, error=str(exc))
+        self.watches.add(HOST, watches)
+        return Managed(Mode.HOST, ROOT)  # the host's victims are chosen in the whole hierarchy
 
     def _domain(self, cg: CgroupPath, bound: CgroupPath | None = None) -> CgroupPath | None:
         """The OOM domain of cg inside our root: cg or the nearest ancestor with a
@@ -271,16 +266,17 @@ class RealPorts(Knobs):
             if v.domain == domain:
                 self._cannot(cg, f"its OOM domain {domain} is managed through {v.cg}")
                 return None
-        valve = self._valve(cg, domain)
+        valve = self.knobs.valve(cg, domain)
         if not self.dry_run:
-            self._install(valve)
+            self.knobs.install(valve)
+            self.knobs.omit_from_oomd(domain)
             mark = owner.read_mark(self.fs, domain) or {}
             if "cgroup.freeze" in mark:  # left frozen by a dead instance: thaw; the
-                self.freeze_domain(domain, False)  # core freezes again if still critical
+                self.knobs.freeze_domain(domain, False)  # core freezes again if critical
         self.valves[cg] = valve
-        self.watches[cg] = [EventsFileWatch(self.fs, domain, V2_EVENTS)]
+        self.watches.add(cg, [EventsFileWatch(self.fs, domain, V2_EVENTS)])
         self._noted.discard(cg)
-        return Managed("valve", domain)
+        return Managed(Mode.VALVE, domain)
 
     def release_orphans(self) -> list[CgroupPath]:
         """At start: restore the marks of dead instances that no watch of ours adopted
@@ -295,14 +291,17 @@ class RealPorts(Knobs):
                 continue
             try:
                 knobs = owner.restore(self.fs, cg, mark)
-            except (Vanished, MemcgctlError):
+            except Vanished:
+                continue
+            except MemcgctlError as exc:
+                self.troubles.failed("restore", cg, exc)
                 continue
             released.append(cg)
             self.emit(daemon_record("daemon_released", cg, reason="orphaned mark", restored=knobs))
         return released
 
     def release(self, cg: Scope) -> None:
-        self._close(cg)
+        self.watches.close(cg)
         if self.tree is not None:
             self.tree.unfollow(cg)
         v = self.valves.pop(cg, None)
@@ -313,105 +312,78 @@ class RealPorts(Knobs):
             mark = owner.read_mark(self.fs, target)
             if mark is not None and mark.get("instance") == self.instance:
                 owner.restore(self.fs, target, mark)
-        except (Vanished, MemcgctlError):
+        except Vanished:
             pass
-
-    def _close(self, cg: Scope) -> None:
-        for w in self.watches.pop(cg, []):
-            w.close()
+        except MemcgctlError as exc:  # the knob stays as we set it: say so
+            self.troubles.failed("restore", target, exc)
+        if v is not None:
+            self.knobs.give_back_to_oomd(v.domain, [w.domain for w in self.valves.values()])
 
     def close_all(self) -> None:
         """Every fd.  The journal writer stays open for the records of the way out
         (``daemon_stopped`` and its shadow-mode summary): :meth:`close_journal`."""
-        for cg in list(self.watches):
-            self._close(cg)
+        self.watches.close_all()
         if self.kernel_log is not None:
             self.kernel_log.close()
             self.kernel_log = None
 
     def close_journal(self) -> None:
         """The journal writer's last flush (bounded), after the last record."""
-        self.writer.close()
+        self.recorder.close()
 
     # -- notifications (for the loop) ----------------------------------------------------
-    def _index(self) -> tuple[dict[int, tuple[Scope, _Notifier]], dict[int, Scope | str]]:
-        """fd -> (cgroup, watch), and the loop's fd -> cgroup map: rebuilt only when the
-        watched set changed (or the kernel log's fd did), so a wake-up costs O(1) per fd."""
-        klog = self.kernel_log.fileno() if self.kernel_log is not None else -1
-        key = (self.watches.version, klog)
-        if self._fd_index[0] != key:
-            by_fd = {w.fileno(): (cg, w) for cg, ws in self.watches.items() for w in ws}
-            by_fd.pop(-1, None)
-            out: dict[int, Scope | str] = {fd: cg for fd, (cg, _) in by_fd.items()}
-            if klog >= 0:
-                out[klog] = ""
-            self._fd_index = (key, by_fd, out)
-        return self._fd_index[1], self._fd_index[2]
+    def _klog_fd(self) -> int:
+        return self.kernel_log.fileno() if self.kernel_log is not None else -1
 
-    def fds(self) -> dict[int, Scope | str]:
-        """fd -> the cgroup it notifies about ("" for the kernel log); the same object
-        while the set is unchanged."""
-        return self._index()[1]
+    def fds(self) -> dict[int, Scope | Feed]:
+        """fd -> the cgroup it notifies about (KERNEL_LOG for the kernel log); the same
+        object while the set is unchanged."""
+        return self.watches.fds(self._klog_fd())
 
     def poll_events(self, fd: int) -> int:
-        """The poll mask to wait for on fd: POLLIN for a v1 eventfd; POLLPRI only for
-        PSI triggers and memory.events, whose poll() always reports POLLIN (the kernel's
-        DEFAULT_POLLMASK) and signals with POLLPRI."""
-        found = self._index()[0].get(fd)
-        if found is not None:
-            return select.POLLIN if isinstance(found[1], OomControlWatch) else select.POLLPRI
-        if self.kernel_log is not None and fd == self.kernel_log.fileno():
-            return select.POLLIN
-        return select.POLLPRI
+        """The poll mask to wait for on fd (:meth:`Watches.poll_events`)."""
+        return self.watches.poll_events(fd, self._klog_fd())
 
-    def consume(self, cg: Scope, fd: int, error: bool) -> str:
-        """Read what woke us on fd: "fired" (look at cg now), "quiet" (nothing that
-        matters, e.g. another memory.events counter), or "gone" (cgroup removed)."""
-        found = self._index()[0].get(fd)
-        for w in [found[1]] if found is not None and found[0] == cg else []:
-            if isinstance(w, OomControlWatch):
-                # v1 also fires once when the cgroup is removed
-                if w.drain() == 0:
-                    return "quiet"
-                return "fired" if isinstance(cg, HostScope) or self.fs.exists(cg) else "gone"
-            if isinstance(w, EventsFileWatch):
-                # kernfs wakes with POLLPRI|POLLERR on every change: compare counters
-                try:
-                    values = w.read()
-                except Vanished:
-                    return "gone"
-                old, w.values = w.values, values
-                grew = any(values.get(k, 0) > old.get(k, 0) for k in _VALVE_EVENTS)
-                return "fired" if grew else "quiet"
-            return "gone" if error and not isinstance(cg, HostScope) else "fired"  # PSI: POLLERR
-        return "quiet"
+    def consume(self, cg: Scope, fd: int, error: bool) -> Wake:
+        """Read what woke us on fd (:meth:`Watches.consume`)."""
+        return self.watches.consume(cg, fd, error, self._klog_fd())
 
     # -- state ------------------------------------------------------------------------
-    def level(self, cg: Scope) -> Level:
+    def level(self, cg: Scope) -> Reading:
+        """cg's level; CLEAR when it cannot be read: gone (the next rescan releases it),
+        or an error, said once per condition (:class:`Troubles`)."""
         try:
-            if isinstance(cg, HostScope):
-                avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
-                hl = self.tuning.host
-                rate = self.host_rate.update(time.monotonic(), avail)
-                poll = host_poll_interval(avail, total, hl, rate)
-                return Level(host_level(avail, total, hl), poll)
-            v = self.valves.get(cg)
-            if v is not None:
-                v = self._refresh(v)
-                used = committed(
-                    self.fs.usage(v.domain) or 0,
-                    self.fs.memory_stat(v.domain),
-                    self._swap_room(v.domain),
-                )
-                return Level(memcg_level(used, v.lines), VALVE_POLL)
-            if bool(self.fs.oom_control(cg).get("under_oom", 0)):
-                return Level(SHORT, V1_POLL)
-            usage, limit = self.fs.usage(cg), self.fs.limit(cg)
-            if usage is not None and limit is not None and usage < limit - limit // 16:
-                return Level(RECOVERED)
-            return Level(CLEAR)
-        except (Vanished, MemcgctlError, OSError):
-            return Level(CLEAR)
+            level = self._level(cg)
+        except Vanished:
+            return Reading(CLEAR)
+        except (MemcgctlError, OSError) as exc:
+            self.troubles.failed("level", cg, exc)
+            return Reading(CLEAR)
+        self.troubles.ok("level", cg)
+        return level
+
+    def _level(self, cg: Scope) -> Reading:
+        if isinstance(cg, HostScope):
+            avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
+            hl = self.tuning.host
+            rate = self.host_rate.update(time.monotonic(), avail)
+            poll = host_poll_interval(avail, total, hl, rate)
+            return Reading(host_level(avail, total, hl), poll)
+        v = self.valves.get(cg)
+        if v is not None:
+            v = self.valves[cg] = self.knobs.refresh(v)
+            used = committed(
+                self.fs.usage(v.domain) or 0,
+                self.fs.memory_stat(v.domain),
+                self._swap_room(v.domain),
+            )
+            return Reading(memcg_level(used, v.lines), VALVE_POLL)
+        if bool(self.fs.oom_control(cg).get("under_oom", 0)):
+            return Reading(SHORT, V1_POLL)
+        usage, limit = self.fs.usage(cg), self.fs.limit(cg)
+        if usage is not None and limit is not None and usage < limit - limit // 16:
+            return Reading(RECOVERED)
+        return Reading(CLEAR)
 
     def _swap_room(self, domain: CgroupPath) -> int:
         if not self._has_swap:
@@ -433,7 +405,17 @@ class RealPorts(Knobs):
         v = self.valves.get(cg)
         if v is None or self.dry_run or (frozen and not self.tuning.freeze):
             return False
-        return self.freeze_domain(v.domain, frozen)
+        return self.knobs.freeze_domain(v.domain, frozen)
+
+    # -- actions and the record ---------------------------------------------------------
+    def kill(self, decision: Decision) -> list[int]:
+        return self.kills.kill(decision)
+
+    def kill_all(self, cg: CgroupPath) -> list[int]:
+        return self.kills.kill_all(cg)
+
+    def emit(self, event: DaemonRecord) -> None:
+        self.recorder.emit(event)
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
         # a process is read when looked at (issue 22); dying victims are not killable

@@ -1,30 +1,60 @@
-"""What the daemon's core needs from the world: the :class:`Ports` protocol (real:
-``daemon/ports.py``; tests: a fake), and the answers the ports give, a
-:class:`Managed` on taking a memcg over and a :class:`Level` on looking at it.
+"""What the daemon's core and loop exchange with the world, typed: the :class:`CorePorts`
+protocol (real: ``daemon/ports.py``; tests: a fake; the loop's own protocol is
+:class:`~memcgctl.daemon.loop.LoopPorts`), and the answers the ports give: a
+:class:`Managed` (in a :class:`Mode`) on taking a memcg over, a :class:`Reading` (an
+:class:`~memcgctl.daemon.valve.OomLevel`) on looking at it, a :class:`Wake` on reading
+what woke the loop, and :data:`KERNEL_LOG`, the fd that notifies about no cgroup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import Enum
 from typing import NamedTuple, Protocol
 
+from memcgctl.daemon.valve import OomLevel
 from memcgctl.logic.decision import Decision
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.records import DaemonRecord
 
 
-class Level(NamedTuple):
-    state: str  # valve.CLEAR, RECOVERED, SHORT or CRITICAL
+class Mode(Enum):
+    """How a managed memcg is held; records and the status file print the value."""
+
+    OOM = "oom"  # v1: oom_kill_disable=1, an OOM pauses the memcg
+    VALVE = "valve"  # v2: memory.high below memory.max on its OOM domain
+    HOST = "host"  # the machine: MemAvailable and a PSI trigger
+
+
+class Reading(NamedTuple):
+    state: OomLevel
     poll: float | None = None  # look again after this many seconds (None: on notification)
 
 
 class Managed(NamedTuple):
-    mode: str  # "oom" (v1), "valve" (v2), "host"
+    mode: Mode
     domain: CgroupPath  # the OOM root victims are chosen in (where the limit is)
 
 
-class Ports(Protocol):
+class Wake(Enum):
+    """What woke the loop on a cgroup's fd."""
+
+    FIRED = "fired"  # look at the cgroup now
+    QUIET = "quiet"  # nothing that matters (e.g. another memory.events counter)
+    GONE = "gone"  # the cgroup was removed: rescan
+
+
+class Feed(Enum):
+    """An fd the loop polls that notifies about no cgroup."""
+
+    KERNEL_LOG = "kernel log"
+
+
+KERNEL_LOG = Feed.KERNEL_LOG
+
+
+class CorePorts(Protocol):
     """What the core needs from the world."""
 
     def managed(self) -> dict[Scope, int]:
@@ -37,7 +67,7 @@ class Ports(Protocol):
     def release(self, cg: Scope) -> None:
         """Stop managing cg and restore what take_over changed."""
 
-    def level(self, cg: Scope) -> Level:
+    def level(self, cg: Scope) -> Reading:
         """How close cg's OOM domain is to an OOM right now."""
 
     def at_limit(self, cg: Scope) -> bool:

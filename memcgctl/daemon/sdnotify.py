@@ -13,7 +13,6 @@ Standard library only; every failure is silent (no systemd: nothing to tell).
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 
 
@@ -30,6 +29,8 @@ def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     address = _address(os.environ if env is None else env)
     if address is None:
         return False
+    import socket  # only under systemd: a daemon started by hand keeps it out of memory
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
             s.sendto(state.encode(), address)

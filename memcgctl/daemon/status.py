@@ -110,7 +110,7 @@ class StatusCore:
             }
         doc: dict[str, Any] = {
             "cgroup": str(w.cg),
-            "mode": w.mode,
+            "mode": w.mode.value,
             "domain": str(w.domain),
             "delay_ms": w.delay_ms,
             "episode": episode,

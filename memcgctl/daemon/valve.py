@@ -28,15 +28,25 @@ The host has no limit to throttle at: its lines are shares of ``MemTotal`` compa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import NamedTuple
 
 MIB = 1 << 20
 
-# Levels, from the daemon's point of view
-CLEAR = "clear"  # above the valve's recovery line but not short (or v1: not under OOM)
-RECOVERED = "recovered"  # well below the valve: a new OOM is a new episode
-SHORT = "short"  # at the valve (v1: under OOM): an episode
-CRITICAL = "critical"  # throttling outrun: freeze (v2) or act now (host)
+
+class OomLevel(Enum):
+    """How close a managed memcg's OOM domain (or the host) is to an OOM."""
+
+    CLEAR = "clear"  # above the valve's recovery line but not short (or v1: not under OOM)
+    RECOVERED = "recovered"  # well below the valve: a new OOM is a new episode
+    SHORT = "short"  # at the valve (v1: under OOM): an episode
+    CRITICAL = "critical"  # throttling outrun: freeze (v2) or act now (host)
+
+
+CLEAR = OomLevel.CLEAR
+RECOVERED = OomLevel.RECOVERED
+SHORT = OomLevel.SHORT
+CRITICAL = OomLevel.CRITICAL
 
 
 class Lines(NamedTuple):
@@ -76,7 +86,7 @@ def committed(usage: int, stat: dict[str, int], swap_room: int) -> int:
     return max(usage - file_lru - min(anon, max(swap_room, 0)), 0)
 
 
-def memcg_level(value: int, ln: Lines) -> str:
+def memcg_level(value: int, ln: Lines) -> OomLevel:
     if value >= ln.freeze_line:
         return CRITICAL
     if value >= ln.line:
@@ -111,7 +121,7 @@ def host_available(meminfo_kb: dict[str, int]) -> tuple[int, int]:
     return avail * 1024, max(total, 1) * 1024
 
 
-def host_level(available: int, total: int, hl: HostLines) -> str:
+def host_level(available: int, total: int, hl: HostLines) -> OomLevel:
     share = available / total
     if share < hl.critical:
         return CRITICAL

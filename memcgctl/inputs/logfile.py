@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from memcgctl.vocab.errors import UsageProblem, from_oserror
@@ -40,10 +40,11 @@ def open_log(path: str) -> int:
 def read_chunks(path: str) -> Iterator[bytes]:
     """The bytes of a saved log, chunk by chunk; a read error names the file."""
     if path == "-":
-        stream = sys.stdin.buffer
+        # read1: what the pipe holds now, not a full chunk (a stream is not held back)
+        read: Callable[[int], bytes] = getattr(sys.stdin.buffer, "read1", sys.stdin.buffer.read)
         while True:
             try:
-                chunk = stream.read(CHUNK)
+                chunk = read(CHUNK)
             except OSError as exc:
                 raise from_oserror(exc, "standard input") from exc
             if not chunk:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import select
 import time
 from collections.abc import Iterator
 
@@ -203,6 +202,8 @@ class CgroupFs(CgroupTree):
                 raise Vanished(cg) from exc
             raise from_oserror(exc, path) from exc
         deadline = time.monotonic() + timeout
+        import select  # only here: one-shot commands start without it
+
         try:
             poller = select.poll()
             poller.register(fd, select.POLLPRI | select.POLLERR)

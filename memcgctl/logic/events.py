@@ -7,15 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.cgpath import in_subtree as in_subtree  # defined beside CgroupPath
 from memcgctl.vocab.records import COUNTER_KINDS, Event, counter_event, merged, with_source
 
 # memory.events keys reported as events, in this order
 V2_EVENT_KEYS = COUNTER_KINDS
-
-
-def in_subtree(cgroup: str | None, root: CgroupPath) -> bool:
-    """``cgroup`` (a record's field: any text, or None) is ``root`` or below it."""
-    return root.is_root or (cgroup is not None and root.contains(cgroup))
 
 
 def event_cgroups(ev: Event) -> list[str]:
@@ -58,6 +54,66 @@ def merge_history(kernel: Iterable[Event], journal: Iterable[Event]) -> list[Eve
         out.append(with_source(rec, "journal"))
     out.sort(key=lambda e: str(e.get("time", "")))
     return out
+
+
+class HistoryMerge:
+    """:func:`merge_history` with :func:`oom_starts` for a journal read once, record by
+    record (``events`` over a journal of any size), in three parts whose merge by
+    time (:func:`heapq.merge`, which keeps the order of its inputs on a tie) is the
+    same stable sort of the same events:
+
+    * :meth:`journal_record` for each record: ``(0, event)`` for a record of its own
+      (no ``dedup`` key), ``(2, event)`` for the first copy of a kernel kill the ring
+      no longer holds, None for the rest (a copy merged into a kill of the ring, a
+      second copy).  The caller sorts each part by time, however it likes.
+    * :meth:`kernel_side` afterwards: the ring's kills (and the ``under_oom`` that
+      starts each memcg OOM episode), merged with their journal copies, sorted.
+
+    Memory: the ring's events, the dedup keys of kernel kills seen in the journal, and
+    the journal's ``under_oom`` records of the ring's OOM domains."""
+
+    def __init__(self, kernel: list[Event], invoked: dict[str, str]) -> None:
+        self.kernel = kernel
+        self.invoked = invoked
+        self.keys = {str(ev.get("dedup")) for ev in kernel if ev.get("dedup") is not None}
+        self.domains = {
+            ev.get("oom_memcg")
+            for ev in kernel
+            if ev.get("kind") == "oom_kill" and ev.get("cause") == "memcg"
+        }
+        self.copies: dict[str, Event] = {}
+        self.seen: set[str] = set()
+        self.known: list[Event] = []  # under_oom records oom_starts looks at
+
+    def journal_record(self, rec: Event) -> tuple[int, Event] | None:
+        if rec.get("kind") == "under_oom" and rec.get("cgroup") in self.domains:
+            self.known.append(rec)
+        key = rec.get("dedup")
+        if key is None:
+            return 0, with_source(rec, "journal")
+        key = str(key)
+        if key in self.keys:
+            self.copies.setdefault(key, rec)
+            return None
+        if key in self.seen:
+            return None
+        self.seen.add(key)
+        return 2, with_source(rec, "journal")
+
+    def kernel_side(self) -> list[Event]:
+        starts = oom_starts(self.kernel, self.invoked, self.known)
+        out: list[Event] = []
+        for ev in [*starts, *self.kernel]:  # on a tie: the start first
+            key = ev.get("dedup")
+            known = self.copies.pop(str(key), None) if key is not None else None
+            out.append(merged(known, ev) if known is not None else ev)
+        out.sort(key=event_time)
+        return out
+
+
+def event_time(ev: Event) -> str:
+    """The key history is sorted by."""
+    return str(ev.get("time", ""))
 
 
 # kills of one OOM domain closer than this belong to one OOM episode (one under_oom)

@@ -17,6 +17,7 @@ ranked what is inside.  Only a ``trusted.*`` (or process) 1000 means "never".
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from memcgctl.logic.decision import PRIORITY, Candidate, Decision, Level, kids, victim_group
@@ -41,7 +42,11 @@ def never_cgroup(cg: CgroupInfo) -> bool:
     """True when ``cg`` and its subtree must never be chosen: badness 1000 set by root
     (``trusted.*``).  A delegated user's ``user.*`` 1000 only ranks it last among its
     siblings inside the user's subtree (see the module doc)."""
-    return cg.badness >= BADNESS_NEVER and cg.badness_source != "user"
+    return _never(cg.badness, cg.badness_source)
+
+
+def _never(badness: int, source: str) -> bool:
+    return badness >= BADNESS_NEVER and source != "user"
 
 
 def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> Skip | None:
@@ -59,9 +64,12 @@ def _process_skip(p: ProcessInfo, exclude: frozenset[int]) -> Skip | None:
 class _Viability:
     """Memo: the lowest selectable pid in each subtree (None = nothing to kill there)."""
 
-    def __init__(self, snap: Snapshot, exclude: frozenset[int]) -> None:
+    def __init__(self, snap: Snapshot, exclude: frozenset[int], by_usage: bool = False) -> None:
         self.snap = snap
         self.exclude = exclude
+        # search the children by usage too (the brief walk: it looks into one subtree
+        # and follows it; the full walk looks into all, where the reads cost more)
+        self.by_usage = by_usage
         self.memo: dict[str, int | None] = {}
         self.alive: dict[str, bool] = {}  # any_killable, where min_pid was not needed
 
@@ -94,17 +102,25 @@ class _Viability:
         """Whether ``cg``'s subtree holds a selectable process: :meth:`min_pid` is not
         None, but stopping at the first one found, so a walk that only needs to know
         reads one process per compared subtree, not all of them (issue 22: a lazy
-        snapshot reads a process when it is first looked at)."""
+        snapshot reads a process when it is first looked at).  A child is skipped on
+        its badness alone (:meth:`Snapshot.badness_of`) and read in full only when the
+        search reaches it; the search goes where the walk would (the lowest badness,
+        then, for the brief walk, the largest usage: :meth:`Snapshot.usage_of`)
+        first."""
         if cg.path in self.memo:
             return self.memo[cg.path] is not None
         found = self.alive.get(cg.path)
         if found is not None:
             return found
-        processes = self.snap.processes
-        stack = [cg]
+        snap = self.snap
+        processes = snap.processes
+        stack: list[CgroupInfo | CgroupPath] = [cg]
         found = False
         while stack and not found:
-            cur = stack.pop()
+            top = stack.pop()
+            cur = top if isinstance(top, CgroupInfo) else snap.cgroups.get(top)
+            if cur is None:
+                continue
             if cur.path in self.memo:
                 found = self.memo[cur.path] is not None
                 continue
@@ -113,7 +129,17 @@ class _Viability:
                 if p is not None and _process_skip(p, self.exclude) is None:
                     found = True
                     break
-            stack.extend(k for k in kids(self.snap, cur) if not never_cgroup(k))
+            live = []
+            for kid in cur.children:
+                b = snap.badness_of(kid)
+                if b is not None and not _never(*b):
+                    usage = (snap.usage_of(kid) or 0) if self.by_usage else 0
+                    live.append((b[0], -usage, kid))
+            # in the walk's order (the lowest badness, then the largest usage), popped
+            # first: the walk goes there next anyway, and an empty subtree (no usage)
+            # is searched last
+            live.sort(key=lambda e: (e[0], e[1]), reverse=True)
+            stack += [kid for _, _, kid in live]
         self.alive[cg.path] = found
         return found
 
@@ -232,7 +258,93 @@ def lowest_priority_child(snap: Snapshot, path: CgroupPath) -> CgroupPath | None
     return first.path
 
 
-def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int] = ()) -> Decision:
+def _brief_level(
+    snap: Snapshot, level: CgroupInfo, viable: _Viability, gone: frozenset[int]
+) -> tuple[list[Candidate], list[Candidate], int, int]:
+    """One level of the brief walk: (the eligible candidates looked into, ranked; the
+    candidates looked into and skipped; how many were ranked after the chosen one
+    without being looked into; how many candidates there are in all).
+
+    The children are ranked by their badness alone (one xattr read each:
+    :meth:`Snapshot.badness_of`).  Badness by badness from the lowest, the candidates
+    of that badness are taken in the full walk's order (:func:`_rank_head`: a cgroup
+    before a process, the largest usage first, a cgroup's usage read alone:
+    :meth:`Snapshot.usage_of`), each cgroup read in full and asked whether it holds
+    anything killable, until one does; the candidates tied with it are asked too (the
+    lowest pid inside breaks that tie, as in the full walk), the rest lose without
+    being looked into.  The same victim as the full walk, without reading the pods
+    that would lose anyway (issue 22)."""
+    procs = [
+        Candidate("process", p.badness, process=p, skip=_process_skip(p, gone))
+        for p in snap.processes_in(level.path)
+    ]
+    skipped = [c for c in procs if c.skip is not None]
+    live = [c for c in procs if c.skip is None]
+    by_badness: list[tuple[int, CgroupPath]] = []
+    never = 0
+    for path in level.children:
+        found = snap.badness_of(path)
+        if found is None:
+            continue
+        if _never(*found):
+            never += 1
+        else:
+            by_badness.append((found[0], path))
+    total = len(procs) + len(by_badness) + never
+    values = sorted({b for b, _ in by_badness} | {c.badness for c in live})
+    for n, b in enumerate(values):
+        # this badness's candidates in the full walk's order, the cgroups by their
+        # usage alone (:meth:`Snapshot.usage_of`); read in full when looked into
+        group: list[tuple[tuple[int, int, int], Candidate | CgroupPath]] = [
+            (_rank_head(c), c) for c in live if c.badness == b
+        ]
+        for kb, path in by_badness:
+            usage = snap.usage_of(path) if kb == b else None
+            if usage is not None:
+                group.append(((b, 0, -usage), path))
+        group.sort(key=lambda e: e[0])
+        eligible: list[Candidate] = []
+        head: tuple[int, int, int] | None = None
+        looked = 0
+        for rank, item in group:
+            if eligible and rank != head:
+                break  # it and the rest of this badness lose to the ones found
+            looked += 1
+            if isinstance(item, Candidate):
+                c = item
+            else:
+                info = snap.cgroups.get(item)
+                if info is None:
+                    continue
+                c = Candidate("cgroup", info.badness, cgroup=info)
+                if never_cgroup(info):  # its badness changed since it was ranked
+                    skipped.append(dataclasses.replace(c, skip=Skip.BADNESS_NEVER))
+                    continue
+                if not viable.any_killable(info):
+                    skipped.append(dataclasses.replace(c, skip=Skip.NOTHING_INSIDE))
+                    continue
+            if not eligible:
+                head = rank
+            eligible.append(c)
+        if eligible:
+            higher = frozenset(values[n + 1 :])
+            unchecked = never + len(group) - looked
+            unchecked += sum(1 for kb, _ in by_badness if kb in higher)
+            unchecked += sum(1 for c in live if c.badness in higher)
+            return _ranked(eligible, viable), skipped, unchecked, total
+    return [], skipped, 0, total
+
+
+def select_priority_brief(
+    snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int] = ()
+) -> Decision:
+    """:func:`select_priority` as the daemon calls it: ``brief``."""
+    return select_priority(snap, oom_root, exclude, brief=True)
+
+
+def select_priority(
+    snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int] = (), brief: bool = False
+) -> Decision:
     """The strict-priority victim below ``oom_root``.
 
     At each level L (starting at the OOM root) the candidates are L's child cgroups and
@@ -245,9 +357,16 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
 
     ``exclude``: pids to treat as gone (the next victim after those; the daemon's
     escalation and ``--top``).
+
+    ``brief`` (the daemon, at an OOM): the same victim, but at each level only the
+    candidates of the lowest badness that has an eligible one are looked into
+    (:func:`_brief_level`); those with a higher badness are counted in the level's
+    reason (``unchecked``), not listed in its candidates.  On a node with hundreds of
+    pods per level the full walk reads every pod to say whether it holds anything
+    killable; the brief one reads their badness (issue 22).
     """
     gone = frozenset(exclude)
-    viable = _Viability(snap, gone)
+    viable = _Viability(snap, gone, by_usage=brief)
     start = snap.cgroups.get(oom_root)
     if start is None:
         return Decision(PRIORITY, oom_root, None, reasons=(NotInSnapshot(oom_root),))
@@ -255,11 +374,18 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
     reasons: list[Reason] = []
     level = start
     while True:
-        cands = _cgroup_candidates(snap, level, viable)
-        for p in snap.processes_in(level.path):
-            cands.append(Candidate("process", p.badness, process=p, skip=_process_skip(p, gone)))
-        eligible = _ranked((c for c in cands if c.skip is None), viable)
-        skipped = [c for c in cands if c.skip is not None]
+        unchecked = 0
+        if brief:
+            eligible, skipped, unchecked, n_cands = _brief_level(snap, level, viable, gone)
+        else:
+            cands = _cgroup_candidates(snap, level, viable)
+            for p in snap.processes_in(level.path):
+                cands.append(
+                    Candidate("process", p.badness, process=p, skip=_process_skip(p, gone))
+                )
+            eligible = _ranked((c for c in cands if c.skip is None), viable)
+            skipped = [c for c in cands if c.skip is not None]
+            n_cands = len(cands)
         if not eligible:
             walk.append(Level(level.path, tuple(_skipped(c) for c in skipped), None))
             reasons.append(NoKillableAt(level.path))
@@ -272,12 +398,13 @@ def select_priority(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]
             LevelChoice(
                 level.path,
                 len(eligible),
-                len(cands),
+                n_cands,
                 chosen.kind,
                 chosen.cgroup.path if chosen.cgroup is not None else None,
                 chosen.process.pid if chosen.process is not None else None,
                 chosen.process.comm if chosen.process is not None else None,
                 _win(chosen, eligible),
+                unchecked,
             )
         )
         if chosen.process is not None:

@@ -69,11 +69,12 @@ def candidate_json(c: Candidate, snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
-def level_json(level: Level, snap: Snapshot) -> dict[str, Any]:
+def level_json(level: Level, snap: Snapshot, lazy: bool = False) -> dict[str, Any]:
+    candidates = (candidate_json(c, snap) for c in level.candidates)
     return {
         "cgroup": level.cgroup,
         "pod": snap.pod_of(level.cgroup),
-        "candidates": [candidate_json(c, snap) for c in level.candidates],
+        "candidates": candidates if lazy else list(candidates),
         "chosen": candidate_json(level.chosen, snap) if level.chosen is not None else None,
     }
 
@@ -93,7 +94,11 @@ def scored_json(s: Scored, snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
-def decision_json(d: Decision, snap: Snapshot, top: int | None = None) -> dict[str, Any]:
+def decision_json(
+    d: Decision, snap: Snapshot, top: int | None = None, lazy: bool = False
+) -> dict[str, Any]:
+    """The decision's document; ``lazy``: its arrays of candidates as generators, for
+    :func:`memcgctl.render.jsonstream.emit_json_stream` (a report of 100,000 tasks)."""
     victim: dict[str, Any] | None = None
     if d.victim is not None:
         victim = process_json(d.victim, snap)
@@ -101,14 +106,16 @@ def decision_json(d: Decision, snap: Snapshot, top: int | None = None) -> dict[s
             victim["points"] = d.points
     group = snap.cgroups.get(d.kill_group) if d.kill_group is not None else None
     candidates = d.candidates if top is None else d.candidates[:top]
+    walk = (level_json(lv, snap, lazy) for lv in d.walk)
+    ranked = (scored_json(s, snap) for s in candidates)
     doc: dict[str, Any] = {
         "oom_root": d.oom_root,
         "policy": d.policy,
         "victim": victim,
         "kill_group": group.to_json() if group is not None else None,
         "group_pids": list(d.group_pids),
-        "walk": [level_json(lv, snap) for lv in d.walk],
-        "candidates": [scored_json(s, snap) for s in candidates],
+        "walk": walk if lazy else list(walk),
+        "candidates": ranked if lazy else list(ranked),
         "totalpages": d.totalpages,
         "reasons": reason_lines(d.reasons),
         "caveats": caveat_lines(d.caveats),
@@ -321,11 +328,12 @@ def report_json(r: OomReport) -> dict[str, Any]:
     }
 
 
-def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
+def kill_explanation_json(x: KillExplanation, lazy: bool = False) -> dict[str, Any]:
     """``explain-kill --json``: the report, the rebuilt kernel ranking (the
     ``predict-victim --policy kernel`` shape), the verdict and the priority policy's
-    choice (the ``predict-victim`` shape), or null without a task table."""
-    kernel = decision_json(x.decision, x.snapshot)
+    choice (the ``predict-victim`` shape), or null without a task table.  ``lazy``: the
+    arrays of candidates as generators (:func:`decision_json`)."""
+    kernel = decision_json(x.decision, x.snapshot, lazy=lazy)
     kernel["group_pids"] = list(x.killed)
     return {
         "report": report_json(x.report),
@@ -346,7 +354,9 @@ def kill_explanation_json(x: KillExplanation) -> dict[str, Any]:
         "victim_is_top": x.victim_is_top,
         "why": note_lines(x.why),
         "score_check": x.score_check,
-        "priority": decision_json(x.priority, x.snapshot) if x.priority is not None else None,
+        "priority": (
+            decision_json(x.priority, x.snapshot, lazy=lazy) if x.priority is not None else None
+        ),
         "priority_notes": note_lines(x.priority_notes),
     }
 

@@ -123,8 +123,9 @@ def reason_text(r: Reason) -> str:
     if isinstance(r, LevelChoice):
         name = r.path if r.pid is None else process_name(r.pid, r.comm or "")
         tie = r.win.tie
+        looked = f" ({r.unchecked} ranked after it, not looked into)" if r.unchecked else ""
         return (
-            f"{r.cgroup}: {r.eligible} killable of {r.candidates} candidates; "
+            f"{r.cgroup}: {r.eligible} killable of {r.candidates} candidates{looked}; "
             f"{r.kind} {name} has the {win_text(r.win)}" + (f" ({TIE_TEXT[tie]})" if tie else "")
         )
     if isinstance(r, GroupKill):

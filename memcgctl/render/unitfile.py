@@ -78,7 +78,8 @@ def daemon_unit(
             release_root = ["--root", args[i + 1]]
         elif a.startswith("--root="):
             release_root = [a]
-    start = command_line([*command, "daemon", "--no-guardian", *args])
+    guardian = "--guardian=systemd" if notify else "--guardian=none"
+    start = command_line([*command, "daemon", guardian, *args])
     stop_post = command_line([*command, "daemon", "--release", *release_root])
     lines = [
         f"# Written by `memcgctl install-unit`{f' (memcgctl {version})' if version else ''}.",
@@ -108,7 +109,7 @@ def daemon_unit(
         "# After every stop, a crash or SIGKILL included: restore every knob the dead",
         "# daemon changed (oom_kill_disable, the v2 memory.high valve, cgroup.freeze; each",
         "# marked trusted.memcgctl.daemon with its previous value). No guardian process is",
-        "# needed under systemd (--no-guardian).",
+        "# needed under systemd (--guardian=systemd: this and the watchdog do its job).",
         f"ExecStopPost={stop_post}",
         "Restart=always",
         "RestartSec=1s",

@@ -18,17 +18,33 @@ path; the exclusive holder writes its instance id into its file so a refusal nam
 from __future__ import annotations
 
 import fcntl
-import hashlib
+import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from memcgctl.state.statedir import _lock_fd, check_state_dir, lock_holder
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import from_oserror
 
 
+def _sha256() -> Callable[[bytes], Any]:
+    """SHA-256 without OpenSSL: ``import hashlib`` loads libcrypto (~3.4 MiB resident,
+    which the daemon's mlockall then keeps) to name a few files; the interpreter's own
+    module computes the same digest (``_sha2`` since Python 3.12, ``_sha256`` before)."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            return importlib.import_module(name).sha256  # type: ignore[no-any-return]
+        except (ImportError, AttributeError):
+            continue
+    import hashlib  # a Python built without its own SHA-2
+
+    return hashlib.sha256
+
+
 def lock_path(state_dir: Path, cg: CgroupPath) -> Path:
-    digest = hashlib.sha256(str(cg).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    digest = _sha256()(str(cg).encode("utf-8", "surrogateescape")).hexdigest()[:20]
     return state_dir / f"daemon-{digest}.lock"
 
 

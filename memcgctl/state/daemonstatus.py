@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from memcgctl.state.statedir import Corrupt, loads_bounded, read_bounded
+from memcgctl.state.statedir import Corrupt, loads_bounded, read_bounded, write_atomic
 
 PREFIX = "daemon-"
 SUFFIX = ".json"
@@ -30,20 +30,9 @@ def status_path(state_dir: Path, pid: int) -> Path:
 def write_status(state_dir: Path, pid: int, doc: dict[str, Any]) -> None:
     """Replace the status file of daemon ``pid`` (raises OSError)."""
     import json
-    import tempfile
 
-    path = status_path(state_dir, pid)
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            os.write(fd, json.dumps(doc, indent=1, sort_keys=False).encode() + b"\n")
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    data = json.dumps(doc, indent=1, sort_keys=False).encode() + b"\n"
+    write_atomic(status_path(state_dir, pid), data, sync=False)
 
 
 def remove_status(state_dir: Path, pid: int) -> None:

@@ -26,9 +26,9 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memcgctl.state.journallines import MAX_FILE_BYTES, scan_lines
+from memcgctl.state.journallines import MAX_FILE_BYTES, iter_file, scan_lines
 from memcgctl.state.retention import OwnerOf, fair_share, per_cgroup
 from memcgctl.state.statedir import (
     LOCK_TIMEOUT_S,
@@ -44,7 +44,9 @@ from memcgctl.state.statedir import (
     write_atomic,
 )
 from memcgctl.vocab.errors import MemcgctlError, from_oserror
-from memcgctl.vocab.records import Event
+
+if TYPE_CHECKING:
+    from memcgctl.vocab.records import Event
 
 DEFAULT_MAX_BYTES = 4 << 20
 MAX_BYTES_ENV = "MEMCGCTL_JOURNAL_MAX_BYTES"
@@ -142,6 +144,27 @@ class Journal:
             if bad:
                 self._repair(path, bad, len(good))
         return iter(out)
+
+    def iter_read(self) -> Iterator[Event]:
+        """:meth:`read`, one record at a time (memory: one chunk of a file and one
+        record, for ``events`` over a journal of any size): the same records, warnings
+        and repairs, each file repaired once it has been read through."""
+        if not check_state_dir(self.state_dir):
+            return
+        for path in (self.older, self.rotated, self.path):
+            good = bad = 0
+            try:
+                for rec in iter_file(path):
+                    if rec is None:
+                        bad += 1
+                    else:
+                        good += 1
+                        yield rec
+            except Corrupt as exc:
+                self._set_aside_whole(path, exc.reason)
+                continue
+            if bad:
+                self._repair(path, bad, good)
 
     def _set_aside_whole(self, path: Path, reason: str) -> None:
         where = "ignored (could not move it aside now)"

@@ -10,15 +10,18 @@ ones every reader of the journal applies.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memcgctl.state.statedir import Corrupt, loads_bounded
-from memcgctl.vocab.records import Event, parse_record
 
 if TYPE_CHECKING:
     from memcgctl.state.journal import Journal
+    from memcgctl.vocab.records import Event
 
 # A journal is rotated at max_bytes; a file far larger than that is not one of ours.
 MAX_FILE_BYTES = 64 << 20
@@ -28,6 +31,9 @@ MAX_LINE_BYTES = 64 << 10
 def scan_lines(data: bytes, torn_ok: bool) -> tuple[list[Event], list[bytes], int]:
     """(good records, their lines, number of bad lines).  With ``torn_ok`` a last line
     without its newline is skipped silently (a writer may be in the middle of it)."""
+    # the record types only when the journal is parsed: ``counters`` usually is not
+    from memcgctl.vocab.records import parse_record
+
     good: list[Event] = []
     lines: list[bytes] = []
     bad = 0
@@ -53,6 +59,58 @@ def scan_lines(data: bytes, torn_ok: bool) -> tuple[list[Event], list[bytes], in
         else:
             bad += 1
     return good, lines, bad
+
+
+def iter_file(path: Path, chunk: int = 1 << 20) -> Iterator[Event | None]:
+    """The records of one journal file as :func:`scan_lines` finds them (``torn_ok``),
+    one at a time, None for each bad line, reading ``chunk`` bytes at a time: memory
+    is one chunk and one record, not the file.  Nothing for a missing file or one that
+    cannot be read; :class:`Corrupt` for one that is no journal file (as
+    :func:`~memcgctl.state.statedir.read_bounded`: a symlink, not regular, too big)."""
+    from memcgctl.vocab.records import parse_record
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Corrupt("a symbolic link (not followed)") from exc
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Corrupt("not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise Corrupt(f"larger than {MAX_FILE_BYTES} bytes")
+        carry = b""
+        total = 0
+        while True:
+            try:
+                data = os.read(fd, chunk)
+            except OSError:
+                return
+            if not data:
+                return  # what is left in carry has no newline: torn, skipped
+            total += len(data)
+            if total > MAX_FILE_BYTES:
+                raise Corrupt(f"larger than {MAX_FILE_BYTES} bytes")
+            lines = (carry + data).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                if not line.strip():
+                    continue
+                if len(line) > MAX_LINE_BYTES:
+                    yield None
+                    continue
+                try:
+                    yield parse_record(loads_bounded(line))
+                except Corrupt:
+                    yield None
+            if len(carry) > MAX_LINE_BYTES + 1:
+                carry = carry[: MAX_LINE_BYTES + 1]  # too long already: bad, not kept whole
+    finally:
+        os.close(fd)
 
 
 class JournalTail:

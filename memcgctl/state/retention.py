@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 from memcgctl.vocab.cgpath import CgroupPath
-from memcgctl.vocab.records import Event
+
+if TYPE_CHECKING:
+    from memcgctl.vocab.records import Event
 
 OwnerOf = Callable[[str], Hashable]
 

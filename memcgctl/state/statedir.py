@@ -11,7 +11,7 @@ kernel-log cursor share, hardened against other users and against corrupt files.
   way).  Otherwise another user could swap a component and send us elsewhere.
 * Files: opened with ``O_NOFOLLOW`` (a symlink is never followed) and checked to be
   regular files; created ``0600`` whatever the umask; replaced atomically through
-  ``tempfile.mkstemp`` in the same directory (no predictable temporary names).
+  ``mkstemp`` file in the same directory (no predictable temporary names).
 * Locks: an flock on a ``0600`` file of the invoker's — a lock file that others could
   open (``0644`` from older versions, another owner) is replaced first — taken with a
   timeout, never an unbounded wait (:class:`~memcgctl.vocab.errors.LockTimeout`).
@@ -23,7 +23,6 @@ kernel-log cursor share, hardened against other users and against corrupt files.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import stat
@@ -290,16 +289,30 @@ def set_aside(path: Path, original: bytes | None = None) -> Path:
     return target
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a ``mkstemp`` file (``0600``, ``O_EXCL``, a
-    random name) in the same directory, fsynced, renamed over it.  Raises OSError."""
-    import tempfile  # lazily: only writers pay for it (start-up time)
+def mkstemp(path: Path) -> tuple[int, str]:
+    """A new file beside ``path`` to be renamed over it: what ``tempfile.mkstemp``
+    does (``0600``, ``O_EXCL``, ``O_NOFOLLOW``, a random name, tried again on a
+    clash), without importing tempfile, which loads shutil, bz2, lzma and random: the
+    daemon writes through here and keeps what it imported resident."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, FILE_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(path.parent))
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+def write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
+    """Replace ``path`` with ``data``: a new file (:func:`mkstemp`) in the same
+    directory, fsynced (unless ``sync`` is False), renamed over it.  Raises OSError."""
+    fd, tmp = mkstemp(path)
     try:
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -372,6 +385,8 @@ def lock_holder(path: Path) -> int | None:
 
 
 def _flock_until(fd: int, deadline: float) -> bool:
+    import fcntl  # only when a lock is taken: a one-shot read starts without it
+
     delay = 0.001
     while True:
         try:

@@ -257,7 +257,7 @@ def rebuild(
 
 def subtree(doc: Totals, cg: CgroupPath) -> dict[str, int]:
     """Kills by cause of tasks in ``cg``'s subtree."""
-    from memcgctl.logic.events import in_subtree
+    from memcgctl.vocab.cgpath import in_subtree
 
     out = dict.fromkeys(CAUSES, 0)
     if cg == "/":

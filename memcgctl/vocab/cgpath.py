@@ -128,3 +128,8 @@ ROOT: Final = _trusted("/")
 HOST: Final = str.__new__(HostScope, "/")
 # what the daemon watches: a memcg, or the host
 Scope = CgroupPath | HostScope
+
+
+def in_subtree(cgroup: str | None, root: CgroupPath) -> bool:
+    """``cgroup`` (a record's field: any text, or None) is ``root`` or below it."""
+    return root.is_root or (cgroup is not None and root.contains(cgroup))

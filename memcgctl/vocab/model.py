@@ -5,7 +5,7 @@ Policy, rendering, events and the daemon only ever see these objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -140,6 +140,34 @@ class Snapshot:
     swap_total_kb: int = 0
     page_size: int = 4096
     kernel_release: str = ""
+    # A cgroup's badness and its source without reading the rest of it (a lazy
+    # snapshot: one getxattr or two); None where the cgroup is gone.  The priority walk
+    # ranks a level's children by it and reads in full only those it compares.  Absent
+    # (None): the badness comes from ``cgroups``.
+    badness_probe: Callable[[CgroupPath], tuple[int, str] | None] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    # The same for its usage (one file read): the walk ranks the children of the
+    # lowest badness by it and reads in full only those it looks into.
+    usage_probe: Callable[[CgroupPath], int | None] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    def badness_of(self, path: CgroupPath) -> tuple[int, str] | None:
+        """(badness, source) of cgroup ``path``; None if it is not in the snapshot."""
+        if self.badness_probe is not None:
+            return self.badness_probe(path)
+        cg = self.cgroups.get(path)
+        return (cg.badness, cg.badness_source) if cg is not None else None
+
+    def usage_of(self, path: CgroupPath) -> int | None:
+        """Cgroup ``path``'s usage in bytes (0 where unknown); None if it is not in the
+        snapshot."""
+        if self.usage_probe is not None:
+            return self.usage_probe(path)
+        cg = self.cgroups.get(path)
+        return (cg.usage_bytes or 0) if cg is not None else None
 
     def walk(self, path: CgroupPath | None = None) -> Iterator[CgroupInfo]:
         """Pre-order, children sorted by name (the order the snapshot was read in)."""

@@ -110,7 +110,9 @@ class NoKillableAt:
 @dataclass(frozen=True)
 class LevelChoice:
     """Priority walk: at ``cgroup``, ``eligible`` of ``candidates`` could die and the
-    chosen one (a cgroup ``path``, or a process ``pid`` and ``comm``) won."""
+    chosen one (a cgroup ``path``, or a process ``pid`` and ``comm``) won.
+    ``unchecked``: candidates with a higher badness than the chosen one that a brief
+    walk (the daemon's) ranked by their badness alone, without looking inside."""
 
     cgroup: CgroupPath
     eligible: int
@@ -120,6 +122,7 @@ class LevelChoice:
     pid: int | None  # or the chosen process
     comm: str | None
     win: Win
+    unchecked: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,16 @@ after the kernel's ring buffer has rotated.  Used by ``events`` and ``counters``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from memcgctl.env import Env
 from memcgctl.render.diag import diagnostic
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, UsageProblem
-from memcgctl.vocab.records import Event, KernelEvent
+
+if TYPE_CHECKING:
+    from memcgctl.vocab.records import Event, KernelEvent
 
 
 class KillRecorder:
@@ -58,28 +60,24 @@ def open_kmsg(env: Env, quiet: bool = False) -> Any:
 
 
 def kernel_history(
-    env: Env, recorder: KillRecorder, root: CgroupPath = ROOT, after_seq: int | None = None
+    env: Env,
+    recorder: KillRecorder,
+    root: CgroupPath = ROOT,
+    after_seq: int | None = None,
+    follower_needed: bool = True,
 ) -> tuple[Any, Any, list[KernelEvent]]:
     """Open the kernel log, parse the ring's history (only records after ``after_seq``
     when given), journal its kills.
 
-    Returns (reader, follower, events)."""
-    from memcgctl.watch.follower import Follower
+    Returns (reader, follower, events); without ``follower_needed`` the follower (and
+    the kernel-log parser it imports) is made only if there are records to parse, else
+    None: ``counters`` with nothing new in the ring starts without them."""
 
     def journal_kill(ev: Event) -> None:
         recorder.record([ev])
 
     reader = open_kmsg(env)
-    follower = Follower(
-        env.fs,
-        root,
-        reader,
-        env.proc.boot_time(),
-        env.proc.boot_id(),
-        emit=lambda ev: None,
-        on_kernel_kill=journal_kill,
-    )
-    events: list[KernelEvent] = []
+    raws: list[bytes] = []
     if reader is not None:
         raws = reader.read_available()
         if after_seq is not None and raws:
@@ -96,6 +94,59 @@ def kernel_history(
             else:
                 # the ring is in sequence order: find the first record after the cursor
                 raws = raws[bisect_right(raws, after_seq, key=record_seq) :]
+    if not follower_needed and not raws:
+        return reader, None, []
+    from memcgctl.watch.follower import Follower
+
+    follower = Follower(
+        env.fs,
+        root,
+        reader,
+        env.proc.boot_time(),
+        env.proc.boot_id(),
+        emit=lambda ev: None,
+        on_kernel_kill=journal_kill,
+    )
+    events: list[KernelEvent] = []
+    if reader is not None:
         events = follower.feed_kmsg(raws, live=False)
         recorder.record(events)
     return reader, follower, events
+
+
+def history_in_order(
+    kernel: Sequence[Event],
+    invoked: dict[str, str],
+    journal: Iterable[Event],
+    root: CgroupPath = ROOT,
+    since_iso: str | None = None,
+    run: int | None = None,
+) -> Iterator[Event]:
+    """The history of ``root`` (``events`` without ``--follow``): the kernel log's
+    events and the journal's records merged (:func:`memcgctl.logic.events.merge_history`,
+    with the ``under_oom`` of each OOM episode, :func:`~memcgctl.logic.events.oom_starts`)
+    in time order, in bounded memory: the journal is read once, record by record, and
+    its own records sorted by :func:`memcgctl.state.spill.sorted_bounded` (``run``
+    records at a time; the journal is not in time order: kernel kills are journaled
+    when first seen, with the kernel's older time); the kernel log's events, which the
+    ring bounds, are merged in."""
+    import heapq
+
+    from memcgctl.logic.events import HistoryMerge, event_time, matches
+    from memcgctl.state.spill import RUN, sorted_bounded
+
+    merge = HistoryMerge(list(kernel), invoked)
+    own = (
+        part
+        for part in map(merge.journal_record, journal)
+        if part is not None and matches(part[1], root, since_iso)
+    )
+
+    def key(part: tuple[int, Event]) -> tuple[str, int]:
+        return event_time(part[1]), part[0]
+
+    journal_side = sorted_bounded(own, key, run or RUN)  # reads the whole journal
+    kernel_side = ((1, ev) for ev in merge.kernel_side() if matches(ev, root, since_iso))
+    # on a tie: the journal's own records, the kernel log's, then old kernel kills
+    for _, ev in heapq.merge(journal_side, kernel_side, key=key):
+        yield ev

@@ -22,8 +22,6 @@ from memcgctl.logic.counters import (
     pick_kernel_counters,
     subtree_sums,
 )
-from memcgctl.logic.events import merge_history
-from memcgctl.logic.kmsgparse import usec_to_iso
 from memcgctl.state import totals as tot
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, Vanished
@@ -37,7 +35,6 @@ def counters_document(env: Env, cgs: list[CgroupPath], walked: bool = False) -> 
     journal = recorder.journal
     boot_id = env.proc.boot_id()
     boot_time = env.proc.boot_time()
-    boot_iso = usec_to_iso(0, boot_time)
     journal.boot_id = boot_id
     # the running totals (memcgctl.state.totals): a new epoch at a new boot
     totals: dict[str, Any] | None = None
@@ -57,7 +54,7 @@ def counters_document(env: Env, cgs: list[CgroupPath], walked: bool = False) -> 
         journal.discard_cursor(f"seq {cursor} names no journaled kill")
         cursor = None
     reader, _, kernel = kernel_history(
-        env, recorder, after_seq=cursor if totals is not None else None
+        env, recorder, after_seq=cursor if totals is not None else None, follower_needed=False
     )
     if reader is not None:
         reader.close()
@@ -79,6 +76,10 @@ def counters_document(env: Env, cgs: list[CgroupPath], walked: bool = False) -> 
         causes = by_cause_many(cgs, totals["kills"], totals["unattributed_by_cause"])
     else:
         # the state directory cannot be written: recount what the log and journal hold
+        from memcgctl.logic.events import merge_history
+        from memcgctl.logic.kmsgparse import usec_to_iso
+
+        boot_iso = usec_to_iso(0, boot_time)
         kills = [
             ev
             for ev in merge_history(kernel, journal.read())

@@ -208,9 +208,16 @@ def managed_slice(daemon: str) -> Iterator[Path]:
 # ---------------------------------------------------------------- the unit
 
 
+def _ppid(proc_dir: Path) -> int:
+    try:
+        return int((proc_dir / "stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def test_the_installed_unit_is_started_by_systemd(daemon: str) -> None:
     text = Path(f"/etc/systemd/system/{daemon}").read_text()
-    assert f"ExecStart={sys.executable} -m memcgctl daemon --no-guardian" in text
+    assert f"ExecStart={sys.executable} -m memcgctl daemon --guardian=systemd" in text
     props = show(daemon, "Type", "NotifyAccess", "WatchdogUSec", "UnitFileState", "ExecStopPost")
     assert props["UnitFileState"] == "enabled"
     assert "--release" in props["ExecStopPost"]
@@ -219,7 +226,14 @@ def test_the_installed_unit_is_started_by_systemd(daemon: str) -> None:
     assert props["WatchdogUSec"] != "0"
     pid = main_pid(daemon)
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert b"daemon" in cmdline and b"--no-guardian" in cmdline
+    assert b"daemon" in cmdline and b"--guardian=systemd" in cmdline
+    # systemd's watchdog was really set up, so the daemon started no guardian process
+    children = [
+        d.name
+        for d in Path("/proc").iterdir()
+        if d.name.isdigit() and _ppid(d) == pid and b"guard" in (d / "cmdline").read_bytes()
+    ]
+    assert children == []
     # it is the daemon that started, and said so in the journal
     wait_for(
         "daemon_started in the journal",
