@@ -55,6 +55,7 @@ IMPORTANT_MIB = 350
 ROOM_MIB = 200  # above the 10 % line once important and the ballast are in
 BALLAST = Path("/run/peer-bench-ballast/file")  # on a tmpfs of its own, mounted in the guest
 TICK = os.sysconf("SC_CLK_TCK")
+SETTLE_S = 10.0  # after a handler is ready, before idle sampling (guardian start-up)
 
 
 def meminfo() -> dict[str, int]:
@@ -139,17 +140,20 @@ def reap(pid: int) -> int | None:
 class Handler:
     """A handler process, its output followed by a thread."""
 
-    def __init__(self, name: str, argv: list[str], ready: str) -> None:
+    def __init__(self, name: str, argv: list[str], ready: str, cwd: Path = ROOT) -> None:
         self.name = name
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # nohang's start line
+        if cwd != ROOT:  # another checkout's memcgctl (--checkout)
+            env["PYTHONPATH"] = str(cwd)
         self.proc = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # nohang's start line
+            env=env,
         )
         self.lines: list[str] = []
         self.arrived: list[float] = []  # monotonic time each line arrived
@@ -250,14 +254,19 @@ class Peer:
     rss: tuple[float, float] = (0.0, 0.0)
 
 
-def peers(tmp: Path) -> list[Peer]:
-    def memcgctl() -> Handler:
-        argv = [sys.executable, "-m", "memcgctl", "--state-dir", str(tmp / "state"), "daemon"]
-        argv += ["--root", "/", "--host-delay", "0", "--host-short", "10%"]
-        argv += ["--host-critical", "5%"]
-        return Handler("memcgctl", argv, "daemon_took_over")
+def peers(tmp: Path, checkouts: list[Path] | None = None) -> list[Peer]:
+    def memcgctl(cwd: Path = ROOT) -> Callable[[], Handler]:
+        def start() -> Handler:
+            argv = [sys.executable, "-m", "memcgctl", "--state-dir", str(tmp / "state")]
+            argv += ["daemon", "--root", "/", "--host-delay", "0", "--host-short", "10%"]
+            argv += ["--host-critical", "5%"]
+            return Handler("memcgctl", argv, "daemon_took_over", cwd=cwd)
 
-    out = [Peer("memcgctl", memcgctl)]
+        return start
+
+    out = [Peer("memcgctl", memcgctl())]
+    for co in checkouts or []:  # older (or other) versions side by side
+        out.append(Peer(f"memcgctl@{co.name}", memcgctl(co.resolve())))
     earlyoom = shutil.which("earlyoom")
     if earlyoom is not None:
         argv = [earlyoom, "-m", "10,5", "-r", "0", "--prefer", "^batch$", "--avoid", "^important$"]
@@ -363,7 +372,7 @@ def idle_cpu(peer: Peer, seconds: float, used_share: float | None) -> tuple[floa
     h = peer.start()
     try:
         h.ready()
-        time.sleep(2)
+        time.sleep(SETTLE_S)  # memcgctl's guardian starts the full CLI: not idle yet
         pids = h.pids()
         t0, c0, w0 = time.monotonic(), cpu_ticks(pids), wakeups(pids)
         time.sleep(seconds)
@@ -393,7 +402,7 @@ def in_guest(args: argparse.Namespace) -> int:
         cg = tc.make(name, limit=None)
         os.setxattr(tc.path(cg), "trusted.memcgctl.badness", badness)
         cgs[name] = tc.path(cg)
-    ps = peers(tmp)
+    ps = peers(tmp, args.checkout)
     base_avail = meminfo()["MemAvailable"]
     try:
         for p in ps if not args.no_idle else []:
@@ -480,6 +489,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="episodes per handler and rate")
     ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU sampling")
     ap.add_argument("--no-idle", action="store_true", help="episodes only")
+    ap.add_argument(
+        "--checkout",
+        action="append",
+        type=Path,
+        default=[],
+        help="also run the memcgctl of this checkout (e.g. a `git archive` of main)",
+    )
     args = ap.parse_args()
     if os.environ.get("MEMCGCTL_IN_VM"):
         return in_guest(args)

@@ -282,6 +282,63 @@ def test_a_file_that_always_polls_readable(tmp_path: Path, mask: int, spins: boo
     assert core.notified == []
 
 
+class FakeTree:
+    """A tree watch whose fd is a pipe: each byte written is one change."""
+
+    def __init__(self, fd: int, wanted: bool = True) -> None:
+        self.fd = fd
+        self.wanted = wanted
+        self.pumps = 0
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def pump(self) -> bool:
+        self.pumps += 1
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.fd, 1)  # one batch at a time, as the real one reads
+        return self.wanted
+
+    def wants_rescan(self) -> bool:
+        return False
+
+
+def test_a_tree_change_rescans_at_once_and_a_churn_is_coalesced(
+    pipe: tuple[int, int],
+) -> None:
+    r, w = pipe
+    _calls, core, ports = make()
+    tree = FakeTree(r)
+    loop = Loop(core, ports, rescan_interval=60, tree=tree)
+    os.write(w, b"x")
+    run_for(loop, 5, until=lambda: bool(core.rescans))
+    assert len(core.rescans) == 1 and tree.pumps == 1  # long before the 60 s interval
+
+    _calls, core, ports = make()
+    tree = FakeTree(r)
+    os.write(w, b"x" * 200)  # a churn: 200 batches queued at once
+    ticks = iter(range(10**9))  # a clock that moves 1 ms each time it is read
+
+    def clock() -> float:
+        return next(ticks) / 1000
+
+    loop = Loop(core, ports, rescan_interval=60, tree=tree, clock=clock)
+    run_for(loop, 5, until=lambda: tree.pumps >= 200 and bool(core.rescans))
+    assert tree.pumps == 200
+    # coalesced: at most one rescan per TREE_SETTLE_S (50 reads of this clock)
+    assert 1 <= len(core.rescans) <= 200 * 8 // 50, len(core.rescans)
+
+
+def test_a_tree_event_that_changes_nothing_does_not_rescan(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    _calls, core, ports = make()
+    tree = FakeTree(r, wanted=False)
+    os.write(w, b"xyz")
+    run_for(Loop(core, ports, rescan_interval=60, tree=tree), 5, until=lambda: tree.pumps >= 3)
+    run_for(Loop(core, ports, rescan_interval=60, tree=tree), WINDOW)
+    assert tree.pumps == 3 and core.rescans == []
+
+
 def test_a_notification_during_a_long_rescan_is_handled_within_the_walk(
     pipe: tuple[int, int],
 ) -> None:

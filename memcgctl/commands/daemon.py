@@ -100,7 +100,8 @@ from memcgctl.vocab.errors import UsageProblem
     type=Seconds(unit=True),
     default="2s",
     show_default=True,
-    help="How often to look for new delays (at least 100ms).",
+    help="How often to look at the managed memcgs and the rules between events (at "
+    "least 100ms); new cgroups, delays and limit writes are noticed at once (inotify).",
 )
 @click.option(
     "--release",

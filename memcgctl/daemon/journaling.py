@@ -45,6 +45,7 @@ _PRIORITY = {
     "daemon_error": Priority.ERR,
     "valve_frozen": Priority.WARNING,
     "kernel_kill": Priority.WARNING,
+    "tree_watch_off": Priority.WARNING,  # daemon/treewatch.py: a walk per rescan again
 }
 # ``where`` of the daemon_error records of :class:`Troubles`: errors the daemon carries
 # on after (a warning), not the unexpected ones the core reports (an error)

@@ -72,6 +72,21 @@ class LoopPorts(Protocol):
         """Close every fd (on the way out)."""
 
 
+class TreeEvents(Protocol):
+    """The tree watch (:class:`~memcgctl.daemon.treewatch.TreeWatch`): an fd that says
+    the cgroup tree or a managed memcg's limits changed, so the loop rescans now."""
+
+    def fileno(self) -> int:
+        """-1: none; otherwise the same fd for the loop's whole run."""
+
+    def pump(self) -> bool:
+        """Read what woke the loop; True: rescan."""
+
+    def wants_rescan(self) -> bool:
+        """After a rescan: True to rescan again soon (a cgroup was re-created)."""
+
+
+TREE_SETTLE_S = 0.05  # event-driven rescans at most this often (a churn is coalesced)
 FAULT_PAUSE_S = 0.1  # after an unexpected error in the loop itself: no busy spin
 
 
@@ -84,8 +99,13 @@ class Loop:
         clock: Callable[[], float] = time.monotonic,
         max_sleep: float | None = None,
         before_rescan: Callable[[bool], object] | None = None,
+        tree: TreeEvents | None = None,
     ) -> None:
         self.core = core
+        self.tree = tree  # inotify on the tree: rescans when it changed (daemon/treewatch.py)
+        self._tree_fd = tree.fileno() if tree is not None else -1
+        self._last_rescan = float("-inf")
+        self._again = False
         # called before each rescan; True after a SIGHUP (the rules: daemon/rulesync.py)
         self.before_rescan = before_rescan
         self.hup = False
@@ -120,14 +140,21 @@ class Loop:
         if self.before_rescan is not None:
             hup, self.hup = self.hup, False
             self.before_rescan(hup)
+        self._last_rescan = now
         self.core.rescan(now, starting=starting)
+        self._again = self.tree is not None and self.tree.wants_rescan()
+
+    def _rescan_due(self, now: float) -> None:
+        """The next periodic rescan; soon when the last one asked for another."""
+        self._next_rescan = now + (TREE_SETTLE_S if self._again else self.rescan_interval)
+        self._again = False
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         self.ports.open_kernel_log()
         now = self.clock()
         self._guard("rescan", lambda: self._rescan(now, starting=True))
         self._guard("release_orphans", self.ports.release_orphans)
-        self._next_rescan = now + self.rescan_interval
+        self._rescan_due(now)
         self._fds = None
         self._poller = select.poll()
         try:
@@ -186,6 +213,8 @@ class Loop:
         if fds is not self._fds:
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
+            if self._tree_fd >= 0:
+                poller.register(self._tree_fd, select.POLLIN)
             for fd in fds:
                 poller.register(fd, self.ports.poll_events(fd))
             self._poller, self._fds = poller, fds
@@ -198,7 +227,7 @@ class Loop:
         if now >= self._next_rescan or self.hup:
             self._rescan(now)
             now = self.clock()
-            self._next_rescan = now + self.rescan_interval
+            self._rescan_due(now)
         wake = self._next_rescan if deadline is None else min(deadline, self._next_rescan)
         if self.max_sleep is not None:
             wake = min(wake, now + self.max_sleep)
@@ -209,6 +238,9 @@ class Loop:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 64)
                 continue
+            if fd == self._tree_fd:
+                self._tree_changed()
+                continue
             cg = fds.get(fd)
             if cg is None:
                 continue
@@ -216,6 +248,19 @@ class Loop:
                 self._dispatch(fd, cg, mask)
             except Exception as exc:  # one cgroup's trouble: the others still run
                 self.core.fault("notification", None if isinstance(cg, Feed) else cg, exc)
+
+    def _tree_changed(self) -> None:
+        """The tree or a managed limit changed: rescan now, or as soon as the last
+        event-driven rescan is TREE_SETTLE_S old (the next turn of the loop does it)."""
+        assert self.tree is not None
+        try:
+            wanted = self.tree.pump()
+        except Exception as exc:
+            self.core.fault("tree", None, exc)
+            return
+        if wanted:
+            soon = max(self.clock(), self._last_rescan + TREE_SETTLE_S)
+            self._next_rescan = min(self._next_rescan, soon)
 
     def _dispatch(self, fd: int, cg: Scope | Feed, mask: int) -> None:
         if cg is KERNEL_LOG:
@@ -228,3 +273,6 @@ class Loop:
             self.core.notify(cg, self.clock())
         elif what is Wake.GONE:
             self._rescan(self.clock())
+            if self._again:
+                self._next_rescan = min(self._next_rescan, self.clock() + TREE_SETTLE_S)
+                self._again = False

@@ -75,6 +75,7 @@ def run(env: Env, config: DaemonConfig) -> None:
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
     from memcgctl.daemon.rulesync import RulesSync
     from memcgctl.daemon.status import StatusCore
+    from memcgctl.daemon.treewatch import TreeWatch
     from memcgctl.daemon.watchdog import Liveness
     from memcgctl.logic.priority import select_priority_brief
     from memcgctl.snapshot import kernel_params  # every decision's snapshot: load it now
@@ -186,12 +187,23 @@ def run(env: Env, config: DaemonConfig) -> None:
         dry_run=dry_run,
     )
     liveness = Liveness(core, time.monotonic, notifier, heartbeat)
+    # inotify on the tree: a rescan reads only what changed (daemon/treewatch.py)
+    tree = TreeWatch(
+        env.fs, root, lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields))
+    )
+    ports.tree = rules.tree = tree
+
+    def before_rescan(hup: bool) -> None:
+        tree.refresh(ports.pulse)  # first: the rules and the managed set read its pass
+        rules.check(hup)
+
     loop = Loop(
         status,
         ports,
         rescan_interval=config.rescan,
         max_sleep=liveness.max_sleep(),
-        before_rescan=rules.check,
+        before_rescan=before_rescan,
+        tree=tree,
     )
 
     def pulse() -> None:  # a long rescan walk: alive, and no OOM waits for it
@@ -209,6 +221,7 @@ def run(env: Env, config: DaemonConfig) -> None:
         loop.run(until=liveness)
     finally:
         liveness.close()
+        tree.close()
         try:
             owner.unclaim(env.fs, root, instance)
             summary: dict[str, object] = {"kernel_kills": core.kernel_kills}

@@ -23,6 +23,7 @@ from memcgctl.daemon.journaling import Kills, Recorder, Troubles
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
 from memcgctl.daemon.protocol import Feed, Managed, Mode, Reading, Wake
+from memcgctl.daemon.treewatch import TreeWatch
 from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
@@ -106,6 +107,8 @@ class RealPorts:
         self._has_swap = True  # until managed() has looked
         # called now and then during a rescan's walk of a big tree (daemon/watchdog.py)
         self.pulse: Callable[[], None] = lambda: None
+        # inotify on the tree and the managed limits; None: a walk per rescan
+        self.tree: TreeWatch | None = None
         self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
 
     @property
@@ -145,7 +148,9 @@ class RealPorts:
         # not per valve check (most hosts have none, and then nothing more is read)
         self._has_swap = self.proc.meminfo_kb().get("SwapTotal", 0) > 0
         out: dict[Scope, int] = {}
-        for n, cg in enumerate(self.fs.walk(self.root)):
+        if self.tree is not None:  # what changed since the last rescan (daemon/treewatch.py)
+            out.update(self.tree.managed(self._delay_of, self.pulse))
+        for n, cg in enumerate(self.fs.walk(self.root) if self.tree is None else ()):
             if n % PULSE_EVERY == PULSE_EVERY - 1:
                 self.pulse()  # a long walk is work, not a hang (the guardian, WatchdogSec=)
             if cg.is_root:
@@ -166,17 +171,34 @@ class RealPorts:
             self.knobs.omit_from_oomd(v.domain)
         return out
 
+    def _delay_of(self, cg: CgroupPath) -> int | None:
+        from memcgctl.state.store import OOM_DELAY, read_setting
+
+        try:
+            delay = read_setting(self.fs, cg, OOM_DELAY).value
+        except Vanished:
+            return None
+        except (OSError, MemcgctlError) as exc:  # unreadable: not managed, said once
+            self.troubles.failed("setting", cg, exc)
+            return None
+        self.troubles.ok("setting", cg)
+        return delay
+
     def take_over(self, cg: Scope) -> Managed | None:
         try:
             if isinstance(cg, HostScope):
                 return self._take_host()
             if self.fs.version == 2:
-                return self._take_valve(cg)
-            if not self.dry_run:
-                self.knobs.pause(cg)
-            self.watches.add(cg, [OomControlWatch(self.fs, cg)])
-            self._noted.discard(cg)
-            return Managed(Mode.OOM, cg)
+                m = self._take_valve(cg)
+            else:
+                if not self.dry_run:
+                    self.knobs.pause(cg)
+                self.watches.add(cg, [OomControlWatch(self.fs, cg)])
+                self._noted.discard(cg)
+                m = Managed(Mode.OOM, cg)
+            if m is not None and self.tree is not None:  # a write to its limits wakes us
+                self.tree.follow(cg, m.domain, self.fs.version)
+            return m
         except Vanished:  # removed since the rescan listed it: nothing to say
             self.watches.close(cg)
             return None
@@ -280,6 +302,8 @@ class RealPorts:
 
     def release(self, cg: Scope) -> None:
         self.watches.close(cg)
+        if self.tree is not None:
+            self.tree.unfollow(cg)
         v = self.valves.pop(cg, None)
         if isinstance(cg, HostScope):
             return

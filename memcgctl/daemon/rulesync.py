@@ -8,10 +8,12 @@ before the rescan that takes it over, i.e. before its next OOM is handled."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from memcgctl.actions.applyrules import RuleChange, apply_to
+from memcgctl.daemon.treewatch import TreeWatch
 from memcgctl.env import Env
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.state.rules import load_rules, rules_mtime
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, Vanished
@@ -31,6 +33,8 @@ class RulesSync:
         self.dry_run = dry_run
         self.fingerprint = rules_mtime(env.rules_dir)
         self.seen: dict[CgroupPath, int] = {}  # cgroup -> inode when the rules were applied
+        # the daemon's tree watch (its pass of this rescan); None: a walk per check
+        self.tree: TreeWatch | None = None
 
     def reload(self) -> bool:
         """Load the rules again; False (and a report) when they are bad."""
@@ -53,23 +57,32 @@ class RulesSync:
     def check(self, force: bool = False) -> list[RuleChange]:
         """Reload if asked or changed; apply the cgroup rules to new cgroups."""
         fingerprint = rules_mtime(self.env.rules_dir)
+        reloaded = False
         if force or fingerprint != self.fingerprint:
             self.fingerprint = fingerprint
-            self.reload()
+            reloaded = self.reload()
         rules = self.env.rules
         if not rules.cgroup_rules and not self.seen:
             return []
         fs = self.env.fs
         fresh: list[CgroupPath] = []
         alive: dict[CgroupPath, int] = {}
-        for cg in fs.walk(self.root):
-            try:
-                ino = fs.inode(cg)
-            except (Vanished, OSError):
-                continue
-            alive[cg] = ino
-            if self.seen.get(cg) != ino:
-                fresh.append(cg)
+        p = self.tree.current if self.tree is not None else None
+        if p is not None and not p.full and not reloaded:
+            # the tree watch says what came and went since the last rescan: no walk
+            alive = dict(self.seen)
+            for cg in p.removed:
+                alive.pop(cg, None)
+            for cg, ino in p.created.items():
+                if alive.get(cg) != ino:
+                    fresh.append(cg)
+                alive[cg] = ino
+        else:
+            known = self.tree.inodes if self.tree is not None and p is not None else None
+            for cg, ino in _inodes(fs, self.root) if known is None else known.items():
+                alive[cg] = ino
+                if self.seen.get(cg) != ino:
+                    fresh.append(cg)
         changes = apply_to(fs, fresh, rules, dry_run=self.dry_run)
         self.seen = alive
         for c in changes:
@@ -82,3 +95,11 @@ class RulesSync:
             }
             self.report("rule_applied", c.cgroup, fields)
         return changes
+
+
+def _inodes(fs: CgroupFs, root: CgroupPath) -> Iterator[tuple[CgroupPath, int]]:
+    for cg in fs.walk(root):
+        try:
+            yield cg, fs.inode(cg)
+        except (Vanished, OSError):
+            continue

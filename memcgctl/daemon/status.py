@@ -3,7 +3,8 @@
 :class:`StatusCore` stands between the loop and :class:`~memcgctl.daemon.core.DaemonCore`
 (the loop's ``Core`` protocol): after each call that may have changed something it
 rewrites the file — at once when a decision was emitted (counted by :meth:`counted`,
-which wraps the ports' ``emit``), else every ``every_s`` seconds.  A write that fails is
+which wraps the ports' ``emit``), else every ``every_s`` seconds during an episode and
+every :data:`IDLE_EVERY_S` outside one.  A write that fails is
 reported once and never stops the daemon; a kill never waits for it (it is written
 after the core has acted).
 """
@@ -26,7 +27,8 @@ from memcgctl.vocab.errors import MemcgctlError
 from memcgctl.vocab.model import ProcessInfo
 from memcgctl.vocab.records import DaemonRecord, utc_iso, utc_now_iso
 
-EVERY_S = 2.0
+EVERY_S = 2.0  # during an episode (its delay_left_ms moves)
+IDLE_EVERY_S = 30.0  # otherwise: only "updated" would change (a write is idle CPU)
 MIN_GAP_S = 0.2  # at most this often on change (a burst of decisions is one write)
 
 
@@ -65,7 +67,9 @@ class StatusCore:
     # -- the Core protocol ---------------------------------------------------------------
     def rescan(self, now: float, starting: bool = False) -> None:
         self.core.rescan(now, starting)
-        self._maybe_write(force=True)
+        # what a rescan changes it reports (took over, released, delay changed: dirty);
+        # a forced write per rescan was one file written every 2 s, and more in a churn
+        self._maybe_write(force=starting)
 
     def tick(self, now: float) -> float | None:
         deadline = self.core.tick(now)
@@ -136,7 +140,8 @@ class StatusCore:
 
     def _maybe_write(self, force: bool = False) -> None:
         now = self.clock()
-        due = now - self._last >= self.every_s
+        busy = any(w.episode_start is not None for w in self.core.watches.values())
+        due = now - self._last >= (self.every_s if busy else max(self.every_s, IDLE_EVERY_S))
         if not (force or due or (self._dirty and now - self._last >= MIN_GAP_S)):
             return
         self._last = now
