@@ -259,9 +259,6 @@ ENGLISH_ALLOWED = {
     "logic/logtext.py": "kernel text matched",
     # Prometheus ``# HELP`` lines: part of each metric's definition (the exposition format)
     "logic/counters.py": "metric help texts",
-    # kube's pod-list problems and the QoS tier label: not part of the post-mortem work
-    # of issue 27 (finding 4 covered explain-kill); still to be made data
-    "logic/kube.py": "pod-list problems, still words",
 }
 REGEX_CALLS = {"compile", "match", "search", "fullmatch", "sub", "split", "findall", "finditer"}
 

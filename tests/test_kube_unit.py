@@ -34,6 +34,7 @@ from memcgctl.logic.kube import (
     pod_settings,
     reconcile,
 )
+from memcgctl.render.kubewords import problem_text
 from memcgctl.vocab.cgpath import CgroupPath
 
 DATA = Path(__file__).parent / "data" / "kube"
@@ -106,6 +107,12 @@ def test_annotations_override_and_bad_ones_are_reported() -> None:
     s = pod_settings(_pod(badness="５0", oom_delay="soon"))
     assert s.badness == default_badness(0, QOS_BURSTABLE) and s.badness_source == "priority"
     assert s.delay_ms is None and len(s.problems) == 2
+    bad_badness, bad_delay = (problem_text(p) for p in s.problems)
+    assert bad_badness.startswith("ns/pod-0000: ") and bad_badness.endswith(
+        f"; using {s.badness} from its priority"
+    )
+    assert bad_delay.startswith("ns/pod-0000: ") and bad_delay.endswith("; no delay")
+    assert "soon" in bad_delay
     assert pod_settings(_pod(oom_delay="off")).delay_ms is None
     assert pod_settings(_pod(oom_delay="0")).delay_ms == 0
 
@@ -345,6 +352,8 @@ def test_container_badness_by_annotation() -> None:
     assert pod.containers == {"app": CID, "sidecar": "f" * 64}
     s = pod_settings(pod)
     assert s.containers == {"sidecar": 20} and len(s.problems) == 1
+    (bad,) = s.problems
+    assert problem_text(bad).endswith(f"={bad.raw!r}: not an integer 0-1000; ignored")
     base = f"/kubepods/burstable/pod{pod.uid}"
     pc = _cg(base)
     sidecar, app, sandbox = pc.path.child("f" * 64), pc.path.child(CID), pc.path.child("e" * 64)

@@ -28,6 +28,7 @@ from memcgctl.inputs.kubeapi import (
     api_server_pods_url,
 )
 from memcgctl.logic.kube import BADNESS_KEY, POD_KEY, Change, Pod, reconcile
+from memcgctl.render.kubewords import problem_text, why_text
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.render.output import say
 from memcgctl.render.safetext import printable
@@ -58,7 +59,7 @@ def describe(change: Change, dry_run: bool) -> str:
     what = _WHAT.get(change.key, "OOM delay")
     line = f"{change.cgroup}: {verb} {what} {_fmt(change, change.new)}"
     line += f" (was {_fmt(change, change.old)})"
-    return line if change.key == POD_KEY else f"{line} for {change.why}"
+    return line if change.key == POD_KEY else f"{line} for {why_text(change.why)}"
 
 
 class Agent:
@@ -112,7 +113,7 @@ class Agent:
         paths |= {path for c in cgroups for _, path in c.containers}
         plan = reconcile(self.pods, cgroups, read_current(fs, sorted(paths), self.namespace))
         for problem in plan.problems:
-            self._warn_once(problem)
+            self._warn_once(problem_text(problem))
         done: list[Change] = []
         for change in plan.changes:
             if self.dry_run or apply_change(fs, change, self.namespace):

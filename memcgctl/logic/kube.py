@@ -29,6 +29,7 @@ the same QoS, and a better QoS never gets a lower badness at the same priority.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -229,41 +230,67 @@ def parse_delay_annotation(text: str) -> int | None:
         raise ValueError(f"{ANNOTATION_DELAY}={text!r}: {exc.message}") from None
 
 
+class Fallback(enum.Enum):
+    """What applies instead of a malformed annotation."""
+
+    PRIORITY = "priority"  # the badness from the pod's priority and QoS
+    NO_DELAY = "no delay"
+    IGNORED = "ignored"  # a container's badness: the pod's applies
+
+
+@dataclass(frozen=True)
+class AnnotationProblem:
+    """A malformed annotation, reported and ignored (render/kubewords.py words it)."""
+
+    pod: str  # namespace/name
+    key: str
+    raw: str
+    error: str  # the parser's one line
+    fallback: Fallback
+    badness: int | None = None  # PRIORITY: the badness used instead
+
+
 @dataclass(frozen=True)
 class PodSettings:
     badness: int
     badness_source: str  # "annotation" | "priority"
     delay_ms: int | None  # None: no delay (the xattr is removed)
-    problems: tuple[str, ...] = ()
+    problems: tuple[AnnotationProblem, ...] = ()
     containers: Mapping[str, int] = field(default_factory=dict)  # container name -> badness
 
 
 def pod_settings(pod: Pod) -> PodSettings:
     """What the pod's cgroup should carry.  A malformed annotation is reported and
     ignored (the default applies), never fatal."""
-    problems: list[str] = []
+    problems: list[AnnotationProblem] = []
     badness, source = default_badness(pod.effective_priority, pod.qos), "priority"
     raw = pod.annotations.get(ANNOTATION_BADNESS)
     if raw is not None:
         try:
             badness, source = parse_badness_annotation(raw), "annotation"
         except ValueError as exc:
-            problems.append(f"{pod.label}: {exc}; using {badness} from its priority")
+            problems.append(
+                AnnotationProblem(
+                    pod.label, ANNOTATION_BADNESS, raw, str(exc), Fallback.PRIORITY, badness
+                )
+            )
     delay: int | None = None
     raw = pod.annotations.get(ANNOTATION_DELAY)
     if raw is not None:
         try:
             delay = parse_delay_annotation(raw)
         except ValueError as exc:
-            problems.append(f"{pod.label}: {exc}; no delay")
+            problems.append(
+                AnnotationProblem(pod.label, ANNOTATION_DELAY, raw, str(exc), Fallback.NO_DELAY)
+            )
     containers: dict[str, int] = {}
     for key, raw in sorted(pod.annotations.items()):
         if key.startswith(ANNOTATION_CONTAINER_PREFIX):
             name = key[len(ANNOTATION_CONTAINER_PREFIX) :]
             try:
                 containers[name] = parse_badness_annotation(raw)
-            except ValueError:
-                problems.append(f"{pod.label}: {key}={raw!r}: not an integer 0-1000; ignored")
+            except ValueError as exc:
+                problems.append(AnnotationProblem(pod.label, key, raw, str(exc), Fallback.IGNORED))
     return PodSettings(badness, source, delay, tuple(problems), containers)
 
 
@@ -355,20 +382,36 @@ class Current:
     pod: str | None = None
 
 
+class WhyKind(enum.Enum):
+    POD = "pod"  # the pod's own setting
+    POD_BADNESS = "pod badness"  # detail: where the badness came from
+    CONTAINER = "container"  # detail: the container's name (or short id)
+    TIER = "tier"  # the QoS tier follows its lowest pod
+
+
+@dataclass(frozen=True)
+class ChangeWhy:
+    """Why a change is planned, as data (render/kubewords.py words it)."""
+
+    kind: WhyKind
+    pod: str  # namespace/name
+    detail: str = ""
+
+
 @dataclass(frozen=True)
 class Change:
     cgroup: CgroupPath
     key: str  # BADNESS_KEY | DELAY_KEY | POD_KEY
     old: int | str | None
     new: int | str | None  # None: remove
-    why: str  # the pod (namespace/name) or the tier's reason
+    why: ChangeWhy
 
 
 @dataclass
 class Plan:
     changes: list[Change]
     matched: dict[str, Pod]  # pod cgroup path -> pod
-    problems: list[str]
+    problems: list[AnnotationProblem]
 
 
 def reconcile(
@@ -385,7 +428,7 @@ def reconcile(
     by_uid = {p.uid: p for p in pods}
     changes: list[Change] = []
     matched: dict[str, Pod] = {}
-    problems: list[str] = []
+    problems: list[AnnotationProblem] = []
     tier_min: dict[CgroupPath, tuple[int, str]] = {}
     for pc in sorted(cgroups, key=lambda c: c.path):
         pod = by_uid.get(pc.uid)
@@ -397,21 +440,22 @@ def reconcile(
         want = pod_settings(pod)
         problems.extend(want.problems)
         now = current.get(pc.path, Current(None, None))
-        why = f"{pod.label} ({want.badness_source})"
+        why = ChangeWhy(WhyKind.POD_BADNESS, pod.label, want.badness_source)
+        own = ChangeWhy(WhyKind.POD, pod.label)
         if now.badness != want.badness:
             changes.append(Change(pc.path, BADNESS_KEY, now.badness, want.badness, why))
         if now.delay_ms != want.delay_ms:
-            changes.append(Change(pc.path, DELAY_KEY, now.delay_ms, want.delay_ms, pod.label))
+            changes.append(Change(pc.path, DELAY_KEY, now.delay_ms, want.delay_ms, own))
         if now.pod != pod.label and pod_label_ok(pod.label):
-            changes.append(Change(pc.path, POD_KEY, now.pod, pod.label, pod.label))
+            changes.append(Change(pc.path, POD_KEY, now.pod, pod.label, own))
         by_id = {cid: name for name, cid in pod.containers.items()}
         for cid, path in pc.containers:
             name = by_id.get(cid)
             wanted = want.containers.get(name) if name is not None else None
             held = current.get(path, Current(None, None)).badness
             if held != wanted:
-                why = f"{pod.label} container {name or cid[:12]}"
-                changes.append(Change(path, BADNESS_KEY, held, wanted, why))
+                kid = ChangeWhy(WhyKind.CONTAINER, pod.label, name or cid[:12])
+                changes.append(Change(path, BADNESS_KEY, held, wanted, kid))
         if pc.tier is not None:
             best = tier_min.get(pc.tier)
             if best is None or want.badness < best[0]:
@@ -419,6 +463,6 @@ def reconcile(
     for tier, (badness, label) in sorted(tier_min.items()):
         now = current.get(tier, Current(None, None))
         if now.badness != badness:
-            why = f"QoS tier: lowest pod {label}"
-            changes.append(Change(tier, BADNESS_KEY, now.badness, badness, why))
+            lowest = ChangeWhy(WhyKind.TIER, label)
+            changes.append(Change(tier, BADNESS_KEY, now.badness, badness, lowest))
     return Plan(changes, matched, problems)
