@@ -367,3 +367,21 @@ def test_container_badness_by_annotation() -> None:
     }
     assert (sidecar, 20) in got and (app, None) in got  # set; a stale value removed
     assert not any(cg == sandbox for cg, _ in got)
+
+
+def test_the_reason_for_each_change_is_worded_in_render() -> None:
+    from memcgctl.logic.kube import ChangeWhy, WhyKind
+    from memcgctl.render.kubewords import why_text
+
+    words = [
+        why_text(ChangeWhy(WhyKind.POD, "ns/a")),
+        why_text(ChangeWhy(WhyKind.POD_BADNESS, "ns/a", "annotation")),
+        why_text(ChangeWhy(WhyKind.CONTAINER, "ns/a", "sidecar")),
+        why_text(ChangeWhy(WhyKind.TIER, "ns/a")),
+    ]
+    assert words == [
+        "ns/a",
+        "ns/a (annotation)",
+        "ns/a container sidecar",
+        "QoS tier: lowest pod ns/a",
+    ]
