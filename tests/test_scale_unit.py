@@ -206,7 +206,8 @@ def test_lazy_selection_is_the_full_snapshots_selection(
                 len(c.pids) for c in full.cgroups.values()
             )
             # the daemon's brief walk: the same victim, whatever it did not look into
-            for excl in ([], gone):
+            excluded: list[list[int]] = [[], gone]
+            for excl in excluded:
                 brief = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
                 b, f = select_priority_brief(brief, root, excl), select_priority(full, root, excl)
                 assert (b.victim, b.kill_group, b.group_pids) == (

@@ -23,7 +23,7 @@ RUN = 4096
 def _written(records: list[Any], where: str | None) -> IO[bytes]:
     import tempfile
 
-    f = tempfile.TemporaryFile(dir=where)  # noqa: SIM115 (handed to _read, which closes it)
+    f = tempfile.TemporaryFile(dir=where)  # noqa: SIM115, RUF100 (handed to _read, which closes it)
     try:
         for rec in records:
             f.write(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
@@ -61,4 +61,4 @@ def sorted_bounded(
     runs.append(batch)
     if len(runs) == 1:
         return iter(batch)
-    return heapq.merge(*runs, key=key)
+    return iter(heapq.merge(*runs, key=key))
