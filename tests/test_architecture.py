@@ -249,6 +249,29 @@ def test_logic_builds_no_json() -> None:
     assert builders == [], "move these to render/"
 
 
+def test_commands_build_no_json_documents() -> None:
+    """A command wires: its documents are assembled in render/ (predict-victim's in
+    render/documents.py, the hierarchy envelope in render/envelope.py), never by a
+    ``…_json`` builder of its own or a second copy of the envelope."""
+    builders = [
+        f"{p.relative_to(PKG)}:{n.lineno} {n.name}"
+        for p in sources()
+        if layer_of(p) == "commands"
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.FunctionDef) and n.name.endswith("_json")
+    ]
+    assert builders == [], "move these to render/"
+    envelopes = [
+        f"{p.relative_to(PKG)}:{n.lineno}"
+        for p in sources()
+        if str(p.relative_to(PKG)) != "render/envelope.py"
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.Dict)
+        and {k.value for k in n.keys if isinstance(k, ast.Constant)} == {"mount", "version"}
+    ]
+    assert envelopes == [], "use render.envelope.hierarchy_json"
+
+
 # -- no English in logic/ ------------------------------------------------------------------
 
 # logic/ returns data; the sentences are made in render/ (reasontext, reportwords).  The

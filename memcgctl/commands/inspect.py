@@ -10,6 +10,7 @@ import click
 from memcgctl.commands.common import CgroupName, output_options, pass_env, pid_option
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
+from memcgctl.render.envelope import hierarchy_json
 from memcgctl.render.output import Output, draw_table, emit_json
 from memcgctl.render.views import CGROUP_FIELDS, PROCESS_FIELDS, tree_rows
 from memcgctl.vocab.cgpath import CgroupPath
@@ -56,7 +57,7 @@ def tree(
     snap = env.snapshot(root, with_processes=processes)
     if out.json:
         doc: dict[str, Any] = {
-            "hierarchy": {"mount": str(env.fs.mount), "version": env.fs.version},
+            "hierarchy": hierarchy_json(env.fs.mount, env.fs.version),
             "root": root,
             "cgroups": [cg.to_json() for cg in snap.walk(root)],
         }

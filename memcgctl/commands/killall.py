@@ -21,6 +21,7 @@ from memcgctl.commands.common import (
 from memcgctl.commands.examples import epilog
 from memcgctl.env import Env
 from memcgctl.render import diag
+from memcgctl.render.envelope import hierarchy_json
 from memcgctl.render.output import Output, emit_json, say
 from memcgctl.state.journal import Journal
 from memcgctl.state.retention import cgroup_owner
@@ -107,7 +108,7 @@ def kill_all(
             emit_json(
                 {
                     "cgroup": top,
-                    "hierarchy": {"mount": str(env.fs.mount), "version": env.fs.version},
+                    "hierarchy": hierarchy_json(env.fs.mount, env.fs.version),
                     "signal": signal_name(sig),
                     "mechanism": phases[0][1],
                     "phases": [{"signal": signal_name(s), "mechanism": m} for s, m in phases],
@@ -133,7 +134,7 @@ def kill_all(
         doc: dict[str, Any] = report.to_json()
         doc["under_oom"] = under_oom
         doc["recorded_as"] = kind
-        doc["hierarchy"] = {"mount": str(env.fs.mount), "version": env.fs.version}
+        doc["hierarchy"] = hierarchy_json(env.fs.mount, env.fs.version)
         doc["dry_run"] = False
         emit_json(doc)
     else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from memcgctl.commands.common import (
@@ -20,17 +18,11 @@ from memcgctl.logic.decision import KERNEL, POLICIES, PRIORITY, Decision
 from memcgctl.logic.kernelheuristic import select_kernel
 from memcgctl.logic.priority import rank_priority, select_priority
 from memcgctl.render.diag import diagnostic
-from memcgctl.render.explain import (
-    decision_json,
-    explain_tree,
-    footer_lines,
-    process_json,
-    summary_lines,
-)
+from memcgctl.render.documents import predict_json
+from memcgctl.render.explain import explain_tree, footer_lines, summary_lines
 from memcgctl.render.output import Output, draw_table, emit_json, print_tree, say
 from memcgctl.render.views import RunnerUp, runner_up_fields
 from memcgctl.snapshot import kernel_params
-from memcgctl.vocab.model import Snapshot
 
 
 def _runners_up(d: Decision, ranked: list[Decision], top: int) -> list[RunnerUp]:
@@ -41,57 +33,6 @@ def _runners_up(d: Decision, ranked: list[Decision], top: int) -> list[RunnerUp]
         for i, r in enumerate(ranked, 1)
         if r.victim is not None
     ]
-
-
-def _candidate_entry(
-    rank: int, process: dict[str, Any], points: int | None, group: str | None, pids: list[int]
-) -> dict[str, Any]:
-    return {**process, "rank": rank, "points": points, "kill_group": group, "group_pids": pids}
-
-
-def predict_json(
-    decision: Decision, snap: Snapshot, top: int | None, ranked: list[Decision]
-) -> dict[str, Any]:
-    """The one predict-victim document, with the same keys for both policies:
-    ``candidates`` ranked, the victim first (kernel: every eligible process, or
-    the first ``--top``; priority: the first ``--top`` in line, the victim alone
-    without it) with ``rank, points (kernel; null for priority), kill_group,
-    group_pids``; and with ``--top``, ``runners_up``: the same first N as
-    ``{victim, kill_group, group_pids}``."""
-    doc = decision_json(decision, snap, top)
-    if decision.policy == KERNEL:
-        cands = [
-            _candidate_entry(
-                i,
-                c,
-                c["points"],
-                decision.kill_group if i == 1 else None,
-                list(decision.group_pids) if i == 1 else [c["pid"]],
-            )
-            for i, c in enumerate(doc["candidates"], 1)
-        ]
-    else:
-        line = ranked or ([decision] if decision.victim is not None else [])
-        cands = [
-            _candidate_entry(
-                i, process_json(d.victim, snap), None, d.kill_group, list(d.group_pids)
-            )
-            for i, d in enumerate(line, 1)
-            if d.victim is not None
-        ]
-    doc["candidates"] = cands
-    if top is not None:
-        doc["runners_up"] = [
-            {
-                "victim": {
-                    k: v for k, v in c.items() if k not in ("rank", "kill_group", "group_pids")
-                },
-                "kill_group": c["kill_group"],
-                "group_pids": c["group_pids"],
-            }
-            for c in cands[:top]
-        ]
-    return doc
 
 
 @click.command("predict-victim", epilog=epilog("predict-victim"))

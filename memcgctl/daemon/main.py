@@ -20,6 +20,7 @@ from memcgctl.daemon.config import DaemonConfig
 from memcgctl.daemon.sdnotify import Notifier
 from memcgctl.env import Env
 from memcgctl.logic.decision import Decision
+from memcgctl.render.envelope import hierarchy_json
 from memcgctl.render.logprio import Priority, prefixed
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
@@ -175,7 +176,7 @@ def run(env: Env, config: DaemonConfig) -> None:
             dry_run=dry_run,
             host_delay_ms=config.host_delay_ms,
             state_dir=str(env.state_dir),
-            hierarchy={"mount": str(env.fs.mount), "version": env.fs.version},
+            hierarchy=hierarchy_json(env.fs.mount, env.fs.version),
         ),
         valves=lambda: dict(ports.valves),
     )

@@ -95,19 +95,24 @@ def scored_json(s: Scored, snap: Snapshot) -> dict[str, Any]:
 
 
 def decision_json(
-    d: Decision, snap: Snapshot, top: int | None = None, lazy: bool = False
+    d: Decision,
+    snap: Snapshot,
+    top: int | None = None,
+    lazy: bool = False,
+    candidates: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The decision's document; ``lazy``: its arrays of candidates as generators, for
-    :func:`memcgctl.render.jsonstream.emit_json_stream` (a report of 100,000 tasks)."""
+    :func:`memcgctl.render.jsonstream.emit_json_stream` (a report of 100,000 tasks);
+    ``candidates``: predict-victim's ranked entries instead of the scored ones."""
     victim: dict[str, Any] | None = None
     if d.victim is not None:
         victim = process_json(d.victim, snap)
         if d.policy == KERNEL:
             victim["points"] = d.points
     group = snap.cgroups.get(d.kill_group) if d.kill_group is not None else None
-    candidates = d.candidates if top is None else d.candidates[:top]
+    scored = d.candidates if top is None else d.candidates[:top]
     walk = (level_json(lv, snap, lazy) for lv in d.walk)
-    ranked = (scored_json(s, snap) for s in candidates)
+    ranked = (scored_json(s, snap) for s in scored)
     doc: dict[str, Any] = {
         "oom_root": d.oom_root,
         "policy": d.policy,
@@ -115,7 +120,7 @@ def decision_json(
         "kill_group": group.to_json() if group is not None else None,
         "group_pids": list(d.group_pids),
         "walk": walk if lazy else list(walk),
-        "candidates": ranked if lazy else list(ranked),
+        "candidates": candidates if candidates is not None else ranked if lazy else list(ranked),
         "totalpages": d.totalpages,
         "reasons": reason_lines(d.reasons),
         "caveats": caveat_lines(d.caveats),
