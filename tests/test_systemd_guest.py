@@ -21,7 +21,7 @@ pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = REPO / "tests" / "vm" / "run-in-kernel"
 OUT = REPO / ".cache" / "systemd"
-MIN_TESTS = 14  # test_daemon_unit 8, test_oomd 4, test_units_rules 2
+MIN_TESTS = 15  # test_daemon_unit 8, test_oomd 4, test_units_rules 3
 
 
 @pytest.fixture(scope="session")

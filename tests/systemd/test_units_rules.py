@@ -195,3 +195,84 @@ def test_a_restarted_unit_gets_its_badness_and_delay_back(rdaemon: str, rslice: 
     assert p.returncode == 0, p.stderr
     kinds = {e["kind"] for e in json.loads(p.stdout)["events"]}
     assert "user_kill" in kinds, kinds
+
+
+MSLICE = "sdmid.slice"
+MVICTIM = "sdmid-victim.service"
+MGROW = "sdmid-grow"
+
+
+@pytest.fixture
+def mslice(rdaemon: str) -> Iterator[Path]:
+    """A slice whose rule gives it a 5 s OOM delay (a rules file of its own, which the
+    daemon picks up when it appears) and a service whose rule makes it badness 100."""
+    rules = RULES / "60-sdmid.toml"
+    rules.write_text(
+        "[[rule]]\n"
+        'name = "sdmid-slice"\n'
+        f'cgroup = "/{MSLICE}"\n'
+        'oom_delay = "5s"\n'
+        "\n[[rule]]\n"
+        'name = "sdmid-victim"\n'
+        f'unit = "{MVICTIM}"\n'
+        "badness = 100\n"
+    )
+    os.chmod(rules, 0o644)
+    units = Path("/run/systemd/system")
+    units.mkdir(parents=True, exist_ok=True)
+    (units / MSLICE).write_text("[Slice]\nMemoryMax=128M\n")
+    (units / MVICTIM).write_text(
+        f"[Service]\nSlice={MSLICE}\nExecStart={sys.executable} {HELPERS / 'hog.py'} 40\n"
+    )
+    run("systemctl", "daemon-reload")
+    run("systemctl", "start", MSLICE)
+    try:
+        yield CG / MSLICE
+    finally:
+        run("systemctl", "stop", MVICTIM, MGROW, MSLICE, check=False)
+        for name in (MSLICE, MVICTIM):
+            (units / name).unlink(missing_ok=True)
+        rules.unlink(missing_ok=True)
+        run("systemctl", "daemon-reload", check=False)
+
+
+def test_a_unit_restarted_during_an_episode(rdaemon: str, mslice: Path) -> None:
+    """The slice (MemoryMax=128M, delay 5 s) is in an episode (a 40 MiB service at
+    badness 100 and a grower to 90 MiB) when ``systemctl restart`` removes the
+    service's cgroup and makes it anew.  The daemon carries on: the new cgroup gets the
+    rule's badness back, and at the deadline the daemon kills the restarted service's
+    new process (the kernel's pick would be the bigger grower); the kernel's
+    ``oom_kill`` does not move and the daemon says nothing went wrong."""
+    vcg = mslice / MVICTIM
+    wait_for("the slice's delay", lambda: xattr(mslice, DELAY) == b"5000", timeout=120)
+    wait_for("the valve on the slice", lambda: read(mslice, "memory.high") == str(valve(128 * MIB)))
+    run("systemctl", "start", MVICTIM)
+    wait_for("the rule on the service", lambda: xattr(vcg, BADNESS) == b"100")
+    old = main_pid(MVICTIM)
+    wait_for("the service's 40 MiB", lambda: int(read(vcg, "memory.current")) > 40 * MIB)
+    first = os.stat(vcg).st_ino
+    before = events(mslice)["oom_kill"]
+    since = len(messages(rdaemon))
+    run("systemd-run", f"--unit={MGROW}", f"--slice={MSLICE}", "--collect", *grow_argv(90, 0.005))
+    wait_for(
+        "the episode",
+        lambda: any(
+            m.startswith("under_oom ") and f"cgroup=/{MSLICE}" in m
+            for m in messages(rdaemon)[since:]
+        ),
+        timeout=120,
+    )
+    run("systemctl", "restart", MVICTIM)  # mid-episode: well inside the 5 s delay
+    wait_for("a new cgroup", lambda: vcg.exists() and os.stat(vcg).st_ino != first)
+    assert not killed_by_daemon(old), "the daemon acted before the restart"
+    new = main_pid(MVICTIM)
+    assert new not in (0, old)
+    wait_for("the badness back", lambda: xattr(vcg, BADNESS) == b"100")
+    wait_for("the new process's death", lambda: dead(new), timeout=120)
+    assert killed_by_daemon(new), "\n".join(messages(rdaemon)[-30:])
+    grow_cg = mslice / f"{MGROW}.service"
+    wait_for("the grower at 90 MiB", lambda: int(read(grow_cg, "memory.current")) > 85 * MIB)
+    assert events(mslice)["oom_kill"] == before
+    said = messages(rdaemon)[since:]
+    assert not [m for m in said if m.startswith("daemon_error")], said
+    assert show(rdaemon, "ActiveState")["ActiveState"] == "active"
