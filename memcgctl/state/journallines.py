@@ -10,14 +10,12 @@ ones every reader of the journal applies.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memcgctl.state.statedir import Corrupt, loads_bounded
+from memcgctl.state.statedir import Corrupt, loads_bounded, open_bounded
 
 if TYPE_CHECKING:
     from memcgctl.state.journal import Journal
@@ -70,19 +68,12 @@ def iter_file(path: Path, chunk: int = 1 << 20) -> Iterator[Event | None]:
     from memcgctl.vocab.records import parse_record
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise Corrupt("a symbolic link (not followed)") from exc
+        fd = open_bounded(path, MAX_FILE_BYTES)  # Corrupt (no OSError) propagates
+    except OSError:
+        return  # cannot be read: nothing
+    if fd is None:
         return
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise Corrupt("not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise Corrupt(f"larger than {MAX_FILE_BYTES} bytes")
         carry = b""
         total = 0
         while True:

@@ -195,10 +195,11 @@ def check_state_dir(state_dir: Path, create: bool = False) -> bool:
 # -- files ----------------------------------------------------------------------------
 
 
-def read_bounded(path: Path, max_bytes: int) -> bytes | None:
-    """The whole file, or None if it does not exist.  Never follows a symlink, never
-    blocks on a FIFO, never reads more than ``max_bytes`` (raises :class:`Corrupt`).
-    Other OSErrors (EACCES) propagate."""
+def open_bounded(path: Path, max_bytes: int) -> int | None:
+    """An fd open for reading on a regular file of at most ``max_bytes``, or None if it
+    does not exist.  Never follows a symlink, never blocks on a FIFO; a symlink, a file
+    that is not regular or one too large raises :class:`Corrupt`.  Other OSErrors
+    (EACCES) propagate.  The caller closes the fd and bounds what it reads."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -213,6 +214,19 @@ def read_bounded(path: Path, max_bytes: int) -> bytes | None:
             raise Corrupt("not a regular file")
         if st.st_size > max_bytes:
             raise Corrupt(f"larger than {max_bytes} bytes")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes | None:
+    """The whole file, or None if it does not exist, opened by :func:`open_bounded`;
+    never reads more than ``max_bytes`` (raises :class:`Corrupt`)."""
+    fd = open_bounded(path, max_bytes)
+    if fd is None:
+        return None
+    try:
         parts: list[bytes] = []
         total = 0
         while True:
