@@ -5,31 +5,22 @@ tests/systemd/test_oomd.py (in the guest)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 
-from memcgctl.actions.kill import make_killer
 from memcgctl.daemon import oomd, owner
 from memcgctl.daemon.ports import RealPorts
-from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import CgroupPath
 from tests.fakehost import FakeHost
+from tests.test_daemon_ports import ports as real_ports
 
 MIB = 1 << 20
 DEAD = "no-such-boot/1/1"
 
 
 def ports(host: FakeHost, tmp_path: Path, instance: str = "this-boot/2/2") -> RealPorts:
-    env = host.env()
-    return RealPorts(
-        env,
-        make_killer(env.proc_root, env.fs, env.proc),
-        Journal(tmp_path / "state"),
-        instance=instance,
-        log=io.StringIO(),
-    )
+    return real_ports(host, tmp_path, instance)
 
 
 def omit(d: Path) -> bytes | None:

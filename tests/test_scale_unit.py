@@ -178,6 +178,17 @@ def hosts(draw: st.DrawFn) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def layout_host(base: Path, layout: list[tuple[str, dict[str, Any]]]) -> FakeHost:
+    """The fixture host a drawn layout describes (cgroups at 512 MiB, processes)."""
+    host = FakeHost(base, version=1)
+    for cg, kw in layout:
+        if "pid" in kw:
+            host.process(kw.pop("pid"), cg, **kw)
+        else:
+            host.cgroup(cg, limit=512 << 20, **kw)
+    return host
+
+
 @given(hosts(), st.integers(1, 3))
 @settings(max_examples=30, deadline=None)
 def test_lazy_selection_is_the_full_snapshots_selection(
@@ -185,13 +196,7 @@ def test_lazy_selection_is_the_full_snapshots_selection(
 ) -> None:
     base = Path(tempfile.mkdtemp(prefix="memcgctl-lazy-"))
     try:
-        host = FakeHost(base, version=1)
-        for cg, kw in layout:
-            if "pid" in kw:
-                host.process(kw.pop("pid"), cg, **kw)
-            else:
-                host.cgroup(cg, limit=512 << 20, **kw)
-        env = host.env()
+        env = layout_host(base, layout).env()
         roots = [CgroupPath("/"), *(CgroupPath(cg) for cg, kw in layout if "usage" in kw)]
         for root in roots:
             full = take_snapshot(env.fs, env.proc, env.registry, root)
@@ -234,13 +239,7 @@ def test_the_brief_walk_ranks_victims_as_the_full_one(
     brief walk gives the same sequence as the full one, from every cgroup as the root."""
     base = Path(tempfile.mkdtemp(prefix="memcgctl-brief-"))
     try:
-        host = FakeHost(base, version=1)
-        for cg, kw in layout:
-            if "pid" in kw:
-                host.process(kw.pop("pid"), cg, **kw)
-            else:
-                host.cgroup(cg, limit=512 << 20, **kw)
-        env = host.env()
+        env = layout_host(base, layout).env()
         for root in [CgroupPath("/"), *(CgroupPath(cg) for cg, kw in layout if "usage" in kw)]:
             full = take_snapshot(env.fs, env.proc, env.registry, root)
             want = [d.victim for d in rank_priority(full, root, top)]

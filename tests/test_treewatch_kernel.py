@@ -21,20 +21,12 @@ from memcgctl.vocab.cgpath import CgroupPath
 from tests.realkernel import TestCgroups, journaled, wait_until
 from tests.test_daemon_hardening_kernel import NOBODY, SETPRIV, SYSTEM_PYTHON, kernel_kills
 from tests.test_daemon_kernel import Daemon, daemons, grower, jobs, oom_control, set_xattr
+from tests.test_treewatch_unit import drain
 
 pytestmark = pytest.mark.kernel
 __all__ = ["daemons", "jobs"]  # fixtures used here
 
 NO_PERIODIC_RESCAN = ("--rescan", "10m")
-
-
-def drain(tw: TreeWatch) -> bool:
-    wanted = False
-    while True:
-        before = tw.stats["events"]
-        wanted |= tw.pump()
-        if tw.stats["events"] == before:
-            return wanted
 
 
 def test_cgroupfs_reports_mkdir_rmdir_xattrs_and_limit_writes(cgroups: TestCgroups) -> None:
