@@ -10,6 +10,7 @@ end consistent.  The tests run in file order and share the daemon and the slice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -172,9 +173,10 @@ def grow_argv(upto_mib: int, pause: float) -> tuple[str, ...]:
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[str]:
-    """The daemon's unit, installed and started as README says."""
+@contextlib.contextmanager
+def installed_daemon() -> Iterator[str]:
+    """The daemon's unit, installed and started as README says; stopped and disabled
+    after (every module of the suite runs it this way)."""
     p = memcgctl("install-unit", "--", "--rescan", "500ms")
     assert p.returncode == 0, p.stderr
     assert f"systemctl enable --now {UNIT}" in p.stdout
@@ -184,6 +186,12 @@ def daemon() -> Iterator[str]:
         yield f"{UNIT}.service"
     finally:
         run("systemctl", "disable", "--now", UNIT, check=False)
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[str]:
+    with installed_daemon() as unit:
+        yield unit
 
 
 @pytest.fixture(scope="module")

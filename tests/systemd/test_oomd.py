@@ -30,6 +30,7 @@ from tests.systemd.test_daemon_unit import (
     UNIT,
     events,
     grow_argv,
+    installed_daemon,
     killed_by_daemon,
     main_pid,
     mark,
@@ -119,14 +120,8 @@ def oslice(oomd: str) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def odaemon(oslice: Path) -> Iterator[str]:
-    p = memcgctl("install-unit", "--", "--rescan", "500ms")
-    assert p.returncode == 0, p.stderr
-    run("systemctl", "enable", "--now", UNIT)
-    wait_for("the daemon active", lambda: show(UNIT, "ActiveState")["ActiveState"] == "active")
-    try:
-        yield f"{UNIT}.service"
-    finally:
-        run("systemctl", "disable", "--now", UNIT, check=False)
+    with installed_daemon() as unit:
+        yield unit
 
 
 def start(name: str, *argv: str) -> Path:

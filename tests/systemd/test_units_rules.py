@@ -22,9 +22,9 @@ from tests.systemd.test_daemon_unit import (
     CG,
     HELPERS,
     MIB,
-    UNIT,
     events,
     grow_argv,
+    installed_daemon,
     killed_by_daemon,
     main_pid,
     memcgctl,
@@ -77,14 +77,10 @@ def rdaemon() -> Iterator[str]:
         'oom_delay = "0"\n'
     )
     os.chmod(rules, 0o644)
-    p = memcgctl("install-unit", "--", "--rescan", "500ms")
-    assert p.returncode == 0, p.stderr
-    run("systemctl", "enable", "--now", UNIT)
-    wait_for("the daemon active", lambda: show(UNIT, "ActiveState")["ActiveState"] == "active")
     try:
-        yield f"{UNIT}.service"
+        with installed_daemon() as unit:
+            yield unit
     finally:
-        run("systemctl", "disable", "--now", UNIT, check=False)
         rules.unlink(missing_ok=True)
 
 
