@@ -233,3 +233,19 @@ def test_the_watch_takes_at_most_its_share_of_roots_watches(fake_v1: FakeHost) -
     assert delays(tw, fs) == {f"/c{i}": i for i in range(6)}
     assert ino.max_user_watches() > 0
     assert ino.max_user_watches("/nonexistent") == 8192
+
+
+def test_touched_says_whether_a_subtree_may_hold_something_new() -> None:
+    """The ports re-mark systemd-oomd's candidates below a valve only when its subtree
+    may hold something new: after a walk, or when a cgroup was made there or its xattrs
+    or owner changed (not at every rescan: that was a walk of each valve's domain)."""
+    from memcgctl.daemon.treewatch import Pass, touched
+
+    top = CgroupPath("/kubepods")
+    assert touched(None, top) and touched(Pass(True), top)
+    assert not touched(Pass(False), top)
+    assert touched(Pass(False, created={CgroupPath("/kubepods/pod1"): 7}), top)
+    assert touched(Pass(False, changed={CgroupPath("/kubepods/pod1/c")}), top)
+    assert touched(Pass(False, changed={top}), top)
+    assert not touched(Pass(False, changed={CgroupPath("/system.slice/x")}), top)
+    assert not touched(Pass(False, removed={CgroupPath("/kubepods/pod1")}), top)

@@ -23,7 +23,7 @@ from memcgctl.daemon.journaling import Kills, Recorder, Troubles
 from memcgctl.daemon.kernellog import KernelLog, victim_info
 from memcgctl.daemon.knobs import Knobs, Valve
 from memcgctl.daemon.protocol import Feed, Managed, Mode, Reading, Wake
-from memcgctl.daemon.treewatch import TreeWatch
+from memcgctl.daemon.treewatch import TreeWatch, touched
 from memcgctl.daemon.valve import (
     CLEAR,
     RECOVERED,
@@ -167,8 +167,10 @@ class RealPorts:
                 out[cg] = delay
         if self.host_delay_ms is not None and self.root.is_root:
             out[HOST] = self.host_delay_ms
+        last = self.tree.last if self.tree is not None else None
         for v in list(self.valves.values()):  # units come and go below a valve
-            self.knobs.omit_from_oomd(v.domain)
+            if touched(last, v.domain):  # not a walk of each domain at every rescan
+                self.knobs.omit_from_oomd(v.domain)
         return out
 
     def _delay_of(self, cg: CgroupPath) -> int | None:

@@ -104,6 +104,7 @@ class TreeWatch:
         self._walk_due = True
         self._pending = Pass(False)
         self.current: Pass | None = None  # this rescan's, for the rules and the ports
+        self.last: Pass | None = None  # the pass the last managed() read (the ports look)
         self._delays: dict[CgroupPath, int] = {}  # the managed set (ports.managed)
         self.off_reason: str | None = None
         self._again = False  # a managed cgroup was re-created: rescan again soon
@@ -218,6 +219,7 @@ class TreeWatch:
         every cgroup's delay read after a walk, only the changed ones' otherwise."""
         p = self.current if self.current is not None else self.refresh(pulse)
         self.current = None  # consumed: the next rescan refreshes
+        self.last = p
         if p.full:
             self._delays = {}
             todo: list[CgroupPath] = list(p.created)
@@ -376,6 +378,14 @@ class TreeWatch:
             self.root,
             {"reason": reason, "watches": watches, "fallback": "a walk of the tree per rescan"},
         )
+
+
+def touched(p: Pass | None, top: CgroupPath) -> bool:
+    """Whether ``top``'s subtree may hold something new in pass ``p`` (None: no pass, a
+    walk per rescan): a walk, or a cgroup made there or whose xattrs or owner changed."""
+    if p is None or p.full:
+        return True
+    return any(top.contains(cg) for cg in (*p.created, *p.changed))
 
 
 def _below(cg: CgroupPath, tops: set[CgroupPath]) -> bool:
