@@ -162,7 +162,8 @@ def cell(
     domain = None if host else top
     ok, latencies, outcomes, late = 0, [], [], []
     try:
-        assert d.wait("daemon_took_over", 0, 60) is not None, "daemon did not start"
+        # a node-sized tree below the root (bench/scale_v2_bench.py) takes longer
+        assert d.wait("daemon_took_over", 0, 300) is not None, "daemon did not start"
         seen = len(d.lines)
         for _ in range(n):
             victim = forked(tc, low, "hold", mib=40)
@@ -320,8 +321,11 @@ def main() -> int:
     ap.add_argument("--no-bare", action="store_true", help="skip the bare-handler floor")
     ap.add_argument("--bare-only", action="store_true", help="only the bare-handler floor")
     args = ap.parse_args()
-    if os.environ.get("MEMCGCTL_IN_VM"):
-        return in_guest(args)
+    return in_guest(args) if os.environ.get("MEMCGCTL_IN_VM") else rerun_in_guest()
+
+
+def rerun_in_guest() -> int:
+    """Boot the v2 guest and run this script's command line there (MEMCGCTL_IN_VM=1)."""
     if os.geteuid() != 0:
         print("needs root (it boots the cgroup v2 guest)", file=sys.stderr)
         return 2
