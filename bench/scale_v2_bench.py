@@ -16,7 +16,10 @@ In one guest run, for each growth rate, with delay 0:
    does, ``memory.max`` on every pod, and ``system.slice`` services) and ``--procs``
    sleeping processes in its leaves, and the same three cells again.
 
-Its kernel memory is measured as it is built (MemAvailable, Slab, Percpu); the sleepers
+``fs.inotify.max_user_watches`` is set to 65,536 in the guest first (``--max-user-watches``;
+0 keeps the guest's 8,192, a 1 GiB machine's default, with which the daemon's tree watch
+does not fit 5,000 cgroups and it walks the tree per rescan instead).  The tree's
+kernel memory is measured as it is built (MemAvailable, Slab, Percpu); the sleepers
 are started in batches while MemAvailable stays above what the cells need (the memcg
 cell's 256 MiB, the daemon and a margin): fewer than asked is said in the output.
 
@@ -62,6 +65,9 @@ MIB = 1 << 20
 # what the cells need once the tree stands: the memcg cell's 256 MiB, the daemon and its
 # guardian (~60 MiB under the emulator), this script, a margin
 FLOOR = 420 * MIB
+# the guest's default (8,192 with 1 GiB) is a small machine's; a node's is larger (this
+# 23 GiB development VM: 192,540), and the daemon's tree watch wants half of it
+WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 BATCH = 250  # sleepers per forker
 KINDS = ("bare", "memcg", "host")
 
@@ -97,6 +103,7 @@ def run_cells(
             else:
                 row = cell(tc, kind == "host", 0, pause, args.episodes, logs)
             row.update(phase=phase, seconds=round(time.monotonic() - t0, 1), **extra)
+            row.update(watches=args.watches)
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -175,7 +182,8 @@ def won(row: Row | None) -> str:
 def report(rows: list[Row], node: dict[str, object] | None, args: argparse.Namespace) -> None:
     print(
         f"\nscale, cgroup v2 guest kernel {os.uname().release}, delay 0, "
-        f"{args.episodes} episodes per cell, {time.strftime('%Y-%m-%d', time.gmtime())}"
+        f"{args.episodes} episodes per cell, {time.strftime('%Y-%m-%d', time.gmtime())}, "
+        f"fs.inotify.max_user_watches {args.watches}"
     )
     if node is not None:
         c, p = node["cgroups_cost"], node["procs_cost"]
@@ -242,6 +250,9 @@ def in_guest(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     tc = TestCgroups(mount)
     TestCgroups.write(tc.path(tc.parent), "memory.max", "max")  # the guest is the host here
+    if args.max_user_watches:
+        WATCHES.write_text(f"{args.max_user_watches}\n")  # the throw-away guest's only
+    args.watches = int(WATCHES.read_text())
     work = Path(tempfile.mkdtemp(prefix="memcgctl-scale-v2-"))
     rows: list[Row] = []
     node = None
@@ -265,6 +276,13 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=2000, help="sleeping processes in it")
     ap.add_argument("--rate", choices=list(RATES), help="one growth rate only")
     ap.add_argument("--only", choices=["memcg", "host"], help="one domain (and the floor)")
+    ap.add_argument(
+        "--max-user-watches",
+        type=int,
+        default=65536,
+        help="fs.inotify.max_user_watches in the guest (0: its own 8,192, too few for "
+        "the daemon's tree watch over 5,000 cgroups: it walks per rescan instead)",
+    )
     ap.add_argument("--logs", type=Path, help="keep each cell's daemon log in this directory")
     args = ap.parse_args()
     return in_guest(args) if os.environ.get("MEMCGCTL_IN_VM") else rerun_in_guest()
