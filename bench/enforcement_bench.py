@@ -124,12 +124,21 @@ def mem_available() -> int:
 
 
 def cell(
-    tc: TestCgroups, host: bool, delay_ms: int, pause: float, n: int, log_dir: Path | None = None
+    tc: TestCgroups,
+    host: bool,
+    delay_ms: int,
+    pause: float,
+    n: int,
+    log_dir: Path | None = None,
+    where: str = "",
 ) -> dict[str, object]:
+    """``where``: the cell's parent below the test parent (``a/b/``; default: the test
+    parent itself), e.g. among a node's pods (bench/scale_v2_bench.py)."""
     name = f"{'host' if host else 'memcg'}-{delay_ms}-{pause}"
-    top = tc.make(name, limit=None if host else 256 * MIB)
-    low = tc.make(f"{name}/low", limit=None)
-    high = tc.make(f"{name}/high", limit=None)
+    top = tc.make(where + name, limit=None if host else 256 * MIB)
+    low = tc.make(f"{where}{name}/low", limit=None)
+    high = tc.make(f"{where}{name}/high", limit=None)
+    name += "-" + where.strip("/").replace("/", "-") if where else ""
     for cg, badness in ((low, "100"), (high, "900")):
         os.setxattr(tc.path(cg), "trusted.memcgctl.badness", badness.encode())
     ballast: list[int] = []
