@@ -100,6 +100,7 @@ class Loop:
         max_sleep: float | None = None,
         before_rescan: Callable[[bool], object] | None = None,
         tree: TreeEvents | None = None,
+        pulse_due: Callable[[], float | None] | None = None,
     ) -> None:
         self.core = core
         self.tree = tree  # inotify on the tree: rescans when it changed (daemon/treewatch.py)
@@ -113,6 +114,9 @@ class Loop:
         self.rescan_interval = rescan_interval
         # wake at least this often (the heartbeat the guardian and systemd watch)
         self.max_sleep = max_sleep
+        # when the next pulse is due (the clock's time; daemon/watchdog.py): the loop sleeps
+        # no longer, and pulses on any wake-up it has before that (no timer of its own)
+        self.pulse_due = pulse_due
         self.clock = clock
         self.stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -231,6 +235,9 @@ class Loop:
         wake = self._next_rescan if deadline is None else min(deadline, self._next_rescan)
         if self.max_sleep is not None:
             wake = min(wake, now + self.max_sleep)
+        pulse = self.pulse_due() if self.pulse_due is not None else None
+        if pulse is not None:
+            wake = min(wake, pulse)
         timeout_ms = max(0, int((wake - now) * 1000) + 1)
         fds = self._register()
         for fd, mask in self._poller.poll(timeout_ms):

@@ -202,7 +202,7 @@ def run(env: Env, config: DaemonConfig) -> None:
         status,
         ports,
         rescan_interval=config.rescan,
-        max_sleep=liveness.max_sleep(),
+        pulse_due=liveness.due,  # the heartbeat's and the watchdog's next beat
         before_rescan=before_rescan,
         tree=tree,
     )
