@@ -308,3 +308,60 @@ def test_a_busy_loop_beats_on_the_wake_ups_it_has_anyway(short_beat: float, tmp_
     early = [t for t, d in zip(core.ticks[1:], deadlines, strict=False) if t < d]
     assert early == [], early
     assert len(hb.touched) >= len(core.ticks) // 3  # it did beat, on those wake-ups
+
+
+class LoopClock:
+    """The loop's clock and poller, faked: poll(ms) moves the clock by ms (nothing is
+    ever readable); a rescan takes ``rescan_s``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.wakes: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def poller(self) -> LoopClock:
+        return self
+
+    def register(self, fd: int, mask: int) -> None:
+        pass
+
+    def poll(self, timeout_ms: int) -> list[tuple[int, int]]:
+        self.now += timeout_ms / 1000
+        self.wakes.append(self.now)
+        return []
+
+
+@pytest.mark.parametrize("slack", [guardian.PULSE_SLACK_S, 0.0])
+def test_a_beat_due_just_before_a_rescan_rides_on_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, slack: float
+) -> None:
+    """Idle with the default 2 s rescans, each taking 30 ms: the beat due at the same
+    time as a rescan waits for it (PULSE_SLACK_S) instead of waking the loop a few ms
+    before it; one wake-up a second, and the beat never late by more than the slack.
+    Without the slack the rescan's drift costs a wake-up of its own every 2 s."""
+    clock = LoopClock()
+    monkeypatch.setattr(select, "poll", clock.poller)
+    _, core, ports = make()
+    rescan = core.rescan
+
+    def slow_rescan(now: float, starting: bool = False) -> None:
+        rescan(now, starting)
+        clock.now += 0.03
+
+    monkeypatch.setattr(core, "rescan", slow_rescan)
+    hb = CountingHeartbeat(str(tmp_path), os.getpid())
+    live = Liveness(core, clock, Notifier({}), hb)  # type: ignore[arg-type]
+    loop = Loop(
+        core, ports, rescan_interval=2.0, clock=clock, pulse_due=live.due, pulse_slack=slack
+    )
+    loop.run(until=lambda: live() or clock.now > 1060.0)
+    hb.close()
+    per_s = len(clock.wakes) / 60
+    if slack:
+        assert per_s <= 1.0, (per_s, clock.wakes)
+    else:  # a beat-only wake-up a few ms before every other rescan
+        assert per_s > 1.2, (per_s, clock.wakes)
+    gaps = [b - a for a, b in zip(hb.touched, hb.touched[1:], strict=False)]
+    assert max(gaps) <= guardian.BEAT_S + slack + 0.03 + 0.002, gaps

@@ -19,13 +19,14 @@ Before the daemon's first beat (mtime 0: its first rescan) it looks every
 :data:`START_POLL_S` for the stopped state.  The bound this keeps, a paused memcg never
 stays paused longer than its delay + 3 s:
 
-* the daemon's loop beats at least every :data:`BEAT_S` (its poll timeout is the next
-  beat at the latest, :class:`Heartbeat`; a long rescan walk beats as it goes), so its
-  last beat before a stop or a hang is at most ``BEAT_S`` before it, and a busy turn of
-  the loop (a decision under emulation: ≤ 0.7 s) stays ``STALE_S - BEAT_S`` = 1.5 s clear
-  of being taken for a hang;
-* the heartbeat is stale ``STALE_S`` after that last beat, so at most ``STALE_S`` = 2.5 s
-  after the stop, and the guardian is awake then (it slept until exactly then, to the
+* the daemon's loop beats every :data:`BEAT_S` (1 s), on a wake-up it has anyway once
+  the last beat is :data:`EARLY_S` old, else on one of its own: its poll timeout is the
+  next beat, or a wake-up due at most :data:`PULSE_SLACK_S` after it (a rescan, whose
+  start drifts by its own length); a long rescan walk beats as it goes.  A busy turn of
+  the loop (a decision under emulation: ≤ 0.7 s) thus stays ``STALE_S - BEAT_S -
+  PULSE_SLACK_S`` = 1.3 s clear of being taken for a hang;
+* the heartbeat is stale ``STALE_S`` after the last beat, so at most ``STALE_S`` = 2.5 s
+  after a stop or a hang, and the guardian is awake then (it slept until exactly then, to the
   millisecond; a look that finds a newer beat sleeps until that one's stale time);
 * then the release: importing the release machinery and writing the knobs back, ≈ 0.2 s
   here, under 0.5 s in the emulated guest.  2.5 + 0.5 ≤ 3 s after the stop, the OOM
@@ -49,6 +50,7 @@ from collections.abc import Callable, Sequence
 
 BEAT_S = 1.0  # the daemon touches its heartbeat at least this often
 EARLY_S = BEAT_S / 2  # and on any wake-up it has anyway once the last beat is this old
+PULSE_SLACK_S = 0.2  # a beat may wait this much longer for a wake-up the loop has anyway
 STALE_S = 2.5  # a heartbeat older than this: hung (or stopped, if its state is T)
 START_POLL_S = 0.5  # before the first beat: look this often for the stopped state
 STOPPED_POLLS = 2  # then seen stopped this many times in a row: stopped (not a passing ^Z)
@@ -242,7 +244,7 @@ def main(args: Sequence[str]) -> int:
     proc_root, cgroup_root, state_dir, root, instance = args
 
     def release(state: str) -> None:
-        from memcgctl.daemon.main import guardian_release  # only now: the daemon needs us
+        from memcgctl.daemon.guardrelease import guardian_release  # only now: it acts
 
         guardian_release(proc_root, cgroup_root, state_dir, root, instance, state)
 

@@ -101,6 +101,7 @@ class Loop:
         before_rescan: Callable[[bool], object] | None = None,
         tree: TreeEvents | None = None,
         pulse_due: Callable[[], float | None] | None = None,
+        pulse_slack: float = 0.0,
     ) -> None:
         self.core = core
         self.tree = tree  # inotify on the tree: rescans when it changed (daemon/treewatch.py)
@@ -117,6 +118,7 @@ class Loop:
         # when the next pulse is due (the clock's time; daemon/watchdog.py): the loop sleeps
         # no longer, and pulses on any wake-up it has before that (no timer of its own)
         self.pulse_due = pulse_due
+        self.pulse_slack = pulse_slack  # late by this much at most to ride on another wake
         self.clock = clock
         self.stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -236,8 +238,10 @@ class Loop:
         if self.max_sleep is not None:
             wake = min(wake, now + self.max_sleep)
         pulse = self.pulse_due() if self.pulse_due is not None else None
-        if pulse is not None:
-            wake = min(wake, pulse)
+        if pulse is not None and wake - pulse > self.pulse_slack:
+            # a wake-up of its own only when no other comes soon enough (a rescan drifts
+            # by its own length past a beat due at the same time)
+            wake = pulse
         timeout_ms = max(0, int((wake - now) * 1000) + 1)
         fds = self._register()
         for fd, mask in self._poller.poll(timeout_ms):
