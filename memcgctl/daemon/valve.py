@@ -115,9 +115,18 @@ class Tuning:
 
 def host_available(meminfo_kb: dict[str, int]) -> tuple[int, int]:
     """(available, total) in bytes: MemAvailable + SwapFree of MemTotal + SwapTotal."""
-    avail = meminfo_kb.get("MemAvailable", meminfo_kb.get("MemFree", 0))
-    avail += meminfo_kb.get("SwapFree", 0)
-    total = meminfo_kb.get("MemTotal", 0) + meminfo_kb.get("SwapTotal", 0)
+    get = meminfo_kb.get
+    return host_available_of(
+        *(get(k, -1) for k in ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree"))
+    )
+
+
+def host_available_of(
+    mem_total: int, mem_free: int, mem_available: int, swap_total: int, swap_free: int
+) -> tuple[int, int]:
+    """:func:`host_available` of the fields in kB (-1: missing), in /proc/meminfo's order."""
+    avail = (mem_available if mem_available >= 0 else max(mem_free, 0)) + max(swap_free, 0)
+    total = max(mem_total, 0) + max(swap_total, 0)
     return avail * 1024, max(total, 1) * 1024
 
 
