@@ -341,6 +341,9 @@ def test_a_beat_due_just_before_a_rescan_rides_on_it(
     time as a rescan waits for it (PULSE_SLACK_S) instead of waking the loop a few ms
     before it; one wake-up a second, and the beat never late by more than the slack.
     Without the slack the rescan's drift costs a wake-up of its own every 2 s."""
+    from memcgctl.daemon import loop as loop_mod
+
+    monkeypatch.setattr(loop_mod, "RESCAN_EARLY_S", 0.0)  # the beat's slack alone
     clock = LoopClock()
     monkeypatch.setattr(select, "poll", clock.poller)
     _, core, ports = make()
@@ -365,3 +368,52 @@ def test_a_beat_due_just_before_a_rescan_rides_on_it(
         assert per_s > 1.2, (per_s, clock.wakes)
     gaps = [b - a for a, b in zip(hb.touched, hb.touched[1:], strict=False)]
     assert max(gaps) <= guardian.BEAT_S + slack + 0.03 + 0.002, gaps
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_a_periodic_rescan_due_soon_rides_on_a_host_poll(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, early: bool
+) -> None:
+    """Host mode, memory free: a look at MemAvailable every second (the core's
+    deadline) and the 2 s rescan, which takes 30 ms and so drifts past the looks.  A
+    rescan due within RESCAN_EARLY_S is done on the look's wake-up: one wake-up a
+    second, heartbeat included.  Without it, a wake-up of its own every 2 s."""
+    from memcgctl.daemon import loop as loop_mod
+
+    if not early:
+        monkeypatch.setattr(loop_mod, "RESCAN_EARLY_S", 0.0)
+    clock = LoopClock()
+    monkeypatch.setattr(select, "poll", clock.poller)
+    looks: list[float] = []
+
+    def deadline(now: float) -> float:
+        if not looks or now >= looks[-1]:
+            looks.append(now + 1.0)
+        return looks[-1]
+
+    _, core, ports = make(deadline)
+    rescan = core.rescan
+
+    def slow_rescan(now: float, starting: bool = False) -> None:
+        rescan(now, starting)
+        clock.now += 0.03
+
+    monkeypatch.setattr(core, "rescan", slow_rescan)
+    hb = CountingHeartbeat(str(tmp_path), os.getpid())
+    live = Liveness(core, clock, Notifier({}), hb)  # type: ignore[arg-type]
+    loop = Loop(
+        core,
+        ports,
+        rescan_interval=2.0,
+        clock=clock,
+        pulse_due=live.due,
+        pulse_slack=guardian.PULSE_SLACK_S,
+    )
+    loop.run(until=lambda: live() or clock.now > 1060.0)
+    hb.close()
+    per_s = len(clock.wakes) / 60
+    assert len(core.rescans) >= 60 / (2.0 + 0.03 + 0.002) - 1  # never later than due
+    if early:
+        assert per_s <= 1.02, (per_s, clock.wakes)
+    else:
+        assert per_s > 1.3, (per_s, clock.wakes)

@@ -88,6 +88,10 @@ class TreeEvents(Protocol):
 
 TREE_SETTLE_S = 0.05  # event-driven rescans at most this often (a churn is coalesced)
 FAULT_PAUSE_S = 0.1  # after an unexpected error in the loop itself: no busy spin
+# a periodic rescan due this close to another wake-up (a host poll, a beat) is done on
+# it, this much early or late at most (and an eighth of the interval), not on one of its
+# own a moment before or after
+RESCAN_EARLY_S = 0.25
 
 
 class Loop:
@@ -154,6 +158,13 @@ class Loop:
         """The next periodic rescan; soon when the last one asked for another."""
         self._next_rescan = now + (TREE_SETTLE_S if self._again else self.rescan_interval)
         self._again = False
+
+    def _early(self) -> float:
+        """How early the next rescan may run: only a periodic one (not one a tree event
+        or the last rescan asked for at TREE_SETTLE_S: the churn stays coalesced)."""
+        if self._next_rescan - self._last_rescan < self.rescan_interval:
+            return 0.0
+        return min(RESCAN_EARLY_S, self.rescan_interval / 8)
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         self.ports.open_kernel_log()
@@ -230,11 +241,14 @@ class Loop:
         now = self.clock()
         deadline = self.core.tick(now)
         now = self.clock()
-        if now >= self._next_rescan or self.hup:
+        if now >= self._next_rescan - self._early() or self.hup:
             self._rescan(now)
             now = self.clock()
             self._rescan_due(now)
-        wake = self._next_rescan if deadline is None else min(deadline, self._next_rescan)
+        rescan_at = self._next_rescan
+        if deadline is not None and rescan_at <= deadline <= rescan_at + self._early():
+            rescan_at = deadline  # a moment late, on the wake-up the core wants anyway
+        wake = rescan_at if deadline is None else min(deadline, rescan_at)
         if self.max_sleep is not None:
             wake = min(wake, now + self.max_sleep)
         pulse = self.pulse_due() if self.pulse_due is not None else None
