@@ -113,7 +113,7 @@ def test_growth_seen_brings_the_next_look_before_the_short_line() -> None:
     # at that rate the line is crossed after 150 ms: the look comes well before
     assert interval * rate < 30 * MIB
     # with more room the growth seen does not push below 100 ms
-    assert host_poll_interval(150 * MIB, GUEST, hl, rate) == IDLE_MIN_POLL
+    assert host_poll_interval(150 * MIB, GUEST, hl, rate) >= IDLE_MIN_POLL
     # slow growth far from the line changes nothing
     assert host_poll_interval(900 * MIB, GUEST, hl, 1 * MIB) == MAX_POLL
     # never faster than MIN_POLL

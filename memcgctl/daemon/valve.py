@@ -151,8 +151,12 @@ MAX_POLL = 1.0
 # (never faster than 100 ms): a PSI trigger wakes it between two looks when tasks stall,
 # and growth it has seen shortens the interval so that the next look comes before the
 # short line.  Growth faster than UNSEEN_FILL_RATE between two idle looks is left to PSI.
+# 375 MiB/s (was 750): at 69 % of a 1 GiB guest used, a look every 0.56 s instead of
+# 0.28 s; each look is a Python wake-up, the idle cost (issue 22: 2.2 → 1.15 % of a
+# core there, earlyoom 0.7 %), and threshold → death was not worse in the same run
+# (docs/benchmarks.md, peers).
 IDLE_MIN_POLL = 0.1
-UNSEEN_FILL_RATE = FILL_RATE // 8
+UNSEEN_FILL_RATE = FILL_RATE // 16
 RATE_SAFETY = 2.0  # assume the growth seen may double before the next look
 
 
