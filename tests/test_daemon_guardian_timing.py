@@ -417,3 +417,32 @@ def test_a_periodic_rescan_due_soon_rides_on_a_host_poll(
         assert per_s <= 1.02, (per_s, clock.wakes)
     else:
         assert per_s > 1.3, (per_s, clock.wakes)
+
+
+def test_under_systemds_watchdog_the_loop_wakes_for_its_pings(tmp_path: Path) -> None:
+    """No heartbeat (``--guardian=systemd``): the loop's poll timeout is the next
+    ``WATCHDOG=1`` (half of $WATCHDOG_USEC), sent over a real socket; nothing else
+    wakes it, and every wake-up pings."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(tmp_path / "notify"))
+    s.settimeout(5)
+    try:
+        _, core, ports = make()
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000"})
+        live = Liveness(core, time.monotonic, notifier, None)  # type: ignore[arg-type]
+        loop = Loop(core, ports, rescan_interval=60, pulse_due=live.due)
+        run_for(loop, 10, until=lambda: live() or len(core.ticks) >= 4)
+        got = []
+        s.settimeout(0.05)
+        while True:
+            try:
+                got.append(s.recv(4096))
+            except TimeoutError:
+                break
+    finally:
+        s.close()
+    assert got[0] == b"READY=1\nSTATUS=enforcing"
+    pings = got.count(b"WATCHDOG=1")
+    assert pings == len(core.ticks) + 1, (got, core.ticks)  # each turn, and the last check
