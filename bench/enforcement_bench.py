@@ -124,12 +124,21 @@ def mem_available() -> int:
 
 
 def cell(
-    tc: TestCgroups, host: bool, delay_ms: int, pause: float, n: int, log_dir: Path | None = None
+    tc: TestCgroups,
+    host: bool,
+    delay_ms: int,
+    pause: float,
+    n: int,
+    log_dir: Path | None = None,
+    where: str = "",
 ) -> dict[str, object]:
+    """``where``: the cell's parent below the test parent (``a/b/``; default: the test
+    parent itself), e.g. among a node's pods (bench/scale_v2_bench.py)."""
     name = f"{'host' if host else 'memcg'}-{delay_ms}-{pause}"
-    top = tc.make(name, limit=None if host else 256 * MIB)
-    low = tc.make(f"{name}/low", limit=None)
-    high = tc.make(f"{name}/high", limit=None)
+    top = tc.make(where + name, limit=None if host else 256 * MIB)
+    low = tc.make(f"{where}{name}/low", limit=None)
+    high = tc.make(f"{where}{name}/high", limit=None)
+    name += "-" + where.strip("/").replace("/", "-") if where else ""
     for cg, badness in ((low, "100"), (high, "900")):
         os.setxattr(tc.path(cg), "trusted.memcgctl.badness", badness.encode())
     ballast: list[int] = []
@@ -162,7 +171,8 @@ def cell(
     domain = None if host else top
     ok, latencies, outcomes, late = 0, [], [], []
     try:
-        assert d.wait("daemon_took_over", 0, 60) is not None, "daemon did not start"
+        # a node-sized tree below the root (bench/scale_v2_bench.py) takes longer
+        assert d.wait("daemon_took_over", 0, 300) is not None, "daemon did not start"
         seen = len(d.lines)
         for _ in range(n):
             victim = forked(tc, low, "hold", mib=40)
@@ -320,8 +330,11 @@ def main() -> int:
     ap.add_argument("--no-bare", action="store_true", help="skip the bare-handler floor")
     ap.add_argument("--bare-only", action="store_true", help="only the bare-handler floor")
     args = ap.parse_args()
-    if os.environ.get("MEMCGCTL_IN_VM"):
-        return in_guest(args)
+    return in_guest(args) if os.environ.get("MEMCGCTL_IN_VM") else rerun_in_guest()
+
+
+def rerun_in_guest() -> int:
+    """Boot the v2 guest and run this script's command line there (MEMCGCTL_IN_VM=1)."""
     if os.geteuid() != 0:
         print("needs root (it boots the cgroup v2 guest)", file=sys.stderr)
         return 2

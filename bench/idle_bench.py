@@ -6,7 +6,7 @@ Run as root on a host with the v1 memory controller::
 
     python3 bench/idle_bench.py --checkout /work/main --checkout . [--seconds 60]
 
-The tree (bench/scale_bench.py's: ``kubepods/<qos>/podNNNN/c<k>/{pause,app}`` and
+The tree (tests/nodetree.py's, as in bench/scale_bench.py: ``kubepods/<qos>/podNNNN/c<k>/{pause,app}`` and
 ``system.slice/svcNNNN.service``) is built once under one test parent and removed at
 the end; ``--managed`` pods get an OOM delay.  Each daemon runs with ``--rescan 2s
 --no-guardian``; once it has taken every managed pod over, its user + system CPU time
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.scale_bench import build_system, build_tree  # noqa: E402
+from tests.nodetree import build_system, build_tree  # noqa: E402
 from tests.realkernel import TestCgroups, v1_memory_mount  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
