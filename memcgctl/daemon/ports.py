@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TextIO
 
 from memcgctl.actions.kill import Killer
@@ -33,14 +33,20 @@ from memcgctl.daemon.valve import (
     committed,
     host_available,
     host_level,
+    host_near,
     host_poll_interval,
     memcg_level,
+    memcg_near,
+    v1_committed,
+    v1_near,
 )
 from memcgctl.daemon.watches import Notifier, Watches
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfiles import V2_EVENTS
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
 from memcgctl.logic.decision import Decision
+from memcgctl.logic.priority import plan_inputs
 from memcgctl.render.logprio import Priority
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
@@ -70,6 +76,21 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     step = PSI_UNPRIVILEGED_STEP_US
     window = (window_us + step - 1) // step * step
     return stall_us * window // window_us, window
+
+
+def procs_stamp(
+    fs: CgroupFs, inputs: Iterable[tuple[CgroupPath, bool]]
+) -> tuple[tuple[CgroupPath, tuple[int, ...]], ...] | None:
+    """The processes of each cgroup (of its whole subtree when asked), sorted; None
+    when one is gone or cannot be read."""
+    out = []
+    try:
+        for cg, whole in inputs:
+            cgs = fs.walk(cg) if whole else (cg,)
+            out.append((cg, tuple(sorted(p for c in cgs for p in fs.procs(c)))))
+    except (Vanished, OSError, MemcgctlError):
+        return None
+    return tuple(out)
 
 
 class RealPorts:
@@ -370,7 +391,7 @@ class RealPorts:
             hl = self.tuning.host
             rate = self.host_rate.update(time.monotonic(), avail)
             poll = host_poll_interval(avail, total, hl, rate)
-            return Reading(host_level(avail, total, hl), poll)
+            return Reading(host_level(avail, total, hl), poll, host_near(avail, total, hl))
         v = self.valves.get(cg)
         if v is not None:
             v = self.valves[cg] = self.knobs.refresh(v)
@@ -379,13 +400,20 @@ class RealPorts:
                 self.fs.memory_stat(v.domain),
                 self._swap_room(v.domain),
             )
-            return Reading(memcg_level(used, v.lines), VALVE_POLL)
+            return Reading(memcg_level(used, v.lines), VALVE_POLL, memcg_near(used, v.lines))
         if bool(self.fs.oom_control(cg).get("under_oom", 0)):
-            return Reading(SHORT, V1_POLL)
+            return Reading(SHORT, V1_POLL, near=True)
         usage, limit = self.fs.usage(cg), self.fs.limit(cg)
-        if usage is not None and limit is not None and usage < limit - limit // 16:
-            return Reading(RECOVERED)
-        return Reading(CLEAR)
+        if usage is None or limit is None:
+            return Reading(CLEAR)
+        # near its limit once page cache (which the limit reclaims first) is left out:
+        # memory.stat is read only when the usage alone is near
+        near = v1_near(usage, limit) and v1_near(
+            v1_committed(self.fs.memory_stat(cg), usage), limit
+        )
+        if usage < limit - limit // 16:
+            return Reading(RECOVERED, near=near)
+        return Reading(CLEAR, near=near)
 
     def _swap_room(self, domain: CgroupPath) -> int:
         if not self._has_swap:
@@ -422,6 +450,21 @@ class RealPorts:
     def snapshot(self, cg: CgroupPath) -> Snapshot:
         # a process is read when looked at (issue 22); dying victims are not killable
         return self.dying.hide(self.env.snapshot(cg, lazy=True))
+
+    def plan_stamp(self, decision: Decision) -> Hashable | None:
+        """The tree watch's mark for the decision's domain and the processes of the
+        cgroups its walk compared (:func:`~memcgctl.logic.priority.plan_inputs`): one
+        ``cgroup.procs`` read per level, and per cgroup of a skipped empty subtree that
+        ranked no later than the choice.  None without a tree watch (a badness written
+        meanwhile could not be seen) or a priority walk."""
+        inputs = plan_inputs(decision)
+        if self.tree is None or not inputs:
+            return None
+        mark = self.tree.mark(decision.oom_root)
+        if mark is None:
+            return None
+        procs = procs_stamp(self.fs, inputs)
+        return None if procs is None else (mark, procs)
 
     def alive(self, pids: Iterable[int]) -> list[int]:
         """Those of pids still holding memory.  A victim we sent SIGKILL had its memory

@@ -8,7 +8,7 @@ what woke the loop, and :data:`KERNEL_LOG`, the fd that notifies about no cgroup
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from enum import Enum
 from typing import NamedTuple, Protocol
 
@@ -30,6 +30,8 @@ class Mode(Enum):
 class Reading(NamedTuple):
     state: OomLevel
     poll: float | None = None  # look again after this many seconds (None: on notification)
+    # near the short line: the core keeps a standing plan (a victim chosen ahead) fresh
+    near: bool = False
 
 
 class Managed(NamedTuple):
@@ -78,6 +80,11 @@ class CorePorts(Protocol):
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
         """A fresh snapshot of cg's subtree."""
+
+    def plan_stamp(self, decision: Decision) -> Hashable | None:
+        """What a standing plan rests on, read now (the tree watch's mark for the
+        domain, the processes of the cgroups the walk compared): a plan stands while
+        this is unchanged.  None: it cannot be told (no tree watch): no plan."""
 
     def kill(self, decision: Decision) -> list[int]:
         """Kill the decision's victim (or its whole oom.group); the pids signalled."""
