@@ -28,6 +28,15 @@ domain stays held for userspace at the valve, thawed, said once per episode).  E
 continuous episode: once the domain has *recovered* (fallen well below the valve) a new
 OOM starts at round 1.  Watches are re-checked at the poll interval the ports ask for,
 and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
+
+The victim is chosen ahead, so that at the deadline the kill is only a signal: with a
+delay, just before the deadline; with delay 0 (a delay shorter than a choice takes), as
+a *standing plan* kept while the ports read the watch as ``near`` its line (chosen again
+at most every :data:`PLAN_MIN_PERIOD` and :data:`PLAN_COST` times what that took).  At
+the event the plan is used while it holds (young enough, its victim alive, the ports'
+:meth:`~memcgctl.daemon.protocol.CorePorts.plan_stamp` unchanged) and the signal goes
+before ``under_oom`` and ``daemon_kill`` are written; otherwise the victim is chosen
+afresh, by the same selection.
 """
 
 from __future__ import annotations
