@@ -322,3 +322,18 @@ def test_a_plan_that_holds_is_the_fresh_choice(layout: list[tuple[str, dict[str,
         assert kill_record(ports)["plan_age_ms"] == 20.0
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_growing_towards_the_line_it_is_looked_at_sooner_only_when_it_plans_ahead(
+    fake_v1: FakeHost,
+) -> None:
+    class Growing(FakePorts):
+        def level(self, cg: Scope) -> Reading:
+            return Reading(CLEAR, soon=0.2)  # the ports saw it grow towards its near line
+
+    for delay, wake in ((0, 1.2), (1000, None)):
+        clock = Clock()
+        ports = Growing(jobs(FakeHost(fake_v1.base / str(delay))), {"/jobs": delay})
+        core = DaemonCore(ports, Chooser(clock), Settings(), clock=clock)
+        core.rescan(at(clock, 1.0))
+        assert core.tick(at(clock, 1.0)) == (pytest.approx(wake) if wake else None)

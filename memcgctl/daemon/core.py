@@ -307,6 +307,8 @@ class DaemonCore:
         if not w.recovered and (recent or w.episode_start is not None):
             w.check_step = min(max(w.check_step * 2, FIRST_CHECK), MAX_CHECK)
             steps.append(w.check_step)
+        if w.episode_start is None and level.soon is not None and self._plans_ahead(w):
+            steps.append(level.soon)  # growing towards the near line: look before it
         if self._keeps_plan(w) and (w.mode is not Mode.HOST or level.poll is None):
             # near the line with no poll of its own (a memcg): look again, and choose
             # again, when the refresh is due; the host's polls carry its refreshes
@@ -397,12 +399,11 @@ class DaemonCore:
         """Whether w keeps a standing plan now: near its line, out of an episode, with
         a delay shorter than a choice takes (delay 0), so that at the event the kill
         is only a signal (a longer delay is chosen for just before its deadline)."""
-        return (
-            w.near
-            and w.episode_start is None
-            and self.clock is not None
-            and w.delay_ms / 1000 < self._choice_lead()
-        )
+        return w.near and w.episode_start is None and self._plans_ahead(w)
+
+    def _plans_ahead(self, w: Watch) -> bool:
+        """A delay shorter than a choice takes (delay 0): the victim is chosen ahead."""
+        return self.clock is not None and w.delay_ms / 1000 < self._choice_lead()
 
     def _refresh(self, w: Watch, now: float) -> None:
         """Choose w's victim again (one brief walk) and read what the choice rests on;

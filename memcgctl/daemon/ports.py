@@ -30,6 +30,7 @@ from memcgctl.daemon.valve import (
     SHORT,
     HostRate,
     Tuning,
+    approach_poll,
     committed,
     host_available,
     host_level,
@@ -131,6 +132,8 @@ class RealPorts:
         # inotify on the tree and the managed limits; None: a walk per rescan
         self.tree: TreeWatch | None = None
         self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
+        # how fast each managed memcg nears its near line (a standing plan: core.py)
+        self.approach: dict[Scope, HostRate] = {}
 
     @property
     def log(self) -> TextIO:
@@ -325,6 +328,7 @@ class RealPorts:
 
     def release(self, cg: Scope) -> None:
         self.watches.close(cg)
+        self.approach.pop(cg, None)
         if self.tree is not None:
             self.tree.unfollow(cg)
         v = self.valves.pop(cg, None)
@@ -400,7 +404,10 @@ class RealPorts:
                 self.fs.memory_stat(v.domain),
                 self._swap_room(v.domain),
             )
-            return Reading(memcg_level(used, v.lines), VALVE_POLL, memcg_near(used, v.lines))
+            ln = v.lines
+            near = memcg_near(used, ln)
+            soon = None if near else self._approach(cg, 2 * ln.line - ln.limit - used)
+            return Reading(memcg_level(used, ln), VALVE_POLL, near, soon)
         if bool(self.fs.oom_control(cg).get("under_oom", 0)):
             return Reading(SHORT, V1_POLL, near=True)
         usage, limit = self.fs.usage(cg), self.fs.limit(cg)
@@ -411,9 +418,16 @@ class RealPorts:
         near = v1_near(usage, limit) and v1_near(
             v1_committed(self.fs.memory_stat(cg), usage), limit
         )
+        soon = None if near else self._approach(cg, limit - limit // 8 - usage)
         if usage < limit - limit // 16:
-            return Reading(RECOVERED, near=near)
-        return Reading(CLEAR, near=near)
+            return Reading(RECOVERED, near=near, soon=soon)
+        return Reading(CLEAR, near=near, soon=soon)
+
+    def _approach(self, cg: Scope, room: int) -> float | None:
+        """When to look at a memcg again that is ``room`` bytes below its near line,
+        by how fast it came closer over the last looks (:func:`approach_poll`)."""
+        rate = self.approach.setdefault(cg, HostRate()).update(time.monotonic(), room)
+        return approach_poll(room, rate)
 
     def _swap_room(self, domain: CgroupPath) -> int:
         if not self._has_swap:

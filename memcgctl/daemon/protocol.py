@@ -32,6 +32,9 @@ class Reading(NamedTuple):
     poll: float | None = None  # look again after this many seconds (None: on notification)
     # near the short line: the core keeps a standing plan (a victim chosen ahead) fresh
     near: bool = False
+    # not near, but growing towards it: look again after this many seconds (None: at
+    # the next rescan or notification)
+    soon: float | None = None
 
 
 class Managed(NamedTuple):

@@ -188,6 +188,19 @@ def host_poll_interval(available: int, total: int, hl: HostLines, rate: float = 
     return interval
 
 
+APPROACH_MIN_POLL = 0.05  # a memcg growing towards its near line: looked at no faster
+
+
+def approach_poll(room: int, rate: float) -> float | None:
+    """A memcg below its near line (``room`` bytes short of it) whose committed memory
+    grew at ``rate`` bytes/s between the last looks: look again before the growth seen
+    (doubled) crosses the line, 50 ms - 1 s; None when it is not growing (the next
+    rescan looks)."""
+    if rate <= 0 or room <= 0:
+        return None
+    return min(max(room / (rate * RATE_SAFETY), APPROACH_MIN_POLL), MAX_POLL)
+
+
 class HostRate:
     """How fast available memory is falling, from successive looks: the fall since the
     previous look per second, or half the previous rate when that is higher (one quiet
