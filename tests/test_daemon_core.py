@@ -12,7 +12,7 @@ from memcgctl.daemon.core import (
     Settings,
     with_process,
 )
-from memcgctl.daemon.ports import procs_stamp
+from memcgctl.daemon.ports import procs_stamp, stamp_holds
 from memcgctl.daemon.protocol import Managed, Mode, Reading
 from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT, OomLevel
 from memcgctl.logic.decision import Decision
@@ -49,6 +49,10 @@ class FakePorts:
         inputs = plan_inputs(decision)
         procs = procs_stamp(self.host.env().fs, inputs) if inputs else None
         return None if procs is None else (self.tree_mark, procs)
+
+    def plan_holds(self, decision: Decision, stamp: Hashable) -> bool:
+        now = self.plan_stamp(decision)
+        return now is not None and stamp_holds(self.host.env().proc, decision, stamp, now)
 
     def managed(self) -> dict[Scope, int]:
         return {CgroupPath(cg): delay for cg, delay in self.delays.items()}

@@ -337,3 +337,23 @@ def test_growing_towards_the_line_it_is_looked_at_sooner_only_when_it_plans_ahea
         core = DaemonCore(ports, Chooser(clock), Settings(), clock=clock)
         core.rescan(at(clock, 1.0))
         assert core.tick(at(clock, 1.0)) == (pytest.approx(wake) if wake else None)
+
+
+def test_a_plan_holds_when_a_loser_left_or_a_kernel_thread_came(fake_v1: FakeHost) -> None:
+    host = jobs(fake_v1)
+    ports, core, clock, choose = daemon(host)
+    near_and_planned(ports, core, clock)
+    host.remove_process(11)  # a loser in the victim's cgroup left
+    host.process(3, "/jobs/low", comm="kworker/0:1", kthread=True)  # never a candidate
+    the_event(ports, core, clock, 1.01)
+    assert ports.killed == [10] and choose.calls == 1
+    assert kill_record(ports)["plan_age_ms"] == 10.0
+
+
+def test_a_process_come_beside_the_victim_makes_the_plan_stale(fake_v1: FakeHost) -> None:
+    host = jobs(fake_v1)
+    ports, core, clock, choose = daemon(host)
+    near_and_planned(ports, core, clock)
+    host.process(12, "/jobs/low", comm="bigger", rss_anon_kb=50_000)
+    the_event(ports, core, clock, 1.01)
+    assert ports.killed == [12] and choose.calls == 2

@@ -34,7 +34,7 @@ delay, just before the deadline; with delay 0 (a delay shorter than a choice tak
 a *standing plan* kept while the ports read the watch as ``near`` its line (chosen again
 at most every :data:`PLAN_MIN_PERIOD` and :data:`PLAN_COST` times what that took).  At
 the event the plan is used while it holds (young enough, its victim alive, the ports'
-:meth:`~memcgctl.daemon.protocol.CorePorts.plan_stamp` unchanged) and the signal goes
+:meth:`~memcgctl.daemon.protocol.CorePorts.plan_holds`) and the signal goes
 before ``under_oom`` and ``daemon_kill`` are written; otherwise the victim is chosen
 afresh, by the same selection.
 """
@@ -446,7 +446,7 @@ class DaemonCore:
         stamp, w.plan_stamp = w.plan_stamp, None
         if plan is None or plan.victim is None:
             return None
-        if stamp is not None and (now > w.plan_until or self.ports.plan_stamp(plan) != stamp):
+        if stamp is not None and (now > w.plan_until or not self.ports.plan_holds(plan, stamp)):
             return None
         if not self.ports.alive([plan.victim.pid]):
             return None

@@ -46,6 +46,7 @@ from memcgctl.env import Env
 from memcgctl.kernel.cgroupfiles import V2_EVENTS
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
+from memcgctl.kernel.procfs import ProcFs
 from memcgctl.logic.decision import Decision
 from memcgctl.logic.priority import plan_inputs
 from memcgctl.render.logprio import Priority
@@ -92,6 +93,31 @@ def procs_stamp(
     except (Vanished, OSError, MemcgctlError):
         return None
     return tuple(out)
+
+
+def stamp_holds(proc: ProcFs, decision: Decision, before: Hashable, after: Hashable) -> bool:
+    """Whether a plan stamped ``before`` (:meth:`RealPorts.plan_stamp`) holds by what is
+    read now (``after``): the same tree mark and cgroups, the victim still in its
+    cgroup, and no process come in them that could be a candidate.  A process gone
+    changes nothing (the victim apart: it is looked for): a loser leaving does not make
+    it win, and the cgroups the walk chose still hold the victim.  A kernel thread come
+    (a kworker in the root cgroup) is never a candidate."""
+    if not isinstance(before, tuple) or not isinstance(after, tuple) or before[0] != after[0]:
+        return False
+    was, now = before[1], after[1]
+    if [cg for cg, _ in was] != [cg for cg, _ in now] or decision.victim is None:
+        return False
+    victim = decision.victim
+    for (cg, old), (_, new) in zip(was, now, strict=True):
+        if cg == victim.cgroup and victim.pid not in new:
+            return False  # it died, or moved
+        for pid in set(new) - set(old):
+            try:
+                if not proc.is_kernel_thread(pid):
+                    return False
+            except (Vanished, OSError):
+                continue  # come and gone: nothing to choose
+    return True
 
 
 class RealPorts:
@@ -479,6 +505,10 @@ class RealPorts:
             return None
         procs = procs_stamp(self.fs, inputs)
         return None if procs is None else (mark, procs)
+
+    def plan_holds(self, decision: Decision, stamp: Hashable) -> bool:
+        now = self.plan_stamp(decision)
+        return now is not None and stamp_holds(self.proc, decision, stamp, now)
 
     def alive(self, pids: Iterable[int]) -> list[int]:
         """Those of pids still holding memory.  A victim we sent SIGKILL had its memory

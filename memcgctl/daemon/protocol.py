@@ -85,9 +85,14 @@ class CorePorts(Protocol):
         """A fresh snapshot of cg's subtree."""
 
     def plan_stamp(self, decision: Decision) -> Hashable | None:
-        """What a standing plan rests on, read now (the tree watch's mark for the
-        domain, the processes of the cgroups the walk compared): a plan stands while
-        this is unchanged.  None: it cannot be told (no tree watch): no plan."""
+        """What a standing plan rests on, read when it is chosen (the tree watch's mark
+        for the domain, the processes of the cgroups the walk compared).  None: it
+        cannot be told (no tree watch): no plan is kept."""
+
+    def plan_holds(self, decision: Decision, stamp: Hashable) -> bool:
+        """Read again at the event: the plan still holds (nothing it rests on changed
+        but for processes gone and kernel threads come, its victim still in its
+        cgroup)."""
 
     def kill(self, decision: Decision) -> list[int]:
         """Kill the decision's victim (or its whole oom.group); the pids signalled."""
