@@ -4,6 +4,7 @@ plan is used (``plan_age_ms``) and the policy's victim dies, the kernel kills no
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realkernel import HELPERS, TestCgroups
+from tests.realkernel import HELPERS, TestCgroups, journaled
 from tests.test_daemon_kernel import Daemon, oom_control, set_xattr
 
 pytestmark = pytest.mark.kernel
@@ -54,3 +55,10 @@ def test_near_its_limit_the_victim_is_chosen_ahead_and_dies_at_the_oom(
         assert oom_control(cgroups, cg)["oom_kill"] == 0  # the kernel killed nobody
     d.wait_for("oom_resolved", top)
     assert d.stop() == 0
+    # the journal: user_kill (at the signal) is appended before under_oom now, but the
+    # times keep the episode's order, which the readers sort by
+    killed = journaled(tmp_path, "user_kill", victim.pid)
+    recorded = journaled(tmp_path, "daemon_kill", victim.pid)
+    records = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    began = next(r for r in records if r["kind"] == "under_oom" and r["cgroup"] == top)
+    assert began["time"] < killed["time"] <= recorded["time"]
