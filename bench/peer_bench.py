@@ -252,6 +252,7 @@ class Peer:
     idle: dict[str, float] = field(default_factory=dict)
     wakes: dict[str, float] = field(default_factory=dict)
     rss: tuple[float, float] = (0.0, 0.0)
+    rss_each: list[tuple[float, float]] = field(default_factory=list)  # handler, children
 
 
 def peers(tmp: Path, checkouts: list[Path] | None = None) -> list[Peer]:
@@ -381,6 +382,7 @@ def idle_cpu(peer: Peer, seconds: float, used_share: float | None) -> tuple[floa
         rate = (wakeups(pids) - w0) / took
         if used_share is None:
             peer.rss = resident(pids)
+            peer.rss_each = [resident([pid]) for pid in pids]
         return share, rate
     finally:
         h.stop()
@@ -481,6 +483,8 @@ def report(ps: list[Peer], args: argparse.Namespace) -> None:
             row += f" {fmt(v, '%', 2):>10} {fmt(r, 'x', 1):>6}"
         wk = "/".join(f"{p.wakes.get(c, 0):.0f}" for c in ("empty", "69 % used"))
         row += f" {wk:>10} {p.rss[0]:8.1f} {p.rss[1]:8.1f}"
+        if len(p.rss_each) > 1:  # memcgctl: the daemon, then its guardian
+            row += "  (" + " + ".join(f"{r:.1f} ({s:.1f})" for r, s in p.rss_each) + ")"
         print(row)
 
 

@@ -25,6 +25,7 @@ from memcgctl.daemon.valve import (
     headroom,
     high_to_write,
     host_available,
+    host_available_of,
     host_level,
     host_poll_interval,
     lines,
@@ -112,7 +113,7 @@ def test_growth_seen_brings_the_next_look_before_the_short_line() -> None:
     # at that rate the line is crossed after 150 ms: the look comes well before
     assert interval * rate < 30 * MIB
     # with more room the growth seen does not push below 100 ms
-    assert host_poll_interval(150 * MIB, GUEST, hl, rate) == IDLE_MIN_POLL
+    assert host_poll_interval(150 * MIB, GUEST, hl, rate) >= IDLE_MIN_POLL
     # slow growth far from the line changes nothing
     assert host_poll_interval(900 * MIB, GUEST, hl, 1 * MIB) == MAX_POLL
     # never faster than MIN_POLL
@@ -150,6 +151,52 @@ def test_meminfo_fields_by_search_match_the_full_parse(tmp_path: Path) -> None:
     (tmp_path / "meminfo").write_text("MemTotal:  1000 kB\nMemFreeX: 3 kB\nSwapFree: 7 kB")
     fake = ProcFs(tmp_path)
     assert fake.meminfo_kb_of(*keys) == {"MemTotal": 1000, "SwapFree": 7}
+
+
+HOST_KEYS = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
+
+
+def test_the_kept_meminfo_reader_matches_the_full_parse(tmp_path: Path) -> None:
+    """The host poll's reader (one pread of a kept fd, a search per field) agrees with
+    the full parse on this host's real /proc/meminfo, again on each read."""
+    real = ProcFs(Path("/proc"))
+    reader = real.meminfo_fields(*HOST_KEYS)
+    try:
+        for _ in range(3):
+            got = dict(zip(HOST_KEYS, reader.read(), strict=True))
+            full = real.meminfo_kb()
+            assert {k for k, v in got.items() if v >= 0} == {k for k in HOST_KEYS if k in full}
+            assert got["MemTotal"] == full["MemTotal"]  # the one that cannot move meanwhile
+            assert got["SwapTotal"] == full.get("SwapTotal", -1)
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # the first line, a near-miss name, a missing field, no trailing newline
+        ("MemTotal:  1000 kB\nMemFreeX: 3 kB\nSwapFree: 7 kB", [1000, -1, -1, -1, 7]),
+        # another order than the kernel's
+        ("SwapFree: 7 kB\nMemAvailable: 5 kB\nMemTotal: 9 kB\n", [9, -1, 5, -1, 7]),
+        # an unreadable value
+        ("MemTotal: lots kB\nMemFree:\n", [-1, -1, -1, -1, -1]),
+        # longer than the reader's first buffer
+        ("Pad: 1 kB\n" * 2000 + "MemTotal: 4 kB\nSwapFree: 2 kB\n", [4, -1, -1, -1, 2]),
+    ],
+)
+def test_the_kept_meminfo_reader_on_odd_input(tmp_path: Path, text: str, want: list[int]) -> None:
+    (tmp_path / "meminfo").write_text(text)
+    reader = ProcFs(tmp_path).meminfo_fields(*HOST_KEYS)
+    try:
+        assert reader.read() == want
+        assert reader.read() == want  # read again, from the start
+        (tmp_path / "meminfo").write_text("MemTotal: 8 kB\nMemAvailable: 1 kB\n")
+        assert reader.read() == [8, -1, 1, -1, -1]  # rewritten in place: seen
+    finally:
+        reader.close()
+    assert host_available_of(8, -1, 1, -1, -1) == (1024, 8 * 1024)
+    assert host_available_of(8, 3, -1, 4, 2) == (5 * 1024, 12 * 1024)  # no MemAvailable
 
 
 def test_near_the_line() -> None:

@@ -4,13 +4,38 @@ Without systemd, a small guardian process outlives the daemon and releases its m
 (``daemon --guard``).  It must notice not only a dead daemon but one that no longer
 acts: **stopped** (SIGSTOP, state ``T`` in ``/proc/PID/stat``) or **hung** (its main
 loop, once running, has not touched its heartbeat file for :data:`STALE_S`; a tracer's
-stop, state ``t``, counts only through the heartbeat).  A paused memcg must never
-stay paused longer than its delay + 3 s: the daemon's loop wakes at least every
-:data:`BEAT_S` and touches the heartbeat, the guardian looks every :data:`POLL_S`.
+stop, state ``t``, counts only through the heartbeat).
 
 When it releases a stopped or hung daemon's marks it leaves a *released* note beside
 the heartbeat; a daemon that comes back (SIGCONT) finds it, forgets what it held and
 takes its memcgs over afresh, so nothing is killed twice.
+
+**It sleeps until something can have happened** (issue 22: idle CPU is paid per Python
+wake-up).  Death arrives at once, through a pidfd.  A stop or a hang shows only as a
+heartbeat that stops moving, so the guardian sleeps until the last beat could first be
+stale (heartbeat mtime + :data:`STALE_S`), looks, and sleeps again: about one look per
+``STALE_S - BEAT_S`` (1.5 s) while the daemon is well, against four a second before.
+Before the daemon's first beat (mtime 0: its first rescan) it looks every
+:data:`START_POLL_S` for the stopped state.  The bound this keeps, a paused memcg never
+stays paused longer than its delay + 3 s:
+
+* the daemon's loop beats every :data:`BEAT_S` (1 s), on a wake-up it has anyway once
+  the last beat is :data:`EARLY_S` old, else on one of its own: its poll timeout is the
+  next beat, or a wake-up due at most :data:`PULSE_SLACK_S` after it (a rescan, whose
+  start drifts by its own length); a long rescan walk beats as it goes.  A busy turn of
+  the loop (a decision under emulation: ≤ 0.7 s) thus stays ``STALE_S - BEAT_S -
+  PULSE_SLACK_S`` = 1.3 s clear of being taken for a hang;
+* the heartbeat is stale ``STALE_S`` after the last beat, so at most ``STALE_S`` = 2.5 s
+  after a stop or a hang, and the guardian is awake then (it slept until exactly then,
+  to the millisecond; a look that finds a newer beat sleeps until that one's stale time);
+* then the release (:mod:`~memcgctl.daemon.guardrelease`: only what restoring needs,
+  6 ms of imports here).  An OOM that began at the stop (the worst case) is released
+  ``STALE_S`` + the release after it: 2.6 s here, within its delay + 3 s for any delay.
+  Under emulation the release is slower: in the v2 guest
+  (tests/v2/test_daemon_hardening_v2.py, SIGSTOP right after ``under_oom``, delay 2 s)
+  released 2.6 s after ``under_oom`` (3.5 s while the release imported the whole
+  ``daemon.main``), so there the bound holds for a delay of about 0.5 s and more.  A hang
+  was seen this late before too (``STALE_S`` + the 0.25 s look + the release).
 
 Light on purpose: the standard library's ``os``, ``select``, ``time`` and ``contextlib``.
 The guardian process runs this module (``python3 -m memcgctl.daemon.guardian``, see
@@ -28,10 +53,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-BEAT_S = 0.5  # the daemon touches its heartbeat at least this often
-STALE_S = 2.5  # a heartbeat older than this: hung
-POLL_S = 0.25  # the guardian looks this often
-STOPPED_POLLS = 2  # seen stopped this many times in a row: stopped (not a passing strace)
+BEAT_S = 1.0  # the daemon touches its heartbeat at least this often
+EARLY_S = BEAT_S / 2  # and on any wake-up it has anyway once the last beat is this old
+PULSE_SLACK_S = 0.2  # a beat may wait this much longer for a wake-up the loop has anyway
+STALE_S = 2.5  # a heartbeat older than this: hung (or stopped, if its state is T)
+START_POLL_S = 0.5  # before the first beat: look this often for the stopped state
+STOPPED_POLLS = 2  # then seen stopped this many times in a row: stopped (not a passing ^Z)
+BACK_POLL_S = 0.25  # after a release: look this often for the daemon running again
+STALE_SLACK_S = 0.005  # wake this much after the stale time (mtime and clock granularity)
 
 DIED, STOPPED, HUNG, RUNNING = "died", "stopped", "hung", "running"
 
@@ -61,36 +90,52 @@ def _stat_fields(proc_root: str, pid: int) -> list[str] | None:
 
 def look(proc_root: str, pid: int, start_time: int, heartbeat: str) -> str:
     """The daemon's state now: DIED (gone, or the pid is another process's), STOPPED
-    (state T or t), HUNG (heartbeat stale or missing) or RUNNING."""
+    (state T), HUNG (heartbeat stale or missing) or RUNNING."""
+    state, stale, _ = _look(proc_root, pid, start_time, heartbeat)
+    return HUNG if state == RUNNING and stale else state
+
+
+def _look(proc_root: str, pid: int, start_time: int, heartbeat: str) -> tuple[str, bool, float]:
+    """(DIED, STOPPED or RUNNING; whether the heartbeat is stale or missing; seconds
+    until it goes stale: 0 when it is, -1 before the first beat)."""
     fields = _stat_fields(proc_root, pid)
     # field 3 is the state, field 22 the start time: [0] and [19] after the comm
     if fields is None or len(fields) < 20 or fields[19] != str(start_time):
-        return DIED
-    if fields[0] == "T":  # SIGSTOP; not "t", a tracer's stop (strace, gdb): the heartbeat
-        return STOPPED
+        return DIED, True, 0.0
     if fields[0] in ("Z", "X"):
-        return DIED
+        return DIED, True, 0.0
+    # "T": SIGSTOP; not "t", a tracer's stop (strace, gdb): that shows by the heartbeat
+    state = STOPPED if fields[0] == "T" else RUNNING
     try:
         mtime = os.stat(heartbeat).st_mtime
     except OSError:
-        return HUNG
+        return state, True, 0.0
     if mtime == 0:  # starting: its loop has not beaten yet
-        return RUNNING
-    return HUNG if time.time() - mtime > STALE_S else RUNNING
+        return state, False, -1.0
+    left = mtime + STALE_S - time.time()
+    return (state, True, 0.0) if left < 0 else (state, False, left)
 
 
 def watch(proc_root: str, pid: int, start_time: int, heartbeat: str, pidfd: int) -> str:
-    """Block until the daemon died, is stopped, or hung; say which."""
+    """Block until the daemon died, is stopped, or hung; say which.  Sleeps until the
+    heartbeat could first be stale (the pidfd wakes it at a death)."""
     stopped = 0
     poller = select.poll()
     if pidfd >= 0:
         poller.register(pidfd, select.POLLIN)  # readable the moment it exits
     while True:
-        state = look(proc_root, pid, start_time, heartbeat)
+        state, stale, left = _look(proc_root, pid, start_time, heartbeat)
+        if state == DIED:
+            return DIED
+        if stale:  # silent for STALE_S: stopped if its state says so, else hung
+            return STOPPED if state == STOPPED else HUNG
+        # not beating yet (or a wall clock stepped back): the stopped state, seen twice
         stopped = stopped + 1 if state == STOPPED else 0
-        if state in (DIED, HUNG) or stopped >= STOPPED_POLLS:
-            return state
-        if poller.poll(int(POLL_S * 1000)):
+        if stopped >= STOPPED_POLLS:
+            return STOPPED
+        # a clock stepped back must not blind it for longer than STALE_S
+        sleep = START_POLL_S if left < 0 else min(left, STALE_S) + STALE_SLACK_S
+        if poller.poll(int(sleep * 1000) + 1):
             return DIED
 
 
@@ -103,7 +148,7 @@ def wait_back(proc_root: str, pid: int, start_time: int, heartbeat: str, pidfd: 
         state = look(proc_root, pid, start_time, heartbeat)
         if state in (DIED, RUNNING):
             return state
-        if poller.poll(int(POLL_S * 1000)):
+        if poller.poll(int(BACK_POLL_S * 1000)):
             return DIED
 
 
@@ -120,8 +165,10 @@ class Heartbeat:
         self._next = 0.0
 
     def beat(self, now: float, force: bool = False) -> float:
-        """Touch if due; when to be called again at the latest."""
-        if force or now >= self._next:
+        """Touch if due, or on this wake-up the loop has anyway if the last beat is
+        :data:`EARLY_S` old (a utime is cheap, a wake-up of its own is not); when to be
+        called again at the latest: the loop sleeps no longer (``now``: its clock)."""
+        if force or now >= self._next - (BEAT_S - EARLY_S):
             with contextlib.suppress(OSError):
                 os.utime(self.fd)
             self._next = now + BEAT_S
@@ -202,7 +249,7 @@ def main(args: Sequence[str]) -> int:
     proc_root, cgroup_root, state_dir, root, instance = args
 
     def release(state: str) -> None:
-        from memcgctl.daemon.main import guardian_release  # only now: the daemon needs us
+        from memcgctl.daemon.guardrelease import guardian_release  # only now: it acts
 
         guardian_release(proc_root, cgroup_root, state_dir, root, instance, state)
 

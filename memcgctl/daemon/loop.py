@@ -88,6 +88,10 @@ class TreeEvents(Protocol):
 
 TREE_SETTLE_S = 0.05  # event-driven rescans at most this often (a churn is coalesced)
 FAULT_PAUSE_S = 0.1  # after an unexpected error in the loop itself: no busy spin
+# a periodic rescan due this close to another wake-up (a host poll, a beat) is done on
+# it, this much early or late at most (and an eighth of the interval), not on one of its
+# own a moment before or after
+RESCAN_EARLY_S = 0.25
 
 
 class Loop:
@@ -100,6 +104,8 @@ class Loop:
         max_sleep: float | None = None,
         before_rescan: Callable[[bool], object] | None = None,
         tree: TreeEvents | None = None,
+        pulse_due: Callable[[], float | None] | None = None,
+        pulse_slack: float = 0.0,
     ) -> None:
         self.core = core
         self.tree = tree  # inotify on the tree: rescans when it changed (daemon/treewatch.py)
@@ -113,6 +119,10 @@ class Loop:
         self.rescan_interval = rescan_interval
         # wake at least this often (the heartbeat the guardian and systemd watch)
         self.max_sleep = max_sleep
+        # when the next pulse is due (the clock's time; daemon/watchdog.py): the loop sleeps
+        # no longer, and pulses on any wake-up it has before that (no timer of its own)
+        self.pulse_due = pulse_due
+        self.pulse_slack = pulse_slack  # late by this much at most to ride on another wake
         self.clock = clock
         self.stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -148,6 +158,13 @@ class Loop:
         """The next periodic rescan; soon when the last one asked for another."""
         self._next_rescan = now + (TREE_SETTLE_S if self._again else self.rescan_interval)
         self._again = False
+
+    def _early(self) -> float:
+        """How early the next rescan may run: only a periodic one (not one a tree event
+        or the last rescan asked for at TREE_SETTLE_S: the churn stays coalesced)."""
+        if self._next_rescan - self._last_rescan < self.rescan_interval:
+            return 0.0
+        return min(RESCAN_EARLY_S, self.rescan_interval / 8)
 
     def run(self, until: Callable[[], bool] = lambda: False) -> None:
         self.ports.open_kernel_log()
@@ -224,13 +241,21 @@ class Loop:
         now = self.clock()
         deadline = self.core.tick(now)
         now = self.clock()
-        if now >= self._next_rescan or self.hup:
+        if now >= self._next_rescan - self._early() or self.hup:
             self._rescan(now)
             now = self.clock()
             self._rescan_due(now)
-        wake = self._next_rescan if deadline is None else min(deadline, self._next_rescan)
+        rescan_at = self._next_rescan
+        if deadline is not None and rescan_at <= deadline <= rescan_at + self._early():
+            rescan_at = deadline  # a moment late, on the wake-up the core wants anyway
+        wake = rescan_at if deadline is None else min(deadline, rescan_at)
         if self.max_sleep is not None:
             wake = min(wake, now + self.max_sleep)
+        pulse = self.pulse_due() if self.pulse_due is not None else None
+        if pulse is not None and wake - pulse > self.pulse_slack:
+            # a wake-up of its own only when no other comes soon enough (a rescan drifts
+            # by its own length past a beat due at the same time)
+            wake = pulse
         timeout_ms = max(0, int((wake - now) * 1000) + 1)
         fds = self._register()
         for fd, mask in self._poller.poll(timeout_ms):

@@ -71,7 +71,7 @@ def run(env: Env, config: DaemonConfig) -> None:
     from memcgctl.actions.kill import make_killer
     from memcgctl.daemon import owner
     from memcgctl.daemon.core import DaemonCore, Settings
-    from memcgctl.daemon.guardian import Heartbeat
+    from memcgctl.daemon.guardian import PULSE_SLACK_S, Heartbeat
     from memcgctl.daemon.loop import Loop
     from memcgctl.daemon.ports import CAP_SYS_RESOURCE, RealPorts, psi_params
     from memcgctl.daemon.rulesync import RulesSync
@@ -202,7 +202,8 @@ def run(env: Env, config: DaemonConfig) -> None:
         status,
         ports,
         rescan_interval=config.rescan,
-        max_sleep=liveness.max_sleep(),
+        pulse_due=liveness.due,  # the heartbeat's and the watchdog's next beat
+        pulse_slack=PULSE_SLACK_S,
         before_rescan=before_rescan,
         tree=tree,
     )
@@ -313,48 +314,18 @@ def start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
         log(Priority.WARNING, f"no guardian ({exc}): a SIGKILL would leave marks until --release")
 
 
-def guardian_release(
-    proc_root: str, cgroup_root: str, state_dir: str, root: str, instance: str, state: str
-) -> None:
-    """What the guardian process does when it must act (daemon/guardian.py): restore the
-    marks of the daemon ``instance`` below ``root``; the daemon is ``state``."""
-    from pathlib import Path
-
-    env = Env(
-        cgroup_root=Path(cgroup_root) if cgroup_root else None,
-        proc_root=Path(proc_root),
-        state_dir=Path(state_dir),
-    )
-    _release_for_guardian(env, env.fs.resolve(root), instance, state)
-
-
-def _release_for_guardian(env: Env, root: CgroupPath, instance: str, state: str) -> None:
-    from memcgctl.daemon import guardian, owner
-
-    pid = owner.instance_pid(instance)
-    if state == guardian.DIED:
-        for cg, knobs in owner.release(env.fs, env.proc, root, instance=instance):
-            log(Priority.WARNING, f"guardian: daemon {pid} died; {cg}: restored {', '.join(knobs)}")
-        return
-    for cg, mark in owner.releasable(env.fs, env.proc, root, instance=instance):
-        try:
-            knobs = owner.restore(env.fs, cg, mark)
-        except (MemcgctlError, OSError):
-            continue
-        log(Priority.WARNING, f"guardian: daemon {pid} {state}; {cg}: restored {', '.join(knobs)}")
-
-
 def guard(env: Env, root: CgroupPath, instance: str) -> None:
     """``daemon --guard INSTANCE`` (hidden): the guardian run through the command line,
     as daemons before the light guardian started it."""
     from memcgctl.daemon import guardian
+    from memcgctl.daemon.guardrelease import release_for_guardian
 
     try:
         guardian.serve(
             instance,
             str(env.proc_root),
             str(env.state_dir),
-            lambda state: _release_for_guardian(env, root, instance, state),
+            lambda state: release_for_guardian(env, root, instance, state),
         )
     except ValueError as exc:
         raise UsageProblem(f"--guard {exc}") from None

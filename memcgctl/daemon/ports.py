@@ -32,7 +32,7 @@ from memcgctl.daemon.valve import (
     Tuning,
     approach_poll,
     committed,
-    host_available,
+    host_available_of,
     host_level,
     host_near,
     host_poll_interval,
@@ -46,7 +46,7 @@ from memcgctl.env import Env
 from memcgctl.kernel.cgroupfiles import V2_EVENTS
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
-from memcgctl.kernel.procfs import ProcFs
+from memcgctl.kernel.procfs import MeminfoFields, ProcFs
 from memcgctl.logic.decision import Decision
 from memcgctl.logic.priority import plan_inputs
 from memcgctl.render.logprio import Priority
@@ -158,6 +158,7 @@ class RealPorts:
         # inotify on the tree and the managed limits; None: a walk per rescan
         self.tree: TreeWatch | None = None
         self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
+        self._host_meminfo: MeminfoFields | None = None  # its reader, fd kept open
         # how fast each managed memcg nears its near line (a standing plan: core.py)
         self.approach: dict[Scope, HostRate] = {}
 
@@ -196,7 +197,7 @@ class RealPorts:
 
         # swapon/swapoff are rare: whether there is swap at all is looked at per rescan,
         # not per valve check (most hosts have none, and then nothing more is read)
-        self._has_swap = self.proc.meminfo_kb().get("SwapTotal", 0) > 0
+        self._has_swap = self.proc.meminfo_kb_of("SwapTotal").get("SwapTotal", 0) > 0
         out: dict[Scope, int] = {}
         if self.tree is not None:  # what changed since the last rescan (daemon/treewatch.py)
             out.update(self.tree.managed(self._delay_of, self.pulse))
@@ -379,6 +380,9 @@ class RealPorts:
         if self.kernel_log is not None:
             self.kernel_log.close()
             self.kernel_log = None
+        if self._host_meminfo is not None:
+            self._host_meminfo.close()
+            self._host_meminfo = None
 
     def close_journal(self) -> None:
         """The journal writer's last flush (bounded), after the last record."""
@@ -417,7 +421,9 @@ class RealPorts:
 
     def _level(self, cg: Scope) -> Reading:
         if isinstance(cg, HostScope):
-            avail, total = host_available(self.proc.meminfo_kb_of(*HOST_MEMINFO))
+            if self._host_meminfo is None:  # one pread per look (issue 22: idle CPU)
+                self._host_meminfo = self.proc.meminfo_fields(*HOST_MEMINFO)
+            avail, total = host_available_of(*self._host_meminfo.read())
             hl = self.tuning.host
             rate = self.host_rate.update(time.monotonic(), avail)
             poll = host_poll_interval(avail, total, hl, rate)
@@ -459,7 +465,7 @@ class RealPorts:
         if not self._has_swap:
             return 0
         own = self.fs.swap_room(domain)
-        host = self.proc.meminfo_kb().get("SwapFree", 0) * 1024
+        host = self.proc.meminfo_kb_of("SwapFree").get("SwapFree", 0) * 1024
         return host if own is None else min(own, host)
 
     def at_limit(self, cg: Scope) -> bool:

@@ -134,9 +134,18 @@ class Tuning:
 
 def host_available(meminfo_kb: dict[str, int]) -> tuple[int, int]:
     """(available, total) in bytes: MemAvailable + SwapFree of MemTotal + SwapTotal."""
-    avail = meminfo_kb.get("MemAvailable", meminfo_kb.get("MemFree", 0))
-    avail += meminfo_kb.get("SwapFree", 0)
-    total = meminfo_kb.get("MemTotal", 0) + meminfo_kb.get("SwapTotal", 0)
+    get = meminfo_kb.get
+    return host_available_of(
+        *(get(k, -1) for k in ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree"))
+    )
+
+
+def host_available_of(
+    mem_total: int, mem_free: int, mem_available: int, swap_total: int, swap_free: int
+) -> tuple[int, int]:
+    """:func:`host_available` of the fields in kB (-1: missing), in /proc/meminfo's order."""
+    avail = (mem_available if mem_available >= 0 else max(mem_free, 0)) + max(swap_free, 0)
+    total = max(mem_total, 0) + max(swap_total, 0)
     return avail * 1024, max(total, 1) * 1024
 
 
@@ -170,8 +179,12 @@ MAX_POLL = 1.0
 # (never faster than 100 ms): a PSI trigger wakes it between two looks when tasks stall,
 # and growth it has seen shortens the interval so that the next look comes before the
 # short line.  Growth faster than UNSEEN_FILL_RATE between two idle looks is left to PSI.
+# 375 MiB/s (was 750): at 69 % of a 1 GiB guest used, a look every 0.56 s instead of
+# 0.28 s; each look is a Python wake-up, the idle cost (issue 22: 2.2 → 1.15 % of a
+# core there, earlyoom 0.7 %), and threshold → death was not worse in the same run
+# (docs/benchmarks.md, peers).
 IDLE_MIN_POLL = 0.1
-UNSEEN_FILL_RATE = FILL_RATE // 8
+UNSEEN_FILL_RATE = FILL_RATE // 16
 RATE_SAFETY = 2.0  # assume the growth seen may double before the next look
 
 

@@ -4,14 +4,16 @@ guardian (:mod:`~memcgctl.daemon.guardian`), and what to do when the guardian re
 our marks while we were stopped or hung: forget what we held and take it over afresh.
 
 :class:`Liveness` is the loop's ``until`` callback: called once per iteration, it never
-stops the loop (it returns False)."""
+stops the loop (it returns False).  :meth:`Liveness.due` is when the next pulse is due:
+the loop sleeps no longer, and beats on the wake-ups it has anyway (no timer of its own
+when another wake-up comes first)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol
 
-from memcgctl.daemon.guardian import Heartbeat
+from memcgctl.daemon.guardian import BEAT_S, Heartbeat
 from memcgctl.daemon.sdnotify import Notifier
 
 RELEASED_BY_GUARDIAN = "the guardian released it while the daemon was stopped or hung"
@@ -36,32 +38,39 @@ class Liveness:
         self.notifier = notifier
         self.heartbeat = heartbeat
         self._ready = False
+        self._due: float | None = None
 
     def max_sleep(self) -> float | None:
         """How long the loop may sleep at most for the pulse to stay fresh."""
-        steps = [s for s in (self.notifier.every, 0.5 if self.heartbeat else None) if s]
+        steps = [s for s in (self.notifier.every, BEAT_S if self.heartbeat else None) if s]
         return min(steps) if steps else None
+
+    def due(self) -> float | None:
+        """When the next pulse is due at the latest (the loop's clock); None: never."""
+        return self._due
+
+    def _beat(self, now: float) -> None:
+        dues = [self.notifier.beat(now)]
+        if self.heartbeat is not None:
+            dues.append(self.heartbeat.beat(now))
+        self._due = min((d for d in dues if d is not None), default=None)
 
     def pulse(self) -> None:
         """The loop is busy but working (a rescan walking thousands of cgroups): keep the
         heartbeat and systemd's watchdog fresh, so a long walk is not taken for a hang."""
-        now = self.clock()
-        self.notifier.beat(now)
-        if self.heartbeat is not None:
-            self.heartbeat.beat(now)
+        self._beat(self.clock())
 
     def __call__(self) -> bool:
         now = self.clock()
         if not self._ready:  # the first rescan is done: we are enforcing
             self._ready = True
             self.notifier.ready("enforcing")
-        self.notifier.beat(now)
-        if self.heartbeat is not None:
-            self.heartbeat.beat(now)
-            if self.heartbeat.released():
-                self.core.release_watches(RELEASED_BY_GUARDIAN)
-                self.core.rescan(self.clock(), starting=True)
-                self.heartbeat.beat(self.clock(), force=True)
+        self._beat(now)
+        if self.heartbeat is not None and self.heartbeat.released():
+            self.core.release_watches(RELEASED_BY_GUARDIAN)
+            self.core.rescan(self.clock(), starting=True)
+            self.heartbeat.beat(self.clock(), force=True)
+            self._beat(self.clock())
         return False
 
     def close(self) -> None:

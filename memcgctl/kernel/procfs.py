@@ -122,6 +122,56 @@ PF_KTHREAD = 0x00200000
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+class MeminfoFields:
+    """Some /proc/meminfo fields (kB), read as the daemon's host poll needs them: one
+    pread of a kept fd into a reused buffer, then one search per field, each from where
+    the last was found (the kernel's order; any order still works); no split, no dict.
+    About twice as fast as :meth:`ProcFs.meminfo_kb_of`, most of what is left the
+    kernel's making of the text.  ``close()`` it when done."""
+
+    def __init__(self, path: str, keys: tuple[str, ...]) -> None:
+        self.path = path
+        self._tags = [b"\n" + key.encode() + b":" for key in keys]
+        self._fd = -1
+        self._room(8192)
+
+    def _room(self, size: int) -> None:
+        self._buf = bytearray(b"\n" + bytes(size - 1))  # "\n": the first line found alike
+        self._into = [memoryview(self._buf)[1:]]
+
+    def read(self) -> list[int]:
+        """The values in the keys' order; -1 for a field the kernel does not have."""
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        end = os.preadv(self._fd, self._into, 0) + 1
+        while end == len(self._buf):  # no room left: it may go on (never so far: ~1.5 KiB)
+            self._room(2 * len(self._buf))
+            end = os.preadv(self._fd, self._into, 0) + 1
+        find = self._buf.find
+        out = []
+        pos = 0
+        for tag in self._tags:
+            at = find(tag, pos, end)
+            if at < 0:
+                at = find(tag, 0, pos)
+                if at < 0:
+                    out.append(-1)
+                    continue
+            pos = at + len(tag)
+            nl = find(b"\n", pos, end)
+            value = self._buf[pos : nl if nl >= 0 else end].removesuffix(b" kB")
+            try:
+                out.append(int(value))  # int() takes the spaces around it
+            except ValueError:
+                out.append(-1)
+        return out
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class ProcFs:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -286,6 +336,10 @@ class ProcFs:
             if fields and fields[0].isdigit():
                 out[key] = int(fields[0])
         return out
+
+    def meminfo_fields(self, *keys: str) -> MeminfoFields:
+        """A reader of these /proc/meminfo fields for a poll several times a second."""
+        return MeminfoFields(f"{self._root}/meminfo", keys)
 
     def vmstat(self) -> dict[str, int]:
         return parse_flat_keyed(read_text(f"{self._root}/vmstat"))
