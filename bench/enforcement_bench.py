@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +170,7 @@ def cell(
         ]
     )
     domain = None if host else top
-    ok, latencies, outcomes, late = 0, [], [], []
+    ok, latencies, outcomes, late, planned = 0, [], [], [], 0
     try:
         # a node-sized tree below the root (bench/scale_v2_bench.py) takes longer
         assert d.wait("daemon_took_over", 0, 300) is not None, "daemon did not start"
@@ -182,7 +183,7 @@ def cell(
             p = select.poll()
             p.register(pidfd, select.POLLIN)
             died = p.poll(120_000)
-            t_death = time.monotonic()
+            t_death, w_death = time.monotonic(), time.time()
             grower_alive = os.waitpid(grower, os.WNOHANG) == (0, 0)
             reap(grower)
             reap(victim)
@@ -190,14 +191,22 @@ def cell(
             under = d.wait("under_oom", seen, 5)
             kill = d.wait("daemon_kill", seen, 5)
             if kill is not None:
-                late.append(float(d.lines[kill[0]][1].split(" late_ms=")[1].split()[0]))
+                text = d.lines[kill[0]][1]
+                late.append(float(text.split(" late_ms=")[1].split()[0]))
+                planned += " plan_age_ms=" in text
             good = bool(died) and grower_alive and kernel_kills(tc, domain) == before
             outcomes.append(
                 "ok" if good else ("kernel" if kernel_kills(tc, domain) != before else "lost")
             )
             if good and under is not None:
                 ok += 1
-                latencies.append((t_death - under[1]) * 1000 - delay_ms)
+                stamped = d.lines[under[0]][1].split(" time=")
+                if len(stamped) > 1:  # a standing plan: the signal went before the line,
+                    # which carries the episode's start (wall clock, same guest)
+                    start = datetime.fromisoformat(stamped[1].split()[0].replace("Z", "+00:00"))
+                    latencies.append((w_death - start.timestamp()) * 1000 - delay_ms)
+                else:
+                    latencies.append((t_death - under[1]) * 1000 - delay_ms)
             resolved = d.wait("oom_resolved", seen, 30)
             seen = (resolved[0] + 1) if resolved else len(d.lines)
     finally:
@@ -222,6 +231,7 @@ def cell(
         "p99_ms": p99(lat),
         "late_p50_ms": statistics.median(late) if late else None,
         "late_p99_ms": p99(late),
+        "planned": planned,  # kills whose victim was chosen ahead (plan_age_ms)
         "outcomes": outcomes,
     }
 
@@ -296,17 +306,21 @@ def in_guest(args: argparse.Namespace) -> int:
     print(f"enforcement, cgroup v2 guest kernel {kernel}, {args.episodes} episodes per cell")
     print("victim first: the policy's victim died while the grower lived, no kernel kill")
     print("to SIGKILL: the daemon's deadline (delay end) to its signal (its own clock)")
-    print("to death: the deadline (under_oom line + delay) to the victim's pidfd")
+    print(
+        "to death: the deadline (under_oom line + delay; with a standing plan, the "
+        "episode's start that line carries) to the victim's pidfd"
+    )
+    print("planned: kills whose victim had been chosen ahead (daemon_kill plan_age_ms)")
     print(
         f"{'domain':7} {'delay':>6} {'growth':>12} {'victim first':>13} "
-        f"{'to SIGKILL p50/p99':>20} {'to death p50/p99':>18}"
+        f"{'to SIGKILL p50/p99':>20} {'to death p50/p99':>18} {'planned':>8}"
     )
     for r in rows:
         share = f"{r['ok']}/{r['episodes']} {100 * float(str(r['share'])):.0f}%"
         print(
             f"{r['domain']:7} {str(r['delay_ms']) + 'ms':>6} {r['rate']:>12} {share:>13} "
             f"{ms(r['late_p50_ms']) + ' / ' + ms(r['late_p99_ms']):>20} "
-            f"{ms(r['p50_ms']) + ' / ' + ms(r['p99_ms']):>18}"
+            f"{ms(r['p50_ms']) + ' / ' + ms(r['p99_ms']):>18} {r['planned']:>8}"
         )
     for b in bare:
         print(

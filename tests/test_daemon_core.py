@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, cast
 
 import pytest
@@ -12,10 +12,11 @@ from memcgctl.daemon.core import (
     Settings,
     with_process,
 )
+from memcgctl.daemon.ports import procs_stamp, stamp_holds
 from memcgctl.daemon.protocol import Managed, Mode, Reading
 from memcgctl.daemon.valve import CLEAR, CRITICAL, RECOVERED, SHORT, OomLevel
 from memcgctl.logic.decision import Decision
-from memcgctl.logic.priority import lowest_priority_child, select_priority
+from memcgctl.logic.priority import lowest_priority_child, plan_inputs, select_priority
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.records import DaemonRecord
@@ -39,6 +40,19 @@ class FakePorts:
         self.events: list[dict[str, Any]] = []
         self.dead: set[int] = set()
         self.refuse: set[str] = set()
+        self.near: set[str] = set()  # near the short line (not short)
+        self.tree_mark = 0  # the tree watch's mark (a test moves it: a change seen)
+        self.stamps = 0  # plan_stamp calls
+
+    def plan_stamp(self, decision: Decision) -> Hashable | None:
+        self.stamps += 1
+        inputs = plan_inputs(decision)
+        procs = procs_stamp(self.host.env().fs, inputs) if inputs else None
+        return None if procs is None else (self.tree_mark, procs)
+
+    def plan_holds(self, decision: Decision, stamp: Hashable) -> bool:
+        now = self.plan_stamp(decision)
+        return now is not None and stamp_holds(self.host.env().proc, decision, stamp, now)
 
     def managed(self) -> dict[Scope, int]:
         return {CgroupPath(cg): delay for cg, delay in self.delays.items()}
@@ -55,7 +69,7 @@ class FakePorts:
     def level(self, cg: Scope) -> Reading:
         if cg in self.oom:
             return Reading(self.state.get(cg, SHORT), 0.01 if self.mode is not Mode.OOM else None)
-        return Reading(RECOVERED if cg in self.recovered else CLEAR)
+        return Reading(RECOVERED if cg in self.recovered else CLEAR, near=cg in self.near)
 
     def freeze(self, cg: Scope, frozen: bool) -> bool:
         self.frozen.append((cg, frozen))

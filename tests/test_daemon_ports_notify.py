@@ -182,3 +182,50 @@ def test_host_level_polls_sooner_once_it_sees_memory_fall(
     assert soon is not None and soon < IDLE_MIN_POLL
     rate = 180 * MIB / idle
     assert soon * rate < 30 * MIB  # the next look comes before the short line (100 MiB)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_memcg_is_near_its_line_and_looked_at_sooner_while_it_grows_towards_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    """Where the core keeps a standing plan (issue 22): v2 within one headroom below the
+    valve (committed memory: page cache left out), v1 within an eighth of the limit; a
+    memcg below it that grew since the last look is looked at again before the growth
+    seen (doubled) could cross it; one that does not grow is not (no wake-up)."""
+    from memcgctl.daemon import ports as ports_mod
+
+    now = [100.0]
+    monkeypatch.setattr(ports_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    host = FakeHost(tmp_path / "host", version=version)
+    d = host.cgroup("/jobs", limit=1000 * MIB, delay_ms=0)
+    if version == 1:
+        (d / "cgroup.event_control").touch()
+    usage, stat = ("memory.usage_in_bytes", "total_") if version == 1 else ("memory.current", "")
+
+    def charged(mib: int, cache_mib: int = 0) -> None:
+        (d / usage).write_text(f"{(mib + cache_mib) * MIB}\n")
+        (d / "memory.stat").write_text(
+            f"{stat}anon {mib * MIB}\n{stat}active_file {cache_mib * MIB}\n{stat}inactive_file 0\n"
+        )
+
+    p = ports(host, tmp_path)
+    assert p.take_over(JOBS) is not None
+    line = 800 if version == 2 else 875  # MiB: the near line
+    charged(500)
+    assert p.level(JOBS).soon is None
+    now[0] += 1.0
+    charged(500)
+    r = p.level(JOBS)
+    assert not r.near and r.soon is None  # not growing: the next rescan looks
+    now[0] += 1.0
+    charged(line - 200)
+    r = p.level(JOBS)
+    assert not r.near and r.soon is not None
+    assert r.soon * (line - 200 - 500) <= 200 / 2 + 1  # before the growth seen crosses it
+    now[0] += r.soon
+    charged(line)
+    r = p.level(JOBS)
+    assert r.near and r.soon is None
+    now[0] += 1.0
+    charged(line - 100, cache_mib=150)  # page cache: the limit reclaims it first
+    assert not p.level(JOBS).near

@@ -249,3 +249,37 @@ def test_touched_says_whether_a_subtree_may_hold_something_new() -> None:
     assert touched(Pass(False, changed={top}), top)
     assert not touched(Pass(False, changed={CgroupPath("/system.slice/x")}), top)
     assert not touched(Pass(False, removed={CgroupPath("/kubepods/pod1")}), top)
+
+
+def test_the_mark_of_a_domain_moves_only_with_a_change_in_it(fake_v1: FakeHost) -> None:
+    """The daemon's standing plan stands while its domain's mark is the same."""
+    fake_v1.cgroup("/jobs/low")
+    fake_v1.cgroup("/other")
+    tw, _, fake = make(fake_v1)
+    tw.refresh()
+    jobs = cg("/jobs")
+    first = tw.mark(jobs)
+    assert first is not None
+    fake_v1.cgroup("/other/new")  # elsewhere: the mark stays
+    assert tw.mark(jobs) is None  # ... once read: queued events cannot be told apart
+    drain(tw)
+    assert tw.mark(jobs) == first
+    fake_v1.cgroup("/jobs/low/new")  # made in the domain
+    drain(tw)
+    second = tw.mark(jobs)
+    assert second is not None and second != first
+    os.setxattr(fake_v1.path("/jobs/low"), "trusted.memcgctl.badness", b"5")  # a badness
+    drain(tw)
+    third = tw.mark(jobs)
+    assert third is not None and third != second
+    shutil.rmtree(fake_v1.path("/jobs/low/new"))  # removed in the domain
+    drain(tw)
+    fourth = tw.mark(jobs)
+    assert fourth is not None and fourth != third
+    assert tw.mark(cg("/other")) != fourth  # its own changes
+    fake.overflow = True  # events lost: every domain's mark moves
+    os.setxattr(fake_v1.path("/other"), "trusted.memcgctl.badness", b"5")
+    drain(tw)
+    assert tw.mark(jobs) not in (None, fourth)
+    tw.close()
+    assert tw.mark(jobs) is None  # no watch: nothing can be told

@@ -197,3 +197,16 @@ def test_the_kept_meminfo_reader_on_odd_input(tmp_path: Path, text: str, want: l
         reader.close()
     assert host_available_of(8, -1, 1, -1, -1) == (1024, 8 * 1024)
     assert host_available_of(8, 3, -1, 4, 2) == (5 * 1024, 12 * 1024)  # no MemAvailable
+
+
+def test_near_the_line() -> None:
+    """Where the daemon keeps a standing plan (issue 22): v2 within one headroom below
+    the valve, v1 within an eighth of the limit, the host below short + (short −
+    critical) of its memory."""
+    from memcgctl.daemon.valve import MIB, HostLines, host_near, lines, memcg_near, v1_near
+
+    ln = lines(1000 * MIB, 0.10)  # the valve at 900 MiB, 100 MiB of headroom
+    assert not memcg_near(800 * MIB - 1, ln) and memcg_near(800 * MIB, ln)
+    assert v1_near(875, 1000) and not v1_near(874, 1000)
+    hl = HostLines(short=0.10, critical=0.04)
+    assert host_near(159, 1000, hl) and not host_near(160, 1000, hl)

@@ -28,12 +28,22 @@ domain stays held for userspace at the valve, thawed, said once per episode).  E
 continuous episode: once the domain has *recovered* (fallen well below the valve) a new
 OOM starts at round 1.  Watches are re-checked at the poll interval the ports ask for,
 and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
+
+The victim is chosen ahead, so that at the deadline the kill is only a signal: with a
+delay, just before the deadline; with delay 0 (a delay shorter than a choice takes), as
+a *standing plan* kept while the ports read the watch as ``near`` its line (chosen again
+at most every :data:`PLAN_MIN_PERIOD` and :data:`PLAN_COST` times what that took).  At
+the event the plan is used while it holds (young enough, its victim alive, the ports'
+:meth:`~memcgctl.daemon.protocol.CorePorts.plan_holds`) and the signal goes
+before ``under_oom`` and ``daemon_kill`` are written; otherwise the victim is chosen
+afresh, by the same selection.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +56,7 @@ from memcgctl.render.diag import diagnostic
 from memcgctl.render.reasontext import reason_lines
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot
-from memcgctl.vocab.records import daemon_record
+from memcgctl.vocab.records import daemon_record, utc_iso
 
 Select = Callable[[Snapshot, CgroupPath, Iterable[int]], Decision]
 
@@ -68,12 +78,27 @@ class Watch:
     freeze_failed: bool = False  # v2: freezing was refused in this episode: not again
     next_check: float | None = None
     check_step: float = 0.0
-    plan: Decision | None = None  # the victim chosen just before the deadline
+    # the victim chosen ahead: just before the deadline, or (a standing plan) while
+    # near the short line when the delay is shorter than a choice takes
+    plan: Decision | None = None
+    plan_at: float = 0.0  # when it was chosen
+    plan_stamp: Hashable | None = None  # a standing plan: what it rests on (ports)
+    plan_until: float = 0.0  # a standing plan: used no later than this
+    near: bool = False  # the last reading: near the short line
+    next_refresh: float = 0.0  # a standing plan: not chosen again before this
+    poll_s: float = 0.0  # the last poll interval the ports asked for (the host's)
     said_stuck: bool = False  # nothing killable was reported in this episode
 
 
 QUARANTINE_S = 30.0  # a memcg that raised an unexpected error is left alone this long
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
+# A standing plan is chosen again at most every PLAN_MIN_PERIOD and every PLAN_COST
+# times what the last refresh took (so refreshing costs at most a tenth of a core), and
+# used at most two refresh periods (at most PLAN_MAX_AGE) after it was chosen.
+PLAN_MIN_PERIOD = 0.05
+PLAN_COST = 10
+PLAN_MAX_AGE = 2.0
+PLAN_UNCHECKABLE = 1.0  # no stamp (no tree watch, no priority walk): try again this late
 MAX_CHECK = 0.1
 _SOURCE = {Mode.OOM: "memory.oom_control", Mode.VALVE: "memory.events", Mode.HOST: "meminfo"}
 
@@ -217,6 +242,9 @@ class DaemonCore:
     def _check(self, w: Watch, now: float, adopt: bool = False) -> None:
         level = self.ports.level(w.cg)
         short = level.state in (SHORT, CRITICAL)
+        w.near = short or level.near
+        if not w.near and w.plan_stamp is not None and w.episode_start is None:
+            w.plan, w.plan_stamp = None, None  # far from the line again: no plan kept
         if level.state == RECOVERED and not w.recovered:
             w.recovered = True
         if short and w.episode_start is None:
@@ -225,14 +253,21 @@ class DaemonCore:
             if w.mode is Mode.OOM and not adopt and not self.ports.at_limit(w.cg):
                 return  # an unmanaged ancestor's OOM: the kernel kills there
             self._begin(w, now, adopt)
-            self._emit(
-                "under_oom",
-                w.cg,
-                delay_ms=w.delay_ms,
-                adopted=adopt,
-                source=_SOURCE[w.mode],
+            under: dict[str, Any] = {
+                "delay_ms": w.delay_ms,
+                "adopted": adopt,
+                "source": _SOURCE[w.mode],
                 **({"domain": w.domain} if w.domain != w.cg else {}),
-            )
+            }
+            planned = self._take_plan(w, now) if self._signal_first(w, now) else None
+            if planned is not None:
+                # the standing plan holds: the signal first, the records after it
+                # (under_oom carries the episode's start as its time)
+                assert self.clock is not None
+                under["time"] = utc_iso(time.time() - max(self.clock() - now, 0.0))
+                self._act(w, now, under=under, planned=planned)
+            else:
+                self._emit("under_oom", w.cg, **under)
         elif not short and w.episode_start is not None:
             self._resolved(w, now)
         if level.state == CRITICAL and w.episode_start is not None:
@@ -265,12 +300,19 @@ class DaemonCore:
         """When to look again: as the ports ask, and after a kill soon (backing off)
         until the domain recovered or the grace has passed."""
         steps = []
+        w.poll_s = level.poll or 0.0
         if level.poll is not None and (w.episode_start is not None or w.mode is Mode.HOST):
             steps.append(level.poll)
         recent = w.last_kill is not None and now - w.last_kill < self.settings.grace
         if not w.recovered and (recent or w.episode_start is not None):
             w.check_step = min(max(w.check_step * 2, FIRST_CHECK), MAX_CHECK)
             steps.append(w.check_step)
+        if w.episode_start is None and level.soon is not None and self._plans_ahead(w):
+            steps.append(level.soon)  # growing towards the near line: look before it
+        if self._keeps_plan(w) and (w.mode is not Mode.HOST or level.poll is None):
+            # near the line with no poll of its own (a memcg): look again, and choose
+            # again, when the refresh is due; the host's polls carry its refreshes
+            steps.append(max(w.next_refresh - now, 0.0))
         w.next_check = now + min(steps) if steps else None
 
     def _begin(self, w: Watch, now: float, adopt: bool) -> None:
@@ -293,7 +335,7 @@ class DaemonCore:
             kills=w.rounds,
         )
         w.episode_start = None
-        w.plan = None
+        w.plan, w.plan_stamp = None, None
         w.adopted = w.cut_short = False
         if w.frozen:
             self._thaw(w)
@@ -319,6 +361,9 @@ class DaemonCore:
             self._check(w, now)
         if w.episode_start is not None and now >= self._due(w):
             self._act(w, now)
+        elif self._keeps_plan(w):
+            if now >= w.next_refresh:
+                self._refresh(w, now)
         elif w.episode_start is not None and w.plan is None and now >= self._prep_at(w):
             w.plan = self._decide(w)
             if self.hooks is not None and not self.settings.dry_run:
@@ -344,7 +389,68 @@ class DaemonCore:
         if self.clock is None:
             return float("inf")
         lead = self.hooks.lead_s if self.hooks is not None else 0.0  # the pre-kill hook's
-        return self._due(w) - max(min(max(2 * self.prep_s, 0.005), 0.5), lead)
+        return self._due(w) - max(self._choice_lead(), lead)
+
+    def _choice_lead(self) -> float:
+        return min(max(2 * self.prep_s, 0.005), 0.5)
+
+    # -- the standing plan ---------------------------------------------------------------
+    def _keeps_plan(self, w: Watch) -> bool:
+        """Whether w keeps a standing plan now: near its line, out of an episode, with
+        a delay shorter than a choice takes (delay 0), so that at the event the kill
+        is only a signal (a longer delay is chosen for just before its deadline)."""
+        return w.near and w.episode_start is None and self._plans_ahead(w)
+
+    def _plans_ahead(self, w: Watch) -> bool:
+        """A delay shorter than a choice takes (delay 0): the victim is chosen ahead."""
+        return self.clock is not None and w.delay_ms / 1000 < self._choice_lead()
+
+    def _refresh(self, w: Watch, now: float) -> None:
+        """Choose w's victim again (one brief walk) and read what the choice rests on;
+        the next refresh no sooner than PLAN_COST times what this one took."""
+        assert self.clock is not None
+        t0 = self.clock()
+        plan = self._decide(w)
+        stamp = self.ports.plan_stamp(plan) if plan.victim is not None else None
+        took = self.clock() - t0
+        period = max(PLAN_MIN_PERIOD, PLAN_COST * took)
+        if stamp is None:  # it could not be checked at the event: none kept
+            w.plan, w.plan_stamp = None, None
+            w.next_refresh = now + max(period, PLAN_UNCHECKABLE)
+        else:
+            w.plan, w.plan_stamp, w.plan_at = plan, stamp, now
+            w.next_refresh = now + period
+            # the host refreshes at its polls: its plan may be a poll interval old
+            every = max(period, w.poll_s if w.mode is Mode.HOST else 0.0)
+            w.plan_until = now + min(2 * every, PLAN_MAX_AGE)
+        if w.mode is not Mode.HOST:
+            w.next_check = w.next_refresh
+
+    def _signal_first(self, w: Watch, now: float) -> bool:
+        """The episode that just began is due now and has a standing plan: act at once,
+        the signal before the records (not with a pre-kill hook, whose records come
+        first)."""
+        return (
+            w.plan_stamp is not None
+            and w.rounds == 0
+            and self._due(w) <= now
+            and (self.hooks is None or not self.hooks.pre)
+        )
+
+    def _take_plan(self, w: Watch, now: float) -> tuple[Decision, float] | None:
+        """w's plan and its age (ms) if it still holds, else None (chosen afresh); the
+        plan is used up either way.  A standing plan holds while it is young enough and
+        what it rests on is unchanged (the tree watch's mark, the compared cgroups'
+        processes); any plan, while its victim is alive."""
+        plan, w.plan = w.plan, None
+        stamp, w.plan_stamp = w.plan_stamp, None
+        if plan is None or plan.victim is None:
+            return None
+        if stamp is not None and (now > w.plan_until or not self.ports.plan_holds(plan, stamp)):
+            return None
+        if not self.ports.alive([plan.victim.pid]):
+            return None
+        return plan, max(now - w.plan_at, 0.0) * 1000
 
     def _decide(self, w: Watch) -> Decision:
         t0 = self.clock() if self.clock is not None else 0.0
@@ -353,7 +459,15 @@ class DaemonCore:
             self.prep_s = self.clock() - t0
         return decision
 
-    def _act(self, w: Watch, now: float) -> None:
+    def _act(
+        self,
+        w: Watch,
+        now: float,
+        under: dict[str, Any] | None = None,
+        planned: tuple[Decision, float] | None = None,
+    ) -> None:
+        """Kill the victim (a plan that still holds, or one chosen now).  ``under``: the
+        episode's ``under_oom``, held back until the signal has gone (signal first)."""
         # victims of earlier rounds still exiting: the kernel would wait too
         still = self.ports.alive(w.killed)
         if still and w.last_kill is not None and now - w.last_kill < 5 * self.settings.grace:
@@ -362,26 +476,31 @@ class DaemonCore:
         if w.rounds >= self.settings.max_rounds:
             self._escalate(w, now)
             return
-        decision, w.plan = w.plan, None
-        if decision is not None and (
-            decision.victim is None or not self.ports.alive([decision.victim.pid])
-        ):
-            decision = None  # planned, but the world moved: choose again
+        if planned is None:
+            planned = self._take_plan(w, now)
+        decision, age = planned if planned is not None else (None, None)
+        late = None
         for attempt in range(2):
             if decision is None:
-                decision = self._decide(w)
+                decision, age = self._decide(w), None
             if decision.victim is None:
+                self._say_under(w, under)
                 if not w.said_stuck:
                     self._emit("no_victim", w.cg, reasons=reason_lines(decision.reasons))
                 self._escalate(w, now)
                 return
             if self.settings.dry_run:
+                self._say_under(w, under)
                 self._emit("would_kill", w.cg, **self._kill_fields(w, now, decision))
                 self._killed(w, now, [decision.victim.pid])
                 return
             if self.hooks is not None:
                 self.hooks.killing(w.cg, decision)  # a late pre-kill hook is stopped
             pids = self._kill(w, decision)
+            if self.clock is not None:  # the deadline to the signal
+                late = round((self.clock() - self._due(w)) * 1000, 1)
+            self._say_under(w, under)
+            under = None
             if self.hooks is not None:
                 self.hooks.killed(w.cg, decision, pids)
             if pids or attempt:
@@ -389,10 +508,16 @@ class DaemonCore:
             decision = None  # the victim left between the choice and the signal
         assert decision is not None
         fields = self._kill_fields(w, now, decision)
-        if self.clock is not None:  # from the deadline to the signal, for the bench
-            fields["late_ms"] = round((self.clock() - self._due(w)) * 1000, 1)
+        if late is not None:  # from the deadline to the signal, for the bench
+            fields["late_ms"] = late
+        if age is not None:  # the victim was chosen ahead, this long before
+            fields["plan_age_ms"] = round(age, 1)
         self._emit("daemon_kill", w.cg, killed=pids, **fields)
         self._killed(w, now, pids)
+
+    def _say_under(self, w: Watch, under: dict[str, Any] | None) -> None:
+        if under is not None:
+            self._emit("under_oom", w.cg, **under)
 
     def _kill(self, w: Watch, decision: Decision) -> list[int]:
         """The victim, or its memory.oom.group: a group holding a process whose
@@ -432,7 +557,7 @@ class DaemonCore:
         return fields
 
     def _killed(self, w: Watch, now: float, pids: list[int]) -> None:
-        w.plan = None
+        w.plan, w.plan_stamp = None, None
         w.rounds += 1
         w.killed.extend(pids)
         w.last_kill = now

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TextIO
 
 from memcgctl.actions.kill import Killer
@@ -30,18 +30,25 @@ from memcgctl.daemon.valve import (
     SHORT,
     HostRate,
     Tuning,
+    approach_poll,
     committed,
     host_available_of,
     host_level,
+    host_near,
     host_poll_interval,
     memcg_level,
+    memcg_near,
+    v1_committed,
+    v1_near,
 )
 from memcgctl.daemon.watches import Notifier, Watches
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfiles import V2_EVENTS
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
-from memcgctl.kernel.procfs import MeminfoFields
+from memcgctl.kernel.procfs import MeminfoFields, ProcFs
 from memcgctl.logic.decision import Decision
+from memcgctl.logic.priority import plan_inputs
 from memcgctl.render.logprio import Priority
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
@@ -71,6 +78,46 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     step = PSI_UNPRIVILEGED_STEP_US
     window = (window_us + step - 1) // step * step
     return stall_us * window // window_us, window
+
+
+def procs_stamp(
+    fs: CgroupFs, inputs: Iterable[tuple[CgroupPath, bool]]
+) -> tuple[tuple[CgroupPath, tuple[int, ...]], ...] | None:
+    """The processes of each cgroup (of its whole subtree when asked), sorted; None
+    when one is gone or cannot be read."""
+    out = []
+    try:
+        for cg, whole in inputs:
+            cgs = fs.walk(cg) if whole else (cg,)
+            out.append((cg, tuple(sorted(p for c in cgs for p in fs.procs(c)))))
+    except (Vanished, OSError, MemcgctlError):
+        return None
+    return tuple(out)
+
+
+def stamp_holds(proc: ProcFs, decision: Decision, before: Hashable, after: Hashable) -> bool:
+    """Whether a plan stamped ``before`` (:meth:`RealPorts.plan_stamp`) holds by what is
+    read now (``after``): the same tree mark and cgroups, the victim still in its
+    cgroup, and no process come in them that could be a candidate.  A process gone
+    changes nothing (the victim apart: it is looked for): a loser leaving does not make
+    it win, and the cgroups the walk chose still hold the victim.  A kernel thread come
+    (a kworker in the root cgroup) is never a candidate."""
+    if not isinstance(before, tuple) or not isinstance(after, tuple) or before[0] != after[0]:
+        return False
+    was, now = before[1], after[1]
+    if [cg for cg, _ in was] != [cg for cg, _ in now] or decision.victim is None:
+        return False
+    victim = decision.victim
+    for (cg, old), (_, new) in zip(was, now, strict=True):
+        if cg == victim.cgroup and victim.pid not in new:
+            return False  # it died, or moved
+        for pid in set(new) - set(old):
+            try:
+                if not proc.is_kernel_thread(pid):
+                    return False
+            except (Vanished, OSError):
+                continue  # come and gone: nothing to choose
+    return True
 
 
 class RealPorts:
@@ -112,6 +159,8 @@ class RealPorts:
         self.tree: TreeWatch | None = None
         self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval
         self._host_meminfo: MeminfoFields | None = None  # its reader, fd kept open
+        # how fast each managed memcg nears its near line (a standing plan: core.py)
+        self.approach: dict[Scope, HostRate] = {}
 
     @property
     def log(self) -> TextIO:
@@ -306,6 +355,7 @@ class RealPorts:
 
     def release(self, cg: Scope) -> None:
         self.watches.close(cg)
+        self.approach.pop(cg, None)
         if self.tree is not None:
             self.tree.unfollow(cg)
         v = self.valves.pop(cg, None)
@@ -377,7 +427,7 @@ class RealPorts:
             hl = self.tuning.host
             rate = self.host_rate.update(time.monotonic(), avail)
             poll = host_poll_interval(avail, total, hl, rate)
-            return Reading(host_level(avail, total, hl), poll)
+            return Reading(host_level(avail, total, hl), poll, host_near(avail, total, hl))
         v = self.valves.get(cg)
         if v is not None:
             v = self.valves[cg] = self.knobs.refresh(v)
@@ -386,13 +436,30 @@ class RealPorts:
                 self.fs.memory_stat(v.domain),
                 self._swap_room(v.domain),
             )
-            return Reading(memcg_level(used, v.lines), VALVE_POLL)
+            ln = v.lines
+            near = memcg_near(used, ln)
+            soon = None if near else self._approach(cg, 2 * ln.line - ln.limit - used)
+            return Reading(memcg_level(used, ln), VALVE_POLL, near, soon)
         if bool(self.fs.oom_control(cg).get("under_oom", 0)):
-            return Reading(SHORT, V1_POLL)
+            return Reading(SHORT, V1_POLL, near=True)
         usage, limit = self.fs.usage(cg), self.fs.limit(cg)
-        if usage is not None and limit is not None and usage < limit - limit // 16:
-            return Reading(RECOVERED)
-        return Reading(CLEAR)
+        if usage is None or limit is None:
+            return Reading(CLEAR)
+        # near its limit once page cache (which the limit reclaims first) is left out:
+        # memory.stat is read only when the usage alone is near
+        near = v1_near(usage, limit) and v1_near(
+            v1_committed(self.fs.memory_stat(cg), usage), limit
+        )
+        soon = None if near else self._approach(cg, limit - limit // 8 - usage)
+        if usage < limit - limit // 16:
+            return Reading(RECOVERED, near=near, soon=soon)
+        return Reading(CLEAR, near=near, soon=soon)
+
+    def _approach(self, cg: Scope, room: int) -> float | None:
+        """When to look at a memcg again that is ``room`` bytes below its near line,
+        by how fast it came closer over the last looks (:func:`approach_poll`)."""
+        rate = self.approach.setdefault(cg, HostRate()).update(time.monotonic(), room)
+        return approach_poll(room, rate)
 
     def _swap_room(self, domain: CgroupPath) -> int:
         if not self._has_swap:
@@ -429,6 +496,25 @@ class RealPorts:
     def snapshot(self, cg: CgroupPath) -> Snapshot:
         # a process is read when looked at (issue 22); dying victims are not killable
         return self.dying.hide(self.env.snapshot(cg, lazy=True))
+
+    def plan_stamp(self, decision: Decision) -> Hashable | None:
+        """The tree watch's mark for the decision's domain and the processes of the
+        cgroups its walk compared (:func:`~memcgctl.logic.priority.plan_inputs`): one
+        ``cgroup.procs`` read per level, and per cgroup of a skipped empty subtree that
+        ranked no later than the choice.  None without a tree watch (a badness written
+        meanwhile could not be seen) or a priority walk."""
+        inputs = plan_inputs(decision)
+        if self.tree is None or not inputs:
+            return None
+        mark = self.tree.mark(decision.oom_root)
+        if mark is None:
+            return None
+        procs = procs_stamp(self.fs, inputs)
+        return None if procs is None else (mark, procs)
+
+    def plan_holds(self, decision: Decision, stamp: Hashable) -> bool:
+        now = self.plan_stamp(decision)
+        return now is not None and stamp_holds(self.proc, decision, stamp, now)
 
     def alive(self, pids: Iterable[int]) -> list[int]:
         """Those of pids still holding memory.  A victim we sent SIGKILL had its memory

@@ -8,7 +8,7 @@ what woke the loop, and :data:`KERNEL_LOG`, the fd that notifies about no cgroup
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from enum import Enum
 from typing import NamedTuple, Protocol
 
@@ -30,6 +30,11 @@ class Mode(Enum):
 class Reading(NamedTuple):
     state: OomLevel
     poll: float | None = None  # look again after this many seconds (None: on notification)
+    # near the short line: the core keeps a standing plan (a victim chosen ahead) fresh
+    near: bool = False
+    # not near, but growing towards it: look again after this many seconds (None: at
+    # the next rescan or notification)
+    soon: float | None = None
 
 
 class Managed(NamedTuple):
@@ -78,6 +83,16 @@ class CorePorts(Protocol):
 
     def snapshot(self, cg: CgroupPath) -> Snapshot:
         """A fresh snapshot of cg's subtree."""
+
+    def plan_stamp(self, decision: Decision) -> Hashable | None:
+        """What a standing plan rests on, read when it is chosen (the tree watch's mark
+        for the domain, the processes of the cgroups the walk compared).  None: it
+        cannot be told (no tree watch): no plan is kept."""
+
+    def plan_holds(self, decision: Decision, stamp: Hashable) -> bool:
+        """Read again at the event: the plan still holds (nothing it rests on changed
+        but for processes gone and kernel threads come, its victim still in its
+        cgroup)."""
 
     def kill(self, decision: Decision) -> list[int]:
         """Kill the decision's victim (or its whole oom.group); the pids signalled."""

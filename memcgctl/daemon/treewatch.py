@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ from memcgctl.vocab.errors import Vanished
 
 FULL_EVERY_S = 60.0  # the safety-net walk (see the module's docstring)
 SETTLE_S = 0.05  # at most this often an event-driven rescan (churn is coalesced)
+RECENT = 1024  # changes remembered for mark() (older ones: any domain counts as changed)
 PULSE_EVERY = 256  # cgroups walked between two pulses (the guardian, WatchdogSec=)
 DIR_MASK = (
     ino.IN_CREATE
@@ -109,6 +111,9 @@ class TreeWatch:
         self.off_reason: str | None = None
         self._again = False  # a managed cgroup was re-created: rescan again soon
         self.stats = {"events": 0, "walks": 0, "overflows": 0}
+        # every change an event reported, numbered (None: anywhere), for mark()
+        self.serial = 0
+        self._recent: deque[tuple[int, CgroupPath | None]] = deque(maxlen=RECENT)
         # watches are per user: root's are shared with systemd and every other root
         # daemon, so the daemon takes at most half of them (None: read the sysctl)
         self.budget = budget if budget is not None else ino.max_user_watches() // 2
@@ -145,6 +150,7 @@ class TreeWatch:
         if ev.mask & ino.IN_Q_OVERFLOW:
             self.stats["overflows"] += 1
             self._walk_due = True
+            self._note(None)
             return True
         if self.off_reason is not None:
             return False
@@ -159,10 +165,12 @@ class TreeWatch:
             return False
         if ev.mask & ino.IN_IGNORED:  # removed (its parent's IN_DELETE says so too)
             self._drop(cg)
+            self._note(cg)
             return True
         if not ev.name:
             if ev.mask & ino.IN_ATTRIB:
                 self._pending.changed.add(cg)
+                self._note(cg)
                 return True
             return False
         if not ev.mask & ino.IN_ISDIR:
@@ -173,11 +181,33 @@ class TreeWatch:
             return False
         if ev.mask & (ino.IN_DELETE | ino.IN_MOVED_FROM):
             self._drop(child)
+            self._note(child)
             return True
         if ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
             self._add_subtree(child)
+            self._note(child)
             return True
         return False
+
+    def _note(self, cg: CgroupPath | None) -> None:
+        self.serial += 1
+        self._recent.append((self.serial, cg))
+
+    def mark(self, top: CgroupPath) -> int | None:
+        """A number that changes whenever a cgroup is made or removed in ``top``'s
+        subtree (or above it: a removed ancestor) or one's xattrs (badness, delay) or
+        owner change: the daemon's standing plan stands while it is the same.  None
+        when that cannot be told: the watches are off, or events are queued that the
+        loop has not read yet.  Changes older than the last :data:`RECENT` count as
+        made everywhere (the mark moves; a plan is chosen again, never kept wrongly)."""
+        if self.inotify is None or self.off_reason is not None or self.inotify.pending():
+            return None
+        if not self._recent:
+            return 0
+        for n, cg in reversed(self._recent):
+            if cg is None or top.contains(cg) or cg.contains(top):
+                return n
+        return self._recent[0][0] - 1 if len(self._recent) == RECENT else 0
 
     # -- the rescan's side ----------------------------------------------------------------
     def refresh(self, pulse: Callable[[], None] = lambda: None) -> Pass:
@@ -364,6 +394,7 @@ class TreeWatch:
         if self.off_reason is not None:
             return
         self.off_reason = reason
+        self._note(None)
         watches = len(self._wd_of) + len(self._file_wds)
         if self.inotify is not None:
             for wd in [*self._dir_of, *self._file_wds]:

@@ -86,6 +86,25 @@ def committed(usage: int, stat: dict[str, int], swap_room: int) -> int:
     return max(usage - file_lru - min(anon, max(swap_room, 0)), 0)
 
 
+def memcg_near(value: int, ln: Lines) -> bool:
+    """Within one headroom below the valve (the daemon keeps its victim chosen there,
+    so that a delay-0 kill at the valve is only a signal): the valve buys
+    ``headroom`` of throttled growth, and as much again below it is where an OOM is
+    one burst away."""
+    return value >= ln.line - (ln.limit - ln.line)
+
+
+def v1_near(committed_bytes: int, limit: int) -> bool:
+    """v1: committed memory within an eighth of the limit (there is no valve: the
+    limit itself is the line)."""
+    return committed_bytes >= limit - limit // 8
+
+
+def v1_committed(stat: dict[str, int], usage: int) -> int:
+    """v1: usage less the page cache on the file LRU lists of its whole subtree."""
+    return max(usage - stat.get("total_active_file", 0) - stat.get("total_inactive_file", 0), 0)
+
+
 def memcg_level(value: int, ln: Lines) -> OomLevel:
     if value >= ln.freeze_line:
         return CRITICAL
@@ -141,6 +160,15 @@ def host_level(available: int, total: int, hl: HostLines) -> OomLevel:
     return CLEAR
 
 
+def host_near(available: int, total: int, hl: HostLines) -> bool:
+    """Available memory within the critical margin above the short line (short +
+    (short − critical): 16 % with the default lines).  The critical margin is what an
+    episode is given before its delay is cut short; as much above the short line is
+    where the daemon keeps its victim chosen, and its adaptive poll (at most 100 ms
+    apart there, closer when memory falls fast) refreshes the plan."""
+    return available < total * (2 * hl.short - hl.critical)
+
+
 # earlyoom's assumption: memory can fill at up to ~6 GB/s.  Below the short line (an
 # episode) the daemon polls so that the gap to the critical line cannot be crossed
 # between two looks, down to MIN_POLL.
@@ -171,6 +199,19 @@ def host_poll_interval(available: int, total: int, hl: HostLines, rate: float = 
     if rate > 0:  # the margin demands it: look again before the growth seen crosses it
         interval = min(interval, max(above_short / (rate * RATE_SAFETY), MIN_POLL))
     return interval
+
+
+APPROACH_MIN_POLL = 0.05  # a memcg growing towards its near line: looked at no faster
+
+
+def approach_poll(room: int, rate: float) -> float | None:
+    """A memcg below its near line (``room`` bytes short of it) whose committed memory
+    grew at ``rate`` bytes/s between the last looks: look again before the growth seen
+    (doubled) crosses the line, 50 ms - 1 s; None when it is not growing (the next
+    rescan looks)."""
+    if rate <= 0 or room <= 0:
+        return None
+    return min(max(room / (rate * RATE_SAFETY), APPROACH_MIN_POLL), MAX_POLL)
 
 
 class HostRate:

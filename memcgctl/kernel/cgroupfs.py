@@ -122,8 +122,9 @@ class CgroupFs(CgroupTree):
         return self._int(cg, V2_HIGH) if self.version == 2 else None
 
     def memory_stat(self, cg: CgroupPath) -> dict[str, int]:
-        """v2 ``memory.stat`` (anon, file, active_file, inactive_file, shmem, …)."""
-        text = self.read(cg, V2_STAT) if self.version == 2 else None
+        """``memory.stat``: v2 (anon, file, active_file, inactive_file, shmem, …) or v1
+        (its own counters and the hierarchical ``total_*`` ones)."""
+        text = self.read(cg, V2_STAT)  # the same name on v1
         if text is None:
             raise Vanished(cg)
         return parse_flat_keyed(text)

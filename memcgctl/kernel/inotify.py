@@ -128,6 +128,14 @@ class Inotify:
             return []
         return list(parse(data))
 
+    def pending(self) -> bool:
+        """Events are queued that nobody has read yet (one poll(2), no wait)."""
+        import select
+
+        p = select.poll()
+        p.register(self._fd, select.POLLIN)
+        return bool(p.poll(0))
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -431,6 +431,32 @@ def _skipped(c: Candidate) -> Candidate:
     return _with_verdict(c, Verdict(skip=c.skip))
 
 
+def plan_inputs(decision: Decision) -> tuple[tuple[CgroupPath, bool], ...]:
+    """The cgroups whose processes a priority decision rests on, each with whether its
+    whole subtree counts: every level of the walk (the processes attached there are
+    candidates; the last one holds the victim) and, whole, each cgroup skipped at a
+    level for holding nothing killable whose badness does not rank it after the chosen
+    one (a process arriving there would win).  While their processes are the same, the
+    decision is the one a fresh walk would make, but for sizes and the processes' own
+    badness (the daemon's standing plan bounds its age for those).  Empty for a
+    decision without a priority walk or victim."""
+    if decision.policy != PRIORITY or decision.victim is None:
+        return ()
+    out: list[tuple[CgroupPath, bool]] = []
+    for level in decision.walk:
+        out.append((level.cgroup, False))
+        if level.chosen is None:
+            continue
+        for c in level.candidates:
+            if (
+                c.skip is Skip.NOTHING_INSIDE
+                and c.cgroup is not None
+                and c.badness <= level.chosen.badness
+            ):
+                out.append((c.cgroup.path, True))
+    return tuple(out)
+
+
 def protected_pids(snap: Snapshot, top: CgroupPath) -> frozenset[int]:
     """The processes below ``top`` whose effective badness is 1000: their own (process
     badness or ``oom_score_adj`` -1000), or a "never" cgroup (:func:`never_cgroup`)

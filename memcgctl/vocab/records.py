@@ -144,6 +144,7 @@ class DaemonRecord(_Record, total=False):
     round: int
     waited_ms: int
     late_ms: float
+    plan_age_ms: float  # daemon_kill: the victim was chosen ahead, this long before
     reasons: list[str]
     kill_group: str
     group_pids: list[int]
