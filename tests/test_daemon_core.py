@@ -159,6 +159,20 @@ def test_oom_resolved_by_userspace_within_the_delay(host: FakeHost) -> None:
     assert (resolved["kind"], resolved["by"], resolved["kills"]) == ("oom_resolved", "userspace", 0)
 
 
+def test_busy_from_under_oom_until_resolved(host: FakeHost) -> None:
+    """The loop holds whole-tree walks back while busy (an episode under way)."""
+    ports = FakePorts(host, {"/jobs": 2000})
+    core = DaemonCore(ports, select)
+    core.rescan(0.0)
+    assert not core.busy()
+    ports.oom.add("/jobs")
+    core.notify(CgroupPath("/jobs"), 1.0)
+    assert core.busy()
+    ports.oom.clear()
+    core.tick(2.0)
+    assert ports.kinds()[-1] == "oom_resolved" and not core.busy()
+
+
 def test_delay_zero_kills_at_once(host: FakeHost) -> None:
     ports, _ = oom_at(host, 1.0)
     assert ports.killed == [10]

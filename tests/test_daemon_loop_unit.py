@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import memcgctl.daemon.loop as loop_module
 from memcgctl.daemon.loop import Loop
 from memcgctl.daemon.protocol import KERNEL_LOG, Feed, Wake
 from memcgctl.vocab.cgpath import CgroupPath, Scope
@@ -37,6 +38,10 @@ class FakeCore:
         self.rescans: list[float] = []
         self.kernel: list[tuple[CgroupPath, int]] = []
         self.faults: list[tuple[str, Scope | None, str]] = []
+        self.is_busy = False
+
+    def busy(self) -> bool:
+        return self.is_busy
 
     def rescan(self, now: float, starting: bool = False) -> None:
         self.calls.append("rescan(starting)" if starting else "rescan")
@@ -289,6 +294,7 @@ class FakeTree:
         self.fd = fd
         self.wanted = wanted
         self.pumps = 0
+        self.walks = False
 
     def fileno(self) -> int:
         return self.fd
@@ -301,6 +307,17 @@ class FakeTree:
 
     def wants_rescan(self) -> bool:
         return False
+
+    def walk_due(self) -> bool:
+        return self.walks
+
+
+class IdleTree(FakeTree):
+    """A tree watch with nothing to say, whose next rescan walks or not."""
+
+    def __init__(self, fd: int, walks: bool) -> None:
+        super().__init__(fd)
+        self.walks = walks
 
 
 def test_a_tree_change_rescans_at_once_and_a_churn_is_coalesced(
@@ -385,3 +402,39 @@ def test_a_notification_during_a_long_rescan_is_handled_within_the_walk(
     assert ticks == 2 and consumed == 1  # each pulse ticks; the fd was read once
     assert klog_reads == 0  # the kernel log waits for the loop
     assert not core.faults
+
+
+@pytest.mark.parametrize(
+    ("tree", "busy", "rescans"),
+    [
+        (None, False, True),  # every rescan walks; idle: on time
+        (None, True, False),  # every rescan walks; an episode: they wait
+        ("walks", True, False),  # the safety-net walk is due: it waits
+        ("incremental", True, True),  # the tree watch's events: never held back
+    ],
+)
+def test_a_whole_tree_walk_waits_while_an_episode_is_under_way(
+    pipe: tuple[int, int], tree: str | None, busy: bool, rescans: bool
+) -> None:
+    """Issue 22: never a whole-tree walk on the OOM path (5,000 cgroups walked during an
+    unthrottled host OOM stalled the guest's loop for 2.5 s).  While the core is busy a
+    rescan that walks waits (BUSY_RESCAN_S), without spinning; one that only reads the
+    tree watch's events does not."""
+    r, _w = pipe
+    _calls, core, ports = make()
+    core.is_busy = busy
+    watch = None if tree is None else IdleTree(r, walks=tree == "walks")
+    loop = Loop(core, ports, rescan_interval=0.02, tree=watch)
+    run_for(loop, WINDOW)
+    assert (len(core.rescans) >= 3) is rescans, core.rescans
+    assert len(core.ticks) < SLEEPING + len(core.rescans)  # waiting, not spinning
+
+
+def test_a_walk_held_back_runs_after_busy_rescan_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop_module, "BUSY_RESCAN_S", 0.1)
+    _calls, core, ports = make()
+    core.is_busy = True
+    loop = Loop(core, ports, rescan_interval=0.02)
+    run_for(loop, 5, until=lambda: len(core.rescans) >= 2)
+    assert len(core.rescans) >= 2
+    assert core.rescans[1] - core.rescans[0] >= 0.1

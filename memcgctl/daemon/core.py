@@ -218,6 +218,11 @@ class DaemonCore:
         self.ports.release(cg)
         self._emit("daemon_released", cg, reason=why)
 
+    def busy(self) -> bool:
+        """An episode is under way somewhere (until ``oom_resolved``): the loop holds
+        whole-tree walks back meanwhile."""
+        return any(w.episode_start is not None for w in self.watches.values())
+
     # -- notifications -------------------------------------------------------------------
     def notify(self, cg: Scope, now: float) -> None:
         """A notification about cg fired (v1 eventfd, memory.events, PSI)."""

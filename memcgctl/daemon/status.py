@@ -90,6 +90,9 @@ class StatusCore:
     def fault(self, where: str, cg: Scope | None, exc: BaseException) -> None:
         self.core.fault(where, cg, exc)
 
+    def busy(self) -> bool:
+        return self.core.busy()
+
     def release_all(self) -> None:
         self.core.release_all()
         remove_status(self.state_dir, int(self.facts["pid"]))

@@ -223,6 +223,12 @@ class TreeWatch:
         self.current = p
         return p
 
+    def walk_due(self) -> bool:
+        """True: the next :meth:`refresh` walks the whole tree."""
+        if self.inotify is None or self.off_reason is not None:
+            return True
+        return self._walk_due or self.clock() >= self._next_full
+
     def _walk(self, pulse: Callable[[], None], watch: bool) -> Pass:
         self.stats["walks"] += 1
         self._pending = Pass(False)
