@@ -4,7 +4,12 @@ OUT, one a line (the import set of a real run, not of a guess)."""
 
 import atexit
 import runpy
+import signal
 import sys
+
+# SIGINT ends the run (the tests send it): also when the test ran in a background job of
+# a shell, which starts its children with SIGINT ignored (and Python keeps it ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 out = sys.argv.pop(1)
 assert sys.argv.pop(1) == "-m"
