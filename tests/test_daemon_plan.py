@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from memcgctl.daemon.core import PLAN_COST, PLAN_MIN_PERIOD, DaemonCore, Settings
+from memcgctl.daemon.choosing import PLAN_COST, PLAN_MIN_PERIOD
+from memcgctl.daemon.core import DaemonCore, Settings
 from memcgctl.daemon.protocol import Mode, Reading
 from memcgctl.daemon.valve import CLEAR, SHORT
 from memcgctl.logic.decision import Decision

@@ -30,23 +30,22 @@ OOM starts at round 1.  Watches are re-checked at the poll interval the ports as
 and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
 
 The victim is chosen ahead, so that at the deadline the kill is only a signal: with a
-delay, just before the deadline; with delay 0 (a delay shorter than a choice takes), as
-a *standing plan* kept while the ports read the watch as ``near`` its line (chosen again
-at most every :data:`PLAN_MIN_PERIOD` and :data:`PLAN_COST` times what that took).  At
-the event the plan is used while it holds (young enough, its victim alive, the ports'
-:meth:`~memcgctl.daemon.protocol.CorePorts.plan_holds`) and the signal goes
-before ``under_oom`` and ``daemon_kill`` are written; otherwise the victim is chosen
-afresh, by the same selection.
+delay, just before the deadline; with delay 0, as a *standing plan* kept while the ports
+read the watch as ``near`` its line (:class:`~memcgctl.daemon.choosing.Chooser`).  When
+an episode begins with a plan that still holds, the signal goes before ``under_oom``
+and ``daemon_kill`` are written; otherwise the victim is chosen afresh, by the same
+selection.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from memcgctl.daemon.choosing import Chooser, Select
 from memcgctl.daemon.hooks import Hooks
 from memcgctl.daemon.protocol import CorePorts, Mode, Reading
 from memcgctl.daemon.valve import CRITICAL, RECOVERED, SHORT
@@ -57,8 +56,6 @@ from memcgctl.render.reasontext import reason_lines
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.records import daemon_record, utc_iso
-
-Select = Callable[[Snapshot, CgroupPath, Iterable[int]], Decision]
 
 
 @dataclass
@@ -92,13 +89,6 @@ class Watch:
 
 QUARANTINE_S = 30.0  # a memcg that raised an unexpected error is left alone this long
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
-# A standing plan is chosen again at most every PLAN_MIN_PERIOD and every PLAN_COST
-# times what the last refresh took (so refreshing costs at most a tenth of a core), and
-# used at most two refresh periods (at most PLAN_MAX_AGE) after it was chosen.
-PLAN_MIN_PERIOD = 0.05
-PLAN_COST = 10
-PLAN_MAX_AGE = 2.0
-PLAN_UNCHECKABLE = 1.0  # no stamp (no tree watch, no priority walk): try again this late
 MAX_CHECK = 0.1
 _SOURCE = {Mode.OOM: "memory.oom_control", Mode.VALVE: "memory.events", Mode.HOST: "meminfo"}
 
@@ -123,10 +113,9 @@ class DaemonCore:
         self.hooks = hooks  # --pre-kill / --post-kill (hooks.py); never waited for
         # choosing the victim ahead of the deadline, and late_ms; None: neither
         self.clock = clock
-        self.select = select
+        self.chooser = Chooser(ports, select, clock)  # the victim, now or ahead
         self.settings = settings if settings is not None else Settings()
         self.watches: dict[Scope, Watch] = {}
-        self.prep_s = 0.005  # how long the last snapshot + selection took
         self.kernel_kills = 0  # kernel OOM kills seen in our root (shadow: OOM episodes)
         self.agreed = 0  # shadow mode: of those, where the policy would have killed the same
         self._quarantine: dict[Scope, float] = {}  # memcg -> left to the kernel until
@@ -264,7 +253,7 @@ class DaemonCore:
                 "source": _SOURCE[w.mode],
                 **({"domain": w.domain} if w.domain != w.cg else {}),
             }
-            planned = self._take_plan(w, now) if self._signal_first(w, now) else None
+            planned = self.chooser.take(w, now) if self._signal_first(w, now) else None
             if planned is not None:
                 # the standing plan holds: the signal first, the records after it
                 # (under_oom carries the episode's start as its time)
@@ -312,9 +301,9 @@ class DaemonCore:
         if not w.recovered and (recent or w.episode_start is not None):
             w.check_step = min(max(w.check_step * 2, FIRST_CHECK), MAX_CHECK)
             steps.append(w.check_step)
-        if w.episode_start is None and level.soon is not None and self._plans_ahead(w):
+        if w.episode_start is None and level.soon is not None and self.chooser.plans_ahead(w):
             steps.append(level.soon)  # growing towards the near line: look before it
-        if self._keeps_plan(w) and (w.mode is not Mode.HOST or level.poll is None):
+        if self.chooser.keeps_plan(w) and (w.mode is not Mode.HOST or level.poll is None):
             # near the line with no poll of its own (a memcg): look again, and choose
             # again, when the refresh is due; the host's polls carry its refreshes
             steps.append(max(w.next_refresh - now, 0.0))
@@ -366,11 +355,11 @@ class DaemonCore:
             self._check(w, now)
         if w.episode_start is not None and now >= self._due(w):
             self._act(w, now)
-        elif self._keeps_plan(w):
+        elif self.chooser.keeps_plan(w):
             if now >= w.next_refresh:
-                self._refresh(w, now)
+                self.chooser.refresh(w, now)
         elif w.episode_start is not None and w.plan is None and now >= self._prep_at(w):
-            w.plan = self._decide(w)
+            w.plan = self.chooser.decide(w)
             if self.hooks is not None and not self.settings.dry_run:
                 self.hooks.chosen(w.cg, w.plan, self._due(w))
         if w.episode_start is not None:
@@ -394,43 +383,9 @@ class DaemonCore:
         if self.clock is None:
             return float("inf")
         lead = self.hooks.lead_s if self.hooks is not None else 0.0  # the pre-kill hook's
-        return self._due(w) - max(self._choice_lead(), lead)
+        return self._due(w) - max(self.chooser.lead(), lead)
 
-    def _choice_lead(self) -> float:
-        return min(max(2 * self.prep_s, 0.005), 0.5)
-
-    # -- the standing plan ---------------------------------------------------------------
-    def _keeps_plan(self, w: Watch) -> bool:
-        """Whether w keeps a standing plan now: near its line, out of an episode, with
-        a delay shorter than a choice takes (delay 0), so that at the event the kill
-        is only a signal (a longer delay is chosen for just before its deadline)."""
-        return w.near and w.episode_start is None and self._plans_ahead(w)
-
-    def _plans_ahead(self, w: Watch) -> bool:
-        """A delay shorter than a choice takes (delay 0): the victim is chosen ahead."""
-        return self.clock is not None and w.delay_ms / 1000 < self._choice_lead()
-
-    def _refresh(self, w: Watch, now: float) -> None:
-        """Choose w's victim again (one brief walk) and read what the choice rests on;
-        the next refresh no sooner than PLAN_COST times what this one took."""
-        assert self.clock is not None
-        t0 = self.clock()
-        plan = self._decide(w)
-        stamp = self.ports.plan_stamp(plan) if plan.victim is not None else None
-        took = self.clock() - t0
-        period = max(PLAN_MIN_PERIOD, PLAN_COST * took)
-        if stamp is None:  # it could not be checked at the event: none kept
-            w.plan, w.plan_stamp = None, None
-            w.next_refresh = now + max(period, PLAN_UNCHECKABLE)
-        else:
-            w.plan, w.plan_stamp, w.plan_at = plan, stamp, now
-            w.next_refresh = now + period
-            # the host refreshes at its polls: its plan may be a poll interval old
-            every = max(period, w.poll_s if w.mode is Mode.HOST else 0.0)
-            w.plan_until = now + min(2 * every, PLAN_MAX_AGE)
-        if w.mode is not Mode.HOST:
-            w.next_check = w.next_refresh
-
+    # -- the standing plan (daemon/choosing.py keeps it) ---------------------------------
     def _signal_first(self, w: Watch, now: float) -> bool:
         """The episode that just began is due now and has a standing plan: act at once,
         the signal before the records (not with a pre-kill hook, whose records come
@@ -441,28 +396,6 @@ class DaemonCore:
             and self._due(w) <= now
             and (self.hooks is None or not self.hooks.pre)
         )
-
-    def _take_plan(self, w: Watch, now: float) -> tuple[Decision, float] | None:
-        """w's plan and its age (ms) if it still holds, else None (chosen afresh); the
-        plan is used up either way.  A standing plan holds while it is young enough and
-        what it rests on is unchanged (the tree watch's mark, the compared cgroups'
-        processes); any plan, while its victim is alive."""
-        plan, w.plan = w.plan, None
-        stamp, w.plan_stamp = w.plan_stamp, None
-        if plan is None or plan.victim is None:
-            return None
-        if stamp is not None and (now > w.plan_until or not self.ports.plan_holds(plan, stamp)):
-            return None
-        if not self.ports.alive([plan.victim.pid]):
-            return None
-        return plan, max(now - w.plan_at, 0.0) * 1000
-
-    def _decide(self, w: Watch) -> Decision:
-        t0 = self.clock() if self.clock is not None else 0.0
-        decision = self.select(self.ports.snapshot(w.domain), w.domain, w.killed)
-        if self.clock is not None:
-            self.prep_s = self.clock() - t0
-        return decision
 
     def _act(
         self,
@@ -482,12 +415,12 @@ class DaemonCore:
             self._escalate(w, now)
             return
         if planned is None:
-            planned = self._take_plan(w, now)
+            planned = self.chooser.take(w, now)
         decision, age = planned if planned is not None else (None, None)
         late = None
         for attempt in range(2):
             if decision is None:
-                decision, age = self._decide(w), None
+                decision, age = self.chooser.decide(w), None
             if decision.victim is None:
                 self._say_under(w, under)
                 if not w.said_stuck:
@@ -613,7 +546,9 @@ class DaemonCore:
         if not self.settings.dry_run:
             self._emit("kernel_kill", domain, **fields)
             return
-        decision = self.select(with_process(self.ports.snapshot(domain), victim), domain, ())
+        decision = self.chooser.select(
+            with_process(self.ports.snapshot(domain), victim), domain, ()
+        )
         pv = decision.victim
         agree = pv is not None and (pv.pid == victim.pid or victim.pid in decision.group_pids)
         self.agreed += agree

@@ -1,0 +1,105 @@
+"""Choosing a watch's victim for the core, and choosing it ahead (issue 22).
+
+At the deadline the kill should be only a signal, so the victim is chosen before it:
+with a delay, just before the deadline (:meth:`Chooser.lead`: twice what the last
+choice took, 5 ms - 0.5 s); with delay 0 (a delay shorter than a choice takes) as a
+*standing plan*, kept while the ports read the watch as ``near`` its line and chosen
+again at most every :data:`PLAN_MIN_PERIOD` and :data:`PLAN_COST` times what that took
+(so refreshing costs at most a tenth of a core).  At the event the plan is used while
+it holds — young enough, its victim alive, what it rests on unchanged
+(:meth:`~memcgctl.daemon.protocol.CorePorts.plan_holds`: the tree watch's mark, the
+compared cgroups' processes) — and otherwise the victim is chosen afresh, by the same
+selection (the one ``predict-victim`` uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from memcgctl.daemon.protocol import CorePorts, Mode
+from memcgctl.logic.decision import Decision
+from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.model import Snapshot
+
+if TYPE_CHECKING:  # the core's per-watch state, which the core module defines
+    from memcgctl.daemon.core import Watch
+
+Select = Callable[[Snapshot, CgroupPath, Iterable[int]], Decision]
+
+# A standing plan is chosen again at most every PLAN_MIN_PERIOD and every PLAN_COST
+# times what the last refresh took (so refreshing costs at most a tenth of a core), and
+# used at most two refresh periods (at most PLAN_MAX_AGE) after it was chosen.
+PLAN_MIN_PERIOD = 0.05
+PLAN_COST = 10
+PLAN_MAX_AGE = 2.0
+PLAN_UNCHECKABLE = 1.0  # no stamp (no tree watch, no priority walk): try again this late
+
+
+class Chooser:
+    """Chooses victims (one snapshot of the OOM domain + the selection), times what a
+    choice takes, and keeps the watches' standing plans.  ``clock`` None: nothing is
+    chosen ahead (the core's tests without time)."""
+
+    def __init__(self, ports: CorePorts, select: Select, clock: Callable[[], float] | None) -> None:
+        self.ports = ports
+        self.select = select
+        self.clock = clock
+        self.prep_s = 0.005  # how long the last snapshot + selection took
+
+    def decide(self, w: Watch) -> Decision:
+        t0 = self.clock() if self.clock is not None else 0.0
+        decision = self.select(self.ports.snapshot(w.domain), w.domain, w.killed)
+        if self.clock is not None:
+            self.prep_s = self.clock() - t0
+        return decision
+
+    def lead(self) -> float:
+        """How long before a deadline to choose: twice the last choice, 5 ms - 0.5 s."""
+        return min(max(2 * self.prep_s, 0.005), 0.5)
+
+    def plans_ahead(self, w: Watch) -> bool:
+        """A delay shorter than a choice takes (delay 0): the victim is chosen ahead."""
+        return self.clock is not None and w.delay_ms / 1000 < self.lead()
+
+    def keeps_plan(self, w: Watch) -> bool:
+        """Whether w keeps a standing plan now: near its line, out of an episode, with
+        a delay shorter than a choice takes (delay 0), so that at the event the kill
+        is only a signal (a longer delay is chosen for just before its deadline)."""
+        return w.near and w.episode_start is None and self.plans_ahead(w)
+
+    def refresh(self, w: Watch, now: float) -> None:
+        """Choose w's victim again (one brief walk) and read what the choice rests on;
+        the next refresh no sooner than PLAN_COST times what this one took."""
+        assert self.clock is not None
+        t0 = self.clock()
+        plan = self.decide(w)
+        stamp = self.ports.plan_stamp(plan) if plan.victim is not None else None
+        took = self.clock() - t0
+        period = max(PLAN_MIN_PERIOD, PLAN_COST * took)
+        if stamp is None:  # it could not be checked at the event: none kept
+            w.plan, w.plan_stamp = None, None
+            w.next_refresh = now + max(period, PLAN_UNCHECKABLE)
+        else:
+            w.plan, w.plan_stamp, w.plan_at = plan, stamp, now
+            w.next_refresh = now + period
+            # the host refreshes at its polls: its plan may be a poll interval old
+            every = max(period, w.poll_s if w.mode is Mode.HOST else 0.0)
+            w.plan_until = now + min(2 * every, PLAN_MAX_AGE)
+        if w.mode is not Mode.HOST:
+            w.next_check = w.next_refresh
+
+    def take(self, w: Watch, now: float) -> tuple[Decision, float] | None:
+        """w's plan and its age (ms) if it still holds, else None (chosen afresh); the
+        plan is used up either way.  A standing plan holds while it is young enough and
+        what it rests on is unchanged (the tree watch's mark, the compared cgroups'
+        processes); any plan, while its victim is alive."""
+        plan, w.plan = w.plan, None
+        stamp, w.plan_stamp = w.plan_stamp, None
+        if plan is None or plan.victim is None:
+            return None
+        if stamp is not None and (now > w.plan_until or not self.ports.plan_holds(plan, stamp)):
+            return None
+        if not self.ports.alive([plan.victim.pid]):
+            return None
+        return plan, max(now - w.plan_at, 0.0) * 1000
