@@ -24,7 +24,7 @@ from memcgctl.daemon.loop import Loop
 from memcgctl.daemon.sdnotify import Notifier
 from memcgctl.daemon.watchdog import Liveness
 from memcgctl.kernel.procfs import ProcFs
-from tests.test_daemon_loop_unit import make, run_for
+from tests.test_daemon_loop_unit import FakeCore, FakePorts, make, run_for
 
 T0 = 1_700_000_000.0  # the fake wall clock's start
 
@@ -333,20 +333,16 @@ class LoopClock:
         return []
 
 
-@pytest.mark.parametrize("slack", [guardian.PULSE_SLACK_S, 0.0])
-def test_a_beat_due_just_before_a_rescan_rides_on_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, slack: float
-) -> None:
-    """Idle with the default 2 s rescans, each taking 30 ms: the beat due at the same
-    time as a rescan waits for it (PULSE_SLACK_S) instead of waking the loop a few ms
-    before it; one wake-up a second, and the beat never late by more than the slack.
-    Without the slack the rescan's drift costs a wake-up of its own every 2 s."""
-    from memcgctl.daemon import loop as loop_mod
-
-    monkeypatch.setattr(loop_mod, "RESCAN_EARLY_S", 0.0)  # the beat's slack alone
-    clock = LoopClock()
-    monkeypatch.setattr(select, "poll", clock.poller)
-    _, core, ports = make()
+def idle_minute(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    clock: LoopClock,
+    core: FakeCore,
+    ports: FakePorts,
+    slack: float,
+) -> CountingHeartbeat:
+    """Run the loop for a minute of the fake clock with the 2 s rescans, each taking
+    30 ms (so they drift past the beats and looks), beating a counting heartbeat."""
     rescan = core.rescan
 
     def slow_rescan(now: float, starting: bool = False) -> None:
@@ -361,6 +357,24 @@ def test_a_beat_due_just_before_a_rescan_rides_on_it(
     )
     loop.run(until=lambda: live() or clock.now > 1060.0)
     hb.close()
+    return hb
+
+
+@pytest.mark.parametrize("slack", [guardian.PULSE_SLACK_S, 0.0])
+def test_a_beat_due_just_before_a_rescan_rides_on_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, slack: float
+) -> None:
+    """Idle with the default 2 s rescans, each taking 30 ms: the beat due at the same
+    time as a rescan waits for it (PULSE_SLACK_S) instead of waking the loop a few ms
+    before it; one wake-up a second, and the beat never late by more than the slack.
+    Without the slack the rescan's drift costs a wake-up of its own every 2 s."""
+    from memcgctl.daemon import loop as loop_mod
+
+    monkeypatch.setattr(loop_mod, "RESCAN_EARLY_S", 0.0)  # the beat's slack alone
+    clock = LoopClock()
+    monkeypatch.setattr(select, "poll", clock.poller)
+    _, core, ports = make()
+    hb = idle_minute(monkeypatch, tmp_path, clock, core, ports, slack)
     per_s = len(clock.wakes) / 60
     if slack:
         assert per_s <= 1.0, (per_s, clock.wakes)
@@ -392,25 +406,7 @@ def test_a_periodic_rescan_due_soon_rides_on_a_host_poll(
         return looks[-1]
 
     _, core, ports = make(deadline)
-    rescan = core.rescan
-
-    def slow_rescan(now: float, starting: bool = False) -> None:
-        rescan(now, starting)
-        clock.now += 0.03
-
-    monkeypatch.setattr(core, "rescan", slow_rescan)
-    hb = CountingHeartbeat(str(tmp_path), os.getpid())
-    live = Liveness(core, clock, Notifier({}), hb)  # type: ignore[arg-type]
-    loop = Loop(
-        core,
-        ports,
-        rescan_interval=2.0,
-        clock=clock,
-        pulse_due=live.due,
-        pulse_slack=guardian.PULSE_SLACK_S,
-    )
-    loop.run(until=lambda: live() or clock.now > 1060.0)
-    hb.close()
+    idle_minute(monkeypatch, tmp_path, clock, core, ports, guardian.PULSE_SLACK_S)
     per_s = len(clock.wakes) / 60
     assert len(core.rescans) >= 60 / (2.0 + 0.03 + 0.002) - 1  # never later than due
     if early:

@@ -37,7 +37,7 @@ class Clock:
         return self.t
 
 
-class Chooser:
+class CountingSelect:
     """The daemon's selection (the brief walk), counted; each call advances the clock
     by ``cost`` (what a choice takes)."""
 
@@ -64,9 +64,9 @@ def jobs(host: FakeHost) -> FakeHost:
 
 def daemon(
     host: FakeHost, delay: int = 0, cost: float = 0.0, mode: Mode = Mode.VALVE
-) -> tuple[FakePorts, DaemonCore, Clock, Chooser]:
+) -> tuple[FakePorts, DaemonCore, Clock, CountingSelect]:
     clock = Clock()
-    choose = Chooser(clock, cost)
+    choose = CountingSelect(clock, cost)
     ports = FakePorts(host, {"/jobs": delay}, mode=mode)
     core = DaemonCore(ports, choose, Settings(), clock=clock)
     core.rescan(0.0)
@@ -215,7 +215,7 @@ def test_no_plan_is_kept_when_it_cannot_be_checked(fake_v1: FakeHost) -> None:
             return None  # no tree watch
 
     clock = Clock()
-    choose = Chooser(clock)
+    choose = CountingSelect(clock)
     ports = Unchecked(jobs(fake_v1), {"/jobs": 0}, mode=Mode.VALVE)
     core = DaemonCore(ports, choose, Settings(), clock=clock)
     core.rescan(0.0)
@@ -252,7 +252,7 @@ def test_the_host_refreshes_at_its_polls_without_a_timer_of_its_own(fake_v1: Fak
             return Reading(CLEAR, 0.1, near=cg in self.near)  # polled every 100 ms
 
     clock = Clock()
-    choose = Chooser(clock)
+    choose = CountingSelect(clock)
     ports = Host(jobs(fake_v1), {"/jobs": 0}, mode=Mode.HOST)
     core = DaemonCore(ports, choose, Settings(), clock=clock)
     core.rescan(0.0)
@@ -306,7 +306,7 @@ def test_a_plan_that_holds_is_the_fresh_choice(layout: list[tuple[str, dict[str,
         host = layout_host(base, layout)
         clock = Clock()
         ports = FakePorts(host, {"/": 0}, mode=Mode.VALVE)
-        core = DaemonCore(ports, Chooser(clock), Settings(), clock=clock)
+        core = DaemonCore(ports, CountingSelect(clock), Settings(), clock=clock)
         root = CgroupPath("/")
         core.rescan(0.0)
         ports.near.add("/")
@@ -335,7 +335,7 @@ def test_growing_towards_the_line_it_is_looked_at_sooner_only_when_it_plans_ahea
     for delay, wake in ((0, 1.2), (1000, None)):
         clock = Clock()
         ports = Growing(jobs(FakeHost(fake_v1.base / str(delay))), {"/jobs": delay})
-        core = DaemonCore(ports, Chooser(clock), Settings(), clock=clock)
+        core = DaemonCore(ports, CountingSelect(clock), Settings(), clock=clock)
         core.rescan(at(clock, 1.0))
         assert core.tick(at(clock, 1.0)) == (pytest.approx(wake) if wake else None)
 

@@ -7,28 +7,20 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.realkernel import HELPERS, TestCgroups, journaled
-from tests.test_daemon_kernel import Daemon, oom_control, set_xattr
+from tests.test_daemon_kernel import Daemon, daemons, oom_control, set_xattr  # noqa: F401
 
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.stop()
-
-
 def test_near_its_limit_the_victim_is_chosen_ahead_and_dies_at_the_oom(
-    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+    cgroups: TestCgroups,
+    tmp_path: Path,
+    daemons: list[Daemon],  # noqa: F811
 ) -> None:
     top = cgroups.make("jobs", limit=96 << 20)  # set before anything allocates there
     low = cgroups.make("jobs/low", limit=None)
