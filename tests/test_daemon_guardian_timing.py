@@ -131,6 +131,37 @@ def test_a_beating_daemon_is_looked_at_once_per_stale_time_less_a_beat(
     assert last + guardian.STALE_S < seen_hung <= last + guardian.STALE_S + 0.01, seen_hung
 
 
+def watch_a_stop(
+    monkeypatch: pytest.MonkeyPatch,
+    sleeper: tuple[subprocess.Popen[bytes], int],
+    hb: guardian.Heartbeat,
+    stop_at: float,
+    beating: bool,
+) -> tuple[FakeClock, list[FakePoller]]:
+    """The guardian watches the sleeper (beating every BEAT_S until then, if
+    ``beating``), which is SIGSTOPped ``stop_at`` seconds in; it must say STOPPED.
+    The fake world's clock and pollers, for the timing."""
+    p, start = sleeper
+
+    def script(begin: float, end: float) -> bool:
+        if beating:
+            beats_until(hb.path, guardian.BEAT_S, stop_at)(begin, end)
+        if end >= T0 + stop_at and begin < T0 + stop_at:
+            os.kill(p.pid, signal.SIGSTOP)
+            wait_state(p.pid, "T")
+        return False
+
+    world = fake_world(monkeypatch, script)
+    fd = os.pidfd_open(p.pid)
+    try:
+        assert guardian.watch("/proc", p.pid, start, hb.path, fd) == guardian.STOPPED
+    finally:
+        os.close(fd)
+        hb.close()
+        os.kill(p.pid, signal.SIGCONT)
+    return world
+
+
 def test_a_stopped_daemon_is_seen_stopped_when_its_heartbeat_goes_stale(
     monkeypatch: pytest.MonkeyPatch,
     sleeper: tuple[subprocess.Popen[bytes], int],
@@ -139,26 +170,10 @@ def test_a_stopped_daemon_is_seen_stopped_when_its_heartbeat_goes_stale(
     """SIGSTOP right after a beat (the worst case): STOPPED, not HUNG, STALE_S after that
     beat; with BEAT_S before the stop at most, the release starts within STALE_S of the
     stop, and the guardian did not look in between more than once per beat gap."""
-    p, start = sleeper
-    hb = guardian.Heartbeat(str(tmp_path), p.pid)
+    hb = guardian.Heartbeat(str(tmp_path), sleeper[0].pid)
     stop_at = 10.0
-
-    def script(begin: float, end: float) -> bool:
-        beats_until(hb.path, guardian.BEAT_S, stop_at)(begin, end)
-        if end >= T0 + stop_at and begin < T0 + stop_at:
-            os.kill(p.pid, signal.SIGSTOP)
-            wait_state(p.pid, "T")
-        return False
-
     touch(hb.path, T0)
-    clock, pollers = fake_world(monkeypatch, script)
-    fd = os.pidfd_open(p.pid)
-    try:
-        assert guardian.watch("/proc", p.pid, start, hb.path, fd) == guardian.STOPPED
-    finally:
-        os.close(fd)
-        hb.close()
-        os.kill(p.pid, signal.SIGCONT)
+    clock, pollers = watch_a_stop(monkeypatch, sleeper, hb, stop_at, beating=True)
     seen = clock.now - T0
     assert stop_at + guardian.STALE_S < seen <= stop_at + guardian.STALE_S + 0.01, seen
     assert len(pollers[0].sleeps) <= stop_at / (guardian.STALE_S - guardian.BEAT_S) + 2
@@ -171,24 +186,9 @@ def test_before_the_first_beat_it_polls_for_the_stopped_state(
 ) -> None:
     """mtime 0 (the daemon's first rescan): looks every START_POLL_S; a stop is
     STOPPED after STOPPED_POLLS looks in a row."""
-    p, start = sleeper
-    hb = guardian.Heartbeat(str(tmp_path), p.pid)  # mtime 0: not beating yet
+    hb = guardian.Heartbeat(str(tmp_path), sleeper[0].pid)  # mtime 0: not beating yet
     stop_at = 3.0
-
-    def script(begin: float, end: float) -> bool:
-        if end >= T0 + stop_at and begin < T0 + stop_at:
-            os.kill(p.pid, signal.SIGSTOP)
-            wait_state(p.pid, "T")
-        return False
-
-    clock, pollers = fake_world(monkeypatch, script)
-    fd = os.pidfd_open(p.pid)
-    try:
-        assert guardian.watch("/proc", p.pid, start, hb.path, fd) == guardian.STOPPED
-    finally:
-        os.close(fd)
-        hb.close()
-        os.kill(p.pid, signal.SIGCONT)
+    clock, pollers = watch_a_stop(monkeypatch, sleeper, hb, stop_at, beating=False)
     assert all(abs(s - guardian.START_POLL_S - 0.001) < 1e-9 for s in pollers[0].sleeps)
     seen = clock.now - T0
     most = stop_at + guardian.STOPPED_POLLS * (guardian.START_POLL_S + 0.001)
