@@ -118,15 +118,21 @@ def oom_at(
     return ports, core
 
 
+def jobs(host: FakeHost, delay_ms: int | None = None) -> FakeHost:
+    """/jobs (256 MiB): low/ (badness 100, two small processes: 10 the bigger) and
+    high/ (badness 900, one big process)."""
+    host.cgroup("/jobs", limit=256 << 20, delay_ms=delay_ms)
+    host.cgroup("/jobs/low", badness=100, usage=10 << 20)
+    host.cgroup("/jobs/high", badness=900, usage=200 << 20)
+    host.process(10, "/jobs/low", comm="small", rss_anon_kb=10_000)
+    host.process(11, "/jobs/low", comm="smaller", rss_anon_kb=5_000)
+    host.process(20, "/jobs/high", comm="big", rss_anon_kb=200_000)
+    return host
+
+
 @pytest.fixture
 def host(fake_v1: FakeHost) -> FakeHost:
-    fake_v1.cgroup("/jobs", limit=256 << 20, delay_ms=2000)
-    fake_v1.cgroup("/jobs/low", badness=100, usage=10 << 20)
-    fake_v1.cgroup("/jobs/high", badness=900, usage=200 << 20)
-    fake_v1.process(10, "/jobs/low", comm="small", rss_anon_kb=10_000)
-    fake_v1.process(11, "/jobs/low", comm="smaller", rss_anon_kb=5_000)
-    fake_v1.process(20, "/jobs/high", comm="big", rss_anon_kb=200_000)
-    return fake_v1
+    return jobs(fake_v1, delay_ms=2000)
 
 
 def test_waits_for_the_delay_then_kills_the_priority_victim(host: FakeHost) -> None:

@@ -103,6 +103,19 @@ def beats_until(path: str, every: float, last: float) -> Callable[[float, float]
     return script
 
 
+def watched(sleeper: tuple[subprocess.Popen[bytes], int], hb: guardian.Heartbeat) -> str:
+    """What guardian.watch() says of the sleeper (through its pidfd); the heartbeat is
+    closed and a stopped sleeper continued afterwards."""
+    p, start = sleeper
+    fd = os.pidfd_open(p.pid)
+    try:
+        return guardian.watch("/proc", p.pid, start, hb.path, fd)
+    finally:
+        os.close(fd)
+        hb.close()
+        os.kill(p.pid, signal.SIGCONT)
+
+
 def test_a_beating_daemon_is_looked_at_once_per_stale_time_less_a_beat(
     monkeypatch: pytest.MonkeyPatch,
     sleeper: tuple[subprocess.Popen[bytes], int],
@@ -111,17 +124,12 @@ def test_a_beating_daemon_is_looked_at_once_per_stale_time_less_a_beat(
     """Beating every BEAT_S for 60 s, then hung: the guardian looks about every
     STALE_S - BEAT_S (not four times a second), and says HUNG STALE_S after the last
     beat, to the millisecond."""
-    p, start = sleeper
+    p = sleeper[0]
     hb = guardian.Heartbeat(str(tmp_path), p.pid)
     touch(hb.path, T0)
     last = 60.0
     clock, pollers = fake_world(monkeypatch, beats_until(hb.path, guardian.BEAT_S, last))
-    fd = os.pidfd_open(p.pid)
-    try:
-        assert guardian.watch("/proc", p.pid, start, hb.path, fd) == guardian.HUNG
-    finally:
-        os.close(fd)
-        hb.close()
+    assert watched(sleeper, hb) == guardian.HUNG
     sleeps = pollers[0].sleeps
     # one look per (STALE_S - BEAT_S) while beating, one more at the stale time
     assert len(sleeps) <= last / (guardian.STALE_S - guardian.BEAT_S) + 2, sleeps
@@ -141,7 +149,7 @@ def watch_a_stop(
     """The guardian watches the sleeper (beating every BEAT_S until then, if
     ``beating``), which is SIGSTOPped ``stop_at`` seconds in; it must say STOPPED.
     The fake world's clock and pollers, for the timing."""
-    p, start = sleeper
+    p = sleeper[0]
 
     def script(begin: float, end: float) -> bool:
         if beating:
@@ -152,13 +160,7 @@ def watch_a_stop(
         return False
 
     world = fake_world(monkeypatch, script)
-    fd = os.pidfd_open(p.pid)
-    try:
-        assert guardian.watch("/proc", p.pid, start, hb.path, fd) == guardian.STOPPED
-    finally:
-        os.close(fd)
-        hb.close()
-        os.kill(p.pid, signal.SIGCONT)
+    assert watched(sleeper, hb) == guardian.STOPPED
     return world
 
 
@@ -203,19 +205,13 @@ def test_a_wall_clock_stepped_back_does_not_blind_it(
     """A heartbeat an hour in the future (the wall clock stepped back) is not stale for
     an hour: the guardian still looks every STALE_S at most, and a stopped daemon is
     STOPPED after STOPPED_POLLS looks."""
-    p, start = sleeper
+    p = sleeper[0]
     hb = guardian.Heartbeat(str(tmp_path), p.pid)
     touch(hb.path, T0 + 3600)
     os.kill(p.pid, signal.SIGSTOP)
     wait_state(p.pid, "T")
     clock, pollers = fake_world(monkeypatch, lambda a, b: False)
-    fd = os.pidfd_open(p.pid)
-    try:
-        assert guardian.watch("/proc", p.pid, start, hb.path, fd) == guardian.STOPPED
-    finally:
-        os.close(fd)
-        hb.close()
-        os.kill(p.pid, signal.SIGCONT)
+    assert watched(sleeper, hb) == guardian.STOPPED
     sleeps = pollers[0].sleeps
     assert len(sleeps) == guardian.STOPPED_POLLS - 1
     assert max(sleeps) <= guardian.STALE_S + 0.01, sleeps

@@ -23,7 +23,7 @@ from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.records import daemon_record
 from tests.fakehost import FakeHost
-from tests.test_daemon_core import FakePorts
+from tests.test_daemon_core import FakePorts, jobs
 from tests.test_scale_unit import hosts, layout_host
 
 JOBS = CgroupPath("/jobs")
@@ -50,16 +50,6 @@ class CountingSelect:
         self.calls += 1
         self.clock.t += self.cost
         return select_priority_brief(snap, root, exclude)
-
-
-def jobs(host: FakeHost) -> FakeHost:
-    host.cgroup("/jobs", limit=256 << 20)
-    host.cgroup("/jobs/low", badness=100, usage=10 << 20)
-    host.cgroup("/jobs/high", badness=900, usage=200 << 20)
-    host.process(10, "/jobs/low", comm="small", rss_anon_kb=10_000)
-    host.process(11, "/jobs/low", comm="smaller", rss_anon_kb=5_000)
-    host.process(20, "/jobs/high", comm="big", rss_anon_kb=200_000)
-    return host
 
 
 def daemon(
