@@ -148,8 +148,9 @@ def test_liveness_takes_over_afresh_after_the_guardians_release(
     core = FakeCore()
     hb = guardian.Heartbeat(str(tmp_path), os.getpid())
     live = Liveness(core, lambda: 100.0, Notifier({"NOTIFY_SOCKET": name}), hb)
-    assert live.max_sleep() == guardian.BEAT_S
+    assert live.due() is None  # not beaten yet
     assert live() is False and core.calls == []
+    assert live.due() == 100.0 + guardian.BEAT_S  # the heartbeat's next beat
     assert s.recv(4096) == b"READY=1\nSTATUS=enforcing"
     Path(guardian.released_path(str(tmp_path), os.getpid())).touch()
     assert live() is False

@@ -112,7 +112,6 @@ class Loop:
         ports: LoopPorts,
         rescan_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
-        max_sleep: float | None = None,
         before_rescan: Callable[[bool], object] | None = None,
         tree: TreeEvents | None = None,
         pulse_due: Callable[[], float | None] | None = None,
@@ -128,8 +127,6 @@ class Loop:
         self.hup = False
         self.ports = ports
         self.rescan_interval = rescan_interval
-        # wake at least this often (the heartbeat the guardian and systemd watch)
-        self.max_sleep = max_sleep
         # when the next pulse is due (the clock's time; daemon/watchdog.py): the loop sleeps
         # no longer, and pulses on any wake-up it has before that (no timer of its own)
         self.pulse_due = pulse_due
@@ -263,8 +260,6 @@ class Loop:
         if deadline is not None and rescan_at <= deadline <= rescan_at + self._early():
             rescan_at = deadline  # a moment late, on the wake-up the core wants anyway
         wake = rescan_at if deadline is None else min(deadline, rescan_at)
-        if self.max_sleep is not None:
-            wake = min(wake, now + self.max_sleep)
         pulse = self.pulse_due() if self.pulse_due is not None else None
         if pulse is not None and wake - pulse > self.pulse_slack:
             # a wake-up of its own only when no other comes soon enough (a rescan drifts

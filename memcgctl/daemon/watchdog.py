@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from memcgctl.daemon.guardian import BEAT_S, Heartbeat
+from memcgctl.daemon.guardian import Heartbeat
 from memcgctl.daemon.sdnotify import Notifier
 
 RELEASED_BY_GUARDIAN = "the guardian released it while the daemon was stopped or hung"
@@ -39,11 +39,6 @@ class Liveness:
         self.heartbeat = heartbeat
         self._ready = False
         self._due: float | None = None
-
-    def max_sleep(self) -> float | None:
-        """How long the loop may sleep at most for the pulse to stay fresh."""
-        steps = [s for s in (self.notifier.every, BEAT_S if self.heartbeat else None) if s]
-        return min(steps) if steps else None
 
     def due(self) -> float | None:
         """When the next pulse is due at the latest (the loop's clock); None: never."""
