@@ -53,11 +53,15 @@ class CountingSelect:
 
 
 def daemon(
-    host: FakeHost, delay: int = 0, cost: float = 0.0, mode: Mode = Mode.VALVE
+    host: FakeHost,
+    delay: int = 0,
+    cost: float = 0.0,
+    mode: Mode = Mode.VALVE,
+    ports_type: type[FakePorts] = FakePorts,
 ) -> tuple[FakePorts, DaemonCore, Clock, CountingSelect]:
     clock = Clock()
     choose = CountingSelect(clock, cost)
-    ports = FakePorts(host, {"/jobs": delay}, mode=mode)
+    ports = ports_type(host, {"/jobs": delay}, mode=mode)
     core = DaemonCore(ports, choose, Settings(), clock=clock)
     core.rescan(0.0)
     return ports, core, clock, choose
@@ -204,11 +208,7 @@ def test_no_plan_is_kept_when_it_cannot_be_checked(fake_v1: FakeHost) -> None:
             self.stamps += 1
             return None  # no tree watch
 
-    clock = Clock()
-    choose = CountingSelect(clock)
-    ports = Unchecked(jobs(fake_v1), {"/jobs": 0}, mode=Mode.VALVE)
-    core = DaemonCore(ports, choose, Settings(), clock=clock)
-    core.rescan(0.0)
+    ports, core, clock, choose = daemon(jobs(fake_v1), ports_type=Unchecked)
     ports.near.add("/jobs")
     core.rescan(at(clock, 1.0))
     core.tick(at(clock, 1.0))
@@ -241,11 +241,7 @@ def test_the_host_refreshes_at_its_polls_without_a_timer_of_its_own(fake_v1: Fak
                 return Reading(SHORT, 0.002, near=True)
             return Reading(CLEAR, 0.1, near=cg in self.near)  # polled every 100 ms
 
-    clock = Clock()
-    choose = CountingSelect(clock)
-    ports = Host(jobs(fake_v1), {"/jobs": 0}, mode=Mode.HOST)
-    core = DaemonCore(ports, choose, Settings(), clock=clock)
-    core.rescan(0.0)
+    ports, core, clock, choose = daemon(jobs(fake_v1), mode=Mode.HOST, ports_type=Host)
     ports.near.add("/jobs")
     core.rescan(at(clock, 1.0))
     t = core.tick(at(clock, 1.0))
