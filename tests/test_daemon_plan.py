@@ -4,6 +4,7 @@ chosen ahead, so that at the event the kill is only a signal.  Driven by ``tick`
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -13,12 +14,17 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
+from memcgctl.actions.kill import make_killer
 from memcgctl.daemon.choosing import PLAN_COST, PLAN_MIN_PERIOD
 from memcgctl.daemon.core import DaemonCore, Settings
+from memcgctl.daemon.ports import STAMP_MAX_CGROUPS, RealPorts, procs_stamp
 from memcgctl.daemon.protocol import Mode, Reading
+from memcgctl.daemon.treewatch import TreeWatch
 from memcgctl.daemon.valve import CLEAR, SHORT
+from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.logic.decision import Decision
 from memcgctl.logic.priority import plan_inputs, select_priority_brief
+from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.records import daemon_record
@@ -344,3 +350,127 @@ def test_a_process_come_beside_the_victim_makes_the_plan_stale(fake_v1: FakeHost
     host.process(12, "/jobs/low", comm="bigger", rss_anon_kb=50_000)
     the_event(ports, core, clock, 1.01)
     assert ports.killed == [12] and choose.calls == 2
+
+
+# -- a tenant's thousands of empty cgroups (STAMP_MAX_CGROUPS) ------------------------------
+
+
+def tenant_tree(host: FakeHost, empties: int, depth: int = 1) -> FakeHost:
+    """jobs() with ``empties`` empty cgroups ranked before the victim's (badness 10 <
+    100: the walk skips each for holding nothing, and a process arriving there would
+    win), each a chain ``depth`` deep: what a delegated user can make."""
+    host = jobs(host)
+    for n in range(empties):
+        path = f"/jobs/e{n:04d}"
+        host.cgroup(path, badness=10)
+        for _ in range(depth - 1):
+            path += "/d"
+            host.cgroup(path)
+    return host
+
+
+def test_a_plan_within_the_stamp_cap_holds_as_before(fake_v1: FakeHost) -> None:
+    empties = STAMP_MAX_CGROUPS // 2 - 2  # with the two levels: within the cap
+    ports, core, clock, choose = daemon(tenant_tree(fake_v1, empties, depth=2))
+    near_and_planned(ports, core, clock)
+    plan = core.watches[JOBS].plan
+    assert plan is not None
+    assert sum(whole for _, whole in plan_inputs(plan)) == empties
+    the_event(ports, core, clock, 1.01)
+    assert ports.killed == [10] and choose.calls == 1
+    assert kill_record(ports)["plan_age_ms"] == 10.0
+
+
+@pytest.mark.parametrize(("empties", "depth"), [(STAMP_MAX_CGROUPS, 1), (1, STAMP_MAX_CGROUPS)])
+def test_a_plan_beyond_the_stamp_cap_is_not_kept_and_the_event_chooses_afresh(
+    fake_v1: FakeHost, empties: int, depth: int
+) -> None:
+    """Many empty cgroups ranked first, or one nested deeper than the cap: no plan is
+    kept (it would take reading them all to check it); at the event the victim is the
+    one a fresh choice takes, and no plan is said to be used."""
+    host = tenant_tree(fake_v1, empties, depth)
+    ports, core, clock, choose = daemon(host)
+    ports.near.add("/jobs")
+    core.rescan(at(clock, 1.0))
+    core.tick(at(clock, 1.0))
+    assert choose.calls == 1 and ports.stamps == 1 and core.watches[JOBS].plan is None
+    core.tick(at(clock, 1.5))
+    assert choose.calls == 1  # tried again no sooner than a second later
+    the_event(ports, core, clock, 1.6)
+    fresh = select_priority_brief(host.env().snapshot(JOBS, lazy=True), JOBS, ())
+    assert fresh.victim is not None and ports.killed == [fresh.victim.pid] == [10]
+    assert "plan_age_ms" not in kill_record(ports) and choose.calls == 2
+
+
+class CountingFs:
+    """A cgroup fs whose ``procs`` reads are counted."""
+
+    def __init__(self, fs: CgroupFs) -> None:
+        self.fs = fs
+        self.reads = 0
+
+    def procs(self, cg: CgroupPath) -> list[int]:
+        self.reads += 1
+        return self.fs.procs(cg)
+
+    def walk(self, cg: CgroupPath) -> Iterable[CgroupPath]:
+        return self.fs.walk(cg)
+
+
+@pytest.mark.parametrize(("empties", "depth"), [(300, 1), (1, 300), (20, 20)])
+def test_a_stamp_reads_at_most_the_cap_however_big_the_tenants_tree(
+    fake_v1: FakeHost, empties: int, depth: int
+) -> None:
+    host = tenant_tree(fake_v1, empties, depth)
+    snap = host.env().snapshot(JOBS, lazy=True)
+    decision = select_priority_brief(snap, JOBS, ())
+    inputs = plan_inputs(decision)
+    assert decision.victim is not None and decision.victim.pid == 10
+    fs = CountingFs(host.env().fs)
+    assert procs_stamp(fs, inputs) is None  # type: ignore[arg-type]
+    assert fs.reads == STAMP_MAX_CGROUPS  # it stopped at the first cgroup beyond
+    fs.reads = 0
+    whole = procs_stamp(fs, inputs, limit=10_000)  # type: ignore[arg-type]
+    assert whole is not None and fs.reads == 2 + empties * depth  # the levels + the tenant's
+
+
+def test_real_ports_keep_no_stamp_beyond_the_cap_and_check_a_moved_mark_without_reading(
+    fake_v1: FakeHost, tmp_path: Path
+) -> None:
+    """RealPorts on a fixture tree with its inotify tree watch: a stamp within the cap
+    is kept and holds; one beyond it is None; at the event a mark moved by a change in
+    the domain fails the plan before any cgroup.procs is read."""
+    host = tenant_tree(fake_v1, 3)
+    env = host.env()
+    ports = RealPorts(
+        env,
+        make_killer(env.proc_root, env.fs, env.proc),
+        Journal(tmp_path / "state"),
+        log=io.StringIO(),
+    )
+    ports.tree = TreeWatch(env.fs, CgroupPath("/"), lambda *_: None)
+    try:
+        ports.tree.refresh()
+        decision = select_priority_brief(env.snapshot(JOBS, lazy=True), JOBS, ())
+        stamp = ports.plan_stamp(decision)
+        assert stamp is not None and ports.plan_holds(decision, stamp)
+        counting = CountingFs(env.fs)
+        ports.fs = counting  # type: ignore[assignment]
+        host.cgroup("/jobs/e9999", badness=10)  # the tenant makes one more
+        ports.tree.pump()
+        assert ports.tree.mark(JOBS) not in (None, stamp[0])  # type: ignore[index]
+        assert not ports.plan_holds(decision, stamp) and counting.reads == 0
+        ports.fs = env.fs
+        for n in range(STAMP_MAX_CGROUPS):
+            host.cgroup(f"/jobs/f{n:04d}", badness=10)
+        for _ in range(100):  # every event read: the mark can be told again
+            ports.tree.pump()
+            if ports.tree.mark(JOBS) is not None:
+                break
+        assert ports.tree.mark(JOBS) is not None
+        big = select_priority_brief(env.snapshot(JOBS, lazy=True), JOBS, ())
+        assert big.victim is not None and big.victim.pid == 10
+        assert len(plan_inputs(big)) > STAMP_MAX_CGROUPS
+        assert ports.plan_stamp(big) is None
+    finally:
+        ports.tree.close()

@@ -80,16 +80,33 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
     return stall_us * window // window_us, window
 
 
+# A standing plan's stamp reads at most this many cgroups' ``cgroup.procs``: the walk's
+# levels and every cgroup of the skipped empty subtrees that rank no later than the
+# choice.  A delegated user may make thousands of empty cgroups ranked first (a low
+# user.* badness) inside a managed memcg, or nest them thousands deep: beyond the cap
+# no plan is kept (the stamp is None) and the victim is chosen afresh at the event, as
+# before the plan, so that neither the refresh nor the check on the OOM path walks the
+# tenant's tree.  A plan's walk on a real tree reads a few cgroups per level.
+STAMP_MAX_CGROUPS = 64
+
+
 def procs_stamp(
-    fs: CgroupFs, inputs: Iterable[tuple[CgroupPath, bool]]
+    fs: CgroupFs, inputs: Iterable[tuple[CgroupPath, bool]], limit: int = STAMP_MAX_CGROUPS
 ) -> tuple[tuple[CgroupPath, tuple[int, ...]], ...] | None:
     """The processes of each cgroup (of its whole subtree when asked), sorted; None
-    when one is gone or cannot be read."""
+    when one is gone or cannot be read, or when that would read more than ``limit``
+    cgroups (:data:`STAMP_MAX_CGROUPS`: the walk stops at the first one beyond)."""
     out = []
+    left = limit
     try:
         for cg, whole in inputs:
-            cgs = fs.walk(cg) if whole else (cg,)
-            out.append((cg, tuple(sorted(p for c in cgs for p in fs.procs(c)))))
+            pids: list[int] = []
+            for c in fs.walk(cg) if whole else (cg,):
+                left -= 1
+                if left < 0:
+                    return None
+                pids += fs.procs(c)
+            out.append((cg, tuple(sorted(pids))))
     except (Vanished, OSError, MemcgctlError):
         return None
     return tuple(out)
@@ -502,9 +519,11 @@ class RealPorts:
         cgroups its walk compared (:func:`~memcgctl.logic.priority.plan_inputs`): one
         ``cgroup.procs`` read per level, and per cgroup of a skipped empty subtree that
         ranked no later than the choice.  None without a tree watch (a badness written
-        meanwhile could not be seen) or a priority walk."""
+        meanwhile could not be seen) or a priority walk, or when more than
+        :data:`STAMP_MAX_CGROUPS` cgroups would be read (a tenant's thousands of empty
+        cgroups): no plan is kept then, the victim is chosen at the event."""
         inputs = plan_inputs(decision)
-        if self.tree is None or not inputs:
+        if self.tree is None or not inputs or len(inputs) > STAMP_MAX_CGROUPS:
             return None
         mark = self.tree.mark(decision.oom_root)
         if mark is None:
@@ -513,6 +532,10 @@ class RealPorts:
         return None if procs is None else (mark, procs)
 
     def plan_holds(self, decision: Decision, stamp: Hashable) -> bool:
+        if self.tree is None or not isinstance(stamp, tuple):
+            return False
+        if self.tree.mark(decision.oom_root) != stamp[0]:
+            return False  # the tree changed: no cgroup.procs read on the OOM path
         now = self.plan_stamp(decision)
         return now is not None and stamp_holds(self.proc, decision, stamp, now)
 
