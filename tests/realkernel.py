@@ -8,13 +8,17 @@ signal only pids we started (by pid), and never touch anything else in the hiera
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -368,9 +372,41 @@ def remove_stale(mount: Path) -> None:
                 remove_tree(d)
 
 
+@functools.cache
+def readable_helpers() -> Path:
+    """:data:`HELPERS` copied to a world-readable directory, for the scripts a test runs
+    as another user (nobody): the checkout may sit in a directory only root can traverse
+    (CI's clone under a ``mktemp -d``, 0700).  Made once per session, removed at exit;
+    run them with an interpreter outside the checkout (``/usr/bin/python3``)."""
+    d = Path(tempfile.mkdtemp(prefix="memcgctl-helpers-"))
+    atexit.register(shutil.rmtree, d, True)
+    for f in HELPERS.glob("*.py"):
+        shutil.copyfile(f, d / f.name)
+        os.chmod(d / f.name, 0o644)
+    os.chmod(d, 0o755)  # mkdtemp's 0700 lets nobody in only once the copies are there
+    return d
+
+
+def import_everything() -> None:
+    """Import every memcgctl module (and what commands import lazily), while still
+    root: a child that then drops to nobody may not be able to read the code (a clone
+    under a ``mktemp -d``, 0700; a venv inside it; an interpreter under /root)."""
+    import importlib
+    import pkgutil
+
+    import memcgctl
+
+    for mod in pkgutil.walk_packages(memcgctl.__path__, "memcgctl."):
+        importlib.import_module(mod.name)
+    for name in ("rich.console", "rich.table", "rich.tree", "tabulate"):
+        importlib.import_module(name)
+
+
 def as_uid(uid: int, fn: Callable[[], object]) -> object:
     """Run ``fn`` in a forked child with real/effective uid and gid ``uid``; return its
-    (JSON-serialisable) result.  Used to test delegation and permission errors."""
+    (JSON-serialisable) result.  Used to test delegation and permission errors.  The
+    code is imported first (:func:`import_everything`): the child may not read it."""
+    import_everything()
     rfd, wfd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realkernel import HELPERS, TestCgroups, journaled
+from tests.realkernel import HELPERS, TestCgroups, journaled, readable_helpers
 from tests.test_daemon_kernel import Daemon, daemons, oom_control, run_cli, set_xattr
 
 __all__ = ["daemons"]
@@ -90,12 +90,14 @@ def test_user_never_inside_a_subtree_does_not_shift_the_oom_to_a_sibling(
     for cg in (a, b):
         assert os.stat(cgroups.path(cg)).st_uid == NOBODY
         assert os.getxattr(cgroups.path(cg), "user.memcgctl.badness") == b"1000"
-    held = as_nobody_in(cgroups, a, [SYSTEM_PYTHON, str(HELPERS / "hog.py"), "4"])
+    held = as_nobody_in(cgroups, a, [SYSTEM_PYTHON, str(readable_helpers() / "hog.py"), "4"])
     big = cgroups.hog(other, mib=40)  # root's, the biggest: the kernel's pick
     dm = Daemon(tmp_path, cgroups.parent)
     daemons.append(dm)
     dm.wait_for("daemon_took_over", top)
-    g = as_nobody_in(cgroups, b, [SYSTEM_PYTHON, str(HELPERS / "grow.py"), "4096", "512"])
+    g = as_nobody_in(
+        cgroups, b, [SYSTEM_PYTHON, str(readable_helpers() / "grow.py"), "4096", "512"]
+    )
     assert g.wait(timeout=30) == -signal.SIGKILL  # inside the subtree: b, larger than a
     _, line = dm.wait_for("daemon_kill", top)
     assert f"pid={g.pid} " in line and f"victim_cgroup={b}" in line, line

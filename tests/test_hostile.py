@@ -31,7 +31,7 @@ from memcgctl.state.statedir import LOCK_TIMEOUT_S, loads_bounded
 from memcgctl.vocab.records import UserKill
 from tests.fakehost import FakeHost
 from tests.promtext import parse_exposition
-from tests.realkernel import TestCgroups
+from tests.realkernel import TestCgroups, import_everything
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
@@ -585,18 +585,8 @@ def test_term_grace_then_kill_gets_real_time_and_is_journaled(
 
 
 def _import_everything() -> None:
-    """Import every memcgctl module (and what they import lazily) while still root.
-    nobody may not be able to read the code: a clone under a ``mktemp -d`` directory
-    (0700), a venv inside it, or an interpreter under /root (0700 here)."""
-    import importlib
-    import pkgutil
-
-    import memcgctl
-
-    for mod in pkgutil.walk_packages(memcgctl.__path__, "memcgctl."):
-        importlib.import_module(mod.name)
-    for name in ("rich.console", "rich.table", "rich.tree", "tabulate"):
-        importlib.import_module(name)
+    """Every memcgctl module imported while still root (:func:`import_everything`)."""
+    import_everything()
 
 
 def _as_nobody(fn: object) -> tuple[int, str, str]:

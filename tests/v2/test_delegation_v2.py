@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.realkernel import HELPERS, TestCgroups, journaled
+from tests.realkernel import HELPERS, TestCgroups, journaled, readable_helpers
 from tests.test_daemon_kernel import MARK, Daemon, daemons, run_cli, set_xattr
 from tests.v2.test_oom_v2 import events_file
 
@@ -98,7 +98,7 @@ def test_a_user_delay_never_reaches_a_limited_ancestor_it_does_not_own(
     daemons.append(d)
     _, line = d.wait_for("cannot_manage", job, timeout=60)
     assert "user.* delay ignored" in line and f"up to {deleg}" in line, line
-    g = as_nobody(cgroups, job, str(HELPERS / "grow.py"), "1024", "400", "0.002")
+    g = as_nobody(cgroups, job, str(readable_helpers() / "grow.py"), "1024", "400", "0.002")
     deadline = time.monotonic() + 60
     while g.poll() is None and time.monotonic() < deadline:
         assert state(cgroups, shared) == before  # never the valve, never frozen
@@ -128,12 +128,12 @@ def test_a_user_delay_is_bounded_at_the_delegation_root(
     nobody_ranks(cgroups, deleg, "job:oom_delay_ms:0", "job/a:badness:100", "job/b:badness:900")
     job = f"{deleg}/job"
     roots = cgroups.hog(rootjob, mib=16)
-    small = as_nobody(cgroups, f"{job}/a", str(HELPERS / "hog.py"), "8")
+    small = as_nobody(cgroups, f"{job}/a", str(readable_helpers() / "hog.py"), "8")
     d = Daemon(tmp_path, cgroups.parent)
     daemons.append(d)
     _, line = d.wait_for("daemon_took_over", job, timeout=60)
     assert f" domain={deleg}" in line, line
-    g = as_nobody(cgroups, f"{job}/b", str(HELPERS / "grow.py"), "1024", "400", "0.005")
+    g = as_nobody(cgroups, f"{job}/b", str(readable_helpers() / "grow.py"), "1024", "400", "0.005")
     _, line = d.wait_for("daemon_kill", job, timeout=60)
     assert f" pid={small.pid} " in line, line
     assert small.wait(timeout=30) == -signal.SIGKILL
