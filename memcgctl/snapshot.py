@@ -341,6 +341,9 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         self._root = root
         self._where = where
         self._read: dict[CgroupPath, CgroupInfo | None] = {}
+        # each read cgroup's children as a set: a level of thousands of siblings (a
+        # tenant's empty cgroups) is looked up in once per child, not scanned each time
+        self._kids: dict[CgroupPath, frozenset[CgroupPath]] = {}
         self._all: list[CgroupPath] | None = None
         self._root_pod = _pod_above(fs, root)
         self._badness: dict[CgroupPath, tuple[int, str] | None] = {}
@@ -404,7 +407,7 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
             else:
                 assert cur.parent is not None
                 parent_info = self._read.get(cur.parent)
-                if parent_info is None or cur not in parent_info.children:
+                if parent_info is None or cur not in self._children_of(parent_info):
                     self._read[cur] = None  # its parent is gone, or never listed it
                     info = None
                     continue
@@ -422,6 +425,12 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
                 for pid in info.pids:
                     self._where.setdefault(pid, cur)
         return info
+
+    def _children_of(self, info: CgroupInfo) -> frozenset[CgroupPath]:
+        kids = self._kids.get(info.path)
+        if kids is None:
+            kids = self._kids[info.path] = frozenset(info.children)
+        return kids
 
     def _as_probed(self, info: CgroupInfo) -> CgroupInfo:
         """``info`` with the usage the walk ranked it by, where it probed that first
