@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from memcgctl.cli import cli
 from tests.fakehost import FakeHost
-from tests.realkernel import subdirs
+from tests.realkernel import import_everything, subdirs
 
 
 def run(host: FakeHost, *args: str) -> Result:
@@ -234,6 +234,7 @@ def world_readable_host() -> Iterator[FakeHost]:
 def test_no_permission_is_exit_4(world_readable_host: FakeHost, argv: list[str]) -> None:
     host = world_readable_host
     before = state(host)
+    import_everything()  # nobody may not read the code (a clone in a 0700 directory)
     rfd, wfd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
