@@ -1,0 +1,105 @@
+"""A tenant against the daemon's standing plan on cgroup v2, in the guest (issue 22): nobody,
+owning a delegated subtree inside a managed delay-0 memcg, makes 2,000 empty cgroups ranked
+first there (``user.memcgctl.badness`` 1).  No plan is kept (``STAMP_MAX_CGROUPS``): at
+the valve's event the policy's victim is chosen afresh and dies, the kernel kills nobody,
+nothing outside the tenant's subtree changes, and the daemon's loop stays alive."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from memcgctl.daemon.guardian import heartbeat_path
+from memcgctl.daemon.ports import STAMP_MAX_CGROUPS
+from memcgctl.daemon.watchdog import RELEASED_BY_GUARDIAN
+from tests.realkernel import TestCgroups, journaled, readable_helpers, subdirs
+from tests.test_daemon_kernel import Daemon, daemons, set_xattr
+from tests.v2.test_daemon_v2 import field, grow, no_kernel_kill
+from tests.v2.test_delegation_v2 import NOBODY, SETPRIV, SYSTEM_PYTHON, as_nobody, delegate
+
+__all__ = ["daemons"]
+MIB = 1 << 20
+EMPTIES = 2000  # the tenant's empty cgroups, ranked before its own work
+
+# nobody's part: the memory controller for its children, its work cgroup, then the
+# empty ones ranked first, all through user.*
+MAKE_AS_NOBODY = (
+    "import os, sys\n"
+    "deleg, n = sys.argv[1], int(sys.argv[2])\n"
+    "with open(os.path.join(deleg, 'cgroup.subtree_control'), 'w') as f:\n"
+    "    f.write('+memory')\n"
+    "work = os.path.join(deleg, 'work')\n"
+    "os.mkdir(work)\n"
+    "os.setxattr(work, 'user.memcgctl.badness', b'500')\n"
+    "for i in range(n):\n"
+    "    d = os.path.join(deleg, 'e%05d' % i)\n"
+    "    os.mkdir(d)\n"
+    "    os.setxattr(d, 'user.memcgctl.badness', b'1')\n"
+)
+
+
+def xattrs(path: Path) -> dict[str, bytes]:
+    return {n: os.getxattr(path, n) for n in os.listxattr(path)}
+
+
+def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_ours(
+    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    assert EMPTIES > STAMP_MAX_CGROUPS
+    top = cgroups.make("jobs", limit=256 * MIB)
+    deleg = cgroups.make("jobs/deleg", limit=None)
+    other = cgroups.make("jobs/other", limit=None)
+    set_xattr(cgroups, deleg, "badness", "100")  # root ranks the tenant first
+    set_xattr(cgroups, other, "badness", "900")
+    set_xattr(cgroups, top, "oom_delay_ms", "0")
+    d = delegate(cgroups, deleg)
+    r = subprocess.run(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", MAKE_AS_NOBODY, str(d), str(EMPTIES)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    made = subdirs(d)
+    assert len(made) == EMPTIES + 1 and all(os.stat(p).st_uid == NOBODY for p in made)
+    work = f"{deleg}/work"
+    victim = as_nobody(cgroups, work, str(readable_helpers() / "hog.py"), "40")
+    big = cgroups.hog(other, mib=80)  # root's, the biggest: the kernel's pick
+    others = [cgroups.path(other), *subdirs(cgroups.path(other))]
+    before = {p: xattrs(p) for p in others}
+    top_before = xattrs(cgroups.path(top))
+    dm = Daemon(tmp_path, cgroups.parent)  # with its guardian, which would see a hang
+    daemons.append(dm)
+    dm.wait_for("daemon_took_over", top, timeout=60)
+    # 1 MiB every 40 ms: seconds between one headroom below the valve (near: a plan
+    # would be chosen ahead, tests/v2/test_plan_v2.py) and the valve
+    g = grow(cgroups, other, 0.04)
+    _, kill = dm.wait_for("daemon_kill", top, timeout=120)
+    killed_at = time.time()
+    assert field(kill, "pid") == str(victim.pid) and f" victim_cgroup={work} " in kill, kill
+    assert " plan_age_ms=" not in kill, kill  # chosen afresh: no plan was kept
+    assert victim.wait(timeout=30) == -signal.SIGKILL
+    g.kill()  # ours: the episode ends
+    g.wait(timeout=30)
+    assert big.poll() is None
+    no_kernel_kill(cgroups, top)
+    assert journaled(tmp_path, "user_kill", victim.pid)["by"] == "daemon"
+    # nothing outside the tenant's subtree changed: root's cgroups keep their xattrs,
+    # the managed memcg gains only the daemon's own; what nobody owns is inside its own
+    assert {p: xattrs(p) for p in others} == before
+    ours = set(xattrs(cgroups.path(top))) - set(top_before)
+    assert all(n.startswith("trusted.memcgctl.") for n in ours), ours
+    owned = [p for p in subdirs(cgroups.path(cgroups.parent)) if os.stat(p).st_uid == NOBODY]
+    assert all(p == d or d in p.parents for p in owned) and len(owned) == EMPTIES + 2
+    # the loop did not stall: its heartbeat went on after the kill, the guardian never
+    # took over, and it stops cleanly when asked, leaving memory.high as it found it
+    beat = Path(heartbeat_path(str(tmp_path), dm.proc.pid))
+    deadline = time.monotonic() + 10
+    while os.stat(beat).st_mtime < killed_at and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.stat(beat).st_mtime >= killed_at
+    assert not any(RELEASED_BY_GUARDIAN in t for _, t in dm.lines)
+    assert dm.stop() == 0
+    assert (cgroups.path(top) / "memory.high").read_text().strip() == "max"
