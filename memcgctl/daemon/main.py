@@ -213,6 +213,7 @@ def run(env: Env, config: DaemonConfig) -> None:
         loop.urgent()
 
     ports.pulse = pulse
+    ports.beat = liveness.pulse  # while a choice reads many cgroups: alive, nothing else
     loop.install_signal_handlers()
     ports.emit(
         daemon_record(

@@ -172,6 +172,10 @@ class RealPorts:
         self._has_swap = True  # until managed() has looked
         # called now and then during a rescan's walk of a big tree (daemon/watchdog.py)
         self.pulse: Callable[[], None] = lambda: None
+        # the heartbeat alone, now and then while the cgroup files are read (a choice
+        # over a tenant's thousands of cgroups: alive, not hung; nothing else is run)
+        self.beat: Callable[[], None] = lambda: None
+        self.fs.on_reads = lambda: self.beat()
         # inotify on the tree and the managed limits; None: a walk per rescan
         self.tree: TreeWatch | None = None
         self.host_rate = HostRate()  # how fast MemAvailable falls, for the poll interval

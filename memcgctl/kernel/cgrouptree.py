@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from memcgctl.kernel.fileio import read_text, write_text
 from memcgctl.kernel.hierarchy import Hierarchy
@@ -36,6 +36,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # a directory that cannot be listed because it went away (ENAMETOOLONG: a long path
 # that :meth:`CgroupTree.path` could not open step by step, i.e. no longer there)
 _GONE = frozenset({*VANISHED_ERRNOS, errno.ENOTDIR, errno.ENAMETOOLONG})
+
+
+READS_PER_CALL = 256  # file reads between two calls of CgroupTree.on_reads
 
 
 class CgroupTree:
@@ -270,11 +273,21 @@ class CgroupTree:
         return self._lstat(cg).st_ino
 
     # -- raw files -------------------------------------------------------------
+    # Called every READS_PER_CALL file reads (None: nobody asked): the daemon beats its
+    # heartbeat while one choice reads a tenant's thousands of cgroups (issue 22), so
+    # that a long read is not taken for a hang.
+    on_reads: Callable[[], None] | None = None
+    _reads = 0
+
     def read(self, cg: CgroupPath, filename: str) -> str | None:
         """The file's text; None when this kernel/controller lacks the file.
 
         Raises :class:`Vanished` when the cgroup itself is gone.
         """
+        if self.on_reads is not None:
+            self._reads += 1
+            if self._reads % READS_PER_CALL == 0:
+                self.on_reads()
         try:
             return read_text(f"{self.path(cg)}/{filename}")
         except OSError as exc:
