@@ -22,7 +22,8 @@ stays paused longer than its delay + 3 s:
 * the daemon's loop beats every :data:`BEAT_S` (1 s), on a wake-up it has anyway once
   the last beat is :data:`EARLY_S` old, else on one of its own: its poll timeout is the
   next beat, or a wake-up due at most :data:`PULSE_SLACK_S` after it (a rescan, whose
-  start drifts by its own length); a long rescan walk beats as it goes.  A busy turn of
+  start drifts by its own length); a long rescan walk beats as it goes, and so does a
+  choice that reads many cgroups (a tenant's thousands, issue 22).  A busy turn of
   the loop (a decision under emulation: ≤ 0.7 s) thus stays ``STALE_S - BEAT_S -
   PULSE_SLACK_S`` = 1.3 s clear of being taken for a hang;
 * the heartbeat is stale ``STALE_S`` after the last beat, so at most ``STALE_S`` = 2.5 s
