@@ -73,8 +73,8 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     assert r.returncode == 0, r.stderr
     made = subdirs(d)
     assert len(made) == EMPTIES + 1 and all(os.stat(p).st_uid == NOBODY for p in made)
-    outside = [cgroups.path(cg) for cg in (top, other)]
-    before = {p: xattrs(p) for p in outside}
+    roots = [cgroups.path(cg) for cg in (top, other)]
+    before = {p: xattrs(p) for p in roots}
     work = f"{deleg}/work"
     victim = as_nobody_in(cgroups, work, [SYSTEM_PYTHON, str(readable_helpers() / "hog.py"), "40"])
     # the kernel charges each new memcg's own memory to its parent (~12 KiB here): the
@@ -100,13 +100,7 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
         assert oom_control(cgroups, cg)["oom_kill"] == 0  # the kernel killed nobody
     dm.wait_for("oom_resolved", top)
     assert journaled(tmp_path, "user_kill", victim.pid)["by"] == "daemon"
-    # nothing outside the tenant's subtree changed: the daemon's own mark on the memcg
-    # it manages apart, the same xattrs; every cgroup nobody owns is inside its subtree
-    assert {p: xattrs(p) for p in outside if p != cgroups.path(top)} == {
-        p: v for p, v in before.items() if p != cgroups.path(top)
-    }
-    ours = {n for n in xattrs(cgroups.path(top)) if n not in before[cgroups.path(top)]}
-    assert all(n.startswith("trusted.memcgctl.") for n in ours), ours
+    # what nobody owns is inside its own subtree
     owned = [p for p in subdirs(cgroups.path(cgroups.parent)) if os.stat(p).st_uid == NOBODY]
     assert all(p == d or d in p.parents for p in owned) and len(owned) == EMPTIES + 2
     # the loop did not stall: its heartbeat went on after the kill, the guardian never
@@ -116,5 +110,8 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     while os.stat(beat).st_mtime < killed_at and time.monotonic() < deadline:
         time.sleep(0.1)
     assert os.stat(beat).st_mtime >= killed_at
-    assert not any(RELEASED_BY_GUARDIAN in t for _, t in dm.lines)
+    assert not any(RELEASED_BY_GUARDIAN in t or "guardian:" in t for _, t in dm.lines)
     assert dm.stop() == 0
+    # nothing outside the tenant's subtree changed: the daemon's own mark on the memcg
+    # it managed is gone with it
+    assert {p: xattrs(p) for p in roots} == before

@@ -67,9 +67,8 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     work = f"{deleg}/work"
     victim = as_nobody(cgroups, work, str(readable_helpers() / "hog.py"), "40")
     big = cgroups.hog(other, mib=80)  # root's, the biggest: the kernel's pick
-    others = [cgroups.path(other), *subdirs(cgroups.path(other))]
-    before = {p: xattrs(p) for p in others}
-    top_before = xattrs(cgroups.path(top))
+    roots = [cgroups.path(top), cgroups.path(other), *subdirs(cgroups.path(other))]
+    before = {p: xattrs(p) for p in roots}
     dm = Daemon(tmp_path, cgroups.parent)  # with its guardian, which would see a hang
     daemons.append(dm)
     dm.wait_for("daemon_took_over", top, timeout=60)
@@ -86,11 +85,7 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     assert big.poll() is None
     no_kernel_kill(cgroups, top)
     assert journaled(tmp_path, "user_kill", victim.pid)["by"] == "daemon"
-    # nothing outside the tenant's subtree changed: root's cgroups keep their xattrs,
-    # the managed memcg gains only the daemon's own; what nobody owns is inside its own
-    assert {p: xattrs(p) for p in others} == before
-    ours = set(xattrs(cgroups.path(top))) - set(top_before)
-    assert all(n.startswith("trusted.memcgctl.") for n in ours), ours
+    # what nobody owns is inside its own subtree
     owned = [p for p in subdirs(cgroups.path(cgroups.parent)) if os.stat(p).st_uid == NOBODY]
     assert all(p == d or d in p.parents for p in owned) and len(owned) == EMPTIES + 2
     # the loop did not stall: its heartbeat went on after the kill, the guardian never
@@ -100,6 +95,9 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     while os.stat(beat).st_mtime < killed_at and time.monotonic() < deadline:
         time.sleep(0.1)
     assert os.stat(beat).st_mtime >= killed_at
-    assert not any(RELEASED_BY_GUARDIAN in t for _, t in dm.lines)
+    assert not any(RELEASED_BY_GUARDIAN in t or "guardian:" in t for _, t in dm.lines)
     assert dm.stop() == 0
+    # nothing outside the tenant's subtree changed: the daemon's own marks on root's
+    # cgroups (its ownership, systemd-oomd's omit) are gone with it, memory.high restored
+    assert {p: xattrs(p) for p in roots} == before
     assert (cgroups.path(top) / "memory.high").read_text().strip() == "max"
