@@ -22,7 +22,7 @@ from memcgctl.daemon import main as daemon_main
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.state.daemonlock import lock_path
 from memcgctl.vocab.cgpath import CgroupPath
-from tests.realkernel import HELPERS, TestCgroups
+from tests.realkernel import TestCgroups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,26 +104,34 @@ def test_lock_names_are_sha256_without_openssl() -> None:
 
 # What the daemon does not use, and must therefore not keep resident (issue 22): the
 # table libraries and our output module, psutil, OpenSSL's hashlib (a lock file's name),
-# tempfile and what it drags in (shutil, bz2, lzma, random), ctypes.util; subprocess
-# only for hooks or the guardian, socket only under systemd.
+# tempfile and what it drags in (shutil, bz2, lzma, random), ctypes.util; click, what it
+# brings and the command modules (the command line execs the daemon's own interpreter);
+# site and runpy (that interpreter runs with -S, -c); subprocess (the guardian is
+# posix_spawned) unless hooks use it, socket only under systemd.
 NEVER = {"rich", "tabulate", "psutil", "_hashlib", "tempfile", "shutil", "bz2", "lzma"}
 NEVER |= {"random", "ctypes.util", "argparse", "memcgctl.render.output"}
+NEVER |= {"click", "gettext", "uuid", "platform", "site", "runpy", "memcgctl.cli"}
+NEVER |= {"memcgctl.commands.common", "memcgctl.commands.daemon", "memcgctl.commands.examples"}
 UNLESS_USED = {"subprocess", "socket"}
+IMPORT_TIME_HEADER = "import time: self [us] | cumulative | imported package"
 
 
 def imported_by_daemon(tmp_path: Path, root: str, *extra: str, env: dict[str, str]) -> set[str]:
-    out = tmp_path / "modules"
+    """What the running daemon's interpreter imported: ``-X importtime``, which the
+    command line passes on to the interpreter it execs; each interpreter prints its
+    header line once, so the daemon's are the lines after the last one."""
     # -S: this interpreter's site-packages without their .pth hooks (a host's own
     # additions, such as a certificate bundle imported at start-up, are not ours)
-    argv = [sys.executable, "-S", str(HELPERS / "modules_at_exit.py"), str(out)]
-    argv += ["-m", "memcgctl"]
+    argv = [sys.executable, "-S", "-X", "importtime", "-m", "memcgctl"]
     argv += ["--state-dir", str(tmp_path / "state"), "daemon", "--root", root, *extra]
     proc = subprocess.Popen(
         argv, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
+    lines = []
     try:
         assert proc.stderr is not None
         for line in proc.stderr:  # enforcing: its first rescan took the memcg over
+            lines.append(line.rstrip("\n"))
             if "daemon_took_over" in line:
                 break
         else:
@@ -131,9 +139,16 @@ def imported_by_daemon(tmp_path: Path, root: str, *extra: str, env: dict[str, st
         time.sleep(1.0)  # the journal thread has written the record
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        _, rest = proc.communicate(timeout=30)
     assert proc.returncode == 0
-    return set(out.read_text().split())
+    lines += rest.splitlines()
+    headers = [i for i, line in enumerate(lines) if line == IMPORT_TIME_HEADER]
+    assert len(headers) == 2, "the command line, then the daemon's own interpreter"
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in lines[headers[-1] + 1 :]
+        if line.startswith("import time:")
+    }
 
 
 def daemon_env(**extra: str) -> dict[str, str]:
@@ -142,13 +157,16 @@ def daemon_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join(path), **extra}
 
 
-def test_the_running_daemon_imports_only_what_it_uses(cgroups: TestCgroups, tmp_path: Path) -> None:
+@pytest.mark.parametrize("guardian", ["none", "process"])
+def test_the_running_daemon_imports_only_what_it_uses(
+    cgroups: TestCgroups, tmp_path: Path, guardian: str
+) -> None:
     cg = cgroups.make("managed", limit=64 << 20)
     os.setxattr(cgroups.path(cg), "trusted.memcgctl.oom_delay_ms", b"1000")
-    mods = imported_by_daemon(
-        tmp_path, cgroups.parent, "--guardian=none", "--rescan", "200ms", env=daemon_env()
-    )
+    argv = [f"--guardian={guardian}", "--rescan", "200ms"]
+    mods = imported_by_daemon(tmp_path, cgroups.parent, *argv, env=daemon_env())
     assert "memcgctl.daemon.loop" in mods and "memcgctl.state.journal" in mods  # it ran
+    assert "memcgctl.commands.daemonrun" in mods  # in its own interpreter
     assert not mods & (NEVER | UNLESS_USED), sorted(mods & (NEVER | UNLESS_USED))
 
 
