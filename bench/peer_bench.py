@@ -404,7 +404,7 @@ def in_guest(args: argparse.Namespace) -> int:
         cg = tc.make(name, limit=None)
         os.setxattr(tc.path(cg), "trusted.memcgctl.badness", badness)
         cgs[name] = tc.path(cg)
-    ps = peers(tmp, args.checkout)
+    ps = [p for p in peers(tmp, args.checkout) if not args.only or p.name in args.only]
     base_avail = meminfo()["MemAvailable"]
     try:
         for p in ps if not args.no_idle else []:
@@ -493,6 +493,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="episodes per handler and rate")
     ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU sampling")
     ap.add_argument("--no-idle", action="store_true", help="episodes only")
+    ap.add_argument(
+        "--only", action="append", default=[], metavar="HANDLER", help="only this handler"
+    )
     ap.add_argument(
         "--checkout",
         action="append",
