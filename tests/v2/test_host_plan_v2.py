@@ -27,8 +27,7 @@ import pytest
 from memcgctl.daemon.valve import HostLines, host_available, host_near
 from tests.realkernel import TestCgroups, wait_until
 from tests.test_daemon_kernel import Daemon, daemons, set_xattr
-from tests.v2.test_daemon_v2 import MIB, field, grow
-from tests.v2.test_kube_v2 import vmstat_oom_kills
+from tests.v2.test_daemon_v2 import MIB, field, grow, vmstat_oom_kills
 
 __all__ = ["daemons"]
 LINES = HostLines()  # the daemon's defaults: short 10 %, critical 4 %
