@@ -10,7 +10,9 @@ here: the guest's own RAM is the host, and the VM is thrown away.
 The policy's order, below the root (where pytest and the daemon sit at badness 500):
 the test parent (badness 100), in it ``lower`` (50, empty: skipped, but a process
 arriving there would win), ``low`` (100: the planned victim), ``mid`` (200: the next
-one) and ``high`` (900: the important process and the grower)."""
+one) and ``high`` (900: the important process and the grower).  The time in the
+emulated guest (2026-12-07): 18-38 s for the first test, 12-35 s for each case of the
+second."""
 
 from __future__ import annotations
 

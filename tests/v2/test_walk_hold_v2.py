@@ -6,7 +6,8 @@ loop holds those walks back while an episode is under way (daemon/loop.py:
 lines: walks back to back before the OOM, none from ``under_oom`` to the kill (nor,
 within the cap, to ``oom_resolved``), the next one after it; in an episode longer than
 the cap, one walk once the last is 10 s old; each time the policy's victim died and the
-kernel's OOM killer killed nobody."""
+kernel's OOM killer killed nobody.  The time in the emulated guest (2026-12-07): 44-60 s,
+and 4-9 s to remove the tree; a walk of it took about 1 s there."""
 
 from __future__ import annotations
 
