@@ -16,7 +16,6 @@ second."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -105,7 +104,9 @@ def test_near_the_short_line_the_host_victim_is_chosen_ahead_and_dies_at_the_eve
     assert d.stop() == 0
 
 
-@pytest.mark.parametrize("change", ["none", "a lower candidate came", "the victim exited"])
+@pytest.mark.parametrize(
+    "change", ["none", "a lower candidate came", "the victim exited", "its cgroup ranked later"]
+)
 def test_a_host_plan_that_no_longer_holds_is_chosen_afresh(
     cgroups: TestCgroups,
     host: dict[str, str],
@@ -115,8 +116,9 @@ def test_a_host_plan_that_no_longer_holds_is_chosen_afresh(
 ) -> None:
     """The daemon keeps its plan near the short line; it is stopped (SIGSTOP) so that
     nothing is chosen again between the change and the event: the test changes what
-    the plan rests on, takes the host below the short line, and lets it go on.  With
-    no change the plan is used; with one, the victim is chosen afresh."""
+    the plan rests on (the processes of a compared cgroup, the victim's life, a
+    badness: the tree watch's mark), takes the host below the short line, and lets it
+    go on.  With no change the plan is used; with one, the victim is chosen afresh."""
     victim = cgroups.hog(host["low"], mib=VICTIM_MIB)  # the plan's victim
     other = cgroups.hog(host["mid"], mib=NEXT_MIB)  # the next in the policy's order
     d = Daemon(tmp_path, "/", "--host-delay", "0")
@@ -134,6 +136,8 @@ def test_a_host_plan_that_no_longer_holds_is_chosen_afresh(
         elif change == "the victim exited":
             victim.kill()
             victim.wait(timeout=30)
+        elif change == "its cgroup ranked later":  # (set-badness: the tree watch's mark)
+            set_xattr(cgroups, host["low"], "badness", "300")
         below = available()[0] - short_line() + 25 * MIB  # to 25 MiB below the line
         assert 0 < below <= len(ballast), below
         BALLAST.write_bytes(memoryview(ballast)[:below])
@@ -147,12 +151,11 @@ def test_a_host_plan_that_no_longer_holds_is_chosen_afresh(
         assert " plan_age_ms=" in kill, "\n".join(t for _, t in d.lines)
     else:
         assert " plan_age_ms=" not in kill, kill  # chosen afresh
-        if change == "a lower candidate came":
+        if change != "the victim exited":
             assert lives.poll() is None
     assert big.poll() is None
     assert vmstat_oom_kills() == before, "the kernel's OOM killer acted"
     wait_until(lambda: "oom_resolved" in d.kinds(), "the host recovered", timeout=60)
     assert d.kinds().count("daemon_kill") == 1
-    with contextlib.suppress(FileNotFoundError):
-        BALLAST.unlink()
+    BALLAST.unlink()
     assert d.stop() == 0
