@@ -190,7 +190,11 @@ def run(env: Env, config: DaemonConfig) -> None:
     liveness = Liveness(core, time.monotonic, notifier, heartbeat)
     # inotify on the tree: a rescan reads only what changed (daemon/treewatch.py)
     tree = TreeWatch(
-        env.fs, root, lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields))
+        env.fs,
+        root,
+        lambda kind, cg, fields: ports.emit(daemon_record(kind, cg, **fields)),
+        # each whole-tree walk, a debug line on stderr (not journaled)
+        debug=lambda kind, cg, fields: ports.recorder.line(Priority.DEBUG, kind, str(cg), **fields),
     )
     ports.tree = rules.tree = tree
 

@@ -90,10 +90,12 @@ class TreeWatch:
         clock: Callable[[], float] = time.monotonic,
         make_inotify: Callable[[], ino.Inotify] = ino.Inotify,
         budget: int | None = None,
+        debug: Callable[[str, CgroupPath, dict[str, object]], None] | None = None,
     ) -> None:
         self.fs = fs
         self.root = root
         self.report = report  # (kind, cgroup, fields): logged and journaled
+        self.debug = debug  # (kind, cgroup, fields): a debug line, not journaled
         self.full_every = full_every
         self.clock = clock
         self.inodes: dict[CgroupPath, int] = {}  # every cgroup known below the root
@@ -215,9 +217,10 @@ class TreeWatch:
         what the events said since the last one.  Called once per rescan, first."""
         self.pump()  # what is queued belongs to this pass
         if self.inotify is None or self.off_reason is not None:
-            p = self._walk(pulse, watch=False)
+            p = self._walk(pulse, watch=False, why="no_watches")
         elif self._walk_due or self.clock() >= self._next_full:
-            p = self._walk(pulse, watch=True)
+            why = "safety_net" if not self._walk_due else "events_lost" if self.inodes else "start"
+            p = self._walk(pulse, watch=True, why=why)
         else:
             p, self._pending = self._pending, Pass(False)
         self.current = p
@@ -229,8 +232,10 @@ class TreeWatch:
             return True
         return self._walk_due or self.clock() >= self._next_full
 
-    def _walk(self, pulse: Callable[[], None], watch: bool) -> Pass:
+    def _walk(self, pulse: Callable[[], None], watch: bool, why: str) -> Pass:
         self.stats["walks"] += 1
+        if self.debug is not None:  # (the loop holds these back during an episode)
+            self.debug("tree_walk", self.root, {"why": why, "walks": self.stats["walks"]})
         self._pending = Pass(False)
         self._walk_due = False
         found: dict[CgroupPath, int] = {}
