@@ -85,6 +85,9 @@ class TreeEvents(Protocol):
     def pump(self) -> bool:
         """Read what woke the loop; True: rescan."""
 
+    # a batch read outside the loop (a plan's mark) wanted a rescan: the loop's next turn
+    stashed: bool
+
     def wants_rescan(self) -> bool:
         """After a rescan: True to rescan again soon (a cgroup was re-created)."""
 
@@ -248,6 +251,8 @@ class Loop:
     def _once(self) -> None:
         now = self.clock()
         deadline = self.core.tick(now)
+        if self.tree is not None and self.tree.stashed:
+            self._tree_changed()  # read while choosing ahead (TreeWatch.mark)
         now = self.clock()
         walk_waits = not self.hup and self._walk_waits(now)
         if (now >= self._next_rescan - self._early() or self.hup) and not walk_waits:
