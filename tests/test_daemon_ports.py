@@ -96,6 +96,27 @@ def test_a_rescan_of_a_big_tree_pulses_so_a_long_walk_is_no_hang(
 USER = 250 * MIB
 
 
+def test_the_walk_for_orphaned_marks_pulses(fake_v2: FakeHost, tmp_path: Path) -> None:
+    """At start the daemon walks the whole tree for a dead instance's marks (issue 22:
+    3.3 s over 5,000 cgroups in the emulated guest): it pulses on the way, so the
+    loop serves the notifications meanwhile and the guardian sees no hang."""
+    from memcgctl.daemon.owner import PULSE_EVERY
+
+    for i in range(4 * PULSE_EVERY):
+        fake_v2.cgroup(f"/pods/p{i}")
+    d = fake_v2.path("/pods/p7")
+    (d / "memory.high").write_text(f"{VALVE}\n")
+    dead = {"instance": "no-such-boot/1/1", "memory.high": str(USER), "valve": str(VALVE)}
+    os.setxattr(d, owner.MARK, json.dumps(dead).encode())
+    p = ports(fake_v2, tmp_path, "this-boot/2/2")
+    beats: list[int] = []
+    p.pulse = lambda: beats.append(1)
+    assert p.release_orphans() == [CgroupPath("/pods/p7")]
+    assert high_of(d) == str(USER)
+    walked = 4 * PULSE_EVERY + 2  # the root, /pods and the pods
+    assert len(beats) == walked // PULSE_EVERY
+
+
 def high_of(d: Path) -> str:
     return (d / "memory.high").read_text().strip()
 

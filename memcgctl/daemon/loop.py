@@ -181,6 +181,8 @@ class Loop:
         self.ports.open_kernel_log()
         now = self.clock()
         self._guard("rescan", lambda: self._rescan(now, starting=True))
+        # the walk for orphaned marks pulses: urgent() serves what fires meanwhile
+        self._guard("register", self._register)
         self._guard("release_orphans", self.ports.release_orphans)
         self._rescan_due(now)
         self._fds = None

@@ -335,13 +335,14 @@ class RealPorts:
 
     def release_orphans(self) -> list[CgroupPath]:
         """At start: restore the marks of dead instances that no watch of ours adopted
-        (their delay was cleared while no daemon ran)."""
+        (their delay was cleared while no daemon ran).  A walk of the whole tree: it
+        pulses (the loop serves the notifications that came meanwhile, and beats)."""
         held = {v.domain for v in self.valves.values()}
         held |= {
             cg for cg in self.watches if cg not in self.valves and not isinstance(cg, HostScope)
         }
         released = []
-        for cg, mark in owner.releasable(self.fs, self.proc, self.root):
+        for cg, mark in owner.releasable(self.fs, self.proc, self.root, pulse=self.pulse):
             if cg in held:
                 continue
             try:
