@@ -305,8 +305,10 @@ def test_the_mark_of_a_domain_moves_only_with_a_change_in_it(fake_v1: FakeHost) 
     first = tw.mark(jobs)
     assert first is not None
     fake_v1.cgroup("/other/new")  # elsewhere: the mark stays
-    assert tw.mark(jobs) is None  # ... once read: queued events cannot be told apart
-    drain(tw)
+    # queued events are read by mark() itself (e.g. the daemon's own write of a valve's
+    # memory.high just before it chooses ahead); the loop still rescans for them
+    assert tw.mark(jobs) == first and tw.stashed
+    assert tw.pump() and not tw.stashed
     assert tw.mark(jobs) == first
     fake_v1.cgroup("/jobs/low/new")  # made in the domain
     drain(tw)

@@ -111,6 +111,7 @@ class TreeWatch:
         self.last: Pass | None = None  # the pass the last managed() read (the ports look)
         self._delays: dict[CgroupPath, int] = {}  # the managed set (ports.managed)
         self.off_reason: str | None = None
+        self.stashed = False  # mark() read a batch that wants a rescan: the loop's next turn
         self._again = False  # a managed cgroup was re-created: rescan again soon
         self.stats = {"events": 0, "walks": 0, "overflows": 0}
         # every change an event reported, numbered (None: anywhere), for mark()
@@ -134,7 +135,11 @@ class TreeWatch:
     def pump(self) -> bool:
         """Read one batch of events; True when the daemon should rescan (a cgroup came
         or went, a directory's xattrs or owner changed, a followed limit was written,
-        events were lost)."""
+        events were lost), also for a batch :meth:`mark` read first."""
+        wanted, self.stashed = self._pump() or self.stashed, False
+        return wanted
+
+    def _pump(self) -> bool:
         if self.inotify is None:
             return False
         try:
@@ -202,8 +207,15 @@ class TreeWatch:
         when that cannot be told: the watches are off, or events are queued that the
         loop has not read yet.  Changes older than the last :data:`RECENT` count as
         made everywhere (the mark moves; a plan is chosen again, never kept wrongly)."""
-        if self.inotify is None or self.off_reason is not None or self.inotify.pending():
+        if self.inotify is None or self.off_reason is not None:
             return None
+        if self.inotify.pending():
+            # e.g. the daemon's own write of a valve's memory.high (its lower step,
+            # daemon/valve.py), just before a plan is chosen: read them here; the loop
+            # rescans for them all the same (stashed)
+            self.stashed |= self._pump()
+            if self.inotify.pending():
+                return None
         if not self._recent:
             return 0
         for n, cg in reversed(self._recent):
