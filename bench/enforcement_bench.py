@@ -212,7 +212,9 @@ def cell(
     finally:
         d.stop()
         if log_dir is not None:
-            (log_dir / f"daemon-{name}.log").write_text("\n".join(t for _, t in d.lines) + "\n")
+            # each line with when it arrived (this script's monotonic clock, seconds)
+            text = "".join(f"{t:.4f} {line}\n" for t, line in d.lines)
+            (log_dir / f"daemon-{name}.log").write_text(text)
         for pid in ballast:
             reap(pid)
         for attr in ("trusted.memcgctl.oom_delay_ms", "trusted.memcgctl.badness"):

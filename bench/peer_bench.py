@@ -34,6 +34,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,7 @@ IMPORTANT_MIB = 350
 ROOM_MIB = 200  # above the 10 % line once important and the ballast are in
 BALLAST = Path("/run/peer-bench-ballast/file")  # on a tmpfs of its own, mounted in the guest
 TICK = os.sysconf("SC_CLK_TCK")
+NOTIFY: list[socket.socket] = []  # memcgctl-unit's notify socket, open while the bench runs
 SETTLE_S = 10.0  # after a handler is ready, before idle sampling (guardian start-up)
 
 
@@ -140,9 +142,17 @@ def reap(pid: int) -> int | None:
 class Handler:
     """A handler process, its output followed by a thread."""
 
-    def __init__(self, name: str, argv: list[str], ready: str, cwd: Path = ROOT) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        ready: str,
+        cwd: Path = ROOT,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # nohang's start line
+        # PYTHONUNBUFFERED: nohang's start line
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         if cwd != ROOT:  # another checkout's memcgctl (--checkout)
             env["PYTHONPATH"] = str(cwd)
         self.proc = subprocess.Popen(
@@ -255,17 +265,29 @@ class Peer:
     rss_each: list[tuple[float, float]] = field(default_factory=list)  # handler, children
 
 
-def peers(tmp: Path, checkouts: list[Path] | None = None) -> list[Peer]:
-    def memcgctl(cwd: Path = ROOT) -> Callable[[], Handler]:
+def peers(tmp: Path, checkouts: list[Path] | None = None, unit: bool = False) -> list[Peer]:
+    def memcgctl(cwd: Path = ROOT, unit: bool = False) -> Callable[[], Handler]:
         def start() -> Handler:
             argv = [sys.executable, "-m", "memcgctl", "--state-dir", str(tmp / "state")]
             argv += ["daemon", "--root", "/", "--host-delay", "0", "--host-short", "10%"]
             argv += ["--host-critical", "5%"]
-            return Handler("memcgctl", argv, "daemon_took_over", cwd=cwd)
+            if not unit:
+                return Handler("memcgctl", argv, "daemon_took_over", cwd=cwd)
+            # as install-unit's unit starts it: this script plays systemd's notify
+            # socket and watchdog, so there is no guardian process
+            sock = tmp / "notify"
+            if not sock.exists():
+                NOTIFY.append(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+                NOTIFY[-1].bind(str(sock))
+            env = {"NOTIFY_SOCKET": str(sock), "WATCHDOG_USEC": "10000000"}
+            argv.append("--guardian=systemd")
+            return Handler("memcgctl", argv, "daemon_took_over", cwd=cwd, extra_env=env)
 
         return start
 
     out = [Peer("memcgctl", memcgctl())]
+    if unit:
+        out.append(Peer("memcgctl-unit", memcgctl(unit=True)))
     for co in checkouts or []:  # older (or other) versions side by side
         out.append(Peer(f"memcgctl@{co.name}", memcgctl(co.resolve())))
     earlyoom = shutil.which("earlyoom")
@@ -404,7 +426,8 @@ def in_guest(args: argparse.Namespace) -> int:
         cg = tc.make(name, limit=None)
         os.setxattr(tc.path(cg), "trusted.memcgctl.badness", badness)
         cgs[name] = tc.path(cg)
-    ps = peers(tmp, args.checkout)
+    found = peers(tmp, args.checkout, args.unit)
+    ps = [p for p in found if not args.only or p.name in args.only]
     base_avail = meminfo()["MemAvailable"]
     try:
         for p in ps if not args.no_idle else []:
@@ -493,6 +516,15 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="episodes per handler and rate")
     ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU sampling")
     ap.add_argument("--no-idle", action="store_true", help="episodes only")
+    ap.add_argument(
+        "--only", action="append", default=[], metavar="HANDLER", help="only this handler"
+    )
+    ap.add_argument(
+        "--unit",
+        action="store_true",
+        help="also memcgctl-unit: the daemon as install-unit's unit runs it (a notify socket "
+        "and $WATCHDOG_USEC, --guardian=systemd: no guardian process)",
+    )
     ap.add_argument(
         "--checkout",
         action="append",

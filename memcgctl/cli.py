@@ -169,7 +169,11 @@ def cli(
         kmsg=kmsg,
         state_dir=state_dir,
         rules_dir=rules_dir,
+        program=ctx.obj is PROGRAM,
     )
+
+
+PROGRAM = object()  # main()'s ctx.obj until the group builds the Env: run as the program
 
 
 # Commands are imported only when used (or listed by --help), so a one-shot command
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     # bench/startup_bench.py).  The collector still runs for everything made after.
     gc.freeze()
     try:
-        cli.main(args=argv, prog_name="memcgctl", standalone_mode=True)
+        cli.main(args=argv, prog_name="memcgctl", standalone_mode=True, obj=PROGRAM)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     return 0

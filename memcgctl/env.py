@@ -39,8 +39,12 @@ class Env:
         state_dir: Path = STATE_DIR,
         default_state_dir: Path = STATE_DIR,
         rules_dir: Path = RULES_DIR,
+        program: bool = False,
     ) -> None:
         self.rules_dir = rules_dir
+        # this process is the memcgctl program itself (cli.main), not a caller's: the
+        # daemon may then exec an interpreter of its own (commands/daemonrun.py)
+        self.program = program
         self.systemd_run_dir = Path("/run/systemd/system")  # tests point these elsewhere
         self.systemctl = "systemctl"
         self.cgroup_root = cgroup_root

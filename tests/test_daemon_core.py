@@ -43,6 +43,7 @@ class FakePorts:
         self.near: set[str] = set()  # near the short line (not short)
         self.tree_mark = 0  # the tree watch's mark (a test moves it: a change seen)
         self.stamps = 0  # plan_stamp calls
+        self.armed: dict[Scope, bool] = {}  # v2: the valve's lower step wanted (arm_near)
 
     def plan_stamp(self, decision: Decision) -> Hashable | None:
         self.stamps += 1
@@ -74,6 +75,9 @@ class FakePorts:
     def freeze(self, cg: Scope, frozen: bool) -> bool:
         self.frozen.append((cg, frozen))
         return self.mode is Mode.VALVE
+
+    def arm_near(self, cg: Scope, on: bool) -> None:
+        self.armed[cg] = on
 
     def at_limit(self, cg: Scope) -> bool:
         return cg not in self.not_at_limit

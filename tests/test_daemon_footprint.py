@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from memcgctl.daemon import main as daemon_main
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.state.daemonlock import lock_path
 from memcgctl.vocab.cgpath import CgroupPath
-from tests.realkernel import HELPERS, TestCgroups
+from tests.realkernel import TestCgroups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,26 +104,34 @@ def test_lock_names_are_sha256_without_openssl() -> None:
 
 # What the daemon does not use, and must therefore not keep resident (issue 22): the
 # table libraries and our output module, psutil, OpenSSL's hashlib (a lock file's name),
-# tempfile and what it drags in (shutil, bz2, lzma, random), ctypes.util; subprocess
-# only for hooks or the guardian, socket only under systemd.
+# tempfile and what it drags in (shutil, bz2, lzma, random), ctypes.util; click, what it
+# brings and the command modules (the command line execs the daemon's own interpreter);
+# site and runpy (that interpreter runs with -S, -c); subprocess (the guardian is
+# posix_spawned) unless hooks use it; socket never (under systemd: _socket alone).
 NEVER = {"rich", "tabulate", "psutil", "_hashlib", "tempfile", "shutil", "bz2", "lzma"}
 NEVER |= {"random", "ctypes.util", "argparse", "memcgctl.render.output"}
+NEVER |= {"click", "gettext", "uuid", "platform", "site", "runpy", "memcgctl.cli"}
+NEVER |= {"memcgctl.commands.common", "memcgctl.commands.daemon", "memcgctl.commands.examples"}
 UNLESS_USED = {"subprocess", "socket"}
+IMPORT_TIME_HEADER = "import time: self [us] | cumulative | imported package"
 
 
 def imported_by_daemon(tmp_path: Path, root: str, *extra: str, env: dict[str, str]) -> set[str]:
-    out = tmp_path / "modules"
+    """What the running daemon's interpreter imported: ``-X importtime``, which the
+    command line passes on to the interpreter it execs; each interpreter prints its
+    header line once, so the daemon's are the lines after the last one."""
     # -S: this interpreter's site-packages without their .pth hooks (a host's own
     # additions, such as a certificate bundle imported at start-up, are not ours)
-    argv = [sys.executable, "-S", str(HELPERS / "modules_at_exit.py"), str(out)]
-    argv += ["-m", "memcgctl"]
+    argv = [sys.executable, "-S", "-X", "importtime", "-m", "memcgctl"]
     argv += ["--state-dir", str(tmp_path / "state"), "daemon", "--root", root, *extra]
     proc = subprocess.Popen(
         argv, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
+    lines = []
     try:
         assert proc.stderr is not None
         for line in proc.stderr:  # enforcing: its first rescan took the memcg over
+            lines.append(line.rstrip("\n"))
             if "daemon_took_over" in line:
                 break
         else:
@@ -130,9 +139,16 @@ def imported_by_daemon(tmp_path: Path, root: str, *extra: str, env: dict[str, st
         time.sleep(1.0)  # the journal thread has written the record
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        _, rest = proc.communicate(timeout=30)
     assert proc.returncode == 0
-    return set(out.read_text().split())
+    lines += rest.splitlines()
+    headers = [i for i, line in enumerate(lines) if line == IMPORT_TIME_HEADER]
+    assert len(headers) == 2, "the command line, then the daemon's own interpreter"
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in lines[headers[-1] + 1 :]
+        if line.startswith("import time:")
+    }
 
 
 def daemon_env(**extra: str) -> dict[str, str]:
@@ -141,13 +157,16 @@ def daemon_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join(path), **extra}
 
 
-def test_the_running_daemon_imports_only_what_it_uses(cgroups: TestCgroups, tmp_path: Path) -> None:
+@pytest.mark.parametrize("guardian", ["none", "process"])
+def test_the_running_daemon_imports_only_what_it_uses(
+    cgroups: TestCgroups, tmp_path: Path, guardian: str
+) -> None:
     cg = cgroups.make("managed", limit=64 << 20)
     os.setxattr(cgroups.path(cg), "trusted.memcgctl.oom_delay_ms", b"1000")
-    mods = imported_by_daemon(
-        tmp_path, cgroups.parent, "--guardian=none", "--rescan", "200ms", env=daemon_env()
-    )
+    argv = [f"--guardian={guardian}", "--rescan", "200ms"]
+    mods = imported_by_daemon(tmp_path, cgroups.parent, *argv, env=daemon_env())
     assert "memcgctl.daemon.loop" in mods and "memcgctl.state.journal" in mods  # it ran
+    assert "memcgctl.commands.daemonrun" in mods  # in its own interpreter
     assert not mods & (NEVER | UNLESS_USED), sorted(mods & (NEVER | UNLESS_USED))
 
 
@@ -163,35 +182,95 @@ def test_under_systemd_it_adds_the_socket_and_nothing_else_unused(
         mods = imported_by_daemon(tmp_path, cgroups.parent, "--guardian=systemd", env=env)
     finally:
         sock.close()
-    assert "socket" in mods
-    assert not mods & (NEVER | {"subprocess"}), sorted(mods & (NEVER | {"subprocess"}))
+    assert "_socket" in mods  # the C module alone: not socket.py and its enums
+    unused = NEVER | {"subprocess", "socket"}
+    assert not mods & unused, sorted(mods & unused)
 
 
-def test_an_idle_guardian_process_imports_no_memcgctl_machinery(tmp_path: Path) -> None:
-    """The guardian process (python3 -m memcgctl.daemon.guardian, as the daemon starts
-    it) watching a live "daemon": only its own module and the standard library's os,
-    select and time are loaded until it must act."""
+def modules_of_light_process(argv: list[str], out: Path, wait: float) -> set[str]:
+    """Run a :func:`guardian.light_argv` command line as it is, but write the modules it
+    holds at exit (SIGINT after ``wait`` s) to ``out``: only ``atexit`` and the builtin
+    ``_signal`` are added to what the process itself loads."""
+    i = argv.index("-c") + 1
+    dump = f"lambda: open({str(out)!r}, 'w').write(chr(10).join(sorted(sys.modules)))"
+    prelude = (  # SIGINT: KeyboardInterrupt, also when the tests run in a background job
+        "import _signal;_signal.signal(2, _signal.default_int_handler);"
+        f"import atexit,sys;atexit.register({dump});"
+    )
+    p = subprocess.Popen([*argv[:i], prelude + argv[i], *argv[i + 1 :]], env=daemon_env())
+    time.sleep(wait)
+    assert p.poll() is None
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=10)
+    return set(out.read_text().split())
+
+
+# a bare `python3 -S` (its own start-up), plus what the guardian's os.stat and poll need
+GUARDIAN_MAY_LOAD = {"os", "os.path", "posixpath", "genericpath", "stat", "_stat", "select"}
+GUARDIAN_MAY_LOAD |= {"_collections_abc", "time", "__future__", "atexit"}
+GUARDIAN_MAY_LOAD |= {"memcgctl", "memcgctl.daemon", "memcgctl.daemon.guardian"}
+
+
+def test_an_idle_guardian_process_imports_only_os_select_and_time(tmp_path: Path) -> None:
+    """The guardian process as the daemon starts it (``python3 -S``, the daemon's
+    sys.path), watching a live "daemon": until it must act it holds what a bare
+    ``python3 -S`` holds, plus os, select and time (and its own module).  No site, so
+    none of a host's .pth hooks either."""
     daemon = subprocess.Popen(["sleep", "60"])
-    out = tmp_path / "modules"
     try:
         proc_fs = ProcFs(Path("/proc"))
         instance = f"{proc_fs.boot_id()}/{daemon.pid}/{proc_fs.start_time(daemon.pid)}"
         guardian.Heartbeat(str(tmp_path), daemon.pid)  # starting: not judged by its beat
         argv = guardian.argv(sys.executable, "/proc", "", str(tmp_path), "/", instance)
-        assert argv[argv.index("-m") + 1] == "memcgctl.daemon.guardian"
-        helper = [sys.executable, "-S", str(HELPERS / "modules_at_exit.py"), str(out)]
-        g = subprocess.Popen([*helper, *argv[argv.index("-m") :]], env=daemon_env())
-        time.sleep(1.5)  # several looks at the daemon
-        assert g.poll() is None
-        g.send_signal(signal.SIGINT)  # KeyboardInterrupt: atexit writes what it imported
-        g.wait(timeout=10)
+        assert "-S" in argv[: argv.index("-c")] and "-m" not in argv
+        bare = [sys.executable, "-S", "-c", "import time; time.sleep(60)"]
+        baseline = modules_of_light_process(bare, tmp_path / "bare", 0.5)
+        mods = modules_of_light_process(argv, tmp_path / "modules", 1.5)  # several looks
     finally:
         daemon.kill()
         daemon.wait()
-    mods = set(out.read_text().split())
-    ours = {m for m in mods if m.startswith("memcgctl")}
-    assert ours == {"memcgctl", "memcgctl.daemon"}, ours  # (the guardian is __main__)
-    assert not mods & (NEVER | UNLESS_USED | {"json", "pathlib", "click", "threading"})
+    assert "memcgctl.daemon.guardian" in mods  # it ran
+    assert mods - baseline <= GUARDIAN_MAY_LOAD, sorted(mods - baseline - GUARDIAN_MAY_LOAD)
+    assert "site" not in mods
+
+
+# a process that found memcgctl as an editable install does: through an import hook
+# (the install's .pth adds one), the checkout itself not on sys.path
+EDITABLE = f"""
+import importlib.util, json, sys
+pkg = {str(REPO / "memcgctl")!r}
+sys.path[:] = [p for p in sys.path if p not in ("", {str(REPO)!r})]
+class Finder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name == "memcgctl":
+            init = pkg + "/__init__.py"
+            return importlib.util.spec_from_file_location(name, init, submodule_search_locations=[pkg])
+sys.meta_path.append(Finder)
+from memcgctl.daemon import guardian
+print(json.dumps(guardian.light_argv(sys.executable, "memcgctl.daemon.guardian", "main", [])))
+"""
+
+
+def test_the_guardian_finds_memcgctl_where_the_daemon_did(tmp_path: Path) -> None:
+    """-S skips the .pth of an editable install: the directory that holds the daemon's
+    memcgctl goes on the guardian's path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    made = subprocess.run(
+        [sys.executable, "-S", "-c", EDITABLE],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    argv = json.loads(made.stdout)
+    i = argv.index("-c") + 1
+    argv[i] = argv[i].replace("from memcgctl.daemon.guardian import main;", "import memcgctl;")
+    argv[i] = argv[i].replace("sys.exit(main(sys.argv[1:]))", "print(memcgctl.__file__)")
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(REPO / "memcgctl" / "__init__.py")
 
 
 @pytest.mark.parametrize(

@@ -498,3 +498,22 @@ def test_a_choice_over_a_tenants_thousands_of_cgroups_beats_the_heartbeat(
     decision = select_priority_brief(ports.snapshot(JOBS), JOBS, ())
     assert decision.victim is not None and decision.victim.pid == 10
     assert len(beats) >= 300 // 64 and pulses == []  # beats as it reads; no loop work
+
+
+def test_a_delay0_valve_asks_for_its_lower_step_and_plans_at_its_event(
+    fake_v1: FakeHost,
+) -> None:
+    """v2, delay 0: the core asks the ports for the valve's lower step (so the kernel's
+    high event says "near"); that notification alone, no rescan, has the victim chosen
+    at the next tick.  A delay longer than a choice takes no step; nor does v1."""
+    ports, core, clock, choose = daemon(jobs(fake_v1))
+    assert ports.armed == {JOBS: True}
+    ports.near.add("/jobs")
+    core.notify(JOBS, at(clock, 1.0))  # the high event at the lower step
+    assert core.tick(at(clock, 1.0)) is not None and choose.calls == 1
+    assert core.watches[JOBS].plan is not None
+    ports.delays["/jobs"] = 1000
+    core.rescan(at(clock, 1.5))
+    assert ports.armed == {JOBS: False}
+    v1_ports, _, _, _ = daemon(jobs(fake_v1), mode=Mode.OOM)
+    assert v1_ports.armed == {}

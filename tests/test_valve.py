@@ -210,3 +210,34 @@ def test_near_the_line() -> None:
     assert v1_near(875, 1000) and not v1_near(874, 1000)
     hl = HostLines(short=0.10, critical=0.04)
     assert host_near(159, 1000, hl) and not host_near(160, 1000, hl)
+
+
+def test_the_lower_step_sits_at_the_near_line_in_whole_pages() -> None:
+    """delay 0 on v2: memory.high one headroom below the valve while far from it, so the
+    kernel's high event there says "near" (where memcg_near begins)."""
+    from memcgctl.daemon.valve import PAGE, low_high, memcg_near
+
+    ln = lines(1000 * MIB, 0.10)
+    low = low_high(ln)
+    assert low is not None and low % PAGE == 0
+    assert memcg_near(low, ln) and low > ln.line - (ln.limit - ln.line) - PAGE
+    ln = lines(256 * MIB, 0.10)
+    assert low_high(ln) == (2 * ln.line - ln.limit) // PAGE * PAGE
+    # a small limit: the 4 MiB minimum headroom would put the step below half of it
+    assert low_high(lines(12 * MIB, 0.10)) is None
+    assert low_high(lines(16 * MIB, 0.10)) == 8 * MIB  # 16 - 2 * 4 MiB: just half
+
+
+def test_the_lower_step_is_raised_at_once_and_lowered_with_hysteresis() -> None:
+    from memcgctl.daemon.valve import low_high, lowered_next
+
+    ln = lines(1000 * MIB, 0.10)  # valve 900 MiB, step 800 MiB, lowered below 750 MiB
+    low = low_high(ln)
+    assert low is not None
+    half = (ln.limit - ln.line) // 2
+    assert lowered_next(0, ln, low, lowered=False)
+    assert lowered_next(low - 1, ln, low, lowered=True)  # below the step: stays there
+    assert not lowered_next(low, ln, low, lowered=True)  # its high event: raised
+    assert not lowered_next(low - 1, ln, low, lowered=False)  # hovering: stays raised
+    assert not lowered_next(low - half, ln, low, lowered=False)
+    assert lowered_next(low - half - 1, ln, low, lowered=False)  # well below: lowered

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from memcgctl.daemon.valve import HostLines, Tuning
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
@@ -97,6 +98,24 @@ class DaemonConfig:
         _check_share("--host-critical", self.host_critical)
         if not 0 < self.host_critical < self.host_short:
             raise UsageProblem("need 0 < --host-critical < --host-short")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON values, read back by :meth:`from_json` (the command line hands the
+        config to the interpreter the daemon runs in: commands/daemonrun.py)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["root"] = str(self.root)
+        out["rules_dir"] = None if self.rules_dir is None else str(self.rules_dir)
+        out["systemd_env"] = dict(self.systemd_env)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DaemonConfig:
+        values = dict(data)
+        values["root"] = CgroupPath(values["root"])
+        rules_dir = values["rules_dir"]
+        values["rules_dir"] = None if rules_dir is None else Path(rules_dir)
+        values["systemd_env"] = MappingProxyType(dict(values["systemd_env"]))
+        return cls(**values)
 
     @property
     def host_lines(self) -> HostLines:

@@ -155,6 +155,7 @@ class DaemonCore:
             # Look at it now and then between notifications too: no event tells us that
             # someone (systemd applying MemoryHigh=/MemoryMax=) rewrote memory.high, and
             # a valve gone until the next OOM is no valve.
+            self._arm(w)
             self._check(w, now)
             return
         m = self.ports.take_over(cg)
@@ -164,8 +165,15 @@ class DaemonCore:
         self.watches[cg] = w
         extra = {"domain": m.domain} if m.domain != cg else {}
         self._emit("daemon_took_over", cg, delay_ms=delay, mode=m.mode.value, **extra)
+        self._arm(w)
         # already out of memory when we arrive (e.g. after a crash): act at once
         self._check(w, now, adopt=starting)
+
+    def _arm(self, w: Watch) -> None:
+        """v2: a watch whose victim is chosen ahead (delay 0) has its valve step down
+        while far from it, so that the kernel's high event says "near" (valve.py)."""
+        if w.mode is Mode.VALVE:
+            self.ports.arm_near(w.cg, self.chooser.plans_ahead(w))
 
     # -- faults ------------------------------------------------------------------------
     def fault(self, where: str, cg: Scope | None, exc: BaseException) -> None:

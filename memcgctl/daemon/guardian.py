@@ -38,21 +38,27 @@ stays paused longer than its delay + 3 s:
   ``daemon.main``), so there the bound holds for a delay of about 0.5 s and more.  A hang
   was seen this late before too (``STALE_S`` + the 0.25 s look + the release).
 
-Light on purpose: the standard library's ``os``, ``select``, ``time`` and ``contextlib``.
-The guardian process runs this module (``python3 -m memcgctl.daemon.guardian``, see
-:func:`main`), so that while the daemon is well only these stay resident beside it
-(≈ 10 MiB RSS, 5 MiB Pss: most of it the interpreter, whose pages the daemon shares;
-the whole command line was 22 MiB); the machinery that restores marks is imported only when it must act.
+Light on purpose: the standard library's ``os``, ``select`` and ``time``, nothing else
+(``contextlib`` alone, with the ``collections`` and ``functools`` it loads, was 0.8 MiB).
+The guardian process runs :func:`main` in an interpreter started with ``-S`` (:func:`argv`):
+no ``site``, so none of the host's ``.pth`` hooks either (one that imported ``certifi``
+cost 3 MiB), and the daemon's ``sys.path`` handed over so that it finds memcgctl (and
+what a release imports) where the daemon did.  While the daemon is well only these stay
+resident beside it: 8.7 MiB RSS, a bare ``python3 -S -c pass`` 8.5 (measured on the
+host, bench/footprint_bench.py; it was 9.6 with ``-m`` and ``site``, 22 MiB for the
+whole command line); the machinery that restores marks is imported only when it must act.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import sys
 import time
-from collections.abc import Callable, Sequence
+
+TYPE_CHECKING = False  # (typing and collections.abc at run time: 0.4+ MiB for two hints)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 BEAT_S = 1.0  # the daemon touches its heartbeat at least this often
 EARLY_S = BEAT_S / 2  # and on any wake-up it has anyway once the last beat is this old
@@ -170,8 +176,10 @@ class Heartbeat:
         :data:`EARLY_S` old (a utime is cheap, a wake-up of its own is not); when to be
         called again at the latest: the loop sleeps no longer (``now``: its clock)."""
         if force or now >= self._next - (BEAT_S - EARLY_S):
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - (contextlib: 0.8 MiB in the guardian)
                 os.utime(self.fd)
+            except OSError:
+                pass
             self._next = now + BEAT_S
         return self._next
 
@@ -185,9 +193,7 @@ class Heartbeat:
 
     def close(self) -> None:
         os.close(self.fd)
-        for path in (self.path, self.released_note):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        _unlink(self.path, self.released_note)
 
 
 def serve(instance: str, proc_root: str, state_dir: str, release: Callable[[str], None]) -> None:
@@ -210,40 +216,66 @@ def serve(instance: str, proc_root: str, state_dir: str, release: Callable[[str]
             if state == DIED:
                 break
             release(state)
-            with contextlib.suppress(OSError):
+            try:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
                 os.close(os.open(released_path(state_dir, pid), flags, 0o600))
+            except OSError:
+                pass
             if wait_back(proc_root, pid, start, heartbeat, fd) == DIED:
                 break
     finally:
         if fd >= 0:
             os.close(fd)
     release(DIED)
-    for path in (heartbeat, released_path(state_dir, pid)):
-        with contextlib.suppress(OSError):
+    _unlink(heartbeat, released_path(state_dir, pid))
+
+
+def _unlink(*paths: str) -> None:
+    for path in paths:
+        try:  # noqa: SIM105 - (contextlib: 0.8 MiB in the guardian)
             os.unlink(path)
+        except OSError:
+            pass
 
 
 def argv(
     executable: str, proc_root: str, cgroup_root: str, state_dir: str, root: str, instance: str
 ) -> list[str]:
-    """The guardian's command line: this interpreter with the flags it runs with (``-I``,
-    ``-S``, ``-E``, ``-s``: the guardian finds memcgctl where the daemon did)."""
+    """The guardian's command line (:func:`light_argv` running :func:`main`)."""
+    args = [proc_root, cgroup_root, state_dir, root, instance]
+    return light_argv(executable, "memcgctl.daemon.guardian", "main", args)
+
+
+# ``python3 -S -c ENTRY N PATH... ARGS...``: sys.path becomes the N paths, then
+# sys.exit(MODULE.FUNCTION(ARGS))
+_ENTRY = (
+    "import sys;n=int(sys.argv[1]);sys.path[:]=sys.argv[2:n+2];del sys.argv[1:n+2];"
+    "from {module} import {function};sys.exit({function}(sys.argv[1:]))"
+)
+
+
+def light_argv(executable: str, module: str, function: str, args: Sequence[str]) -> list[str]:
+    """A command line that runs ``module.function(args)`` in this interpreter without
+    ``site`` (``-S``: neither its imports nor a host's ``.pth`` hooks), with this
+    process's ``sys.path`` (so it finds memcgctl, and what it imports later, where this
+    process did) and its ``-I``/``-E``."""
     flags = sys.flags
-    opts = ["-I"] if flags.isolated else []
-    if not flags.isolated:
-        opts += [
-            o for o, on in (("-E", flags.ignore_environment), ("-s", flags.no_user_site)) if on
-        ]
-    if flags.no_site:
-        opts.append("-S")
-    module = "memcgctl.daemon.guardian"
-    return [executable, *opts, "-m", module, proc_root, cgroup_root, state_dir, root, instance]
+    opts = ["-I"] if flags.isolated else ["-E"] if flags.ignore_environment else []
+    code = _ENTRY.format(module=module, function=function)
+    path = list(sys.path)
+    # the directory that holds this memcgctl, when an import hook found it (an editable
+    # install's .pth) rather than sys.path; not moved forward when it is on the path
+    # (site-packages before the standard library would shadow it with any backport)
+    home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if home not in (os.path.abspath(p) for p in path):
+        path.insert(0, home)
+    return [executable, *opts, "-S", "-c", code, str(len(path)), *path, *args]
 
 
 def main(args: Sequence[str]) -> int:
-    """``python3 -m memcgctl.daemon.guardian PROC_ROOT CGROUP_ROOT STATE_DIR ROOT
-    INSTANCE`` (``CGROUP_ROOT`` empty: the hierarchy mounted)."""
+    """The guardian process: ``PROC_ROOT CGROUP_ROOT STATE_DIR ROOT INSTANCE``
+    (``CGROUP_ROOT`` empty: the hierarchy mounted), started by :func:`argv`; also
+    ``python3 -m memcgctl.daemon.guardian`` (as earlier daemons started it)."""
     if len(args) != 5:
         _error("want PROC_ROOT CGROUP_ROOT STATE_DIR ROOT INSTANCE")
         return 2

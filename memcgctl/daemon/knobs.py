@@ -19,7 +19,7 @@ from typing import Any
 
 from memcgctl.daemon import oomd, owner
 from memcgctl.daemon.journaling import Recorder
-from memcgctl.daemon.valve import Lines, Tuning, high_to_write, lines
+from memcgctl.daemon.valve import Lines, Tuning, high_to_write, lines, low_high
 from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_HIGH
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
@@ -37,6 +37,23 @@ class Valve:
     lines: Lines
     user_high: int | None  # the user's own memory.high (None = max)
     written: int | None  # what we wrote to memory.high; None: the user's is lower
+    # the lower step (delay 0: memory.high at the near line while far below it, so the
+    # kernel's high event says "near"; daemon/valve.py); None: no lower step
+    low: int | None = None
+    lowered: bool = False  # memory.high is at ``low`` now
+    early: bool = False  # the core wants the lower step (a watch that plans ahead)
+
+    @property
+    def holding(self) -> int | None:
+        """What memory.high holds by us now (None: the user's own value)."""
+        return self.low if self.lowered else self.written
+
+
+def _valve(cg: CgroupPath, domain: CgroupPath, ln: Lines, user: int | None) -> Valve:
+    """The valve for the lines and the user's memory.high, raised: a lower step only
+    where we write the valve at all (the user's own memory.high, when lower, stands)."""
+    written = high_to_write(user, ln.line)
+    return Valve(cg, domain, ln, user, written, low_high(ln) if written is not None else None)
 
 
 class Knobs:
@@ -67,10 +84,10 @@ class Knobs:
         ln = lines(limit, self.tuning.headroom)
         user = self.fs.high(domain)
         mark = owner.read_mark(self.fs, domain)
-        if mark is not None and "valve" in mark and str(user) == str(mark["valve"]):
+        if mark is not None and "valve" in mark and str(user) in owner.valve_values(mark):
             # a valve a (dead) daemon left: the user's own value is the one it marked
             user = self._marked_high(mark)
-        return Valve(cg, domain, ln, user, high_to_write(user, ln.line))
+        return _valve(cg, domain, ln, user)
 
     def install(self, v: Valve) -> None:
         """Write memory.high, our mark first (crash-safe order)."""
@@ -81,9 +98,24 @@ class Knobs:
             mark.pop("valve", None)
         else:
             mark["valve"] = str(v.written)
+        if v.low is None:  # both steps are in the mark: a step is one write, no mark
+            mark.pop("valve_low", None)
+        else:
+            mark["valve_low"] = str(v.low)
         owner.write_mark(self.fs, v.domain, mark)
-        if v.written is not None:
-            self.fs.write(v.domain, V2_HIGH, str(v.written))
+        if v.holding is not None:
+            self.fs.write(v.domain, V2_HIGH, str(v.holding))
+
+    def step(self, v: Valve, lowered: bool) -> Valve:
+        """Put memory.high at the valve's lower step or raise it to the valve (both
+        values are in our mark already); the valve to keep."""
+        if v.low is None or v.written is None or lowered == v.lowered or self.dry_run:
+            return v
+        new = dataclasses.replace(v, lowered=lowered)
+        self.fs.write(v.domain, V2_HIGH, str(new.holding))
+        kind = "valve_lowered" if lowered else "valve_raised"
+        self.recorder.line(Priority.INFO, kind, v.cg, domain=v.domain, memory_high=new.holding)
+        return new
 
     def _adopt_mark(self, cg: CgroupPath) -> dict[str, Any]:
         """Our mark on cg: the existing one of this instance, a dead instance's taken
@@ -109,7 +141,7 @@ class Knobs:
         nothing changed)."""
         limit = self.fs.limit(v.domain)
         high = self.fs.high(v.domain)
-        ours = v.written if v.written is not None and not self.dry_run else v.user_high
+        ours = v.holding if v.written is not None and not self.dry_run else v.user_high
         changed_high = high != ours
         if limit is None:
             raise Vanished(v.domain)
@@ -117,7 +149,7 @@ class Knobs:
             return v
         user = high if changed_high else v.user_high
         ln = lines(limit, self.tuning.headroom)
-        new = dataclasses.replace(v, lines=ln, user_high=user, written=high_to_write(user, ln.line))
+        new = dataclasses.replace(_valve(v.cg, v.domain, ln, user), early=v.early)
         if not self.dry_run:
             self.install(new)
         self.recorder.line(

@@ -85,6 +85,9 @@ class TreeEvents(Protocol):
     def pump(self) -> bool:
         """Read what woke the loop; True: rescan."""
 
+    # a batch read outside the loop (a plan's mark) wanted a rescan: the loop's next turn
+    stashed: bool
+
     def wants_rescan(self) -> bool:
         """After a rescan: True to rescan again soon (a cgroup was re-created)."""
 
@@ -178,6 +181,8 @@ class Loop:
         self.ports.open_kernel_log()
         now = self.clock()
         self._guard("rescan", lambda: self._rescan(now, starting=True))
+        # the walk for orphaned marks pulses: urgent() serves what fires meanwhile
+        self._guard("register", self._register)
         self._guard("release_orphans", self.ports.release_orphans)
         self._rescan_due(now)
         self._fds = None
@@ -248,6 +253,8 @@ class Loop:
     def _once(self) -> None:
         now = self.clock()
         deadline = self.core.tick(now)
+        if self.tree is not None and self.tree.stashed:
+            self._tree_changed()  # read while choosing ahead (TreeWatch.mark)
         now = self.clock()
         walk_waits = not self.hup and self._walk_waits(now)
         if (now >= self._next_rescan - self._early() or self.hup) and not walk_waits:

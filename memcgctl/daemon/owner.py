@@ -6,7 +6,8 @@ that process is, never inherited by a recycled pid or a later boot.
 * **Marks.** Before the daemon changes a knob on a memcg (v1 ``oom_kill_disable``, v2
   ``memory.high`` and ``cgroup.freeze``) it writes the xattr ``trusted.memcgctl.daemon``:
   a JSON object with its instance id and the value it found for each knob it changed
-  (``{"instance": …, "memory.high": "max", "valve": "241172480"}``).  Release restores
+  (``{"instance": …, "memory.high": "max", "valve": "241172480"}``; ``valve_low``: the
+  valve's lower step, the other value the daemon may have written).  Release restores
   exactly those values and removes the mark.  A knob the user changed meanwhile (its
   value is no longer the one the daemon wrote) is left as the user set it.
   On v2 the daemon also sets ``user.oomd_omit=1`` on systemd-oomd's candidates inside
@@ -26,7 +27,7 @@ alone, no instance) is still understood and counts as a dead instance's.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from memcgctl.daemon.oomd import OMIT
@@ -88,6 +89,12 @@ def write_mark(fs: CgroupFs, cg: CgroupPath, mark: dict[str, Any]) -> None:
     fs.set_xattr(cg, MARK, json.dumps(mark, sort_keys=True).encode())
 
 
+def valve_values(mark: dict[str, Any]) -> tuple[str, ...]:
+    """The memory.high values a mark says the daemon may have written: the valve, and
+    its lower step (``valve_low``, delay 0: daemon/valve.py)."""
+    return tuple(str(mark[k]) for k in ("valve", "valve_low") if k in mark)
+
+
 def restore(fs: CgroupFs, cg: CgroupPath, mark: dict[str, Any]) -> list[str]:
     """Put back every knob the mark recorded, then remove the mark; what was restored,
     as ``knob=value`` strings.  A knob whose current value is not the one the daemon
@@ -99,7 +106,7 @@ def restore(fs: CgroupFs, cg: CgroupPath, mark: dict[str, Any]) -> list[str]:
         done.append(f"cgroup.freeze={prev}")
     if "memory.high" in mark and "valve" in mark:  # no "valve": we never wrote it
         current = (fs.read(cg, V2_HIGH) or "").strip()
-        if current == str(mark["valve"]):
+        if current in valve_values(mark):
             prev = str(mark["memory.high"])
             fs.write(cg, V2_HIGH, prev)
             done.append(f"memory.high={prev}")
@@ -122,8 +129,18 @@ def restore(fs: CgroupFs, cg: CgroupPath, mark: dict[str, Any]) -> list[str]:
     return done
 
 
-def marked(fs: CgroupFs, root: CgroupPath) -> Iterator[tuple[CgroupPath, dict[str, Any]]]:
-    for cg in fs.walk(root):
+# cgroups walked between two pulses of a walk for marks (the daemon's start: its loop
+# serves notifications and beats at each, issue 22: 5,000 cgroups took 3.3 s in the
+# emulated guest, a hang to the guardian and an OOM unserved meanwhile)
+PULSE_EVERY = 16
+
+
+def marked(
+    fs: CgroupFs, root: CgroupPath, pulse: Callable[[], None] | None = None
+) -> Iterator[tuple[CgroupPath, dict[str, Any]]]:
+    for n, cg in enumerate(fs.walk(root)):
+        if pulse is not None and n % PULSE_EVERY == PULSE_EVERY - 1:
+            pulse()
         try:
             mark = read_mark(fs, cg)
         except Vanished:
@@ -133,12 +150,16 @@ def marked(fs: CgroupFs, root: CgroupPath) -> Iterator[tuple[CgroupPath, dict[st
 
 
 def releasable(
-    fs: CgroupFs, proc: ProcFs, root: CgroupPath, instance: str | None = None
+    fs: CgroupFs,
+    proc: ProcFs,
+    root: CgroupPath,
+    instance: str | None = None,
+    pulse: Callable[[], None] | None = None,
 ) -> list[tuple[CgroupPath, dict[str, Any]]]:
     """Marks below root to release: those of ``instance``, or (None) of every instance
-    that is no longer running."""
+    that is no longer running.  ``pulse``: called now and then during the walk."""
     out = []
-    for cg, mark in marked(fs, root):
+    for cg, mark in marked(fs, root, pulse):
         owner = str(mark.get("instance", ""))
         if instance is not None:
             if owner == instance:

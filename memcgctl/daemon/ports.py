@@ -11,6 +11,7 @@ said once), the :class:`Kills` (the killer, journaled), the
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -36,6 +37,7 @@ from memcgctl.daemon.valve import (
     host_level,
     host_near,
     host_poll_interval,
+    lowered_next,
     memcg_level,
     memcg_near,
     v1_committed,
@@ -354,13 +356,14 @@ class RealPorts:
 
     def release_orphans(self) -> list[CgroupPath]:
         """At start: restore the marks of dead instances that no watch of ours adopted
-        (their delay was cleared while no daemon ran)."""
+        (their delay was cleared while no daemon ran).  A walk of the whole tree: it
+        pulses (the loop serves the notifications that came meanwhile, and beats)."""
         held = {v.domain for v in self.valves.values()}
         held |= {
             cg for cg in self.watches if cg not in self.valves and not isinstance(cg, HostScope)
         }
         released = []
-        for cg, mark in owner.releasable(self.fs, self.proc, self.root):
+        for cg, mark in owner.releasable(self.fs, self.proc, self.root, pulse=self.pulse):
             if cg in held:
                 continue
             try:
@@ -452,11 +455,12 @@ class RealPorts:
         v = self.valves.get(cg)
         if v is not None:
             v = self.valves[cg] = self.knobs.refresh(v)
-            used = committed(
-                self.fs.usage(v.domain) or 0,
-                self.fs.memory_stat(v.domain),
-                self._swap_room(v.domain),
-            )
+            current = self.fs.usage(v.domain) or 0
+            if v.early and v.low is not None:  # the lower step: raised at its event
+                lowered = lowered_next(current, v.lines, v.low, v.lowered)
+                if lowered != v.lowered:
+                    v = self.valves[cg] = self.knobs.step(v, lowered)
+            used = committed(current, self.fs.memory_stat(v.domain), self._swap_room(v.domain))
             ln = v.lines
             near = memcg_near(used, ln)
             soon = None if near else self._approach(cg, 2 * ln.line - ln.limit - used)
@@ -488,6 +492,22 @@ class RealPorts:
         own = self.fs.swap_room(domain)
         host = self.proc.meminfo_kb_of("SwapFree").get("SwapFree", 0) * 1024
         return host if own is None else min(own, host)
+
+    def arm_near(self, cg: Scope, on: bool) -> None:
+        """v2: whether cg's valve takes its lower step while far below it, so that the
+        kernel's ``high`` event says "near" (a watch that chooses ahead: delay 0); off:
+        raised to the valve at once."""
+        v = self.valves.get(cg)
+        if v is None or v.early == on:
+            return
+        v = self.valves[cg] = dataclasses.replace(v, early=on)
+        if not on and v.lowered:
+            try:
+                self.valves[cg] = self.knobs.step(v, False)
+            except Vanished:
+                pass
+            except (MemcgctlError, OSError) as exc:
+                self.troubles.failed("level", cg, exc)
 
     def at_limit(self, cg: Scope) -> bool:
         if isinstance(cg, HostScope):

@@ -75,6 +75,11 @@ class CorePorts(Protocol):
     def level(self, cg: Scope) -> Reading:
         """How close cg's OOM domain is to an OOM right now."""
 
+    def arm_near(self, cg: Scope, on: bool) -> None:
+        """v2: whether cg's valve steps down while far from it, so that the kernel's
+        ``high`` event says the domain is near (the core chooses ahead there); a no-op
+        elsewhere."""
+
     def at_limit(self, cg: Scope) -> bool:
         """v1: the memcg's own usage is at its limit (its own OOM, not an ancestor's)."""
 

@@ -90,10 +90,12 @@ class TreeWatch:
         clock: Callable[[], float] = time.monotonic,
         make_inotify: Callable[[], ino.Inotify] = ino.Inotify,
         budget: int | None = None,
+        debug: Callable[[str, CgroupPath, dict[str, object]], None] | None = None,
     ) -> None:
         self.fs = fs
         self.root = root
         self.report = report  # (kind, cgroup, fields): logged and journaled
+        self.debug = debug  # (kind, cgroup, fields): a debug line, not journaled
         self.full_every = full_every
         self.clock = clock
         self.inodes: dict[CgroupPath, int] = {}  # every cgroup known below the root
@@ -109,6 +111,7 @@ class TreeWatch:
         self.last: Pass | None = None  # the pass the last managed() read (the ports look)
         self._delays: dict[CgroupPath, int] = {}  # the managed set (ports.managed)
         self.off_reason: str | None = None
+        self.stashed = False  # mark() read a batch that wants a rescan: the loop's next turn
         self._again = False  # a managed cgroup was re-created: rescan again soon
         self.stats = {"events": 0, "walks": 0, "overflows": 0}
         # every change an event reported, numbered (None: anywhere), for mark()
@@ -132,7 +135,11 @@ class TreeWatch:
     def pump(self) -> bool:
         """Read one batch of events; True when the daemon should rescan (a cgroup came
         or went, a directory's xattrs or owner changed, a followed limit was written,
-        events were lost)."""
+        events were lost), also for a batch :meth:`mark` read first."""
+        wanted, self.stashed = self._pump() or self.stashed, False
+        return wanted
+
+    def _pump(self) -> bool:
         if self.inotify is None:
             return False
         try:
@@ -200,8 +207,15 @@ class TreeWatch:
         when that cannot be told: the watches are off, or events are queued that the
         loop has not read yet.  Changes older than the last :data:`RECENT` count as
         made everywhere (the mark moves; a plan is chosen again, never kept wrongly)."""
-        if self.inotify is None or self.off_reason is not None or self.inotify.pending():
+        if self.inotify is None or self.off_reason is not None:
             return None
+        if self.inotify.pending():
+            # e.g. the daemon's own write of a valve's memory.high (its lower step,
+            # daemon/valve.py), just before a plan is chosen: read them here; the loop
+            # rescans for them all the same (stashed)
+            self.stashed |= self._pump()
+            if self.inotify.pending():
+                return None
         if not self._recent:
             return 0
         for n, cg in reversed(self._recent):
@@ -215,9 +229,10 @@ class TreeWatch:
         what the events said since the last one.  Called once per rescan, first."""
         self.pump()  # what is queued belongs to this pass
         if self.inotify is None or self.off_reason is not None:
-            p = self._walk(pulse, watch=False)
+            p = self._walk(pulse, watch=False, why="no_watches")
         elif self._walk_due or self.clock() >= self._next_full:
-            p = self._walk(pulse, watch=True)
+            why = "safety_net" if not self._walk_due else "events_lost" if self.inodes else "start"
+            p = self._walk(pulse, watch=True, why=why)
         else:
             p, self._pending = self._pending, Pass(False)
         self.current = p
@@ -229,8 +244,10 @@ class TreeWatch:
             return True
         return self._walk_due or self.clock() >= self._next_full
 
-    def _walk(self, pulse: Callable[[], None], watch: bool) -> Pass:
+    def _walk(self, pulse: Callable[[], None], watch: bool, why: str) -> Pass:
         self.stats["walks"] += 1
+        if self.debug is not None:  # (the loop holds these back during an episode)
+            self.debug("tree_walk", self.root, {"why": why, "walks": self.stats["walks"]})
         self._pending = Pass(False)
         self._walk_due = False
         found: dict[CgroupPath, int] = {}

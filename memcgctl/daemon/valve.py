@@ -16,6 +16,16 @@ Lines, from the top (``limit`` = memory.max of the OOM domain):
 * ``recovery_line`` = line − headroom/2: below it the domain has recovered, and the
   next OOM starts a new episode at round 1.
 
+With delay 0 the victim is chosen ahead while the domain is *near* the valve (within
+one headroom below it: daemon/choosing.py), and v2 gives no usage-threshold
+notification to say so.  So a delay-0 valve has two steps: while memory.current is
+well below the near line, memory.high sits *at* the near line (``low_high``), and the
+kernel's ``high`` event there says "near"; the daemon then raises it to the valve at
+once (the grower is throttled only for that wake-up) and chooses the victim.  Once
+memory.current is back half a headroom below the near line, the valve is lowered again
+(``lowered_next``).  The cost: one brief reclaim/throttle and one memory.high write per
+upward crossing, one write per downward one.
+
 *Committed* memory is what reclaim cannot take back: usage minus the file LRU pages
 (page cache is reclaimed at memory.high long before an OOM) minus the anon pages that
 swap still has room for.  A job that streams through page cache sits at memory.high
@@ -77,6 +87,25 @@ def high_to_write(user_high: int | None, line: int) -> int | None:
     if user_high is not None and user_high <= line:
         return None
     return line
+
+
+def low_high(ln: Lines) -> int | None:
+    """The valve's lower step (delay 0): memory.high at the near line, one headroom
+    below the valve, in whole pages; None where that would be below half the limit
+    (a small limit: no lower step)."""
+    low = (2 * ln.line - ln.limit) // PAGE * PAGE
+    return low if low >= ln.limit // 2 else None
+
+
+def lowered_next(usage: int, ln: Lines, low: int, lowered: bool) -> bool:
+    """Whether the valve should sit at its lower step ``low`` after a look at
+    memory.current: raised at once when usage reached it (the kernel's ``high`` event
+    there), lowered again only once usage fell half a headroom below it (so a job
+    that hovers there is not throttled at every turn, and the write never makes the
+    writer reclaim)."""
+    if lowered:
+        return usage < low
+    return usage < low - (ln.limit - ln.line) // 2
 
 
 def committed(usage: int, stat: dict[str, int], swap_room: int) -> int:

@@ -10,12 +10,13 @@ from enum import IntEnum
 
 
 class Priority(IntEnum):
-    """The syslog levels memcgctl writes (``LOG_ERR`` … ``LOG_INFO`` of syslog(3))."""
+    """The syslog levels memcgctl writes (``LOG_ERR`` … ``LOG_DEBUG`` of syslog(3))."""
 
     ERR = 3
     WARNING = 4
     NOTICE = 5
     INFO = 6
+    DEBUG = 7
 
 
 def prefixed(priority: Priority, line: str) -> str:

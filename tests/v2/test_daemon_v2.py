@@ -40,6 +40,14 @@ def valve(limit: int) -> int:
 VALVE = valve(LIMIT)
 
 
+def valves(limit: int, delay_ms: int) -> set[str]:
+    """What memory.high may hold once the daemon took the domain over: the valve, and
+    with delay 0 its lower step at the near line (daemon/valve.py), taken at the
+    daemon's first look when memory.current is well below it."""
+    high = valve(limit)
+    return {str(high), str((2 * high - limit) // PAGE * PAGE)} if delay_ms == 0 else {str(high)}
+
+
 def grow(
     tc: TestCgroups, cg: str, pause: float, upto_mib: int = 400, chunk_kib: int = 1024
 ) -> subprocess.Popen[bytes]:
@@ -54,6 +62,11 @@ def high(tc: TestCgroups, cg: str) -> str:
 
 def field(line: str, key: str) -> str:
     return line.split(f" {key}=", 1)[1].split()[0]
+
+
+def vmstat_oom_kills() -> int:
+    """The kernel's OOM kills since boot, host-wide (``/proc/vmstat oom_kill``)."""
+    return int(Path("/proc/vmstat").read_text().split("oom_kill ")[1].split()[0])
 
 
 def no_kernel_kill(tc: TestCgroups, cg: str) -> None:
@@ -93,7 +106,8 @@ def test_the_priority_victim_dies_before_the_kernel_acts(
     daemons.append(d)
     _, line = d.wait_for("daemon_took_over", top, timeout=60)
     assert field(line, "mode") == "valve"
-    assert high(cgroups, top) == str(VALVE) and MARK in os.listxattr(cgroups.path(top))
+    assert high(cgroups, top) in valves(LIMIT, delay_ms)
+    assert MARK in os.listxattr(cgroups.path(top))
     g = grow(cgroups, jobs["high"], pause)
     _, line = d.wait_for("under_oom", top, timeout=60)
     assert field(line, "source") == "memory.events"
@@ -130,7 +144,7 @@ def test_a_nested_oom_domain_has_its_own_valve(
     daemons.append(d)
     d.wait_for("daemon_took_over", top, timeout=60)
     d.wait_for("daemon_took_over", inner, timeout=60)
-    assert high(cgroups, inner) == str(valve(64 * MIB))
+    assert high(cgroups, inner) in valves(64 * MIB, 0)
     g = grow(cgroups, b, 0.0)
     _, line = d.wait_for("daemon_kill", inner, timeout=60)
     assert field(line, "pid") == str(small.pid), line
@@ -155,7 +169,7 @@ def test_under_a_limited_ancestor_the_valve_sits_where_the_limit_is(
     daemons.append(d)
     _, line = d.wait_for("daemon_took_over", job, timeout=60)
     assert field(line, "domain") == lim
-    assert high(cgroups, lim) == str(valve(128 * MIB))
+    assert high(cgroups, lim) in valves(128 * MIB, 0)
     assert high(cgroups, job) == "max"
     g = grow(cgroups, b, 0.005)
     _, line = d.wait_for("daemon_kill", job, timeout=60)
@@ -307,8 +321,7 @@ def test_host_wide_the_priority_victim_dies_before_the_kernel_acts(
     set_xattr(cgroups, low, "badness", "100")
     set_xattr(cgroups, hi, "badness", "900")
     small = cgroups.hog(low, mib=40)
-    vmstat = Path("/proc/vmstat").read_text()
-    before = int(vmstat.split("oom_kill ")[1].split()[0])
+    before = vmstat_oom_kills()
     d = Daemon(tmp_path, "/", "--host-delay", "0")
     daemons.append(d)
     d.wait_for("daemon_took_over", "/", timeout=60)
@@ -318,6 +331,5 @@ def test_host_wide_the_priority_victim_dies_before_the_kernel_acts(
     assert field(line, "pid") == str(small.pid), line
     assert small.wait(timeout=30) == -signal.SIGKILL
     g.wait(timeout=30)
-    after = int(Path("/proc/vmstat").read_text().split("oom_kill ")[1].split()[0])
-    assert after == before, "the kernel's OOM killer acted"
+    assert vmstat_oom_kills() == before, "the kernel's OOM killer acted"
     assert d.stop() == 0

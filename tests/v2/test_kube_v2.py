@@ -23,7 +23,7 @@ from tests.kubeserver import fake_kubelet
 from tests.kubetree import build, container_dir, load, pods_of
 from tests.realkernel import TestCgroups
 from tests.test_daemon_kernel import Daemon, daemons
-from tests.v2.test_daemon_v2 import field, grow
+from tests.v2.test_daemon_v2 import field, grow, vmstat_oom_kills
 
 __all__ = ["daemons"]
 TOKEN = "guest-token"
@@ -41,10 +41,6 @@ def loopback_up() -> None:
         flags = struct.unpack("16sh", fcntl.ioctl(s, siocgifflags, ifr))[1]
         if not flags & iff_up:
             fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
-
-
-def vmstat_oom_kills() -> int:
-    return int(Path("/proc/vmstat").read_text().split("oom_kill ")[1].split()[0])
 
 
 @pytest.mark.parametrize("driver", ["systemd", "cgroupfs"])
