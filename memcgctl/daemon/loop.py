@@ -71,6 +71,10 @@ class LoopPorts(Protocol):
     def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call."""
 
+    def exit_fds(self) -> list[int]:
+        """The pidfds of the victims still exiting: the loop wakes when one fires (the
+        core then writes the kill's records and looks again)."""
+
     def close_all(self) -> None:
         """Close every fd (on the way out)."""
 
@@ -274,8 +278,17 @@ class Loop:
             wake = pulse
         timeout_ms = max(0, int((wake - now) * 1000) + 1)
         fds = self._register()
-        for fd, mask in self._poller.poll(timeout_ms):
-            if fd == self._wake_r:
+        poller, exits = self._poller, self.ports.exit_fds()
+        for fd in exits:
+            poller.register(fd, select.POLLIN)
+        try:
+            ready = poller.poll(timeout_ms)
+        finally:
+            for fd in exits:
+                with contextlib.suppress(KeyError):
+                    poller.unregister(fd)
+        for fd, mask in ready:
+            if fd == self._wake_r or fd in exits:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 64)
                 continue
