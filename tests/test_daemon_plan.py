@@ -458,3 +458,20 @@ def test_nothing_signalled_holds_nothing_back(fake_v1: FakeHost) -> None:
     assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"]
     assert kill_record(ports)["killed"] == []
     assert core.watches[JOBS].quiet_until is None
+
+
+class BrokenKillPorts(FakePorts):
+    """The kill raises something unexpected (a bug) after the hold began."""
+
+    def kill(self, decision: Decision) -> list[int]:
+        raise RuntimeError("kill bug")
+
+
+def test_a_kill_that_failed_midway_holds_nothing_back(fake_v1: FakeHost) -> None:
+    ports, core, clock, _ = daemon(jobs(fake_v1), ports_type=BrokenKillPorts)
+    ports.slow_exit = True
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 1.0))
+    core.tick(at(clock, 1.0))  # acts: the kill raises, /jobs is handed to the kernel
+    assert ports.held is None
+    assert "daemon_error" in ports.kinds() and "daemon_released" in ports.kinds()

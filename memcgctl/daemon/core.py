@@ -365,6 +365,7 @@ class DaemonCore:
                 self._tick_one(w, now, deadlines)
             except Exception as exc:
                 self._isolate(w.cg, now, "tick", exc)
+        self._settle(now)  # a kill that failed midway holds nothing back
         if self.hooks is not None:
             hook_due = self.hooks.reap()
             if hook_due is not None:
