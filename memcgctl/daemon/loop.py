@@ -288,7 +288,9 @@ class Loop:
                 with contextlib.suppress(KeyError):
                     poller.unregister(fd)
         for fd, mask in ready:
-            if fd == self._wake_r or fd in exits:
+            if fd in exits:
+                continue  # a victim exited: the next tick writes and looks (the core)
+            if fd == self._wake_r:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 64)
                 continue
