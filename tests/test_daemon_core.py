@@ -44,6 +44,11 @@ class FakePorts:
         self.tree_mark = 0  # the tree watch's mark (a test moves it: a change seen)
         self.stamps = 0  # plan_stamp calls
         self.armed: dict[Scope, bool] = {}  # v2: the valve's lower step wanted (arm_near)
+        # victims exit only once in ``dead`` (their pidfd fires then); off: at once
+        self.slow_exit = False
+        self.held: list[dict[str, Any]] | None = None  # records held back (hold_records)
+        self.exit_asks = 0  # exited() calls
+        self.reaped: list[int] = []  # victims whose memory was reaped (reap)
 
     def plan_stamp(self, decision: Decision) -> Hashable | None:
         self.stamps += 1
@@ -99,7 +104,24 @@ class FakePorts:
         return [p for p in pids if p not in self.dead]
 
     def emit(self, event: DaemonRecord) -> None:
+        if self.held is not None:
+            self.held.append(cast("dict[str, Any]", event))
+            return
         self.events.append(cast("dict[str, Any]", event))
+
+    def hold_records(self, on: bool) -> None:
+        if on:
+            self.held = [] if self.held is None else self.held
+            return
+        held, self.held = self.held or [], None
+        self.events += held
+
+    def reap(self, pids: list[int]) -> None:
+        self.reaped += pids
+
+    def exited(self, pids: Iterable[int]) -> bool:
+        self.exit_asks += 1
+        return not self.slow_exit or all(p in self.dead for p in pids)
 
     def kinds(self) -> list[str]:
         return [e["kind"] for e in self.events]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,6 +76,7 @@ class FakePorts:
         self.results: dict[int, Wake] = {}
         self.consumed: list[tuple[Scope, bool]] = []
         self.kills: list[tuple[CgroupPath, ProcessInfo]] = []
+        self.exiting: list[int] = []  # pidfds of victims still exiting (exit_fds)
 
     def watch(
         self, fd: int, cg: Scope | Feed, mask: int = select.POLLIN, result: Wake = Wake.FIRED
@@ -110,6 +112,9 @@ class FakePorts:
         self.calls.append("kernel_kills")
         out, self.kills = self.kills, []
         return out
+
+    def exit_fds(self) -> list[int]:
+        return list(self.exiting)
 
     def close_all(self) -> None:
         self.calls.append("close_all")
@@ -475,3 +480,32 @@ def test_the_start_walk_for_orphaned_marks_serves_notifications(pipe: tuple[int,
     ports.release_orphans = walking_release  # type: ignore[method-assign]
     run_for(loop, 5.0, until=lambda: bool(during))
     assert during == [[A]] and not core.faults
+
+
+def test_a_victims_exit_wakes_the_loop() -> None:
+    """Issue 22: after a kill the core waits for the victim's exit (its pidfd) before it
+    writes the records and looks again; the loop sleeps on that pidfd too."""
+    _, core, ports = make()
+    victim = subprocess.Popen(["sleep", "30"])
+    pidfd = os.pidfd_open(victim.pid)
+    try:
+
+        def deadline(now: float) -> float | None:
+            if len(core.ticks) >= 2:
+                ports.exiting.clear()  # the core saw it exit: the ports forget it
+            return None  # no deadline of its own: only the exit can wake it
+
+        core.deadline = deadline
+        ports.exiting.append(pidfd)
+        killer = threading.Timer(0.2, victim.kill)
+        killer.start()
+        loop = Loop(core, ports, rescan_interval=60)
+        run_for(loop, 10.0, until=lambda: len(core.ticks) >= 2)
+        killer.cancel()
+        assert len(core.ticks) >= 2  # woken by the exit, long before the 10 s
+        assert victim.wait(5) == -9
+    finally:
+        os.close(pidfd)
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 
 from memcgctl.actions.kill import make_killer
 from memcgctl.daemon.choosing import PLAN_COST, PLAN_MIN_PERIOD
-from memcgctl.daemon.core import DaemonCore, Settings
+from memcgctl.daemon.core import QUIET_S, DaemonCore, Settings
 from memcgctl.daemon.ports import STAMP_MAX_CGROUPS, RealPorts, procs_stamp
 from memcgctl.daemon.protocol import Mode, Reading
 from memcgctl.daemon.treewatch import TreeWatch
@@ -517,3 +517,115 @@ def test_a_delay0_valve_asks_for_its_lower_step_and_plans_at_its_event(
     assert ports.armed == {JOBS: False}
     v1_ports, _, _, _ = daemon(jobs(fake_v1), mode=Mode.OOM)
     assert v1_ports.armed == {}
+
+
+# -- after the signal: out of the exiting victim's way (issue 22) -----------------------
+class LookingPorts(FakePorts):
+    """Counts the looks at /jobs (level reads)."""
+
+    looks = 0
+
+    def level(self, cg: Scope) -> Reading:
+        self.looks += 1
+        return super().level(cg)
+
+
+def quiet_kill(fake_v1: FakeHost) -> tuple[LookingPorts, DaemonCore, Clock]:
+    """A standing plan used at the event (1.03 s); the victim (pid 10) exits only once
+    the test says so."""
+    ports, core, clock, _ = daemon(jobs(fake_v1), ports_type=LookingPorts)
+    assert isinstance(ports, LookingPorts)
+    ports.slow_exit = True
+    near_and_planned(ports, core, clock, t=1.0)
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 1.03))
+    assert ports.killed == [10]
+    return ports, core, clock
+
+
+def test_the_kills_records_and_the_next_look_wait_until_the_victim_exited(
+    fake_v1: FakeHost,
+) -> None:
+    ports, core, clock = quiet_kill(fake_v1)
+    before = list(ports.events)
+    assert ports.held is not None and [e["kind"] for e in ports.held] == [
+        "under_oom",
+        "daemon_kill",
+    ]
+    looks = ports.looks
+    # while it exits: no record written, no look, however often the loop wakes
+    assert core.tick(at(clock, 1.031)) == pytest.approx(1.03 + QUIET_S)
+    core.notify(JOBS, at(clock, 1.032))  # the valve fired again
+    core.tick(at(clock, 1.032))
+    assert ports.events == before and ports.looks == looks
+    ports.dead.add(10)  # its pidfd fires: the loop wakes and ticks
+    core.tick(at(clock, 1.033))
+    assert ports.held is None
+    assert ports.kinds()[len(before) :] == ["under_oom", "daemon_kill"]  # the same order
+    under, kill = ports.events[-2], ports.events[-1]
+    assert kill["pid"] == 10 and kill["plan_age_ms"] == 30.0 and kill["late_ms"] == 0.0
+    assert "time" in under  # under_oom still carries the episode's start
+    assert ports.looks == looks + 1  # the first look after the kill, now
+    assert ports.reaped == []  # it freed its own memory: nothing to reap
+
+
+def test_a_victim_that_does_not_exit_holds_the_records_back_only_briefly(
+    fake_v1: FakeHost,
+) -> None:
+    ports, core, clock = quiet_kill(fake_v1)
+    looks = ports.looks
+    core.tick(at(clock, 1.03 + QUIET_S - 0.001))
+    assert "daemon_kill" not in ports.kinds() and ports.looks == looks
+    core.tick(at(clock, 1.03 + QUIET_S))
+    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"] and ports.held is None
+    assert ports.looks == looks + 1
+    assert ports.reaped == [10]  # still exiting: its memory is given back from here
+    # the episode goes on as before: looked at again soon, the next round at the grace
+    assert core.watches[JOBS].next_check is not None
+    ports.dead.add(10)
+    core.tick(at(clock, 1.03 + core.settings.grace + 0.01))
+    assert core.watches[JOBS].rounds == 2 and ports.killed == [10, 11]
+
+
+def test_records_held_back_are_written_when_the_daemon_stops(fake_v1: FakeHost) -> None:
+    ports, core, _ = quiet_kill(fake_v1)
+    assert "daemon_kill" not in ports.kinds()
+    core.release_all()  # stopped right after the signal
+    assert ports.held is None
+    assert ports.kinds()[-3:] == ["under_oom", "daemon_kill", "daemon_released"]
+
+
+class GoneVictimPorts(FakePorts):
+    """Every victim has gone by the time of its signal."""
+
+    def kill(self, decision: Decision) -> list[int]:
+        return []
+
+
+def test_nothing_signalled_holds_nothing_back(fake_v1: FakeHost) -> None:
+    ports, core, clock, _ = daemon(jobs(fake_v1), ports_type=GoneVictimPorts)
+    ports.slow_exit = True
+    near_and_planned(ports, core, clock, t=1.0)
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 1.03))
+    assert ports.held is None  # written at once: no victim to wait for
+    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"]
+    assert kill_record(ports)["killed"] == []
+    assert core.watches[JOBS].quiet_until is None
+
+
+class BrokenKillPorts(FakePorts):
+    """The kill raises something unexpected (a bug) after the hold began."""
+
+    def kill(self, decision: Decision) -> list[int]:
+        raise RuntimeError("kill bug")
+
+
+def test_a_kill_that_failed_midway_holds_nothing_back(fake_v1: FakeHost) -> None:
+    ports, core, clock, _ = daemon(jobs(fake_v1), ports_type=BrokenKillPorts)
+    ports.slow_exit = True
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 1.0))
+    core.tick(at(clock, 1.0))  # acts: the kill raises, /jobs is handed to the kernel
+    assert ports.held is None
+    assert "daemon_error" in ports.kinds() and "daemon_released" in ports.kinds()

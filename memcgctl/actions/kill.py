@@ -145,15 +145,21 @@ class Killer:
         sig: int = signal.SIGKILL,
         start_time: int | None = None,
         exact: bool = False,
+        handle: int | None = None,
+        release: bool = True,
     ) -> bool:
         """Signal PID only if it is (still) in ``expected_cgroup`` (or below it, unless
         ``exact``) and, when given, still has ``start_time``.  False if it was gone,
-        left, or the pid now names another process."""
+        left, or the pid now names another process.  ``handle``: one the caller opened
+        on pid (with this signaller) and keeps open; otherwise one is opened here.
+        ``release``: after SIGKILL, reap its memory at once (``process_mrelease``)."""
         if pid in (1, self.self_pid):
             raise UsageProblem(f"pid {pid}: refusing to signal init or memcgctl itself")
-        handle = self.signaller.open(pid)
+        own = handle is None
         if handle is None:
-            return False
+            handle = self.signaller.open(pid)
+            if handle is None:
+                return False
         try:
             try:
                 cg = self.cgroup_of(pid)
@@ -166,11 +172,12 @@ class Killer:
             if not self.signaller.send(handle, sig):
                 return False
             self.engines.after_send(handle, sig)
-            if sig == signal.SIGKILL:
+            if sig == signal.SIGKILL and release:
                 self.signaller.release(handle)
             return True
         finally:
-            self.signaller.close(handle)
+            if own:
+                self.signaller.close(handle)
 
     # -- the whole subtree ------------------------------------------------------------------
     def plan(

@@ -28,6 +28,10 @@ domain stays held for userspace at the valve, thawed, said once per episode).  E
 continuous episode: once the domain has *recovered* (fallen well below the valve) a new
 OOM starts at round 1.  Watches are re-checked at the poll interval the ports ask for,
 and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
+Right after a kill's signal the core keeps quiet: the kill's records are held back and
+the watch is not looked at until the victim has exited (its pidfd fires: the loop
+wakes) or ``QUIET_S`` has passed (then its memory is reaped from here), so that the
+victim's exit gets the CPU; held records are written in order, also when stopping.
 
 The victim is chosen ahead, so that at the deadline the kill is only a signal: with a
 delay, just before the deadline; with delay 0, as a *standing plan* kept while the ports
@@ -85,10 +89,18 @@ class Watch:
     next_refresh: float = 0.0  # a standing plan: not chosen again before this
     poll_s: float = 0.0  # the last poll interval the ports asked for (the host's)
     said_stuck: bool = False  # nothing killable was reported in this episode
+    # right after a signal: no records written, no look taken until the victims exited
+    # or this time has come (the victim's exit needs the CPU, not us)
+    quiet_until: float | None = None
+    quiet_pids: list[int] = field(default_factory=list)
 
 
 QUARANTINE_S = 30.0  # a memcg that raised an unexpected error is left alone this long
 FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" check
+# after a kill's signal: the records and the first look wait until the victim exited,
+# this long at most (measured in the v2 guest, issue 22: writing them at once cost the
+# exiting victim 10-30 ms of CPU on 2 vCPUs; a bare handler just sleeps on the pidfd)
+QUIET_S = 0.005
 MAX_CHECK = 0.1
 _SOURCE = {Mode.OOM: "memory.oom_control", Mode.VALVE: "memory.events", Mode.HOST: "meminfo"}
 
@@ -205,6 +217,7 @@ class DaemonCore:
 
     def release_watches(self, why: str) -> None:
         """Release every managed memcg (the daemon goes on: it may take them again)."""
+        self._settle(0.0, stopping=True)  # what a kill held back comes first
         for cg in sorted(self.watches):
             self._release(cg, why)
 
@@ -224,7 +237,7 @@ class DaemonCore:
     def notify(self, cg: Scope, now: float) -> None:
         """A notification about cg fired (v1 eventfd, memory.events, PSI)."""
         w = self.watches.get(cg)
-        if w is not None:
+        if w is not None and w.quiet_until is None:  # quiet: looked at when it ends
             try:
                 self._check(w, now)
             except Exception as exc:
@@ -346,11 +359,13 @@ class DaemonCore:
     def tick(self, now: float) -> float | None:
         """Act on every episode whose time has come; return the next deadline."""
         deadlines: list[float] = []
+        self._settle(now)
         for w in list(self.watches.values()):
             try:
                 self._tick_one(w, now, deadlines)
             except Exception as exc:
                 self._isolate(w.cg, now, "tick", exc)
+        self._settle(now)  # a kill that failed midway holds nothing back
         if self.hooks is not None:
             hook_due = self.hooks.reap()
             if hook_due is not None:
@@ -358,6 +373,9 @@ class DaemonCore:
         return min(deadlines) if deadlines else None
 
     def _tick_one(self, w: Watch, now: float, deadlines: list[float]) -> None:
+        if w.quiet_until is not None:
+            deadlines.append(w.quiet_until)  # or the victim's exit wakes the loop
+            return
         due_check = w.next_check is not None and now >= w.next_check
         if due_check or w.episode_start is not None:
             self._check(w, now)
@@ -442,6 +460,7 @@ class DaemonCore:
                 return
             if self.hooks is not None:
                 self.hooks.killing(w.cg, decision)  # a late pre-kill hook is stopped
+            self.ports.hold_records(True)  # written once the victim exited (_settle)
             pids = self._kill(w, decision)
             if self.clock is not None:  # the deadline to the signal
                 late = round((self.clock() - self._due(w)) * 1000, 1)
@@ -460,6 +479,30 @@ class DaemonCore:
             fields["plan_age_ms"] = round(age, 1)
         self._emit("daemon_kill", w.cg, killed=pids, **fields)
         self._killed(w, now, pids)
+        w.quiet_until, w.quiet_pids = now + QUIET_S, pids
+        w.next_check = w.quiet_until
+        self._settle(now)  # nothing signalled: written at once
+
+    def _settle(self, now: float, stopping: bool = False) -> None:
+        """End the quiet after a kill where its victims exited or its time has come
+        (all of them when ``stopping``); once no watch is quiet, the records held
+        meanwhile are written, in order, and the ended ones are looked at now."""
+        quiet = False
+        for w in self.watches.values():
+            if w.quiet_until is None:
+                continue
+            if stopping or self.ports.exited(w.quiet_pids):
+                w.quiet_until, w.quiet_pids = None, []
+                w.next_check = now
+            elif now >= w.quiet_until:
+                # not exited yet (stuck in the kernel?): its memory is reaped from here
+                self.ports.reap(w.quiet_pids)
+                w.quiet_until, w.quiet_pids = None, []
+                w.next_check = now
+            else:
+                quiet = True
+        if not quiet:
+            self.ports.hold_records(False)
 
     def _say_under(self, w: Watch, under: dict[str, Any] | None) -> None:
         if under is not None:

@@ -3,9 +3,11 @@
 A victim stuck in the kernel (D state, the v1 freezer) does not die at once.  It must
 count once: never chosen again, never signalled again, never journaled again.  Each is
 held by a pidfd taken before the signal, so a recycled pid is never mistaken for it;
-the pidfd turns readable when the process exits, and then it is forgotten.  Its memory
-was given back with ``process_mrelease`` right after the signal (the killer does that),
-so it does not hold the next victim back beyond ``--grace``.
+the pidfd turns readable when the process exits, and then it is forgotten.  The same
+pidfd carries the signal (one ``pidfd_open`` per victim).  A victim that has not exited
+within the core's quiet after the signal (``QUIET_S``) has its memory given back with
+``process_mrelease`` then (``Kills.reap``), so it does not hold the next victim back
+beyond ``--grace``.
 """
 
 from __future__ import annotations
@@ -85,6 +87,16 @@ class Dying:
     def pids(self) -> set[int]:
         self.prune()
         return set(self._fds)
+
+    def handles(self, pids: list[int]) -> list[tuple[int, int]]:
+        """(pid, pidfd) of those of pids still exiting."""
+        self.prune()
+        return [(pid, self._fds[pid]) for pid in pids if pid in self._fds]
+
+    def fds(self) -> list[int]:
+        """The pidfds of those still exiting."""
+        self.prune()
+        return list(self._fds.values())
 
     def hide(self, snap: Snapshot) -> Snapshot:
         """snap with every dying victim no longer killable: no policy chooses it again."""

@@ -129,20 +129,51 @@ class Recorder:
         self.writer = JournalWriter(
             journal, lambda text: self.line(Priority.WARNING, "journal_failed", "-", error=text)
         )
+        # held while a victim exits (issue 22): what was emitted or appended meanwhile,
+        # in order; None: not holding
+        self._held: list[tuple[DaemonRecord, Event] | list[Event]] | None = None
+
+    def hold(self, on: bool) -> None:
+        """Hold the log lines and records back (on), or write what was held, in order
+        (off): right after a signal the victim's exit needs the CPU, not us."""
+        if on:
+            if self._held is None:
+                self._held = []
+            return
+        held, self._held = self._held, None
+        if not held:
+            return
+        records: list[Event] = []
+        for item in held:
+            if isinstance(item, list):
+                records += item
+            else:
+                self._line_of(item[0])
+                records.append(item[1])
+        self.writer.put(records)  # one wake-up of the writer for all of them
 
     def emit(self, event: DaemonRecord) -> None:
         """A decision of the core: its log line and its journal record."""
-        record = journaled(event)
+        if self._held is not None:
+            self._held.append((event, journaled(event)))  # its time: now, not when written
+            return
+        self._line_of(event)
+        self.append([journaled(event)])
+
+    def _line_of(self, event: DaemonRecord) -> None:
+        """Write event's log line."""
         self.line(
             priority_of(event),
             str(event["kind"]),
             str(event["cgroup"]),
             **{k: v for k, v in event.items() if k not in ("kind", "cgroup")},
         )
-        self.append([record])
 
     def append(self, records: list[Event]) -> None:
         """Hand records to the journal writer: a kill never waits on the journal."""
+        if self._held is not None:
+            self._held.append(records)
+            return
         self.writer.put(records)
 
     def line(self, prio: Priority, kind: str, cg: str, **fields: Any) -> None:
@@ -158,7 +189,9 @@ class Recorder:
             self.log.flush()
 
     def close(self) -> None:
-        """The journal writer's last flush (bounded), after the last record."""
+        """The journal writer's last flush (bounded), after the last record; what was
+        held is written first."""
+        self.hold(False)
         self.writer.close()
 
 
@@ -178,9 +211,14 @@ class Kills:
         victim = decision.victim
         if victim is None or victim.pid in self.dying:
             return []  # a kill already sent is not sent (nor counted) again
+        # one pidfd: the signal goes through the one that then watches the exit
         pin = self.dying.pin(victim.pid)
+        if pin is None:
+            return []  # gone already
         try:
-            ok = self.killer.kill_process(victim.pid, victim.cgroup, signal.SIGKILL, exact=True)
+            ok = self.killer.kill_process(
+                victim.pid, victim.cgroup, signal.SIGKILL, exact=True, handle=pin, release=False
+            )
         except MemcgctlError as exc:
             self.dying.discard(pin)
             self.recorder.line(
@@ -193,6 +231,13 @@ class Kills:
         self.dying.add(victim.pid, pin)
         self._journal([(victim.pid, victim.comm, victim.cgroup, PIDFD)], decision.oom_root)
         return [victim.pid]
+
+    def reap(self, pids: list[int]) -> None:
+        """process_mrelease the victims among pids that are still exiting: not at the
+        signal (the victim frees its own memory then, on a CPU we leave it), but when
+        it has not exited within the quiet after it (stuck in the kernel)."""
+        for _, fd in self.dying.handles(pids):
+            self.killer.signaller.release(fd)
 
     def kill_all(self, cg: CgroupPath) -> list[int]:
         sent = self.dying.pids()  # killed before: signalled again, counted once

@@ -71,6 +71,10 @@ class LoopPorts(Protocol):
     def kernel_kills(self) -> list[tuple[CgroupPath, ProcessInfo]]:
         """(OOM domain, victim) of every kernel OOM kill logged since the last call."""
 
+    def exit_fds(self) -> list[int]:
+        """The pidfds of the victims still exiting: the loop wakes when one fires (the
+        core then writes the kill's records and looks again)."""
+
     def close_all(self) -> None:
         """Close every fd (on the way out)."""
 
@@ -274,7 +278,18 @@ class Loop:
             wake = pulse
         timeout_ms = max(0, int((wake - now) * 1000) + 1)
         fds = self._register()
-        for fd, mask in self._poller.poll(timeout_ms):
+        poller, exits = self._poller, self.ports.exit_fds()
+        for fd in exits:
+            poller.register(fd, select.POLLIN)
+        try:
+            ready = poller.poll(timeout_ms)
+        finally:
+            for fd in exits:
+                with contextlib.suppress(KeyError):
+                    poller.unregister(fd)
+        for fd, mask in ready:
+            if fd in exits:
+                continue  # a victim exited: the next tick writes and looks (the core)
             if fd == self._wake_r:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 64)

@@ -534,6 +534,20 @@ class RealPorts:
     def emit(self, event: DaemonRecord) -> None:
         self.recorder.emit(event)
 
+    def hold_records(self, on: bool) -> None:
+        self.recorder.hold(on)
+
+    def exited(self, pids: Iterable[int]) -> bool:
+        dying = self.dying.pids()
+        return not any(pid in dying for pid in pids)
+
+    def reap(self, pids: list[int]) -> None:
+        self.kills.reap(pids)
+
+    def exit_fds(self) -> list[int]:
+        """The pidfds of the victims still exiting: the loop wakes when one fires."""
+        return self.dying.fds()
+
     def snapshot(self, cg: CgroupPath) -> Snapshot:
         # a process is read when looked at (issue 22); dying victims are not killable
         return self.dying.hide(self.env.snapshot(cg, lazy=True))

@@ -110,3 +110,15 @@ class CorePorts(Protocol):
 
     def emit(self, event: DaemonRecord) -> None:
         """Report a decision (stderr log, journal)."""
+
+    def hold_records(self, on: bool) -> None:
+        """Hold what is emitted (and journaled by a kill) back while a victim exits
+        (on); write it all, in order, when off."""
+
+    def exited(self, pids: Iterable[int]) -> bool:
+        """Every one of pids has exited (the pidfd taken for its signal fired), or was
+        never held by one."""
+
+    def reap(self, pids: list[int]) -> None:
+        """Give the memory of those of pids still exiting back now (process_mrelease):
+        they did not exit within the quiet after their signal."""
