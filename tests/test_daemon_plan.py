@@ -434,6 +434,16 @@ def test_a_stamp_reads_at_most_the_cap_however_big_the_tenants_tree(
     assert whole is not None and fs.reads == 2 + empties * depth  # the levels + the tenant's
 
 
+def real_ports(host: FakeHost, tmp_path: Path) -> RealPorts:
+    env = host.env()
+    return RealPorts(
+        env,
+        make_killer(env.proc_root, env.fs, env.proc),
+        Journal(tmp_path / "state"),
+        log=io.StringIO(),
+    )
+
+
 def test_real_ports_keep_no_stamp_beyond_the_cap_and_check_a_moved_mark_without_reading(
     fake_v1: FakeHost, tmp_path: Path
 ) -> None:
@@ -442,12 +452,7 @@ def test_real_ports_keep_no_stamp_beyond_the_cap_and_check_a_moved_mark_without_
     the domain fails the plan before any cgroup.procs is read."""
     host = tenant_tree(fake_v1, 3)
     env = host.env()
-    ports = RealPorts(
-        env,
-        make_killer(env.proc_root, env.fs, env.proc),
-        Journal(tmp_path / "state"),
-        log=io.StringIO(),
-    )
+    ports = real_ports(host, tmp_path)
     ports.tree = TreeWatch(env.fs, CgroupPath("/"), lambda *_: None)
     try:
         ports.tree.refresh()
@@ -484,13 +489,7 @@ def test_a_choice_over_a_tenants_thousands_of_cgroups_beats_the_heartbeat(
     taken for a hang by the guardian (in the v2 guest, 2,000 cgroups took it past the
     heartbeat's 2.5 s and the guardian released the memcg to the kernel's OOM killer)."""
     host = tenant_tree(fake_v1, 300)
-    env = host.env()
-    ports = RealPorts(
-        env,
-        make_killer(env.proc_root, env.fs, env.proc),
-        Journal(tmp_path / "state"),
-        log=io.StringIO(),
-    )
+    ports = real_ports(host, tmp_path)
     beats: list[int] = []
     pulses: list[int] = []
     ports.beat = lambda: beats.append(1)

@@ -157,15 +157,22 @@ def test_a_delay0_valve_steps_down_far_from_it_and_is_raised_at_its_event(
     assert high_of(d) == str(USER) and owner.MARK not in os.listxattr(d)
 
 
-def test_disarmed_the_valve_is_raised_at_once(fake_v2: FakeHost, tmp_path: Path) -> None:
-    d = fake_v2.cgroup("/jobs", limit=LIMIT, usage=100 * MIB, delay_ms=0)
+def at_the_lower_step(host: FakeHost, tmp_path: Path) -> tuple[Path, CgroupPath, RealPorts]:
+    """A delay-0 memcg with the user's own memory.high, taken over and far from its
+    valve: memory.high at the valve's lower step."""
+    d = host.cgroup("/jobs", limit=LIMIT, usage=100 * MIB, delay_ms=0)
     (d / "memory.high").write_text(f"{USER}\n")
     cg = CgroupPath("/jobs")
-    p = ports(fake_v2, tmp_path, "this-boot/2/2")
+    p = ports(host, tmp_path, "this-boot/2/2")
     assert p.take_over(cg) is not None
     p.arm_near(cg, True)
     p.level(cg)
     assert high_of(d) == str(LOW)
+    return d, cg, p
+
+
+def test_disarmed_the_valve_is_raised_at_once(fake_v2: FakeHost, tmp_path: Path) -> None:
+    d, cg, p = at_the_lower_step(fake_v2, tmp_path)
     p.arm_near(cg, False)  # e.g. the delay became 1 s
     assert high_of(d) == str(VALVE)
     p.level(cg)
@@ -178,14 +185,7 @@ def test_the_users_memory_high_written_over_the_lower_step_is_theirs(
     """A memory.high the user writes while the valve is at its lower step is their own:
     the valve follows it (the lower of the two), and without a valve to write there is
     no step; release leaves the user's value."""
-    d = fake_v2.cgroup("/jobs", limit=LIMIT, usage=100 * MIB, delay_ms=0)
-    (d / "memory.high").write_text(f"{USER}\n")
-    cg = CgroupPath("/jobs")
-    p = ports(fake_v2, tmp_path, "this-boot/2/2")
-    assert p.take_over(cg) is not None
-    p.arm_near(cg, True)
-    p.level(cg)
-    assert high_of(d) == str(LOW)
+    d, cg, p = at_the_lower_step(fake_v2, tmp_path)
     (d / "memory.high").write_text(f"{150 * MIB}\n")
     p.level(cg)
     assert high_of(d) == str(150 * MIB)

@@ -36,18 +36,26 @@ pytestmark = [pytest.mark.kernel, needs_setpriv]
 EMPTIES = 2000  # the tenant's empty cgroups, ranked before its own work
 LIMIT = 128 << 20
 
-# nobody's part: its work cgroup, then the empty ones ranked first, all through user.*
-MAKE_AS_NOBODY = (
-    "import os, sys\n"
-    "deleg, n = sys.argv[1], int(sys.argv[2])\n"
-    "work = os.path.join(deleg, 'work')\n"
-    "os.mkdir(work)\n"
-    "os.setxattr(work, 'user.memcgctl.badness', b'500')\n"
-    "for i in range(n):\n"
-    "    d = os.path.join(deleg, 'e%05d' % i)\n"
-    "    os.mkdir(d)\n"
-    "    os.setxattr(d, 'user.memcgctl.badness', b'1')\n"
-)
+
+def tenant_script(*, enable_memory: bool = False) -> str:
+    """nobody's part: (v2: the memory controller for its children,) its work cgroup,
+    then EMPTIES empty ones ranked first, all through user.*"""
+    enable = (
+        "with open(os.path.join(deleg, 'cgroup.subtree_control'), 'w') as f:\n"
+        "    f.write('+memory')\n"
+    )
+    return (
+        "import os, sys\n"
+        "deleg, n = sys.argv[1], int(sys.argv[2])\n"
+        + (enable if enable_memory else "")
+        + "work = os.path.join(deleg, 'work')\n"
+        "os.mkdir(work)\n"
+        "os.setxattr(work, 'user.memcgctl.badness', b'500')\n"
+        "for i in range(n):\n"
+        "    d = os.path.join(deleg, 'e%05d' % i)\n"
+        "    os.mkdir(d)\n"
+        "    os.setxattr(d, 'user.memcgctl.badness', b'1')\n"
+    )
 
 
 def xattrs(path: Path) -> dict[str, bytes]:
@@ -66,7 +74,7 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     set_xattr(cgroups, top, "oom_delay_ms", "0")
     d = delegate(cgroups, deleg)
     r = subprocess.run(
-        [*SETPRIV, SYSTEM_PYTHON, "-c", MAKE_AS_NOBODY, str(d), str(EMPTIES)],
+        [*SETPRIV, SYSTEM_PYTHON, "-c", tenant_script(), str(d), str(EMPTIES)],
         capture_output=True,
         text=True,
     )

@@ -17,32 +17,12 @@ from memcgctl.daemon.ports import STAMP_MAX_CGROUPS
 from memcgctl.daemon.watchdog import RELEASED_BY_GUARDIAN
 from tests.realkernel import TestCgroups, journaled, readable_helpers, subdirs
 from tests.test_daemon_kernel import Daemon, daemons, set_xattr
+from tests.test_plan_tenant_kernel import EMPTIES, tenant_script, xattrs
 from tests.v2.test_daemon_v2 import field, grow, no_kernel_kill
 from tests.v2.test_delegation_v2 import NOBODY, SETPRIV, SYSTEM_PYTHON, as_nobody, delegate
 
 __all__ = ["daemons"]
 MIB = 1 << 20
-EMPTIES = 2000  # the tenant's empty cgroups, ranked before its own work
-
-# nobody's part: the memory controller for its children, its work cgroup, then the
-# empty ones ranked first, all through user.*
-MAKE_AS_NOBODY = (
-    "import os, sys\n"
-    "deleg, n = sys.argv[1], int(sys.argv[2])\n"
-    "with open(os.path.join(deleg, 'cgroup.subtree_control'), 'w') as f:\n"
-    "    f.write('+memory')\n"
-    "work = os.path.join(deleg, 'work')\n"
-    "os.mkdir(work)\n"
-    "os.setxattr(work, 'user.memcgctl.badness', b'500')\n"
-    "for i in range(n):\n"
-    "    d = os.path.join(deleg, 'e%05d' % i)\n"
-    "    os.mkdir(d)\n"
-    "    os.setxattr(d, 'user.memcgctl.badness', b'1')\n"
-)
-
-
-def xattrs(path: Path) -> dict[str, bytes]:
-    return {n: os.getxattr(path, n) for n in os.listxattr(path)}
 
 
 def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_ours(
@@ -57,7 +37,7 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     set_xattr(cgroups, top, "oom_delay_ms", "0")
     d = delegate(cgroups, deleg)
     r = subprocess.run(
-        [*SETPRIV, SYSTEM_PYTHON, "-c", MAKE_AS_NOBODY, str(d), str(EMPTIES)],
+        [*SETPRIV, SYSTEM_PYTHON, "-c", tenant_script(enable_memory=True), str(d), str(EMPTIES)],
         capture_output=True,
         text=True,
     )
