@@ -4,11 +4,20 @@ exits (issue 22), then writes them in order; nothing held is lost at close."""
 from __future__ import annotations
 
 import io
+import signal
 
-from memcgctl.daemon.journaling import Recorder
+import pytest
+
+from memcgctl.actions.kill import Killer
+from memcgctl.daemon.dying import Dying
+from memcgctl.daemon.journaling import Kills, Recorder
+from memcgctl.logic.priority import select_priority_brief
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.records import Event, daemon_record, user_kill, utc_now_iso
 from tests.fakehost import FakeHost
+from tests.fakesignal import RecordingSignaller
+from tests.test_daemon_core import jobs
+from tests.test_daemon_plan import JOBS
 
 
 def kill_of(pid: int) -> Event:
@@ -64,3 +73,26 @@ def test_records_held_at_close_reach_the_journal(fake_v1: FakeHost) -> None:
     rec.close()  # the daemon stopped right after the signal
     assert "daemon_kill" in log.getvalue()
     assert [e["kind"] for e in journal.read()] == ["daemon_kill", "user_kill"]
+
+
+def test_a_victim_without_a_pidfd_to_spare_is_still_killed_and_reaped_at_once(
+    fake_v1: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal goes through the pidfd that then watches the exit; when none could be
+    taken (out of fds), the killer still signals through its own, checked the same way,
+    and reaps at once: no pidfd is kept to reap it after the quiet."""
+    host = jobs(fake_v1)
+    env = host.env()
+    sig = RecordingSignaller(host, lethal=frozenset())  # it takes its time dying
+    dying = Dying()
+    monkeypatch.setattr(dying, "pin", lambda pid: None)
+    rec = Recorder(Journal(host.state), io.StringIO())
+    try:
+        kills = Kills(Killer(env.fs, env.proc, sig, self_pid=999_999), dying, rec)
+        decision = select_priority_brief(env.snapshot(JOBS, lazy=True), JOBS, ())
+        assert decision.victim is not None and decision.victim.pid == 10
+        assert kills.kill(decision) == [10]
+        assert sig.sent == [(10, signal.SIGKILL)] and sig.released == [10]
+        assert 10 not in dying  # nothing kept: counted once by the journal, not re-sent
+    finally:
+        rec.close()

@@ -211,13 +211,18 @@ class Kills:
         victim = decision.victim
         if victim is None or victim.pid in self.dying:
             return []  # a kill already sent is not sent (nor counted) again
-        # one pidfd: the signal goes through the one that then watches the exit
+        # one pidfd: the signal goes through the one that then watches the exit.  None
+        # (gone, or no fd to spare): the killer tries with its own and reaps at once,
+        # since no pidfd is kept to reap it later
         pin = self.dying.pin(victim.pid)
-        if pin is None:
-            return []  # gone already
         try:
             ok = self.killer.kill_process(
-                victim.pid, victim.cgroup, signal.SIGKILL, exact=True, handle=pin, release=False
+                victim.pid,
+                victim.cgroup,
+                signal.SIGKILL,
+                exact=True,
+                handle=pin,
+                release=pin is None,
             )
         except MemcgctlError as exc:
             self.dying.discard(pin)
