@@ -218,3 +218,19 @@ def test_a_dead_instances_lower_step_is_restored_and_adopted(
     assert p.valves[cg].user_high == USER and high_of(fake_v2.path("/adopted")) == str(VALVE)
     p.release(cg)
     assert high_of(fake_v2.path("/adopted")) == str(USER)
+
+
+def test_a_step_never_writes_over_a_users_memory_high_written_since_the_look(
+    fake_v2: FakeHost, tmp_path: Path
+) -> None:
+    """The user's write lands between the daemon's look and its step (seen in the v2
+    guest: systemd's MemoryHigh= lost under the lower step): the step leaves it, and
+    the next look takes it as the user's own value."""
+    d, cg, p = at_the_lower_step(fake_v2, tmp_path)
+    (d / "memory.high").write_text(f"{64 * MIB}\n")
+    v = p.knobs.step(p.valves[cg], False)
+    assert high_of(d) == str(64 * MIB) and v.lowered
+    p.level(cg)
+    assert high_of(d) == str(64 * MIB) and p.valves[cg].user_high == 64 * MIB
+    p.release(cg)
+    assert high_of(d) == str(64 * MIB)

@@ -111,6 +111,8 @@ class Knobs:
         values are in our mark already); the valve to keep."""
         if v.low is None or v.written is None or lowered == v.lowered or self.dry_run:
             return v
+        if self.fs.high(v.domain) != v.holding:
+            return v  # written by the user since our look: theirs (the next refresh takes it)
         new = dataclasses.replace(v, lowered=lowered)
         self.fs.write(v.domain, V2_HIGH, str(new.holding))
         kind = "valve_lowered" if lowered else "valve_raised"
