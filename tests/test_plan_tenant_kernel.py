@@ -62,6 +62,31 @@ def xattrs(path: Path) -> dict[str, bytes]:
     return {n: os.getxattr(path, n) for n in os.listxattr(path)}
 
 
+def contained_and_alive(
+    cgroups: TestCgroups,
+    deleg: Path,
+    dm: Daemon,
+    state: Path,
+    killed_at: float,
+    roots: list[Path],
+    before: dict[Path, dict[str, bytes]],
+) -> None:
+    """After the tenant's OOM: what nobody owns is inside its own subtree; the loop did
+    not stall (its heartbeat went on after the kill, the guardian never took over, it
+    stops cleanly when asked); and nothing outside the tenant's subtree changed (the
+    daemon's own marks on root's cgroups are gone with it)."""
+    owned = [p for p in subdirs(cgroups.path(cgroups.parent)) if os.stat(p).st_uid == NOBODY]
+    assert all(p == deleg or deleg in p.parents for p in owned) and len(owned) == EMPTIES + 2
+    beat = Path(heartbeat_path(str(state), dm.proc.pid))
+    deadline = time.monotonic() + 10
+    while os.stat(beat).st_mtime < killed_at and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.stat(beat).st_mtime >= killed_at
+    assert not any(RELEASED_BY_GUARDIAN in t or "guardian:" in t for _, t in dm.lines)
+    assert dm.stop() == 0
+    assert {p: xattrs(p) for p in roots} == before
+
+
 def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_ours(
     cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
@@ -108,18 +133,4 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
         assert oom_control(cgroups, cg)["oom_kill"] == 0  # the kernel killed nobody
     dm.wait_for("oom_resolved", top)
     assert journaled(tmp_path, "user_kill", victim.pid)["by"] == "daemon"
-    # what nobody owns is inside its own subtree
-    owned = [p for p in subdirs(cgroups.path(cgroups.parent)) if os.stat(p).st_uid == NOBODY]
-    assert all(p == d or d in p.parents for p in owned) and len(owned) == EMPTIES + 2
-    # the loop did not stall: its heartbeat went on after the kill, the guardian never
-    # took over, and it stops cleanly when asked
-    beat = Path(heartbeat_path(str(tmp_path), dm.proc.pid))
-    deadline = time.monotonic() + 10
-    while os.stat(beat).st_mtime < killed_at and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert os.stat(beat).st_mtime >= killed_at
-    assert not any(RELEASED_BY_GUARDIAN in t or "guardian:" in t for _, t in dm.lines)
-    assert dm.stop() == 0
-    # nothing outside the tenant's subtree changed: the daemon's own mark on the memcg
-    # it managed is gone with it
-    assert {p: xattrs(p) for p in roots} == before
+    contained_and_alive(cgroups, d, dm, tmp_path, killed_at, roots, before)
