@@ -194,7 +194,7 @@ class TestCgroups:
         process is in the memcg before it allocates anything)."""
         procs_file = self.path(cg) / "cgroup.procs"
         p = subprocess.Popen(
-            ["/bin/sh", "-c", f'echo $$ > "{procs_file}" && exec "$@"', "sh", *argv],
+            ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs_file), *argv],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )

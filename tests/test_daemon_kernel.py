@@ -25,7 +25,9 @@ CLAIM = "trusted.memcgctl.daemon_root"
 class Daemon:
     """`memcgctl daemon` as a subprocess; its stderr lines collected by a thread."""
 
-    def __init__(self, state: Path, root: str, *extra: str) -> None:
+    def __init__(
+        self, state: Path, root: str, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -41,6 +43,7 @@ class Daemon:
                 *extra,
             ],
             cwd=REPO,
+            env=env,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

@@ -170,6 +170,24 @@ class Heartbeat:
         self.fd = os.open(self.path, flags, 0o600)
         os.utime(self.fd, (0, 0))  # not beating yet (the first rescan may take a while)
         self._next = 0.0
+        self._pipe = -1  # the write end of the bash watcher's pipe (daemon/guardwatch.py)
+
+    def pipe(self) -> int:
+        """A pipe for the bash watcher: each beat writes a byte to it.  We keep the
+        write end (close-on-exec: no hook or other child inherits it, so its end of
+        file means we are gone; non-blocking: a full pipe costs no beat); the read end
+        is returned (close-on-exec, blocking) for the caller to hand over and close."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(w, False)
+        self.unpipe()
+        self._pipe = w
+        return r
+
+    def unpipe(self) -> None:
+        """No watcher reads the pipe (it could not start): beat the file alone."""
+        if self._pipe >= 0:
+            os.close(self._pipe)
+            self._pipe = -1
 
     def beat(self, now: float, force: bool = False) -> float:
         """Touch if due, or on this wake-up the loop has anyway if the last beat is
@@ -177,9 +195,14 @@ class Heartbeat:
         called again at the latest: the loop sleeps no longer (``now``: its clock)."""
         if force or now >= self._next - (BEAT_S - EARLY_S):
             try:  # noqa: SIM105 - (contextlib: 0.8 MiB in the guardian)
-                os.utime(self.fd)
+                os.utime(self.fd)  # the Python guardian's (and anyone's) sign of life
             except OSError:
                 pass
+            if self._pipe >= 0:
+                try:  # noqa: SIM105
+                    os.write(self._pipe, b".")  # the bash watcher's; full: EAGAIN, no matter
+                except OSError:
+                    pass
             self._next = now + BEAT_S
         return self._next
 
@@ -192,6 +215,8 @@ class Heartbeat:
         return True
 
     def close(self) -> None:
+        # the pipe stays open until we exit: its end of file tells the watcher we are
+        # gone, and this daemon still has marks to restore and its claim to remove
         os.close(self.fd)
         _unlink(self.path, self.released_note)
 

@@ -8,7 +8,10 @@ third of the import time, which under emulation is most of a release."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Sequence
 
 from memcgctl.daemon import guardian, owner
 from memcgctl.env import Env
@@ -46,5 +49,35 @@ def release_for_guardian(env: Env, root: CgroupPath, instance: str, state: str) 
         _log(f"guardian: daemon {pid} {state}; {cg}: restored {', '.join(knobs)}")
 
 
-def _log(line: str) -> None:
-    print(prefixed(Priority.WARNING, line), file=sys.stderr, flush=True)
+def main(args: Sequence[str]) -> int:
+    """The release the bash watcher runs (:mod:`~memcgctl.daemon.guardwatch`, through a
+    :func:`~memcgctl.daemon.guardian.light_argv` command line): ``PROC_ROOT CGROUP_ROOT
+    STATE_DIR ROOT INSTANCE STATE``.  Restores the marks, then, for a stopped or hung
+    daemon, leaves the *released* note (the daemon takes over afresh when it runs
+    again); for a dead one, removes its heartbeat and note."""
+    if len(args) != 6 or args[5] not in (guardian.DIED, guardian.STOPPED, guardian.HUNG):
+        _log("guardian: want PROC_ROOT CGROUP_ROOT STATE_DIR ROOT INSTANCE STATE", Priority.ERR)
+        return 2
+    proc_root, cgroup_root, state_dir, root, instance, state = args
+    pid = owner.instance_pid(instance)
+    if pid is None:
+        _log(f"guardian: {instance!r}: not an instance id", Priority.ERR)
+        return 2
+    heartbeat = guardian.heartbeat_path(state_dir, pid)
+    note = guardian.released_path(state_dir, pid)
+    try:
+        guardian_release(proc_root, cgroup_root, state_dir, root, instance, state)
+    finally:
+        if state == guardian.DIED:
+            for path in (heartbeat, note):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+    if state != guardian.DIED:
+        with contextlib.suppress(OSError):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(note, flags, 0o600))
+    return 0
+
+
+def _log(line: str, priority: Priority = Priority.WARNING) -> None:
+    print(prefixed(priority, line), file=sys.stderr, flush=True)

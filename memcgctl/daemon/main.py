@@ -26,6 +26,10 @@ from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, UsageProblem, Vanished
 from memcgctl.vocab.model import Snapshot
 
+TYPE_CHECKING = False  # (the daemon imports the guardian module only when it starts one)
+if TYPE_CHECKING:
+    from memcgctl.daemon.guardian import Heartbeat
+
 
 def log(priority: Priority, line: str) -> None:
     """A stderr line with its syslog priority prefix (journald reads it)."""
@@ -150,7 +154,7 @@ def run(env: Env, config: DaemonConfig) -> None:
     heartbeat = None
     if not dry_run and guardian_process(config.guardian, notifier):
         heartbeat = Heartbeat(str(env.state_dir), os.getpid())  # before the guardian looks
-        start_guardian(env, root, instance)
+        start_guardian(env, root, instance, heartbeat)
     if config.mlock and not unprivileged_shadow:
         mlockall()
     settings = Settings(grace=config.grace, max_rounds=config.max_rounds, dry_run=dry_run)
@@ -293,26 +297,53 @@ def release(env: Env, root: CgroupPath, dry_run: bool) -> Iterator[str]:
         yield f"{root}: would release nothing (no marks or claims of stopped daemons)"
 
 
-def start_guardian(env: Env, root: CgroupPath, instance: str) -> None:
-    """A small process that outlives a SIGKILLed daemon and restores its marks
-    (daemon/guardian.py: it holds a pidfd on the daemon, releases a stopped or hung
-    daemon's marks, and this instance's once it is gone; an orderly stop has released
-    everything: it finds nothing).  systemd's ExecStopPost= and WatchdogSec= do the
-    same (``--guardian=systemd``); this covers daemons run without them."""
-    from memcgctl.daemon import guardian
+def start_guardian(
+    env: Env, root: CgroupPath, instance: str, heartbeat: Heartbeat, bash: str | None = ""
+) -> None:
+    """A small process that outlives a SIGKILLed daemon and restores its marks: a bash
+    watcher reading a pipe we write a byte to per beat (daemon/guardwatch.py; 3 MiB
+    resident against a Python guardian's 8.7), or, with no bash on PATH (``bash``
+    None; "": look it up), the Python guardian (daemon/guardian.py: a pidfd and the
+    heartbeat file's mtime).  Either releases a stopped or hung daemon's marks, and
+    this instance's once it is gone (an orderly stop has released everything: it finds
+    nothing).  systemd's ExecStopPost= and WatchdogSec= do the same
+    (``--guardian=systemd``); this covers daemons run without them."""
+    from memcgctl.daemon import guardian, guardwatch
 
     cgroup_root = str(env.cgroup_root) if env.cgroup_root is not None else ""
-    argv = guardian.argv(
-        sys.executable, str(env.proc_root), cgroup_root, str(env.state_dir), root, instance
-    )
+    args = [str(env.proc_root), cgroup_root, str(env.state_dir), str(root), instance]
     # posix_spawn, not subprocess (0.4 MiB resident for the daemon's life): stdin and
     # stdout /dev/null, a session of its own, no fd of ours but stderr (Python opens its
-    # own close-on-exec; what the daemon inherited is closed, as close_fds did)
+    # own close-on-exec; what the daemon inherited is closed, as close_fds did) and the
+    # watcher's end of the pipe
     actions: list[tuple[int | str, ...]] = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
     ]
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_fds()]
+    if bash == "":
+        bash = guardwatch.find_bash(dict(os.environ))
+    if bash is not None:
+        _, pid, start = instance.split("/")
+        release = guardian.light_argv(sys.executable, "memcgctl.daemon.guardrelease", "main", args)
+        r = heartbeat.pipe()
+        fd = 3 if r != 3 else 4  # (a dup2 onto itself would keep it close-on-exec)
+        argv = guardwatch.argv(bash, fd, str(env.proc_root), int(pid), int(start), release)
+        try:
+            os.posix_spawn(
+                argv[0],
+                argv,
+                os.environ,
+                file_actions=[*actions, (os.POSIX_SPAWN_DUP2, r, fd)],
+                setsid=True,
+            )
+            return
+        except OSError as exc:
+            heartbeat.unpipe()
+            log(Priority.WARNING, f"no bash guardian ({exc}): starting the Python one")
+        finally:
+            os.close(r)
+    argv = guardian.argv(sys.executable, *args)
     try:
         os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True)
     except OSError as exc:
