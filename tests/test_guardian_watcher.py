@@ -230,15 +230,12 @@ def proc_state(pid: int) -> str:
 
 
 def test_the_watcher_releases_a_stop_takes_it_back_and_ends_at_the_pipes_eof(
-    cgroups: TestCgroups,
-    tmp_path: Path,
-    sleeper: tuple[subprocess.Popen[bytes], str],
-    capfd: pytest.CaptureFixture[str],
+    cgroups: TestCgroups, tmp_path: Path, sleeper: tuple[subprocess.Popen[bytes], str]
 ) -> None:
     """The watcher as the daemon starts it, over a stand-in daemon (a sleep) whose
     pipe the test writes: beats keep it quiet; stopped after beating, it is released
-    once (the note) and waits; a beat takes it back; the end of file (every write end
-    closed) is a death: the release with ``died``, heartbeat and note removed, exit 0."""
+    once (the note) and waits; a beat takes it back; silent while running, it is hung:
+    released again; the end of file (every write end closed) is a death: the release with ``died``, heartbeat and note removed, exit 0."""
     p, instance = sleeper
     env = Env(cgroup_root=None, proc_root=Path("/proc"), state_dir=tmp_path)
     hb = guardian.Heartbeat(str(tmp_path), p.pid)
@@ -261,6 +258,11 @@ def test_the_watcher_releases_a_stop_takes_it_back_and_ends_at_the_pipes_eof(
         time.sleep(0.5)
         hb.beat(0.0, force=True)
         assert Path(f"/proc/{watcher}").exists() and not note.exists()
+        assert proc_state(p.pid) != "T"
+        wait_until(note.exists, "a hang released", timeout=guardian.STALE_S + 15)  # silent
+        note.unlink()
+        hb.beat(0.0, force=True)  # back from the hang
+        time.sleep(0.5)
         hb.unpipe()  # the daemon's death, as the watcher sees it
         assert reap(watcher) == 0
         assert not Path(hb.path).exists() and not note.exists()

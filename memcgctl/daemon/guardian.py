@@ -1,7 +1,10 @@
 """The guardian's watch over its daemon, and the daemon's half of it: the heartbeat.
 
 Without systemd, a small guardian process outlives the daemon and releases its marks
-(``daemon --guard``).  It must notice not only a dead daemon but one that no longer
+(``daemon --guard``).  Its resident part is a bash watcher when the daemon finds bash
+(:mod:`~memcgctl.daemon.guardwatch`: it reads a pipe :meth:`Heartbeat.beat` writes a
+byte to, and keeps the timings below); this module's Python guardian is the fallback
+without bash, and the home of the timings and the daemon's :class:`Heartbeat`.  It must notice not only a dead daemon but one that no longer
 acts: **stopped** (SIGSTOP, state ``T`` in ``/proc/PID/stat``) or **hung** (its main
 loop, once running, has not touched its heartbeat file for :data:`STALE_S`; a tracer's
 stop, state ``t``, counts only through the heartbeat).
