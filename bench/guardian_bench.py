@@ -21,7 +21,10 @@ without bash: the Python guardian) — and each episode, a fresh daemon:
   for it; the Python guardian imports the release module).
 
 Times are the daemon's stderr lines as this script reads them (one reader thread),
-so they include its scheduling.  Prints one table; no assertion.
+so they include its scheduling.  Then what a release costs with nothing to restore
+(``--starts`` runs): a bare interpreter start, the watcher's release command line, the
+Python guardian's import and release in its running process.  Prints two tables; no
+assertion.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.footprint_bench import Resident, children, resident  # noqa: E402
+from memcgctl.daemon import guardian  # noqa: E402
 from tests.realkernel import HELPERS, TestCgroups, v1_memory_mount  # noqa: E402
 from tests.test_daemon_kernel import Daemon  # noqa: E402
 
@@ -89,6 +93,35 @@ def episode(
         time.sleep(1)  # the guardian finds nothing more and exits
 
 
+def release_costs(tc: TestCgroups, n: int) -> list[tuple[str, list[float]]]:
+    """What a release costs before it restores anything (no marks to find): a bare
+    ``python3 -S`` start; the bash watcher's release command line, whole; the Python
+    guardian's share, already running (import the release module, run it)."""
+    work = Path(tempfile.mkdtemp(prefix="memcgctl-guardian-", dir="/tmp"))
+    args = ["/proc", "", str(work), tc.parent, "boot/1/1", guardian.DIED]
+    release = guardian.light_argv(sys.executable, "memcgctl.daemon.guardrelease", "main", args)
+    inproc = list(release)
+    i = inproc.index("-c") + 1
+    inproc[i] = inproc[i].replace(
+        "from memcgctl.daemon.guardrelease import main;sys.exit(main(sys.argv[1:]))",
+        "import time;t=time.monotonic();from memcgctl.daemon.guardrelease import main;"
+        "main(sys.argv[1:]);print(time.monotonic()-t)",
+    )
+    costs: dict[str, list[float]] = {"bare": [], "bash": [], "python": []}
+    for _ in range(n):
+        for name, argv in (("bare", [sys.executable, "-S", "-c", "pass"]), ("bash", release)):
+            t = time.monotonic()
+            subprocess.run(argv, check=True, capture_output=True)
+            costs[name].append(time.monotonic() - t)
+        out = subprocess.run(inproc, check=True, capture_output=True, text=True).stdout
+        costs["python"].append(float(out.split()[-1]))
+    return [
+        ("bare `python3 -S -c pass`", costs["bare"]),
+        ("bash watcher: the release command line, whole", costs["bash"]),
+        ("Python guardian: import + release, in its process", costs["python"]),
+    ]
+
+
 def cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -101,6 +134,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--idle", type=float, default=3.0, help="seconds idle before reading")
     ap.add_argument("--only", action="append", choices=["bash", "python"], default=[])
+    ap.add_argument("--starts", type=int, default=5, help="release costs measured")
     args = ap.parse_args()
     mount = v1_memory_mount()
     if os.geteuid() != 0 or mount is None:
@@ -112,6 +146,7 @@ def main() -> None:
         top = tc.make("jobs", limit=96 << 20)
         low = tc.make("jobs/low", limit=None)
         os.setxattr(tc.path(top), "trusted.memcgctl.oom_delay_ms", b"2000")
+        costs = release_costs(tc, args.starts)
         for which in args.only or ["bash", "python"]:
             for sig in (signal.SIGSTOP, signal.SIGKILL):
                 took, rss = [], []
@@ -141,6 +176,11 @@ def main() -> None:
             f"| {which} | {exe} | {signal.Signals(sig).name} ({start}) | "
             f"{statistics.median(took):.2f} s | {max(took):.2f} s | {r.cell()} |"
         )
+    print()
+    print(f"| a release with nothing to restore ({args.starts} runs) | p50 | max |")
+    print("|---|---|---|")
+    for what, times in costs:
+        print(f"| {what} | {statistics.median(times):.3f} s | {max(times):.3f} s |")
 
 
 if __name__ == "__main__":

@@ -392,3 +392,31 @@ def test_the_release_interpreter_imports_only_what_restoring_needs(
     heavy = {"memcgctl.daemon.main", "memcgctl.daemon.core", "memcgctl.daemon.config"}
     assert not mods & (NEVER | heavy | {"subprocess"}), sorted(mods & (NEVER | heavy))
     assert Path(guardian.released_path(str(tmp_path), p.pid)).exists()  # the note
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["/proc", "", "/tmp"], 2, "want PROC_ROOT CGROUP_ROOT STATE_DIR ROOT INSTANCE STATE"),
+        (["/proc", "", "/tmp", "/", "b/1/1", "asleep"], 2, "want PROC_ROOT"),
+        (["/proc", "", "/tmp", "/", "b/x/1", "died"], 2, "'b/x/1': not an instance id"),
+        (  # the root removed meanwhile: one line, no traceback, no note
+            ["/proc", "", "STATE", "/memcgctl-no-such-root", "b/1/1", "stopped"],
+            1,
+            "daemon 1 stopped: /memcgctl-no-such-root: no such cgroup",
+        ),
+    ],
+)
+def test_the_release_command_line_says_what_is_wrong_in_one_line(
+    tmp_path: Path, args: list[str], code: int, said: str
+) -> None:
+    from memcgctl.daemon import guardrelease
+
+    args = [str(tmp_path) if a == "STATE" else a for a in args]
+    argv = guardian.light_argv(sys.executable, "memcgctl.daemon.guardrelease", "main", args)
+    r = subprocess.run(argv, env=daemon_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == code
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("<3>guardian: ") and said in lines[0], r.stderr
+    assert not list(tmp_path.iterdir())  # no note
+    assert guardrelease.main(args) == code  # the same in this process

@@ -67,6 +67,9 @@ def main(args: Sequence[str]) -> int:
     note = guardian.released_path(state_dir, pid)
     try:
         guardian_release(proc_root, cgroup_root, state_dir, root, instance, state)
+    except (MemcgctlError, OSError) as exc:  # (a root removed meanwhile): said, no note
+        _log(f"guardian: daemon {pid} {state}: {exc}", Priority.ERR)
+        return 1
     finally:
         if state == guardian.DIED:
             for path in (heartbeat, note):
