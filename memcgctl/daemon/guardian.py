@@ -40,6 +40,15 @@ stays paused longer than its delay + 3 s:
   released 2.6 s after ``under_oom`` (3.5 s while the release imported the whole
   ``daemon.main``), so there the bound holds for a delay of about 0.5 s and more.  A hang
   was seen this late before too (``STALE_S`` + the 0.25 s look + the release).
+* the bash watcher (:mod:`~memcgctl.daemon.guardwatch`) keeps the same timings, the
+  stale time counted from the last byte on its pipe, and starts an interpreter for
+  the release, which the Python guardian had running: on the host 0.01 s more
+  (bench/guardian_bench.py: SIGSTOP after ``under_oom`` → released 2.53 s p50 against
+  2.51, a SIGKILL → released 0.05 s either way); in the v2 guest a bare ``python3 -S``
+  starts in 0.35 s, the release command line takes 1.40 s against the Python
+  guardian's 0.98 s in its process, and SIGSTOP after ``under_oom`` → released is
+  3.90 s p50 (max 3.95) against 3.00 (max 3.54), a SIGKILL → released 1.49 s against
+  1.13: under emulation the bound holds for a delay of about 1 s and more.
 
 Light on purpose: the standard library's ``os``, ``select`` and ``time``, nothing else
 (``contextlib`` alone, with the ``collections`` and ``functools`` it loads, was 0.8 MiB).
