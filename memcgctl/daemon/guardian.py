@@ -4,10 +4,12 @@ Without systemd, a small guardian process outlives the daemon and releases its m
 (``daemon --guard``).  Its resident part is a bash watcher when the daemon finds bash
 (:mod:`~memcgctl.daemon.guardwatch`: it reads a pipe :meth:`Heartbeat.beat` writes a
 byte to, and keeps the timings below); this module's Python guardian is the fallback
-without bash, and the home of the timings and the daemon's :class:`Heartbeat`.  It must notice not only a dead daemon but one that no longer
-acts: **stopped** (SIGSTOP, state ``T`` in ``/proc/PID/stat``) or **hung** (its main
-loop, once running, has not touched its heartbeat file for :data:`STALE_S`; a tracer's
-stop, state ``t``, counts only through the heartbeat).
+without bash, and the home of the timings and the daemon's :class:`Heartbeat`.
+
+It must notice not only a dead daemon but one that no longer acts: **stopped**
+(SIGSTOP, state ``T`` in ``/proc/PID/stat``) or **hung** (its main loop, once running,
+has not touched its heartbeat file for :data:`STALE_S`; a tracer's stop, state ``t``,
+counts only through the heartbeat).
 
 When it releases a stopped or hung daemon's marks it leaves a *released* note beside
 the heartbeat; a daemon that comes back (SIGCONT) finds it, forgets what it held and
