@@ -7,6 +7,8 @@ death; without bash the Python guardian does the job."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -38,6 +40,7 @@ from tests.test_daemon_kernel import (
 pytestmark = pytest.mark.kernel
 
 O_ACCMODE, O_NONBLOCK, O_CLOEXEC = 0o3, 0o4000, 0o2000000
+F_GETPIPE_SZ = 1032
 
 
 def children_of(pid: int) -> list[int]:
@@ -420,3 +423,29 @@ def test_the_release_command_line_says_what_is_wrong_in_one_line(
     assert len(lines) == 1 and lines[0].startswith("<3>guardian: ") and said in lines[0], r.stderr
     assert not list(tmp_path.iterdir())  # no note
     assert guardrelease.main(args) == code  # the same in this process
+
+
+def test_a_full_pipe_costs_no_beat(tmp_path: Path) -> None:
+    """Nobody reads (a stopped watcher): the beats fill the pipe, then each write gets
+    EAGAIN, which the beat ignores; the file is still touched.  The read end is handed
+    over blocking (bash's ``read -t`` waits on it), both ends close-on-exec."""
+    hb = guardian.Heartbeat(str(tmp_path), os.getpid())
+    r = hb.pipe()
+    try:
+        assert os.get_blocking(r) and not os.get_inheritable(r)
+        size = fcntl.fcntl(r, F_GETPIPE_SZ)
+        for i in range(size + 10):
+            hb.beat(float(i), force=True)
+        assert os.stat(hb.path).st_mtime > 0
+        os.set_blocking(r, False)
+        got = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(r, 65536):
+                got += chunk
+        assert got == b"." * size  # full, then nothing more written (EAGAIN)
+        hb.beat(0.0, force=True)  # room again: the next beat is there
+        assert os.read(r, 16) == b"."
+    finally:
+        os.close(r)
+        hb.unpipe()
+        hb.close()
