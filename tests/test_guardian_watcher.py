@@ -266,7 +266,9 @@ def test_the_watcher_releases_a_stop_takes_it_back_and_ends_at_the_pipes_eof(
         note.unlink()
         hb.beat(0.0, force=True)  # back from the hang
         time.sleep(0.5)
-        hb.unpipe()  # the daemon's death, as the watcher sees it
+        p.kill()  # the daemon's death: its write end closes with it (here: ours)
+        p.wait()
+        hb.unpipe()
         assert reap(watcher) == 0
         assert not Path(hb.path).exists() and not note.exists()
     finally:
@@ -301,6 +303,43 @@ def test_before_the_first_beat_a_stop_is_seen_by_polling(
         assert not Path(hb.path).exists() and not note.exists()
     finally:
         hb.unpipe()
+        if Path(f"/proc/{watcher}").exists():
+            os.kill(watcher, signal.SIGKILL)
+            os.waitpid(watcher, 0)
+
+
+def test_a_pipe_that_ends_while_the_daemon_runs_hands_over_to_the_python_guardian(
+    cgroups: TestCgroups,
+    tmp_path: Path,
+    sleeper: tuple[subprocess.Popen[bytes], str],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """End of file while the daemon still runs (its pipe lost, a read that failed): no
+    living daemon's marks are taken; the release execs the Python guardian (the same
+    process), which releases at the real death."""
+    p, instance = sleeper
+    env = Env(cgroup_root=None, proc_root=Path("/proc"), state_dir=tmp_path)
+    hb = guardian.Heartbeat(str(tmp_path), p.pid)
+    daemon_main.start_guardian(env, CgroupPath(cgroups.parent), instance, hb)
+    watcher = guardian_of(os.getpid())
+    try:
+        hb.beat(0.0, force=True)
+        hb.unpipe()  # the pipe ends, the "daemon" runs on
+        wait_until(
+            lambda: (
+                b"memcgctl.daemon.guardian" in cmdline(watcher)
+                and "python" in os.readlink(f"/proc/{watcher}/exe")
+            ),
+            "the Python guardian in the watcher's process",
+            timeout=30,
+        )
+        assert "the Python guardian takes over" in capfd.readouterr().err
+        assert Path(hb.path).exists() and p.poll() is None  # nothing released, nothing removed
+        p.kill()
+        p.wait()
+        assert reap(watcher) == 0
+        assert not Path(hb.path).exists()
+    finally:
         if Path(f"/proc/{watcher}").exists():
             os.kill(watcher, signal.SIGKILL)
             os.waitpid(watcher, 0)

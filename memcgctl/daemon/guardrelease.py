@@ -65,6 +65,12 @@ def main(args: Sequence[str]) -> int:
         return 2
     heartbeat = guardian.heartbeat_path(state_dir, pid)
     note = guardian.released_path(state_dir, pid)
+    if state == guardian.DIED and not _gone(proc_root, instance, EXIT_WAIT_S):
+        # the pipe ended (or bash's read failed) but the daemon runs: never take a
+        # living daemon's marks; the Python guardian watches it from here
+        _log(f"guardian: daemon {pid} runs without its pipe: the Python guardian takes over")
+        argv = guardian.argv(sys.executable, proc_root, cgroup_root, state_dir, root, instance)
+        os.execv(argv[0], argv)
     try:
         guardian_release(proc_root, cgroup_root, state_dir, root, instance, state)
     except (MemcgctlError, OSError) as exc:  # (a root removed meanwhile): said, no note
@@ -80,6 +86,35 @@ def main(args: Sequence[str]) -> int:
             flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
             os.close(os.open(note, flags, 0o600))
     return 0
+
+
+EXIT_WAIT_S = 2.0  # at the pipe's end: how long an exiting daemon may take to be gone
+
+
+def _gone(proc_root: str, instance: str, wait_s: float) -> bool:
+    """Whether the daemon ``instance`` is gone (no such process, another process's pid,
+    a zombie), waiting up to ``wait_s`` for it to exit (its files close before it is a
+    zombie: the pipe's end of file may come first)."""
+    import select
+
+    _, pid, start = instance.split("/")
+    fd = -1
+    try:
+        fields = guardian._stat_fields(proc_root, int(pid))
+        if fields is None or len(fields) < 20 or fields[19] != start or fields[0] in ("Z", "X"):
+            return True
+        fd = os.pidfd_open(int(pid))
+        fields = guardian._stat_fields(proc_root, int(pid))  # still ours, now pinned
+        if fields is None or len(fields) < 20 or fields[19] != start:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)  # readable once it has exited
+        return bool(poller.poll(int(wait_s * 1000)))
+    except OSError:  # (no such process any more)
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _log(line: str, priority: Priority = Priority.WARNING) -> None:
