@@ -14,7 +14,9 @@ Liveness comes through an anonymous pipe (:meth:`Heartbeat.pipe
 ``read -t`` on the read end:
 
 * a byte: the daemon beats;
-* end of file: every write end is closed, the daemon is gone (DIED, at once);
+* end of file: every write end is closed, the daemon is gone (DIED, at once; the
+  release checks that it is: a daemon still running keeps its marks and the release
+  execs the Python guardian instead);
 * silence for :data:`~memcgctl.daemon.guardian.STALE_S` once it has beaten: its
   ``/proc/PID/stat`` (the start time checked, the fields after the comm's last ``)``)
   says STOPPED (state ``T``) or HUNG; before the first beat it looks every
