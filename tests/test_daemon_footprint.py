@@ -115,6 +115,9 @@ NEVER |= {"memcgctl.commands.common", "memcgctl.commands.daemon", "memcgctl.comm
 # the fifth pass (issue 22): datetime (the records' clock is time's; a saved log's dates
 # are read by commands only)
 NEVER |= {"datetime", "_datetime"}
+# and threading, queue (the journal writer is a bare _thread with queue's C SimpleQueue);
+# subprocess would bring threading back: only a daemon with hooks imports it
+NEVER |= {"threading", "queue", "heapq"}
 UNLESS_USED = {"subprocess", "socket"}
 IMPORT_TIME_HEADER = "import time: self [us] | cumulative | imported package"
 
