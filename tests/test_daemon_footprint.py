@@ -22,7 +22,7 @@ from memcgctl.daemon import main as daemon_main
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.state.daemonlock import lock_path
 from memcgctl.vocab.cgpath import CgroupPath
-from tests.realkernel import TestCgroups
+from tests.realkernel import HELPERS, TestCgroups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -191,6 +191,55 @@ def test_under_systemd_it_adds_the_socket_and_nothing_else_unused(
     assert "_socket" in mods  # the C module alone: not socket.py and its enums
     unused = NEVER | {"subprocess", "socket"}
     assert not mods & unused, sorted(mods & unused)
+
+
+@pytest.mark.parametrize("delay_ms", ["0", "300"])
+def test_the_oom_path_imports_nothing(cgroups: TestCgroups, tmp_path: Path, delay_ms: str) -> None:
+    """Everything the kill needs is imported before the daemon takes a memcg over: an
+    import at the event would cost the victim's race milliseconds (more under TCG).
+    ``-X importtime`` prints a line per import as it happens; none may come between
+    ``daemon_took_over`` and the end of the episode (the kill, its records, the
+    journal writer's append)."""
+    top = cgroups.make("jobs", limit=96 << 20)
+    low, high = cgroups.make("jobs/low", limit=None), cgroups.make("jobs/high", limit=None)
+    os.setxattr(cgroups.path(low), "trusted.memcgctl.badness", b"100")
+    os.setxattr(cgroups.path(high), "trusted.memcgctl.badness", b"900")
+    os.setxattr(cgroups.path(top), "trusted.memcgctl.oom_delay_ms", delay_ms.encode())
+    big = cgroups.hog(high, mib=56)  # the kernel's choice: not the policy's
+    argv = [sys.executable, "-S", "-X", "importtime", "-m", "memcgctl"]
+    argv += ["--state-dir", str(tmp_path / "state"), "daemon", "--root", cgroups.parent]
+    argv += ["--guardian=none", "--rescan", "200ms"]
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=daemon_env(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    after: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "daemon_took_over" in line:
+                break
+        else:
+            raise AssertionError("the daemon stopped before taking over")
+        grower = cgroups.spawn(low, [sys.executable, str(HELPERS / "grow.py"), "4096", "512"])
+        assert grower.wait(timeout=30) == -signal.SIGKILL
+        for line in proc.stderr:
+            after.append(line.rstrip("\n"))
+            if "oom_resolved" in line:
+                break
+        time.sleep(1.0)  # the journal thread has appended the episode's records
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    assert any("daemon_kill" in line and f"pid={grower.pid}" in line for line in after), after
+    assert big.poll() is None
+    stopping = [i for i, line in enumerate(rest.splitlines()) if "daemon_released" in line]
+    episode = after + rest.splitlines()[: stopping[0]]  # (its stop may import: not the path)
+    assert not [line for line in episode if line.startswith("import time:")], episode
 
 
 def modules_of_light_process(argv: list[str], out: Path, wait: float) -> set[str]:
