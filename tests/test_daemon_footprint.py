@@ -4,7 +4,6 @@ set holds nothing it does not use (no tables, no OpenSSL, no tempfile)."""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ import pytest
 
 from memcgctl.daemon import guardian
 from memcgctl.daemon import main as daemon_main
+from memcgctl.kernel import libc as libc_module
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.state.daemonlock import lock_path
 from memcgctl.vocab.cgpath import CgroupPath
@@ -56,7 +56,7 @@ def test_mlockall_locks_on_fault_first(
     calls: list[int],
 ) -> None:
     libc = FakeLibc(refuse)
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(libc_module, "Libc", lambda: libc)
     daemon_main.mlockall()
     assert libc.calls == calls
     assert "mlockall failed" not in capsys.readouterr().err
@@ -66,7 +66,7 @@ def test_mlockall_refused_altogether_is_one_warning(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     libc = FakeLibc({MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT, MCL_CURRENT | MCL_FUTURE})
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(libc_module, "Libc", lambda: libc)
     daemon_main.mlockall()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mlockall failed" in err[0] and "continuing" in err[0]
@@ -83,13 +83,13 @@ class FakeMalloc:
 
 def test_one_malloc_arena_for_all_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     libc = FakeMalloc()
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(libc_module, "Libc", lambda: libc)
     daemon_main.one_malloc_arena()
     assert libc.calls == [(-8, 1)]  # mallopt(M_ARENA_MAX, 1)
 
 
 def test_no_mallopt_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())  # a libc without it
+    monkeypatch.setattr(libc_module, "Libc", object)  # a libc without it
     daemon_main.one_malloc_arena()
 
 
@@ -118,6 +118,8 @@ NEVER |= {"datetime", "_datetime"}
 # and threading, queue (the journal writer is a bare _thread with queue's C SimpleQueue);
 # subprocess would bring threading back: only a daemon with hooks imports it
 NEVER |= {"threading", "queue", "heapq"}
+# and ctypes' Python half (kernel/libc.py calls libc through _ctypes)
+NEVER |= {"ctypes", "ctypes._endian"}
 UNLESS_USED = {"subprocess", "socket"}
 IMPORT_TIME_HEADER = "import time: self [us] | cumulative | imported package"
 
