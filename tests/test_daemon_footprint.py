@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -220,6 +221,9 @@ def test_the_oom_path_imports_nothing(cgroups: TestCgroups, tmp_path: Path, dela
         text=True,
     )
     after: list[str] = []
+    # a daemon that never logs the episode's end is stopped: the test fails, not hangs
+    stop = threading.Timer(120, proc.send_signal, (signal.SIGTERM,))
+    stop.start()
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
@@ -235,6 +239,7 @@ def test_the_oom_path_imports_nothing(cgroups: TestCgroups, tmp_path: Path, dela
                 break
         time.sleep(1.0)  # the journal thread has appended the episode's records
     finally:
+        stop.cancel()
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=30)
     assert any("daemon_kill" in line and f"pid={grower.pid}" in line for line in after), after
