@@ -31,6 +31,7 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,6 +153,7 @@ def measure(
         if sock is not None:
             sock.close()
         time.sleep(1)  # the guardian finds nothing to release and exits
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
