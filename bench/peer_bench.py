@@ -253,6 +253,14 @@ def resident(pids: list[int]) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+def anon_mib(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 @dataclass
 class Peer:
     name: str
@@ -405,6 +413,9 @@ def idle_cpu(peer: Peer, seconds: float, used_share: float | None) -> tuple[floa
         if used_share is None:
             peer.rss = resident(pids)
             peer.rss_each = [resident([pid]) for pid in pids]
+            # RssFile follows the guest's page cache (fault-around maps what is cached):
+            # RssAnon alone is what the handler itself holds
+            print(f"{peer.name}: RssAnon MiB {[anon_mib(pid) for pid in pids]}", file=sys.stderr)
         return share, rate
     finally:
         h.stop()
@@ -538,6 +549,13 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (it boots the cgroup v2 guest)", file=sys.stderr)
         return 2
+    for co in [ROOT, *args.checkout]:  # the .pyc files an install has: a daemon that
+        # compiles its own sources keeps ~1 MiB more resident (bench/footprint_bench.py)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(co / "memcgctl")],
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
     argv = [str(ROOT / "tests" / "vm" / "run-in-kernel"), sys.executable, *sys.argv]
     return subprocess.run(
         argv, cwd=ROOT, env={**os.environ, "MEMCGCTL_IN_VM": "1"}, check=False

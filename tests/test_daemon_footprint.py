@@ -4,7 +4,6 @@ set holds nothing it does not use (no tables, no OpenSSL, no tempfile)."""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -12,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,10 +19,11 @@ import pytest
 
 from memcgctl.daemon import guardian
 from memcgctl.daemon import main as daemon_main
+from memcgctl.kernel import libc as libc_module
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.state.daemonlock import lock_path
 from memcgctl.vocab.cgpath import CgroupPath
-from tests.realkernel import TestCgroups
+from tests.realkernel import HELPERS, TestCgroups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +57,7 @@ def test_mlockall_locks_on_fault_first(
     calls: list[int],
 ) -> None:
     libc = FakeLibc(refuse)
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(libc_module, "Libc", lambda: libc)
     daemon_main.mlockall()
     assert libc.calls == calls
     assert "mlockall failed" not in capsys.readouterr().err
@@ -66,7 +67,7 @@ def test_mlockall_refused_altogether_is_one_warning(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     libc = FakeLibc({MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT, MCL_CURRENT | MCL_FUTURE})
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(libc_module, "Libc", lambda: libc)
     daemon_main.mlockall()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mlockall failed" in err[0] and "continuing" in err[0]
@@ -83,13 +84,13 @@ class FakeMalloc:
 
 def test_one_malloc_arena_for_all_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     libc = FakeMalloc()
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(libc_module, "Libc", lambda: libc)
     daemon_main.one_malloc_arena()
     assert libc.calls == [(-8, 1)]  # mallopt(M_ARENA_MAX, 1)
 
 
 def test_no_mallopt_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())  # a libc without it
+    monkeypatch.setattr(libc_module, "Libc", object)  # a libc without it
     daemon_main.one_malloc_arena()
 
 
@@ -112,6 +113,14 @@ NEVER = {"rich", "tabulate", "psutil", "_hashlib", "tempfile", "shutil", "bz2", 
 NEVER |= {"random", "ctypes.util", "argparse", "memcgctl.render.output"}
 NEVER |= {"click", "gettext", "uuid", "platform", "site", "runpy", "memcgctl.cli"}
 NEVER |= {"memcgctl.commands.common", "memcgctl.commands.daemon", "memcgctl.commands.examples"}
+# the fifth pass (issue 22): datetime (the records' clock is time's; a saved log's dates
+# are read by commands only)
+NEVER |= {"datetime", "_datetime"}
+# and threading, queue (the journal writer is a bare _thread with queue's C SimpleQueue);
+# subprocess would bring threading back: only a daemon with hooks imports it
+NEVER |= {"threading", "queue", "heapq"}
+# and ctypes' Python half (kernel/libc.py calls libc through _ctypes)
+NEVER |= {"ctypes", "ctypes._endian"}
 UNLESS_USED = {"subprocess", "socket"}
 IMPORT_TIME_HEADER = "import time: self [us] | cumulative | imported package"
 
@@ -185,6 +194,59 @@ def test_under_systemd_it_adds_the_socket_and_nothing_else_unused(
     assert "_socket" in mods  # the C module alone: not socket.py and its enums
     unused = NEVER | {"subprocess", "socket"}
     assert not mods & unused, sorted(mods & unused)
+
+
+@pytest.mark.parametrize("delay_ms", ["0", "300"])
+def test_the_oom_path_imports_nothing(cgroups: TestCgroups, tmp_path: Path, delay_ms: str) -> None:
+    """Everything the kill needs is imported before the daemon takes a memcg over: an
+    import at the event would cost the victim's race milliseconds (more under TCG).
+    ``-X importtime`` prints a line per import as it happens; none may come between
+    ``daemon_took_over`` and the end of the episode (the kill, its records, the
+    journal writer's append)."""
+    top = cgroups.make("jobs", limit=96 << 20)
+    low, high = cgroups.make("jobs/low", limit=None), cgroups.make("jobs/high", limit=None)
+    os.setxattr(cgroups.path(low), "trusted.memcgctl.badness", b"100")
+    os.setxattr(cgroups.path(high), "trusted.memcgctl.badness", b"900")
+    os.setxattr(cgroups.path(top), "trusted.memcgctl.oom_delay_ms", delay_ms.encode())
+    big = cgroups.hog(high, mib=56)  # the kernel's choice: not the policy's
+    argv = [sys.executable, "-S", "-X", "importtime", "-m", "memcgctl"]
+    argv += ["--state-dir", str(tmp_path / "state"), "daemon", "--root", cgroups.parent]
+    argv += ["--guardian=none", "--rescan", "200ms"]
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=daemon_env(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    after: list[str] = []
+    # a daemon that never logs the episode's end is stopped: the test fails, not hangs
+    stop = threading.Timer(120, proc.send_signal, (signal.SIGTERM,))
+    stop.start()
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "daemon_took_over" in line:
+                break
+        else:
+            raise AssertionError("the daemon stopped before taking over")
+        grower = cgroups.spawn(low, [sys.executable, str(HELPERS / "grow.py"), "4096", "512"])
+        assert grower.wait(timeout=30) == -signal.SIGKILL
+        for line in proc.stderr:
+            after.append(line.rstrip("\n"))
+            if "oom_resolved" in line:
+                break
+        time.sleep(1.0)  # the journal thread has appended the episode's records
+    finally:
+        stop.cancel()
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    assert any("daemon_kill" in line and f"pid={grower.pid}" in line for line in after), after
+    assert big.poll() is None
+    stopping = [i for i, line in enumerate(rest.splitlines()) if "daemon_released" in line]
+    episode = after + rest.splitlines()[: stopping[0]]  # (its stop may import: not the path)
+    assert not [line for line in episode if line.startswith("import time:")], episode
 
 
 def modules_of_light_process(argv: list[str], out: Path, wait: float) -> set[str]:

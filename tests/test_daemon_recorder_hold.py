@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import signal
+import threading
+from collections.abc import Iterable
 
 import pytest
 
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon.dying import Dying
-from memcgctl.daemon.journaling import Kills, Recorder
+from memcgctl.daemon.journaling import JournalWriter, Kills, Recorder
 from memcgctl.logic.priority import select_priority_brief
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.records import Event, daemon_record, user_kill, utc_now_iso
@@ -96,3 +98,28 @@ def test_a_victim_without_a_pidfd_to_spare_is_still_killed_and_reaped_at_once(
         assert 10 not in dying  # nothing kept: counted once by the journal, not re-sent
     finally:
         rec.close()
+
+
+class GatedJournal(Journal):
+    """A journal whose appends wait for the test (a slow disk)."""
+
+    gate: threading.Event
+
+    def append(self, records: Iterable[Event], timeout: float | None = None) -> list[Event]:
+        self.gate.wait(30)
+        return super().append(records, timeout)
+
+
+def test_close_waits_for_the_writer_but_gives_up_after_its_timeout(fake_v1: FakeHost) -> None:
+    """The writer is a bare ``_thread`` (no threading module in the daemon, issue 22):
+    close() still waits for its last append, and still returns if that never ends."""
+    journal = GatedJournal(fake_v1.state)
+    journal.gate = threading.Event()
+    writer = JournalWriter(journal, warn=lambda text: None)
+    writer.put([kill_of(10)])
+    writer.close(timeout=0.2)  # the append is stuck: close gives up, nothing written
+    assert list(journal.read()) == []
+    journal.gate.set()
+    writer.close()  # the thread ends after its append: close returns once it has
+    assert [e["kind"] for e in journal.read()] == ["user_kill"]
+    writer.close()  # and again at once

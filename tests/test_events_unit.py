@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -136,6 +137,37 @@ def test_follower_stream_continues_after_epipe(fake_v1: FakeHost) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def kmsg_seq(record: bytes) -> int:
+    return int(record.split(b";", 1)[0].split(b",")[1])
+
+
+@pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="needs /dev/kmsg (root)")
+def test_skipping_the_history_reads_only_what_comes_after() -> None:
+    """The daemon skips the ring's history with lseek(SEEK_END) instead of reading it
+    (issue 22: thousands of reads and bytes objects at start): what it reads next is
+    newer than everything a full read saw."""
+    everything = KmsgReader("/dev/kmsg").open()
+    skipping = KmsgReader("/dev/kmsg").open()
+    try:
+        history = everything.read_available()
+        assert history  # the boot messages at least
+        skipping.skip_history()
+        later = skipping.read_available()
+    finally:
+        everything.close()
+        skipping.close()
+    last = max(kmsg_seq(r) for r in history)
+    assert all(kmsg_seq(r) > last for r in later), later
+
+
+def test_skipping_the_history_of_a_dump_file(tmp_path: Path) -> None:
+    dump = tmp_path / "kmsg"
+    dump.write_bytes(b"6,1,1,-;one\n6,2,2,-;two\n")
+    reader = KmsgReader(str(dump)).open()
+    reader.skip_history()
+    assert reader.read_available() == []
 
 
 def test_split_records_of_a_dump_file() -> None:

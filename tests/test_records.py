@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.records import (
@@ -54,6 +56,36 @@ def test_iso_parses_back_to_the_same_instant() -> None:
         assert text.endswith("Z")
         dt = datetime.fromisoformat(text[:-1] + "+00:00")  # 3.10's fromisoformat has no "Z"
         assert dt.utcoffset() == timedelta(0) and dt.timestamp() == pytest.approx(ts, abs=1e-6)
+
+
+def datetime_utc(ts: float) -> datetime | None:
+    """What the clock was before it did without datetime (issue 22: 0.3 MiB resident)."""
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=-7e10, max_value=2.6e11),  # years 1 to 9999, and either side
+        st.integers(0, 4_000_000_000).map(lambda s: s + 0.9999996),  # rounds into a carry
+        st.integers(-(10**13), 10**13).map(lambda us: us / 1e6),  # microseconds and halves
+        st.floats(allow_nan=True, allow_infinity=True),
+    )
+)
+@example(1.9999996)
+@example(-1.5)
+@example(-0.0000005)
+@example(253402300799.9999996)  # rounds into year 10000: no datetime holds it
+@example(-62135596800.0)  # 0001-01-01
+@example(-62135596800.5)
+def test_the_clock_is_datetimes_to_the_microsecond(ts: float) -> None:
+    dt = datetime_utc(ts)
+    iso = None if dt is None else dt.isoformat(timespec="microseconds")
+    assert utc_iso(ts) == (None if iso is None else iso.replace("+00:00", "Z"))
+    stamp = (dt or datetime.fromtimestamp(0, timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    assert utc_file_stamp(ts) == stamp
 
 
 def test_before_and_order() -> None:

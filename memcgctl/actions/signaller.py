@@ -8,7 +8,6 @@ was opened on even if the pid is reused later; tests use a recorder (tests/fakes
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import select
@@ -17,6 +16,8 @@ import time
 from collections.abc import Iterable
 from typing import Protocol
 
+from memcgctl.kernel.libc import Libc
+from memcgctl.kernel.libc import errno as libc_errno
 from memcgctl.vocab.errors import from_oserror
 
 # process_mrelease(2) (5.15): the same number on every architecture with the unified
@@ -47,7 +48,7 @@ class PidfdSignaller:
     """The real thing: ``pidfd_open`` + ``pidfd_send_signal`` + ``process_mrelease``."""
 
     def __init__(self) -> None:
-        self._libc: ctypes.CDLL | None = None
+        self._libc: Libc | None = None
         self._mrelease_ok = True
 
     def open(self, pid: int) -> int | None:
@@ -73,9 +74,9 @@ class PidfdSignaller:
             return
         try:
             if self._libc is None:
-                self._libc = ctypes.CDLL(None, use_errno=True)
+                self._libc = Libc()
             failed = self._libc.syscall(_NR_PROCESS_MRELEASE, handle, 0) != 0
-            if failed and ctypes.get_errno() == errno.ENOSYS:
+            if failed and libc_errno() == errno.ENOSYS:
                 self._mrelease_ok = False  # kernel < 5.15: stop trying
         except (OSError, AttributeError):
             self._mrelease_ok = False

@@ -21,7 +21,7 @@ class KernelLog:
         from memcgctl.logic.oomassembler import OomAssembler
 
         self.reader = KmsgReader(env.kmsg).open()
-        self.reader.read_available()  # the history: not ours to report
+        self.reader.skip_history()  # the history: not ours to report
         self.asm = OomAssembler(env.proc.boot_time(), env.proc.boot_id())
 
     def fileno(self) -> int:

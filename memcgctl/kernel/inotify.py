@@ -1,5 +1,5 @@
 """A raw inotify(7) instance: one fd, watches added and removed by path, events read
-in batches.  Through libc (ctypes), like :class:`~memcgctl.kernel.notify.DirWatch`:
+in batches.  Through libc (kernel/libc.py), like :class:`~memcgctl.kernel.notify.DirWatch`:
 the standard library has no inotify, and the three calls do not justify a dependency.
 
 What the cgroup filesystems report (kernfs, v1 and v2 alike; checked on this kernel by
@@ -90,10 +90,10 @@ class Inotify:
     """One inotify instance (non-blocking, close-on-exec)."""
 
     def __init__(self) -> None:
-        import ctypes
+        from memcgctl.kernel.libc import Libc, errno
 
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._get_errno = ctypes.get_errno
+        self._libc = Libc()
+        self._get_errno = errno
         fd = int(self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
         if fd < 0:
             err = self._get_errno()

@@ -137,10 +137,10 @@ class DirWatch:
 
     @classmethod
     def open(cls, directory: str) -> DirWatch | None:
-        import ctypes
+        from memcgctl.kernel.libc import Libc
 
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
+            libc = Libc()
             fd = int(libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
         except (OSError, AttributeError):
             return None

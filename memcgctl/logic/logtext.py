@@ -27,11 +27,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from memcgctl.logic.kmsgparse import unescape
 from memcgctl.logic.oomlines import parse_oom_line
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+# datetime (0.3 MiB resident) is imported where a saved log's dates are read, never by
+# the daemon: the live kernel log is raw kmsg records (seconds since boot, no date)
 
 
 class LogLine(NamedTuple):
@@ -83,6 +88,8 @@ def _year_for(month: int, now: datetime) -> int:
 def _local_epoch(
     y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str | None
 ) -> float | None:
+    from datetime import datetime
+
     try:
         dt = datetime(y, mo, d, h, mi, s)  # the log's local time: this machine's zone
         return dt.timestamp() + (float("0." + frac) if frac else 0.0)
@@ -93,6 +100,8 @@ def _local_epoch(
 def _parse_iso(m: re.Match[str]) -> float | None:
     y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
     frac, tz = m.group(7), m.group(8)
+    from datetime import datetime, timezone
+
     if tz is None:
         return _local_epoch(y, mo, d, h, mi, s, frac)
     try:
@@ -106,6 +115,12 @@ def _parse_iso(m: re.Match[str]) -> float | None:
         return dt.timestamp() - offset + (float("0." + frac) if frac else 0.0)
     except (ValueError, OverflowError):
         return None
+
+
+def _now(now: datetime | None) -> datetime:
+    from datetime import datetime
+
+    return now or datetime.now()
 
 
 def _ctime_epoch(inner: str, now: datetime) -> float | None:
@@ -193,7 +208,7 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
         m = _CTIME.match(rest)
         if m:
             clock = m.group(1)
-            wall = _ctime_epoch(m.group(1), now or datetime.now())
+            wall = _ctime_epoch(m.group(1), _now(now))
             return LogLine(lineno, wall, None, rest[m.end() :].rstrip(), True, clock)
         return LogLine(lineno, None, None, rest.strip(), prefixed)
     m = _ISO.match(rest) if rest[:1].isdigit() else None
@@ -208,7 +223,7 @@ def normalise(line: str, lineno: int = 0, now: datetime | None = None) -> LogLin
             clock = m.group(0).strip()
             month = _MONTHS.get(m.group(1)[:3].lower())
             if month is not None:
-                ref = now or datetime.now()
+                ref = _now(now)
                 wall = _local_epoch(
                     _year_for(month, ref),
                     month,
