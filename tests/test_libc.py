@@ -19,6 +19,16 @@ from memcgctl.kernel.libc import errno as libc_errno
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(params=["_ctypes", "ctypes"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test both ways: through _ctypes, and through ctypes itself (the fallback for
+    an interpreter whose _ctypes lacks what it uses)."""
+    if request.param == "ctypes":
+        monkeypatch.setattr("memcgctl.kernel.libc._LIGHT", False)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("way")
 def test_calls_return_what_ctypes_returns() -> None:
     libc, reference = Libc(), ctypes.CDLL(None, use_errno=True)
     assert libc.getpid() == reference.getpid() == os.getpid()
@@ -26,6 +36,7 @@ def test_calls_return_what_ctypes_returns() -> None:
     assert libc.strlen(b"memcgctl") == 8  # bytes are a char *
 
 
+@pytest.mark.usefixtures("way")
 def test_errno_of_a_failed_call(tmp_path: Path) -> None:
     libc = Libc()
     fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -40,6 +51,7 @@ def test_errno_of_a_failed_call(tmp_path: Path) -> None:
         os.close(fd)
 
 
+@pytest.mark.usefixtures("way")
 def test_a_function_that_does_not_exist_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError):
         Libc().memcgctl_no_such_function  # noqa: B018
