@@ -25,7 +25,7 @@ from memcgctl.state.store import (
 )
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.constants import fallback_badness
-from memcgctl.vocab.errors import Vanished
+from memcgctl.vocab.errors import OverBudget, Vanished
 from memcgctl.vocab.model import (
     BADNESS_DEFAULT,
     CgroupInfo,
@@ -336,10 +336,20 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
     thousands of cgroups it reads a few hundred (issue 22).  Iterating reads them all,
     in the walk's pre-order.  Each cgroup read registers its pids in ``where``."""
 
-    def __init__(self, fs: CgroupFs, root: CgroupPath, where: dict[int, CgroupPath]) -> None:
+    def __init__(
+        self,
+        fs: CgroupFs,
+        root: CgroupPath,
+        where: dict[int, CgroupPath],
+        budget: int | None = None,
+    ) -> None:
         self._fs = fs
         self._root = root
         self._where = where
+        # how many more cgroups may be looked at (a probe of its badness or usage, or a
+        # read in full, each counts once); None: no bound.  Beyond it :class:`OverBudget`
+        # is raised before anything is read (the daemon's refresh: issue 22)
+        self._budget = budget
         self._read: dict[CgroupPath, CgroupInfo | None] = {}
         # each read cgroup's children as a set: a level of thousands of siblings (a
         # tenant's empty cgroups) is looked up in once per child, not scanned each time
@@ -348,6 +358,16 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         self._root_pod = _pod_above(fs, root)
         self._badness: dict[CgroupPath, tuple[int, str] | None] = {}
         self._usage: dict[CgroupPath, int | None] = {}
+
+    def budget_left(self) -> int | None:
+        """How many more cgroups may be looked at (None: no bound)."""
+        return self._budget
+
+    def _spend(self) -> None:
+        if self._budget is not None:
+            if self._budget <= 0:
+                raise OverBudget(self._root)
+            self._budget -= 1
 
     def badness_of(self, cg: CgroupPath) -> tuple[int, str] | None:
         """(badness, source) of ``cg`` from its xattrs alone (the snapshot's
@@ -362,6 +382,7 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
             return self._badness[cg]
         found: tuple[int, str] | None = None
         if self._root.contains(cg):
+            self._spend()
             try:
                 setting = read_setting(self._fs, cg, BADNESS)
                 value = setting.value if setting.value is not None else BADNESS_DEFAULT
@@ -381,6 +402,7 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         if cg not in self._usage:
             found: int | None = None
             if self._root.contains(cg):
+                self._spend()
                 try:
                     found = self._fs.usage(cg) or 0
                 except (Vanished, OSError):
@@ -412,6 +434,7 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
                     info = None
                     continue
                 above = parent_info.pod
+            self._spend()  # (what the chain read so far is kept)
             try:
                 info = read_cgroup(self._fs, cur, above, swap=cur == self._root)
             except Vanished:
@@ -487,12 +510,14 @@ def take_snapshot(
     with_oom_score: bool = False,
     rules: RuleSet | None = None,
     lazy: bool = False,
+    budget: int | None = None,
 ) -> Snapshot:
     """``lazy``: cgroups and processes are read when first looked at
-    (:class:`LazyCgroups`, :class:`LazyProcesses`): for the priority walk."""
+    (:class:`LazyCgroups`, :class:`LazyProcesses`): for the priority walk.  ``budget``
+    (lazy only): looking at more cgroups than that raises :class:`OverBudget`."""
     if lazy:
         where: dict[int, CgroupPath] = {}
-        lazy_cgroups = LazyCgroups(fs, root, where)
+        lazy_cgroups = LazyCgroups(fs, root, where, budget)
         if root not in lazy_cgroups:
             raise Vanished(root)
         entries = registry.load_entries() if registry is not None and with_processes else {}
