@@ -41,12 +41,14 @@ def read_cgroup(
     parent_pod: str | None = None,
     node: tuple[os.stat_result, list[CgroupPath]] | None = None,
     swap: bool = True,
+    pids: list[int] | None = None,
 ) -> CgroupInfo:
     """Raises Vanished if the cgroup disappears meanwhile.  ``parent_pod``: the pod the
     parent belongs to, which ``cg`` belongs to too unless it carries a label itself.
     ``node``: the directory's lstat and children, when the walk has them already.
     ``swap``: read the swap limit and swappiness (the kernel heuristic's totalpages
-    needs them for the OOM root only)."""
+    needs them for the OOM root only).  ``pids``: its ``cgroup.procs``, when read
+    already (a lazy snapshot's emptiness probe)."""
     st, kids = node if node is not None else fs.node(cg)
     badness = read_setting(fs, cg, BADNESS)
     pod = pod_beside(fs, cg, badness) or parent_pod
@@ -74,7 +76,7 @@ def read_cgroup(
         oom_group=fs.oom_group(cg),
         under_oom=under_oom,
         oom_kill_disable=kill_disable,
-        pids=tuple(fs.procs(cg)),
+        pids=tuple(fs.procs(cg) if pids is None else pids),
         children=tuple(kids),
         swap_limit_bytes=fs.swap_limit(cg) if swap else None,
         swappiness=fs.swappiness(cg) if swap else None,
@@ -358,6 +360,9 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         self._root_pod = _pod_above(fs, root)
         self._badness: dict[CgroupPath, tuple[int, str] | None] = {}
         self._usage: dict[CgroupPath, int | None] = {}
+        self._empty: dict[CgroupPath, bool | None] = {}  # empty_of's answers
+        # what empty_of read of a leaf: its lstat and processes, for a read in full after
+        self._probed: dict[CgroupPath, tuple[os.stat_result, list[int]]] = {}
 
     def budget_left(self) -> int | None:
         """How many more cgroups may be looked at (None: no bound)."""
@@ -410,6 +415,32 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
             self._usage[cg] = found
         return self._usage[cg]
 
+    def empty_of(self, cg: CgroupPath) -> bool | None:
+        """Whether ``cg`` holds no process and no child cgroup, from its directory's
+        link count (kernfs: 2 + its subdirectories) and its ``cgroup.procs`` alone
+        (the snapshot's :attr:`~memcgctl.vocab.model.Snapshot.empty_probe`); None:
+        gone.  A read in full afterwards uses what this read (one reading)."""
+        if cg in self._read:
+            info = self._read[cg]
+            return (not info.pids and not info.children) if info is not None else None
+        if cg in self._empty:
+            return self._empty[cg]
+        found: bool | None = None
+        if self._root.contains(cg):
+            self._spend()
+            try:
+                st, kids = self._fs.node(cg)
+                if kids:
+                    found = False  # it has children: read in full when looked into
+                else:
+                    pids = self._fs.procs(cg)
+                    self._probed[cg] = (st, pids)
+                    found = not pids
+            except (Vanished, OSError):
+                found = None
+        self._empty[cg] = found
+        return found
+
     def _get(self, cg: object) -> CgroupInfo | None:
         if not isinstance(cg, str) or not self._root.contains(cg):
             return None
@@ -434,9 +465,15 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
                     info = None
                     continue
                 above = parent_info.pod
-            self._spend()  # (what the chain read so far is kept)
+            probed = self._probed.pop(cur, None)
+            if probed is None:
+                self._spend()  # (what the chain read so far is kept)
+            node: tuple[os.stat_result, list[CgroupPath]] | None = None
+            pids: list[int] | None = None
+            if probed is not None:  # a leaf: what the probe read, not read again
+                node, pids = (probed[0], []), probed[1]
             try:
-                info = read_cgroup(self._fs, cur, above, swap=cur == self._root)
+                info = read_cgroup(self._fs, cur, above, node, swap=cur == self._root, pids=pids)
             except Vanished:
                 info = None
             except OSError:
@@ -539,6 +576,7 @@ def take_snapshot(
             kernel_release=proc.kernel_release(),
             badness_probe=lazy_cgroups.badness_of,
             usage_probe=lazy_cgroups.usage_of,
+            empty_probe=lazy_cgroups.empty_of,
         )
     cgroups: dict[CgroupPath, CgroupInfo] = {}
     with fs.xattr_names_cached():
