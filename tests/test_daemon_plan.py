@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from memcgctl.actions.kill import make_killer
 from memcgctl.daemon import choosing
 from memcgctl.daemon.choosing import PLAN_COST, PLAN_MIN_PERIOD, PLAN_REFUSED_RETRY
-from memcgctl.daemon.core import QUIET_S, DaemonCore, Settings
+from memcgctl.daemon.core import QUIET_S, DaemonCore, Settings, with_process
 from memcgctl.daemon.ports import STAMP_MAX_CGROUPS, RealPorts, procs_stamp
 from memcgctl.daemon.protocol import Mode, Reading
 from memcgctl.daemon.treewatch import TreeWatch
@@ -753,3 +753,23 @@ def test_a_lazy_snapshots_budget_counts_every_cgroup_looked_at(fake_v1: FakeHost
         select_priority_brief(env.snapshot(JOBS, lazy=True, budget=looks - 1), JOBS, ())
     again = env.snapshot(JOBS, lazy=True, budget=looks)
     assert select_priority_brief(again, JOBS, ()).victim == free.victim
+
+
+def test_shadow_modes_victim_put_back_is_not_passed_over_by_the_emptiness_probe(
+    fake_v1: FakeHost,
+) -> None:
+    """Shadow mode compares the kernel's victim with the policy's in the world with it put
+    back (core.with_process): its cgroup, empty now, must not be told empty by the lazy
+    snapshot's probe (which reads the cgroup as it is)."""
+    fake_v1.cgroup("/jobs", limit=512 << 20)
+    fake_v1.cgroup("/jobs/a", badness=10, usage=1 << 20)
+    fake_v1.cgroup("/jobs/a/x", usage=1 << 20)
+    fake_v1.cgroup("/jobs/b", badness=900, usage=1 << 20)
+    fake_v1.process(10, "/jobs/a/x", rss_anon_kb=1000)
+    fake_v1.process(20, "/jobs/b", rss_anon_kb=1000)
+    victim = fake_v1.env().snapshot(JOBS).processes[10]
+    fake_v1.remove_process(10)  # the kernel killed it
+    lazy = fake_v1.env().snapshot(JOBS, lazy=True)
+    assert lazy.holds_nothing(CgroupPath("/jobs/a/x"))
+    d = select_priority_brief(with_process(lazy, victim), JOBS, ())
+    assert d.victim is not None and d.victim.pid == 10
