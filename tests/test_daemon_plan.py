@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -773,3 +773,24 @@ def test_shadow_modes_victim_put_back_is_not_passed_over_by_the_emptiness_probe(
     assert lazy.holds_nothing(CgroupPath("/jobs/a/x"))
     d = select_priority_brief(with_process(lazy, victim), JOBS, ())
     assert d.victim is not None and d.victim.pid == 10
+
+
+def test_a_refusal_during_a_change_is_not_remembered(fake_v1: FakeHost) -> None:
+    """The domain's tree changed while the refresh chose (the mark before the choice is
+    not the mark after the stamp): the refusal may rest on a passing state, so the next
+    refresh chooses again."""
+
+    class Moving(FakePorts):
+        def plan_stamp(self, decision: Decision) -> Hashable | None:
+            self.tree_mark += 1  # e.g. the tenant's rmdir, read while stamping
+            return super().plan_stamp(decision)
+
+    ports, core, clock, choose = daemon(
+        tenant_tree(fake_v1, STAMP_MAX_CGROUPS + 10), ports_type=Moving
+    )
+    ports.near.add("/jobs")
+    core.rescan(at(clock, 1.0))
+    core.tick(at(clock, 1.0))
+    assert choose.calls == 1 and JOBS not in core.chooser.refused
+    core.tick(at(clock, 2.5))
+    assert choose.calls == 2

@@ -129,7 +129,10 @@ class Chooser:
         if stamp is None:  # it could not be checked at the event: none kept
             w.plan, w.plan_stamp = None, None
             w.next_refresh = now + max(period, PLAN_UNCHECKABLE)
-            if mark is not None:  # not again while the domain's tree stays the same
+            # not again while the domain's tree stays the same: as it was before the
+            # choice and after the stamp (a change meanwhile, or events still unread
+            # at the stamp that concern the domain, move it: chosen again)
+            if mark is not None and self.ports.plan_mark(w.domain) == mark:
                 self.refused[w.cg] = (mark, now + PLAN_REFUSED_RETRY)
             if self.debug is not None:
                 fields = {"domain": w.domain, "why": why, "took_ms": round(took * 1000, 1)}
