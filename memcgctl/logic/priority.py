@@ -262,8 +262,8 @@ def lowest_priority_child(snap: Snapshot, path: CgroupPath) -> CgroupPath | None
     return first.path
 
 
-# The brief walk lists at most this many candidates per level that it skipped for
-# holding nothing (each read in full); beyond, a candidate the snapshot's probe tells
+# The brief walk lists at most this many skipped candidates per level (a cgroup skipped
+# for holding nothing was read in full); beyond, a candidate the snapshot's probe tells
 # holds no process and no child cgroup (:meth:`Snapshot.holds_nothing`) is skipped
 # unread and counted (:attr:`Level.unlisted`): a tenant's thousands of empty cgroups
 # ranked first cost a probe each (issue 22).  A decision with such a level rests on
