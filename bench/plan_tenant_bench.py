@@ -1,15 +1,24 @@
-"""Benchmark: what a delay-0 memcg's standing plan costs when a tenant made thousands of
-empty cgroups ranked first in its subtree (issue 22), with ``STAMP_MAX_CGROUPS`` and
-without it.  Not a test: it prints a table.
+"""Benchmark: what a delay-0 memcg's standing plan and its choice cost when a tenant made
+thousands of empty cgroups ranked first in its subtree (issue 22).  Not a test: it prints
+tables.
 
 Builds, below a ``memcgctl-test-*`` parent (limits set before anything allocates; all
 removed at the end, also on failure), ``jobs`` (128 MiB) with ``deleg`` (badness 100)
 holding ``work`` (one sleeper, badness 500) and N empty cgroups at badness 1 beside it,
-then times (best and median of ``--rounds``) what one refresh does through the daemon's
-own RealPorts (with its inotify tree watch): the choice (a lazy snapshot + the brief
-priority walk), the stamp as it was (every skipped empty cgroup's cgroup.procs read), the
-stamp now (None beyond the cap: nothing read), and the check at the event.  Needs root
-and a memory cgroup hierarchy (v1 here; v2 in the guest).
+then times (best and median of ``--rounds``) through the daemon's own RealPorts (with its
+inotify tree watch):
+
+* the choice at the event (a lazy snapshot + the brief priority walk), before (no
+  emptiness probe: every empty cgroup read in full) and after (the probe: the link count
+  and cgroup.procs of each; fifth pass);
+* a refresh of the standing plan: before, each one a whole choice (without the probe)
+  and its stamp, refused at ``STAMP_MAX_CGROUPS`` (once a second while near); after, the first one stops at ``REFRESH_MAX_LOOKS`` cgroups looked
+  at (``OverBudget``: no plan), and the next ones, while the tree watch's mark is
+  unchanged, read only the mark;
+* the stamp as it was (every skipped empty cgroup's cgroup.procs read) and now.
+
+Needs root and a memory cgroup hierarchy (v1 here; v2 in the guest:
+``MEMCGCTL_IN_VM=1 tests/vm/run-in-kernel python3 bench/plan_tenant_bench.py``).
 
     python3 bench/plan_tenant_bench.py [--rounds 5] [--sizes 0,2000]
 """
@@ -17,6 +26,7 @@ and a memory cgroup hierarchy (v1 here; v2 in the guest).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import statistics
@@ -30,12 +40,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from memcgctl.actions.kill import make_killer  # noqa: E402
+from memcgctl.daemon.choosing import REFRESH_MAX_LOOKS  # noqa: E402
 from memcgctl.daemon.ports import STAMP_MAX_CGROUPS, RealPorts, procs_stamp  # noqa: E402
 from memcgctl.daemon.treewatch import TreeWatch  # noqa: E402
 from memcgctl.env import Env  # noqa: E402
-from memcgctl.logic.priority import plan_inputs, select_priority_brief  # noqa: E402
+from memcgctl.logic.decision import Decision  # noqa: E402
+from memcgctl.logic.priority import plan_inputs, select_priority  # noqa: E402
+from memcgctl.logic.priority import select_priority_brief as brief  # noqa: E402
 from memcgctl.state.journal import Journal  # noqa: E402
 from memcgctl.vocab.cgpath import CgroupPath  # noqa: E402
+from memcgctl.vocab.errors import OverBudget  # noqa: E402
 from tests.realkernel import TestCgroups, v1_memory_mount  # noqa: E402
 
 
@@ -68,20 +82,37 @@ def measure(tc: TestCgroups, n: int, rounds: int, state: Path) -> list[str]:
     ports.tree = TreeWatch(env.fs, CgroupPath(tc.parent), lambda *_: None)
     ports.tree.refresh()
     dom = CgroupPath(top)
+
+    def unprobed() -> Decision:  # before: every empty cgroup read in full
+        snap = dataclasses.replace(ports.snapshot(dom), empty_probe=None)
+        return brief(snap, dom, ())
+
+    def budgeted() -> Decision | None:  # after: the refresh's bound
+        try:
+            return brief(ports.snapshot(dom, budget=REFRESH_MAX_LOOKS), dom, ())
+        except OverBudget:
+            return None
+
     try:
-        choice_best, choice_med, decision = timed(
-            lambda: select_priority_brief(ports.snapshot(dom), dom, ()), rounds
-        )
-        inputs = plan_inputs(decision)  # type: ignore[arg-type]
-        old_best, old_med, old = timed(lambda: procs_stamp(env.fs, inputs, 10**9), rounds)
-        new_best, new_med, new = timed(lambda: ports.plan_stamp(decision), rounds)  # type: ignore[arg-type]
-        held = "-" if new is None else str(ports.plan_holds(decision, new))  # type: ignore[arg-type]
+        b_best, b_med, before = timed(unprobed, rounds)
+        a_best, a_med, after = timed(lambda: brief(ports.snapshot(dom), dom, ()), rounds)
+        assert isinstance(before, Decision) and isinstance(after, Decision)
+        assert before.victim == after.victim  # the same victim
+        full = select_priority(ports.snapshot(dom), dom, ())  # every empty one listed
+        inputs = plan_inputs(full)
+        old_best, old_med, _ = timed(lambda: procs_stamp(env.fs, inputs, 10**9), rounds)
+        cap_best, cap_med, _ = timed(lambda: procs_stamp(env.fs, inputs), rounds)
+        new_best, new_med, new = timed(lambda: ports.plan_stamp(after), rounds)
+        r_best, r_med, refreshed = timed(budgeted, rounds)
+        m_best, m_med, _ = timed(lambda: ports.plan_mark(dom), rounds)
     finally:
         ports.tree.close()
+    plan = "none" if refreshed is None or new is None else "kept"
     return [
-        f"{n:>6} | {len(inputs):>6} | {choice_best:7.1f} / {choice_med:7.1f} | "
-        f"{old_best:7.1f} / {old_med:7.1f} ({'kept' if old else 'none'}) | "
-        f"{new_best:6.2f} / {new_med:6.2f} ({'kept' if new else 'none'}, holds {held})"
+        f"{n:>6} | {b_best:7.1f} / {b_med:7.1f} | {a_best:7.1f} / {a_med:7.1f} | "
+        f"{b_best + cap_best:7.1f} / {b_med + cap_med:7.1f} | "
+        f"{r_best:6.1f} / {r_med:6.1f} ({plan}) | {m_best:5.3f} / {m_med:5.3f} | "
+        f"{old_best:6.1f} / {old_med:6.1f} | {new_best:5.2f} / {new_med:5.2f}"
     ]
 
 
@@ -94,8 +125,16 @@ def main() -> int:
     if os.geteuid() != 0 or mount is None:
         print("needs root and a memory cgroup hierarchy", file=sys.stderr)
         return 2
-    print(f"kernel {os.uname().release}, STAMP_MAX_CGROUPS {STAMP_MAX_CGROUPS}, ms best / median")
-    print("tenant | inputs | choice            | stamp, uncapped          | stamp now")
+    print(
+        f"kernel {os.uname().release}, STAMP_MAX_CGROUPS {STAMP_MAX_CGROUPS}, "
+        f"REFRESH_MAX_LOOKS {REFRESH_MAX_LOOKS}, ms best / median"
+    )
+    print(
+        "tenant | event's choice:   | event's choice:   | refresh before:   | "
+        "refresh after:        | then (mark    | stamp,          | stamp now\n"
+        "       | before (no probe) | after (probe)     | choice + stamp    | "
+        "first (bounded)       | unchanged)    | uncapped        |"
+    )
     tc = TestCgroups(mount)
     try:
         with tempfile.TemporaryDirectory(prefix="memcgctl-bench-") as state:

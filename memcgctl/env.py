@@ -179,6 +179,7 @@ class Env:
         with_processes: bool = True,
         with_oom_score: bool = False,
         lazy: bool = False,
+        budget: int | None = None,
     ) -> Snapshot:
         from memcgctl.snapshot import take_snapshot
 
@@ -191,4 +192,5 @@ class Env:
             with_oom_score,
             self.rules if with_processes else None,
             lazy,
+            budget,
         )

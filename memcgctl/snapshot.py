@@ -25,7 +25,7 @@ from memcgctl.state.store import (
 )
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.constants import fallback_badness
-from memcgctl.vocab.errors import Vanished
+from memcgctl.vocab.errors import OverBudget, Vanished
 from memcgctl.vocab.model import (
     BADNESS_DEFAULT,
     CgroupInfo,
@@ -41,12 +41,14 @@ def read_cgroup(
     parent_pod: str | None = None,
     node: tuple[os.stat_result, list[CgroupPath]] | None = None,
     swap: bool = True,
+    pids: list[int] | None = None,
 ) -> CgroupInfo:
     """Raises Vanished if the cgroup disappears meanwhile.  ``parent_pod``: the pod the
     parent belongs to, which ``cg`` belongs to too unless it carries a label itself.
     ``node``: the directory's lstat and children, when the walk has them already.
     ``swap``: read the swap limit and swappiness (the kernel heuristic's totalpages
-    needs them for the OOM root only)."""
+    needs them for the OOM root only).  ``pids``: its ``cgroup.procs``, when read
+    already (a lazy snapshot's emptiness probe)."""
     st, kids = node if node is not None else fs.node(cg)
     badness = read_setting(fs, cg, BADNESS)
     pod = pod_beside(fs, cg, badness) or parent_pod
@@ -74,7 +76,7 @@ def read_cgroup(
         oom_group=fs.oom_group(cg),
         under_oom=under_oom,
         oom_kill_disable=kill_disable,
-        pids=tuple(fs.procs(cg)),
+        pids=tuple(fs.procs(cg) if pids is None else pids),
         children=tuple(kids),
         swap_limit_bytes=fs.swap_limit(cg) if swap else None,
         swappiness=fs.swappiness(cg) if swap else None,
@@ -336,10 +338,20 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
     thousands of cgroups it reads a few hundred (issue 22).  Iterating reads them all,
     in the walk's pre-order.  Each cgroup read registers its pids in ``where``."""
 
-    def __init__(self, fs: CgroupFs, root: CgroupPath, where: dict[int, CgroupPath]) -> None:
+    def __init__(
+        self,
+        fs: CgroupFs,
+        root: CgroupPath,
+        where: dict[int, CgroupPath],
+        budget: int | None = None,
+    ) -> None:
         self._fs = fs
         self._root = root
         self._where = where
+        # how many more cgroups may be looked at (a probe of its badness or usage, or a
+        # read in full, each counts once); None: no bound.  Beyond it :class:`OverBudget`
+        # is raised before anything is read (the daemon's refresh: issue 22)
+        self._budget = budget
         self._read: dict[CgroupPath, CgroupInfo | None] = {}
         # each read cgroup's children as a set: a level of thousands of siblings (a
         # tenant's empty cgroups) is looked up in once per child, not scanned each time
@@ -348,6 +360,19 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         self._root_pod = _pod_above(fs, root)
         self._badness: dict[CgroupPath, tuple[int, str] | None] = {}
         self._usage: dict[CgroupPath, int | None] = {}
+        self._empty: dict[CgroupPath, bool | None] = {}  # empty_of's answers
+        # what empty_of read of a leaf: its lstat and processes, for a read in full after
+        self._probed: dict[CgroupPath, tuple[os.stat_result, list[int]]] = {}
+
+    def budget_left(self) -> int | None:
+        """How many more cgroups may be looked at (None: no bound)."""
+        return self._budget
+
+    def _spend(self) -> None:
+        if self._budget is not None:
+            if self._budget <= 0:
+                raise OverBudget(self._root)
+            self._budget -= 1
 
     def badness_of(self, cg: CgroupPath) -> tuple[int, str] | None:
         """(badness, source) of ``cg`` from its xattrs alone (the snapshot's
@@ -362,6 +387,7 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
             return self._badness[cg]
         found: tuple[int, str] | None = None
         if self._root.contains(cg):
+            self._spend()
             try:
                 setting = read_setting(self._fs, cg, BADNESS)
                 value = setting.value if setting.value is not None else BADNESS_DEFAULT
@@ -381,12 +407,39 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         if cg not in self._usage:
             found: int | None = None
             if self._root.contains(cg):
+                self._spend()
                 try:
                     found = self._fs.usage(cg) or 0
                 except (Vanished, OSError):
                     found = None
             self._usage[cg] = found
         return self._usage[cg]
+
+    def empty_of(self, cg: CgroupPath) -> bool | None:
+        """Whether ``cg`` holds no process and no child cgroup, from its directory's
+        link count (kernfs: 2 + its subdirectories) and its ``cgroup.procs`` alone
+        (the snapshot's :attr:`~memcgctl.vocab.model.Snapshot.empty_probe`); None:
+        gone.  A read in full afterwards uses what this read (one reading)."""
+        if cg in self._read:
+            info = self._read[cg]
+            return (not info.pids and not info.children) if info is not None else None
+        if cg in self._empty:
+            return self._empty[cg]
+        found: bool | None = None
+        if self._root.contains(cg):
+            self._spend()
+            try:
+                st, kids = self._fs.node(cg)
+                if kids:
+                    found = False  # it has children: read in full when looked into
+                else:
+                    pids = self._fs.procs(cg)
+                    self._probed[cg] = (st, pids)
+                    found = not pids
+            except (Vanished, OSError):
+                found = None
+        self._empty[cg] = found
+        return found
 
     def _get(self, cg: object) -> CgroupInfo | None:
         if not isinstance(cg, str) or not self._root.contains(cg):
@@ -412,8 +465,15 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
                     info = None
                     continue
                 above = parent_info.pod
+            probed = self._probed.pop(cur, None)
+            if probed is None:
+                self._spend()  # (what the chain read so far is kept)
+            node: tuple[os.stat_result, list[CgroupPath]] | None = None
+            pids: list[int] | None = None
+            if probed is not None:  # a leaf: what the probe read, not read again
+                node, pids = (probed[0], []), probed[1]
             try:
-                info = read_cgroup(self._fs, cur, above, swap=cur == self._root)
+                info = read_cgroup(self._fs, cur, above, node, swap=cur == self._root, pids=pids)
             except Vanished:
                 info = None
             except OSError:
@@ -487,12 +547,14 @@ def take_snapshot(
     with_oom_score: bool = False,
     rules: RuleSet | None = None,
     lazy: bool = False,
+    budget: int | None = None,
 ) -> Snapshot:
     """``lazy``: cgroups and processes are read when first looked at
-    (:class:`LazyCgroups`, :class:`LazyProcesses`): for the priority walk."""
+    (:class:`LazyCgroups`, :class:`LazyProcesses`): for the priority walk.  ``budget``
+    (lazy only): looking at more cgroups than that raises :class:`OverBudget`."""
     if lazy:
         where: dict[int, CgroupPath] = {}
-        lazy_cgroups = LazyCgroups(fs, root, where)
+        lazy_cgroups = LazyCgroups(fs, root, where, budget)
         if root not in lazy_cgroups:
             raise Vanished(root)
         entries = registry.load_entries() if registry is not None and with_processes else {}
@@ -514,6 +576,7 @@ def take_snapshot(
             kernel_release=proc.kernel_release(),
             badness_probe=lazy_cgroups.badness_of,
             usage_probe=lazy_cgroups.usage_of,
+            empty_probe=lazy_cgroups.empty_of,
         )
     cgroups: dict[CgroupPath, CgroupInfo] = {}
     with fs.xattr_names_cached():

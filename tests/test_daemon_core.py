@@ -87,8 +87,11 @@ class FakePorts:
     def at_limit(self, cg: Scope) -> bool:
         return cg not in self.not_at_limit
 
-    def snapshot(self, cg: CgroupPath) -> Snapshot:
-        return self.host.env().snapshot(cg)
+    def snapshot(self, cg: CgroupPath, budget: int | None = None) -> Snapshot:
+        return self.host.env().snapshot(cg, lazy=budget is not None, budget=budget)
+
+    def plan_mark(self, domain: CgroupPath) -> Hashable | None:
+        return self.tree_mark
 
     def kill(self, decision: Decision) -> list[int]:
         assert decision.victim is not None
@@ -495,7 +498,7 @@ def test_the_victim_is_chosen_just_before_the_deadline(host: FakeHost) -> None:
         snapshots.append(now[0])
         return real_snapshot(cg)
 
-    ports.snapshot = counting  # type: ignore[method-assign]
+    ports.snapshot = counting  # type: ignore[method-assign, assignment]
     core = DaemonCore(ports, select, clock=lambda: now[0])
     core.rescan(0.0)
     ports.oom.add("/jobs")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +15,26 @@ import pytest
 from hypothesis import given, settings
 
 from memcgctl.actions.kill import make_killer
-from memcgctl.daemon.choosing import PLAN_COST, PLAN_MIN_PERIOD
-from memcgctl.daemon.core import QUIET_S, DaemonCore, Settings
+from memcgctl.daemon import choosing
+from memcgctl.daemon.choosing import PLAN_COST, PLAN_MIN_PERIOD, PLAN_REFUSED_RETRY
+from memcgctl.daemon.core import QUIET_S, DaemonCore, Settings, with_process
 from memcgctl.daemon.ports import STAMP_MAX_CGROUPS, RealPorts, procs_stamp
 from memcgctl.daemon.protocol import Mode, Reading
 from memcgctl.daemon.treewatch import TreeWatch
 from memcgctl.daemon.valve import CLEAR, SHORT
 from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.cgrouptree import READS_PER_CALL
 from memcgctl.logic.decision import Decision
-from memcgctl.logic.priority import plan_inputs, select_priority_brief
+from memcgctl.logic.priority import (
+    LISTED_EMPTY,
+    plan_inputs,
+    select_priority,
+    select_priority_brief,
+)
+from memcgctl.snapshot import LazyCgroups
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.cgpath import CgroupPath, Scope
+from memcgctl.vocab.errors import OverBudget
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.records import daemon_record
 from tests.fakehost import FakeHost
@@ -423,9 +432,16 @@ def test_a_stamp_reads_at_most_the_cap_however_big_the_tenants_tree(
 ) -> None:
     host = tenant_tree(fake_v1, empties, depth)
     snap = host.env().snapshot(JOBS, lazy=True)
-    decision = select_priority_brief(snap, JOBS, ())
+    decision = select_priority(snap, JOBS, ())  # the full walk lists every empty one
     inputs = plan_inputs(decision)
     assert decision.victim is not None and decision.victim.pid == 10
+    brief = select_priority_brief(host.env().snapshot(JOBS, lazy=True), JOBS, ())
+    assert brief.victim == decision.victim
+    if depth == 1 and empties > LISTED_EMPTY:  # the brief walk: the rest by the probe
+        assert sum(lv.unlisted for lv in brief.walk) == empties - LISTED_EMPTY
+        assert plan_inputs(brief) == ()
+    else:
+        assert plan_inputs(brief) == inputs
     fs = CountingFs(host.env().fs)
     assert procs_stamp(fs, inputs) is None  # type: ignore[arg-type]
     assert fs.reads == STAMP_MAX_CGROUPS  # it stopped at the first cgroup beyond
@@ -475,8 +491,12 @@ def test_real_ports_keep_no_stamp_beyond_the_cap_and_check_a_moved_mark_without_
         assert ports.tree.mark(JOBS) is not None
         big = select_priority_brief(env.snapshot(JOBS, lazy=True), JOBS, ())
         assert big.victim is not None and big.victim.pid == 10
-        assert len(plan_inputs(big)) > STAMP_MAX_CGROUPS
+        # the brief walk skipped the empty ones beyond LISTED_EMPTY unlisted: no inputs
+        assert sum(lv.unlisted for lv in big.walk) > 0 and plan_inputs(big) == ()
         assert ports.plan_stamp(big) is None
+        listed = select_priority(env.snapshot(JOBS, lazy=True), JOBS, ())  # every one
+        assert len(plan_inputs(listed)) > STAMP_MAX_CGROUPS
+        assert ports.plan_stamp(listed) is None
     finally:
         ports.tree.close()
 
@@ -488,7 +508,7 @@ def test_a_choice_over_a_tenants_thousands_of_cgroups_beats_the_heartbeat(
     it is empty) calls the ports' beat as it reads, and only that: a long choice is not
     taken for a hang by the guardian (in the v2 guest, 2,000 cgroups took it past the
     heartbeat's 2.5 s and the guardian released the memcg to the kernel's OOM killer)."""
-    host = tenant_tree(fake_v1, 300)
+    host = tenant_tree(fake_v1, 600)
     ports = real_ports(host, tmp_path)
     beats: list[int] = []
     pulses: list[int] = []
@@ -496,7 +516,8 @@ def test_a_choice_over_a_tenants_thousands_of_cgroups_beats_the_heartbeat(
     ports.pulse = lambda: pulses.append(1)
     decision = select_priority_brief(ports.snapshot(JOBS), JOBS, ())
     assert decision.victim is not None and decision.victim.pid == 10
-    assert len(beats) >= 300 // 64 and pulses == []  # beats as it reads; no loop work
+    # each empty cgroup costs one file read at least (its usage): a beat every READS_PER_CALL
+    assert len(beats) >= 600 // READS_PER_CALL and pulses == []  # no loop work
 
 
 def test_a_delay0_valve_asks_for_its_lower_step_and_plans_at_its_event(
@@ -628,3 +649,148 @@ def test_a_kill_that_failed_midway_holds_nothing_back(fake_v1: FakeHost) -> None
     core.tick(at(clock, 1.0))  # acts: the kill raises, /jobs is handed to the kernel
     assert ports.held is None
     assert "daemon_error" in ports.kinds() and "daemon_released" in ports.kinds()
+
+
+def test_a_refused_plan_is_not_chosen_again_while_the_domains_tree_is_unchanged(
+    fake_v1: FakeHost,
+) -> None:
+    """A tenant's empty cgroups ranked first make the plan uncheckable (more than the
+    stamp's cap): none is kept, and the watch is not chosen again — the single loop is
+    not held by a choice over the tenant's tree every second — until the tree watch's
+    mark moves (a cgroup made or removed, a badness written) or PLAN_REFUSED_RETRY has
+    passed (processes moved in, which the mark does not see).  The victim is chosen at
+    the event, the same one."""
+    ports, core, clock, choose = daemon(tenant_tree(fake_v1, STAMP_MAX_CGROUPS + 10))
+    refused: list[tuple[str, Scope, dict[str, object]]] = []
+    core.chooser.debug = lambda kind, cg, fields: refused.append((kind, cg, fields))
+    ports.near.add("/jobs")
+    core.rescan(at(clock, 1.0))
+    core.tick(at(clock, 1.0))
+    assert choose.calls == 1 and core.watches[JOBS].plan is None
+    assert [(k, cg, f["why"]) for k, cg, f in refused] == [("plan_refused", JOBS, "stamp")]
+    t = 1.0
+    while t < 20.0:  # near for 19 s, the loop waking every 50 ms
+        t += 0.05
+        core.tick(at(clock, t))
+    assert choose.calls == 1 and core.chooser.skipped >= 18  # looked at once a second
+    ports.tree_mark += 1  # the tenant made or removed a cgroup, or wrote a badness
+    core.tick(at(clock, t + 1.0))
+    assert choose.calls == 2 and len(refused) == 2
+    core.tick(at(clock, t + 1.0 + PLAN_REFUSED_RETRY - 0.5))
+    assert choose.calls == 2
+    core.tick(at(clock, t + 1.0 + PLAN_REFUSED_RETRY + 0.5))  # the retry
+    assert choose.calls == 3 and core.watches[JOBS].plan is None
+    the_event(ports, core, clock, t + 40.0)
+    assert ports.killed == [10] and choose.calls == 4
+    assert "plan_age_ms" not in kill_record(ports)
+
+
+def test_a_refusal_ends_when_a_plan_can_be_kept_again(fake_v1: FakeHost) -> None:
+    """The tenant removes its cgroups (the mark moves): the next refresh keeps a plan,
+    used at the event."""
+    host = tenant_tree(fake_v1, STAMP_MAX_CGROUPS + 10)
+    ports, core, clock, choose = daemon(host)
+    ports.near.add("/jobs")
+    core.rescan(at(clock, 1.0))
+    core.tick(at(clock, 1.0))
+    assert core.watches[JOBS].plan is None and JOBS in core.chooser.refused
+    for n in range(STAMP_MAX_CGROUPS + 10):
+        shutil.rmtree(host.path(f"/jobs/e{n:04d}"))
+    ports.tree_mark += 1
+    core.tick(at(clock, 2.5))
+    assert choose.calls == 2 and core.watches[JOBS].plan is not None
+    assert JOBS not in core.chooser.refused
+    the_event(ports, core, clock, 2.51)
+    assert ports.killed == [10] and choose.calls == 2
+    assert "plan_age_ms" in kill_record(ports)
+
+
+def test_a_refresh_looks_at_no_more_cgroups_than_its_budget(
+    fake_v1: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh's choice stops at REFRESH_MAX_LOOKS cgroups looked at (the lazy
+    snapshot's budget): no plan, said as ``why=looks``, and not chosen again while the
+    mark stands.  The event's choice has no budget: the same victim."""
+    monkeypatch.setattr(choosing, "REFRESH_MAX_LOOKS", 40)
+    ports, core, clock, _ = daemon(tenant_tree(fake_v1, STAMP_MAX_CGROUPS + 10))
+    looked: list[int] = []
+    real = ports.snapshot
+
+    def snapshot(cg: CgroupPath, budget: int | None = None) -> Snapshot:
+        snap = real(cg, budget=budget)
+        looked.append(-1 if budget is None else budget)
+        return snap
+
+    ports.snapshot = snapshot  # type: ignore[method-assign]
+    refused: list[dict[str, object]] = []
+    core.chooser.debug = lambda kind, cg, fields: refused.append(fields)
+    ports.near.add("/jobs")
+    core.rescan(at(clock, 1.0))
+    core.tick(at(clock, 1.0))
+    assert looked == [40] and core.watches[JOBS].plan is None
+    assert [f["why"] for f in refused] == ["looks"]
+    core.tick(at(clock, 5.0))
+    assert looked == [40]  # the mark stands
+    the_event(ports, core, clock, 5.01)
+    assert ports.killed == [10] and looked == [40, -1]
+
+
+def test_a_lazy_snapshots_budget_counts_every_cgroup_looked_at(fake_v1: FakeHost) -> None:
+    """Each probe (badness, usage) and each cgroup read in full counts once; beyond the
+    budget OverBudget is raised before reading; within it, the same victim."""
+    host = tenant_tree(fake_v1, 30)
+    env = host.env()
+    free = select_priority_brief(env.snapshot(JOBS, lazy=True), JOBS, ())
+    snap = env.snapshot(JOBS, lazy=True, budget=10_000)
+    assert select_priority_brief(snap, JOBS, ()).victim == free.victim
+    cgroups = snap.cgroups
+    assert isinstance(cgroups, LazyCgroups)
+    left = cgroups.budget_left()
+    assert left is not None
+    looks = 10_000 - left
+    assert looks >= 30  # every empty cgroup: a badness, a usage, a read in full
+    with pytest.raises(OverBudget):
+        select_priority_brief(env.snapshot(JOBS, lazy=True, budget=looks - 1), JOBS, ())
+    again = env.snapshot(JOBS, lazy=True, budget=looks)
+    assert select_priority_brief(again, JOBS, ()).victim == free.victim
+
+
+def test_shadow_modes_victim_put_back_is_not_passed_over_by_the_emptiness_probe(
+    fake_v1: FakeHost,
+) -> None:
+    """Shadow mode compares the kernel's victim with the policy's in the world with it put
+    back (core.with_process): its cgroup, empty now, must not be told empty by the lazy
+    snapshot's probe (which reads the cgroup as it is)."""
+    fake_v1.cgroup("/jobs", limit=512 << 20)
+    fake_v1.cgroup("/jobs/a", badness=10, usage=1 << 20)
+    fake_v1.cgroup("/jobs/a/x", usage=1 << 20)
+    fake_v1.cgroup("/jobs/b", badness=900, usage=1 << 20)
+    fake_v1.process(10, "/jobs/a/x", rss_anon_kb=1000)
+    fake_v1.process(20, "/jobs/b", rss_anon_kb=1000)
+    victim = fake_v1.env().snapshot(JOBS).processes[10]
+    fake_v1.remove_process(10)  # the kernel killed it
+    lazy = fake_v1.env().snapshot(JOBS, lazy=True)
+    assert lazy.holds_nothing(CgroupPath("/jobs/a/x"))
+    d = select_priority_brief(with_process(lazy, victim), JOBS, ())
+    assert d.victim is not None and d.victim.pid == 10
+
+
+def test_a_refusal_during_a_change_is_not_remembered(fake_v1: FakeHost) -> None:
+    """The domain's tree changed while the refresh chose (the mark before the choice is
+    not the mark after the stamp): the refusal may rest on a passing state, so the next
+    refresh chooses again."""
+
+    class Moving(FakePorts):
+        def plan_stamp(self, decision: Decision) -> Hashable | None:
+            self.tree_mark += 1  # e.g. the tenant's rmdir, read while stamping
+            return super().plan_stamp(decision)
+
+    ports, core, clock, choose = daemon(
+        tenant_tree(fake_v1, STAMP_MAX_CGROUPS + 10), ports_type=Moving
+    )
+    ports.near.add("/jobs")
+    core.rescan(at(clock, 1.0))
+    core.tick(at(clock, 1.0))
+    assert choose.calls == 1 and JOBS not in core.chooser.refused
+    core.tick(at(clock, 2.5))
+    assert choose.calls == 2

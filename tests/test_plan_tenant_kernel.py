@@ -134,3 +134,86 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     dm.wait_for("oom_resolved", top)
     assert journaled(tmp_path, "user_kill", victim.pid)["by"] == "daemon"
     contained_and_alive(cgroups, d, dm, tmp_path, killed_at, roots, before)
+
+
+def refused_for(dm: Daemon, cg: str) -> list[str]:
+    """The daemon's ``plan_refused`` debug lines for managed memcg ``cg``: each refresh
+    that chose a victim over its domain and kept no plan (daemon/choosing.py)."""
+    return [t for _, t in dm.lines if t.startswith("<7>plan_refused ") and f" cgroup={cg} " in t]
+
+
+def test_a_tenants_empty_cgroups_do_not_hold_another_memcgs_oom_back(
+    cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """nobody's 2,000 empty cgroups ranked first in a delay-0 domain that stays near its
+    line for seconds: its plan is refused once, then not chosen again while its tree is
+    unchanged (before, a choice over the tenant's tree held the single loop once a
+    second).  Meanwhile root's own managed memcg outside that subtree runs out: its
+    policy victim dies and the kernel kills nothing there.  Then the tenant's domain
+    runs out too: its victim is chosen at the event (past the empty cgroups by their
+    emptiness probe) and dies."""
+    top = cgroups.make("jobs", limit=LIMIT)  # set before anything allocates there
+    deleg = cgroups.make("jobs/deleg", limit=None)
+    other = cgroups.make("jobs/other", limit=None)
+    solo = cgroups.make("solo", limit=64 << 20)  # root's, outside nobody's subtree
+    low = cgroups.make("solo/low", limit=None)
+    high = cgroups.make("solo/high", limit=None)
+    set_xattr(cgroups, deleg, "badness", "100")
+    set_xattr(cgroups, other, "badness", "900")
+    set_xattr(cgroups, low, "badness", "10")
+    set_xattr(cgroups, high, "badness", "900")
+    for cg in (top, solo):
+        set_xattr(cgroups, cg, "oom_delay_ms", "0")
+    d = delegate(cgroups, deleg)
+    r = subprocess.run(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", tenant_script(), str(d), str(EMPTIES)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    roots = [cgroups.path(cg) for cg in (top, other, solo, low, high)]
+    before = {p: xattrs(p) for p in roots}
+    work = f"{deleg}/work"
+    victim = as_nobody_in(cgroups, work, [SYSTEM_PYTHON, str(readable_helpers() / "hog.py"), "40"])
+    solo_victim = cgroups.hog(low, mib=8)  # the policy's in solo; the kernel's: the grower
+    dm = Daemon(tmp_path, cgroups.parent)  # its debug lines on stderr too
+    daemons.append(dm)
+    dm.wait_for("daemon_took_over", top, timeout=60)
+    dm.wait_for("daemon_took_over", solo, timeout=60)
+    # jobs comes within an eighth of its limit and stays there (a plan would be kept)
+    used = int((cgroups.path(top) / "memory.usage_in_bytes").read_text())
+    near = (LIMIT - LIMIT // 8 - used >> 20) + 4
+    filler = cgroups.spawn(other, [sys.executable, str(HELPERS / "grow.py"), "1024", str(near)])
+    assert filler.stdout is not None
+    assert filler.stdout.readline() == b"survived\n"
+    dm.wait_for("plan_refused", top, timeout=30)
+    time.sleep(4)  # near all along: a refresh was due every second
+    assert len(refused_for(dm, top)) == 1, refused_for(dm, top)
+    # root's memcg runs out while jobs is near: its reaction is its own
+    upto = (64 - (int((cgroups.path(solo) / "memory.usage_in_bytes").read_text()) >> 20)) + 6
+    grow = [sys.executable, str(HELPERS / "grow.py"), "1024", str(upto), "0.005"]
+    grower = cgroups.spawn(high, grow)
+    assert solo_victim.wait(timeout=60) == -signal.SIGKILL
+    _, kill = dm.wait_for("daemon_kill", solo)
+    assert f"pid={solo_victim.pid} " in kill and f"victim_cgroup={low}" in kill, kill
+    assert grower.stdout is not None
+    assert grower.stdout.readline() == b"survived\n"
+    for cg in (solo, low, high):
+        assert oom_control(cgroups, cg)["oom_kill"] == 0  # the kernel killed nobody
+    dm.wait_for("oom_resolved", solo)
+    # then the tenant's domain runs out: chosen at the event, the tenant's work dies
+    upto = (LIMIT - int((cgroups.path(top) / "memory.usage_in_bytes").read_text()) >> 20) + 10
+    push = cgroups.spawn(other, [sys.executable, str(HELPERS / "grow.py"), "1024", str(upto)])
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    killed_at = time.time()
+    _, kill = dm.wait_for("daemon_kill", top)
+    assert f"pid={victim.pid} " in kill and f"victim_cgroup={work}" in kill, kill
+    assert " plan_age_ms=" not in kill, kill
+    assert push.stdout is not None
+    assert push.stdout.readline() == b"survived\n"
+    for cg in (top, deleg, other, work):
+        assert oom_control(cgroups, cg)["oom_kill"] == 0
+    dm.wait_for("oom_resolved", top)
+    # the tenant's tree never changed: its domain was chosen over once (and at the event)
+    assert len(refused_for(dm, top)) == 1, refused_for(dm, top)
+    contained_and_alive(cgroups, d, dm, tmp_path, killed_at, roots, before)

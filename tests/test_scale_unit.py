@@ -7,17 +7,21 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 
+from memcgctl.logic import priority
 from memcgctl.logic.counters import by_cause_many, subtree_sum, subtree_sums
 from memcgctl.logic.events import in_subtree
 from memcgctl.logic.kernelheuristic import select_kernel
 from memcgctl.logic.priority import (
+    LISTED_EMPTY,
     lowest_priority_child,
+    plan_inputs,
     rank_priority,
     select_priority,
     select_priority_brief,
@@ -307,7 +311,7 @@ def test_the_brief_walk_reads_only_what_it_compares(fake_v1: FakeHost) -> None:
     full = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
     assert select_priority(full, root).victim == d.victim
     assert isinstance(full.cgroups, LazyCgroups)
-    assert full.cgroups.read_count > 60 * 3
+    assert full.cgroups.read_count > 60  # every pod; their empty containers by the probe
 
 
 def test_the_brief_walk_looks_into_ties_and_past_empty_subtrees(fake_v1: FakeHost) -> None:
@@ -336,7 +340,8 @@ def test_the_brief_walk_looks_into_ties_and_past_empty_subtrees(fake_v1: FakeHos
     assert isinstance(choice, LevelChoice) and choice.unchecked == 1  # /small
     # /small's usage was read alone, not the rest of it; nor any process of it
     assert isinstance(lazy.cgroups, LazyCgroups)
-    assert lazy.cgroups.read_count == 5  # /, /big and /big/x (empty), /t1, /t2
+    # /, /big, /t1, /t2 in full; /big/x (no process, no child) by the emptiness probe
+    assert lazy.cgroups.read_count == 4
     # /small's usage was read to rank it, its processes not: those of /t1 and /t2 only
     assert isinstance(lazy.processes, LazyProcesses) and lazy.processes.read_count == 2
 
@@ -392,3 +397,72 @@ def test_between_ranking_and_reading_a_new_badness_counts_and_the_usage_is_kept(
     c = snap.cgroups[CgroupPath("/c")]
     assert (a.usage_bytes, c.usage_bytes) == (30 << 20, 10 << 20)  # as ranked
     assert a.badness == 1000  # as it is now
+
+
+@given(hosts(), st.integers(0, 2))
+@settings(max_examples=150, deadline=None)
+def test_the_brief_walk_with_the_emptiness_probe_chooses_as_the_full_one(
+    layout: list[tuple[str, dict[str, Any]]], listed: int
+) -> None:
+    """Beyond LISTED_EMPTY skipped candidates at a level (set low here: random trees
+    are small), the brief walk tells an empty cgroup by the snapshot's probe alone
+    (no process, no child cgroup) and skips it unlisted: the same victim, group and
+    sequence of victims as the full walk; the same decision from a lazy snapshot (the
+    probe reads the link count and cgroup.procs) as from a full one; and no standing
+    plan inputs for a decision that skipped some unlisted."""
+    base = Path(tempfile.mkdtemp(prefix="memcgctl-probe-"))
+    try:
+        env = layout_host(base, layout).env()
+        with patch.object(priority, "LISTED_EMPTY", listed):
+            for root in [CgroupPath("/"), *(CgroupPath(cg) for cg, kw in layout if "usage" in kw)]:
+                full = take_snapshot(env.fs, env.proc, env.registry, root)
+                gone: list[int] = []
+                while True:
+                    lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+                    b, f = (
+                        select_priority_brief(lazy, root, gone),
+                        select_priority(full, root, gone),
+                    )
+                    assert (b.victim, b.kill_group, b.group_pids) == (
+                        f.victim,
+                        f.kill_group,
+                        f.group_pids,
+                    )
+                    assert b == select_priority_brief(full, root, gone)
+                    if any(lv.unlisted for lv in b.walk):
+                        assert plan_inputs(b) == ()
+                    if b.victim is None:
+                        break
+                    gone.append(b.victim.pid)
+    finally:
+        shutil.rmtree(base)
+
+
+def test_the_brief_walk_probes_a_tenants_empty_cgroups_beyond_the_listed_ones(
+    fake_v1: FakeHost,
+) -> None:
+    """300 empty cgroups ranked first beside the work: the brief walk reads LISTED_EMPTY
+    of them in full (listed as skipped) and tells the rest by the probe (a link count
+    and an empty cgroup.procs each), then chooses the work's process, as the full walk
+    does after reading all 300."""
+    fake_v1.cgroup("/jobs", limit=512 << 20)
+    for i in range(300):
+        fake_v1.cgroup(f"/jobs/e{i:03}", badness=1)
+    fake_v1.cgroup("/jobs/work", badness=500, usage=1 << 20)
+    fake_v1.process(10, "/jobs/work", rss_anon_kb=1000)
+    env = fake_v1.env()
+    root = CgroupPath("/jobs")
+    lazy = take_snapshot(env.fs, env.proc, env.registry, root, lazy=True)
+    d = select_priority_brief(lazy, root)
+    assert d.victim is not None and d.victim.pid == 10
+    assert (
+        d.victim
+        == select_priority(take_snapshot(env.fs, env.proc, env.registry, root), root).victim
+    )
+    assert isinstance(lazy.cgroups, LazyCgroups)
+    assert lazy.cgroups.read_count == 1 + LISTED_EMPTY + 1  # /jobs, the listed, /jobs/work
+    top = d.walk[0]
+    assert top.unlisted == 300 - LISTED_EMPTY
+    assert sum(c.skip is Skip.NOTHING_INSIDE for c in top.candidates) == LISTED_EMPTY
+    choice = d.reasons[0]
+    assert isinstance(choice, LevelChoice) and choice.candidates == 301

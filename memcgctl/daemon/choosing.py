@@ -10,6 +10,20 @@ it holds — young enough, its victim alive, what it rests on unchanged
 (:meth:`~memcgctl.daemon.protocol.CorePorts.plan_holds`: the tree watch's mark, the
 compared cgroups' processes) — and otherwise the victim is chosen afresh, by the same
 selection (the one ``predict-victim`` uses).
+
+A refresh never holds the loop for long (issue 22, a tenant's thousands of empty
+cgroups ranked first in a delegated subtree):
+
+* its choice looks at :data:`REFRESH_MAX_LOOKS` cgroups at most (the lazy snapshot's
+  budget); beyond, no plan is kept — a plan resting on that many cgroups could not be
+  checked at the event anyway (``STAMP_MAX_CGROUPS``, daemon/ports.py);
+* once no plan could be kept (a stamp refused, the budget spent), the watch is not
+  chosen again while the tree watch's mark for its domain is unchanged, for
+  :data:`PLAN_REFUSED_RETRY` at most.  The mark moves with every cgroup made or removed
+  there and every badness xattr written; what it does not see — processes come,
+  gone or moved, a process's own badness (the registry, ``oom_score_adj``), sizes —
+  may turn the refusal into a plan that could be kept, which the retry finds.  Never
+  the victim: without a plan it is chosen afresh at the event, by the same selection.
 """
 
 from __future__ import annotations
@@ -19,7 +33,8 @@ from typing import TYPE_CHECKING
 
 from memcgctl.daemon.protocol import CorePorts, Mode
 from memcgctl.logic.decision import Decision
-from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.cgpath import CgroupPath, Scope
+from memcgctl.vocab.errors import OverBudget
 from memcgctl.vocab.model import Snapshot
 
 if TYPE_CHECKING:  # the core's per-watch state, which the core module defines
@@ -34,6 +49,13 @@ PLAN_MIN_PERIOD = 0.05
 PLAN_COST = 10
 PLAN_MAX_AGE = 2.0
 PLAN_UNCHECKABLE = 1.0  # no stamp (no tree watch, no priority walk): try again this late
+# A refresh's choice looks at this many cgroups at most (each probe of a badness or a
+# usage, each cgroup read in full, counts once): a node's level of a few hundred pods
+# fits (300 pods of 4 containers, 43 of them tied in usage: 1,147 looks); a tenant's
+# 2,000 empty cgroups ranked first do not (its refresh stops there: ~30 ms on v1).
+REFRESH_MAX_LOOKS = 2048
+# No plan kept: not chosen again before this while the domain's tree mark is the same
+PLAN_REFUSED_RETRY = 30.0
 
 
 class Chooser:
@@ -46,10 +68,21 @@ class Chooser:
         self.select = select
         self.clock = clock
         self.prep_s = 0.005  # how long the last snapshot + selection took
+        # watch -> (the domain's tree mark, until when) where no plan could be kept
+        self.refused: dict[Scope, tuple[object, float]] = {}
+        self.skipped = 0  # refreshes not chosen again (refused at the same mark)
+        # (kind, cgroup, fields): a debug line, not journaled (daemon/main.py)
+        self.debug: Callable[[str, Scope, dict[str, object]], None] | None = None
 
-    def decide(self, w: Watch) -> Decision:
+    def decide(self, w: Watch, budget: int | None = None) -> Decision:
+        """The victim now (a snapshot of w's domain and the selection); ``budget``:
+        :class:`OverBudget` when that means looking at more cgroups."""
         t0 = self.clock() if self.clock is not None else 0.0
-        decision = self.select(self.ports.snapshot(w.domain), w.domain, w.killed)
+        if budget is None:
+            snap = self.ports.snapshot(w.domain)
+        else:
+            snap = self.ports.snapshot(w.domain, budget=budget)
+        decision = self.select(snap, w.domain, w.killed)
         if self.clock is not None:
             self.prep_s = self.clock() - t0
         return decision
@@ -73,14 +106,39 @@ class Chooser:
         the next refresh no sooner than PLAN_COST times what this one took."""
         assert self.clock is not None
         t0 = self.clock()
-        plan = self.decide(w)
-        stamp = self.ports.plan_stamp(plan) if plan.victim is not None else None
+        mark = self.ports.plan_mark(w.domain)
+        refused = self.refused.get(w.cg)
+        if refused is not None and mark is not None and refused[0] == mark and now < refused[1]:
+            # no plan could be kept, and nothing the tree watch sees changed since
+            self.skipped += 1
+            w.plan, w.plan_stamp = None, None
+            w.next_refresh = now + PLAN_UNCHECKABLE
+            if w.mode is not Mode.HOST:
+                w.next_check = w.next_refresh
+            return
+        why = "stamp"
+        try:
+            plan: Decision | None = self.decide(w, REFRESH_MAX_LOOKS)
+        except OverBudget:
+            plan, why = None, "looks"  # too many cgroups to look at: none kept
+        stamp = None
+        if plan is not None and plan.victim is not None:
+            stamp = self.ports.plan_stamp(plan)
         took = self.clock() - t0
         period = max(PLAN_MIN_PERIOD, PLAN_COST * took)
         if stamp is None:  # it could not be checked at the event: none kept
             w.plan, w.plan_stamp = None, None
             w.next_refresh = now + max(period, PLAN_UNCHECKABLE)
+            # not again while the domain's tree stays the same: as it was before the
+            # choice and after the stamp (a change meanwhile, or events still unread
+            # at the stamp that concern the domain, move it: chosen again)
+            if mark is not None and self.ports.plan_mark(w.domain) == mark:
+                self.refused[w.cg] = (mark, now + PLAN_REFUSED_RETRY)
+            if self.debug is not None:
+                fields = {"domain": w.domain, "why": why, "took_ms": round(took * 1000, 1)}
+                self.debug("plan_refused", w.cg, fields)
         else:
+            self.refused.pop(w.cg, None)
             w.plan, w.plan_stamp, w.plan_at = plan, stamp, now
             w.next_refresh = now + period
             # the host refreshes at its polls: its plan may be a poll interval old

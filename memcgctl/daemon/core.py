@@ -633,4 +633,6 @@ def with_process(snap: Snapshot, p: ProcessInfo) -> Snapshot:
     cgroups = dict(snap.cgroups)
     if p.pid not in cg.pids:  # a zombie is listed already; a reaped victim is not
         cgroups[p.cgroup] = dataclasses.replace(cg, pids=(*cg.pids, p.pid))
-    return dataclasses.replace(snap, cgroups=cgroups, processes={**snap.processes, p.pid: p})
+    # (no emptiness probe: it reads the cgroup as it is now, without the victim)
+    processes = {**snap.processes, p.pid: p}
+    return dataclasses.replace(snap, cgroups=cgroups, processes=processes, empty_probe=None)

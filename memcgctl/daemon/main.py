@@ -201,6 +201,10 @@ def run(env: Env, config: DaemonConfig) -> None:
         debug=lambda kind, cg, fields: ports.recorder.line(Priority.DEBUG, kind, str(cg), **fields),
     )
     ports.tree = rules.tree = tree
+    # each refresh that kept no standing plan (daemon/choosing.py), a debug line
+    core.chooser.debug = lambda kind, cg, fields: ports.recorder.line(
+        Priority.DEBUG, kind, str(cg), **fields
+    )
 
     def before_rescan(hup: bool) -> None:
         tree.refresh(ports.pulse)  # first: the rules and the managed set read its pass

@@ -548,9 +548,14 @@ class RealPorts:
         """The pidfds of the victims still exiting: the loop wakes when one fires."""
         return self.dying.fds()
 
-    def snapshot(self, cg: CgroupPath) -> Snapshot:
+    def snapshot(self, cg: CgroupPath, budget: int | None = None) -> Snapshot:
         # a process is read when looked at (issue 22); dying victims are not killable
-        return self.dying.hide(self.env.snapshot(cg, lazy=True))
+        return self.dying.hide(self.env.snapshot(cg, lazy=True, budget=budget))
+
+    def plan_mark(self, domain: CgroupPath) -> Hashable | None:
+        """The tree watch's mark for ``domain`` (:meth:`TreeWatch.mark`); None without
+        a tree watch, or when it cannot be told."""
+        return self.tree.mark(domain) if self.tree is not None else None
 
     def plan_stamp(self, decision: Decision) -> Hashable | None:
         """The tree watch's mark for the decision's domain and the processes of the

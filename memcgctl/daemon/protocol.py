@@ -86,8 +86,13 @@ class CorePorts(Protocol):
     def freeze(self, cg: Scope, frozen: bool) -> bool:
         """v2: freeze (or thaw) cg's OOM domain; False when it cannot be done."""
 
-    def snapshot(self, cg: CgroupPath) -> Snapshot:
-        """A fresh snapshot of cg's subtree."""
+    def snapshot(self, cg: CgroupPath, budget: int | None = None) -> Snapshot:
+        """A fresh snapshot of cg's subtree; ``budget``: looking at more cgroups than
+        that raises :class:`~memcgctl.vocab.errors.OverBudget` (a lazy snapshot)."""
+
+    def plan_mark(self, domain: CgroupPath) -> Hashable | None:
+        """What changes whenever a cgroup is made or removed in ``domain``, or one's
+        xattrs or owner change (the tree watch's mark); None: it cannot be told."""
 
     def plan_stamp(self, decision: Decision) -> Hashable | None:
         """What a standing plan rests on, read when it is chosen (the tree watch's mark

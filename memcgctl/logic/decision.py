@@ -58,6 +58,9 @@ class Level:
     cgroup: CgroupPath
     candidates: tuple[Candidate, ...]
     chosen: Candidate | None
+    # the brief walk: candidates skipped for holding no process and no child cgroup,
+    # told by the snapshot's probe alone and not listed (beyond LISTED_EMPTY of them)
+    unlisted: int = 0
 
 
 class Scored(NamedTuple):

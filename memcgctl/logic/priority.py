@@ -106,7 +106,9 @@ class _Viability:
         its badness alone (:meth:`Snapshot.badness_of`) and read in full only when the
         search reaches it; the search goes where the walk would (the lowest badness,
         then, for the brief walk, the largest usage: :meth:`Snapshot.usage_of`)
-        first."""
+        first.  A child that holds no process and no child cgroup
+        (:meth:`Snapshot.holds_nothing`, a probe) is passed over unread: a tenant's
+        thousands of empty cgroups ranked first cost a probe each (issue 22)."""
         if cg.path in self.memo:
             return self.memo[cg.path] is not None
         found = self.alive.get(cg.path)
@@ -118,6 +120,8 @@ class _Viability:
         found = False
         while stack and not found:
             top = stack.pop()
+            if not isinstance(top, CgroupInfo) and snap.holds_nothing(top):
+                continue  # no process, no child cgroup: told without reading it in full
             cur = top if isinstance(top, CgroupInfo) else snap.cgroups.get(top)
             if cur is None:
                 continue
@@ -258,12 +262,22 @@ def lowest_priority_child(snap: Snapshot, path: CgroupPath) -> CgroupPath | None
     return first.path
 
 
+# The brief walk lists at most this many skipped candidates per level (a cgroup skipped
+# for holding nothing was read in full); beyond, a candidate the snapshot's probe tells
+# holds no process and no child cgroup (:meth:`Snapshot.holds_nothing`) is skipped
+# unread and counted (:attr:`Level.unlisted`): a tenant's thousands of empty cgroups
+# ranked first cost a probe each (issue 22).  A decision with such a level rests on
+# more cgroups than a standing plan could check (:func:`plan_inputs`: none).
+LISTED_EMPTY = 64
+
+
 def _brief_level(
     snap: Snapshot, level: CgroupInfo, viable: _Viability, gone: frozenset[int]
-) -> tuple[list[Candidate], list[Candidate], int, int]:
+) -> tuple[list[Candidate], list[Candidate], int, int, int]:
     """One level of the brief walk: (the eligible candidates looked into, ranked; the
     candidates looked into and skipped; how many were ranked after the chosen one
-    without being looked into; how many candidates there are in all).
+    without being looked into; how many candidates there are in all; how many were
+    skipped unlisted, beyond :data:`LISTED_EMPTY`).
 
     The children are ranked by their badness alone (one xattr read each:
     :meth:`Snapshot.badness_of`).  Badness by badness from the lowest, the candidates
@@ -292,6 +306,7 @@ def _brief_level(
             by_badness.append((found[0], path))
     total = len(procs) + len(by_badness) + never
     values = sorted({b for b, _ in by_badness} | {c.badness for c in live})
+    unlisted = 0
     for n, b in enumerate(values):
         # this badness's candidates in the full walk's order, the cgroups by their
         # usage alone (:meth:`Snapshot.usage_of`); read in full when looked into
@@ -313,6 +328,9 @@ def _brief_level(
             if isinstance(item, Candidate):
                 c = item
             else:
+                if len(skipped) >= LISTED_EMPTY and snap.holds_nothing(item):
+                    unlisted += 1  # nothing inside: skipped, as it would be when read
+                    continue
                 info = snap.cgroups.get(item)
                 if info is None:
                     continue
@@ -331,8 +349,8 @@ def _brief_level(
             unchecked = never + len(group) - looked
             unchecked += sum(1 for kb, _ in by_badness if kb in higher)
             unchecked += sum(1 for c in live if c.badness in higher)
-            return _ranked(eligible, viable), skipped, unchecked, total
-    return [], skipped, 0, total
+            return _ranked(eligible, viable), skipped, unchecked, total, unlisted
+    return [], skipped, 0, total, unlisted
 
 
 def select_priority_brief(
@@ -374,9 +392,11 @@ def select_priority(
     reasons: list[Reason] = []
     level = start
     while True:
-        unchecked = 0
+        unchecked = unlisted = 0
         if brief:
-            eligible, skipped, unchecked, n_cands = _brief_level(snap, level, viable, gone)
+            eligible, skipped, unchecked, n_cands, unlisted = _brief_level(
+                snap, level, viable, gone
+            )
         else:
             cands = _cgroup_candidates(snap, level, viable)
             for p in snap.processes_in(level.path):
@@ -387,13 +407,14 @@ def select_priority(
             skipped = [c for c in cands if c.skip is not None]
             n_cands = len(cands)
         if not eligible:
-            walk.append(Level(level.path, tuple(_skipped(c) for c in skipped), None))
+            walk.append(Level(level.path, tuple(_skipped(c) for c in skipped), None, unlisted))
             reasons.append(NoKillableAt(level.path))
             return Decision(PRIORITY, oom_root, None, walk=tuple(walk), reasons=tuple(reasons))
         chosen = eligible[0]
         noted = [_with_verdict(c, _verdict(c, chosen, eligible[1:])) for c in eligible]
         chosen_noted = noted[0]
-        walk.append(Level(level.path, tuple(noted + [_skipped(c) for c in skipped]), chosen_noted))
+        listed = tuple(noted + [_skipped(c) for c in skipped])
+        walk.append(Level(level.path, listed, chosen_noted, unlisted))
         reasons.append(
             LevelChoice(
                 level.path,
@@ -439,8 +460,11 @@ def plan_inputs(decision: Decision) -> tuple[tuple[CgroupPath, bool], ...]:
     one (a process arriving there would win).  While their processes are the same, the
     decision is the one a fresh walk would make, but for sizes and the processes' own
     badness (the daemon's standing plan bounds its age for those).  Empty for a
-    decision without a priority walk or victim."""
+    decision without a priority walk or victim, and for one whose brief walk skipped
+    candidates unlisted (:data:`LISTED_EMPTY`: more than a plan could check)."""
     if decision.policy != PRIORITY or decision.victim is None:
+        return ()
+    if any(level.unlisted for level in decision.walk):
         return ()
     out: list[tuple[CgroupPath, bool]] = []
     for level in decision.walk:

@@ -138,6 +138,12 @@ class CommandNotExecutable(CommandNotRunnable):
     status = ExitStatus.CANNOT_EXECUTE
 
 
+class OverBudget(Exception):
+    """Not an error: a bounded read (a lazy snapshot given a budget of cgroups to look
+    at) reached its bound.  The daemon's refresh of a standing plan stops there and
+    keeps no plan (issue 22: a tenant's thousands of cgroups never hold its loop)."""
+
+
 class Vanished(Exception):
     """A cgroup or process disappeared while we read it.  Readers raise it; callers
     that walk many objects treat it as "absent", never as a failure."""
