@@ -32,7 +32,7 @@ def test_a_kept_file_reads_the_value_now_and_never_a_removed_cgroups(
     names = (limit_file(fs), "memory.stat", "no.such.file")
     fs.keep_open(cg, names)
     try:
-        assert {n for c, n in fs._kept if c == cg} == set(names[:2])  # what exists
+        assert {n for c, n in fs.kept() if c == cg} == set(names[:2])  # what exists
         assert fs.limit(cg) == 64 << 20
         cgroups.set_limit(cg, 32 << 20)
         assert fs.limit(cg) == 32 << 20  # read now, through the same fd
@@ -44,7 +44,7 @@ def test_a_kept_file_reads_the_value_now_and_never_a_removed_cgroups(
         os.rmdir(cgroups.path(cg))
         with pytest.raises(Vanished):
             fs.limit(cg)  # gone: the kept fd fails, the path too
-        assert (cg, limit_file(fs)) not in fs._kept
+        assert (cg, limit_file(fs)) not in fs.kept()
         fs.keep_open(cg, names)  # nothing there to keep
         cgroups.make("kept", limit=48 << 20)  # made again, same name
         assert fs.limit(cg) == 48 << 20
@@ -54,12 +54,12 @@ def test_a_kept_file_reads_the_value_now_and_never_a_removed_cgroups(
         assert fs.limit(cg) == 40 << 20  # not the removed one's last value
     finally:
         fs.close_kept()
-    assert fs._kept == {}
+    assert fs.kept() == set()
 
 
 def test_nothing_is_kept_on_a_fixture_tree(fake_v2: FakeHost) -> None:
     fs = fake_v2.env().fs
     fake_v2.cgroup("/jobs", limit=64 << 20)
     fs.keep_open(CgroupPath("/jobs"), ("memory.max",))
-    assert fs._kept == {}
+    assert fs.kept() == set()
     assert fs.limit(CgroupPath("/jobs")) == 64 << 20

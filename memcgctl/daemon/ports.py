@@ -46,6 +46,7 @@ from memcgctl.daemon.valve import (
 from memcgctl.daemon.watches import Notifier, Watches
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfiles import (
+    CGROUP_PROCS,
     V1_LIMIT,
     V1_OOM_CONTROL,
     V1_USAGE,
@@ -76,6 +77,9 @@ V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 PULSE_EVERY = 64  # cgroups walked between two pulses of a rescan (and OOM checks)
 REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
 HOST_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
+# a standing plan's check at the event reads the cgroup.procs of each level of its
+# walk: the first this many are kept open (v2), a pread each
+KEPT_LEVELS = 8
 # the files a look at a managed memcg reads (:meth:`RealPorts.level`), kept open while
 # it is managed: a pread each, not open/read/close (issue 22: the valve's event to the
 # signal under emulation)
@@ -205,6 +209,9 @@ class RealPorts:
         self._host_meminfo: MeminfoFields | None = None  # its reader, fd kept open
         # how fast each managed memcg nears its near line (a standing plan: core.py)
         self.approach: dict[Scope, HostRate] = {}
+        # a standing plan's OOM root -> the cgroups whose cgroup.procs are kept open
+        # for its check at the event (:meth:`_keep_procs`)
+        self._procs_kept: dict[CgroupPath, tuple[CgroupPath, ...]] = {}
 
     @property
     def log(self) -> TextIO:
@@ -408,10 +415,12 @@ class RealPorts:
         v = self.valves.pop(cg, None)
         if isinstance(cg, HostScope):
             self.kills.unpin(ROOT)  # the host's plan: its victims are chosen from the root
+            self._keep_procs(ROOT, [])
             return
         target = v.domain if v is not None else cg
-        self.fs.close_kept(target)
+        self.fs.close_kept(target, LOOK_FILES[self.fs.version])
         self.kills.unpin(target)
+        self._keep_procs(target, [])
         try:
             mark = owner.read_mark(self.fs, target)
             if mark is not None and mark.get("instance") == self.instance:
@@ -428,6 +437,7 @@ class RealPorts:
         (``daemon_stopped`` and its shadow-mode summary): :meth:`close_journal`."""
         self.watches.close_all()
         self.fs.close_kept()
+        self._procs_kept.clear()
         self.kills.unpin(None)
         if self.kernel_log is not None:
             self.kernel_log.close()
@@ -593,13 +603,34 @@ class RealPorts:
             # the victim's pidfd, from now on: at the event its signal is sent through
             # it, right after the check has read the victim in its cgroup (issue 22)
             self.kills.pin_plan(decision)
+        levels = [cg for cg, whole in plan_inputs(decision) if not whole] if stamp else []
+        self._keep_procs(decision.oom_root, levels[:KEPT_LEVELS])
         return stamp
 
-    def _stamp(self, decision: Decision) -> tuple[int, StampProcs] | None:
+    def _keep_procs(self, root: CgroupPath, cgroups: list[CgroupPath]) -> None:
+        """Keep the ``cgroup.procs`` of the cgroups a plan in ``root`` is checked on
+        open (v2: a pread at the event), and close those no plan needs any more.  Not
+        on v1, whose ``cgroup.procs`` read again through one open file may be the list
+        it made up to a second before (the kernel's pidlist cache)."""
+        if self.fs.version != 2:
+            return
+        before = {cg for cgs in self._procs_kept.values() for cg in cgs}
+        if cgroups:
+            self._procs_kept[root] = tuple(cgroups)
+        else:
+            self._procs_kept.pop(root, None)
+        wanted = {cg for cgs in self._procs_kept.values() for cg in cgs}
+        for cg in before - wanted:
+            self.fs.close_kept(cg, (CGROUP_PROCS,))
+        for cg in wanted - before:
+            self.fs.keep_open(cg, (CGROUP_PROCS,))
+
+    def _stamp(self, decision: Decision, mark: int | None = None) -> tuple[int, StampProcs] | None:
         inputs = plan_inputs(decision)
         if self.tree is None or not inputs or len(inputs) > STAMP_MAX_CGROUPS:
             return None
-        mark = self.tree.mark(decision.oom_root)
+        if mark is None:
+            mark = self.tree.mark(decision.oom_root)
         if mark is None:
             return None
         procs = procs_stamp(self.fs, inputs)
@@ -613,9 +644,10 @@ class RealPorts:
         self.kills.checked(None)
         if self.tree is None or not isinstance(stamp, tuple):
             return False
-        if self.tree.mark(decision.oom_root) != stamp[0]:
+        mark = self.tree.mark(decision.oom_root)
+        if mark is None or mark != stamp[0]:
             return False  # the tree changed: no cgroup.procs read on the OOM path
-        now = self._stamp(decision)
+        now = self._stamp(decision, mark)
         if now is None or not stamp_holds(self.proc, decision, stamp, now):
             return False
         victim = decision.victim

@@ -332,9 +332,20 @@ class CgroupTree:
             except OSError:
                 continue
 
-    def close_kept(self, cg: CgroupPath | None = None) -> None:
-        """Close what :meth:`keep_open` kept of cg (None: of every cgroup)."""
-        for key in [k for k in self._kept if cg is None or k[0] == cg]:
+    def kept(self) -> set[tuple[CgroupPath, str]]:
+        """(cgroup, file) of every file kept open."""
+        return set(self._kept)
+
+    def close_kept(
+        self, cg: CgroupPath | None = None, filenames: tuple[str, ...] | None = None
+    ) -> None:
+        """Close what :meth:`keep_open` kept of cg (None: of every cgroup), these files
+        of it or all."""
+        for key in [
+            k
+            for k in self._kept
+            if (cg is None or k[0] == cg) and (filenames is None or k[1] in filenames)
+        ]:
             os.close(self._kept.pop(key))
 
     def _on_kernfs(self) -> bool:
