@@ -214,3 +214,20 @@ def test_the_pin_goes_with_the_plan(planned: Setup) -> None:
     assert s.ports.kills.pinned() == {s.jobs: s.small.pid}
     s.core.release_watches("test")
     assert s.ports.kills.pinned() == {} and s.ports.fs.kept() == set()
+
+
+def test_only_the_checked_decision_is_signalled_without_a_membership_read(
+    planned: Setup,
+) -> None:
+    """The check's read vouches for the decision it checked: another decision with the
+    same victim (chosen afresh) is read in its cgroup again before its signal."""
+    s = planned
+    w = s.core.watches[s.jobs]
+    assert w.plan is not None and w.plan_stamp is not None
+    assert s.ports.plan_holds(w.plan, w.plan_stamp)
+    fresh = select_priority_brief(s.ports.snapshot(s.jobs), s.jobs, ())
+    assert fresh.victim is not None and fresh.victim.pid == s.big.pid and fresh is not w.plan
+    assert s.ports.kill(fresh) == [s.big.pid]
+    assert s.ports.cgroup_reads == [s.big.pid]
+    assert s.big.wait(timeout=20) == -signal.SIGKILL
+    assert s.small.poll() is None

@@ -207,8 +207,9 @@ class Kills:
         # a standing plan's victim, pinned when the plan was chosen: OOM root -> (pid,
         # pidfd), one per managed memcg (issue 22: at the event, only the signal)
         self._planned: dict[CgroupPath, tuple[int, int]] = {}
-        # the pinned victim the plan's check has just read in its cgroup (after the pin)
-        self._listed: tuple[int, int] | None = None
+        # the plan the check has just found holding, its victim read in its cgroup after
+        # the pin: (the decision itself, (pid, pidfd)); only its own kill uses it
+        self._listed: tuple[Decision, tuple[int, int]] | None = None
 
     def pin_plan(self, decision: Decision) -> None:
         """Hold a pidfd on a standing plan's victim (the one held for its OOM root is
@@ -233,7 +234,7 @@ class Kills:
         if decision is not None and decision.victim is not None:
             held = self._planned.get(decision.oom_root)
             if held is not None and held[0] == decision.victim.pid:
-                self._listed = held
+                self._listed = (decision, held)
 
     def pinned(self) -> dict[CgroupPath, int]:
         """OOM root -> the standing plan's victim pinned there."""
@@ -243,7 +244,7 @@ class Kills:
         """Close the pin held for a plan in ``root`` (None: every one)."""
         for key in [k for k in self._planned if root is None or k == root]:
             _, fd = self._planned.pop(key)
-            if self._listed is not None and self._listed[1] == fd:
+            if self._listed is not None and self._listed[1][1] == fd:
                 self._listed = None
             self.dying.discard(fd)
 
@@ -255,15 +256,21 @@ class Kills:
         if victim is None or victim.pid in self.dying:
             return []  # a kill already sent is not sent (nor counted) again
         held = self._planned.pop(decision.oom_root, None)
-        if held is not None and held == listed and held[0] == victim.pid:
-            # the standing plan's victim, pinned when chosen and read in its cgroup by
-            # the check just now: the signal alone (a pid that names another process
-            # by now is not hit: the pinned one has died, ESRCH)
+        # the standing plan's victim, pinned when chosen and read in its cgroup by the
+        # check for this very decision just now: the signal alone (a pid that names
+        # another process by now is not hit: the pinned one has died, ESRCH)
+        mine = (
+            held is not None
+            and listed is not None
+            and listed[0] is decision
+            and listed[1] == held
+            and held[0] == victim.pid
+        )
+        if mine and held is not None:
             pin: int | None = held[1]
         else:
             if held is not None:
                 self.dying.discard(held[1])
-            listed = None
             # one pidfd: the signal goes through the one that then watches the exit.
             # None (gone, or no fd to spare): the killer tries with its own and reaps
             # at once, since no pidfd is kept to reap it later
@@ -276,7 +283,7 @@ class Kills:
                 exact=True,
                 handle=pin,
                 release=pin is None,
-                listed=listed is not None,
+                listed=mine,
             )
         except MemcgctlError as exc:
             self.dying.discard(pin)

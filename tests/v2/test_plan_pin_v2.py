@@ -23,6 +23,7 @@ from tests.test_plan_pin_kernel import (
     test_a_plan_that_holds_is_only_the_signal_at_the_event,
     test_a_victim_moved_out_since_the_plan_is_not_killed,
     test_a_victim_that_died_since_the_plan_is_passed_over,
+    test_only_the_checked_decision_is_signalled_without_a_membership_read,
     test_the_pin_goes_with_the_plan,
     the_event,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "test_a_plan_that_holds_is_only_the_signal_at_the_event",
     "test_a_victim_moved_out_since_the_plan_is_not_killed",
     "test_a_victim_that_died_since_the_plan_is_passed_over",
+    "test_only_the_checked_decision_is_signalled_without_a_membership_read",
     "test_the_pin_goes_with_the_plan",
 ]
 
