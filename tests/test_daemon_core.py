@@ -95,6 +95,8 @@ class FakePorts:
 
     def kill(self, decision: Decision) -> list[int]:
         assert decision.victim is not None
+        if decision.kill_group is None and decision.victim.pid in self.dead:
+            return []  # a victim already dying is not signalled (nor counted) again
         pids = list(decision.group_pids) or [decision.victim.pid]
         self.killed += pids
         return pids

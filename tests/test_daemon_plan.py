@@ -178,6 +178,10 @@ def test_a_plan_whose_victim_died_is_not_used(fake_v1: FakeHost) -> None:
 
 
 def test_a_plan_whose_victim_is_exiting_is_not_used(fake_v1: FakeHost) -> None:
+    """A victim still listed in its cgroup but already dying (its memory gone) holds
+    the plan's check; its kill is refused (the real ports: one of ours is never sent
+    twice; one that has died, ESRCH through the pidfd pinned with the plan), and the
+    victim is chosen afresh, with no status read on the way."""
     ports, core, clock, choose = daemon(jobs(fake_v1))
     near_and_planned(ports, core, clock)
     ports.dead.add(10)  # still listed in its cgroup, its memory gone

@@ -147,12 +147,16 @@ class Killer:
         exact: bool = False,
         handle: int | None = None,
         release: bool = True,
+        listed: bool = False,
     ) -> bool:
         """Signal PID only if it is (still) in ``expected_cgroup`` (or below it, unless
         ``exact``) and, when given, still has ``start_time``.  False if it was gone,
         left, or the pid now names another process.  ``handle``: one the caller opened
         on pid (with this signaller) and keeps open; otherwise one is opened here.
-        ``release``: after SIGKILL, reap its memory at once (``process_mrelease``)."""
+        ``release``: after SIGKILL, reap its memory at once (``process_mrelease``).
+        ``listed``: the caller read pid in ``expected_cgroup``'s ``cgroup.procs``
+        just now, after it opened ``handle``: not read again (if pid named another
+        process by then, the handle's own has died and the signal goes nowhere)."""
         if pid in (1, self.self_pid):
             raise UsageProblem(f"pid {pid}: refusing to signal init or memcgctl itself")
         own = handle is None
@@ -161,13 +165,7 @@ class Killer:
             if handle is None:
                 return False
         try:
-            try:
-                cg = self.cgroup_of(pid)
-                if start_time is not None and self.proc.start_time(pid) != start_time:
-                    return False
-            except Vanished:
-                return False
-            if not (cg == expected_cgroup if exact else expected_cgroup.contains(cg)):
+            if not listed and not self._still_in(pid, expected_cgroup, start_time, exact):
                 return False
             if not self.signaller.send(handle, sig):
                 return False
@@ -178,6 +176,17 @@ class Killer:
         finally:
             if own:
                 self.signaller.close(handle)
+
+    def _still_in(
+        self, pid: int, expected: CgroupPath, start_time: int | None, exact: bool
+    ) -> bool:
+        try:
+            cg = self.cgroup_of(pid)
+            if start_time is not None and self.proc.start_time(pid) != start_time:
+                return False
+        except Vanished:
+            return False
+        return cg == expected if exact else expected.contains(cg)
 
     # -- the whole subtree ------------------------------------------------------------------
     def plan(

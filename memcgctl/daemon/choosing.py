@@ -151,13 +151,18 @@ class Chooser:
         """w's plan and its age (ms) if it still holds, else None (chosen afresh); the
         plan is used up either way.  A standing plan holds while it is young enough and
         what it rests on is unchanged (the tree watch's mark, the compared cgroups'
-        processes); any plan, while its victim is alive."""
+        processes, its victim listed in its cgroup: neither gone, nor a zombie, nor
+        moved); its signal then goes through the pidfd pinned when it was chosen, so a
+        victim that died since is not mistaken for a process that got its pid (the
+        kill finds it gone and the victim is chosen afresh).  A plan chosen just before
+        a deadline holds while its victim is alive."""
         plan, w.plan = w.plan, None
         stamp, w.plan_stamp = w.plan_stamp, None
         if plan is None or plan.victim is None:
             return None
-        if stamp is not None and (now > w.plan_until or not self.ports.plan_holds(plan, stamp)):
-            return None
-        if not self.ports.alive([plan.victim.pid]):
+        if stamp is not None:
+            if now > w.plan_until or not self.ports.plan_holds(plan, stamp):
+                return None
+        elif not self.ports.alive([plan.victim.pid]):
             return None
         return plan, max(now - w.plan_at, 0.0) * 1000

@@ -120,8 +120,14 @@ class DaemonCore:
         settings: Settings | None = None,
         clock: Callable[[], float] | None = None,
         hooks: Hooks | None = None,
+        debug: Callable[[str, Scope, dict[str, Any]], None] | None = None,
     ) -> None:
         self.ports = ports
+        # a debug line per planned kill, written with its records: the event to the
+        # signal by step (the level read, the plan's check, the signal); the clock's
+        self.debug = debug if clock is not None else None
+        self._path: tuple[Scope, float, float, float] | None = None
+        self._signalled = 0.0
         self.hooks = hooks  # --pre-kill / --post-kill (hooks.py); never waited for
         # choosing the victim ahead of the deadline, and late_ms; None: neither
         self.clock = clock
@@ -256,6 +262,7 @@ class DaemonCore:
 
     def _check(self, w: Watch, now: float, adopt: bool = False) -> None:
         level = self.ports.level(w.cg)
+        looked = self.clock() if self.debug is not None and self.clock is not None else 0.0
         short = level.state in (SHORT, CRITICAL)
         w.near = short or level.near
         if not w.near and w.plan_stamp is not None and w.episode_start is None:
@@ -277,10 +284,13 @@ class DaemonCore:
             planned = self.chooser.take(w, now) if self._signal_first(w, now) else None
             if planned is not None:
                 # the standing plan holds: the signal first, the records after it
-                # (under_oom carries the episode's start as its time)
+                # (under_oom carries the episode's start as its time, formatted then)
                 assert self.clock is not None
-                under["time"] = utc_iso(time.time() - max(self.clock() - now, 0.0))
+                checked = self.clock()
+                under["time"] = time.time() - max(checked - now, 0.0)
                 self._act(w, now, under=under, planned=planned)
+                if self.debug is not None:  # the event to the signal, by step
+                    self._path = (w.cg, now, looked, checked)
             else:
                 self._emit("under_oom", w.cg, **under)
         elif not short and w.episode_start is not None:
@@ -433,7 +443,7 @@ class DaemonCore:
         """Kill the victim (a plan that still holds, or one chosen now).  ``under``: the
         episode's ``under_oom``, held back until the signal has gone (signal first)."""
         # victims of earlier rounds still exiting: the kernel would wait too
-        still = self.ports.alive(w.killed)
+        still = self.ports.alive(w.killed) if w.killed else []
         if still and w.last_kill is not None and now - w.last_kill < 5 * self.settings.grace:
             w.last_kill = now
             return
@@ -463,7 +473,8 @@ class DaemonCore:
             self.ports.hold_records(True)  # written once the victim exited (_settle)
             pids = self._kill(w, decision)
             if self.clock is not None:  # the deadline to the signal
-                late = round((self.clock() - self._due(w)) * 1000, 1)
+                self._signalled = self.clock()
+                late = round((self._signalled - self._due(w)) * 1000, 1)
             self._say_under(w, under)
             under = None
             if self.hooks is not None:
@@ -503,9 +514,23 @@ class DaemonCore:
                 quiet = True
         if not quiet:
             self.ports.hold_records(False)
+            if self._path is not None and self.debug is not None:
+                cg, event, looked, checked = self._path
+                self._path = None
+                self.debug(
+                    "kill_path",
+                    cg,
+                    {
+                        "level_ms": round((looked - event) * 1000, 2),
+                        "check_ms": round((checked - looked) * 1000, 2),
+                        "signal_ms": round((self._signalled - checked) * 1000, 2),
+                    },
+                )
 
     def _say_under(self, w: Watch, under: dict[str, Any] | None) -> None:
         if under is not None:
+            if isinstance(under.get("time"), float):  # the start, as a time string now
+                under["time"] = utc_iso(under["time"])
             self._emit("under_oom", w.cg, **under)
 
     def _kill(self, w: Watch, decision: Decision) -> list[int]:

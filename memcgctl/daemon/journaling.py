@@ -219,17 +219,77 @@ class Kills:
         self.killer = killer
         self.dying = dying
         self.recorder = recorder
+        # a standing plan's victim, pinned when the plan was chosen: OOM root -> (pid,
+        # pidfd), one per managed memcg (issue 22: at the event, only the signal)
+        self._planned: dict[CgroupPath, tuple[int, int]] = {}
+        # the plan the check has just found holding, its victim read in its cgroup after
+        # the pin: (the decision itself, (pid, pidfd)); only its own kill uses it
+        self._listed: tuple[Decision, tuple[int, int]] | None = None
+
+    def pin_plan(self, decision: Decision) -> None:
+        """Hold a pidfd on a standing plan's victim (the one held for its OOM root is
+        kept while it names the same pid and has not exited, otherwise replaced)."""
+        victim = decision.victim
+        if victim is None or decision.kill_group is not None:
+            return
+        held = self._planned.get(decision.oom_root)
+        if held is not None:
+            if held[0] == victim.pid and not self.killer.signaller.exited(held[1]):
+                return
+            self.unpin(decision.oom_root)
+        pin = self.dying.pin(victim.pid)
+        if pin is not None:
+            self._planned[decision.oom_root] = (victim.pid, pin)
+
+    def checked(self, decision: Decision | None) -> None:
+        """decision's victim was read in its cgroup just now (the standing plan's
+        check at the event), after its pin: its kill need not read that again.  None:
+        nothing was (the last check failed)."""
+        self._listed = None
+        if decision is not None and decision.victim is not None:
+            held = self._planned.get(decision.oom_root)
+            if held is not None and held[0] == decision.victim.pid:
+                self._listed = (decision, held)
+
+    def pinned(self) -> dict[CgroupPath, int]:
+        """OOM root -> the standing plan's victim pinned there."""
+        return {root: pid for root, (pid, _) in self._planned.items()}
+
+    def unpin(self, root: CgroupPath | None) -> None:
+        """Close the pin held for a plan in ``root`` (None: every one)."""
+        for key in [k for k in self._planned if root is None or k == root]:
+            _, fd = self._planned.pop(key)
+            if self._listed is not None and self._listed[1][1] == fd:
+                self._listed = None
+            self.dying.discard(fd)
 
     def kill(self, decision: Decision) -> list[int]:
+        listed, self._listed = self._listed, None
         if decision.kill_group is not None:
             return self.kill_all(decision.kill_group)
         victim = decision.victim
         if victim is None or victim.pid in self.dying:
             return []  # a kill already sent is not sent (nor counted) again
-        # one pidfd: the signal goes through the one that then watches the exit.  None
-        # (gone, or no fd to spare): the killer tries with its own and reaps at once,
-        # since no pidfd is kept to reap it later
-        pin = self.dying.pin(victim.pid)
+        held = self._planned.pop(decision.oom_root, None)
+        # the standing plan's victim, pinned when chosen and read in its cgroup by the
+        # check for this very decision just now: the signal alone (a pid that names
+        # another process by now is not hit: the pinned one has died, ESRCH)
+        mine = (
+            held is not None
+            and listed is not None
+            and listed[0] is decision
+            and listed[1] == held
+            and held[0] == victim.pid
+        )
+        if mine and held is not None:
+            pin: int | None = held[1]
+        else:
+            if held is not None:
+                self.dying.discard(held[1])
+            # one pidfd: the signal goes through the one that then watches the exit.
+            # None (gone, or no fd to spare): the killer tries with its own and reaps
+            # at once, since no pidfd is kept to reap it later
+            pin = self.dying.pin(victim.pid)
         try:
             ok = self.killer.kill_process(
                 victim.pid,
@@ -238,6 +298,7 @@ class Kills:
                 exact=True,
                 handle=pin,
                 release=pin is None,
+                listed=mine,
             )
         except MemcgctlError as exc:
             self.dying.discard(pin)

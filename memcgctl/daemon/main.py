@@ -168,7 +168,15 @@ def run(env: Env, config: DaemonConfig) -> None:
             config.hook_timeout,
             lambda kind, cg, **f: ports.emit(daemon_record(kind, cg, **f)),
         )
-    core = DaemonCore(ports, select, settings, clock=time.monotonic, hooks=hooks)
+    core = DaemonCore(
+        ports,
+        select,
+        settings,
+        clock=time.monotonic,
+        hooks=hooks,
+        # a planned kill's steps from the event to the signal (issue 22), on stderr
+        debug=lambda kind, cg, fields: ports.recorder.line(Priority.DEBUG, kind, str(cg), **fields),
+    )
     # `memcgctl status` reads what it manages from STATE_DIR/daemon-PID.json
     status = StatusCore(
         core,

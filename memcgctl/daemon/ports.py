@@ -45,7 +45,19 @@ from memcgctl.daemon.valve import (
 )
 from memcgctl.daemon.watches import Notifier, Watches
 from memcgctl.env import Env
-from memcgctl.kernel.cgroupfiles import V2_EVENTS
+from memcgctl.kernel.cgroupfiles import (
+    CGROUP_PROCS,
+    V1_LIMIT,
+    V1_OOM_CONTROL,
+    V1_USAGE,
+    V2_CURRENT,
+    V2_EVENTS,
+    V2_HIGH,
+    V2_MAX,
+    V2_STAT,
+    V2_SWAP_CURRENT,
+    V2_SWAP_MAX,
+)
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.notify import EventsFileWatch, OomControlWatch, PsiTrigger
 from memcgctl.kernel.procfs import MeminfoFields, ProcFs
@@ -65,6 +77,16 @@ V1_POLL = 0.05  # v1: the same (no notification tells when an OOM ends)
 PULSE_EVERY = 64  # cgroups walked between two pulses of a rescan (and OOM checks)
 REAPED_KB = 1024  # a dying victim holding less (anon + shmem) has given its memory back
 HOST_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "SwapTotal", "SwapFree")
+# a standing plan's check at the event reads the cgroup.procs of each level of its
+# walk: the first this many are kept open (v2), a pread each
+KEPT_LEVELS = 8
+# the files a look at a managed memcg reads (:meth:`RealPorts.level`), kept open while
+# it is managed: a pread each, not open/read/close (issue 22: the valve's event to the
+# signal under emulation)
+LOOK_FILES = {
+    1: (V1_OOM_CONTROL, V1_USAGE, V1_LIMIT, V2_STAT),
+    2: (V2_CURRENT, V2_STAT, V2_MAX, V2_HIGH, V2_SWAP_MAX, V2_SWAP_CURRENT),
+}
 
 
 CAP_SYS_RESOURCE = 24
@@ -92,9 +114,12 @@ def psi_params(stall_us: int, window_us: int, privileged: bool) -> tuple[int, in
 STAMP_MAX_CGROUPS = 64
 
 
+StampProcs = tuple[tuple[CgroupPath, tuple[int, ...]], ...]
+
+
 def procs_stamp(
     fs: CgroupFs, inputs: Iterable[tuple[CgroupPath, bool]], limit: int = STAMP_MAX_CGROUPS
-) -> tuple[tuple[CgroupPath, tuple[int, ...]], ...] | None:
+) -> StampProcs | None:
     """The processes of each cgroup (of its whole subtree when asked), sorted; None
     when one is gone or cannot be read, or when that would read more than ``limit``
     cgroups (:data:`STAMP_MAX_CGROUPS`: the walk stops at the first one beyond)."""
@@ -184,6 +209,9 @@ class RealPorts:
         self._host_meminfo: MeminfoFields | None = None  # its reader, fd kept open
         # how fast each managed memcg nears its near line (a standing plan: core.py)
         self.approach: dict[Scope, HostRate] = {}
+        # a standing plan's OOM root -> the cgroups whose cgroup.procs are kept open
+        # for its check at the event (:meth:`_keep_procs`)
+        self._procs_kept: dict[CgroupPath, tuple[CgroupPath, ...]] = {}
 
     @property
     def log(self) -> TextIO:
@@ -274,6 +302,8 @@ class RealPorts:
                 m = Managed(Mode.OOM, cg)
             if m is not None and self.tree is not None:  # a write to its limits wakes us
                 self.tree.follow(cg, m.domain, self.fs.version)
+            if m is not None:
+                self.fs.keep_open(m.domain, LOOK_FILES[self.fs.version])
             return m
         except Vanished:  # removed since the rescan listed it: nothing to say
             self.watches.close(cg)
@@ -384,8 +414,13 @@ class RealPorts:
             self.tree.unfollow(cg)
         v = self.valves.pop(cg, None)
         if isinstance(cg, HostScope):
+            self.kills.unpin(ROOT)  # the host's plan: its victims are chosen from the root
+            self._keep_procs(ROOT, [])
             return
         target = v.domain if v is not None else cg
+        self.fs.close_kept(target, LOOK_FILES[self.fs.version])
+        self.kills.unpin(target)
+        self._keep_procs(target, [])
         try:
             mark = owner.read_mark(self.fs, target)
             if mark is not None and mark.get("instance") == self.instance:
@@ -401,6 +436,9 @@ class RealPorts:
         """Every fd.  The journal writer stays open for the records of the way out
         (``daemon_stopped`` and its shadow-mode summary): :meth:`close_journal`."""
         self.watches.close_all()
+        self.fs.close_kept()
+        self._procs_kept.clear()
+        self.kills.unpin(None)
         if self.kernel_log is not None:
             self.kernel_log.close()
             self.kernel_log = None
@@ -565,22 +603,64 @@ class RealPorts:
         meanwhile could not be seen) or a priority walk, or when more than
         :data:`STAMP_MAX_CGROUPS` cgroups would be read (a tenant's thousands of empty
         cgroups): no plan is kept then, the victim is chosen at the event."""
+        stamp = self._stamp(decision)
+        if stamp is not None and not self.dry_run:
+            # the victim's pidfd, from now on: at the event its signal is sent through
+            # it, right after the check has read the victim in its cgroup (issue 22)
+            self.kills.pin_plan(decision)
+        levels = [cg for cg, whole in plan_inputs(decision) if not whole] if stamp else []
+        self._keep_procs(decision.oom_root, levels[:KEPT_LEVELS])
+        return stamp
+
+    def _keep_procs(self, root: CgroupPath, cgroups: list[CgroupPath]) -> None:
+        """Keep the ``cgroup.procs`` of the cgroups a plan in ``root`` is checked on
+        open (v2: a pread at the event), and close those no plan needs any more.  Not
+        on v1, whose ``cgroup.procs`` read again through one open file may be the list
+        it made up to a second before (the kernel's pidlist cache)."""
+        if self.fs.version != 2:
+            return
+        before = {cg for cgs in self._procs_kept.values() for cg in cgs}
+        if cgroups:
+            self._procs_kept[root] = tuple(cgroups)
+        else:
+            self._procs_kept.pop(root, None)
+        wanted = {cg for cgs in self._procs_kept.values() for cg in cgs}
+        for cg in before - wanted:
+            self.fs.close_kept(cg, (CGROUP_PROCS,))
+        for cg in wanted - before:
+            self.fs.keep_open(cg, (CGROUP_PROCS,))
+
+    def _stamp(self, decision: Decision, mark: int | None = None) -> tuple[int, StampProcs] | None:
         inputs = plan_inputs(decision)
         if self.tree is None or not inputs or len(inputs) > STAMP_MAX_CGROUPS:
             return None
-        mark = self.tree.mark(decision.oom_root)
+        if mark is None:
+            mark = self.tree.mark(decision.oom_root)
         if mark is None:
             return None
         procs = procs_stamp(self.fs, inputs)
         return None if procs is None else (mark, procs)
 
     def plan_holds(self, decision: Decision, stamp: Hashable) -> bool:
+        """:meth:`CorePorts.plan_holds`.  When it holds, the victim was read in its
+        cgroup's ``cgroup.procs`` just now, after the pidfd pinned when the plan was
+        chosen: the kill then only signals through that pidfd (a victim that died
+        since, its pid reused or not, is not hit: ``ESRCH``, chosen afresh)."""
+        self.kills.checked(None)
         if self.tree is None or not isinstance(stamp, tuple):
             return False
-        if self.tree.mark(decision.oom_root) != stamp[0]:
+        mark = self.tree.mark(decision.oom_root)
+        if mark is None or mark != stamp[0]:
             return False  # the tree changed: no cgroup.procs read on the OOM path
-        now = self.plan_stamp(decision)
-        return now is not None and stamp_holds(self.proc, decision, stamp, now)
+        now = self._stamp(decision, mark)
+        if now is None or not stamp_holds(self.proc, decision, stamp, now):
+            return False
+        victim = decision.victim
+        if victim is not None and any(
+            cg == victim.cgroup and victim.pid in pids for cg, pids in now[1]
+        ):
+            self.kills.checked(decision)
+        return True
 
     def alive(self, pids: Iterable[int]) -> list[int]:
         """Those of pids still holding memory.  A victim we sent SIGKILL had its memory

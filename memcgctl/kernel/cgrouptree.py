@@ -15,8 +15,8 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 
-from memcgctl.kernel.fileio import read_text, write_text
-from memcgctl.kernel.hierarchy import Hierarchy
+from memcgctl.kernel.fileio import pread_bytes, read_text, write_text
+from memcgctl.kernel.hierarchy import Hierarchy, mount_type
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import (
     VANISHED_ERRNOS,
@@ -33,6 +33,7 @@ from memcgctl.vocab.errors import (
 LONG_PATH = 3800
 _LONG_FDS = 64  # directories kept open for long paths (least recently used is closed)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 # a directory that cannot be listed because it went away (ENAMETOOLONG: a long path
 # that :meth:`CgroupTree.path` could not open step by step, i.e. no longer there)
 _GONE = frozenset({*VANISHED_ERRNOS, errno.ENOTDIR, errno.ENAMETOOLONG})
@@ -50,6 +51,9 @@ class CgroupTree:
         self.version = hierarchy.version
         self._mount_str = str(hierarchy.mount).rstrip("/") or "/"
         self._long: dict[CgroupPath, int] = {}  # cgroup -> open directory (long paths)
+        # (cgroup, file) -> an fd kept open on it (:meth:`keep_open`)
+        self._kept: dict[tuple[CgroupPath, str], int] = {}
+        self._kernfs: bool | None = None  # the mount is a cgroup file system (looked once)
 
     # -- names -----------------------------------------------------------------
     def path(self, cg: CgroupPath) -> str:
@@ -288,6 +292,15 @@ class CgroupTree:
             self._reads += 1
             if self._reads % READS_PER_CALL == 0:
                 self.on_reads()
+        if self._kept:
+            fd = self._kept.get((cg, filename))
+            if fd is not None:
+                try:
+                    return pread_bytes(fd).decode("utf-8", "replace")
+                except OSError:
+                    # removed (ENODEV), perhaps made again: read by its path, as ever
+                    del self._kept[(cg, filename)]
+                    os.close(fd)
         try:
             return read_text(f"{self.path(cg)}/{filename}")
         except OSError as exc:
@@ -300,6 +313,45 @@ class CgroupTree:
             if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
                 return None
             raise
+
+    # -- files kept open ---------------------------------------------------------
+    def keep_open(self, cg: CgroupPath, filenames: tuple[str, ...]) -> None:
+        """Keep these files of cg open: :meth:`read` is then one ``pread`` on each
+        instead of open, read and close (the daemon's looks at a managed memcg: issue
+        22, the valve's event to the signal).  Only on a cgroup file system, where a
+        file of a removed cgroup fails to read (ENODEV) instead of keeping its last
+        content; that read falls back to the path.  A file that cannot be opened is
+        read by its path."""
+        if not self._on_kernfs():
+            return
+        for name in filenames:
+            if (cg, name) in self._kept:
+                continue
+            try:
+                self._kept[(cg, name)] = os.open(f"{self.path(cg)}/{name}", _FILE_FLAGS)
+            except OSError:
+                continue
+
+    def kept(self) -> set[tuple[CgroupPath, str]]:
+        """(cgroup, file) of every file kept open."""
+        return set(self._kept)
+
+    def close_kept(
+        self, cg: CgroupPath | None = None, filenames: tuple[str, ...] | None = None
+    ) -> None:
+        """Close what :meth:`keep_open` kept of cg (None: of every cgroup), these files
+        of it or all."""
+        for key in [
+            k
+            for k in self._kept
+            if (cg is None or k[0] == cg) and (filenames is None or k[1] in filenames)
+        ]:
+            os.close(self._kept.pop(key))
+
+    def _on_kernfs(self) -> bool:
+        if self._kernfs is None:
+            self._kernfs = mount_type(self._mount_str) in ("cgroup", "cgroup2")
+        return self._kernfs
 
     def write(self, cg: CgroupPath, filename: str, value: str) -> None:
         path = f"{self.path(cg)}/{filename}"

@@ -29,6 +29,20 @@ def read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
+def pread_bytes(fd: int) -> bytes:
+    """The whole content of an open file, read from its start (a cgroup or proc file:
+    each read from offset 0 shows the value now)."""
+    data = os.pread(fd, _CHUNK, 0)
+    if len(data) < _CHUNK:
+        return data
+    parts = [data]
+    while True:
+        more = os.pread(fd, _CHUNK, sum(map(len, parts)))
+        if not more:
+            return b"".join(parts)
+        parts.append(more)
+
+
 def read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8", "replace")
 

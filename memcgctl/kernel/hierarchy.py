@@ -56,6 +56,22 @@ def parse_mountinfo(text: str) -> list[tuple[str, str, str, str]]:
     return mounts
 
 
+def mount_type(path: str) -> str | None:
+    """The file-system type of the mount that holds ``path`` (the deepest mount point
+    at or above it) in this process's ``/proc/self/mountinfo``; None when unreadable.
+    The real one, not a fixture's: it tells a cgroup file system from a fixture tree."""
+    try:
+        text = read_text("/proc/self/mountinfo")
+    except OSError:
+        return None
+    found, depth = None, -1
+    for fstype, mountpoint, _, _ in parse_mountinfo(text):
+        top = mountpoint.rstrip("/")
+        if (path == mountpoint or path.startswith(top + "/")) and len(top) > depth:
+            found, depth = fstype, len(top)
+    return found
+
+
 def detect_hierarchy(proc_root: Path) -> Hierarchy:
     """The cgroup2 mount with the memory controller, else the v1 ``memory`` mount."""
     try:

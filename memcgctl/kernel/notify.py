@@ -75,8 +75,7 @@ class EventsFileWatch:
     def read(self) -> dict[str, int]:
         """Re-read the counters (this also re-arms the notification)."""
         try:
-            os.lseek(self._fd, 0, os.SEEK_SET)
-            data = os.read(self._fd, 4096)
+            data = os.pread(self._fd, 4096, 0)  # one call (issue 22: the event path)
         except OSError as exc:
             if exc.errno in VANISHED_ERRNOS:
                 raise Vanished(self.cg) from exc
