@@ -232,6 +232,26 @@ def proc_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0].decode()
 
 
+@contextlib.contextmanager
+def watching(
+    cgroups: TestCgroups, state: Path, daemon_pid: int, instance: str, bash: str | None = ""
+) -> Iterator[tuple[guardian.Heartbeat, int]]:
+    """The guardian as the daemon starts it, over a stand-in daemon whose heartbeat (and
+    pipe) this process holds: (the heartbeat, the guardian's pid); the pipe closed and
+    the guardian gone afterwards."""
+    env = Env(cgroup_root=None, proc_root=Path("/proc"), state_dir=state)
+    hb = guardian.Heartbeat(str(state), daemon_pid)
+    daemon_main.start_guardian(env, CgroupPath(cgroups.parent), instance, hb, bash=bash)
+    watcher = guardian_of(os.getpid())
+    try:
+        yield hb, watcher
+    finally:
+        hb.unpipe()
+        if Path(f"/proc/{watcher}").exists():
+            os.kill(watcher, signal.SIGKILL)
+            os.waitpid(watcher, 0)
+
+
 def test_the_watcher_releases_a_stop_takes_it_back_and_ends_at_the_pipes_eof(
     cgroups: TestCgroups, tmp_path: Path, sleeper: tuple[subprocess.Popen[bytes], str]
 ) -> None:
@@ -240,12 +260,8 @@ def test_the_watcher_releases_a_stop_takes_it_back_and_ends_at_the_pipes_eof(
     once (the note) and waits; a beat takes it back; silent while running, it is hung:
     released again; the end of file (every write end closed) is a death: the release with ``died``, heartbeat and note removed, exit 0."""
     p, instance = sleeper
-    env = Env(cgroup_root=None, proc_root=Path("/proc"), state_dir=tmp_path)
-    hb = guardian.Heartbeat(str(tmp_path), p.pid)
     note = Path(guardian.released_path(str(tmp_path), p.pid))
-    daemon_main.start_guardian(env, CgroupPath(cgroups.parent), instance, hb)
-    watcher = guardian_of(os.getpid())
-    try:
+    with watching(cgroups, tmp_path, p.pid, instance) as (hb, watcher):
         the_watchers_pipe(os.getpid(), watcher)
         for _ in range(4):  # beating: nothing happens
             hb.beat(0.0, force=True)
@@ -271,11 +287,6 @@ def test_the_watcher_releases_a_stop_takes_it_back_and_ends_at_the_pipes_eof(
         hb.unpipe()
         assert reap(watcher) == 0
         assert not Path(hb.path).exists() and not note.exists()
-    finally:
-        hb.unpipe()
-        if Path(f"/proc/{watcher}").exists():
-            os.kill(watcher, signal.SIGKILL)
-            os.waitpid(watcher, 0)
 
 
 def test_before_the_first_beat_a_stop_is_seen_by_polling(
@@ -285,12 +296,8 @@ def test_before_the_first_beat_a_stop_is_seen_by_polling(
     STOPPED_POLLS looks; the pid's death without the pipe's end of file (a write end
     elsewhere) is seen at the next look, by the start time."""
     p, instance = sleeper
-    env = Env(cgroup_root=None, proc_root=Path("/proc"), state_dir=tmp_path)
-    hb = guardian.Heartbeat(str(tmp_path), p.pid)
     note = Path(guardian.released_path(str(tmp_path), p.pid))
-    daemon_main.start_guardian(env, CgroupPath(cgroups.parent), instance, hb)
-    watcher = guardian_of(os.getpid())
-    try:
+    with watching(cgroups, tmp_path, p.pid, instance) as (hb, watcher):
         time.sleep(guardian.STALE_S + 1)  # silent, running: not a hang before a beat
         assert not note.exists()
         os.kill(p.pid, signal.SIGSTOP)
@@ -301,11 +308,6 @@ def test_before_the_first_beat_a_stop_is_seen_by_polling(
         p.wait()
         assert reap(watcher) == 0  # gone by its stat, the write end still open here
         assert not Path(hb.path).exists() and not note.exists()
-    finally:
-        hb.unpipe()
-        if Path(f"/proc/{watcher}").exists():
-            os.kill(watcher, signal.SIGKILL)
-            os.waitpid(watcher, 0)
 
 
 def test_a_pipe_that_ends_while_the_daemon_runs_hands_over_to_the_python_guardian(
@@ -318,11 +320,7 @@ def test_a_pipe_that_ends_while_the_daemon_runs_hands_over_to_the_python_guardia
     living daemon's marks are taken; the release execs the Python guardian (the same
     process), which releases at the real death."""
     p, instance = sleeper
-    env = Env(cgroup_root=None, proc_root=Path("/proc"), state_dir=tmp_path)
-    hb = guardian.Heartbeat(str(tmp_path), p.pid)
-    daemon_main.start_guardian(env, CgroupPath(cgroups.parent), instance, hb)
-    watcher = guardian_of(os.getpid())
-    try:
+    with watching(cgroups, tmp_path, p.pid, instance) as (hb, watcher):
         hb.beat(0.0, force=True)
         hb.unpipe()  # the pipe ends, the "daemon" runs on
         wait_until(
@@ -339,10 +337,6 @@ def test_a_pipe_that_ends_while_the_daemon_runs_hands_over_to_the_python_guardia
         p.wait()
         assert reap(watcher) == 0
         assert not Path(hb.path).exists()
-    finally:
-        if Path(f"/proc/{watcher}").exists():
-            os.kill(watcher, signal.SIGKILL)
-            os.waitpid(watcher, 0)
 
 
 def test_without_bash_the_python_guardian_releases(
@@ -381,12 +375,8 @@ def test_a_bash_that_cannot_start_falls_back_to_python(
     """An injected bash that does not exist: one warning, the Python guardian, no pipe
     kept; it watches the stand-in daemon and cleans up at its death."""
     p, instance = sleeper
-    env = Env(cgroup_root=None, proc_root=Path("/proc"), state_dir=tmp_path)
-    hb = guardian.Heartbeat(str(tmp_path), p.pid)
     missing = str(tmp_path / "no" / "bash")
-    daemon_main.start_guardian(env, CgroupPath(cgroups.parent), instance, hb, bash=missing)
-    g_pid = guardian_of(os.getpid())
-    try:
+    with watching(cgroups, tmp_path, p.pid, instance, bash=missing) as (hb, g_pid):
         err = capfd.readouterr().err
         assert err.startswith("<4>no bash guardian (") and "starting the Python one" in err
         assert b"memcgctl.daemon.guardian" in cmdline(g_pid)
@@ -396,10 +386,6 @@ def test_a_bash_that_cannot_start_falls_back_to_python(
         p.wait()
         assert reap(g_pid) == 0
         assert not Path(hb.path).exists()
-    finally:
-        if Path(f"/proc/{g_pid}").exists():
-            os.kill(g_pid, signal.SIGKILL)
-            os.waitpid(g_pid, 0)
 
 
 def test_find_bash_takes_absolute_path_entries_only(tmp_path: Path) -> None:
