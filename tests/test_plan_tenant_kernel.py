@@ -58,6 +58,31 @@ def tenant_script(*, enable_memory: bool = False) -> str:
     )
 
 
+def tenant_domain(
+    cgroups: TestCgroups, limit: int, *, enable_memory: bool = False
+) -> tuple[str, str, str]:
+    """A delay-0 domain ``jobs`` (``limit``) whose first-ranked child ``deleg`` (badness
+    100) is nobody's, who made its work cgroup and EMPTIES empty ones there; root's
+    ``other`` (900) beside it: (jobs, deleg, other)."""
+    top = cgroups.make("jobs", limit=limit)  # set before anything allocates there
+    deleg = cgroups.make("jobs/deleg", limit=None)
+    other = cgroups.make("jobs/other", limit=None)
+    set_xattr(cgroups, deleg, "badness", "100")  # root ranks the tenant first
+    set_xattr(cgroups, other, "badness", "900")
+    set_xattr(cgroups, top, "oom_delay_ms", "0")
+    d = delegate(cgroups, deleg)
+    script = tenant_script(enable_memory=enable_memory)
+    r = subprocess.run(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", script, str(d), str(EMPTIES)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    made = subdirs(d)
+    assert len(made) == EMPTIES + 1 and all(os.stat(p).st_uid == NOBODY for p in made)
+    return top, deleg, other
+
+
 def xattrs(path: Path) -> dict[str, bytes]:
     return {n: os.getxattr(path, n) for n in os.listxattr(path)}
 
@@ -91,21 +116,7 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     assert EMPTIES > STAMP_MAX_CGROUPS
-    top = cgroups.make("jobs", limit=LIMIT)  # set before anything allocates there
-    deleg = cgroups.make("jobs/deleg", limit=None)
-    other = cgroups.make("jobs/other", limit=None)
-    set_xattr(cgroups, deleg, "badness", "100")  # root ranks the tenant first
-    set_xattr(cgroups, other, "badness", "900")
-    set_xattr(cgroups, top, "oom_delay_ms", "0")
-    d = delegate(cgroups, deleg)
-    r = subprocess.run(
-        [*SETPRIV, SYSTEM_PYTHON, "-c", tenant_script(), str(d), str(EMPTIES)],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    made = subdirs(d)
-    assert len(made) == EMPTIES + 1 and all(os.stat(p).st_uid == NOBODY for p in made)
+    top, deleg, other = tenant_domain(cgroups, LIMIT)
     roots = [cgroups.path(cg) for cg in (top, other)]
     before = {p: xattrs(p) for p in roots}
     work = f"{deleg}/work"
@@ -133,7 +144,7 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
         assert oom_control(cgroups, cg)["oom_kill"] == 0  # the kernel killed nobody
     dm.wait_for("oom_resolved", top)
     assert journaled(tmp_path, "user_kill", victim.pid)["by"] == "daemon"
-    contained_and_alive(cgroups, d, dm, tmp_path, killed_at, roots, before)
+    contained_and_alive(cgroups, cgroups.path(deleg), dm, tmp_path, killed_at, roots, before)
 
 
 def refused_for(dm: Daemon, cg: str) -> list[str]:
@@ -152,25 +163,13 @@ def test_a_tenants_empty_cgroups_do_not_hold_another_memcgs_oom_back(
     policy victim dies and the kernel kills nothing there.  Then the tenant's domain
     runs out too: its victim is chosen at the event (past the empty cgroups by their
     emptiness probe) and dies."""
-    top = cgroups.make("jobs", limit=LIMIT)  # set before anything allocates there
-    deleg = cgroups.make("jobs/deleg", limit=None)
-    other = cgroups.make("jobs/other", limit=None)
     solo = cgroups.make("solo", limit=64 << 20)  # root's, outside nobody's subtree
     low = cgroups.make("solo/low", limit=None)
     high = cgroups.make("solo/high", limit=None)
-    set_xattr(cgroups, deleg, "badness", "100")
-    set_xattr(cgroups, other, "badness", "900")
     set_xattr(cgroups, low, "badness", "10")
     set_xattr(cgroups, high, "badness", "900")
-    for cg in (top, solo):
-        set_xattr(cgroups, cg, "oom_delay_ms", "0")
-    d = delegate(cgroups, deleg)
-    r = subprocess.run(
-        [*SETPRIV, SYSTEM_PYTHON, "-c", tenant_script(), str(d), str(EMPTIES)],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    set_xattr(cgroups, solo, "oom_delay_ms", "0")
+    top, deleg, other = tenant_domain(cgroups, LIMIT)
     roots = [cgroups.path(cg) for cg in (top, other, solo, low, high)]
     before = {p: xattrs(p) for p in roots}
     work = f"{deleg}/work"
@@ -216,4 +215,4 @@ def test_a_tenants_empty_cgroups_do_not_hold_another_memcgs_oom_back(
     dm.wait_for("oom_resolved", top)
     # the tenant's tree never changed: its domain was chosen over once (and at the event)
     assert len(refused_for(dm, top)) == 1, refused_for(dm, top)
-    contained_and_alive(cgroups, d, dm, tmp_path, killed_at, roots, before)
+    contained_and_alive(cgroups, cgroups.path(deleg), dm, tmp_path, killed_at, roots, before)

@@ -6,9 +6,7 @@ nothing outside the tenant's subtree changes, and the daemon's loop stays alive.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,11 +17,11 @@ from tests.test_plan_tenant_kernel import (
     EMPTIES,
     contained_and_alive,
     refused_for,
-    tenant_script,
+    tenant_domain,
     xattrs,
 )
 from tests.v2.test_daemon_v2 import field, grow, no_kernel_kill
-from tests.v2.test_delegation_v2 import NOBODY, SETPRIV, SYSTEM_PYTHON, as_nobody, delegate
+from tests.v2.test_delegation_v2 import as_nobody
 
 __all__ = ["daemons"]
 MIB = 1 << 20
@@ -35,21 +33,7 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     cgroups: TestCgroups, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     assert EMPTIES > STAMP_MAX_CGROUPS
-    top = cgroups.make("jobs", limit=256 * MIB)
-    deleg = cgroups.make("jobs/deleg", limit=None)
-    other = cgroups.make("jobs/other", limit=None)
-    set_xattr(cgroups, deleg, "badness", "100")  # root ranks the tenant first
-    set_xattr(cgroups, other, "badness", "900")
-    set_xattr(cgroups, top, "oom_delay_ms", "0")
-    d = delegate(cgroups, deleg)
-    r = subprocess.run(
-        [*SETPRIV, SYSTEM_PYTHON, "-c", tenant_script(enable_memory=True), str(d), str(EMPTIES)],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    made = subdirs(d)
-    assert len(made) == EMPTIES + 1 and all(os.stat(p).st_uid == NOBODY for p in made)
+    top, deleg, other = tenant_domain(cgroups, 256 * MIB, enable_memory=True)
     work = f"{deleg}/work"
     victim = as_nobody(cgroups, work, str(readable_helpers() / "hog.py"), "40")
     big = cgroups.hog(other, mib=80)  # root's, the biggest: the kernel's pick
@@ -71,7 +55,7 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
     assert big.poll() is None
     no_kernel_kill(cgroups, top)
     assert journaled(tmp_path, "user_kill", victim.pid)["by"] == "daemon"
-    contained_and_alive(cgroups, d, dm, tmp_path, killed_at, roots, before)
+    contained_and_alive(cgroups, cgroups.path(deleg), dm, tmp_path, killed_at, roots, before)
     assert (cgroups.path(top) / "memory.high").read_text().strip() == "max"
 
 
@@ -86,25 +70,13 @@ def test_a_tenants_empty_cgroups_do_not_hold_another_memcgs_oom_back(
     its victim is chosen at the event (past the empty cgroups by their probe) and
     dies."""
     # both domains fit in the test parent's own 256 MiB (its OOM would kill in both)
-    top = cgroups.make("jobs", limit=JOBS)
-    deleg = cgroups.make("jobs/deleg", limit=None)
-    other = cgroups.make("jobs/other", limit=None)
     solo = cgroups.make("solo", limit=SOLO)  # root's, outside nobody's subtree
     low = cgroups.make("solo/low", limit=None)
     hi = cgroups.make("solo/high", limit=None)
-    set_xattr(cgroups, deleg, "badness", "100")
-    set_xattr(cgroups, other, "badness", "900")
     set_xattr(cgroups, low, "badness", "10")
     set_xattr(cgroups, hi, "badness", "900")
-    for cg in (top, solo):
-        set_xattr(cgroups, cg, "oom_delay_ms", "0")
-    d = delegate(cgroups, deleg)
-    r = subprocess.run(
-        [*SETPRIV, SYSTEM_PYTHON, "-c", tenant_script(enable_memory=True), str(d), str(EMPTIES)],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    set_xattr(cgroups, solo, "oom_delay_ms", "0")
+    top, deleg, other = tenant_domain(cgroups, JOBS, enable_memory=True)
     work = f"{deleg}/work"
     victim = as_nobody(cgroups, work, str(readable_helpers() / "hog.py"), "40")
     solo_victim = cgroups.hog(low, mib=8)  # the policy's in solo
@@ -152,4 +124,4 @@ def test_a_tenants_empty_cgroups_do_not_hold_another_memcgs_oom_back(
     no_kernel_kill(cgroups, top)
     # the tenant's tree never changed: its domain was chosen over once (and at the event)
     assert len(refused_for(dm, top)) == 1, refused_for(dm, top)
-    contained_and_alive(cgroups, d, dm, tmp_path, killed_at, roots, before)
+    contained_and_alive(cgroups, cgroups.path(deleg), dm, tmp_path, killed_at, roots, before)
