@@ -689,6 +689,21 @@ def test_a_refused_plan_is_not_chosen_again_while_the_domains_tree_is_unchanged(
     assert "plan_age_ms" not in kill_record(ports)
 
 
+def test_refusals_do_not_outlive_their_retry_once_many_are_kept(fake_v1: FakeHost) -> None:
+    """Managed memcgs come and go (a node's pods): once REFUSED_KEPT refusals are
+    remembered, a new one drops those past their retry; one still standing stays."""
+    ports, core, clock, _ = daemon(tenant_tree(fake_v1, STAMP_MAX_CGROUPS + 10))
+    standing = CgroupPath("/standing")
+    core.chooser.refused[standing] = (0, 1.0 + PLAN_REFUSED_RETRY)
+    for n in range(choosing.REFUSED_KEPT):
+        core.chooser.refused[CgroupPath(f"/gone{n}")] = (0, 0.5)  # its retry has passed
+    ports.near.add("/jobs")
+    core.rescan(at(clock, 1.0))
+    core.tick(at(clock, 1.0))
+    assert core.watches[JOBS].plan is None
+    assert set(core.chooser.refused) == {standing, JOBS}
+
+
 def test_a_refusal_ends_when_a_plan_can_be_kept_again(fake_v1: FakeHost) -> None:
     """The tenant removes its cgroups (the mark moves): the next refresh keeps a plan,
     used at the event."""

@@ -56,6 +56,7 @@ PLAN_UNCHECKABLE = 1.0  # no stamp (no tree watch, no priority walk): try again 
 REFRESH_MAX_LOOKS = 2048
 # No plan kept: not chosen again before this while the domain's tree mark is the same
 PLAN_REFUSED_RETRY = 30.0
+REFUSED_KEPT = 64  # refusals remembered before the expired ones are dropped
 
 
 class Chooser:
@@ -133,6 +134,8 @@ class Chooser:
             # choice and after the stamp (a change meanwhile, or events still unread
             # at the stamp that concern the domain, move it: chosen again)
             if mark is not None and self.ports.plan_mark(w.domain) == mark:
+                if len(self.refused) >= REFUSED_KEPT:  # (watches come and go: pods)
+                    self.refused = {k: v for k, v in self.refused.items() if v[1] > now}
                 self.refused[w.cg] = (mark, now + PLAN_REFUSED_RETRY)
             if self.debug is not None:
                 fields = {"domain": w.domain, "why": why, "took_ms": round(took * 1000, 1)}
