@@ -7,11 +7,14 @@ kept: its files would keep their last content after removal."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from memcgctl.kernel.cgroupfiles import V2_HIGH
 from memcgctl.kernel.cgroupfs import CgroupFs
+from memcgctl.kernel.cgrouptree import KEEP_SPARE
 from memcgctl.kernel.hierarchy import Hierarchy
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import Vanished
@@ -55,6 +58,56 @@ def test_a_kept_file_reads_the_value_now_and_never_a_removed_cgroups(
     finally:
         fs.close_kept()
     assert fs.kept() == set()
+
+
+@pytest.mark.kernel
+def test_files_are_kept_within_the_budget_and_the_rest_read_by_path(
+    cgroups: TestCgroups,
+) -> None:
+    """No more than keep_max files are kept (the fds a watch, a pidfd or a kill needs
+    come first); a file over the budget is read by its path, the value now."""
+    fs = CgroupFs(Hierarchy(cgroups.mount, cgroups.version, True))
+    fs.keep_max = 1
+    a = CgroupPath(cgroups.make("a", limit=64 << 20))
+    b = CgroupPath(cgroups.make("b", limit=32 << 20))
+    try:
+        fs.keep_open(a, (limit_file(fs), "memory.stat"))
+        fs.keep_open(b, (limit_file(fs),))
+        assert fs.kept() == {(a, limit_file(fs))}
+        cgroups.set_limit(b, 16 << 20)
+        assert fs.limit(a) == 64 << 20 and fs.limit(b) == 16 << 20
+    finally:
+        fs.close_kept()
+
+
+def test_the_budget_is_half_the_open_files_beyond_the_spare() -> None:
+    """From the soft RLIMIT_NOFILE: 1024 (systemd's default) keeps 384."""
+    code = (
+        "import resource\n"
+        "from memcgctl.kernel.cgrouptree import keep_budget\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))\n"
+        "print(keep_budget())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == (1024 - KEEP_SPARE) // 2 == 384
+
+
+def test_the_daemon_raises_its_soft_limit_on_open_files_to_the_hard_one() -> None:
+    code = (
+        "import resource\n"
+        "from memcgctl.daemon.main import more_files\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "want = 4096 if hard == resource.RLIM_INFINITY else hard\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "more_files()\n"
+        "soft, after = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "print(soft >= want and soft > 256 and after == hard)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
 
 
 def test_nothing_is_kept_on_a_fixture_tree(fake_v2: FakeHost) -> None:

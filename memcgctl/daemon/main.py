@@ -52,6 +52,25 @@ def mlockall() -> None:
         log(Priority.WARNING, f"mlockall unavailable: {exc}; continuing")
 
 
+def more_files() -> None:
+    """Raise the soft limit on open files to the hard one, best effort.  The daemon
+    holds per managed memcg its event fds, the files it looks at (kept open: a pread
+    at the event) and a pidfd on the standing plan's victim: systemd's default soft
+    limit (1024; the hard one is 512 Ki since systemd 240, for exactly this) would run
+    out near a hundred managed memcgs.  The daemon polls (never ``select``), so fds
+    past 1024 are fine; its hooks inherit the limit, as under ``LimitNOFILE=``."""
+    import resource
+
+    with contextlib.suppress(OSError, ValueError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard
+        if hard == resource.RLIM_INFINITY:  # no soft limit beyond the kernel's nr_open
+            with open("/proc/sys/fs/nr_open") as f:
+                want = int(f.read())
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 M_ARENA_MAX = -8  # glibc's mallopt(3) parameter
 
 
@@ -150,6 +169,7 @@ def run(env: Env, config: DaemonConfig) -> None:
         def select(snap: Snapshot, oom_root: CgroupPath, exclude: Iterable[int]) -> Decision:
             return select_kernel(snap, oom_root, kernel_params(env.proc, snap))
 
+    more_files()
     notifier = Notifier(config.systemd_env)
     heartbeat = None
     if not dry_run and guardian_process(config.guardian, notifier):

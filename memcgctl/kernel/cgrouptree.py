@@ -42,6 +42,22 @@ _GONE = frozenset({*VANISHED_ERRNOS, errno.ENOTDIR, errno.ENAMETOOLONG})
 READS_PER_CALL = 256  # file reads between two calls of CgroupTree.on_reads
 
 
+KEEP_SPARE = 256  # open files never taken by keep_open: the process's own, a kill's
+
+
+def keep_budget() -> int:
+    """How many cgroup files :meth:`CgroupTree.keep_open` may keep: half of the open
+    files the process may have beyond :data:`KEEP_SPARE`.  Files kept to save an
+    open() never take the fds a watch, a pidfd or a kill needs (a node's hundreds of
+    managed memcgs under a soft limit of 1024: the rest are read by path)."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(0, (soft - KEEP_SPARE) // 2)
+
+
 class CgroupTree:
     """Names, tree and raw files of one cgroup hierarchy rooted at ``hierarchy.mount``."""
 
@@ -54,6 +70,7 @@ class CgroupTree:
         # (cgroup, file) -> an fd kept open on it (:meth:`keep_open`)
         self._kept: dict[tuple[CgroupPath, str], int] = {}
         self._kernfs: bool | None = None  # the mount is a cgroup file system (looked once)
+        self.keep_max: int | None = None  # files kept open at most (None: from the limit)
 
     # -- names -----------------------------------------------------------------
     def path(self, cg: CgroupPath) -> str:
@@ -324,9 +341,13 @@ class CgroupTree:
         read by its path."""
         if not self._on_kernfs():
             return
+        if self.keep_max is None:
+            self.keep_max = keep_budget()
         for name in filenames:
             if (cg, name) in self._kept:
                 continue
+            if len(self._kept) >= self.keep_max:
+                return  # read by path: the fds that must be had come first
             try:
                 self._kept[(cg, name)] = os.open(f"{self.path(cg)}/{name}", _FILE_FLAGS)
             except OSError:
