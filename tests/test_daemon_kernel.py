@@ -26,10 +26,16 @@ class Daemon:
     """`memcgctl daemon` as a subprocess; its stderr lines collected by a thread."""
 
     def __init__(
-        self, state: Path, root: str, *extra: str, env: dict[str, str] | None = None
+        self,
+        state: Path,
+        root: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),  # a command that execs it: prlimit … --
     ) -> None:
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "memcgctl",
