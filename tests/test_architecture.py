@@ -37,7 +37,12 @@ PURE = {"vocab", "logic"}
 # (not ``signal``: its Signals enum is vocabulary, parsing ``-s TERM`` is pure)
 IO_MODULES = {"os", "io", "select", "socket", "subprocess", "shutil", "fcntl", "mmap"}
 IO_MODULES |= {"threading", "urllib", "http", "pathlib", "tempfile", "ctypes", "sys"}
-IO_MODULES |= {"_ctypes", "_thread", "_queue", "resource"}  # (the daemon's lighter ways to the same)
+IO_MODULES |= {
+    "_ctypes",
+    "_thread",
+    "_queue",
+    "resource",
+}  # (the daemon's lighter ways to the same)
 
 
 def layer_of(path: Path) -> str:

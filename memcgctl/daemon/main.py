@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource  # (no more than a C module: imported before privileges may drop)
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -59,8 +60,6 @@ def more_files() -> None:
     limit (1024; the hard one is 512 Ki since systemd 240, for exactly this) would run
     out near a hundred managed memcgs.  The daemon polls (never ``select``), so fds
     past 1024 are fine; its hooks inherit the limit, as under ``LimitNOFILE=``."""
-    import resource
-
     with contextlib.suppress(OSError, ValueError):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = hard

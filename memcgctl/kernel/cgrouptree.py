@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat
 from collections.abc import Callable, Iterator
 
@@ -50,8 +51,6 @@ def keep_budget() -> int:
     files the process may have beyond :data:`KEEP_SPARE`.  Files kept to save an
     open() never take the fds a watch, a pidfd or a kill needs (a node's hundreds of
     managed memcgs under a soft limit of 1024: the rest are read by path)."""
-    import resource
-
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20

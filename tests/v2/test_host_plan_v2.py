@@ -143,18 +143,15 @@ def test_a_host_plan_that_no_longer_holds_is_chosen_afresh(
         BALLAST.write_bytes(memoryview(ballast)[:below])
     finally:
         d.proc.send_signal(signal.SIGCONT)
-    went_on = time.monotonic()
-    seen, kill = d.wait_for("daemon_kill", "/", timeout=60)
+    _, kill = d.wait_for("daemon_kill", "/", timeout=60)
     dies, lives = (victim, other) if change == "none" else (other, victim)
     assert field(kill, "pid") == str(dies.pid), "\n".join(t for _, t in d.lines)
     assert dies.wait(timeout=30) == -signal.SIGKILL
     if change == "none":
         assert " plan_age_ms=" in kill, "\n".join(t for _, t in d.lines)
-    elif " plan_age_ms=" in kill:  # chosen afresh: at the event, or once it went on
-        # (a plan chosen before the stop would be older than the stop, far longer
-        # than the kill line takes to reach us, and its victim the stale one)
-        after_ms = (seen - went_on) * 1000
-        assert float(field(kill, "plan_age_ms")) < after_ms, (kill, after_ms)
+    # with a change the victim was chosen afresh (the other one died): at the event, or
+    # by a refresh once the daemon went on (a plan then; its age counts from the loop's
+    # clock read before the stop, so it may look older than the time since SIGCONT)
     if change not in ("none", "the victim exited"):
         assert lives.poll() is None
     assert big.poll() is None
