@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import stat
 from collections.abc import Callable, Iterator
 
@@ -50,7 +49,10 @@ def keep_budget() -> int:
     """How many cgroup files :meth:`CgroupTree.keep_open` may keep: half of the open
     files the process may have beyond :data:`KEEP_SPARE`.  Files kept to save an
     open() never take the fds a watch, a pidfd or a kill needs (a node's hundreds of
-    managed memcgs under a soft limit of 1024: the rest are read by path)."""
+    managed memcgs under a soft limit of 1024: the rest are read by path).  Only the
+    daemon keeps files (it imports ``resource`` first: a one-shot command never)."""
+    import resource
+
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
