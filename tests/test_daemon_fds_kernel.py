@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,16 @@ NOFILE = 160  # soft and hard: the daemon cannot raise it
 
 
 def cgroup_files(pid: int, mount: Path) -> list[str]:
-    """The daemon's open fds on files below the hierarchy (not directories)."""
+    """The daemon's fds held open on files below the hierarchy (not directories): those
+    open at each of five looks 50 ms apart (a read in progress is not kept)."""
+    looks = []
+    for _ in range(5):
+        looks.append(set(_open_files(pid, mount)))
+        time.sleep(0.05)
+    return sorted(set.intersection(*looks))
+
+
+def _open_files(pid: int, mount: Path) -> list[str]:
     out = []
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
