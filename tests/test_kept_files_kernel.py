@@ -80,34 +80,34 @@ def test_files_are_kept_within_the_budget_and_the_rest_read_by_path(
         fs.close_kept()
 
 
+def with_soft_nofile(soft: int, code: str) -> str:
+    """What ``code`` prints in a fresh interpreter whose soft RLIMIT_NOFILE is ``soft``
+    (the hard one as it is: ``hard`` in the code)."""
+    head = (
+        "import resource\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, hard))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", head + code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_the_budget_is_half_the_open_files_beyond_the_spare() -> None:
     """From the soft RLIMIT_NOFILE: 1024 (systemd's default) keeps 384."""
-    code = (
-        "import resource\n"
-        "from memcgctl.kernel.cgrouptree import keep_budget\n"
-        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))\n"
-        "print(keep_budget())\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert int(out.stdout) == (1024 - KEEP_SPARE) // 2 == 384
+    code = "from memcgctl.kernel.cgrouptree import keep_budget\nprint(keep_budget())\n"
+    assert int(with_soft_nofile(1024, code)) == (1024 - KEEP_SPARE) // 2 == 384
 
 
 def test_the_daemon_raises_its_soft_limit_on_open_files_to_the_hard_one() -> None:
     code = (
-        "import resource\n"
         "from memcgctl.daemon.main import more_files\n"
-        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
         "want = 4096 if hard == resource.RLIM_INFINITY else hard\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
         "more_files()\n"
         "soft, after = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "print(soft >= want and soft > 256 and after == hard)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "True"
+    assert with_soft_nofile(256, code) == "True"
 
 
 def test_nothing_is_kept_on_a_fixture_tree(fake_v2: FakeHost) -> None:
