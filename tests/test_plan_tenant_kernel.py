@@ -150,7 +150,14 @@ def test_a_tenants_thousands_of_empty_cgroups_keep_no_plan_and_the_oom_is_still_
 def refused_for(dm: Daemon, cg: str) -> list[str]:
     """The daemon's ``plan_refused`` debug lines for managed memcg ``cg``: each refresh
     that chose a victim over its domain and kept no plan (daemon/choosing.py)."""
-    return [t for _, t in dm.lines if t.startswith("<7>plan_refused ") and f" cgroup={cg} " in t]
+    return [t for _, t in refused_at(dm, cg)]
+
+
+def refused_at(dm: Daemon, cg: str) -> list[tuple[float, str]]:
+    """:func:`refused_for` with the monotonic time each line arrived."""
+    return [
+        (at, t) for at, t in dm.lines if t.startswith("<7>plan_refused ") and f" cgroup={cg} " in t
+    ]
 
 
 def test_a_tenants_empty_cgroups_do_not_hold_another_memcgs_oom_back(
