@@ -329,3 +329,65 @@ def test_the_mark_of_a_domain_moves_only_with_a_change_in_it(fake_v1: FakeHost) 
     assert tw.mark(jobs) not in (None, fourth)
     tw.close()
     assert tw.mark(jobs) is None  # no watch: nothing can be told
+
+
+def test_many_changed_cgroups_in_one_subtree_leave_another_domains_mark_alone(
+    fake_v1: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond RECENT changed cgroups (a tenant's churn of names in its own subtree) the
+    deepest are remembered as their parent's change: the tenant's domain's mark moves,
+    another domain's stands (it moved with every event once RECENT were remembered)."""
+    from memcgctl.daemon import treewatch
+
+    monkeypatch.setattr(treewatch, "RECENT", 8)
+    fake_v1.cgroup("/jobs/tenant")
+    fake_v1.cgroup("/solo/low")
+    tw, _, _ = make(fake_v1)
+    tw.refresh()
+    jobs, solo = cg("/jobs"), cg("/solo")
+    fake_v1.cgroup("/solo/new")
+    drain(tw)
+    solo_mark, jobs_mark = tw.mark(solo), tw.mark(jobs)
+    for i in range(30):  # 30 names, each made and removed
+        fake_v1.cgroup(f"/jobs/tenant/e{i}")
+        drain(tw)
+        shutil.rmtree(fake_v1.path(f"/jobs/tenant/e{i}"))
+        drain(tw)
+        assert tw.mark(solo) == solo_mark
+        now = tw.mark(jobs)
+        assert now is not None and now != jobs_mark
+        jobs_mark = now
+    assert len(tw._changed) <= 8
+    os.setxattr(fake_v1.path("/solo/low"), "trusted.memcgctl.badness", b"5")
+    drain(tw)
+    assert tw.mark(solo) not in (None, solo_mark)
+    assert tw.mark(jobs) == jobs_mark
+    tw.close()
+
+
+def test_coarsened_changes_cover_every_domain_they_covered() -> None:
+    """Property: for any domain, the coarsened changes give a mark at least as new as
+    the exact ones (a plan is chosen again, never kept wrongly)."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from memcgctl.daemon.treewatch import coarsened
+
+    names = st.lists(st.sampled_from("abc"), min_size=0, max_size=4)
+    path = names.map(lambda p: cg("/" + "/".join(p)))
+
+    def mark(changed: dict[CgroupPath, int], top: CgroupPath) -> int:
+        return max((n for c, n in changed.items() if top.contains(c) or c.contains(top)), default=0)
+
+    @given(st.lists(path, min_size=1, max_size=40), st.integers(1, 10), path)
+    def check(seq: list[CgroupPath], keep: int, top: CgroupPath) -> None:
+        changed: dict[CgroupPath, int] = {}
+        for n, c in enumerate(seq, 1):
+            changed.pop(c, None)
+            changed[c] = n
+        small = coarsened(changed, keep)
+        assert len(small) <= max(keep, 1)
+        assert list(small.values()) == sorted(small.values())
+        assert mark(small, top) >= mark(changed, top)
+
+    check()

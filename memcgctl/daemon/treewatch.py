@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import errno
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,7 +51,9 @@ from memcgctl.vocab.errors import Vanished
 
 FULL_EVERY_S = 60.0  # the safety-net walk (see the module's docstring)
 SETTLE_S = 0.05  # at most this often an event-driven rescan (churn is coalesced)
-RECENT = 1024  # changes remembered for mark() (older ones: any domain counts as changed)
+# cgroups whose last change mark() remembers; beyond, the deepest are remembered as a
+# change of their parent (a tenant's churn of many names stays in its own subtree)
+RECENT = 1024
 PULSE_EVERY = 256  # cgroups walked between two pulses (the guardian, WatchdogSec=)
 DIR_MASK = (
     ino.IN_CREATE
@@ -114,9 +115,11 @@ class TreeWatch:
         self.stashed = False  # mark() read a batch that wants a rescan: the loop's next turn
         self._again = False  # a managed cgroup was re-created: rescan again soon
         self.stats = {"events": 0, "walks": 0, "overflows": 0}
-        # every change an event reported, numbered (None: anywhere), for mark()
+        # every change an event reported, numbered, for mark(): the last one of each
+        # cgroup (oldest first), and the last one anywhere (events lost)
         self.serial = 0
-        self._recent: deque[tuple[int, CgroupPath | None]] = deque(maxlen=RECENT)
+        self._changed: dict[CgroupPath, int] = {}
+        self._floor = 0
         # watches are per user: root's are shared with systemd and every other root
         # daemon, so the daemon takes at most half of them (None: read the sysctl)
         self.budget = budget if budget is not None else ino.max_user_watches() // 2
@@ -198,15 +201,24 @@ class TreeWatch:
 
     def _note(self, cg: CgroupPath | None) -> None:
         self.serial += 1
-        self._recent.append((self.serial, cg))
+        if cg is None:
+            self._floor = self.serial
+            self._changed.clear()
+            return
+        self._changed.pop(cg, None)
+        self._changed[cg] = self.serial
+        if len(self._changed) > RECENT:
+            self._changed = coarsened(self._changed, RECENT // 2)
 
     def mark(self, top: CgroupPath) -> int | None:
         """A number that changes whenever a cgroup is made or removed in ``top``'s
         subtree (or above it: a removed ancestor) or one's xattrs (badness, delay) or
         owner change: the daemon's standing plan stands while it is the same.  None
         when that cannot be told: the watches are off, or events are queued that the
-        loop has not read yet.  Changes older than the last :data:`RECENT` count as
-        made everywhere (the mark moves; a plan is chosen again, never kept wrongly)."""
+        loop has not read yet.  Beyond :data:`RECENT` changed cgroups, a change is
+        remembered as one of an ancestor (:func:`coarsened`): the marks of that
+        ancestor's subtree move with it, never a mark that should stand still; a plan
+        is chosen again, never kept wrongly."""
         if self.inotify is None or self.off_reason is not None:
             return None
         if self.inotify.pending():
@@ -216,12 +228,13 @@ class TreeWatch:
             self.stashed |= self._pump()
             if self.inotify.pending():
                 return None
-        if not self._recent:
-            return 0
-        for n, cg in reversed(self._recent):
-            if cg is None or top.contains(cg) or cg.contains(top):
+        for cg in reversed(self._changed):  # the newest first
+            n = self._changed[cg]
+            if n <= self._floor:
+                break
+            if top.contains(cg) or cg.contains(top):
                 return n
-        return self._recent[0][0] - 1 if len(self._recent) == RECENT else 0
+        return self._floor
 
     # -- the rescan's side ----------------------------------------------------------------
     def refresh(self, pulse: Callable[[], None] = lambda: None) -> Pass:
@@ -444,3 +457,23 @@ def touched(p: Pass | None, top: CgroupPath) -> bool:
 
 def _below(cg: CgroupPath, tops: set[CgroupPath]) -> bool:
     return any(a in tops for a in cg.ancestors())
+
+
+def coarsened(changed: dict[CgroupPath, int], keep: int) -> dict[CgroupPath, int]:
+    """``changed`` (cgroup -> its last change's number) in at most ``keep`` entries,
+    oldest first: the deepest cgroups' changes become changes of their parents (the
+    newest number kept), level by level.  A mark reads a change of ``c`` for every
+    domain in ``c``'s subtree or above it; a parent's covers both, so no mark that
+    should move stands still.  The root's entry covers every domain."""
+    out = dict(changed)
+    while len(out) > keep:
+        deepest = max(c.depth for c in out)
+        if deepest == 0:
+            break  # the root alone
+        up: dict[CgroupPath, int] = {}
+        for c, n in out.items():
+            p = c.parent if c.depth == deepest else c
+            assert p is not None
+            up[p] = max(up.get(p, 0), n)
+        out = up
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
