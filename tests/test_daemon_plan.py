@@ -158,6 +158,21 @@ def test_a_fresh_plan_is_used_at_the_event_and_the_signal_goes_first(fake_v1: Fa
     assert ports.killed == [10]
 
 
+def test_a_plan_chosen_after_a_stop_is_as_old_as_its_choice(fake_v1: FakeHost) -> None:
+    """The loop read its clock (1.0), then the daemon was stopped for 5 s; the tick
+    with that time chooses at 6.0: the plan's age at the event counts from 6.0."""
+    ports, core, clock, choose = daemon(jobs(fake_v1))
+    ports.near.add("/jobs")
+    core.rescan(at(clock, 1.0))
+    clock.t = 6.0  # SIGSTOP ... SIGCONT between the loop's look at the clock and the tick
+    core.tick(1.0)
+    assert core.watches[JOBS].plan is not None
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 6.02))
+    assert ports.killed == [10] and kill_record(ports)["plan_age_ms"] == pytest.approx(20.0)
+    assert choose.calls == 1  # the plan was used: nothing chosen at the event
+
+
 def test_a_stale_plan_is_chosen_again_after_the_event(fake_v1: FakeHost) -> None:
     ports, core, clock, choose = daemon(jobs(fake_v1))
     near_and_planned(ports, core, clock, t=1.0)

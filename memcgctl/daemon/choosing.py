@@ -107,6 +107,9 @@ class Chooser:
         the next refresh no sooner than PLAN_COST times what this one took."""
         assert self.clock is not None
         t0 = self.clock()
+        # the loop's now may precede a stop (SIGSTOP/SIGCONT): the plan's age, its
+        # retry and its next refresh count from this choice
+        now = max(now, t0)
         mark = self.ports.plan_mark(w.domain)
         refused = self.refused.get(w.cg)
         if refused is not None and mark is not None and refused[0] == mark and now < refused[1]:
