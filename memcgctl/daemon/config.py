@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from memcgctl.daemon.valve import HostLines, Tuning
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import UsageProblem
+from memcgctl.vocab.structs import dataclass, field, fields
 
 POLICIES = ("priority", "kernel")
 # What releases the knobs of a daemon that died, stopped or hangs: a guardian process of

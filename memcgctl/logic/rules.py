@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.constants import BADNESS_MIN, BADNESS_NEVER
 from memcgctl.vocab.errors import UsageProblem
+from memcgctl.vocab.structs import dataclass
 from memcgctl.vocab.units import parse_delay
 
 PROCESS_KEYS = ("comm", "exe", "cmdline", "uid", "user")

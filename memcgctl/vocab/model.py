@@ -6,12 +6,12 @@ Policy, rendering, events and the daemon only ever see these objects.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
+from memcgctl.vocab.structs import dataclass, field
 
 __all__ = [
     "BADNESS_DEFAULT",

@@ -9,12 +9,12 @@ Pure data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.reportnotes import ReportNote
+from memcgctl.vocab.structs import dataclass
 
 Kind = Literal["cgroup", "process"]
 

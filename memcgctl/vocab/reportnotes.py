@@ -7,9 +7,10 @@ Pure data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from memcgctl.vocab.structs import dataclass, field
 
 
 class KillVerdict(str, Enum):
