@@ -125,6 +125,9 @@ NEVER |= {"ctypes", "ctypes._endian"}
 # the records are vocab.structs'); copy and weakref came with them
 NEVER |= {"dataclasses", "inspect", "ast", "_ast", "dis", "opcode", "tokenize", "token"}
 NEVER |= {"linecache", "importlib.machinery", "copy", "weakref"}
+# and typing (0.5 MiB): NamedTuple, Protocol, TypedDict and cast at run time are
+# vocab.structs'; the daemon's modules write TYPE_CHECKING = False
+NEVER |= {"typing", "_typing"}
 UNLESS_USED = {"subprocess", "socket"}
 IMPORT_TIME_HEADER = "import time: self [us] | cumulative | imported package"
 
@@ -168,11 +171,11 @@ def imported_by_daemon(tmp_path: Path, root: str, *extra: str, env: dict[str, st
 # themselves (the closure differs between Python versions: it is measured, see
 # stdlib_closure).  A module outside it fails the test below, so that none comes back
 # quietly (issue 22: the daemon imports none it does not use).  Each costs its place:
-# typing (0.5 MiB: NamedTuple, Protocol, TypedDict at run time), pathlib (0.8: Path),
+# pathlib (0.8 MiB: Path),
 # json (the journal, the hand-off), re (the kernel log's parser), enum (reasons,
 # signals), _ctypes (libc), _thread/_queue (the journal's writer), resource
 # (RLIMIT_NOFILE), fcntl (the locks).
-DAEMON_STDLIB = ["__future__", "typing", "pathlib", "json", "re", "enum", "contextlib"]
+DAEMON_STDLIB = ["__future__", "pathlib", "json", "re", "enum", "contextlib"]
 DAEMON_STDLIB += ["functools", "collections", "collections.abc", "operator", "types"]
 DAEMON_STDLIB += ["math", "errno", "stat", "struct", "time", "select", "signal", "gc"]
 DAEMON_STDLIB += ["resource", "fcntl", "_thread", "_queue", "_ctypes", "os", "sys"]
@@ -223,7 +226,7 @@ def test_the_allowed_stdlib_leaves_out_what_was_cut() -> None:
     """The daemon's allowed standard library (its closure, measured) holds none of
     the modules cut from it, and the closure is measured, not empty."""
     allowed = stdlib_closure(DAEMON_STDLIB)
-    assert {"typing", "pathlib", "json", "_ctypes"} <= allowed
+    assert {"pathlib", "json", "_ctypes"} <= allowed
     assert not allowed & (NEVER | UNLESS_USED), sorted(allowed & (NEVER | UNLESS_USED))
 
 

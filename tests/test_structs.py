@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -233,3 +234,110 @@ def test_pickled_and_copied_by_value(rec: Any) -> None:
     for y in (pickle.loads(pickle.dumps(x)), copy.copy(x), copy.deepcopy(x)):
         assert y == x and y is not x and type(y) is rec
     assert hasattr(x, "__dict__") is (rec is not LightSlotted)
+
+
+# -- typing's names at run time ----------------------------------------------------------
+
+
+def named_tuple(base: Any) -> Any:
+    class Row(base):  # type: ignore[misc]
+        """A row."""
+
+        a: int
+        b: str = "x"
+        c: tuple[int, ...] = ()
+
+        def total(self) -> int:
+            return self.a + len(self.c)
+
+        @property
+        def label(self) -> str:
+            return f"{self.b}{self.a}"
+
+    return Row
+
+
+def tuple_behaviour(base: Any, a: int, b: str) -> list[Any]:
+    row = named_tuple(base)
+    x = row(a, b)
+    return [
+        observe(lambda: x),
+        observe(lambda: tuple(x)),
+        observe(lambda: x == (a, b, ())),
+        observe(lambda: hash(x) == hash((a, b, ()))),
+        observe(lambda: x._replace(b="y")),
+        observe(lambda: x._asdict()),
+        observe(lambda: row._fields),
+        observe(lambda: row._field_defaults),
+        observe(lambda: row._make([1, "z", (2,)])),
+        observe(lambda: (x.total(), x.label, row.__doc__, row.__qualname__)),
+        observe(lambda: row.__mro__[1:]),
+        observe(lambda: row()),  # a missing field
+        observe(lambda: row(1, "x", (), 4)),  # one too many
+        observe(lambda: setattr(x, "a", 2)),
+        observe(lambda: pickle.loads(pickle.dumps(row)) is row or "local"),
+    ]
+
+
+@given(a=st.integers(-5, 5), b=st.text(max_size=3))
+def test_named_tuple_behaves_as_typing(a: int, b: str) -> None:
+    assert tuple_behaviour(structs.LightNamedTuple, a, b) == tuple_behaviour(
+        typing.NamedTuple, a, b
+    )
+
+
+LightNT: Any = structs.LightNamedTuple
+
+
+class LightRow(LightNT):  # type: ignore[misc]
+    a: int
+    b: int = 2
+
+
+def test_named_tuple_pickles_and_refuses_what_it_does_not_support() -> None:
+    x = LightRow(1)
+    assert pickle.loads(pickle.dumps(x)) == x == (1, 2) and type(x).__module__ == __name__
+    with pytest.raises(TypeError, match="follows one with a default"):
+
+        class Bad(LightNT):  # type: ignore[misc]
+            a: int = 1
+            b: int
+
+    with pytest.raises(TypeError, match="class form"):
+        structs.LightNamedTuple("Row", [("a", int)])
+
+
+def test_typed_dict_makes_plain_dicts_and_cast_returns_its_value() -> None:
+    class Kind(structs.LightTypedDict):  # type: ignore[misc]
+        kind: str
+
+    class Record(Kind, total=False):  # type: ignore[call-arg]
+        time: str
+
+    for cls in (Kind, Record):
+        made = cls(kind="k", time="t")
+        assert type(made) is dict and made == {"kind": "k", "time": "t"}
+    value = {"a": 1}
+    assert structs.light_cast("dict[str, int]", value) is value
+
+
+def test_a_protocol_is_a_plain_base() -> None:
+    class Core(structs.LightProtocol):
+        def wake(self) -> int:
+            raise NotImplementedError
+
+    class Real(Core):
+        def wake(self) -> int:
+            return 1
+
+    assert Real().wake() == 1 and Core.__mro__ == (Core, structs.LightProtocol, object)
+
+
+def test_to_the_type_checker_they_are_typings() -> None:
+    """At run time the names are ours; mypy sees typing's and dataclasses' own (they
+    are imported under TYPE_CHECKING, which is False at run time)."""
+    names = vars(structs)
+    assert names["NamedTuple"] is structs.LightNamedTuple
+    assert names["Protocol"] is structs.LightProtocol
+    assert names["TypedDict"] is structs.LightTypedDict
+    assert names["cast"] is structs.light_cast and names["TYPE_CHECKING"] is False

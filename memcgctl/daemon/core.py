@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
 
 from memcgctl.daemon.choosing import Chooser, Select
 from memcgctl.daemon.hooks import Hooks
@@ -60,6 +59,10 @@ from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.records import daemon_record, utc_iso
 from memcgctl.vocab.structs import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass

@@ -13,7 +13,6 @@ ports (``daemon/ports.py``) that writes them; the ports keep the valves it retur
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from memcgctl.daemon import oomd, owner
 from memcgctl.daemon.journaling import Recorder
@@ -26,6 +25,10 @@ from memcgctl.vocab import structs
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, OwnedElsewhere, Vanished
 from memcgctl.vocab.structs import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass

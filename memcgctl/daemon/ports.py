@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
-from typing import TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
@@ -69,6 +68,10 @@ from memcgctl.vocab.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
 from memcgctl.vocab.errors import MemcgctlError, Vanished
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.records import DaemonRecord, daemon_record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
 # v1: a memcg is "at its limit" (its own OOM, not an ancestor's) when usage is this close
 AT_LIMIT_SLACK = 2 << 20

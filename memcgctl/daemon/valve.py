@@ -38,9 +38,8 @@ The host has no limit to throttle at: its lines are shares of ``MemTotal`` compa
 from __future__ import annotations
 
 from enum import Enum
-from typing import NamedTuple
 
-from memcgctl.vocab.structs import dataclass, field
+from memcgctl.vocab.structs import NamedTuple, dataclass, field
 
 MIB = 1 << 20
 

@@ -19,19 +19,32 @@ records use of it and no more:
 * ``fields(record)`` (``.name``, ``.type``) and ``replace(record, **changes)``.
 
 A method the class defines itself (``__repr__``, ``__eq__``, ``__hash__``) is kept, as
-:mod:`dataclasses` keeps it.  ``tests/test_structs.py`` holds each of these to
-:mod:`dataclasses`' behaviour.
+:mod:`dataclasses` keeps it.
+
+The same for what the daemon's modules need of :mod:`typing` at run time (0.5 MiB
+resident): ``NamedTuple`` (a :func:`collections.namedtuple` with the class's defaults
+and methods, as :mod:`typing` builds it), ``Protocol`` (a plain base: nothing checks a
+protocol at run time here), ``TypedDict`` (a class whose call makes a plain ``dict``)
+and ``cast``.  Those modules write ``TYPE_CHECKING = False`` (mypy takes the name for
+:data:`typing.TYPE_CHECKING`) and import :mod:`typing`'s other names under it.
+``tests/test_structs.py`` holds each of these to what :mod:`dataclasses` and
+:mod:`typing` do.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any, TypeVar
 
-__all__ = ["FrozenInstanceError", "dataclass", "field", "fields", "replace"]
+    T = TypeVar("T")
+
+__all__ = ["FrozenInstanceError", "NamedTuple", "Protocol", "TypedDict", "cast", "dataclass"]
+__all__ += ["field", "fields", "replace"]
 
 _MISSING: Any = type("_MISSING", (), {"__repr__": lambda self: "<missing>"})()
 
@@ -250,6 +263,83 @@ def light_dataclass(
         return lambda c: _process(c, frozen, slots)
     return _process(cls, frozen, slots)
 
+
+# -- typing's, at run time --------------------------------------------------------------
+
+_NOT_COPIED = {"__module__", "__qualname__", "__annotations__", "__dict__", "__weakref__"}
+
+
+class _NamedTupleMeta(type):
+    """``class C(NamedTuple)``: a :func:`collections.namedtuple` of the annotated
+    fields, their defaults, and the class's other attributes (its methods)."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> Any:
+        if bases != (_LightNamedTupleBase,):
+            raise TypeError(f"{name}: only a direct NamedTuple subclass is supported")
+        names = list(ns.get("__annotations__", {}))
+        defaults = [ns[f] for f in names if f in ns]
+        if any(f not in ns for f in names[len(names) - len(defaults) :]):
+            raise TypeError(f"{name}: a field without a default follows one with a default")
+        nt = namedtuple(name, names, defaults=defaults, module=ns["__module__"])  # type: ignore[misc]
+        nt.__annotations__ = ns.get("__annotations__", {})
+        for key, value in ns.items():
+            if key in names and key in ns:
+                continue  # the default: namedtuple keeps it in _field_defaults
+            if key in ("_fields", "_make", "_replace", "_asdict", "_field_defaults"):
+                raise AttributeError(f"cannot overwrite NamedTuple attribute {key}")
+            if key not in _NOT_COPIED:
+                setattr(nt, key, value)
+        nt.__qualname__ = ns.get("__qualname__", name)
+        return nt
+
+
+_LightNamedTupleBase: Any = type.__new__(_NamedTupleMeta, "NamedTuple", (), {})
+
+
+def LightNamedTuple(*args: Any, **kwargs: Any) -> Any:
+    raise TypeError("only the class form, class C(NamedTuple), is supported")
+
+
+LightNamedTuple.__mro_entries__ = lambda bases: (_LightNamedTupleBase,)  # type: ignore[attr-defined]
+
+
+class LightProtocol:
+    """A protocol's base at run time: a plain class (the type checker does the work)."""
+
+    __slots__ = ()
+
+
+class _TypedDictMeta(type):
+    """``class C(TypedDict)`` (``total=False`` too): calling it makes a plain dict."""
+
+    def __new__(
+        mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any], total: bool = True
+    ) -> Any:
+        return super().__new__(mcs, name, (dict,), ns)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return dict(*args, **kwargs)
+
+
+LightTypedDict: Any = type.__new__(_TypedDictMeta, "TypedDict", (dict,), {})
+
+
+def light_cast(typ: object, value: T) -> T:
+    return value
+
+
+if TYPE_CHECKING:
+    from typing import NamedTuple as NamedTuple
+    from typing import Protocol as Protocol
+    from typing import TypedDict as TypedDict
+    from typing import cast as cast
+else:
+    NamedTuple, Protocol, TypedDict, cast = (
+        LightNamedTuple,
+        LightProtocol,
+        LightTypedDict,
+        light_cast,
+    )
 
 if TYPE_CHECKING:
     from dataclasses import FrozenInstanceError as FrozenInstanceError
