@@ -245,6 +245,9 @@ def test_under_systemd_it_adds_the_socket_and_nothing_else_unused(
     assert "_socket" in mods  # the C module alone: not socket.py and its enums
     unused = NEVER | {"subprocess", "socket"}
     assert not mods & unused, sorted(mods & unused)
+    stdlib = {m for m in mods if m.split(".")[0] != "memcgctl"}
+    allowed = stdlib_closure([*DAEMON_STDLIB, "_socket"])
+    assert stdlib <= allowed, f"new in the daemon: {sorted(stdlib - allowed)}"
 
 
 @pytest.mark.parametrize("delay_ms", ["0", "300"])
