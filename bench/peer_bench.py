@@ -273,6 +273,12 @@ class Peer:
     rss_each: list[tuple[float, float]] = field(default_factory=list)  # handler, children
 
 
+def drain(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed at the end of the bench
+        while sock.recv(4096):
+            pass
+
+
 def peers(tmp: Path, checkouts: list[Path] | None = None, unit: bool = False) -> list[Peer]:
     def memcgctl(cwd: Path = ROOT, unit: bool = False) -> Callable[[], Handler]:
         def start() -> Handler:
@@ -287,6 +293,10 @@ def peers(tmp: Path, checkouts: list[Path] | None = None, unit: bool = False) ->
             if not sock.exists():
                 NOTIFY.append(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
                 NOTIFY[-1].bind(str(sock))
+                # read what the daemon sends, as systemd does: unread, the socket's
+                # queue fills (a few datagrams) and the daemon blocks in sendto, which
+                # measured 0 % CPU "idle" and left it deaf to SIGTERM
+                threading.Thread(target=drain, args=(NOTIFY[-1],), daemon=True).start()
             env = {"NOTIFY_SOCKET": str(sock), "WATCHDOG_USEC": "10000000"}
             argv.append("--guardian=systemd")
             return Handler("memcgctl", argv, "daemon_took_over", cwd=cwd, extra_env=env)

@@ -26,7 +26,6 @@ Needs root and a memory cgroup hierarchy (v1 here; v2 in the guest:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import os
 import statistics
@@ -48,6 +47,7 @@ from memcgctl.logic.decision import Decision  # noqa: E402
 from memcgctl.logic.priority import plan_inputs, select_priority  # noqa: E402
 from memcgctl.logic.priority import select_priority_brief as brief  # noqa: E402
 from memcgctl.state.journal import Journal  # noqa: E402
+from memcgctl.vocab import structs  # noqa: E402
 from memcgctl.vocab.cgpath import CgroupPath  # noqa: E402
 from memcgctl.vocab.errors import OverBudget  # noqa: E402
 from tests.realkernel import TestCgroups, v1_memory_mount  # noqa: E402
@@ -84,7 +84,7 @@ def measure(tc: TestCgroups, n: int, rounds: int, state: Path) -> list[str]:
     dom = CgroupPath(top)
 
     def unprobed() -> Decision:  # before: every empty cgroup read in full
-        snap = dataclasses.replace(ports.snapshot(dom), empty_probe=None)
+        snap = structs.replace(ports.snapshot(dom), empty_probe=None)
         return brief(snap, dom, ())
 
     def budgeted() -> Decision | None:  # after: the refresh's bound

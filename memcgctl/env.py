@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.hierarchy import Hierarchy, detect_hierarchy, hierarchy_at
@@ -18,7 +17,10 @@ from memcgctl.state.store import ProcessRegistry
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import NoSuchCgroup, NoSuchProcess, UsageProblem, Vanished
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from memcgctl.kernel.procfs import ProcFs
     from memcgctl.logic.rules import RuleSet
     from memcgctl.snapshot import BadnessResolver

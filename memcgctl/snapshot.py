@@ -5,7 +5,6 @@ Cgroups or processes that vanish while we read are left out, never an error.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
@@ -23,6 +22,7 @@ from memcgctl.state.store import (
     pod_beside,
     read_setting,
 )
+from memcgctl.vocab import structs
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.constants import fallback_badness
 from memcgctl.vocab.errors import OverBudget, Vanished
@@ -498,7 +498,7 @@ class LazyCgroups(Mapping[CgroupPath, CgroupInfo]):
         badness: one that changed meanwhile (to 1000: never) is the one that counts."""
         usage = self._usage.get(info.path)
         if usage is not None and usage != (info.usage_bytes or 0):
-            info = dataclasses.replace(info, usage_bytes=usage)
+            info = structs.replace(info, usage_bytes=usage)
         return info
 
     def load_all(self) -> None:

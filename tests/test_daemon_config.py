@@ -4,7 +4,6 @@ and exit 2 before the daemon touches anything."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from memcgctl.daemon.config import DaemonConfig, systemd_env
 from memcgctl.daemon.core import Settings
 from memcgctl.daemon.valve import HostLines, Tuning
 from memcgctl.env import Env
+from memcgctl.vocab import structs
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import UsageProblem
 from tests.fakehost import FakeHost
@@ -47,7 +47,9 @@ def test_defaults_are_the_valves_and_the_cores() -> None:
     config = DaemonConfig()
     assert config.tuning() == Tuning()
     assert config.host_lines == HostLines()
-    assert (config.grace, config.max_rounds, config.dry_run) == dataclasses.astuple(Settings())
+    assert (config.grace, config.max_rounds, config.dry_run) == tuple(
+        getattr(Settings(), f.name) for f in structs.fields(Settings)
+    )
 
 
 def test_the_command_line_defaults_build_the_default_config(
@@ -63,7 +65,7 @@ def test_the_command_line_defaults_build_the_default_config(
         "NOTIFY_SOCKET": "/run/systemd/notify",
         "WATCHDOG_USEC": "10000000",
     }
-    assert dataclasses.replace(config, systemd_env=DaemonConfig().systemd_env) == DaemonConfig()
+    assert structs.replace(config, systemd_env=DaemonConfig().systemd_env) == DaemonConfig()
 
 
 def test_options_reach_the_config(host: FakeHost, started: list[DaemonConfig]) -> None:
@@ -92,7 +94,7 @@ def test_host_delay(host: FakeHost, started: list[DaemonConfig], text: str, ms: 
 
 
 def test_the_config_is_frozen() -> None:
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(structs.FrozenInstanceError):
         DaemonConfig().grace = 2.0  # type: ignore[misc]
 
 

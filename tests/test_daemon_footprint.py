@@ -121,6 +121,13 @@ NEVER |= {"datetime", "_datetime"}
 NEVER |= {"threading", "queue", "heapq"}
 # and ctypes' Python half (kernel/libc.py calls libc through _ctypes)
 NEVER |= {"ctypes", "ctypes._endian"}
+# the sixth pass: dataclasses and the inspect it imports with ast, dis, tokenize (1.2 MiB;
+# the records are vocab.structs'); copy and weakref came with them
+NEVER |= {"dataclasses", "inspect", "ast", "_ast", "dis", "opcode", "tokenize", "token"}
+NEVER |= {"linecache", "importlib.machinery", "copy", "weakref"}
+# and typing (0.5 MiB): NamedTuple, Protocol, TypedDict and cast at run time are
+# vocab.structs'; the daemon's modules write TYPE_CHECKING = False
+NEVER |= {"typing", "_typing"}
 UNLESS_USED = {"subprocess", "socket"}
 IMPORT_TIME_HEADER = "import time: self [us] | cumulative | imported package"
 
@@ -160,6 +167,39 @@ def imported_by_daemon(tmp_path: Path, root: str, *extra: str, env: dict[str, st
     }
 
 
+# What the daemon may import from the standard library: these, and what they import
+# themselves (the closure differs between Python versions: it is measured, see
+# stdlib_closure).  A module outside it fails the test below, so that none comes back
+# quietly (issue 22: the daemon imports none it does not use).  Each costs its place:
+# pathlib (0.8 MiB: Path),
+# json (the journal, the hand-off), re (the kernel log's parser), enum (reasons,
+# signals), _ctypes (libc), _thread/_queue (the journal's writer), resource
+# (RLIMIT_NOFILE), fcntl (the locks).
+DAEMON_STDLIB = ["__future__", "pathlib", "json", "re", "enum", "contextlib"]
+DAEMON_STDLIB += ["functools", "collections", "collections.abc", "operator", "types"]
+DAEMON_STDLIB += ["math", "errno", "stat", "struct", "time", "select", "signal", "gc"]
+DAEMON_STDLIB += ["resource", "fcntl", "_thread", "_queue", "_ctypes", "os", "sys"]
+DAEMON_STDLIB += ["importlib"]  # (state.daemonlock: the interpreter's own _sha256)
+
+
+def import_lines(stderr: str) -> list[str]:
+    lines = [line for line in stderr.splitlines() if line.startswith("import time:")]
+    return [line.rsplit("|", 1)[1].strip() for line in lines if line != IMPORT_TIME_HEADER]
+
+
+def stdlib_closure(names: list[str]) -> set[str]:
+    """What a bare ``python3 -S`` reports under ``-X importtime`` when it imports
+    ``names``: them, what they import, and the optional imports they try (``nt``, …)."""
+    code = "\n".join(f"import {name}" for name in names)  # (import_module is not timed)
+    p = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(import_lines(p.stderr))
+
+
 def daemon_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
     path = [str(REPO), *(p for p in sys.path if p and os.path.isdir(p))]
@@ -177,6 +217,17 @@ def test_the_running_daemon_imports_only_what_it_uses(
     assert "memcgctl.daemon.loop" in mods and "memcgctl.state.journal" in mods  # it ran
     assert "memcgctl.commands.daemonrun" in mods  # in its own interpreter
     assert not mods & (NEVER | UNLESS_USED), sorted(mods & (NEVER | UNLESS_USED))
+    stdlib = {m for m in mods if m.split(".")[0] != "memcgctl"}
+    allowed = stdlib_closure(DAEMON_STDLIB)
+    assert stdlib <= allowed, f"new in the daemon: {sorted(stdlib - allowed)}"
+
+
+def test_the_allowed_stdlib_leaves_out_what_was_cut() -> None:
+    """The daemon's allowed standard library (its closure, measured) holds none of
+    the modules cut from it, and the closure is measured, not empty."""
+    allowed = stdlib_closure(DAEMON_STDLIB)
+    assert {"pathlib", "json", "_ctypes"} <= allowed
+    assert not allowed & (NEVER | UNLESS_USED), sorted(allowed & (NEVER | UNLESS_USED))
 
 
 def test_under_systemd_it_adds_the_socket_and_nothing_else_unused(
@@ -194,6 +245,9 @@ def test_under_systemd_it_adds_the_socket_and_nothing_else_unused(
     assert "_socket" in mods  # the C module alone: not socket.py and its enums
     unused = NEVER | {"subprocess", "socket"}
     assert not mods & unused, sorted(mods & unused)
+    stdlib = {m for m in mods if m.split(".")[0] != "memcgctl"}
+    allowed = stdlib_closure([*DAEMON_STDLIB, "_socket"])
+    assert stdlib <= allowed, f"new in the daemon: {sorted(stdlib - allowed)}"
 
 
 @pytest.mark.parametrize("delay_ms", ["0", "300"])

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,25 @@ def test_notify_reaches_the_socket(listener: tuple[socket.socket, str]) -> None:
     s, name = listener
     assert notify("READY=1\nSTATUS=enforcing", {"NOTIFY_SOCKET": name})
     assert s.recv(4096) == b"READY=1\nSTATUS=enforcing"
+
+
+def test_a_full_socket_never_blocks_the_daemon(listener: tuple[socket.socket, str]) -> None:
+    """Nobody reads the socket (systemd stuck, or a bench that plays it and never reads):
+    once its queue is full (net.unix.max_dgram_qlen datagrams), a notification is
+    dropped (False), not waited for; blocked in sendto, the daemon stopped enforcing
+    and did not even hear SIGTERM."""
+    s, name = listener
+    sent: list[bool] = []
+
+    def send_many() -> None:
+        sent.extend(notify(f"WATCHDOG=1\nSTATUS={i}", {"NOTIFY_SOCKET": name}) for i in range(64))
+
+    t = threading.Thread(target=send_many, daemon=True)  # (closing s wakes a blocked one)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "notify() blocked on the full socket"
+    assert sent[0] and not sent[-1], sent
+    assert s.recv(4096) == b"WATCHDOG=1\nSTATUS=0"  # what was queued is intact
 
 
 def test_without_a_socket_nothing_is_sent() -> None:

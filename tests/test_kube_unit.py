@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,6 +35,7 @@ from memcgctl.logic.kube import (
 )
 from memcgctl.render.kubewords import problem_text
 from memcgctl.vocab.cgpath import CgroupPath
+from memcgctl.vocab.structs import replace
 
 DATA = Path(__file__).parent / "data" / "kube"
 QOSES = [QOS_BESTEFFORT, QOS_BURSTABLE, QOS_GUARANTEED]

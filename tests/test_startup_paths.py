@@ -115,6 +115,7 @@ COUNTERS_MODULES = {
     "memcgctl.vocab.constants",
     "memcgctl.vocab.errors",
     "memcgctl.vocab.podname",
+    "memcgctl.vocab.structs",  # state.store's NamedTuple (typing's at run time: the daemon's)
     "memcgctl.vocab.units",
     "memcgctl.watch",
     "memcgctl.watch.history",

@@ -12,13 +12,13 @@ Rules are root's, so everything here is ``trusted.*``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.logic.rules import Rule, RuleSet
 from memcgctl.state.store import BADNESS, OOM_DELAY, RULE_MARKS, read_namespace
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import Vanished
+from memcgctl.vocab.structs import NamedTuple
 
 NAMESPACE = "trusted"
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from memcgctl.actions.killreport import (
     FREEZE_V2,
@@ -39,6 +38,7 @@ from memcgctl.kernel.procfs import ProcFs
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import Vanished
 from memcgctl.vocab.signals import signal_name
+from memcgctl.vocab.structs import dataclass, field
 
 # How long a freeze may take before we give up on it and fall back to rounds.
 FREEZE_WAIT_S = 2.0

@@ -6,12 +6,14 @@ the report, the command prints and journals it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.records import UserKill, user_kill, utc_now_iso
 from memcgctl.vocab.signals import signal_name
+from memcgctl.vocab.structs import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 KILL = "cgroup.kill"
 FREEZE_V2 = "cgroup.freeze"

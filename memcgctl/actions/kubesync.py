@@ -11,7 +11,6 @@ cgroups below the pods are never visited.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.logic.kube import (
@@ -26,6 +25,7 @@ from memcgctl.logic.kube import (
 from memcgctl.state.store import BADNESS, OOM_DELAY, POD, read_namespace, read_pod, write_setting
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import NoSuchCgroup, Vanished
+from memcgctl.vocab.structs import replace
 
 KUBEPODS_ROOTS = ("kubepods", "kubepods.slice")
 SEARCH_DEPTH = 3  # how deep below the hierarchy root a kubelet root may sit

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from memcgctl.env import Env
 from memcgctl.kernel.cgroupfs import CgroupFs
@@ -25,6 +24,7 @@ from memcgctl.vocab.errors import (
     UsageProblem,
     Vanished,
 )
+from memcgctl.vocab.structs import dataclass
 
 
 def find_command(cmd: str) -> str:

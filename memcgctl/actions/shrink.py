@@ -21,7 +21,6 @@ import errno
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from memcgctl.actions.kill import Killer
@@ -37,6 +36,7 @@ from memcgctl.vocab.errors import (
     UsageProblem,
     Vanished,
 )
+from memcgctl.vocab.structs import dataclass, field
 
 # the daemon's ownership mark (daemon/owner.py MARK; this layer may not import it)
 DAEMON_MARK = "trusted.memcgctl.daemon"

@@ -14,11 +14,11 @@ import select
 import signal
 import time
 from collections.abc import Iterable
-from typing import Protocol
 
 from memcgctl.kernel.libc import Libc
 from memcgctl.kernel.libc import errno as libc_errno
 from memcgctl.vocab.errors import from_oserror
+from memcgctl.vocab.structs import Protocol
 
 # process_mrelease(2) (5.15): the same number on every architecture with the unified
 # syscall table (x86_64, aarch64, riscv, ...); alpha has its own numbering.

@@ -16,11 +16,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import OperationFailed, UsageProblem, Vanished
+from memcgctl.vocab.structs import dataclass
 
 
 @dataclass(frozen=True)

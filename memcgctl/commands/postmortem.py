@@ -81,12 +81,11 @@ def _with_gone_note(x: KillExplanation, gone: list[TaskRow]) -> KillExplanation:
     """Say which processes' badness is no longer known (a process badness lives in the
     registry only as long as the process: a dead victim's entry is pruned), so the
     counterfactual's "the same task" is not taken for more than it is."""
-    import dataclasses
-
+    from memcgctl.vocab import structs
     from memcgctl.vocab.reportnotes import Said, note
 
     gone_note = note(Said.GONE, tasks=tuple((r.pid, r.name) for r in gone))
-    return dataclasses.replace(x, priority_notes=(*x.priority_notes, gone_note))
+    return structs.replace(x, priority_notes=(*x.priority_notes, gone_note))
 
 
 def _badness_map(path: str | None) -> BadnessMap:

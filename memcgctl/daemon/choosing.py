@@ -29,7 +29,6 @@ cgroups ranked first in a delegated subtree):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from memcgctl.daemon.protocol import CorePorts, Mode
 from memcgctl.logic.decision import Decision
@@ -37,6 +36,7 @@ from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.errors import OverBudget
 from memcgctl.vocab.model import Snapshot
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the core's per-watch state, which the core module defines
     from memcgctl.daemon.core import Watch
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from memcgctl.daemon.valve import HostLines, Tuning
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.errors import UsageProblem
+from memcgctl.vocab.structs import dataclass, field, fields
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 POLICIES = ("priority", "kernel")
 # What releases the knobs of a daemon that died, stopped or hangs: a guardian process of

@@ -43,11 +43,8 @@ selection.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any
 
 from memcgctl.daemon.choosing import Chooser, Select
 from memcgctl.daemon.hooks import Hooks
@@ -57,9 +54,15 @@ from memcgctl.logic.decision import PRIORITY, Decision
 from memcgctl.logic.priority import lowest_priority_child, protected_pids
 from memcgctl.render.diag import diagnostic
 from memcgctl.render.reasontext import reason_lines
+from memcgctl.vocab import structs
 from memcgctl.vocab.cgpath import CgroupPath, HostScope, Scope
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.records import daemon_record, utc_iso
+from memcgctl.vocab.structs import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass
@@ -657,7 +660,7 @@ def with_process(snap: Snapshot, p: ProcessInfo) -> Snapshot:
         return snap  # outside the snapshot, or still alive and counted as it is
     cgroups = dict(snap.cgroups)
     if p.pid not in cg.pids:  # a zombie is listed already; a reaped victim is not
-        cgroups[p.cgroup] = dataclasses.replace(cg, pids=(*cg.pids, p.pid))
+        cgroups[p.cgroup] = structs.replace(cg, pids=(*cg.pids, p.pid))
     # (no emptiness probe: it reads the cgroup as it is now, without the victim)
     processes = {**snap.processes, p.pid: p}
-    return dataclasses.replace(snap, cgroups=cgroups, processes=processes, empty_probe=None)
+    return structs.replace(snap, cgroups=cgroups, processes=processes, empty_probe=None)

@@ -13,11 +13,11 @@ beyond ``--grace``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import select
 from collections.abc import Iterator, Mapping
 
+from memcgctl.vocab import structs
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 
 
@@ -103,7 +103,7 @@ class Dying:
         dying = self.pids()
         if not dying:
             return snap
-        return dataclasses.replace(snap, processes=_Hidden(snap.processes, frozenset(dying)))
+        return structs.replace(snap, processes=_Hidden(snap.processes, frozenset(dying)))
 
     def close(self) -> None:
         for fd in self._fds.values():

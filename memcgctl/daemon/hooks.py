@@ -23,12 +23,12 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from memcgctl.logic.decision import Decision
 from memcgctl.vocab.cgpath import Scope
+from memcgctl.vocab.structs import dataclass, field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # loaded by Hooks(): a daemon without hooks keeps it out of memory
     import subprocess
 

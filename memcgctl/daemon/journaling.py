@@ -15,7 +15,6 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.actions.killreport import PIDFD
@@ -35,8 +34,10 @@ from memcgctl.vocab.records import (
     utc_now_iso,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the same classes (older typeshed has no _queue)
     from queue import Empty, SimpleQueue
+    from typing import Any, TextIO
 else:  # queue's own SimpleQueue, without the queue module and its threading
     from _queue import Empty, SimpleQueue
 

@@ -12,10 +12,7 @@ ports (``daemon/ports.py``) that writes them; the ports keep the valves it retur
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Any
 
 from memcgctl.daemon import oomd, owner
 from memcgctl.daemon.journaling import Recorder
@@ -24,8 +21,14 @@ from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_HIGH
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.kernel.procfs import ProcFs
 from memcgctl.render.logprio import Priority
+from memcgctl.vocab import structs
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, OwnedElsewhere, Vanished
+from memcgctl.vocab.structs import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass
@@ -113,7 +116,7 @@ class Knobs:
             return v
         if self.fs.high(v.domain) != v.holding:
             return v  # written by the user since our look: theirs (the next refresh takes it)
-        new = dataclasses.replace(v, lowered=lowered)
+        new = structs.replace(v, lowered=lowered)
         self.fs.write(v.domain, V2_HIGH, str(new.holding))
         kind = "valve_lowered" if lowered else "valve_raised"
         self.recorder.line(Priority.INFO, kind, v.cg, domain=v.domain, memory_high=new.holding)
@@ -151,7 +154,7 @@ class Knobs:
             return v
         user = high if changed_high else v.user_high
         ln = lines(limit, self.tuning.headroom)
-        new = dataclasses.replace(_valve(v.cg, v.domain, ln, user), early=v.early)
+        new = structs.replace(_valve(v.cg, v.domain, ln, user), early=v.early)
         if not self.dry_run:
             self.install(new)
         self.recorder.line(

@@ -13,11 +13,11 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from memcgctl.daemon.protocol import KERNEL_LOG, Feed, Wake
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import ProcessInfo
+from memcgctl.vocab.structs import Protocol
 
 
 class Core(Protocol):

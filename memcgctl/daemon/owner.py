@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from memcgctl.daemon.oomd import OMIT
 from memcgctl.kernel.cgroupfiles import V1_OOM_CONTROL, V2_FREEZE, V2_HIGH
@@ -37,6 +36,10 @@ from memcgctl.kernel.procfs import ProcFs
 from memcgctl.render.diag import warning
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import MemcgctlError, Vanished
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MARK = "trusted.memcgctl.daemon"
 LEGACY_MARK = "trusted.memcgctl.daemon_prev"

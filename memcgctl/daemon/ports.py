@@ -11,11 +11,9 @@ said once), the :class:`Kills` (the killer, journaled), the
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
-from typing import TextIO
 
 from memcgctl.actions.kill import Killer
 from memcgctl.daemon import owner
@@ -65,10 +63,15 @@ from memcgctl.logic.decision import Decision
 from memcgctl.logic.priority import plan_inputs
 from memcgctl.render.logprio import Priority
 from memcgctl.state.journal import Journal
+from memcgctl.vocab import structs
 from memcgctl.vocab.cgpath import HOST, ROOT, CgroupPath, HostScope, Scope
 from memcgctl.vocab.errors import MemcgctlError, Vanished
 from memcgctl.vocab.model import ProcessInfo, Snapshot
 from memcgctl.vocab.records import DaemonRecord, daemon_record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
 # v1: a memcg is "at its limit" (its own OOM, not an ancestor's) when usage is this close
 AT_LIMIT_SLACK = 2 << 20
@@ -538,7 +541,7 @@ class RealPorts:
         v = self.valves.get(cg)
         if v is None or v.early == on:
             return
-        v = self.valves[cg] = dataclasses.replace(v, early=on)
+        v = self.valves[cg] = structs.replace(v, early=on)
         if not on and v.lowered:
             try:
                 self.valves[cg] = self.knobs.step(v, False)

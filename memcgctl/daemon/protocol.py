@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from enum import Enum
-from typing import NamedTuple, Protocol
 
 from memcgctl.daemon.valve import OomLevel
 from memcgctl.logic.decision import Decision
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.records import DaemonRecord
+from memcgctl.vocab.structs import NamedTuple, Protocol
 
 
 class Mode(Enum):

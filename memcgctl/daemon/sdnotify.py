@@ -34,7 +34,10 @@ def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     import _socket
 
     try:
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        # non-blocking: a full queue (PID 1 not reading) drops this one, never holds the
+        # daemon in sendto (where it stopped enforcing and did not hear SIGTERM)
+        flags = _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK
+        s = _socket.socket(_socket.AF_UNIX, flags)
     except OSError:
         return False
     try:

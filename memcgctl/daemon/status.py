@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from memcgctl.daemon.core import DaemonCore, Watch
 from memcgctl.render.diag import warning
@@ -26,6 +25,10 @@ from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.errors import MemcgctlError
 from memcgctl.vocab.model import ProcessInfo
 from memcgctl.vocab.records import DaemonRecord, utc_iso, utc_now_iso
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 EVERY_S = 2.0  # during an episode (its delay_left_ms moves)
 IDLE_EVERY_S = 30.0  # otherwise: only "updated" would change (a write is idle CPU)

@@ -42,12 +42,12 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from memcgctl.kernel import inotify as ino
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.vocab.cgpath import CgroupPath, Scope
 from memcgctl.vocab.errors import Vanished
+from memcgctl.vocab.structs import dataclass, field
 
 FULL_EVERY_S = 60.0  # the safety-net walk (see the module's docstring)
 SETTLE_S = 0.05  # at most this often an event-driven rescan (churn is coalesced)

@@ -37,9 +37,9 @@ The host has no limit to throttle at: its lines are shares of ``MemTotal`` compa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
-from typing import NamedTuple
+
+from memcgctl.vocab.structs import NamedTuple, dataclass, field
 
 MIB = 1 << 20
 

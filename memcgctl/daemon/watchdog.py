@@ -11,10 +11,10 @@ when another wake-up comes first)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from memcgctl.daemon.guardian import Heartbeat
 from memcgctl.daemon.sdnotify import Notifier
+from memcgctl.vocab.structs import Protocol
 
 RELEASED_BY_GUARDIAN = "the guardian released it while the daemon was stopped or hung"
 

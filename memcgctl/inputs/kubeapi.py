@@ -19,12 +19,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from memcgctl.logic.kube import Pod, parse_pod_list
 from memcgctl.vocab.errors import Malformed, OperationFailed
+from memcgctl.vocab.structs import dataclass
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_KUBELET_URL = "https://127.0.0.1:10250/pods"

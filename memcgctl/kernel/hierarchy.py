@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from memcgctl.kernel.cgroupfiles import V1_LIMIT, V2_CONTROLLERS
 from memcgctl.kernel.fileio import read_text
 from memcgctl.vocab.errors import NoSuchCgroup, NotSupported, from_oserror
+from memcgctl.vocab.structs import NamedTuple
 
 
 class Hierarchy(NamedTuple):

@@ -29,7 +29,8 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+
+from memcgctl.vocab.structs import dataclass
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004

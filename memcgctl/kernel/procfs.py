@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from memcgctl.kernel.fileio import parse_flat_keyed, read_bytes, read_text
 from memcgctl.vocab.errors import VANISHED_ERRNOS, Vanished
+from memcgctl.vocab.structs import NamedTuple
 
 # /proc/PID/status keys we use, with the ProcStatus field they fill (values in kB).
 _KB_FIELDS = {

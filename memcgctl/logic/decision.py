@@ -11,13 +11,15 @@ group kill that ``memory.oom.group`` widens a victim to.  Nothing here reads a f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
-
 from memcgctl.logic.oombadness import may_be_chosen
 from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.model import CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.vocab.reasons import Caveat, GroupKill, Reason, Skip, Verdict
+from memcgctl.vocab.structs import NamedTuple, dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
 
 PRIORITY = "priority"
 KERNEL = "kernel"

@@ -11,9 +11,9 @@ into ISO 8601 UTC.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from memcgctl.vocab.records import EPOCH_ISO, utc_iso
+from memcgctl.vocab.structs import NamedTuple
 
 
 class KmsgRecord(NamedTuple):

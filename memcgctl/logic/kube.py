@@ -33,12 +33,12 @@ import enum
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
 
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.constants import BADNESS_NEVER
 from memcgctl.vocab.errors import Malformed, UsageProblem
 from memcgctl.vocab.podname import valid_pod_label
+from memcgctl.vocab.structs import dataclass, field, replace
 
 ANNOTATION_BADNESS = "memcgctl.io/badness"
 ANNOTATION_DELAY = "memcgctl.io/oom-delay"

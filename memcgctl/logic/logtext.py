@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
 
 from memcgctl.logic.kmsgparse import unescape
 from memcgctl.logic.oomlines import parse_oom_line
+from memcgctl.vocab.structs import NamedTuple
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from datetime import datetime
 

@@ -19,7 +19,6 @@ one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 from memcgctl.logic.kmsgparse import (
     KmsgRecord,
@@ -33,6 +32,10 @@ from memcgctl.logic.oomlines import MEMCG_OOM_MESSAGE, OomLine, parse_oom_line
 from memcgctl.logic.oomreport import OomReport, new_report, note_line
 from memcgctl.vocab.records import KernelEvent, add_fields, kernel_event, utc_iso
 from memcgctl.vocab.reportnotes import LogGap, gap_code
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _MEMCG_MESSAGES = (MEMCG_OOM_MESSAGE,)
 

@@ -8,9 +8,8 @@ call :func:`oom_badness`; the eras differ only in :class:`KernelRules`.  Pure, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from memcgctl.vocab.constants import OOM_SCORE_ADJ_MIN
+from memcgctl.vocab.structs import dataclass
 
 Version = tuple[int, int]
 

@@ -31,7 +31,12 @@ comm is everything up to that suffix, not up to the first ``)``.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+
+from memcgctl.vocab.structs import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class _Pattern:

@@ -9,12 +9,14 @@ I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from memcgctl.logic.logtext import LogLine
 from memcgctl.logic.oomtable import KNOWN_COLUMNS, TaskRow, infer_columns, parse_task_row
 from memcgctl.vocab.records import KernelEvent, utc_iso
+from memcgctl.vocab.structs import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # -- one report ----------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ since 3.x, and the columns of a table whose header is not in the log (pure, no I
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from memcgctl.vocab.structs import dataclass
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ is in :mod:`memcgctl.logic.oomscore`, the snapshot in :mod:`memcgctl.logic.repor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from memcgctl.logic.decision import KERNEL, Decision, Scored
@@ -36,6 +35,7 @@ from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import Snapshot
 from memcgctl.vocab.reasons import Caveat, Reason
 from memcgctl.vocab.reportnotes import KillVerdict, ReportNote, Said, note
+from memcgctl.vocab.structs import dataclass, field, replace
 
 
 @dataclass(frozen=True)

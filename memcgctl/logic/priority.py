@@ -17,10 +17,10 @@ ranked what is inside.  Only a ``trusted.*`` (or process) 1000 means "never".
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 
 from memcgctl.logic.decision import PRIORITY, Candidate, Decision, Level, kids, victim_group
+from memcgctl.vocab import structs
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import BADNESS_NEVER, CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.vocab.reasons import (
@@ -336,10 +336,10 @@ def _brief_level(
                     continue
                 c = Candidate("cgroup", info.badness, cgroup=info)
                 if never_cgroup(info):  # its badness changed since it was ranked
-                    skipped.append(dataclasses.replace(c, skip=Skip.BADNESS_NEVER))
+                    skipped.append(structs.replace(c, skip=Skip.BADNESS_NEVER))
                     continue
                 if not viable.any_killable(info):
-                    skipped.append(dataclasses.replace(c, skip=Skip.NOTHING_INSIDE))
+                    skipped.append(structs.replace(c, skip=Skip.NOTHING_INSIDE))
                     continue
             if not eligible:
                 head = rank

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from memcgctl.logic.oomreport import OomReport
@@ -17,6 +16,7 @@ from memcgctl.vocab.cgpath import ROOT, CgroupPath
 from memcgctl.vocab.constants import BADNESS_DEFAULT, fallback_badness
 from memcgctl.vocab.model import CgroupInfo, ProcessInfo, Snapshot
 from memcgctl.vocab.reportnotes import ReportNote, Said, note
+from memcgctl.vocab.structs import dataclass
 
 # -- the badness the caller knows ------------------------------------------------------
 

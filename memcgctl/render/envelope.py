@@ -4,7 +4,10 @@ only: kill-all's import path stays short)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def hierarchy_json(mount: Path, version: int) -> dict[str, Any]:

@@ -22,11 +22,14 @@ import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from memcgctl.state.statedir import _lock_fd, check_state_dir, lock_holder
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.errors import from_oserror
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _sha256() -> Callable[[bytes], Any]:

@@ -13,9 +13,12 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from memcgctl.state.statedir import Corrupt, loads_bounded, read_bounded, write_atomic
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PREFIX = "daemon-"
 SUFFIX = ".json"

@@ -26,7 +26,6 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from memcgctl.state.journallines import MAX_FILE_BYTES, iter_file, scan_lines
 from memcgctl.state.retention import OwnerOf, fair_share, per_cgroup
@@ -45,7 +44,10 @@ from memcgctl.state.statedir import (
 )
 from memcgctl.vocab.errors import MemcgctlError, from_oserror
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from memcgctl.vocab.records import Event
 
 DEFAULT_MAX_BYTES = 4 << 20

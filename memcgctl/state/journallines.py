@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from memcgctl.state.statedir import Corrupt, loads_bounded, open_bounded
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from memcgctl.state.journal import Journal
     from memcgctl.vocab.records import Event

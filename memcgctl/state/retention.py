@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING
 
 from memcgctl.vocab.cgpath import CgroupPath
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from memcgctl.vocab.records import Event
 

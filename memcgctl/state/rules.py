@@ -15,12 +15,15 @@ import re
 import stat
 import sys
 from pathlib import Path
-from typing import Any
 
 from memcgctl.logic.rules import MAX_RULES, BadRules, Rule, RuleSet, rules_from_document
 from memcgctl.render.diag import warning
 from memcgctl.state.statedir import Corrupt, read_bounded
 from memcgctl.vocab.errors import PermissionDenied
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_FILE_BYTES = 1 << 20
 _AT_LINE = re.compile(r"\(at line ([0-9]+)")

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 from memcgctl.render.diag import warning
 from memcgctl.vocab.errors import (
@@ -40,6 +39,10 @@ from memcgctl.vocab.errors import (
     PermissionDenied,
     from_oserror,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # How long a command waits for a lock held by another memcgctl before giving up.
 LOCK_TIMEOUT_S = 5.0

@@ -16,7 +16,6 @@ import os
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import NamedTuple
 
 from memcgctl.kernel.cgroupfs import CgroupFs
 from memcgctl.state.statedir import (
@@ -35,6 +34,7 @@ from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.constants import BADNESS_MIN, BADNESS_NEVER
 from memcgctl.vocab.errors import MemcgctlError, OperationFailed, PermissionDenied, Vanished
 from memcgctl.vocab.podname import parse_pod_label
+from memcgctl.vocab.structs import NamedTuple
 from memcgctl.vocab.units import MAX_DELAY_MS
 
 BADNESS = "memcgctl.badness"

@@ -34,10 +34,13 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from memcgctl.state.statedir import Corrupt, loads_bounded, read_bounded
 from memcgctl.vocab.cgpath import CgroupPath
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
 
 FILE = "counters.json"
 VERSION = 1
@@ -46,7 +49,7 @@ SEQ_WINDOW = 4096
 KEY_WINDOW = 1024
 MAX_FILE_BYTES = 16 << 20
 
-Totals = dict[str, Any]
+Totals: TypeAlias = "dict[str, Any]"  # (a string: no typing at run time)
 
 
 def empty(boot_id: str | None = None, created: float | None = None) -> Totals:

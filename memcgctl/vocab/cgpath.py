@@ -15,7 +15,9 @@ files, and ``isinstance(x, HostScope)`` tells the two apart.
 
 from __future__ import annotations
 
-from typing import Final
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["HOST", "ROOT", "CgroupPath", "HostScope", "Scope"]
 

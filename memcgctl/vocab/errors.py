@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import errno
 from enum import IntEnum
-from typing import ClassVar
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class ExitStatus(IntEnum):

@@ -6,12 +6,15 @@ Policy, rendering, events and the daemon only ever see these objects.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
 
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.constants import BADNESS_DEFAULT, BADNESS_MIN, BADNESS_NEVER
+from memcgctl.vocab.structs import NamedTuple, dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BADNESS_DEFAULT",

@@ -9,14 +9,17 @@ Pure data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
 
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.reportnotes import ReportNote
+from memcgctl.vocab.structs import dataclass
 
-Kind = Literal["cgroup", "process"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal, TypeAlias
+
+Kind: TypeAlias = 'Literal["cgroup", "process"]'  # (a string: no typing at run time)
 
 
 class Skip(Enum):

@@ -24,7 +24,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any, TypedDict, cast
+
+from memcgctl.vocab.structs import TypedDict, cast
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # -- the clock ----------------------------------------------------------------------------
 

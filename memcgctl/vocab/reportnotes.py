@@ -7,9 +7,13 @@ Pure data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+
+from memcgctl.vocab.structs import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class KillVerdict(str, Enum):

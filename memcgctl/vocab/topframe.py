@@ -3,11 +3,11 @@ drawn by :mod:`memcgctl.render.topview`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import CgroupInfo, ProcessInfo
+from memcgctl.vocab.structs import dataclass
 
 
 @dataclass(frozen=True)

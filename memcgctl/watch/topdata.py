@@ -11,12 +11,12 @@ history re-read, no polling of anything else.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from memcgctl.env import Env
 from memcgctl.vocab.cgpath import CgroupPath
 from memcgctl.vocab.model import Snapshot
+from memcgctl.vocab.structs import dataclass, field
 from memcgctl.vocab.topframe import DomainVictim, Frame, Row
 
 RECENT = 6  # kills kept
