@@ -269,6 +269,8 @@ class Peer:
     outcomes: dict[str, list[str]] = field(default_factory=dict)
     idle: dict[str, float] = field(default_factory=dict)
     wakes: dict[str, float] = field(default_factory=dict)
+    # per process (memcgctl: the daemon, then its guardian): [(CPU %, wake-ups/s)]
+    idle_each: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     rss: tuple[float, float] = (0.0, 0.0)
     rss_each: list[tuple[float, float]] = field(default_factory=list)  # handler, children
 
@@ -404,8 +406,9 @@ def episode(
 
 
 def idle_cpu(peer: Peer, seconds: float, used_share: float | None) -> tuple[float, float]:
-    """CPU share (%) of the handler's processes over seconds, the guest idle; with
-    used_share, a ballast first makes MemTotal - MemAvailable that share of MemTotal."""
+    """CPU share (%) and wake-ups/s of the handler's processes over seconds, the guest
+    idle; with used_share, a ballast first makes MemTotal - MemAvailable that share of
+    MemTotal.  Each process's own share lands in peer.idle_each."""
     if used_share is not None:
         m = meminfo()
         want_avail = int(m["MemTotal"] * (1 - used_share))
@@ -415,11 +418,16 @@ def idle_cpu(peer: Peer, seconds: float, used_share: float | None) -> tuple[floa
         h.ready()
         time.sleep(SETTLE_S)  # memcgctl's guardian starts the full CLI: not idle yet
         pids = h.pids()
-        t0, c0, w0 = time.monotonic(), cpu_ticks(pids), wakeups(pids)
+        t0 = time.monotonic()
+        c0, w0 = [cpu_ticks([p]) for p in pids], [wakeups([p]) for p in pids]
         time.sleep(seconds)
         took = time.monotonic() - t0
-        share = (cpu_ticks(pids) - c0) / TICK / took * 100
-        rate = (wakeups(pids) - w0) / took
+        c1, w1 = [cpu_ticks([p]) for p in pids], [wakeups([p]) for p in pids]
+        each = [
+            ((c1[i] - c0[i]) / TICK / took * 100, (w1[i] - w0[i]) / took) for i in range(len(pids))
+        ]
+        peer.idle_each["empty" if used_share is None else "69 % used"] = each
+        share, rate = sum(c for c, _ in each), sum(w for _, w in each)
         if used_share is None:
             peer.rss = resident(pids)
             peer.rss_each = [resident([pid]) for pid in pids]
@@ -455,7 +463,7 @@ def in_guest(args: argparse.Namespace) -> int:
             p.idle["empty"], p.wakes["empty"] = idle_cpu(p, args.idle, None)
             p.idle["69 % used"], p.wakes["69 % used"] = idle_cpu(p, args.idle, 0.69)
             print(
-                f"{p.name}: idle {p.idle} {p.wakes}/s, resident {p.rss}",
+                f"{p.name}: idle {p.idle} {p.wakes}/s, each {p.idle_each}, resident {p.rss}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -530,6 +538,14 @@ def report(ps: list[Peer], args: argparse.Namespace) -> None:
         if len(p.rss_each) > 1:  # memcgctl: the daemon, then its guardian
             row += "  (" + " + ".join(f"{r:.1f} ({s:.1f})" for r, s in p.rss_each) + ")"
         print(row)
+    if any(len(e) > 1 for p in ps for e in p.idle_each.values()):
+        print("per process (the handler, then its children: memcgctl's guardian)")
+        print(f"{'handler':9} {'condition':10} {'CPU % each':>22} {'wakeups/s each':>22}")
+        for p in ps:
+            for cond, each in p.idle_each.items():
+                cpu = " + ".join(f"{c:.2f}" for c, _ in each)
+                wk = " + ".join(f"{w:.1f}" for _, w in each)
+                print(f"{p.name:9} {cond:10} {cpu:>22} {wk:>22}")
 
 
 def main() -> int:

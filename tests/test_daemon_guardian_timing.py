@@ -411,6 +411,35 @@ def test_a_periodic_rescan_due_soon_rides_on_a_host_poll(
         assert per_s > 1.3, (per_s, clock.wakes)
 
 
+def test_looks_closer_than_a_beat_beat_once_a_second(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Host mode at 69 % used (issue 22's loaded idle): a look at MemAvailable every
+    0.57 s and the 2 s rescan (30 ms each).  A beat rides on a look only once the last
+    one is EARLY_S old, so the heartbeat (and the bash watcher it wakes) beats at every
+    other look, not at each one, never more than BEAT_S + PULSE_SLACK_S apart; the
+    rescan rides on the look nearest its time (RESCAN_EARLY_S either side): the loop
+    wakes for the looks alone."""
+    clock = LoopClock()
+    monkeypatch.setattr(select, "poll", clock.poller)
+    looks: list[float] = []
+
+    def deadline(now: float) -> float:
+        if not looks or now >= looks[-1]:
+            looks.append(now + 0.57)
+        return looks[-1]
+
+    _, core, ports = make(deadline)
+    hb = idle_minute(monkeypatch, tmp_path, clock, core, ports, guardian.PULSE_SLACK_S)
+    gaps = [b - a for a, b in zip(hb.touched, hb.touched[1:], strict=False)]
+    assert len(hb.touched) <= 60, hb.touched  # once a second (was at each look: 107)
+    assert max(gaps) <= guardian.BEAT_S + guardian.PULSE_SLACK_S + 0.03 + 0.002, gaps
+    # neither the beat nor the 2 s rescan has a wake-up of its own: both ride on looks
+    alone = [t for t in clock.wakes if all(abs(t - look) > 0.001 for look in looks)]
+    assert alone == [], alone
+    assert len(core.rescans) >= 60 / (2.0 + 0.5 + 0.03) - 1  # late by RESCAN_EARLY_S at most
+
+
 def test_under_systemds_watchdog_the_loop_wakes_for_its_pings(tmp_path: Path) -> None:
     """No heartbeat (``--guardian=systemd``): the loop's poll timeout is the next
     ``WATCHDOG=1`` (half of $WATCHDOG_USEC), sent over a real socket; nothing else

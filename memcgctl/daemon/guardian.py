@@ -25,7 +25,8 @@ Before the daemon's first beat (mtime 0: its first rescan) it looks every
 stays paused longer than its delay + 3 s:
 
 * the daemon's loop beats every :data:`BEAT_S` (1 s), on a wake-up it has anyway once
-  the last beat is :data:`EARLY_S` old, else on one of its own: its poll timeout is the
+  the last beat is :data:`EARLY_S` (0.8 s) old, else on one of its own: at most 1.25
+  beats a second (each one wakes the bash watcher), and its poll timeout is the
   next beat, or a wake-up due at most :data:`PULSE_SLACK_S` after it (a rescan, whose
   start drifts by its own length); a long rescan walk beats as it goes, and so does a
   choice that reads many cgroups (a tenant's thousands, issue 22).  A busy turn of
@@ -75,7 +76,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 BEAT_S = 1.0  # the daemon touches its heartbeat at least this often
-EARLY_S = BEAT_S / 2  # and on any wake-up it has anyway once the last beat is this old
+# and on any wake-up it has anyway once the last beat is this old: a beat rides on a
+# wake-up up to PULSE_SLACK_S before (or after) its time, no more often (issue 22: at
+# BEAT_S / 2 a look every 0.57 s beat at each, and each beat wakes the bash watcher)
+EARLY_S = 0.8 * BEAT_S
 PULSE_SLACK_S = 0.2  # a beat may wait this much longer for a wake-up the loop has anyway
 STALE_S = 2.5  # a heartbeat older than this: hung (or stopped, if its state is T)
 START_POLL_S = 0.5  # before the first beat: look this often for the stopped state
