@@ -647,6 +647,38 @@ def test_a_victim_that_exits_after_the_quiet_has_its_records_written_then(
     ]
 
 
+class SlowSignalPorts(LookingPorts):
+    """The signal goes 4 ms after the event (the look and the plan's check took that)."""
+
+    clock: Clock | None = None
+
+    def kill(self, decision: Decision) -> list[int]:
+        assert self.clock is not None
+        self.clock.t += 0.004
+        return super().kill(decision)
+
+
+def test_the_quiet_after_a_kill_counts_from_the_signal_not_the_event(
+    fake_v1: FakeHost,
+) -> None:
+    ports, core, clock, _ = daemon(jobs(fake_v1), ports_type=SlowSignalPorts)
+    assert isinstance(ports, SlowSignalPorts)
+    ports.clock, ports.slow_exit = clock, True
+    near_and_planned(ports, core, clock, t=1.0)
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 1.03))
+    assert ports.killed == [10] and clock.t == pytest.approx(1.034)  # the signal
+    looks = ports.looks
+    core.tick(at(clock, 1.03 + QUIET_S + 0.001))  # the event's quiet would be over
+    assert ports.reaped == [] and ports.looks == looks
+    core.tick(at(clock, 1.034 + QUIET_S))
+    assert ports.reaped == [10] and ports.looks == looks + 1
+    assert core.watches[JOBS].hold_until == pytest.approx(1.034 + HOLD_S)
+    assert "daemon_kill" not in ports.kinds()
+    core.tick(at(clock, 1.034 + HOLD_S))
+    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"]
+
+
 def test_records_held_back_are_written_when_the_daemon_stops(fake_v1: FakeHost) -> None:
     ports, core, _ = quiet_kill(fake_v1)
     assert "daemon_kill" not in ports.kinds()

@@ -503,7 +503,10 @@ class DaemonCore:
             fields["plan_age_ms"] = round(age, 1)
         self._emit("daemon_kill", w.cg, killed=pids, **fields)
         self._killed(w, now, pids)
-        w.quiet_until, w.hold_until, w.quiet_pids = now + QUIET_S, now + HOLD_S, pids
+        # counted from the signal: ``now`` is the loop's time before the look and the
+        # plan's check, 3-8 ms earlier in the guest, where it had left the victim ~2 ms
+        sent = self._signalled if late is not None else now
+        w.quiet_until, w.hold_until, w.quiet_pids = sent + QUIET_S, sent + HOLD_S, pids
         w.next_check = w.quiet_until
         self._settle(now)  # nothing signalled: written at once
 
