@@ -679,6 +679,23 @@ def test_the_quiet_after_a_kill_counts_from_the_signal_not_the_event(
     assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"]
 
 
+def test_a_victim_that_exits_at_once_says_so_in_the_kills_debug_line(
+    fake_v1: FakeHost,
+) -> None:
+    lines: list[tuple[str, dict[str, Any]]] = []
+    ports, core, clock, _ = daemon(
+        jobs(fake_v1), ports_type=SlowSignalPorts, debug=lambda k, _, f: lines.append((k, f))
+    )
+    assert isinstance(ports, SlowSignalPorts)
+    ports.clock = clock  # the signal 4 ms after the event; the victim gone by its return
+    near_and_planned(ports, core, clock, t=1.0)
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 1.03))
+    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"]  # nothing held
+    assert [k for k, _ in lines] == ["kill_path"]
+    assert lines[0][1]["exit_ms"] == 0.0 and lines[0][1]["reaped"] is False
+
+
 def test_records_held_back_are_written_when_the_daemon_stops(fake_v1: FakeHost) -> None:
     ports, core, _ = quiet_kill(fake_v1)
     assert "daemon_kill" not in ports.kinds()

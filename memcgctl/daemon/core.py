@@ -523,7 +523,8 @@ class DaemonCore:
                 if w.quiet_until is not None:
                     w.next_check = now
                 if not stopping and self._path is not None and self._path[0] == w.cg:
-                    self._exited = now
+                    # (the clock: ``now`` may be the event's, from before the signal)
+                    self._exited = self.clock() if self.clock is not None else now
                 w.quiet_until, w.hold_until, w.quiet_pids = None, None, []
                 continue
             if w.quiet_until is not None and now >= w.quiet_until:
