@@ -171,6 +171,11 @@ def cell(
     )
     domain = None if host else top
     ok, latencies, outcomes, late, planned = 0, [], [], [], 0
+    # per won planned episode: (deadline -> death, deadline -> signal) in ms, whose
+    # difference is the victim's signal -> death (all the bare handler measures), and
+    # when it died on the clock of the --logs lines (seconds)
+    split: list[tuple[float, float, float]] = []
+    exits: list[tuple[str, str]] = []  # kill_path's exit_ms and reaped, per planned kill
     try:
         # a node-sized tree below the root (bench/scale_v2_bench.py) takes longer
         assert d.wait("daemon_took_over", 0, 300) is not None, "daemon did not start"
@@ -190,9 +195,11 @@ def cell(
             os.close(pidfd)
             under = d.wait("under_oom", seen, 5)
             kill = d.wait("daemon_kill", seen, 5)
+            signalled = None
             if kill is not None:
                 text = d.lines[kill[0]][1]
-                late.append(float(text.split(" late_ms=")[1].split()[0]))
+                signalled = float(text.split(" late_ms=")[1].split()[0])
+                late.append(signalled)
                 planned += " plan_age_ms=" in text
             good = bool(died) and grower_alive and kernel_kills(tc, domain) == before
             outcomes.append(
@@ -205,10 +212,17 @@ def cell(
                     # which carries the episode's start (wall clock, same guest)
                     start = datetime.fromisoformat(stamped[1].split()[0].replace("Z", "+00:00"))
                     latencies.append((w_death - start.timestamp()) * 1000 - delay_ms)
+                    if signalled is not None:  # (+ when, on the logs' clock)
+                        split.append((round(latencies[-1], 2), signalled, round(t_death, 4)))
                 else:
                     latencies.append((t_death - under[1]) * 1000 - delay_ms)
             resolved = d.wait("oom_resolved", seen, 30)
-            seen = (resolved[0] + 1) if resolved else len(d.lines)
+            upto = (resolved[0] + 1) if resolved else len(d.lines)
+            for _, line in d.lines[seen:upto]:  # the daemon's own view of the exit
+                if line.split(" ", 1)[0].endswith(">kill_path"):
+                    fields = dict(f.split("=", 1) for f in line.split()[2:] if "=" in f)
+                    exits.append((fields.get("exit_ms", "-"), fields.get("reaped", "-")))
+            seen = upto
     finally:
         d.stop()
         if log_dir is not None:
@@ -222,6 +236,7 @@ def cell(
                 os.removexattr(tc.path(top), attr)
     lat = sorted(latencies)
     late.sort()
+    after = sorted(death - sig for death, sig, _ in split)
     return {
         "domain": "host" if host else "memcg",
         "delay_ms": delay_ms,
@@ -234,6 +249,11 @@ def cell(
         "late_p50_ms": statistics.median(late) if late else None,
         "late_p99_ms": p99(late),
         "planned": planned,  # kills whose victim was chosen ahead (plan_age_ms)
+        # the planned won episodes' signal -> death (to death minus late_ms), and each
+        # such episode's [to death, late_ms, the death on the --logs lines' clock]
+        "after_p50_ms": statistics.median(after) if after else None,
+        "split_ms": split,
+        "exits": exits,
         "outcomes": outcomes,
     }
 
@@ -274,7 +294,13 @@ def bare_cell(tc: TestCgroups, pause: float, n: int) -> dict[str, object]:
         reap(ballast)
     lat.sort()
     rate = next(k for k, v in RATES.items() if v == pause)
-    return {"domain": "bare", "rate": rate, "p50_ms": statistics.median(lat), "p99_ms": p99(lat)}
+    return {
+        "domain": "bare",
+        "rate": rate,
+        "p50_ms": statistics.median(lat),
+        "p99_ms": p99(lat),
+        "lat_ms": [round(x, 2) for x in lat],  # each episode's signal -> death
+    }
 
 
 def p99(values: list[float]) -> float | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from memcgctl.actions.kill import make_killer
 from memcgctl.daemon import choosing
 from memcgctl.daemon.choosing import PLAN_COST, PLAN_MIN_PERIOD, PLAN_REFUSED_RETRY
-from memcgctl.daemon.core import QUIET_S, DaemonCore, Settings, with_process
+from memcgctl.daemon.core import HOLD_S, QUIET_S, DaemonCore, Settings, with_process
 from memcgctl.daemon.ports import STAMP_MAX_CGROUPS, RealPorts, procs_stamp
 from memcgctl.daemon.protocol import Mode, Reading
 from memcgctl.daemon.treewatch import TreeWatch
@@ -73,11 +73,12 @@ def daemon(
     cost: float = 0.0,
     mode: Mode = Mode.VALVE,
     ports_type: type[FakePorts] = FakePorts,
+    debug: Callable[[str, Scope, dict[str, Any]], None] | None = None,
 ) -> tuple[FakePorts, DaemonCore, Clock, CountingSelect]:
     clock = Clock()
     choose = CountingSelect(clock, cost)
     ports = ports_type(host, {"/jobs": delay}, mode=mode)
-    core = DaemonCore(ports, choose, Settings(), clock=clock)
+    core = DaemonCore(ports, choose, Settings(), clock=clock, debug=debug)
     core.rescan(0.0)
     return ports, core, clock, choose
 
@@ -569,10 +570,12 @@ class LookingPorts(FakePorts):
         return super().level(cg)
 
 
-def quiet_kill(fake_v1: FakeHost) -> tuple[LookingPorts, DaemonCore, Clock]:
+def quiet_kill(
+    fake_v1: FakeHost, debug: Callable[[str, Scope, dict[str, Any]], None] | None = None
+) -> tuple[LookingPorts, DaemonCore, Clock]:
     """A standing plan used at the event (1.03 s); the victim (pid 10) exits only once
-    the test says so."""
-    ports, core, clock, _ = daemon(jobs(fake_v1), ports_type=LookingPorts)
+    the test says so.  ``debug``: the core's debug lines."""
+    ports, core, clock, _ = daemon(jobs(fake_v1), ports_type=LookingPorts, debug=debug)
     assert isinstance(ports, LookingPorts)
     ports.slow_exit = True
     near_and_planned(ports, core, clock, t=1.0)
@@ -608,22 +611,104 @@ def test_the_kills_records_and_the_next_look_wait_until_the_victim_exited(
     assert ports.reaped == []  # it freed its own memory: nothing to reap
 
 
-def test_a_victim_that_does_not_exit_holds_the_records_back_only_briefly(
+def test_a_victim_that_does_not_exit_holds_the_looks_back_briefly_the_records_longer(
     fake_v1: FakeHost,
 ) -> None:
     ports, core, clock = quiet_kill(fake_v1)
     looks = ports.looks
     core.tick(at(clock, 1.03 + QUIET_S - 0.001))
     assert "daemon_kill" not in ports.kinds() and ports.looks == looks
-    core.tick(at(clock, 1.03 + QUIET_S))
-    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"] and ports.held is None
-    assert ports.looks == looks + 1
+    assert core.tick(at(clock, 1.03 + QUIET_S)) is not None
+    assert ports.looks == looks + 1  # looked at again (the freeze line)
     assert ports.reaped == [10]  # still exiting: its memory is given back from here
+    # its records wait for its exit a while longer (they would take the CPU it needs)
+    assert "daemon_kill" not in ports.kinds() and ports.held is not None
+    core.notify(JOBS, at(clock, 1.03 + HOLD_S - 0.001))  # the valve fired: looked at
+    assert ports.looks > looks + 1 and "daemon_kill" not in ports.kinds()
+    assert core.tick(at(clock, 1.03 + HOLD_S - 0.001)) == pytest.approx(1.03 + HOLD_S)
+    core.tick(at(clock, 1.03 + HOLD_S))
+    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"] and ports.held is None
+    assert ports.reaped == [10]  # reaped once
     # the episode goes on as before: looked at again soon, the next round at the grace
     assert core.watches[JOBS].next_check is not None
     ports.dead.add(10)
     core.tick(at(clock, 1.03 + core.settings.grace + 0.01))
     assert core.watches[JOBS].rounds == 2 and ports.killed == [10, 11]
+
+
+def test_a_victim_that_exits_after_the_quiet_has_its_records_written_then(
+    fake_v1: FakeHost,
+) -> None:
+    """The kill's debug line says when the loop saw the exit and whether the victim was
+    reaped first (bench/scale_v2_bench.py reads it)."""
+    lines: list[tuple[str, dict[str, Any]]] = []
+    ports, core, clock = quiet_kill(fake_v1, debug=lambda kind, _, f: lines.append((kind, f)))
+    core.tick(at(clock, 1.03 + QUIET_S))  # the quiet's end: reaped, looked at
+    assert ports.reaped == [10] and "daemon_kill" not in ports.kinds() and lines == []
+    ports.dead.add(10)  # it exits at 20 ms: its pidfd wakes the loop
+    core.tick(at(clock, 1.05))
+    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"] and ports.held is None
+    assert lines == [
+        (
+            "kill_path",
+            {
+                "level_ms": 0.0,
+                "check_ms": 0.0,
+                "signal_ms": 0.0,
+                "exit_ms": pytest.approx(20.0),
+                "reaped": True,
+            },
+        )
+    ]
+
+
+class SlowSignalPorts(LookingPorts):
+    """The signal goes 4 ms after the event (the look and the plan's check took that)."""
+
+    clock: Clock | None = None
+
+    def kill(self, decision: Decision) -> list[int]:
+        assert self.clock is not None
+        self.clock.t += 0.004
+        return super().kill(decision)
+
+
+def test_the_quiet_after_a_kill_counts_from_the_signal_not_the_event(
+    fake_v1: FakeHost,
+) -> None:
+    ports, core, clock, _ = daemon(jobs(fake_v1), ports_type=SlowSignalPorts)
+    assert isinstance(ports, SlowSignalPorts)
+    ports.clock, ports.slow_exit = clock, True
+    near_and_planned(ports, core, clock, t=1.0)
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 1.03))
+    assert ports.killed == [10] and clock.t == pytest.approx(1.034)  # the signal
+    looks = ports.looks
+    core.tick(at(clock, 1.03 + QUIET_S + 0.001))  # the event's quiet would be over
+    assert ports.reaped == [] and ports.looks == looks
+    core.tick(at(clock, 1.034 + QUIET_S))
+    assert ports.reaped == [10] and ports.looks == looks + 1
+    assert core.watches[JOBS].hold_until == pytest.approx(1.034 + HOLD_S)
+    assert "daemon_kill" not in ports.kinds()
+    core.tick(at(clock, 1.034 + HOLD_S))
+    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"]
+
+
+def test_a_victim_that_exits_at_once_says_so_in_the_kills_debug_line(
+    fake_v1: FakeHost,
+) -> None:
+    lines: list[tuple[str, dict[str, Any]]] = []
+    ports, core, clock, _ = daemon(
+        jobs(fake_v1), ports_type=SlowSignalPorts, debug=lambda k, _, f: lines.append((k, f))
+    )
+    assert isinstance(ports, SlowSignalPorts)
+    ports.clock = clock  # the signal 4 ms after the event; the victim gone by its return
+    near_and_planned(ports, core, clock, t=1.0)
+    ports.oom.add("/jobs")
+    core.notify(JOBS, at(clock, 1.03))
+    assert ports.kinds()[-2:] == ["under_oom", "daemon_kill"]  # nothing held
+    assert [k for k, _ in lines] == ["kill_path"]
+    assert lines[0][1]["exit_ms"] == 0.0 and lines[0][1]["reaped"] is False
 
 
 def test_records_held_back_are_written_when_the_daemon_stops(fake_v1: FakeHost) -> None:

@@ -28,10 +28,11 @@ domain stays held for userspace at the valve, thawed, said once per episode).  E
 continuous episode: once the domain has *recovered* (fallen well below the valve) a new
 OOM starts at round 1.  Watches are re-checked at the poll interval the ports ask for,
 and after a kill at 2 ms, doubling up to 100 ms, until recovery or the grace has passed.
-Right after a kill's signal the core keeps quiet: the kill's records are held back and
-the watch is not looked at until the victim has exited (its pidfd fires: the loop
-wakes) or ``QUIET_S`` has passed (then its memory is reaped from here), so that the
-victim's exit gets the CPU; held records are written in order, also when stopping.
+Right after a kill's signal the core keeps quiet: the watch is not looked at until the
+victim has exited (its pidfd fires: the loop wakes) or ``QUIET_S`` has passed (then its
+memory is reaped from here and the looks resume), and the kill's records are held back
+until it has exited or ``HOLD_S`` has passed, so that the victim's exit gets the CPU;
+held records are written in order, also when stopping.
 
 The victim is chosen ahead, so that at the deadline the kill is only a signal: with a
 delay, just before the deadline; with delay 0, as a *standing plan* kept while the ports
@@ -92,9 +93,11 @@ class Watch:
     next_refresh: float = 0.0  # a standing plan: not chosen again before this
     poll_s: float = 0.0  # the last poll interval the ports asked for (the host's)
     said_stuck: bool = False  # nothing killable was reported in this episode
-    # right after a signal: no records written, no look taken until the victims exited
-    # or this time has come (the victim's exit needs the CPU, not us)
+    # right after a signal: no look taken until the victims exited or this time has
+    # come, and no records written until they exited or hold_until (the victim's exit
+    # needs the CPU, not us)
     quiet_until: float | None = None
+    hold_until: float | None = None
     quiet_pids: list[int] = field(default_factory=list)
 
 
@@ -104,6 +107,11 @@ FIRST_CHECK = 0.002  # seconds after a kill before the first "still short?" chec
 # this long at most (measured in the v2 guest, issue 22: writing them at once cost the
 # exiting victim 10-30 ms of CPU on 2 vCPUs; a bare handler just sleeps on the pidfd)
 QUIET_S = 0.005
+# ... and the records (log lines, the journal: ~15 ms of the daemon's CPU there) wait for
+# the exit this long at most: in the guest a 40 MiB victim's exit took 5-13 ms (the bare
+# handler's), so at QUIET_S they were often written while it still exited (issue 22,
+# sixth pass); the looks (the freeze line) and the reaping still resume at QUIET_S
+HOLD_S = 0.1
 MAX_CHECK = 0.1
 _SOURCE = {Mode.OOM: "memory.oom_control", Mode.VALVE: "memory.events", Mode.HOST: "meminfo"}
 
@@ -131,6 +139,8 @@ class DaemonCore:
         self.debug = debug if clock is not None else None
         self._path: tuple[Scope, float, float, float] | None = None
         self._signalled = 0.0
+        self._exited: float | None = None  # the killed victim's exit seen (kill_path)
+        self._reaped = False
         self.hooks = hooks  # --pre-kill / --post-kill (hooks.py); never waited for
         # choosing the victim ahead of the deadline, and late_ms; None: neither
         self.clock = clock
@@ -291,9 +301,10 @@ class DaemonCore:
                 assert self.clock is not None
                 checked = self.clock()
                 under["time"] = time.time() - max(checked - now, 0.0)
-                self._act(w, now, under=under, planned=planned)
-                if self.debug is not None:  # the event to the signal, by step
+                if self.debug is not None:  # the event to the signal (and exit), by step
                     self._path = (w.cg, now, looked, checked)
+                    self._signalled, self._exited, self._reaped = checked, None, False
+                self._act(w, now, under=under, planned=planned)
             else:
                 self._emit("under_oom", w.cg, **under)
         elif not short and w.episode_start is not None:
@@ -386,8 +397,10 @@ class DaemonCore:
         return min(deadlines) if deadlines else None
 
     def _tick_one(self, w: Watch, now: float, deadlines: list[float]) -> None:
+        if w.hold_until is not None:
+            deadlines.append(w.hold_until)  # or the victim's exit wakes the loop
         if w.quiet_until is not None:
-            deadlines.append(w.quiet_until)  # or the victim's exit wakes the loop
+            deadlines.append(w.quiet_until)  # (the same)
             return
         due_check = w.next_check is not None and now >= w.next_check
         if due_check or w.episode_start is not None:
@@ -493,42 +506,59 @@ class DaemonCore:
             fields["plan_age_ms"] = round(age, 1)
         self._emit("daemon_kill", w.cg, killed=pids, **fields)
         self._killed(w, now, pids)
-        w.quiet_until, w.quiet_pids = now + QUIET_S, pids
+        # counted from the signal: ``now`` is the loop's time before the look and the
+        # plan's check, 3-8 ms earlier in the guest, where it had left the victim ~2 ms
+        sent = self._signalled if late is not None else now
+        w.quiet_until, w.hold_until, w.quiet_pids = sent + QUIET_S, sent + HOLD_S, pids
         w.next_check = w.quiet_until
         self._settle(now)  # nothing signalled: written at once
 
     def _settle(self, now: float, stopping: bool = False) -> None:
         """End the quiet after a kill where its victims exited or its time has come
-        (all of them when ``stopping``); once no watch is quiet, the records held
-        meanwhile are written, in order, and the ended ones are looked at now."""
-        quiet = False
+        (all of them when ``stopping``): the ended ones are looked at now.  Once no
+        watch holds records back (victims exited, or ``HOLD_S`` passed), the records
+        held meanwhile are written, in order."""
+        holding = False
         for w in self.watches.values():
-            if w.quiet_until is None:
+            if w.hold_until is None:
                 continue
             if stopping or self.ports.exited(w.quiet_pids):
-                w.quiet_until, w.quiet_pids = None, []
-                w.next_check = now
-            elif now >= w.quiet_until:
-                # not exited yet (stuck in the kernel?): its memory is reaped from here
+                if w.quiet_until is not None:
+                    w.next_check = now
+                if not stopping and self._path is not None and self._path[0] == w.cg:
+                    # (the clock: ``now`` may be the event's, from before the signal)
+                    self._exited = self.clock() if self.clock is not None else now
+                w.quiet_until, w.hold_until, w.quiet_pids = None, None, []
+                continue
+            if w.quiet_until is not None and now >= w.quiet_until:
+                # not exited yet (stuck in the kernel?): its memory is reaped from here,
+                # and the watch looked at again (the freeze line)
                 self.ports.reap(w.quiet_pids)
-                w.quiet_until, w.quiet_pids = None, []
+                w.quiet_until = None
                 w.next_check = now
+                if self._path is not None and self._path[0] == w.cg:
+                    self._reaped = True
+            if now >= w.hold_until:
+                w.hold_until, w.quiet_pids = None, []
             else:
-                quiet = True
-        if not quiet:
+                holding = True
+        if not holding:
             self.ports.hold_records(False)
             if self._path is not None and self.debug is not None:
                 cg, event, looked, checked = self._path
                 self._path = None
-                self.debug(
-                    "kill_path",
-                    cg,
-                    {
-                        "level_ms": round((looked - event) * 1000, 2),
-                        "check_ms": round((checked - looked) * 1000, 2),
-                        "signal_ms": round((self._signalled - checked) * 1000, 2),
-                    },
-                )
+                fields = {
+                    "level_ms": round((looked - event) * 1000, 2),
+                    "check_ms": round((checked - looked) * 1000, 2),
+                    "signal_ms": round((self._signalled - checked) * 1000, 2),
+                    # the signal to the exit as the loop saw it (its pidfd), or none
+                    # within HOLD_S; whether it was reaped at QUIET_S first
+                    "exit_ms": None
+                    if self._exited is None
+                    else round((self._exited - self._signalled) * 1000, 2),
+                    "reaped": self._reaped,
+                }
+                self.debug("kill_path", cg, fields)
 
     def _say_under(self, w: Watch, under: dict[str, Any] | None) -> None:
         if under is not None:
