@@ -14,6 +14,7 @@ from memcgctl.actions.kill import Killer
 from memcgctl.daemon.dying import Dying
 from memcgctl.daemon.journaling import JournalWriter, Kills, Recorder
 from memcgctl.logic.priority import select_priority_brief
+from memcgctl.render.logprio import Priority
 from memcgctl.state.journal import Journal
 from memcgctl.vocab.records import Event, daemon_record, user_kill, utc_now_iso
 from tests.fakehost import FakeHost
@@ -33,6 +34,29 @@ def kill_of(pid: int) -> Event:
         target="/jobs",
         by="daemon",
     )
+
+
+def test_a_plain_line_said_while_holding_comes_after_the_held_records(
+    fake_v1: FakeHost,
+) -> None:
+    """The looks resume before the kill's records are written (QUIET_S < HOLD_S): a
+    line said meanwhile (a walk's debug line, a valve's step) waits in its place, so
+    the log never shows it before the kill (tests/v2/test_walk_hold_v2.py saw a walk
+    after oom_resolved printed before daemon_kill)."""
+    journal, log = Journal(fake_v1.state), io.StringIO()
+    rec = Recorder(journal, log)
+    try:
+        rec.hold(True)
+        rec.emit(daemon_record("daemon_kill", "/jobs", pid=10))
+        rec.line(Priority.DEBUG, "tree_walk", "/", why="no_watches")
+        rec.emit(daemon_record("oom_resolved", "/jobs", by="daemon"))
+        assert log.getvalue() == ""
+        rec.hold(False)
+        rec.line(Priority.INFO, "valve_raised", "/jobs")
+        kinds = [ln.split()[0].lstrip("<0123456789>") for ln in log.getvalue().splitlines()]
+        assert kinds == ["daemon_kill", "tree_walk", "oom_resolved", "valve_raised"]
+    finally:
+        rec.close()
 
 
 def test_held_records_are_written_in_order_once_released(fake_v1: FakeHost) -> None:

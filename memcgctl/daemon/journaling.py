@@ -142,12 +142,16 @@ class Recorder:
 
     def __init__(self, journal: Journal, log: TextIO) -> None:
         self.log = log
+        # (the writer's thread says its trouble at once: it never joins the held lines)
         self.writer = JournalWriter(
-            journal, lambda text: self.line(Priority.WARNING, "journal_failed", "-", error=text)
+            journal,
+            lambda text: self._write(
+                self._text(Priority.WARNING, "journal_failed", "-", {"error": text})
+            ),
         )
-        # held while a victim exits (issue 22): what was emitted or appended meanwhile,
-        # in order; None: not holding
-        self._held: list[tuple[DaemonRecord, Event] | list[Event]] | None = None
+        # held while a victim exits (issue 22): what was emitted, appended or said
+        # meanwhile (a plain log line: its text), in order; None: not holding
+        self._held: list[tuple[DaemonRecord, Event] | list[Event] | str] | None = None
 
     def hold(self, on: bool) -> None:
         """Hold the log lines and records back (on), or write what was held, in order
@@ -161,7 +165,9 @@ class Recorder:
             return
         records: list[Event] = []
         for item in held:
-            if isinstance(item, list):
+            if isinstance(item, str):
+                self._write(item)
+            elif isinstance(item, list):
                 records += item
             else:
                 self._line_of(item[0])
@@ -194,14 +200,27 @@ class Recorder:
 
     def line(self, prio: Priority, kind: str, cg: str, **fields: Any) -> None:
         """One line per event on the log stream, with a syslog priority prefix journald
-        reads; values another user controls (cgroup names, comm) are quoted."""
+        reads; values another user controls (cgroup names, comm) are quoted.  While
+        holding, held in its place among the records (the looks resume before the
+        records are written: their lines must not come before the kill's)."""
+        text = self._text(prio, kind, cg, fields)
+        if self._held is not None:
+            self._held.append(text)
+            return
+        self._write(text)
+
+    @staticmethod
+    def _text(prio: Priority, kind: str, cg: str, fields: dict[str, Any]) -> str:
         parts = [prefixed(prio, f"{kind} cgroup={log_value(cg)}")]
         parts += [
             f"{k}={log_value(' / '.join(map(str, v)) if isinstance(v, list) else v)}"
             for k, v in fields.items()
         ]
+        return " ".join(parts)
+
+    def _write(self, text: str) -> None:
         with contextlib.suppress(OSError):  # stderr gone: keep enforcing anyway
-            self.log.write(" ".join(parts) + "\n")
+            self.log.write(text + "\n")
             self.log.flush()
 
     def close(self) -> None:
