@@ -228,12 +228,9 @@ class TreeWatch:
             self.stashed |= self._pump()
             if self.inotify.pending():
                 return None
-        for cg in reversed(self._changed):  # the newest first
-            n = self._changed[cg]
-            if n <= self._floor:
-                break
+        for cg in reversed(self._changed):  # the newest first (all after the floor)
             if top.contains(cg) or cg.contains(top):
-                return n
+                return self._changed[cg]
         return self._floor
 
     # -- the rescan's side ----------------------------------------------------------------
