@@ -238,3 +238,45 @@ def test_a_unit_restart_remaking_its_cgroup_is_taken_over_afresh(
     assert "daemon_error" not in d.kinds()
     assert d.stop() == 0
     assert oom_control(cgroups, unit)["oom_kill_disable"] == 0
+
+
+def test_a_tenants_churn_of_names_moves_only_its_own_domains_mark(cgroups: TestCgroups) -> None:
+    """nobody, in its delegated subtree, makes and removes 1,500 cgroups of distinct
+    names (more than the mark remembers, RECENT): the mark of its domain moves, the
+    mark of root's memcg beside it stands (the standing plan there is not chosen
+    again), and nothing is left outside nobody's subtree."""
+    from memcgctl.daemon.treewatch import RECENT
+    from tests.test_delegation_kernel import delegate
+
+    churn = 1500
+    assert churn > RECENT
+    jobs, solo = cgroups.make("jobs"), cgroups.make("solo")
+    cgroups.make("solo/low")
+    deleg = cgroups.make("jobs/deleg")
+    d = delegate(cgroups, deleg)
+    tw = TreeWatch(Env(cgroup_root=cgroups.mount).fs, CgroupPath(cgroups.parent), lambda *a: None)
+    tw.refresh()
+    assert tw.off_reason is None
+    solo_mark, jobs_mark = tw.mark(CgroupPath(solo)), tw.mark(CgroupPath(jobs))
+    script = (
+        "import os, sys\n"
+        "d = sys.argv[1]\n"
+        "for i in range(int(sys.argv[2])):\n"
+        "    p = os.path.join(d, f'e{i}')\n"
+        "    os.mkdir(p)\n"
+        "    os.rmdir(p)\n"
+    )
+    r = subprocess.run(
+        [*SETPRIV, SYSTEM_PYTHON, "-c", script, str(d), str(churn)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    drain(tw)
+    assert tw.stats["overflows"] == 0 and tw.stats["events"] >= 2 * churn
+    assert tw.mark(CgroupPath(solo)) == solo_mark  # root's: unchanged
+    moved = tw.mark(CgroupPath(jobs))
+    assert moved is not None and moved != jobs_mark  # the tenant's domain: moved
+    assert [p.name for p in d.iterdir() if p.is_dir()] == []  # nobody removed its own
+    assert os.stat(d).st_uid == NOBODY
+    tw.close()
