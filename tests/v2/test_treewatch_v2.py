@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.realkernel import TestCgroups, wait_until
 from tests.test_daemon_kernel import Daemon, daemons, set_xattr
+from tests.test_treewatch_kernel import churn_moves_only_the_tenants_mark
 from tests.v2.test_daemon_v2 import MIB, field, high, valves
 
 __all__ = ["daemons"]
@@ -74,3 +75,9 @@ def test_too_few_watches_fall_back_to_walking_said_once(
             MAX_WATCHES.write_text(saved)
     assert MAX_WATCHES.read_text() == saved
     assert os.path.exists(cgroups.path(late))
+
+
+def test_a_tenants_churn_of_names_moves_only_its_own_domains_mark(cgroups: TestCgroups) -> None:
+    """v2: nobody's 1,500 cgroups made and removed in its delegated subtree move its
+    domain's tree mark, not that of root's memcg beside it."""
+    churn_moves_only_the_tenants_mark(cgroups)
